@@ -1,0 +1,1 @@
+"""cocopart backend for AMD SEV-SNP: VMPLs, RMP, GHCB, SVSM, AMD-SP."""

@@ -1,0 +1,33 @@
+"""Attestation policy: what a relying party accepts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+
+
+class Policy(BaseModel):
+    """A relying party's expectations. Every field is checked and named in the verdict.
+
+    The default policy is strict: only the privileged layer's own evidence (SNP VMPL0, the
+    TDX L1) is accepted, debug is rejected, and nothing else is pinned.
+    """
+
+    allowed_layers: list[str] = Field(
+        default_factory=lambda: ["l1"],
+        description="Originating layers accepted. A workload layer ('l2.1'..'l2.3', i.e. a "
+        "non-zero VMPL or an L2 VM) is accepted only when listed here.",
+    )
+    allow_via_privileged_layer: bool = Field(
+        default=True,
+        description="Accept evidence a privileged layer produced on a workload's behalf.",
+    )
+    expected_measurements: dict[str, bytes] = Field(default_factory=dict)
+    expected_report_data: bytes | None = None
+    allow_debug: bool = False
+    minimum_tcb: dict[str, int] = Field(default_factory=dict)
+    accepted_tcb_status: list[str] = Field(default_factory=lambda: ["UpToDate"])
+    max_collateral_age: timedelta | None = Field(
+        default=None, description="Reject collateral issued longer ago than this."
+    )

@@ -1,0 +1,178 @@
+"""Vendor-neutral verification: evidence plug-ins do the cryptography, the policy is here.
+
+A vendor plug-in (entry-point group ``cocopart.evidence``) implements
+:class:`EvidenceVerifier`: it parses the evidence, checks signatures and certificate chains
+against a :class:`TrustStore`, and returns :class:`Claims` plus the list of checks it made.
+:class:`Verifier` then applies a :class:`Policy` and returns one :class:`Verdict` that names
+every failed check.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cocopart.attest.evidence import Claims, Evidence
+from cocopart.attest.policy import Policy
+
+EVIDENCE_GROUP = "cocopart.evidence"
+
+
+class Check(BaseModel):
+    """One named check and its outcome."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class TrustStore(BaseModel):
+    """Roots a verifier may chain to.
+
+    ``pinned_roots`` holds extra root certificates (PEM or DER) by vendor. The real vendor
+    roots are pinned inside each plug-in (by public-key fingerprint) and accepted unless
+    ``trust_vendor_roots`` is False. Simulated roots are accepted only when they are listed
+    here explicitly.
+    """
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    pinned_roots: dict[str, list[bytes]] = Field(default_factory=dict)
+    trust_vendor_roots: bool = True
+
+    def roots_for(self, vendor: str) -> list[bytes]:
+        return list(self.pinned_roots.get(vendor, []))
+
+    def with_root(self, vendor: str, root: bytes) -> TrustStore:
+        roots = {k: list(v) for k, v in self.pinned_roots.items()}
+        roots.setdefault(vendor, []).append(root)
+        return self.model_copy(update={"pinned_roots": roots})
+
+
+class VendorResult(BaseModel):
+    """What an evidence plug-in returns: claims (None if unparsable) and its checks."""
+
+    claims: Claims | None
+    checks: list[Check]
+
+
+@runtime_checkable
+class EvidenceVerifier(Protocol):
+    """Contract of a ``cocopart.evidence`` plug-in."""
+
+    vendor: str
+
+    def verify(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
+        """Parse and cryptographically verify ``evidence``; never raise for bad evidence."""
+        ...
+
+
+class Verdict(BaseModel):
+    """The outcome of verifying evidence against a policy."""
+
+    ok: bool
+    checks: list[Check]
+    claims: Claims | None = None
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def summary(self) -> str:
+        if self.ok:
+            return "verified: all %d checks passed" % len(self.checks)
+        return "rejected: " + "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
+
+
+def load_evidence_verifier(vendor: str) -> EvidenceVerifier:
+    """Load the evidence plug-in for ``vendor`` through stevedore."""
+    from cocopart.registry import load_plugin
+
+    verifier = load_plugin(EVIDENCE_GROUP, vendor)
+    if isinstance(verifier, type):
+        verifier = verifier()
+    return verifier  # type: ignore[no-any-return]
+
+
+def apply_policy(claims: Claims, policy: Policy, now: datetime) -> list[Check]:
+    """The vendor-neutral policy checks, each named."""
+    checks: list[Check] = []
+    layer_ok = claims.origin.layer in policy.allowed_layers
+    checks.append(Check(
+        name="policy.origin_layer", ok=layer_ok,
+        detail=f"evidence speaks for {claims.origin.layer} ({claims.origin.vendor_level}); "
+        f"allowed: {', '.join(policy.allowed_layers)}",
+    ))
+    if claims.origin.via_privileged_layer:
+        checks.append(Check(
+            name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
+            detail="the privileged layer attested on the workload's behalf",
+        ))
+    checks.append(Check(
+        name="policy.debug", ok=policy.allow_debug or not claims.debug,
+        detail="debug is enabled in the guest policy" if claims.debug else "debug disabled",
+    ))
+    for name, want in policy.expected_measurements.items():
+        have = claims.measurements.get(name)
+        checks.append(Check(
+            name=f"policy.measurement.{name}", ok=have == want,
+            detail="matches" if have == want else
+            f"expected {want.hex()}, evidence has {have.hex() if have else 'none'}",
+        ))
+    if policy.expected_report_data is not None:
+        want_rd = policy.expected_report_data.ljust(len(claims.report_data), b"\0")
+        checks.append(Check(
+            name="policy.report_data", ok=claims.report_data == want_rd,
+            detail="report data binds the expected value" if claims.report_data == want_rd
+            else "report data does not match the expected value",
+        ))
+    for comp, minimum in policy.minimum_tcb.items():
+        have_v = claims.tcb.get(comp)
+        ok = have_v is not None and have_v >= minimum
+        checks.append(Check(
+            name=f"policy.tcb.{comp}", ok=ok,
+            detail=f"{comp}={have_v} (minimum {minimum})",
+        ))
+    if claims.tcb_status is not None:
+        checks.append(Check(
+            name="policy.tcb_status", ok=claims.tcb_status in policy.accepted_tcb_status,
+            detail=f"TCB status {claims.tcb_status}; accepted: "
+            + ", ".join(policy.accepted_tcb_status),
+        ))
+    issued = claims.extra.get("collateral_issue_date")
+    if policy.max_collateral_age is not None and isinstance(issued, str):
+        age = now - datetime.fromisoformat(issued.replace("Z", "+00:00"))
+        checks.append(Check(
+            name="policy.collateral_age", ok=age <= policy.max_collateral_age,
+            detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",
+        ))
+    return checks
+
+
+class Verifier:
+    """Verify evidence of any installed vendor against one policy.
+
+    >>> Verifier(Policy(allowed_layers=["l1", "l2.1"])).verify(evidence)  # doctest: +SKIP
+    """
+
+    def __init__(self, policy: Policy | None = None, trust: TrustStore | None = None) -> None:
+        self.policy = policy or Policy()
+        self.trust = trust or TrustStore()
+        self._plugins: dict[str, EvidenceVerifier] = {}
+
+    def _plugin(self, vendor: str) -> EvidenceVerifier:
+        if vendor not in self._plugins:
+            self._plugins[vendor] = load_evidence_verifier(vendor)
+        return self._plugins[vendor]
+
+    def verify(self, evidence: Evidence, now: datetime | None = None) -> Verdict:
+        now = now or datetime.now(timezone.utc)
+        result = self._plugin(evidence.vendor).verify(evidence, self.trust, now)
+        checks = list(result.checks)
+        if result.claims is not None:
+            checks += apply_policy(result.claims, self.policy, now)
+        else:
+            checks.append(Check(name="parse", ok=False, detail="evidence could not be parsed"))
+        return Verdict(ok=all(c.ok for c in checks), checks=checks, claims=result.claims)

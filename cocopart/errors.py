@@ -1,0 +1,85 @@
+"""One exception hierarchy for everything cocopart raises.
+
+Every exception carries a sentence a person understands. Architectural failures
+(an instruction or firmware call that returned an error code) are normally *results*
+(:class:`cocopart.ops.OperationResult`), not exceptions; exceptions are for misuse of
+the library, bad configuration and broken plug-ins.
+"""
+
+from __future__ import annotations
+
+
+class CocopartError(Exception):
+    """Root of every error cocopart raises on purpose."""
+
+
+class ConfigError(CocopartError, ValueError):
+    """A configuration value is invalid. ``field`` names it (dotted path), ``source`` the file."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, source: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.field = field
+        self.source = source
+        self.line = line
+        where = []
+        if source:
+            where.append(source + (f":{line}" if line else ""))
+        if field:
+            where.append(f"field '{field}'")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+        self.message = message
+
+
+class BackendNotFound(CocopartError, LookupError):
+    """No backend of that name is installed."""
+
+    def __init__(self, name: str, installed: list[str]) -> None:
+        self.name = name
+        self.installed = installed
+        listing = ", ".join(installed) if installed else "none"
+        super().__init__(f"no backend named '{name}' is installed (installed: {listing})")
+
+
+class BackendLoadError(CocopartError, ImportError):
+    """A backend plug-in is installed but failed to import or initialise."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.name = name
+        self.cause = cause
+        super().__init__(f"backend '{name}' failed to load: {type(cause).__name__}: {cause}")
+
+
+class NotSupportedError(CocopartError):
+    """The backend cannot do this at all; ``reason`` says why."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what} is not supported: {reason}")
+
+
+class ProtocolError(CocopartError):
+    """A protocol buffer could not be encoded or decoded; ``code`` is the protocol's result code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(f"{message} (result code {code:#010x})")
+
+
+class EvidenceError(CocopartError, ValueError):
+    """Evidence bytes could not be parsed (wrong size, version or layout)."""
+
+
+class ArchitectureFault(CocopartError):
+    """An architectural fault the model raises into the faulting context (#VC, #NPF, #PF, #GP).
+
+    ``vector`` names the exception (e.g. ``"#VC"``), ``code`` its error code.
+    """
+
+    def __init__(self, vector: str, code: int, message: str) -> None:
+        self.vector = vector
+        self.code = code
+        super().__init__(f"{vector} error code {code:#x}: {message}")
