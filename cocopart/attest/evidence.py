@@ -41,6 +41,12 @@ class Evidence(BaseModel):
     manifest: bytes | None = Field(
         default=None, description="The privileged layer's services manifest, when attested."
     )
+    layer_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="How the producing guest names its layers: vendor level (e.g. 'VMPL2', "
+        "'L2 VM 1') -> neutral layer ('l2.1'). Without it VMPL0/L1 is 'l1' and VMPLn/L2 VM n "
+        "is 'l2.n'.",
+    )
 
 
 class Origin(BaseModel):

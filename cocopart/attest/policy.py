@@ -17,7 +17,8 @@ class Policy(BaseModel):
     allowed_layers: list[str] = Field(
         default_factory=lambda: ["l1"],
         description="Originating layers accepted. A workload layer ('l2.1'..'l2.3', i.e. a "
-        "non-zero VMPL or an L2 VM) is accepted only when listed here.",
+        "non-zero VMPL or an L2 VM) is accepted only when listed here. Vendor names "
+        "('VMPL2', 'L2 VM 1') are accepted too.",
     )
     allow_via_privileged_layer: bool = Field(
         default=True,

@@ -99,7 +99,8 @@ def load_evidence_verifier(vendor: str) -> EvidenceVerifier:
 def apply_policy(claims: Claims, policy: Policy, now: datetime) -> list[Check]:
     """The vendor-neutral policy checks, each named."""
     checks: list[Check] = []
-    layer_ok = claims.origin.layer in policy.allowed_layers
+    layer_ok = (claims.origin.layer in policy.allowed_layers
+                or claims.origin.vendor_level in policy.allowed_layers)
     checks.append(Check(
         name="policy.origin_layer", ok=layer_ok,
         detail=f"evidence speaks for {claims.origin.layer} ({claims.origin.vendor_level}); "
