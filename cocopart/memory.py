@@ -1,0 +1,140 @@
+"""Guest memory contents and the protocol area layout.
+
+:class:`GuestMemory` stores page *contents* sparsely: only pages something wrote hold bytes;
+every other page reads as zeros. It says nothing about page *state* (validated, shared,
+who may access it); the backends keep that in their range maps.
+
+:class:`ProtocolLayout` places the pages the L2<->L1 protocol needs in a region just above
+guest RAM that the privileged layer sets up at launch (like an SVSM's calling areas): one
+calling-area page and one vCPU-context page per (workload layer, vCPU), and per workload
+layer a few scratch pages for attestation and vTPM buffers. Users address guest RAM
+``[0, memory)``; the region is ``[memory, memory + layout.size)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cocopart.model import PAGE_4K
+
+PAGE_MASK = PAGE_4K - 1
+
+
+class GuestMemory:
+    """Sparse byte contents of a guest-physical address space of ``size`` bytes."""
+
+    __slots__ = ("size", "_pages")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pages: dict[int, bytearray] = {}
+
+    def _check(self, gpa: int, n: int) -> None:
+        if gpa < 0 or n < 0 or gpa + n > self.size:
+            raise ValueError(f"[{gpa:#x}, {gpa + n:#x}) is outside guest memory")
+
+    def read(self, gpa: int, n: int) -> bytes:
+        self._check(gpa, n)
+        out = bytearray()
+        while n:
+            pfn, off = gpa >> 12, gpa & PAGE_MASK
+            take = min(n, PAGE_4K - off)
+            page = self._pages.get(pfn)
+            out += page[off:off + take] if page is not None else bytes(take)
+            gpa += take
+            n -= take
+        return bytes(out)
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self._check(gpa, len(data))
+        pos = 0
+        while pos < len(data):
+            pfn, off = gpa >> 12, gpa & PAGE_MASK
+            take = min(len(data) - pos, PAGE_4K - off)
+            page = self._pages.get(pfn)
+            if page is None:
+                page = self._pages[pfn] = bytearray(PAGE_4K)
+            page[off:off + take] = data[pos:pos + take]
+            gpa += take
+            pos += take
+
+    def zero(self, gpa: int, n: int) -> int:
+        """Zero ``[gpa, gpa + n)`` (page aligned). Returns how many stored pages it dropped.
+        Cost grows with the pages that hold data, not with ``n``."""
+        self._check(gpa, n)
+        lo, hi = gpa >> 12, (gpa + n) >> 12
+        if hi - lo < len(self._pages):
+            victims = [p for p in range(lo, hi) if p in self._pages]
+        else:
+            victims = [p for p in self._pages if lo <= p < hi]
+        for p in victims:
+            del self._pages[p]
+        return len(victims)
+
+    def page(self, gpa: int) -> bytes:
+        """The whole 4K page holding ``gpa``."""
+        return self.read(gpa & ~PAGE_MASK, PAGE_4K)
+
+    def stored_pages(self) -> int:
+        return len(self._pages)
+
+    def copy(self) -> GuestMemory:
+        other = GuestMemory(self.size)
+        other._pages = {k: bytearray(v) for k, v in self._pages.items()}
+        return other
+
+
+#: Scratch pages per workload layer: report (1), manifest (2), certificates (4), vTPM (1).
+SCRATCH_REPORT, SCRATCH_MANIFEST, SCRATCH_CERTS, SCRATCH_VTPM = 0, 1, 3, 7
+SCRATCH_PAGES = 8
+
+
+@dataclass(frozen=True)
+class ProtocolLayout:
+    """Where the protocol pages of each (workload layer, vCPU) live."""
+
+    memory: int  # guest RAM size; the region starts here
+    workload_layers: int
+    vcpus: int
+
+    @property
+    def base(self) -> int:
+        return self.memory
+
+    @property
+    def size(self) -> int:
+        per_layer = 2 * self.vcpus + SCRATCH_PAGES
+        raw = self.workload_layers * per_layer * PAGE_4K
+        return -(-raw // (2 << 20)) * (2 << 20)  # rounded up to 2 MiB
+
+    @property
+    def total(self) -> int:
+        """Size of the whole guest-physical space: RAM plus the protocol region."""
+        return self.memory + self.size
+
+    def _layer_base(self, layer_index: int) -> int:
+        if not 0 <= layer_index < self.workload_layers:
+            raise ValueError(f"workload layer index {layer_index} out of range")
+        return self.base + layer_index * (2 * self.vcpus + SCRATCH_PAGES) * PAGE_4K
+
+    def caa(self, layer_index: int, vcpu: int) -> int:
+        """GPA of the calling area of ``vcpu`` in workload layer ``layer_index`` (0-based)."""
+        self._vcpu(vcpu)
+        return self._layer_base(layer_index) + vcpu * PAGE_4K
+
+    def context(self, layer_index: int, vcpu: int) -> int:
+        """GPA of the vCPU-context page (SNP VMSA / TDX L2 enter-guest-state page)."""
+        self._vcpu(vcpu)
+        return self._layer_base(layer_index) + (self.vcpus + vcpu) * PAGE_4K
+
+    def scratch(self, layer_index: int, slot: int) -> int:
+        return self._layer_base(layer_index) + (2 * self.vcpus + slot) * PAGE_4K
+
+    def layer_region(self, layer_index: int) -> tuple[int, int]:
+        """``(start, end)`` of one workload layer's protocol pages."""
+        base = self._layer_base(layer_index)
+        return base, base + (2 * self.vcpus + SCRATCH_PAGES) * PAGE_4K
+
+    def _vcpu(self, vcpu: int) -> None:
+        if not 0 <= vcpu < self.vcpus:
+            raise ValueError(f"vCPU {vcpu} out of range (0..{self.vcpus - 1})")

@@ -1,0 +1,309 @@
+"""Typed values of the vendor-neutral model: guest-physical ranges, page sizes, access rights,
+layers and the partition configuration.
+
+Everything that crosses a boundary is a pydantic model validated on construction, so a bad
+value fails where it enters (a TOML file, a JSON request, a CLI flag), naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from enum import Enum, IntFlag
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+TIB = 1 << 40
+
+PAGE_4K = 4 * KIB
+PAGE_2M = 2 * MIB
+PAGE_1G = 1 * GIB
+
+#: Largest guest memory a configuration may ask for: 64 TiB (the issue asks for at least
+#: 4 TiB; 64 TiB keeps every GPA below bit 47, the TDX shared bit with GPAW 48).
+MAX_MEMORY = 64 * TIB
+MIN_MEMORY = 1 * MIB
+MAX_VCPUS = 512
+MAX_WORKLOAD_LAYERS = 3
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": KIB, "M": MIB, "G": GIB, "T": TIB}
+
+
+def parse_size(value: Any) -> int:
+    """Parse ``4096``, ``"64GiB"``, ``"2M"`` or ``"1 TiB"`` into bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like '64GiB'")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise ValueError(f"'{value}' is not a size (use bytes or e.g. '2MiB', '64GiB')")
+        unit = (m.group(2) or "").upper()[:1]
+        return int(m.group(1)) * _UNITS[unit]
+    raise ValueError(f"a size must be an integer or a string, not {type(value).__name__}")
+
+
+def format_size(n: int) -> str:
+    """Render a byte count with the largest binary unit that divides it."""
+    for unit, factor in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class PageSize(str, Enum):
+    """Architectural page sizes. 1G exists only where an architecture has it (TDX accept
+    levels; not SNP PVALIDATE)."""
+
+    SIZE_4K = "4K"
+    SIZE_2M = "2M"
+    SIZE_1G = "1G"
+
+    @property
+    def bytes(self) -> int:
+        return {"4K": PAGE_4K, "2M": PAGE_2M, "1G": PAGE_1G}[self.value]
+
+    @property
+    def pages_4k(self) -> int:
+        return self.bytes // PAGE_4K
+
+    @classmethod
+    def from_bytes(cls, n: int) -> PageSize:
+        for ps in cls:
+            if ps.bytes == n:
+                return ps
+        raise ValueError(f"{n} is not a page size")
+
+
+class Access(IntFlag):
+    """Access a layer has to a page: read, write, user-mode execute, supervisor execute.
+
+    The bit values follow the SNP RMPADJUST permission byte (sev-snp.md §4.1); the TDX
+    backend maps them onto the R/W/Xu/Xs bits of TDG.MEM.PAGE.ATTR.WR.
+    """
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    USER_EXEC = 4
+    SUPERVISOR_EXEC = 8
+    RW = READ | WRITE
+    RWX = READ | WRITE | USER_EXEC | SUPERVISOR_EXEC
+
+    @classmethod
+    def parse(cls, value: Any) -> Access:
+        """Accept an int, an Access, or a string such as ``"rw"``, ``"rwxu"``, ``"r-x"``,
+        ``"read,write"`` or ``"none"``."""
+        if isinstance(value, Access):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value & ~int(cls.RWX):
+                raise ValueError(f"access bits {value:#x} outside read/write/user-exec/sup-exec")
+            return cls(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "none", "-"):
+                return cls.NONE
+            words = {"read": cls.READ, "write": cls.WRITE, "user-exec": cls.USER_EXEC,
+                     "supervisor-exec": cls.SUPERVISOR_EXEC, "exec": cls.USER_EXEC
+                     | cls.SUPERVISOR_EXEC, "rwx": cls.RWX, "rw": cls.RW}
+            if "," in text or text in words:
+                acc = cls.NONE
+                for w in (t.strip() for t in text.split(",")):
+                    if w not in words:
+                        raise ValueError(f"unknown access '{w}'")
+                    acc |= words[w]
+                return acc
+            acc = cls.NONE
+            letters = {"r": cls.READ, "w": cls.WRITE, "u": cls.USER_EXEC,
+                       "s": cls.SUPERVISOR_EXEC, "x": cls.USER_EXEC | cls.SUPERVISOR_EXEC}
+            for ch in text:
+                if ch == "-":
+                    continue
+                if ch not in letters:
+                    raise ValueError(f"'{value}' is not an access string (letters r w x u s)")
+                acc |= letters[ch]
+            return acc
+        raise ValueError(f"cannot read access from {value!r}")
+
+    def short(self) -> str:
+        return "".join(c if self & f else "-" for c, f in (
+            ("r", Access.READ), ("w", Access.WRITE), ("u", Access.USER_EXEC),
+            ("s", Access.SUPERVISOR_EXEC)))
+
+
+AccessField = Annotated[Access, BeforeValidator(Access.parse)]
+
+
+class GpaRange(BaseModel):
+    """A page-aligned, non-empty guest-physical range ``[start, start + size)``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: Size = Field(ge=0)
+    size: Size = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> GpaRange:
+        if self.start % PAGE_4K:
+            raise ValueError(f"start {self.start:#x} is not 4 KiB aligned")
+        if self.size % PAGE_4K:
+            raise ValueError(f"size {self.size:#x} is not a multiple of 4 KiB")
+        return self
+
+    @classmethod
+    def of(cls, start: int, size: int) -> GpaRange:
+        return cls(start=start, size=size)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def pages_4k(self) -> int:
+        return self.size // PAGE_4K
+
+    def check_inside(self, memory_size: int) -> None:
+        """Raise ``ValueError`` unless the range lies inside guest memory."""
+        if self.end > memory_size:
+            raise ValueError(
+                f"range {self} ends at {self.end:#x}, beyond guest memory ({memory_size:#x})")
+
+    def overlaps(self, other: GpaRange) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def chunks(self, largest: PageSize = PageSize.SIZE_2M) -> Iterator[tuple[int, PageSize, int]]:
+        """Split into runs ``(start, page_size, count)`` using the largest aligned pages up to
+        ``largest``: a 4K head up to the first boundary, large pages, a 4K tail. At most
+        five runs for any range; never one object per page."""
+        sizes = [ps for ps in (PageSize.SIZE_1G, PageSize.SIZE_2M, PageSize.SIZE_4K)
+                 if ps.bytes <= largest.bytes]
+        yield from _split(self.start, self.end, sizes)
+
+    def __str__(self) -> str:
+        return f"[{self.start:#x}, {self.end:#x})"
+
+
+def _split(start: int, end: int, sizes: list[PageSize]) -> Iterator[tuple[int, PageSize, int]]:
+    if start >= end:
+        return
+    big = sizes[0]
+    if len(sizes) == 1:
+        yield (start, big, (end - start) // big.bytes)
+        return
+    lo = -(-start // big.bytes) * big.bytes
+    hi = end // big.bytes * big.bytes
+    if lo >= hi:
+        yield from _split(start, end, sizes[1:])
+        return
+    yield from _split(start, lo, sizes[1:])
+    yield (lo, big, (hi - lo) // big.bytes)
+    yield from _split(hi, end, sizes[1:])
+
+
+class LayerRole(str, Enum):
+    """What a layer is, independent of vendor."""
+
+    FIRMWARE = "firmware"  # AMD-SP / TDX module
+    HOST = "host"  # the untrusted hypervisor
+    PRIVILEGED = "privileged"  # SVSM at VMPL0 / TDX L1 VMM
+    WORKLOAD = "workload"  # SNP VMPL1-3 / TDX L2 VM 1-3
+    SERVICE = "service"  # a service of the privileged layer, e.g. a vTPM
+
+
+#: Vendor-neutral layer names.
+FIRMWARE = "firmware"
+HOST = "host"
+L1 = "l1"
+WORKLOAD_LAYERS = ("l2.1", "l2.2", "l2.3")
+LAYER_NAME_RE = r"^(firmware|host|l1|l2\.[1-3]|[a-z][a-z0-9-]*)$"
+
+LayerName = Annotated[str, Field(pattern=LAYER_NAME_RE)]
+
+
+def workload_layers(n: int) -> tuple[str, ...]:
+    """The names of the first ``n`` workload layers."""
+    if not 1 <= n <= MAX_WORKLOAD_LAYERS:
+        raise ValueError(f"a partition has 1 to {MAX_WORKLOAD_LAYERS} workload layers, not {n}")
+    return WORKLOAD_LAYERS[:n]
+
+
+class Layer(BaseModel):
+    """A privilege layer: its neutral name, role and the vendor's name for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: LayerName
+    role: LayerRole
+    vendor_name: str = Field(description="e.g. 'VMPL2', 'L2 VM 1', 'AMD-SP', 'TDX module'")
+    level: int | None = Field(default=None, description="VMPL number or L2 VM index")
+
+
+class InterruptMode(str, Enum):
+    """How interrupts reach a workload layer.
+
+    ``direct``: the host injects into the workload itself (SNP without Restricted Injection;
+    impossible on TDX, where the host never injects into an L2). ``restricted``: only the
+    privileged layer takes host interrupts, via the #HV doorbell. ``alternate``: the privileged
+    layer emulates the workload's APIC and injects (SNP Alternate Injection; TDX L1 event
+    injection through the L2 VMCS). ``secure-avic``: hardware-managed APIC state (SNP Secure
+    AVIC; TDX L2 virtual-interrupt delivery through the virtual-APIC page).
+    """
+
+    DIRECT = "direct"
+    RESTRICTED = "restricted"
+    ALTERNATE = "alternate"
+    SECURE_AVIC = "secure-avic"
+
+
+class Strategy(str, Enum):
+    """Planning strategy: what Linux does today, or the architectural minimum."""
+
+    LINUX = "linux"
+    OPTIMAL = "optimal"
+
+
+class PartitionConfig(BaseModel):
+    """Everything needed to create a partitioned guest on a backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory: Size = Field(default=16 * GIB, description="Guest memory in bytes or '64GiB'.")
+    vcpus: int = Field(default=1, ge=1, le=MAX_VCPUS)
+    workload_layers: int = Field(default=1, ge=1, le=MAX_WORKLOAD_LAYERS)
+    interrupt_mode: InterruptMode = InterruptMode.RESTRICTED
+    strategy: Strategy = Strategy.OPTIMAL
+    services: list[str] = Field(default_factory=lambda: ["vtpm"])
+    seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: int) -> int:
+        if v < MIN_MEMORY or v > MAX_MEMORY:
+            raise ValueError(f"memory must be between {format_size(MIN_MEMORY)} and "
+                             f"{format_size(MAX_MEMORY)}, not {v}")
+        if v % PAGE_2M:
+            raise ValueError(f"memory {v} must be a multiple of 2 MiB")
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not re.match(r"^[a-z][a-z0-9-]*$", s):
+                raise ValueError(f"service name '{s}' must be lowercase letters, digits, '-'")
+        return v
+
+    @property
+    def workloads(self) -> tuple[str, ...]:
+        return workload_layers(self.workload_layers)

@@ -1,0 +1,302 @@
+"""The operations a user asks a partition for, and their results.
+
+Each operation names the layer that requests it (``layer``); the backend plans it from that
+layer along the layer graph. ``Operation`` is a discriminated union on ``op`` so a JSON or TOML
+list of operations validates into the right classes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, IntFlag
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from cocopart.model import AccessField, GpaRange, InterruptMode, LayerName, PageSize
+
+
+class Capability(str, Enum):
+    """What a layer must be able to do to carry out an operation (graph node capability)."""
+
+    VALIDATE = "validate"
+    RESCIND = "rescind"
+    CONVERT = "convert"
+    SET_ACCESS = "set-access"
+    CREATE_VCPU = "create-vcpu"
+    DELETE_VCPU = "delete-vcpu"
+    ATTEST_HARDWARE = "attest-hardware"
+    ATTEST_SERVICE = "attest-service"
+    INJECT_INTERRUPT = "inject-interrupt"
+    CONFIGURE_INTERRUPTS = "configure-interrupts"
+    EXTEND_MEASUREMENT = "extend-measurement"
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layer: LayerName = Field(default="l2.1", description="The requesting layer.")
+
+    @property
+    def capability(self) -> Capability:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def route_capability(self) -> str:
+        """The capability the layer graph routes on (target-specific where it matters)."""
+        target = getattr(self, "target", None)
+        if self.capability is Capability.SET_ACCESS and target:
+            return f"{self.capability.value}:{target}"
+        return self.capability.value
+
+    def describe(self) -> str:
+        parts = []
+        for name in type(self).model_fields:
+            if name in ("op", "layer"):
+                continue
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bytes):
+                v = v.hex()[:16] + ("..." if len(v) > 8 else "")
+            elif isinstance(v, Enum):
+                v = v.value
+            elif isinstance(v, IntFlag):
+                v = v.short()
+            parts.append(f"{name}={v}")
+        return f"{self.op}({', '.join(parts)}) from {self.layer}"  # type: ignore[attr-defined]
+
+
+class ValidatePages(_Op):
+    """Make private memory usable by the requesting layer (SNP validate, TDX accept)."""
+
+    op: Literal["validate"] = "validate"
+    range: GpaRange
+    page_size: PageSize | None = Field(
+        default=None, description="Force this page size; default: the largest that fits.")
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.VALIDATE
+
+
+class RescindPages(_Op):
+    """Take validated/accepted pages back (SNP rescind; TDX attribute removal / release)."""
+
+    op: Literal["rescind"] = "rescind"
+    range: GpaRange
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.RESCIND
+
+
+class ConvertPages(_Op):
+    """Share pages with the host or make shared pages private again."""
+
+    op: Literal["convert"] = "convert"
+    range: GpaRange
+    to: Literal["shared", "private"]
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.CONVERT
+
+
+class SetAccess(_Op):
+    """Set what ``target`` may do with the pages in ``range``."""
+
+    op: Literal["set-access"] = "set-access"
+    range: GpaRange
+    target: LayerName
+    access: AccessField
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.SET_ACCESS
+
+
+class CreateVcpu(_Op):
+    """Create vCPU ``vcpu`` of layer ``target`` (SNP VMSA + CREATE_VCPU; TDX L2 VMCS)."""
+
+    op: Literal["create-vcpu"] = "create-vcpu"
+    vcpu: int = Field(ge=0, lt=512)
+    target: LayerName = "l2.1"
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.CREATE_VCPU
+
+
+class DeleteVcpu(_Op):
+    """Delete vCPU ``vcpu`` of layer ``target``."""
+
+    op: Literal["delete-vcpu"] = "delete-vcpu"
+    vcpu: int = Field(ge=0, lt=512)
+    target: LayerName = "l2.1"
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.DELETE_VCPU
+
+
+class Attest(_Op):
+    """Get evidence for the requesting layer with 64 bytes of report data.
+
+    ``source="hardware"``: a report from the hardware/firmware for the requesting layer (SNP
+    guest request with the layer's own VMPCK; on TDX only L1 can, so an L2 is refused with a
+    reason). ``source="service"``: the privileged layer's attestation service, binding the
+    nonce and its services manifest (SVSM ATTEST_SERVICES / ATTEST_SINGLE_SERVICE; TDX L1).
+    """
+
+    op: Literal["attest"] = "attest"
+    report_data: bytes = Field(default=b"\0" * 64)
+    source: Literal["hardware", "service"] = "service"
+    service: str | None = Field(default=None, description="One service (e.g. 'vtpm') or all.")
+
+    @field_validator("report_data", mode="before")
+    @classmethod
+    def _rd(cls, v: Any) -> bytes:
+        if isinstance(v, str):
+            v = bytes.fromhex(v)
+        if not isinstance(v, (bytes, bytearray)):
+            raise ValueError("report_data must be bytes or a hex string")
+        if len(v) > 64:
+            raise ValueError(f"report_data is {len(v)} bytes; at most 64")
+        return bytes(v).ljust(64, b"\0")
+
+    @property
+    def capability(self) -> Capability:
+        if self.source == "hardware":
+            return Capability.ATTEST_HARDWARE
+        return Capability.ATTEST_SERVICE
+
+
+class InjectInterrupt(_Op):
+    """Deliver interrupt ``vector`` to vCPU ``vcpu`` of layer ``target``."""
+
+    op: Literal["inject-interrupt"] = "inject-interrupt"
+    vcpu: int = Field(ge=0, lt=512)
+    target: LayerName = "l2.1"
+    vector: int = Field(ge=0, le=255)
+
+    @field_validator("vector")
+    @classmethod
+    def _external(cls, v: int) -> int:
+        if v < 16:
+            raise ValueError(f"vector {v} is an exception vector; external vectors are 16-255")
+        return v
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.INJECT_INTERRUPT
+
+
+class ConfigureInterrupts(_Op):
+    """Choose how interrupts reach the workload layers."""
+
+    op: Literal["configure-interrupts"] = "configure-interrupts"
+    mode: InterruptMode
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.CONFIGURE_INTERRUPTS
+
+
+class ExtendMeasurement(_Op):
+    """Extend runtime measurement register ``register`` with a SHA-384 ``digest``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    op: Literal["extend-measurement"] = "extend-measurement"
+    index: int = Field(ge=0, le=23, alias="register",
+                       description="Register: TDX RTMR 0-3; vTPM PCR 0-23.")
+    digest: bytes
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _digest(cls, v: Any) -> bytes:
+        if isinstance(v, str):
+            v = bytes.fromhex(v)
+        if not isinstance(v, (bytes, bytearray)) or len(v) != 48:
+            raise ValueError("digest must be 48 bytes (SHA-384)")
+        return bytes(v)
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.EXTEND_MEASUREMENT
+
+
+Operation = Annotated[
+    ValidatePages | RescindPages | ConvertPages | SetAccess | CreateVcpu | DeleteVcpu | Attest
+    | InjectInterrupt | ConfigureInterrupts | ExtendMeasurement,
+    Field(discriminator="op"),
+]
+OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
+OPERATION_TYPES = (ValidatePages, RescindPages, ConvertPages, SetAccess, CreateVcpu, DeleteVcpu,
+                   Attest, InjectInterrupt, ConfigureInterrupts, ExtendMeasurement)
+
+
+def parse_operation(data: Any) -> Operation:
+    """Validate a dict (from JSON/TOML) into an operation."""
+    return OPERATION_ADAPTER.validate_python(data)
+
+
+class Status(str, Enum):
+    OK = "ok"
+    NOT_SUPPORTED = "not-supported"
+    ERROR = "error"
+    PARTIAL = "partial"
+
+
+class ArchError(BaseModel):
+    """An architectural error: which vendor, the architecture's mnemonic and code, a sentence."""
+
+    vendor: str
+    mnemonic: str
+    code: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.mnemonic} ({self.code:#x}): {self.message}"
+
+
+class Progress(BaseModel):
+    """How far a partial operation got (like the SVSM PVALIDATE ``next`` field)."""
+
+    done_bytes: int = 0
+    next_gpa: int | None = None
+    next_index: int | None = None
+
+
+class OperationResult(BaseModel):
+    """Outcome of one operation, with what it cost."""
+
+    model_config = ConfigDict(ser_json_bytes="hex")
+
+    operation: str
+    status: Status
+    reason: str | None = None
+    error: ArchError | None = None
+    progress: Progress | None = None
+    primitives: int = 0
+    world_switches: int = 0
+    estimated_ns: float = 0.0
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @classmethod
+    def success(cls, op: str, **data: Any) -> OperationResult:
+        return cls(operation=op, status=Status.OK, data=data)
+
+    @classmethod
+    def not_supported(cls, op: str, reason: str) -> OperationResult:
+        return cls(operation=op, status=Status.NOT_SUPPORTED, reason=reason)
+
+    @classmethod
+    def failure(cls, op: str, error: ArchError, progress: Progress | None = None) -> OperationResult:
+        status = Status.PARTIAL if progress and progress.done_bytes else Status.ERROR
+        return cls(operation=op, status=status, error=error, progress=progress,
+                   reason=error.message)

@@ -1,0 +1,1 @@
+"""Privileged-layer handlers of the protocol, written once over :class:`PrivilegedPlatform`."""

@@ -1,0 +1,38 @@
+"""Assemble the privileged layer's protocol service for one guest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cocopart.backend import PrivilegedPlatform
+from cocopart.errors import ConfigError
+from cocopart.memory import GuestMemory, ProtocolLayout
+from cocopart.protocol.manifest import VTPM_SERVICE_GUID
+from cocopart.service import attest, core, vtpm
+from cocopart.service.dispatcher import ServiceDispatcher
+from cocopart.service.state import ServiceState
+from cocopart.trace import Trace
+
+KNOWN_SERVICES = ("vtpm",)
+
+
+def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: ProtocolLayout,
+                  workloads: tuple[str, ...], trace: Trace, *, services: list[str], seed: str,
+                  level_of: Callable[[str], int], issuer: str = "l1") -> ServiceDispatcher:
+    """A dispatcher offering core, attestation and the configured services."""
+    state = ServiceState(layout, workloads)
+    d = ServiceDispatcher(platform, memory, state, trace, issuer)
+    core.register(d)
+    table: attest.ServiceTable = {}
+    for name in services:
+        if name == "vtpm":
+            tpm = vtpm.Vtpm(seed)
+            tpm.on_extend = platform.extend_measurement
+            vtpm.register(d, tpm)
+            d.vtpm = tpm  # type: ignore[attr-defined]
+            table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
+        else:
+            raise ConfigError(f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})",
+                              field="services")
+    attest.register(d, table, level_of)
+    return d
