@@ -15,19 +15,19 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from cocopart_sev_snp.verify import SnpEvidenceVerifier
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.verifier import TrustStore
-from cocopart_sev_snp.verify import SnpEvidenceVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
-NOW = datetime(2025, 12, 8, tzinfo=timezone.utc)  # inside the vector chain's validity
+NOW = datetime(2025, 12, 8, tzinfo=UTC)  # inside the vector chain's validity
 
 
 def rate(fn: object, seconds: float) -> float:

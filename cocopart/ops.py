@@ -32,7 +32,7 @@ class Capability(str, Enum):
 
 
 class _Op(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="hex")
 
     layer: LayerName = Field(default="l2.1", description="The requesting layer.")
 
@@ -205,7 +205,8 @@ class ConfigureInterrupts(_Op):
 class ExtendMeasurement(_Op):
     """Extend runtime measurement register ``register`` with a SHA-384 ``digest``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True,
+                              ser_json_bytes="hex")
 
     op: Literal["extend-measurement"] = "extend-measurement"
     index: int = Field(ge=0, le=23, alias="register",

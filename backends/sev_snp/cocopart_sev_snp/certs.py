@@ -22,7 +22,7 @@ import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from cryptography import x509
@@ -72,7 +72,7 @@ AMD_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 HWID_SIZE_MILAN_GENOA = 64
 HWID_SIZE_TURIN = 8
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 
 
 class CertificateError(ValueError):
@@ -371,7 +371,7 @@ def _window(*chain: x509.Certificate) -> str:
 def validity_problems(chain: ChainAnalysis, now: datetime) -> list[str]:
     """Certificates of the chain that are not valid at ``now`` (naive times are UTC)."""
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     out = []
     for role, cert in (("leaf", chain.leaf), ("ASK", chain.ask), ("ARK", chain.ark)):
         if cert is None:

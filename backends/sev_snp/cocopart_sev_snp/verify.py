@@ -48,10 +48,10 @@ from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
 from cocopart_sev_snp import certs
 from cocopart_sev_snp.report import (
+    PRODUCTS,
     REPORT_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
     SIGNED_LENGTH,
-    PRODUCTS,
     Product,
     SnpReport,
 )
@@ -121,32 +121,31 @@ def _link(name: str, problem: str | None, what: str) -> Check:
     return Check(name=name, ok=problem is None, detail=problem or f"{what}: RSASSA-PSS verifies")
 
 
-def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> tuple[Check, bool]:
-    """The ark_pinned check and whether the accepted root is a non-AMD (simulated) one."""
+def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
+    """ARK pinning: AMD's root for its product (when vendor roots are trusted) or a root
+    listed in the trust store, compared by SPKI fingerprint."""
     fp = chain.ark_fingerprint
     if fp is None:
-        return Check(name="snp.chain.ark_pinned", ok=False,
-                     detail=chain.error or "no ARK"), False
+        return Check(name="snp.chain.ark_pinned", ok=False, detail=chain.error or "no ARK")
     if chain.amd_product is not None and trust.trust_vendor_roots:
         return Check(name="snp.chain.ark_pinned", ok=True,
-                     detail=f"ARK is AMD's {chain.amd_product} root"), False
+                     detail=f"ARK is AMD's {chain.amd_product} root")
     for blob in trust.roots_for(VENDOR):
         try:
             fps = certs.root_fingerprints(blob)
-        except (certs.CertificateError, ValueError):
+        except ValueError:  # an unreadable trust-store entry pins nothing
             continue
         if fp in fps:
-            simulated = chain.amd_product is None
             return Check(name="snp.chain.ark_pinned", ok=True,
                          detail=f"ARK {chain.ark_cn} is pinned in the trust store"
-                         + (" (not an AMD root)" if simulated else "")), simulated
+                         + ("" if chain.amd_product else " (not an AMD root)"))
     if chain.amd_product is not None:
         detail = (f"ARK is AMD's {chain.amd_product} root but vendor roots are not trusted "
                   "(trust_vendor_roots=False) and it is not in the trust store")
     else:
         detail = (f"ARK {chain.ark_cn} (SPKI sha256 {fp[:16]}...) is neither an AMD root nor "
                   "in the trust store")
-    return Check(name="snp.chain.ark_pinned", ok=False, detail=detail), False
+    return Check(name="snp.chain.ark_pinned", ok=False, detail=detail)
 
 
 def _product(report: SnpReport, chain: certs.ChainAnalysis,
@@ -281,8 +280,7 @@ class SnpEvidenceVerifier:
                             f"{leaf_name} signed by {'ASVK' if leaf_name == 'VLEK' else 'ASK'}"))
         checks.append(_link("snp.chain.ask_ark", chain.ask_by_ark, "ASK signed by ARK"))
         checks.append(_link("snp.chain.ark_self", chain.ark_self, "ARK self-signed"))
-        pinned, simulated = _pinned(chain, trust)
-        checks.append(pinned)
+        checks.append(_pinned(chain, trust))
         expired = certs.validity_problems(chain, now)
         checks.append(Check(name="snp.chain.validity", ok=not expired and chain.leaf is not None,
                             detail="; ".join(expired) or
@@ -304,7 +302,9 @@ class SnpEvidenceVerifier:
         if manifest_check is not None:
             checks.append(manifest_check)
 
-        signer = (f"simulated:{chain.ark_cn}" if simulated else chain.leaf_kind or "")
+        # Any chain whose ARK is not AMD's is a simulation (accepted only when pinned).
+        simulated = chain.ark is not None and chain.amd_product is None
+        signer = f"simulated:{chain.ark_cn}" if simulated else chain.leaf_kind or ""
         claims = Claims(
             vendor=VENDOR, format=evidence.format, version=report.version,
             measurements={"measurement": report.measurement},

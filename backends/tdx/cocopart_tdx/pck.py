@@ -330,20 +330,25 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         raise EvidenceError(f"CRL does not parse: {exc}") from None
 
 
-def crl_problems(crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime,
+def crl_problems(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
                  certs: list[x509.Certificate], name: str) -> list[str]:
-    """Signature, issuer, time window, and whether any of ``certs`` is revoked."""
+    """Issuer, signature, and whether any of ``certs`` is revoked (no clock involved)."""
     problems = []
     if crl.issuer != issuer.subject:
         problems.append(f"{name} is issued by '{crl.issuer.rfc4514_string()}', not "
                         f"'{common_name(issuer)}'")
     elif not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
         problems.append(f"{name} signature does not verify with '{common_name(issuer)}'")
-    nxt = crl.next_update_utc
-    if not crl.last_update_utc <= now or (nxt is not None and now > nxt):
-        problems.append(f"{name} is valid {crl.last_update_utc:%Y-%m-%d}.."
-                        f"{nxt:%Y-%m-%d}, not at {now:%Y-%m-%d}" if nxt else f"{name} is not yet valid")
     for cert in certs:
         if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             problems.append(f"'{common_name(cert)}' (serial {cert.serial_number:x}) is revoked by {name}")
     return problems
+
+
+def crl_time_problem(crl: x509.CertificateRevocationList, now: datetime, name: str) -> str | None:
+    """Why the CRL is not current at ``now`` (thisUpdate <= now <= nextUpdate), or None."""
+    last, nxt = crl.last_update_utc, crl.next_update_utc
+    if now < last or (nxt is not None and now > nxt):
+        until = f"{nxt:%Y-%m-%d}" if nxt else "open"
+        return f"{name} is valid {last:%Y-%m-%d}..{until}, not at {now:%Y-%m-%d}"
+    return None

@@ -24,7 +24,7 @@ buffers); the padding is kept in :attr:`TdQuote.trailing` so that round trips ar
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cocopart.errors import EvidenceError
 
@@ -232,8 +232,14 @@ class QeReportCertificationData:
     qe_report_signature: bytes
     qe_auth_data: bytes
     certification: CertificationData
+    raw_report: bytes = field(default=b"", compare=False, repr=False)
 
     cert_type = CERT_TYPE_QE_REPORT
+
+    @property
+    def qe_report_bytes(self) -> bytes:
+        """The 384 signed QE report bytes (as parsed, or serialised when built)."""
+        return self.raw_report or self.qe_report.to_bytes()
 
     def payload(self) -> bytes:
         """The type-6 data without its own 6-byte type/size header."""
@@ -249,7 +255,8 @@ class QeReportCertificationData:
     def from_payload(cls, data: bytes) -> QeReportCertificationData:
         if len(data) < SGX_REPORT_BODY_SIZE + 64 + 2:
             raise EvidenceError(f"QE report certification data is {len(data)} bytes, too short")
-        report = EnclaveReportBody.from_bytes(data[:SGX_REPORT_BODY_SIZE])
+        raw_report = data[:SGX_REPORT_BODY_SIZE]
+        report = EnclaveReportBody.from_bytes(raw_report)
         sig = data[SGX_REPORT_BODY_SIZE:SGX_REPORT_BODY_SIZE + 64]
         off = SGX_REPORT_BODY_SIZE + 64
         (auth_len,) = struct.unpack_from("<H", data, off)
@@ -263,7 +270,7 @@ class QeReportCertificationData:
         if end != len(data):
             raise EvidenceError(f"{len(data) - end} unexplained bytes after the nested "
                                 "certification data")
-        return cls(report, sig, auth, inner)
+        return cls(report, sig, auth, inner, raw_report)
 
 
 def _parse_cert_data(data: bytes, off: int, what: str) -> tuple[CertificationData, int]:

@@ -1,0 +1,610 @@
+"""The ``cocopart.evidence`` plug-in for Intel TDX: quotes (v4, v5) and TDREPORTs.
+
+Formats
+-------
+``"tdx-quote"``
+    ``raw`` = the quote bytes (trailing zero padding allowed). The PCK chain comes from the
+    quote's certification data (type 5, PEM or concatenated DER), else from
+    ``evidence.certificates``. ``evidence.collateral`` holds the PCS responses:
+    ``tcb_info`` and ``qe_identity`` (response bodies), ``tcb_info_issuer_chain`` and
+    optionally ``qe_identity_issuer_chain`` (the TCB Signing certificate chain, PEM),
+    and optionally ``root_crl`` and ``pck_crl`` (DER, PEM or hex). dcap-qvl's
+    collateral JSON converts with :func:`cocopart_tdx.collateral.collateral_from_dcap_qvl_json`.
+``"tdreport"``
+    ``raw`` = a 1024-byte TDREPORT. Its structure and its two SHA-384 hashes are checked,
+    but its MAC is keyed by the CPU and cannot be checked off the platform, so the check
+    ``tdx.tdreport.mac`` always fails: a TDREPORT is never accepted as verified evidence on
+    its own. Turn it into a quote (the quoting enclave checks the MAC) to attest remotely.
+
+Checks (each a named :class:`Check`; a failure never raises): ``tdx.quote.parse``,
+``tdx.quote.signature`` (attestation key over header||body), ``tdx.qe_report.binding``
+(QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros), ``tdx.pck.chain``,
+``tdx.pck.root_pinned``, ``tdx.qe_report.signature`` (PCK key over the QE report),
+``tdx.crl``, ``tdx.collateral.present``, ``tdx.collateral.signature``,
+``tdx.collateral.fresh``, ``tdx.collateral.match``, ``tdx.tcb_status``,
+``tdx.td_attributes.sept_ve_disable`` (dcap-qvl and Intel's default appraisal reject TDs
+without it; pass ``require_sept_ve_disable=False`` for TDs, such as Azure's partitioned ones,
+that run without it) and ``tdx.manifest_binding``. Debug TDs are left to the policy
+(``Claims.debug``).
+
+Trust: the Intel SGX Root CA is pinned by the SHA-256 of its public key
+(:data:`cocopart_tdx.pck.INTEL_SGX_ROOT_CA_SPKI_SHA256`) and accepted while
+``TrustStore.trust_vendor_roots`` is set; any other root (a simulated one) only when its
+public key is among ``TrustStore.roots_for("tdx")``.
+
+Speed: parsed and checked PCK chains, collateral, CRLs, attestation keys and QE report
+signatures are cached by their exact bytes (the QE report and its PCK signature are the same
+for every quote a quoting enclave produces), so a quote whose platform was seen before costs
+one P-256 verification, two SHA-256s and the parse. Time-dependent checks (validity periods,
+freshness) are re-evaluated on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from cocopart.attest.evidence import Claims, Evidence, Origin
+from cocopart.attest.verifier import Check, TrustStore, VendorResult
+from cocopart.errors import EvidenceError
+from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+
+from cocopart_tdx.collateral import (
+    EnclaveIdentity,
+    SignedJson,
+    TcbEvaluation,
+    TcbInfo,
+    evaluate_tcb,
+    signing_key,
+)
+from cocopart_tdx.pck import (
+    INTEL_SGX_ROOT_CA_SPKI_SHA256,
+    SgxExtensions,
+    common_name,
+    crl_problems,
+    crl_time_problem,
+    load_certificates,
+    load_crl,
+    order_chain,
+    signature_problems,
+    spki_sha256,
+    validity_problems,
+)
+from cocopart_tdx.quote import EnclaveReportBody, TdQuote, TdQuoteBody
+from cocopart_tdx.tdreport import TdReport, decode_td_attributes
+
+VENDOR = "tdx"
+FORMAT_QUOTE = "tdx-quote"
+FORMAT_TDREPORT = "tdreport"
+_CACHE_LIMIT = 256
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _ecdsa_ok(key: ec.EllipticCurvePublicKey, sig_rs: bytes, data: bytes) -> bool:
+    """ECDSA P-256/SHA-256 with the signature as 64 bytes r||s (big-endian)."""
+    der = encode_dss_signature(int.from_bytes(sig_rs[:32], "big"), int.from_bytes(sig_rs[32:], "big"))
+    try:
+        key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+# --- cached, time-independent facts ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Chain:
+    """A parsed certificate chain and what can be said about it without a clock."""
+
+    key: bytes
+    certs: tuple[x509.Certificate, ...]
+    problems: tuple[str, ...]
+    root_spki: str = ""
+    names: tuple[str, ...] = ()
+    extensions: SgxExtensions | None = None
+    tcb_names: tuple[tuple[str, int], ...] = ()
+    valid_from: datetime = datetime.max.replace(tzinfo=timezone.utc)
+    valid_until: datetime = datetime.min.replace(tzinfo=timezone.utc)
+
+    def time_problems(self, now: datetime) -> list[str]:
+        """Certificates of the chain that are not valid at ``now``."""
+        if self.valid_from <= now <= self.valid_until:
+            return []
+        return validity_problems(list(self.certs), now)
+
+
+_CHAINS: dict[tuple[bytes, bool], _Chain] = {}
+_AK_KEYS: dict[bytes, ec.EllipticCurvePublicKey | None] = {}
+_QE_SIGS: dict[tuple[bytes, bytes, bytes], bool] = {}
+_ROOT_SETS: dict[tuple[bytes, ...], dict[str, str]] = {}
+_CRLS: dict[tuple[bytes, bytes, str], tuple[tuple[str, ...], x509.CertificateRevocationList]] = {}
+
+
+def _chain(data: bytes, *, pck: bool) -> _Chain:
+    hit = _CHAINS.get((data, pck))
+    if hit is not None:
+        return hit
+    try:
+        certs = order_chain(load_certificates(data))
+    except EvidenceError as exc:
+        return _remember(_CHAINS, (data, pck), _Chain(data, (), (str(exc),)))
+    problems = signature_problems(certs)
+    ext: SgxExtensions | None = None
+    if pck:
+        if len(certs) != 3:
+            problems.append(f"a PCK chain has 3 certificates (leaf, CA, root), this one {len(certs)}")
+        try:
+            ext = SgxExtensions.from_certificate(certs[0])
+        except EvidenceError as exc:
+            problems.append(str(exc))
+    return _remember(_CHAINS, (data, pck), _Chain(
+        data, tuple(certs), tuple(problems), spki_sha256(certs[-1]),
+        tuple(common_name(c) for c in certs), ext,
+        tuple(ext.tcb.named().items()) if ext else (),
+        max(c.not_valid_before_utc for c in certs), min(c.not_valid_after_utc for c in certs)))
+
+
+_NO_CHAIN = _Chain(b"", (), ("no PCK certificate chain in the quote or the evidence",))
+
+
+def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]]:
+    """SPKI SHA-256 -> signer name of every root this TrustStore accepts (and a cache key)."""
+    extra = tuple(trust.roots_for(VENDOR))
+    key = extra + ((b"intel",) if trust.trust_vendor_roots else ())
+    hit = _ROOT_SETS.get(key)
+    if hit is not None:
+        return key, hit
+    roots: dict[str, str] = {}
+    if trust.trust_vendor_roots:
+        roots[INTEL_SGX_ROOT_CA_SPKI_SHA256] = "PCK"
+    for blob in extra:
+        try:
+            for cert in load_certificates(blob):
+                spki = spki_sha256(cert)
+                roots.setdefault(spki, "PCK" if spki == INTEL_SGX_ROOT_CA_SPKI_SHA256
+                                 else f"simulated:{common_name(cert)}")
+        except EvidenceError:
+            continue
+    return key, _remember(_ROOT_SETS, key, roots)
+
+
+def _attestation_key(raw: bytes) -> ec.EllipticCurvePublicKey | None:
+    if raw in _AK_KEYS:
+        return _AK_KEYS[raw]
+    try:
+        key: ec.EllipticCurvePublicKey | None = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), b"\x04" + raw)
+    except ValueError:
+        key = None
+    return _remember(_AK_KEYS, raw, key)
+
+
+def _qe_signature_ok(chain: _Chain, report: bytes, sig: bytes) -> bool:
+    key = (chain.key, report, sig)
+    hit = _QE_SIGS.get(key)
+    if hit is None:
+        pub = chain.certs[0].public_key()
+        hit = isinstance(pub, ec.EllipticCurvePublicKey) and _ecdsa_ok(pub, sig, report)
+        _remember(_QE_SIGS, key, hit)
+    return hit
+
+
+@dataclass(frozen=True)
+class _Collateral:
+    """Parsed TCB info and QE identity, with their signature problems (no clock involved)."""
+
+    tcb_info: TcbInfo | None
+    identity: EnclaveIdentity | None
+    tcb_issue_date: str
+    problems: tuple[str, ...]
+    chains: tuple[_Chain, ...]
+
+
+_COLLATERAL: dict[tuple[bytes, bytes, bytes, bytes], _Collateral] = {}
+
+
+def _collateral(c: dict[str, bytes]) -> _Collateral:
+    tcb_body, qe_body = c["tcb_info"], c["qe_identity"]
+    tcb_chain_pem = c.get("tcb_info_issuer_chain", b"")
+    qe_chain_pem = c.get("qe_identity_issuer_chain", tcb_chain_pem)
+    key = (tcb_body, qe_body, tcb_chain_pem, qe_chain_pem)
+    hit = _COLLATERAL.get(key)
+    if hit is not None:
+        return hit
+    problems: list[str] = []
+    chains: list[_Chain] = []
+    info: TcbInfo | None = None
+    ident: EnclaveIdentity | None = None
+    issue = ""
+    for label, body, member, chain_pem in (("TCB info", tcb_body, "tcbInfo", tcb_chain_pem),
+                                           ("QE identity", qe_body, "enclaveIdentity", qe_chain_pem)):
+        try:
+            signed = SignedJson.parse(body, member)
+            if member == "tcbInfo":
+                info = TcbInfo.from_value(signed.value)
+                issue = str(signed.value.get("issueDate", ""))
+            else:
+                ident = EnclaveIdentity.from_value(signed.value)
+        except EvidenceError as exc:
+            problems.append(f"{label} does not parse: {exc}")
+            continue
+        if not chain_pem:
+            key_name = "tcb_info" if member == "tcbInfo" else "qe_identity"
+            problems.append(f"no {label} issuer chain (collateral key '{key_name}_issuer_chain')")
+            continue
+        chain = _chain(chain_pem, pck=False)
+        chains.append(chain)
+        problems += [f"{label} issuer chain: {p}" for p in chain.problems]
+        if chain.certs and not signed.signature_ok(signing_key(list(chain.certs))):
+            problems.append(f"{label} signature does not verify with '{chain.names[0]}'")
+    return _remember(_COLLATERAL, key, _Collateral(info, ident, issue, tuple(problems), tuple(chains)))
+
+
+@dataclass(frozen=True)
+class _TcbOutcome:
+    """Everything about collateral versus one platform and TD that needs no clock."""
+
+    collateral: _Collateral
+    signature_problems: tuple[str, ...]
+    match_problems: tuple[str, ...]
+    evaluation: TcbEvaluation | None
+
+
+_OUTCOMES: dict[tuple[Any, ...], _TcbOutcome] = {}
+
+
+def _tcb_outcome(collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[bytes, ...],
+                 roots: dict[str, str], body: TdQuoteBody, qe_report: EnclaveReportBody | None,
+                 qe_raw: bytes) -> _TcbOutcome:
+    key = (collateral["tcb_info"], collateral["qe_identity"],
+           collateral.get("tcb_info_issuer_chain"), collateral.get("qe_identity_issuer_chain"),
+           chain.key, roots_key, body.tee_tcb_svn, body.mrsignerseam, body.seam_attributes, qe_raw)
+    hit = _OUTCOMES.get(key)
+    if hit is not None:
+        return hit
+    col = _collateral(collateral)
+    problems = list(col.problems)
+    for c in col.chains:
+        if c.certs and c.root_spki not in roots:
+            problems.append(f"TCB signing chain ends at '{c.names[-1]}', not a trusted root")
+        elif c.certs and chain.certs and c.root_spki != chain.root_spki:
+            problems.append("TCB signing chain and PCK chain end at different roots")
+    info, ext = col.tcb_info, chain.extensions
+    mism: list[str] = []
+    evaluation = None
+    if info is None or ext is None:
+        mism.append("no parsed TCB info" if info is None else "no PCK SGX extensions")
+    else:
+        if info.fmspc != ext.fmspc:
+            mism.append(f"TCB info is for FMSPC {info.fmspc.hex()}, the PCK certificate has "
+                        f"{ext.fmspc.hex()}")
+        if info.pce_id != ext.pce_id:
+            mism.append(f"TCB info is for PCE-ID {info.pce_id.hex()}, the PCK certificate has "
+                        f"{ext.pce_id.hex()}")
+        evaluation = evaluate_tcb(info, col.identity, ext.tcb, body, qe_report)
+    return _remember(_OUTCOMES, key, _TcbOutcome(col, tuple(problems), tuple(mism), evaluation))
+
+
+def _crl_check(data: bytes, issuer: x509.Certificate, covered: list[x509.Certificate], name: str,
+               chain_key: bytes, now: datetime) -> list[str]:
+    key = (data, chain_key, name)
+    hit = _CRLS.get(key)
+    if hit is None:
+        try:
+            crl = load_crl(data)
+        except EvidenceError as exc:
+            return [f"{name}: {exc}"]
+        hit = _remember(_CRLS, key, (tuple(crl_problems(crl, issuer, covered, name)), crl))
+    problems = list(hit[0])
+    late = crl_time_problem(hit[1], now, name)
+    if late:
+        problems.append(late)
+    return problems
+
+
+# --- shared claim helpers -----------------------------------------------------------------
+
+_TEE_NAMES: dict[bytes, dict[str, int]] = {}
+_POLICIES: dict[tuple[bytes, bytes, bytes], dict[str, Any]] = {}
+
+
+def _tee_tcb_names(svn: bytes) -> dict[str, int]:
+    """TEE_TCB_SVN by byte (``tee_tcb_svn00``..``15``) plus the TDX module's minor/major SVN."""
+    hit = _TEE_NAMES.get(svn)
+    if hit is None:
+        hit = {f"tee_tcb_svn{i:02d}": v for i, v in enumerate(svn)}
+        hit["tdx_module_minor_svn"] = svn[0]
+        hit["tdx_module_major_svn"] = svn[1]
+        _remember(_TEE_NAMES, svn, hit)
+    return dict(hit)
+
+
+def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | None]:
+    """Default: the TD as a whole (L1). A bound manifest with a requester names the L2 VM."""
+    l1 = Origin(layer=evidence.layer_map.get("L1", "l1"), vendor_level="L1")
+    if evidence.manifest is None:
+        return l1, None
+    name = "tdx.manifest_binding"
+    if evidence.nonce is None:
+        return l1, Check(name=name, ok=False, detail="a services manifest came without the nonce "
+                         "it was bound to; cannot check REPORTDATA = SHA-512(nonce || manifest)")
+    if report_data != bind_report_data(evidence.nonce, evidence.manifest):
+        return l1, Check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
+                         "the evidence is not bound to this nonce and services manifest")
+    try:
+        requester = ServicesManifest.from_bytes(evidence.manifest).requester
+    except EvidenceError as exc:
+        return l1, Check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
+                         f"not parse: {exc}")
+    if requester is None or requester.level == 0:
+        return l1, Check(name=name, ok=True, detail="REPORTDATA = SHA-512(nonce || manifest); the "
+                         "manifest names no L2 requester: the L1 attested for itself")
+    level = f"L2 VM {requester.level}"
+    origin = Origin(layer=evidence.layer_map.get(level, requester.layer), vendor_level=level,
+                    via_privileged_layer=True)
+    return origin, Check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || manifest); the "
+                         f"L1 attested on behalf of {level} ({origin.layer})")
+
+
+def _policy(td_attributes: bytes, xfam: bytes, seam_attributes: bytes) -> dict[str, Any]:
+    """Decoded TD ATTRIBUTES plus XFAM and SEAM attributes (hex), as ``Claims.policy``."""
+    key = (td_attributes, xfam, seam_attributes)
+    hit = _POLICIES.get(key)
+    if hit is None:
+        hit = decode_td_attributes(td_attributes)
+        hit["xfam"] = xfam.hex()
+        hit["seam_attributes"] = seam_attributes.hex()
+        _remember(_POLICIES, key, hit)
+    return dict(hit)
+
+
+def _aware(now: datetime) -> datetime:
+    return now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+
+
+class TdxEvidenceVerifier:
+    """Verifies TDX quotes and TDREPORTs (entry point ``cocopart.evidence: tdx``)."""
+
+    vendor = VENDOR
+
+    def __init__(self, *, require_sept_ve_disable: bool = True) -> None:
+        self.require_sept_ve_disable = require_sept_ve_disable
+
+    def verify(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
+        """Parse and check ``evidence``; every failure is a named check, nothing raises."""
+        now = _aware(now)
+        try:
+            if evidence.format == FORMAT_QUOTE:
+                return self._verify_quote(evidence, trust, now)
+            if evidence.format == FORMAT_TDREPORT:
+                return self._verify_tdreport(evidence)
+            return VendorResult(claims=None, checks=[Check(
+                name="tdx.format", ok=False,
+                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r} or {FORMAT_TDREPORT!r}")])
+        except Exception as exc:  # the contract: bad evidence never raises
+            return VendorResult(claims=None, checks=[Check(
+                name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])
+
+    # --- quotes ---------------------------------------------------------------------------
+
+    def _verify_quote(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
+        raw = evidence.raw
+        try:
+            quote = TdQuote.from_bytes(raw)
+        except EvidenceError as exc:
+            return VendorResult(claims=None, checks=[
+                Check(name="tdx.quote.parse", ok=False, detail=str(exc))])
+        body, sig = quote.body, quote.signature_data
+        qe = sig.qe
+        checks = [Check(name="tdx.quote.parse", ok=True,
+                        detail=f"TD quote v{quote.version}, body type {quote.body_type}")]
+
+        ak = _attestation_key(sig.attestation_key)
+        ok = ak is not None and _ecdsa_ok(ak, sig.signature, raw[:quote.signed_length])
+        checks.append(Check(name="tdx.quote.signature", ok=ok, detail=(
+            "the attestation key signs header and body" if ok else
+            "the attestation key is not a P-256 point" if ak is None else
+            "the quote signature does not verify with the attestation key: header or body altered")))
+
+        qe_raw = qe.qe_report_bytes if qe is not None else b""
+        if qe is None:
+            checks.append(Check(name="tdx.qe_report.binding", ok=False, detail=(
+                f"certification data type {sig.certification.cert_type} carries no QE report "
+                "(type 6 expected)")))
+        else:
+            want = hashlib.sha256(sig.attestation_key + qe.qe_auth_data).digest() + bytes(32)
+            ok = qe.qe_report.report_data == want
+            checks.append(Check(name="tdx.qe_report.binding", ok=ok, detail=(
+                "QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros" if ok else
+                "QE REPORTDATA does not bind the attestation key and QE auth data")))
+
+        chain_data = sig.pck_chain_data
+        if chain_data is None:
+            chain_data = b"".join(evidence.certificates)
+        chain = _chain(chain_data, pck=True) if chain_data else _NO_CHAIN
+        chain_problems = list(chain.problems) + chain.time_problems(now)
+        checks.append(Check(name="tdx.pck.chain", ok=not chain_problems,
+                            detail="; ".join(chain_problems) or " <- ".join(chain.names)))
+        roots_key, roots = _trusted_roots(trust)
+        signer = roots.get(chain.root_spki) if chain.certs else None
+        root_name = chain.names[-1] if chain.certs else "nothing"
+        checks.append(Check(name="tdx.pck.root_pinned", ok=signer is not None, detail=(
+            f"chain ends at '{root_name}', a trusted root ({signer})" if signer else
+            f"chain ends at '{root_name}' (public key SHA-256 {chain.root_spki or 'n/a'}), which is "
+            "neither the Intel SGX Root CA pinned by cocopart"
+            + ("" if trust.trust_vendor_roots else " (vendor roots are switched off)")
+            + " nor a root in the trust store")))
+
+        if qe is not None and chain.certs:
+            ok = _qe_signature_ok(chain, qe_raw, qe.qe_report_signature)
+            checks.append(Check(name="tdx.qe_report.signature", ok=ok, detail=(
+                "the PCK key signs the QE report" if ok else
+                "the QE report signature does not verify with the PCK leaf key")))
+        else:
+            checks.append(Check(name="tdx.qe_report.signature", ok=False,
+                                detail="no QE report or no PCK certificate to check it with"))
+
+        checks.append(self._crl_check(evidence.collateral, chain, now))
+        evaluation, issue_date, tcb_info = self._collateral_checks(
+            evidence.collateral, chain, roots_key, roots, body, qe.qe_report if qe else None,
+            qe_raw, now, checks)
+
+        policy = _policy(body.td_attributes, body.xfam, body.seam_attributes)
+        if self.require_sept_ve_disable:
+            on = bool(policy["sept_ve_disable"])
+            checks.append(Check(name="tdx.td_attributes.sept_ve_disable", ok=on, detail=(
+                "SEPT_VE_DISABLE is set" if on else "SEPT_VE_DISABLE is not enabled: the TD takes "
+                "#VE on pending private pages (rejected by default, as dcap-qvl does; construct the "
+                "verifier with require_sept_ve_disable=False to accept such TDs)")))
+
+        origin, binding = _origin(evidence, body.report_data)
+        if binding is not None:
+            checks.append(binding)
+
+        tcb = _tee_tcb_names(body.tee_tcb_svn)
+        ext = chain.extensions
+        tcb.update(chain.tcb_names)
+        if qe is not None:
+            tcb["qe_isvsvn"] = qe.qe_report.isvsvn
+        extra: dict[str, Any] = {"body_type": quote.body_type, "pck_chain": list(chain.names)}
+        if body.tee_tcb_svn2 is not None:
+            extra["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
+        if issue_date:
+            extra["collateral_issue_date"] = issue_date
+        if tcb_info is not None:
+            extra["tcb_evaluation_data_number"] = tcb_info.tcb_evaluation_data_number
+        if evaluation is not None:
+            extra["advisory_ids"] = list(evaluation.advisory_ids)
+            extra["tcb_level_status"] = {"platform": evaluation.platform_status,
+                                         "tdx_module": evaluation.module_status,
+                                         "qe": evaluation.qe_status}
+        claims = Claims(
+            vendor=VENDOR, format=FORMAT_QUOTE, version=quote.version,
+            measurements=body.measurements(), report_data=body.report_data, origin=origin,
+            debug=bool(policy["debug"]), policy=policy, tcb=tcb,
+            tcb_status=evaluation.status if evaluation else None,
+            platform_id=ext.fmspc.hex() if ext else "", signer=signer or "",
+            simulated=signer is not None and signer.startswith("simulated:"), extra=extra)
+        return VendorResult(claims=claims, checks=checks)
+
+    def _crl_check(self, collateral: dict[str, bytes], chain: _Chain, now: datetime) -> Check:
+        root_crl, pck_crl = collateral.get("root_crl"), collateral.get("pck_crl")
+        if root_crl is None and pck_crl is None:
+            return Check(name="tdx.crl", ok=True, detail="no CRLs given: revocation not checked")
+        if len(chain.certs) < 2:
+            return Check(name="tdx.crl", ok=False, detail="no PCK chain to check the CRLs against")
+        problems: list[str] = []
+        leaf, ca, root = chain.certs[0], chain.certs[1], chain.certs[-1]
+        if root_crl is not None:
+            problems += _crl_check(root_crl, root, [ca], "root CA CRL", chain.key, now)
+        if pck_crl is not None:
+            problems += _crl_check(pck_crl, ca, [leaf], "PCK CRL", chain.key, now)
+        given = [n for n, c in (("root CA CRL", root_crl), ("PCK CRL", pck_crl)) if c is not None]
+        return Check(name="tdx.crl", ok=not problems,
+                     detail="; ".join(problems) or f"checked {' and '.join(given)}: nothing revoked")
+
+    def _collateral_checks(
+        self, collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[bytes, ...],
+        roots: dict[str, str], body: TdQuoteBody, qe_report: EnclaveReportBody | None,
+        qe_raw: bytes, now: datetime, checks: list[Check],
+    ) -> tuple[TcbEvaluation | None, str, TcbInfo | None]:
+        missing = [k for k in ("tcb_info", "qe_identity") if k not in collateral]
+        if missing:
+            checks.append(Check(name="tdx.collateral.present", ok=False, detail=(
+                f"no {' or '.join(missing)} collateral: the TCB status cannot be determined")))
+            return None, "", None
+        checks.append(Check(name="tdx.collateral.present", ok=True,
+                            detail="TCB info and QE identity given"))
+        out = _tcb_outcome(collateral, chain, roots_key, roots, body, qe_report, qe_raw)
+        col = out.collateral
+        problems = list(out.signature_problems)
+        for c in col.chains:
+            problems += [f"TCB signing chain: {p}" for p in c.time_problems(now)]
+        checks.append(Check(name="tdx.collateral.signature", ok=not problems, detail="; ".join(problems)
+                            or "TCB info and QE identity are signed by the TCB signing key under the root"))
+        info, ident = col.tcb_info, col.identity
+        stale = [f"{label} is valid {obj.issue_date:%Y-%m-%dT%H:%M:%SZ}..{obj.next_update:%Y-%m-%dT%H:%M:%SZ}"
+                 f", not at {now:%Y-%m-%dT%H:%M:%SZ}"
+                 for label, obj in (("TCB info", info), ("QE identity", ident))
+                 if obj is not None and not obj.issue_date <= now <= obj.next_update]
+        parsed = info is not None and ident is not None
+        checks.append(Check(name="tdx.collateral.fresh", ok=not stale and parsed, detail="; ".join(stale)
+                            or ("TCB info and QE identity are current" if parsed
+                                else "collateral did not parse")))
+        checks.append(Check(name="tdx.collateral.match", ok=not out.match_problems,
+                            detail="; ".join(out.match_problems) or "TCB info is for this platform "
+                            f"(FMSPC {info.fmspc.hex() if info else ''})"))
+        evaluation = out.evaluation
+        if evaluation is None:
+            checks.append(Check(name="tdx.tcb_status", ok=False,
+                                detail="no TCB status: " + "; ".join(out.match_problems)))
+            return None, col.tcb_issue_date, info
+        ok = (evaluation.status is not None and evaluation.status != "Revoked"
+              and not out.match_problems)
+        detail = ("; ".join(evaluation.problems) if evaluation.problems else
+                  f"TCB status {evaluation.status}" + (f" ({', '.join(evaluation.advisory_ids)})"
+                                                      if evaluation.advisory_ids else ""))
+        checks.append(Check(name="tdx.tcb_status", ok=ok, detail=detail))
+        return evaluation, col.tcb_issue_date, info
+
+    # --- TDREPORT -----------------------------------------------------------------------------
+
+    def _verify_tdreport(self, evidence: Evidence) -> VendorResult:
+        try:
+            report = TdReport.from_bytes(evidence.raw, strict=False)
+        except EvidenceError as exc:
+            return VendorResult(claims=None, checks=[Check(name="tdx.tdreport.parse", ok=False, detail=str(exc))])
+        checks = [Check(name="tdx.tdreport.parse", ok=True, detail="1024-byte TDREPORT_STRUCT")]
+        type_problem = report.type_problem()
+        checks.append(Check(name="tdx.tdreport.type", ok=type_problem is None,
+                            detail=type_problem or "REPORTTYPE 0x81 (TDX)"))
+        macs = report.mac_struct
+        ok = report.tee_tcb_info.digest() == macs.tee_tcb_info_hash
+        checks.append(Check(name="tdx.tdreport.tee_tcb_info_hash", ok=ok, detail=(
+            "SHA-384 of TEE_TCB_INFO matches" if ok else
+            "TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100")))
+        ok = report.td_info.digest() == macs.tee_info_hash
+        checks.append(Check(name="tdx.tdreport.tee_info_hash", ok=ok, detail=(
+            "SHA-384 of TDINFO matches" if ok else
+            "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200")))
+        checks.append(Check(name="tdx.tdreport.mac", ok=False, detail=(
+            "the TDREPORT MAC is keyed by a CPU-internal key and can only be checked on the same "
+            "platform (by the TD quoting enclave or TDG.MR.VERIFYREPORT); off-platform this "
+            "evidence is unauthenticated - verify a quote made from it instead")))
+        if type_problem is not None:
+            return VendorResult(claims=None, checks=checks)
+        tcb, info = report.tee_tcb_info, report.td_info
+        origin, binding = _origin(evidence, macs.report_data)
+        if binding is not None:
+            checks.append(binding)
+        measurements = {"mrtd": info.mrtd, "rtmr0": info.rtmrs[0], "rtmr1": info.rtmrs[1],
+                        "rtmr2": info.rtmrs[2], "rtmr3": info.rtmrs[3], "mrseam": tcb.mrseam,
+                        "mrsignerseam": tcb.mrsignerseam, "mrconfigid": info.mrconfigid,
+                        "mrowner": info.mrowner, "mrownerconfig": info.mrownerconfig}
+        if macs.report_type.version >= 1:
+            measurements["servtd_hash"] = info.servtd_hash
+        attrs = decode_td_attributes(info.attributes)
+        claims = Claims(
+            vendor=VENDOR, format=FORMAT_TDREPORT, version=macs.report_type.version,
+            measurements=measurements, report_data=macs.report_data, origin=origin,
+            debug=bool(attrs["debug"]), policy=_policy(info.attributes, info.xfam, tcb.attributes),
+            tcb=_tee_tcb_names(tcb.tee_tcb_svn), tcb_status=None, platform_id="", signer="",
+            extra={"unauthenticated": True, "cpusvn": macs.cpusvn.hex(),
+                   "tee_tcb_svn2": tcb.tee_tcb_svn2.hex()})
+        return VendorResult(claims=claims, checks=checks)
