@@ -1,3 +1,60 @@
-"""cocopart: one vendor-neutral L2<->L1 interface for partitioned confidential VMs."""
+"""cocopart: one vendor-neutral L2<->L1 interface for partitioned confidential VMs.
+
+``import cocopart`` is cheap (no backend, no pydantic); the public names load on first use::
+
+    from cocopart import Partition, PartitionConfig, ValidatePages, GpaRange
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Partition": "cocopart.partition",
+    "Plan": "cocopart.partition",
+    "PartitionConfig": "cocopart.model",
+    "GpaRange": "cocopart.model",
+    "PageSize": "cocopart.model",
+    "Access": "cocopart.model",
+    "InterruptMode": "cocopart.model",
+    "Strategy": "cocopart.model",
+    "Layer": "cocopart.model",
+    "LayerRole": "cocopart.model",
+    "ValidatePages": "cocopart.ops",
+    "RescindPages": "cocopart.ops",
+    "ConvertPages": "cocopart.ops",
+    "SetAccess": "cocopart.ops",
+    "CreateVcpu": "cocopart.ops",
+    "DeleteVcpu": "cocopart.ops",
+    "Attest": "cocopart.ops",
+    "InjectInterrupt": "cocopart.ops",
+    "ConfigureInterrupts": "cocopart.ops",
+    "ExtendMeasurement": "cocopart.ops",
+    "OperationResult": "cocopart.ops",
+    "Evidence": "cocopart.attest.evidence",
+    "Claims": "cocopart.attest.evidence",
+    "Policy": "cocopart.attest.policy",
+    "Verifier": "cocopart.attest.verifier",
+    "TrustStore": "cocopart.attest.verifier",
+    "detect": "cocopart.attest.detect",
+    "attest": "cocopart.attest.configfs",
+    "CocopartError": "cocopart.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocopart' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

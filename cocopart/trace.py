@@ -13,6 +13,7 @@ mnemonic up first, then the part before the dot.
 from __future__ import annotations
 
 import threading
+from array import array
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from pydantic import BaseModel, Field
 
 from cocopart.errors import ConfigError
 
-#: Longest ordered log kept; past it only counters grow (``dropped_events`` says how many).
-MAX_LOG = 200_000
+#: Longest ordered log kept (12 bytes an entry); past it only counters grow
+#: (``dropped_events`` says how many).
+MAX_LOG = 2_000_000
 
 
 class PrimitiveKey(NamedTuple):
@@ -51,44 +53,72 @@ class Event(BaseModel):
 
 
 class Trace:
-    """Aggregated counters plus a run-length encoded ordered log. Thread-safe."""
+    """Aggregated counters plus a run-length encoded ordered log. Thread-safe.
+
+    Hot path: :meth:`record` and :meth:`switch` intern their key once and then only bump a
+    list slot and the log arrays; the ``primitives`` / ``switches`` dicts are built on read.
+    """
 
     def __init__(self) -> None:
-        self.primitives: dict[PrimitiveKey, int] = {}
-        self.switches: dict[SwitchKey, int] = {}
-        self._log: list[list[Any]] = []  # [kind, key, count]
+        self._ids: dict[tuple[str, str, str, str, str], int] = {}
+        self._objs: list[PrimitiveKey | SwitchKey] = []
+        self._is_switch: list[bool] = []
+        self._counts: list[int] = []
+        self._log_key = array("l")
+        self._log_count = array("q")
         self.dropped_events = 0
         self._lock = threading.Lock()
+
+    def _intern(self, raw: tuple[str, str, str, str, str]) -> int:
+        kid = self._ids[raw] = len(self._objs)
+        if raw[0] == "p":
+            self._objs.append(PrimitiveKey(raw[1], raw[2], raw[3], raw[4]))
+            self._is_switch.append(False)
+        else:
+            self._objs.append(SwitchKey(raw[1], raw[2], raw[3]))
+            self._is_switch.append(True)
+        self._counts.append(0)
+        return kid
+
+    def _add(self, raw: tuple[str, str, str, str, str], count: int) -> None:
+        with self._lock:
+            kid = self._ids.get(raw)
+            if kid is None:
+                kid = self._intern(raw)
+            self._counts[kid] += count
+            lk = self._log_key
+            if lk and lk[-1] == kid:
+                self._log_count[-1] += count
+            elif len(lk) < MAX_LOG:
+                lk.append(kid)
+                self._log_count.append(count)
+            else:
+                self.dropped_events += 1
 
     def record(self, issuer: str, mnemonic: str, target: str = "", result: str = "ok",
                count: int = 1) -> None:
         """Count ``count`` executions of one primitive."""
-        if count <= 0:
-            return
-        key = PrimitiveKey(issuer, mnemonic, target, result)
-        with self._lock:
-            self.primitives[key] = self.primitives.get(key, 0) + count
-            self._append("primitive", key, count)
+        if count > 0:
+            self._add(("p", issuer, mnemonic, target, result), count)
 
     def switch(self, source: str, dest: str, mechanism: str, count: int = 1) -> None:
         """Count ``count`` world switches from layer ``source`` to layer ``dest``."""
-        if count <= 0:
-            return
-        key = SwitchKey(source, dest, mechanism)
-        with self._lock:
-            self.switches[key] = self.switches.get(key, 0) + count
-            self._append("switch", key, count)
-
-    def _append(self, kind: str, key: tuple[str, ...], count: int) -> None:
-        log = self._log
-        if log and log[-1][0] == kind and log[-1][1] == key:
-            log[-1][2] += count
-        elif len(log) < MAX_LOG:
-            log.append([kind, key, count])
-        else:
-            self.dropped_events += 1
+        if count > 0:
+            self._add(("s", source, dest, mechanism, ""), count)
 
     # -- reading ---------------------------------------------------------------------------
+    @property
+    def primitives(self) -> dict[PrimitiveKey, int]:
+        with self._lock:
+            return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
+                    if not sw and n}  # type: ignore[misc]
+
+    @property
+    def switches(self) -> dict[SwitchKey, int]:
+        with self._lock:
+            return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
+                    if sw and n}  # type: ignore[misc]
+
     @property
     def total_primitives(self) -> int:
         return sum(self.primitives.values())
@@ -120,28 +150,39 @@ class Trace:
                    if mechanism is None or k.mechanism == mechanism)
 
     def mark(self) -> TraceMark:
+        prim, sw = self.primitives, self.switches
         with self._lock:
-            return TraceMark(dict(self.primitives), dict(self.switches), len(self._log),
-                             self._log[-1][2] if self._log else 0)
+            n = len(self._log_key)
+            return TraceMark(prim, sw, n, self._log_count[-1] if n else 0)
 
     def since(self, mark: TraceMark) -> TraceDelta:
         """What was recorded after ``mark``."""
+        prim_now, sw_now = self.primitives, self.switches
+        prim = {k: n - mark.primitives.get(k, 0) for k, n in prim_now.items()
+                if n != mark.primitives.get(k, 0)}
+        sw = {k: n - mark.switches.get(k, 0) for k, n in sw_now.items()
+              if n != mark.switches.get(k, 0)}
         with self._lock:
-            prim = {k: n - mark.primitives.get(k, 0) for k, n in self.primitives.items()
-                    if n != mark.primitives.get(k, 0)}
-            sw = {k: n - mark.switches.get(k, 0) for k, n in self.switches.items()
-                  if n != mark.switches.get(k, 0)}
             start = max(mark.log_len - 1, 0)
-            events = [list(e) for e in self._log[start:]]
-            if events and mark.log_len and events[0][2] == mark.last_count:
-                events = events[1:]
-            elif events and mark.log_len:
-                events[0][2] -= mark.last_count
+            events = [list(e) for e in self._entries(start)]
+        if events and mark.log_len and events[0][1] == mark.last_count:
+            events = events[1:]
+        elif events and mark.log_len:
+            events[0][1] -= mark.last_count
         return TraceDelta(prim, sw, [_event(e) for e in events])
+
+    def _entries(self, start: int = 0) -> list[tuple[PrimitiveKey | SwitchKey, int]]:
+        objs = self._objs
+        return [(objs[k], c) for k, c in zip(self._log_key[start:], self._log_count[start:])]
 
     def events(self) -> list[Event]:
         with self._lock:
-            return [_event(e) for e in self._log]
+            entries = self._entries()
+        return [_event(e) for e in entries]
+
+    @property
+    def log_length(self) -> int:
+        return len(self._log_key)
 
     def summary(self) -> TraceSummary:
         return TraceSummary(
@@ -155,19 +196,26 @@ class Trace:
 
     def copy(self) -> Trace:
         other = Trace()
-        other.primitives = dict(self.primitives)
-        other.switches = dict(self.switches)
-        other._log = [list(e) for e in self._log]
-        other.dropped_events = self.dropped_events
+        with self._lock:
+            other._ids = dict(self._ids)
+            other._objs = list(self._objs)
+            other._is_switch = list(self._is_switch)
+            other._counts = list(self._counts)
+            other._log_key = array("l", self._log_key)
+            other._log_count = array("q", self._log_count)
+            other.dropped_events = self.dropped_events
         return other
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Trace:
+        return self.copy()
 
-def _event(e: list[Any]) -> Event:
-    kind, key, count = e
-    if kind == "primitive":
-        return Event(kind=kind, issuer=key.issuer, mnemonic=key.mnemonic, target=key.target,
-                     result=key.result, count=count)
-    return Event(kind=kind, issuer=key.source, mnemonic=key.mechanism, target=key.dest,
+
+def _event(e: Any) -> Event:
+    key, count = e
+    if isinstance(key, PrimitiveKey):
+        return Event(kind="primitive", issuer=key.issuer, mnemonic=key.mnemonic,
+                     target=key.target, result=key.result, count=count)
+    return Event(kind="switch", issuer=key.source, mnemonic=key.mechanism, target=key.dest,
                  count=count)
 
 

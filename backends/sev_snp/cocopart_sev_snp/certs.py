@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -317,15 +317,27 @@ def analyse_certificates(blobs: tuple[bytes, ...]) -> ChainAnalysis:
 
 @lru_cache(maxsize=512)
 def analyse_chain(ders: tuple[bytes, ...]) -> ChainAnalysis:
-    """Assign VCEK/VLEK, ASK/ASVK and ARK roles in any order and check every link."""
-    certs: list[x509.Certificate] = []
+    """Assign VCEK/VLEK, ASK/ASVK and ARK roles in any order and check every link.
+
+    Never raises for bad input: a certificate that does not parse, has an invalid key or
+    malformed extensions makes an incomplete chain whose ``error`` says which and why.
+    """
+    try:
+        return _analyse(ders)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return incomplete_chain(f"malformed certificate: {exc}")
+
+
+def _analyse(ders: tuple[bytes, ...]) -> ChainAnalysis:
+    keyed: list[tuple[x509.Certificate, object]] = []
     for i, der in enumerate(ders):
         try:
-            certs.append(load_certificate(der))
-        except CertificateError as exc:
+            cert = load_certificate(der)
+            keyed.append((cert, cert.public_key()))
+        except (CertificateError, ValueError, UnsupportedAlgorithm) as exc:
             return incomplete_chain(f"certificate #{i}: {exc}")
-    leaves = [c for c in certs if isinstance(c.public_key(), ec.EllipticCurvePublicKey)]
-    rsa_certs = [c for c in certs if isinstance(c.public_key(), rsa.RSAPublicKey)]
+    leaves = [c for c, k in keyed if isinstance(k, ec.EllipticCurvePublicKey)]
+    rsa_certs = [c for c, k in keyed if isinstance(k, rsa.RSAPublicKey)]
     arks = [c for c in rsa_certs if c.subject == c.issuer]
     if not leaves:
         return incomplete_chain("no VCEK/VLEK (ECDSA P-384) certificate given")

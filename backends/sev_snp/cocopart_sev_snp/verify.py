@@ -37,7 +37,7 @@ import struct
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -133,7 +133,7 @@ def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
     for blob in trust.roots_for(VENDOR):
         try:
             fps = certs.root_fingerprints(blob)
-        except ValueError:  # an unreadable trust-store entry pins nothing
+        except (ValueError, UnsupportedAlgorithm):  # an unreadable entry pins nothing
             continue
         if fp in fps:
             return Check(name="snp.chain.ark_pinned", ok=True,
@@ -205,7 +205,7 @@ def _manifest(report: SnpReport, evidence: Evidence,
                              detail="REPORT_DATA is not SHA-512(nonce || manifest)")
     try:
         requester = ServicesManifest.from_bytes(evidence.manifest).requester
-    except EvidenceError as exc:
+    except (ValueError, struct.error) as exc:  # EvidenceError, bad UTF-8 in a layer name
         return origin, Check(name=name, ok=False, detail=f"services manifest: {exc}")
     if requester is None:
         return origin, Check(name=name, ok=True,

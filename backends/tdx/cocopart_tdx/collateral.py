@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -42,7 +42,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cocopart.errors import EvidenceError
-
 from cocopart_tdx.pck import PckTcb
 from cocopart_tdx.quote import EnclaveReportBody, TdQuoteBody
 
@@ -57,8 +56,9 @@ class CollateralError(EvidenceError):
 
 
 def parse_time(value: str) -> datetime:
-    """PCS timestamps are ISO 8601 UTC with a ``Z`` suffix."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """PCS timestamps are ISO 8601 UTC with a ``Z`` suffix; naive values are taken as UTC."""
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 # --- exact bytes of a top-level JSON member ---------------------------------------------------
@@ -433,6 +433,24 @@ def collateral_from_dcap_qvl_json(data: bytes | str) -> dict[str, bytes]:
         return out
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CollateralError(f"not a dcap-qvl QuoteCollateralV3 JSON: {type(exc).__name__}: {exc}") from None
+
+
+def collateral_to_dcap_qvl_json(c: dict[str, bytes]) -> str:
+    """The inverse of :func:`collateral_from_dcap_qvl_json` (for cross-checks with dcap-qvl).
+
+    Needs every key that function produces; the PEM chains must be ASCII.
+    """
+    tcb = SignedJson.parse(c["tcb_info"], "tcbInfo")
+    qe = SignedJson.parse(c["qe_identity"], "enclaveIdentity")
+    return json.dumps({
+        "pck_crl_issuer_chain": c.get("pck_crl_issuer_chain", b"").decode(),
+        "root_ca_crl": c["root_crl"].hex(), "pck_crl": c["pck_crl"].hex(),
+        "tcb_info_issuer_chain": c["tcb_info_issuer_chain"].decode(),
+        "tcb_info": tcb.raw_value.decode(), "tcb_info_signature": tcb.signature.hex(),
+        "qe_identity_issuer_chain": c.get("qe_identity_issuer_chain",
+                                          c["tcb_info_issuer_chain"]).decode(),
+        "qe_identity": qe.raw_value.decode(), "qe_identity_signature": qe.signature.hex(),
+    })
 
 
 def signing_key(chain: list[x509.Certificate]) -> ec.EllipticCurvePublicKey:

@@ -187,7 +187,7 @@ class SgxExtensions:
         comps: dict[int, int] = {}
         cpusvn = b""
         for ptag, ps, pe in _children(tcb_raw, 0, len(tcb_raw)):
-            (ot, os_, oe), (vt, vs2, ve2) = _children(tcb_raw, ps, pe)
+            (_ot, os_, oe), (_vt, vs2, ve2) = _children(tcb_raw, ps, pe)
             idx = int(_oid_str(tcb_raw[os_:oe]).rsplit(".", 1)[1])
             if idx == 18:
                 cpusvn = tcb_raw[vs2:ve2]

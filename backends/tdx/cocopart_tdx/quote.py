@@ -27,7 +27,6 @@ import struct
 from dataclasses import dataclass, field
 
 from cocopart.errors import EvidenceError
-
 from cocopart_tdx.tdreport import TdReport
 
 QUOTE_VERSION_4 = 4
@@ -361,6 +360,32 @@ class TdQuote:
     @classmethod
     def from_bytes(cls, data: bytes) -> TdQuote:
         """Parse a v4 or v5 TD quote; raises :class:`EvidenceError` naming the problem."""
+        layout = QuoteLayout.parse(data)
+        sig = QuoteSignatureData.from_bytes(data[layout.sig_start:layout.sig_end])
+        return cls(layout.header, layout.body, sig, data[layout.sig_end:])
+
+
+@dataclass(frozen=True)
+class QuoteLayout:
+    """Header, body and where the signature data lies, without parsing the signature data.
+
+    Verifiers use it to cache what the signature data says (it is the same for every quote of
+    one quoting enclave, apart from the first 64 bytes, the quote signature).
+    """
+
+    header: QuoteHeader
+    body: TdQuoteBody
+    signed_length: int
+    sig_start: int
+    sig_end: int
+
+    @property
+    def body_type(self) -> int:
+        return BODY_TYPE_TD15 if self.body.is_td15 else BODY_TYPE_TD10
+
+    @classmethod
+    def parse(cls, data: bytes) -> QuoteLayout:
+        """Parse the header and body and frame the signature data (EvidenceError if bad)."""
         if len(data) < HEADER_SIZE:
             raise EvidenceError(f"a quote starts with a {HEADER_SIZE}-byte header; got {len(data)} bytes")
         header = QuoteHeader.from_bytes(data[:HEADER_SIZE])
@@ -392,5 +417,4 @@ class TdQuote:
         if sig_end > len(data):
             raise EvidenceError(f"signature data says {sig_len} bytes, only "
                                 f"{len(data) - sig_len_off - 4} remain")
-        sig = QuoteSignatureData.from_bytes(data[sig_len_off + 4:sig_end])
-        return cls(header, body, sig, data[sig_end:])
+        return cls(header, body, sig_len_off, sig_len_off + 4, sig_end)

@@ -26,7 +26,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from cocopart.errors import EvidenceError
-
 from cocopart_tdx.collateral import pcs_body
 from cocopart_tdx.pck import SGX_EXTENSIONS_OID, PckTcb, SgxExtensions, load_certificates
 from cocopart_tdx.quote import (
@@ -53,11 +52,11 @@ from cocopart_tdx.quote import (
 )
 from cocopart_tdx.tdreport import TdReport, encode_td_attributes
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_NOT_BEFORE = datetime(2020, 1, 1, tzinfo=timezone.utc)
-_ROOT_NOT_AFTER = datetime(2049, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
-_LEAF_NOT_AFTER = datetime(2045, 1, 1, tzinfo=timezone.utc)
+_NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
+_ROOT_NOT_AFTER = datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)
+_LEAF_NOT_AFTER = datetime(2045, 1, 1, tzinfo=UTC)
 
 #: The simulated platform's TCB (PCK certificate) and the TD's TEE_TCB_SVN by default:
 #: TDX module 1.5-style (major 1, minor 5, microcode 7), matching the UpToDate level.
@@ -106,6 +105,9 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificat
                                       key_encipherment=False, data_encipherment=False,
                                       key_agreement=False, key_cert_sign=ca, crl_sign=ca,
                                       encipher_only=False, decipher_only=False), critical=True))
+    b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                        critical=False)
     for ext in extra or []:
         b = b.add_extension(ext, critical=False)
     return b.sign(issuer_key, hashes.SHA256(), ecdsa_deterministic=True)
@@ -122,7 +124,7 @@ def _sign_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -331,7 +333,10 @@ class SimulatedIntelRoots:
     def _crl(self, issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, now: datetime,
              revoked: list[int]) -> bytes:
         b = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
-             .last_update(now - timedelta(days=1)).next_update(now + timedelta(days=29)))
+             .last_update(now - timedelta(days=1)).next_update(now + timedelta(days=29))
+             .add_extension(x509.CRLNumber(1), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
+                            critical=False))
         for serial in revoked:
             b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
                                           .revocation_date(now - timedelta(days=2)).build())

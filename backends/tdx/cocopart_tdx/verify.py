@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -56,7 +56,6 @@ from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
-
 from cocopart_tdx.collateral import (
     EnclaveIdentity,
     SignedJson,
@@ -78,7 +77,12 @@ from cocopart_tdx.pck import (
     spki_sha256,
     validity_problems,
 )
-from cocopart_tdx.quote import EnclaveReportBody, TdQuote, TdQuoteBody
+from cocopart_tdx.quote import (
+    EnclaveReportBody,
+    QuoteLayout,
+    QuoteSignatureData,
+    TdQuoteBody,
+)
 from cocopart_tdx.tdreport import TdReport, decode_td_attributes
 
 VENDOR = "tdx"
@@ -96,17 +100,24 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # built once: constructing it costs ~10 us a call
+
+
 def _ecdsa_ok(key: ec.EllipticCurvePublicKey, sig_rs: bytes, data: bytes) -> bool:
     """ECDSA P-256/SHA-256 with the signature as 64 bytes r||s (big-endian)."""
     der = encode_dss_signature(int.from_bytes(sig_rs[:32], "big"), int.from_bytes(sig_rs[32:], "big"))
     try:
-        key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+        key.verify(der, data, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
 
 
 # --- cached, time-independent facts ---------------------------------------------------------
+
+_FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+_FAR_PAST = datetime.min.replace(tzinfo=UTC)
+
 
 @dataclass(frozen=True)
 class _Chain:
@@ -119,8 +130,8 @@ class _Chain:
     names: tuple[str, ...] = ()
     extensions: SgxExtensions | None = None
     tcb_names: tuple[tuple[str, int], ...] = ()
-    valid_from: datetime = datetime.max.replace(tzinfo=timezone.utc)
-    valid_until: datetime = datetime.min.replace(tzinfo=timezone.utc)
+    valid_from: datetime = _FAR_FUTURE
+    valid_until: datetime = _FAR_PAST
 
     def time_problems(self, now: datetime) -> list[str]:
         """Certificates of the chain that are not valid at ``now``."""
@@ -130,10 +141,9 @@ class _Chain:
 
 
 _CHAINS: dict[tuple[bytes, bool], _Chain] = {}
-_AK_KEYS: dict[bytes, ec.EllipticCurvePublicKey | None] = {}
-_QE_SIGS: dict[tuple[bytes, bytes, bytes], bool] = {}
 _ROOT_SETS: dict[tuple[bytes, ...], dict[str, str]] = {}
-_CRLS: dict[tuple[bytes, bytes, str], tuple[tuple[str, ...], x509.CertificateRevocationList]] = {}
+_CRLS: dict[tuple[bytes, bytes, str], tuple[tuple[str, ...], x509.CertificateRevocationList,
+                                             datetime, datetime]] = {}
 
 
 def _chain(data: bytes, *, pck: bool) -> _Chain:
@@ -161,6 +171,7 @@ def _chain(data: bytes, *, pck: bool) -> _Chain:
 
 
 _NO_CHAIN = _Chain(b"", (), ("no PCK certificate chain in the quote or the evidence",))
+_PARSED = {(v, t): f"TD quote v{v}, body type {t}" for v in (4, 5) for t in (2, 3)}
 
 
 def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]]:
@@ -184,25 +195,67 @@ def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]
     return key, _remember(_ROOT_SETS, key, roots)
 
 
-def _attestation_key(raw: bytes) -> ec.EllipticCurvePublicKey | None:
-    if raw in _AK_KEYS:
-        return _AK_KEYS[raw]
+@dataclass(frozen=True)
+class _Platform:
+    """What a quote's signature data says, apart from the quote signature itself.
+
+    Every quote of one quoting enclave carries the same attestation key, QE report, QE report
+    signature and PCK chain, so this is computed once per distinct signature data.
+    """
+
+    signature_data: QuoteSignatureData | None
+    parse_problem: str | None
+    attestation_key: ec.EllipticCurvePublicKey | None
+    binding: tuple[bool, str]
+    chain: _Chain
+    qe_signature: tuple[bool, str]
+    qe_isvsvn: int | None
+    qe_raw: bytes
+
+
+_PLATFORMS: dict[tuple[bytes, tuple[bytes, ...]], _Platform] = {}
+
+
+def _platform(tail: bytes, certificates: tuple[bytes, ...]) -> _Platform:
+    """Parse and check the signature data after its first 64 bytes (the quote signature)."""
+    key = (tail, certificates)
+    hit = _PLATFORMS.get(key)
+    if hit is not None:
+        return hit
     try:
-        key: ec.EllipticCurvePublicKey | None = ec.EllipticCurvePublicKey.from_encoded_point(
-            ec.SECP256R1(), b"\x04" + raw)
+        sig = QuoteSignatureData.from_bytes(bytes(64) + tail)
+    except EvidenceError as exc:
+        no = (False, "signature data does not parse")
+        return _remember(_PLATFORMS, key, _Platform(None, str(exc), None, no, _NO_CHAIN, no, None, b""))
+    try:
+        ak: ec.EllipticCurvePublicKey | None = ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), b"\x04" + sig.attestation_key)
     except ValueError:
-        key = None
-    return _remember(_AK_KEYS, raw, key)
-
-
-def _qe_signature_ok(chain: _Chain, report: bytes, sig: bytes) -> bool:
-    key = (chain.key, report, sig)
-    hit = _QE_SIGS.get(key)
-    if hit is None:
+        ak = None
+    qe = sig.qe
+    if qe is None:
+        binding = (False, f"certification data type {sig.certification.cert_type} carries no QE "
+                   "report (type 6 expected)")
+    else:
+        want = hashlib.sha256(sig.attestation_key + qe.qe_auth_data).digest() + bytes(32)
+        ok = qe.qe_report.report_data == want
+        binding = (ok, "QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros" if ok
+                   else "QE REPORTDATA does not bind the attestation key and QE auth data")
+    chain_data = sig.pck_chain_data
+    if chain_data is None:
+        chain_data = b"".join(certificates)
+    chain = _chain(chain_data, pck=True) if chain_data else _NO_CHAIN
+    if qe is not None and chain.certs:
         pub = chain.certs[0].public_key()
-        hit = isinstance(pub, ec.EllipticCurvePublicKey) and _ecdsa_ok(pub, sig, report)
-        _remember(_QE_SIGS, key, hit)
-    return hit
+        ok = isinstance(pub, ec.EllipticCurvePublicKey) and _ecdsa_ok(
+            pub, qe.qe_report_signature, qe.qe_report_bytes)
+        qe_check = (ok, "the PCK key signs the QE report" if ok else
+                    "the QE report signature does not verify with the PCK leaf key")
+    else:
+        qe_check = (False, "no QE report or no PCK certificate to check it with")
+    return _remember(_PLATFORMS, key, _Platform(
+        sig, None, ak, binding, chain, qe_check, qe.qe_report.isvsvn if qe else None,
+        qe.qe_report_bytes if qe else b""))
 
 
 @dataclass(frozen=True)
@@ -310,12 +363,13 @@ def _crl_check(data: bytes, issuer: x509.Certificate, covered: list[x509.Certifi
             crl = load_crl(data)
         except EvidenceError as exc:
             return [f"{name}: {exc}"]
-        hit = _remember(_CRLS, key, (tuple(crl_problems(crl, issuer, covered, name)), crl))
-    problems = list(hit[0])
-    late = crl_time_problem(hit[1], now, name)
-    if late:
-        problems.append(late)
-    return problems
+        hit = _remember(_CRLS, key, (tuple(crl_problems(crl, issuer, covered, name)), crl,
+                                     crl.last_update_utc, crl.next_update_utc or _FAR_FUTURE))
+    static, crl, last, nxt = hit
+    if not static and last <= now <= nxt:
+        return []
+    late = crl_time_problem(crl, now, name)
+    return list(static) + ([late] if late else [])
 
 
 # --- shared claim helpers -----------------------------------------------------------------
@@ -375,7 +429,7 @@ def _policy(td_attributes: bytes, xfam: bytes, seam_attributes: bytes) -> dict[s
 
 
 def _aware(now: datetime) -> datetime:
-    return now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
 class TdxEvidenceVerifier:
@@ -397,7 +451,7 @@ class TdxEvidenceVerifier:
             return VendorResult(claims=None, checks=[Check(
                 name="tdx.format", ok=False,
                 detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r} or {FORMAT_TDREPORT!r}")])
-        except Exception as exc:  # the contract: bad evidence never raises
+        except Exception as exc:  # noqa: BLE001 - the contract: bad evidence never raises
             return VendorResult(claims=None, checks=[Check(
                 name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])
 
@@ -406,38 +460,26 @@ class TdxEvidenceVerifier:
     def _verify_quote(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
         raw = evidence.raw
         try:
-            quote = TdQuote.from_bytes(raw)
+            layout = QuoteLayout.parse(raw)
+            sig_raw = raw[layout.sig_start:layout.sig_end]
+            plat = _platform(sig_raw[64:], tuple(evidence.certificates))
+            if plat.parse_problem is not None:
+                raise EvidenceError(plat.parse_problem)
         except EvidenceError as exc:
             return VendorResult(claims=None, checks=[
                 Check(name="tdx.quote.parse", ok=False, detail=str(exc))])
-        body, sig = quote.body, quote.signature_data
-        qe = sig.qe
-        checks = [Check(name="tdx.quote.parse", ok=True,
-                        detail=f"TD quote v{quote.version}, body type {quote.body_type}")]
-
-        ak = _attestation_key(sig.attestation_key)
-        ok = ak is not None and _ecdsa_ok(ak, sig.signature, raw[:quote.signed_length])
+        body = layout.body
+        checks = [Check(name="tdx.quote.parse", ok=True, detail=_PARSED[layout.header.version,
+                                                                         layout.body_type])]
+        ak = plat.attestation_key
+        ok = ak is not None and _ecdsa_ok(ak, sig_raw[:64], raw[:layout.signed_length])
         checks.append(Check(name="tdx.quote.signature", ok=ok, detail=(
             "the attestation key signs header and body" if ok else
             "the attestation key is not a P-256 point" if ak is None else
             "the quote signature does not verify with the attestation key: header or body altered")))
+        checks.append(Check(name="tdx.qe_report.binding", ok=plat.binding[0], detail=plat.binding[1]))
 
-        qe_raw = qe.qe_report_bytes if qe is not None else b""
-        if qe is None:
-            checks.append(Check(name="tdx.qe_report.binding", ok=False, detail=(
-                f"certification data type {sig.certification.cert_type} carries no QE report "
-                "(type 6 expected)")))
-        else:
-            want = hashlib.sha256(sig.attestation_key + qe.qe_auth_data).digest() + bytes(32)
-            ok = qe.qe_report.report_data == want
-            checks.append(Check(name="tdx.qe_report.binding", ok=ok, detail=(
-                "QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros" if ok else
-                "QE REPORTDATA does not bind the attestation key and QE auth data")))
-
-        chain_data = sig.pck_chain_data
-        if chain_data is None:
-            chain_data = b"".join(evidence.certificates)
-        chain = _chain(chain_data, pck=True) if chain_data else _NO_CHAIN
+        chain = plat.chain
         chain_problems = list(chain.problems) + chain.time_problems(now)
         checks.append(Check(name="tdx.pck.chain", ok=not chain_problems,
                             detail="; ".join(chain_problems) or " <- ".join(chain.names)))
@@ -450,16 +492,11 @@ class TdxEvidenceVerifier:
             "neither the Intel SGX Root CA pinned by cocopart"
             + ("" if trust.trust_vendor_roots else " (vendor roots are switched off)")
             + " nor a root in the trust store")))
-
-        if qe is not None and chain.certs:
-            ok = _qe_signature_ok(chain, qe_raw, qe.qe_report_signature)
-            checks.append(Check(name="tdx.qe_report.signature", ok=ok, detail=(
-                "the PCK key signs the QE report" if ok else
-                "the QE report signature does not verify with the PCK leaf key")))
-        else:
-            checks.append(Check(name="tdx.qe_report.signature", ok=False,
-                                detail="no QE report or no PCK certificate to check it with"))
-
+        checks.append(Check(name="tdx.qe_report.signature", ok=plat.qe_signature[0],
+                            detail=plat.qe_signature[1]))
+        sig = plat.signature_data
+        qe = sig.qe if sig is not None else None
+        qe_raw = plat.qe_raw
         checks.append(self._crl_check(evidence.collateral, chain, now))
         evaluation, issue_date, tcb_info = self._collateral_checks(
             evidence.collateral, chain, roots_key, roots, body, qe.qe_report if qe else None,
@@ -480,9 +517,9 @@ class TdxEvidenceVerifier:
         tcb = _tee_tcb_names(body.tee_tcb_svn)
         ext = chain.extensions
         tcb.update(chain.tcb_names)
-        if qe is not None:
-            tcb["qe_isvsvn"] = qe.qe_report.isvsvn
-        extra: dict[str, Any] = {"body_type": quote.body_type, "pck_chain": list(chain.names)}
+        if plat.qe_isvsvn is not None:
+            tcb["qe_isvsvn"] = plat.qe_isvsvn
+        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names)}
         if body.tee_tcb_svn2 is not None:
             extra["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
         if issue_date:
@@ -495,7 +532,7 @@ class TdxEvidenceVerifier:
                                          "tdx_module": evaluation.module_status,
                                          "qe": evaluation.qe_status}
         claims = Claims(
-            vendor=VENDOR, format=FORMAT_QUOTE, version=quote.version,
+            vendor=VENDOR, format=FORMAT_QUOTE, version=layout.header.version,
             measurements=body.measurements(), report_data=body.report_data, origin=origin,
             debug=bool(policy["debug"]), policy=policy, tcb=tcb,
             tcb_status=evaluation.status if evaluation else None,
