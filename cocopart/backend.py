@@ -117,6 +117,10 @@ class PrivilegedPlatform(ABC):
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
         """Deliver ``vector`` to a workload vCPU; return a result code."""
 
+    def apic_emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
+        """The privileged layer started or stopped emulating a vCPU's APIC (SNP: the
+        AlternateInjection SEV feature in that vCPU's VMSA). Default: nothing to change."""
+
 
 class Transport(ABC):
     """The L2 -> L1 world switch carrying one protocol call.

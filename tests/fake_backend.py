@@ -99,6 +99,9 @@ class FakePlatform(PrivilegedPlatform):
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
         return ResultCode.SUCCESS
 
+    def apic_emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
+        self.m.feature_bits[(layer, vcpu)] = enabled
+
 
 class FakeTransport(Transport):
     mechanism: ClassVar[str] = "FAKE.SWITCH"
@@ -126,7 +129,11 @@ class FakeMachine(Machine):
         self.platform = FakePlatform(self)
         self.service = build_service(self.platform, self.memory, self.layout, self.workloads,
                                      trace, services=config.services, seed=config.seed,
-                                     level_of=lambda layer: self.workloads.index(layer) + 1)
+                                     level_of=lambda layer: self.workloads.index(layer) + 1,
+                                     apic_emulation=config.interrupt_mode == "alternate")
+        self.feature_bits: dict[tuple[str, int], bool] = {
+            (w, v): config.interrupt_mode == "alternate"
+            for w in self.workloads for v in range(config.vcpus)}
         self.transport = FakeTransport(self.service, self.memory, trace)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
 

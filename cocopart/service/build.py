@@ -8,7 +8,7 @@ from cocopart.backend import PrivilegedPlatform
 from cocopart.errors import ConfigError
 from cocopart.memory import GuestMemory, ProtocolLayout
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
-from cocopart.service import attest, core, vtpm
+from cocopart.service import apic, attest, core, vtpm
 from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import ServiceState
 from cocopart.trace import Trace
@@ -18,18 +18,26 @@ KNOWN_SERVICES = ("vtpm",)
 
 def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: ProtocolLayout,
                   workloads: tuple[str, ...], trace: Trace, *, services: list[str], seed: str,
-                  level_of: Callable[[str], int], issuer: str = "l1") -> ServiceDispatcher:
-    """A dispatcher offering core, attestation and the configured services."""
+                  level_of: Callable[[str], int], issuer: str = "l1",
+                  apic_emulation: bool = False) -> ServiceDispatcher:
+    """A dispatcher offering core, attestation, the APIC protocol and the configured services.
+
+    ``apic_emulation``: the guest boots with the privileged layer emulating every workload
+    vCPU's APIC (SNP Alternate Injection) — the registration count starts at 1.
+    """
     state = ServiceState(layout, workloads)
     d = ServiceDispatcher(platform, memory, state, trace, issuer)
     core.register(d)
+    if apic_emulation:
+        d.apic.start(workloads, layout.vcpus)
+    apic.register(d, d.apic)
     table: attest.ServiceTable = {}
     for name in services:
         if name == "vtpm":
             tpm = vtpm.Vtpm(seed)
             tpm.on_extend = platform.extend_measurement
             vtpm.register(d, tpm)
-            d.vtpm = tpm  # type: ignore[attr-defined]
+            d.vtpm = tpm
             table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
         else:
             raise ConfigError(f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cocopart.backend import PrivilegedPlatform
 from cocopart.memory import GuestMemory
@@ -12,6 +13,9 @@ from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import PROTOCOL_VERSIONS, ProtocolId, ResultCode, call_name
 from cocopart.service.state import ServiceState
 from cocopart.trace import Trace
+
+if TYPE_CHECKING:
+    from cocopart.service.vtpm import Vtpm
 
 
 @dataclass
@@ -53,6 +57,12 @@ class ServiceDispatcher:
         self.versions: dict[int, tuple[int, int]] = {}
         #: Per-layer predicate deciding whether a protocol is offered to the caller
         self.offered: dict[int, Callable[[str, int], bool]] = {}
+        from cocopart.service.apic import ApicEmulation
+        #: APIC emulation state (registration count, emulated APICs); the protocol is
+        #: offered only to vCPUs it emulates.
+        self.apic = ApicEmulation()
+        #: The vTPM service, when the guest has one.
+        self.vtpm: Vtpm | None = None
 
     def register(self, protocol: ProtocolId, calls: dict[int, Handler],
                  offered: Callable[[str, int], bool] | None = None) -> None:

@@ -11,11 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-from cocopart.errors import EvidenceError
 from cocopart_sev_snp.report import (
     KEY_SEL_VLEK,
     REPORT_REQ_SIZE,
@@ -29,6 +24,11 @@ from cocopart_sev_snp.report import (
     decode_signer_info,
     product_from_cpuid,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from cocopart.errors import EvidenceError
 
 REPORT_NAMES = [
     "gosevguest-milan-v2", "virtee-milan-v2", "trustee-milan-v2", "trustee-aws-milan-vlek-v3",

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cocopart_sev_snp import certs, simroots
+from cocopart_sev_snp.report import SnpReport
+from cocopart_sev_snp.simroots import SimulatedAmdRoots
+from cocopart_sev_snp.verify import SnpEvidenceVerifier
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -26,10 +31,6 @@ from cocopart.protocol.manifest import (
     ServicesManifest,
     bind_report_data,
 )
-from cocopart_sev_snp import certs, simroots
-from cocopart_sev_snp.report import SnpReport
-from cocopart_sev_snp.simroots import SimulatedAmdRoots
-from cocopart_sev_snp.verify import SnpEvidenceVerifier
 
 SEED = "cocopart-tests"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -292,7 +293,7 @@ def test_same_seed_gives_the_same_keys_as_the_session_roots(milan: SimulatedAmdR
 def fast_rsa(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Count RSA derivations and make them 1024-bit (the cache, not RSA-4096, is under test)."""
     calls: list[str] = []
-    real = simroots.derive_rsa_key
+    real: Callable[..., rsa.RSAPrivateKey] = simroots.derive_rsa_key
 
     def fake(seed: str, label: str, bits: int = simroots.RSA_BITS) -> rsa.RSAPrivateKey:
         calls.append(label)
@@ -327,10 +328,10 @@ def test_broken_cache_is_regenerated(tmp_path: Path, fast_rsa: list[str]) -> Non
     assert not again.from_cache and len(fast_rsa) == 4
     # A cache whose VCEK is not this seed's key is not trusted either.
     other = SimulatedAmdRoots.load("cache-test-other", "Milan", cache_dir=tmp_path)
-    assert other.cache_path is not None
+    assert other.cache_path is not None and again.cache_path is not None
     data = json.loads(other.cache_path.read_text())
-    data["seed_sha256"] = json.loads(again.cache_path.read_text())["seed_sha256"]  # type: ignore[union-attr]
-    again.cache_path.write_text(json.dumps(data))  # type: ignore[union-attr]
+    data["seed_sha256"] = json.loads(again.cache_path.read_text())["seed_sha256"]
+    again.cache_path.write_text(json.dumps(data))
     third = SimulatedAmdRoots.load("cache-test", "Milan", cache_dir=tmp_path)
     assert not third.from_cache
 

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cocopart_sev_snp import certs
+from cocopart_sev_snp.verify import SnpEvidenceVerifier
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
@@ -25,8 +29,6 @@ from cocopart.attest.verifier import (
     Verifier,
     load_evidence_verifier,
 )
-from cocopart_sev_snp import certs
-from cocopart_sev_snp.verify import SnpEvidenceVerifier
 
 NOW = datetime(2025, 12, 8, tzinfo=UTC)
 VERIFIER = SnpEvidenceVerifier()
@@ -391,3 +393,37 @@ def test_manifest_without_binding_fails(vectors: Path) -> None:
     result = verify(ev)
     assert failed(result) == {"snp.manifest_binding"}
     assert result.claims is not None and not result.claims.origin.via_privileged_layer
+
+
+# --- robustness: bad evidence never raises -----------------------------------------------------
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_evidence_never_raises(vectors: Path, data: st.DataObject) -> None:
+    report = bytearray((vectors / "snp" / "routex-turin-v5.report.bin").read_bytes())
+    ders = [bytearray(d) for d in _der_chain(vectors)]
+    target = data.draw(st.sampled_from([-1, 0, 1, 2]))  # -1: the report
+    buf = report if target < 0 else ders[target]
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(buf) - 1))
+        buf[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.sampled_from([None, 1, 50, 400]))
+    certificates = [bytes(d) for d in ders]
+    if cut is not None:
+        certificates[0] = certificates[0][:-cut]
+    ev = Evidence(vendor="sev-snp", format="snp-report", raw=bytes(report),
+                  certificates=certificates)
+    result = verify(ev)
+    assert result.checks and all(c.name.startswith("snp.") for c in result.checks)
+
+
+BAD_PEM = b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"
+
+
+@pytest.mark.parametrize("blob", [b"", b"garbage", BAD_PEM, b"\x30\x82\xff\xff\x00"])
+def test_junk_certificates_are_named(vectors: Path, blob: bytes) -> None:
+    ev = Evidence(vendor="sev-snp", format="snp-report",
+                  raw=(vectors / "snp" / "routex-milan-v3.report.bin").read_bytes(),
+                  certificates=[blob])
+    result = verify(ev, TrustStore().with_root("sev-snp", b"junk root"))
+    assert {"snp.chain.certificates", "snp.signature"} <= failed(result)

@@ -234,8 +234,8 @@ def _platform(tail: bytes, certificates: tuple[bytes, ...]) -> _Platform:
         ak = None
     qe = sig.qe
     if qe is None:
-        binding = (False, f"certification data type {sig.certification.cert_type} carries no QE "
-                   "report (type 6 expected)")
+        binding = (False, (f"certification data type {sig.certification.cert_type} carries no "
+                           "QE report (type 6 expected)"))
     else:
         want = hashlib.sha256(sig.attestation_key + qe.qe_auth_data).digest() + bytes(32)
         ok = qe.qe_report.report_data == want

@@ -1,0 +1,114 @@
+"""APIC protocol (protocol 3) handlers: the privileged layer emulates a workload vCPU's APIC
+(SNP Alternate Injection; sev-snp.md §3.3, seed 001), over PrivilegedPlatform only.
+
+Registration (seed 001, Jon Lange / David Kaplan, May-June 2024; CS apic.rs): one VM-wide
+registration count, and a per-vCPU emulation flag (the AlternateInjection SEV feature in each
+VMSA on SNP). The count starts at 1 when the guest boots with alternate injection (firmware
+is registered). CONFIGURE 0b10 registers (count + 1; refused with APIC_CANNOT_REGISTER once
+the count has reached 0 — disabled for good — or on overflow); 0b01 deregisters (count - 1,
+a benign no-op at 0) and, when the count reaches 0, stops emulation on the calling vCPU;
+0b00 refreshes: a vCPU whose emulation is on while the count is 0 stops it, anything else is
+unchanged. The protocol is offered only to vCPUs whose APIC is emulated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cocopart.apic import ApicRegisterError, LocalApic, UnknownApicRegister
+from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode
+from cocopart.service.dispatcher import CallContext, ServiceDispatcher
+
+CONFIGURE_REFRESH, CONFIGURE_DEREGISTER, CONFIGURE_REGISTER = 0b00, 0b01, 0b10
+MAX_REGISTRATIONS = 0xFFFF_FFFF  # the count is a u32 in CS
+VECTOR_MASK, VECTOR_ENABLE, VECTOR_ALL = 0xFF, 1 << 8, 1 << 9
+VECTOR_RESERVED = ~0x3FF & ((1 << 64) - 1)
+
+
+@dataclass
+class ApicEmulation:
+    """VM-wide registration count and the emulated APICs of the vCPUs that still use it."""
+
+    count: int = 0
+    apics: dict[tuple[str, int], LocalApic] = field(default_factory=dict)
+    disabled_for_good: bool = False
+
+    def enabled(self, layer: str, vcpu: int) -> bool:
+        return (layer, vcpu) in self.apics
+
+    def start(self, layers: tuple[str, ...], vcpus: int) -> None:
+        """Boot with alternate injection: firmware counts as the first registration."""
+        self.count = 1
+        for layer in layers:
+            for v in range(vcpus):
+                self.apics[(layer, v)] = LocalApic(apic_id=v)
+
+
+def _stop(ctx: CallContext, emu: ApicEmulation) -> None:
+    if emu.apics.pop((ctx.layer, ctx.vcpu), None) is not None:
+        ctx.platform.apic_emulation_changed(ctx.layer, ctx.vcpu, False)
+
+
+def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
+    """Offer the APIC protocol (3) to vCPUs whose APIC ``emu`` emulates."""
+
+    def query_features(ctx: CallContext) -> int:
+        ctx.regs.rcx = 0  # no optional features (CS)
+        return ResultCode.SUCCESS
+
+    def configure(ctx: CallContext) -> int:
+        action = ctx.regs.rcx
+        if action == CONFIGURE_REGISTER:
+            if emu.count == 0 or emu.count >= MAX_REGISTRATIONS:
+                return ResultCode.APIC_CANNOT_REGISTER
+            emu.count += 1
+            return ResultCode.SUCCESS
+        if action == CONFIGURE_DEREGISTER:
+            if emu.count:
+                emu.count -= 1
+                if emu.count == 0:
+                    emu.disabled_for_good = True
+                    _stop(ctx, emu)
+            return ResultCode.SUCCESS
+        if action == CONFIGURE_REFRESH:
+            if emu.count == 0:
+                _stop(ctx, emu)
+            return ResultCode.SUCCESS
+        return ResultCode.INVALID_PARAMETER
+
+    def read_register(ctx: CallContext) -> int:
+        try:
+            ctx.regs.rdx = emu.apics[(ctx.layer, ctx.vcpu)].read(ctx.regs.rcx)
+        except UnknownApicRegister:
+            return ResultCode.INVALID_ADDRESS
+        except ApicRegisterError:
+            return ResultCode.INVALID_PARAMETER
+        return ResultCode.SUCCESS
+
+    def write_register(ctx: CallContext) -> int:
+        try:
+            emu.apics[(ctx.layer, ctx.vcpu)].write(ctx.regs.rcx, ctx.regs.rdx)
+        except UnknownApicRegister:
+            return ResultCode.INVALID_ADDRESS
+        except ApicRegisterError:
+            return ResultCode.INVALID_PARAMETER
+        return ResultCode.SUCCESS
+
+    def configure_vector(ctx: CallContext) -> int:
+        rcx = ctx.regs.rcx
+        if rcx & VECTOR_RESERVED:
+            return ResultCode.INVALID_PARAMETER
+        apic = emu.apics.get((ctx.layer, ctx.vcpu))
+        if apic is None:
+            return ResultCode.INVALID_REQUEST
+        bits = ((1 << 256) - 1) if rcx & VECTOR_ALL else 1 << (rcx & VECTOR_MASK)
+        apic.allowed = apic.allowed | bits if rcx & VECTOR_ENABLE else apic.allowed & ~bits
+        return ResultCode.SUCCESS
+
+    dispatcher.register(ProtocolId.APIC, {
+        ApicCall.QUERY_FEATURES: query_features,
+        ApicCall.CONFIGURE: configure,
+        ApicCall.READ_REGISTER: read_register,
+        ApicCall.WRITE_REGISTER: write_register,
+        ApicCall.CONFIGURE_VECTOR: configure_vector,
+    }, offered=emu.enabled)
