@@ -25,10 +25,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.verifier import TrustStore
 from cocopart_tdx.collateral import collateral_from_dcap_qvl_json
 from cocopart_tdx.verify import TdxEvidenceVerifier
+
+from cocopart.attest.evidence import Evidence
+from cocopart.attest.verifier import TrustStore
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))

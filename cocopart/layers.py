@@ -157,7 +157,8 @@ class LayerGraph:
 
     def _cheapest_edge(self, a: int, b: int) -> Edge:
         cands = [e for e in self._g.get_all_edge_data(a, b) if e.kind in ROUTING_KINDS]
-        return min(cands, key=lambda e: e.cost_ns)
+        best: Edge = min(cands, key=lambda e: e.cost_ns)
+        return best
 
     def tcb(self, layer: str) -> list[str]:
         """Layers ``layer`` must trust: everything reachable along trust edges."""

@@ -7,12 +7,12 @@ list of operations validates into the right classes.
 
 from __future__ import annotations
 
-from enum import Enum, IntFlag
+from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from cocopart.model import AccessField, GpaRange, InterruptMode, LayerName, PageSize
+from cocopart.model import Access, AccessField, GpaRange, InterruptMode, LayerName, PageSize
 
 
 class Capability(str, Enum):
@@ -60,7 +60,7 @@ class _Op(BaseModel):
                 v = v.hex()[:16] + ("..." if len(v) > 8 else "")
             elif isinstance(v, Enum):
                 v = v.value
-            elif isinstance(v, IntFlag):
+            elif isinstance(v, Access):
                 v = v.short()
             parts.append(f"{name}={v}")
         return f"{self.op}({', '.join(parts)}) from {self.layer}"  # type: ignore[attr-defined]

@@ -205,6 +205,8 @@ class Scenario(BaseModel):
 
     name: str = "scenario"
     description: str = ""
+    backend: str | None = Field(
+        default=None, description="Backend `cocopart setup` uses when --backend is not given.")
     guest: PartitionConfig = Field(default_factory=PartitionConfig)
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per backend name, options handed to that backend as "

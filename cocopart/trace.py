@@ -111,13 +111,13 @@ class Trace:
     def primitives(self) -> dict[PrimitiveKey, int]:
         with self._lock:
             return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
-                    if not sw and n}  # type: ignore[misc]
+                    if not sw and n and isinstance(k, PrimitiveKey)}
 
     @property
     def switches(self) -> dict[SwitchKey, int]:
         with self._lock:
             return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
-                    if sw and n}  # type: ignore[misc]
+                    if sw and n and isinstance(k, SwitchKey)}
 
     @property
     def total_primitives(self) -> int:
@@ -164,12 +164,12 @@ class Trace:
               if n != mark.switches.get(k, 0)}
         with self._lock:
             start = max(mark.log_len - 1, 0)
-            events = [list(e) for e in self._entries(start)]
-        if events and mark.log_len and events[0][1] == mark.last_count:
-            events = events[1:]
-        elif events and mark.log_len:
-            events[0][1] -= mark.last_count
-        return TraceDelta(prim, sw, [_event(e) for e in events])
+            entries = self._entries(start)
+        if entries and mark.log_len:
+            key, count = entries[0]
+            entries = entries[1:] if count == mark.last_count else \
+                [(key, count - mark.last_count)] + entries[1:]
+        return TraceDelta(prim, sw, [_event(e) for e in entries])
 
     def _entries(self, start: int = 0) -> list[tuple[PrimitiveKey | SwitchKey, int]]:
         objs = self._objs

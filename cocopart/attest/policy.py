@@ -29,6 +29,12 @@ class Policy(BaseModel):
     allow_debug: bool = False
     minimum_tcb: dict[str, int] = Field(default_factory=dict)
     accepted_tcb_status: list[str] = Field(default_factory=lambda: ["UpToDate"])
+    waive_checks: list[str] = Field(
+        default_factory=list,
+        description="Names of vendor checks the relying party accepts failing, e.g. "
+        "'tdx.td_attributes.sept_ve_disable' for partitioned TDs that run without it. A waived "
+        "check stays in the verdict, marked as waived.",
+    )
     max_collateral_age: timedelta | None = Field(
         default=None, description="Reject collateral issued longer ago than this."
     )

@@ -349,3 +349,8 @@ def test_default_cache_dir_follows_cocopart_cache(monkeypatch: pytest.MonkeyPatc
 def test_unknown_product_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown SNP product"):
         SimulatedAmdRoots.load("x", "Naples", cache_dir=tmp_path)
+
+
+def test_impossible_vmpl_is_named(milan: SimulatedAmdRoots) -> None:
+    ev = milan.evidence(milan.build_report(vmpl=4))
+    assert failed(VERIFIER.verify(ev, milan.trust_store(), NOW)) == {"snp.origin.vmpl"}

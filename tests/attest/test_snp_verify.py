@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -397,7 +398,8 @@ def test_manifest_without_binding_fails(vectors: Path) -> None:
 
 # --- robustness: bad evidence never raises -----------------------------------------------------
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SNP_FUZZ_EXAMPLES", "120")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_evidence_never_raises(vectors: Path, data: st.DataObject) -> None:
     report = bytearray((vectors / "snp" / "routex-turin-v5.report.bin").read_bytes())
@@ -427,3 +429,17 @@ def test_junk_certificates_are_named(vectors: Path, blob: bytes) -> None:
                   certificates=[blob])
     result = verify(ev, TrustStore().with_root("sev-snp", b"junk root"))
     assert {"snp.chain.certificates", "snp.signature"} <= failed(result)
+
+
+def test_invalid_x509_version_is_named(vectors: Path) -> None:
+    ders = _der_chain(vectors)
+    vcek = bytearray(ders[0])
+    assert vcek[8:13] == b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2 (X.509 v3)
+    vcek[12] = 1  # found by the fuzz test above: cryptography raises InvalidVersion
+    ev = Evidence(vendor="sev-snp", format="snp-report",
+                  raw=(vectors / "snp" / "routex-turin-v5.report.bin").read_bytes(),
+                  certificates=[bytes(vcek), *ders[1:]])
+    result = verify(ev)
+    assert "snp.chain.certificates" in failed(result)
+    assert "X509 version" in next(c.detail for c in result.checks
+                                  if c.name == "snp.chain.certificates")

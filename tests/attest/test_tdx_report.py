@@ -7,10 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.policy import Policy
-from cocopart.attest.verifier import TrustStore, Verifier
-from cocopart.errors import EvidenceError
 from cocopart_tdx.quote import TdQuote, TdQuoteBody
 from cocopart_tdx.tdreport import (
     TDREPORT_SIZE,
@@ -20,6 +16,11 @@ from cocopart_tdx.tdreport import (
     tee_tcb_valid,
 )
 from cocopart_tdx.verify import TdxEvidenceVerifier
+
+from cocopart.attest.evidence import Evidence
+from cocopart.attest.policy import Policy
+from cocopart.attest.verifier import TrustStore, Verifier
+from cocopart.errors import EvidenceError
 
 NOW = datetime(2025, 9, 30, tzinfo=UTC)
 

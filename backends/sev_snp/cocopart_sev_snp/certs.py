@@ -128,7 +128,7 @@ def load_certificate(der: bytes) -> x509.Certificate:
         warnings.simplefilter("ignore")
         try:
             return x509.load_der_x509_certificate(der)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateError(f"certificate does not parse: {exc}") from exc
 
 
@@ -324,7 +324,7 @@ def analyse_chain(ders: tuple[bytes, ...]) -> ChainAnalysis:
     """
     try:
         return _analyse(ders)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         return incomplete_chain(f"malformed certificate: {exc}")
 
 

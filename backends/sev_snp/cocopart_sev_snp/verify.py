@@ -19,10 +19,13 @@ What is checked, each as a named :class:`Check` (failures never raise):
 * ``snp.chain.validity`` – every certificate is inside its validity window at ``now``. Real
   VCEKs are valid for seven years and VLEKs for one; a verifier of old evidence passes the
   ``now`` at which the evidence was produced.
-* ``snp.product`` – CPUID product, the leaf's productName and the pinned ARK agree.
+* ``snp.product`` – CPUID product, the leaf's productName, the pinned ARK and, if given,
+  ``evidence.collateral["product"]`` (b"Milan"/b"Genoa"/b"Turin") agree. The product picks
+  the TCB layout; version-2 reports carry no CPUID, so it then comes from the certificate.
 * ``snp.chip_id`` – chip_id equals the VCEK hwID (n/a for VLEKs and MASK_CHIP_KEY).
 * ``snp.tcb`` – reported_tcb equals the leaf's SPL extensions.
-* ``snp.origin.layer_map`` – the producer's layer map does not promote a VMPL to 'l1'.
+* ``snp.origin.layer_map`` – the producer's layer map does not promote a VMPL to 'l1';
+  ``snp.origin.vmpl`` fails for a VMPL above 3.
 * ``snp.manifest_binding`` – with a services manifest: REPORT_DATA = SHA-512(nonce ||
   manifest); the manifest's requester then becomes the origin (VMPL0 reports only).
 
@@ -71,6 +74,8 @@ _HCL_RUNTIME = struct.Struct("<IIIII")
 HCL_HASHES = {1: "sha256", 2: "sha384", 3: "sha512"}
 
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+#: Four VMPLs, VMPL0 the most privileged (sev-snp.md §0: CS sev/vmsa.rs VMPL_MAX=4).
+VMPL_COUNT = 4
 _SIGNING_KEY_KIND = {0: "VCEK", 1: "VLEK"}
 
 
@@ -168,8 +173,8 @@ def _product(report: SnpReport, chain: certs.ChainAnalysis,
 
 
 def _chip_id(report: SnpReport, chain: certs.ChainAnalysis, product: Product | None) -> Check:
-    if chain.leaf is None:
-        return Check(name="snp.chip_id", ok=False, detail=chain.error or "no VCEK")
+    if chain.error is not None:
+        return Check(name="snp.chip_id", ok=False, detail=chain.error)
     if chain.leaf_kind == "VLEK":
         return Check(name="snp.chip_id", ok=True, detail="n/a: a VLEK has no hwID")
     if report.signer_info >> 1 & 1:
@@ -181,6 +186,10 @@ def _chip_id(report: SnpReport, chain: certs.ChainAnalysis, product: Product | N
 
 def _origin(report: SnpReport, evidence: Evidence) -> tuple[Origin, Check | None]:
     level = f"VMPL{report.vmpl}"
+    if report.vmpl >= VMPL_COUNT:
+        return Origin(layer=f"l2.{report.vmpl}", vendor_level=level), Check(
+            name="snp.origin.vmpl", ok=False,
+            detail=f"VMPL {report.vmpl} does not exist (VMPL0..{VMPL_COUNT - 1})")
     default = "l1" if report.vmpl == 0 else f"l2.{report.vmpl}"
     mapped = evidence.layer_map.get(level, default)
     if report.vmpl != 0 and mapped == "l1":
@@ -290,8 +299,8 @@ class SnpEvidenceVerifier:
         checks.append(product_check)
         checks.append(_chip_id(report, chain, product))
         tcb = report.tcb("reported", product)
-        tcb_problem = (certs.tcb_problem(tcb, chain.leaf_ext.spl) if chain.leaf is not None
-                       else chain.error or "no VCEK")
+        tcb_problem = (certs.tcb_problem(tcb, chain.leaf_ext.spl) if chain.error is None
+                       else chain.error)
         checks.append(Check(name="snp.tcb", ok=tcb_problem is None,
                             detail=tcb_problem or "reported_tcb equals the certificate SPLs"))
 

@@ -1,0 +1,118 @@
+"""Helpers shared by the commands: choosing backends, loading files, reading evidence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cocopart.attest.evidence import Evidence
+from cocopart.backend import Backend
+from cocopart.errors import BackendNotFound, ConfigError
+from cocopart.ops import OperationResult
+from cocopart.registry import PluginStatus, installed, load_all_backends, load_backend
+from cocopart.scenario import Scenario, load_scenario
+
+from cocopart_cli.errors import CliError
+
+
+def installed_backends() -> list[str]:
+    """Names of the installed backends (entry points), without importing them."""
+    return installed()
+
+
+def load_named(name: str) -> Backend:
+    """Import and instantiate one backend (BackendNotFound / BackendLoadError on failure)."""
+    return load_backend(name)
+
+
+def load_all() -> list[PluginStatus]:
+    """Every installed backend, loaded or with its load error."""
+    return load_all_backends()
+
+
+def resolve_backends(names: list[str] | None) -> list[Backend]:
+    """Load the named backends (default: every installed one, which must all load)."""
+    available = installed_backends()
+    chosen = list(dict.fromkeys(names)) if names else available
+    if not chosen:
+        raise CliError("no backend is installed; install cocopart-sev-snp or cocopart-tdx")
+    for name in chosen:
+        if name not in available:
+            raise BackendNotFound(name, available)
+    return [load_named(n) for n in chosen]
+
+
+def backend_for(scenario: Scenario | None, name: str | None) -> Backend:
+    """``--backend``, else the file's ``backend``, else the first installed backend."""
+    chosen = name or (scenario.backend if scenario is not None else None)
+    if chosen is None:
+        available = installed_backends()
+        if not available:
+            raise CliError("no backend is installed; install cocopart-sev-snp or cocopart-tdx")
+        chosen = available[0]
+    return resolve_backends([chosen])[0]
+
+
+def load_guest(path: Path) -> Scenario:
+    """A guest/scenario file; every problem becomes a ConfigError naming file and line."""
+    return load_scenario(path)
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file ({what})") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a file ({what})") from None
+    except OSError as err:
+        raise CliError(f"{path}: cannot read ({what}): {err.strerror}") from None
+
+
+def evidence_from(data: Any) -> Evidence | None:
+    """Evidence in an operation result's ``data["evidence"]``, in any of its forms (an
+    Evidence, a python dict with bytes, or a JSON-mode dict)."""
+    if data is None:
+        return None
+    if isinstance(data, Evidence):
+        return data
+    if isinstance(data, dict):
+        try:
+            if isinstance(data.get("raw"), (bytes, bytearray)):
+                return Evidence.model_validate(data)
+            return Evidence.model_validate_json(json.dumps(data))
+        except ValueError:
+            return None
+    return None
+
+
+def result_evidence(result: OperationResult) -> Evidence | None:
+    return evidence_from(result.data.get("evidence"))
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+
+
+def to_pem(cert: bytes) -> str:
+    """A certificate as PEM text (DER is converted)."""
+    if cert.lstrip().startswith(b"-----BEGIN"):
+        return cert.decode()
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        return x509.load_der_x509_certificate(cert).public_bytes(Encoding.PEM).decode()
+    except ValueError as err:
+        raise ConfigError(f"not a certificate: {err}") from None

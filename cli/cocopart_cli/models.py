@@ -1,0 +1,233 @@
+"""The output models of every command: what ``--json`` prints and ``cocopart schema``
+publishes. Field descriptions double as documentation for agents."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cocopart.attest.detect import PlatformInfo
+from cocopart.attest.evidence import Claims, Evidence
+from cocopart.attest.verifier import Verdict
+from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
+from cocopart.layers import Edge, LayerNode
+from cocopart.model import Layer, PartitionConfig
+from cocopart.partition import Plan
+from cocopart.scenario import Scenario, ScenarioRun
+
+from cocopart_cli.errors import ErrorReport
+
+
+class GraphModel(BaseModel):
+    """A layer graph as data (cocopart.layers.LayerGraph.to_json)."""
+
+    nodes: list[LayerNode]
+    edges: list[Edge]
+
+
+class BackendInfo(BaseModel):
+    """One installed backend: loaded with its capability matrix, or its load error."""
+
+    name: str
+    loaded: bool
+    title: str = ""
+    vendor: str = ""
+    version: str = ""
+    error: str | None = Field(default=None, description="Why it failed to load.")
+    capabilities: dict[str, CapabilityAnswer] = Field(default_factory=dict)
+
+
+class BackendsReport(BaseModel):
+    """`cocopart backends`: installed backends and the capability matrix."""
+
+    backends: list[BackendInfo]
+    capabilities: list[str] = Field(description="Every capability any backend answers.")
+
+
+class OverviewBackend(BaseModel):
+    name: str
+    loaded: bool
+    title: str = ""
+    error: str | None = None
+    layers: list[Layer] = Field(default_factory=list)
+    graph: GraphModel | None = None
+
+
+class Overview(BaseModel):
+    """`cocopart` without arguments: installed backends and the default guest's layers."""
+
+    default_guest: PartitionConfig
+    backends: list[OverviewBackend]
+    hint: str
+
+
+class EvidenceSummary(BaseModel):
+    """Evidence one layer obtained, and its claims when they could be read."""
+
+    layer: str
+    step: str
+    vendor: str
+    format: str
+    size: int
+    simulated_root: bool = Field(
+        default=False, description="The last certificate is a simulated root (trust it "
+        "explicitly with `verify --trust-root`).")
+    claims: Claims | None = None
+    evidence: Evidence | None = Field(default=None, description="The evidence itself.")
+
+
+class PinAdvice(BaseModel):
+    """What to pin in a verifier's policy for this guest."""
+
+    launch_measurement: str | None = Field(
+        default=None, description="Hex launch measurement the backend reported, if any.")
+    measurements: dict[str, str] = Field(
+        default_factory=dict, description="Measurement claims of the evidence (hex).")
+    advice: str
+    policy_toml: str = Field(description="A policy file pinning them (cocopart verify).")
+
+
+class LayerSummary(BaseModel):
+    name: str
+    role: str
+    vendor_name: str
+    memory: str | None = None
+    vcpus_running: int = 0
+
+
+class SetupReport(BaseModel):
+    """`cocopart setup`: the bring-up of one guest on one backend."""
+
+    guest_file: str
+    backend: str
+    run: ScenarioRun
+    layers: list[LayerSummary]
+    memory: list[MemoryRun]
+    vcpus: list[VcpuView]
+    evidence: list[EvidenceSummary]
+    pin: PinAdvice
+    ok: bool
+
+
+class CapabilityDifference(BaseModel):
+    """A capability the compared backends answer differently."""
+
+    capability: str
+    answers: dict[str, CapabilityAnswer]
+
+
+class CompareReport(BaseModel):
+    """`cocopart compare`: one scenario on several backends."""
+
+    scenario: str
+    description: str = ""
+    strategy: str
+    backends: list[str]
+    runs: list[ScenarioRun]
+    capability_differences: list[CapabilityDifference]
+    ok: bool = Field(description="No step returned error or partial on any backend.")
+
+
+class RouteInfo(BaseModel):
+    """How one operation kind travels from one workload layer."""
+
+    capability: str
+    from_layer: str
+    supported: bool
+    provider: str | None = None
+    path: list[str] = Field(default_factory=list)
+    mechanisms: list[str] = Field(default_factory=list)
+    cost_ns: float = 0.0
+    reason: str | None = None
+
+
+class LayersReport(BaseModel):
+    """`cocopart layers`: the graph, routes and TCBs of one guest on one backend."""
+
+    backend: str
+    layers: list[Layer]
+    graph: GraphModel
+    routes: list[RouteInfo]
+    tcb: dict[str, list[str]]
+
+
+class ExplainSide(BaseModel):
+    """One backend's plan for the explained operation."""
+
+    backend: str
+    operation: str
+    prerequisites: list[str] = Field(description="Operations run first to set the stage.")
+    prerequisites_ok: bool = True
+    plan: Plan | None = None
+    error: str | None = None
+    diagram: str = Field(description="The text sequence diagram.")
+
+
+class ExplainReport(BaseModel):
+    """`cocopart explain`: the primitive sequence of one operation on each backend."""
+
+    operation: str
+    sides: list[ExplainSide]
+
+
+class AttestReport(BaseModel):
+    """`cocopart attest`: evidence obtained on a real CVM or from a simulated guest."""
+
+    source: Literal["configfs-tsm", "simulated"]
+    backend: str | None = None
+    layer: str | None = None
+    provider: str | None = None
+    report_data: str
+    evidence: Evidence
+    out: str | None = None
+    trust_root_file: str | None = Field(
+        default=None, description="Where the simulated root was written (PEM).")
+    trust_root_pem: str | None = None
+
+
+class VerifyReport(BaseModel):
+    """`cocopart verify`: every check of one piece of evidence and the verdict."""
+
+    evidence_file: str
+    vendor: str
+    format: str
+    verdict: Verdict
+    ok: bool
+
+
+class ScenarioFileReport(BaseModel):
+    """`cocopart scenario new` / `scenario check`."""
+
+    path: str
+    written: bool
+    scenario: Scenario | None = None
+
+
+class SchemaIndex(BaseModel):
+    """`cocopart schema`: the published output models."""
+
+    models: dict[str, str] = Field(description="Name -> one-line description.")
+
+
+#: Every output model, by the name `cocopart schema NAME` takes.
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "overview": Overview,
+    "backends": BackendsReport,
+    "setup": SetupReport,
+    "compare": CompareReport,
+    "layers": LayersReport,
+    "explain": ExplainReport,
+    "attest": AttestReport,
+    "verify": VerifyReport,
+    "detect": PlatformInfo,
+    "scenario": ScenarioFileReport,
+    "schema": SchemaIndex,
+    "error": ErrorReport,
+    "scenario-file": Scenario,
+    "scenario-run": ScenarioRun,
+}
+
+
+def schema_of(name: str) -> dict[str, Any]:
+    return OUTPUT_MODELS[name].model_json_schema()
