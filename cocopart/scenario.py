@@ -75,7 +75,7 @@ from cocopart.trace import CostTable
 __all__ = [
     "AttestEachLayer", "BringUp", "EXAMPLE_SCENARIO", "Interrupts", "LayerSpec", "OperationOutcome",
     "OperationStep", "Runner", "RunTotals", "Scenario", "ScenarioRun", "ShareRound", "StepResult",
-    "default_scenario", "key_lines", "load_scenario", "loads_scenario", "run_scenario",
+    "config_error", "default_scenario", "key_lines", "line_of", "parse_toml", "load_scenario", "loads_scenario", "run_scenario",
 ]
 
 
@@ -405,7 +405,8 @@ def _find_eq(s: str) -> int:
     return -1
 
 
-def _line_of(text: str, path: Sequence[str | int]) -> int | None:
+def line_of(text: str, path: Sequence[str | int]) -> int | None:
+    """Line of the key or table at ``path`` (or of its nearest enclosing one) in TOML text."""
     table = key_lines(text)
     p = tuple(path)
     while p:
@@ -468,11 +469,10 @@ def _clean_message(msg: str) -> str:
 # Loading
 
 
-def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = None
-                   ) -> Scenario:
-    """Parse and validate a scenario from TOML text. Raises :class:`ConfigError` only."""
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """``tomllib.loads`` whose syntax errors become a :class:`ConfigError` with the line."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         msg = str(err)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
@@ -481,15 +481,27 @@ def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = 
             line = len(text.splitlines()) or 1
         detail = re.sub(r" \(at .*\)$", "", msg)
         raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
+
+
+def config_error(err: ValidationError, data: Any, text: str, source: str) -> ConfigError:
+    """The first error of a pydantic validation of TOML ``data``, with its dotted field and
+    the line of that field in ``text``."""
+    first = err.errors()[0]
+    path = _data_path(data, first["loc"])
+    return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
+                       source=source, line=line_of(text, path))
+
+
+def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = None
+                   ) -> Scenario:
+    """Parse and validate a scenario from TOML text. Raises :class:`ConfigError` only."""
+    data = parse_toml(text, source)
     if name is not None:
         data.setdefault("name", name)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        path = _data_path(data, first["loc"])
-        raise ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
-                          source=source, line=_line_of(text, path)) from None
+        raise config_error(err, data, text, source) from None
     _check(scenario, data, text, source)
     return scenario
 
@@ -512,7 +524,7 @@ def _check(s: Scenario, data: dict[str, Any], text: str, source: str) -> None:
     """Cross-field rules pydantic cannot see: layers exist, ranges fit and do not overlap."""
 
     def fail(msg: str, *path: str | int) -> None:
-        raise ConfigError(msg, field=_dotted(path), source=source, line=_line_of(text, path))
+        raise ConfigError(msg, field=_dotted(path), source=source, line=line_of(text, path))
 
     workloads = s.guest.workloads
     known = s.known_layers()
@@ -578,7 +590,7 @@ def _check(s: Scenario, data: dict[str, Any], text: str, source: str) -> None:
         except ConfigError as err:
             path = ("costs", *(err.field or "").split("."))
             raise ConfigError(err.message, field=_dotted([p for p in path if p]), source=source,
-                              line=_line_of(text, path)) from None
+                              line=line_of(text, path)) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -392,3 +392,16 @@ def test_tampered_collateral_is_rejected(good: tuple[bytes, dict[str, bytes], da
     bad = failed(verify(raw, {**coll, key: bytes(changed)}, now))
     assert check in bad
     assert ("signature" in bad[check]) or ("does not parse" in bad[check])
+
+
+def test_policy_can_waive_sept_ve_disable_for_partitioned_tds(vectors: Path) -> None:
+    """Azure's partitioned TDs run without SEPT_VE_DISABLE; a relying party may waive it."""
+    raw = read_quote(vectors, "teekit-azure-v4.quote.bin")
+    ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw,
+                  collateral=collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"))
+    now = when("2025-09-30T00:00:00Z")
+    strict = Verifier(ALL_STATUSES).verify(ev, now)
+    assert [c.name for c in strict.failed] == [SEPT]
+    waived = Verifier(ALL_STATUSES.model_copy(update={"waive_checks": [SEPT]})).verify(ev, now)
+    assert waived.ok
+    assert next(c for c in waived.checks if c.name == SEPT).detail.startswith("waived by policy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -195,8 +196,7 @@ def register(app: typer.Typer) -> None:
         [bold]Example:[/bold] cocopart explain validate --size 1GiB --layer l2.2
         """
         begin(json_output)
-        scenario = load_guest(__import__("pathlib").Path(guest)) if guest \
-            else default_scenario()
+        scenario = load_guest(Path(guest)) if guest else default_scenario()
         args = Args(scenario, layer, size, start, target, vcpu, vector, mode, access,
                     register_)
         backends = resolve_backends(backend)
