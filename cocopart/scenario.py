@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-    model_validator)
+    BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+    field_validator, model_validator)
 
 from cocopart.backend import Backend
 from cocopart.errors import CocopartError, ConfigError
@@ -70,12 +70,13 @@ from cocopart.ops import (
     OperationResult, Status, ValidatePages)
 from cocopart.partition import Partition
 from cocopart.registry import load_backend
-from cocopart.trace import CostTable
+from cocopart.trace import CostTable, load_cost_overrides
 
 __all__ = [
-    "AttestEachLayer", "BringUp", "EXAMPLE_SCENARIO", "Interrupts", "LayerSpec", "OperationOutcome",
-    "OperationStep", "Runner", "RunTotals", "Scenario", "ScenarioRun", "ShareRound", "StepResult",
-    "config_error", "default_scenario", "key_lines", "line_of", "parse_toml", "load_scenario", "loads_scenario", "run_scenario",
+    "AttestEachLayer", "BringUp", "EXAMPLE_SCENARIO", "Interrupts", "LayerSpec",
+    "OperationOutcome", "OperationStep", "RunTotals", "Runner", "Scenario", "ScenarioRun",
+    "ShareRound", "StepResult", "config_error", "default_scenario", "key_lines", "line_of",
+    "load_scenario", "loads_scenario", "parse_toml", "run_scenario", "worst",
 ]
 
 
@@ -217,6 +218,9 @@ class Scenario(BaseModel):
     layers: list[LayerSpec] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
 
+    _source: str | None = PrivateAttr(default=None)
+    _text: str | None = PrivateAttr(default=None)
+
     # -- derived ---------------------------------------------------------------------------
     def layer_specs(self) -> list[LayerSpec]:
         """One spec per workload layer, with memory and vCPUs filled in."""
@@ -247,6 +251,24 @@ class Scenario(BaseModel):
     def cost_table(self, base: CostTable) -> CostTable:
         """``base`` with this scenario's overrides applied."""
         return base.merged(self.costs, source=f"{self.name} [costs]") if self.costs else base
+
+    def relocate(self, err: ConfigError, backend: str) -> ConfigError:
+        """Point a backend's :class:`ConfigError` about the configuration (field ``memory``,
+        ``backend_options.X``) at this file: its path, line and dotted field."""
+        if err.source is not None or self._source is None:
+            return err
+        parts: list[str | int] = list((err.field or "").split(".")) if err.field else []
+        if parts and parts[0] == "backend_options":
+            in_guest = len(parts) > 1 and parts[1] in self.guest.backend_options
+            path: list[str | int] = (["guest", *parts] if in_guest
+                                     else ["backend_options", backend, *parts[1:]])
+        elif parts:
+            path = ["guest", *parts]
+        else:
+            path = ["guest"]
+        line = line_of(self._text, path) if self._text is not None else None
+        return ConfigError(f"{err.message} (backend {backend})", field=_dotted(path),
+                           source=self._source, line=line)
 
     def known_layers(self) -> set[str]:
         return {FIRMWARE, HOST, L1, *self.guest.workloads, *self.guest.services}
@@ -503,6 +525,8 @@ def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = 
     except ValidationError as err:
         raise config_error(err, data, text, source) from None
     _check(scenario, data, text, source)
+    scenario._source = source
+    scenario._text = text
     return scenario
 
 
@@ -762,13 +786,20 @@ class Runner:
     """
 
     def __init__(self, scenario: Scenario, backend: str | Backend, *,
-                 strategy: Strategy | None = None, costs: CostTable | None = None,
+                 strategy: Strategy | None = None, costs: CostTable | Path | None = None,
                  keep_data: bool = True) -> None:
         self.scenario = scenario
         self.backend = load_backend(backend) if isinstance(backend, str) else backend
         self.config = scenario.config_for(self.backend.name, strategy)
-        table = costs if costs is not None else self.backend.cost_table()
-        self.partition = Partition(self.config, self.backend, costs=scenario.cost_table(table))
+        if isinstance(costs, Path):
+            table = load_cost_overrides(self.backend.cost_table(), costs)
+        else:
+            table = costs if costs is not None else self.backend.cost_table()
+        try:
+            self.partition = Partition(self.config, self.backend,
+                                       costs=scenario.cost_table(table))
+        except ConfigError as err:
+            raise scenario.relocate(err, self.backend.name) from None
         self.keep_data = keep_data
         self.specs = {s.name: s for s in scenario.layer_specs()}
 

@@ -14,6 +14,7 @@ from cocopart.registry import PluginStatus, installed, load_all_backends, load_b
 from cocopart.scenario import Scenario, load_scenario
 
 from cocopart_cli.errors import CliError
+from cocopart_cli.output import err_console
 
 
 def installed_backends() -> list[str]:
@@ -32,25 +33,38 @@ def load_all() -> list[PluginStatus]:
 
 
 def resolve_backends(names: list[str] | None) -> list[Backend]:
-    """Load the named backends (default: every installed one, which must all load)."""
+    """Load the named backends. Without names: every installed backend that loads (those
+    that fail are reported on stderr and skipped; an explicitly named one that fails is an
+    error)."""
     available = installed_backends()
-    chosen = list(dict.fromkeys(names)) if names else available
-    if not chosen:
-        raise CliError("no backend is installed; install cocopart-sev-snp or cocopart-tdx")
-    for name in chosen:
-        if name not in available:
-            raise BackendNotFound(name, available)
-    return [load_named(n) for n in chosen]
+    if names:
+        chosen = list(dict.fromkeys(names))
+        for name in chosen:
+            if name not in available:
+                raise BackendNotFound(name, available)
+        return [load_named(n) for n in chosen]
+    loaded: list[Backend] = []
+    failures: list[str] = []
+    for status in load_all():
+        if status.ok:
+            loaded.append(status.plugin)
+        else:
+            failures.append(str(status.error))
+    for failure in failures:
+        err_console().print(f"[red]warning:[/red] skipping {failure}", soft_wrap=True)
+    if not loaded:
+        detail = f" ({'; '.join(failures)})" if failures else ""
+        raise CliError("no backend could be loaded" + detail
+                       + "; install cocopart-sev-snp or cocopart-tdx")
+    return loaded
 
 
 def backend_for(scenario: Scenario | None, name: str | None) -> Backend:
-    """``--backend``, else the file's ``backend``, else the first installed backend."""
+    """``--backend``, else the file's ``backend``, else the first installed backend that
+    loads."""
     chosen = name or (scenario.backend if scenario is not None else None)
     if chosen is None:
-        available = installed_backends()
-        if not available:
-            raise CliError("no backend is installed; install cocopart-sev-snp or cocopart-tdx")
-        chosen = available[0]
+        return resolve_backends(None)[0]
     return resolve_backends([chosen])[0]
 
 

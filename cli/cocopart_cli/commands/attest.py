@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         real format, signed by a simulated root that is written next to the evidence: pass
         it to `cocopart verify --trust-root`.
 
-        [bold]Example:[/bold] cocopart attest --simulate examples/guest.toml --out ev.json
+        **Example:** `cocopart attest --simulate examples/guest.toml --out ev.json`
         """
         begin(json_output)
         data = parse_report_data(report_data)

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         reason). A backend that fails to load is listed in red with its error; the command
         still exits 0.
 
-        [bold]Example:[/bold] cocopart backends --json
+        **Example:** `cocopart backends --json`
         """
         begin(json_output)
         report = collect()

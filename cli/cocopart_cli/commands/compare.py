@@ -40,12 +40,12 @@ def capability_differences(scenario: Scenario, backends: list[Backend]
     return out
 
 
-def compare(scenario: Scenario, backends: list[Backend], strategy: Strategy | None = None
-            ) -> CompareReport:
+def compare(scenario: Scenario, backends: list[Backend], strategy: Strategy | None = None,
+            costs: Path | None = None) -> CompareReport:
     """Run ``scenario`` on each backend and collect the comparison."""
     runs: list[ScenarioRun] = []
     for backend in backends:
-        runner = Runner(scenario, backend, strategy=strategy, keep_data=False)
+        runner = Runner(scenario, backend, strategy=strategy, costs=costs, keep_data=False)
         with ProgressBar(f"{scenario.name} on {backend.name}") as bar:
             runs.append(runner.run(bar.update))
     return CompareReport(
@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(
             metavar="FILE", help="Write the formatted output to FILE instead of stdout.")
                        ] = None,
+        costs: Annotated[Path | None, typer.Option(
+            metavar="COSTS.toml", help="Cost overrides ([primitives] / [switches] in ns), "
+            "applied to every backend's table before the file's [costs].")] = None,
         json_output: Annotated[bool, typer.Option(
             "--json", help="Same as --format json (schema: `cocopart schema compare`).")
                                ] = False,
@@ -84,12 +87,12 @@ def register(app: typer.Typer) -> None:
         the backends' capabilities differ. Exit 1 if a step returned error or partial on
         any backend (not-supported is shown, not an error).
 
-        [bold]Example:[/bold] cocopart compare examples/default.toml --plot default.png
+        **Example:** `cocopart compare examples/default.toml --plot default.png`
         """
         begin(json_output or fmt is Format.JSON)
         scenario = load_guest(scenario_file)
         backends = resolve_backends(backend)
-        report = compare(scenario, backends, strategy)
+        report = compare(scenario, backends, strategy, costs)
         if plot is not None:
             from cocopart_cli.plots import compare_figure, save
 

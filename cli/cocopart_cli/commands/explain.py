@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
         The operation runs on a fresh guest after the steps it needs (validate before
         share, create before delete, ...); nothing is executed for the operation itself.
 
-        [bold]Example:[/bold] cocopart explain validate --size 1GiB --layer l2.2
+        **Example:** `cocopart explain validate --size 1GiB --layer l2.2`
         """
         begin(json_output)
         scenario = load_guest(Path(guest)) if guest else default_scenario()

@@ -122,10 +122,12 @@ def register(app: typer.Typer) -> None:
             "--json", help="Same as --format json (schema: `cocopart schema layers`).")
                                ] = False,
     ) -> None:
-        """Show the privilege-layer graph of a guest, the route each operation kind takes
-        from each workload layer, and each layer's TCB.
+        """Show a guest's layer graph, the route of each operation kind, and each TCB.
 
-        [bold]Example:[/bold] cocopart layers examples/guest.toml --backend sev-snp -f png
+        Routes are given for every operation kind from every workload layer: the layers
+        the request travels through and the mechanisms (world switches, calls) it uses.
+
+        **Example:** `cocopart layers examples/guest.toml --backend sev-snp -f png`
         """
         begin(json_output or fmt is Format.JSON)
         report, graph = build(guest, backend)

@@ -29,11 +29,12 @@ def with_default_steps(scenario: Scenario) -> Scenario:
     return scenario.model_copy(update={"steps": [BringUp(), AttestEachLayer()]})
 
 
-def setup(scenario: Scenario, backend_name: str | None, guest_file: str) -> SetupReport:
+def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
+          costs: Path | None = None) -> SetupReport:
     """Run the guest file's steps and gather the summary."""
     scenario = with_default_steps(scenario)
     backend = backend_for(scenario, backend_name)
-    runner = Runner(scenario, backend)
+    runner = Runner(scenario, backend, costs=costs)
     with ProgressBar(f"setting up {scenario.name} on {backend.name}") as bar:
         run = runner.run(bar.update)
     p = runner.partition
@@ -150,6 +151,9 @@ def register(app: typer.Typer) -> None:
             "installed.")] = None,
         out: Annotated[Path | None, typer.Option(
             metavar="RESULT.json", help="Write the full result as JSON here.")] = None,
+        costs: Annotated[Path | None, typer.Option(
+            metavar="COSTS.toml", help="Cost overrides ([primitives] / [switches] in ns).")
+                         ] = None,
         policy_out: Annotated[Path | None, typer.Option(
             metavar="POLICY.toml", help="Write a policy pinning the measurements here.")
                               ] = None,
@@ -164,10 +168,10 @@ def register(app: typer.Typer) -> None:
         layers, the memory state, the vCPUs, the evidence and what to pin in a policy. Exit 1
         if an operation returned an error.
 
-        [bold]Example:[/bold] cocopart setup examples/guest.toml --backend tdx --out guest.json
+        **Example:** `cocopart setup examples/guest.toml --backend tdx --out guest.json`
         """
         begin(json_output)
-        report = setup(load_guest(guest_file), backend, str(guest_file))
+        report = setup(load_guest(guest_file), backend, str(guest_file), costs)
         if out is not None:
             write_text(out, report.model_dump_json(indent=2) + "\n")
         if policy_out is not None:

@@ -1,0 +1,219 @@
+"""The ``sev-snp`` backend: AMD SEV-SNP VMPLs with an SVSM at VMPL0.
+
+Layers: ``firmware`` (the AMD-SP), ``host`` (the hypervisor), ``l1`` (the SVSM at VMPL0),
+workload layers ``l2.1``.. at VMPL1-3 (:data:`DEFAULT_WORKLOAD_VMPLS`, or the
+``workload_vmpls`` option) and service layers of the SVSM (``vtpm``).
+
+Backend options (``PartitionConfig.backend_options``), all validated:
+
+* ``workload_vmpls`` — the VMPL of each workload layer, e.g. ``[1, 2]``;
+* ``host_page_size`` — ``"2M"`` (default) or ``"4K"``: whether the host backs private memory
+  with 2M RMP entries; with 4K every 2M PVALIDATE fails with FAIL_SIZEMISMATCH;
+* ``call_protocol`` — ``"ghcb"`` (default) or ``"msr"``: how a workload asks the hypervisor
+  to run VMPL0 for an SVSM call (sev-snp.md §1.3);
+* ``product`` — ``"Milan"`` (default), ``"Genoa"`` or ``"Turin"``: the simulated AMD-SP's
+  product line (report format and certificate chain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cocopart.backend import Backend, CapabilityAnswer, Machine
+from cocopart.errors import ConfigError
+from cocopart.layers import EdgeKind, LayerGraph
+from cocopart.model import InterruptMode, Layer, LayerRole, PartitionConfig
+from cocopart.ops import Capability
+from cocopart.service.build import KNOWN_SERVICES
+from cocopart.trace import CostTable, Trace
+from cocopart_sev_snp import costs
+
+#: VMPL of each workload layer by number of workload layers: one layer runs at VMPL2 as
+#: COCONUT runs its guest (CS types.rs GUEST_VMPL = 2); two at VMPL1, 2; three at 1, 2, 3.
+DEFAULT_WORKLOAD_VMPLS: dict[int, tuple[int, ...]] = {1: (2,), 2: (1, 2), 3: (1, 2, 3)}
+OPTION_DEFAULTS: dict[str, Any] = {"workload_vmpls": None, "host_page_size": "2M",
+                                   "call_protocol": "ghcb", "product": "Milan"}
+HOST_PAGE_SIZES = ("2M", "4K")
+CALL_PROTOCOLS = ("ghcb", "msr")
+PRODUCTS = ("Milan", "Genoa", "Turin")
+SVSM_SWITCH = "VMGEXIT(SNP_RUN_VMPL)"
+
+
+@dataclass(frozen=True)
+class SnpOptions:
+    """Validated backend options."""
+
+    workload_vmpls: tuple[int, ...]
+    host_page_size_2m: bool
+    call_protocol: str
+    product: str
+
+
+def _field(name: str) -> str:
+    return f"backend_options.{name}"
+
+
+def parse_options(config: PartitionConfig) -> SnpOptions:
+    """Validate ``config.backend_options``; a bad or unknown option raises ConfigError."""
+    opts = dict(config.backend_options)
+    unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(OPTION_DEFAULTS)})", field=_field(unknown[0]))
+    n = config.workload_layers
+    vmpls = opts.get("workload_vmpls")
+    if vmpls is None:
+        levels = DEFAULT_WORKLOAD_VMPLS[n]
+    else:
+        if not isinstance(vmpls, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in vmpls):
+            raise ConfigError("a list of VMPL numbers, e.g. [1, 2]", field=_field("workload_vmpls"))
+        levels = tuple(vmpls)
+        if len(levels) != n:
+            raise ConfigError(f"{len(levels)} VMPLs for {n} workload layer(s); give one per layer",
+                              field=_field("workload_vmpls"))
+        if len(set(levels)) != len(levels) or not all(1 <= v <= 3 for v in levels):
+            raise ConfigError(f"{list(levels)}: workload VMPLs must be distinct and in 1..3 "
+                              "(VMPL0 is the SVSM)", field=_field("workload_vmpls"))
+    checks = (("host_page_size", HOST_PAGE_SIZES), ("call_protocol", CALL_PROTOCOLS),
+              ("product", PRODUCTS))
+    values = {}
+    for name, allowed in checks:
+        v = opts.get(name, OPTION_DEFAULTS[name])
+        if v not in allowed:
+            raise ConfigError(f"{v!r} is not one of {', '.join(allowed)}", field=_field(name))
+        values[name] = v
+    return SnpOptions(levels, values["host_page_size"] == "2M", values["call_protocol"],
+                      values["product"])
+
+
+def workload_vmpls(config: PartitionConfig) -> dict[str, int]:
+    """Workload layer -> VMPL."""
+    return dict(zip(config.workloads, parse_options(config).workload_vmpls))
+
+
+class SevSnpBackend(Backend):
+    """AMD SEV-SNP with an SVSM at VMPL0 serving workload VMPLs."""
+
+    name: ClassVar[str] = "sev-snp"
+    vendor: ClassVar[str] = "amd"
+    title: ClassVar[str] = "AMD SEV-SNP: VMPLs with an SVSM at VMPL0"
+    distribution: ClassVar[str] = "cocopart-sev-snp"
+
+    def check_config(self, config: PartitionConfig) -> None:
+        parse_options(config)
+        for s in config.services:
+            if s not in KNOWN_SERVICES:
+                raise ConfigError(f"unknown service '{s}' (known: {', '.join(KNOWN_SERVICES)})",
+                                  field="services")
+
+    def layers(self, config: PartitionConfig) -> list[Layer]:
+        out = [Layer(name="firmware", role=LayerRole.FIRMWARE, vendor_name="AMD-SP"),
+               Layer(name="host", role=LayerRole.HOST, vendor_name="hypervisor"),
+               Layer(name="l1", role=LayerRole.PRIVILEGED, vendor_name="VMPL0", level=0)]
+        out += [Layer(name=w, role=LayerRole.WORKLOAD, vendor_name=f"VMPL{v}", level=v)
+                for w, v in workload_vmpls(config).items()]
+        out += [Layer(name=s, role=LayerRole.SERVICE, vendor_name=f"SVSM {s} (VMPL0)", level=0)
+                for s in config.services]
+        return out
+
+    def graph(self, config: PartitionConfig) -> LayerGraph:
+        vmpls = workload_vmpls(config)
+        g = LayerGraph()
+        l1_caps = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
+                   "attest-service", "extend-measurement"]
+        caps: dict[str, list[str]] = {"firmware": ["attest-hardware"], "host": ["convert"],
+                                      "l1": l1_caps}
+        for w, v in vmpls.items():
+            caps[w] = [f"set-access:{o}" for o, ov in vmpls.items() if ov > v]
+        for layer in self.layers(config):
+            g.add_layer(layer, caps.get(layer.name, []))
+        g.add_edge("host", "firmware", EdgeKind.CALL, "SNP_GUEST_REQUEST", costs.GUEST_REQUEST_NS)
+        g.add_edge("l1", "host", EdgeKind.CALL, "GHCB", costs.GHCB_ROUND_TRIP_NS)
+        g.add_edge("l1", "firmware", EdgeKind.TRUST, "signs its reports (VCEK)")
+        for w, v in vmpls.items():
+            g.add_edge(w, "l1", EdgeKind.WORLD_SWITCH, SVSM_SWITCH, costs.SVSM_ROUND_TRIP_NS)
+            g.add_edge(w, "host", EdgeKind.CALL, "GHCB", costs.GHCB_ROUND_TRIP_NS)
+            g.add_edge("l1", w, EdgeKind.MEMORY_CONTROL, "RMPADJUST")
+            for o, ov in vmpls.items():
+                if ov > v:
+                    g.add_edge(w, o, EdgeKind.MEMORY_CONTROL, "RMPADJUST")
+            g.add_edge(w, "l1", EdgeKind.TRUST, "validates its memory, holds VMPL0")
+            g.add_edge(w, "firmware", EdgeKind.TRUST, "signs its reports (VCEK)")
+        for s in config.services:
+            g.add_edge("l1", s, EdgeKind.CALL, f"SVSM {s} protocol")
+            g.add_edge(s, "l1", EdgeKind.TRUST, "runs inside the SVSM")
+            for w in vmpls:
+                g.add_edge(w, s, EdgeKind.TRUST, f"its {s}")
+        return g
+
+    def capabilities(self, config: PartitionConfig) -> dict[str, CapabilityAnswer]:
+        later = ("interrupt delivery (Restricted/Alternate Injection, the SVSM APIC protocol) "
+                 "is not modelled yet by the sev-snp backend")
+        yes = CapabilityAnswer
+        out = {
+            Capability.VALIDATE.value: yes(
+                supported=True, mechanism="GHCB PSC(private) + SVSM_CORE_PVALIDATE: PVALIDATE, "
+                "zero, RMPADJUST(grant) at VMPL0"),
+            Capability.RESCIND.value: yes(
+                supported=True, mechanism="SVSM_CORE_PVALIDATE(rescind): RMPADJUST(revoke), "
+                "PVALIDATE(0), TLB flush"),
+            Capability.CONVERT.value: yes(
+                supported=True, mechanism="shared: rescind then GHCB PSC(shared); private: "
+                "GHCB PSC(private) then validate"),
+            Capability.SET_ACCESS.value: yes(
+                supported=True, mechanism="RMPADJUST from a more privileged VMPL; otherwise "
+                "the SVSM's RMPADJUST (cocopart protocol extension)"),
+            Capability.CREATE_VCPU.value: yes(
+                supported=True, mechanism="VMSA page + SVSM_CORE_CREATE_VCPU (RMPADJUST VMSA "
+                "bit) + VMGEXIT(AP_CREATION)"),
+            Capability.DELETE_VCPU.value: yes(
+                supported=True, mechanism="SVSM_CORE_DELETE_VCPU + VMGEXIT(AP_CREATION destroy)"),
+            Capability.ATTEST_HARDWARE.value: yes(
+                supported=True, mechanism="VMGEXIT(GUEST_REQUEST) with the layer's own VMPCK -> "
+                "SNP_GUEST_REQUEST; the report carries the layer's VMPL"),
+            Capability.ATTEST_SERVICE.value: yes(
+                supported=True, mechanism="SVSM_ATTEST_SERVICES / ATTEST_SINGLE_SERVICE "
+                "(REPORT_DATA = SHA-512(nonce || manifest), VMPL0 report)"),
+            Capability.INJECT_INTERRUPT.value: yes(supported=False, reason=later),
+            Capability.CONFIGURE_INTERRUPTS.value: yes(supported=False, reason=later),
+        }
+        if "vtpm" in config.services:
+            out[Capability.EXTEND_MEASUREMENT.value] = yes(
+                supported=True, mechanism="vTPM PCR extend over SVSM_VTPM_CMD (SNP has no "
+                "hardware runtime measurement registers)")
+        else:
+            out[Capability.EXTEND_MEASUREMENT.value] = yes(
+                supported=False, reason="SNP has no hardware runtime measurement registers and "
+                "this guest runs no vTPM service")
+        for mode in InterruptMode:
+            out[f"interrupt-mode:{mode.value}"] = yes(supported=False, reason=later)
+        return out
+
+    def cost_table(self) -> CostTable:
+        return costs.default_costs()
+
+    def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:
+        if layer == "l1":
+            return ["PVALIDATE", "RMPADJUST (any VMPL1-3, VMSA bit)", "VMGEXIT"]
+        if layer == "host":
+            return ["RMPUPDATE", "PSMASH", "VMRUN"]
+        if layer == "firmware":
+            return ["SNP_GUEST_REQUEST"]
+        vmpls = workload_vmpls(config)
+        if layer in vmpls:
+            lower = [f"VMPL{v}" for v in sorted(vmpls.values()) if v > vmpls[layer]]
+            out = ["VMGEXIT (GHCB / MSR protocol)", "VMGEXIT(GUEST_REQUEST) with "
+                   f"VMPCK{vmpls[layer]}"]
+            if lower:
+                out.append(f"RMPADJUST ({', '.join(lower)}; no VMSA bit)")
+            return out
+        return []
+
+    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable
+                       ) -> Machine:
+        from cocopart_sev_snp.machine import SnpMachine
+
+        self.check_config(config)
+        return SnpMachine(self, config, trace, self.graph(config), costs, parse_options(config))

@@ -1,0 +1,350 @@
+"""The untrusted hypervisor: what it does with each VMGEXIT of the guest.
+
+* Page State Change (GHCB descriptor, or one page over the MSR protocol): RMPUPDATE to make
+  pages private or shared, backing private memory with 2M RMP entries or only 4K ones
+  (``HostOptions.page_size_2m``; 4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH),
+  PSMASH before a 4K change inside a 2M entry; it may stop early (``psc_budget``) and
+  report progress through cur_entry.
+* AP creation (create on INIT, create, destroy) for a target VMPL; the VMSA pages of
+  running vCPUs are "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
+* SNP_RUN_VMPL (GHCB exit 0x8000_0018 or MSR 0x016/0x017): run another VMPL of the vCPU.
+* Guest requests: carries the encrypted pages to the AMD-SP (SNP_GUEST_REQUEST).
+* Hypervisor features.
+
+Every executed primitive is recorded in the trace with the host as issuer; the guest's
+VMGEXIT and the two world switches are recorded by :meth:`Host.exit`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field
+
+from cocopart.memory import GuestMemory
+from cocopart.model import PAGE_2M, PAGE_4K
+from cocopart.trace import Trace
+from cocopart_sev_snp import ghcb as g
+from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp import vmsa as vm
+from cocopart_sev_snp.guest_request import GuestRequestFirmware
+from cocopart_sev_snp.rmp import Rmp
+
+HOST = "host"
+FIRMWARE = "firmware"
+#: World-switch mechanism of a guest <-> host exit.
+VMGEXIT_SWITCH = "VMGEXIT"
+
+#: The features the model's hypervisor offers by default (sev-snp.md §5.2): everything CS
+#: needs (SNP, AP creation, MULTI_VMPL) plus restricted injection and the APIC ID list.
+DEFAULT_HV_FEATURES = (g.HvFeature.SNP | g.HvFeature.AP_CREATION
+                       | g.HvFeature.RESTRICTED_INJECTION
+                       | g.HvFeature.RESTRICTED_INJECTION_TIMER | g.HvFeature.APIC_ID_LIST
+                       | g.HvFeature.MULTI_VMPL)
+
+#: KVM implements only the private and shared PSC operations; the model's host also performs
+#: PSMASH (treating an already-split region as done) and refuses UNSMASH with an invalid-entry
+#: error (unconfirmed; sev-snp.md §5.5 names the four operations, not what a host must do).
+HOST_SUPPORTS_UNSMASH = False
+
+#: EXITINFO2 the model's host returns when an RMP instruction fails while it serves a PSC
+#: entry: this base | the instruction's return code (a host's own choice; Linux only checks
+#: that EXITINFO2 != 0 — sev-snp.md §5.5).
+PSC_ERROR_RMP_BASE = 1 << 33
+
+
+@dataclass
+class HostOptions:
+    """How the modelled hypervisor behaves."""
+
+    page_size_2m: bool = True  # back private memory with 2M RMP entries where it can
+    psc_budget: int | None = None  # PSC entries served per VMGEXIT before returning early
+    hv_features: int = int(DEFAULT_HV_FEATURES)
+
+
+@dataclass
+class HostVcpu:
+    """A vCPU context the host runs: one per (APIC ID, VMPL)."""
+
+    vmsa_gpa: int
+    layer: str
+    state: str = "running"  # "running" | "init-wait"
+    sev_features: int = 0
+
+
+@dataclass
+class MessagePages:
+    """The two hypervisor-shared pages of a layer's guest messages (Linux sev-guest keeps
+    one request and one response page shared). Kept here, outside guest RAM."""
+
+    request: bytes = b""
+    response: bytes = b""
+
+
+@dataclass
+class Host:
+    """The hypervisor of one guest."""
+
+    rmp: Rmp
+    asid: int
+    memory: GuestMemory
+    trace: Trace
+    vcpus: int
+    firmware: GuestRequestFirmware
+    options: HostOptions = field(default_factory=HostOptions)
+    contexts: dict[tuple[int, int], HostVcpu] = field(default_factory=dict)
+    mailboxes: dict[str, MessagePages] = field(default_factory=dict)
+    _busy: list[int] = field(default_factory=list)  # sorted VMSA GPAs of running vCPUs
+
+    # -- vCPU table ------------------------------------------------------------------------
+    def add_vcpu(self, apic_id: int, vmpl: int, ctx: HostVcpu) -> None:
+        old = self.contexts.get((apic_id, vmpl))
+        if old is not None:
+            self._forget(old.vmsa_gpa)
+        self.contexts[(apic_id, vmpl)] = ctx
+        insort(self._busy, ctx.vmsa_gpa)
+
+    def remove_vcpu(self, apic_id: int, vmpl: int) -> HostVcpu | None:
+        ctx = self.contexts.pop((apic_id, vmpl), None)
+        if ctx is not None:
+            self._forget(ctx.vmsa_gpa)
+        return ctx
+
+    def _forget(self, gpa: int) -> None:
+        i = bisect_left(self._busy, gpa)
+        if i < len(self._busy) and self._busy[i] == gpa:
+            del self._busy[i]
+
+    def in_use(self, start: int, end: int) -> int | None:
+        """The first VMSA page of a running vCPU in ``[start, end)``, or None."""
+        i = bisect_left(self._busy, start)
+        return self._busy[i] if i < len(self._busy) and self._busy[i] < end else None
+
+    # -- exits -----------------------------------------------------------------------------
+    def exit(self, issuer: str, page: g.GhcbPage) -> None:
+        """The guest layer ``issuer`` executed VMGEXIT with a GHCB request: record it, switch
+        to the host, serve it, switch back."""
+        code = page.exit_code
+        self.trace.record(issuer, "VMGEXIT", g.EXIT_NAMES.get(code, f"{code:#x}"))
+        self.trace.switch(issuer, HOST, VMGEXIT_SWITCH)
+        try:
+            self._serve(issuer, page)
+        finally:
+            self.trace.switch(HOST, issuer, VMGEXIT_SWITCH)
+
+    def _serve(self, issuer: str, page: g.GhcbPage) -> None:
+        for off in (g.OFF_SW_EXITCODE, g.OFF_SW_EXITINFO1, g.OFF_SW_EXITINFO2):
+            if not page.is_valid(off):
+                page.input_error(g.GhcbError.MISSING_INPUT)
+                return
+        code = page.exit_code
+        if code == g.ExitCode.PSC:
+            self._psc(page)
+        elif code == g.ExitCode.AP_CREATION:
+            self._ap_creation(issuer, page)
+        elif code == g.ExitCode.GUEST_REQUEST:
+            self._guest_request(issuer, page)
+        elif code == g.ExitCode.HV_FEATURES:
+            page.respond(0, self.options.hv_features)
+        else:
+            page.input_error(g.GhcbError.INVALID_EVENT)
+
+    def msr_exit(self, issuer: str, value: int) -> int:
+        """VMGEXIT with the MSR protocol: ``value`` is the GHCB MSR; returns its new value."""
+        info = g.msr_info(value)
+        name = {g.MsrInfo.PSC_REQ: "PSC", g.MsrInfo.HV_FEATURES_REQ: "HV_FEATURES",
+                g.MsrInfo.VMPL_REQ: "SNP_RUN_VMPL"}.get(info, f"MSR.{info:#x}")
+        self.trace.record(issuer, "VMGEXIT", name)
+        self.trace.switch(issuer, HOST, VMGEXIT_SWITCH)
+        try:
+            if info == g.MsrInfo.PSC_REQ:
+                gfn, op = g.msr_psc_decode(value)
+                if op == g.PscOp.PRIVATE:
+                    _done, err = self.make_private(gfn << 12, False, 1)
+                elif op == g.PscOp.SHARED:
+                    _done, err = self.make_shared(gfn << 12, False, 1)
+                else:
+                    err = g.PSC_ERROR_INVALID_ENTRY
+                return g.msr_psc_response(0 if not err else (err & 0xFFFF_FFFF) or 1)
+            if info == g.MsrInfo.HV_FEATURES_REQ:
+                return g.msr_hv_features_response(self.options.hv_features)
+            return g.MsrInfo.TERM_REQ if info == g.MsrInfo.TERM_REQ else 0
+        finally:
+            self.trace.switch(HOST, issuer, VMGEXIT_SWITCH)
+
+    # -- SNP_RUN_VMPL ----------------------------------------------------------------------
+    def run_vmpl(self, apic_id: int, from_vmpl: int, target_vmpl: int) -> int:
+        """Run ``target_vmpl`` of vCPU ``apic_id``; 0 on success, else an error code.
+
+        The exiting VMPL's VMSA gets guest_exit_code = VMGEXIT (0x403), which is how the
+        SVSM recognises a request (sev-snp.md §1.4). Needs HV feature MULTI_VMPL and a VMSA
+        for the target (the SVSM's VMPL0 context always exists; it is outside the model)."""
+        if not self.options.hv_features & g.HvFeature.MULTI_VMPL:
+            return g.GhcbError.INVALID_USAGE
+        if target_vmpl != 0 and (apic_id, target_vmpl) not in self.contexts:
+            return g.GhcbError.INVALID_INPUT
+        src = self.contexts.get((apic_id, from_vmpl))
+        if src is not None:
+            self.memory.write(src.vmsa_gpa + vm.GUEST_EXIT_CODE, vm.u64(vm.EXIT_VMGEXIT))
+        return 0
+
+    # -- page state change -----------------------------------------------------------------
+    def _psc(self, page: g.GhcbPage) -> None:
+        if not page.is_valid(g.OFF_SW_SCRATCH):
+            page.input_error(g.GhcbError.INVALID_SCRATCH)
+            return
+        buf = page.shared(g.SHARED_BUFFER_SIZE)
+        cur, end, rsvd = g.psc_header(buf)
+        if rsvd or end >= g.VMGEXIT_PSC_MAX_ENTRY or cur > end:
+            page.respond(0, g.PSC_ERROR_INVALID_HEADER)
+            return
+        runs = g.psc_runs(buf, cur, end)
+        if runs is None:
+            page.respond(0, g.PSC_ERROR_INVALID_ENTRY)
+            return
+        budget = self.options.psc_budget
+        left = end - cur + 1 if budget is None else budget
+        err = 0
+        for run in runs:
+            n = min(run.count, left)
+            if n <= 0:
+                break
+            done, err = self._psc_run(run, n)
+            cur = run.index + done
+            left -= done
+            if err or done < run.count:
+                break
+        self.trace.record(HOST, "PSC.ENTRY", count=cur - g.psc_header(buf)[0])
+        page.write_shared(g.PSC_HEADER.pack(cur, end, 0))
+        page.respond(0, err)
+
+    def _psc_run(self, run: g.PscRun, n: int) -> tuple[int, int]:
+        """Serve ``n`` entries of ``run``: (entries done, error for EXITINFO2)."""
+        if run.op == g.PscOp.PRIVATE:
+            return self.make_private(run.gpa, run.page_2m, n)
+        if run.op == g.PscOp.SHARED:
+            return self.make_shared(run.gpa, run.page_2m, n)
+        if run.op == g.PscOp.PSMASH:
+            return self.smash(run.gpa, n)
+        return 0, g.PSC_ERROR_INVALID_ENTRY  # UNSMASH: HOST_SUPPORTS_UNSMASH is False
+
+    def _rmpupdate(self, s: int, e: int, big: bool, assigned: bool) -> tuple[int | None, int]:
+        """RMPUPDATE ``[s, e)`` with ``big`` pages: (failing address or None, return code)."""
+        ps = PAGE_2M if big else PAGE_4K
+        r = ins.rmpupdate(self.rmp, gpa=s, page_2m=big, count=(e - s) // ps, assigned=assigned,
+                          asid=self.asid, in_use=self.in_use)
+        name, target = f"RMPUPDATE.{'2M' if big else '4K'}", "private" if assigned else "shared"
+        self.trace.record(HOST, name, target, count=r.done)
+        if r.rc:
+            self.trace.record(HOST, name, target, ins.RmpRc(r.rc).name)
+            return s + r.done * ps, r.rc
+        return None, 0
+
+    def _update_range(self, s: int, e: int, big_ok: bool, assigned: bool
+                      ) -> tuple[int | None, int]:
+        """RMPUPDATE ``[s, e)`` using 2M entries on the 2M-aligned part when ``big_ok``."""
+        lo = -(-s // PAGE_2M) * PAGE_2M if big_ok else e
+        hi = e // PAGE_2M * PAGE_2M if big_ok else e
+        if lo >= hi:
+            return self._rmpupdate(s, e, False, assigned)
+        for a, b, big in ((s, lo, False), (lo, hi, True), (hi, e, False)):
+            if a < b:
+                bad, rc = self._rmpupdate(a, b, big, assigned)
+                if bad is not None:
+                    return bad, rc
+        return None, 0
+
+    def make_private(self, gpa: int, page_2m: bool, count: int) -> tuple[int, int]:
+        """Assign pages to the guest (RMPUPDATE), unless already the guest's."""
+        ps = PAGE_2M if page_2m else PAGE_4K
+        end = gpa + ps * count
+        if not self.rmp.contains(gpa, end):
+            return 0, g.PSC_ERROR_INVALID_ENTRY
+        big_ok = page_2m and self.options.page_size_2m
+        for s, e, v in list(self.rmp.runs(gpa, end)):
+            if v.owned_by(self.asid):
+                continue
+            if v.assigned:
+                return (s - gpa) // ps, PSC_ERROR_RMP_BASE | ins.RmpRc.FAIL_PERMISSION
+            bad, rc = self._update_range(s, e, big_ok, True)
+            if bad is not None:
+                return (bad - gpa) // ps, PSC_ERROR_RMP_BASE | rc
+        return count, 0
+
+    def make_shared(self, gpa: int, page_2m: bool, count: int) -> tuple[int, int]:
+        """Give guest pages back to the hypervisor (RMPUPDATE to shared), PSMASHing a 2M
+        entry first when only part of it changes."""
+        ps = PAGE_2M if page_2m else PAGE_4K
+        end = gpa + ps * count
+        if not self.rmp.contains(gpa, end):
+            return 0, g.PSC_ERROR_INVALID_ENTRY
+        for s, e, v in list(self.rmp.runs(gpa, end)):
+            if not v.assigned:
+                continue
+            if not v.owned_by(self.asid):
+                return (s - gpa) // ps, PSC_ERROR_RMP_BASE | ins.RmpRc.FAIL_PERMISSION
+            if v.page_size_2m and (s % PAGE_2M or e % PAGE_2M):
+                lo, hi = s // PAGE_2M * PAGE_2M, -(-e // PAGE_2M) * PAGE_2M
+                done, err = self.smash(lo, (hi - lo) // PAGE_2M)
+                if err:
+                    return (max(lo + done * PAGE_2M, s) - gpa) // ps, err
+                bad, rc = self._rmpupdate(s, e, False, False)
+            else:
+                bad, rc = self._rmpupdate(s, e, v.page_size_2m, False)
+            if bad is not None:
+                return (bad - gpa) // ps, PSC_ERROR_RMP_BASE | rc
+        return count, 0
+
+    def smash(self, gpa: int, count: int) -> tuple[int, int]:
+        """PSMASH 2M entries; a region already in 4K entries counts as done."""
+        end = gpa + PAGE_2M * count
+        if gpa % PAGE_2M or not self.rmp.contains(gpa, end):
+            return 0, g.PSC_ERROR_INVALID_ENTRY
+        for s, e, v in list(self.rmp.runs(gpa, end)):
+            if not v.page_size_2m:
+                continue
+            r = ins.psmash(self.rmp, gpa=s, count=(e - s) // PAGE_2M, in_use=self.in_use)
+            self.trace.record(HOST, "PSMASH", count=r.done)
+            if r.rc:
+                self.trace.record(HOST, "PSMASH", result=ins.RmpRc(r.rc).name)
+                return (s + r.done * PAGE_2M - gpa) // PAGE_2M, PSC_ERROR_RMP_BASE | r.rc
+        return count, 0
+
+    # -- AP creation -----------------------------------------------------------------------
+    def _ap_creation(self, issuer: str, page: g.GhcbPage) -> None:
+        op, vmpl, apic = g.ap_creation_decode(page.info1)
+        feats = self.options.hv_features
+        if not feats & g.HvFeature.AP_CREATION or (vmpl and not feats & g.HvFeature.MULTI_VMPL):
+            page.input_error(g.GhcbError.INVALID_USAGE)
+            return
+        if op not in tuple(g.ApCreateOp) or apic >= self.vcpus:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        if op == g.ApCreateOp.DESTROY:
+            if self.remove_vcpu(apic, vmpl) is None:
+                page.input_error(g.GhcbError.INVALID_INPUT)
+                return
+            page.respond(0, 0)
+            return
+        if not page.is_valid(g.OFF_RAX):
+            page.input_error(g.GhcbError.MISSING_INPUT)
+            return
+        gpa = page.info2
+        if gpa % PAGE_4K or not self.rmp.contains(gpa, gpa + PAGE_4K):
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        entry = self.rmp.get(gpa)
+        if not (entry.owned_by(self.asid) and entry.validated and entry.vmsa):
+            page.input_error(g.GhcbError.INVALID_INPUT)  # VMRUN would fail on this page
+            return
+        state = "init-wait" if op == g.ApCreateOp.CREATE_ON_INIT else "running"
+        self.add_vcpu(apic, vmpl, HostVcpu(gpa, issuer, state, page.get(g.OFF_RAX)))
+        page.respond(0, 0)
+
+    # -- guest request ---------------------------------------------------------------------
+    def _guest_request(self, issuer: str, page: g.GhcbPage) -> None:
+        box = self.mailboxes.setdefault(issuer, MessagePages())
+        seqno_vmpck = box.request[0x3C] if len(box.request) > 0x3C else 0
+        self.trace.record(FIRMWARE, "SNP_GUEST_REQUEST", f"VMPCK{seqno_vmpck}")
+        status, response = self.firmware.handle(box.request)
+        box.response = response
+        page.respond(0, g.guest_request_info2(g.VmmError.OK, status))

@@ -1,0 +1,329 @@
+"""The SVSM at VMPL0: the privileged platform the core's protocol handlers run on, and the
+transport that carries a workload's protocol call to it.
+
+:class:`SnpPlatform` implements :class:`~cocopart.backend.PrivilegedPlatform` with SNP
+primitives executed at VMPL0 (sev-snp.md §2.1-2.2, CS core.rs / sev/utils.rs):
+
+* validate = PVALIDATE(1) + zero the page + RMPADJUST granting the caller's VMPL RWX;
+* rescind = RMPADJUST revoking every workload VMPL, PVALIDATE(0), a global TLB flush
+  (per page, as COCONUT does);
+* set access = RMPADJUST for the target VMPL;
+* CREATE_VCPU = check the VMSA page, revoke the workload VMPLs (+ TLB flush), check the
+  VMSA's VMPL / EFER.SVME / SEV_FEATURES, revoke again and set the VMSA bit, then
+  VMGEXIT(AP_CREATION) for the target VMPL; DELETE_VCPU undoes it;
+* hardware reports through its own guest request with VMPCK0 (the report says VMPL0).
+
+:class:`SnpTransport` implements :class:`~cocopart.backend.Transport`: the calling area's
+call_pending handshake (in the core) around VMGEXIT(SNP_RUN_VMPL), over the GHCB protocol
+(exit 0x8000_0018, EXITINFO1 = target VMPL 0) or the MSR protocol (0x016 / 0x017);
+the SVSM returns with the MSR protocol and writes RAX/RCX/RDX/R8 into the caller's VMSA
+(sev-snp.md §1.3-1.4).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
+from cocopart.memory import GuestMemory
+from cocopart.model import PAGE_2M, PAGE_4K, Access
+from cocopart.protocol.call import Registers
+from cocopart.protocol.ids import ResultCode, protocol_error
+from cocopart.service.dispatcher import ServiceDispatcher
+from cocopart.trace import Trace
+from cocopart_sev_snp import ghcb as g
+from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp import vmsa as vm
+from cocopart_sev_snp.rmp import page_bytes
+
+if TYPE_CHECKING:
+    from cocopart_sev_snp.machine import SnpMachine
+
+L1 = "l1"
+#: World-switch mechanism of an SVSM call (trace and cost table key).
+RUN_VMPL_SWITCH = "VMGEXIT(SNP_RUN_VMPL)"
+
+#: Result the SVSM returns when one of its instructions faults on guest memory (PVALIDATE of
+#: a page the RMP does not assign to the guest): CS maps Fault / InvalidAddress errors to
+#: INVALID_ADDRESS (sev-snp.md §1.5).
+SVSM_RESULT_ON_FAULT = ResultCode.INVALID_ADDRESS
+
+#: The SVSM refuses to validate, rescind or change access to the pages it set up for the
+#: protocol (calling areas, vCPU contexts/VMSAs, scratch pages — the region above guest RAM)
+#: with INVALID_ADDRESS: they are not guest RAM the workload may hand back (cocopart's SVSM
+#: policy; CS refuses its own memory the same way).
+RULE_SVSM_PROTECTS_PROTOCOL_PAGES = "protocol pages above guest RAM are not the caller's"
+
+#: With ignore_cf, a page that was already validated is left alone: not zeroed, permissions
+#: unchanged (cocopart's choice, so that a lower VMPL cannot zero or re-grant a page another
+#: workload layer uses by re-validating it).
+RULE_IGNORE_CF_LEAVES_PAGE_ALONE = "an already-validated page is neither zeroed nor regranted"
+
+#: Permissions the lower VMPL keeps on its own VMSA page: none. CS grants READ with the VMSA
+#: bit (sev-snp.md §2.2, §4.2); Linux at VMPL0 grants none (attrs = target VMPL1 | VMSA,
+#: §2.2). cocopart follows Linux so that no lower VMPL can touch a VMSA page at all.
+VMSA_GUEST_PERMS = Access.NONE
+
+
+class SnpPlatform(PrivilegedPlatform):
+    """The SVSM's primitives at VMPL0 over one :class:`SnpMachine`."""
+
+    vendor: ClassVar[str] = "amd"
+
+    def __init__(self, machine: SnpMachine) -> None:
+        self.m = machine
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def _ram(self) -> int:
+        return self.m.layout.memory
+
+    def _revoke_targets(self) -> range:
+        """VMPLs an SVSM revokes: from the most privileged workload VMPL to VMPL3 (CS: from
+        GUEST_VMPL to 3; generalised to several workload VMPLs)."""
+        return range(min(self.m.vmpls.values()), 4)
+
+    def is_guest_range(self, gpa: int, size: int) -> bool:
+        return gpa >= 0 and size >= 0 and gpa + size <= self.m.layout.total
+
+    def _adjust(self, start: int, end: int, big: bool, target: int, perms: int,
+                vmsa: bool = False) -> ins.InstrResult:
+        """RMPADJUST at VMPL0 over ``[start, end)``, traced."""
+        ps = page_bytes(big)
+        r = ins.rmpadjust(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=start, page_2m=big,
+                          count=(end - start) // ps, target_vmpl=target, perms=perms,
+                          vmsa=vmsa)
+        self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", count=r.done)
+        if r.rc:
+            self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", ins.RmpRc(r.rc).name)
+        return r
+
+    def smash_for_4k(self, ranges: list[tuple[int, int]]) -> int:
+        """Ask the host to PSMASH every 2M entry a 4K operation on ``ranges`` is about to
+        touch (PSC op 3 through the SVSM's own GHCB). Returns a protocol result code."""
+        regions: list[tuple[int, bool, int]] = []
+        for start, end in ranges:
+            for s, e, v in self.m.rmp.runs(start, end):
+                if v.page_size_2m:
+                    lo, hi = s // PAGE_2M * PAGE_2M, -(-e // PAGE_2M) * PAGE_2M
+                    regions.append((lo, True, (hi - lo) // PAGE_2M))
+        if not regions:
+            return ResultCode.SUCCESS
+        err = self.m.psc(L1, 0, regions, g.PscOp.PSMASH)
+        return ResultCode.SUCCESS if err is None else ResultCode.INVALID_REQUEST
+
+    # -- PrivilegedPlatform ----------------------------------------------------------------
+    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
+                       ignore_unchanged: bool) -> PageOpResult:
+        big = page_bytes == PAGE_2M
+        n = min(count, max(0, (self._ram - gpa) // page_bytes))
+        if n == 0:
+            return PageOpResult(0, ResultCode.INVALID_ADDRESS)  # protocol pages
+        size = "2M" if big else "4K"
+        r = ins.pvalidate(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=gpa, page_2m=big, count=n,
+                          validate=True, ignore_unchanged=ignore_unchanged)
+        changed = sum(e - s for s, e in r.changed) // page_bytes
+        t = self.m.trace
+        t.record(L1, f"PVALIDATE.{size}", count=changed)
+        t.record(L1, f"PVALIDATE.{size}", result="CF=1", count=r.unchanged)
+        target = self.m.vmpls[layer]
+        for s, e in r.changed:
+            self.m.memory.zero(s, e - s)
+            t.record(L1, f"ZERO.{size}", count=(e - s) // page_bytes)
+            self._adjust(s, e, big, target, int(Access.RWX))
+        code = self._code(r, f"PVALIDATE.{size}")
+        if code == ResultCode.SUCCESS and n < count:
+            code = ResultCode.INVALID_ADDRESS
+        return PageOpResult(r.done, code)
+
+    def _code(self, r: ins.InstrResult, mnemonic: str) -> int:
+        """The SVSM result for an instruction outcome (CS errors.rs: base + hw code)."""
+        if r.fault is not None:
+            self.m.trace.record(L1, mnemonic, result=r.fault)
+            return SVSM_RESULT_ON_FAULT
+        if r.no_change:
+            self.m.trace.record(L1, mnemonic, result="CF=1")
+            return ResultCode.PVALIDATE_FAIL_NO_CHANGE
+        if r.rc:
+            self.m.trace.record(L1, mnemonic, result=ins.RmpRc(r.rc).name)
+            return protocol_error(r.rc)
+        return ResultCode.SUCCESS
+
+    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
+                      ignore_unchanged: bool) -> PageOpResult:
+        big = page_bytes == PAGE_2M
+        n = min(count, max(0, (self._ram - gpa) // page_bytes))
+        if n == 0:
+            return PageOpResult(0, ResultCode.INVALID_ADDRESS)
+        end = gpa + n * page_bytes
+        if not big and self.smash_for_4k([(gpa, end)]) != ResultCode.SUCCESS:
+            return PageOpResult(0, ResultCode.INVALID_REQUEST)
+        limit = n
+        code: int = ResultCode.SUCCESS
+        for target in self._revoke_targets():
+            r = self._adjust(gpa, gpa + limit * page_bytes, big, target, 0)
+            if r.rc:
+                limit, code = r.done, protocol_error(r.rc)
+        size = "2M" if big else "4K"
+        done = 0
+        if limit:
+            r = ins.pvalidate(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=gpa, page_2m=big,
+                              count=limit, validate=False, ignore_unchanged=ignore_unchanged)
+            changed = sum(e - s for s, e in r.changed) // page_bytes
+            self.m.trace.record(L1, f"PVALIDATE.{size}", "rescind", count=changed)
+            self.m.trace.record(L1, f"PVALIDATE.{size}", "rescind", "CF=1", count=r.unchanged)
+            self.m.trace.record(L1, "TLB.FLUSH", count=changed)
+            done = r.done
+            if r.done < limit or not r.ok:
+                code = self._code(r, f"PVALIDATE.{size}")
+        if code == ResultCode.SUCCESS and n < count:
+            code = ResultCode.INVALID_ADDRESS
+        return PageOpResult(done, code)
+
+    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
+                   access: Access) -> PageOpResult:
+        end = gpa + page_bytes * count
+        done, code = self.grant(self.m.vmpls[target], gpa, end, int(access))
+        return PageOpResult(done // page_bytes, code)
+
+    def grant(self, target_vmpl: int, start: int, end: int, perms: int) -> tuple[int, int]:
+        """RMPADJUST ``target_vmpl`` to ``perms`` over ``[start, end)`` at VMPL0, in the RMP's
+        own page sizes (PSMASHing 2M entries the range covers only partly).
+        Returns (bytes done, protocol result code)."""
+        if end > self._ram:
+            return max(0, self._ram - start), ResultCode.INVALID_ADDRESS
+        partial = [(s, e) for s, e, v in self.m.rmp.runs(start, end)
+                   if v.page_size_2m and (s % PAGE_2M or e % PAGE_2M)]
+        if partial:
+            code = self.smash_for_4k(partial)
+            if code:
+                return 0, code
+        for s, e, v in list(self.m.rmp.runs(start, end)):
+            r = self._adjust(s, e, v.page_size_2m, target_vmpl, perms)
+            if r.rc:
+                return s - start + r.done * page_bytes(v.page_size_2m), protocol_error(r.rc)
+        return end - start, ResultCode.SUCCESS
+
+    def create_vcpu(self, layer: str, context_gpa: int, caa_gpa: int, apic_id: int) -> int:
+        m = self.m
+        vmpl = m.vmpls[layer]
+        entry = m.rmp.get(context_gpa)
+        if not (entry.owned_by(m.asid) and entry.validated) or entry.page_size_2m \
+                or entry.vmsa or m.host.in_use(context_gpa, context_gpa + PAGE_4K) is not None:
+            return ResultCode.INVALID_PARAMETER  # not a guest-owned, 4K, unused page
+        old = entry.perms
+        targets = self._revoke_targets()
+        for t in targets:
+            self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, 0)
+        m.trace.record(L1, "TLB.FLUSH")
+        fields = vm.parse(m.memory.read(context_gpa, vm.VMSA_SIZE))
+        if fields.vmpl != vmpl or not fields.efer & vm.EFER_SVME \
+                or fields.sev_features != m.sev_features[layer]:
+            for t in targets:  # restore the page (CS)
+                if old[t - 1]:
+                    self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, old[t - 1])
+            return ResultCode.INVALID_PARAMETER
+        for t in targets:  # CS rmp_set_guest_vmsa revokes again before setting the bit
+            self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, 0)
+        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(VMSA_GUEST_PERMS),
+                     vmsa=True)
+        page = m.ghcb_page(L1, 0)
+        page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE, vmpl,
+                                                                  apic_id), context_gpa)
+        page.set(g.OFF_RAX, fields.sev_features)
+        m.host.exit(L1, page)
+        if page.failed():
+            self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RW),
+                         vmsa=False)
+            return ResultCode.INVALID_REQUEST
+        return ResultCode.SUCCESS
+
+    def delete_vcpu(self, layer: str, context_gpa: int) -> int:
+        m = self.m
+        vmpl = m.vmpls[layer]
+        rec = next(((apic, v) for (apic, v), c in m.host.contexts.items()
+                    if c.vmsa_gpa == context_gpa), None)
+        efer = int.from_bytes(m.memory.read(context_gpa + vm.EFER, 8), "little")
+        m.memory.write(context_gpa + vm.EFER, vm.u64(efer & ~vm.EFER_SVME))
+        if rec is not None:
+            page = m.ghcb_page(L1, 0)
+            page.request(g.ExitCode.AP_CREATION,
+                         g.ap_creation_info1(g.ApCreateOp.DESTROY, rec[1], rec[0]), 0)
+            m.host.exit(L1, page)
+        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RWX),
+                     vmsa=False)
+        return ResultCode.SUCCESS
+
+    def apic_ids(self) -> set[int]:
+        return set(range(self.m.config.vcpus))
+
+    def hardware_report(self, report_data: bytes, on_behalf_of: str) -> HardwareEvidence | int:
+        """The SVSM's own guest request with VMPCK0, MSG_REPORT_REQ.vmpl = 0 (CS)."""
+        out = self.m.guest_report(L1, report_data)
+        if out.report is None:
+            return ResultCode.INVALID_REQUEST  # CS: guest-request failure -> INVALID_REQUEST
+        return HardwareEvidence(raw=out.report, certificates=out.certificates,
+                                cert_table=out.cert_table, format="snp-report")
+
+    def extend_measurement(self, register: int, digest: bytes) -> int:
+        """SNP has no runtime measurement registers: the vTPM PCR is the only record."""
+        return ResultCode.SUCCESS
+
+    def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
+        """Interrupt delivery is modelled in a later issue (Restricted/Alternate Injection)."""
+        return ResultCode.UNSUPPORTED_CALL
+
+
+class SnpTransport(Transport):
+    """VMGEXIT(SNP_RUN_VMPL) between a workload VMPL and the SVSM at VMPL0."""
+
+    mechanism: ClassVar[str] = RUN_VMPL_SWITCH
+
+    def __init__(self, dispatcher: ServiceDispatcher, memory: GuestMemory, trace: Trace,
+                 machine: SnpMachine) -> None:
+        super().__init__(dispatcher, memory, trace)
+        self.m = machine
+        self._entered: dict[tuple[str, int], bool] = {}
+
+    def _vmsa(self, layer: str, vcpu: int) -> int:
+        return self.m.layout.context(self.m.workloads.index(layer), vcpu)
+
+    def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
+        m = self.m
+        vmpl = m.vmpls[layer]
+        if m.call_protocol == "msr":
+            saved = m.ghcb_msr.get((layer, vcpu), 0)
+            self.trace.record(layer, "VMGEXIT", "SNP_RUN_VMPL")
+            err = m.host.run_vmpl(vcpu, vmpl, 0)
+            response = g.msr_vmpl_response(err)
+            m.ghcb_msr[(layer, vcpu)] = saved  # Linux restores the GHCB MSR afterwards
+            ok = g.msr_info(response) == g.MsrInfo.VMPL_RESP and not g.msr_response_error(
+                response)
+        else:
+            page = m.ghcb_page(layer, vcpu)
+            page.request(g.ExitCode.SNP_RUN_VMPL, 0, 0)
+            self.trace.record(layer, "VMGEXIT", "SNP_RUN_VMPL")
+            err = m.host.run_vmpl(vcpu, vmpl, 0)
+            if err:
+                page.input_error(g.GhcbError(err))
+            else:
+                page.respond(0, 0)
+            ok = not page.info1 & 0xFFFF_FFFF
+        self._entered[(layer, vcpu)] = ok
+        if not ok:
+            return False
+        self.trace.switch(layer, L1, self.mechanism)
+        exit_code = int.from_bytes(
+            self.memory.read(self._vmsa(layer, vcpu) + vm.GUEST_EXIT_CODE, 8), "little")
+        return exit_code == vm.EXIT_VMGEXIT
+
+    def leave(self, layer: str, vcpu: int, regs: Registers) -> None:
+        if not self._entered.pop((layer, vcpu), False):
+            return
+        base = self._vmsa(layer, vcpu)
+        for off, value in ((vm.RAX, regs.rax), (vm.RCX, regs.rcx), (vm.RDX, regs.rdx),
+                           (vm.R8, regs.r8)):
+            self.memory.write(base + off, vm.u64(value))
+        self.trace.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
+        self.m.host.run_vmpl(vcpu, 0, self.m.vmpls[layer])
+        self.trace.switch(L1, layer, self.mechanism)

@@ -1,0 +1,202 @@
+"""`cocopart verify`: check evidence against a policy, printing every check."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from cocopart.attest.evidence import Evidence
+from cocopart.attest.policy import Policy
+from cocopart.attest.verifier import TrustStore, Verifier
+
+from cocopart_cli.common import read_bytes
+from cocopart_cli.errors import EXIT_FAILED, CliError
+from cocopart_cli.models import VerifyReport
+from cocopart_cli.output import begin, console, emit_json
+from cocopart_cli.policyfile import load_policy
+
+SNP_REPORT_SIZE = 0x4A0
+TDREPORT_SIZE = 1024
+_HEX_TEXT = re.compile(rb"^[0-9a-fA-F\s]+$")
+
+
+def _decode_text(data: bytes, path: Path) -> bytes:
+    """Raw evidence may be stored as hex or base64 text; binary passes through."""
+    stripped = data.strip()
+    if stripped and _HEX_TEXT.match(stripped) and len(re.sub(rb"\s", b"", stripped)) % 2 == 0:
+        return bytes.fromhex(stripped.decode())
+    if path.suffix == ".b64":
+        try:
+            return base64.b64decode(stripped, validate=False)
+        except binascii.Error:
+            raise CliError(f"{path}: not valid base64") from None
+    return data
+
+
+def guess_vendor(raw: bytes) -> str | None:
+    if len(raw) == SNP_REPORT_SIZE or raw[:4] == b"HCLA":
+        return "sev-snp"
+    if len(raw) == TDREPORT_SIZE or raw[:2] in (b"\x04\x00", b"\x05\x00"):
+        return "tdx"
+    return None
+
+
+def default_format(vendor: str, raw: bytes) -> str:
+    if vendor == "sev-snp":
+        return "azure-hcl-report" if raw[:4] == b"HCLA" else "snp-report"
+    if vendor == "tdx":
+        return "tdreport" if len(raw) == TDREPORT_SIZE else "tdx-quote"
+    return "raw"
+
+
+def load_evidence(path: Path, vendor: str | None, fmt: str | None) -> Evidence:
+    """An Evidence JSON file, or raw report/quote bytes (vendor given or recognised)."""
+    data = read_bytes(path, "evidence")
+    if data.lstrip().startswith(b"{"):
+        try:
+            ev = Evidence.model_validate_json(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise CliError(f"{path}: not an Evidence JSON file: field '{field}': "
+                           f"{first['msg']}") from None
+        update: dict[str, str] = {}
+        if vendor:
+            update["vendor"] = vendor
+        if fmt:
+            update["format"] = fmt
+        return ev.model_copy(update=update) if update else ev
+    raw = _decode_text(data, path)
+    chosen = vendor or guess_vendor(raw)
+    if chosen is None:
+        raise CliError(f"{path}: raw evidence of {len(raw)} bytes; say what it is with "
+                       "--vendor sev-snp (SNP report .bin) or --vendor tdx (TDX quote .dat)")
+    return Evidence(vendor=chosen, format=fmt or default_format(chosen, raw), raw=raw)
+
+
+def parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        now = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--now {text}: not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z)") \
+            from None
+    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+
+
+def parse_collateral(items: list[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise CliError(f"--collateral {item}: use NAME=FILE (e.g. tcb_info=tcbinfo.json)")
+        out[name] = read_bytes(Path(file), f"collateral {name}")
+    return out
+
+
+def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = None,
+           policy: Policy | None = None, certs: list[Path] | None = None,
+           collateral: list[str] | None = None, now: str | None = None,
+           trust_roots: list[Path] | None = None, vendor_roots: bool = True) -> VerifyReport:
+    """Load, verify and return the report (does not print)."""
+    evidence = load_evidence(evidence_file, vendor, fmt)
+    extra_certs = [read_bytes(p, "certificate") for p in certs or []]
+    extra_coll = parse_collateral(collateral or [])
+    if extra_certs or extra_coll:
+        evidence = evidence.model_copy(update={
+            "certificates": [*evidence.certificates, *extra_certs],
+            "collateral": {**evidence.collateral, **extra_coll}})
+    trust = TrustStore(trust_vendor_roots=vendor_roots)
+    for root in trust_roots or []:
+        trust = trust.with_root(evidence.vendor, read_bytes(root, "trust root"))
+    verdict = Verifier(policy or Policy(), trust).verify(evidence, parse_now(now))
+    return VerifyReport(evidence_file=str(evidence_file), vendor=evidence.vendor,
+                        format=evidence.format, verdict=verdict, ok=verdict.ok)
+
+
+def render(report: VerifyReport) -> None:
+    out = console()
+    t = Table(title=f"{report.evidence_file} ({report.vendor}/{report.format})",
+              title_justify="left")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail", overflow="fold")
+    for c in report.verdict.checks:
+        t.add_row(c.name, "[green]pass[/green]" if c.ok else "[red]FAIL[/red]",
+                  escape(c.detail))
+    out.print(t)
+    claims = report.verdict.claims
+    if claims is not None:
+        out.print(f"origin: {claims.origin.layer} ({claims.origin.vendor_level}"
+                  f"{', via the privileged layer' if claims.origin.via_privileged_layer else ''})"
+                  f"; signer {claims.signer or '?'}; debug {'yes' if claims.debug else 'no'}"
+                  + (f"; TCB status {claims.tcb_status}" if claims.tcb_status else ""))
+        for name, value in claims.measurements.items():
+            out.print(f"  {name} = {value.hex()}")
+    if report.ok:
+        out.print(f"[green]verified[/green]: all {len(report.verdict.checks)} checks passed")
+    else:
+        failed = [c.name for c in report.verdict.checks if not c.ok]
+        out.print(f"[red]rejected[/red]: {len(failed)} failed check(s): {', '.join(failed)}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("verify")
+    def verify_cmd(
+        evidence: Annotated[Path, typer.Argument(
+            metavar="EVIDENCE", help="Evidence JSON (from `cocopart attest`), or a raw SNP "
+            "report .bin / TDX quote .dat (hex text accepted).")],
+        policy: Annotated[Path | None, typer.Option(
+            metavar="POLICY.toml", help="Policy file (Policy fields, hex for bytes); default: "
+            "the strict default policy.")] = None,
+        certs: Annotated[list[Path] | None, typer.Option(
+            "--certs", metavar="FILE", help="Certificates (PEM bundle or DER); repeatable.")
+                         ] = None,
+        collateral: Annotated[list[str] | None, typer.Option(
+            metavar="NAME=FILE", help="Collateral by name, e.g. tcb_info=tcbinfo.json; "
+            "repeatable.")] = None,
+        now: Annotated[str | None, typer.Option(
+            metavar="ISO", help="Verify as of this time (certificate validity, collateral "
+            "freshness).")] = None,
+        trust_root: Annotated[list[Path] | None, typer.Option(
+            metavar="FILE", help="Extra root to trust, e.g. a simulated root; repeatable.")
+                              ] = None,
+        vendor: Annotated[str | None, typer.Option(
+            help="sev-snp or tdx, for raw evidence (recognised by size when omitted).")
+                          ] = None,
+        fmt: Annotated[str | None, typer.Option(
+            "--format", help="Evidence format, e.g. snp-report, azure-hcl-report, tdx-quote, "
+            "tdreport.")] = None,
+        vendor_roots: Annotated[bool, typer.Option(
+            help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")] = True,
+        json_output: Annotated[bool, typer.Option(
+            "--json", help="Print JSON (schema: `cocopart schema verify`).")] = False,
+    ) -> None:
+        """Verify evidence against a policy and print every check.
+
+        Exit 0 if verified, 1 if rejected (the failed checks are named), 2 for unusable
+        input.
+
+        **Example:** `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
+        """
+        begin(json_output)
+        report = verify(evidence, vendor=vendor, fmt=fmt,
+                        policy=load_policy(policy) if policy else None, certs=certs,
+                        collateral=collateral, now=now, trust_roots=trust_root,
+                        vendor_roots=vendor_roots)
+        if json_output:
+            emit_json(report)
+        else:
+            render(report)
+        if not report.ok:
+            raise typer.Exit(EXIT_FAILED)
