@@ -58,10 +58,10 @@ class _Op(BaseModel):
                 continue
             if isinstance(v, bytes):
                 v = v.hex()[:16] + ("..." if len(v) > 8 else "")
+            elif isinstance(v, Access):  # an IntFlag is an Enum too: test it first
+                v = v.short()
             elif isinstance(v, Enum):
                 v = v.value
-            elif isinstance(v, Access):
-                v = v.short()
             parts.append(f"{name}={v}")
         return f"{self.op}({', '.join(parts)}) from {self.layer}"  # type: ignore[attr-defined]
 

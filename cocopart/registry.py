@@ -37,6 +37,11 @@ def load_plugin(group: str, name: str) -> Any:
     def on_failure(_mgr: Any, _ep: Any, err: BaseException) -> None:
         failure.append(err)
 
+    # stevedore keeps a per-process entry-point cache per group; drop it so a distribution
+    # installed (or put on sys.path) after the first load is seen, as installed() sees it
+    from stevedore.extension import ExtensionManager
+
+    ExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
     try:
         mgr = driver.DriverManager(
             namespace=group, name=name, invoke_on_load=False,

@@ -57,26 +57,70 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
-    field_validator, model_validator)
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cocopart.backend import Backend
 from cocopart.errors import CocopartError, ConfigError
 from cocopart.model import (
-    FIRMWARE, HOST, L1, PAGE_2M, GpaRange, InterruptMode, LayerName, PartitionConfig,
-    Strategy, format_size)
+    FIRMWARE,
+    HOST,
+    L1,
+    PAGE_2M,
+    GpaRange,
+    InterruptMode,
+    LayerName,
+    PartitionConfig,
+    Strategy,
+    format_size,
+)
 from cocopart.ops import (
-    ArchError, Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, InjectInterrupt, Operation,
-    OperationResult, Status, ValidatePages)
+    ArchError,
+    Attest,
+    ConfigureInterrupts,
+    ConvertPages,
+    CreateVcpu,
+    InjectInterrupt,
+    Operation,
+    OperationResult,
+    Status,
+    ValidatePages,
+)
 from cocopart.partition import Partition
 from cocopart.registry import load_backend
 from cocopart.trace import CostTable, load_cost_overrides
 
 __all__ = [
-    "AttestEachLayer", "BringUp", "EXAMPLE_SCENARIO", "Interrupts", "LayerSpec",
-    "OperationOutcome", "OperationStep", "RunTotals", "Runner", "Scenario", "ScenarioRun",
-    "ShareRound", "StepResult", "config_error", "default_scenario", "key_lines", "line_of",
-    "load_scenario", "loads_scenario", "parse_toml", "run_scenario", "worst",
+    "EXAMPLE_SCENARIO",
+    "AttestEachLayer",
+    "BringUp",
+    "Interrupts",
+    "LayerSpec",
+    "OperationOutcome",
+    "OperationStep",
+    "RunTotals",
+    "Runner",
+    "Scenario",
+    "ScenarioRun",
+    "ShareRound",
+    "StepResult",
+    "config_error",
+    "default_scenario",
+    "key_lines",
+    "line_of",
+    "load_scenario",
+    "loads_scenario",
+    "parse_toml",
+    "run_scenario",
+    "worst",
 ]
 
 
@@ -452,9 +496,9 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> list[str | int]:
         options: list[list[str | int]] = []
         if part in _TAGS or part == "operation":  # on a tie, read it as a tag
             options.append(walk(cur, tail))
-        if isinstance(cur, dict) and part in cur:
-            options.append([part, *walk(cur[part], tail)])
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        present = (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur))
+        if present:
             options.append([part, *walk(cur[part], tail)])
         elif isinstance(cur, dict) and isinstance(part, str) and not tail \
                 and part not in _TAGS and part != "operation":
@@ -627,7 +671,7 @@ EXAMPLE_SCENARIO = '''\
 # Sizes are bytes or strings such as "2MiB", "64GiB"; ranges are { start = ..., size = ... }.
 
 name = "default"
-description = "64 GiB, 16 vCPUs, two workload layers: bring-up, share round, attestation, interrupts"
+description = "64 GiB, 16 vCPUs, 2 workload layers: bring-up, share round, attestation, interrupts"
 
 [guest]                       # the PartitionConfig (cocopart.model)
 memory = "64GiB"
@@ -857,7 +901,7 @@ class Runner:
             sources = ["hardware", "service"] if step.source == "both" else [step.source]
             for layer in step.layers or list(self.config.workloads):
                 for src in sources:
-                    yield Attest(layer=layer, source=src,  # type: ignore[arg-type]
+                    yield Attest(layer=layer, source=src,
                                  report_data=_report_data(layer, step.report_data),
                                  service=step.service)
         elif isinstance(step, Interrupts):

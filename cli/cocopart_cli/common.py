@@ -12,7 +12,6 @@ from cocopart.errors import BackendNotFound, ConfigError
 from cocopart.ops import OperationResult
 from cocopart.registry import PluginStatus, installed, load_all_backends, load_backend
 from cocopart.scenario import Scenario, load_scenario
-
 from cocopart_cli.errors import CliError
 from cocopart_cli.output import err_console
 

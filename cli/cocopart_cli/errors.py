@@ -10,10 +10,19 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from cocopart.attest.configfs import (
-    TsmError, TsmInvalidRequestError, TsmPermissionError, TsmUnavailableError,
-    TsmUnsupportedError)
+    TsmError,
+    TsmInvalidRequestError,
+    TsmPermissionError,
+    TsmUnavailableError,
+    TsmUnsupportedError,
+)
 from cocopart.errors import (
-    BackendLoadError, BackendNotFound, CocopartError, ConfigError, EvidenceError)
+    BackendLoadError,
+    BackendNotFound,
+    CocopartError,
+    ConfigError,
+    EvidenceError,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

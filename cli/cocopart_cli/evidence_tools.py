@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cocopart.attest.evidence import Claims, Evidence
@@ -9,10 +10,17 @@ from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
 from cocopart.errors import CocopartError
 
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
+
 
 def simulated_root(evidence: Evidence) -> bytes | None:
-    """The last certificate of simulated evidence is its root (None without certificates)."""
-    return evidence.certificates[-1] if evidence.certificates else None
+    """The root of simulated evidence: the last of its certificates, else the last PEM
+    certificate embedded in the raw evidence (a TDX quote's certification data carries its
+    PCK chain, root last). None when there is neither."""
+    if evidence.certificates:
+        return evidence.certificates[-1]
+    embedded = _PEM.findall(evidence.raw)
+    return embedded[-1] + b"\n" if embedded else None
 
 
 def read_claims(evidence: Evidence, layers: list[str]) -> Claims | None:

@@ -116,7 +116,17 @@ def root(
 
 def _register() -> None:
     from cocopart_cli.commands import (
-        attest, backends, compare, detect, explain, layers, scenario, schema, setup, verify)
+        attest,
+        backends,
+        compare,
+        detect,
+        explain,
+        layers,
+        scenario,
+        schema,
+        setup,
+        verify,
+    )
 
     for module in (backends, setup, compare, layers, explain, attest, verify, detect, scenario,
                    schema):

@@ -15,7 +15,6 @@ from cocopart.layers import Edge, LayerNode
 from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan
 from cocopart.scenario import Scenario, ScenarioRun
-
 from cocopart_cli.errors import ErrorReport
 
 

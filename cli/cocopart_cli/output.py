@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from contextvars import ContextVar
+from typing import Self
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -67,7 +68,12 @@ class ProgressBar:
 
     def __init__(self, label: str, enabled: bool = True) -> None:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.enabled = enabled and sys.stderr.isatty() and not JSON_MODE.get()
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -76,7 +82,7 @@ class ProgressBar:
         self._task = self._progress.add_task(label, total=None)
         self.label = label
 
-    def __enter__(self) -> ProgressBar:
+    def __enter__(self) -> Self:
         if self.enabled:
             self._progress.start()
         return self

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from cocopart.backend import CapabilityAnswer
 from cocopart.scenario import ScenarioRun, StepResult
-
 from cocopart_cli.models import CompareReport
 from cocopart_cli.output import STATUS_STYLE, fmt_count, fmt_ns
 
@@ -35,13 +34,13 @@ def _step(run: ScenarioRun, i: int) -> StepResult | None:
 
 def run_table(run: ScenarioRun, title: str | None = None) -> Table:
     """Per-step table of one run."""
-    t = Table(title=title or f"{run.scenario} on {run.backend}", title_justify="left")
+    t = Table(title=escape(title or f"{run.scenario} on {run.backend}"), title_justify="left")
     for col, just in (("#", "right"), ("step", "left"), ("ops", "right"),
                       ("primitives", "right"), ("switches", "right"), ("est. time", "right"),
                       ("result", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in run.steps:
-        t.add_row(str(s.index + 1), s.name, str(len(s.operations)), fmt_count(s.primitives),
+        t.add_row(str(s.index + 1), escape(s.name), str(len(s.operations)), fmt_count(s.primitives),
                   fmt_count(s.world_switches), fmt_ns(s.estimated_ns), _status(s))
     tot = run.totals
     t.add_row("", "[bold]total[/bold]", str(tot.operations), fmt_count(tot.primitives),
@@ -52,7 +51,7 @@ def run_table(run: ScenarioRun, title: str | None = None) -> Table:
 
 def compare_table(report: CompareReport) -> Table:
     """Steps as rows, for each backend its primitives, switches, time and result."""
-    t = Table(title=f"{report.scenario} — strategy {report.strategy}", title_justify="left",
+    t = Table(title=escape(f"{report.scenario} — strategy {report.strategy}"), title_justify="left",
               show_lines=False)
     t.add_column("#", justify="right")
     t.add_column("step")
@@ -62,7 +61,7 @@ def compare_table(report: CompareReport) -> Table:
         t.add_column(f"{run.backend}\nest. time", justify="right")
         t.add_column(f"{run.backend}\nresult")
     for i, name in enumerate(_step_names(report)):
-        row = [str(i + 1), name]
+        row = [str(i + 1), escape(name)]
         for run in report.runs:
             s = _step(run, i)
             row += ([fmt_count(s.primitives), fmt_count(s.world_switches), fmt_ns(s.estimated_ns),
@@ -98,7 +97,7 @@ def differences_table(report: CompareReport) -> Table:
             a = d.answers.get(name)
             style = "green" if a is not None and a.supported else "red"
             cells.append(f"[{style}]{escape(_answer(a))}[/{style}]")
-        t.add_row(d.capability, *cells)
+        t.add_row(escape(d.capability), *cells)
     return t
 
 
@@ -115,7 +114,7 @@ def reasons(report: CompareReport) -> list[str]:
 
 def print_compare(report: CompareReport, out: Console) -> None:
     if report.description:
-        out.print(f"[dim]{report.description}[/dim]")
+        out.print(f"[dim]{escape(report.description)}[/dim]")
     out.print(compare_table(report))
     notes = reasons(report)
     if notes:

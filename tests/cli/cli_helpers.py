@@ -12,11 +12,11 @@ from typer.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_backend import FakeBackend  # noqa: E402
-from schemacheck import errors  # noqa: E402
+from fake_backend import FakeBackend
+from schemacheck import errors
 
-from cocopart.backend import Backend  # noqa: E402
-from cocopart.trace import Cost, CostTable  # noqa: E402
+from cocopart.backend import Backend
+from cocopart.trace import Cost, CostTable
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cli_helpers import FAKES, SMALL  # noqa: E402
+from cli_helpers import FAKES, SMALL
+from cocopart_cli import common
 
-from cocopart.backend import Backend  # noqa: E402
-from cocopart.errors import BackendLoadError, BackendNotFound  # noqa: E402
-from cocopart.registry import PluginStatus, load_all_backends  # noqa: E402
-from cocopart_cli import common  # noqa: E402
+from cocopart.backend import Backend
+from cocopart.errors import BackendLoadError, BackendNotFound
+from cocopart.registry import PluginStatus, load_all_backends
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import EXAMPLES, assert_schema, invoke
-from typer.testing import CliRunner
-
 from cocopart_cli.models import CompareReport
 from cocopart_cli.plots import compare_figure
+from typer.testing import CliRunner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

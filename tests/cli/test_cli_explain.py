@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cli_helpers import assert_schema, invoke
-from typer.testing import CliRunner
-
 from cocopart_cli.commands.explain import OpName
+from typer.testing import CliRunner
 
 OPS = [o.value for o in OpName]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from cli_helpers import assert_schema, invoke
-from typer.testing import CliRunner
-
 from cocopart_cli import common
 from cocopart_cli.main import app
+from typer.testing import CliRunner
 
 COMMANDS = ["backends", "setup", "compare", "layers", "explain", "attest", "verify", "detect",
             "schema"]

@@ -10,7 +10,7 @@ from cli_helpers import SMALL, assert_schema, invoke
 from fake_backend import FakeMachine
 from typer.testing import CliRunner
 
-from cocopart.ops import ArchError, OperationResult, Operation, RescindPages
+from cocopart.ops import ArchError, Operation, OperationResult, RescindPages
 
 
 def test_setup_runs_bring_up_and_summarises(runner: CliRunner, fakes: list[str], small: Path,

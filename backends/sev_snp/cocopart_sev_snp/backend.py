@@ -90,7 +90,7 @@ def parse_options(config: PartitionConfig) -> SnpOptions:
 
 def workload_vmpls(config: PartitionConfig) -> dict[str, int]:
     """Workload layer -> VMPL."""
-    return dict(zip(config.workloads, parse_options(config).workload_vmpls))
+    return dict(zip(config.workloads, parse_options(config).workload_vmpls, strict=True))
 
 
 class SevSnpBackend(Backend):
@@ -204,8 +204,8 @@ class SevSnpBackend(Backend):
         vmpls = workload_vmpls(config)
         if layer in vmpls:
             lower = [f"VMPL{v}" for v in sorted(vmpls.values()) if v > vmpls[layer]]
-            out = ["VMGEXIT (GHCB / MSR protocol)", "VMGEXIT(GUEST_REQUEST) with "
-                   f"VMPCK{vmpls[layer]}"]
+            out = ["VMGEXIT (GHCB / MSR protocol)",
+                   f"VMGEXIT(GUEST_REQUEST) with VMPCK{vmpls[layer]}"]
             if lower:
                 out.append(f"RMPADJUST ({', '.join(lower)}; no VMSA bit)")
             return out

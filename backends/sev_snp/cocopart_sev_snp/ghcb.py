@@ -117,7 +117,7 @@ class ExitCode(IntEnum):
 
 
 #: Trace names of the exits (the ``target`` of a "VMGEXIT" primitive).
-EXIT_NAMES = {ExitCode.PSC: "PSC", ExitCode.GUEST_REQUEST: "GUEST_REQUEST",
+EXIT_NAMES: dict[int, str] = {ExitCode.PSC: "PSC", ExitCode.GUEST_REQUEST: "GUEST_REQUEST",
               ExitCode.EXT_GUEST_REQUEST: "EXT_GUEST_REQUEST",
               ExitCode.AP_CREATION: "AP_CREATION", ExitCode.SNP_RUN_VMPL: "SNP_RUN_VMPL",
               ExitCode.HV_FEATURES: "HV_FEATURES", ExitCode.TERMINATE: "TERMINATE"}
@@ -263,8 +263,8 @@ def psc_entry(gpa: int, op: int, page_2m: bool) -> int:
 class PscRun(NamedTuple):
     """Consecutive descriptor entries with one op and size, contiguous in GPA."""
 
-    index: int  # index of the first entry
-    count: int
+    first: int  # index of the first entry
+    entries: int
     gpa: int
     op: int
     page_2m: bool

@@ -151,8 +151,9 @@ class Host:
     def msr_exit(self, issuer: str, value: int) -> int:
         """VMGEXIT with the MSR protocol: ``value`` is the GHCB MSR; returns its new value."""
         info = g.msr_info(value)
-        name = {g.MsrInfo.PSC_REQ: "PSC", g.MsrInfo.HV_FEATURES_REQ: "HV_FEATURES",
-                g.MsrInfo.VMPL_REQ: "SNP_RUN_VMPL"}.get(info, f"MSR.{info:#x}")
+        names: dict[int, str] = {g.MsrInfo.PSC_REQ: "PSC", g.MsrInfo.HV_FEATURES_REQ:
+                                 "HV_FEATURES", g.MsrInfo.VMPL_REQ: "SNP_RUN_VMPL"}
+        name = names.get(info, f"MSR.{info:#x}")
         self.trace.record(issuer, "VMGEXIT", name)
         self.trace.switch(issuer, HOST, VMGEXIT_SWITCH)
         try:
@@ -205,17 +206,59 @@ class Host:
         left = end - cur + 1 if budget is None else budget
         err = 0
         for run in runs:
-            n = min(run.count, left)
+            n = min(run.entries, left)
             if n <= 0:
                 break
             done, err = self._psc_run(run, n)
-            cur = run.index + done
+            cur = run.first + done
             left -= done
-            if err or done < run.count:
+            if err or done < run.entries:
                 break
         self.trace.record(HOST, "PSC.ENTRY", count=cur - g.psc_header(buf)[0])
         page.write_shared(g.PSC_HEADER.pack(cur, end, 0))
         page.respond(0, err)
+
+    def psc_bulk(self, issuer: str, page: g.GhcbPage, gpa: int, big: bool, per_request: int,
+                 k: int, op: int) -> bool:
+        """Serve ``k`` full PSC requests of ``per_request`` contiguous entries from ``gpa`` at
+        once, when every one of them would be served the same way: no early return, one
+        uniform RMP run, nothing in use, no PSMASH or error on the way. Records exactly what
+        ``k`` separate exchanges record and leaves the GHCB as the last one would. False (and
+        nothing done) when the requests must go one by one."""
+        ps = PAGE_2M if big else PAGE_4K
+        end = gpa + ps * per_request * k
+        if self.options.psc_budget is not None or op not in (g.PscOp.PRIVATE, g.PscOp.SHARED) \
+                or gpa % ps or not self.rmp.contains(gpa, end) \
+                or self.in_use(gpa, end) is not None:
+            return False
+        u = self.rmp.map.uniform(gpa, end)
+        if u is None:
+            return False
+        private = op == g.PscOp.PRIVATE
+        if u.assigned and not u.owned_by(self.asid):
+            return False
+        change = not u.assigned if private else u.assigned
+        if change and not private and u.page_size_2m and not big:
+            return False  # each request would PSMASH first
+        entry_2m = (big and self.options.page_size_2m) if private else u.page_size_2m
+        last = gpa + ps * per_request * (k - 1)
+        page.write_shared(g.psc_encode(g.pack_run(last, big, per_request, op)))
+        page.request(g.ExitCode.PSC, 0, 0, scratch=g.OFF_SHARED_BUFFER)
+        t = self.trace
+        t.record(issuer, "VMGEXIT", "PSC", count=k)
+        t.switch(issuer, HOST, VMGEXIT_SWITCH, count=k)
+        if change:
+            eps = PAGE_2M if entry_2m else PAGE_4K
+            r = ins.rmpupdate(self.rmp, gpa=gpa, page_2m=entry_2m, count=(end - gpa) // eps,
+                              assigned=private, asid=self.asid, in_use=self.in_use)
+            assert r.rc == 0, "a uniform, unused, unassigned/owned run cannot fail RMPUPDATE"
+            t.record(HOST, f"RMPUPDATE.{'2M' if entry_2m else '4K'}",
+                     "private" if private else "shared", count=r.done)
+        t.record(HOST, "PSC.ENTRY", count=k * per_request)
+        page.write_shared(g.PSC_HEADER.pack(per_request, per_request - 1, 0))
+        page.respond(0, 0)
+        t.switch(HOST, issuer, VMGEXIT_SWITCH, count=k)
+        return True
 
     def _psc_run(self, run: g.PscRun, n: int) -> tuple[int, int]:
         """Serve ``n`` entries of ``run``: (entries done, error for EXITINFO2)."""

@@ -90,7 +90,7 @@ def page_bytes(page_2m: bool) -> int:
 class Rmp:
     """The RMP of one machine: a range map from address to :class:`RmpEntry`."""
 
-    __slots__ = ("size", "map")
+    __slots__ = ("map", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size

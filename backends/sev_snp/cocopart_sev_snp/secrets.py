@@ -62,7 +62,7 @@ def build(vmpcks: tuple[bytes, bytes, bytes, bytes], *, caa: int = 0, guest_vmpl
     """The secrets page as the AMD-SP fills it and the SVSM completes it."""
     page = bytearray(SECRETS_SIZE)
     struct.pack_into("<I", page, VERSION, MODEL_VERSION)
-    for off, key in zip(VMPCK_OFFSETS, vmpcks):
+    for off, key in zip(VMPCK_OFFSETS, vmpcks, strict=True):
         page[off:off + VMPCK_SIZE] = key
     if svsm:
         struct.pack_into("<QQQIB", page, SVSM_BASE, SVSM_IMAGE_BASE, SVSM_IMAGE_SIZE, caa,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
+from cocopart.client import PageRun
 from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_2M, PAGE_4K, Access
 from cocopart.protocol.call import Registers
@@ -101,12 +102,13 @@ class SnpPlatform(PrivilegedPlatform):
     def smash_for_4k(self, ranges: list[tuple[int, int]]) -> int:
         """Ask the host to PSMASH every 2M entry a 4K operation on ``ranges`` is about to
         touch (PSC op 3 through the SVSM's own GHCB). Returns a protocol result code."""
-        regions: list[tuple[int, bool, int]] = []
+        found: dict[int, int] = {}
         for start, end in ranges:
             for s, e, v in self.m.rmp.runs(start, end):
                 if v.page_size_2m:
                     lo, hi = s // PAGE_2M * PAGE_2M, -(-e // PAGE_2M) * PAGE_2M
-                    regions.append((lo, True, (hi - lo) // PAGE_2M))
+                    found[lo] = max(found.get(lo, 0), hi)
+        regions = [PageRun(lo, PAGE_2M, (hi - lo) // PAGE_2M) for lo, hi in sorted(found.items())]
         if not regions:
             return ResultCode.SUCCESS
         err = self.m.psc(L1, 0, regions, g.PscOp.PSMASH)
@@ -126,11 +128,12 @@ class SnpPlatform(PrivilegedPlatform):
         t = self.m.trace
         t.record(L1, f"PVALIDATE.{size}", count=changed)
         t.record(L1, f"PVALIDATE.{size}", result="CF=1", count=r.unchanged)
-        target = self.m.vmpls[layer]
+        target = self.m.vmpls.get(layer)  # None: the SVSM validates for itself
         for s, e in r.changed:
             self.m.memory.zero(s, e - s)
             t.record(L1, f"ZERO.{size}", count=(e - s) // page_bytes)
-            self._adjust(s, e, big, target, int(Access.RWX))
+            if target is not None:
+                self._adjust(s, e, big, target, int(Access.RWX))
         code = self._code(r, f"PVALIDATE.{size}")
         if code == ResultCode.SUCCESS and n < count:
             code = ResultCode.INVALID_ADDRESS
@@ -192,8 +195,12 @@ class SnpPlatform(PrivilegedPlatform):
         Returns (bytes done, protocol result code)."""
         if end > self._ram:
             return max(0, self._ram - start), ResultCode.INVALID_ADDRESS
-        partial = [(s, e) for s, e, v in self.m.rmp.runs(start, end)
-                   if v.page_size_2m and (s % PAGE_2M or e % PAGE_2M)]
+        partial: list[tuple[int, int]] = []
+        for s, e, v in self.m.rmp.runs(start, end):
+            if v.page_size_2m and s % PAGE_2M:
+                partial.append((s, min(e, -(-s // PAGE_2M) * PAGE_2M)))
+            if v.page_size_2m and e % PAGE_2M and e - e % PAGE_2M >= s:
+                partial.append((max(s, e - e % PAGE_2M), e))
         if partial:
             code = self.smash_for_4k(partial)
             if code:

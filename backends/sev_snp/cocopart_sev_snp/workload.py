@@ -24,17 +24,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cocopart import vtpm_commands
 from cocopart.attest.evidence import Evidence
 from cocopart.client import BatchResult, PageRun
 from cocopart.errors import ConfigError, NotSupportedError
 from cocopart.model import PAGE_2M, PAGE_4K, Access, GpaRange, PageSize, Strategy
 from cocopart.ops import (
-    ArchError, Attest, ConvertPages, CreateVcpu, DeleteVcpu, ExtendMeasurement, Operation,
-    OperationResult, Progress, RescindPages, SetAccess, ValidatePages)
+    ArchError,
+    Attest,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    Operation,
+    OperationResult,
+    Progress,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import ResultCode, result_name
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
-from cocopart import vtpm_commands
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import vmsa as vm

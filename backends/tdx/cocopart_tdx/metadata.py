@@ -15,6 +15,7 @@ L1 write mask does not allow is METADATA_FIELD_VALUE_NOT_VALID (:data:`STRICT_WR
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
@@ -72,6 +73,7 @@ def l2_vmcs_class(vm: int) -> int:
     return L2_VMCS_CLASS_BASE + L2_CLASS_STRIDE * (vm - 1)
 
 
+@lru_cache(maxsize=1024)
 def l2_vmcs_field(vm: int, encoding: int) -> int:
     """Field id of VMX field ``encoding`` in VM ``vm``'s L2 VMCS (tdx.md §2.2)."""
     return (l2_vmcs_class(vm) << 56) | (CONTEXT_VCPU << 52) | (vmx_size(encoding) << 32) \

@@ -126,6 +126,8 @@ class Sept:
         self.size = size
         self.num_l2_vms = num_l2_vms
         self.l1: RangeMap[SeptEntry] = RangeMap(size, INITIAL_ENTRY)
+        #: Highest level any entry has had: splitting skips levels no entry ever reached.
+        self.max_level = INITIAL_ENTRY.level
         self.l2: dict[int, RangeMap[L2Alias]] = {
             vm: RangeMap(size, NO_ALIAS) for vm in range(1, num_l2_vms + 1)}
 
@@ -150,8 +152,9 @@ class Sept:
         if start % size or end % size:
             raise ValueError(f"[{start:#x}, {end:#x}) is not aligned to a level-{entry.level} "
                              "entry")
+        self.max_level = max(self.max_level, entry.level)
         for level in (LEVEL_1G, LEVEL_2M):
-            if level <= entry.level:
+            if level <= entry.level or level > self.max_level:
                 continue
             bsize = LEVEL_BYTES[level]
             for b in {start - start % bsize, (end - 1) - (end - 1) % bsize}:
@@ -178,8 +181,10 @@ class Sept:
     def unblock_aliases(self, start: int, end: int) -> None:
         """ACCEPT makes existing L2 aliases of the pages usable (tdx.md §4.1)."""
         for amap in self.l2.values():
-            amap.update(start, end, lambda a: a._replace(state=SeptState.L2_MAPPED)
-                        if a.state is SeptState.L2_BLOCKED else a)
+            blocked = [(s, e, a) for s, e, a in amap.runs(start, end)
+                       if a.state is SeptState.L2_BLOCKED]
+            for s, e, a in blocked:
+                amap.set(s, e, a._replace(state=SeptState.L2_MAPPED))
 
     def drop_aliases(self, start: int, end: int) -> None:
         """The physical page left the TD: no L2 VM keeps an alias (host PAGE.REMOVE)."""
@@ -189,6 +194,7 @@ class Sept:
     def copy(self) -> Sept:
         other = Sept.__new__(Sept)
         other.size, other.num_l2_vms = self.size, self.num_l2_vms
+        other.max_level = self.max_level
         other.l1 = self.l1.copy()
         other.l2 = {vm: m.copy() for vm, m in self.l2.items()}
         return other

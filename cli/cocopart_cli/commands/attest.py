@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from cocopart.attest.configfs import DEFAULT_ROOT, TsmReportClient
 from cocopart.ops import Attest
 from cocopart.scenario import BringUp, Runner
-
 from cocopart_cli.common import (
-    backend_for, load_guest, result_evidence, to_pem, write_bytes, write_text)
+    backend_for,
+    load_guest,
+    result_evidence,
+    to_pem,
+    write_bytes,
+    write_text,
+)
 from cocopart_cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from cocopart_cli.evidence_tools import simulated_root
 from cocopart_cli.models import AttestReport
 from cocopart_cli.output import begin, console, emit_json
 
@@ -33,7 +40,7 @@ def parse_report_data(text: str | None) -> bytes:
 
 
 def real(report_data: bytes, root: Path, entry: str | None, privlevel: int | None,
-         svsm: bool) -> AttestReport:
+         svsm: bool, static: bool = False) -> AttestReport:
     """One report through configfs-tsm."""
     if not root.is_dir():
         raise CliError(
@@ -41,7 +48,7 @@ def real(report_data: bytes, root: Path, entry: str | None, privlevel: int | Non
             "confidential VM, or the kernel lacks CONFIG_TSM_REPORTS / configfs is not "
             "mounted). To try attestation without hardware, run "
             "`cocopart attest --simulate GUEST.toml`.", EXIT_USAGE)
-    client = TsmReportClient(root, entry=entry, check_write_count=entry is None)
+    client = TsmReportClient(root, entry=entry, check_write_count=not static)
     report = client.attest(report_data.ljust(64, b"\0"), privlevel=privlevel,
                            service_provider="svsm" if svsm else None)
     return AttestReport(source="configfs-tsm", provider=report.provider,
@@ -72,7 +79,8 @@ def simulated(guest: Path, backend_name: str | None, layer: str,
     if evidence is None:
         raise CliError(f"the {backend.name} backend returned no evidence for {layer}",
                        EXIT_FAILED)
-    root = to_pem(evidence.certificates[-1]) if evidence.certificates else None
+    root_cert = simulated_root(evidence)
+    root = to_pem(root_cert) if root_cert is not None else None
     return AttestReport(source="simulated", backend=backend.name, layer=layer,
                         report_data=report_data.hex(), evidence=evidence, trust_root_pem=root)
 
@@ -107,6 +115,10 @@ def register(app: typer.Typer) -> None:
             help="Real CVM: privilege level to request (SEV-SNP VMPL).")] = None,
         svsm: Annotated[bool, typer.Option(
             help="Real SEV-SNP CVM: ask the SVSM for a services report.")] = False,
+        static: Annotated[bool, typer.Option(
+            "--static-snapshot", hidden=True,
+            help="The --entry is a static snapshot (tests): skip the generation check.")
+                          ] = False,
         json_output: Annotated[bool, typer.Option(
             "--json", help="Print JSON (schema: `cocopart schema attest`).")] = False,
     ) -> None:
@@ -129,7 +141,7 @@ def register(app: typer.Typer) -> None:
                 else "hardware"
             report = simulated(simulate, backend, layer, src, data)
         else:
-            report = real(data, configfs, entry, privlevel, svsm)
+            report = real(data, configfs, entry, privlevel, svsm, static)
         if out is not None:
             write_text(out, report.evidence.model_dump_json(indent=2) + "\n")
             report.out = str(out)
@@ -144,15 +156,17 @@ def register(app: typer.Typer) -> None:
         ev = report.evidence
         where = (f"simulated {report.backend} guest, layer {report.layer}"
                  if report.source == "simulated" else f"configfs-tsm provider {report.provider}")
-        c.print(f"[green]evidence[/green] {ev.vendor}/{ev.format}, {len(ev.raw)} bytes, "
-                f"{len(ev.certificates)} certificates, from {where}")
+        c.print(f"[green]evidence[/green] {escape(ev.vendor)}/{escape(ev.format)}, {len(ev.raw)} "
+                f"bytes, {len(ev.certificates)} certificates, from {escape(where)}")
         c.print(f"report data: {report.report_data}")
         if report.out:
-            c.print(f"evidence written to {report.out}")
+            c.print(f"evidence written to {report.out}", markup=False)
         if report.trust_root_file:
             c.print(f"simulated root written to {report.trust_root_file}; verify with:\n"
                     f"  cocopart verify {report.out or 'EVIDENCE.json'} --trust-root "
                     f"{report.trust_root_file} --policy POLICY.toml")
-        elif report.source == "simulated":
+        elif report.source == "simulated" and report.trust_root_pem:
             c.print("the simulated root is the last certificate of the evidence "
                     "(write it with --out or --root-out)")
+        elif report.source == "simulated":
+            c.print("[yellow]the evidence carries no certificate chain: no root to write[/]")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cocopart.model import PartitionConfig
-
 from cocopart_cli import common
 from cocopart_cli.models import BackendInfo, BackendsReport
 from cocopart_cli.output import begin, console, emit_json
@@ -49,8 +49,8 @@ def capability_cell(answer: object) -> str:
     if not isinstance(answer, CapabilityAnswer):
         return "[dim]—[/dim]"
     if answer.supported:
-        return "[green]✓[/green] " + (answer.mechanism or "supported")
-    return "[red]✗[/red] " + (answer.reason or "not supported")
+        return "[green]✓[/green] " + escape(answer.mechanism or "supported")
+    return "[red]✗[/red] " + escape(answer.reason or "not supported")
 
 
 def render(report: BackendsReport) -> None:
@@ -60,10 +60,11 @@ def render(report: BackendsReport) -> None:
         listing.add_column(col)
     for b in report.backends:
         if b.loaded:
-            listing.add_row(b.name, b.version, b.vendor, b.title)
+            listing.add_row(escape(b.name), escape(b.version), escape(b.vendor), escape(b.title))
         else:
-            listing.add_row(f"[red]{b.name}[/red]", b.version or "?", b.vendor or "?",
-                            f"[red]failed to load: {b.error}[/red]")
+            listing.add_row(f"[red]{escape(b.name)}[/red]", escape(b.version or "?"),
+                            escape(b.vendor or "?"),
+                            f"[red]failed to load: {escape(b.error or '')}[/red]")
     out.print(listing)
     loaded = [b for b in report.backends if b.loaded]
     if not loaded:
@@ -74,7 +75,7 @@ def render(report: BackendsReport) -> None:
     for b in loaded:
         matrix.add_column(b.name, overflow="fold")
     for cap in report.capabilities:
-        matrix.add_row(cap, *[capability_cell(b.capabilities.get(cap)) for b in loaded])
+        matrix.add_row(escape(cap), *[capability_cell(b.capabilities.get(cap)) for b in loaded])
     out.print(matrix)
 
 

@@ -11,7 +11,6 @@ import typer
 from cocopart.backend import Backend
 from cocopart.model import Strategy
 from cocopart.scenario import Runner, Scenario, ScenarioRun
-
 from cocopart_cli.common import load_guest, resolve_backends, write_text
 from cocopart_cli.errors import EXIT_FAILED
 from cocopart_cli.models import CapabilityDifference, CompareReport

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cocopart.attest.detect import PlatformInfo, detect
-
 from cocopart_cli.output import begin, console, emit_json
 
 
@@ -18,25 +18,26 @@ def render(info: PlatformInfo) -> None:
     t = Table(title="Platform", title_justify="left", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value", overflow="fold")
-    t.add_row("platform", info.platform)
+    t.add_row("platform", escape(info.platform))
     level = info.privilege_level_name
     if info.privilege_level_source:
         level += f" (from {info.privilege_level_source})"
     if info.privilege_level_reason:
         level += f" — {info.privilege_level_reason}"
-    t.add_row("privilege level", level)
+    t.add_row("privilege level", escape(level))
     if info.svsm_present is not None:
         t.add_row("SVSM present", "yes" if info.svsm_present else "no")
-    t.add_row("CPU flags", ", ".join(info.cpu_flags) or "none")
+    t.add_row("CPU flags", escape(", ".join(info.cpu_flags) or "none"))
     t.add_row("hypervisor", {True: "yes", False: "no", None: "unknown"}[info.hypervisor])
-    t.add_row("configfs-tsm provider", info.tsm_provider or "none")
+    t.add_row("configfs-tsm provider", escape(info.tsm_provider or "none"))
     out.print(t)
     if info.attestation:
         a = Table(title="Attestation providers", title_justify="left")
         for col in ("kind", "path", "provider", "detail"):
             a.add_column(col, overflow="fold")
         for item in info.attestation:
-            a.add_row(item.kind, item.path, item.provider or "", item.detail)
+            cells = (item.kind, item.path, item.provider or "", item.detail)
+            a.add_row(*(escape(x) for x in cells))
         out.print(a)
     else:
         out.print("No attestation provider found.")

@@ -8,17 +8,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cocopart.backend import Backend
 from cocopart.errors import CocopartError
 from cocopart.model import GpaRange, InterruptMode, Strategy, parse_size
 from cocopart.ops import (
-    Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, DeleteVcpu, ExtendMeasurement,
-    InjectInterrupt, Operation, RescindPages, SetAccess, ValidatePages)
+    Attest,
+    ConfigureInterrupts,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    InjectInterrupt,
+    Operation,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.partition import Partition
 from cocopart.scenario import Scenario, default_scenario
-
 from cocopart_cli import seqdiag
 from cocopart_cli.common import load_guest, resolve_backends
 from cocopart_cli.errors import CliError
@@ -54,8 +65,9 @@ class Args:
         self.layer = layer
         try:
             size_b = parse_size(size)
-            base = specs[layer].memory.start if layer in specs and specs[layer].memory else 0
-            start_b = parse_size(start) if start is not None else (base or 0)
+            memory = specs[layer].memory if layer in specs else None
+            base = memory.start if memory is not None else 0
+            start_b = parse_size(start) if start is not None else base
             self.range = GpaRange.of(start_b, size_b)
             self.range.check_inside(scenario.guest.memory)
         except ValueError as err:
@@ -131,11 +143,12 @@ def explain_on(backend: Backend, scenario: Scenario, name: OpName, a: Args,
 
 def render(report: ExplainReport) -> None:
     out = console()
-    out.print(f"[bold]{report.operation}[/bold]")
+    out.print(f"[bold]{escape(report.operation)}[/bold]")
     for side in report.sides:
         if side.prerequisites:
             mark = "" if side.prerequisites_ok else " [red](did not all succeed)[/red]"
-            out.print(f"  {side.backend}: first ran {'; '.join(side.prerequisites)}{mark}")
+            out.print(f"  {escape(side.backend)}: first ran "
+                      f"{escape('; '.join(side.prerequisites))}{mark}")
     width = sum(max((len(line) for line in s.diagram.splitlines()), default=0) + 4
                 for s in report.sides)
     table = Table(show_lines=False, pad_edge=False)
@@ -148,13 +161,13 @@ def render(report: ExplainReport) -> None:
                 head += f"\nroute: {side.plan.route.describe()}"
         else:
             head = f"{side.backend}: {side.error}"
-        table.add_column(head, no_wrap=True, overflow="ignore")
+        table.add_column(Text(head), no_wrap=True, overflow="ignore")
     if width <= out.width:
-        table.add_row(*[s.diagram for s in report.sides])
+        table.add_row(*[Text(s.diagram) for s in report.sides])
         out.print(table)
         return
     for side, column in zip(report.sides, table.columns):
-        out.print(f"[bold]{column.header}[/bold]")
+        out.print(Text(str(column.header), style="bold"))
         out.print(side.diagram, markup=False, highlight=False, crop=False, soft_wrap=True)
 
 

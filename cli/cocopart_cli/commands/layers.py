@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cocopart.errors import NotSupportedError
 from cocopart.layers import LayerGraph
 from cocopart.model import PartitionConfig
 from cocopart.ops import Capability
-
 from cocopart_cli.common import backend_for, load_guest, write_text
 from cocopart_cli.models import GraphModel, LayersReport, RouteInfo
 from cocopart_cli.output import begin, console, emit_json, fmt_ns
@@ -81,15 +81,16 @@ def render(report: LayersReport) -> None:
         lt.add_column(col, overflow="fold")
     caps = {n.layer.name: n.capabilities for n in report.graph.nodes}
     for layer in report.layers:
-        lt.add_row(layer.name, layer.role.value, layer.vendor_name,
-                   ", ".join(caps.get(layer.name, [])), ", ".join(report.tcb[layer.name]))
+        lt.add_row(*(escape(x) for x in (layer.name, layer.role.value, layer.vendor_name,
+                                         ", ".join(caps.get(layer.name, [])),
+                                         ", ".join(report.tcb[layer.name]))))
     out.print(lt)
     et = Table(title="Edges", title_justify="left")
     for col in ("from", "to", "kind", "mechanism", "cost"):
         et.add_column(col)
     for e in report.graph.edges:
-        et.add_row(e.source, e.dest, e.kind.value, e.mechanism, fmt_ns(e.cost_ns) if e.cost_ns
-                   else "")
+        et.add_row(*(escape(x) for x in (e.source, e.dest, e.kind.value, e.mechanism,
+                                         fmt_ns(e.cost_ns) if e.cost_ns else "")))
     out.print(et)
     rt = Table(title="Routes: how each operation travels from each workload layer",
                title_justify="left")
@@ -100,10 +101,10 @@ def render(report: LayersReport) -> None:
             path = " → ".join(r.path) if len(r.path) > 1 else "directly"
             if r.mechanisms:
                 path += f"  ({', '.join(r.mechanisms)}; {fmt_ns(r.cost_ns)})"
-            rt.add_row(r.from_layer, r.capability, r.provider or "", path)
+            rt.add_row(*(escape(x) for x in (r.from_layer, r.capability, r.provider or "", path)))
         else:
-            rt.add_row(r.from_layer, r.capability, "[red]nobody[/red]",
-                       f"[red]not supported: {r.reason}[/red]")
+            rt.add_row(escape(r.from_layer), escape(r.capability), "[red]nobody[/red]",
+                       f"[red]not supported: {escape(r.reason or '')}[/red]")
     out.print(rt)
 
 

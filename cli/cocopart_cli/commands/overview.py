@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.tree import Tree
 
 from cocopart.layers import EdgeKind
 from cocopart.model import format_size
 from cocopart.scenario import default_scenario
-
 from cocopart_cli import common
 from cocopart_cli.commands.layers import graph_model
 from cocopart_cli.models import Overview, OverviewBackend
@@ -49,17 +49,18 @@ def render(ov: Overview) -> None:
                   "cocopart-tdx)")
     for b in ov.backends:
         if not b.loaded:
-            out.print(f"[red]{b.error}[/red]")
+            out.print(f"[red]{escape(b.error or '')}[/red]")
             continue
-        tree = Tree(f"[bold]{b.name}[/bold] — {b.title}")
+        tree = Tree(f"[bold]{escape(b.name)}[/bold] — {escape(b.title)}")
         assert b.graph is not None
         by_source: dict[str, list[str]] = {}
         for e in b.graph.edges:
             if e.kind in (EdgeKind.CALL, EdgeKind.WORLD_SWITCH, EdgeKind.MEMORY_CONTROL):
-                by_source.setdefault(e.source, []).append(f"{e.kind.value} → {e.dest} "
-                                                          f"({e.mechanism})")
+                by_source.setdefault(e.source, []).append(
+                    escape(f"{e.kind.value} → {e.dest} ({e.mechanism})"))
         for layer in b.layers:
-            node = tree.add(f"{layer.name} [dim]{layer.vendor_name} · {layer.role.value}[/dim]")
+            node = tree.add(f"{escape(layer.name)} [dim]{escape(layer.vendor_name)} · "
+                            f"{layer.role.value}[/dim]")
             for line in by_source.get(layer.name, []):
                 node.add(line)
         out.print(tree)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cocopart.model import format_size
 from cocopart.scenario import EXAMPLE_SCENARIO, OperationStep
-
 from cocopart_cli.common import load_guest, write_text
 from cocopart_cli.errors import CliError
 from cocopart_cli.models import ScenarioFileReport
@@ -64,15 +64,17 @@ def check(
         return
     out = console()
     g = scenario.guest
-    out.print(f"[green]{path} is valid[/green]: {scenario.name} — {format_size(g.memory)}, "
+    out.print(f"[green]{escape(str(path))} is valid[/green]: {escape(scenario.name)} — "
+              f"{format_size(g.memory)}, "
               f"{g.vcpus} vCPUs, {g.workload_layers} workload layers, "
               f"{len(scenario.steps)} steps")
     for spec in scenario.layer_specs():
         out.print(f"  layer {spec.name}: memory {spec.memory}, {spec.vcpus} vCPUs"
-                  + (f", {len(spec.shared)} shared ranges" if spec.shared else ""))
+                  + (f", {len(spec.shared)} shared ranges" if spec.shared else ""), markup=False)
     for i, step in enumerate(scenario.steps, 1):
         kind = step.operation.describe() if isinstance(step, OperationStep) else step.macro
-        out.print(f"  step {i}: {step.name or kind}" + (f" ({kind})" if step.name else ""))
+        out.print(f"  step {i}: {step.name or kind}" + (f" ({kind})" if step.name else ""),
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

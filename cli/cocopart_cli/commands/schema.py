@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cocopart_cli.errors import CliError
@@ -44,6 +45,6 @@ def register(app: typer.Typer) -> None:
         t.add_column("name")
         t.add_column("model")
         for n, doc in index().models.items():
-            t.add_row(n, doc)
+            t.add_row(escape(n), escape(doc))
         console().print(t)
 

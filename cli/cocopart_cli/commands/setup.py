@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cocopart.model import format_size
 from cocopart.scenario import AttestEachLayer, BringUp, Runner, Scenario
-
 from cocopart_cli.common import backend_for, load_guest, result_evidence, write_text
 from cocopart_cli.errors import EXIT_FAILED
-from cocopart_cli.evidence_tools import launch_measurement, policy_toml, read_claims
+from cocopart_cli.evidence_tools import launch_measurement, policy_toml, read_claims, simulated_root
 from cocopart_cli.models import EvidenceSummary, LayerSummary, PinAdvice, SetupReport
-from cocopart_cli.output import ProgressBar, STATUS_STYLE, begin, console, emit_json, fmt_ns
+from cocopart_cli.output import STATUS_STYLE, ProgressBar, begin, console, emit_json, fmt_ns
 from cocopart_cli.render import run_table
 
 #: Memory runs shown in the text summary (JSON has them all).
@@ -62,7 +62,7 @@ def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
                     measurements.setdefault(name, value.hex())
         evidence.append(EvidenceSummary(
             layer=outcome.layer, step=step_name, vendor=ev.vendor, format=ev.format,
-            size=len(ev.raw), simulated_root=bool(ev.certificates), claims=claims,
+            size=len(ev.raw), simulated_root=simulated_root(ev) is not None, claims=claims,
             evidence=ev))
     if launch:
         advice = ("pin the launch measurement the backend reported (expected_measurements)")
@@ -87,21 +87,22 @@ def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
 def render(report: SetupReport) -> None:
     out = console()
     run = report.run
-    out.print(f"[bold]{run.scenario}[/bold] on [bold]{report.backend}[/bold] "
-              f"({run.backend_title}, {run.backend_version}) — "
+    out.print(f"[bold]{escape(run.scenario)}[/bold] on [bold]{escape(report.backend)}[/bold] "
+              f"({escape(run.backend_title)}, {escape(run.backend_version)}) — "
               f"{format_size(run.config.memory)}, {run.config.vcpus} vCPUs, "
               f"{run.config.workload_layers} workload layers, interrupts "
               f"{run.config.interrupt_mode.value}, strategy {run.strategy.value}")
     out.print(run_table(run, "Steps"))
     for s in run.steps:
         if s.status.value != "ok":
-            out.print(f"  [{STATUS_STYLE[s.status.value]}]{s.name}: {s.status.value}[/] — "
-                      f"{s.reason}", markup=True, highlight=False)
+            out.print(f"  [{STATUS_STYLE[s.status.value]}]{escape(s.name)}: {s.status.value}[/] — "
+                      f"{escape(s.reason or '')}", highlight=False)
     lt = Table(title="Layers", title_justify="left")
     for col in ("layer", "role", "vendor name", "memory", "vCPUs running"):
         lt.add_column(col)
     for layer in report.layers:
-        lt.add_row(layer.name, layer.role, layer.vendor_name, layer.memory or "",
+        lt.add_row(escape(layer.name), layer.role, escape(layer.vendor_name),
+                   escape(layer.memory or ""),
                    str(layer.vcpus_running) if layer.role == "workload" else "")
     out.print(lt)
     mt = Table(title="Guest memory state (memory_view)", title_justify="left")
@@ -110,7 +111,7 @@ def render(report: SetupReport) -> None:
     for r in report.memory[:MAX_MEMORY_ROWS]:
         mt.add_row(f"{r.start:#x}", f"{r.end:#x}", format_size(r.end - r.start),
                    "yes" if r.private else "shared", "yes" if r.validated else "no",
-                   " ".join(f"{k}:{v}" for k, v in sorted(r.access.items())),
+                   escape(" ".join(f"{k}:{v}" for k, v in sorted(r.access.items()))),
                    "vCPU context" if r.context else "")
     out.print(mt)
     if len(report.memory) > MAX_MEMORY_ROWS:
@@ -126,9 +127,10 @@ def render(report: SetupReport) -> None:
                       if c else "?")
             meas = ", ".join(f"{k}={v.hex()[:16]}…" for k, v in c.measurements.items()) \
                 if c else "(claims not readable)"
-            et.add_row(e.layer, e.step, e.vendor, e.format, str(e.size), origin, meas)
+            cells = (e.layer, e.step, e.vendor, e.format, str(e.size), origin, meas)
+            et.add_row(*(escape(x) for x in cells))
         out.print(et)
-    out.print(f"[bold]To pin in a policy:[/bold] {report.pin.advice}")
+    out.print(f"[bold]To pin in a policy:[/bold] {escape(report.pin.advice)}")
     if report.pin.launch_measurement:
         out.print(f"  launch measurement: {report.pin.launch_measurement}")
     for name, value in sorted(report.pin.measurements.items()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +17,6 @@ from rich.table import Table
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
-
 from cocopart_cli.common import read_bytes
 from cocopart_cli.errors import EXIT_FAILED, CliError
 from cocopart_cli.models import VerifyReport
@@ -87,11 +86,11 @@ def parse_now(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        now = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        now = datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"--now {text}: not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z)") \
             from None
-    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
 def parse_collateral(items: list[str]) -> dict[str, bytes]:
@@ -126,28 +125,29 @@ def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = 
 
 def render(report: VerifyReport) -> None:
     out = console()
-    t = Table(title=f"{report.evidence_file} ({report.vendor}/{report.format})",
+    t = Table(title=escape(f"{report.evidence_file} ({report.vendor}/{report.format})"),
               title_justify="left")
     t.add_column("check")
     t.add_column("result")
     t.add_column("detail", overflow="fold")
     for c in report.verdict.checks:
-        t.add_row(c.name, "[green]pass[/green]" if c.ok else "[red]FAIL[/red]",
+        t.add_row(escape(c.name), "[green]pass[/green]" if c.ok else "[red]FAIL[/red]",
                   escape(c.detail))
     out.print(t)
     claims = report.verdict.claims
     if claims is not None:
-        out.print(f"origin: {claims.origin.layer} ({claims.origin.vendor_level}"
+        out.print(escape(f"origin: {claims.origin.layer} ({claims.origin.vendor_level}"
                   f"{', via the privileged layer' if claims.origin.via_privileged_layer else ''})"
                   f"; signer {claims.signer or '?'}; debug {'yes' if claims.debug else 'no'}"
-                  + (f"; TCB status {claims.tcb_status}" if claims.tcb_status else ""))
+                         + (f"; TCB status {claims.tcb_status}" if claims.tcb_status else "")))
         for name, value in claims.measurements.items():
             out.print(f"  {name} = {value.hex()}")
     if report.ok:
         out.print(f"[green]verified[/green]: all {len(report.verdict.checks)} checks passed")
     else:
         failed = [c.name for c in report.verdict.checks if not c.ok]
-        out.print(f"[red]rejected[/red]: {len(failed)} failed check(s): {', '.join(failed)}")
+        out.print(f"[red]rejected[/red]: {len(failed)} failed check(s): "
+                  f"{escape(', '.join(failed))}")
 
 
 def register(app: typer.Typer) -> None:
@@ -187,7 +187,8 @@ def register(app: typer.Typer) -> None:
         Exit 0 if verified, 1 if rejected (the failed checks are named), 2 for unusable
         input.
 
-        **Example:** `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
+        **Example:**
+        `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
         """
         begin(json_output)
         report = verify(evidence, vendor=vendor, fmt=fmt,

@@ -1,0 +1,386 @@
+"""``SnpMachine``: one executable model of a partitioned SEV-SNP guest.
+
+It owns the hardware state (the RMP, guest memory, GHCBs and the GHCB MSR of each layer and
+vCPU, the secrets page copies), the host and the AMD-SP, the SVSM (platform, protocol
+service, transport) and the workload side, and wires them:
+
+* at launch the SVSM has set up, above guest RAM, each workload layer's calling areas,
+  vCPU-context pages and scratch pages (validated, 4K, read/write for that layer) and one
+  VMSA for its BSP; guest RAM itself belongs to the hypervisor until the guest converts it;
+* :meth:`execute` hands each operation to the :class:`~.workload.WorkloadPlanner`;
+* :meth:`access` is the CPU's RMP check of one guest access; :meth:`memory_view` and
+  :meth:`vcpus` read state in neutral terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
+from cocopart.client import PageRun, ProtocolClient
+from cocopart.errors import ConfigError
+from cocopart.layers import LayerGraph
+from cocopart.model import PAGE_2M, Access, PartitionConfig
+from cocopart.ops import ArchError, ConfigureInterrupts, InjectInterrupt, Operation, OperationResult
+from cocopart.service.build import build_service
+from cocopart.service.dispatcher import ServiceDispatcher
+from cocopart.service.state import VcpuRecord
+from cocopart.service.vtpm import Vtpm
+from cocopart.trace import CostTable, Trace
+from cocopart_sev_snp import ghcb as g
+from cocopart_sev_snp import secrets
+from cocopart_sev_snp import vmsa as vm
+from cocopart_sev_snp.guest_request import (
+    GuestMessageError,
+    GuestMessenger,
+    GuestRequestFirmware,
+    MsgType,
+    cert_table,
+)
+from cocopart_sev_snp.host import Host, HostOptions, HostVcpu, MessagePages
+from cocopart_sev_snp.report import ReportRequest, ReportResponse
+from cocopart_sev_snp.rmp import Rmp, RmpEntry
+from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
+from cocopart_sev_snp.workload import WorkloadPlanner
+
+if TYPE_CHECKING:
+    from cocopart_sev_snp.backend import SnpOptions
+    from cocopart_sev_snp.simroots import SimulatedAmdRoots
+
+L1 = "l1"
+#: The guest's ASID (any non-zero value; the model runs one guest).
+GUEST_ASID = 1
+#: #NPF error code of a VMPL permission violation: bit 31 RMP | bit 36 VMPL
+#: (LX kvm_host.h PFERR_GUEST_RMP / PFERR_GUEST_VMPL; which bits the CPU sets for each
+#: violation is partly unconfirmed, sev-snp.md §4.4).
+NPF_VMPL_ERROR_CODE = (1 << 31) | (1 << 36)
+#: #VC error code of an access to a page that is assigned but not validated (CS cpu/vc.rs).
+VC_PAGE_NOT_VALIDATED = 0x404
+
+#: On a guest access, the validated check (#VC 0x404) comes before the VMPL permission check
+#: (#NPF). The references do not give the order (unconfirmed, sev-snp.md §4.4); with the
+#: other order a lower VMPL could never observe #VC 0x404, because a page that is not
+#: validated carries no lower-VMPL permissions.
+RULE_VALIDATED_CHECK_FIRST = "#VC 0x404 is raised before a VMPL permission #NPF"
+
+#: The host's reads of a guest-private page complete (returning ciphertext); only its writes
+#: fault with an RMP #PF, which the host's fault policy handles (issue 7; sev-snp.md §4.4).
+HOST_WRITE_FAULT = "#PF (RMP)"
+
+
+class RootsProvider:
+    """The simulated AMD roots, loaded on first use (generation is slow; loading from the
+    cache is not free either), shared by forks of a machine."""
+
+    def __init__(self, seed: str, product: str) -> None:
+        self.seed = seed
+        self.product = product
+        self._roots: SimulatedAmdRoots | None = None
+
+    def roots(self) -> SimulatedAmdRoots:
+        if self._roots is None:
+            from cocopart_sev_snp.simroots import SimulatedAmdRoots
+
+            self._roots = SimulatedAmdRoots.load(self.seed, self.product)
+        return self._roots
+
+    def build_report(self, report_data: bytes, vmpl: int) -> bytes:
+        """The AMD-SP's signed ATTESTATION_REPORT for ``vmpl`` (the one attestation hook)."""
+        return self.roots().build_report(report_data=report_data, vmpl=vmpl)
+
+    def certificates(self) -> list[tuple[str, bytes]]:
+        vcek, ask, ark = self.roots().certificates()
+        return [("VCEK", vcek), ("ASK", ask), ("ARK", ark)]
+
+
+@dataclass
+class GuestReport:
+    """Outcome of a guest request for a report."""
+
+    report: bytes | None
+    certificates: list[bytes] = field(default_factory=list)
+    cert_table: bytes = b""
+    mnemonic: str = ""
+    code: int = 0
+    message: str = ""
+
+
+class SnpMachine(Machine):
+    """A partitioned SEV-SNP guest: RMP, host, AMD-SP, SVSM and workload VMPLs."""
+
+    def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
+                 graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
+        super().__init__(backend, config, trace, graph, costs)
+        self.options = options
+        self.workloads = config.workloads
+        self.vmpls: dict[str, int] = dict(zip(self.workloads, options.workload_vmpls,
+                                              strict=True))
+        self.call_protocol = options.call_protocol
+        self.asid = GUEST_ASID
+        self.rmp = Rmp(self.layout.total)
+        features = int(vm.workload_features(config.interrupt_mode))
+        self.sev_features = {w: features for w in self.workloads}
+        self.roots = RootsProvider(config.seed, options.product)
+        vmpcks = secrets.derive_vmpcks(config.seed)
+        self.secrets_page = secrets.build(vmpcks, caa=self.layout.caa(0, 0),
+                                          guest_vmpl=self.vmpls[self.workloads[0]])
+        self.messengers = {L1: GuestMessenger(bytearray(self.secrets_page))}
+        for i, w in enumerate(self.workloads):
+            copy = secrets.copy_for_vmpl(self.secrets_page, self.vmpls[w], self.layout.caa(i, 0))
+            self.messengers[w] = GuestMessenger(bytearray(copy))
+        self.host = Host(self.rmp, self.asid, self.memory, trace, config.vcpus,
+                         GuestRequestFirmware(vmpcks, self.roots.build_report),
+                         HostOptions(page_size_2m=options.host_page_size_2m))
+        self.ghcb_pages: dict[tuple[str, int], g.GhcbPage] = {}
+        self.ghcb_msr: dict[tuple[str, int], int] = {}
+        self.platform = SnpPlatform(self)
+        self.service: ServiceDispatcher = build_service(
+            self.platform, self.memory, self.layout, self.workloads, trace,
+            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__)
+        self.transport = SnpTransport(self.service, self.memory, trace, self)
+        self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
+        self.planner = WorkloadPlanner(self)
+        #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
+        self.fast_forward = True
+        self._launch()
+
+    def shared_on_fork(self) -> list[Any]:
+        return [*super().shared_on_fork(), self.roots]
+
+    # -- launch ----------------------------------------------------------------------------
+    def _launch(self) -> None:
+        """The state the SVSM leaves before the workloads run (not traced)."""
+        for i, w in enumerate(self.workloads):
+            v = self.vmpls[w]
+            start, end = self.layout.layer_region(i)
+            page = RmpEntry(assigned=True, validated=True, asid=self.asid).with_perm(
+                v, int(Access.RW))
+            self.rmp.set(start, end, page)
+            ctx = self.layout.context(i, 0)
+            self.rmp.set(ctx, ctx + 4096, page.with_perm(v, 0)._replace(vmsa=True))
+            self.memory.write(ctx, vm.build(v, self.sev_features[w]))
+            self.host.add_vcpu(0, v, HostVcpu(ctx, w))
+            self.register_vcpu(w, 0, ctx, self.layout.caa(i, 0))
+
+    def register_vcpu(self, layer: str, vcpu: int, ctx: int, caa: int) -> None:
+        """Record a vCPU context in the SVSM's service state."""
+        self.service.state.contexts[ctx] = VcpuRecord(layer, vcpu, vcpu, caa)
+        self.service.state.areas[(layer, vcpu)] = caa
+
+    # -- small accessors -------------------------------------------------------------------
+    def vmpl_of(self, layer: str) -> int:
+        """VMPL of a layer (the SVSM and its services: 0)."""
+        if layer in self.vmpls:
+            return self.vmpls[layer]
+        if layer == L1 or layer in self.config.services:
+            return 0
+        raise ConfigError(f"{layer} is not a guest layer with a VMPL", field="layer")
+
+    def layer_map(self) -> dict[str, str]:
+        out = {"VMPL0": L1}
+        out.update({f"VMPL{v}": w for w, v in self.vmpls.items()})
+        return out
+
+    def ghcb_page(self, layer: str, vcpu: int) -> g.GhcbPage:
+        key = (layer, vcpu)
+        page = self.ghcb_pages.get(key)
+        if page is None:
+            page = self.ghcb_pages[key] = g.GhcbPage()
+        return page
+
+    def vtpm(self) -> Vtpm:
+        tpm: Vtpm = self.service.vtpm
+        return tpm
+
+    # -- GHCB requests the guest side issues -----------------------------------------------
+    def psc(self, issuer: str, vcpu: int, runs: list[PageRun], op: int,
+            per_request: int = g.VMGEXIT_PSC_MAX_ENTRY) -> ArchError | None:
+        """Page State Change through ``issuer``'s GHCB, at most ``per_request`` entries per
+        request, re-issued while the host returns early (sev-snp.md §5.5). None on success.
+
+        Fast-forward: when the next requests are full requests cut from one run over a
+        region the host treats uniformly, :meth:`Host.psc_bulk` serves them as one step with
+        multiplicity (same RMP, same trace counters; tested against the one-by-one path)."""
+        page = self.ghcb_page(issuer, vcpu)
+        queue = list(runs)
+        while queue:
+            head = queue[0]
+            k = head.count // per_request
+            big = head.page_bytes == PAGE_2M
+            if self.fast_forward and k >= 2 and self.host.psc_bulk(
+                    issuer, page, head.gpa, big, per_request, k, op):
+                used = k * per_request
+                if used == head.count:
+                    queue.pop(0)
+                else:
+                    queue[0] = PageRun(head.gpa + used * head.page_bytes, head.page_bytes,
+                                       head.count - used)
+                continue
+            group, room = [], per_request
+            while queue and room:
+                r = queue[0]
+                take = min(room, r.count)
+                group.append(PageRun(r.gpa, r.page_bytes, take))
+                room -= take
+                if take == r.count:
+                    queue.pop(0)
+                else:
+                    queue[0] = PageRun(r.gpa + take * r.page_bytes, r.page_bytes, r.count - take)
+            err = self._psc_request(issuer, page, group, op)
+            if err is not None:
+                return err
+        return None
+
+    def _psc_request(self, issuer: str, page: g.GhcbPage, group: list[PageRun], op: int
+                     ) -> ArchError | None:
+        """One PSC descriptor, re-issued until the host has served every entry."""
+        entries = b"".join(g.pack_run(r.gpa, r.page_bytes == PAGE_2M, r.count, op)
+                           for r in group)
+        page.write_shared(g.psc_encode(entries))
+        n = len(entries) // g.PSC_ENTRY_SIZE
+        prev = 0
+        while True:
+            page.request(g.ExitCode.PSC, 0, 0, scratch=g.OFF_SHARED_BUFFER)
+            self.host.exit(issuer, page)
+            cur, end, rsvd = g.psc_header(page.shared(g.PSC_HEADER.size))
+            if page.failed() or page.info2:
+                return ArchError(vendor="amd", mnemonic="VMGEXIT(PSC)",
+                                 code=page.info2 or page.info1,
+                                 message=f"the host failed page state change entry {cur} "
+                                 f"of {n} (EXITINFO2 {page.info2:#x}).")
+            if rsvd or end != n - 1 or cur <= prev:
+                return ArchError(vendor="amd", mnemonic="VMGEXIT(PSC)", code=0,
+                                 message="the host's PSC header went wrong (reserved bits, a "
+                                 "changed end, or no progress): the guest stops.")
+            if cur > end:
+                return None
+            prev = cur
+
+    def guest_report(self, layer: str, report_data: bytes, *, vmpl: int | None = None,
+                     vmpck: int | None = None) -> GuestReport:
+        """MSG_REPORT_REQ through ``layer``'s GHCB (VMGEXIT GUEST_REQUEST) with its own VMPCK
+        unless ``vmpck`` says otherwise; the report's VMPL defaults to the layer's."""
+        own = self.vmpl_of(layer)
+        key = own if vmpck is None else vmpck
+        req = ReportRequest(user_data=report_data.ljust(64, b"\0")[:64],
+                            vmpl=own if vmpl is None else vmpl)
+        messenger = self.messengers[layer]
+        try:
+            seqno, request = messenger.prepare(key, MsgType.REPORT_REQ, req.encode())
+        except GuestMessageError as err:
+            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", message=f"{err}.")
+        box = self.host.mailboxes.setdefault(layer, MessagePages())
+        box.request = request
+        page = self.ghcb_page(layer, 0)
+        page.request(g.ExitCode.GUEST_REQUEST, 0, 0)
+        self.host.exit(layer, page)
+        vmm_err, fw_err = g.guest_request_errors(page.info2)
+        if page.failed() or vmm_err or fw_err:
+            messenger.wipe(key)
+            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", code=fw_err or vmm_err,
+                               message=f"the AMD-SP refused the request (firmware status "
+                               f"{fw_err:#x}, hypervisor error {vmm_err}); VMPCK{key} wiped.")
+        try:
+            payload = messenger.complete(key, seqno, MsgType.REPORT_REQ, box.response)
+        except GuestMessageError as err:
+            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", message=f"{err}.")
+        rsp = ReportResponse.decode(payload)
+        if rsp.status:
+            return GuestReport(None, mnemonic="MSG_REPORT_RSP", code=rsp.status,
+                               message=f"MSG_REPORT_RSP status {rsp.status:#x}: a report for "
+                               f"VMPL{req.vmpl} requested with VMPCK{key} was refused.")
+        certs = self.roots.certificates()
+        return GuestReport(rsp.report, [c for _n, c in certs], cert_table(certs))
+
+    def detect_svsm(self, layer: str) -> secrets.SvsmDetection:
+        """What ``layer`` concludes at boot about an SVSM (sev-snp.md §2.3)."""
+        from cocopart_sev_snp import instructions as ins
+
+        vmpl = self.vmpl_of(layer)
+        probe_page = self.layout.caa(self.workloads.index(layer), 0) if layer in self.vmpls \
+            else self.layout.caa(0, 0)
+
+        def probe() -> int:
+            r = ins.rmpadjust(self.rmp, asid=self.asid, vmpl=vmpl, gpa=probe_page,
+                              page_2m=False, count=1, target_vmpl=1, perms=0)
+            self.trace.record(layer, "RMPADJUST", "VMPL1", ins.RmpRc(r.rc).name if r.rc
+                              else "ok")
+            return r.rc
+
+        msr = self.host.msr_exit(layer, g.MsrInfo.HV_FEATURES_REQ)
+        page = bytes(self.messengers[layer].secrets_page)
+        return secrets.detect_svsm(probe, page, msr >> 12)
+
+    # -- Machine ---------------------------------------------------------------------------
+    def execute(self, op: Operation) -> OperationResult:
+        name = op.describe()
+        rng = getattr(op, "range", None)
+        if rng is not None and rng.end > self.config.memory:
+            raise ConfigError(f"range {rng} ends beyond guest RAM ({self.config.memory:#x})",
+                              field="range")
+        if isinstance(op, (InjectInterrupt, ConfigureInterrupts)):
+            return OperationResult.not_supported(
+                name, "interrupt delivery (Restricted/Alternate Injection and the SVSM APIC "
+                "protocol) is not modelled by the sev-snp backend yet")
+        if op.layer in self.vmpls or op.layer == L1:
+            return self.planner.run(op)
+        return OperationResult.not_supported(
+            name, f"{op.layer} does not request {op.op} on SEV-SNP: the guest's layers "
+            f"({L1}, {', '.join(self.workloads)}) do")
+
+    def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
+        if not 0 <= gpa < self.layout.total:
+            raise ConfigError(f"GPA {gpa:#x} is outside the guest", field="gpa")
+        e = self.rmp.get(gpa)
+        if layer == "firmware":
+            return AccessOutcome(ok=True)
+        if layer == "host":
+            if e.assigned and access & ~Access.READ:
+                return AccessOutcome(ok=False, fault=HOST_WRITE_FAULT, handled_by="host")
+            return AccessOutcome(ok=True)
+        vmpl = self.vmpl_of(layer)
+        if not e.assigned:
+            return AccessOutcome(ok=True)  # a shared page, accessed with C=0
+        if not e.owned_by(self.asid):
+            self.trace.record(layer, "NPF", "host", "RMP")
+            return AccessOutcome(ok=False, fault="#NPF", handled_by="host")
+        if not e.validated:  # RULE_VALIDATED_CHECK_FIRST
+            return AccessOutcome(ok=False, fault=f"#VC {VC_PAGE_NOT_VALIDATED:#x}",
+                                 handled_by=layer)
+        if int(access) & ~e.perm(vmpl):
+            self.trace.record(layer, "NPF", "host", "VMPL")
+            return AccessOutcome(ok=False, fault="#NPF", handled_by="host")
+        return AccessOutcome(ok=True)
+
+    def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
+        end = self.config.memory if end is None else end
+        out: list[MemoryRun] = []
+        for s, e, v in self.rmp.runs(start, end):
+            run = MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
+                            access={w: Access(v.perm(n)).short()
+                                    for w, n in self.vmpls.items() if v.perm(n)},
+                            context=v.vmsa)
+            last = out[-1] if out else None
+            if last is not None and last.end == s and (
+                    last.private, last.validated, last.access, last.context) == (
+                    run.private, run.validated, run.access, run.context):
+                last.end = e
+            else:
+                out.append(run)
+        return out
+
+    def vcpus(self) -> list[VcpuView]:
+        out = []
+        for ctx, rec in sorted(self.service.state.contexts.items(),
+                               key=lambda kv: (kv[1].layer, kv[1].vcpu)):
+            host = self.host.contexts.get((rec.apic_id, self.vmpls[rec.layer]))
+            state = "running" if host is not None and host.state == "running" \
+                and host.vmsa_gpa == ctx else "stopped"
+            out.append(VcpuView(layer=rec.layer, vcpu=rec.vcpu, state=state, context_gpa=ctx,
+                                apic_id=rec.apic_id))
+        return out
+
+    def rmp_entry(self, gpa: int) -> RmpEntry:
+        """The RMP entry covering ``gpa`` (for tests and tools below the neutral API)."""
+        return self.rmp.get(gpa)

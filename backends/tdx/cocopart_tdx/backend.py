@@ -1,0 +1,209 @@
+"""The ``tdx`` backend: Intel TDX partitioning — an L1 VMM inside the TD serving L2 VMs 1-3.
+
+Layers: ``firmware`` = the TDX module, ``host`` = the untrusted VMM, ``l1`` = the TD's L1
+VMM (the privileged layer), ``l2.n`` = L2 VM n, plus service layers (``vtpm``) run by L1.
+Everything an L2 needs goes through L1: every TDCALL an L2 issues except TDG.VP.VMCALL with
+ENABLE_TDVMCALL exits to L1 (tdx.md §2.4), so L1 holds validate, rescind, set-access,
+vCPUs, attestation (only L1 can TDG.MR.REPORT) and measurement; the host holds convert
+(MapGPA); the TDX module holds nothing an L2 reaches directly.
+
+Backend options (``PartitionConfig.backend_options``):
+
+``module``          ``"1.5"`` (default, the 1.5.01 source) or ``"2.0"`` (a later module: 1G
+                    ACCEPT, TDG.MEM.PAGE.RELEASE with CONFIG_FLAGS.PAGE_RELEASE).
+``host_mapping``    ``"4K"`` (default: upstream KVM maps private memory at 4K only) or ``"2M"``.
+``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
+``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
+                    it goes straight to the host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cocopart.backend import Backend, CapabilityAnswer, Machine
+from cocopart.errors import ConfigError
+from cocopart.layers import EdgeKind, LayerGraph
+from cocopart.model import InterruptMode, Layer, LayerRole, PartitionConfig
+from cocopart.trace import CostTable, Trace
+
+from cocopart_tdx.costs import default_costs
+from cocopart_tdx.host import HOST_MAPPINGS
+from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
+
+KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
+L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
+                   "attest-service", "attest-hardware", "extend-measurement"]
+#: Interrupt delivery into L2s is issue 6; until then every mode is answered not-supported.
+INTERRUPTS_LATER = ("interrupt delivery into L2 VMs (L1 event injection through the L2 VMCS, "
+                    "or the L2 virtual APIC) is not modelled yet (issue 6)")
+
+
+@dataclass(frozen=True)
+class TdxOptions:
+    """Validated backend options."""
+
+    module: str = "1.5"
+    host_mapping: str = "4K"
+    gpaw: int = 48
+    enable_tdvmcall: bool = False
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> TdxOptions:
+        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown tdx option(s) {', '.join(unknown)} (known: "
+                              f"{', '.join(KNOWN_OPTIONS)})",
+                              field=f"backend_options.{unknown[0]}")
+        module = str(options.get("module", "1.5"))
+        if module not in MODULE_VERSIONS:
+            raise ConfigError(f"module must be one of {', '.join(MODULE_VERSIONS)}, not "
+                              f"{options.get('module')!r}", field="backend_options.module")
+        mapping = str(options.get("host_mapping", "4K")).upper()
+        if mapping not in HOST_MAPPINGS:
+            raise ConfigError(f"host_mapping must be one of {', '.join(HOST_MAPPINGS)}, not "
+                              f"{options.get('host_mapping')!r}",
+                              field="backend_options.host_mapping")
+        gpaw = options.get("gpaw", 48)
+        if isinstance(gpaw, bool) or gpaw not in (48, 52):
+            raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
+                              field="backend_options.gpaw")
+        tdvmcall = options.get("enable_tdvmcall", False)
+        if not isinstance(tdvmcall, bool):
+            raise ConfigError(f"enable_tdvmcall must be true or false, not {tdvmcall!r}",
+                              field="backend_options.enable_tdvmcall")
+        return cls(module, mapping, int(gpaw), tdvmcall)
+
+
+class TdxBackend(Backend):
+    """Intel TDX partitioning."""
+
+    name: ClassVar[str] = "tdx"
+    vendor: ClassVar[str] = "intel"
+    title: ClassVar[str] = "Intel TDX partitioning (L1 VMM serving L2 VMs 1-3)"
+    distribution: ClassVar[str] = "cocopart-tdx"
+
+    def check_config(self, config: PartitionConfig) -> None:
+        opts = TdxOptions.parse(config.backend_options)
+        top = config.memory + (2 << 30)  # RAM plus room for the protocol and L1 regions
+        if top >= 1 << (opts.gpaw - 1):
+            raise ConfigError(f"memory reaches the shared bit {opts.gpaw - 1} (gpaw "
+                              f"{opts.gpaw})", field="memory")
+
+    def layers(self, config: PartitionConfig) -> list[Layer]:
+        out = [Layer(name="firmware", role=LayerRole.FIRMWARE, vendor_name="TDX module"),
+               Layer(name="host", role=LayerRole.HOST, vendor_name="host VMM"),
+               Layer(name="l1", role=LayerRole.PRIVILEGED, vendor_name="L1 VMM", level=0)]
+        out += [Layer(name=w, role=LayerRole.WORKLOAD, vendor_name=f"L2 VM {i + 1}",
+                      level=i + 1) for i, w in enumerate(config.workloads)]
+        out += [Layer(name=s, role=LayerRole.SERVICE, vendor_name=f"{s} (in L1)")
+                for s in config.services]
+        return out
+
+    def graph(self, config: PartitionConfig) -> LayerGraph:
+        opts = TdxOptions.parse(config.backend_options)
+        costs = default_costs()
+        g = LayerGraph()
+        for layer in self.layers(config):
+            caps: list[str] = []
+            if layer.name == "l1":
+                caps = list(L1_CAPABILITIES)
+            elif layer.name == "host":
+                caps = ["convert"]
+            elif layer.role is LayerRole.SERVICE and layer.name == "vtpm":
+                caps = ["extend-measurement"]
+            g.add_layer(layer, caps)
+        exit_ns = costs.switch_ns("L2->L1 exit")
+        g.add_edge("l1", "firmware", EdgeKind.CALL, "TDCALL", costs.primitive_ns("TDG.VP.WR"))
+        g.add_edge("l1", "host", EdgeKind.CALL, "TDG.VP.VMCALL",
+                   costs.switch_ns("TD exit") + costs.switch_ns("TDH.VP.ENTER"))
+        g.add_edge("l1", "firmware", EdgeKind.TRUST, "the TDX module enforces SEPT and signs "
+                   "the TDREPORT")
+        for w in config.workloads:
+            g.add_edge(w, "l1", EdgeKind.WORLD_SWITCH, "TDCALL->L2 exit (77)", exit_ns)
+            g.add_edge("l1", w, EdgeKind.WORLD_SWITCH, "TDG.VP.ENTER",
+                       costs.switch_ns("TDG.VP.ENTER"))
+            g.add_edge("l1", w, EdgeKind.MEMORY_CONTROL, "TDG.MEM.PAGE.ATTR.WR")
+            g.add_edge(w, "l1", EdgeKind.TRUST, "L1 accepts its memory, sets its attributes "
+                       "and attests for it")
+            g.add_edge(w, "firmware", EdgeKind.TRUST, "the TDX module isolates it")
+            if opts.enable_tdvmcall:
+                g.add_edge(w, "host", EdgeKind.CALL, "TDG.VP.VMCALL (ENABLE_TDVMCALL)",
+                           costs.switch_ns("TD exit") + costs.switch_ns("TDH.VP.ENTER"))
+            for s in config.services:
+                g.add_edge(w, s, EdgeKind.TRUST, f"{s} served by L1")
+        for s in config.services:
+            g.add_edge("l1", s, EdgeKind.CALL, f"{s} protocol (in L1)", 0.0)
+            g.add_edge(s, "l1", EdgeKind.TRUST, "runs inside L1")
+        return g
+
+    def capabilities(self, config: PartitionConfig) -> dict[str, CapabilityAnswer]:
+        opts = TdxOptions.parse(config.backend_options)
+        yes = CapabilityAnswer
+        caps = {
+            "validate": yes(supported=True, mechanism="PVALIDATE call -> L1: "
+                            "TDG.MEM.PAGE.ACCEPT + TDG.MEM.PAGE.ATTR.WR"),
+            "rescind": yes(supported=True, mechanism="L1: TDG.MEM.PAGE.ATTR.WR (remove) + "
+                           "TDG.MEM.PAGE.RELEASE") if opts.module == "2.0" else
+            yes(supported=False, reason="TDX module 1.5 has no TDG.MEM.PAGE.RELEASE (leaf 30): "
+                "a private page cannot be un-accepted; convert it to shared instead "
+                "(backend option module = '2.0' models a later module)"),
+            "convert": yes(supported=True, mechanism="TDVMCALL<MapGPA> (shared bit "
+                           f"{opts.gpaw - 1}); to private then ACCEPT"),
+            "set-access": yes(supported=True, mechanism="TDG.MEM.PAGE.ATTR.WR by L1 (an L2's "
+                              "ATTR.WR exits to L1, reason 77)"),
+            "create-vcpu": yes(supported=True, mechanism="CREATE_VCPU -> L1: TDG.VP.WR of the "
+                               "L2 VMCS + TDG.VP.ENTER on L1 vCPU n"),
+            "delete-vcpu": yes(supported=True, mechanism="DELETE_VCPU -> L1 clears the L2 "
+                               "VMCS virtual-APIC address (never entered again)"),
+            "attest-service": yes(supported=True, mechanism="attestation protocol -> L1: "
+                                  "TDG.MR.REPORT + TDVMCALL<GetQuote>, REPORTDATA = "
+                                  "SHA-512(nonce || manifest)"),
+            "attest-hardware": yes(supported=False, reason="only L1 may call TDG.MR.REPORT; an "
+                                   "L2's TDCALL exits to L1 — use source 'service'"),
+            "extend-measurement": yes(supported="vtpm" in config.services,
+                                      mechanism="vTPM PCR extend -> L1: TDG.MR.RTMR.EXTEND",
+                                      reason=None if "vtpm" in config.services else
+                                      "no vTPM service configured"),
+            "inject-interrupt": yes(supported=False, reason=INTERRUPTS_LATER),
+            "configure-interrupts": yes(supported=False, reason=INTERRUPTS_LATER),
+            "interrupt-mode:direct": yes(supported=False, reason="the host can never inject "
+                                         "into an L2; L1 is always the injector (tdx.md §5)"),
+            "page-size:1G": yes(supported=opts.module == "2.0",
+                                mechanism="TDG.MEM.PAGE.ACCEPT level 2 (L1 only)",
+                                reason=None if opts.module == "2.0" else
+                                "module 1.5 accepts 4K and 2M only (1G: OPERAND_INVALID)"),
+            "l2-tdvmcall-to-host": yes(supported=opts.enable_tdvmcall,
+                                       mechanism="L2_CTLS.ENABLE_TDVMCALL",
+                                       reason=None if opts.enable_tdvmcall else
+                                       "enable_tdvmcall is off: L2 VMCALLs go to L1"),
+        }
+        for mode in InterruptMode:
+            if mode is not InterruptMode.DIRECT:
+                caps[f"interrupt-mode:{mode.value}"] = yes(supported=False,
+                                                           reason=INTERRUPTS_LATER)
+        return caps
+
+    def cost_table(self) -> CostTable:
+        return default_costs()
+
+    def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:
+        opts = TdxOptions.parse(config.backend_options)
+        if layer == "l1":
+            return sorted(MNEMONIC[leaf] for leaf in Leaf)
+        if layer == "host":
+            return ["TDH.MEM.PAGE.AUG", "TDH.MEM.PAGE.DEMOTE", "TDH.MEM.RANGE.BLOCK",
+                    "TDH.MEM.TRACK", "TDH.MEM.PAGE.REMOVE", "TDH.VP.CREATE", "TDH.VP.INIT",
+                    "TDH.VP.ENTER"]
+        if layer in config.workloads:
+            return ["TDG.VP.VMCALL"] if opts.enable_tdvmcall else []
+        return []
+
+    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable
+                       ) -> Machine:
+        from cocopart_tdx.machine import TdxMachine
+
+        self.check_config(config)
+        return TdxMachine(self, config, trace, self.graph(config), costs,
+                          TdxOptions.parse(config.backend_options))

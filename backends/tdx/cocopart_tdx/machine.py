@@ -1,0 +1,393 @@
+"""``TdxMachine``: one partitioned TD on the model — TDX module, host, L1 and its protocol
+service, the L2 VMs — executing vendor-neutral operations.
+
+Launch (not traced): the host builds the TD (TDH.MEM.PAGE.ADD of the protocol region and
+L1's own pages, MRTD from them), L1 gives each L2 VM read/write aliases to its calling areas,
+state-buffer pages and scratch pages, and starts each L2 VM's vCPU 0 (TDG.VP.WR of its L2
+VMCS and the first TDG.VP.ENTER on L1 vCPU 0). Guest RAM starts private and unaccepted:
+nothing is mapped until the host AUGs on the first accept.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
+from cocopart.client import ProtocolClient
+from cocopart.layers import LayerGraph
+from cocopart.memory import GuestMemory
+from cocopart.model import PAGE_4K, Access, PageSize, PartitionConfig
+from cocopart.ops import (
+    ArchError, Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, DeleteVcpu,
+    ExtendMeasurement, InjectInterrupt, Operation, OperationResult, RescindPages, SetAccess,
+    ValidatePages)
+from cocopart.protocol.ids import ResultCode
+from cocopart.protocol.manifest import VTPM_SERVICE_GUID, Requester, bind_report_data
+from cocopart.service import vtpm as vtpm_service
+from cocopart.service.attest import build_manifest
+from cocopart.service.build import build_service
+from cocopart.service.state import VcpuRecord
+from cocopart.trace import CostTable, Trace
+
+from cocopart_tdx import attributes as attrs
+from cocopart_tdx.backend import INTERRUPTS_LATER, TdxOptions
+from cocopart_tdx.host import TdxHost, build_td
+from cocopart_tdx.l1 import (
+    PROTOCOL_PAGE_GRANT, L1Region, Tally, TdxPlatform, TdxProtocolLayout, TdxTransport,
+    error_of)
+from cocopart_tdx.sept import ACCEPTED, LEVEL_BYTES, PENDING_FAMILY, L2Alias, Sept, SeptState
+from cocopart_tdx.simroots import DEFAULT_TD_ATTRIBUTES, SimulatedIntelRoots
+from cocopart_tdx.status import mnemonic
+from cocopart_tdx.tdcall import TdConfig, TdxModule
+from cocopart_tdx.vmcall import TdvmcallStatus
+from cocopart_tdx.vp_enter import EnterGuestState
+from cocopart_tdx.workload import AP_START_RIP, L2Workload
+
+
+@lru_cache(maxsize=8)
+def simulated_roots(seed: str) -> SimulatedIntelRoots:
+    """The simulated Intel roots of a seed (loaded once per process; cached on disk)."""
+    return SimulatedIntelRoots.load(seed)
+
+
+class TdxMachine(Machine):
+    """A partitioned TD on the TDX model."""
+
+    def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
+                 graph: LayerGraph, costs: CostTable, options: TdxOptions) -> None:
+        super().__init__(backend, config, trace, graph, costs)
+        self.layout = TdxProtocolLayout(config.memory, config.workload_layers, config.vcpus)
+        self.options = options
+        self.workloads = config.workloads
+        self.region = L1Region(self.layout.total, config.workload_layers, config.vcpus)
+        total = self.layout.total + self.region.size
+        self.memory = GuestMemory(total)
+        sept = Sept(total, config.workload_layers)
+        self.roots = simulated_roots(config.seed)
+        launch = [(self.layout.base, self.layout.total)] + self.region.private_ranges()
+        mrtd = build_td(sept, self.memory, launch, self.region.image, config.seed)
+        td = TdConfig(num_l2_vms=config.workload_layers, vcpus=config.vcpus,
+                      gpaw=options.gpaw, module=options.module,
+                      attributes=int.from_bytes(DEFAULT_TD_ATTRIBUTES, "little"), mrtd=mrtd)
+        self.module = TdxModule(td, sept, self.memory)
+        roots = self.roots
+        self.module.report_builder = lambda data, mr, rtmrs: roots.build_tdreport(
+            report_data=data, mrtd=mr, rtmrs=rtmrs)
+        self.host = TdxHost(self.module, options.host_mapping)
+        self.host.quoter = roots.quote_from_tdreport
+        q = self.region.quote_buffer
+        self.host.shared.set(q, q + self.region.quote_buffer_size, True)
+        self.platform = TdxPlatform(self.module, self.host, self.memory, self.layout,
+                                    self.region, self.workloads, trace,
+                                    strategy=config.strategy,
+                                    enable_tdvmcall=options.enable_tdvmcall)
+        workloads = self.workloads
+        self.service = build_service(self.platform, self.memory, self.layout, workloads, trace,
+                                     services=config.services, seed=config.seed,
+                                     level_of=lambda layer: workloads.index(layer) + 1)
+        self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
+        self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
+        self.workload = L2Workload(config, self.layout, self.platform, self.transport,
+                                   self.client, trace)
+        self._launch()
+
+    # -- launch ----------------------------------------------------------------------------------
+    def _launch(self) -> None:
+        sept = self.module.sept
+        for i, layer in enumerate(self.workloads):
+            vm = i + 1
+            start, end = self.layout.layer_region(i)
+            sept.set_alias(vm, start, end, L2Alias(SeptState.L2_MAPPED, PROTOCOL_PAGE_GRANT))
+        scratch = Trace()
+        self.platform.trace = scratch
+        try:
+            for i, layer in enumerate(self.workloads):
+                ctx, caa = self.layout.context(i, 0), self.layout.caa(i, 0)
+                self.memory.write(ctx, EnterGuestState(rip=AP_START_RIP).encode())
+                code = self.platform.create_vcpu(layer, ctx, caa, 0)
+                if code != ResultCode.SUCCESS:
+                    raise RuntimeError(f"launch could not start {layer} vCPU 0: {code:#x} "
+                                       f"({self.platform.take_error()})")
+                self.service.state.contexts[ctx] = VcpuRecord(layer, 0, 0, caa)
+        finally:
+            self.platform.trace = self.trace
+
+    def shared_on_fork(self) -> list[Any]:
+        return super().shared_on_fork() + [self.roots]
+
+    def fork(self) -> Machine:
+        other = super().fork()
+        assert isinstance(other, TdxMachine)
+        tpm = getattr(other.service, "vtpm", None)
+        if isinstance(tpm, vtpm_service.Vtpm):  # handlers are closures: bind the copy's vTPM
+            vtpm_service.register(other.service, tpm)
+            tpm.on_extend = other.platform.extend_measurement
+        return other
+
+    # -- operations --------------------------------------------------------------------------------
+    def execute(self, op: Operation) -> OperationResult:
+        name = op.describe()
+        if isinstance(op, (InjectInterrupt, ConfigureInterrupts)):
+            return OperationResult.not_supported(name, INTERRUPTS_LATER)
+        if op.layer in self.workloads:
+            w = self.workload
+            if isinstance(op, ValidatePages):
+                return w.validate(op)
+            if isinstance(op, RescindPages):
+                return w.rescind(op)
+            if isinstance(op, ConvertPages):
+                return w.convert(op)
+            if isinstance(op, SetAccess):
+                return w.set_access(op)
+            if isinstance(op, CreateVcpu):
+                return w.create_vcpu(op)
+            if isinstance(op, DeleteVcpu):
+                return w.delete_vcpu(op)
+            if isinstance(op, Attest):
+                return w.attest(op)
+            if isinstance(op, ExtendMeasurement):
+                return w.extend(op)
+        if op.layer == "l1":
+            return self._from_l1(op)
+        return OperationResult.not_supported(
+            name, f"{op.layer} cannot request this on TDX: the host and the TDX module issue "
+            "no guest operations, and services act through L1")
+
+    def _l1_failure(self, name: str, status: int, what: str) -> OperationResult:
+        err = error_of(status, what)
+        return OperationResult.failure(name, ArchError(vendor="intel", mnemonic=err.mnemonic,
+                                                       code=err.code, message=err.message))
+
+    def _from_l1(self, op: Operation) -> OperationResult:
+        """Operations L1 requests for itself: TDCALLs straight to the module, no exits."""
+        name = op.describe()
+        p = self.platform
+        if isinstance(op, ValidatePages):
+            levels = p.accept_levels(None)
+            if op.page_size is not None:
+                levels = (next(lv for lv, s in LEVEL_BYTES.items()
+                               if s == op.page_size.bytes),)
+            r = p.accept_range(op.range.start, op.range.end, levels)
+            if r.status:
+                res = self._l1_failure(name, r.status, f"TDG.MEM.PAGE.ACCEPT of "
+                                       f"{r.failed_gpa or 0:#x}")
+                return res.model_copy(update={"progress": None}) if not r.done else res
+            return OperationResult.success(name, already_accepted_bytes=r.already)
+        if isinstance(op, RescindPages):
+            out = p.rescind_pages(self.workloads[0], op.range.start, PAGE_4K,
+                                  op.range.pages_4k, ignore_unchanged=True)
+            err = p.take_error()
+            if out.code == ResultCode.UNSUPPORTED_CALL and err is not None:
+                return OperationResult.not_supported(name, err.message)
+            if out.code != ResultCode.SUCCESS and err is not None:
+                return OperationResult.failure(name, ArchError(
+                    vendor="intel", mnemonic=err.mnemonic, code=err.code, message=err.message))
+            return OperationResult.success(name)
+        if isinstance(op, SetAccess):
+            if op.target not in self.workloads:
+                return OperationResult.not_supported(
+                    name, f"{op.target} has no TDX page attributes here: only this TD's L2 "
+                    "VMs do (L1 always has full access to its private pages)")
+            out = p.set_access(op.target, op.range.start, PAGE_4K, op.range.pages_4k,
+                               op.access)
+            err = p.take_error()
+            if out.code != ResultCode.SUCCESS:
+                return OperationResult.failure(name, ArchError(
+                    vendor="intel", mnemonic=err.mnemonic if err else "TDX_OPERAND_INVALID",
+                    code=err.code if err else out.code,
+                    message=err.message if err else "TDG.MEM.PAGE.ATTR.WR failed"))
+            return OperationResult.success(name)
+        if isinstance(op, ConvertPages):
+            return self._l1_convert(op)
+        if isinstance(op, (CreateVcpu, DeleteVcpu)):
+            return self._l1_vcpu(op)
+        if isinstance(op, Attest):
+            return self._l1_attest(op)
+        if isinstance(op, ExtendMeasurement):
+            status = p.extend_rtmr(op.index, op.digest)
+            if status:
+                return self._l1_failure(name, status, f"TDG.MR.RTMR.EXTEND of RTMR{op.index}")
+            return OperationResult.success(name, rtmr=op.index)
+        return OperationResult.not_supported(name, "not an operation L1 requests")
+
+    def _l1_convert(self, op: ConvertPages) -> OperationResult:
+        name = op.describe()
+        p = self.platform
+        sbit = self.module.shared_bit
+        start, size = op.range.start, op.range.size
+        gpa = start | sbit if op.to == "shared" else start
+        if op.to == "shared" and self.options.module == "2.0":
+            p.rescind_pages(self.workloads[0], start, PAGE_4K, op.range.pages_4k,
+                            ignore_unchanged=True)
+            p.take_error()
+        cur = gpa
+        for _ in range(1 + op.range.pages_4k):
+            tally = Tally()
+            out = p.map_gpa(cur, start + size - (cur & ~sbit), tally)
+            tally.flush(self.trace)
+            if out.get("r10") != TdvmcallStatus.RETRY:
+                break
+            cur = out.get("r11", cur)
+        st = out.get("r10", TdvmcallStatus.INVALID_OPERAND)
+        if st != TdvmcallStatus.SUCCESS:
+            return OperationResult.failure(name, ArchError(
+                vendor="intel", mnemonic=f"TDG.VP.VMCALL_{TdvmcallStatus(st).name}", code=st,
+                message=f"TDVMCALL<MapGPA> answered {TdvmcallStatus(st).name}"))
+        if op.to == "private":
+            r = p.accept_range(start, start + size, p.accept_levels(None))
+            if r.status:
+                return self._l1_failure(name, r.status, "TDG.MEM.PAGE.ACCEPT")
+        return OperationResult.success(name)
+
+    def _l1_vcpu(self, op: CreateVcpu | DeleteVcpu) -> OperationResult:
+        name = op.describe()
+        if op.target not in self.workloads:
+            return OperationResult.not_supported(name, f"{op.target} is not an L2 VM")
+        if op.vcpu >= self.config.vcpus:
+            return OperationResult.failure(name, ArchError(
+                vendor="cocopart-protocol", mnemonic="INVALID_PARAMETER",
+                code=ResultCode.INVALID_PARAMETER, message=f"no vCPU {op.vcpu}"))
+        i = self.workloads.index(op.target)
+        ctx, caa = self.layout.context(i, op.vcpu), self.layout.caa(i, op.vcpu)
+        p = self.platform
+        if isinstance(op, CreateVcpu):
+            code = p.create_vcpu(op.target, ctx, caa, op.vcpu)
+            if code == ResultCode.SUCCESS:
+                self.service.state.contexts[ctx] = VcpuRecord(op.target, op.vcpu, op.vcpu, caa)
+        else:
+            code = p.delete_vcpu(op.target, ctx)
+            if code == ResultCode.SUCCESS:
+                self.service.state.contexts.pop(ctx, None)
+        if code != ResultCode.SUCCESS:
+            err = p.take_error()
+            return OperationResult.failure(name, ArchError(
+                vendor="intel" if err else "cocopart-protocol",
+                mnemonic=err.mnemonic if err else "INVALID_PARAMETER",
+                code=err.code if err else code,
+                message=err.message if err else f"vCPU {op.vcpu} of {op.target} "
+                f"{'already exists' if isinstance(op, CreateVcpu) else 'does not exist'}"))
+        return OperationResult.success(name)
+
+    def _l1_attest(self, op: Attest) -> OperationResult:
+        name = op.describe()
+        nonce: bytes | None = None
+        manifest: bytes | None = None
+        data = op.report_data
+        if op.source == "service":
+            table = {}
+            tpm = getattr(self.service, "vtpm", None)
+            if isinstance(tpm, vtpm_service.Vtpm):
+                table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
+            manifest = build_manifest(table, Requester("l1", 0))
+            nonce = op.report_data
+            data = bind_report_data(nonce, manifest)
+        ev = self.platform.hardware_report(data, "l1")
+        if not isinstance(ev, int):
+            return OperationResult.success(name, evidence=self.workload.evidence(ev.raw, nonce,
+                                                                                manifest))
+        err = self.platform.take_error()
+        return OperationResult.failure(name, ArchError(
+            vendor="intel", mnemonic=err.mnemonic if err else "TDG.MR.REPORT",
+            code=err.code if err else ev, message=err.message if err else "report failed"))
+
+    # -- views -------------------------------------------------------------------------------------
+    def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
+        end = self.config.memory if end is None else end
+        sept = self.module.sept
+        points = {start, end}
+        for m in (sept.l1, self.host.shared, *sept.l2.values()):
+            for s, e, _v in m.runs(start, end):  # type: ignore[attr-defined]
+                points.update((s, e))
+        contexts = {r.context_gpa for r in self.platform.l2_vcpus.values()}
+        for c in contexts:
+            if start <= c < end:
+                points.update((c, min(c + PAGE_4K, end)))
+        out: list[MemoryRun] = []
+        pts = sorted(points)
+        for s, e in zip(pts, pts[1:]):
+            entry = sept.entry(s)
+            shared = self.host.shared.get(s)
+            accepted = not shared and entry.state in ACCEPTED
+            access = {}
+            if accepted:
+                for vm, amap in sept.l2.items():
+                    a = amap.get(s)
+                    if a.state is SeptState.L2_MAPPED and attrs.grants_any(a.attr):
+                        access[self.workloads[vm - 1]] = attrs.attr_to_access(a.attr).short()
+            run = MemoryRun(start=s, end=e, private=not shared, validated=accepted,
+                            access=access, context=s in contexts)
+            if out and out[-1].end == s and out[-1].model_dump(exclude={"start", "end"}) \
+                    == run.model_dump(exclude={"start", "end"}):
+                out[-1] = out[-1].model_copy(update={"end": e})
+            else:
+                out.append(run)
+        return out
+
+    def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
+        """What happens when ``layer`` touches ``gpa`` (tdx.md §2.4 EPT-violation cases)."""
+        if not 0 <= gpa < self.layout.total:
+            return AccessOutcome(ok=False, fault="outside guest memory", handled_by="host")
+        shared = self.host.shared.get(gpa)
+        entry = self.module.sept.entry(gpa)
+        if layer == "host":
+            if shared:
+                return AccessOutcome(ok=True)
+            return AccessOutcome(ok=False, fault="TD-private page: the host never sees its "
+                                 "plaintext (TD-owner bit)", handled_by="host")
+        if layer == "l1":
+            if shared or entry.state in ACCEPTED:
+                return AccessOutcome(ok=True)
+            if entry.state in PENDING_FAMILY:
+                return AccessOutcome(ok=False, fault="#VE (EPT violation on a PENDING page)",
+                                     handled_by="l1")
+            return self._td_exit(layer, "EPT violation TD exit: page not mapped in the SEPT")
+        if layer not in self.workloads:
+            return AccessOutcome(ok=False, fault=f"{layer} is not a guest layer that touches "
+                                 "memory itself", handled_by="l1")
+        vm = self.workloads.index(layer) + 1
+        if shared:
+            return self._td_exit(layer, "EPT violation on a shared GPA: TD exit to the host "
+                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off)")
+        if entry.state in PENDING_FAMILY:
+            return self._l2_exit(layer, "L2->L1 EPT violation: the page is PENDING "
+                                 "(R13 type 6)")
+        if entry.state not in ACCEPTED:
+            return self._td_exit(layer, "EPT violation TD exit: page not mapped in the L1 SEPT")
+        alias = self.module.sept.alias(vm, gpa)
+        need = attrs.access_to_attr(access)
+        if alias.state is SeptState.L2_MAPPED and need and alias.attr & need == need:
+            return AccessOutcome(ok=True)
+        return self._l2_exit(layer, "L2->L1 EPT violation: no alias or attribute for this "
+                             "access")
+
+    def _l2_exit(self, layer: str, fault: str) -> AccessOutcome:
+        self.trace.record("firmware", "EPT_VIOLATION", layer, "L2->L1 exit")
+        self.trace.switch(layer, "l1", "L2->L1 exit")
+        return AccessOutcome(ok=False, fault=fault, handled_by="l1")
+
+    def _td_exit(self, layer: str, fault: str) -> AccessOutcome:
+        self.trace.record("firmware", "EPT_VIOLATION", layer, "TD exit")
+        self.trace.switch(layer, "host", "TD exit")
+        return AccessOutcome(ok=False, fault=fault, handled_by="host")
+
+    def vcpus(self) -> list[VcpuView]:
+        return [VcpuView(layer=self.workloads[vm - 1], vcpu=v, state="running",
+                         context_gpa=rec.context_gpa, apic_id=v)
+                for (vm, v), rec in sorted(self.platform.l2_vcpus.items())]
+
+    # -- extra views for tests and tools -----------------------------------------------------------
+    def sept_state(self, gpa: int) -> tuple[str, int]:
+        """L1 SEPT state name and public number at ``gpa``."""
+        e = self.module.sept.entry(gpa)
+        return e.state.name, int(e.state)
+
+    def rtmrs(self) -> list[bytes]:
+        return list(self.module.rtmrs)
+
+    def status_mnemonic(self, status: int) -> str:
+        return mnemonic(status)
+
+    def page_size_of(self, gpa: int) -> PageSize:
+        """The L1 SEPT leaf size that maps ``gpa``."""
+        return PageSize.from_bytes(LEVEL_BYTES[self.module.sept.entry(gpa).level])
