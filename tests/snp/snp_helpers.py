@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cocopart_sev_snp.machine import SnpMachine
+
 from cocopart.model import GIB, MIB, GpaRange
 from cocopart.ops import ValidatePages
 from cocopart.partition import Partition
-from cocopart_sev_snp.machine import SnpMachine
 
 
 def guest(memory: int = 64 * MIB, vcpus: int = 2, **kw: Any) -> Partition:

@@ -11,6 +11,7 @@ from snp_helpers import GIB, guest, machine, rng
 from cocopart.model import PAGE_2M
 from cocopart.ops import Attest, CreateVcpu, ValidatePages
 from cocopart.partition import Partition
+from cocopart.trace import SwitchKey
 
 MEMORY, VCPUS = 16 * GIB, 8
 ENTRIES = MEMORY // PAGE_2M  # 8192 2M entries: 16 GiB is 2M aligned throughout
@@ -44,9 +45,10 @@ def test_bringup_16gib_8vcpu_vmpl2_trace_counts(strategy: str) -> None:
     assert t.count("HANDLE", target="CORE.CREATE_VCPU") == aps
     assert t.count("HANDLE", target="ATTEST.ATTEST_SERVICES") == 1
     assert t.count("VMGEXIT", issuer="l2.1", target="SNP_RUN_VMPL") == svsm_calls
-    assert t.switches[("l2.1", "l1", SVSM)] == t.switches[("l1", "l2.1", SVSM)] == svsm_calls
-    assert t.switches[("l2.1", "host", "VMGEXIT")] == psc_requests
-    assert t.switches[("l1", "host", "VMGEXIT")] == aps + 1  # AP_CREATION + GUEST_REQUEST
+    sw = t.switches
+    assert sw[SwitchKey("l2.1", "l1", SVSM)] == sw[SwitchKey("l1", "l2.1", SVSM)] == svsm_calls
+    assert sw[SwitchKey("l2.1", "host", "VMGEXIT")] == psc_requests
+    assert sw[SwitchKey("l1", "host", "VMGEXIT")] == aps + 1  # AP_CREATION + GUEST_REQUEST
 
     # memory: each 2M entry is assigned by the host, validated, zeroed and granted once
     assert t.count("RMPUPDATE.2M", issuer="host", target="private") == ENTRIES

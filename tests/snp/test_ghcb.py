@@ -5,14 +5,14 @@ AP creation, SNP_RUN_VMPL, hypervisor features."""
 from __future__ import annotations
 
 import pytest
+from cocopart_sev_snp import ghcb as g
+from cocopart_sev_snp.host import HOST_SUPPORTS_UNSMASH
 from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.client import PageRun
 from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.ops import ConvertPages, CreateVcpu, Status, ValidatePages
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
-from cocopart_sev_snp import ghcb as g
-from cocopart_sev_snp.host import HOST_SUPPORTS_UNSMASH
 
 
 def test_msr_protocol_codes_and_encodings() -> None:
@@ -129,8 +129,8 @@ def test_psc_private_then_pvalidate_shared_after_rescind() -> None:
     assert not p.memory_view(0, 4 * MIB)[0].private
     mark = p.trace.mark()
     assert p.run(ConvertPages(range=rng(0, 4 * MIB), to="private")).ok
-    names = [(e.issuer, e.mnemonic) for e in p.trace.since(mark).events if e.kind == "primitive"]
-    assert names.index(("l2.1", "VMGEXIT")) < names.index(("l1", "PVALIDATE.2M"))
+    pairs = [(e.issuer, e.mnemonic) for e in p.trace.since(mark).events if e.kind == "primitive"]
+    assert pairs.index(("l2.1", "VMGEXIT")) < pairs.index(("l1", "PVALIDATE.2M"))
     assert p.memory_view(0, 4 * MIB)[0].validated
 
 
@@ -241,3 +241,40 @@ def test_a_host_without_multi_vmpl_cannot_run_vmpl0_so_the_call_is_never_service
 def test_guest_request_exitinfo2_splits_vmm_and_firmware_errors() -> None:
     info2 = g.guest_request_info2(g.VmmError.BUSY, 0x16)
     assert g.guest_request_errors(info2) == (2, 0x16)
+
+
+def test_ghcb_input_errors_invalid_scratch_event_and_usage() -> None:
+    m = machine(guest())
+    page = m.ghcb_page("l2.1", 0)
+    page.write_shared(g.psc_encode(g.pack_run(0, False, 1, g.PscOp.PRIVATE)))
+    page.request(g.ExitCode.PSC)  # no SW_SCRATCH
+    m.host.exit("l2.1", page)
+    assert page.failed() and page.info2 == g.GhcbError.INVALID_SCRATCH == 3
+    page.request(g.ExitCode.MMIO_READ)  # an exit the model's host does not serve
+    m.host.exit("l2.1", page)
+    assert page.failed() and page.info2 == g.GhcbError.INVALID_EVENT == 6
+    m.host.options.hv_features &= ~g.HvFeature.AP_CREATION
+    page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(1, 2, 1), m.layout.context(0, 1))
+    m.host.exit("l2.1", page)
+    assert page.failed() and page.info2 == g.GhcbError.INVALID_USAGE == 2
+
+
+def test_psc_private_over_a_page_the_guest_does_not_own_is_refused() -> None:
+    from cocopart_sev_snp.host import PSC_ERROR_RMP_BASE
+    from cocopart_sev_snp.rmp import RmpEntry
+
+    m = machine(guest(16 * MIB))
+    m.rmp.set(0, PAGE_4K, RmpEntry(assigned=True, asid=0, immutable=True))  # a firmware page
+    err = m.psc("l2.1", 0, [PageRun(0, PAGE_4K, 2)], g.PscOp.PRIVATE)
+    assert err is not None and err.code == PSC_ERROR_RMP_BASE | 2
+
+
+def test_msr_protocol_sev_info_register_ghcb_and_termination() -> None:
+    m = machine(guest())
+    info = m.host.msr_exit("l2.1", g.MsrInfo.SEV_INFO_REQ)
+    assert g.msr_info(info) == g.MsrInfo.SEV_INFO_RESP
+    assert (info >> 48, (info >> 32) & 0xFFFF, (info >> 24) & 0xFF) == (2, 1, 51)
+    reg = m.host.msr_exit("l2.1", g.MsrInfo.REGISTER_GHCB_REQ | (0x1234 << 12))
+    assert reg == g.MsrInfo.REGISTER_GHCB_RESP | (0x1234 << 12)
+    m.host.msr_exit("l2.1", g.msr_term_request(1, 3))
+    assert m.host.terminated["l2.1"] == (1, 3)

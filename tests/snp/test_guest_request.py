@@ -3,19 +3,19 @@ numbers, the report VMPL rule, the VMPCK of the caller's VMPL, evidence that ver
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from cocopart_sev_snp import guest_request as gr
+from cocopart_sev_snp import secrets
+from cocopart_sev_snp.report import RSP_STATUS_INVALID_KEY, ReportRequest, SnpReport
+from cocopart_sev_snp.verify import SnpEvidenceVerifier
 from snp_helpers import guest, machine
 
 from cocopart.attest.evidence import Evidence
 from cocopart.model import MIB
 from cocopart.ops import Attest, Status
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
-from cocopart_sev_snp import guest_request as gr
-from cocopart_sev_snp import secrets
-from cocopart_sev_snp.report import RSP_STATUS_INVALID_KEY, ReportRequest, SnpReport
-from cocopart_sev_snp.verify import SnpEvidenceVerifier
 
 KEYS = secrets.derive_vmpcks("test")
 NONCE = bytes(range(64))
@@ -99,6 +99,7 @@ def test_vlek_key_selection_without_a_vlek_is_invalid_key() -> None:
     g = gr.GuestMessenger(bytearray(secrets.build(KEYS)))
     seqno, req = g.prepare(2, gr.MsgType.REPORT_REQ, ReportRequest(vmpl=2, flags=2).encode())
     status, rsp = fw.handle(req)
+    assert status == 0  # the exchange worked; the report request did not
     payload = g.complete(2, seqno, gr.MsgType.REPORT_REQ, rsp)
     assert int.from_bytes(payload[:4], "little") == RSP_STATUS_INVALID_KEY == 0x27
 
@@ -113,7 +114,7 @@ def _verify(ev: dict[str, object], p_seed: str = "cocopart") -> object:
 
     roots = SimulatedAmdRoots.load(p_seed, "Milan")
     return SnpEvidenceVerifier().verify(Evidence.model_validate(ev), roots.trust_store(),
-                                        datetime.now(timezone.utc))
+                                        datetime.now(UTC))
 
 
 def test_hardware_attestation_report_carries_the_layers_own_vmpl_and_verifies() -> None:

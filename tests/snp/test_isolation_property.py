@@ -14,16 +14,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from cocopart_sev_snp import instructions as ins
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from snp_helpers import MIB, guest, machine
 
 from cocopart.model import PAGE_2M, PAGE_4K, Access, GpaRange
-from cocopart.ops import ConvertPages, CreateVcpu, DeleteVcpu, RescindPages, SetAccess, \
-    ValidatePages
+from cocopart.ops import (
+    CreateVcpu,
+    DeleteVcpu,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.ranges import RangeMap
-from cocopart_sev_snp import instructions as ins
 
 MEMORY = 16 * MIB
 PAGES = MEMORY // PAGE_4K
@@ -85,7 +90,7 @@ class SnpIsolation(RuleBasedStateMachine):
         self.bound.update(s, e, up)
 
     def _layer_choice(self, data: st.DataObject, with_l1: bool = True) -> str:
-        return data.draw(st.sampled_from((["l1"] if with_l1 else []) + self.layers))
+        return str(data.draw(st.sampled_from((["l1"] if with_l1 else []) + self.layers)))
 
     # -- rules: the neutral API --------------------------------------------------------------
     @rule(data=st.data(), r=ranges)
@@ -102,7 +107,8 @@ class SnpIsolation(RuleBasedStateMachine):
     @rule(data=st.data(), r=ranges, to=st.sampled_from(["shared", "private"]))
     def convert(self, data: st.DataObject, r: tuple[int, int], to: str) -> None:
         layer = self._layer_choice(data)
-        self.p.run(ConvertPages(layer=layer, range=GpaRange.of(*r), to=to))  # type: ignore[arg-type]
+        self.p.run({"op": "convert", "layer": layer, "range": {"start": r[0], "size": r[1]},
+                    "to": to})
         if to == "private" and layer != "l1":
             self._grant(r[0], r[0] + r[1], self.layers.index(layer), RWX)
 

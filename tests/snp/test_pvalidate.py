@@ -3,6 +3,9 @@ SVSM's core PVALIDATE call (§2.1)."""
 
 from __future__ import annotations
 
+from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp.instructions import RmpRc
+from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.client import PageRun
@@ -10,9 +13,6 @@ from cocopart.model import PAGE_2M, PAGE_4K, PageSize
 from cocopart.ops import Status, ValidatePages
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
-from cocopart_sev_snp import instructions as ins
-from cocopart_sev_snp.instructions import RmpRc
-from cocopart_sev_snp.rmp import Rmp, RmpEntry
 
 
 def _private(n2m: int = 4, big: bool = True) -> Rmp:
@@ -70,7 +70,7 @@ def test_svsm_no_change_is_0x8000_1010_unless_ignore_cf() -> None:
     p = validated(16 * MIB)
     r = p.run(ValidatePages(range=rng(0, 4 * MIB)))
     assert r.status is Status.ERROR and r.error is not None
-    assert r.error.code == ResultCode.PVALIDATE_FAIL_NO_CHANGE == 0x8000_1010
+    assert r.error.code == int(ResultCode.PVALIDATE_FAIL_NO_CHANGE) == 0x8000_1010
     m = machine(p)
     b = m.client.pvalidate("l2.1", 0, [PageRun(0, PAGE_2M, 2)], validate=True, ignore_cf=True)
     assert b.code == 0 and b.done_bytes == 4 * MIB

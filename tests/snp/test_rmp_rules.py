@@ -3,13 +3,13 @@ CPU's RMP check of guest and host accesses (sev-snp.md §4)."""
 
 from __future__ import annotations
 
+from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp.instructions import RmpRc
+from cocopart_sev_snp.rmp import PageState, Rmp, RmpEntry
 from snp_helpers import GIB, MIB, guest, machine, rng, validated
 
 from cocopart.model import PAGE_2M, PAGE_4K, TIB, Access
 from cocopart.ops import RescindPages, ValidatePages
-from cocopart_sev_snp import instructions as ins
-from cocopart_sev_snp.instructions import RmpRc
-from cocopart_sev_snp.rmp import PageState, Rmp, RmpEntry
 
 
 def test_rmp_is_runs_not_pages_a_validated_1tib_guest_is_one_run() -> None:

@@ -3,14 +3,14 @@ API: directly from a more privileged VMPL, or through the SVSM."""
 
 from __future__ import annotations
 
+from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp.instructions import RmpRc
+from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.model import PAGE_2M, PAGE_4K, Access
 from cocopart.ops import SetAccess, Status
 from cocopart.protocol.ids import ResultCode
-from cocopart_sev_snp import instructions as ins
-from cocopart_sev_snp.instructions import RmpRc
-from cocopart_sev_snp.rmp import Rmp, RmpEntry
 
 RW, RWX = int(Access.RW), int(Access.RWX)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from snp_helpers import guest, machine
-
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import secrets
+from snp_helpers import guest, machine
 
 KEYS = secrets.derive_vmpcks("layout")
 

@@ -4,14 +4,15 @@ QUERY_PROTOCOL, REMAP_CA, DEPOSIT/WITHDRAW_MEM, CONFIGURE_VTOM."""
 
 from __future__ import annotations
 
+from cocopart_sev_snp import vmsa as vm
+from cocopart_sev_snp.svsm import VMSA_GUEST_PERMS
 from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.model import PAGE_4K, Access
 from cocopart.ops import CreateVcpu, DeleteVcpu, RescindPages, Status, ValidatePages
+from cocopart.partition import Partition
 from cocopart.protocol.calling_area import CALL_PENDING
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
-from cocopart_sev_snp import vmsa as vm
-from cocopart_sev_snp.svsm import VMSA_GUEST_PERMS
 
 
 def test_call_sequence_rax_protocol_call_and_call_pending_cleared() -> None:
@@ -99,9 +100,8 @@ def test_create_vcpu_sets_the_vmsa_bit_without_lower_vmpl_access_and_starts_the_
     assert [v.state for v in p.vcpus() if v.vcpu == 3] == ["running"]
 
 
-def _call_create(p: object, ctx: int, caa: int, apic: int) -> int:
-    m = machine(p)  # type: ignore[arg-type]
-    return m.client.create_vcpu("l2.1", 0, ctx, caa, apic).code
+def _call_create(p: Partition, ctx: int, caa: int, apic: int) -> int:
+    return int(machine(p).client.create_vcpu("l2.1", 0, ctx, caa, apic).code)
 
 
 def test_create_vcpu_checks_the_vmsa_contents_and_restores_the_page() -> None:
@@ -172,3 +172,24 @@ def test_l1_validates_for_itself_without_granting_any_workload() -> None:
     [run, *_] = p.memory_view(0, 4 * MIB)
     assert run.validated and run.access == {}
     assert p.trace.count("HANDLE") == 0 and p.trace.count("RMPADJUST") == 0
+
+
+def test_busy_is_retried_the_svsm_returns_busy_and_the_caller_calls_again() -> None:
+    from cocopart.ops import Attest
+
+    p = guest()
+    m = machine(p)
+    m.host.options.guest_request_busy = 2  # the AMD-SP is throttling twice
+    r = p.run(Attest(report_data=bytes(64)))
+    assert r.ok
+    assert p.trace.count("HANDLE", target="ATTEST.ATTEST_SERVICES") == 3  # BUSY, BUSY, ok
+    assert p.trace.count("SNP_GUEST_REQUEST") == 1  # throttled requests never reached it
+
+
+def test_a_workload_retries_its_own_guest_request_while_the_host_says_busy() -> None:
+    from cocopart.ops import Attest
+
+    p = guest()
+    machine(p).host.options.guest_request_busy = 3
+    assert p.run(Attest(report_data=bytes(64), source="hardware")).ok
+    assert p.trace.count("VMGEXIT", issuer="l2.1", target="GUEST_REQUEST") == 4

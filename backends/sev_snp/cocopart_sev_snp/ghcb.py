@@ -51,6 +51,11 @@ def msr_info(value: int) -> int:
     return value & INFO_MASK
 
 
+def msr_sev_info_response(max_proto: int, min_proto: int, c_bit: int) -> int:
+    """SEV information response: [63:48] max protocol, [47:32] min protocol, [31:24] C-bit."""
+    return MsrInfo.SEV_INFO_RESP | (max_proto << 48) | (min_proto << 32) | (c_bit << 24)
+
+
 def msr_vmpl_request(vmpl: int) -> int:
     """Run-at-VMPL request: GHCBData[39:32] = VMPL (sev-snp.md §1.3)."""
     return MsrInfo.VMPL_REQ | ((vmpl & 0xFF) << 32)

@@ -4,12 +4,18 @@
   pages private or shared, backing private memory with 2M RMP entries or only 4K ones
   (``HostOptions.page_size_2m``; 4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH),
   PSMASH before a 4K change inside a 2M entry; it may stop early (``psc_budget``) and
-  report progress through cur_entry.
+  report progress through cur_entry. Runs of identical full requests over uniform memory
+  can be served as one step with multiplicity (:meth:`Host.psc_bulk`), with the same RMP
+  result and trace counters as serving them one by one.
 * AP creation (create on INIT, create, destroy) for a target VMPL; the VMSA pages of
   running vCPUs are "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
 * SNP_RUN_VMPL (GHCB exit 0x8000_0018 or MSR 0x016/0x017): run another VMPL of the vCPU.
 * Guest requests: carries the encrypted pages to the AMD-SP (SNP_GUEST_REQUEST).
-* Hypervisor features.
+* Hypervisor features, and the MSR protocol's SEV information, GHCB registration and
+  termination requests.
+
+Test knobs (``HostOptions``): ``page_size_2m``, ``psc_budget`` (entries per exit),
+``hv_features``, ``guest_request_busy`` (answer BUSY that many times).
 
 Every executed primitive is recorded in the trace with the host as issuer; the guest's
 VMGEXIT and the two world switches are recorded by :meth:`Host.exit`.
@@ -50,6 +56,9 @@ HOST_SUPPORTS_UNSMASH = False
 #: entry: this base | the instruction's return code (a host's own choice; Linux only checks
 #: that EXITINFO2 != 0 — sev-snp.md §5.5).
 PSC_ERROR_RMP_BASE = 1 << 33
+#: C-bit position the model's hypervisor reports in the SEV information response (51 on
+#: EPYC; only its presence matters to the model).
+SEV_C_BIT = 51
 
 
 @dataclass
@@ -59,6 +68,7 @@ class HostOptions:
     page_size_2m: bool = True  # back private memory with 2M RMP entries where it can
     psc_budget: int | None = None  # PSC entries served per VMGEXIT before returning early
     hv_features: int = int(DEFAULT_HV_FEATURES)
+    guest_request_busy: int = 0  # answer this many guest requests with BUSY (AMD-SP busy)
 
 
 @dataclass
@@ -93,6 +103,7 @@ class Host:
     options: HostOptions = field(default_factory=HostOptions)
     contexts: dict[tuple[int, int], HostVcpu] = field(default_factory=dict)
     mailboxes: dict[str, MessagePages] = field(default_factory=dict)
+    terminated: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> reason
     _busy: list[int] = field(default_factory=list)  # sorted VMSA GPAs of running vCPUs
 
     # -- vCPU table ------------------------------------------------------------------------
@@ -168,7 +179,13 @@ class Host:
                 return g.msr_psc_response(0 if not err else (err & 0xFFFF_FFFF) or 1)
             if info == g.MsrInfo.HV_FEATURES_REQ:
                 return g.msr_hv_features_response(self.options.hv_features)
-            return g.MsrInfo.TERM_REQ if info == g.MsrInfo.TERM_REQ else 0
+            if info == g.MsrInfo.SEV_INFO_REQ:
+                return g.msr_sev_info_response(g.GHCB_PROTOCOL_VERSION, 1, SEV_C_BIT)
+            if info == g.MsrInfo.REGISTER_GHCB_REQ:
+                return g.MsrInfo.REGISTER_GHCB_RESP | (value & ~g.INFO_MASK)
+            if info == g.MsrInfo.TERM_REQ:
+                self.terminated[issuer] = ((value >> 12) & 0xF, (value >> 16) & 0xFF)
+            return 0  # unknown request: no valid response (the guest must stop)
         finally:
             self.trace.switch(HOST, issuer, VMGEXIT_SWITCH)
 
@@ -385,6 +402,10 @@ class Host:
 
     # -- guest request ---------------------------------------------------------------------
     def _guest_request(self, issuer: str, page: g.GhcbPage) -> None:
+        if self.options.guest_request_busy > 0:  # the AMD-SP is busy: throttled, not sent
+            self.options.guest_request_busy -= 1
+            page.respond(0, g.guest_request_info2(g.VmmError.BUSY, 0))
+            return
         box = self.mailboxes.setdefault(issuer, MessagePages())
         seqno_vmpck = box.request[0x3C] if len(box.request) > 0x3C else 0
         self.trace.record(FIRMWARE, "SNP_GUEST_REQUEST", f"VMPCK{seqno_vmpck}")

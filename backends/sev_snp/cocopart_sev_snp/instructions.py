@@ -183,7 +183,7 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
         if v.page_size_2m != page_2m:
             stop, rc = s, RmpRc.FAIL_SIZEMISMATCH
             break
-        if False:
+        if perms & ~v.perm(vmpl):
             stop, rc = s, RmpRc.FAIL_PERMISSION
             break
     stop = _floor(gpa, stop, ps)

@@ -23,6 +23,7 @@ from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
 from cocopart.model import PAGE_2M, Access, PartitionConfig
 from cocopart.ops import ArchError, ConfigureInterrupts, InjectInterrupt, Operation, OperationResult
+from cocopart.protocol.ids import ResultCode
 from cocopart.service.build import build_service
 from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import VcpuRecord
@@ -63,6 +64,11 @@ VC_PAGE_NOT_VALIDATED = 0x404
 #: other order a lower VMPL could never observe #VC 0x404, because a page that is not
 #: validated carries no lower-VMPL permissions.
 RULE_VALIDATED_CHECK_FIRST = "#VC 0x404 is raised before a VMPL permission #NPF"
+
+#: How often a workload's guest request is retried when the hypervisor answers BUSY (Linux
+#: retries every 2 s for up to 60 s: 30 tries — cost-model.md §1). The SVSM does not retry
+#: itself: it returns BUSY to its caller, whose protocol call is then retried (§1.3).
+GUEST_REQUEST_BUSY_RETRIES = 30
 
 #: The host's reads of a guest-private page complete (returning ciphertext); only its writes
 #: fault with an RMP #PF, which the host's fault policy handles (issue 7; sev-snp.md §4.4).
@@ -190,7 +196,10 @@ class SnpMachine(Machine):
         return page
 
     def vtpm(self) -> Vtpm:
-        tpm: Vtpm = self.service.vtpm
+        """The SVSM's vTPM (only called when the guest runs the vtpm service)."""
+        tpm = self.service.vtpm
+        if tpm is None:
+            raise ConfigError("this guest's SVSM runs no vTPM", field="services")
         return tpm
 
     # -- GHCB requests the guest side issues -----------------------------------------------
@@ -271,11 +280,18 @@ class SnpMachine(Machine):
         except GuestMessageError as err:
             return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", message=f"{err}.")
         box = self.host.mailboxes.setdefault(layer, MessagePages())
-        box.request = request
         page = self.ghcb_page(layer, 0)
-        page.request(g.ExitCode.GUEST_REQUEST, 0, 0)
-        self.host.exit(layer, page)
-        vmm_err, fw_err = g.guest_request_errors(page.info2)
+        tries = 1 if layer == L1 else 1 + GUEST_REQUEST_BUSY_RETRIES
+        for _ in range(tries):
+            box.request = request
+            page.request(g.ExitCode.GUEST_REQUEST, 0, 0)
+            self.host.exit(layer, page)
+            vmm_err, fw_err = g.guest_request_errors(page.info2)
+            if vmm_err != g.VmmError.BUSY:
+                break
+        if vmm_err == g.VmmError.BUSY:  # never reached the AMD-SP: the key stays usable
+            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", code=int(ResultCode.BUSY),
+                               message="the hypervisor answered BUSY (AMD-SP throttling).")
         if page.failed() or vmm_err or fw_err:
             messenger.wipe(key)
             return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", code=fw_err or vmm_err,

@@ -193,8 +193,8 @@ class SnpPlatform(PrivilegedPlatform):
         """RMPADJUST ``target_vmpl`` to ``perms`` over ``[start, end)`` at VMPL0, in the RMP's
         own page sizes (PSMASHing 2M entries the range covers only partly).
         Returns (bytes done, protocol result code)."""
-        if end > self._ram:
-            return max(0, self._ram - start), ResultCode.INVALID_ADDRESS
+        if end > self._ram:  # RULE_SVSM_PROTECTS_PROTOCOL_PAGES
+            return 0, ResultCode.INVALID_ADDRESS
         partial: list[tuple[int, int]] = []
         for s, e, v in self.m.rmp.runs(start, end):
             if v.page_size_2m and s % PAGE_2M:
@@ -267,6 +267,8 @@ class SnpPlatform(PrivilegedPlatform):
     def hardware_report(self, report_data: bytes, on_behalf_of: str) -> HardwareEvidence | int:
         """The SVSM's own guest request with VMPCK0, MSG_REPORT_REQ.vmpl = 0 (CS)."""
         out = self.m.guest_report(L1, report_data)
+        if out.report is None and out.code == ResultCode.BUSY:
+            return ResultCode.BUSY  # the caller retries the call (sev-snp.md §1.3 step 4)
         if out.report is None:
             return ResultCode.INVALID_REQUEST  # CS: guest-request failure -> INVALID_REQUEST
         return HardwareEvidence(raw=out.report, certificates=out.certificates,
@@ -327,10 +329,10 @@ class SnpTransport(Transport):
     def leave(self, layer: str, vcpu: int, regs: Registers) -> None:
         if not self._entered.pop((layer, vcpu), False):
             return
-        base = self._vmsa(layer, vcpu)
-        for off, value in ((vm.RAX, regs.rax), (vm.RCX, regs.rcx), (vm.RDX, regs.rdx),
-                           (vm.R8, regs.r8)):
-            self.memory.write(base + off, vm.u64(value))
+        base = self._vmsa(layer, vcpu)  # CS writes RAX, RCX, RDX, R8 back into the VMSA
+        self.memory.write(base + vm.RAX, vm.u64(regs.rax))
+        self.memory.write(base + vm.RCX, vm.u64(regs.rcx) + vm.u64(regs.rdx))  # RDX follows RCX
+        self.memory.write(base + vm.R8, vm.u64(regs.r8))
         self.trace.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
         self.m.host.run_vmpl(vcpu, 0, self.m.vmpls[layer])
         self.trace.switch(L1, layer, self.mechanism)

@@ -113,6 +113,19 @@ class TdxHost:
         return False
 
     # -- SEAMCALL transitions (tdx.md §4.2) -------------------------------------------------
+    def split_leaves(self, start: int, end: int, tally: Tally) -> None:
+        """TDH.MEM.PAGE.DEMOTE leaves that straddle ``start`` or ``end`` until they do not, so
+        that the host acts on exactly ``[start, end)``."""
+        for b in (start, end):
+            while 0 <= b < self.sept.size:
+                e = self.sept.entry(b)
+                size = LEVEL_BYTES[e.level]
+                if e.level == LEVEL_4K or b % size == 0 or e.state in AUG_FROM:
+                    break
+                lo = b - b % size
+                self.sept.set_entries(lo, lo + size, SeptEntry(e.state, e.level - 1))
+                tally.record("host", "TDH.MEM.PAGE.DEMOTE", LEVEL_NAMES[e.level])
+
     def block(self, start: int, end: int, tally: Tally) -> int:
         """TDH.MEM.RANGE.BLOCK on every leaf of ``[start, end)`` that can be blocked."""
         n = 0
@@ -144,6 +157,7 @@ class TdxHost:
 
     def remove_private(self, start: int, end: int, tally: Tally) -> None:
         """Take private pages out of the TD: BLOCK, TRACK, REMOVE (the KVM sequence)."""
+        self.split_leaves(start, end, tally)
         blocked = self.block(start, end, tally)
         if blocked:
             tally.record("host", "TDH.MEM.TRACK")

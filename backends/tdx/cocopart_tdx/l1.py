@@ -294,6 +294,15 @@ class AcceptOp:
         return ("accept",)
 
 
+def leaf_levels(entry: SeptEntry, levels: tuple[int, ...]) -> tuple[int, ...]:
+    """Levels L1 uses on a mapped page: its leaf level first (it knows it from its accepts),
+    smaller ones where the range covers only part of the leaf (the module then exits and the
+    host demotes the leaf). On a page with no leaf: the levels given."""
+    if entry.state is SeptState.FREE or entry.state is SeptState.REMOVED:
+        return levels
+    return tuple(lv for lv in levels if lv <= entry.level) or (min(levels),)
+
+
 class AttrWrOp:
     """TDG.MEM.PAGE.ATTR.WR with one GPA_ATTR/ATTR_FLAGS pair, issued at the leaf level L1
     knows from its own accepts; unmapped pages are tried at 2M, then 4K."""
@@ -310,9 +319,7 @@ class AttrWrOp:
         return "TDG.MEM.PAGE.ATTR.WR"
 
     def levels_at(self, entry: SeptEntry, levels: tuple[int, ...]) -> tuple[int, ...]:
-        if entry.state is not SeptState.FREE and entry.level in levels:
-            return (entry.level,)
-        return levels
+        return leaf_levels(entry, levels)
 
     def key(self) -> tuple[object, ...]:
         return ("attr", self.gpa_attr, self.flags, self.target)
@@ -334,7 +341,7 @@ class ReleaseOp:
         return "TDG.MEM.PAGE.RELEASE"
 
     def levels_at(self, entry: SeptEntry, levels: tuple[int, ...]) -> tuple[int, ...]:
-        return (entry.level,) if entry.level in levels else levels
+        return leaf_levels(entry, levels)
 
     def key(self) -> tuple[object, ...]:
         return ("release",)
@@ -562,6 +569,21 @@ class TdxPlatform(PrivilegedPlatform):
         err, self.last_error = self.last_error, None
         return err
 
+    def live_state_in(self, start: int, end: int) -> int | None:
+        """A live L2 vCPU's state buffer inside ``[start, end)``, if any: L1 never lets it be
+        validated again, rescinded, given to an L2 or shared (L2 state is never shared)."""
+        for rec in self.l2_vcpus.values():
+            if start <= rec.context_gpa < end:
+                return rec.context_gpa
+        return None
+
+    def _refuse_state(self, gpa: int, what: str) -> int:
+        self.last_error = L1Error("TDX_OPERAND_INVALID",
+                                  with_details(TdxStatus.OPERAND_INVALID, Operand.RCX),
+                                  f"{what} of {gpa:#x} refused: it is the state buffer of a "
+                                  "live L2 vCPU")
+        return ResultCode.INVALID_PARAMETER
+
     def is_guest_range(self, gpa: int, size: int) -> bool:
         return 0 <= gpa and size >= 0 and gpa + size <= self.layout.total
 
@@ -623,20 +645,12 @@ class TdxPlatform(PrivilegedPlatform):
         flags = {vm: attrs.RWX | attrs.FLAG_INVEPT for vm in self.module.sept.l2}
         total = WalkResult()
         for s, e in self._aliased_runs(start, end):
-            s2, e2 = self._leaf_bounds(s, e)
-            r = self.write_attrs(s2, e2, words, flags, target)
+            r = self.write_attrs(s, e, words, flags, target)
             total.done += r.done
             if r.status:
                 total.status, total.failed_gpa = r.status, r.failed_gpa
                 return total
         return total
-
-    def _leaf_bounds(self, s: int, e: int) -> tuple[int, int]:
-        """Widen to whole leaves (an ATTR.WR acts on a whole leaf)."""
-        sept = self.module.sept
-        ls = LEVEL_BYTES[sept.entry(s).level]
-        le = LEVEL_BYTES[sept.entry(e - 1).level]
-        return s - s % ls, -(-e // le) * le
 
     def _first_entry(self, gpa: int, page_bytes: int, count: int,
                      pred: Callable[[SeptState], bool]) -> int | None:
@@ -653,6 +667,9 @@ class TdxPlatform(PrivilegedPlatform):
     def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
                        ignore_unchanged: bool) -> PageOpResult:
         vm = self.vm_of(layer)
+        busy = self.live_state_in(gpa, gpa + page_bytes * count)
+        if busy is not None:
+            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "validate"))
         stop = count
         unchanged = self._first_entry(gpa, page_bytes, count, lambda s: s in ACCEPTED)
         if unchanged is not None and not ignore_unchanged:
@@ -694,6 +711,9 @@ class TdxPlatform(PrivilegedPlatform):
                 "TDX module 1.5 has no TDG.MEM.PAGE.RELEASE (leaf 30): L1 cannot un-accept a "
                 "page; convert it to shared (MapGPA) and the host removes it")
             return PageOpResult(0, ResultCode.UNSUPPORTED_CALL)
+        busy = self.live_state_in(gpa, gpa + page_bytes * count)
+        if busy is not None:
+            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "rescind"))
         stop = count
         gone = self._first_entry(gpa, page_bytes, count, lambda s: s not in ACCEPTED)
         if gone is not None and not ignore_unchanged:
@@ -706,11 +726,9 @@ class TdxPlatform(PrivilegedPlatform):
             for s, e, v in list(self.module.sept.l1.runs(gpa, end)):
                 if v.state not in ACCEPTED:
                     continue
-                size = LEVEL_BYTES[v.level]
                 tally = Tally()
-                rr = self.walker.walk(ReleaseOp(self.module), s - s % size,
-                                      -(-e // size) * size, (LEVEL_1G, LEVEL_2M, LEVEL_4K),
-                                      tally)
+                rr = self.walker.walk(ReleaseOp(self.module), s, e,
+                                      (LEVEL_1G, LEVEL_2M, LEVEL_4K), tally)
                 self._flush(tally)
                 if rr.status:
                     failed = rr.failed_gpa if rr.failed_gpa is not None else s
@@ -732,6 +750,9 @@ class TdxPlatform(PrivilegedPlatform):
             return PageOpResult(0, ResultCode.INVALID_PARAMETER)
         vm = self.vm_of(target)
         end = gpa + page_bytes * count
+        busy = self.live_state_in(gpa, end)
+        if busy is not None:
+            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "ATTR.WR"))
         r = self.grant(vm, gpa, end, attrs.access_to_attr(access))
         if r.status:
             return PageOpResult(r.done // page_bytes, self.fail(r.status,
@@ -927,14 +948,15 @@ class TdxPlatform(PrivilegedPlatform):
         range (the host is about to take the pages out of the TD)."""
         sbit = self.module.shared_bit
         start = gpa & ~sbit
+        if gpa & sbit and self.live_state_in(start, start + size) is not None:
+            return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
         if gpa & sbit and size and start + size <= self.module.sept.size:
             sub = Tally()
             words = {vm: attrs.VALID for vm in self.module.sept.l2}
             flags = {vm: attrs.RWX | attrs.FLAG_INVEPT for vm in self.module.sept.l2}
             for s, e in self._aliased_runs(start, start + size):
-                s2, e2 = self._leaf_bounds(s, e)
                 self.walker.walk(AttrWrOp(self.module, attrs.pack(words), attrs.pack(flags),
-                                          "all L2 VMs"), s2, e2, (LEVEL_2M, LEVEL_4K), sub)
+                                          "all L2 VMs"), s, e, (LEVEL_2M, LEVEL_4K), sub)
             tally.add(sub)
         return self.tdvmcall(vmc.map_gpa_registers(gpa, size), "MapGPA", tally)
 

@@ -20,8 +20,8 @@ from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_4K, Access, PageSize, PartitionConfig
 from cocopart.ops import (
     ArchError, Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, DeleteVcpu,
-    ExtendMeasurement, InjectInterrupt, Operation, OperationResult, RescindPages, SetAccess,
-    ValidatePages)
+    ExtendMeasurement, InjectInterrupt, Operation, OperationResult, Progress, RescindPages,
+    SetAccess, ValidatePages)
 from cocopart.protocol.ids import ResultCode
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID, Requester, bind_report_data
 from cocopart.service import vtpm as vtpm_service
@@ -196,7 +196,9 @@ class TdxMachine(Machine):
                 return OperationResult.failure(name, ArchError(
                     vendor="intel", mnemonic=err.mnemonic if err else "TDX_OPERAND_INVALID",
                     code=err.code if err else out.code,
-                    message=err.message if err else "TDG.MEM.PAGE.ATTR.WR failed"))
+                    message=err.message if err else "TDG.MEM.PAGE.ATTR.WR failed"),
+                    Progress(done_bytes=out.done * PAGE_4K,
+                             next_gpa=op.range.start + out.done * PAGE_4K))
             return OperationResult.success(name)
         if isinstance(op, ConvertPages):
             return self._l1_convert(op)

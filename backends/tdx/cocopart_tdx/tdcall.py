@@ -405,8 +405,10 @@ class TdxModule:
         e = self.sept.entry(gpa)
         if e.state is SeptState.FREE or e.state is SeptState.REMOVED:
             return TdcallResult(int(TdxStatus.EPT_ENTRY_FREE))
-        if e.level != level:
+        if e.level < level:
             return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level))
+        if e.level > level:  # a larger leaf: TD exit, the host demotes (as for ATTR.WR)
+            return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
         if e.state not in ACCEPTED:
             return TdcallResult(int(TdxStatus.EPT_ENTRY_STATE_INCORRECT),
                                 {"rcx": gpa | level

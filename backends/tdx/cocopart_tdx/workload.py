@@ -39,7 +39,7 @@ from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1 import (
     ENTRIES_PER_CALL, L1Error, Tally, TdxPlatform, TdxTransport, pcr_to_rtmr, vm_name)
-from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, SeptState
+from cocopart_tdx.sept import ACCEPTED, LEVEL_2M, LEVEL_4K, SeptState
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import Leaf
 from cocopart_tdx.vp_enter import EnterGuestState
@@ -49,11 +49,12 @@ PROTOCOL_VENDOR = "cocopart-protocol"
 #: Start state an L2 writes into a new vCPU's state buffer (its AP entry point; a
 #: placeholder — the model does not execute L2 code).
 AP_START_RIP = 0xFFFF_FFF0
-#: L1_ATTR_POLICY — how L1 emulates an L2's TDG.MEM.PAGE.ATTR.WR (our rule, one place):
-#: an L2 VM may not change its own attributes, and may set another L2 VM's attributes only on
-#: pages where it holds a usable alias, to a subset of its own R/W/Xs/Xu there. Violations are
-#: answered TDX_OPERAND_INVALID (operand RDX).
-L1_ATTR_POLICY = "no self-grant; grant only a subset of what the requester holds"
+#: L1_ATTR_POLICY — how L1 emulates an L2's TDG.MEM.PAGE.ATTR.WR (our rule, one place): an L2
+#: VM may set an L2 VM's attributes (its own or another's) only on pages it holds a usable
+#: alias of, and only to a subset of its own R/W/Xs/Xu there. So an L2 can share what it has
+#: and lower its own access, but never grant itself anything. Violations are answered
+#: TDX_OPERAND_INVALID (operand RDX).
+L1_ATTR_POLICY = "an L2 may only set access to a subset of what it holds itself"
 
 
 def arch_error(err: L1Error | None, code: int, what: str) -> ArchError:
@@ -271,21 +272,18 @@ class L2Workload:
         req = p.vm_of(layer)
         deny = with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
         status = 0
-        if tvm == req:
-            status = deny
-            p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
-                                   f"{layer} asked to change its own attributes; L1 refuses "
-                                   f"({L1_ATTR_POLICY})")
-        elif 1 <= tvm <= p.module.config.num_l2_vms:
-            for s, e, a in p.module.sept.l2[req].runs(start, end):
-                usable = a.state is SeptState.L2_MAPPED \
-                    and p.module.sept.l1.uniform(s, e) is not None
+        if 1 <= tvm <= p.module.config.num_l2_vms:
+            sept = p.module.sept
+            for s, e, a in sept.l2[req].runs(start, end):
+                usable = a.state is SeptState.L2_MAPPED and all(
+                    v.state in ACCEPTED for _s, _e, v in sept.l1.runs(s, e))
                 if not usable or word & attrs.RWX & ~a.attr:
                     status = deny
+                    who = "itself" if tvm == req else vm_name(tvm)
                     p.last_error = L1Error(
                         "TDX_OPERAND_INVALID", deny,
-                        f"{layer} asked to grant {vm_name(tvm)} access it does not hold itself "
-                        f"at {s:#x} ({L1_ATTR_POLICY})")
+                        f"{layer} asked to grant {who} access it does not hold at {s:#x} "
+                        f"({L1_ATTR_POLICY})")
                     break
         if status == 0:
             r = p.set_access(self.workloads[tvm - 1] if tvm <= len(self.workloads)
