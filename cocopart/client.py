@@ -61,9 +61,30 @@ class AttestResult:
     calls: int = 0
 
 
-def _entries(runs: list[PageRun], validate: bool, ignore_cf: bool) -> Iterator[int]:
+def _chunks(runs: list[PageRun], validate: bool, ignore_cf: bool, per_call: int
+            ) -> Iterator[tuple[list[int], int]]:
+    """Entry lists of at most ``per_call`` entries, each with the bytes it covers. Built from
+    the runs a slice at a time (``range`` in C), never an entry at a time in Python."""
+    chunk: list[int] = []
+    size = 0
     for r in runs:
-        yield from pv.run_entries(r.gpa, r.page_bytes == PAGE_2M, r.count, validate, ignore_cf)
+        done = 0
+        while done < r.count:
+            take = min(r.count - done, per_call - len(chunk))
+            chunk += pv.run_entries(r.gpa + done * r.page_bytes, r.page_bytes == PAGE_2M, take,
+                                    validate, ignore_cf)
+            size += take * r.page_bytes
+            done += take
+            if len(chunk) == per_call:
+                yield chunk, size
+                chunk, size = [], 0
+    if chunk:
+        yield chunk, size
+
+
+def _bytes(entries: list[int]) -> int:
+    n2m = sum(map((1).__and__, entries))
+    return n2m * PAGE_2M + (len(entries) - n2m) * PAGE_4K
 
 
 class ProtocolClient:
@@ -85,40 +106,42 @@ class ProtocolClient:
 
     # -- core ------------------------------------------------------------------------------
     def pvalidate(self, layer: str, vcpu: int, runs: list[PageRun], *, validate: bool,
-                  per_call: int = pv.MAX_ENTRIES_IN_CAA, ignore_cf: bool = False) -> BatchResult:
-        """Validate (or rescind) ``runs`` in batches of at most ``per_call`` entries."""
-        if not 1 <= per_call <= pv.MAX_ENTRIES_IN_CAA:
-            raise ValueError(f"per_call must be 1..{pv.MAX_ENTRIES_IN_CAA}")
+                  per_call: int = pv.MAX_ENTRIES_IN_CAA, ignore_cf: bool = False,
+                  fallback_per_call: int | None = None) -> BatchResult:
+        """Validate (or rescind) ``runs`` in batches of at most ``per_call`` entries.
+
+        2M entries refused with SIZEMISMATCH are redone afterwards as 4K entries in batches
+        of ``fallback_per_call`` (default ``per_call``; Linux uses the full 510).
+        """
+        for n in (per_call, fallback_per_call or per_call):
+            if not 1 <= n <= pv.MAX_ENTRIES_IN_CAA:
+                raise ValueError(f"per_call must be 1..{pv.MAX_ENTRIES_IN_CAA}")
         result = BatchResult()
         fallback: list[PageRun] = []
-        self._batches(layer, vcpu, _entries(runs, validate, ignore_cf), per_call, result,
+        self._batches(layer, vcpu, _chunks(runs, validate, ignore_cf, per_call), result,
                       fallback)
         if result.code == ResultCode.SUCCESS and fallback:
             result.fallbacks = len(fallback)
             runs4k = [PageRun(r.gpa, PAGE_4K, PAGE_2M // PAGE_4K) for r in fallback]
-            self._batches(layer, vcpu, _entries(runs4k, validate, ignore_cf), per_call, result,
-                          None)
+            self._batches(layer, vcpu, _chunks(runs4k, validate, ignore_cf,
+                                               fallback_per_call or per_call), result, None)
         return result
 
-    def _batches(self, layer: str, vcpu: int, entries: Iterator[int], per_call: int,
+    def _batches(self, layer: str, vcpu: int, chunks: Iterator[tuple[list[int], int]],
                  result: BatchResult, fallback: list[PageRun] | None) -> None:
         caa = self._caa(layer, vcpu)
         list_gpa = caa + BUFFER
-        while True:
-            chunk = []
-            for e in entries:
-                chunk.append(e)
-                if len(chunk) == per_call:
-                    break
-            if not chunk:
-                return
+        for chunk, chunk_bytes in chunks:
             nxt = 0
             while True:
                 self.memory.write(list_gpa, pv.encode(chunk, nxt))
                 out = self.call(layer, vcpu, ProtocolId.CORE, CoreCall.PVALIDATE, list_gpa)
                 result.calls += 1
                 after = int.from_bytes(self.memory.read(list_gpa + 2, 2), "little")
-                result.done_bytes += sum(pv.PAGE_BYTES[e & 3] for e in chunk[nxt:after])
+                if nxt == 0 and after == len(chunk):
+                    result.done_bytes += chunk_bytes
+                else:
+                    result.done_bytes += _bytes(chunk[nxt:after])
                 if out.code == ResultCode.SUCCESS:
                     break
                 failed = chunk[after] if after < len(chunk) else None

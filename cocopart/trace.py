@@ -169,7 +169,7 @@ class Trace:
             key, count = entries[0]
             entries = entries[1:] if count == mark.last_count else \
                 [(key, count - mark.last_count)] + entries[1:]
-        return TraceDelta(prim, sw, [_event(e) for e in entries])
+        return TraceDelta(prim, sw, entries)
 
     def _entries(self, start: int = 0) -> list[tuple[PrimitiveKey | SwitchKey, int]]:
         objs = self._objs
@@ -229,11 +229,15 @@ class TraceMark:
 
 @dataclass(frozen=True)
 class TraceDelta:
-    """Counters and events recorded between a mark and now."""
+    """Counters and events recorded between a mark and now (events built on first use)."""
 
     primitives: dict[PrimitiveKey, int]
     switches: dict[SwitchKey, int]
-    events: list[Event]
+    entries: list[tuple[PrimitiveKey | SwitchKey, int]]
+
+    @property
+    def events(self) -> list[Event]:
+        return [_event(e) for e in self.entries]
 
     @property
     def total_primitives(self) -> int:

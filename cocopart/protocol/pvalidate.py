@@ -41,9 +41,9 @@ def run_entries(gpa: int, page_2m: bool, count: int, validate: bool,
                 ignore_cf: bool = False) -> list[int]:
     """Entries for ``count`` consecutive pages from ``gpa``."""
     step = PAGE_2M if page_2m else PAGE_4K
-    flags = (1 if page_2m else 0) | (ACTION_VALIDATE if validate else 0) \
+    first = gpa | (1 if page_2m else 0) | (ACTION_VALIDATE if validate else 0) \
         | (IGNORE_CF if ignore_cf else 0)
-    return [gpa + i * step | flags for i in range(count)]
+    return list(range(first, first + count * step, step))
 
 
 def encode(entries: list[int], next_index: int = 0) -> bytes:
@@ -100,9 +100,31 @@ class EntryRun:
     def page_bytes(self) -> int:
         return PAGE_2M if self.page_2m else PAGE_4K
 
+    @classmethod
+    def of(cls, entries: list[int], start: int, stop: int) -> EntryRun:
+        """The run ``entries[start:stop]`` that :func:`progression` confirmed."""
+        raw = entries[start]
+        return cls(start, stop - start, raw & GFN_MASK, bool(raw & 1),
+                   bool(raw & ACTION_VALIDATE), bool(raw & IGNORE_CF))
+
+
+def progression(entries: list[int], start: int, stop: int) -> bool:
+    """True if ``entries[start:stop]`` is one contiguous run of equal flags (checked in C)."""
+    if stop <= start:
+        return False
+    first = entries[start]
+    size = first & SIZE_MASK
+    if size > 1:
+        return False
+    step = PAGE_BYTES[size]
+    return entries[start:stop] == list(range(first, first + (stop - start) * step, step))
+
 
 def runs(entries: list[int], start: int, stop: int) -> Iterator[EntryRun]:
     """Coalesce ``entries[start:stop]`` (already checked) into contiguous runs."""
+    if progression(entries, start, stop):
+        yield EntryRun.of(entries, start, stop)
+        return
     i = start
     while i < stop:
         raw = entries[i]

@@ -57,13 +57,17 @@ def pvalidate(ctx: CallContext) -> int:
         return decoded
     entries, idx, stop = decoded.entries, decoded.next, decoded.count
     bad: int | None = None
-    for i in range(idx, stop):
+    # one contiguous run shares flags and alignment: checking its first entry checks all
+    single = pv.progression(entries, idx, stop)
+    for i in (idx,) if single else range(idx, stop):
         err = pv.entry_error(entries[i])
         if err is not None:
             stop, bad = i, err
             break
     code: int = ResultCode.SUCCESS
-    for run in pv.runs(entries, idx, stop):
+    runs = [pv.EntryRun.of(entries, idx, stop)] if single and bad is None \
+        else pv.runs(entries, idx, stop)
+    for run in runs:
         n = _inside(ctx, run.gpa, run.page_bytes, run.count)
         op = ctx.platform.validate_pages if run.validate else ctx.platform.rescind_pages
         done, c = op(ctx.layer, run.gpa, run.page_bytes, n, ignore_unchanged=run.ignore_cf) \

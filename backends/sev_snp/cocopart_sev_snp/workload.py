@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from cocopart import vtpm_commands
 from cocopart.attest.evidence import Evidence
+from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
 from cocopart.client import BatchResult, PageRun
 from cocopart.errors import ConfigError, NotSupportedError
 from cocopart.model import PAGE_2M, PAGE_4K, Access, GpaRange, PageSize, Strategy
@@ -155,8 +156,11 @@ class WorkloadPlanner:
     def _pvalidate(self, layer: str, runs: list[PageRun], *, validate: bool, per_call: int,
                    ignore_cf: bool) -> BatchResult:
         if layer != L1:
+            # Linux redoes SIZEMISMATCH 2M entries as 4K in full calls of 510 (+2)
+            # (sev-snp.md §2.1; cost-model.md §3); both strategies do the same.
             return self.m.client.pvalidate(layer, 0, runs, validate=validate,
-                                           per_call=per_call, ignore_cf=ignore_cf)
+                                           per_call=per_call, ignore_cf=ignore_cf,
+                                           fallback_per_call=MAX_ENTRIES_IN_CAA)
         return self._pvalidate_direct(runs, validate, ignore_cf)
 
     def _pvalidate_direct(self, runs: list[PageRun], validate: bool, ignore_cf: bool
