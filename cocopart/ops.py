@@ -27,6 +27,7 @@ class Capability(str, Enum):
     ATTEST_HARDWARE = "attest-hardware"
     ATTEST_SERVICE = "attest-service"
     INJECT_INTERRUPT = "inject-interrupt"
+    EOI = "eoi"
     CONFIGURE_INTERRUPTS = "configure-interrupts"
     EXTEND_MEASUREMENT = "extend-measurement"
 
@@ -172,7 +173,14 @@ class Attest(_Op):
 
 
 class InjectInterrupt(_Op):
-    """Deliver interrupt ``vector`` to vCPU ``vcpu`` of layer ``target``."""
+    """Deliver interrupt ``vector`` to vCPU ``vcpu`` of layer ``target``.
+
+    ``layer`` raises it: ``host`` (a device interrupt), ``l1`` (the privileged layer, e.g. a
+    device it emulates) or the target workload itself (an IPI). The result's
+    ``data["delivery"]`` is a :class:`cocopart.interrupts.Delivery` (delivered / pending /
+    dropped, layer, vCPU, vector, mechanism); ``data["deliveries"]`` lists every delivery
+    the operation caused.
+    """
 
     op: Literal["inject-interrupt"] = "inject-interrupt"
     vcpu: int = Field(ge=0, lt=512)
@@ -189,6 +197,20 @@ class InjectInterrupt(_Op):
     @property
     def capability(self) -> Capability:
         return Capability.INJECT_INTERRUPT
+
+
+class EndOfInterrupt(_Op):
+    """The handler on vCPU ``vcpu`` of layer ``target`` signals end of interrupt: the highest
+    in-service vector completes and the next pending one may be delivered. ``data["eoi"]``
+    is a :class:`cocopart.interrupts.EoiRecord`; ``data["deliveries"]`` what it delivered."""
+
+    op: Literal["eoi"] = "eoi"
+    vcpu: int = Field(ge=0, lt=512)
+    target: LayerName = "l2.1"
+
+    @property
+    def capability(self) -> Capability:
+        return Capability.EOI
 
 
 class ConfigureInterrupts(_Op):
@@ -229,12 +251,13 @@ class ExtendMeasurement(_Op):
 
 Operation = Annotated[
     ValidatePages | RescindPages | ConvertPages | SetAccess | CreateVcpu | DeleteVcpu | Attest
-    | InjectInterrupt | ConfigureInterrupts | ExtendMeasurement,
+    | InjectInterrupt | EndOfInterrupt | ConfigureInterrupts | ExtendMeasurement,
     Field(discriminator="op"),
 ]
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
 OPERATION_TYPES = (ValidatePages, RescindPages, ConvertPages, SetAccess, CreateVcpu, DeleteVcpu,
-                   Attest, InjectInterrupt, ConfigureInterrupts, ExtendMeasurement)
+                   Attest, InjectInterrupt, EndOfInterrupt, ConfigureInterrupts,
+                   ExtendMeasurement)
 
 
 def parse_operation(data: Any) -> Operation:

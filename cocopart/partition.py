@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +23,9 @@ from cocopart.model import Layer, PartitionConfig
 from cocopart.ops import Operation, OperationResult, parse_operation
 from cocopart.registry import load_backend
 from cocopart.trace import CostTable, Event, Trace, load_cost_overrides
+
+if TYPE_CHECKING:
+    from cocopart.interrupts import StreamResult
 
 
 class Plan(BaseModel):
@@ -100,6 +103,19 @@ class Partition:
 
     def run_all(self, ops: Iterable[Operation | dict[str, Any]]) -> list[OperationResult]:
         return [self.run(op) for op in ops]
+
+    def inject_many(self, items: Iterable[tuple[str, int, int]], *, requester: str = "host"
+                    ) -> StreamResult:
+        """Inject every ``(target layer, vCPU, vector)`` from ``requester`` and complete each
+        with the target's EOI, as a batch: every interrupt goes through the model's delivery
+        semantics and is counted in the trace, but each state shape's primitive sequence is
+        executed once and then repeated (:func:`cocopart.interrupts.run_stream`)."""
+        from cocopart.interrupts import run_stream
+
+        with self._lock:
+            if requester not in self.graph:
+                raise ConfigError(f"no layer '{requester}' in this guest", field="layer")
+            return run_stream(self.machine, items, requester=requester, costs=self.costs)
 
     def plan(self, op: Operation | dict[str, Any]) -> Plan:
         """What ``op`` would execute now, without changing the guest."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cocopart.apic import ApicRegisterError, LocalApic, UnknownApicRegister
+from cocopart.apic import ICR, ApicRegisterError, LocalApic, UnknownApicRegister
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
@@ -47,6 +47,29 @@ class ApicEmulation:
 def _stop(ctx: CallContext, emu: ApicEmulation) -> None:
     if emu.apics.pop((ctx.layer, ctx.vcpu), None) is not None:
         ctx.platform.apic_emulation_changed(ctx.layer, ctx.vcpu, False)
+
+
+#: x2APIC ICR fields (CS cpu/apic.rs ApicIcr): vector 7:0, message type 10:8 (0 fixed),
+#: trigger mode 15, assert 14, destination shorthand 19:18 (1 self), destination 63:32.
+ICR_TYPE_SHIFT, ICR_ASSERT, ICR_LEVEL, ICR_SHORTHAND_SHIFT = 8, 1 << 14, 1 << 15, 18
+ICR_SHORTHAND_SELF = 1
+
+
+def send_ipi(ctx: CallContext, emu: ApicEmulation, icr: int) -> int:
+    """An ICR write sends a fixed, asserted, edge-triggered IPI (the only kind CS emulates;
+    others -> INVALID_PARAMETER): to the caller itself it is latched locally, to another vCPU
+    of the same layer the platform posts it (``post_interrupt``)."""
+    vector = icr & 0xFF
+    if (icr >> ICR_TYPE_SHIFT) & 0x7 or not icr & ICR_ASSERT or icr & ICR_LEVEL:
+        return ResultCode.INVALID_PARAMETER
+    shorthand = (icr >> ICR_SHORTHAND_SHIFT) & 0x3
+    dest = ctx.vcpu if shorthand == ICR_SHORTHAND_SELF else icr >> 32
+    if shorthand not in (0, ICR_SHORTHAND_SELF):
+        return ResultCode.INVALID_PARAMETER  # broadcasts: not modelled
+    if dest == ctx.vcpu:
+        emu.apics[(ctx.layer, ctx.vcpu)].accept(vector)
+        return ResultCode.SUCCESS
+    return ctx.platform.post_interrupt(ctx.layer, dest, vector)
 
 
 def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
@@ -92,6 +115,8 @@ def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
             return ResultCode.INVALID_ADDRESS
         except ApicRegisterError:
             return ResultCode.INVALID_PARAMETER
+        if ctx.regs.rcx == ICR:
+            return send_ipi(ctx, emu, ctx.regs.rdx)
         return ResultCode.SUCCESS
 
     def configure_vector(ctx: CallContext) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cocopart.model import GIB, MIB, PAGE_2M, PAGE_4K, GpaRange
-from cocopart.partition import Partition
-
 from cocopart_tdx.machine import TdxMachine
 from cocopart_tdx.sept import Sept
 from cocopart_tdx.tdcall import TdxModule
+
+from cocopart.model import GIB, MIB, PAGE_2M, PAGE_4K, GpaRange
+from cocopart.partition import Partition
 
 __all__ = ["GIB", "MIB", "PAGE_2M", "PAGE_4K", "guest", "machine", "module", "rng", "sept"]
 

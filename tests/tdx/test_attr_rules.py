@@ -4,14 +4,13 @@ policy when an L2 asks for an attribute change."""
 from __future__ import annotations
 
 import pytest
-
-from cocopart.model import Access
-from cocopart.ops import SetAccess, ValidatePages
-
 from cocopart_tdx import attributes as A
 from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, NO_ALIAS, L2Alias, SeptEntry, SeptState
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import PENDING_BIT, TdxModule
+
+from cocopart.model import Access
+from cocopart.ops import SetAccess, ValidatePages
 
 from .tdx_helpers import MIB, PAGE_2M, PAGE_4K, guest, machine, module, rng
 
@@ -200,3 +199,11 @@ def test_set_access_for_a_non_l2_target_is_not_supported() -> None:
     p, _m = two_l2()
     r = p.run(SetAccess(layer="l1", range=rng(0, PAGE_4K), target="l1", access="rw"))
     assert r.status.value == "not-supported"
+
+
+def test_an_l2_may_lower_its_own_access() -> None:
+    p, m = two_l2()
+    assert p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="r")).ok
+    assert m.access("l2.1", 0, Access.READ).ok and not m.access("l2.1", 0, Access.WRITE).ok
+    r = p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="rw"))  # back up: no
+    assert r.error is not None and r.error.code == BAD_RDX

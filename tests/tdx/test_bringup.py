@@ -4,20 +4,19 @@ counts derived by hand for a 2M-mapping host and for the 4K-only host (upstream 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from math import ceil
 
 import pytest
+from cocopart_tdx.l1 import L2_BOOT_STATE
+from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, NO_ALIAS, SeptEntry, SeptState
+from cocopart_tdx.verify import TdxEvidenceVerifier
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.verifier import TrustStore
 from cocopart.model import Access
 from cocopart.ops import Attest, CreateVcpu, ValidatePages
 from cocopart.partition import Partition
-
-from cocopart_tdx.l1 import L2_BOOT_STATE
-from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, NO_ALIAS, SeptEntry, SeptState
-from cocopart_tdx.verify import TdxEvidenceVerifier
 
 from .tdx_helpers import GIB, PAGE_2M, guest, machine, rng, sept
 
@@ -148,7 +147,7 @@ def test_bringup_evidence_is_a_quote_bound_to_nonce_and_manifest() -> None:
     assert data["reportdata_rule"] == "REPORTDATA = SHA-512(nonce || services manifest)"
     roots = machine(p).roots
     result = TdxEvidenceVerifier().verify(ev, TrustStore().with_root("tdx", roots.root_pem),
-                                          datetime.now(timezone.utc))
+                                          datetime.now(UTC))
     checks = {c.name: c.ok for c in result.checks}
     for name in ("tdx.quote.signature", "tdx.qe_report.binding", "tdx.qe_report.signature",
                  "tdx.manifest_binding"):

@@ -9,8 +9,16 @@ from cocopart.attest.evidence import Evidence
 from cocopart.errors import CocopartError
 from cocopart.model import MIB, GpaRange
 from cocopart.ops import (
-    Attest, ConvertPages, CreateVcpu, DeleteVcpu, ExtendMeasurement, Operation, RescindPages,
-    SetAccess, ValidatePages)
+    Attest,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    Operation,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.partition import Partition
 from cocopart.registry import load_backend
 

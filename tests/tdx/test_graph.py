@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from cocopart_tdx.backend import L1_CAPABILITIES, TdxBackend
+
 from cocopart.layers import EdgeKind
 from cocopart.model import PartitionConfig
 from cocopart.ops import Attest, CreateVcpu, ValidatePages
-
-from cocopart_tdx.backend import L1_CAPABILITIES, TdxBackend
 
 from .tdx_helpers import MIB, guest, rng
 

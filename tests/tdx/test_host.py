@@ -4,15 +4,14 @@ host's mapping size, MapGPA with RETRY, BLOCK/TRACK/REMOVE, GetQuote, the shared
 from __future__ import annotations
 
 import pytest
-
-from cocopart.model import Access
-from cocopart.ops import ConvertPages, ValidatePages
-
 from cocopart_tdx import vmcall as vmc
-from cocopart_tdx.host import TdxHost, tdvps_pages
+from cocopart_tdx.host import TdxHost, create_vcpus, tdvps_pages
 from cocopart_tdx.l1 import Tally
 from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, NO_ALIAS, SeptEntry, SeptState
 from cocopart_tdx.tdcall import TdExit
+
+from cocopart.model import Access
+from cocopart.ops import ConvertPages, ValidatePages
 
 from .tdx_helpers import MIB, PAGE_2M, PAGE_4K, guest, machine, module, rng, sept
 
@@ -160,3 +159,13 @@ def test_bad_backend_options_name_the_field(opts: dict[str, object]) -> None:
     assert f"backend_options.{next(iter(opts))}" in str(err.value)
     if "hugepages" in opts:
         assert "module, host_mapping, gpaw, enable_tdvmcall" in str(err.value)
+
+
+def test_host_creates_l1_vcpus_with_tdvps_pages_and_the_init_state() -> None:
+    m = machine(guest(16 * MIB, vcpus=4, layers=2, gpaw=52))
+    assert len(m.l1_vcpus) == 4
+    v3 = m.l1_vcpus[3]
+    assert (v3["tdvps_pages"], v3["rip"], v3["rbx"], v3["rsi"], v3["cr0"], v3["efer"]) == (
+        12, 0xFFFF_FFF0, 52, 3, 0x21, 0x901)
+    with pytest.raises(ValueError):
+        create_vcpus(0x10000, 1, 48)

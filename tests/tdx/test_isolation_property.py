@@ -14,17 +14,22 @@ model's range maps.
 
 from __future__ import annotations
 
+from cocopart_tdx.sept import NO_ALIAS
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cocopart.model import Access
 from cocopart.ops import (
-    ConvertPages, CreateVcpu, DeleteVcpu, OperationResult, RescindPages, SetAccess,
-    ValidatePages)
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    OperationResult,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.partition import Partition
-
-from cocopart_tdx.sept import NO_ALIAS
 
 from .tdx_helpers import MIB, PAGE_4K, guest, machine, rng
 
@@ -61,15 +66,28 @@ class TdIsolation(RuleBasedStateMachine):
             return count
         return (r.progress.done_bytes // PAGE_4K) if r.progress else 0
 
+    def settle_failed_entry(self, first: int, done: int, end: int) -> None:
+        """A protocol entry that failed part-way may have had some of its pages accepted by
+        L1 (a 2M entry falls back to 4K accepts) without any grant: take "accepted" for the
+        rest of the range from the model; access stays what the reference says."""
+        lo, hi = (first + done) * PAGE_4K, end * PAGE_4K
+        if lo < hi:
+            for run in self.p.memory_view(lo, hi):
+                for i in range(run.start // PAGE_4K, run.end // PAGE_4K):
+                    self.accepted[i] = run.validated
+
     # -- rules -------------------------------------------------------------------------------
     @rule(layer=st.sampled_from(LAYERS), r=ranges)
     def validate(self, layer: str, r: tuple[int, int]) -> None:
         first, n = r
         res = self.p.run(ValidatePages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K)))
-        for i in range(first, first + self.done_pages(res, first, n)):
+        done = self.done_pages(res, first, n)
+        for i in range(first, first + done):
             assert not self.shared[i]
             self.accepted[i] = True
             self.acc[layer][i] = RWX
+        if not res.ok:
+            self.settle_failed_entry(first, done, first + n)
 
     @rule(r=ranges, grantee=st.sampled_from(LAYERS), access=st.sampled_from(ACCESSES))
     def set_access_by_l1(self, r: tuple[int, int], grantee: str, access: Access) -> None:
@@ -122,6 +140,7 @@ class TdIsolation(RuleBasedStateMachine):
             for i in range(first, first + done):
                 self.accepted[i] = True
                 self.acc[layer][i] = RWX
+            self.settle_failed_entry(first, done, first + n)
 
     @rule(layer=st.sampled_from(LAYERS), r=ranges)
     def rescind(self, layer: str, r: tuple[int, int]) -> None:

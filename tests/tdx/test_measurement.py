@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
-from cocopart.attest.evidence import Evidence
-from cocopart.ops import Attest, ExtendMeasurement
-
 from cocopart_tdx.l1 import pcr_to_rtmr
 from cocopart_tdx.measure import rtmr_extend
 from cocopart_tdx.quote import TdQuote
 from cocopart_tdx.status import Operand, TdxStatus, with_details
+
+from cocopart.attest.evidence import Evidence
+from cocopart.ops import Attest, ExtendMeasurement
 
 from .tdx_helpers import MIB, guest, machine
 
@@ -75,3 +74,12 @@ def test_l1_attests_itself_with_the_hardware_or_its_service() -> None:
     assert svc.manifest and svc.nonce == bytes(64)
     assert TdQuote.from_bytes(svc.raw).body.report_data == hashlib.sha512(
         svc.nonce + svc.manifest).digest()
+
+
+def test_planning_an_extend_changes_neither_the_vtpm_nor_the_rtmrs() -> None:
+    p = guest(16 * MIB)
+    plan = p.plan(ExtendMeasurement(register=8, digest=DIGEST))
+    assert any(e.mnemonic == "TDG.MR.RTMR.EXTEND" for e in plan.events)
+    assert machine(p).rtmrs()[2] == bytes(48)
+    tpm = machine(p).service.vtpm  # type: ignore[attr-defined]
+    assert tpm.pcrs[0x000C][8] == bytes(48)  # the SHA-384 bank of PCR 8 is untouched

@@ -4,7 +4,6 @@ index (classes 36/44/52), per-VM management fields and L1's access to each."""
 from __future__ import annotations
 
 import pytest
-
 from cocopart_tdx import metadata as md
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import Leaf, TdxModule

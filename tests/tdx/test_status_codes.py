@@ -6,13 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from cocopart_tdx import attributes as A
 from cocopart_tdx import metadata as md
 from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, SeptEntry, SeptState
 from cocopart_tdx.status import (
-    Operand, TdxStatus, base, describe, details, is_error, is_warning, mnemonic, status_name,
-    with_details)
+    Operand,
+    TdxStatus,
+    base,
+    describe,
+    details,
+    is_error,
+    is_warning,
+    mnemonic,
+    status_name,
+    with_details,
+)
 from cocopart_tdx.tdcall import TdcallResult, TdxModule
 from cocopart_tdx.vmcall import TdvmcallStatus
 

@@ -5,15 +5,14 @@ Also the RAX leaf/version rules of a TDCALL issued by L1."""
 from __future__ import annotations
 
 import pytest
-
-from cocopart.model import Access
-from cocopart.ops import Attest, ConvertPages, ValidatePages
-
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 from cocopart_tdx.tdcall import Leaf, TdExit, check_rax
 from cocopart_tdx.vp_enter import EnterGuestState, VmxExit
+
+from cocopart.model import Access
+from cocopart.ops import Attest, ConvertPages, ValidatePages
 
 from .tdx_helpers import MIB, guest, machine, module, rng
 

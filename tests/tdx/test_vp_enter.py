@@ -4,16 +4,23 @@ exit register layout, and where L2 events go (§2.4)."""
 from __future__ import annotations
 
 import pytest
-
-from cocopart.ops import CreateVcpu, DeleteVcpu, ValidatePages
-
 from cocopart_tdx import metadata as md
 from cocopart_tdx.sept import LEVEL_4K, SeptEntry, SeptState
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 from cocopart_tdx.tdcall import TdxModule
 from cocopart_tdx.vp_enter import (
-    ENTER_GUEST_STATE_SIZE, GPRS, Destination, EnterGuestState, L2Exit, VmxExit, destination,
-    enter_rcx, never_entered)
+    ENTER_GUEST_STATE_SIZE,
+    GPRS,
+    Destination,
+    EnterGuestState,
+    L2Exit,
+    VmxExit,
+    destination,
+    enter_rcx,
+    never_entered,
+)
+
+from cocopart.ops import CreateVcpu, DeleteVcpu, ValidatePages
 
 from .tdx_helpers import MIB, guest, machine, module, rng
 

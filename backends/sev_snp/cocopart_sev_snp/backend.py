@@ -12,7 +12,9 @@ Backend options (``PartitionConfig.backend_options``), all validated:
 * ``call_protocol`` — ``"ghcb"`` (default) or ``"msr"``: how a workload asks the hypervisor
   to run VMPL0 for an SVSM call (sev-snp.md §1.3);
 * ``product`` — ``"Milan"`` (default), ``"Genoa"`` or ``"Turin"``: the simulated AMD-SP's
-  product line (report format and certificate chain).
+  product line (report format and certificate chain);
+* ``host_fault_policy`` — ``"sigbus"`` (default), ``"panic"`` or ``"convert"``: what the host
+  does when it writes a guest-private page (:mod:`cocopart_sev_snp.host_faults`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from cocopart.ops import Capability
 from cocopart.service.build import KNOWN_SERVICES
 from cocopart.trace import CostTable, Trace
 from cocopart_sev_snp import costs
+from cocopart_sev_snp.host_faults import DEFAULT_POLICY, HOST_FAULT_POLICIES
 
 #: VMPL of each workload layer by number of workload layers: one layer runs at VMPL2 as
 #: COCONUT runs its guest (CS types.rs GUEST_VMPL = 2); two at VMPL1, 2; three at 1, 2, 3.
 DEFAULT_WORKLOAD_VMPLS: dict[int, tuple[int, ...]] = {1: (2,), 2: (1, 2), 3: (1, 2, 3)}
 OPTION_DEFAULTS: dict[str, Any] = {"workload_vmpls": None, "host_page_size": "2M",
-                                   "call_protocol": "ghcb", "product": "Milan"}
+                                   "call_protocol": "ghcb", "product": "Milan",
+                                   "host_fault_policy": DEFAULT_POLICY.value}
 HOST_PAGE_SIZES = ("2M", "4K")
 CALL_PROTOCOLS = ("ghcb", "msr")
 PRODUCTS = ("Milan", "Genoa", "Turin")
@@ -48,6 +52,7 @@ class SnpOptions:
     host_page_size_2m: bool
     call_protocol: str
     product: str
+    host_fault_policy: str = DEFAULT_POLICY.value
 
 
 def _field(name: str) -> str:
@@ -77,7 +82,7 @@ def parse_options(config: PartitionConfig) -> SnpOptions:
             raise ConfigError(f"{list(levels)}: workload VMPLs must be distinct and in 1..3 "
                               "(VMPL0 is the SVSM)", field=_field("workload_vmpls"))
     checks = (("host_page_size", HOST_PAGE_SIZES), ("call_protocol", CALL_PROTOCOLS),
-              ("product", PRODUCTS))
+              ("product", PRODUCTS), ("host_fault_policy", HOST_FAULT_POLICIES))
     values = {}
     for name, allowed in checks:
         v = opts.get(name, OPTION_DEFAULTS[name])
@@ -85,7 +90,7 @@ def parse_options(config: PartitionConfig) -> SnpOptions:
             raise ConfigError(f"{v!r} is not one of {', '.join(allowed)}", field=_field(name))
         values[name] = v
     return SnpOptions(levels, values["host_page_size"] == "2M", values["call_protocol"],
-                      values["product"])
+                      values["product"], values["host_fault_policy"])
 
 
 def workload_vmpls(config: PartitionConfig) -> dict[str, int]:

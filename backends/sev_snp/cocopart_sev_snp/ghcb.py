@@ -125,7 +125,18 @@ class ExitCode(IntEnum):
 EXIT_NAMES: dict[int, str] = {ExitCode.PSC: "PSC", ExitCode.GUEST_REQUEST: "GUEST_REQUEST",
               ExitCode.EXT_GUEST_REQUEST: "EXT_GUEST_REQUEST",
               ExitCode.AP_CREATION: "AP_CREATION", ExitCode.SNP_RUN_VMPL: "SNP_RUN_VMPL",
-              ExitCode.HV_FEATURES: "HV_FEATURES", ExitCode.TERMINATE: "TERMINATE"}
+              ExitCode.HV_FEATURES: "HV_FEATURES", ExitCode.TERMINATE: "TERMINATE",
+              ExitCode.HV_DOORBELL_PAGE: "HV_DOORBELL_PAGE", ExitCode.HV_IPI: "HV_IPI",
+              ExitCode.SECURE_AVIC: "SECURE_AVIC",
+              ExitCode.CONFIGURE_INJECTION: "CONFIGURE_INJECTION",
+              ExitCode.DISABLE_ALTERNATE_INJECTION: "DISABLE_ALTERNATE_INJECTION",
+              ExitCode.SPECIFIC_EOI: "SPECIFIC_EOI"}
+
+#: SVM_EXIT_MSR: the automatic-exit code a guest's #VC handler forwards an intercepted
+#: RDMSR/WRMSR with (EXITINFO1 1 = write, RCX = MSR, RAX/RDX = value). From LX svm.h, not
+#: in sev-snp.md (unconfirmed there); the model uses it for x2APIC EOI and ICR writes.
+SVM_EXIT_MSR = 0x7C
+EXIT_NAMES[SVM_EXIT_MSR] = "MSR"
 
 
 class GhcbError(IntEnum):

@@ -24,6 +24,7 @@ VMGEXIT and the two world switches are recorded by :meth:`Host.exit`.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cocopart.memory import GuestMemory
@@ -41,11 +42,12 @@ FIRMWARE = "firmware"
 VMGEXIT_SWITCH = "VMGEXIT"
 
 #: The features the model's hypervisor offers by default (sev-snp.md §5.2): everything CS
-#: needs (SNP, AP creation, MULTI_VMPL) plus restricted injection and the APIC ID list.
+#: needs (SNP, AP creation, MULTI_VMPL) plus restricted injection, the APIC ID list and the
+#: extended interrupts Alternate Injection needs (bit 9, sev-snp.md §3.3, §5.2).
 DEFAULT_HV_FEATURES = (g.HvFeature.SNP | g.HvFeature.AP_CREATION
                        | g.HvFeature.RESTRICTED_INJECTION
                        | g.HvFeature.RESTRICTED_INJECTION_TIMER | g.HvFeature.APIC_ID_LIST
-                       | g.HvFeature.MULTI_VMPL)
+                       | g.HvFeature.MULTI_VMPL | g.HvFeature.EXTENDED_INTERRUPTS)
 
 #: KVM implements only the private and shared PSC operations; the model's host also performs
 #: PSMASH (treating an already-split region as done) and refuses UNSMASH with an invalid-entry
@@ -77,7 +79,7 @@ class HostVcpu:
 
     vmsa_gpa: int
     layer: str
-    state: str = "running"  # "running" | "init-wait"
+    state: str = "running"  # "running" | "init-wait" | "kicked" (out of VMRUN, issue 7)
     sev_features: int = 0
 
 
@@ -105,6 +107,8 @@ class Host:
     mailboxes: dict[str, MessagePages] = field(default_factory=dict)
     terminated: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> reason
     _busy: list[int] = field(default_factory=list)  # sorted VMSA GPAs of running vCPUs
+    #: Handlers of further NAE exit codes (the interrupt exits of :mod:`.interrupts`).
+    extra_exits: dict[int, Callable[[str, g.GhcbPage], None]] = field(default_factory=dict)
 
     # -- vCPU table ------------------------------------------------------------------------
     def add_vcpu(self, apic_id: int, vmpl: int, ctx: HostVcpu) -> None:
@@ -129,6 +133,31 @@ class Host:
         """The first VMSA page of a running vCPU in ``[start, end)``, or None."""
         i = bisect_left(self._busy, start)
         return self._busy[i] if i < len(self._busy) and self._busy[i] < end else None
+
+    def kick(self, vmsa_gpa: int) -> HostVcpu | None:
+        """Force the vCPU whose VMSA is at ``vmsa_gpa`` out of VMRUN (an IPI; #VMEXIT): its
+        VMSA is no longer in use, so RMPUPDATE/PSMASH on it can succeed (issue 7; seed 003,
+        Peter Gonda 2021-11-12: "KVM + the #PF handler will need something to kick vCPUs")."""
+        for ctx in self.contexts.values():
+            if ctx.vmsa_gpa == vmsa_gpa and ctx.state != "kicked":
+                ctx.state = "kicked"
+                self._forget(vmsa_gpa)
+                return ctx
+        return None
+
+    def resume(self, vmsa_gpa: int) -> bool:
+        """VMRUN a kicked vCPU again: fails (VMEXIT_INVALID) unless its page is still a
+        validated VMSA page of this guest in the RMP (Brijesh Singh, KVM list: "hardware
+        enforce that page is marked as VMSA in the RMP table. If not, VMRUN will fail")."""
+        e = self.rmp.get(vmsa_gpa)
+        for ctx in self.contexts.values():
+            if ctx.vmsa_gpa == vmsa_gpa and ctx.state == "kicked":
+                if not (e.owned_by(self.asid) and e.validated and e.vmsa):
+                    return False
+                ctx.state = "running"
+                insort(self._busy, vmsa_gpa)
+                return True
+        return False
 
     # -- exits -----------------------------------------------------------------------------
     def exit(self, issuer: str, page: g.GhcbPage) -> None:
@@ -156,6 +185,8 @@ class Host:
             self._guest_request(issuer, page)
         elif code == g.ExitCode.HV_FEATURES:
             page.respond(0, self.options.hv_features)
+        elif code in self.extra_exits:
+            self.extra_exits[code](issuer, page)
         else:
             page.input_error(g.GhcbError.INVALID_EVENT)
 

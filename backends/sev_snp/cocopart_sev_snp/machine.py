@@ -46,7 +46,9 @@ from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
 from cocopart_sev_snp.workload import WorkloadPlanner
 
 if TYPE_CHECKING:
+    from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
     from cocopart_sev_snp.backend import SnpOptions
+    from cocopart_sev_snp.host_faults import HostWrite
     from cocopart_sev_snp.simroots import SimulatedAmdRoots
 
 L1 = "l1"
@@ -400,3 +402,22 @@ class SnpMachine(Machine):
     def rmp_entry(self, gpa: int) -> RmpEntry:
         """The RMP entry covering ``gpa`` (for tests and tools below the neutral API)."""
         return self.rmp.get(gpa)
+
+    # -- host faults (issue 7; cocopart.host_faults.HostFaultModel) ------------------------
+    def host_write(self, gpa: int, data: bytes = b"host data", **kw: Any) -> HostWrite:
+        """The host writes guest memory; an RMP #PF goes to the ``host_fault_policy``
+        (:func:`cocopart_sev_snp.host_faults.host_write` has the keywords)."""
+        from cocopart_sev_snp.host_faults import host_write
+
+        return host_write(self, gpa, data, **kw)
+
+    def host_fault_policies(self) -> tuple[str, ...]:
+        from cocopart_sev_snp.host_faults import HOST_FAULT_POLICIES
+
+        return HOST_FAULT_POLICIES
+
+    def host_fault_scenario(self, scenario: HostFaultScenario, setup: ScenarioSetup
+                            ) -> FaultOutcome:
+        from cocopart_sev_snp.host_scenarios import run
+
+        return run(self, scenario, setup)

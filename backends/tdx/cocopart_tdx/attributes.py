@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cocopart.model import Access
-
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 # tdx.md §3 (MOD helpers.h): per-VM attribute bits
@@ -77,9 +76,7 @@ def is_legal(attr: int) -> bool:
     """tdx.md §3 legality: W requires R; PWA requires R; SVE must be 0; bits 14:8 zero."""
     if attr & RESERVED or attr & SVE:
         return False
-    if attr & (W | PWA) and not attr & R:
-        return False
-    return True
+    return not (attr & (W | PWA) and not attr & R)
 
 
 def grants_any(attr: int) -> bool:

@@ -27,7 +27,6 @@ from cocopart.errors import ConfigError
 from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import InterruptMode, Layer, LayerRole, PartitionConfig
 from cocopart.trace import CostTable, Trace
-
 from cocopart_tdx.costs import default_costs
 from cocopart_tdx.host import HOST_MAPPINGS
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf

@@ -29,12 +29,21 @@ from cocopart.errors import EvidenceError
 from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_4K
 from cocopart.ranges import RangeMap
-
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.measure import MrtdBuilder
 from cocopart_tdx.sept import (
-    ACCEPTED, AUG_FROM, BLOCK_TRANSITIONS, LEVEL_2M, LEVEL_4K, LEVEL_BYTES, LEVEL_NAMES,
-    REMOVE_FROM, Sept, SeptEntry, SeptState)
+    ACCEPTED,
+    AUG_FROM,
+    BLOCK_TRANSITIONS,
+    LEVEL_2M,
+    LEVEL_4K,
+    LEVEL_BYTES,
+    LEVEL_NAMES,
+    REMOVE_FROM,
+    Sept,
+    SeptEntry,
+    SeptState,
+)
 from cocopart_tdx.tdcall import EEQ_L2_SEPT, TdExit, TdxModule
 
 if TYPE_CHECKING:
@@ -47,8 +56,34 @@ L1_IMAGE_TAG = b"cocopart simulated L1 VMM image\0"
 TDVPS_BASE_PAGES, TDVPS_PAGES_PER_L2 = 6, 3
 
 
+#: MAX_VCPUS is a u16 in TD_PARAMS (tdx.md §6).
+MAX_TD_VCPUS = 0xFFFF
+
+
 def tdvps_pages(num_l2_vms: int) -> int:
+    """TDVPS pages a vCPU needs: TDVPR + TDH.VP.ADDCX pages, 6 + 3 per L2 VM (tdx.md §6)."""
     return TDVPS_BASE_PAGES + TDVPS_PAGES_PER_L2 * num_l2_vms
+
+
+def initial_l1_state(vcpu: int, gpaw: int, cpuid1_eax: int = 0x000806F8,
+                     init_value: int = 0) -> dict[str, int]:
+    """L1's registers after TDH.VP.INIT (tdx.md §6, MOD tdh_vp_init.c / td_vmcs_init.c):
+    32-bit flat protected mode at the reset vector; RBX = GPAW, RCX = R8 = the host's init
+    value, RDX = CPUID(1).EAX (the default is a Sapphire Rapids signature, our choice), RSI =
+    the vCPU index."""
+    return {"rip": 0xFFFF_FFF0, "cr0": 0x21, "cr4": 0x2040, "efer": 0x901, "rflags": 0x2,
+            "cs_ar": 0xC09B, "cs_limit": 0xFFFF_FFFF, "pat": 0x0007040600070406,
+            "rbx": gpaw, "rcx": init_value, "r8": init_value, "rdx": cpuid1_eax, "rsi": vcpu}
+
+
+def create_vcpus(count: int, num_l2_vms: int, gpaw: int) -> list[dict[str, int]]:
+    """The host's TDH.VP.CREATE (SEAMCALL 10) + TDH.VP.ADDCX (4) + TDH.VP.INIT (22) for each
+    vCPU at TD build: every vCPU gets its TDVPS pages and its initial state (L2 vCPUs are not
+    created by the host: each L1 vCPU owns one L2 VMCS per L2 VM, tdx.md §6)."""
+    if not 1 <= count <= MAX_TD_VCPUS:
+        raise ValueError(f"a TD has 1 to {MAX_TD_VCPUS} vCPUs, not {count}")
+    pages = tdvps_pages(num_l2_vms)
+    return [{**initial_l1_state(v, gpaw), "tdvps_pages": pages} for v in range(count)]
 
 
 def build_td(sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], image_gpa: int,

@@ -28,30 +28,52 @@ fallbacks to smaller levels) and, when that block ends in one uniform state, giv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
 from cocopart.memory import (
-    SCRATCH_CERTS, SCRATCH_MANIFEST, SCRATCH_REPORT, SCRATCH_VTPM, GuestMemory, ProtocolLayout)
+    SCRATCH_CERTS,
+    SCRATCH_MANIFEST,
+    SCRATCH_REPORT,
+    SCRATCH_VTPM,
+    GuestMemory,
+    ProtocolLayout,
+)
 from cocopart.model import PAGE_2M, PAGE_4K, Access, Strategy
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import ResultCode
 from cocopart.trace import Trace
-
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.host import TdxHost
 from cocopart_tdx.sept import (
-    ACCEPTED, LEVEL_1G, LEVEL_2M, LEVEL_4K, LEVEL_BYTES, LEVEL_NAMES, L2Alias, SeptEntry,
-    SeptState)
+    ACCEPTED,
+    LEVEL_1G,
+    LEVEL_2M,
+    LEVEL_4K,
+    LEVEL_BYTES,
+    LEVEL_NAMES,
+    L2Alias,
+    SeptEntry,
+    SeptState,
+)
 from cocopart_tdx.status import Operand, TdxStatus, base, mnemonic, status_name, with_details
 from cocopart_tdx.tdcall import TdcallResult, TdxModule
 from cocopart_tdx.vp_enter import (
-    ENTER_GUEST_STATE_SIZE, PENDING_INTERRUPT, TDCALL_LENGTH, VMCALL_LENGTH, EnterGuestState,
-    L2Exit, VmxExit, enter_rcx)
+    ENTER_GUEST_STATE_SIZE,
+    PENDING_INTERRUPT,
+    TDCALL_LENGTH,
+    VMCALL_LENGTH,
+    EnterGuestState,
+    L2Exit,
+    VmxExit,
+    enter_rcx,
+)
 
 if TYPE_CHECKING:
     from cocopart.service.dispatcher import ServiceDispatcher
@@ -387,7 +409,7 @@ class LeafWalker:
              ) -> WalkResult:
         return self._range(op, start, end, levels, tally)
 
-    def _run(self, p: int) -> tuple[int, tuple[SeptEntry, tuple[L2Alias, ...]], bool]:
+    def state_run(self, p: int) -> tuple[int, tuple[SeptEntry, tuple[L2Alias, ...]], bool]:
         """End of the run of equal state at ``p``, that state, and the host's shared view."""
         sept = self.module.sept
         _s, e, entry = sept.l1.run_at(p)
@@ -404,7 +426,7 @@ class LeafWalker:
         res = WalkResult()
         p = start
         while p < end:
-            run_end, before, shared = self._run(p)
+            run_end, before, shared = self.state_run(p)
             lv = op.levels_at(before[0], levels)
             level = next((lv_ for lv_ in lv if p % LEVEL_BYTES[lv_] == 0
                           and p + LEVEL_BYTES[lv_] <= end), None)
@@ -552,7 +574,13 @@ class TdxPlatform(PrivilegedPlatform):
         self.enable_tdvmcall = enable_tdvmcall
         self.walker = LeafWalker(module, host)
         self.l2_vcpus: dict[tuple[int, int], L2VcpuRecord] = {}
+        self._state_pages: list[int] = []  # sorted state buffers of live L2 vCPUs
         self.last_error: L1Error | None = None
+        #: While not None, what L1's primitives record (for :meth:`_remember_validate`).
+        self._capture: list[tuple[bool, tuple[str, str, str, str], int]] | None = None
+        self._vmemo: dict[tuple[object, ...], tuple[
+            tuple[tuple[bool, tuple[str, str, str, str], int], ...], SeptEntry,
+            tuple[L2Alias, ...]]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------------
     def vm_of(self, layer: str) -> int:
@@ -572,9 +600,9 @@ class TdxPlatform(PrivilegedPlatform):
     def live_state_in(self, start: int, end: int) -> int | None:
         """A live L2 vCPU's state buffer inside ``[start, end)``, if any: L1 never lets it be
         validated again, rescinded, given to an L2 or shared (L2 state is never shared)."""
-        for rec in self.l2_vcpus.values():
-            if start <= rec.context_gpa < end:
-                return rec.context_gpa
+        i = bisect_left(self._state_pages, start)
+        if i < len(self._state_pages) and self._state_pages[i] < end:
+            return self._state_pages[i]
         return None
 
     def _refuse_state(self, gpa: int, what: str) -> int:
@@ -591,6 +619,8 @@ class TdxPlatform(PrivilegedPlatform):
         return set(range(self.layout.vcpus))
 
     def _flush(self, tally: Tally) -> None:
+        if self._capture is not None:
+            self._capture.extend(tally.items)
         tally.flush(self.trace)
 
     # -- accept + grant ---------------------------------------------------------------------
@@ -630,7 +660,7 @@ class TdxPlatform(PrivilegedPlatform):
                 marks.update((s, e))
         pts = sorted(marks)
         out: list[tuple[int, int]] = []
-        for s, e in zip(pts, pts[1:]):
+        for s, e in pairwise(pts):
             if any(amap.get(s).state is not SeptState.L2_FREE
                    for amap in self.module.sept.l2.values()):
                 if out and out[-1][1] == s:
@@ -666,31 +696,46 @@ class TdxPlatform(PrivilegedPlatform):
 
     def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
                        ignore_unchanged: bool) -> PageOpResult:
+        """ACCEPT (strategy order, fallbacks, host AUGs on TD exits) then ATTR.WR granting
+        ``layer``'s L2 VM R|W|Xs|Xu. ALREADY_ACCEPTED policy: an entry whose every page was
+        accepted before is "no change" (PVALIDATE_FAIL_NO_CHANGE, entries before it done)
+        unless ``ignore_unchanged``, when L1 zeroes those pages itself and grants them;
+        already-accepted pages inside a partly accepted entry are simply kept."""
         vm = self.vm_of(layer)
-        busy = self.live_state_in(gpa, gpa + page_bytes * count)
+        end = gpa + page_bytes * count
+        busy = self.live_state_in(gpa, end)
         if busy is not None:
             return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "validate"))
+        fast = self._validate_memo(vm, gpa, page_bytes, count)
+        if fast is not None:
+            return fast
         stop = count
         unchanged = self._first_entry(gpa, page_bytes, count, lambda s: s in ACCEPTED)
         if unchanged is not None and not ignore_unchanged:
             stop = unchanged
         already: list[tuple[int, int]] = []
         if ignore_unchanged:
-            already = [(max(s, gpa), min(e, gpa + page_bytes * count))
-                       for s, e, v in self.module.sept.l1.runs(gpa, gpa + page_bytes * count)
-                       if v.state in ACCEPTED]
+            already = [(max(s, gpa), min(e, end))
+                       for s, e, v in self.module.sept.l1.runs(gpa, end) if v.state in ACCEPTED]
+        key = self._uniform_key(vm, gpa, end, page_bytes) if unchanged is None else None
+        self._capture = [] if key is not None else None
         if stop:
-            end = gpa + page_bytes * stop
-            r = self.accept_range(gpa, end, self.accept_levels(page_bytes))
+            stop_end = gpa + page_bytes * stop
+            r = self.accept_range(gpa, stop_end, self.accept_levels(page_bytes))
             done = r.done // page_bytes
             if done:
                 g = self.grant(vm, gpa, gpa + done * page_bytes, VALIDATE_GRANT)
                 if g.status:
+                    self._capture = None
                     return PageOpResult(g.done // page_bytes,
                                         self.fail(g.status, "TDG.MEM.PAGE.ATTR.WR"))
             if r.status:
+                self._capture = None
                 what = f"TDG.MEM.PAGE.ACCEPT of {r.failed_gpa or 0:#x}"
                 return PageOpResult(done, self.fail(r.status, what))
+        items, self._capture = self._capture, None
+        if key is not None and items is not None:
+            self._remember_validate(key, gpa, end, count, items)
         for s, e in already:  # ALREADY_ACCEPTED with ignore_cf: L1 zeroes the pages itself
             self.memory.zero(s, e - s)
         if stop < count:
@@ -700,6 +745,55 @@ class TdxPlatform(PrivilegedPlatform):
                 "reported as no change)")
             return PageOpResult(stop, ResultCode.PVALIDATE_FAIL_NO_CHANGE)
         return PageOpResult(count, ResultCode.SUCCESS)
+
+    # A whole PVALIDATE run over pages in one state behaves the same every time: remember what
+    # one entry costs and ends as, and apply it to the next run in that state at once.
+    def _uniform_key(self, vm: int, start: int, end: int, page_bytes: int
+                     ) -> tuple[object, ...] | None:
+        if self.module.busy or self.module.l2_sept_missing or self.host.map_gpa_chunk:
+            return None
+        run_end, state, shared = self.walker.state_run(start)
+        if run_end < end or start % page_bytes:
+            return None
+        return (vm, page_bytes, self.strategy, state, shared)
+
+    def _validate_memo(self, vm: int, gpa: int, page_bytes: int, count: int
+                       ) -> PageOpResult | None:
+        key = self._uniform_key(vm, gpa, gpa + page_bytes * count, page_bytes)
+        hit = self._vmemo.get(key) if key is not None else None
+        if hit is None or key is None:
+            return None
+        items, final, aliases = hit
+        end = gpa + page_bytes * count
+        sept = self.module.sept
+        before = key[3]
+        assert isinstance(before, tuple)
+        if final != before[0]:
+            sept.set_entries(gpa, end, final)
+            if final.state in ACCEPTED:
+                self.memory.zero(gpa, end - gpa)
+        for (v, _amap), a, old in zip(sept.l2.items(), aliases, before[1]):
+            if a != old:
+                sept.set_alias(v, gpa, end, a)
+        trace = self.trace
+        for is_prim, k, c in items:
+            if is_prim:
+                trace.record(k[0], k[1], k[2], k[3], c * count)
+            else:
+                trace.switch(k[0], k[1], k[2], c * count)
+        return PageOpResult(count, ResultCode.SUCCESS)
+
+    def _remember_validate(self, key: tuple[object, ...], gpa: int, end: int, count: int,
+                           items: list[tuple[bool, tuple[str, str, str, str], int]]) -> None:
+        sept = self.module.sept
+        final = sept.l1.uniform(gpa, end)
+        aliases = tuple(amap.uniform(gpa, end) for amap in sept.l2.values())
+        if final is None or any(a is None for a in aliases) or \
+                any(c % count for _p, _k, c in items) or \
+                LEVEL_BYTES[final.level] > (end - gpa) // count:
+            return
+        per_entry = tuple((p, k, c // count) for p, k, c in items)
+        self._vmemo[key] = (per_entry, final, tuple(a for a in aliases if a is not None))
 
     def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
                       ignore_unchanged: bool) -> PageOpResult:
@@ -824,9 +918,11 @@ class TdxPlatform(PrivilegedPlatform):
             if st:
                 return st
         self.l2_vcpus[(vm, vcpu)] = L2VcpuRecord(vm, vcpu, context_gpa)
+        insort(self._state_pages, context_gpa)
         st = self.schedule(vcpu, vm, tally)
         if st:
             del self.l2_vcpus[(vm, vcpu)]
+            self._state_pages.remove(context_gpa)
         return st
 
     def create_vcpu(self, layer: str, context_gpa: int, caa_gpa: int, apic_id: int) -> int:
@@ -872,6 +968,7 @@ class TdxPlatform(PrivilegedPlatform):
         self.vp_wr(rec.vcpu, md.l2_vmcs_field(vm, md.VIRTUAL_APIC_PAGE_ADDR), 0,
                    vm_name(vm), tally)
         del self.l2_vcpus[(vm, rec.vcpu)]
+        self._state_pages.remove(context_gpa)
         self.module.clear_l2(rec.vcpu, vm)
         self.memory.zero(context_gpa, PAGE_4K)
         # The page goes back to the L2 (like an SNP VMSA page after DELETE_VCPU).
@@ -989,9 +1086,10 @@ class TdxTransport(Transport):
         vm = p.vm_of(layer)
         if not p.vcpu_exists(vm, vcpu):
             return None
-        tally = Tally()
-        p.schedule(vcpu, vm, tally)
-        tally.flush(self.trace)
+        if self.module.running_vm(vcpu) != vm:
+            tally = Tally()
+            p.schedule(vcpu, vm, tally)
+            tally.flush(self.trace)
         cpu = self.module.l2cpu(vcpu, vm)
         cpu.gprs.update(gprs)
         if p.enable_tdvmcall and what == "protocol":
@@ -1064,12 +1162,3 @@ class TdxTransport(Transport):
             regs.rax, regs.rcx, regs.rdx, regs.r8 = out.rax, out.rcx, out.rdx, out.r8
         else:
             vmc.decode_protocol_result(after, regs)
-
-
-def chunks(start: int, end: int, step: int) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` in pieces of at most ``step`` bytes."""
-    p = start
-    while p < end:
-        yield p, min(end, p + step)
-        p += step
-

@@ -11,6 +11,7 @@ nothing is mapped until the host AUGs on the first accept.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
@@ -19,9 +20,21 @@ from cocopart.layers import LayerGraph
 from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_4K, Access, PageSize, PartitionConfig
 from cocopart.ops import (
-    ArchError, Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, DeleteVcpu,
-    ExtendMeasurement, InjectInterrupt, Operation, OperationResult, Progress, RescindPages,
-    SetAccess, ValidatePages)
+    ArchError,
+    Attest,
+    ConfigureInterrupts,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    InjectInterrupt,
+    Operation,
+    OperationResult,
+    Progress,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.protocol.ids import ResultCode
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID, Requester, bind_report_data
 from cocopart.service import vtpm as vtpm_service
@@ -29,16 +42,20 @@ from cocopart.service.attest import build_manifest
 from cocopart.service.build import build_service
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
-
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.backend import INTERRUPTS_LATER, TdxOptions
-from cocopart_tdx.host import TdxHost, build_td
+from cocopart_tdx.host import TdxHost, build_td, create_vcpus
 from cocopart_tdx.l1 import (
-    PROTOCOL_PAGE_GRANT, L1Region, Tally, TdxPlatform, TdxProtocolLayout, TdxTransport,
-    error_of)
+    PROTOCOL_PAGE_GRANT,
+    L1Region,
+    Tally,
+    TdxPlatform,
+    TdxProtocolLayout,
+    TdxTransport,
+    error_of,
+)
 from cocopart_tdx.sept import ACCEPTED, LEVEL_BYTES, PENDING_FAMILY, L2Alias, Sept, SeptState
 from cocopart_tdx.simroots import DEFAULT_TD_ATTRIBUTES, SimulatedIntelRoots
-from cocopart_tdx.status import mnemonic
 from cocopart_tdx.tdcall import TdConfig, TdxModule
 from cocopart_tdx.vmcall import TdvmcallStatus
 from cocopart_tdx.vp_enter import EnterGuestState
@@ -71,6 +88,8 @@ class TdxMachine(Machine):
                       gpaw=options.gpaw, module=options.module,
                       attributes=int.from_bytes(DEFAULT_TD_ATTRIBUTES, "little"), mrtd=mrtd)
         self.module = TdxModule(td, sept, self.memory)
+        #: L1 vCPUs as the host built them (TDH.VP.CREATE / ADDCX / INIT).
+        self.l1_vcpus = create_vcpus(config.vcpus, config.workload_layers, options.gpaw)
         roots = self.roots
         self.module.report_builder = lambda data, mr, rtmrs: roots.build_tdreport(
             report_data=data, mrtd=mr, rtmrs=rtmrs)
@@ -307,7 +326,7 @@ class TdxMachine(Machine):
                 points.update((c, min(c + PAGE_4K, end)))
         out: list[MemoryRun] = []
         pts = sorted(points)
-        for s, e in zip(pts, pts[1:]):
+        for s, e in pairwise(pts):
             entry = sept.entry(s)
             shared = self.host.shared.get(s)
             accepted = not shared and entry.state in ACCEPTED
@@ -385,10 +404,8 @@ class TdxMachine(Machine):
         return e.state.name, int(e.state)
 
     def rtmrs(self) -> list[bytes]:
+        """RTMR0..3 as the module holds them now."""
         return list(self.module.rtmrs)
-
-    def status_mnemonic(self, status: int) -> str:
-        return mnemonic(status)
 
     def page_size_of(self, gpa: int) -> PageSize:
         """The L1 SEPT leaf size that maps ``gpa``."""

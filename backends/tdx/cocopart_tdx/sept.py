@@ -157,8 +157,10 @@ class Sept:
             if level <= entry.level or level > self.max_level:
                 continue
             bsize = LEVEL_BYTES[level]
-            for b in {start - start % bsize, (end - 1) - (end - 1) % bsize}:
-                self._split_block(b, level)
+            if start % bsize:  # only blocks the range covers in part need splitting
+                self._split_block(start - start % bsize, level)
+            if end % bsize:
+                self._split_block(end - end % bsize, level)
         self.l1.set(start, end, entry)
 
     def leaves(self, start: int, end: int) -> int:

@@ -16,20 +16,43 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from cocopart.memory import GuestMemory
-
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.measure import RTMR_COUNT, rtmr_extend
 from cocopart_tdx.sept import (
-    ACCEPT_TRANSITIONS, ACCEPTED, ATTR_RD_STATES, ATTR_WR_STATES, LEVEL_1G, LEVEL_2M,
-    LEVEL_BYTES, NO_ALIAS, PENDING_FAMILY, L2Alias, Sept, SeptEntry, SeptState)
+    ACCEPT_TRANSITIONS,
+    ACCEPTED,
+    ATTR_RD_STATES,
+    ATTR_WR_STATES,
+    LEVEL_1G,
+    LEVEL_2M,
+    LEVEL_BYTES,
+    NO_ALIAS,
+    PENDING_FAMILY,
+    L2Alias,
+    Sept,
+    SeptEntry,
+    SeptState,
+)
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 from cocopart_tdx.vp_enter import (
-    ENTER_GUEST_STATE_SIZE, GPRS, PENDING_INTERRUPT, TDCALL_LENGTH, VAPIC_NOT_SET, VM_MASK,
-    VM_SHIFT, VMCALL_LENGTH, EnterGuestState, L2Exit, VmxExit, check_inputs)
+    ENTER_GUEST_STATE_SIZE,
+    GPRS,
+    PENDING_INTERRUPT,
+    TDCALL_LENGTH,
+    VAPIC_NOT_SET,
+    VM_MASK,
+    VM_SHIFT,
+    VMCALL_LENGTH,
+    EnterGuestState,
+    L2Exit,
+    VmxExit,
+    check_inputs,
+)
 
 U64 = (1 << 64) - 1
 GPA_BITS = 0x000F_FFFF_FFFF_F000  # bits 51:12
@@ -181,6 +204,14 @@ class L2Cpu:
 
 #: Produces a TDREPORT: (REPORTDATA, MRTD, RTMR0..3) -> 1024 bytes.
 ReportBuilder = Callable[[bytes, bytes, tuple[bytes, bytes, bytes, bytes]], bytes]
+
+
+@lru_cache(maxsize=8)
+def _entry_fields(vm: int) -> tuple[int, int, int, int, int]:
+    """L2 VMCS fields TDG.VP.ENTER loads from the buffer: RIP, RSP, RFLAGS, SSP, interrupt
+    status (tdx.md §2.3)."""
+    f = md.l2_vmcs_field
+    return f(vm, 0x681E), f(vm, 0x681C), f(vm, 0x6820), f(vm, 0x682A), f(vm, 0x0810)
 
 
 class TdxModule:
@@ -537,10 +568,9 @@ class TdxModule:
         cpu.rip, cpu.rflags, cpu.ssp = state.rip, state.rflags, state.ssp
         cpu.interrupt_status = state.interrupt_status
         cpu.running = True
-        for enc, value in ((0x681E, state.rip), (0x681C, state.gprs["rsp"]),
-                           (0x6820, state.rflags), (0x682A, state.ssp),
-                           (0x0810, state.interrupt_status)):
-            m.values[md.l2_vmcs_field(vm, enc)] = value
+        f_rip, f_rsp, f_rflags, f_ssp, f_intr = _entry_fields(vm)
+        m.values.update({f_rip: state.rip, f_rsp: state.gprs["rsp"], f_rflags: state.rflags,
+                         f_ssp: state.ssp, f_intr: state.interrupt_status})
         m.set_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm, rdx)
         self.curr_vm[vcpu] = vm
         return TdcallResult(0, entered=True)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from cocopart.protocol.call import Registers
-
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 U64 = (1 << 64) - 1

@@ -83,8 +83,9 @@ class EnterGuestState:
     interrupt_status: int = 0
 
     def encode(self) -> bytes:
-        return _STATE.pack(*(self.gprs[r] & U64 for r in GPRS), self.rflags, self.rip,
-                           self.ssp, self.interrupt_status)
+        g = self.gprs
+        return _STATE.pack(*[g[r] & U64 for r in GPRS], self.rflags, self.rip, self.ssp,
+                           self.interrupt_status)
 
     @classmethod
     def decode(cls, data: bytes) -> EnterGuestState:

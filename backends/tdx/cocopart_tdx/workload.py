@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from cocopart.attest.evidence import Evidence
@@ -28,17 +27,33 @@ from cocopart.client import PageRun, ProtocolClient
 from cocopart.memory import ProtocolLayout
 from cocopart.model import PageSize, PartitionConfig
 from cocopart.ops import (
-    ArchError, Attest, ConvertPages, CreateVcpu, DeleteVcpu, ExtendMeasurement,
-    OperationResult, Progress, RescindPages, SetAccess, ValidatePages)
+    ArchError,
+    Attest,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    OperationResult,
+    Progress,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.protocol.ids import ResultCode, result_name
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID, bind_report_data
 from cocopart.trace import Trace
 from cocopart.vtpm_commands import pcr_extend, response_code
-
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1 import (
-    ENTRIES_PER_CALL, L1Error, Tally, TdxPlatform, TdxTransport, pcr_to_rtmr, vm_name)
+    ENTRIES_PER_CALL,
+    L1Error,
+    Tally,
+    TdxPlatform,
+    TdxTransport,
+    pcr_to_rtmr,
+    vm_name,
+)
 from cocopart_tdx.sept import ACCEPTED, LEVEL_2M, LEVEL_4K, SeptState
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import Leaf
@@ -397,5 +412,4 @@ class L2Workload:
             return OperationResult.failure(name, ArchError(
                 vendor="tcg", mnemonic=f"TPM_RC_{rc:#x}", code=rc,
                 message=f"TPM2_PCR_Extend of PCR {op.index} answered {rc:#x}"))
-        return OperationResult.success(name, pcr=op.index, rtmr=pcr_to_rtmr(op.index),
-                                       digest_sha384=hashlib.sha384(op.digest).hexdigest()[:16])
+        return OperationResult.success(name, pcr=op.index, rtmr=pcr_to_rtmr(op.index))
