@@ -13,8 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cocopart.backend import Transport
-from cocopart.memory import SCRATCH_CERTS, SCRATCH_MANIFEST, SCRATCH_REPORT, SCRATCH_VTPM, \
-    GuestMemory, ProtocolLayout
+from cocopart.memory import (
+    REPORT_BUFFER_SIZE,
+    SCRATCH_CERTS,
+    SCRATCH_MANIFEST,
+    SCRATCH_REPORT,
+    SCRATCH_VTPM,
+    GuestMemory,
+    ProtocolLayout,
+)
 from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.protocol import attest as attest_codec
 from cocopart.protocol import pvalidate as pv
@@ -181,7 +188,7 @@ class ProtocolClient:
         caa = self._caa(layer, vcpu)
         req_gpa, nonce_gpa = caa + BUFFER, caa + NONCE_OFFSET
         self.memory.write(nonce_gpa, nonce)
-        sizes = {"report": PAGE_4K, "manifest": PAGE_4K,
+        sizes = {"report": REPORT_BUFFER_SIZE, "manifest": PAGE_4K,
                  "certs": attest_codec.MAX_CERTS_SIZE if with_certs else 0}
         call = AttestCall.ATTEST_SINGLE_SERVICE if service else AttestCall.ATTEST_SERVICES
         res = AttestResult(code=ResultCode.SUCCESS)

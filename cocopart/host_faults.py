@@ -49,6 +49,13 @@ POLICY_OPTION = "host_fault_policy"
 #: Policy label of a backend with no host fault policy (nothing faults on the host).
 NO_POLICY = "none"
 
+#: The scenarios assume the host's mapping of a guest page reaches the physical page that backs
+#: the guest's private page: in the 2021 SEV-SNP host series the seed discusses, private and
+#: shared are two RMP states of one page. Applied to TDX too, so the scenes compare. With
+#: guest_memfd (Linux 6.8+) user space cannot map private memory at all and a conversion
+#: swaps the backing page; that is not modelled. (Model decision.)
+ASSUMPTION_SAME_PAGE = "the host's mapping of a GPA reaches the page backing it when private"
+
 
 class HostFaultScenario(str, Enum):
     """The seed-003 scenarios."""
@@ -58,7 +65,8 @@ class HostFaultScenario(str, Enum):
     KEXEC = "kexec"
 
     @property
-    def title(self) -> str:
+    def description(self) -> str:
+        """The scenario in one sentence (seed 003)."""
         return _TITLES[self]
 
 

@@ -82,11 +82,17 @@ REASON_BLOCKED = "pending: not above the processor priority (PPR) or a delivery 
 
 @dataclass
 class InterruptLedger:
-    """Ids of interrupts in flight and the ordered log of deliveries."""
+    """Ids of interrupts in flight and the ordered log of deliveries.
+
+    An interrupt *arrives* (gets an id; coalesced if the same vector is already in flight
+    for that vCPU), is *latched* into the IRR of whoever holds the APIC state (dropped if
+    masked there), and is finally *delivered* (logged under its id) or *dropped* later (e.g.
+    lost at a hand-off). ``pending`` maps ``(layer, vcpu, vector)`` to the id in flight."""
 
     next_id: int = 0
     pending: dict[tuple[str, int, int], int] = field(default_factory=dict)
     log: list[Delivery] = field(default_factory=list)
+    lost: list[Delivery] = field(default_factory=list)
     delivered_count: int = 0
     dropped_count: int = 0
     keep_log: bool = True
@@ -95,28 +101,41 @@ class InterruptLedger:
         self.next_id += 1
         return self.next_id
 
-    def accept(self, layer: str, vcpu: int, vector: int, apic: LocalApic, mechanism: str
-               ) -> Delivery:
-        """Latch ``vector`` into ``apic``'s IRR: a pending record, or a dropped one."""
+    def arrive(self, layer: str, vcpu: int, vector: int, mechanism: str) -> Delivery:
+        """An interrupt for ``layer``/``vcpu`` enters the delivery path."""
         ident = self.new_id()
-        if apic.irr >> vector & 1:
+        key = (layer, vcpu, vector)
+        if key in self.pending:
             self.dropped_count += 1
             return Delivery(id=ident, status=DeliveryStatus.DROPPED, layer=layer, vcpu=vcpu,
                             vector=vector, mechanism=mechanism, reason=REASON_COALESCED)
-        if not apic.accept(vector):
-            self.dropped_count += 1
-            return Delivery(id=ident, status=DeliveryStatus.DROPPED, layer=layer, vcpu=vcpu,
-                            vector=vector, mechanism=mechanism, reason=REASON_MASKED)
-        self.pending[(layer, vcpu, vector)] = ident
+        self.pending[key] = ident
         return Delivery(id=ident, status=DeliveryStatus.PENDING, layer=layer, vcpu=vcpu,
                         vector=vector, mechanism=mechanism, reason=REASON_BLOCKED)
 
+    def latch(self, apic: LocalApic, layer: str, vcpu: int, vector: int) -> bool:
+        """Set ``vector`` in ``apic``'s IRR; a vector the holder does not accept is dropped."""
+        if apic.accept(vector):
+            return True
+        self.drop(layer, vcpu, vector, REASON_MASKED)
+        return False
+
     def dropped(self, layer: str, vcpu: int, vector: int, mechanism: str, reason: str
                 ) -> Delivery:
-        """An interrupt the mode cannot deliver at all."""
+        """An interrupt the model refuses before it enters any path."""
         self.dropped_count += 1
         return Delivery(id=self.new_id(), status=DeliveryStatus.DROPPED, layer=layer,
                         vcpu=vcpu, vector=vector, mechanism=mechanism, reason=reason)
+
+    def drop(self, layer: str, vcpu: int, vector: int, reason: str) -> Delivery:
+        """An interrupt in flight is lost (masked, or at a hand-off)."""
+        ident = self.pending.pop((layer, vcpu, vector), None)
+        d = Delivery(id=ident, status=DeliveryStatus.DROPPED, layer=layer, vcpu=vcpu,
+                     vector=vector, reason=reason)
+        self.dropped_count += 1
+        if self.keep_log and len(self.lost) < MAX_DELIVERY_LOG:
+            self.lost.append(d)
+        return d
 
     def delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> Delivery:
         """``vector`` moved from IRR to ISR at ``layer``/``vcpu``: log it under its id."""
@@ -127,16 +146,6 @@ class InterruptLedger:
         if self.keep_log and len(self.log) < MAX_DELIVERY_LOG:
             self.log.append(d)
         return d
-
-    def moved(self, old: tuple[str, int], new: tuple[str, int], vectors: int) -> None:
-        """Pending ids follow IRR bits handed from one holder to another (same vCPU)."""
-        v = vectors
-        while v:
-            vec = v.bit_length() - 1
-            v &= ~(1 << vec)
-            ident = self.pending.pop((*old, vec), None)
-            if ident is not None:
-                self.pending[(*new, vec)] = ident
 
 
 @dataclass
@@ -242,7 +251,9 @@ def run_stream(machine: Machine, items: Iterable[tuple[str, int, int]], *, reque
     from cocopart.ops import EndOfInterrupt, InjectInterrupt
 
     trace = machine.trace
-    fast = machine if isinstance(machine, CycleFastPath) else None
+    provider = getattr(machine, "interrupt_fast_path", None)
+    candidate = provider() if callable(provider) else None
+    fast = candidate if isinstance(candidate, CycleFastPath) else None
     recipes: dict[Hashable, Recipe] = {}
     repeats: dict[Hashable, int] = {}
     out = StreamResult()

@@ -23,7 +23,7 @@ PAGE_MASK = PAGE_4K - 1
 class GuestMemory:
     """Sparse byte contents of a guest-physical address space of ``size`` bytes."""
 
-    __slots__ = ("size", "_pages")
+    __slots__ = ("_pages", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -84,9 +84,11 @@ class GuestMemory:
         return other
 
 
-#: Scratch pages per workload layer: report (1), manifest (2), certificates (4), vTPM (1).
-SCRATCH_REPORT, SCRATCH_MANIFEST, SCRATCH_CERTS, SCRATCH_VTPM = 0, 1, 3, 7
-SCRATCH_PAGES = 8
+#: Scratch pages per workload layer (first page of each): report 0-1 (a TD quote with its PEM
+#: PCK chain is ~4.3 KiB), manifest 2-3, certificates 4-7 (the 16 KiB SVSM maximum), vTPM 8.
+SCRATCH_REPORT, SCRATCH_MANIFEST, SCRATCH_CERTS, SCRATCH_VTPM = 0, 2, 4, 8
+SCRATCH_PAGES = 9
+REPORT_BUFFER_SIZE = 2 * PAGE_4K
 
 
 @dataclass(frozen=True)

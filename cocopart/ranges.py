@@ -30,7 +30,7 @@ class RangeMap(Generic[V]):
     (``_v``) and each block's first key (``_f``) for a two-level binary search.
     """
 
-    __slots__ = ("size", "_k", "_v", "_f")
+    __slots__ = ("_f", "_k", "_v", "size")
 
     def __init__(self, size: int, initial: V) -> None:
         if size <= 0:

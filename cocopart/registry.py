@@ -50,7 +50,7 @@ def load_plugin(group: str, name: str) -> Any:
     except NoMatches as err:  # the import failed: stevedore drops it after the callback
         cause: BaseException = failure[0] if failure else err
         raise BackendLoadError(name, cause) from cause
-    except Exception as err:  # noqa: BLE001 - anything a plug-in's import raises
+    except Exception as err:
         raise BackendLoadError(name, err) from err
     return mgr.driver
 
@@ -62,7 +62,7 @@ def load_backend(name: str) -> Backend:
     factory = load_plugin(BACKEND_GROUP, name)
     try:
         backend = factory() if callable(factory) else factory
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise BackendLoadError(name, err) from err
     if not isinstance(backend, Backend):
         raise BackendLoadError(name, TypeError(f"{factory!r} does not produce a Backend"))

@@ -7,14 +7,14 @@ encoded log keeps the sequence for sequence diagrams: consecutive records with t
 merge into one entry. World switches (a change of the running layer) are counted separately.
 
 Mnemonics may carry a page-size suffix (``PVALIDATE.2M``); the cost table looks the full
-mnemonic up first, then the part before the dot.
+mnemonic up first, then the mnemonic without the suffix.
 """
 
 from __future__ import annotations
 
 import threading
-from array import array
 import tomllib
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +26,15 @@ from cocopart.errors import ConfigError
 #: Longest ordered log kept (12 bytes an entry); past it only counters grow
 #: (``dropped_events`` says how many).
 MAX_LOG = 2_000_000
+
+
+PAGE_SIZE_SUFFIXES = (".4K", ".2M", ".1G")
+
+
+def base_mnemonic(mnemonic: str) -> str:
+    """``PVALIDATE.2M`` -> ``PVALIDATE``; ``TDG.MEM.PAGE.ACCEPT.4K`` -> ``TDG.MEM.PAGE.ACCEPT``;
+    names without a page-size suffix are returned unchanged."""
+    return mnemonic[:-3] if mnemonic.endswith(PAGE_SIZE_SUFFIXES) else mnemonic
 
 
 class PrimitiveKey(NamedTuple):
@@ -134,7 +143,7 @@ class Trace:
         total = 0
         for k, n in self.primitives.items():
             if mnemonic is not None and k.mnemonic != mnemonic \
-                    and k.mnemonic.split(".")[0] != mnemonic:
+                    and base_mnemonic(k.mnemonic) != mnemonic:
                 continue
             if issuer is not None and k.issuer != issuer:
                 continue
@@ -284,7 +293,7 @@ class CostTable(BaseModel):
     switches: dict[str, Cost] = Field(default_factory=dict)
 
     def primitive_ns(self, mnemonic: str) -> float:
-        c = self.primitives.get(mnemonic) or self.primitives.get(mnemonic.split(".")[0])
+        c = self.primitives.get(mnemonic) or self.primitives.get(base_mnemonic(mnemonic))
         return c.ns if c else 0.0
 
     def switch_ns(self, mechanism: str) -> float:
@@ -295,7 +304,7 @@ class CostTable(BaseModel):
         """Mnemonics and mechanisms the table has no cost for."""
         out = {k.mnemonic for k in trace.primitives
                if k.mnemonic not in self.primitives
-               and k.mnemonic.split(".")[0] not in self.primitives}
+               and base_mnemonic(k.mnemonic) not in self.primitives}
         out |= {k.mechanism for k in trace.switches if k.mechanism not in self.switches}
         return out
 
@@ -317,7 +326,7 @@ class CostTable(BaseModel):
                 elif isinstance(val, dict):
                     try:
                         target[name] = Cost(**{"source": source, **val})
-                    except Exception as err:  # noqa: BLE001 - pydantic error with field
+                    except Exception as err:
                         raise ConfigError(str(err), field=f"{section}.{name}",
                                           source=source) from err
                 else:

@@ -9,8 +9,16 @@ from __future__ import annotations
 import struct
 
 from cocopart.service.vtpm import (
-    EK_HANDLE, TPM_ALG_SHA256, TPM_ALG_SHA384, TPM_CC_PCR_EXTEND, TPM_CC_PCR_READ,
-    TPM_CC_READ_PUBLIC, TPM_RS_PW, TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS)
+    EK_HANDLE,
+    TPM_ALG_SHA256,
+    TPM_ALG_SHA384,
+    TPM_CC_PCR_EXTEND,
+    TPM_CC_PCR_READ,
+    TPM_CC_READ_PUBLIC,
+    TPM_RS_PW,
+    TPM_ST_NO_SESSIONS,
+    TPM_ST_SESSIONS,
+)
 
 
 def _frame(tag: int, cc: int, body: bytes) -> bytes:

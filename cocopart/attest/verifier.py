@@ -9,7 +9,7 @@ every failed check.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -169,7 +169,7 @@ class Verifier:
         return self._plugins[vendor]
 
     def verify(self, evidence: Evidence, now: datetime | None = None) -> Verdict:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         result = self._plugin(evidence.vendor).verify(evidence, self.trust, now)
         waived = set(self.policy.waive_checks)
         checks = [c if c.ok or c.name not in waived else

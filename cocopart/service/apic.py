@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cocopart.apic import ICR, ApicRegisterError, LocalApic, UnknownApicRegister
+from cocopart.apic import ApicRegisterError, LocalApic, UnknownApicRegister
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
@@ -72,68 +72,79 @@ def send_ipi(ctx: CallContext, emu: ApicEmulation, icr: int) -> int:
     return ctx.platform.post_interrupt(ctx.layer, dest, vector)
 
 
-def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
-    """Offer the APIC protocol (3) to vCPUs whose APIC ``emu`` emulates."""
+def _query_features(ctx: CallContext) -> int:
+    ctx.regs.rcx = 0  # no optional features (CS)
+    return ResultCode.SUCCESS
 
-    def query_features(ctx: CallContext) -> int:
-        ctx.regs.rcx = 0  # no optional features (CS)
+
+def _configure(ctx: CallContext) -> int:
+    emu = ctx.dispatcher.apic
+    action = ctx.regs.rcx
+    if action == CONFIGURE_REGISTER:
+        if emu.count == 0 or emu.count >= MAX_REGISTRATIONS:
+            return ResultCode.APIC_CANNOT_REGISTER
+        emu.count += 1
         return ResultCode.SUCCESS
-
-    def configure(ctx: CallContext) -> int:
-        action = ctx.regs.rcx
-        if action == CONFIGURE_REGISTER:
-            if emu.count == 0 or emu.count >= MAX_REGISTRATIONS:
-                return ResultCode.APIC_CANNOT_REGISTER
-            emu.count += 1
-            return ResultCode.SUCCESS
-        if action == CONFIGURE_DEREGISTER:
-            if emu.count:
-                emu.count -= 1
-                if emu.count == 0:
-                    emu.disabled_for_good = True
-                    _stop(ctx, emu)
-            return ResultCode.SUCCESS
-        if action == CONFIGURE_REFRESH:
+    if action == CONFIGURE_DEREGISTER:
+        if emu.count:
+            emu.count -= 1
             if emu.count == 0:
+                emu.disabled_for_good = True
                 _stop(ctx, emu)
-            return ResultCode.SUCCESS
+        return ResultCode.SUCCESS
+    if action == CONFIGURE_REFRESH:
+        if emu.count == 0:
+            _stop(ctx, emu)
+        return ResultCode.SUCCESS
+    return ResultCode.INVALID_PARAMETER
+
+
+def _register_access(ctx: CallContext, write: bool) -> int:
+    apic = ctx.dispatcher.apic.apics[(ctx.layer, ctx.vcpu)]
+    try:
+        if write:
+            apic.write(ctx.regs.rcx, ctx.regs.rdx)
+        else:
+            ctx.regs.rdx = apic.read(ctx.regs.rcx)
+    except UnknownApicRegister:
+        return ResultCode.INVALID_ADDRESS
+    except ApicRegisterError:
         return ResultCode.INVALID_PARAMETER
+    return ResultCode.SUCCESS
 
-    def read_register(ctx: CallContext) -> int:
-        try:
-            ctx.regs.rdx = emu.apics[(ctx.layer, ctx.vcpu)].read(ctx.regs.rcx)
-        except UnknownApicRegister:
-            return ResultCode.INVALID_ADDRESS
-        except ApicRegisterError:
-            return ResultCode.INVALID_PARAMETER
-        return ResultCode.SUCCESS
 
-    def write_register(ctx: CallContext) -> int:
-        try:
-            emu.apics[(ctx.layer, ctx.vcpu)].write(ctx.regs.rcx, ctx.regs.rdx)
-        except UnknownApicRegister:
-            return ResultCode.INVALID_ADDRESS
-        except ApicRegisterError:
-            return ResultCode.INVALID_PARAMETER
-        if ctx.regs.rcx == ICR:
-            return send_ipi(ctx, emu, ctx.regs.rdx)
-        return ResultCode.SUCCESS
+def _read_register(ctx: CallContext) -> int:
+    return _register_access(ctx, write=False)
 
-    def configure_vector(ctx: CallContext) -> int:
-        rcx = ctx.regs.rcx
-        if rcx & VECTOR_RESERVED:
-            return ResultCode.INVALID_PARAMETER
-        apic = emu.apics.get((ctx.layer, ctx.vcpu))
-        if apic is None:
-            return ResultCode.INVALID_REQUEST
-        bits = ((1 << 256) - 1) if rcx & VECTOR_ALL else 1 << (rcx & VECTOR_MASK)
-        apic.allowed = apic.allowed | bits if rcx & VECTOR_ENABLE else apic.allowed & ~bits
-        return ResultCode.SUCCESS
 
+def _write_register(ctx: CallContext) -> int:
+    return _register_access(ctx, write=True)
+
+
+def _configure_vector(ctx: CallContext) -> int:
+    rcx = ctx.regs.rcx
+    if rcx & VECTOR_RESERVED:
+        return ResultCode.INVALID_PARAMETER
+    apic = ctx.dispatcher.apic.apics.get((ctx.layer, ctx.vcpu))
+    if apic is None:
+        return ResultCode.INVALID_REQUEST
+    bits = ((1 << 256) - 1) if rcx & VECTOR_ALL else 1 << (rcx & VECTOR_MASK)
+    apic.allowed = apic.allowed | bits if rcx & VECTOR_ENABLE else apic.allowed & ~bits
+    return ResultCode.SUCCESS
+
+
+def _offered(dispatcher: ServiceDispatcher, layer: str, vcpu: int) -> bool:
+    return dispatcher.apic.enabled(layer, vcpu)
+
+
+def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
+    """Offer the APIC protocol (3) to vCPUs whose APIC ``emu`` emulates. The handlers find the
+    emulation state through the dispatcher, so a forked machine's copy is its own."""
+    dispatcher.apic = emu
     dispatcher.register(ProtocolId.APIC, {
-        ApicCall.QUERY_FEATURES: query_features,
-        ApicCall.CONFIGURE: configure,
-        ApicCall.READ_REGISTER: read_register,
-        ApicCall.WRITE_REGISTER: write_register,
-        ApicCall.CONFIGURE_VECTOR: configure_vector,
-    }, offered=emu.enabled)
+        ApicCall.QUERY_FEATURES: _query_features,
+        ApicCall.CONFIGURE: _configure,
+        ApicCall.READ_REGISTER: _read_register,
+        ApicCall.WRITE_REGISTER: _write_register,
+        ApicCall.CONFIGURE_VECTOR: _configure_vector,
+    }, offered=_offered)

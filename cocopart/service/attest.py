@@ -16,8 +16,7 @@ from collections.abc import Callable
 from cocopart.backend import HardwareEvidence
 from cocopart.protocol import attest as codec
 from cocopart.protocol.ids import AttestCall, ProtocolId, ResultCode
-from cocopart.protocol.manifest import REQUESTER_GUID, Requester, ServicesManifest, \
-    bind_report_data
+from cocopart.protocol.manifest import REQUESTER_GUID, Requester, ServicesManifest, bind_report_data
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
 PAGE = 4096
@@ -34,9 +33,9 @@ def build_manifest(services: ServiceTable, requester: Requester | None,
     return ServicesManifest(table).to_bytes()
 
 
-def _handler(services: ServiceTable, level_of: Callable[[str], int], single: bool
-             ) -> Callable[[CallContext], int]:
+def _handler(single: bool) -> Callable[[CallContext], int]:
     def handle(ctx: CallContext) -> int:
+        services, level_of = ctx.dispatcher.services, ctx.dispatcher.level_of
         gpa = ctx.regs.rcx
         size = codec.SINGLE_SIZE if single else codec.SERVICES_SIZE
         if not ctx.platform.is_guest_range(gpa, size):
@@ -81,7 +80,9 @@ def register(dispatcher: ServiceDispatcher, services: ServiceTable,
              level_of: Callable[[str], int]) -> None:
     """Offer the attestation protocol (1). ``level_of`` maps a layer to its vendor level
     (VMPL number / L2 VM index) for the requester entry."""
+    dispatcher.services = services
+    dispatcher.level_of = level_of
     dispatcher.register(ProtocolId.ATTEST, {
-        AttestCall.ATTEST_SERVICES: _handler(services, level_of, single=False),
-        AttestCall.ATTEST_SINGLE_SERVICE: _handler(services, level_of, single=True),
+        AttestCall.ATTEST_SERVICES: _handler(single=False),
+        AttestCall.ATTEST_SINGLE_SERVICE: _handler(single=True),
     })

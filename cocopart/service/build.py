@@ -37,7 +37,6 @@ def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: Pro
             tpm = vtpm.Vtpm(seed)
             tpm.on_extend = platform.extend_measurement
             vtpm.register(d, tpm)
-            d.vtpm = tpm
             table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
         else:
             raise ConfigError(f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})",

@@ -3,6 +3,7 @@ UNSUPPORTED_PROTOCOL, unknown call -> UNSUPPORTED_CALL)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,6 +42,9 @@ class CallContext:
 
 
 Handler = Callable[[CallContext], int]
+#: Whether a protocol is offered to (layer, vCPU); it gets the dispatcher so that state is
+#: read from the dispatcher, never captured (a forked machine copies the dispatcher).
+Offered = Callable[["ServiceDispatcher", str, int], bool]
 
 
 class ServiceDispatcher:
@@ -56,16 +60,20 @@ class ServiceDispatcher:
         self.protocols: dict[int, dict[int, Handler]] = {}
         self.versions: dict[int, tuple[int, int]] = {}
         #: Per-layer predicate deciding whether a protocol is offered to the caller
-        self.offered: dict[int, Callable[[str, int], bool]] = {}
+        self.offered: dict[int, Offered] = {}
         from cocopart.service.apic import ApicEmulation
         #: APIC emulation state (registration count, emulated APICs); the protocol is
         #: offered only to vCPUs it emulates.
         self.apic = ApicEmulation()
         #: The vTPM service, when the guest has one.
         self.vtpm: Vtpm | None = None
+        #: Attestable services: name -> (GUID, manifest blob provider), and the vendor level
+        #: (VMPL / L2 VM index) of each layer, for the manifest's requester entry.
+        self.services: dict[str, tuple[uuid.UUID, Callable[[], bytes]]] = {}
+        self.level_of: Callable[[str], int] = lambda _layer: 0
 
     def register(self, protocol: ProtocolId, calls: dict[int, Handler],
-                 offered: Callable[[str, int], bool] | None = None) -> None:
+                 offered: Offered | None = None) -> None:
         self.protocols[int(protocol)] = calls
         self.versions[int(protocol)] = PROTOCOL_VERSIONS[protocol]
         if offered is not None:
@@ -75,7 +83,7 @@ class ServiceDispatcher:
         if protocol not in self.protocols:
             return False
         pred = self.offered.get(protocol)
-        return pred is None or pred(layer, vcpu)
+        return pred is None or pred(self, layer, vcpu)
 
     def dispatch(self, layer: str, vcpu: int, regs: Registers) -> None:
         """Run the call in ``regs`` for ``layer``/``vcpu``; the result code lands in RAX."""

@@ -172,23 +172,26 @@ class Vtpm:
         return self._response(TPM_ST_SESSIONS, struct.pack(">I", 0) + session)
 
 
+def _query(ctx: CallContext) -> int:
+    ctx.regs.rcx = codec.SUPPORTED_COMMANDS
+    ctx.regs.rdx = 0
+    return ResultCode.SUCCESS
+
+
+def _cmd(ctx: CallContext) -> int:
+    tpm = ctx.dispatcher.vtpm
+    gpa = ctx.regs.rcx
+    if gpa % 4096 or not ctx.platform.is_guest_range(gpa, 4096):
+        return ResultCode.INVALID_ADDRESS
+    req = codec.decode_request(ctx.memory.read(gpa, 4096))
+    if tpm is None or req is None or req[0] != codec.TPM_SEND_COMMAND:
+        return ResultCode.INVALID_PARAMETER
+    ctx.memory.write(gpa, codec.encode_response(tpm.execute(req[2])))
+    return ResultCode.SUCCESS
+
+
 def register(dispatcher: ServiceDispatcher, vtpm: Vtpm) -> None:
-    """Offer the vTPM protocol (2) backed by ``vtpm``."""
-
-    def query(ctx: CallContext) -> int:
-        ctx.regs.rcx = codec.SUPPORTED_COMMANDS
-        ctx.regs.rdx = 0
-        return ResultCode.SUCCESS
-
-    def cmd(ctx: CallContext) -> int:
-        gpa = ctx.regs.rcx
-        if gpa % 4096 or not ctx.platform.is_guest_range(gpa, 4096):
-            return ResultCode.INVALID_ADDRESS
-        req = codec.decode_request(ctx.memory.read(gpa, 4096))
-        if req is None or req[0] != codec.TPM_SEND_COMMAND:
-            return ResultCode.INVALID_PARAMETER
-        rsp = vtpm.execute(req[2])
-        ctx.memory.write(gpa, codec.encode_response(rsp))
-        return ResultCode.SUCCESS
-
-    dispatcher.register(ProtocolId.VTPM, {VtpmCall.QUERY: query, VtpmCall.CMD: cmd})
+    """Offer the vTPM protocol (2) backed by ``vtpm``. The handlers find the vTPM through
+    the dispatcher, so a forked machine's copy serves its own PCRs."""
+    dispatcher.vtpm = vtpm
+    dispatcher.register(ProtocolId.VTPM, {VtpmCall.QUERY: _query, VtpmCall.CMD: _cmd})

@@ -81,3 +81,21 @@ def test_bad_config_is_a_config_error() -> None:
     from fake_backend import FakeBackend
     with pytest.raises(ConfigError, match="field 'vcpus'"):
         Partition({"memory": GIB, "vcpus": 0}, FakeBackend())
+
+
+def test_fork_owns_its_service_state(fake: Partition) -> None:
+    """A plan runs on a fork: the fork's vTPM PCRs and APIC state must be its own copies
+    (protocol handlers reach state through the dispatcher, never through a closure)."""
+    import hashlib
+
+    from cocopart import vtpm_commands as cmd
+
+    original = fake.machine
+    other = original.fork()
+    d = hashlib.sha384(b"x").digest()
+    code, rsp = other.client.vtpm_command("l2.1", 0, cmd.pcr_extend(5, d))
+    assert code == 0 and cmd.response_code(rsp) == 0
+    assert other.service.vtpm is not original.service.vtpm
+    assert original.service.vtpm.pcrs[0x000C][5] == bytes(48)
+    assert other.service.vtpm.pcrs[0x000C][5] != bytes(48)
+    assert other.service.apic is not original.service.apic

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from cocopart_sev_snp import host_faults as hf
+from cocopart_sev_snp.rmp import PageState, RmpEntry
 from snp_helpers import MIB, guest, machine, validated
 
 from cocopart.errors import ConfigError
 from cocopart.host_faults import HostAccessor
 from cocopart.model import PAGE_4K, Access
-from cocopart_sev_snp import host_faults as hf
-from cocopart_sev_snp.rmp import PageState, RmpEntry
 
 PAGE = 0x1000
 

@@ -5,13 +5,13 @@ host mapping over assigned 4K entries (split the host mapping)."""
 from __future__ import annotations
 
 import pytest
+from cocopart_sev_snp import host_faults as hf
+from cocopart_sev_snp.machine import SnpMachine
+from cocopart_sev_snp.rmp import PageState
 from snp_helpers import MIB, machine, rng, validated
 
 from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.ops import ConvertPages
-from cocopart_sev_snp import host_faults as hf
-from cocopart_sev_snp.machine import SnpMachine
-from cocopart_sev_snp.rmp import PageState
 
 PAGE = 0x5000
 

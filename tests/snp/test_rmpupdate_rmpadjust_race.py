@@ -4,13 +4,13 @@ what each side sees (cocopart_sev_snp.rmp_race)."""
 from __future__ import annotations
 
 import pytest
-from snp_helpers import MIB, machine, validated
-
-from cocopart.model import Access
 from cocopart_sev_snp import host_faults as hf
 from cocopart_sev_snp import rmp_race as rr
 from cocopart_sev_snp.machine import SnpMachine
 from cocopart_sev_snp.rmp import PageState
+from snp_helpers import MIB, machine, validated
+
+from cocopart.model import Access
 
 PAGE = 0x3000
 

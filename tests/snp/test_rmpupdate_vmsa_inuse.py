@@ -3,13 +3,14 @@ out of VMRUN (issue 7; RULE_CONVERT_KICKS_VMSA_VCPU)."""
 
 from __future__ import annotations
 
-from snp_helpers import MIB, guest, machine
-
 from cocopart_sev_snp import host_faults as hf
 from cocopart_sev_snp.rmp import PageState
+from snp_helpers import MIB, guest, machine
+
+from cocopart.partition import Partition
 
 
-def _convert_guest() -> object:
+def _convert_guest() -> Partition:
     return guest(64 * MIB, backend_options={"host_fault_policy": "convert"})
 
 
@@ -38,7 +39,7 @@ def test_a_kicked_vcpu_with_its_vmsa_untouched_resumes_and_is_in_use_again() -> 
 
 def test_convert_policy_kicks_the_vcpu_then_converts_and_the_vcpu_cannot_run_again() -> None:
     p = _convert_guest()
-    m = machine(p)  # type: ignore[arg-type]
+    m = machine(p)
     ctx = m.layout.context(0, 0)
     w = m.host_write(ctx, b"x")
     assert w.action is hf.HostAction.CONVERTED and w.completed
@@ -47,7 +48,7 @@ def test_convert_policy_kicks_the_vcpu_then_converts_and_the_vcpu_cannot_run_aga
     assert hf.RULE_CONVERT_KICKS_VMSA_VCPU in w.rules
     assert m.trace.count("KICK", issuer="host") == 1
     assert not m.host.resume(ctx)  # VMRUN: the page is no longer a VMSA -> VMEXIT_INVALID
-    assert [v.state for v in p.vcpus()] == ["stopped"]  # type: ignore[attr-defined]
+    assert [v.state for v in p.vcpus()] == ["stopped"]
 
 
 def test_sigbus_policy_never_converts_a_vmsa_and_the_vcpu_keeps_running() -> None:

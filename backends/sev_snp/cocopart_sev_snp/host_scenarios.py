@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 
 from cocopart.client import PageRun
 from cocopart.host_faults import (
+    ASSUMPTION_SAME_PAGE,
     Emulator,
     FaultOutcome,
+    HostAccessor,
     HostFaultScenario,
     OutcomeBuilder,
     ScenarioSetup,
@@ -63,7 +65,7 @@ RULE_KEXEC_KERNEL_CONVERTS_AS_IT_GOES = "convert: the new kernel converts pages 
 UNCONFIRMED = (RULE_RMP_PERSISTS_ACROSS_KEXEC,)
 
 
-def _access(emulator: Emulator) -> tuple[hf.HostAccessor, bool]:
+def _access(emulator: Emulator) -> tuple[HostAccessor, bool]:
     """(accessor, checked) of an emulator."""
     return emulator.accessor, emulator is Emulator.KVM_CHECKED
 
@@ -77,6 +79,7 @@ def _builder(m: SnpMachine, scenario: HostFaultScenario, setup: ScenarioSetup
 def _write(m: SnpMachine, b: OutcomeBuilder, layer: str) -> None:
     """The emulator writes DMA_PAGE; apply the consequences of what the host did."""
     accessor, checked = _access(b.emulator)
+    b.rules.append(ASSUMPTION_SAME_PAGE)
     w = hf.host_write(m, DMA_PAGE, DEVICE_DATA, accessor=accessor, process=b.process(),
                       checked=checked)
     b.extend(w.steps, w.rules)
@@ -180,7 +183,7 @@ def kexec(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     b.step(NEW_KERNEL, "boots with the old RMP still in force",
            f"{sum(e - s for s, e, v in m.rmp.runs(0, m.rmp.size) if v.assigned) // PAGE_4K} "
            "pages still assigned to guests")
-    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=hf.HostAccessor.KERNEL,
+    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL,
                       process=NEW_KERNEL)
     b.host_fault = w.fault
     b.policy_consulted = True

@@ -202,8 +202,13 @@ class HvDoorbellPage:
     def hand_off(self, vmpl: int, irr: int, isr: int) -> None:
         """SVSM giving VMPLn's APIC back to the host (CS handoff_to_host): the IRR goes into
         the IRR words with "multiple vectors" set (vector 31 through its status bit), the ISR
-        replaces the ISR words."""
-        st = self.status(vmpl) | STATUS_MULTIPLE_VECTORS
+        replaces the ISR words. A single edge-triggered vector >= 31 still in the descriptor
+        joins the IRR (CS: the host ignores the vector field once multiple vectors is set)."""
+        st = self.status(vmpl)
+        single = st & STATUS_VECTOR_MASK
+        if not st & (STATUS_MULTIPLE_VECTORS | STATUS_LEVEL_SENSITIVE) and single >= 31:
+            irr |= 1 << single
+        st = (st & ~STATUS_VECTOR_MASK) | STATUS_MULTIPLE_VECTORS
         if irr >> 31 & 1:
             st |= STATUS_VECTOR_31
         self.set_status(vmpl, st)

@@ -21,8 +21,15 @@ from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuVie
 from cocopart.client import PageRun, ProtocolClient
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
-from cocopart.model import PAGE_2M, Access, PartitionConfig
-from cocopart.ops import ArchError, ConfigureInterrupts, InjectInterrupt, Operation, OperationResult
+from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
+from cocopart.ops import (
+    ArchError,
+    ConfigureInterrupts,
+    EndOfInterrupt,
+    InjectInterrupt,
+    Operation,
+    OperationResult,
+)
 from cocopart.protocol.ids import ResultCode
 from cocopart.service.build import build_service
 from cocopart.service.dispatcher import ServiceDispatcher
@@ -40,6 +47,7 @@ from cocopart_sev_snp.guest_request import (
     cert_table,
 )
 from cocopart_sev_snp.host import Host, HostOptions, HostVcpu, MessagePages
+from cocopart_sev_snp.interrupts import SnpInterrupts
 from cocopart_sev_snp.report import ReportRequest, ReportResponse
 from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
@@ -145,16 +153,24 @@ class SnpMachine(Machine):
         self.platform = SnpPlatform(self)
         self.service: ServiceDispatcher = build_service(
             self.platform, self.memory, self.layout, self.workloads, trace,
-            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__)
+            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
+            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         self.transport = SnpTransport(self.service, self.memory, trace, self)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
         self.planner = WorkloadPlanner(self)
+        #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
+        self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
         self.fast_forward = True
         self._launch()
+        self.interrupts.boot()
 
     def shared_on_fork(self) -> list[Any]:
         return [*super().shared_on_fork(), self.roots]
+
+    def interrupt_fast_path(self) -> SnpInterrupts:
+        """Repeatable inject -> EOI cycles for :func:`cocopart.interrupts.run_stream`."""
+        return self.interrupts
 
     # -- launch ----------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -337,10 +353,12 @@ class SnpMachine(Machine):
         if rng is not None and rng.end > self.config.memory:
             raise ConfigError(f"range {rng} ends beyond guest RAM ({self.config.memory:#x})",
                               field="range")
-        if isinstance(op, (InjectInterrupt, ConfigureInterrupts)):
-            return OperationResult.not_supported(
-                name, "interrupt delivery (Restricted/Alternate Injection and the SVSM APIC "
-                "protocol) is not modelled by the sev-snp backend yet")
+        if isinstance(op, InjectInterrupt):
+            return self.interrupts.inject(op)
+        if isinstance(op, EndOfInterrupt):
+            return self.interrupts.eoi(op)
+        if isinstance(op, ConfigureInterrupts):
+            return self.interrupts.configure(op)
         if op.layer in self.vmpls or op.layer == L1:
             return self.planner.run(op)
         return OperationResult.not_supported(

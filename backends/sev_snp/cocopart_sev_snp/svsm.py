@@ -279,8 +279,13 @@ class SnpPlatform(PrivilegedPlatform):
         return ResultCode.SUCCESS
 
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
-        """Interrupt delivery is modelled in a later issue (Restricted/Alternate Injection)."""
-        return ResultCode.UNSUPPORTED_CALL
+        """An IPI the SVSM's APIC emulation sends to another vCPU (SVSM_APIC ICR write)."""
+        return self.m.interrupts.svsm_post_interrupt(layer, vcpu, vector)
+
+    def apic_emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
+        """Alternate Injection stopped for a vCPU: hand its APIC to the host, clear the
+        AlternateInjection bit in its VMSA (see :meth:`SnpInterrupts.emulation_changed`)."""
+        self.m.interrupts.emulation_changed(layer, vcpu, enabled)
 
 
 class SnpTransport(Transport):
@@ -333,6 +338,8 @@ class SnpTransport(Transport):
         self.memory.write(base + vm.RAX, vm.u64(regs.rax))
         self.memory.write(base + vm.RCX, vm.u64(regs.rcx) + vm.u64(regs.rdx))  # RDX follows RCX
         self.memory.write(base + vm.R8, vm.u64(regs.r8))
+        injected = self.m.interrupts.before_entry(layer, vcpu)  # may cancel and re-evaluate
         self.trace.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
         self.m.host.run_vmpl(vcpu, 0, self.m.vmpls[layer])
         self.trace.switch(L1, layer, self.mechanism)
+        self.m.interrupts.after_entry(layer, vcpu, injected)

@@ -24,6 +24,7 @@ from cocopart.host_faults import (
     DataFate,
     Emulator,
     FaultOutcome,
+    HostAccessor,
     HostFaultScenario,
     OutcomeBuilder,
     ScenarioSetup,
@@ -40,6 +41,7 @@ DMA_PAGE = 0x1000
 GUEST_DATA = b"guest0 private data"
 DEVICE_DATA = b"device DMA payload"
 NEW_KERNEL = "new kernel"
+HOST = "host"
 
 
 def _builder(scenario: HostFaultScenario, setup: ScenarioSetup) -> OutcomeBuilder:
@@ -131,7 +133,7 @@ def kexec(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     b.step("host", "kexec into a new kernel", "every TD stops")
     for guest in b.guests:
         b.lose(guest, "stopped by the kexec")
-    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=hf.HostAccessor.KERNEL,
+    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL,
                       process=NEW_KERNEL)
     b.extend(w.steps, w.rules)
     b.write_completed = w.completed
@@ -140,7 +142,6 @@ def kexec(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     return b.build(b.data_fate(False), m.trace.since(mark).events)
 
 
-HOST = "host"
 SCENARIOS = {HostFaultScenario.FORGOTTEN_SHARE: forgotten_share,
              HostFaultScenario.CONVERT_UNDER_EMULATION: convert_under_emulation,
              HostFaultScenario.KEXEC: kexec}

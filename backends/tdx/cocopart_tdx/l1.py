@@ -36,10 +36,6 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
 from cocopart.memory import (
-    SCRATCH_CERTS,
-    SCRATCH_MANIFEST,
-    SCRATCH_REPORT,
-    SCRATCH_VTPM,
     GuestMemory,
     ProtocolLayout,
 )
@@ -160,37 +156,6 @@ class Tally:
 
 
 # -- L1's own memory -------------------------------------------------------------------------
-#: Scratch pages per workload layer on TDX: a TD quote with its PEM PCK chain is ~4.3 KiB, more
-#: than the core layout's one report page (the client retries with an 8 KiB report buffer, which
-#: would run into the manifest page). Core slot -> (first page here), pages: report 0-1,
-#: manifest 2-3, certificates 4-7, vTPM 8.
-TDX_SCRATCH_SLOTS = {SCRATCH_REPORT: 0, SCRATCH_MANIFEST: 2, SCRATCH_CERTS: 4, SCRATCH_VTPM: 8}
-TDX_SCRATCH_PAGES = 9
-
-
-@dataclass(frozen=True)
-class TdxProtocolLayout(ProtocolLayout):
-    """The core protocol layout with room for a two-page report in each layer's scratch."""
-
-    @property
-    def size(self) -> int:
-        raw = self.workload_layers * (2 * self.vcpus + TDX_SCRATCH_PAGES) * PAGE_4K
-        return -(-raw // PAGE_2M) * PAGE_2M
-
-    def _layer_base(self, layer_index: int) -> int:
-        if not 0 <= layer_index < self.workload_layers:
-            raise ValueError(f"workload layer index {layer_index} out of range")
-        return self.base + layer_index * (2 * self.vcpus + TDX_SCRATCH_PAGES) * PAGE_4K
-
-    def scratch(self, layer_index: int, slot: int) -> int:
-        return self._layer_base(layer_index) + (2 * self.vcpus + TDX_SCRATCH_SLOTS[slot]) \
-            * PAGE_4K
-
-    def layer_region(self, layer_index: int) -> tuple[int, int]:
-        base = self._layer_base(layer_index)
-        return base, base + (2 * self.vcpus + TDX_SCRATCH_PAGES) * PAGE_4K
-
-
 QUOTE_BUFFER_PAGES = 4  # GetQuote buffer: 16 KiB, enough for a quote with its PEM chain
 
 

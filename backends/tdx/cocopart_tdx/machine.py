@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
 from cocopart.client import ProtocolClient
@@ -45,12 +45,13 @@ from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.backend import INTERRUPTS_LATER, TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
+from cocopart_tdx.host_faults import MemoryIntegrity
+from cocopart_tdx.host_seamcalls import SeptSeamcalls
 from cocopart_tdx.l1 import (
     PROTOCOL_PAGE_GRANT,
     L1Region,
     Tally,
     TdxPlatform,
-    TdxProtocolLayout,
     TdxTransport,
     error_of,
 )
@@ -60,6 +61,9 @@ from cocopart_tdx.tdcall import TdConfig, TdxModule
 from cocopart_tdx.vmcall import TdvmcallStatus
 from cocopart_tdx.vp_enter import EnterGuestState
 from cocopart_tdx.workload import AP_START_RIP, L2Workload
+
+if TYPE_CHECKING:
+    from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
 
 
 @lru_cache(maxsize=8)
@@ -74,7 +78,6 @@ class TdxMachine(Machine):
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: TdxOptions) -> None:
         super().__init__(backend, config, trace, graph, costs)
-        self.layout = TdxProtocolLayout(config.memory, config.workload_layers, config.vcpus)
         self.options = options
         self.workloads = config.workloads
         self.region = L1Region(self.layout.total, config.workload_layers, config.vcpus)
@@ -97,6 +100,9 @@ class TdxMachine(Machine):
         self.host.quoter = roots.quote_from_tdreport
         q = self.region.quote_buffer
         self.host.shared.set(q, q + self.region.quote_buffer_size, True)
+        #: Host touches of TD-private memory (issue 7) and the host's SEPT SEAMCALLs.
+        self.integrity = MemoryIntegrity(total)
+        self.seamcalls = SeptSeamcalls(self.host, trace)
         self.platform = TdxPlatform(self.module, self.host, self.memory, self.layout,
                                     self.region, self.workloads, trace,
                                     strategy=config.strategy,
@@ -134,15 +140,6 @@ class TdxMachine(Machine):
 
     def shared_on_fork(self) -> list[Any]:
         return super().shared_on_fork() + [self.roots]
-
-    def fork(self) -> Machine:
-        other = super().fork()
-        assert isinstance(other, TdxMachine)
-        tpm = getattr(other.service, "vtpm", None)
-        if isinstance(tpm, vtpm_service.Vtpm):  # handlers are closures: bind the copy's vTPM
-            vtpm_service.register(other.service, tpm)
-            tpm.on_extend = other.platform.extend_measurement
-        return other
 
     # -- operations --------------------------------------------------------------------------------
     def execute(self, op: Operation) -> OperationResult:
@@ -410,3 +407,14 @@ class TdxMachine(Machine):
     def page_size_of(self, gpa: int) -> PageSize:
         """The L1 SEPT leaf size that maps ``gpa``."""
         return PageSize.from_bytes(LEVEL_BYTES[self.module.sept.entry(gpa).level])
+
+    # -- host faults (issue 7; cocopart.host_faults.HostFaultModel) ----------------------------
+    def host_fault_policies(self) -> tuple[str, ...]:
+        """None: TDX raises no host fault on a host write to TD-private memory."""
+        return ()
+
+    def host_fault_scenario(self, scenario: HostFaultScenario, setup: ScenarioSetup
+                            ) -> FaultOutcome:
+        from cocopart_tdx.host_scenarios import run
+
+        return run(self, scenario, setup)

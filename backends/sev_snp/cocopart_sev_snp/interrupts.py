@@ -1,0 +1,1071 @@
+"""Interrupt delivery on SEV-SNP: the host side, the SVSM side and the guest side of each
+mode (:mod:`.interrupt_modes` has the table and the transition rules).
+
+:class:`SnpInterrupts` executes :class:`~cocopart.ops.InjectInterrupt`,
+:class:`~cocopart.ops.EndOfInterrupt` and :class:`~cocopart.ops.ConfigureInterrupts`:
+
+* Each vCPU runs one layer at a time (``running``): an interrupt from the host first takes the
+  vCPU out of the guest (``VMEXIT(INTR)``), the host serves it per the target's mode, and the
+  vCPU ends in the layer that took the interrupt (or back where it was when it stays pending).
+* APIC state: the host holds it in direct/restricted mode and always for VMPL0; the SVSM in
+  alternate mode (the very :class:`~cocopart.apic.LocalApic` objects of the core APIC
+  service, :class:`~cocopart.service.apic.ApicEmulation`); the hardware (the guest's backing
+  page) in secure-avic mode.
+* The SVSM's return to a lower VMPL (:meth:`before_entry`, called by the transport for every
+  SVSM call too) consumes host-presented vectors, evaluates the emulated APIC and writes the
+  lower VMPL's VMSA ``EVENTINJ``; after committing to the entry it checks for a #HV that
+  arrived meanwhile and, if it names work for that VMPL, cancels the entry (no VMGEXIT) and
+  evaluates again (seed 001, J. Lange 2024-05-23). :attr:`during_entry` lets a test make
+  the host raise interrupts in exactly that window.
+* While the SVSM handles one of its own interrupts (VMPL0 has one in service), workload
+  deliveries on that vCPU wait; the SVSM delivers them when its handler completes
+  (:data:`RULE_SVSM_HANDLER_FIRST`).
+
+Every host, SVSM and guest step is a primitive in the trace; world switches are
+``VMEXIT(INTR)`` / ``VMRUN`` (guest <-> host, asynchronous), ``VMGEXIT`` (a guest's exit
+request) and ``VMGEXIT(SNP_RUN_VMPL)`` (a VMPL switch through the host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cocopart.apic import EOI as X2APIC_EOI
+from cocopart.apic import ICR as X2APIC_ICR
+from cocopart.apic import LocalApic
+from cocopart.errors import ConfigError
+from cocopart.interrupts import (
+    Delivery,
+    DeliveryStatus,
+    EoiRecord,
+    InterruptLedger,
+    LazyEoi,
+    present,
+)
+from cocopart.memory import GuestMemory
+from cocopart.model import InterruptMode
+from cocopart.ops import (
+    ArchError,
+    ConfigureInterrupts,
+    EndOfInterrupt,
+    InjectInterrupt,
+    OperationResult,
+)
+from cocopart.protocol.calling_area import NO_EOI_REQUIRED
+from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
+from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFIGURE_REGISTER
+from cocopart_sev_snp import ghcb as g
+from cocopart_sev_snp import interrupt_modes as im
+from cocopart_sev_snp import vmsa as vm
+from cocopart_sev_snp.hv_doorbell import HV_VECTOR, HvDoorbellPage
+
+if TYPE_CHECKING:
+    from cocopart.trace import Trace
+    from cocopart_sev_snp.machine import SnpMachine
+
+L1, HOST = "l1", "host"
+VENDOR = "amd"
+KICK, RUN = "VMEXIT(INTR)", "VMRUN"
+GHCB_SWITCH = "VMGEXIT"
+RUN_VMPL = "VMGEXIT(SNP_RUN_VMPL)"
+
+#: EVENTINJ / VMSA event_inj: bits 7:0 vector, 10:8 type (0 external interrupt, 3
+#: exception), bit 31 valid — the layout of the VMX VM-entry interruption information
+#: (tdx.md §5); the SVM field itself is in APM vol. 2, not in the reference (unconfirmed).
+EVENT_VALID = 1 << 31
+EVENT_TYPE_INTR, EVENT_TYPE_EXCEPTION = 0, 3
+
+#: CONFIGURE_INJECTION (0x8000_001B) EXITINFO1: the model's encoding (VMPL << 16) | mode
+#: code — CS names the exit without its layout in the reference (unconfirmed).
+INJECTION_MODE_CODE: dict[InterruptMode, int] = {
+    InterruptMode.DIRECT: 0, InterruptMode.RESTRICTED: 1, InterruptMode.ALTERNATE: 2,
+    InterruptMode.SECURE_AVIC: 3}
+#: #HV doorbell page (0x8000_0014) and Secure AVIC (0x8000_001A) sub-operations in EXITINFO1
+#: (sev-snp.md §5.3).
+DOORBELL_SET, DOORBELL_CLEAR = 1, 3
+SAVIC_REGISTER, SAVIC_UNREGISTER = 0, 1
+#: The notification vector the SVSM asks the host to send with VMGEXIT(HV_IPI) (CS
+#: INT_INJ_VECTOR; its value is not in the reference — any vector works for the model).
+INT_INJ_VECTOR = 0x50
+
+#: While the SVSM handles one of its own interrupts on a vCPU, interrupts for that vCPU's
+#: workload VMPLs stay pending; the SVSM delivers them when it returns to the lower VMPL
+#: after its handler's EOI (cocopart's rule; CS presents interrupts only on guest entry).
+RULE_SVSM_HANDLER_FIRST = "the SVSM finishes its own interrupt before entering a lower VMPL"
+#: An interrupt for a workload vCPU that was never created (no VMSA, so nothing the host or
+#: the SVSM could run) is dropped.
+RULE_NO_VCPU_NO_INTERRUPT = "an interrupt for a vCPU that does not exist is dropped"
+#: The hand-off to the host carries vector 31 and 32-255 (the descriptor's IRR words) and
+#: the ISR; a pending vector 16-30 is lost, as in CS handoff_to_host.
+RULE_HANDOFF_LOSES_LOW_VECTORS = "vectors 16-30 pending at the hand-off are lost (CS)"
+#: Secure AVIC (unconfirmed beyond the SEV_FEATURES bit and NAE 0x8000_001A): the host
+#: requests a vector, the hardware sets it in the guest's backing-page IRR and delivers it
+#: by priority at VMRUN; the guest's EOI is accelerated (no exit) and the hardware then
+#: delivers the next pending vector; an IPI is set by the sender in the target's backing
+#: page, then announced to the host (an ICR MSR exit) so that it kicks the target.
+RULE_SAVIC_MODEL = "Secure AVIC: host requests IRR, hardware delivers, EOI without exit"
+#: Leaving Secure AVIC: each vCPU unregisters its backing page (0x8000_001A sub 1) and the
+#: host takes its IRR/ISR as the host-held APIC state (unconfirmed).
+RULE_SAVIC_HANDOFF = "leaving Secure AVIC hands the backing page's IRR/ISR to the host"
+#: The requesters the model raises interrupts from: the host (a device) and the target
+#: workload itself (an IPI from its vCPU 0, the model's caller vCPU). The SVSM raising one
+#: for a workload would need it to run on the target vCPU first — not modelled.
+RULE_REQUESTERS = "interrupts come from the host (devices) or the target workload (IPIs)"
+
+
+def event_inj(vector: int, kind: int = EVENT_TYPE_INTR) -> int:
+    return EVENT_VALID | (kind << 8) | vector
+
+
+def _vectors(bits: int) -> list[int]:
+    out = []
+    while bits:
+        v = bits.bit_length() - 1
+        out.append(v)
+        bits &= ~(1 << v)
+    return out
+
+
+@dataclass
+class MemoryFlag:
+    """A guest-memory byte used as the no_eoi_required flag (the calling area's)."""
+
+    memory: GuestMemory
+    gpa: int
+
+    def read(self) -> int:
+        return self.memory.read(self.gpa, 1)[0]
+
+    def write(self, value: int) -> None:
+        self.memory.write(self.gpa, bytes([value]))
+
+
+@dataclass
+class DoorbellFlag:
+    """A #HV doorbell page's no_eoi_required byte."""
+
+    page: HvDoorbellPage
+
+    def read(self) -> int:
+        return self.page.no_eoi_required
+
+    def write(self, value: int) -> None:
+        self.page.no_eoi_required = value
+
+
+class SnpInterrupts:
+    """Interrupt modes and delivery of one :class:`SnpMachine`."""
+
+    def __init__(self, machine: SnpMachine) -> None:
+        self.m = machine
+        self.mode: InterruptMode = machine.config.interrupt_mode
+        self.ledger = InterruptLedger()
+        self.apics: dict[tuple[str, int], LocalApic] = dict(machine.service.apic.apics)
+        self.lazy: dict[tuple[str, int], LazyEoi] = {}
+        self.running: dict[int, str] = {}
+        #: Where the vCPU was when the host took it (``_resume`` goes back there).
+        self.kicked_from: dict[int, str] = {}
+        #: The workload VMPL the SVSM returns to after its own interrupt handler.
+        self.interrupted: dict[int, str] = {}
+        self._prepared: dict[tuple[str, int], int | None] = {}
+        self._pending_notify: list[int] = []
+        self.svsm_doorbells: dict[int, HvDoorbellPage] = {}
+        self.doorbells: dict[tuple[str, int], HvDoorbellPage] = {}
+        self.backlog: dict[tuple[str, int], list[int]] = {}
+        self.ipi_irr: dict[tuple[str, int], int] = {}
+        self.host_modes: dict[tuple[int, int], int] = {}
+        self.backing_pages: set[tuple[str, int]] = set()
+        #: Host interrupts ``(target, vcpu, vector)`` that arrive right after the SVSM
+        #: commits to entering a lower VMPL (test hook; consumed by the next entry).
+        self.during_entry: list[tuple[str, int, int]] = []
+        self.cancelled_entries = 0
+        self._out: list[Delivery] = []
+        host = machine.host
+        for code, handler in ((g.ExitCode.HV_DOORBELL_PAGE, self._exit_doorbell),
+                              (g.ExitCode.CONFIGURE_INJECTION, self._exit_configure),
+                              (g.ExitCode.DISABLE_ALTERNATE_INJECTION, self._exit_disable_alt),
+                              (g.ExitCode.HV_IPI, self._exit_hv_ipi),
+                              (g.ExitCode.SECURE_AVIC, self._exit_savic),
+                              (g.SVM_EXIT_MSR, self._exit_msr)):
+            host.extra_exits[int(code)] = handler
+
+    # -- small helpers ---------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        return self.m.trace
+
+    def apic(self, layer: str, vcpu: int) -> LocalApic:
+        key = (layer, vcpu)
+        a = self.apics.get(key)
+        if a is None:
+            a = self.apics[key] = LocalApic(apic_id=vcpu)
+        return a
+
+    def lazy_of(self, layer: str, vcpu: int) -> LazyEoi:
+        key = (layer, vcpu)
+        z = self.lazy.get(key)
+        if z is None:
+            z = self.lazy[key] = LazyEoi()
+        return z
+
+    def svsm_doorbell(self, vcpu: int) -> HvDoorbellPage:
+        db = self.svsm_doorbells.get(vcpu)
+        if db is None:
+            db = self.svsm_doorbells[vcpu] = HvDoorbellPage()
+        return db
+
+    def doorbell(self, layer: str, vcpu: int) -> HvDoorbellPage:
+        db = self.doorbells.get((layer, vcpu))
+        if db is None:
+            db = self.doorbells[(layer, vcpu)] = HvDoorbellPage()
+        return db
+
+    def caa_flag(self, layer: str, vcpu: int) -> MemoryFlag:
+        return MemoryFlag(self.m.memory, self.m.service.state.caa(layer, vcpu) + NO_EOI_REQUIRED)
+
+    def vmpl(self, layer: str) -> int:
+        return self.m.vmpl_of(layer)
+
+    def exists(self, layer: str, vcpu: int) -> bool:
+        if layer == L1:
+            return 0 <= vcpu < self.m.config.vcpus
+        return (vcpu, self.m.vmpls[layer]) in self.m.host.contexts
+
+    def emulated(self, layer: str, vcpu: int) -> bool:
+        return self.m.service.apic.enabled(layer, vcpu)
+
+    def effective(self, layer: str, vcpu: int) -> InterruptMode:
+        """The mode a vCPU's interrupts follow: the VM-wide mode, except that a vCPU whose
+        Alternate Injection stopped (hand-off in progress) is served by host injection."""
+        if self.mode == im.ALTERNATE and not self.emulated(layer, vcpu):
+            return im.DIRECT
+        return self.mode
+
+    def current(self, vcpu: int) -> str:
+        return self.running.get(vcpu, self.m.workloads[0])
+
+    def eoi_flag(self, layer: str, vcpu: int) -> MemoryFlag | DoorbellFlag | None:
+        """The no_eoi_required byte of the holder of ``layer``'s APIC, if it has one."""
+        if layer == L1:
+            return DoorbellFlag(self.svsm_doorbell(vcpu))
+        mode = self.effective(layer, vcpu)
+        if mode == im.ALTERNATE:
+            return self.caa_flag(layer, vcpu)
+        if mode == im.RESTRICTED:
+            return DoorbellFlag(self.doorbell(layer, vcpu))
+        return None
+
+    def in_service(self, layer: str, vcpu: int) -> int:
+        """ISR without a vector the guest already EOI'd lazily."""
+        apic = self.apics.get((layer, vcpu))
+        if apic is None or not apic.isr:
+            return 0
+        lazy = self.lazy.get((layer, vcpu))
+        flag = self.eoi_flag(layer, vcpu)
+        if lazy is not None and lazy.armed and flag is not None and flag.read() == 0:
+            return apic.isr & ~(1 << (apic.isr.bit_length() - 1))
+        return apic.isr
+
+    def svsm_busy(self, vcpu: int) -> bool:
+        return bool(self.in_service(L1, vcpu))  # RULE_SVSM_HANDLER_FIRST
+
+    def _delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> None:
+        self._out.append(self.ledger.delivered(layer, vcpu, vector, mechanism))
+
+    # -- world switches --------------------------------------------------------------------
+    def _kick(self, vcpu: int) -> None:
+        """A host interrupt takes the vCPU out of whatever guest layer runs on it."""
+        cur = self.current(vcpu)
+        if cur == HOST:
+            return
+        self.trace.switch(cur, HOST, KICK)
+        self.kicked_from[vcpu] = cur
+        if cur != L1:
+            self.interrupted[vcpu] = cur
+        self.running[vcpu] = HOST
+
+    def _vmrun(self, vcpu: int, layer: str) -> None:
+        self.trace.switch(HOST, layer, RUN)
+        self.running[vcpu] = layer
+
+    def _resume(self, vcpu: int) -> None:
+        if self.current(vcpu) == HOST:
+            self._vmrun(vcpu, self.kicked_from.get(vcpu, self.m.workloads[0]))
+
+    # -- operations ------------------------------------------------------------------------
+    def refuse(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
+        m = self.m
+        if op.target != L1 and op.target not in m.vmpls:
+            return (f"{op.target} takes no interrupts here: only the SVSM (l1) and the "
+                    f"workload VMPLs ({', '.join(m.workloads)}) have vCPUs")
+        if op.vcpu >= m.config.vcpus:
+            raise ConfigError(f"vCPU {op.vcpu} out of range (0..{m.config.vcpus - 1})",
+                              field="vcpu")
+        if isinstance(op, InjectInterrupt) and op.layer != HOST and (
+                op.layer != op.target or op.target == L1):
+            return f"{op.layer} cannot raise an interrupt for {op.target}: {RULE_REQUESTERS}"
+        if isinstance(op, EndOfInterrupt) and op.layer != op.target:
+            return (f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
+                    "handler on the target vCPU does")
+        return None
+
+    def _result(self, name: str, ident: int | None, first: Delivery, **extra: object
+                ) -> OperationResult:
+        mine = next((d for d in self._out if d.id == ident and ident is not None), None)
+        final = mine or first
+        if final.status is DeliveryStatus.PENDING and self.svsm_busy(final.vcpu) \
+                and final.layer != L1:
+            final = final.model_copy(update={"reason": RULE_SVSM_HANDLER_FIRST})
+        return OperationResult.success(
+            name, delivery=final.model_dump(mode="json"),
+            deliveries=[d.model_dump(mode="json") for d in self._out], **extra)
+
+    def inject(self, op: InjectInterrupt) -> OperationResult:
+        name = op.describe()
+        why = self.refuse(op)
+        if why:
+            return OperationResult.not_supported(name, why)
+        self._out = []
+        target, vcpu, vector = op.target, op.vcpu, op.vector
+        mode = im.RESTRICTED if target == L1 else self.effective(target, vcpu)
+        mech = im.L1_MECHANISM if target == L1 else im.MECHANISM[mode]
+        if not self.exists(target, vcpu):
+            d = self.ledger.dropped(target, vcpu, vector, mech, RULE_NO_VCPU_NO_INTERRUPT)
+            return self._result(name, d.id, d)
+        first = self.ledger.arrive(target, vcpu, vector, mech)
+        if first.status is DeliveryStatus.DROPPED:
+            self.trace.record(HOST if op.layer == HOST else target, "APIC.ACCEPT", target,
+                              "coalesced")
+            return self._result(name, first.id, first)
+        if op.layer == HOST:
+            self._kick(vcpu)
+            self._host_latch(target, vcpu, vector, mode)
+            self._host_service(target, vcpu)
+            self._resume(vcpu)
+        else:
+            self._ipi(target, vcpu, vector, mode)
+        return self._result(name, first.id, first)
+
+    # -- host side -------------------------------------------------------------------------
+    def _host_latch(self, target: str, vcpu: int, vector: int, mode: InterruptMode) -> None:
+        """The host receives an interrupt for ``target``: into the APIC state it holds, the
+        SVSM's descriptor, or a Secure AVIC request."""
+        t = self.trace
+        if target == L1 or mode in (im.DIRECT, im.RESTRICTED):
+            t.record(HOST, "APIC.ACCEPT", target)
+            self.ledger.latch(self.apic(target, vcpu), target, vcpu, vector)
+        elif mode == im.ALTERNATE:
+            self._post_descriptor(target, vcpu, vector)
+        else:  # RULE_SAVIC_MODEL
+            t.record(HOST, "SAVIC.REQUEST_IRR", target)
+            self.ledger.latch(self.apic(target, vcpu), target, vcpu, vector)
+
+    def _post_descriptor(self, target: str, vcpu: int, vector: int) -> None:
+        """Alternate Injection: the lower VMPL's pending bit in its extended interrupt
+        descriptor and the SVSM's summary bit for that VMPL (seed 001; CS)."""
+        n = self.vmpl(target)
+        sdb = self.svsm_doorbell(vcpu)
+        key = (target, vcpu)
+        if self.backlog.get(key) or not sdb.post(n, vector):
+            self.backlog.setdefault(key, []).append(vector)
+            self.trace.record(HOST, "HVDB.POST", f"VMPL{n}", "held")
+        else:
+            self.trace.record(HOST, "HVDB.POST", f"VMPL{n}")
+        sdb.mark_events(n)
+
+    def _signal_hv(self, page: HvDoorbellPage, vmpl: int) -> None:
+        """#HV for a doorbell's owner, unless NoFurtherSignal says one is outstanding (LX KVM
+        prepare_hv_injection)."""
+        if not page.no_further_signal:
+            page.no_further_signal = True
+            self.trace.record(HOST, "EVENTINJ", f"VMPL{vmpl}", "#HV")
+
+    def _host_prepare(self, layer: str, vcpu: int) -> int | None:
+        """Before running ``layer`` (host-held or hardware APIC): inject what is deliverable.
+        Returns the vector the layer takes on entry."""
+        mode = self.effective(layer, vcpu)
+        apic = self.apic(layer, vcpu)
+        if mode == im.DIRECT:
+            v = apic.deliver()
+            if v is not None:
+                self.trace.record(HOST, "EVENTINJ", f"VMPL{self.vmpl(layer)}")
+            return v
+        if mode == im.RESTRICTED:
+            db = self.doorbell(layer, vcpu)
+            _retired, v = present(apic, self.lazy_of(layer, vcpu), DoorbellFlag(db))
+            if v is not None:
+                db.vector = v
+                self.trace.record(HOST, "HVDB.SIGNAL", layer)
+                self._signal_hv(db, self.vmpl(layer))
+            return v
+        if mode == im.SECURE_AVIC:
+            return apic.deliver()  # the hardware, at VMRUN (RULE_SAVIC_MODEL)
+        return None
+
+    def _guest_takes(self, layer: str, vcpu: int, v: int | None) -> None:
+        """The entered layer takes the prepared interrupt."""
+        if v is None:
+            return
+        mode = self.effective(layer, vcpu)
+        if mode == im.RESTRICTED:
+            db = self.doorbell(layer, vcpu)
+            self.trace.record(layer, "HV.HANDLE")
+            db.no_further_signal = False
+            v = db.take_vector() or v
+        self._delivered(layer, vcpu, v, im.MECHANISM[mode])
+
+    def _host_service(self, layer: str, vcpu: int) -> None:
+        """The host, holding the vCPU, makes ``layer`` take what it can now."""
+        if layer == L1:
+            self._host_to_svsm(vcpu)
+            return
+        if self.svsm_busy(vcpu):
+            return  # RULE_SVSM_HANDLER_FIRST: the host resumes the SVSM
+        mode = self.effective(layer, vcpu)
+        if mode == im.ALTERNATE:
+            sdb = self.svsm_doorbell(vcpu)
+            self._signal_hv(sdb, 0)
+            self._vmrun(vcpu, L1)  # the host must run VMPL0 next (seed 001)
+            self._svsm_hv(vcpu)
+            self._svsm_enter(layer, vcpu)
+            return
+        v = self._host_prepare(layer, vcpu)
+        if v is not None:
+            self._vmrun(vcpu, layer)
+        self._guest_takes(layer, vcpu, v)
+
+    def _host_to_svsm(self, vcpu: int) -> None:
+        """The SVSM's own interrupt: the host's APIC for VMPL0 and the SVSM's doorbell."""
+        apic = self.apic(L1, vcpu)
+        sdb = self.svsm_doorbell(vcpu)
+        _r, v = present(apic, self.lazy_of(L1, vcpu), DoorbellFlag(sdb))
+        if v is None:
+            return
+        sdb.vector = v
+        self.trace.record(HOST, "HVDB.SIGNAL", L1)
+        self._signal_hv(sdb, 0)
+        if self.current(vcpu) == HOST:
+            self._vmrun(vcpu, L1)
+        self._svsm_hv(vcpu)
+
+    # -- SVSM side -------------------------------------------------------------------------
+    def _svsm_hv(self, vcpu: int) -> None:
+        """The SVSM's #HV handler (CS process_pending_events): clear NoFurtherSignal, take
+        its own vector; per-VMPL events wait for the next lower-VMPL entry."""
+        sdb = self.svsm_doorbell(vcpu)
+        self.trace.record(L1, "HV.HANDLE")
+        sdb.no_further_signal = False
+        own = sdb.take_vector()
+        if own:
+            self.running[vcpu] = L1
+            self._delivered(L1, vcpu, own, im.L1_MECHANISM)
+
+    def _svsm_consume(self, vcpu: int) -> bool:
+        """Latch every vector the host presented for the emulated VMPLs of ``vcpu`` (and IPIs
+        from other vCPUs' SVSM). True if anything was consumed."""
+        sdb = self.svsm_doorbell(vcpu)
+        got = False
+        for layer, n in self.m.vmpls.items():
+            if not self.emulated(layer, vcpu):
+                continue
+            bits = sdb.consume(n) | self.ipi_irr.pop((layer, vcpu), 0)
+            apic = self.apic(layer, vcpu)
+            for v in _vectors(bits):
+                self.ledger.latch(apic, layer, vcpu, v)
+                got = True
+        return got
+
+    def _svsm_present(self, layer: str, vcpu: int, consumed: bool) -> int | None:
+        apic = self.apic(layer, vcpu)
+        retired, v = present(apic, self.lazy_of(layer, vcpu), self.caa_flag(layer, vcpu))
+        if consumed or retired is not None or v is not None:
+            self.trace.record(L1, "APIC.EVALUATE", layer)
+        if v is not None:
+            ctx = self.m.layout.context(self.m.workloads.index(layer), vcpu)
+            self.m.memory.write(ctx + vm.EVENT_INJ, vm.u64(event_inj(v)))
+            self.trace.record(L1, "VMSA.EVENT_INJ", f"VMPL{self.vmpl(layer)}")
+        return v
+
+    def _rewind(self, layer: str, vcpu: int, v: int) -> None:
+        """Undo an injection the SVSM prepared but did not enter (CS
+        rewind_pending_interrupt): back from ISR to IRR, VMSA EVENTINJ cleared."""
+        apic = self.apic(layer, vcpu)
+        apic.isr &= ~(1 << v)
+        apic.irr |= 1 << v
+        self.lazy_of(layer, vcpu).armed = False
+        self.caa_flag(layer, vcpu).write(0)
+        ctx = self.m.layout.context(self.m.workloads.index(layer), vcpu)
+        self.m.memory.write(ctx + vm.EVENT_INJ, vm.u64(0))
+
+    def _arrivals_in_window(self, layer: str, vcpu: int) -> bool:
+        """Host interrupts that arrive after the SVSM committed to entering ``layer``: the
+        test hook's (for workload VMPLs of this vCPU), and vectors the host held back for the
+        descriptor (it presents them once the SVSM's VMGEXIT shows the descriptor was
+        consumed, and must then run VMPL0 again). True if the resulting #HV names work for
+        ``layer``'s VMPL."""
+        mine = [e for e in self.during_entry if e[1] == vcpu]
+        self.during_entry = [e for e in self.during_entry if e[1] != vcpu]
+        held = self.backlog.pop((layer, vcpu), [])
+        if not mine and not held:
+            return False
+        self.trace.switch(L1, HOST, KICK)
+        for t, c, v in mine:
+            if t not in self.m.vmpls:
+                raise ValueError("during_entry takes interrupts for workload VMPLs only")
+            mode = self.effective(t, c)
+            if self.ledger.arrive(t, c, v, im.MECHANISM[mode]).status is DeliveryStatus.DROPPED:
+                continue
+            self._host_latch(t, c, v, mode)
+        for v in held:
+            self._post_descriptor(layer, vcpu, v)
+        sdb = self.svsm_doorbell(vcpu)
+        self._signal_hv(sdb, 0)
+        self.trace.switch(HOST, L1, RUN)  # the host must run VMPL0 next (seed 001)
+        return bool(sdb.per_vmpl_events & (1 << (self.vmpl(layer) - 1)))
+
+    def before_entry(self, layer: str, vcpu: int) -> int | None:
+        """The SVSM is about to VMGEXIT(SNP_RUN_VMPL) into ``layer`` on ``vcpu`` (after a
+        protocol call or an #HV): present interrupts, commit, and cancel the entry if a #HV
+        for this VMPL arrives after the commit. Returns the vector it injected."""
+        if self.mode != im.ALTERNATE:
+            return None
+        while True:
+            v = None
+            if self.emulated(layer, vcpu):
+                consumed = self._svsm_consume(vcpu)
+                v = self._svsm_present(layer, vcpu, consumed)
+            if not self._arrivals_in_window(layer, vcpu):
+                return v
+            self.trace.record(L1, "ENTRY.CANCEL", f"VMPL{self.vmpl(layer)}")
+            self.cancelled_entries += 1
+            self._svsm_hv(vcpu)
+            if v is not None:
+                self._rewind(layer, vcpu, v)
+
+    def after_entry(self, layer: str, vcpu: int, v: int | None) -> None:
+        """The lower VMPL runs: the CPU takes the VMSA's EVENTINJ."""
+        self.running[vcpu] = layer
+        if v is None:
+            return
+        ctx = self.m.layout.context(self.m.workloads.index(layer), vcpu)
+        self.m.memory.write(ctx + vm.EVENT_INJ, vm.u64(0))
+        self._delivered(layer, vcpu, v, im.MECHANISM[im.ALTERNATE])
+
+    def _svsm_enter(self, layer: str, vcpu: int) -> None:
+        """The SVSM (running on ``vcpu``) enters ``layer`` with VMGEXIT(SNP_RUN_VMPL)."""
+        v = self.before_entry(layer, vcpu)
+        n = self.vmpl(layer)
+        self.trace.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
+        self.m.host.run_vmpl(vcpu, 0, n)
+        if self.mode == im.ALTERNATE and self.emulated(layer, vcpu):
+            self.trace.switch(L1, layer, RUN_VMPL)
+            self.after_entry(layer, vcpu, v)
+            return
+        w = self._host_prepare(layer, vcpu)  # the host injects when it runs the VMPL
+        self.trace.switch(L1, layer, RUN_VMPL)
+        self.running[vcpu] = layer
+        self._guest_takes(layer, vcpu, w)
+
+    def has_work(self, layer: str, vcpu: int) -> bool:
+        apic = self.apics.get((layer, vcpu))
+        if apic is not None and apic.deliverable() is not None:
+            return True
+        if self.mode == im.ALTERNATE and self.emulated(layer, vcpu):
+            n = self.vmpl(layer)
+            return bool(self.svsm_doorbell(vcpu).per_vmpl_events & (1 << (n - 1))
+                        or self.backlog.get((layer, vcpu)) or self.ipi_irr.get((layer, vcpu)))
+        return False
+
+    def _flush(self, vcpu: int) -> None:
+        """The SVSM's handler is done: enter the lower VMPLs that have interrupts waiting
+        (the first directly, any other through a fresh host round), else the one it
+        interrupted."""
+        work = [w for w in self.m.workloads if self.exists(w, vcpu) and self.has_work(w, vcpu)]
+        back = self.interrupted.get(vcpu, self.m.workloads[0])
+        first = work[0] if work else back
+        self._svsm_enter(first, vcpu)
+        for w in work[1:]:
+            self._kick(vcpu)
+            self._host_service(w, vcpu)
+            self._resume(vcpu)
+
+    # -- IPIs --------------------------------------------------------------------------------
+    def _ipi(self, layer: str, dest: int, vector: int, mode: InterruptMode) -> None:
+        """``layer``'s vCPU 0 sends an IPI to its vCPU ``dest``."""
+        m = self.m
+        icr = (dest << 32) | (1 << 14) | vector  # fixed, asserted, edge, physical
+        if mode == im.ALTERNATE and self.emulated(layer, 0):
+            out = m.client.call(layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
+                                X2APIC_ICR, icr)
+            if not out.ok:
+                self.ledger.drop(layer, dest, vector, f"SVSM_APIC WRITE_REGISTER(ICR) "
+                                 f"answered {result_name(out.code)}")
+            self.notify_pending()
+            return
+        if mode == im.SECURE_AVIC:  # RULE_SAVIC_MODEL: the sender sets the target's IRR
+            self.trace.record(layer, "SAVIC.SET_IRR", layer)
+            self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
+        self.trace.record(layer, "#VC", "MSR.ICR")
+        page = m.ghcb_page(layer, 0)
+        page.request(g.SVM_EXIT_MSR, 1, 0)
+        page.set(g.OFF_RCX, X2APIC_ICR)
+        page.set(g.OFF_RAX, icr & 0xFFFF_FFFF)
+        page.set(g.OFF_RDX, icr >> 32)
+        m.host.exit(layer, page)
+        self._after_guest_exit(layer, 0)
+
+    def _after_guest_exit(self, layer: str, vcpu: int) -> None:
+        """Back from a VMGEXIT of ``layer``: it takes what the host prepared."""
+        v = self._prepared.pop((layer, vcpu), None)
+        self.running[vcpu] = layer
+        self._guest_takes(layer, vcpu, v)
+
+    # -- host exit handlers ----------------------------------------------------------------
+    def _owner(self, issuer: str, page: g.GhcbPage) -> tuple[str, int]:
+        for (layer, vcpu), p in self.m.ghcb_pages.items():
+            if p is page:
+                return layer, vcpu
+        return issuer, 0
+
+    def _exit_msr(self, issuer: str, page: g.GhcbPage) -> None:
+        """x2APIC MSR writes the host emulates: EOI (its APIC for the layer; then the next
+        injection is prepared for the return) and ICR (an IPI)."""
+        layer, vcpu = self._owner(issuer, page)
+        msr, write = page.get(g.OFF_RCX), page.info1 == 1
+        value = page.get(g.OFF_RAX) | (page.get(g.OFF_RDX) << 32)
+        if not write or msr not in (X2APIC_EOI, X2APIC_ICR):
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        if msr == X2APIC_EOI:
+            self.apic(layer, vcpu).eoi()
+            self.trace.record(HOST, "APIC.EOI", layer)
+            if layer == L1:
+                self._prepared[(layer, vcpu)] = self._host_prepare_l1(vcpu)
+            elif not self.svsm_busy(vcpu):
+                self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
+            page.respond(0, 0)
+            return
+        dest, vector = value >> 32, value & 0xFF
+        if not 0 <= dest < self.m.config.vcpus:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        mode = self.effective(layer, dest)
+        if mode == im.SECURE_AVIC:
+            pass  # the sender set the IRR itself
+        else:
+            self.trace.record(HOST, "APIC.ACCEPT", layer)
+            self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
+        if dest == vcpu:
+            if not self.svsm_busy(vcpu):
+                self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
+        else:
+            self._kick(dest)
+            self._host_service(layer, dest)
+            self._resume(dest)
+        page.respond(0, 0)
+
+    def _host_prepare_l1(self, vcpu: int) -> int | None:
+        apic = self.apic(L1, vcpu)
+        sdb = self.svsm_doorbell(vcpu)
+        _r, v = present(apic, self.lazy_of(L1, vcpu), DoorbellFlag(sdb))
+        if v is not None:
+            sdb.vector = v
+            self.trace.record(HOST, "HVDB.SIGNAL", L1)
+            self._signal_hv(sdb, 0)
+        return v
+
+    def _exit_doorbell(self, issuer: str, page: g.GhcbPage) -> None:
+        layer, vcpu = self._owner(issuer, page)
+        sub = page.info1
+        if sub == DOORBELL_SET:
+            self.doorbell(layer, vcpu)
+        elif sub == DOORBELL_CLEAR:
+            self.doorbells.pop((layer, vcpu), None)
+        elif sub not in (0, 2):
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        page.respond(0, 0)
+
+    def _exit_configure(self, issuer: str, page: g.GhcbPage) -> None:
+        _layer, vcpu = self._owner(issuer, page)
+        vmpl, code = (page.info1 >> 16) & 0xF, page.info1 & 0xFF
+        if code not in INJECTION_MODE_CODE.values() or not 1 <= vmpl <= 3:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        self.host_modes[(vcpu, vmpl)] = code
+        page.respond(0, 0)
+
+    def _exit_disable_alt(self, issuer: str, page: g.GhcbPage) -> None:
+        """0x8000_001C (CS): EXITINFO1 = (VMPL << 16) | (TPR << 8) | (shadow << 1) | IF. The
+        host takes the handed-off IRR/ISR from the SVSM's descriptor for that VMPL."""
+        _l1, vcpu = self._owner(issuer, page)
+        vmpl, tpr = (page.info1 >> 16) & 0xF, (page.info1 >> 8) & 0xFF
+        layer = next((w for w, n in self.m.vmpls.items() if n == vmpl), None)
+        if layer is None:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        irr, isr = self.svsm_doorbell(vcpu).take_hand_off(vmpl)
+        for v in self.backlog.pop((layer, vcpu), []):  # vectors the host itself still held
+            irr |= 1 << v
+        old = self.apics.get((layer, vcpu))
+        new = LocalApic(apic_id=vcpu, irr=irr, isr=isr, tpr=tpr)
+        if old is not None:
+            for v in _vectors(old.irr & ~irr):  # RULE_HANDOFF_LOSES_LOW_VECTORS
+                self.ledger.drop(layer, vcpu, v, RULE_HANDOFF_LOSES_LOW_VECTORS)
+        self.apics[(layer, vcpu)] = new
+        self.host_modes[(vcpu, vmpl)] = INJECTION_MODE_CODE[im.DIRECT]
+        page.respond(0, 0)
+
+    def _exit_hv_ipi(self, issuer: str, page: g.GhcbPage) -> None:
+        """The SVSM asks the host to notify another vCPU (CS post_irq): #HV to its VMPL0."""
+        icr = page.info1
+        dest = icr >> 32
+        if not 0 <= dest < self.m.config.vcpus:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        self._pending_notify.append(dest)
+        page.respond(0, 0)
+
+    def _exit_savic(self, issuer: str, page: g.GhcbPage) -> None:
+        layer, vcpu = self._owner(issuer, page)
+        if page.info1 == SAVIC_REGISTER:
+            self.backing_pages.add((layer, vcpu))
+        elif page.info1 == SAVIC_UNREGISTER:
+            self.backing_pages.discard((layer, vcpu))
+        else:
+            page.input_error(g.GhcbError.INVALID_INPUT)
+            return
+        page.respond(0, 0)
+
+    # -- the SVSM's platform hooks -------------------------------------------------------------
+    def svsm_post_interrupt(self, layer: str, dest: int, vector: int) -> int:
+        """An ICR write through SVSM_APIC to another vCPU (CS send_physical_ipi): into the
+        target's IPI IRR, then VMGEXIT(HV_IPI) so that the host notifies it."""
+        if not 0 <= dest < self.m.config.vcpus or not self.exists(layer, dest):
+            return ResultCode.INVALID_PARAMETER
+        if not self.emulated(layer, dest):  # the target's APIC is back with the host
+            self.trace.record(HOST, "APIC.ACCEPT", layer)
+            self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
+        else:
+            self.ipi_irr[(layer, dest)] = self.ipi_irr.get((layer, dest), 0) | (1 << vector)
+            self.trace.record(L1, "APIC.POST", layer)
+        page = self.m.ghcb_page(L1, 0)
+        page.request(g.ExitCode.HV_IPI, (dest << 32) | INT_INJ_VECTOR, 0)
+        self.m.host.exit(L1, page)
+        return ResultCode.SUCCESS if not page.failed() else ResultCode.INVALID_REQUEST
+
+    def notify_pending(self) -> None:
+        """Host: kick the vCPUs an HV_IPI named; each takes its work."""
+        while self._pending_notify:
+            dest = self._pending_notify.pop(0)
+            for layer in self.m.workloads:
+                if self.exists(layer, dest) and self.has_work(layer, dest):
+                    self._kick(dest)
+                    self._host_service(layer, dest)
+                    self._resume(dest)
+
+    def emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
+        """The SVSM stopped emulating ``layer``'s APIC on ``vcpu`` (CS
+        disable_apic_emulation): retire a lazy EOI the guest took, hand IRR/ISR to the host
+        through the descriptor, clear AlternateInjection in the VMSA, and tell the host
+        (VMGEXIT 0x8000_001C). When the count is 0 no new VMSA gets the bit."""
+        m = self.m
+        emu = m.service.apic
+        if enabled:
+            return
+        apic = self.apic(layer, vcpu)
+        n = self.vmpl(layer)
+        sdb = self.svsm_doorbell(vcpu)
+        for v in _vectors(sdb.consume(n) | self.ipi_irr.pop((layer, vcpu), 0)):
+            self.ledger.latch(apic, layer, vcpu, v)  # what was presented but not yet taken
+        lazy = self.lazy_of(layer, vcpu)
+        flag = self.caa_flag(layer, vcpu)
+        if lazy.armed and flag.read() == 0 and apic.isr:
+            apic.eoi()
+        lazy.armed = False
+        flag.write(0)
+        sdb.hand_off(n, apic.irr, apic.isr)
+        self.trace.record(L1, "HVDB.HANDOFF", f"VMPL{n}")
+        if self.exists(layer, vcpu):
+            self._set_vmsa_bits(layer, vcpu, self._vmsa_features(layer, vcpu)
+                                & ~vm.SevFeatures.ALTERNATE_INJECTION)
+        page = m.ghcb_page(L1, vcpu)
+        page.request(g.ExitCode.DISABLE_ALTERNATE_INJECTION, (n << 16) | (apic.tpr << 8) | 1, 0)
+        m.host.exit(L1, page)
+        if emu.count == 0:
+            for w in m.workloads:
+                m.sev_features[w] &= ~int(vm.SevFeatures.ALTERNATE_INJECTION)
+                for c in range(m.config.vcpus):  # never-created vCPUs start without it
+                    if emu.enabled(w, c) and not self.exists(w, c):
+                        emu.apics.pop((w, c), None)
+        if not emu.apics:
+            self.mode = im.DIRECT
+
+    # -- VMSA SEV_FEATURES -----------------------------------------------------------------------
+    def _vmsa_gpa(self, layer: str, vcpu: int) -> int:
+        return self.m.layout.context(self.m.workloads.index(layer), vcpu)
+
+    def _vmsa_features(self, layer: str, vcpu: int) -> int:
+        raw = self.m.memory.read(self._vmsa_gpa(layer, vcpu) + vm.SEV_FEATURES, 8)
+        return int.from_bytes(raw, "little")
+
+    def _set_vmsa_bits(self, layer: str, vcpu: int, features: int) -> None:
+        self.m.memory.write(self._vmsa_gpa(layer, vcpu) + vm.SEV_FEATURES, vm.u64(features))
+        host = self.m.host.contexts.get((vcpu, self.vmpl(layer)))
+        if host is not None:
+            host.sev_features = features
+        self.trace.record(L1, "VMSA.SEV_FEATURES", f"VMPL{self.vmpl(layer)}")
+
+    def vmsa_features(self) -> dict[tuple[str, int], int]:
+        """SEV_FEATURES of every existing workload VMSA (tests, tools)."""
+        return {(w, c): self._vmsa_features(w, c) for w in self.m.workloads
+                for c in range(self.m.config.vcpus) if self.exists(w, c)}
+
+    # -- EOI ---------------------------------------------------------------------------------
+    def eoi(self, op: EndOfInterrupt) -> OperationResult:
+        name = op.describe()
+        why = self.refuse(op)
+        if why:
+            return OperationResult.not_supported(name, why)
+        self._out = []
+        layer, vcpu = op.target, op.vcpu
+        rec = self._eoi(layer, vcpu)
+        return OperationResult.success(name, eoi=rec.model_dump(mode="json"),
+                                       deliveries=[d.model_dump(mode="json") for d in self._out])
+
+    def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
+        m = self.m
+        live = self.in_service(layer, vcpu)
+        mode = im.RESTRICTED if layer == L1 else self.effective(layer, vcpu)
+        if not live:
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
+                             mechanism="nothing in service: the EOI is ignored")
+        top = live.bit_length() - 1
+        flag = self.eoi_flag(layer, vcpu)
+        lazy = self.lazy.get((layer, vcpu))
+        if flag is not None and lazy is not None and lazy.armed and flag.read() == 1:
+            flag.write(0)  # the guest clears no_eoi_required: no exit (CS lazy EOI)
+            self.trace.record(layer, "EOI.LAZY")
+            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top, lazy=True,
+                            mechanism="no_eoi_required cleared (lazy EOI, no exit)")
+        elif mode == im.ALTERNATE:
+            out = m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
+                                X2APIC_EOI, 0)
+            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                            mechanism=f"SVSM_APIC WRITE_REGISTER(EOI): {result_name(out.code)}")
+        elif mode == im.SECURE_AVIC:
+            self.apic(layer, vcpu).eoi()
+            self.trace.record(layer, "EOI.ACCELERATED")
+            v = self.apic(layer, vcpu).deliver()  # the hardware delivers the next one
+            if v is not None:
+                self._delivered(layer, vcpu, v, im.MECHANISM[mode])
+            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                            mechanism="backing-page EOI, accelerated (no exit)")
+        else:
+            self.trace.record(layer, "#VC", "MSR.EOI")
+            page = m.ghcb_page(layer, vcpu)
+            page.request(g.SVM_EXIT_MSR, 1, 0)
+            page.set(g.OFF_RCX, X2APIC_EOI)
+            page.set(g.OFF_RAX, 0)
+            page.set(g.OFF_RDX, 0)
+            m.host.exit(layer, page)
+            if layer == L1:
+                v = self._prepared.pop((L1, vcpu), None)
+                if v is not None:
+                    self._svsm_hv(vcpu)
+            else:
+                self._after_guest_exit(layer, vcpu)
+            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                            mechanism="#VC -> VMGEXIT(MSR 0x80B) -> host APIC emulation")
+        if layer == L1 and not self.svsm_busy(vcpu) and self.current(vcpu) == L1:
+            self._flush(vcpu)
+        self.notify_pending()
+        return rec
+
+    # -- mode changes ------------------------------------------------------------------------------
+    def configure(self, op: ConfigureInterrupts) -> OperationResult:
+        name = op.describe()
+        m = self.m
+        target = op.mode
+        if op.layer not in m.vmpls and op.layer != L1:
+            return OperationResult.not_supported(
+                name, f"{op.layer} cannot choose how the guest's interrupts arrive: "
+                f"{im.RULE_GUEST_CHOOSES_THE_MODE}")
+        if target == self.mode:
+            return OperationResult.success(name, mode=target.value, changed=False)
+        need = im.REQUIRED_HV_FEATURE.get(target, 0)
+        if need and not m.host.options.hv_features & need:
+            return OperationResult.not_supported(
+                name, f"the hypervisor does not offer HV feature bit {need.bit_length() - 1} "
+                f"that {target.value} needs (sev-snp.md §5.2)")
+        if target == im.ALTERNATE:
+            return self._try_register(name, op.layer)
+        rule = im.transition_rule(self.mode, target)
+        if rule is not None:
+            return OperationResult.not_supported(
+                name, f"{self.mode.value} -> {target.value} is not possible: {rule}")
+        self._out = []
+        if self.mode == im.ALTERNATE:
+            res = self._leave_alternate(name, op.layer)
+            if res is not None:
+                return res
+        if self.mode == im.SECURE_AVIC:
+            self._leave_secure_avic()
+        if self.mode != target:
+            self._via_svsm(op.layer, lambda: self._set_host_mode(target))
+        return OperationResult.success(
+            name, mode=target.value, changed=True,
+            deliveries=[d.model_dump(mode="json") for d in self._out],
+            note="no SVSM protocol call switches host-held modes; cocopart models it as one "
+            "SVSM round trip" if op.layer != L1 else None)
+
+    def _via_svsm(self, layer: str, work: Callable[[], None]) -> None:
+        if layer == L1:
+            work()
+            return
+        t = self.trace
+        t.record(layer, "VMGEXIT", "SNP_RUN_VMPL")
+        t.switch(layer, L1, RUN_VMPL)
+        t.record(L1, "HANDLE", "COCOPART.CONFIGURE_INTERRUPTS")
+        try:
+            work()
+        finally:
+            t.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
+            t.switch(L1, layer, RUN_VMPL)
+
+    def _set_host_mode(self, target: InterruptMode) -> None:
+        """direct <-> restricted (RULE_HOST_MODES_SWITCH_FREELY): each workload VMSA's bits,
+        the host told per VMPL, each vCPU's #HV doorbell registered or cleared."""
+        m = self.m
+        bit = int(im.MODE_BIT[target])
+        for w in m.workloads:
+            m.sev_features[w] = (m.sev_features[w] & ~int(im.INJECTION_BITS)) | bit
+            n = self.vmpl(w)
+            for c in range(m.config.vcpus):
+                if not self.exists(w, c):
+                    continue
+                self._set_vmsa_bits(w, c, (self._vmsa_features(w, c)
+                                           & ~int(im.INJECTION_BITS)) | bit)
+                page = m.ghcb_page(L1, c)
+                page.request(g.ExitCode.CONFIGURE_INJECTION,
+                             (n << 16) | INJECTION_MODE_CODE[target], 0)
+                m.host.exit(L1, page)
+                if target == im.RESTRICTED or self.mode == im.RESTRICTED:
+                    wp = m.ghcb_page(w, c)
+                    wp.request(g.ExitCode.HV_DOORBELL_PAGE,
+                               DOORBELL_SET if target == im.RESTRICTED else DOORBELL_CLEAR, 0)
+                    m.host.exit(w, wp)
+        self.mode = target
+
+    def _try_register(self, name: str, layer: str) -> OperationResult:
+        """Entering alternate = registering through the APIC protocol; refused unless the
+        guest booted with it and the count never reached 0 (RULE_ALTERNATE_NOT_REENTERED)."""
+        if layer == L1:
+            return OperationResult.not_supported(
+                name, f"{self.mode.value} -> alternate: {im.RULE_ALTERNATE_NOT_REENTERED}")
+        out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE,
+                                 CONFIGURE_REGISTER)
+        return OperationResult.failure(name, ArchError(
+            vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(register)", code=out.code,
+            message=f"the SVSM answered {result_name(out.code)}: "
+            f"{im.RULE_ALTERNATE_NOT_REENTERED}."))
+
+    def _leave_alternate(self, name: str, layer: str) -> OperationResult | None:
+        """The seed's hand-off: deregister on the BSP, refresh on every other vCPU (each
+        through its own SVSM_APIC call); the SVSM alone drops every registration."""
+        m = self.m
+        emu = m.service.apic
+        if layer == L1:
+            emu.count = 0
+            emu.disabled_for_good = True
+            for key in sorted(emu.apics):
+                if emu.apics.pop(key, None) is not None:
+                    self.emulation_changed(key[0], key[1], False)
+        else:
+            m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE, CONFIGURE_DEREGISTER)
+            for w in m.workloads:
+                for c in range(m.config.vcpus):
+                    if emu.enabled(w, c) and self.exists(w, c):
+                        m.client.call(w, c, ProtocolId.APIC, ApicCall.CONFIGURE,
+                                      CONFIGURE_REFRESH)
+        if emu.count:
+            return OperationResult.failure(name, ArchError(
+                vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
+                message=f"Alternate Injection stays registered (count {emu.count}: another "
+                f"component registered it): {im.RULE_ALTERNATE_LEFT_AT_COUNT_ZERO}."))
+        self.mode = im.DIRECT
+        for (w, c), apic in list(self.apics.items()):  # the host injects what was pending
+            if w != L1 and apic.deliverable() is not None and self.exists(w, c):
+                self._kick(c)
+                self._host_service(w, c)
+                self._resume(c)
+        return None
+
+    def _leave_secure_avic(self) -> None:
+        """RULE_SAVIC_HANDOFF: each vCPU unregisters its backing page; the host keeps the
+        IRR/ISR as its APIC state (the LocalApic objects stay)."""
+        m = self.m
+        for w in m.workloads:
+            for c in range(m.config.vcpus):
+                if self.exists(w, c):
+                    page = m.ghcb_page(w, c)
+                    page.request(g.ExitCode.SECURE_AVIC, SAVIC_UNREGISTER, 0)
+                    m.host.exit(w, page)
+
+    def boot(self) -> None:
+        """Launch state (not traced): Secure AVIC backing pages registered for the BSPs."""
+        if self.mode == im.SECURE_AVIC:
+            for w in self.m.workloads:
+                self.backing_pages.add((w, 0))
+
+    # -- many at once ---------------------------------------------------------------------------
+    def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
+        """State shape of one host inject -> EOI cycle (see cocopart.interrupts.CycleFastPath):
+        ``layer`` runs on the vCPU, its APIC holds nothing but possibly one vector the guest
+        already EOI'd lazily, nothing else waits on the vCPU."""
+        if requester != HOST or layer == L1 or self.during_entry or self._pending_notify:
+            return None
+        key = (layer, vcpu)
+        apic = self.apics.get(key)
+        if apic is None or apic.irr or not apic.allowed >> vector & 1 \
+                or self.running.get(vcpu, self.m.workloads[0]) != layer \
+                or not self.exists(layer, vcpu) or self.svsm_busy(vcpu):
+            return None
+        mode = self.effective(layer, vcpu)
+        lazy = self.lazy.get(key)
+        armed = lazy is not None and lazy.armed
+        if armed:
+            flag = self.eoi_flag(layer, vcpu)
+            if flag is None or flag.read() or not apic.isr or apic.isr & (apic.isr - 1):
+                return None
+        elif apic.isr:
+            return None
+        if mode == im.ALTERNATE:
+            sdb = self.svsm_doorbell(vcpu)
+            if sdb.per_vmpl_events or sdb.no_further_signal or self.backlog.get(key) \
+                    or self.ipi_irr.get(key):
+                return None
+        elif mode == im.RESTRICTED:
+            db = self.doorbells.get(key)
+            if db is not None and (db.vector or db.no_further_signal):
+                return None
+        return (mode, layer, armed)
+
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> bool:
+        """The state change of one faithful cycle for ``key``: a lazy EOI'd vector retired,
+        ``vector`` delivered, then completed (lazily where the mode has a no_eoi_required
+        byte: it stays in ISR with the lazy EOI taken, as after the faithful cycle)."""
+        assert isinstance(key, tuple)
+        mode, _layer, armed = key
+        apic = self.apics[(layer, vcpu)]
+        led = self.ledger
+        led.next_id += 1
+        led.delivered_count += 1
+        if mode in (im.ALTERNATE, im.RESTRICTED):
+            apic.isr = 1 << vector
+            self.lazy_of(layer, vcpu).armed = True
+        else:
+            apic.isr = 0
+        return True
