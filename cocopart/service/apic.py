@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cocopart.apic import ApicRegisterError, LocalApic, UnknownApicRegister
+from cocopart.apic import ICR, ApicRegisterError, LocalApic, UnknownApicRegister
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
@@ -118,7 +118,10 @@ def _read_register(ctx: CallContext) -> int:
 
 
 def _write_register(ctx: CallContext) -> int:
-    return _register_access(ctx, write=True)
+    code = _register_access(ctx, write=True)
+    if code == ResultCode.SUCCESS and ctx.regs.rcx == ICR:
+        return send_ipi(ctx, ctx.dispatcher.apic, ctx.regs.rdx)
+    return code
 
 
 def _configure_vector(ctx: CallContext) -> int:

@@ -114,7 +114,7 @@ class TdxMachine(Machine):
         self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
         self.workload = L2Workload(config, self.layout, self.platform, self.transport,
-                                   self.client, trace)
+                                   self.client, trace, self.roots)
         self._launch()
 
     # -- launch ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cocopart.attest.evidence import Evidence
 from cocopart.client import PageRun, ProtocolClient
@@ -55,6 +56,7 @@ from cocopart_tdx.l1 import (
     vm_name,
 )
 from cocopart_tdx.sept import ACCEPTED, LEVEL_2M, LEVEL_4K, SeptState
+from cocopart_tdx.simroots import SimulatedIntelRoots
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import Leaf
 from cocopart_tdx.vp_enter import EnterGuestState
@@ -91,6 +93,8 @@ class L2Workload:
     transport: TdxTransport
     client: ProtocolClient
     trace: Trace
+    #: The simulated Intel roots whose collateral goes out with the evidence.
+    roots: SimulatedIntelRoots | None = None
 
     @property
     def workloads(self) -> tuple[str, ...]:
@@ -392,8 +396,15 @@ class L2Workload:
                  ) -> dict[str, object]:
         layer_map = {vm_name(i + 1): w for i, w in enumerate(self.workloads)}
         layer_map["L1"] = "l1"
+        # the simulated PCS collateral (TCB info, QE identity, CRLs) issued now, and the
+        # simulated root last, so a verifier that trusts that root can check everything
+        extra: dict[str, object] = {}
+        if self.roots is not None:
+            extra = {"certificates": [self.roots.root_pem],
+                     "collateral": self.roots.collateral(datetime.now(UTC))}
         return Evidence(vendor="tdx", format="tdx-quote", raw=quote, nonce=nonce,
-                        manifest=manifest, layer_map=layer_map).model_dump(mode="json")
+                        manifest=manifest, layer_map=layer_map, **extra
+                        ).model_dump(mode="json")
 
     def extend(self, op: ExtendMeasurement) -> OperationResult:
         name = op.describe()
