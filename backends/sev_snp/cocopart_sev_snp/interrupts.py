@@ -17,9 +17,9 @@ mode (:mod:`.interrupt_modes` has the table and the transition rules).
   arrived meanwhile and, if it names work for that VMPL, cancels the entry (no VMGEXIT) and
   evaluates again (seed 001, J. Lange 2024-05-23). :attr:`during_entry` lets a test make
   the host raise interrupts in exactly that window.
-* While the SVSM handles one of its own interrupts (VMPL0 has one in service), workload
-  deliveries on that vCPU wait; the SVSM delivers them when its handler completes
-  (:data:`RULE_SVSM_HANDLER_FIRST`).
+* The SVSM's own interrupts (#HV doorbell of VMPL0) are handled to completion — delivered,
+  EOI'd (lazily through the doorbell's no_eoi_required byte, else VMGEXIT(MSR EOI)) — before
+  the vCPU returns to a workload VMPL (:data:`RULE_L1_HANDLER_RUNS_TO_COMPLETION`).
 
 Every host, SVSM and guest step is a primitive in the trace; world switches are
 ``VMEXIT(INTR)`` / ``VMRUN`` (guest <-> host, asynchronous), ``VMGEXIT`` (a guest's exit
@@ -90,10 +90,11 @@ SAVIC_REGISTER, SAVIC_UNREGISTER = 0, 1
 #: INT_INJ_VECTOR; its value is not in the reference — any vector works for the model).
 INT_INJ_VECTOR = 0x50
 
-#: While the SVSM handles one of its own interrupts on a vCPU, interrupts for that vCPU's
-#: workload VMPLs stay pending; the SVSM delivers them when it returns to the lower VMPL
-#: after its handler's EOI (cocopart's rule; CS presents interrupts only on guest entry).
-RULE_SVSM_HANDLER_FIRST = "the SVSM finishes its own interrupt before entering a lower VMPL"
+#: An interrupt for the SVSM itself is handled to completion (delivered, then EOI'd by its
+#: handler; further deliverable ones of VMPL0 likewise) before the vCPU returns to a
+#: workload VMPL, so an EndOfInterrupt for ``l1`` has nothing left to complete (cocopart's
+#: rule; CS's #HV handler processes every pending vector before it returns).
+RULE_L1_HANDLER_RUNS_TO_COMPLETION = "the SVSM's own interrupts complete before it returns"
 #: An interrupt for a workload vCPU that was never created (no VMSA, so nothing the host or
 #: the SVSM could run) is dropped.
 RULE_NO_VCPU_NO_INTERRUPT = "an interrupt for a vCPU that does not exist is dropped"
@@ -268,9 +269,6 @@ class SnpInterrupts:
             return apic.isr & ~(1 << (apic.isr.bit_length() - 1))
         return apic.isr
 
-    def svsm_busy(self, vcpu: int) -> bool:
-        return bool(self.in_service(L1, vcpu))  # RULE_SVSM_HANDLER_FIRST
-
     def _delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> None:
         self._out.append(self.ledger.delivered(layer, vcpu, vector, mechanism))
 
@@ -315,9 +313,6 @@ class SnpInterrupts:
                 ) -> OperationResult:
         mine = next((d for d in self._out if d.id == ident and ident is not None), None)
         final = mine or first
-        if final.status is DeliveryStatus.PENDING and self.svsm_busy(final.vcpu) \
-                and final.layer != L1:
-            final = final.model_copy(update={"reason": RULE_SVSM_HANDLER_FIRST})
         return OperationResult.success(
             name, delivery=final.model_dump(mode="json"),
             deliveries=[d.model_dump(mode="json") for d in self._out], **extra)
@@ -421,8 +416,6 @@ class SnpInterrupts:
         if layer == L1:
             self._host_to_svsm(vcpu)
             return
-        if self.svsm_busy(vcpu):
-            return  # RULE_SVSM_HANDLER_FIRST: the host resumes the SVSM
         mode = self.effective(layer, vcpu)
         if mode == im.ALTERNATE:
             sdb = self.svsm_doorbell(vcpu)
@@ -437,18 +430,31 @@ class SnpInterrupts:
         self._guest_takes(layer, vcpu, v)
 
     def _host_to_svsm(self, vcpu: int) -> None:
-        """The SVSM's own interrupt: the host's APIC for VMPL0 and the SVSM's doorbell."""
-        apic = self.apic(L1, vcpu)
-        sdb = self.svsm_doorbell(vcpu)
-        _r, v = present(apic, self.lazy_of(L1, vcpu), DoorbellFlag(sdb))
+        """The SVSM's own interrupts: the host's APIC for VMPL0 signals them through the
+        SVSM's doorbell; the SVSM's handler takes each and EOIs it (lazily, else through
+        VMGEXIT(MSR EOI), after which the host signals the next), then the SVSM returns to
+        the workload VMPL it interrupted (RULE_L1_HANDLER_RUNS_TO_COMPLETION)."""
+        v = self._host_prepare_l1(vcpu)
         if v is None:
             return
-        sdb.vector = v
-        self.trace.record(HOST, "HVDB.SIGNAL", L1)
-        self._signal_hv(sdb, 0)
-        if self.current(vcpu) == HOST:
-            self._vmrun(vcpu, L1)
-        self._svsm_hv(vcpu)
+        self._vmrun(vcpu, L1)
+        while v is not None:
+            self._svsm_hv(vcpu)
+            sdb = self.svsm_doorbell(vcpu)
+            lazy = self.lazy_of(L1, vcpu)
+            if lazy.armed and sdb.no_eoi_required:
+                sdb.no_eoi_required = 0  # CS HVDoorbell::no_eoi_required()
+                self.trace.record(L1, "EOI.LAZY")
+                v = self._host_prepare_l1(vcpu)  # retires it when something else waits
+            else:
+                page = self.m.ghcb_page(L1, vcpu)
+                page.request(g.SVM_EXIT_MSR, 1, 0)
+                page.set(g.OFF_RCX, X2APIC_EOI)
+                page.set(g.OFF_RAX, 0)
+                page.set(g.OFF_RDX, 0)
+                self.m.host.exit(L1, page)
+                v = self._prepared.pop((L1, vcpu), None)
+        self._svsm_enter(self.interrupted.get(vcpu, self.m.workloads[0]), vcpu)
 
     # -- SVSM side -------------------------------------------------------------------------
     def _svsm_hv(self, vcpu: int) -> None:
@@ -459,7 +465,6 @@ class SnpInterrupts:
         sdb.no_further_signal = False
         own = sdb.take_vector()
         if own:
-            self.running[vcpu] = L1
             self._delivered(L1, vcpu, own, im.L1_MECHANISM)
 
     def _svsm_consume(self, vcpu: int) -> bool:
@@ -578,19 +583,6 @@ class SnpInterrupts:
                         or self.backlog.get((layer, vcpu)) or self.ipi_irr.get((layer, vcpu)))
         return False
 
-    def _flush(self, vcpu: int) -> None:
-        """The SVSM's handler is done: enter the lower VMPLs that have interrupts waiting
-        (the first directly, any other through a fresh host round), else the one it
-        interrupted."""
-        work = [w for w in self.m.workloads if self.exists(w, vcpu) and self.has_work(w, vcpu)]
-        back = self.interrupted.get(vcpu, self.m.workloads[0])
-        first = work[0] if work else back
-        self._svsm_enter(first, vcpu)
-        for w in work[1:]:
-            self._kick(vcpu)
-            self._host_service(w, vcpu)
-            self._resume(vcpu)
-
     # -- IPIs --------------------------------------------------------------------------------
     def _ipi(self, layer: str, dest: int, vector: int, mode: InterruptMode) -> None:
         """``layer``'s vCPU 0 sends an IPI to its vCPU ``dest``."""
@@ -643,7 +635,7 @@ class SnpInterrupts:
             self.trace.record(HOST, "APIC.EOI", layer)
             if layer == L1:
                 self._prepared[(layer, vcpu)] = self._host_prepare_l1(vcpu)
-            elif not self.svsm_busy(vcpu):
+            else:
                 self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
             page.respond(0, 0)
             return
@@ -658,8 +650,7 @@ class SnpInterrupts:
             self.trace.record(HOST, "APIC.ACCEPT", layer)
             self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
         if dest == vcpu:
-            if not self.svsm_busy(vcpu):
-                self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
+            self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
         else:
             self._kick(dest)
             self._host_service(layer, dest)
@@ -837,6 +828,9 @@ class SnpInterrupts:
 
     def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
         m = self.m
+        if layer == L1:
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
+                             mechanism=f"nothing in service: {RULE_L1_HANDLER_RUNS_TO_COMPLETION}")
         live = self.in_service(layer, vcpu)
         mode = im.RESTRICTED if layer == L1 else self.effective(layer, vcpu)
         if not live:
@@ -871,16 +865,9 @@ class SnpInterrupts:
             page.set(g.OFF_RAX, 0)
             page.set(g.OFF_RDX, 0)
             m.host.exit(layer, page)
-            if layer == L1:
-                v = self._prepared.pop((L1, vcpu), None)
-                if v is not None:
-                    self._svsm_hv(vcpu)
-            else:
-                self._after_guest_exit(layer, vcpu)
+            self._after_guest_exit(layer, vcpu)
             rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
                             mechanism="#VC -> VMGEXIT(MSR 0x80B) -> host APIC emulation")
-        if layer == L1 and not self.svsm_busy(vcpu) and self.current(vcpu) == L1:
-            self._flush(vcpu)
         self.notify_pending()
         return rec
 
@@ -1031,7 +1018,7 @@ class SnpInterrupts:
         apic = self.apics.get(key)
         if apic is None or apic.irr or not apic.allowed >> vector & 1 \
                 or self.running.get(vcpu, self.m.workloads[0]) != layer \
-                or not self.exists(layer, vcpu) or self.svsm_busy(vcpu):
+                or not self.exists(layer, vcpu):
             return None
         mode = self.effective(layer, vcpu)
         lazy = self.lazy.get(key)

@@ -89,10 +89,23 @@ class RootsProvider:
     """The simulated AMD roots, loaded on first use (generation is slow; loading from the
     cache is not free either), shared by forks of a machine."""
 
-    def __init__(self, seed: str, product: str) -> None:
+    def __init__(self, seed: str, product: str, vcpus: int = 1) -> None:
         self.seed = seed
         self.product = product
+        self.vcpus = vcpus
         self._roots: SimulatedAmdRoots | None = None
+        self._measurement: bytes | None = None
+
+    @property
+    def measurement(self) -> bytes:
+        """The launch digest of the simulated image (what a relying party pins)."""
+        if self._measurement is None:
+            from cocopart_sev_snp.measure import cpu_signature, simulated_launch_digest
+            from cocopart_sev_snp.simroots import CPUID
+
+            sig = cpu_signature(*CPUID[self.product])  # type: ignore[index]
+            self._measurement = simulated_launch_digest(self.seed, self.vcpus, sig)
+        return self._measurement
 
     def roots(self) -> SimulatedAmdRoots:
         if self._roots is None:
@@ -103,7 +116,8 @@ class RootsProvider:
 
     def build_report(self, report_data: bytes, vmpl: int) -> bytes:
         """The AMD-SP's signed ATTESTATION_REPORT for ``vmpl`` (the one attestation hook)."""
-        return self.roots().build_report(report_data=report_data, vmpl=vmpl)
+        return self.roots().build_report(report_data=report_data, vmpl=vmpl,
+                                         measurement=self.measurement)
 
     def certificates(self) -> list[tuple[str, bytes]]:
         vcek, ask, ark = self.roots().certificates()
@@ -137,7 +151,7 @@ class SnpMachine(Machine):
         self.rmp = Rmp(self.layout.total)
         features = int(vm.workload_features(config.interrupt_mode))
         self.sev_features = {w: features for w in self.workloads}
-        self.roots = RootsProvider(config.seed, options.product)
+        self.roots = RootsProvider(config.seed, options.product, config.vcpus)
         vmpcks = secrets.derive_vmpcks(config.seed)
         self.secrets_page = secrets.build(vmpcks, caa=self.layout.caa(0, 0),
                                           guest_vmpl=self.vmpls[self.workloads[0]])

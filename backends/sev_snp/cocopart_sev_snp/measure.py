@@ -475,3 +475,42 @@ def _sev_table(fw: FirmwareImage, kernel: bytes, initrd: bytes | None,
     if not fw.hashes_table_gpa:
         raise ConfigError("a kernel was given but OVMF has no SEV hash table")
     return kernel_hashes_table(kernel, initrd or b"", cmdline or "")
+
+
+# --- the simulated guest's launch image ---------------------------------------------------
+
+#: Pages of the simulated SVSM image (its contents derive from the guest seed).
+SIM_SVSM_PAGES = 16
+#: Where the simulated launch image sits: an SVSM image below 4 GiB with its secrets and CPUID
+#: pages right after it, as an IGVM-launched COCONUT-SVSM lays them out (model choice).
+SIM_SVSM_GPA = FOUR_GIB - 0x0100_0000
+SIM_SVSM_ENTRY = 0x1000
+
+
+def simulated_svsm_image(seed: str) -> bytes:
+    """The simulated SVSM image: ``SIM_SVSM_PAGES`` pages of seed-derived bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < SIM_SVSM_PAGES * PAGE_SIZE:
+        out += hashlib.sha512(f"cocopart-svsm-image:{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:SIM_SVSM_PAGES * PAGE_SIZE])
+
+
+def simulated_launch_digest(seed: str, vcpus: int, vcpu_sig: int) -> bytes:
+    """MEASUREMENT of the simulated partitioned guest at launch, with the AMD-SP's
+    SNP_LAUNCH_UPDATE chaining: the SVSM image as NORMAL pages, its SECRETS and CPUID pages,
+    and one VMSA per vCPU entering the SVSM at VMPL0 (as ``snp_svsm_launch_digest`` does for a
+    real COCONUT image; no OVMF: the workload's firmware is validated later, at runtime)."""
+    if vcpus < 1:
+        raise ConfigError("at least one vCPU is needed", field="vcpus")
+    image = simulated_svsm_image(seed)
+    ld = LaunchDigest()
+    ld.add_normal(SIM_SVSM_GPA, image)
+    end = SIM_SVSM_GPA + len(image)
+    ld.add_empty(PageType.SECRETS, end, PAGE_SIZE)
+    ld.add_empty(PageType.CPUID, end + PAGE_SIZE, PAGE_SIZE)
+    page = svsm_vmsa(SIM_SVSM_GPA + SIM_SVSM_ENTRY, vcpu_sig)
+    for _ in range(vcpus):
+        ld.add_vmsa(page)
+    return ld.value

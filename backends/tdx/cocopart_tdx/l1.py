@@ -520,6 +520,18 @@ class L2VcpuRecord:
     context_gpa: int
 
 
+class EntryHooks(Protocol):
+    """L1's interrupt work around an L2 entry (:mod:`cocopart_tdx.interrupts`)."""
+
+    def before_enter(self, vcpu: int, vm: int, tally: Tally) -> None: ...
+
+    def after_enter(self, vcpu: int, vm: int, result: TdcallResult, tally: Tally) -> None: ...
+
+    def on_pending_interrupt(self, vcpu: int, vm: int, tally: Tally) -> None: ...
+
+    def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int: ...
+
+
 class TdxPlatform(PrivilegedPlatform):
     """The TD's L1 VMM, implementing the neutral privileged primitives on TDX."""
 
@@ -546,6 +558,8 @@ class TdxPlatform(PrivilegedPlatform):
         self._vmemo: dict[tuple[object, ...], tuple[
             tuple[tuple[bool, tuple[str, str, str, str], int], ...], SeptEntry,
             tuple[L2Alias, ...]]] = {}
+        #: Interrupt delivery around each L2 entry (set by the machine; issue 6).
+        self.interrupt_hooks: EntryHooks | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------
     def vm_of(self, layer: str) -> int:
@@ -832,6 +846,9 @@ class TdxPlatform(PrivilegedPlatform):
         if rec is None:
             return with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
         exits = 0
+        hooks = self.interrupt_hooks
+        if hooks is not None:
+            hooks.before_enter(vcpu, vm, tally)
         for _ in range(MAX_EXIT_RETRIES + 2):
             r = self.module.vp_enter(vcpu, enter_rcx(vm), rec.context_gpa)
             tally.record("l1", "TDG.VP.ENTER", vm_name(vm),
@@ -839,6 +856,8 @@ class TdxPlatform(PrivilegedPlatform):
                                                  else status_name(r.status)))
             if r.entered:
                 tally.switch("l1", self.layer_of(vm), "TDG.VP.ENTER")
+                if hooks is not None:
+                    hooks.after_enter(vcpu, vm, r, tally)
                 return 0
             if r.exit is not None:
                 tally.switch("l1", "host", "TD exit")
@@ -849,8 +868,11 @@ class TdxPlatform(PrivilegedPlatform):
                     return EPT_UNRESOLVED
                 continue
             if r.status == PENDING_INTERRUPT:
-                self.module.l1_pending_interrupt.discard(vcpu)  # L1 handles its interrupt
-                tally.record("l1", "L1 interrupt handled", vm_name(vm))
+                if hooks is not None:
+                    hooks.on_pending_interrupt(vcpu, vm, tally)
+                else:
+                    self.module.l1_pending_interrupt.discard(vcpu)  # L1 handles its interrupt
+                    tally.record("l1", "L1 interrupt handled", vm_name(vm))
                 continue
             return r.status
         return int(TdxStatus.OPERAND_BUSY)
@@ -1001,8 +1023,10 @@ class TdxPlatform(PrivilegedPlatform):
         return r.status
 
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
-        """Interrupt delivery into an L2 is a later issue (issue 6)."""
-        return ResultCode.UNSUPPORTED_CALL
+        """An IPI L1's APIC emulation sends to another vCPU of ``layer`` (issue 6)."""
+        if self.interrupt_hooks is None:
+            return ResultCode.UNSUPPORTED_CALL
+        return self.interrupt_hooks.post_interrupt(layer, vcpu, vector)
 
     # -- MapGPA -----------------------------------------------------------------------------------
     def map_gpa(self, gpa: int, size: int, tally: Tally) -> dict[str, int]:

@@ -206,6 +206,12 @@ class L2Cpu:
 ReportBuilder = Callable[[bytes, bytes, tuple[bytes, bytes, bytes, bytes]], bytes]
 
 
+#: VM-entry interruption information (L2 VMCS encoding 0x4016): bit 31 valid, 10:8 type,
+#: 7:0 vector (tdx.md §5).
+VM_ENTRY_INTR_INFO = 0x4016
+VM_ENTRY_INTR_VALID = 1 << 31
+
+
 @lru_cache(maxsize=8)
 def _entry_fields(vm: int) -> tuple[int, int, int, int, int]:
     """L2 VMCS fields TDG.VP.ENTER loads from the buffer: RIP, RSP, RFLAGS, SSP, interrupt
@@ -573,6 +579,14 @@ class TdxModule:
                          f_ssp: state.ssp, f_intr: state.interrupt_status})
         m.set_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm, rdx)
         self.curr_vm[vcpu] = vm
+        # An event in the VM-entry interruption information field (0x4016) is injected by
+        # this entry and its valid bit cleared (VMX entry semantics, Intel SDM vol. 3; the
+        # field and its bits: tdx.md §5).
+        f_inj = md.l2_vmcs_field(vm, VM_ENTRY_INTR_INFO)
+        info = m.values.get(f_inj, 0)
+        if info & VM_ENTRY_INTR_VALID:
+            m.values[f_inj] = info & ~VM_ENTRY_INTR_VALID
+            return TdcallResult(0, {"injected": info & 0xFFFF_FFFF}, entered=True)
         return TdcallResult(0, entered=True)
 
     # -- what the running L2 does -----------------------------------------------------------
