@@ -129,11 +129,11 @@ def test_extend_measurement_is_a_vtpm_pcr_extend_and_no_hardware_register() -> N
     assert r.status is Status.NOT_SUPPORTED
 
 
-def test_interrupt_operations_are_not_supported_yet_with_a_reason() -> None:
-    p = guest()
-    for op in (InjectInterrupt(vcpu=0, vector=32), ConfigureInterrupts(mode="alternate")):
-        r = p.run(op)
-        assert r.status is Status.NOT_SUPPORTED and "interrupt" in (r.reason or "")
+def test_interrupt_operations_answer_through_the_modes() -> None:
+    p = guest()  # restricted
+    assert p.run(InjectInterrupt(layer="host", vcpu=0, vector=32)).ok
+    r = p.run(ConfigureInterrupts(mode="alternate"))  # never re-entered (seed 001)
+    assert r.status is Status.ERROR and "re-entered" in (r.reason or "")
 
 
 def test_host_and_firmware_do_not_request_guest_operations() -> None:
@@ -159,6 +159,7 @@ def test_every_operation_type_is_handled_without_raising() -> None:
            {"op": "create-vcpu", "vcpu": 1}, {"op": "delete-vcpu", "vcpu": 1},
            {"op": "attest", "source": "hardware"}, {"op": "attest"},
            {"op": "inject-interrupt", "vcpu": 0, "vector": 40},
+           {"op": "eoi", "vcpu": 0},
            {"op": "configure-interrupts", "mode": "restricted"},
            {"op": "extend-measurement", "register": 0, "digest": "00" * 48}]
     assert len({o["op"] for o in ops}) == len(OPERATION_TYPES)

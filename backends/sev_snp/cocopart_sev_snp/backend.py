@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 from cocopart.backend import Backend, CapabilityAnswer, Machine
 from cocopart.errors import ConfigError
 from cocopart.layers import EdgeKind, LayerGraph
-from cocopart.model import InterruptMode, Layer, LayerRole, PartitionConfig
+from cocopart.model import Layer, LayerRole, PartitionConfig
 from cocopart.ops import Capability
 from cocopart.service.build import KNOWN_SERVICES
 from cocopart.trace import CostTable, Trace
-from cocopart_sev_snp import costs
+from cocopart_sev_snp import costs, interrupt_modes
 from cocopart_sev_snp.host_faults import DEFAULT_POLICY, HOST_FAULT_POLICIES
 
 #: VMPL of each workload layer by number of workload layers: one layer runs at VMPL2 as
@@ -154,8 +154,6 @@ class SevSnpBackend(Backend):
         return g
 
     def capabilities(self, config: PartitionConfig) -> dict[str, CapabilityAnswer]:
-        later = ("interrupt delivery (Restricted/Alternate Injection, the SVSM APIC protocol) "
-                 "is not modelled yet by the sev-snp backend")
         yes = CapabilityAnswer
         out = {
             Capability.VALIDATE.value: yes(
@@ -181,8 +179,18 @@ class SevSnpBackend(Backend):
             Capability.ATTEST_SERVICE.value: yes(
                 supported=True, mechanism="SVSM_ATTEST_SERVICES / ATTEST_SINGLE_SERVICE "
                 "(REPORT_DATA = SHA-512(nonce || manifest), VMPL0 report)"),
-            Capability.INJECT_INTERRUPT.value: yes(supported=False, reason=later),
-            Capability.CONFIGURE_INTERRUPTS.value: yes(supported=False, reason=later),
+            Capability.INJECT_INTERRUPT.value: yes(
+                supported=True, mechanism="per mode: host EVENTINJ (direct), the VMPL's #HV "
+                "doorbell (restricted), per-VMPL descriptor + #HV to VMPL0 + SVSM VMSA "
+                "EVENTINJ (alternate), host-requested IRR (secure-avic)"),
+            Capability.EOI.value: yes(
+                supported=True, mechanism="lazy through no_eoi_required (calling area / #HV "
+                "doorbell), else #VC + VMGEXIT(MSR EOI) or SVSM_APIC WRITE_REGISTER(EOI); "
+                "Secure AVIC accelerated"),
+            Capability.CONFIGURE_INTERRUPTS.value: yes(
+                supported=True, mechanism="VMSA SEV_FEATURES rewrite + VMGEXIT(0x8000_001B) "
+                "+ #HV doorbell registration (0x8000_0014); alternate left through the SVSM "
+                "APIC protocol hand-off (seed 001)"),
         }
         if "vtpm" in config.services:
             out[Capability.EXTEND_MEASUREMENT.value] = yes(
@@ -192,8 +200,7 @@ class SevSnpBackend(Backend):
             out[Capability.EXTEND_MEASUREMENT.value] = yes(
                 supported=False, reason="SNP has no hardware runtime measurement registers and "
                 "this guest runs no vTPM service")
-        for mode in InterruptMode:
-            out[f"interrupt-mode:{mode.value}"] = yes(supported=False, reason=later)
+        out.update(interrupt_modes.capability_answers(config.interrupt_mode))
         return out
 
     def cost_table(self) -> CostTable:

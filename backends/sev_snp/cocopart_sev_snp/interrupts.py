@@ -644,9 +644,9 @@ class SnpInterrupts:
             page.input_error(g.GhcbError.INVALID_INPUT)
             return
         mode = self.effective(layer, dest)
-        if mode == im.SECURE_AVIC:
-            pass  # the sender set the IRR itself
-        else:
+        if mode == im.ALTERNATE:
+            self._post_descriptor(layer, dest, vector)
+        elif mode != im.SECURE_AVIC:  # with Secure AVIC the sender set the IRR itself
             self.trace.record(HOST, "APIC.ACCEPT", layer)
             self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
         if dest == vcpu:
@@ -894,6 +894,7 @@ class SnpInterrupts:
             return OperationResult.not_supported(
                 name, f"{self.mode.value} -> {target.value} is not possible: {rule}")
         self._out = []
+        self._settle_lazy()
         if self.mode == im.ALTERNATE:
             res = self._leave_alternate(name, op.layer)
             if res is not None:
@@ -907,6 +908,21 @@ class SnpInterrupts:
             deliveries=[d.model_dump(mode="json") for d in self._out],
             note="no SVSM protocol call switches host-held modes; cocopart models it as one "
             "SVSM round trip" if op.layer != L1 else None)
+
+    def _settle_lazy(self) -> None:
+        """Before the holder of the no_eoi_required byte changes: a lazy EOI the guest took
+        retires its vector, one it did not take becomes an explicit EOI (CS
+        check_delivered_interrupts + clear_guest_eoi_pending)."""
+        for (layer, vcpu), lazy in self.lazy.items():
+            if not lazy.armed or layer == L1:
+                continue
+            flag = self.eoi_flag(layer, vcpu)
+            apic = self.apics.get((layer, vcpu))
+            if flag is not None and flag.read() == 0 and apic is not None and apic.isr:
+                apic.eoi()
+            lazy.armed = False
+            if flag is not None:
+                flag.write(0)
 
     def _via_svsm(self, layer: str, work: Callable[[], None]) -> None:
         if layer == L1:

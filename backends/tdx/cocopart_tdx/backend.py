@@ -25,18 +25,16 @@ from typing import Any, ClassVar
 from cocopart.backend import Backend, CapabilityAnswer, Machine
 from cocopart.errors import ConfigError
 from cocopart.layers import EdgeKind, LayerGraph
-from cocopart.model import InterruptMode, Layer, LayerRole, PartitionConfig
+from cocopart.model import Layer, LayerRole, PartitionConfig
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx.costs import default_costs
 from cocopart_tdx.host import HOST_MAPPINGS
+from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
 
 KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
                    "attest-service", "attest-hardware", "extend-measurement"]
-#: Interrupt delivery into L2s is issue 6; until then every mode is answered not-supported.
-INTERRUPTS_LATER = ("interrupt delivery into L2 VMs (L1 event injection through the L2 VMCS, "
-                    "or the L2 virtual APIC) is not modelled yet (issue 6)")
 
 
 @dataclass(frozen=True)
@@ -165,10 +163,16 @@ class TdxBackend(Backend):
                                       mechanism="vTPM PCR extend -> L1: TDG.MR.RTMR.EXTEND",
                                       reason=None if "vtpm" in config.services else
                                       "no vTPM service configured"),
-            "inject-interrupt": yes(supported=False, reason=INTERRUPTS_LATER),
-            "configure-interrupts": yes(supported=False, reason=INTERRUPTS_LATER),
-            "interrupt-mode:direct": yes(supported=False, reason="the host can never inject "
-                                         "into an L2; L1 is always the injector (tdx.md §5)"),
+            "inject-interrupt": yes(supported=True, mechanism="host posts to L1 (posted "
+                                    "interrupt); L1 injects into the L2: TDG.VP.WR of VM-entry "
+                                    "interruption info (0x4016) or the L2 virtual-APIC IRR + "
+                                    "RVI; TDG.VP.ENTER"),
+            "eoi": yes(supported=True, mechanism="L2 EOI: WRMSR exit to L1 (restricted), lazy "
+                       "no_eoi_required or SVSM_APIC WRITE_REGISTER(EOI) (alternate), "
+                       "virtualized in the virtual-APIC page (secure-avic)"),
+            "configure-interrupts": yes(supported=True, mechanism="L1 switches restricted <-> "
+                                        "secure-avic; alternate is left through the APIC "
+                                        "protocol hand-off (seed 001); direct is impossible"),
             "page-size:1G": yes(supported=opts.module == "2.0",
                                 mechanism="TDG.MEM.PAGE.ACCEPT level 2 (L1 only)",
                                 reason=None if opts.module == "2.0" else
@@ -178,10 +182,7 @@ class TdxBackend(Backend):
                                        reason=None if opts.enable_tdvmcall else
                                        "enable_tdvmcall is off: L2 VMCALLs go to L1"),
         }
-        for mode in InterruptMode:
-            if mode is not InterruptMode.DIRECT:
-                caps[f"interrupt-mode:{mode.value}"] = yes(supported=False,
-                                                           reason=INTERRUPTS_LATER)
+        caps.update(interrupt_capabilities())
         return caps
 
     def cost_table(self) -> CostTable:

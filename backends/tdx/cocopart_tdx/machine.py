@@ -18,7 +18,7 @@ from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuVie
 from cocopart.client import ProtocolClient
 from cocopart.layers import LayerGraph
 from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_4K, Access, PageSize, PartitionConfig
+from cocopart.model import PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
 from cocopart.ops import (
     ArchError,
     Attest,
@@ -26,6 +26,7 @@ from cocopart.ops import (
     ConvertPages,
     CreateVcpu,
     DeleteVcpu,
+    EndOfInterrupt,
     ExtendMeasurement,
     InjectInterrupt,
     Operation,
@@ -43,10 +44,11 @@ from cocopart.service.build import build_service
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
-from cocopart_tdx.backend import INTERRUPTS_LATER, TdxOptions
+from cocopart_tdx.backend import TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
 from cocopart_tdx.host_faults import MemoryIntegrity
 from cocopart_tdx.host_seamcalls import SeptSeamcalls
+from cocopart_tdx.interrupts import TdxInterrupts
 from cocopart_tdx.l1 import (
     PROTOCOL_PAGE_GRANT,
     L1Region,
@@ -110,12 +112,16 @@ class TdxMachine(Machine):
         workloads = self.workloads
         self.service = build_service(self.platform, self.memory, self.layout, workloads, trace,
                                      services=config.services, seed=config.seed,
-                                     level_of=lambda layer: workloads.index(layer) + 1)
+                                     level_of=lambda layer: workloads.index(layer) + 1,
+                                     apic_emulation=config.interrupt_mode
+                                     == InterruptMode.ALTERNATE)
         self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
         self.workload = L2Workload(config, self.layout, self.platform, self.transport,
                                    self.client, trace, self.roots)
         self._launch()
+        #: Interrupt modes and delivery (issue 6); also L1's hooks around each L2 entry.
+        self.interrupts = TdxInterrupts(self)
 
     # -- launch ----------------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -141,11 +147,19 @@ class TdxMachine(Machine):
     def shared_on_fork(self) -> list[Any]:
         return super().shared_on_fork() + [self.roots]
 
+    def interrupt_fast_path(self) -> TdxInterrupts:
+        """Repeatable inject -> EOI cycles for :func:`cocopart.interrupts.run_stream`."""
+        return self.interrupts
+
     # -- operations --------------------------------------------------------------------------------
     def execute(self, op: Operation) -> OperationResult:
         name = op.describe()
-        if isinstance(op, (InjectInterrupt, ConfigureInterrupts)):
-            return OperationResult.not_supported(name, INTERRUPTS_LATER)
+        if isinstance(op, InjectInterrupt):
+            return self.interrupts.inject(op)
+        if isinstance(op, EndOfInterrupt):
+            return self.interrupts.eoi(op)
+        if isinstance(op, ConfigureInterrupts):
+            return self.interrupts.configure(op)
         if op.layer in self.workloads:
             w = self.workload
             if isinstance(op, ValidatePages):

@@ -1,0 +1,695 @@
+"""Interrupt delivery on TDX partitioning: the host reaches only L1, L1 injects into its L2s.
+
+The vendor-neutral modes map onto TDX like this (tdx.md §5, §2.3, §2.4):
+
+=========== ========= ===========================================================================
+mode        supported how one host interrupt for an L2 vCPU travels (world switches)
+=========== ========= ===========================================================================
+direct      no        the host can never inject into an L2: it only posts to L1 (tdx.md §5)
+restricted  yes       host posts to L1's posted-interrupt descriptor + notification -> the running
+                      L2 exits to L1 (L2_EXIT_PENDING_INTERRUPT, reason 1) -> L1 latches the
+                      vector in the L2's APIC it emulates (x2APIC MSRs intercepted) -> TDG.VP.WR
+                      of VM-entry interruption information (0x4016: bit 31 valid, type 0, vector)
+                      -> TDG.VP.ENTER. EOI: WRMSR(0x80B) exit (reason 32) -> L1 -> TDG.VP.ENTER.
+alternate   yes       the same path, with the SVSM APIC protocol (protocol 3, registration count)
+                      served by L1: EOI lazily through the calling area's no_eoi_required byte
+                      or SVSM_APIC WRITE_REGISTER(EOI) (a TDCALL exit, reason 77).
+secure-avic yes       L2 virtual-interrupt delivery: L1 sets the vector in the L2 virtual-APIC
+                      page IRR and RVI in L2_ENTER_GUEST_STATE.INTERRUPT_STATUS -> TDG.VP.ENTER;
+                      the CPU delivers by priority; EOI virtualized (no exit).
+=========== ========= ===========================================================================
+
+Host interrupts for L1 itself are posted to L1 and delivered by the module's virtualization
+of L1's APIC (no exit while L1 runs; an L2 running there exits to L1 first). TDG.VP.ENTER
+answers TDX_PENDING_INTERRUPT when L1 has a deliverable interrupt of its own; L1 takes it and
+enters again (:attr:`TdxInterrupts.during_entry` lets a test post interrupts right after L1
+committed to an entry). L1's own interrupt handler runs to completion (delivered and its EOI
+virtualized) before L1 enters an L2 again (:data:`RULE_L1_HANDLER_RUNS_TO_COMPLETION`).
+
+Mode changes: :data:`RULE_NO_DIRECT`, :data:`RULE_ALTERNATE_NOT_REENTERED`,
+:data:`RULE_L1_MOVES_STATE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cocopart.apic import EOI as X2APIC_EOI
+from cocopart.apic import ICR as X2APIC_ICR
+from cocopart.apic import LocalApic
+from cocopart.backend import CapabilityAnswer
+from cocopart.errors import ConfigError
+from cocopart.interrupts import Delivery, DeliveryStatus, EoiRecord, InterruptLedger, LazyEoi, present
+from cocopart.memory import GuestMemory
+from cocopart.model import InterruptMode
+from cocopart.ops import (
+    ArchError,
+    ConfigureInterrupts,
+    EndOfInterrupt,
+    InjectInterrupt,
+    OperationResult,
+)
+from cocopart.protocol.calling_area import NO_EOI_REQUIRED
+from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
+from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFIGURE_REGISTER
+from cocopart_tdx import metadata as md
+from cocopart_tdx.l1 import Tally, vm_name
+from cocopart_tdx.status import TdxStatus
+from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO, VM_ENTRY_INTR_VALID, TdcallResult
+from cocopart_tdx.vp_enter import ENTER_GUEST_STATE_SIZE, EnterGuestState, L2Exit, VmxExit
+
+if TYPE_CHECKING:
+    from cocopart.trace import Trace
+    from cocopart_tdx.machine import TdxMachine
+
+L1, HOST = "l1", "host"
+VENDOR = "intel"
+DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
+ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
+EXIT = "L2->L1 exit"
+ENTER = "TDG.VP.ENTER"
+TD_EXIT, TD_ENTER = "TD exit", "TDH.VP.ENTER"
+#: Upper half of RAX on an L2 -> L1 exit caused by an interrupt for L1 (tdx.md §2.3, §9).
+L2_EXIT_PENDING_INTERRUPT_CLASS = int(TdxStatus.L2_EXIT_PENDING_INTERRUPT) >> 32
+#: Type 0 (external interrupt) in bits 10:8 of the VM-entry interruption information.
+ENTRY_TYPE_EXTERNAL = 0
+#: Virtual-APIC page layout (Intel SDM vol. 3 "Virtualizing the APIC"; not in tdx.md —
+#: unconfirmed there): ISR at 0x100 and IRR at 0x200, eight 32-bit words 16 bytes apart.
+VAPIC_ISR, VAPIC_IRR, VAPIC_STRIDE = 0x100, 0x200, 0x10
+
+MECHANISM: dict[InterruptMode, str] = {
+    RESTRICTED: "posted to L1, L1 injects through the L2 VMCS (TDG.VP.WR 0x4016)",
+    ALTERNATE: "posted to L1, L1 emulates the L2 APIC (APIC protocol) and injects through "
+               "the L2 VMCS (TDG.VP.WR 0x4016)",
+    SECURE_AVIC: "posted to L1, L1 sets the L2 virtual-APIC IRR and RVI; virtual-interrupt "
+                 "delivery",
+}
+L1_MECHANISM = "posted interrupt to L1 (the TDX module virtualizes L1's APIC)"
+
+#: The host can never inject into an L2; L1 is always the injector (tdx.md §5).
+RULE_NO_DIRECT = "direct: the TDX host never injects into an L2 (tdx.md §5)"
+#: Alternate = L1 serving the SVSM APIC protocol: entered only from boot (registration
+#: count 1), left by the seed's hand-off, never re-entered (seed 001; the same core rule as
+#: on SEV-SNP).
+RULE_ALTERNATE_NOT_REENTERED = "alternate: from boot only; left by deregistration, never re-entered"
+#: L1 holds the L2's APIC state in every supported mode (its emulation, or the virtual-APIC
+#: page in its own memory), so restricted <-> secure-avic moves it inside L1 at any time; the
+#: request reaches L1 as one L2 -> L1 round trip (no protocol call exists for it: a cocopart
+#: extension, flagged in the result).
+RULE_L1_MOVES_STATE = "restricted <-> secure-avic: allowed; L1 moves the APIC state"
+#: L1's own interrupts are handled to completion (delivered, EOI virtualized) before L1
+#: enters an L2 again; an EndOfInterrupt for ``l1`` has nothing left to complete.
+RULE_L1_HANDLER_RUNS_TO_COMPLETION = "L1's own interrupts complete before it enters an L2"
+#: An interrupt for an L2 vCPU L1 never created is dropped.
+RULE_NO_VCPU_NO_INTERRUPT = "an interrupt for an L2 vCPU that does not exist is dropped"
+#: Requesters: the host (a device) or the target L2 itself (an IPI from its vCPU 0).
+RULE_REQUESTERS = "interrupts come from the host (devices) or the target workload (IPIs)"
+#: Virtual-interrupt delivery is assumed enabled in every L2 VMCS (the L1-writable part of
+#: the secondary processor-based controls is not in tdx.md — unconfirmed).
+RULE_VID_ENABLED = "the L2 VMCS has virtual-interrupt delivery enabled"
+#: An L2's ICR write to another vCPU: L1 sets the target's IRR in its own memory, then sends
+#: L1's IPI (#VE -> TDG.VP.VMCALL<WRMSR>, a TD exit) so the host posts to the target L1 vCPU.
+RULE_IPI_THROUGH_HOST = "an IPI to another vCPU goes L1 -> host -> the target's L1"
+
+
+def _vectors(bits: int) -> list[int]:
+    out = []
+    while bits:
+        v = bits.bit_length() - 1
+        out.append(v)
+        bits &= ~(1 << v)
+    return out
+
+
+@dataclass
+class MemoryFlag:
+    """The calling area's no_eoi_required byte."""
+
+    memory: GuestMemory
+    gpa: int
+
+    def read(self) -> int:
+        return self.memory.read(self.gpa, 1)[0]
+
+    def write(self, value: int) -> None:
+        self.memory.write(self.gpa, bytes([value]))
+
+
+def capability_answers() -> dict[str, CapabilityAnswer]:
+    out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
+    for mode, mech in MECHANISM.items():
+        extra = f" (at boot only: {RULE_ALTERNATE_NOT_REENTERED})" if mode == ALTERNATE else ""
+        out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(supported=True,
+                                                               mechanism=mech + extra)
+    return out
+
+
+class TdxInterrupts:
+    """Interrupt modes and delivery of one :class:`TdxMachine` (also L1's entry hooks)."""
+
+    def __init__(self, machine: TdxMachine) -> None:
+        self.m = machine
+        self.mode: InterruptMode = machine.config.interrupt_mode
+        self.ledger = InterruptLedger()
+        self.apics: dict[tuple[str, int], LocalApic] = dict(machine.service.apic.apics)
+        self.lazy: dict[tuple[str, int], LazyEoi] = {}
+        #: The L2 VM that ran on each vCPU when an interrupt took it to L1.
+        self.interrupted: dict[int, int] = {}
+        #: Host interrupts ``(target, vcpu, vector)`` posted right after L1 committed to an
+        #: L2 entry on that vCPU (test hook): TDG.VP.ENTER then answers TDX_PENDING_INTERRUPT.
+        self.during_entry: list[tuple[str, int, int]] = []
+        self.pending_interrupt_answers = 0
+        self._posted: dict[int, list[tuple[str, int]]] = {}
+        self._injected: dict[tuple[int, int], int] = {}
+        self._notify: list[int] = []
+        self._out: list[Delivery] = []
+        machine.platform.interrupt_hooks = self
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        return self.m.trace
+
+    @property
+    def p(self):  # noqa: ANN201 - the TdxPlatform
+        return self.m.platform
+
+    def apic(self, layer: str, vcpu: int) -> LocalApic:
+        a = self.apics.get((layer, vcpu))
+        if a is None:
+            a = self.apics[(layer, vcpu)] = LocalApic(apic_id=vcpu)
+        return a
+
+    def lazy_of(self, layer: str, vcpu: int) -> LazyEoi:
+        z = self.lazy.get((layer, vcpu))
+        if z is None:
+            z = self.lazy[(layer, vcpu)] = LazyEoi()
+        return z
+
+    def emulated(self, layer: str, vcpu: int) -> bool:
+        return self.m.service.apic.enabled(layer, vcpu)
+
+    def effective(self, layer: str, vcpu: int) -> InterruptMode:
+        """A vCPU whose APIC-protocol emulation stopped keeps L1's MSR-intercept emulation."""
+        if self.mode == ALTERNATE and not self.emulated(layer, vcpu):
+            return RESTRICTED
+        return self.mode
+
+    def caa_flag(self, layer: str, vcpu: int) -> MemoryFlag:
+        return MemoryFlag(self.m.memory, self.m.service.state.caa(layer, vcpu) + NO_EOI_REQUIRED)
+
+    def eoi_flag(self, layer: str, vcpu: int) -> MemoryFlag | None:
+        return self.caa_flag(layer, vcpu) if self.effective(layer, vcpu) == ALTERNATE else None
+
+    def exists(self, layer: str, vcpu: int) -> bool:
+        if layer == L1:
+            return 0 <= vcpu < self.m.config.vcpus
+        return bool(self.p.vcpu_exists(self.p.vm_of(layer), vcpu))
+
+    def in_service(self, layer: str, vcpu: int) -> int:
+        apic = self.apics.get((layer, vcpu))
+        if apic is None or not apic.isr:
+            return 0
+        lazy = self.lazy.get((layer, vcpu))
+        flag = self.eoi_flag(layer, vcpu)
+        if lazy is not None and lazy.armed and flag is not None and flag.read() == 0:
+            return apic.isr & ~(1 << (apic.isr.bit_length() - 1))
+        return apic.isr
+
+    def _delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> None:
+        self._out.append(self.ledger.delivered(layer, vcpu, vector, mechanism))
+
+    def _field(self, vm: int) -> int:
+        return md.l2_vmcs_field(vm, VM_ENTRY_INTR_INFO)
+
+    # -- operations ----------------------------------------------------------------------------
+    def refuse(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
+        m = self.m
+        if op.target != L1 and op.target not in m.workloads:
+            return (f"{op.target} takes no interrupts here: only L1 and the L2 VMs "
+                    f"({', '.join(m.workloads)}) have vCPUs")
+        if op.vcpu >= m.config.vcpus:
+            raise ConfigError(f"vCPU {op.vcpu} out of range (0..{m.config.vcpus - 1})",
+                              field="vcpu")
+        if isinstance(op, InjectInterrupt):
+            if op.target != L1 and self.mode == DIRECT:
+                return RULE_NO_DIRECT
+            if op.layer != HOST and (op.layer != op.target or op.target == L1):
+                return f"{op.layer} cannot raise an interrupt for {op.target}: {RULE_REQUESTERS}"
+        if isinstance(op, EndOfInterrupt) and op.layer != op.target:
+            return (f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
+                    "handler on the target vCPU does")
+        return None
+
+    def _result(self, name: str, first: Delivery, **extra: object) -> OperationResult:
+        mine = next((d for d in self._out if first.id is not None and d.id == first.id), None)
+        final = mine or first
+        return OperationResult.success(
+            name, delivery=final.model_dump(mode="json"),
+            deliveries=[d.model_dump(mode="json") for d in self._out], **extra)
+
+    def inject(self, op: InjectInterrupt) -> OperationResult:
+        name = op.describe()
+        why = self.refuse(op)
+        if why:
+            return OperationResult.not_supported(name, why)
+        self._out = []
+        target, vcpu, vector = op.target, op.vcpu, op.vector
+        mech = L1_MECHANISM if target == L1 else MECHANISM[self.effective(target, vcpu)]
+        if not self.exists(target, vcpu):
+            return self._result(name, self.ledger.dropped(target, vcpu, vector, mech,
+                                                          RULE_NO_VCPU_NO_INTERRUPT))
+        first = self.ledger.arrive(target, vcpu, vector, mech)
+        tally = Tally()
+        if first.status is DeliveryStatus.DROPPED:
+            tally.record(HOST if op.layer == HOST else L1, "APIC.ACCEPT", target, "coalesced")
+        elif op.layer == HOST:
+            self._post(vcpu, tally)
+            self._l1_takes(target, vcpu, vector, tally)
+            self._reenter(target, vcpu, tally)
+        else:
+            self._ipi(target, vcpu, vector, tally)
+        tally.flush(self.trace)
+        self._notify_pending()
+        return self._result(name, first)
+
+    # -- the path: host -> L1 -> L2 --------------------------------------------------------------
+    def _post(self, vcpu: int, tally: Tally) -> None:
+        """The host posts into L1's posted-interrupt descriptor and sends the notification;
+        an L2 running on the vCPU exits to L1 with L2_EXIT_PENDING_INTERRUPT (tdx.md §2.4)."""
+        tally.record(HOST, "PI.POST", L1)
+        tally.record(HOST, "PI.NOTIFY", L1)
+        self._exit_running(vcpu, tally, "PENDING_INTERRUPT",
+                           L2Exit(VmxExit.EXTERNAL_INTERRUPT,
+                                  status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
+
+    def _exit_running(self, vcpu: int, tally: Tally, what: str, info: L2Exit) -> None:
+        mod = self.m.module
+        cur = mod.running_vm(vcpu)
+        if not cur:
+            return
+        layer = self.p.layer_of(cur)
+        mod.l2_exit(vcpu, info)
+        tally.record(layer, "L2.EXIT", what)
+        tally.switch(layer, L1, EXIT)
+        self.interrupted[vcpu] = cur
+
+    def _l1_takes(self, target: str, vcpu: int, vector: int, tally: Tally) -> None:
+        """L1 runs and takes the posted interrupt: its own (handled to completion), or one it
+        relays into the L2 APIC it holds."""
+        if target == L1:
+            self.ledger.latch(self.apic(L1, vcpu), L1, vcpu, vector)
+            self._l1_handler(vcpu, tally)
+            return
+        tally.record(L1, "L1 interrupt handled", "relay")
+        tally.record(L1, "APIC.ACCEPT", target)
+        self.ledger.latch(self.apic(target, vcpu), target, vcpu, vector)
+
+    def _l1_handler(self, vcpu: int, tally: Tally) -> None:
+        """L1's own deliverable interrupts: each delivered by the module's virtual-interrupt
+        delivery, handled, EOI virtualized (RULE_L1_HANDLER_RUNS_TO_COMPLETION)."""
+        apic = self.apic(L1, vcpu)
+        while (v := apic.deliver()) is not None:
+            tally.record(L1, "L1 interrupt handled", "L1")
+            self._delivered(L1, vcpu, v, L1_MECHANISM)
+            apic.eoi()
+            tally.record(L1, "EOI.VIRTUALIZED", L1)
+
+    def _reenter(self, target: str, vcpu: int, tally: Tally) -> None:
+        """L1 goes back to an L2: the target (L1 presents its interrupts before the entry —
+        which also re-evaluates a lazy EOI, as CS does before every entry), else the one the
+        interrupt took the vCPU from."""
+        p = self.p
+        if target != L1:
+            p.schedule(vcpu, p.vm_of(target), tally)
+            return
+        back = self.interrupted.get(vcpu)
+        if back and not self.m.module.running_vm(vcpu) and p.vcpu_exists(back, vcpu):
+            p.schedule(vcpu, back, tally)
+
+    # -- L1's entry hooks (called by TdxPlatform.enter_l2) --------------------------------------
+    def before_enter(self, vcpu: int, vm: int, tally: Tally) -> None:
+        """Before TDG.VP.ENTER: present the L2's interrupts (VM-entry field, or vAPIC IRR +
+        RVI), then L1 commits — interrupts posted now make the entry answer
+        TDX_PENDING_INTERRUPT."""
+        self._present(vcpu, vm, tally)
+        arrivals = [(t, v) for t, c, v in self.during_entry if c == vcpu]
+        self.during_entry = [e for e in self.during_entry if e[1] != vcpu]
+        for t, v in arrivals:
+            mech = L1_MECHANISM if t == L1 else MECHANISM[self.effective(t, vcpu)]
+            if self.ledger.arrive(t, vcpu, v, mech).status is DeliveryStatus.DROPPED:
+                continue
+            tally.record(HOST, "PI.POST", L1)
+            tally.record(HOST, "PI.NOTIFY", L1)
+            self._posted.setdefault(vcpu, []).append((t, v))
+            self.m.module.l1_pending_interrupt.add(vcpu)  # deliverable in L1's vIRR
+
+    def _present(self, vcpu: int, vm: int, tally: Tally) -> None:
+        layer = self.p.layer_of(vm)
+        apic = self.apics.get((layer, vcpu))
+        if apic is None or self.mode == DIRECT:
+            return
+        mode = self.effective(layer, vcpu)
+        if mode == SECURE_AVIC:
+            if apic.irr:
+                self._sync_vapic(layer, vcpu, vm)
+                tally.record(L1, "VAPIC.IRR", layer)
+            return
+        retired, v = present(apic, self.lazy_of(layer, vcpu), self.eoi_flag(layer, vcpu))
+        if retired is not None or v is not None:
+            tally.record(L1, "APIC.EVALUATE", layer)
+        if v is not None:
+            self.p.vp_wr(vcpu, self._field(vm), VM_ENTRY_INTR_VALID | (ENTRY_TYPE_EXTERNAL << 8)
+                         | v, vm_name(vm), tally)
+            self._injected[(vcpu, vm)] = v
+
+    def _sync_vapic(self, layer: str, vcpu: int, vm: int) -> None:
+        """Mirror the L2's APIC into its virtual-APIC page and RVI/SVI into its
+        L2_ENTER_GUEST_STATE buffer (TDG.VP.ENTER loads INTERRUPT_STATUS from it)."""
+        apic = self.apic(layer, vcpu)
+        page = self.p.region.vapic(vm, vcpu)
+        mem = self.m.memory
+        for i in range(8):
+            mem.write(page + VAPIC_IRR + i * VAPIC_STRIDE,
+                      ((apic.irr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"))
+            mem.write(page + VAPIC_ISR + i * VAPIC_STRIDE,
+                      ((apic.isr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"))
+        rvi = apic.irr.bit_length() - 1 if apic.irr else 0
+        svi = apic.isr.bit_length() - 1 if apic.isr else 0
+        rec = self.p.l2_vcpus.get((vm, vcpu))
+        if rec is not None:
+            state = EnterGuestState.decode(mem.read(rec.context_gpa, ENTER_GUEST_STATE_SIZE))
+            state.interrupt_status = (svi << 8) | rvi
+            mem.write(rec.context_gpa, state.encode())
+        self.m.module.l2cpu(vcpu, vm).interrupt_status = (svi << 8) | rvi
+
+    def on_pending_interrupt(self, vcpu: int, vm: int, tally: Tally) -> None:
+        """TDG.VP.ENTER answered TDX_PENDING_INTERRUPT: L1 takes what was posted (its own
+        interrupts handled to completion, L2 ones latched), withdraws the event it had
+        prepared and presents again (a higher vector may win now)."""
+        self.m.module.l1_pending_interrupt.discard(vcpu)
+        self.pending_interrupt_answers += 1
+        for t, v in self._posted.pop(vcpu, []):
+            self._l1_takes(t, vcpu, v, tally)
+        layer = self.p.layer_of(vm)
+        prepared = self._injected.pop((vcpu, vm), None)
+        if prepared is not None:
+            apic = self.apic(layer, vcpu)
+            apic.isr &= ~(1 << prepared)
+            apic.irr |= 1 << prepared
+            self.lazy_of(layer, vcpu).armed = False
+            flag = self.eoi_flag(layer, vcpu)
+            if flag is not None:
+                flag.write(0)
+            self.p.vp_wr(vcpu, self._field(vm), 0, vm_name(vm), tally)
+        self.before_enter(vcpu, vm, tally)
+
+    def after_enter(self, vcpu: int, vm: int, result: TdcallResult, tally: Tally) -> None:
+        """The L2 runs: it takes the injected event, or the CPU delivers from the vAPIC."""
+        layer = self.p.layer_of(vm)
+        self.interrupted.pop(vcpu, None)
+        mode = self.effective(layer, vcpu) if self.mode != DIRECT else DIRECT
+        if mode == SECURE_AVIC:
+            self._hardware_delivers(layer, vcpu, vm)
+            return
+        injected = result.out.get("injected")
+        self._injected.pop((vcpu, vm), None)
+        if injected is not None:
+            self._delivered(layer, vcpu, injected & 0xFF, MECHANISM[mode])
+
+    def _hardware_delivers(self, layer: str, vcpu: int, vm: int) -> None:
+        """Virtual-interrupt delivery: RVI above PPR goes from vIRR to vISR (RULE_VID_ENABLED)."""
+        apic = self.apics.get((layer, vcpu))
+        if apic is None:
+            return
+        v = apic.deliver()
+        if v is not None:
+            self._sync_vapic(layer, vcpu, vm)
+            self._delivered(layer, vcpu, v, MECHANISM[SECURE_AVIC])
+
+    def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
+        """An ICR write (APIC protocol) to another vCPU of ``layer``: RULE_IPI_THROUGH_HOST."""
+        if not self.exists(layer, vcpu):
+            return ResultCode.INVALID_PARAMETER
+        self.ledger.latch(self.apic(layer, vcpu), layer, vcpu, vector)
+        tally = Tally()
+        self._l1_ipi(vcpu, tally)
+        tally.flush(self.trace)
+        return ResultCode.SUCCESS
+
+    def _wants_entry(self, layer: str, vcpu: int) -> bool:
+        """Entering ``layer`` now would deliver something (or settle a lazy EOI first)."""
+        apic = self.apics.get((layer, vcpu))
+        if apic is None or not apic.irr:
+            return False
+        lazy = self.lazy.get((layer, vcpu))
+        return apic.deliverable() is not None or (lazy is not None and lazy.armed)
+
+    def _l1_ipi(self, dest: int, tally: Tally) -> None:
+        tally.record(L1, "#VE", "MSR.ICR")
+        tally.record(L1, "TDG.VP.VMCALL", "WRMSR(ICR)")
+        tally.switch(L1, HOST, TD_EXIT)
+        tally.record(HOST, "PI.POST", L1)
+        tally.record(HOST, "PI.NOTIFY", L1)
+        tally.switch(HOST, L1, TD_ENTER)
+        self._notify.append(dest)
+
+    def _notify_pending(self) -> None:
+        """Target vCPUs of IPIs: their L2 exits to L1, which presents and re-enters."""
+        while self._notify:
+            dest = self._notify.pop(0)
+            tally = Tally()
+            self._exit_running(dest, tally, "PENDING_INTERRUPT",
+                               L2Exit(VmxExit.EXTERNAL_INTERRUPT,
+                                      status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
+            tally.record(L1, "L1 interrupt handled", "relay")
+            work = [w for w in self.m.workloads if self.exists(w, dest) and self._wants_entry(w, dest)]
+            for w in work:  # each entry presents that L2's interrupts
+                self.p.schedule(dest, self.p.vm_of(w), tally)
+            if not work:
+                self._reenter(L1, dest, tally)
+            tally.flush(self.trace)
+
+    # -- IPIs from an L2 ----------------------------------------------------------------------------
+    def _ipi(self, layer: str, dest: int, vector: int, tally: Tally) -> None:
+        """``layer``'s vCPU 0 writes its ICR: through the APIC protocol (alternate) or as an
+        x2APIC MSR write L1 intercepts (WRMSR exit, or APIC-write exit with virtualization)."""
+        p, mod = self.p, self.m.module
+        vm = p.vm_of(layer)
+        mode = self.effective(layer, 0)
+        icr = (dest << 32) | (1 << 14) | vector
+        if mode == ALTERNATE:
+            tally.flush(self.trace)
+            tally.items.clear()
+            out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
+                                     X2APIC_ICR, icr)
+            if not out.ok:
+                self.ledger.drop(layer, dest, vector, f"SVSM_APIC WRITE_REGISTER(ICR) answered "
+                                 f"{result_name(out.code)}")
+            return
+        if mod.running_vm(0) != vm:
+            p.schedule(0, vm, tally)
+        reason, what = ((VmxExit.APIC_WRITE, "APIC_WRITE") if mode == SECURE_AVIC
+                        else (VmxExit.WRMSR, "WRMSR"))
+        mod.l2_exit(0, L2Exit(reason))
+        tally.record(layer, "L2.EXIT", f"{what}(ICR)")
+        tally.switch(layer, L1, EXIT)
+        tally.record(L1, "APIC.ACCEPT", layer)
+        self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
+        if dest != 0:
+            self._l1_ipi(dest, tally)
+        p.enter_l2(0, vm, tally)
+
+    # -- EOI ----------------------------------------------------------------------------------
+    def eoi(self, op: EndOfInterrupt) -> OperationResult:
+        name = op.describe()
+        why = self.refuse(op)
+        if why:
+            return OperationResult.not_supported(name, why)
+        self._out = []
+        rec = self._eoi(op.target, op.vcpu)
+        self._notify_pending()
+        return OperationResult.success(name, eoi=rec.model_dump(mode="json"),
+                                       deliveries=[d.model_dump(mode="json") for d in self._out])
+
+    def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
+        if layer == L1:
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
+                             mechanism=f"nothing in service: {RULE_L1_HANDLER_RUNS_TO_COMPLETION}")
+        live = self.in_service(layer, vcpu)
+        if not live:
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
+                             mechanism="nothing in service: the EOI is ignored")
+        top = live.bit_length() - 1
+        p, mod = self.p, self.m.module
+        vm = p.vm_of(layer)
+        mode = self.effective(layer, vcpu)
+        flag = self.eoi_flag(layer, vcpu)
+        lazy = self.lazy.get((layer, vcpu))
+        tally = Tally()
+        if flag is not None and lazy is not None and lazy.armed and flag.read() == 1:
+            flag.write(0)
+            tally.record(layer, "EOI.LAZY")
+            tally.flush(self.trace)
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=top, lazy=True,
+                             mechanism="no_eoi_required cleared (lazy EOI, no exit)")
+        if mode == ALTERNATE:
+            out = self.m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
+                                     X2APIC_EOI, 0)
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                             mechanism=f"SVSM_APIC WRITE_REGISTER(EOI) -> L1: "
+                             f"{result_name(out.code)}")
+        if mod.running_vm(vcpu) != vm:
+            p.schedule(vcpu, vm, tally)
+        apic = self.apic(layer, vcpu)
+        if mode == SECURE_AVIC:
+            apic.eoi()
+            tally.record(layer, "EOI.VIRTUALIZED")
+            self._hardware_delivers(layer, vcpu, vm)
+            if apic.isr == 0:
+                self._sync_vapic(layer, vcpu, vm)
+            tally.flush(self.trace)
+            return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                             mechanism="virtualized EOI in the virtual-APIC page (no exit)")
+        mod.l2_exit(vcpu, L2Exit(VmxExit.WRMSR))
+        tally.record(layer, "L2.EXIT", "WRMSR(EOI)")
+        tally.switch(layer, L1, EXIT)
+        apic.eoi()
+        tally.record(L1, "APIC.EOI", layer)
+        p.enter_l2(vcpu, vm, tally)
+        tally.flush(self.trace)
+        return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
+                         mechanism="WRMSR(0x80B) exit to L1 (reason 32), TDG.VP.ENTER back")
+
+    # -- mode changes ----------------------------------------------------------------------------
+    def configure(self, op: ConfigureInterrupts) -> OperationResult:
+        name = op.describe()
+        m = self.m
+        target = op.mode
+        if op.layer not in m.workloads and op.layer != L1:
+            return OperationResult.not_supported(
+                name, f"{op.layer} cannot choose how the TD's interrupts arrive: only L1 or an "
+                "L2 (through L1) does")
+        if target == self.mode:
+            return OperationResult.success(name, mode=target.value, changed=False)
+        if target == DIRECT:
+            return OperationResult.not_supported(name, RULE_NO_DIRECT)
+        self._out = []
+        if target == ALTERNATE:
+            if op.layer == L1:
+                return OperationResult.not_supported(
+                    name, f"{self.mode.value} -> alternate: {RULE_ALTERNATE_NOT_REENTERED}")
+            out = m.client.call(op.layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE,
+                                CONFIGURE_REGISTER)
+            return OperationResult.failure(name, ArchError(
+                vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(register)", code=out.code,
+                message=f"L1 answered {result_name(out.code)}: {RULE_ALTERNATE_NOT_REENTERED}."))
+        if self.mode == ALTERNATE:
+            err = self._leave_alternate(op.layer)
+            if err is not None:
+                return OperationResult.failure(name, err)
+        if self.mode != target:
+            self._switch_in_l1(op.layer, target)
+        return OperationResult.success(
+            name, mode=target.value, changed=True,
+            deliveries=[d.model_dump(mode="json") for d in self._out],
+            note=None if op.layer == L1 else "no protocol call switches restricted <-> "
+            "secure-avic; cocopart models it as one L2 -> L1 round trip")
+
+    def _leave_alternate(self, layer: str) -> ArchError | None:
+        """The seed's hand-off through L1's APIC protocol; L1 alone drops every registration.
+        L1 keeps holding the APIC state either way (MSR-intercept emulation)."""
+        m = self.m
+        emu = m.service.apic
+        if layer == L1:
+            emu.count = 0
+            emu.disabled_for_good = True
+            emu.apics.clear()
+        else:
+            m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE, CONFIGURE_DEREGISTER)
+            for w in m.workloads:
+                for c in range(m.config.vcpus):
+                    if emu.enabled(w, c) and self.exists(w, c):
+                        m.client.call(w, c, ProtocolId.APIC, ApicCall.CONFIGURE,
+                                      CONFIGURE_REFRESH)
+        if emu.count:
+            return ArchError(vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
+                             message=f"alternate stays registered (count {emu.count}: another "
+                             "component registered it); it is left only at count 0 (seed 001).")
+        for key in [k for k in emu.apics if not self.exists(*k)]:
+            emu.apics.pop(key)  # never-created vCPUs start without emulation
+        for key, lazy in self.lazy.items():  # lazy EOIs the guests took are retired now
+            flag = self.caa_flag(*key) if key[0] != L1 else None
+            apic = self.apics.get(key)
+            if lazy.armed and flag is not None and flag.read() == 0 and apic is not None:
+                apic.eoi()
+            lazy.armed = False
+            if flag is not None:
+                flag.write(0)
+        self.mode = RESTRICTED
+        return None
+
+    def _switch_in_l1(self, layer: str, target: InterruptMode) -> None:
+        """RULE_L1_MOVES_STATE: L1 moves each L2 vCPU's APIC state into (or out of) its
+        virtual-APIC page."""
+        tally = Tally()
+        if layer != L1:
+            tally.record(layer, "TDCALL", "COCOPART.CONFIGURE_INTERRUPTS", "exit 77")
+            tally.switch(layer, L1, EXIT)
+        for w in self.m.workloads:
+            vm = self.p.vm_of(w)
+            for c in range(self.m.config.vcpus):
+                if self.exists(w, c):
+                    self._sync_vapic(w, c, vm)
+                    tally.record(L1, "VAPIC.SYNC", w)
+        if layer != L1:
+            tally.record(L1, "TDG.VP.ENTER", layer)
+            tally.switch(L1, layer, ENTER)
+        tally.flush(self.trace)
+        self.mode = target
+
+    # -- many at once -------------------------------------------------------------------------------
+    def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
+        """State shape of one host inject -> EOI cycle (cocopart.interrupts.CycleFastPath)."""
+        if requester != HOST or layer == L1 or self.during_entry or self._notify \
+                or self.mode == DIRECT:
+            return None
+        key = (layer, vcpu)
+        apic = self.apics.get(key)
+        mod = self.m.module
+        if apic is None or apic.irr or not apic.allowed >> vector & 1 \
+                or not self.exists(layer, vcpu) or mod.running_vm(vcpu) != self.p.vm_of(layer) \
+                or vcpu in mod.l1_pending_interrupt:
+            return None
+        mode = self.effective(layer, vcpu)
+        lazy = self.lazy.get(key)
+        armed = lazy is not None and lazy.armed
+        if armed:
+            flag = self.eoi_flag(layer, vcpu)
+            if flag is None or flag.read() or not apic.isr or apic.isr & (apic.isr - 1):
+                return None
+        elif apic.isr:
+            return None
+        return (mode, layer, armed)
+
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> bool:
+        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`)."""
+        assert isinstance(key, tuple)
+        mode = key[0]
+        apic = self.apics[(layer, vcpu)]
+        self.ledger.next_id += 1
+        self.ledger.delivered_count += 1
+        if mode == ALTERNATE:
+            apic.isr = 1 << vector
+            self.lazy_of(layer, vcpu).armed = True
+        else:
+            apic.isr = 0
+        return True
+
+    def vapic_irr(self, layer: str, vcpu: int) -> int:
+        """The IRR words of an L2 vCPU's virtual-APIC page (tests)."""
+        page = self.p.region.vapic(self.p.vm_of(layer), vcpu)
+        return sum(int.from_bytes(self.m.memory.read(page + VAPIC_IRR + i * VAPIC_STRIDE, 4),
+                                  "little") << (32 * i) for i in range(8))
