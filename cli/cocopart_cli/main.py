@@ -121,6 +121,7 @@ def _register() -> None:
         compare,
         detect,
         explain,
+        faults,
         layers,
         scenario,
         schema,
@@ -128,8 +129,8 @@ def _register() -> None:
         verify,
     )
 
-    for module in (backends, setup, compare, layers, explain, attest, verify, detect, scenario,
-                   schema):
+    for module in (backends, setup, compare, layers, explain, attest, verify, detect, faults,
+                   scenario, schema):
         module.register(app)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cocopart.attest.detect import PlatformInfo
+from cocopart.host_faults import FaultComparison
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.verifier import Verdict
 from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
@@ -220,6 +221,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "attest": AttestReport,
     "verify": VerifyReport,
     "detect": PlatformInfo,
+    "faults": FaultComparison,
     "scenario": ScenarioFileReport,
     "schema": SchemaIndex,
     "error": ErrorReport,
