@@ -204,13 +204,14 @@ class CycleFastPath(Protocol):
     whether the APIC is idle or holds a lazily EOI'd vector ...) — everything the cycle's
     primitive sequence depends on except the vCPU number and the vector — or None when the
     shape is not repeatable. ``apply_cycle`` changes the model's state exactly as the
-    faithful cycle would for that key (APIC, lazy EOI, ledger) and returns False when it
-    cannot (the caller then runs the cycle faithfully)."""
+    faithful cycle would for that key (APIC, lazy EOI, ledger) and returns the shape key
+    after the cycle, or None when it cannot (the caller then runs the cycle faithfully)."""
 
     def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
         ...
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> bool: ...
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
+                    ) -> Hashable | None: ...
 
 
 class StreamResult(BaseModel):
@@ -247,43 +248,60 @@ def run_stream(machine: Machine, items: Iterable[tuple[str, int, int]], *, reque
     the target's EOI. Each cycle is counted in ``machine.trace``: the first cycle of every
     state shape runs faithfully (its trace delta becomes the shape's recipe), later cycles of
     that shape apply the same state change and add the recipe's counts (recorded at the end,
-    run-length aggregated)."""
-    from cocopart.ops import EndOfInterrupt, InjectInterrupt
+    run-length aggregated). A shape whose faithful cycle was refused (not supported) refuses
+    every later interrupt of that shape the same way."""
+    from cocopart.ops import EndOfInterrupt, InjectInterrupt, Status
 
     trace = machine.trace
     provider = getattr(machine, "interrupt_fast_path", None)
     candidate = provider() if callable(provider) else None
     fast = candidate if isinstance(candidate, CycleFastPath) else None
     recipes: dict[Hashable, Recipe] = {}
+    refused: set[Hashable] = set()
     repeats: dict[Hashable, int] = {}
-    out = StreamResult()
+    #: (layer, vcpu) -> its shape after the last repeated cycle (valid until a faithful one)
+    steady: dict[tuple[str, int], Hashable] = {}
+    injected = delivered = dropped = faithful = repeated = 0
     mark = trace.mark()
     for layer, vcpu, vector in items:
-        out.injected += 1
-        key = fast.cycle_key(requester, layer, vcpu, vector) if fast is not None else None
-        if key is not None and key in recipes and fast is not None \
-                and fast.apply_cycle(key, layer, vcpu, vector):
-            repeats[key] = repeats.get(key, 0) + 1
-            out.repeated_cycles += 1
-            out.delivered += 1
-            continue
+        injected += 1
+        key = steady.get((layer, vcpu))
+        if key is None and fast is not None:
+            key = fast.cycle_key(requester, layer, vcpu, vector)
+        if key is not None and fast is not None:
+            if key in refused:
+                dropped += 1
+                continue
+            if key in recipes:
+                after = fast.apply_cycle(key, layer, vcpu, vector)
+                if after is not None:
+                    repeats[key] = repeats.get(key, 0) + 1
+                    steady[(layer, vcpu)] = after
+                    repeated += 1
+                    continue
+        steady.clear()
         before = trace.mark()
         r = machine.execute(InjectInterrupt(layer=requester, target=layer, vcpu=vcpu,
                                             vector=vector))
         d = r.data.get("delivery") or {}
-        if d.get("status") == DeliveryStatus.DROPPED.value or not r.ok:
-            out.dropped += 1
-        else:
-            machine.execute(EndOfInterrupt(layer=layer, target=layer, vcpu=vcpu))
-            out.delivered += 1
-        out.faithful_cycles += 1
-        if key is not None and key not in recipes and r.ok \
+        faithful += 1
+        if r.status is Status.NOT_SUPPORTED:
+            dropped += 1
+            if key is not None and not trace.since(before).entries:
+                refused.add(key)
+            continue
+        if d.get("status") == DeliveryStatus.DROPPED.value:
+            dropped += 1
+            continue
+        machine.execute(EndOfInterrupt(layer=layer, target=layer, vcpu=vcpu))
+        delivered += 1
+        if key is not None and key not in recipes \
                 and d.get("status") == DeliveryStatus.DELIVERED.value:
             recipes[key] = trace.since(before).entries
     for key, n in repeats.items():
         _replay(trace, recipes[key], n)
     delta = trace.since(mark)
-    out.primitives = delta.total_primitives
-    out.world_switches = delta.total_switches
-    out.estimated_ns = costs.estimate(delta)
-    return out
+    return StreamResult(injected=injected, delivered=delivered + repeated, dropped=dropped,
+                        faithful_cycles=faithful, repeated_cycles=repeated,
+                        primitives=delta.total_primitives, world_switches=delta.total_switches,
+                        estimated_ns=costs.estimate(delta))

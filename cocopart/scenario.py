@@ -511,7 +511,7 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> list[str | int]:
 
 
 _TAGS = frozenset({"op", "macro", "validate", "rescind", "convert", "set-access", "create-vcpu",
-                   "delete-vcpu", "attest", "inject-interrupt", "configure-interrupts",
+                   "delete-vcpu", "attest", "inject-interrupt", "eoi", "configure-interrupts",
                    "extend-measurement", "bring-up", "share-round", "attest-each-layer",
                    "interrupts", "function-after", "function-before", "function-wrap"})
 

@@ -28,6 +28,42 @@ _SRC_RMP = ("cost-model.md §1 [U]: no public measurement; assumed the same orde
             "PVALIDATE (an RMP write plus checks, no exit) — the 4K figure")
 
 
+#: Per-delivery work inside a layer (APIC bookkeeping, doorbell bytes, exception entry): no
+#: public measurement exists (cost-model.md §7) — our order-of-magnitude estimates.
+_SRC_APIC = ("[U] our estimate: a few cache lines of APIC state in software; no public "
+             "number (cost-model.md §7)")
+
+
+def interrupt_costs() -> dict[str, Cost]:
+    """Rows of the interrupt primitives (issue 6; cost-model.md §4 "Inject an interrupt")."""
+    zero = "accounting: part of the VMRUN that follows (the CPU injects on entry)"
+    return {
+        "APIC.ACCEPT": Cost(ns=100, source=_SRC_APIC + " (host or SVSM latches IRR)"),
+        "APIC.EOI": Cost(ns=100, source=_SRC_APIC + " (host EOI emulation)"),
+        "APIC.EVALUATE": Cost(ns=150, source=_SRC_APIC + " (SVSM present_interrupts)"),
+        "APIC.POST": Cost(ns=50, source=_SRC_APIC + " (SVSM IPI IRR)"),
+        "EVENTINJ": Cost(ns=0, source=zero),
+        "HVDB.POST": Cost(ns=50, source=_SRC_APIC + " (descriptor IRR + summary bit)"),
+        "HVDB.SIGNAL": Cost(ns=50, source=_SRC_APIC + " (doorbell vector byte)"),
+        "HVDB.HANDOFF": Cost(ns=200, source=_SRC_APIC + " (IRR/ISR words to the descriptor)"),
+        "HV.HANDLE": Cost(ns=300, source="[U] our estimate of an exception entry + doorbell "
+                          "handler; no #HV measurement found (cost-model.md §7)"),
+        "#VC": Cost(ns=1_100, source="cost-model.md §1 [D]: #VC handling overhead ≈0.9-1.3 "
+                    "µs (CVMX snp - snp*); an x2APIC EOI/ICR write is intercepted this way "
+                    "(cost-model.md §4)"),
+        "VMSA.EVENT_INJ": Cost(ns=50, source=_SRC_APIC + " (SVSM writes the VMSA field)"),
+        "VMSA.SEV_FEATURES": Cost(ns=50, source=_SRC_APIC + " (SVSM rewrites SEV_FEATURES)"),
+        "EOI.LAZY": Cost(ns=10, source="[U] one byte the guest clears (no_eoi_required)"),
+        "EOI.ACCELERATED": Cost(ns=10, source="[U] Secure AVIC EOI in the backing page, no "
+                                "exit (unconfirmed model)"),
+        "SAVIC.REQUEST_IRR": Cost(ns=50, source="[U] host requests a Secure AVIC vector "
+                                  "(unconfirmed model)"),
+        "SAVIC.SET_IRR": Cost(ns=50, source="[U] the sender sets the target's backing-page "
+                              "IRR (unconfirmed model)"),
+        "ENTRY.CANCEL": Cost(ns=0, source="accounting: the VMGEXIT the SVSM did not issue"),
+    }
+
+
 def default_costs() -> CostTable:
     """The SNP backend's default costs (overridable from a TOML file by the core)."""
     p = {
@@ -54,6 +90,7 @@ def default_costs() -> CostTable:
                        "is in the primitives it issues"),
         "PSC.ENTRY": Cost(ns=0, source="accounting: entries the host served; their work is "
                           "in RMPUPDATE/PSMASH"),
+        **interrupt_costs(),
     }
     s = {
         "VMGEXIT": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [M/D]: half of "
@@ -61,5 +98,10 @@ def default_costs() -> CostTable:
         "VMGEXIT(SNP_RUN_VMPL)": Cost(ns=VMPL_SWITCH_NS, source="cost-model.md §1 [D/U]: VMPL "
                                       "switch guest VMPLn -> HV -> VMPL0, one way ≈3 µs "
                                       "(SVSM call round trip ≈6-7 µs)"),
+        "VMEXIT(INTR)": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [D/U]: an "
+                             "interrupt's automatic exit to KVM, taken as half of a direct "
+                             "VMGEXIT round trip (CVMX Fig. 5a snp*, 2.94-3.36 µs)"),
+        "VMRUN": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [D/U]: the host "
+                      "re-entering the guest, the other half of that round trip"),
     }
     return CostTable(primitives=p, switches=s)

@@ -30,7 +30,17 @@ cancellation); CS cpu/apic.rs, sev/hv_doorbell.rs (consume, lazy EOI, hand-off t
 The SVSM itself (VMPL0) always runs with Restricted Injection and takes its own interrupts
 through its #HV doorbell (CS requires RestrictedInjection for itself, sev-snp.md §5.6).
 
-Mode changes (:func:`transition_rule`; each rule is a named constant):
+Mode changes (:func:`transition_rule`; each rule is a named constant below):
+
+* direct <-> restricted: allowed at any time (:data:`RULE_HOST_MODES_SWITCH_FREELY`);
+* alternate -> direct/restricted: the seed's hand-off, succeeding only when the registration
+  count reaches 0 (:data:`RULE_ALTERNATE_LEFT_AT_COUNT_ZERO`); the SVSM hands each vCPU's
+  IRR/ISR to the host through its extended interrupt descriptor (VMGEXIT 0x8000_001C);
+* secure-avic -> direct/restricted: allowed; the backing page's state goes to the host;
+* anything -> alternate or secure-avic after boot: refused
+  (:data:`RULE_ALTERNATE_NOT_REENTERED`, :data:`RULE_TCB_APIC_ONLY_FROM_BOOT`);
+* the host never chooses (:data:`RULE_GUEST_CHOOSES_THE_MODE`); restricted needs HV
+  feature bit 2, alternate bit 9 (:data:`REQUIRED_HV_FEATURE`).
 """
 
 from __future__ import annotations

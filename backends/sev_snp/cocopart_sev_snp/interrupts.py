@@ -59,7 +59,7 @@ from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFI
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import interrupt_modes as im
 from cocopart_sev_snp import vmsa as vm
-from cocopart_sev_snp.hv_doorbell import HV_VECTOR, HvDoorbellPage
+from cocopart_sev_snp.hv_doorbell import HvDoorbellPage
 
 if TYPE_CHECKING:
     from cocopart.trace import Trace
@@ -1056,19 +1056,22 @@ class SnpInterrupts:
                 return None
         return (mode, layer, armed)
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> bool:
-        """The state change of one faithful cycle for ``key``: a lazy EOI'd vector retired,
-        ``vector`` delivered, then completed (lazily where the mode has a no_eoi_required
-        byte: it stays in ISR with the lazy EOI taken, as after the faithful cycle)."""
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
+                    ) -> Hashable | None:
+        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`): a
+        lazily EOI'd vector retired, ``vector`` delivered and completed — lazily where the
+        mode has a no_eoi_required byte, so it stays in ISR with the lazy EOI taken, exactly
+        as after the faithful cycle. Returns the shape after the cycle."""
         assert isinstance(key, tuple)
-        mode, _layer, armed = key
+        mode = key[0]
         apic = self.apics[(layer, vcpu)]
-        led = self.ledger
-        led.next_id += 1
-        led.delivered_count += 1
+        if not apic.allowed >> vector & 1:
+            return None
+        self.ledger.next_id += 1
+        self.ledger.delivered_count += 1
         if mode in (im.ALTERNATE, im.RESTRICTED):
             apic.isr = 1 << vector
             self.lazy_of(layer, vcpu).armed = True
-        else:
-            apic.isr = 0
-        return True
+            return (mode, layer, True)
+        apic.isr = 0
+        return key

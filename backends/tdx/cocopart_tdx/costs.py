@@ -20,6 +20,32 @@ ZERO_4K_NS = 1660.0  # cost-model.md §2: TDX acceptance ~1.66 us per 4K [D]
 SEAM_SRC = f"[M proxy] {CVMX} Fig. 5b: TD exit handled by the TDX module alone, 1.28 us"
 
 
+#: No public number for interrupt bookkeeping inside L1 or the module (cost-model.md §7).
+_SRC_APIC = "[U] our estimate: a few cache lines of APIC state in software"
+
+
+def interrupt_costs() -> dict[str, Cost]:
+    """Rows of the interrupt primitives (issue 6; cost-model.md §4 "Inject an interrupt":
+    the host posts with no TD exit)."""
+    return {
+        "PI.POST": Cost(ns=50.0, source="[U] PIR bit + ON in L1's posted-interrupt "
+                        "descriptor: a memory write (cost-model.md §4: no TD exit)"),
+        "PI.NOTIFY": Cost(ns=300.0, source="[U] the host's notification IPI (an ICR write "
+                          "in root mode); no public number"),
+        "L2.EXIT": Cost(ns=0.0, source="accounting: the exit is the L2->L1 exit switch row"),
+        "APIC.ACCEPT": Cost(ns=100.0, source=_SRC_APIC + " (L1 latches the L2's IRR)"),
+        "APIC.EOI": Cost(ns=100.0, source=_SRC_APIC + " (L1 EOI emulation)"),
+        "APIC.EVALUATE": Cost(ns=150.0, source=_SRC_APIC + " (L1 picks the vector to inject)"),
+        "VAPIC.IRR": Cost(ns=50.0, source=_SRC_APIC + " (IRR bit in the L2 virtual-APIC page "
+                          "+ RVI)"),
+        "VAPIC.SYNC": Cost(ns=200.0, source=_SRC_APIC + " (IRR/ISR words moved)"),
+        "EOI.VIRTUALIZED": Cost(ns=10.0, source="[U] virtualized EOI, no exit"),
+        "EOI.LAZY": Cost(ns=10.0, source="[U] one byte the guest clears (no_eoi_required)"),
+        "#VE": Cost(ns=3100.0, source=f"[D] cost-model.md §1: #VE overhead ≈3.1 us ({CVMX} td - "
+                    "td*); L1's x2APIC ICR write takes #VE + TDVMCALL (cost-model.md §4)"),
+    }
+
+
 def default_costs() -> CostTable:
     """The TDX cost table (ns)."""
     p = {
@@ -58,6 +84,7 @@ def default_costs() -> CostTable:
                        "it issues"),
         "EPT_VIOLATION": Cost(ns=0.0, source="a fault: counted in the world-switch rows"),
         "L1 interrupt handled": Cost(ns=0.0, source="L1's own interrupt handler, not modelled"),
+        **interrupt_costs(),
     }
     s = {
         "L2->L1 exit": Cost(ns=SEAM_RT_NS, source="[U] cost-model.md §1: no public TDG.VP.ENTER "

@@ -41,7 +41,14 @@ from cocopart.apic import ICR as X2APIC_ICR
 from cocopart.apic import LocalApic
 from cocopart.backend import CapabilityAnswer
 from cocopart.errors import ConfigError
-from cocopart.interrupts import Delivery, DeliveryStatus, EoiRecord, InterruptLedger, LazyEoi, present
+from cocopart.interrupts import (
+    Delivery,
+    DeliveryStatus,
+    EoiRecord,
+    InterruptLedger,
+    LazyEoi,
+    present,
+)
 from cocopart.memory import GuestMemory
 from cocopart.model import InterruptMode
 from cocopart.ops import (
@@ -55,7 +62,7 @@ from cocopart.protocol.calling_area import NO_EOI_REQUIRED
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
 from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFIGURE_REGISTER
 from cocopart_tdx import metadata as md
-from cocopart_tdx.l1 import Tally, vm_name
+from cocopart_tdx.l1 import Tally, TdxPlatform, vm_name
 from cocopart_tdx.status import TdxStatus
 from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO, VM_ENTRY_INTR_VALID, TdcallResult
 from cocopart_tdx.vp_enter import ENTER_GUEST_STATE_SIZE, EnterGuestState, L2Exit, VmxExit
@@ -173,7 +180,7 @@ class TdxInterrupts:
         return self.m.trace
 
     @property
-    def p(self):  # noqa: ANN201 - the TdxPlatform
+    def p(self) -> TdxPlatform:
         return self.m.platform
 
     def apic(self, layer: str, vcpu: int) -> LocalApic:
@@ -653,8 +660,9 @@ class TdxInterrupts:
     # -- many at once -------------------------------------------------------------------------------
     def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
         """State shape of one host inject -> EOI cycle (cocopart.interrupts.CycleFastPath)."""
-        if requester != HOST or layer == L1 or self.during_entry or self._notify \
-                or self.mode == DIRECT:
+        if requester == HOST and layer != L1 and self.mode == DIRECT:
+            return ("refused", DIRECT)
+        if requester != HOST or layer == L1 or self.during_entry or self._notify:
             return None
         key = (layer, vcpu)
         apic = self.apics.get(key)
@@ -674,19 +682,25 @@ class TdxInterrupts:
             return None
         return (mode, layer, armed)
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> bool:
-        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`)."""
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
+                    ) -> Hashable | None:
+        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`): a
+        lazily EOI'd vector retired, ``vector`` delivered and completed — lazily where the
+        mode has a no_eoi_required byte, so it stays in ISR with the lazy EOI taken, exactly
+        as after the faithful cycle. Returns the shape after the cycle."""
         assert isinstance(key, tuple)
         mode = key[0]
         apic = self.apics[(layer, vcpu)]
+        if not apic.allowed >> vector & 1:
+            return None
         self.ledger.next_id += 1
         self.ledger.delivered_count += 1
-        if mode == ALTERNATE:
+        if mode in (ALTERNATE,):
             apic.isr = 1 << vector
             self.lazy_of(layer, vcpu).armed = True
-        else:
-            apic.isr = 0
-        return True
+            return (mode, layer, True)
+        apic.isr = 0
+        return key
 
     def vapic_irr(self, layer: str, vcpu: int) -> int:
         """The IRR words of an L2 vCPU's virtual-APIC page (tests)."""
