@@ -60,3 +60,11 @@ def test_explain_real_side_by_side(runner: CliRunner, both_backends: list[str]) 
         assert [s["backend"] for s in data["sides"]] == both_backends
     text = invoke(runner, "explain", "validate", "--size", "1GiB")
     assert text.exit_code == 0 and "sev-snp" in text.stdout and "tdx" in text.stdout
+
+
+def test_explain_eoi_shows_each_backend(runner: CliRunner, real_backends: list[str]) -> None:
+    res = invoke(runner, "explain", "eoi")
+    assert res.exit_code == 0, res.output
+    assert "eoi(vcpu=0, target=l2.1)" in res.stdout
+    for backend in real_backends:
+        assert f"{backend}:" in res.stdout

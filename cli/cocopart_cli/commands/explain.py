@@ -21,6 +21,7 @@ from cocopart.ops import (
     ConvertPages,
     CreateVcpu,
     DeleteVcpu,
+    EndOfInterrupt,
     ExtendMeasurement,
     InjectInterrupt,
     Operation,
@@ -48,6 +49,7 @@ class OpName(str, Enum):
     ATTEST = "attest"
     ATTEST_HARDWARE = "attest-hardware"
     INJECT_INTERRUPT = "inject-interrupt"
+    EOI = "eoi"
     CONFIGURE_INTERRUPTS = "configure-interrupts"
     EXTEND_MEASUREMENT = "extend-measurement"
 
@@ -109,6 +111,12 @@ def build(name: OpName, a: Args) -> tuple[list[Operation], Operation]:
                 [ConfigureInterrupts(mode=a.mode, layer=a.layer)],
                 lambda: InjectInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
                                         vector=a.vector, layer="host")),
+            OpName.EOI: (
+                [ConfigureInterrupts(mode=a.mode, layer=a.layer),
+                 InjectInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
+                                 vector=a.vector, layer="host")],
+                lambda: EndOfInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
+                                       layer=a.target)),
             OpName.CONFIGURE_INTERRUPTS: ([], lambda: ConfigureInterrupts(mode=a.mode,
                                                                           layer=a.layer)),
             OpName.EXTEND_MEASUREMENT: ([], lambda: ExtendMeasurement(
