@@ -44,7 +44,7 @@ _EXPORTS = {
     "CocopartError": "cocopart.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - built from the export table
 
 
 def __getattr__(name: str) -> Any:

@@ -155,10 +155,10 @@ class Transport(ABC):
         for attempt in range(self.MAX_RETRIES + 1):
             self.memory.write(caa + CALL_PENDING, b"\x01")
             request = Registers(regs.rax, regs.rcx, regs.rdx, regs.r8)
-            if self.enter(layer, vcpu, request):
-                if self.memory.read(caa + CALL_PENDING, 1)[0]:
-                    self.memory.write(caa + CALL_PENDING, b"\x00")
-                    self.dispatcher.dispatch(layer, vcpu, request)
+            # the privileged layer recognises a request only when call_pending is set
+            if self.enter(layer, vcpu, request) and self.memory.read(caa + CALL_PENDING, 1)[0]:
+                self.memory.write(caa + CALL_PENDING, b"\x00")
+                self.dispatcher.dispatch(layer, vcpu, request)
             self.leave(layer, vcpu, request)
             pending = self.memory.read(caa + CALL_PENDING, 1)[0]
             self.memory.write(caa + CALL_PENDING, b"\x00")

@@ -215,8 +215,8 @@ class ProtocolClient:
             grown = {"report": out.regs.r8, "manifest": out.regs.rcx, "certs": out.regs.rdx}
             if all(grown[k] <= sizes[k] for k in sizes):
                 return res  # not a buffer-size problem
-            for k in sizes:
-                sizes[k] = max(sizes[k], -(-grown[k] // PAGE_4K) * PAGE_4K)
+            for k, have in sizes.items():
+                sizes[k] = max(have, -(-grown[k] // PAGE_4K) * PAGE_4K)
         return res
 
     def vtpm_command(self, layer: str, vcpu: int, command: bytes) -> tuple[int, bytes]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from itertools import pairwise
 from typing import Any
 
 import rustworkx as rx
@@ -142,15 +143,15 @@ class LayerGraph:
         lengths = rx.dijkstra_shortest_path_lengths(self._g, src, edge_cost_fn=weight)
         best: tuple[float, int] | None = None
         for target, length in lengths.items():
-            if length != float("inf") and self._g[target].holds(capability):
-                if best is None or length < best[0]:
-                    best = (length, target)
+            if length != float("inf") and self._g[target].holds(capability) \
+                    and (best is None or length < best[0]):
+                best = (length, target)
         if best is None:
             raise NotSupportedError(
                 f"'{capability}' from {source}",
                 f"no layer reachable from {source} holds the capability")
         nodes = list(paths[best[1]])
-        edges = [self._cheapest_edge(a, b) for a, b in zip(nodes, nodes[1:])]
+        edges = [self._cheapest_edge(a, b) for a, b in pairwise(nodes)]
         names = [self._g[i].layer.name for i in nodes]
         return Route(capability=capability, source=source, provider=names[-1], path=names,
                      edges=edges, cost_ns=sum(e.cost_ns for e in edges))

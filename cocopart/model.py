@@ -37,7 +37,8 @@ _UNITS = {"": 1, "B": 1, "K": KIB, "M": MIB, "G": GIB, "T": TIB}
 def parse_size(value: Any) -> int:
     """Parse ``4096``, ``"64GiB"``, ``"2M"`` or ``"1 TiB"`` into bytes."""
     if isinstance(value, bool):
-        raise ValueError("a size must be a number of bytes or a string like '64GiB'")
+        raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
+            "a size must be a number of bytes or a string like '64GiB'")
     if isinstance(value, int):
         return value
     if isinstance(value, str):

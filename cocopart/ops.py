@@ -160,7 +160,8 @@ class Attest(_Op):
         if isinstance(v, str):
             v = bytes.fromhex(v)
         if not isinstance(v, (bytes, bytearray)):
-            raise ValueError("report_data must be bytes or a hex string")
+            raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
+                "report_data must be bytes or a hex string")
         if len(v) > 64:
             raise ValueError(f"report_data is {len(v)} bytes; at most 64")
         return bytes(v).ljust(64, b"\0")

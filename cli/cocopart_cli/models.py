@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cocopart.attest.detect import PlatformInfo
-from cocopart.host_faults import FaultComparison
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.verifier import Verdict
 from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
+from cocopart.host_faults import FaultComparison
 from cocopart.layers import Edge, LayerNode
 from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan

@@ -82,7 +82,7 @@ class Verdict(BaseModel):
 
     def summary(self) -> str:
         if self.ok:
-            return "verified: all %d checks passed" % len(self.checks)
+            return f"verified: all {len(self.checks)} checks passed"
         return "rejected: " + "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
 
 
@@ -144,7 +144,7 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime) -> list[Check]:
         ))
     issued = claims.extra.get("collateral_issue_date")
     if policy.max_collateral_age is not None and isinstance(issued, str):
-        age = now - datetime.fromisoformat(issued.replace("Z", "+00:00"))
+        age = now - datetime.fromisoformat(issued)
         checks.append(Check(
             name="policy.collateral_age", ok=age <= policy.max_collateral_age,
             detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from cocopart import vtpm_commands
 from cocopart.attest.evidence import Evidence
-from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
 from cocopart.client import BatchResult, PageRun
 from cocopart.errors import ConfigError, NotSupportedError
 from cocopart.model import PAGE_2M, PAGE_4K, Access, GpaRange, PageSize, Strategy
@@ -47,6 +46,7 @@ from cocopart.ops import (
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import ResultCode, result_name
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
+from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import vmsa as vm
