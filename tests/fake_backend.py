@@ -11,14 +11,30 @@ from __future__ import annotations
 from typing import ClassVar, NamedTuple
 
 from cocopart.backend import (
-    AccessOutcome, Backend, CapabilityAnswer, HardwareEvidence, Machine, MemoryRun,
-    PageOpResult, PrivilegedPlatform, Transport, VcpuView)
+    AccessOutcome,
+    Backend,
+    CapabilityAnswer,
+    HardwareEvidence,
+    Machine,
+    MemoryRun,
+    PageOpResult,
+    PrivilegedPlatform,
+    Transport,
+    VcpuView,
+)
 from cocopart.client import PageRun, ProtocolClient
 from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import PAGE_2M, Access, Layer, LayerRole, PartitionConfig
 from cocopart.ops import (
-    Attest, ConvertPages, CreateVcpu, Operation, OperationResult, RescindPages, SetAccess,
-    ValidatePages)
+    Attest,
+    ConvertPages,
+    CreateVcpu,
+    Operation,
+    OperationResult,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+)
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import ResultCode
 from cocopart.ranges import RangeMap
@@ -233,4 +249,4 @@ class FakeBackend(Backend):
         return FakeMachine(self, config, trace, self.graph(config), costs)
 
 
-__all__ = ["FakeBackend", "PAGE_2M"]
+__all__ = ["PAGE_2M", "FakeBackend"]

@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fake_backend import FakeBackend  # noqa: E402
+from fake_backend import FakeBackend
 
-from cocopart.partition import Partition  # noqa: E402
+from cocopart.partition import Partition
 
 
 @pytest.fixture

@@ -7,11 +7,36 @@ from pydantic import ValidationError
 
 from cocopart.errors import ConfigError
 from cocopart.model import (
-    GIB, MIB, PAGE_2M, PAGE_4K, TIB, Access, GpaRange, InterruptMode, Layer, LayerRole,
-    PageSize, PartitionConfig, Strategy, format_size, parse_size, workload_layers)
+    GIB,
+    MIB,
+    PAGE_2M,
+    PAGE_4K,
+    TIB,
+    Access,
+    GpaRange,
+    InterruptMode,
+    Layer,
+    LayerRole,
+    PageSize,
+    PartitionConfig,
+    Strategy,
+    format_size,
+    parse_size,
+    workload_layers,
+)
 from cocopart.ops import (
-    Attest, ConfigureInterrupts, ConvertPages, CreateVcpu, DeleteVcpu, ExtendMeasurement,
-    InjectInterrupt, RescindPages, SetAccess, ValidatePages, parse_operation)
+    Attest,
+    ConfigureInterrupts,
+    ConvertPages,
+    CreateVcpu,
+    DeleteVcpu,
+    ExtendMeasurement,
+    InjectInterrupt,
+    RescindPages,
+    SetAccess,
+    ValidatePages,
+    parse_operation,
+)
 from cocopart.partition import config_from
 
 

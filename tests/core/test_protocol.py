@@ -7,16 +7,29 @@ import uuid
 
 import pytest
 
+from cocopart.errors import EvidenceError
 from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.partition import Partition
-from cocopart.protocol import attest, pvalidate as pv, vtpm
+from cocopart.protocol import attest, vtpm
+from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.call import Registers
 from cocopart.protocol.calling_area import BUFFER
 from cocopart.protocol.ids import (
-    CoreCall, ProtocolId, ResultCode, call_name, make_rax, result_name, split_rax)
+    CoreCall,
+    ProtocolId,
+    ResultCode,
+    call_name,
+    make_rax,
+    result_name,
+    split_rax,
+)
 from cocopart.protocol.manifest import (
-    REQUESTER_GUID, VTPM_SERVICE_GUID, Requester, ServicesManifest, bind_report_data)
-from cocopart.errors import EvidenceError
+    REQUESTER_GUID,
+    VTPM_SERVICE_GUID,
+    Requester,
+    ServicesManifest,
+    bind_report_data,
+)
 
 
 def test_rax_packs_protocol_and_call() -> None:

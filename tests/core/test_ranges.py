@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,7 +34,7 @@ def test_range_map_matches_per_page_reference(operations: list[tuple[int, int, i
         runs = list(m.runs())
         # runs tile the space, and adjacent runs never hold equal values
         assert runs[0][0] == 0 and runs[-1][1] == PAGES
-        assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:]))
+        assert all(a[1] == b[0] and a[2] != b[2] for a, b in pairwise(runs))
         assert m.count() == len(runs) == 1 + sum(ref[i] != ref[i - 1] for i in range(1, PAGES))
 
 

@@ -3,13 +3,14 @@ SVSM image, secrets and CPUID pages and one VMSA per vCPU), so a policy can pin 
 
 from __future__ import annotations
 
+from cocopart_sev_snp import measure
+from cocopart_sev_snp.simroots import CPUID
+
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
 from cocopart.ops import Attest
 from cocopart.partition import Partition
-from cocopart_sev_snp import measure
-from cocopart_sev_snp.simroots import CPUID
 
 
 def _evidence(vcpus: int, seed: str = "cocopart") -> Evidence:
