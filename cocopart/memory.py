@@ -8,7 +8,8 @@ who may access it); the backends keep that in their range maps.
 guest RAM that the privileged layer sets up at launch (like an SVSM's calling areas): one
 calling-area page and one vCPU-context page per (workload layer, vCPU), and per workload
 layer a few scratch pages for attestation and vTPM buffers. Users address guest RAM
-``[0, memory)``; the region is ``[memory, memory + layout.size)``.
+``[0, memory)``; the region is ``[base, base + layout.size)``, ``base`` being ``memory``
+rounded up to 2 MiB.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class ProtocolLayout:
 
     @property
     def base(self) -> int:
-        return self.memory
+        """Start of the region: guest RAM's end rounded up to 2 MiB (a guest whose RAM is
+        not a 2 MiB multiple leaves a hole that belongs to no one)."""
+        return -(-self.memory // (2 << 20)) * (2 << 20)
 
     @property
     def size(self) -> int:
@@ -111,8 +114,8 @@ class ProtocolLayout:
 
     @property
     def total(self) -> int:
-        """Size of the whole guest-physical space: RAM plus the protocol region."""
-        return self.memory + self.size
+        """Size of the whole guest-physical space: RAM, the hole, the protocol region."""
+        return self.base + self.size
 
     def _layer_base(self, layer_index: int) -> int:
         if not 0 <= layer_index < self.workload_layers:

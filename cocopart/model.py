@@ -293,8 +293,8 @@ class PartitionConfig(BaseModel):
         if v < MIN_MEMORY or v > MAX_MEMORY:
             raise ValueError(f"memory must be between {format_size(MIN_MEMORY)} and "
                              f"{format_size(MAX_MEMORY)}, not {v}")
-        if v % PAGE_2M:
-            raise ValueError(f"memory {v} must be a multiple of 2 MiB")
+        if v % PAGE_4K:
+            raise ValueError(f"memory {v} must be a multiple of 4 KiB")
         return v
 
     @field_validator("services")

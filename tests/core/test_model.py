@@ -134,7 +134,7 @@ def test_partition_config_defaults_and_bounds() -> None:
 
 
 @pytest.mark.parametrize("field,value", [
-    ("memory", "512KiB"), ("memory", "65TiB"), ("memory", 3 * MIB), ("vcpus", 0),
+    ("memory", "512KiB"), ("memory", "65TiB"), ("memory", 3 * MIB + 100), ("vcpus", 0),
     ("vcpus", 513), ("workload_layers", 0), ("workload_layers", 4), ("strategy", "fast"),
     ("interrupt_mode", "magic"), ("services", ["Bad Name"]), ("unknown_field", 1)])
 def test_partition_config_errors_name_the_field(field: str, value: object) -> None:
