@@ -11,9 +11,9 @@ A scenario (also used as a *guest file* by ``cocopart setup``) has these parts::
     workload_layers = 2
 
     [backend_options.sev-snp]        # handed to that backend only, as
-    workload_vmpl = 2                # PartitionConfig.backend_options
+    workload_vmpls = [1, 2]          # PartitionConfig.backend_options
     [backend_options.tdx]
-    host_page_size = "2M"
+    host_mapping = "2M"
 
     [costs.primitives]               # optional cost overrides (cocopart.trace layout)
     PVALIDATE = 150
@@ -684,8 +684,16 @@ seed = "cocopart"             # seed of the simulated attestation roots
 
 # Options each backend receives as PartitionConfig.backend_options (its section only).
 [backend_options.sev-snp]
+# workload_vmpls = [1, 2]     # VMPL of l2.1, l2.2 (default: [2] / [1, 2] / [1, 2, 3])
+# host_page_size = "2M"       # "4K": the host backs private memory with 4K RMP entries
+# call_protocol = "ghcb"      # "msr": SVSM calls through the GHCB MSR protocol
+# product = "Milan"           # "Genoa" | "Turin": simulated AMD-SP and report layout
 
 [backend_options.tdx]
+# host_mapping = "4K"         # upstream KVM maps private memory at 4K; "2M": 512x fewer AUGs
+# module = "1.5"              # "2.0": 1G accept and TDG.MEM.PAGE.RELEASE
+# gpaw = 48                   # 52: the shared bit is bit 51
+# enable_tdvmcall = false     # true: an L2's TDG.VP.VMCALL goes straight to the host
 
 # Optional cost overrides in ns (same layout as examples/costs.toml):
 # [costs.primitives]
