@@ -20,39 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 
-GIB, TIB = 1 << 30, 1 << 40
-MAX_SECONDS, MAX_RSS_MB, MAX_RATIO = 2.0, 300.0, 3.0
+import bringup
+from bringup import GIB
 
 
 def one_bring_up(memory: int, vcpus: int, strategy: str, host: str) -> dict[str, float]:
     """Bring a guest up once; seconds per phase and the trace's size."""
-    from cocopart.model import GpaRange
-    from cocopart.ops import Attest, CreateVcpu, ValidatePages
-    from cocopart.partition import Partition
-
-    marks = [time.perf_counter()]
-    p = Partition({"memory": memory, "vcpus": vcpus, "strategy": strategy,
-                   "backend_options": {"host_mapping": host}}, "tdx")
-    marks.append(time.perf_counter())
-    if not p.run(ValidatePages(range=GpaRange.of(0, memory))).ok:
-        raise SystemExit("validate failed")
-    marks.append(time.perf_counter())
-    for v in range(1, vcpus):
-        if not p.run(CreateVcpu(vcpu=v)).ok:
-            raise SystemExit(f"CreateVcpu({v}) failed")
-    marks.append(time.perf_counter())
-    if not p.run(Attest(report_data=b"\x24" * 64)).ok:
-        raise SystemExit("attestation failed")
-    marks.append(time.perf_counter())
-    phases = ("create", "validate", "vcpus", "attest")
-    out = {name: marks[i + 1] - marks[i] for i, name in enumerate(phases)}
-    out["total"] = marks[-1] - marks[0]
-    out["primitives"] = float(p.trace.total_primitives)
-    out["switches"] = float(p.trace.total_switches)
+    out, p = bringup.bring_up({"memory": memory, "vcpus": vcpus, "strategy": strategy,
+                               "backend_options": {"host_mapping": host}}, "tdx",
+                              b"\x24" * 64, exit_on_failure=True)
     out["augs"] = float(p.trace.count("TDH.MEM.PAGE.AUG"))
     out["model_s"] = p.estimated_ns() / 1e9
     return out
@@ -60,26 +38,16 @@ def one_bring_up(memory: int, vcpus: int, strategy: str, host: str) -> dict[str,
 
 def child(memory: int, vcpus: int, strategy: str, host: str, rounds: int) -> None:
     """Runs in its own interpreter and prints one JSON line."""
-    import resource
-
     one_bring_up(GIB, 2, strategy, host)  # imports and the simulated roots, once
-    best: dict[str, float] | None = None
-    for _ in range(rounds):
-        r = one_bring_up(memory, vcpus, strategy, host)
-        if best is None or r["total"] < best["total"]:
-            best = r
-    assert best is not None
-    best["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(best))
+    print(json.dumps(bringup.best_of(rounds,
+                                     lambda: one_bring_up(memory, vcpus, strategy, host))))
 
 
 def run_child(memory: int, vcpus: int, strategy: str, host: str, rounds: int
               ) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", str(memory), "--vcpus", str(vcpus),
-           "--strategy", strategy, "--host", host, "--rounds", str(rounds)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return bringup.run_child(__file__, ["--child", str(memory), "--vcpus", str(vcpus),
+                                        "--strategy", strategy, "--host", host,
+                                        "--rounds", str(rounds)])
 
 
 def main() -> int:
@@ -98,7 +66,7 @@ def main() -> int:
     ok = True
     for host in hosts:
         rows = {}
-        for label, memory in (("1 GiB", GIB), ("1 TiB", TIB)):
+        for label, memory in bringup.SIZES:
             r = run_child(memory, args.vcpus, args.strategy, host, args.rounds)
             rows[label] = r
             print(f"{label:>6} / {args.vcpus} vCPUs, {host} host ({args.strategy}): "
@@ -107,11 +75,7 @@ def main() -> int:
                   f"{r['rss_mb']:.0f} MB; {r['primitives']:.0f} primitives, "
                   f"{r['switches']:.0f} switches, {r['augs']:.0f} AUGs, modelled guest time "
                   f"{r['model_s']:.2f} s")
-        big, small = rows["1 TiB"], rows["1 GiB"]
-        ratio = big["total"] / small["total"]
-        checks = {f"1 TiB <= {MAX_SECONDS} s": big["total"] <= MAX_SECONDS,
-                  f"1 TiB peak RSS <= {MAX_RSS_MB:.0f} MB": big["rss_mb"] <= MAX_RSS_MB,
-                  f"1 TiB <= {MAX_RATIO}x 1 GiB (is {ratio:.2f}x)": ratio <= MAX_RATIO}
+        checks = bringup.target_checks(rows["1 TiB"], rows["1 GiB"], "1 TiB <= {seconds} s")
         for text, passed in checks.items():
             print(f"  {'PASS' if passed else 'FAIL'}  [{host} host] {text}")
             ok = ok and passed

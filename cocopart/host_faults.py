@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.errors import NotSupportedError
-from cocopart.trace import Event
+from cocopart.trace import Event, TraceMark
 
 #: The host-wide daemon of the scenarios: one user-space process serving every guest's
 #: virtual network (seed 003, Peter Gonda 2021-11-12: "Crashing that singleton process kills
@@ -185,6 +185,38 @@ class FaultOutcome(BaseModel):
     @property
     def host_survives(self) -> bool:
         return not self.host_panicked
+
+
+# -- the scene every backend sets ---------------------------------------------------------------
+#: The page the scenarios put under the device (inside the first 2M region, so a 2M mapping
+#: covers it after validation and a conversion has to split it).
+DMA_PAGE = 0x1000
+#: The guest's data on that page.
+GUEST_DATA = b"guest0 private data"
+#: What the device emulator writes.
+DEVICE_DATA = b"device DMA payload"
+#: The host kernel kexec starts.
+NEW_KERNEL = "new kernel"
+
+
+def keep_guest_data(m: Any, layer: str, size: int) -> TraceMark:
+    """The guest ``layer`` makes ``[0, size)`` private and usable (validates / accepts it) and
+    keeps :data:`GUEST_DATA` at :data:`DMA_PAGE`. Returns the trace mark the outcome's events
+    start at."""
+    from cocopart.model import GpaRange
+    from cocopart.ops import ValidatePages
+
+    r = m.execute(ValidatePages(layer=layer, range=GpaRange.of(0, size)))
+    assert r.ok, r
+    m.memory.write(DMA_PAGE, GUEST_DATA)
+    mark: TraceMark = m.trace.mark()
+    return mark
+
+
+def finish_scene(m: Any, b: OutcomeBuilder, before: bytes, mark: TraceMark) -> FaultOutcome:
+    """The outcome, with the data lost if :data:`DMA_PAGE` no longer holds ``before``."""
+    changed = m.memory.read(DMA_PAGE, len(before)) != before
+    return b.build(b.data_fate(changed), m.trace.since(mark).events)
 
 
 def vmm_process(guest: str) -> str:

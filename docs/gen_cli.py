@@ -16,6 +16,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_common import write_or_check  # docs/ is not a package: found next to this file
+
 OUT = Path(__file__).resolve().parent / "cli.md"
 
 
@@ -124,15 +127,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run python docs/gen_cli.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render(), argv, Path(__file__).name)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_common import write_or_check  # docs/ is not a package: found next to this file
+
 OUT = Path(__file__).resolve().parent / "mapping.md"
 BACKENDS = ("sev-snp", "tdx")
 #: Primitive/switch entries listed per table cell; the sequence section has them all.
@@ -90,15 +93,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run python docs/gen_mapping.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render(), argv, Path(__file__).name)
 
 
 if __name__ == "__main__":

@@ -21,31 +21,26 @@ from typing import TYPE_CHECKING
 from cocopart.client import PageRun
 from cocopart.host_faults import (
     ASSUMPTION_SAME_PAGE,
+    DEVICE_DATA,
+    DMA_PAGE,
+    GUEST_DATA,
+    NEW_KERNEL,
     Emulator,
     FaultOutcome,
     HostAccessor,
     HostFaultScenario,
     OutcomeBuilder,
     ScenarioSetup,
+    keep_guest_data,
 )
-from cocopart.model import PAGE_2M, PAGE_4K, GpaRange
-from cocopart.ops import ValidatePages
-from cocopart.trace import TraceMark
+from cocopart.host_faults import finish_scene as _finish
+from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import host_faults as hf
 from cocopart_sev_snp import instructions as ins
 
 if TYPE_CHECKING:
     from cocopart_sev_snp.machine import SnpMachine
-
-#: The page the scenarios put under the device (inside the first 2M region, so a 2M RMP entry
-#: covers it after validation and the convert handler has to PSMASH).
-DMA_PAGE = 0x1000
-#: The guest's data on that page.
-GUEST_DATA = b"guest0 private data"
-#: What the device emulator writes.
-DEVICE_DATA = b"device DMA payload"
-NEW_KERNEL = "new kernel"
 
 #: kexec stops every guest: "Of course this doesn't preserve any running VMs" (seed 003,
 #: Peter Gonda 2021-11-12).
@@ -105,19 +100,11 @@ def _write(m: SnpMachine, b: OutcomeBuilder, layer: str) -> None:
                 b.step(b.guest, "logs the corruption to its owner and carries on")
 
 
-def _finish(m: SnpMachine, b: OutcomeBuilder, before: bytes, mark: TraceMark) -> FaultOutcome:
-    changed = m.memory.read(DMA_PAGE, len(before)) != before
-    return b.build(b.data_fate(changed), m.trace.since(mark).events)
-
-
 def forgotten_share(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     """(a) The guest forgets to share a page it hands to a device for DMA."""
     b = _builder(m, HostFaultScenario.FORGOTTEN_SHARE, setup)
     layer = m.workloads[0]
-    r = m.execute(ValidatePages(layer=layer, range=GpaRange.of(0, PAGE_2M)))
-    assert r.ok, r
-    m.memory.write(DMA_PAGE, GUEST_DATA)
-    mark = m.trace.mark()
+    mark = keep_guest_data(m, layer, PAGE_2M)
     b.step(b.guest, f"validates [0, 2M) and keeps its data at {DMA_PAGE:#x}")
     b.step(b.guest, f"buggy driver: hands {DMA_PAGE:#x} to the virtio device for DMA without "
            "a Page State Change to shared")
@@ -169,11 +156,7 @@ def _convert_everything(m: SnpMachine, b: OutcomeBuilder) -> int:
 def kexec(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     """(c) kexec with the guest's pages private in the RMP; the new kernel writes them."""
     b = _builder(m, HostFaultScenario.KEXEC, setup)
-    layer = m.workloads[0]
-    r = m.execute(ValidatePages(layer=layer, range=GpaRange.of(0, m.config.memory)))
-    assert r.ok, r
-    m.memory.write(DMA_PAGE, GUEST_DATA)
-    mark = m.trace.mark()
+    mark = keep_guest_data(m, m.workloads[0], m.config.memory)
     b.step("host", "kexec into a new kernel", "every guest stops")
     for guest in b.guests:
         b.lose(guest, "stopped by the kexec")

@@ -109,6 +109,26 @@ def _floor(gpa: int, addr: int, ps: int) -> int:
     return gpa + (addr - gpa) // ps * ps
 
 
+def _host_stop(rmp: Rmp, gpa: int, end: int, ps: int, in_use: InUse | None,
+               refuse: Callable[[RmpEntry], int | None]) -> tuple[int, int]:
+    """Where a host RMP instruction over ``[gpa, end)`` stops and its return code: at the
+    first immutable entry (FAIL_PERMISSION) or the first one ``refuse`` gives a code, then at
+    a page in use (FAIL_INUSE); rounded down to a page of size ``ps``."""
+    stop, rc = end, int(RmpRc.SUCCESS)
+    for s, _e, v in rmp.runs(gpa, end):
+        if v.immutable:
+            stop, rc = s, RmpRc.FAIL_PERMISSION
+            break
+        code = refuse(v)
+        if code is not None:
+            stop, rc = s, code
+            break
+    busy = in_use(gpa, stop) if in_use is not None and stop > gpa else None
+    if busy is not None:
+        stop, rc = busy, RmpRc.FAIL_INUSE
+    return _floor(gpa, stop, ps), rc
+
+
 def _apply(rmp: Rmp, ranges: list[tuple[int, int]], stop: int,
            fn: Callable[[RmpEntry], RmpEntry]) -> tuple[tuple[int, int], ...]:
     out = []
@@ -211,19 +231,14 @@ def rmpupdate(rmp: Rmp, *, gpa: int, page_2m: bool, count: int, assigned: bool, 
     if not _bounds(rmp, gpa, ps, count):
         return InstrResult(0, RmpRc.FAIL_INPUT)
     end = gpa + ps * count
-    stop, rc = end, int(RmpRc.SUCCESS)
-    for s, _e, v in rmp.runs(gpa, end):
-        if v.immutable:
-            stop, rc = s, RmpRc.FAIL_PERMISSION
-            break
+
+    def overlap(v: RmpEntry) -> int | None:
         if v.assigned and (page_2m and assigned and not v.page_size_2m
                            or not page_2m and v.page_size_2m):
-            stop, rc = s, RmpRc.FAIL_OVERLAP
-            break
-    busy = in_use(gpa, stop) if in_use is not None and stop > gpa else None
-    if busy is not None:
-        stop, rc = busy, RmpRc.FAIL_INUSE
-    stop = _floor(gpa, stop, ps)
+            return RmpRc.FAIL_OVERLAP
+        return None
+
+    stop, rc = _host_stop(rmp, gpa, end, ps, in_use, overlap)
     new = RmpEntry(assigned=assigned, validated=False, vmsa=False, immutable=immutable,
                    page_size_2m=page_2m, asid=asid if assigned else 0, perms=NO_PERMS)
     changed = _apply(rmp, [(gpa, end)], stop, lambda _x: new)
@@ -240,17 +255,7 @@ def psmash(rmp: Rmp, *, gpa: int, count: int, in_use: InUse | None = None) -> In
     if not _bounds(rmp, gpa, ps, count):
         return InstrResult(0, RmpRc.FAIL_INPUT)
     end = gpa + ps * count
-    stop, rc = end, int(RmpRc.SUCCESS)
-    for s, _e, v in rmp.runs(gpa, end):
-        if v.immutable:
-            stop, rc = s, RmpRc.FAIL_PERMISSION
-            break
-        if not v.page_size_2m:
-            stop, rc = s, RmpRc.FAIL_UNSMASHABLE
-            break
-    busy = in_use(gpa, stop) if in_use is not None and stop > gpa else None
-    if busy is not None:
-        stop, rc = busy, RmpRc.FAIL_INUSE
-    stop = _floor(gpa, stop, ps)
+    stop, rc = _host_stop(rmp, gpa, end, ps, in_use,
+                          lambda v: None if v.page_size_2m else RmpRc.FAIL_UNSMASHABLE)
     changed = _apply(rmp, [(gpa, end)], stop, lambda x: x._replace(page_size_2m=False))
     return InstrResult((stop - gpa) // ps, rc, changed=changed)

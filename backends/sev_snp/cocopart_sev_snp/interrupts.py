@@ -28,23 +28,22 @@ request) and ``VMGEXIT(SNP_RUN_VMPL)`` (a VMPL switch through the host).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cocopart.apic import EOI as X2APIC_EOI
 from cocopart.apic import ICR as X2APIC_ICR
-from cocopart.apic import LocalApic
-from cocopart.errors import ConfigError
 from cocopart.interrupts import (
-    Delivery,
     DeliveryStatus,
     EoiRecord,
-    InterruptLedger,
-    LazyEoi,
+    InterruptDelivery,
+    MemoryFlag,
+    fixed_ipi_icr,
     present,
+    settle_lazy,
 )
-from cocopart.memory import GuestMemory
+from cocopart.interrupts import vectors as _vectors
 from cocopart.model import InterruptMode
 from cocopart.ops import (
     ArchError,
@@ -53,16 +52,22 @@ from cocopart.ops import (
     InjectInterrupt,
     OperationResult,
 )
-from cocopart.protocol.calling_area import NO_EOI_REQUIRED
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
-from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFIGURE_REGISTER
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import interrupt_modes as im
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.hv_doorbell import HvDoorbellPage
+from cocopart_sev_snp.interrupt_exits import (  # noqa: F401 (re-exported)
+    DOORBELL_CLEAR,
+    DOORBELL_SET,
+    INJECTION_MODE_CODE,
+    RULE_HANDOFF_LOSES_LOW_VECTORS,
+    SAVIC_REGISTER,
+    SAVIC_UNREGISTER,
+    InterruptExits,
+)
 
 if TYPE_CHECKING:
-    from cocopart.trace import Trace
     from cocopart_sev_snp.machine import SnpMachine
 
 L1, HOST = "l1", "host"
@@ -77,15 +82,6 @@ RUN_VMPL = "VMGEXIT(SNP_RUN_VMPL)"
 EVENT_VALID = 1 << 31
 EVENT_TYPE_INTR, EVENT_TYPE_EXCEPTION = 0, 3
 
-#: CONFIGURE_INJECTION (0x8000_001B) EXITINFO1: the model's encoding (VMPL << 16) | mode
-#: code — CS names the exit without its layout in the reference (unconfirmed).
-INJECTION_MODE_CODE: dict[InterruptMode, int] = {
-    InterruptMode.DIRECT: 0, InterruptMode.RESTRICTED: 1, InterruptMode.ALTERNATE: 2,
-    InterruptMode.SECURE_AVIC: 3}
-#: #HV doorbell page (0x8000_0014) and Secure AVIC (0x8000_001A) sub-operations in EXITINFO1
-#: (sev-snp.md §5.3).
-DOORBELL_SET, DOORBELL_CLEAR = 1, 3
-SAVIC_REGISTER, SAVIC_UNREGISTER = 0, 1
 #: The notification vector the SVSM asks the host to send with VMGEXIT(HV_IPI) (CS
 #: INT_INJ_VECTOR; its value is not in the reference — any vector works for the model).
 INT_INJ_VECTOR = 0x50
@@ -98,9 +94,6 @@ RULE_L1_HANDLER_RUNS_TO_COMPLETION = "the SVSM's own interrupts complete before 
 #: An interrupt for a workload vCPU that was never created (no VMSA, so nothing the host or
 #: the SVSM could run) is dropped.
 RULE_NO_VCPU_NO_INTERRUPT = "an interrupt for a vCPU that does not exist is dropped"
-#: The hand-off to the host carries vector 31 and 32-255 (the descriptor's IRR words) and
-#: the ISR; a pending vector 16-30 is lost, as in CS handoff_to_host.
-RULE_HANDOFF_LOSES_LOW_VECTORS = "vectors 16-30 pending at the hand-off are lost (CS)"
 #: Secure AVIC (unconfirmed beyond the SEV_FEATURES bit and NAE 0x8000_001A): the host
 #: requests a vector, the hardware sets it in the guest's backing-page IRR and delivers it
 #: by priority at VMRUN; the guest's EOI is accelerated (no exit) and the hardware then
@@ -120,29 +113,6 @@ def event_inj(vector: int, kind: int = EVENT_TYPE_INTR) -> int:
     return EVENT_VALID | (kind << 8) | vector
 
 
-def _vectors(bits: int) -> list[int]:
-    out = []
-    while bits:
-        v = bits.bit_length() - 1
-        out.append(v)
-        bits &= ~(1 << v)
-    return out
-
-
-@dataclass
-class MemoryFlag:
-    """A guest-memory byte used as the no_eoi_required flag (the calling area's)."""
-
-    memory: GuestMemory
-    gpa: int
-
-    def read(self) -> int:
-        return self.memory.read(self.gpa, 1)[0]
-
-    def write(self, value: int) -> None:
-        self.memory.write(self.gpa, bytes([value]))
-
-
 @dataclass
 class DoorbellFlag:
     """A #HV doorbell page's no_eoi_required byte."""
@@ -156,61 +126,39 @@ class DoorbellFlag:
         self.page.no_eoi_required = value
 
 
-class SnpInterrupts:
+class SnpInterrupts(InterruptDelivery):
     """Interrupt modes and delivery of one :class:`SnpMachine`."""
 
+    m: SnpMachine
+    VENDOR = VENDOR
+    MECHANISM = im.MECHANISM
+    L1_MECHANISM = im.L1_MECHANISM
+    HANDOFF_MODE = im.DIRECT
+    LAZY_MODES = (im.ALTERNATE, im.RESTRICTED)
+    PROTOCOL_HOLDER = "the SVSM"
+    RULE_NO_VCPU_NO_INTERRUPT = RULE_NO_VCPU_NO_INTERRUPT
+    RULE_L1_HANDLER_RUNS_TO_COMPLETION = RULE_L1_HANDLER_RUNS_TO_COMPLETION
+    RULE_REQUESTERS = RULE_REQUESTERS
+    RULE_ALTERNATE_NOT_REENTERED = im.RULE_ALTERNATE_NOT_REENTERED
+
     def __init__(self, machine: SnpMachine) -> None:
-        self.m = machine
-        self.mode: InterruptMode = machine.config.interrupt_mode
-        self.ledger = InterruptLedger()
-        self.apics: dict[tuple[str, int], LocalApic] = dict(machine.service.apic.apics)
-        self.lazy: dict[tuple[str, int], LazyEoi] = {}
+        super().__init__(machine)
         self.running: dict[int, str] = {}
         #: Where the vCPU was when the host took it (``_resume`` goes back there).
         self.kicked_from: dict[int, str] = {}
         #: The workload VMPL the SVSM returns to after its own interrupt handler.
         self.interrupted: dict[int, str] = {}
         self._prepared: dict[tuple[str, int], int | None] = {}
-        self._pending_notify: list[int] = []
         self.svsm_doorbells: dict[int, HvDoorbellPage] = {}
         self.doorbells: dict[tuple[str, int], HvDoorbellPage] = {}
         self.backlog: dict[tuple[str, int], list[int]] = {}
         self.ipi_irr: dict[tuple[str, int], int] = {}
         self.host_modes: dict[tuple[int, int], int] = {}
         self.backing_pages: set[tuple[str, int]] = set()
-        #: Host interrupts ``(target, vcpu, vector)`` that arrive right after the SVSM
-        #: commits to entering a lower VMPL (test hook; consumed by the next entry).
-        self.during_entry: list[tuple[str, int, int]] = []
         self.cancelled_entries = 0
-        self._out: list[Delivery] = []
-        host = machine.host
-        for code, handler in ((g.ExitCode.HV_DOORBELL_PAGE, self._exit_doorbell),
-                              (g.ExitCode.CONFIGURE_INJECTION, self._exit_configure),
-                              (g.ExitCode.DISABLE_ALTERNATE_INJECTION, self._exit_disable_alt),
-                              (g.ExitCode.HV_IPI, self._exit_hv_ipi),
-                              (g.ExitCode.SECURE_AVIC, self._exit_savic),
-                              (g.SVM_EXIT_MSR, self._exit_msr)):
-            host.extra_exits[int(code)] = handler
+        self.exits = InterruptExits(self)
 
     # -- small helpers ---------------------------------------------------------------------
-    @property
-    def trace(self) -> Trace:
-        return self.m.trace
-
-    def apic(self, layer: str, vcpu: int) -> LocalApic:
-        key = (layer, vcpu)
-        a = self.apics.get(key)
-        if a is None:
-            a = self.apics[key] = LocalApic(apic_id=vcpu)
-        return a
-
-    def lazy_of(self, layer: str, vcpu: int) -> LazyEoi:
-        key = (layer, vcpu)
-        z = self.lazy.get(key)
-        if z is None:
-            z = self.lazy[key] = LazyEoi()
-        return z
-
     def svsm_doorbell(self, vcpu: int) -> HvDoorbellPage:
         db = self.svsm_doorbells.get(vcpu)
         if db is None:
@@ -223,9 +171,6 @@ class SnpInterrupts:
             db = self.doorbells[(layer, vcpu)] = HvDoorbellPage()
         return db
 
-    def caa_flag(self, layer: str, vcpu: int) -> MemoryFlag:
-        return MemoryFlag(self.m.memory, self.m.service.state.caa(layer, vcpu) + NO_EOI_REQUIRED)
-
     def vmpl(self, layer: str) -> int:
         return self.m.vmpl_of(layer)
 
@@ -233,16 +178,6 @@ class SnpInterrupts:
         if layer == L1:
             return 0 <= vcpu < self.m.config.vcpus
         return (vcpu, self.m.vmpls[layer]) in self.m.host.contexts
-
-    def emulated(self, layer: str, vcpu: int) -> bool:
-        return self.m.service.apic.enabled(layer, vcpu)
-
-    def effective(self, layer: str, vcpu: int) -> InterruptMode:
-        """The mode a vCPU's interrupts follow: the VM-wide mode, except that a vCPU whose
-        Alternate Injection stopped (hand-off in progress) is served by host injection."""
-        if self.mode == im.ALTERNATE and not self.emulated(layer, vcpu):
-            return im.DIRECT
-        return self.mode
 
     def current(self, vcpu: int) -> str:
         return self.running.get(vcpu, self.m.workloads[0])
@@ -257,20 +192,6 @@ class SnpInterrupts:
         if mode == im.RESTRICTED:
             return DoorbellFlag(self.doorbell(layer, vcpu))
         return None
-
-    def in_service(self, layer: str, vcpu: int) -> int:
-        """ISR without a vector the guest already EOI'd lazily."""
-        apic = self.apics.get((layer, vcpu))
-        if apic is None or not apic.isr:
-            return 0
-        lazy = self.lazy.get((layer, vcpu))
-        flag = self.eoi_flag(layer, vcpu)
-        if lazy is not None and lazy.armed and flag is not None and flag.read() == 0:
-            return apic.isr & ~(1 << (apic.isr.bit_length() - 1))
-        return apic.isr
-
-    def _delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> None:
-        self._out.append(self.ledger.delivered(layer, vcpu, vector, mechanism))
 
     # -- world switches --------------------------------------------------------------------
     def _kick(self, vcpu: int) -> None:
@@ -293,47 +214,20 @@ class SnpInterrupts:
             self._vmrun(vcpu, self.kicked_from.get(vcpu, self.m.workloads[0]))
 
     # -- operations ------------------------------------------------------------------------
-    def refuse(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
+    def _refuse_target(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
         m = self.m
         if op.target != L1 and op.target not in m.vmpls:
             return (f"{op.target} takes no interrupts here: only the SVSM (l1) and the "
                     f"workload VMPLs ({', '.join(m.workloads)}) have vCPUs")
-        if op.vcpu >= m.config.vcpus:
-            raise ConfigError(f"vCPU {op.vcpu} out of range (0..{m.config.vcpus - 1})",
-                              field="vcpu")
-        if isinstance(op, InjectInterrupt) and op.layer != HOST and (
-                op.layer != op.target or op.target == L1):
-            return f"{op.layer} cannot raise an interrupt for {op.target}: {RULE_REQUESTERS}"
-        if isinstance(op, EndOfInterrupt) and op.layer != op.target:
-            return (f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
-                    "handler on the target vCPU does")
         return None
 
-    def _result(self, name: str, ident: int | None, first: Delivery, **extra: object
-                ) -> OperationResult:
-        mine = next((d for d in self._out if d.id == ident and ident is not None), None)
-        final = mine or first
-        return OperationResult.success(
-            name, delivery=final.model_dump(mode="json"),
-            deliveries=[d.model_dump(mode="json") for d in self._out], **extra)
-
-    def inject(self, op: InjectInterrupt) -> OperationResult:
-        name = op.describe()
-        why = self.refuse(op)
-        if why:
-            return OperationResult.not_supported(name, why)
-        self._out = []
+    def _serve(self, op: InjectInterrupt, coalesced: bool) -> None:
         target, vcpu, vector = op.target, op.vcpu, op.vector
-        mode = im.RESTRICTED if target == L1 else self.effective(target, vcpu)
-        mech = im.L1_MECHANISM if target == L1 else im.MECHANISM[mode]
-        if not self.exists(target, vcpu):
-            d = self.ledger.dropped(target, vcpu, vector, mech, RULE_NO_VCPU_NO_INTERRUPT)
-            return self._result(name, d.id, d)
-        first = self.ledger.arrive(target, vcpu, vector, mech)
-        if first.status is DeliveryStatus.DROPPED:
+        if coalesced:
             self.trace.record(HOST if op.layer == HOST else target, "APIC.ACCEPT", target,
                               "coalesced")
-            return self._result(name, first.id, first)
+            return
+        mode = im.RESTRICTED if target == L1 else self.effective(target, vcpu)
         if op.layer == HOST:
             self._kick(vcpu)
             self._host_latch(target, vcpu, vector, mode)
@@ -341,7 +235,6 @@ class SnpInterrupts:
             self._resume(vcpu)
         else:
             self._ipi(target, vcpu, vector, mode)
-        return self._result(name, first.id, first)
 
     # -- host side -------------------------------------------------------------------------
     def _host_latch(self, target: str, vcpu: int, vector: int, mode: InterruptMode) -> None:
@@ -496,11 +389,7 @@ class SnpInterrupts:
     def _rewind(self, layer: str, vcpu: int, v: int) -> None:
         """Undo an injection the SVSM prepared but did not enter (CS
         rewind_pending_interrupt): back from ISR to IRR, VMSA EVENTINJ cleared."""
-        apic = self.apic(layer, vcpu)
-        apic.isr &= ~(1 << v)
-        apic.irr |= 1 << v
-        self.lazy_of(layer, vcpu).armed = False
-        self.caa_flag(layer, vcpu).write(0)
+        self._withdraw(layer, vcpu, v, self.caa_flag(layer, vcpu))
         ctx = self.m.layout.context(self.m.workloads.index(layer), vcpu)
         self.m.memory.write(ctx + vm.EVENT_INJ, vm.u64(0))
 
@@ -510,8 +399,7 @@ class SnpInterrupts:
         descriptor (it presents them once the SVSM's VMGEXIT shows the descriptor was
         consumed, and must then run VMPL0 again). True if the resulting #HV names work for
         ``layer``'s VMPL."""
-        mine = [e for e in self.during_entry if e[1] == vcpu]
-        self.during_entry = [e for e in self.during_entry if e[1] != vcpu]
+        mine = self._take_window(vcpu)
         held = self.backlog.pop((layer, vcpu), [])
         if not mine and not held:
             return False
@@ -587,13 +475,9 @@ class SnpInterrupts:
     def _ipi(self, layer: str, dest: int, vector: int, mode: InterruptMode) -> None:
         """``layer``'s vCPU 0 sends an IPI to its vCPU ``dest``."""
         m = self.m
-        icr = (dest << 32) | (1 << 14) | vector  # fixed, asserted, edge, physical
+        icr = fixed_ipi_icr(dest, vector)
         if mode == im.ALTERNATE and self.emulated(layer, 0):
-            out = m.client.call(layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
-                                X2APIC_ICR, icr)
-            if not out.ok:
-                self.ledger.drop(layer, dest, vector, f"SVSM_APIC WRITE_REGISTER(ICR) "
-                                 f"answered {result_name(out.code)}")
+            self._icr_via_protocol(layer, dest, vector)
             self.notify_pending()
             return
         if mode == im.SECURE_AVIC:  # RULE_SAVIC_MODEL: the sender sets the target's IRR
@@ -614,49 +498,6 @@ class SnpInterrupts:
         self.running[vcpu] = layer
         self._guest_takes(layer, vcpu, v)
 
-    # -- host exit handlers ----------------------------------------------------------------
-    def _owner(self, issuer: str, page: g.GhcbPage) -> tuple[str, int]:
-        for (layer, vcpu), p in self.m.ghcb_pages.items():
-            if p is page:
-                return layer, vcpu
-        return issuer, 0
-
-    def _exit_msr(self, issuer: str, page: g.GhcbPage) -> None:
-        """x2APIC MSR writes the host emulates: EOI (its APIC for the layer; then the next
-        injection is prepared for the return) and ICR (an IPI)."""
-        layer, vcpu = self._owner(issuer, page)
-        msr, write = page.get(g.OFF_RCX), page.info1 == 1
-        value = page.get(g.OFF_RAX) | (page.get(g.OFF_RDX) << 32)
-        if not write or msr not in (X2APIC_EOI, X2APIC_ICR):
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        if msr == X2APIC_EOI:
-            self.apic(layer, vcpu).eoi()
-            self.trace.record(HOST, "APIC.EOI", layer)
-            if layer == L1:
-                self._prepared[(layer, vcpu)] = self._host_prepare_l1(vcpu)
-            else:
-                self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
-            page.respond(0, 0)
-            return
-        dest, vector = value >> 32, value & 0xFF
-        if not 0 <= dest < self.m.config.vcpus:
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        mode = self.effective(layer, dest)
-        if mode == im.ALTERNATE:
-            self._post_descriptor(layer, dest, vector)
-        elif mode != im.SECURE_AVIC:  # with Secure AVIC the sender set the IRR itself
-            self.trace.record(HOST, "APIC.ACCEPT", layer)
-            self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
-        if dest == vcpu:
-            self._prepared[(layer, vcpu)] = self._host_prepare(layer, vcpu)
-        else:
-            self._kick(dest)
-            self._host_service(layer, dest)
-            self._resume(dest)
-        page.respond(0, 0)
-
     def _host_prepare_l1(self, vcpu: int) -> int | None:
         apic = self.apic(L1, vcpu)
         sdb = self.svsm_doorbell(vcpu)
@@ -666,69 +507,6 @@ class SnpInterrupts:
             self.trace.record(HOST, "HVDB.SIGNAL", L1)
             self._signal_hv(sdb, 0)
         return v
-
-    def _exit_doorbell(self, issuer: str, page: g.GhcbPage) -> None:
-        layer, vcpu = self._owner(issuer, page)
-        sub = page.info1
-        if sub == DOORBELL_SET:
-            self.doorbell(layer, vcpu)
-        elif sub == DOORBELL_CLEAR:
-            self.doorbells.pop((layer, vcpu), None)
-        elif sub not in (0, 2):
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        page.respond(0, 0)
-
-    def _exit_configure(self, issuer: str, page: g.GhcbPage) -> None:
-        _layer, vcpu = self._owner(issuer, page)
-        vmpl, code = (page.info1 >> 16) & 0xF, page.info1 & 0xFF
-        if code not in INJECTION_MODE_CODE.values() or not 1 <= vmpl <= 3:
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        self.host_modes[(vcpu, vmpl)] = code
-        page.respond(0, 0)
-
-    def _exit_disable_alt(self, issuer: str, page: g.GhcbPage) -> None:
-        """0x8000_001C (CS): EXITINFO1 = (VMPL << 16) | (TPR << 8) | (shadow << 1) | IF. The
-        host takes the handed-off IRR/ISR from the SVSM's descriptor for that VMPL."""
-        _l1, vcpu = self._owner(issuer, page)
-        vmpl, tpr = (page.info1 >> 16) & 0xF, (page.info1 >> 8) & 0xFF
-        layer = next((w for w, n in self.m.vmpls.items() if n == vmpl), None)
-        if layer is None:
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        irr, isr = self.svsm_doorbell(vcpu).take_hand_off(vmpl)
-        for v in self.backlog.pop((layer, vcpu), []):  # vectors the host itself still held
-            irr |= 1 << v
-        old = self.apics.get((layer, vcpu))
-        new = LocalApic(apic_id=vcpu, irr=irr, isr=isr, tpr=tpr)
-        if old is not None:
-            for v in _vectors(old.irr & ~irr):  # RULE_HANDOFF_LOSES_LOW_VECTORS
-                self.ledger.drop(layer, vcpu, v, RULE_HANDOFF_LOSES_LOW_VECTORS)
-        self.apics[(layer, vcpu)] = new
-        self.host_modes[(vcpu, vmpl)] = INJECTION_MODE_CODE[im.DIRECT]
-        page.respond(0, 0)
-
-    def _exit_hv_ipi(self, issuer: str, page: g.GhcbPage) -> None:
-        """The SVSM asks the host to notify another vCPU (CS post_irq): #HV to its VMPL0."""
-        icr = page.info1
-        dest = icr >> 32
-        if not 0 <= dest < self.m.config.vcpus:
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        self._pending_notify.append(dest)
-        page.respond(0, 0)
-
-    def _exit_savic(self, issuer: str, page: g.GhcbPage) -> None:
-        layer, vcpu = self._owner(issuer, page)
-        if page.info1 == SAVIC_REGISTER:
-            self.backing_pages.add((layer, vcpu))
-        elif page.info1 == SAVIC_UNREGISTER:
-            self.backing_pages.discard((layer, vcpu))
-        else:
-            page.input_error(g.GhcbError.INVALID_INPUT)
-            return
-        page.respond(0, 0)
 
     # -- the SVSM's platform hooks -------------------------------------------------------------
     def svsm_post_interrupt(self, layer: str, dest: int, vector: int) -> int:
@@ -749,8 +527,8 @@ class SnpInterrupts:
 
     def notify_pending(self) -> None:
         """Host: kick the vCPUs an HV_IPI named; each takes its work."""
-        while self._pending_notify:
-            dest = self._pending_notify.pop(0)
+        while self._notify:
+            dest = self._notify.pop(0)
             for layer in self.m.workloads:
                 if self.exists(layer, dest) and self.has_work(layer, dest):
                     self._kick(dest)
@@ -771,12 +549,7 @@ class SnpInterrupts:
         sdb = self.svsm_doorbell(vcpu)
         for v in _vectors(sdb.consume(n) | self.ipi_irr.pop((layer, vcpu), 0)):
             self.ledger.latch(apic, layer, vcpu, v)  # what was presented but not yet taken
-        lazy = self.lazy_of(layer, vcpu)
-        flag = self.caa_flag(layer, vcpu)
-        if lazy.armed and flag.read() == 0 and apic.isr:
-            apic.eoi()
-        lazy.armed = False
-        flag.write(0)
+        settle_lazy(apic, self.lazy_of(layer, vcpu), self.caa_flag(layer, vcpu))
         sdb.hand_off(n, apic.irr, apic.isr)
         self.trace.record(L1, "HVDB.HANDOFF", f"VMPL{n}")
         if self.exists(layer, vcpu):
@@ -815,36 +588,16 @@ class SnpInterrupts:
                 for c in range(self.m.config.vcpus) if self.exists(w, c)}
 
     # -- EOI ---------------------------------------------------------------------------------
-    def eoi(self, op: EndOfInterrupt) -> OperationResult:
-        name = op.describe()
-        why = self.refuse(op)
-        if why:
-            return OperationResult.not_supported(name, why)
-        self._out = []
-        layer, vcpu = op.target, op.vcpu
-        rec = self._eoi(layer, vcpu)
-        return OperationResult.success(name, eoi=rec.model_dump(mode="json"),
-                                       deliveries=[d.model_dump(mode="json") for d in self._out])
-
     def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
+        done = self._eoi_common(layer, vcpu)
+        if isinstance(done, EoiRecord):
+            if done.lazy:
+                self.notify_pending()
+            return done
+        top = done
         m = self.m
-        if layer == L1:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
-                             mechanism=f"nothing in service: {RULE_L1_HANDLER_RUNS_TO_COMPLETION}")
-        live = self.in_service(layer, vcpu)
-        mode = im.RESTRICTED if layer == L1 else self.effective(layer, vcpu)
-        if not live:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
-                             mechanism="nothing in service: the EOI is ignored")
-        top = live.bit_length() - 1
-        flag = self.eoi_flag(layer, vcpu)
-        lazy = self.lazy.get((layer, vcpu))
-        if flag is not None and lazy is not None and lazy.armed and flag.read() == 1:
-            flag.write(0)  # the guest clears no_eoi_required: no exit (CS lazy EOI)
-            self.trace.record(layer, "EOI.LAZY")
-            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top, lazy=True,
-                            mechanism="no_eoi_required cleared (lazy EOI, no exit)")
-        elif mode == im.ALTERNATE:
+        mode = self.effective(layer, vcpu)
+        if mode == im.ALTERNATE:
             out = m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
                                 X2APIC_EOI, 0)
             rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
@@ -905,7 +658,7 @@ class SnpInterrupts:
             self._via_svsm(op.layer, lambda: self._set_host_mode(target))
         return OperationResult.success(
             name, mode=target.value, changed=True,
-            deliveries=[d.model_dump(mode="json") for d in self._out],
+            deliveries=self._deliveries(),
             note="no SVSM protocol call switches host-held modes; cocopart models it as one "
             "SVSM round trip" if op.layer != L1 else None)
 
@@ -916,13 +669,7 @@ class SnpInterrupts:
         for (layer, vcpu), lazy in self.lazy.items():
             if not lazy.armed or layer == L1:
                 continue
-            flag = self.eoi_flag(layer, vcpu)
-            apic = self.apics.get((layer, vcpu))
-            if flag is not None and flag.read() == 0 and apic is not None and apic.isr:
-                apic.eoi()
-            lazy.armed = False
-            if flag is not None:
-                flag.write(0)
+            settle_lazy(self.apics.get((layer, vcpu)), lazy, self.eoi_flag(layer, vcpu))
 
     def _via_svsm(self, layer: str, work: Callable[[], None]) -> None:
         if layer == L1:
@@ -962,19 +709,6 @@ class SnpInterrupts:
                     m.host.exit(w, wp)
         self.mode = target
 
-    def _try_register(self, name: str, layer: str) -> OperationResult:
-        """Entering alternate = registering through the APIC protocol; refused unless the
-        guest booted with it and the count never reached 0 (RULE_ALTERNATE_NOT_REENTERED)."""
-        if layer == L1:
-            return OperationResult.not_supported(
-                name, f"{self.mode.value} -> alternate: {im.RULE_ALTERNATE_NOT_REENTERED}")
-        out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                 CONFIGURE_REGISTER)
-        return OperationResult.failure(name, ArchError(
-            vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(register)", code=out.code,
-            message=f"the SVSM answered {result_name(out.code)}: "
-            f"{im.RULE_ALTERNATE_NOT_REENTERED}."))
-
     def _leave_alternate(self, name: str, layer: str) -> OperationResult | None:
         """The seed's hand-off: deregister on the BSP, refresh on every other vCPU (each
         through its own SVSM_APIC call); the SVSM alone drops every registration."""
@@ -987,12 +721,7 @@ class SnpInterrupts:
                 if emu.apics.pop(key, None) is not None:
                     self.emulation_changed(key[0], key[1], False)
         else:
-            m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE, CONFIGURE_DEREGISTER)
-            for w in m.workloads:
-                for c in range(m.config.vcpus):
-                    if emu.enabled(w, c) and self.exists(w, c):
-                        m.client.call(w, c, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                      CONFIGURE_REFRESH)
+            self._deregister(layer)
         if emu.count:
             return OperationResult.failure(name, ArchError(
                 vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
@@ -1023,55 +752,19 @@ class SnpInterrupts:
             for w in self.m.workloads:
                 self.backing_pages.add((w, 0))
 
-    # -- many at once ---------------------------------------------------------------------------
-    def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
-        """State shape of one host inject -> EOI cycle (see cocopart.interrupts.CycleFastPath):
-        ``layer`` runs on the vCPU, its APIC holds nothing but possibly one vector the guest
-        already EOI'd lazily, nothing else waits on the vCPU."""
-        if requester != HOST or layer == L1 or self.during_entry or self._pending_notify:
-            return None
+    # -- many at once (the rest is InterruptDelivery.cycle_key/apply_cycle) ----------------------
+    def _runs_now(self, layer: str, vcpu: int) -> bool:
+        return self.running.get(vcpu, self.m.workloads[0]) == layer and self.exists(layer, vcpu)
+
+    def _cycle_blocked(self, mode: InterruptMode, layer: str, vcpu: int) -> bool:
+        """Work waiting for the vCPU in the mode's own structures (#HV doorbells, vectors the
+        host held back, IPIs the SVSM posted)."""
         key = (layer, vcpu)
-        apic = self.apics.get(key)
-        if apic is None or apic.irr or not apic.allowed >> vector & 1 \
-                or self.running.get(vcpu, self.m.workloads[0]) != layer \
-                or not self.exists(layer, vcpu):
-            return None
-        mode = self.effective(layer, vcpu)
-        lazy = self.lazy.get(key)
-        armed = lazy is not None and lazy.armed
-        if armed:
-            flag = self.eoi_flag(layer, vcpu)
-            if flag is None or flag.read() or not apic.isr or apic.isr & (apic.isr - 1):
-                return None
-        elif apic.isr:
-            return None
         if mode == im.ALTERNATE:
             sdb = self.svsm_doorbell(vcpu)
-            if sdb.per_vmpl_events or sdb.no_further_signal or self.backlog.get(key) \
-                    or self.ipi_irr.get(key):
-                return None
-        elif mode == im.RESTRICTED:
+            return bool(sdb.per_vmpl_events or sdb.no_further_signal or self.backlog.get(key)
+                        or self.ipi_irr.get(key))
+        if mode == im.RESTRICTED:
             db = self.doorbells.get(key)
-            if db is not None and (db.vector or db.no_further_signal):
-                return None
-        return (mode, layer, armed)
-
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
-                    ) -> Hashable | None:
-        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`): a
-        lazily EOI'd vector retired, ``vector`` delivered and completed — lazily where the
-        mode has a no_eoi_required byte, so it stays in ISR with the lazy EOI taken, exactly
-        as after the faithful cycle. Returns the shape after the cycle."""
-        assert isinstance(key, tuple)
-        mode = key[0]
-        apic = self.apics[(layer, vcpu)]
-        if not apic.allowed >> vector & 1:
-            return None
-        self.ledger.next_id += 1
-        self.ledger.delivered_count += 1
-        if mode in (im.ALTERNATE, im.RESTRICTED):
-            apic.isr = 1 << vector
-            self.lazy_of(layer, vcpu).armed = True
-            return (mode, layer, True)
-        apic.isr = 0
-        return key
+            return db is not None and bool(db.vector or db.no_further_signal)
+        return False

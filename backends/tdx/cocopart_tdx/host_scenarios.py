@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING
 
 from cocopart.host_faults import (
     ASSUMPTION_SAME_PAGE,
+    DEVICE_DATA,
+    DMA_PAGE,
+    GUEST_DATA,
+    NEW_KERNEL,
     NO_POLICY,
     DataFate,
     Emulator,
@@ -28,19 +32,16 @@ from cocopart.host_faults import (
     HostFaultScenario,
     OutcomeBuilder,
     ScenarioSetup,
+    keep_guest_data,
 )
+from cocopart.host_faults import finish_scene as _finish
 from cocopart.model import PAGE_2M, PAGE_4K, GpaRange
 from cocopart.ops import ConvertPages, ValidatePages
-from cocopart.trace import TraceMark
 from cocopart_tdx import host_faults as hf
 
 if TYPE_CHECKING:
     from cocopart_tdx.machine import TdxMachine
 
-DMA_PAGE = 0x1000
-GUEST_DATA = b"guest0 private data"
-DEVICE_DATA = b"device DMA payload"
-NEW_KERNEL = "new kernel"
 HOST = "host"
 
 
@@ -71,19 +72,11 @@ def _emulate(m: TdxMachine, b: OutcomeBuilder, layer: str) -> None:
         b.lose(b.guest, "the TDX module marked it fatal after a #MC; the host tears it down")
 
 
-def _finish(m: TdxMachine, b: OutcomeBuilder, before: bytes, mark: TraceMark) -> FaultOutcome:
-    changed = m.memory.read(DMA_PAGE, len(before)) != before
-    return b.build(b.data_fate(changed), m.trace.since(mark).events)
-
-
 def forgotten_share(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     """(a) The guest hands a private page to the device; the emulator writes it."""
     b = _builder(HostFaultScenario.FORGOTTEN_SHARE, setup)
     layer = m.workloads[0]
-    r = m.execute(ValidatePages(layer=layer, range=GpaRange.of(0, PAGE_2M)))
-    assert r.ok, r
-    m.memory.write(DMA_PAGE, GUEST_DATA)
-    mark = m.trace.mark()
+    mark = keep_guest_data(m, layer, PAGE_2M)
     b.step(b.guest, f"accepts [0, 2M) and keeps its data at {DMA_PAGE:#x}")
     b.step(b.guest, f"buggy driver: hands {DMA_PAGE:#x} to the virtio device without MapGPA "
            "to shared")
@@ -120,10 +113,7 @@ def convert_under_emulation(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome
 def kexec(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     """(c) kexec while the TD's memory is private."""
     b = _builder(HostFaultScenario.KEXEC, setup)
-    layer = m.workloads[0]
-    assert m.execute(ValidatePages(layer=layer, range=GpaRange.of(0, m.config.memory))).ok
-    m.memory.write(DMA_PAGE, GUEST_DATA)
-    mark = m.trace.mark()
+    mark = keep_guest_data(m, m.workloads[0], m.config.memory)
     b.rules.append(hf.RULE_TDX_KEXEC)
     if not hf.kexec_allowed(setup.platform_errata):
         m.trace.record(HOST, "KEXEC_LOAD", result="EOPNOTSUPP")

@@ -33,23 +33,18 @@ Mode changes: :data:`RULE_NO_DIRECT`, :data:`RULE_ALTERNATE_NOT_REENTERED`,
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.apic import ICR as X2APIC_ICR
-from cocopart.apic import LocalApic
 from cocopart.backend import CapabilityAnswer
-from cocopart.errors import ConfigError
 from cocopart.interrupts import (
-    Delivery,
     DeliveryStatus,
     EoiRecord,
-    InterruptLedger,
-    LazyEoi,
+    InterruptDelivery,
+    MemoryFlag,
     present,
+    settle_lazy,
 )
-from cocopart.memory import GuestMemory
 from cocopart.model import InterruptMode
 from cocopart.ops import (
     ArchError,
@@ -58,9 +53,7 @@ from cocopart.ops import (
     InjectInterrupt,
     OperationResult,
 )
-from cocopart.protocol.calling_area import NO_EOI_REQUIRED
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
-from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH, CONFIGURE_REGISTER
 from cocopart_tdx import metadata as md
 from cocopart_tdx.l1 import Tally, TdxPlatform, vm_name
 from cocopart_tdx.status import TdxStatus
@@ -68,7 +61,6 @@ from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO, VM_ENTRY_INTR_VALID, TdcallR
 from cocopart_tdx.vp_enter import ENTER_GUEST_STATE_SIZE, EnterGuestState, L2Exit, VmxExit
 
 if TYPE_CHECKING:
-    from cocopart.trace import Trace
     from cocopart_tdx.machine import TdxMachine
 
 L1, HOST = "l1", "host"
@@ -121,29 +113,6 @@ RULE_VID_ENABLED = "the L2 VMCS has virtual-interrupt delivery enabled"
 RULE_IPI_THROUGH_HOST = "an IPI to another vCPU goes L1 -> host -> the target's L1"
 
 
-def _vectors(bits: int) -> list[int]:
-    out = []
-    while bits:
-        v = bits.bit_length() - 1
-        out.append(v)
-        bits &= ~(1 << v)
-    return out
-
-
-@dataclass
-class MemoryFlag:
-    """The calling area's no_eoi_required byte."""
-
-    memory: GuestMemory
-    gpa: int
-
-    def read(self) -> int:
-        return self.memory.read(self.gpa, 1)[0]
-
-    def write(self, value: int) -> None:
-        self.memory.write(self.gpa, bytes([value]))
-
-
 def capability_answers() -> dict[str, CapabilityAnswer]:
     out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
     for mode, mech in MECHANISM.items():
@@ -153,59 +122,36 @@ def capability_answers() -> dict[str, CapabilityAnswer]:
     return out
 
 
-class TdxInterrupts:
+class TdxInterrupts(InterruptDelivery):
     """Interrupt modes and delivery of one :class:`TdxMachine` (also L1's entry hooks)."""
 
+    m: TdxMachine
+    VENDOR = VENDOR
+    MECHANISM = MECHANISM
+    L1_MECHANISM = L1_MECHANISM
+    HANDOFF_MODE = RESTRICTED  # L1 keeps its MSR-intercept emulation
+    LAZY_MODES = (ALTERNATE,)
+    PROTOCOL_HOLDER = "L1"
+    RULE_NO_VCPU_NO_INTERRUPT = RULE_NO_VCPU_NO_INTERRUPT
+    RULE_L1_HANDLER_RUNS_TO_COMPLETION = RULE_L1_HANDLER_RUNS_TO_COMPLETION
+    RULE_REQUESTERS = RULE_REQUESTERS
+    RULE_ALTERNATE_NOT_REENTERED = RULE_ALTERNATE_NOT_REENTERED
+
     def __init__(self, machine: TdxMachine) -> None:
-        self.m = machine
-        self.mode: InterruptMode = machine.config.interrupt_mode
-        self.ledger = InterruptLedger()
-        self.apics: dict[tuple[str, int], LocalApic] = dict(machine.service.apic.apics)
-        self.lazy: dict[tuple[str, int], LazyEoi] = {}
+        super().__init__(machine)
         #: The L2 VM that ran on each vCPU when an interrupt took it to L1.
         self.interrupted: dict[int, int] = {}
-        #: Host interrupts ``(target, vcpu, vector)`` posted right after L1 committed to an
-        #: L2 entry on that vCPU (test hook): TDG.VP.ENTER then answers TDX_PENDING_INTERRUPT.
-        self.during_entry: list[tuple[str, int, int]] = []
+        #: :attr:`during_entry`: interrupts posted right after L1 committed to an L2 entry on
+        #: that vCPU (test hook): TDG.VP.ENTER then answers TDX_PENDING_INTERRUPT.
         self.pending_interrupt_answers = 0
         self._posted: dict[int, list[tuple[str, int]]] = {}
         self._injected: dict[tuple[int, int], int] = {}
-        self._notify: list[int] = []
-        self._out: list[Delivery] = []
         machine.platform.interrupt_hooks = self
 
     # -- helpers ------------------------------------------------------------------------------
     @property
-    def trace(self) -> Trace:
-        return self.m.trace
-
-    @property
     def p(self) -> TdxPlatform:
         return self.m.platform
-
-    def apic(self, layer: str, vcpu: int) -> LocalApic:
-        a = self.apics.get((layer, vcpu))
-        if a is None:
-            a = self.apics[(layer, vcpu)] = LocalApic(apic_id=vcpu)
-        return a
-
-    def lazy_of(self, layer: str, vcpu: int) -> LazyEoi:
-        z = self.lazy.get((layer, vcpu))
-        if z is None:
-            z = self.lazy[(layer, vcpu)] = LazyEoi()
-        return z
-
-    def emulated(self, layer: str, vcpu: int) -> bool:
-        return self.m.service.apic.enabled(layer, vcpu)
-
-    def effective(self, layer: str, vcpu: int) -> InterruptMode:
-        """A vCPU whose APIC-protocol emulation stopped keeps L1's MSR-intercept emulation."""
-        if self.mode == ALTERNATE and not self.emulated(layer, vcpu):
-            return RESTRICTED
-        return self.mode
-
-    def caa_flag(self, layer: str, vcpu: int) -> MemoryFlag:
-        return MemoryFlag(self.m.memory, self.m.service.state.caa(layer, vcpu) + NO_EOI_REQUIRED)
 
     def eoi_flag(self, layer: str, vcpu: int) -> MemoryFlag | None:
         return self.caa_flag(layer, vcpu) if self.effective(layer, vcpu) == ALTERNATE else None
@@ -215,62 +161,24 @@ class TdxInterrupts:
             return 0 <= vcpu < self.m.config.vcpus
         return bool(self.p.vcpu_exists(self.p.vm_of(layer), vcpu))
 
-    def in_service(self, layer: str, vcpu: int) -> int:
-        apic = self.apics.get((layer, vcpu))
-        if apic is None or not apic.isr:
-            return 0
-        lazy = self.lazy.get((layer, vcpu))
-        flag = self.eoi_flag(layer, vcpu)
-        if lazy is not None and lazy.armed and flag is not None and flag.read() == 0:
-            return apic.isr & ~(1 << (apic.isr.bit_length() - 1))
-        return apic.isr
-
-    def _delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> None:
-        self._out.append(self.ledger.delivered(layer, vcpu, vector, mechanism))
-
     def _field(self, vm: int) -> int:
         return md.l2_vmcs_field(vm, VM_ENTRY_INTR_INFO)
 
     # -- operations ----------------------------------------------------------------------------
-    def refuse(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
+    def _refuse_target(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
         m = self.m
         if op.target != L1 and op.target not in m.workloads:
             return (f"{op.target} takes no interrupts here: only L1 and the L2 VMs "
                     f"({', '.join(m.workloads)}) have vCPUs")
-        if op.vcpu >= m.config.vcpus:
-            raise ConfigError(f"vCPU {op.vcpu} out of range (0..{m.config.vcpus - 1})",
-                              field="vcpu")
-        if isinstance(op, InjectInterrupt):
-            if op.target != L1 and self.mode == DIRECT:
-                return RULE_NO_DIRECT
-            if op.layer != HOST and (op.layer != op.target or op.target == L1):
-                return f"{op.layer} cannot raise an interrupt for {op.target}: {RULE_REQUESTERS}"
-        if isinstance(op, EndOfInterrupt) and op.layer != op.target:
-            return (f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
-                    "handler on the target vCPU does")
         return None
 
-    def _result(self, name: str, first: Delivery, **extra: object) -> OperationResult:
-        mine = next((d for d in self._out if first.id is not None and d.id == first.id), None)
-        final = mine or first
-        return OperationResult.success(
-            name, delivery=final.model_dump(mode="json"),
-            deliveries=[d.model_dump(mode="json") for d in self._out], **extra)
+    def _refuse_inject(self, op: InjectInterrupt) -> str | None:
+        return RULE_NO_DIRECT if op.target != L1 and self.mode == DIRECT else None
 
-    def inject(self, op: InjectInterrupt) -> OperationResult:
-        name = op.describe()
-        why = self.refuse(op)
-        if why:
-            return OperationResult.not_supported(name, why)
-        self._out = []
+    def _serve(self, op: InjectInterrupt, coalesced: bool) -> None:
         target, vcpu, vector = op.target, op.vcpu, op.vector
-        mech = L1_MECHANISM if target == L1 else MECHANISM[self.effective(target, vcpu)]
-        if not self.exists(target, vcpu):
-            return self._result(name, self.ledger.dropped(target, vcpu, vector, mech,
-                                                          RULE_NO_VCPU_NO_INTERRUPT))
-        first = self.ledger.arrive(target, vcpu, vector, mech)
         tally = Tally()
-        if first.status is DeliveryStatus.DROPPED:
+        if coalesced:
             tally.record(HOST if op.layer == HOST else L1, "APIC.ACCEPT", target, "coalesced")
         elif op.layer == HOST:
             self._post(vcpu, tally)
@@ -280,7 +188,6 @@ class TdxInterrupts:
             self._ipi(target, vcpu, vector, tally)
         tally.flush(self.trace)
         self._notify_pending()
-        return self._result(name, first)
 
     # -- the path: host -> L1 -> L2 --------------------------------------------------------------
     def _post(self, vcpu: int, tally: Tally) -> None:
@@ -342,11 +249,8 @@ class TdxInterrupts:
         RVI), then L1 commits — interrupts posted now make the entry answer
         TDX_PENDING_INTERRUPT."""
         self._present(vcpu, vm, tally)
-        arrivals = [(t, v) for t, c, v in self.during_entry if c == vcpu]
-        self.during_entry = [e for e in self.during_entry if e[1] != vcpu]
-        for t, v in arrivals:
-            mech = L1_MECHANISM if t == L1 else MECHANISM[self.effective(t, vcpu)]
-            if self.ledger.arrive(t, vcpu, v, mech).status is DeliveryStatus.DROPPED:
+        for t, _c, v in self._take_window(vcpu):
+            if self.ledger.arrive(t, vcpu, v, self.mechanism(t, vcpu)).status is DeliveryStatus.DROPPED:
                 continue
             tally.record(HOST, "PI.POST", L1)
             tally.record(HOST, "PI.NOTIFY", L1)
@@ -403,13 +307,7 @@ class TdxInterrupts:
         layer = self.p.layer_of(vm)
         prepared = self._injected.pop((vcpu, vm), None)
         if prepared is not None:
-            apic = self.apic(layer, vcpu)
-            apic.isr &= ~(1 << prepared)
-            apic.irr |= 1 << prepared
-            self.lazy_of(layer, vcpu).armed = False
-            flag = self.eoi_flag(layer, vcpu)
-            if flag is not None:
-                flag.write(0)
+            self._withdraw(layer, vcpu, prepared, self.eoi_flag(layer, vcpu))
             self.p.vp_wr(vcpu, self._field(vm), 0, vm_name(vm), tally)
         self.before_enter(vcpu, vm, tally)
 
@@ -486,15 +384,10 @@ class TdxInterrupts:
         p, mod = self.p, self.m.module
         vm = p.vm_of(layer)
         mode = self.effective(layer, 0)
-        icr = (dest << 32) | (1 << 14) | vector
         if mode == ALTERNATE:
             tally.flush(self.trace)
             tally.items.clear()
-            out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
-                                     X2APIC_ICR, icr)
-            if not out.ok:
-                self.ledger.drop(layer, dest, vector, f"SVSM_APIC WRITE_REGISTER(ICR) answered "
-                                 f"{result_name(out.code)}")
+            self._icr_via_protocol(layer, dest, vector)
             return
         if mod.running_vm(0) != vm:
             p.schedule(0, vm, tally)
@@ -510,38 +403,18 @@ class TdxInterrupts:
         p.enter_l2(0, vm, tally)
 
     # -- EOI ----------------------------------------------------------------------------------
-    def eoi(self, op: EndOfInterrupt) -> OperationResult:
-        name = op.describe()
-        why = self.refuse(op)
-        if why:
-            return OperationResult.not_supported(name, why)
-        self._out = []
-        rec = self._eoi(op.target, op.vcpu)
+    def _after_eoi(self) -> None:
         self._notify_pending()
-        return OperationResult.success(name, eoi=rec.model_dump(mode="json"),
-                                       deliveries=[d.model_dump(mode="json") for d in self._out])
 
     def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
-        if layer == L1:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
-                             mechanism=f"nothing in service: {RULE_L1_HANDLER_RUNS_TO_COMPLETION}")
-        live = self.in_service(layer, vcpu)
-        if not live:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
-                             mechanism="nothing in service: the EOI is ignored")
-        top = live.bit_length() - 1
+        done = self._eoi_common(layer, vcpu)
+        if isinstance(done, EoiRecord):
+            return done
+        top = done
         p, mod = self.p, self.m.module
         vm = p.vm_of(layer)
         mode = self.effective(layer, vcpu)
-        flag = self.eoi_flag(layer, vcpu)
-        lazy = self.lazy.get((layer, vcpu))
         tally = Tally()
-        if flag is not None and lazy is not None and lazy.armed and flag.read() == 1:
-            flag.write(0)
-            tally.record(layer, "EOI.LAZY")
-            tally.flush(self.trace)
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=top, lazy=True,
-                             mechanism="no_eoi_required cleared (lazy EOI, no exit)")
         if mode == ALTERNATE:
             out = self.m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
                                      X2APIC_EOI, 0)
@@ -585,14 +458,7 @@ class TdxInterrupts:
             return OperationResult.not_supported(name, RULE_NO_DIRECT)
         self._out = []
         if target == ALTERNATE:
-            if op.layer == L1:
-                return OperationResult.not_supported(
-                    name, f"{self.mode.value} -> alternate: {RULE_ALTERNATE_NOT_REENTERED}")
-            out = m.client.call(op.layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                CONFIGURE_REGISTER)
-            return OperationResult.failure(name, ArchError(
-                vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(register)", code=out.code,
-                message=f"L1 answered {result_name(out.code)}: {RULE_ALTERNATE_NOT_REENTERED}."))
+            return self._try_register(name, op.layer)
         if self.mode == ALTERNATE:
             err = self._leave_alternate(op.layer)
             if err is not None:
@@ -601,7 +467,7 @@ class TdxInterrupts:
             self._switch_in_l1(op.layer, target)
         return OperationResult.success(
             name, mode=target.value, changed=True,
-            deliveries=[d.model_dump(mode="json") for d in self._out],
+            deliveries=self._deliveries(),
             note=None if op.layer == L1 else "no protocol call switches restricted <-> "
             "secure-avic; cocopart models it as one L2 -> L1 round trip")
 
@@ -615,12 +481,7 @@ class TdxInterrupts:
             emu.disabled_for_good = True
             emu.apics.clear()
         else:
-            m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE, CONFIGURE_DEREGISTER)
-            for w in m.workloads:
-                for c in range(m.config.vcpus):
-                    if emu.enabled(w, c) and self.exists(w, c):
-                        m.client.call(w, c, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                      CONFIGURE_REFRESH)
+            self._deregister(layer)
         if emu.count:
             return ArchError(vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
                              message=f"alternate stays registered (count {emu.count}: another "
@@ -628,13 +489,7 @@ class TdxInterrupts:
         for key in [k for k in emu.apics if not self.exists(*k)]:
             emu.apics.pop(key)  # never-created vCPUs start without emulation
         for key, lazy in self.lazy.items():  # lazy EOIs the guests took are retired now
-            flag = self.caa_flag(*key) if key[0] != L1 else None
-            apic = self.apics.get(key)
-            if lazy.armed and flag is not None and flag.read() == 0 and apic is not None:
-                apic.eoi()
-            lazy.armed = False
-            if flag is not None:
-                flag.write(0)
+            settle_lazy(self.apics.get(key), lazy, self.caa_flag(*key) if key[0] != L1 else None)
         self.mode = RESTRICTED
         return None
 
@@ -657,50 +512,17 @@ class TdxInterrupts:
         tally.flush(self.trace)
         self.mode = target
 
-    # -- many at once -------------------------------------------------------------------------------
+    # -- many at once (the rest is InterruptDelivery.cycle_key/apply_cycle) ----------------------
     def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
         """State shape of one host inject -> EOI cycle (cocopart.interrupts.CycleFastPath)."""
         if requester == HOST and layer != L1 and self.mode == DIRECT:
             return ("refused", DIRECT)
-        if requester != HOST or layer == L1 or self.during_entry or self._notify:
-            return None
-        key = (layer, vcpu)
-        apic = self.apics.get(key)
-        mod = self.m.module
-        if apic is None or apic.irr or not apic.allowed >> vector & 1 \
-                or not self.exists(layer, vcpu) or mod.running_vm(vcpu) != self.p.vm_of(layer) \
-                or vcpu in mod.l1_pending_interrupt:
-            return None
-        mode = self.effective(layer, vcpu)
-        lazy = self.lazy.get(key)
-        armed = lazy is not None and lazy.armed
-        if armed:
-            flag = self.eoi_flag(layer, vcpu)
-            if flag is None or flag.read() or not apic.isr or apic.isr & (apic.isr - 1):
-                return None
-        elif apic.isr:
-            return None
-        return (mode, layer, armed)
+        return super().cycle_key(requester, layer, vcpu, vector)
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
-                    ) -> Hashable | None:
-        """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`): a
-        lazily EOI'd vector retired, ``vector`` delivered and completed — lazily where the
-        mode has a no_eoi_required byte, so it stays in ISR with the lazy EOI taken, exactly
-        as after the faithful cycle. Returns the shape after the cycle."""
-        assert isinstance(key, tuple)
-        mode = key[0]
-        apic = self.apics[(layer, vcpu)]
-        if not apic.allowed >> vector & 1:
-            return None
-        self.ledger.next_id += 1
-        self.ledger.delivered_count += 1
-        if mode in (ALTERNATE,):
-            apic.isr = 1 << vector
-            self.lazy_of(layer, vcpu).armed = True
-            return (mode, layer, True)
-        apic.isr = 0
-        return key
+    def _runs_now(self, layer: str, vcpu: int) -> bool:
+        mod = self.m.module
+        return self.exists(layer, vcpu) and mod.running_vm(vcpu) == self.p.vm_of(layer) \
+            and vcpu not in mod.l1_pending_interrupt
 
     def vapic_irr(self, layer: str, vcpu: int) -> int:
         """The IRR words of an L2 vCPU's virtual-APIC page (tests)."""
