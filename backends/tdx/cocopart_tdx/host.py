@@ -12,6 +12,9 @@ Modelled behaviour (each one named rule):
   guest asked for is answered with TDH.MEM.PAGE.DEMOTE by one level (tdx.md §3, §4.1).
 * **HOST_REFUSES_AUG_ON_SHARED** — the host does not AUG a GPA it currently treats as shared
   (after MapGPA to shared); the guest's TDCALL then cannot complete.
+* **HOST_NO_HUGE_PAGE_OVER_SHARED** — the host never AUGs a large page over a range that holds
+  a shared 4K page; it maps the faulting page at 4K instead, as KVM keeps ranges with mixed
+  private/shared attributes out of huge mappings (Linux arch/x86/kvm/mmu: hugepage attributes).
 * **REMOVE_DROPS_L2_ALIASES** — TDH.MEM.PAGE.REMOVE takes the page out of the TD, so no L2 VM
   keeps an alias of it (unconfirmed: tdx.md does not say how the module treats L2 aliases).
 * **MAP_GPA_CHUNK** — the host handles at most :attr:`TdxHost.map_gpa_chunk` bytes per MapGPA
@@ -136,6 +139,12 @@ class TdxHost:
             aug = min(level, self.mapping_level, e.level)
             size = LEVEL_BYTES[aug]
             start = gpa - gpa % size
+            # HOST_NO_HUGE_PAGE_OVER_SHARED: a large page is mapped only where every 4K page
+            # in it is private in the host's view (KVM keeps mixed-attribute ranges at 4K)
+            while aug > LEVEL_4K and self.shared.uniform(start, start + size) is not False:
+                aug -= 1
+                size = LEVEL_BYTES[aug]
+                start = gpa - gpa % size
             self.sept.set_entries(start, start + size, SeptEntry(SeptState.PENDING, aug))
             tally.record("host", "TDH.MEM.PAGE.AUG", LEVEL_NAMES[aug])
             return True
