@@ -191,3 +191,33 @@ def test_inner_certification_data_overrun_is_rejected(vectors: Path) -> None:
     struct.pack_into("<H", raw, auth_len_off, 0xFFFF)
     with pytest.raises(EvidenceError, match="QE authentication data"):
         TdQuote.from_bytes(bytes(raw))
+
+
+def test_der_ending_in_whitespace_or_nul_bytes_still_parses() -> None:
+    """DER is binary: a CRL or certificate whose last signature byte happens to be 0x20, 0x0a
+    or 0x00 must not be stripped (a real flake: about 1 simulated CRL in 40 failed to parse).
+    Parsing does not check the signature, so the last byte is set directly."""
+    from datetime import UTC, datetime, timedelta
+
+    from cocopart_tdx.pck import load_certificates, load_crl
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.derive_private_key(12345, ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+    now = datetime.now(UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now)
+           .next_update(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    der = crl.public_bytes(serialization.Encoding.DER)
+    cder = cert.public_bytes(serialization.Encoding.DER)
+    for last in (b" ", b"\n", b"\0"):
+        edited = der[:-1] + last
+        assert load_crl(edited).public_bytes(serialization.Encoding.DER) == edited
+        c2 = cder[:-1] + last
+        got = load_certificates(c2 + c2 + b"\0\0")  # DCAP pads the chain with NULs
+        assert [c.public_bytes(serialization.Encoding.DER) for c in got] == [c2, c2]

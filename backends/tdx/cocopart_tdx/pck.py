@@ -232,15 +232,16 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
 
     Trailing NUL bytes (DCAP terminates the PEM chain with one) are ignored.
     """
-    data = data.rstrip(b"\0")
     if b"-----BEGIN CERTIFICATE-----" in data:
         try:
-            return list(x509.load_pem_x509_certificates(data))
+            return list(x509.load_pem_x509_certificates(data.rstrip(b"\0")))
         except ValueError as exc:
             raise EvidenceError(f"PEM certificate chain does not parse: {exc}") from None
     certs = []
     off = 0
     while off < len(data):
+        if not data[off:].strip(b"\0"):  # NUL padding after the last certificate
+            break
         _, _, end = _tlv(data, off, len(data))
         try:
             certs.append(x509.load_der_x509_certificate(data[off:end]))
@@ -319,13 +320,13 @@ def validity_problems(chain: list[x509.Certificate], now: datetime) -> list[str]
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """A CRL given as DER, PEM, or hex text of DER (dcap-qvl's collateral JSON uses hex)."""
-    text = data.strip()
     try:
+        if data[:1] == b"\x30":  # DER: never strip, its last bytes may look like whitespace
+            return x509.load_der_x509_crl(data)
+        text = data.strip()
         if text.startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(text)
-        if text[:1] != b"\x30":
-            text = binascii.unhexlify(text)
-        return x509.load_der_x509_crl(text)
+        return x509.load_der_x509_crl(binascii.unhexlify(text))
     except (ValueError, binascii.Error) as exc:
         raise EvidenceError(f"CRL does not parse: {exc}") from None
 
