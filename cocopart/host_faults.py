@@ -361,12 +361,16 @@ class FaultComparison(BaseModel):
         raise KeyError((backend, scenario, policy))
 
 
-def compare_host_faults(backends: Iterable[str] = ("sev-snp", "tdx"),
+def compare_host_faults(backends: Iterable[str] | None = None,
                         scenarios: Iterable[HostFaultScenario] = tuple(HostFaultScenario),
                         setup: ScenarioSetup | None = None,
                         config: dict[str, Any] | None = None) -> FaultComparison:
-    """Run each scenario on a fresh guest per (backend, policy)."""
+    """Run each scenario on a fresh guest per (backend, policy); default: every installed
+    backend."""
     from cocopart.partition import Partition
+    from cocopart.registry import installed
+
+    backends = installed() if backends is None else backends
 
     setup = setup or ScenarioSetup()
     base = dict(DEFAULT_CONFIG if config is None else config)
