@@ -53,10 +53,11 @@ def config_from(data: PartitionConfig | dict[str, Any], source: str | None = Non
 
 
 class Partition:
-    """A partitioned confidential guest on one backend."""
+    """A partitioned confidential guest on one backend: ``backend`` is an installed
+    backend's name (``cocopart.registry.installed()``) or a :class:`Backend` instance."""
 
     def __init__(self, config: PartitionConfig | dict[str, Any],
-                 backend: str | Backend = "sev-snp", *, costs: CostTable | Path | None = None
+                 backend: str | Backend, *, costs: CostTable | Path | None = None
                  ) -> None:
         self.config = config_from(config)
         self.backend = load_backend(backend) if isinstance(backend, str) else backend
