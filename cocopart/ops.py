@@ -8,7 +8,7 @@ list of operations validates into the right classes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -37,9 +37,12 @@ class _Op(BaseModel):
 
     layer: LayerName = Field(default="l2.1", description="The requesting layer.")
 
+    #: The capability the requesting layer needs (the layer graph routes on it).
+    CAPABILITY: ClassVar[Capability]
+
     @property
-    def capability(self) -> Capability:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def capability(self) -> Capability:
+        return self.CAPABILITY
 
     @property
     def route_capability(self) -> str:
@@ -75,9 +78,7 @@ class ValidatePages(_Op):
     page_size: PageSize | None = Field(
         default=None, description="Force this page size; default: the largest that fits.")
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.VALIDATE
+    CAPABILITY: ClassVar[Capability] = Capability.VALIDATE
 
 
 class RescindPages(_Op):
@@ -86,9 +87,7 @@ class RescindPages(_Op):
     op: Literal["rescind"] = "rescind"
     range: GpaRange
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.RESCIND
+    CAPABILITY: ClassVar[Capability] = Capability.RESCIND
 
 
 class ConvertPages(_Op):
@@ -98,9 +97,7 @@ class ConvertPages(_Op):
     range: GpaRange
     to: Literal["shared", "private"]
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.CONVERT
+    CAPABILITY: ClassVar[Capability] = Capability.CONVERT
 
 
 class SetAccess(_Op):
@@ -111,9 +108,7 @@ class SetAccess(_Op):
     target: LayerName
     access: AccessField
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.SET_ACCESS
+    CAPABILITY: ClassVar[Capability] = Capability.SET_ACCESS
 
 
 class CreateVcpu(_Op):
@@ -123,9 +118,7 @@ class CreateVcpu(_Op):
     vcpu: int = Field(ge=0, lt=512)
     target: LayerName = "l2.1"
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.CREATE_VCPU
+    CAPABILITY: ClassVar[Capability] = Capability.CREATE_VCPU
 
 
 class DeleteVcpu(_Op):
@@ -135,9 +128,7 @@ class DeleteVcpu(_Op):
     vcpu: int = Field(ge=0, lt=512)
     target: LayerName = "l2.1"
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.DELETE_VCPU
+    CAPABILITY: ClassVar[Capability] = Capability.DELETE_VCPU
 
 
 class Attest(_Op):
@@ -195,9 +186,7 @@ class InjectInterrupt(_Op):
             raise ValueError(f"vector {v} is an exception vector; external vectors are 16-255")
         return v
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.INJECT_INTERRUPT
+    CAPABILITY: ClassVar[Capability] = Capability.INJECT_INTERRUPT
 
 
 class EndOfInterrupt(_Op):
@@ -209,9 +198,7 @@ class EndOfInterrupt(_Op):
     vcpu: int = Field(ge=0, lt=512)
     target: LayerName = "l2.1"
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.EOI
+    CAPABILITY: ClassVar[Capability] = Capability.EOI
 
 
 class ConfigureInterrupts(_Op):
@@ -220,9 +207,7 @@ class ConfigureInterrupts(_Op):
     op: Literal["configure-interrupts"] = "configure-interrupts"
     mode: InterruptMode
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.CONFIGURE_INTERRUPTS
+    CAPABILITY: ClassVar[Capability] = Capability.CONFIGURE_INTERRUPTS
 
 
 class ExtendMeasurement(_Op):
@@ -245,9 +230,7 @@ class ExtendMeasurement(_Op):
             raise ValueError("digest must be 48 bytes (SHA-384)")
         return bytes(v)
 
-    @property
-    def capability(self) -> Capability:
-        return Capability.EXTEND_MEASUREMENT
+    CAPABILITY: ClassVar[Capability] = Capability.EXTEND_MEASUREMENT
 
 
 Operation = Annotated[
