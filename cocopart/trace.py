@@ -6,6 +6,11 @@ Every primitive a machine model executes is counted under the key
 encoded log keeps the sequence for sequence diagrams: consecutive records with the same key
 merge into one entry. World switches (a change of the running layer) are counted separately.
 
+The log is bounded: it keeps at most ``log_limit`` entries (16 bytes each), and when a new
+entry would exceed that the oldest half is discarded, so the log always holds the most recent
+history. Log positions (:class:`TraceMark`) are absolute and survive the discarding; counters
+are never discarded, so totals stay exact.
+
 Mnemonics may carry a page-size suffix (``PVALIDATE.2M``); the cost table looks the full
 mnemonic up first, then the mnemonic without the suffix.
 """
@@ -23,9 +28,9 @@ from pydantic import BaseModel, Field
 
 from cocopart.errors import ConfigError
 
-#: Longest ordered log kept (12 bytes an entry); past it only counters grow
-#: (``dropped_events`` says how many).
-MAX_LOG = 2_000_000
+#: Default for ``Trace(log_limit=...)``: the most ordered-log entries kept (16 bytes each, so
+#: 1 MiB). When full, the oldest half is discarded; counters are never discarded.
+DEFAULT_LOG_LIMIT = 65_536
 
 
 PAGE_SIZE_SUFFIXES = (".4K", ".2M", ".1G")
@@ -62,20 +67,26 @@ class Event(BaseModel):
 
 
 class Trace:
-    """Aggregated counters plus a run-length encoded ordered log. Thread-safe.
+    """Aggregated counters plus a bounded, run-length encoded ordered log. Thread-safe.
 
     Hot path: :meth:`record` and :meth:`switch` intern their key once and then only bump a
     list slot and the log arrays; the ``primitives`` / ``switches`` dicts are built on read.
+    When the log reaches ``log_limit`` entries, the oldest ``log_limit // 2`` are discarded
+    (one memmove of the arrays every ``log_limit // 2`` new entries: amortised O(1)).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_limit: int = DEFAULT_LOG_LIMIT) -> None:
+        if log_limit < 1:
+            raise ValueError(f"log_limit must be >= 1, not {log_limit}")
         self._ids: dict[tuple[str, str, str, str, str], int] = {}
         self._objs: list[PrimitiveKey | SwitchKey] = []
         self._is_switch: list[bool] = []
         self._counts: list[int] = []
         self._log_key = array("l")
         self._log_count = array("q")
-        self.dropped_events = 0
+        self._log_limit = log_limit
+        #: Log entries discarded from the front: the absolute position of ``_log_key[0]``.
+        self._log_offset = 0
         self._lock = threading.Lock()
 
     def _intern(self, raw: tuple[str, str, str, str, str]) -> int:
@@ -98,11 +109,18 @@ class Trace:
             lk = self._log_key
             if lk and lk[-1] == kid:
                 self._log_count[-1] += count
-            elif len(lk) < MAX_LOG:
-                lk.append(kid)
-                self._log_count.append(count)
-            else:
-                self.dropped_events += 1
+                return
+            if len(lk) >= self._log_limit:
+                self._discard_oldest()
+            lk.append(kid)
+            self._log_count.append(count)
+
+    def _discard_oldest(self) -> None:
+        """Drop the oldest half of the log (caller holds the lock)."""
+        n = max(self._log_limit // 2, 1)
+        del self._log_key[:n]
+        del self._log_count[:n]
+        self._log_offset += n
 
     def record(self, issuer: str, mnemonic: str, target: str = "", result: str = "ok",
                count: int = 1) -> None:
@@ -158,40 +176,74 @@ class Trace:
         return sum(n for k, n in self.switches.items()
                    if mechanism is None or k.mechanism == mechanism)
 
+    def _counters(self) -> tuple[dict[PrimitiveKey, int], dict[SwitchKey, int]]:
+        """Both counter dicts from one consistent state (caller holds the lock)."""
+        prim: dict[PrimitiveKey, int] = {}
+        sw: dict[SwitchKey, int] = {}
+        for k, n in zip(self._objs, self._counts):
+            if n:
+                if isinstance(k, PrimitiveKey):
+                    prim[k] = n
+                else:
+                    sw[k] = n
+        return prim, sw
+
     def mark(self) -> TraceMark:
-        prim, sw = self.primitives, self.switches
+        """A point to measure from with :meth:`since` (its log position is absolute)."""
         with self._lock:
+            prim, sw = self._counters()
             n = len(self._log_key)
-            return TraceMark(prim, sw, n, self._log_count[-1] if n else 0)
+            return TraceMark(prim, sw, self._log_offset + n, self._log_count[-1] if n else 0)
 
     def since(self, mark: TraceMark) -> TraceDelta:
-        """What was recorded after ``mark``."""
-        prim_now, sw_now = self.primitives, self.switches
+        """What was recorded after ``mark``. Counts are always exact. If part of the log
+        recorded after ``mark`` has since been discarded (see ``log_limit``), ``entries``
+        holds what survives and ``truncated`` is true."""
+        with self._lock:
+            prim_now, sw_now = self._counters()
+            start = max(mark.log_len - 1, 0) - self._log_offset
+            entries = self._entries(max(start, 0))
         prim = {k: n - mark.primitives.get(k, 0) for k, n in prim_now.items()
                 if n != mark.primitives.get(k, 0)}
         sw = {k: n - mark.switches.get(k, 0) for k, n in sw_now.items()
               if n != mark.switches.get(k, 0)}
-        with self._lock:
-            start = max(mark.log_len - 1, 0)
-            entries = self._entries(start)
-        if entries and mark.log_len:
+        truncated = False
+        if start < 0:
+            # The entry the mark ended in is gone: every surviving entry is new. Something
+            # new is missing iff the surviving counts fall short of the exact totals.
+            truncated = sum(c for _, c in entries) != sum(prim.values()) + sum(sw.values())
+        elif entries and mark.log_len:
             key, count = entries[0]
             entries = entries[1:] if count == mark.last_count else \
                 [(key, count - mark.last_count)] + entries[1:]
-        return TraceDelta(prim, sw, entries)
+        return TraceDelta(prim, sw, entries, truncated)
 
     def _entries(self, start: int = 0) -> list[tuple[PrimitiveKey | SwitchKey, int]]:
+        """Log entries from relative position ``start`` (caller holds the lock)."""
         objs = self._objs
         return [(objs[k], c) for k, c in zip(self._log_key[start:], self._log_count[start:])]
 
     def events(self) -> list[Event]:
+        """The surviving ordered log, oldest first (the most recent ``log_limit`` entries at
+        most)."""
         with self._lock:
             entries = self._entries()
         return [_event(e) for e in entries]
 
     @property
     def log_length(self) -> int:
+        """Entries currently held in the ordered log (at most :attr:`log_limit`)."""
         return len(self._log_key)
+
+    @property
+    def log_limit(self) -> int:
+        return self._log_limit
+
+    @property
+    def dropped_events(self) -> int:
+        """Log entries discarded so far, oldest first, to keep the log within its limit (the
+        counters still include them)."""
+        return self._log_offset
 
     def summary(self) -> TraceSummary:
         return TraceSummary(
@@ -204,7 +256,7 @@ class Trace:
         )
 
     def copy(self) -> Trace:
-        other = Trace()
+        other = Trace(log_limit=self._log_limit)
         with self._lock:
             other._ids = dict(self._ids)
             other._objs = list(self._objs)
@@ -212,7 +264,7 @@ class Trace:
             other._counts = list(self._counts)
             other._log_key = array("l", self._log_key)
             other._log_count = array("q", self._log_count)
-            other.dropped_events = self.dropped_events
+            other._log_offset = self._log_offset
         return other
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Trace:
@@ -232,17 +284,21 @@ def _event(e: Any) -> Event:
 class TraceMark:
     primitives: dict[PrimitiveKey, int]
     switches: dict[SwitchKey, int]
+    #: Absolute log position: entries ever appended (discarded ones included).
     log_len: int
     last_count: int
 
 
 @dataclass(frozen=True)
 class TraceDelta:
-    """Counters and events recorded between a mark and now (events built on first use)."""
+    """Counters and events recorded between a mark and now (events built on first use).
+    ``truncated``: some log entries after the mark were discarded; ``entries`` then lists only
+    the surviving (most recent) ones, while the counters stay exact."""
 
     primitives: dict[PrimitiveKey, int]
     switches: dict[SwitchKey, int]
     entries: list[tuple[PrimitiveKey | SwitchKey, int]]
+    truncated: bool = False
 
     @property
     def events(self) -> list[Event]:
