@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, Field
 
+from cocopart.authority import Authority, Ownership
 from cocopart.memory import GuestMemory, ProtocolLayout
 from cocopart.model import Access, Layer, PartitionConfig
 from cocopart.ops import Operation, OperationResult
@@ -77,6 +78,12 @@ class PrivilegedPlatform(ABC):
     @abstractmethod
     def is_guest_range(self, gpa: int, size: int) -> bool:
         """True if ``[gpa, gpa + size)`` is guest memory (RAM or the protocol region)."""
+
+    @abstractmethod
+    def layer_access(self, layer: str, start: int, end: int) -> Access:
+        """The access ``layer`` itself holds on every page of ``[start, end)`` (the
+        intersection), read from the page tables without side effects: what the layer could
+        do there without the privileged layer. Used to refuse confused-deputy buffers."""
 
     @abstractmethod
     def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
@@ -183,6 +190,9 @@ class MemoryRun(BaseModel):
     access: dict[str, str] = Field(
         default_factory=dict, description="Workload layer -> access string ('rwus' letters).")
     context: bool = Field(default=False, description="Holds a vCPU context (VMSA).")
+    owner: str = Field(default="l1", description="Who owns the pages (docs/authority.md).")
+    assigned: bool = Field(default=False, description="Assigned to the owner for good (memory "
+                           "map, protocol pages, l1's own); else a claimed or pool page.")
 
 
 class AccessOutcome(BaseModel):
@@ -214,6 +224,11 @@ class Machine(ABC):
         self.costs = costs
         self.layout = ProtocolLayout(config.memory, config.workload_layers, config.vcpus)
         self.memory = GuestMemory(self.layout.total)
+        #: Who owns each page and who may ask for what (cocopart.authority); the privileged
+        #: layer's service (cocopart.service.build) wires it to the platform's page tables.
+        self.ownership = Ownership(self.layout, config.workloads, config.memory_map)
+        self.authority = Authority.from_edges(self.ownership, graph.control_edges(),
+                                              config.workloads)
 
     @abstractmethod
     def execute(self, op: Operation) -> OperationResult:

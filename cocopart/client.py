@@ -127,11 +127,17 @@ class ProtocolClient:
         fallback: list[PageRun] = []
         self._batches(layer, vcpu, _chunks(runs, validate, ignore_cf, per_call), result,
                       fallback)
-        if result.code == ResultCode.SUCCESS and fallback:
+        if fallback:
+            # the deferred 2M entries all precede any failure of the main batches: redo them
+            # even when a later entry failed, so every page before ``failed_gpa`` is done
             result.fallbacks = len(fallback)
+            main_code, main_failed = result.code, result.failed_gpa
+            result.code, result.failed_gpa = ResultCode.SUCCESS, None
             runs4k = [PageRun(r.gpa, PAGE_4K, PAGE_2M // PAGE_4K) for r in fallback]
             self._batches(layer, vcpu, _chunks(runs4k, validate, ignore_cf,
                                                fallback_per_call or per_call), result, None)
+            if result.code == ResultCode.SUCCESS:
+                result.code, result.failed_gpa = main_code, main_failed
         return result
 
     def _batches(self, layer: str, vcpu: int, chunks: Iterator[tuple[list[int], int]],

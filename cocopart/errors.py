@@ -83,3 +83,14 @@ class ArchitectureFault(CocopartError):
         self.vector = vector
         self.code = code
         super().__init__(f"{vector} error code {code:#x}: {message}")
+
+
+class InternalError(CocopartError):
+    """The model hit a state it should never reach: a bug in cocopart or a backend, not a
+    mistake of the caller. ``cause`` is the original exception (the CLI shows it with
+    ``--debug``)."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"internal error while {what}: {type(cause).__name__}: {cause} "
+                         "(this is a bug; please report it)")

@@ -122,6 +122,10 @@ class LayerGraph:
     def edges(self, kind: EdgeKind | None = None) -> list[Edge]:
         return [e for e in self._g.edges() if kind is None or e.kind == kind]
 
+    def control_edges(self) -> list[tuple[str, str]]:
+        """``(controller, controlled)`` for every memory-control edge."""
+        return [(e.source, e.dest) for e in self.edges(EdgeKind.MEMORY_CONTROL)]
+
     def __contains__(self, name: object) -> bool:
         return name in self._index
 

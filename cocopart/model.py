@@ -286,6 +286,11 @@ class PartitionConfig(BaseModel):
     services: list[str] = Field(default_factory=lambda: ["vtpm"])
     seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
     backend_options: dict[str, Any] = Field(default_factory=dict)
+    memory_map: dict[LayerName, list[GpaRange]] = Field(
+        default_factory=dict,
+        description="Guest RAM assigned to each workload layer for good (docs/authority.md). "
+        "RAM not listed is l1's pool: the first workload that validates a pool page owns it "
+        "until it rescinds or shares it.")
 
     @field_validator("memory")
     @classmethod
@@ -303,7 +308,29 @@ class PartitionConfig(BaseModel):
         for s in v:
             if not re.match(r"^[a-z][a-z0-9-]*$", s):
                 raise ValueError(f"service name '{s}' must be lowercase letters, digits, '-'")
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"service {', '.join(dup)} is listed more than once")
         return v
+
+    @model_validator(mode="after")
+    def _memory_map(self) -> PartitionConfig:
+        layers = workload_layers(self.workload_layers)
+        seen: list[tuple[GpaRange, str]] = []
+        for layer, ranges in self.memory_map.items():
+            if layer not in layers:
+                raise ValueError(f"memory_map names {layer}, which is not a workload layer of "
+                                 f"this guest ({', '.join(layers)})")
+            for r in ranges:
+                if r.end > self.memory:
+                    raise ValueError(f"memory_map range {r} of {layer} ends beyond guest RAM "
+                                     f"({format_size(self.memory)})")
+                for other, who in seen:
+                    if r.overlaps(other):
+                        raise ValueError(f"memory_map range {r} of {layer} overlaps {other} "
+                                         f"of {who}")
+                seen.append((r, layer))
+        return self
 
     @property
     def workloads(self) -> tuple[str, ...]:

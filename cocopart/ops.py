@@ -276,8 +276,27 @@ class Progress(BaseModel):
     next_index: int | None = None
 
 
+class StateChange(BaseModel):
+    """A run of pages whose neutral state an operation changed *outside* the prefix its
+    progress reports as done (for example pages a page-state change made private before the
+    validation failed). ``before`` / ``after`` are compact state strings such as
+    ``"private validated l2.1=rwus owner=l2.1"``."""
+
+    start: int
+    end: int
+    before: str
+    after: str
+
+
 class OperationResult(BaseModel):
-    """Outcome of one operation, with what it cost."""
+    """Outcome of one operation, with what it cost.
+
+    For a ``partial`` or ``error`` result on a range, ``progress.done_bytes`` /
+    ``progress.next_gpa`` describe exactly the prefix of the range that has the operation's
+    effect (re-running the operation from ``next_gpa`` completes it), and ``changed`` lists
+    every other state change the operation made; an ``error`` with no progress and no
+    ``changed`` entries changed nothing.
+    """
 
     model_config = ConfigDict(ser_json_bytes="hex")
 
@@ -290,6 +309,9 @@ class OperationResult(BaseModel):
     world_switches: int = 0
     estimated_ns: float = 0.0
     data: dict[str, Any] = Field(default_factory=dict)
+    changed: list[StateChange] = Field(
+        default_factory=list, description="State changes outside the done prefix of a "
+        "partial or failed operation (empty when it changed nothing else).")
 
     @property
     def ok(self) -> bool:

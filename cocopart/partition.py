@@ -10,6 +10,7 @@ like the RMP/SEPT updates it models).
 from __future__ import annotations
 
 import threading
+from collections import Counter, deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from cocopart.backend import Backend, CapabilityAnswer, MemoryRun, VcpuView
-from cocopart.errors import ConfigError, NotSupportedError
+from cocopart.errors import CocopartError, ConfigError, InternalError, NotSupportedError
+from cocopart.executor import authorize, settle
 from cocopart.layers import LayerGraph, Route
 from cocopart.model import Layer, PartitionConfig
-from cocopart.ops import Operation, OperationResult, parse_operation
+from cocopart.ops import OPERATION_TYPES, Operation, OperationResult, parse_operation
 from cocopart.registry import load_backend
 from cocopart.trace import CostTable, Event, Trace, load_cost_overrides
 
@@ -52,27 +54,63 @@ def config_from(data: PartitionConfig | dict[str, Any], source: str | None = Non
         raise ConfigError(first["msg"], field=field, source=source) from err
 
 
+def operation_from(op: Any) -> Operation:
+    """An operation from an Operation or a dict; anything else is a ConfigError naming the
+    field that is wrong."""
+    if isinstance(op, OPERATION_TYPES):
+        return op
+    if not isinstance(op, dict):
+        raise ConfigError(f"an operation must be one of the cocopart.ops operations or a dict "
+                          f"with an 'op' key, not {type(op).__name__}", field="op")
+    try:
+        return parse_operation(op)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], field=field or "op") from err
+
+
+#: Results kept in ``Partition.history`` by default (older ones are counted, not kept).
+HISTORY_LIMIT = 10_000
+
+
 class Partition:
     """A partitioned confidential guest on one backend: ``backend`` is an installed
-    backend's name (``cocopart.registry.installed()``) or a :class:`Backend` instance."""
+    backend's name (``cocopart.registry.installed()``) or a :class:`Backend` instance.
+
+    ``history_limit``: how many recent results :attr:`history` keeps; :attr:`totals` counts
+    every result by status. Only :class:`~cocopart.errors.CocopartError` subclasses escape
+    the constructor, :meth:`run` and :meth:`plan`.
+    """
 
     def __init__(self, config: PartitionConfig | dict[str, Any],
-                 backend: str | Backend, *, costs: CostTable | Path | None = None
-                 ) -> None:
+                 backend: str | Backend, *, costs: CostTable | Path | None = None,
+                 history_limit: int = HISTORY_LIMIT) -> None:
         self.config = config_from(config)
         self.backend = load_backend(backend) if isinstance(backend, str) else backend
-        self.backend.check_config(self.config)
-        table = self.backend.cost_table()
-        if isinstance(costs, Path):
-            table = load_cost_overrides(table, costs)
-        elif isinstance(costs, CostTable):
-            table = costs
-        self.costs = table
-        self.graph: LayerGraph = self.backend.graph(self.config)
-        self.trace = Trace()
-        self.machine = self.backend.create_machine(self.config, self.trace, self.costs)
+        try:
+            self.backend.check_config(self.config)
+            table = self.backend.cost_table()
+            if isinstance(costs, Path):
+                table = load_cost_overrides(table, costs)
+            elif isinstance(costs, CostTable):
+                table = costs
+            self.costs = table
+            self.graph: LayerGraph = self.backend.graph(self.config)
+            self.trace = Trace()
+            self.machine = self.backend.create_machine(self.config, self.trace, self.costs)
+        except CocopartError:
+            raise
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ConfigError(first["msg"], field=".".join(str(p) for p in first["loc"])
+                              ) from err
+        except Exception as err:
+            raise InternalError(f"creating a guest on {self.backend.name}", err) from err
         self._lock = threading.RLock()
-        self.history: list[OperationResult] = []
+        self.history: deque[OperationResult] = deque(maxlen=max(1, history_limit))
+        #: Every result ever returned, counted by status.
+        self.totals: Counter[str] = Counter()
 
     # -- running ---------------------------------------------------------------------------
     def route(self, op: Operation) -> Route | None:
@@ -82,15 +120,34 @@ class Partition:
             return None
 
     def run(self, op: Operation | dict[str, Any]) -> OperationResult:
-        """Execute one operation; the result carries its own primitive and switch counts."""
-        operation = parse_operation(op) if isinstance(op, dict) else op
+        """Execute one operation; the result carries its own primitive and switch counts.
+
+        Before anything runs the operation is checked against the guest (ranges inside guest
+        RAM, a forced page size that tiles the range) and against the authority rules
+        (:mod:`cocopart.authority`): a refused operation returns ``error`` (or
+        ``not-supported``) and changes nothing. After it runs, a partial or failed result's
+        progress is the exact done prefix and ``changed`` lists any other state change.
+        """
+        operation = operation_from(op)
         with self._lock:
             if operation.layer not in self.graph:
                 raise ConfigError(f"no layer '{operation.layer}' in this guest (layers: "
                                   f"{', '.join(l.name for l in self.graph.layers)})",
                                   field="layer")
+            refused = authorize(operation, self.config, self.graph, self.machine)
             mark = self.trace.mark()
-            result = self.machine.execute(operation)
+            if refused is not None:
+                result = refused
+            else:
+                before = self._view_of(operation)
+                try:
+                    result = self.machine.execute(operation)
+                except CocopartError:
+                    raise
+                except Exception as err:
+                    raise InternalError(f"running {operation.describe()}", err) from err
+                result = settle(operation, result, before, self._view_of(operation),
+                                self.machine)
             delta = self.trace.since(mark)
             route = self.route(operation)
             result = result.model_copy(update={
@@ -100,7 +157,14 @@ class Partition:
                 "data": {**result.data, "route": route.describe() if route else None},
             })
             self.history.append(result)
+            self.totals[result.status.value] += 1
             return result
+
+    def _view_of(self, op: Operation) -> list[MemoryRun] | None:
+        rng = getattr(op, "range", None)
+        if rng is None:
+            return None
+        return self.machine.memory_view(rng.start, rng.end)
 
     def run_all(self, ops: Iterable[Operation | dict[str, Any]]) -> list[OperationResult]:
         return [self.run(op) for op in ops]
@@ -120,9 +184,16 @@ class Partition:
 
     def plan(self, op: Operation | dict[str, Any]) -> Plan:
         """What ``op`` would execute now, without changing the guest."""
-        operation = parse_operation(op) if isinstance(op, dict) else op
+        operation = operation_from(op)
         with self._lock:
-            events = self.machine.plan(operation)
+            events: list[Event] = []  # a refused operation would run nothing
+            try:
+                if authorize(operation, self.config, self.graph, self.machine) is None:
+                    events = self.machine.plan(operation)
+            except CocopartError:
+                raise
+            except Exception as err:
+                raise InternalError(f"planning {operation.describe()}", err) from err
         probe = Trace()
         for e in events:
             if e.kind == "primitive":
@@ -142,8 +213,13 @@ class Partition:
         return self.backend.capabilities(self.config)
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
+        """Runs of equal neutral state over ``[start, end)`` (default: guest RAM), each with
+        its owner (:mod:`cocopart.authority`)."""
+        from cocopart.executor import with_owners
+
         with self._lock:
-            return self.machine.memory_view(start, end)
+            runs = self.machine.memory_view(start, end)
+            return with_owners(runs, self.machine.ownership)
 
     def vcpus(self) -> list[VcpuView]:
         with self._lock:

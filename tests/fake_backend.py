@@ -60,6 +60,14 @@ class FakePlatform(PrivilegedPlatform):
     def _idx(self, layer: str) -> int:
         return self.m.workloads.index(layer)
 
+    def layer_access(self, layer: str, start: int, end: int) -> Access:
+        if layer == "l1":
+            return Access.RWX
+        held = Access.RWX
+        for _s, _e, v in self.m.pages.runs(start, end):
+            held &= Access(v.access[self._idx(layer)]) if v.private else Access.RWX
+        return held
+
     def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
                        ignore_unchanged: bool) -> PageOpResult:
         end = gpa + page_bytes * count
@@ -146,7 +154,8 @@ class FakeMachine(Machine):
         self.service = build_service(self.platform, self.memory, self.layout, self.workloads,
                                      trace, services=config.services, seed=config.seed,
                                      level_of=lambda layer: self.workloads.index(layer) + 1,
-                                     apic_emulation=config.interrupt_mode == "alternate")
+                                     apic_emulation=config.interrupt_mode == "alternate",
+                                     authority=self.authority)
         self.feature_bits: dict[tuple[str, int], bool] = {
             (w, v): config.interrupt_mode == "alternate"
             for w in self.workloads for v in range(config.vcpus)}
@@ -228,6 +237,9 @@ class FakeBackend(Backend):
             g.add_edge(w, "l1", EdgeKind.WORLD_SWITCH, "FAKE.SWITCH", 2000)
             g.add_edge(w, "host", EdgeKind.CALL, "FAKE.HYPERCALL", 3000)
             g.add_edge("l1", w, EdgeKind.MEMORY_CONTROL, "FAKE.GRANT")
+        if "l2.2" in config.workloads:  # the fake l2.1 controls l2.2 (like SNP VMPL1/VMPL2)
+            g.add_edge("l2.1", "l2.2", EdgeKind.MEMORY_CONTROL, "FAKE.GRANT")
+        for w in config.workloads:
             g.add_edge(w, "l1", EdgeKind.TRUST, "validates its memory")
             g.add_edge(w, "firmware", EdgeKind.TRUST, "signs its evidence")
         g.add_edge("l1", "firmware", EdgeKind.TRUST, "root of trust")

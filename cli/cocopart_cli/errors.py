@@ -22,6 +22,7 @@ from cocopart.errors import (
     CocopartError,
     ConfigError,
     EvidenceError,
+    InternalError,
 )
 
 EXIT_OK = 0
@@ -92,6 +93,8 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_FAILED)
     if isinstance(exc, EvidenceError):
         return ErrorInfo(kind=kind, message=f"bad evidence: {exc}", exit_code=EXIT_USAGE)
+    if isinstance(exc, InternalError):
+        return None  # a bug: exit 3 with the traceback under --debug
     if isinstance(exc, CocopartError):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE)
     if isinstance(exc, FileNotFoundError):

@@ -199,7 +199,21 @@ class Scenario(BaseModel):
         update: dict[str, Any] = {"backend_options": options}
         if strategy is not None:
             update["strategy"] = strategy
+        if not self.guest.memory_map:
+            update["memory_map"] = self.derived_memory_map()
         return self.guest.model_copy(update=update)
+
+    def derived_memory_map(self) -> dict[str, list[GpaRange]]:
+        """Each layer's ``memory`` assigned to it (docs/authority.md), when the layers' ranges
+        lie inside guest RAM and do not overlap; otherwise none (every page starts in l1's
+        pool and belongs to the layer that validates it first). ``[guest] memory_map``, when
+        given, replaces this."""
+        specs = [s for s in self.layer_specs() if s.memory is not None]
+        ranges = [s.memory for s in specs if s.memory is not None]
+        if any(r.end > self.guest.memory for r in ranges) or any(
+                a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1:]):
+            return {}
+        return {s.name: [s.memory] for s in specs if s.memory is not None}
 
     def cost_table(self, base: CostTable) -> CostTable:
         """``base`` with this scenario's overrides applied."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from cocopart.backend import HardwareEvidence
+from cocopart.model import Access
 from cocopart.protocol import attest as codec
 from cocopart.protocol.ids import AttestCall, ProtocolId, ResultCode
 from cocopart.protocol.manifest import REQUESTER_GUID, Requester, ServicesManifest, bind_report_data
@@ -38,8 +39,9 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
         services, level_of = ctx.dispatcher.services, ctx.dispatcher.level_of
         gpa = ctx.regs.rcx
         size = codec.SINGLE_SIZE if single else codec.SERVICES_SIZE
-        if not ctx.platform.is_guest_range(gpa, size):
-            return ResultCode.INVALID_ADDRESS
+        code = ctx.buffer_error(gpa, size, Access.READ)
+        if code:
+            return code
         req = codec.AttestRequest.decode(ctx.memory.read(gpa, size), single)
         if isinstance(req, ResultCode):
             return req
@@ -51,10 +53,15 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
         known = {g for g, _ in services.values()}
         if single and req.service_guid not in known:
             return ResultCode.UNSUPPORTED_PROTOCOL
-        for buf, n in ((req.report_gpa, req.report_size), (req.nonce_gpa, req.nonce_size),
-                       (req.manifest_gpa, req.manifest_size), (req.certs_gpa, req.certs_size)):
-            if n and not ctx.platform.is_guest_range(buf, n):
-                return ResultCode.INVALID_ADDRESS
+        # RULE_BUFFER_MUST_BE_CALLERS: the nonce is read, the others written, for the caller
+        for buf, n, need in ((req.report_gpa, req.report_size, Access.WRITE),
+                             (req.nonce_gpa, req.nonce_size, Access.READ),
+                             (req.manifest_gpa, req.manifest_size, Access.WRITE),
+                             (req.certs_gpa, req.certs_size, Access.WRITE)):
+            if n:
+                code = ctx.buffer_error(buf, n, need)
+                if code:
+                    return code
         nonce = ctx.memory.read(req.nonce_gpa, req.nonce_size)
         requester = Requester(ctx.layer, level_of(ctx.layer))
         manifest = build_manifest(services, requester, req.service_guid if single else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cocopart.authority import Authority
 from cocopart.backend import PrivilegedPlatform
 from cocopart.errors import ConfigError
 from cocopart.memory import GuestMemory, ProtocolLayout
@@ -19,14 +20,20 @@ KNOWN_SERVICES = ("vtpm",)
 def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: ProtocolLayout,
                   workloads: tuple[str, ...], trace: Trace, *, services: list[str], seed: str,
                   level_of: Callable[[str], int], issuer: str = "l1",
-                  apic_emulation: bool = False) -> ServiceDispatcher:
+                  authority: Authority, apic_emulation: bool = False) -> ServiceDispatcher:
     """A dispatcher offering core, attestation, the APIC protocol and the configured services.
 
     ``apic_emulation``: the guest boots with the privileged layer emulating every workload
     vCPU's APIC (SNP Alternate Injection) — the registration count starts at 1.
+    ``authority``: the machine's :class:`~cocopart.authority.Authority` (ownership and rules,
+    ``Machine.authority``); it is wired here to the platform's page tables and to the
+    service's live vCPU contexts.
     """
     state = ServiceState(layout, workloads)
+    authority.access_of = platform.layer_access
+    authority.contexts = state.context_pages
     d = ServiceDispatcher(platform, memory, state, trace, issuer)
+    d.authority = authority
     core.register(d)
     if apic_emulation:
         d.apic.start(workloads, layout.vcpus)

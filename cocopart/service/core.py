@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cocopart.model import PAGE_4K
+from cocopart.authority import RULE_CONTEXT_PAGE_UNTOUCHABLE, Refusal
+from cocopart.model import L1, PAGE_4K, Access
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
 from cocopart.service.dispatcher import CallContext, Handler, ServiceDispatcher
@@ -12,13 +13,23 @@ U32 = 0xFFFF_FFFF
 
 
 def remap_ca(ctx: CallContext) -> int:
-    """REMAP_CA: RCX = new calling-area GPA; 4K aligned, zeroed, same GPA is a no-op."""
+    """REMAP_CA: RCX = new calling-area GPA; 4K aligned, zeroed, same GPA is a no-op.
+
+    The new calling area must be a page the caller may read and write itself, no vCPU
+    context page (RULE_BUFFER_MUST_BE_CALLERS, RULE_CONTEXT_PAGE_UNTOUCHABLE) and no other
+    vCPU's calling area (cocopart's choice: two vCPUs sharing one calling area would read
+    each other's call_pending byte) — INVALID_ADDRESS / INVALID_PARAMETER otherwise.
+    """
     gpa = ctx.regs.rcx
     if gpa % PAGE_4K:
         return ResultCode.INVALID_PARAMETER
-    if not ctx.platform.is_guest_range(gpa, PAGE_4K):
-        return ResultCode.INVALID_ADDRESS
     key = (ctx.layer, ctx.vcpu)
+    code = ctx.buffer_error(gpa, PAGE_4K, Access.RW)
+    if code:
+        return code
+    holder = ctx.state.caa_owner(gpa)
+    if holder is not None and holder != key:
+        return ResultCode.INVALID_PARAMETER
     if ctx.state.areas.get(key) != gpa:
         ctx.memory.zero(gpa, PAGE_4K)
         ctx.state.areas[key] = gpa
@@ -39,22 +50,46 @@ def _inside(ctx: CallContext, gpa: int, page_bytes: int, count: int) -> int:
     return lo
 
 
+def _allowed(ctx: CallContext, gpa: int, page_bytes: int, count: int, validate: bool) -> int:
+    """How many of ``count`` pages from ``gpa`` the caller may validate or rescind (its own
+    or pool pages, no live context page): RULE_STATE_CHANGE_NEEDS_OWNERSHIP."""
+    end = gpa + page_bytes * count
+    auth = ctx.authority
+    refusal = auth.check_state(ctx.layer, gpa, end, "validate" if validate else "rescind")
+    live = auth.context_in(gpa, end)
+    if live is not None and (refusal is None or (refusal.gpa or 0) > live):
+        refusal = Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, live,
+                          f"the page at {live:#x} holds a live vCPU context")
+    if refusal is None:
+        return count
+    ctx.dispatcher.last_refusal = refusal
+    assert refusal.gpa is not None
+    return (refusal.gpa - gpa) // page_bytes
+
+
 def pvalidate(ctx: CallContext) -> int:
     """PVALIDATE: RCX = GPA of the request list (8-byte aligned, fits in its page).
 
     Entries run from ``next``; ``next`` advances past every success and is written back, so
     on failure it indexes the failing entry (CS core.rs). Contiguous entries with equal flags
-    go to the platform as one run.
+    go to the platform as one run. The list must be the caller's own readable and writable
+    memory, and every entry a page the caller may change (its own or l1's pool); the first entry that is not stops the call with INVALID_ADDRESS, ``next``
+    pointing at it (docs/authority.md). Pages validated become the caller's; pages
+    rescinded go back to the pool unless assigned to the caller by the memory map.
     """
     gpa = ctx.regs.rcx
     if gpa % 8:
         return ResultCode.INVALID_PARAMETER
-    if not ctx.platform.is_guest_range(gpa & ~(PAGE_4K - 1), PAGE_4K):
-        return ResultCode.INVALID_ADDRESS
+    code: int = ctx.buffer_error(gpa, pv.HEADER.size, Access.RW)
+    if code:
+        return code
     page_base, offset = gpa & ~(PAGE_4K - 1), gpa & (PAGE_4K - 1)
     decoded = pv.PvalidateList.decode(ctx.memory.page(page_base), offset)
     if isinstance(decoded, ResultCode):
         return decoded
+    code = ctx.buffer_error(gpa, pv.HEADER.size + pv.ENTRY_SIZE * decoded.count, Access.READ)
+    if code:
+        return code
     entries, idx, stop = decoded.entries, decoded.next, decoded.count
     bad: int | None = None
     # one contiguous run shares flags and alignment: checking its first entry checks all
@@ -64,14 +99,21 @@ def pvalidate(ctx: CallContext) -> int:
         if err is not None:
             stop, bad = i, err
             break
-    code: int = ResultCode.SUCCESS
     runs = [pv.EntryRun.of(entries, idx, stop)] if single and bad is None \
         else pv.runs(entries, idx, stop)
+    ownership = ctx.authority.ownership
     for run in runs:
         n = _inside(ctx, run.gpa, run.page_bytes, run.count)
+        n = _allowed(ctx, run.gpa, run.page_bytes, n, run.validate) if n else 0
         op = ctx.platform.validate_pages if run.validate else ctx.platform.rescind_pages
         done, c = op(ctx.layer, run.gpa, run.page_bytes, n, ignore_unchanged=run.ignore_cf) \
             if n else (0, ResultCode.SUCCESS)
+        if done:
+            end = run.gpa + done * run.page_bytes
+            if run.validate:
+                ownership.claim(ctx.layer, run.gpa, end)
+            else:
+                ownership.release(run.gpa, end)
         idx = run.index + done
         if c:
             code = c
@@ -93,6 +135,17 @@ def create_vcpu(ctx: CallContext) -> int:
     if ctx_gpa % PAGE_4K or caa % PAGE_4K or ctx_gpa == caa \
             or not p.is_guest_range(ctx_gpa, PAGE_4K) or not p.is_guest_range(caa, PAGE_4K):
         return ResultCode.INVALID_ADDRESS
+    # the caller prepared the context page and will use the calling area: both must be its
+    # own memory (RULE_BUFFER_MUST_BE_CALLERS); a live context page is never either
+    if ctx.layer != L1 and (ctx.authority.ownership.first_not_owned(
+            ctx.layer, ctx_gpa, ctx_gpa + PAGE_4K) is not None
+            or ctx.buffer_error(caa, PAGE_4K, Access.RW)):
+        return ResultCode.INVALID_ADDRESS
+    if ctx.authority.context_in(caa, caa + PAGE_4K) is not None:
+        return ResultCode.INVALID_ADDRESS
+    holder = ctx.state.caa_owner(caa)
+    if holder is not None and holder[0] != ctx.layer:
+        return ResultCode.INVALID_PARAMETER
     if apic not in p.apic_ids():
         return ResultCode.INVALID_PARAMETER
     if ctx_gpa in ctx.state.contexts or ctx.state.caa_in_use(ctx_gpa):

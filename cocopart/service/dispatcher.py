@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 
 from cocopart.backend import PrivilegedPlatform
 from cocopart.memory import GuestMemory
+from cocopart.model import Access
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import PROTOCOL_VERSIONS, ProtocolId, ResultCode, call_name
 from cocopart.service.state import ServiceState
 from cocopart.trace import Trace
 
 if TYPE_CHECKING:
+    from cocopart.authority import Authority, Refusal
     from cocopart.service.vtpm import Vtpm
 
 
@@ -39,6 +41,21 @@ class CallContext:
     @property
     def state(self) -> ServiceState:
         return self.dispatcher.state
+
+    @property
+    def authority(self) -> Authority:
+        return self.dispatcher.authority
+
+    def buffer_error(self, gpa: int, size: int, need: Access) -> int:
+        """SUCCESS if the caller may itself access ``[gpa, gpa + size)`` with ``need``
+        (RULE_BUFFER_MUST_BE_CALLERS), else the protocol's INVALID_ADDRESS."""
+        if not self.platform.is_guest_range(gpa, size):
+            return ResultCode.INVALID_ADDRESS
+        refusal = self.authority.check_buffer(self.layer, gpa, size, need)
+        if refusal is not None:
+            self.dispatcher.last_refusal = refusal
+            return refusal.code
+        return ResultCode.SUCCESS
 
 
 Handler = Callable[[CallContext], int]
@@ -71,6 +88,10 @@ class ServiceDispatcher:
         #: (VMPL / L2 VM index) of each layer, for the manifest's requester entry.
         self.services: dict[str, tuple[uuid.UUID, Callable[[], bytes]]] = {}
         self.level_of: Callable[[str], int] = lambda _layer: 0
+        #: Ownership and the authority rules (set by cocopart.service.build).
+        self.authority: Authority
+        #: The last request the authority rules refused (for results and tests).
+        self.last_refusal: Refusal | None = None
 
     def register(self, protocol: ProtocolId, calls: dict[int, Handler],
                  offered: Offered | None = None) -> None:

@@ -40,3 +40,11 @@ class ServiceState:
 
     def caa_in_use(self, gpa: int) -> bool:
         return gpa in self.areas.values()
+
+    def caa_owner(self, gpa: int) -> tuple[str, int] | None:
+        """The (layer, vCPU) whose calling area is ``gpa``, if any."""
+        return next((k for k, v in self.areas.items() if v == gpa), None)
+
+    def context_pages(self) -> set[int]:
+        """GPAs of every live vCPU context page (never a buffer, never anyone's CAA)."""
+        return set(self.contexts)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cocopart.model import Access
 from cocopart.protocol import vtpm as codec
 from cocopart.protocol.ids import ProtocolId, ResultCode, VtpmCall
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
@@ -31,6 +32,12 @@ TPM_ALG_SHA256, TPM_ALG_SHA384, TPM_ALG_ECC, TPM_ALG_NULL = 0x000B, 0x000C, 0x00
 TPM_ALG_AES, TPM_ALG_CFB, TPM_ECC_NIST_P256 = 0x0006, 0x0043, 0x0003
 TPM_RC_SUCCESS, TPM_RC_VALUE, TPM_RC_HANDLE = 0x000, 0x084, 0x08B
 TPM_RC_HASH, TPM_RC_COMMAND_CODE, TPM_RC_INSUFFICIENT, TPM_RC_TAG = 0x083, 0x143, 0x09A, 0x017
+TPM_RC_SIZE = 0x095
+#: TPML_DIGEST holds at most 8 digests, so TPM2_PCR_Read returns at most 8 PCR values and
+#: clears the rest from pcrSelectionOut (TPM 2.0 Library Part 2 §10.9.2 TPML_DIGEST; Part 3
+#: §22.4 TPM2_PCR_Read). A TPML_PCR_SELECTION may name at most one selection per implemented
+#: bank (HASH_COUNT); more is TPM_RC_SIZE (Part 2 §10.9.7).
+MAX_PCR_READ_DIGESTS = 8
 # EK template attributes: fixedTPM|fixedParent|sensitiveDataOrigin|adminWithPolicy|restricted|
 # decrypt (TCG EK Credential Profile, template L-2)
 EK_ATTRIBUTES = 0x000300B2
@@ -136,16 +143,22 @@ class Vtpm:
     def _pcr_read(self, tag: int, r: _Reader) -> bytes:
         if tag != TPM_ST_NO_SESSIONS:
             raise TpmError(TPM_RC_TAG)
-        selections, digests = [], []
-        for _ in range(r.u32()):
+        selections: list[bytes] = []
+        digests: list[bytes] = []
+        count = r.u32()
+        if count > len(BANKS):
+            raise TpmError(TPM_RC_SIZE)
+        for _ in range(count):
             alg, size = r.u16(), r.u8()
             mask = r.take(size)
             if alg not in BANKS:
                 raise TpmError(TPM_RC_HASH)
-            selections.append(struct.pack(">HB", alg, size) + mask)
+            out = bytearray(size)
             for pcr in range(min(size * 8, PCR_COUNT)):
-                if mask[pcr // 8] >> (pcr % 8) & 1:
+                if mask[pcr // 8] >> (pcr % 8) & 1 and len(digests) < MAX_PCR_READ_DIGESTS:
                     digests.append(_tpm2b(self.pcrs[alg][pcr]))
+                    out[pcr // 8] |= 1 << (pcr % 8)
+            selections.append(struct.pack(">HB", alg, size) + bytes(out))
         body = struct.pack(">I", 0) + struct.pack(">I", len(selections)) + b"".join(selections) \
             + struct.pack(">I", len(digests)) + b"".join(digests)
         return self._response(tag, body)
@@ -179,14 +192,24 @@ def _query(ctx: CallContext) -> int:
 
 
 def _cmd(ctx: CallContext) -> int:
+    """SVSM_VTPM_CMD: RCX = GPA of the caller's 4K command/response page, which must be
+    memory the caller may read and write itself (RULE_BUFFER_MUST_BE_CALLERS). A response
+    that does not fit the page is INVALID_PARAMETER and nothing is written
+    (RULE_OUTPUT_FITS_BUFFER) — never an overflow into the next page."""
     tpm = ctx.dispatcher.vtpm
     gpa = ctx.regs.rcx
-    if gpa % 4096 or not ctx.platform.is_guest_range(gpa, 4096):
+    if gpa % 4096:
         return ResultCode.INVALID_ADDRESS
+    code = ctx.buffer_error(gpa, 4096, Access.RW)
+    if code:
+        return code
     req = codec.decode_request(ctx.memory.read(gpa, 4096))
     if tpm is None or req is None or req[0] != codec.TPM_SEND_COMMAND:
         return ResultCode.INVALID_PARAMETER
-    ctx.memory.write(gpa, codec.encode_response(tpm.execute(req[2])))
+    response = codec.encode_response(tpm.execute(req[2]))
+    if len(response) > 4096:
+        return ResultCode.INVALID_PARAMETER
+    ctx.memory.write(gpa, response)
     return ResultCode.SUCCESS
 
 

@@ -18,7 +18,7 @@ def test_run_fills_accounting_and_route(fake: Partition) -> None:
     assert r.primitives == fake.trace.total_primitives and r.world_switches == 2
     assert r.estimated_ns == fake.costs.estimate(fake.trace) > 0
     assert r.data["route"] == "l2.1 --FAKE.SWITCH--> l1"
-    assert fake.history == [r]
+    assert list(fake.history) == [r]
 
 
 def test_plan_matches_run_and_changes_nothing(fake: Partition) -> None:

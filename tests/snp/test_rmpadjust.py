@@ -10,7 +10,6 @@ from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.model import PAGE_2M, PAGE_4K, Access
 from cocopart.ops import SetAccess, Status
-from cocopart.protocol.ids import ResultCode
 
 RW, RWX = int(Access.RW), int(Access.RWX)
 
@@ -107,22 +106,26 @@ def test_direct_rmpadjust_4k_inside_a_2m_entry_asks_the_host_to_psmash() -> None
     assert machine(p).rmp_entry(0).perm(2) == 0
 
 
-def test_set_access_towards_a_more_privileged_layer_goes_through_the_svsm() -> None:
+def test_lower_never_acts_on_higher_snp_vmpl2_cannot_set_vmpl1_access() -> None:
+    """RULE LOWER_NEVER_ACTS_ON_HIGHER (docs/authority.md). Source: APM vol. 3 RMPADJUST —
+    the target VMPL must be numerically higher than the current one; the SVSM protocol has
+    no call that sets a VMPL's access (sev-snp.md §2)."""
     p = validated(16 * MIB, workload_layers=2, layer="l2.2")
-    r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.1", access="r"))
-    assert r.ok and r.world_switches == 2 and "note" in r.data
-    assert p.trace.count("RMPADJUST", issuer="l1", target="VMPL1") >= 1
-    assert machine(p).access("l2.1", 0, Access.READ).ok
+    before = p.memory_view(0, 2 * MIB)
+    for access in ("r", "none", "rwx"):
+        r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.1",
+                            access=access))
+        assert r.status is Status.NOT_SUPPORTED and "controls" in (r.reason or "")
+        assert r.primitives == r.world_switches == 0
+    assert p.memory_view(0, 2 * MIB) == before
 
 
-def test_the_svsm_will_not_set_access_beyond_what_the_caller_holds() -> None:
-    p = validated(16 * MIB, workload_layers=2)  # l2.1 owns everything; l2.2 holds nothing
-    r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.1", access="none"))
-    assert r.status is Status.ERROR and r.error is not None
-    assert r.error.code == ResultCode.INVALID_PARAMETER
+def test_a_vmpl_cannot_set_its_own_access_on_snp() -> None:
+    """RMPADJUST never targets the current VMPL; no SVSM call does it either."""
+    p = validated(16 * MIB, workload_layers=2)
+    r = p.run(SetAccess(layer="l2.1", range=rng(0, 2 * MIB), target="l2.1", access="r"))
+    assert r.status is Status.NOT_SUPPORTED
     assert machine(p).access("l2.1", 0, Access.WRITE).ok
-    r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.2", access="rw"))
-    assert r.status is Status.ERROR  # no layer grants itself access
 
 
 def test_set_access_for_vmpl0_or_non_guest_layers_is_not_supported() -> None:

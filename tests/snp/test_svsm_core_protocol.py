@@ -162,8 +162,11 @@ def test_delete_vcpu_stops_the_ap_and_gives_the_page_back() -> None:
     assert p.run(CreateVcpu(vcpu=1)).ok  # and it can be created again
 
 
-def test_deleting_the_bsp_is_not_supported() -> None:
-    assert guest().run(DeleteVcpu(vcpu=0)).status is Status.NOT_SUPPORTED
+def test_deleting_the_bsp_is_refused_bsp_keeps_running() -> None:
+    """RULE BSP_KEEPS_RUNNING, the same on both backends (docs/authority.md)."""
+    r = guest().run(DeleteVcpu(vcpu=0))
+    assert r.status is Status.ERROR and r.error is not None
+    assert r.error.mnemonic == "BSP_KEEPS_RUNNING" and r.primitives == 0
 
 
 def test_l1_validates_for_itself_without_granting_any_workload() -> None:

@@ -177,22 +177,44 @@ def test_set_access_write_without_read_is_page_attr_invalid() -> None:
         "intel", "TDX_PAGE_ATTR_INVALID", TdxStatus.PAGE_ATTR_INVALID)
 
 
-def test_an_l2_cannot_grant_itself_access() -> None:
+def test_peer_access_needs_ownership_an_l2_cannot_grant_itself_a_peers_page() -> None:
+    """RULE PEER_ACCESS_NEEDS_OWNERSHIP: L2 VMs are peers; only the owner's pages may have
+    their attributes changed at an L2's request (docs/authority.md). Refused before anything
+    runs; nothing changes."""
     p, m = two_l2()
     r = p.run(SetAccess(range=rng(4 * MIB, PAGE_4K), target="l2.1", access="rw"))
-    assert r.error is not None and r.error.mnemonic == "TDX_OPERAND_INVALID"
-    assert r.error.code == BAD_RDX
+    assert r.error is not None and r.error.mnemonic == "PEER_ACCESS_NEEDS_OWNERSHIP"
+    assert r.primitives == r.world_switches == 0
     assert not m.access("l2.1", 4 * MIB, Access.READ).ok
-    assert p.trace.switches[("l2.1", "l1", "L2->L1 exit")] >= 1  # its ATTR.WR exited to L1
 
 
-def test_an_l2_grants_another_only_what_it_holds() -> None:
+def test_l1_refuses_a_raw_attr_wr_on_a_peers_page_with_tdx_operand_invalid() -> None:
+    """The same rule where it is enforced on TDX: L1 emulating the L2's ATTR.WR (every L2
+    TDCALL but VMCALL exits to L1 — tdx.md §2.4) answers TDX_OPERAND_INVALID (RDX)."""
+    _p, m = two_l2()
+    w = m.workload
+    state = w.transport.l2_exit("l2.1", 0, {"rax": 0}, "TDG.MEM.PAGE.ATTR.WR")
+    assert state is not None
+    status = w.emulate_attr_wr("l2.1", state, 4 * MIB, 4 * MIB + PAGE_4K, 1,
+                               A.access_to_attr(Access.RW))
+    w.transport.l2_resume("l2.1", 0, state)
+    assert status == BAD_RDX
+    assert not m.access("l2.1", 4 * MIB, Access.READ).ok
+    # and a peer's own access on its own page is not lowered by l2.1 either
+    state = w.transport.l2_exit("l2.1", 0, {"rax": 0}, "TDG.MEM.PAGE.ATTR.WR")
+    assert state is not None
+    assert w.emulate_attr_wr("l2.1", state, 4 * MIB, 4 * MIB + PAGE_4K, 2, 0) == BAD_RDX
+    w.transport.l2_resume("l2.1", 0, state)
+    assert m.access("l2.2", 4 * MIB, Access.WRITE).ok
+
+
+def test_an_l2_grants_a_peer_only_its_own_pages_within_what_it_holds() -> None:
     p, m = two_l2()
     assert p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.2", access="rw")).ok
     assert m.access("l2.2", 0x1000, Access.WRITE).ok
     r = p.run(SetAccess(range=rng(4 * MIB, PAGE_4K), target="l2.2", access="r"))
-    assert r.error is not None and r.error.code == BAD_RDX
-    assert p.trace.count("TDCALL", issuer="l2.1", target="TDG.MEM.PAGE.ATTR.WR") == 1 + 1
+    assert r.error is not None and r.error.mnemonic == "PEER_ACCESS_NEEDS_OWNERSHIP"
+    assert p.trace.count("TDCALL", issuer="l2.1", target="TDG.MEM.PAGE.ATTR.WR") == 1
 
 
 def test_set_access_for_a_non_l2_target_is_not_supported() -> None:
@@ -201,9 +223,10 @@ def test_set_access_for_a_non_l2_target_is_not_supported() -> None:
     assert r.status.value == "not-supported"
 
 
-def test_an_l2_may_lower_its_own_access() -> None:
+def test_an_l2_may_lower_its_own_access_grant_within_held() -> None:
+    """RULE GRANT_WITHIN_HELD: lowering is allowed, raising back is not."""
     p, m = two_l2()
     assert p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="r")).ok
     assert m.access("l2.1", 0, Access.READ).ok and not m.access("l2.1", 0, Access.WRITE).ok
     r = p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="rw"))  # back up: no
-    assert r.error is not None and r.error.code == BAD_RDX
+    assert r.error is not None and r.error.mnemonic == "GRANT_WITHIN_HELD"

@@ -34,7 +34,7 @@ SEQUENCE: list[Operation] = [
     CreateVcpu(vcpu=1),
     ConvertPages(range=rng(4 * MIB, 2 * MIB), to="shared"),
     ConvertPages(range=rng(4 * MIB, 2 * MIB), to="private"),
-    SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="r"),  # lowering its own access
+    SetAccess(layer="l1", range=rng(0, 2 * MIB), target="l2.1", access="r"),  # l1 restricts
     Attest(report_data=b"\x42" * 64),
     ExtendMeasurement(register=8, digest=b"\x11" * 48),
     DeleteVcpu(vcpu=1),

@@ -14,11 +14,13 @@ model's range maps.
 
 from __future__ import annotations
 
+import pytest
 from cocopart_tdx.sept import NO_ALIAS
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from cocopart.errors import ConfigError
 from cocopart.model import Access
 from cocopart.ops import (
     ConvertPages,
@@ -59,6 +61,16 @@ class TdIsolation(RuleBasedStateMachine):
         self.accepted = [False] * PAGES
         self.shared = [False] * PAGES
         self.acc = {layer: [NONE] * PAGES for layer in LAYERS}
+        #: page owner (docs/authority.md): None = l1's pool, else the workload that claimed it
+        self.owner: list[str | None] = [None] * PAGES
+
+    def may_change(self, layer: str, first: int, n: int) -> bool:
+        """RULE STATE_CHANGE_NEEDS_OWNERSHIP: own or pool pages only."""
+        return all(self.owner[i] in (None, layer) for i in range(first, first + n))
+
+    def refused(self, res: OperationResult) -> None:
+        assert res.error is not None and res.error.vendor == "cocopart-authority", res
+        assert res.primitives == res.world_switches == 0 and res.progress is None
 
     # -- helpers ---------------------------------------------------------------------------
     def done_pages(self, r: OperationResult, first: int, count: int) -> int:
@@ -81,11 +93,14 @@ class TdIsolation(RuleBasedStateMachine):
     def validate(self, layer: str, r: tuple[int, int]) -> None:
         first, n = r
         res = self.p.run(ValidatePages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K)))
+        if not self.may_change(layer, first, n):
+            return self.refused(res)
         done = self.done_pages(res, first, n)
         for i in range(first, first + done):
             assert not self.shared[i]
             self.accepted[i] = True
             self.acc[layer][i] = RWX
+            self.owner[i] = layer
         if not res.ok:
             self.settle_failed_entry(first, done, first + n)
 
@@ -109,6 +124,8 @@ class TdIsolation(RuleBasedStateMachine):
         before = [self.view(target, i) for i in range(first, first + n)]
         res = self.p.run(SetAccess(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K),
                                    target=target, access=access))
+        if any(self.owner[i] != layer for i in range(first, first + n)):
+            return self.refused(res)  # RULE PEER_ACCESS_NEEDS_OWNERSHIP
         done = self.done_pages(res, first, n)
         for k, i in enumerate(range(first, first + done)):
             held = self.view(layer, i) if layer != target else before[k]
@@ -123,16 +140,20 @@ class TdIsolation(RuleBasedStateMachine):
         first, n = r
         res = self.p.run(ConvertPages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K),
                                       to=to))  # type: ignore[arg-type]
+        if not self.may_change(layer, first, n):
+            return self.refused(res)
         if to == "shared":
             assert res.ok, res
             for i in range(first, first + n):
                 self.shared[i], self.accepted[i] = True, False
+                self.owner[i] = None  # back to the pool
                 for a in self.acc.values():
                     a[i] = NONE
         elif res.ok:
             for i in range(first, first + n):
                 self.shared[i], self.accepted[i] = False, True
                 self.acc[layer][i] = RWX
+                self.owner[i] = layer
         else:  # MapGPA done, the accept stopped at a page already accepted
             done = self.done_pages(res, first, n)
             for i in range(first, first + n):
@@ -140,17 +161,21 @@ class TdIsolation(RuleBasedStateMachine):
             for i in range(first, first + done):
                 self.accepted[i] = True
                 self.acc[layer][i] = RWX
+                self.owner[i] = layer
             self.settle_failed_entry(first, done, first + n)
 
     @rule(layer=st.sampled_from(LAYERS), r=ranges)
     def rescind(self, layer: str, r: tuple[int, int]) -> None:
         first, n = r
         res = self.p.run(RescindPages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K)))
+        if not self.may_change(layer, first, n):
+            return self.refused(res)
         if self.module == "1.5":
             assert res.status.value == "not-supported"
             return
         for i in range(first, first + self.done_pages(res, first, n)):
             self.accepted[i] = False
+            self.owner[i] = None
             for a in self.acc.values():
                 a[i] = NONE
 
@@ -165,12 +190,12 @@ class TdIsolation(RuleBasedStateMachine):
         target = grantee
         for v in self.p.vcpus():
             assert v.context_gpa is not None
-            page = rng(v.context_gpa, PAGE_4K)
-            assert not self.p.run(SetAccess(layer=layer, range=page, target=target,
-                                            access="rw")).ok
-            if layer != "l1":
-                assert not self.p.run(ValidatePages(layer=layer, range=page)).ok
-                assert not self.p.run(ConvertPages(layer=layer, range=page, to="shared")).ok
+            page = rng(v.context_gpa, PAGE_4K)  # above guest RAM: RULE_RANGE_INSIDE_RAM
+            for op in (SetAccess(layer=layer, range=page, target=target, access="rw"),
+                       ValidatePages(layer=layer, range=page),
+                       ConvertPages(layer=layer, range=page, to="shared")):
+                with pytest.raises(ConfigError):
+                    self.p.run(op)
 
     @rule(layer=st.sampled_from(LAYERS), page=st.integers(0, PAGES - 1),
           bit=st.sampled_from(BITS))

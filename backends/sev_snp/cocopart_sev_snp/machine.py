@@ -168,7 +168,8 @@ class SnpMachine(Machine):
         self.service: ServiceDispatcher = build_service(
             self.platform, self.memory, self.layout, self.workloads, trace,
             services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
-            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
+            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
+            authority=self.authority)
         self.transport = SnpTransport(self.service, self.memory, trace, self)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
         self.planner = WorkloadPlanner(self)

@@ -55,10 +55,11 @@ SVSM_RESULT_ON_FAULT = ResultCode.INVALID_ADDRESS
 #: policy; CS refuses its own memory the same way).
 RULE_SVSM_PROTECTS_PROTOCOL_PAGES = "protocol pages above guest RAM are not the caller's"
 
-#: With ignore_cf, a page that was already validated is left alone: not zeroed, permissions
-#: unchanged (cocopart's choice, so that a lower VMPL cannot zero or re-grant a page another
-#: workload layer uses by re-validating it).
-RULE_IGNORE_CF_LEAVES_PAGE_ALONE = "an already-validated page is neither zeroed nor regranted"
+#: With ignore_cf, a page that was already validated is zeroed and granted to the caller
+#: again, as COCONUT does (CS core.rs core_pvalidate_one: FAIL_UNCHANGED is ignored, then the
+#: page is zeroed and rmp_grant_guest_access runs). The core's authority rules admit only the
+#: caller's own pages (docs/authority.md), so no other layer's page is ever zeroed this way.
+RULE_IGNORE_CF_ZEROES_OWN_PAGE = "ignore_cf re-validation zeroes and re-grants the caller's page"
 
 #: Permissions the lower VMPL keeps on its own VMSA page: none. CS grants READ with the VMSA
 #: bit (sev-snp.md §2.2, §4.2); Linux at VMPL0 grants none (attrs = target VMPL1 | VMSA,
@@ -86,6 +87,24 @@ class SnpPlatform(PrivilegedPlatform):
 
     def is_guest_range(self, gpa: int, size: int) -> bool:
         return gpa >= 0 and size >= 0 and gpa + size <= self.m.layout.total
+
+    def layer_access(self, layer: str, start: int, end: int) -> Access:
+        """A VMPL's own access from the RMP: its permission byte on assigned, validated
+        guest pages; none on VMSA pages or pages of another owner; full access to shared
+        pages (C=0 accesses are not RMP-checked per VMPL)."""
+        if layer == L1:
+            return Access.RWX
+        vmpl = self.m.vmpls.get(layer)
+        if vmpl is None or start < 0 or end > self.m.layout.total:
+            return Access.NONE
+        held = Access.RWX
+        for _s, _e, v in self.m.rmp.runs(start, end):
+            if not v.assigned:
+                continue
+            if not (v.owned_by(self.m.asid) and v.validated) or v.vmsa:
+                return Access.NONE
+            held &= Access(v.perm(vmpl))
+        return held
 
     def _adjust(self, start: int, end: int, big: bool, target: int, perms: int,
                 vmsa: bool = False) -> ins.InstrResult:
@@ -129,7 +148,10 @@ class SnpPlatform(PrivilegedPlatform):
         t.record(L1, f"PVALIDATE.{size}", count=changed)
         t.record(L1, f"PVALIDATE.{size}", result="CF=1", count=r.unchanged)
         target = self.m.vmpls.get(layer)  # None: the SVSM validates for itself
-        for s, e in r.changed:
+        # RULE_IGNORE_CF_ZEROES_OWN_PAGE: with ignore_cf every page done is zeroed and granted
+        fresh = [(gpa, gpa + r.done * page_bytes)] if ignore_unchanged and r.done \
+            else r.changed
+        for s, e in fresh:
             self.m.memory.zero(s, e - s)
             t.record(L1, f"ZERO.{size}", count=(e - s) // page_bytes)
             if target is not None:

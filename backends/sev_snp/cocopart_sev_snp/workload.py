@@ -7,7 +7,7 @@ workload VMPL (through the host and the SVSM) or the SVSM itself (``l1``, direct
 * rescind = SVSM PVALIDATE(rescind) batches; convert to shared = rescind first, then PSC to
   shared (sev-snp.md §5.5 ordering);
 * set access for another layer = RMPADJUST when the caller is more privileged than the
-  target, otherwise the SVSM acting for the caller;
+  target; never otherwise (no SVSM call sets access; docs/authority.md);
 * create vCPU = prepare a VMSA page and call CREATE_VCPU; delete = DELETE_VCPU;
 * attest = a guest request with the layer's own VMPCK (hardware) or the SVSM attestation
   protocol (service); extend a measurement = a vTPM PCR extend.
@@ -74,13 +74,6 @@ class Limits:
 #: (sev-snp.md §5.5) and 510 per SVSM call (§2.1).
 STRATEGY_LIMITS = {Strategy.LINUX: Limits(64, 64),
                    Strategy.OPTIMAL: Limits(g.VMGEXIT_PSC_MAX_ENTRY, pv.MAX_ENTRIES_IN_CAA)}
-
-#: The SVSM acting on another layer's access for a caller that cannot RMPADJUST the target
-#: itself: it sets the target's access on a page only when the caller holds every bit of the
-#: new access AND of the target's current access there (so no layer gains, or takes away,
-#: more than it holds). No SVSM protocol call exists for this; cocopart models it as one SVSM
-#: round trip (a protocol extension), flagged in the result.
-RULE_SVSM_SET_ACCESS_DOMINATES = "the SVSM sets access only within what the caller holds"
 
 
 def batches(runs: list[PageRun], n: int) -> Iterator[list[PageRun]]:
@@ -169,12 +162,18 @@ class WorkloadPlanner:
         page failing with SIZEMISMATCH is redone as 512 4K pages."""
         p = self.m.platform
         op = p.validate_pages if validate else p.rescind_pages
+        owners = self.m.ownership
         res = BatchResult()
         todo = list(runs)
         while todo:
             r = todo.pop(0)
             done, code = op(L1, r.gpa, r.page_bytes, r.count, ignore_unchanged=ignore_cf)
             res.done_bytes += done * r.page_bytes
+            if done:
+                if validate:
+                    owners.claim(L1, r.gpa, r.gpa + done * r.page_bytes)
+                else:
+                    owners.release(r.gpa, r.gpa + done * r.page_bytes)
             if code == ResultCode.PVALIDATE_FAIL_SIZEMISMATCH and r.page_bytes == PAGE_2M:
                 at = r.gpa + done * PAGE_2M
                 res.fallbacks += 1
@@ -255,10 +254,15 @@ class WorkloadPlanner:
         if op.layer == L1:
             done, code = m.platform.grant(target, start, end, perms)
             return self._grant_result(name, "RMPADJUST", done, code, op)
-        provider = m.graph.route(op.route_capability, op.layer).provider
-        if provider == op.layer:
-            return self._direct_rmpadjust(name, op, target, perms)
-        return self._svsm_set_access(name, op, target, perms)
+        if target <= m.vmpls[op.layer]:
+            # RMPADJUST only targets a less privileged VMPL, and no SVSM protocol call sets a
+            # VMPL's access (sev-snp.md §2, §4.3): nothing carries this request
+            raise NotSupportedError(
+                f"set-access for {op.target} from {op.layer}",
+                f"RMPADJUST at VMPL{m.vmpls[op.layer]} only changes less privileged VMPLs "
+                f"(numerically higher than {m.vmpls[op.layer]}), and the SVSM protocol has no "
+                "call that sets a VMPL's access; ask from l1 or a more privileged VMPL")
+        return self._direct_rmpadjust(name, op, target, perms)
 
     def _grant_result(self, name: str, mnemonic: str, done: int, code: int, op: SetAccess
                       ) -> OperationResult:
@@ -307,35 +311,6 @@ class WorkloadPlanner:
                 f"{at:#x} with {ins.RmpRc(res.rc).name}."),
                 Progress(done_bytes=done, next_gpa=at))
         return OperationResult.success(name, via="RMPADJUST")
-
-    def _svsm_set_access(self, name: str, op: SetAccess, target: int, perms: int
-                         ) -> OperationResult:
-        """The SVSM sets another layer's access for a caller that cannot RMPADJUST it."""
-        m = self.m
-        vmpl = m.vmpls[op.layer]
-        t = m.trace
-        t.record(op.layer, "VMGEXIT", "SNP_RUN_VMPL")
-        t.switch(op.layer, L1, m.transport.mechanism)
-        t.record(L1, "HANDLE", "COCOPART.SET_ACCESS")
-        try:
-            for s, _e, e in m.rmp.runs(op.range.start, op.range.end):
-                held = e.perm(vmpl) if e.owned_by(m.asid) else 0
-                if perms & ~held or e.perm(target) & ~held:
-                    return OperationResult.failure(name, _arch(
-                        "SVSM.SET_ACCESS", ResultCode.INVALID_PARAMETER,
-                        f"{op.layer} (VMPL{vmpl}) does not hold "
-                        f"{Access(perms | e.perm(target)).short()} at {s:#x}, so the SVSM "
-                        f"will not set VMPL{target}'s access there "
-                        f"({RULE_SVSM_SET_ACCESS_DOMINATES})."),
-                        Progress(done_bytes=s - op.range.start, next_gpa=s))
-            done, code = m.platform.grant(target, op.range.start, op.range.end, perms)
-        finally:
-            t.record(L1, "VMGEXIT", "SNP_RUN_VMPL")
-            t.switch(L1, op.layer, m.transport.mechanism)
-        res = self._grant_result(name, "SVSM.SET_ACCESS", done, code, op)
-        res.data["note"] = ("no SVSM protocol call sets another VMPL's access; cocopart models "
-                            "it as one SVSM round trip")
-        return res
 
     # -- vCPUs -----------------------------------------------------------------------------
     def _vcpu_target(self, op: CreateVcpu | DeleteVcpu) -> int:

@@ -15,16 +15,17 @@ from cocopart.memory import (
     GuestMemory,
     ProtocolLayout,
 )
-from cocopart.model import Strategy
+from cocopart.model import Access, Strategy
 from cocopart.protocol.ids import ResultCode
 from cocopart.trace import Trace
+from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.host import TdxHost
 from cocopart_tdx.l1_errors import L1Error, error_of, protocol_code
 from cocopart_tdx.l1_region import L1Region
 from cocopart_tdx.l1_tally import Tally
 from cocopart_tdx.l1_walker import LeafWalker
-from cocopart_tdx.sept import L2Alias, SeptEntry, SeptState
+from cocopart_tdx.sept import ACCEPTED, L2Alias, SeptEntry, SeptState
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import TdxModule
 
@@ -91,6 +92,24 @@ class L1Core(PrivilegedPlatform):
 
     def is_guest_range(self, gpa: int, size: int) -> bool:
         return 0 <= gpa and size >= 0 and gpa + size <= self.layout.total
+
+    def layer_access(self, layer: str, start: int, end: int) -> Access:
+        """An L2 VM's own access at private GPAs: its alias's R/W/Xs/Xu where the alias is
+        mapped over an accepted page that the host has not made shared; none elsewhere."""
+        if layer == "l1":
+            return Access.RWX
+        if layer not in self.workloads or start < 0 or end > self.layout.total:
+            return Access.NONE
+        sept = self.module.sept
+        held = Access.RWX
+        for _s, _e, a in sept.l2[self.vm_of(layer)].runs(start, end):
+            if a.state is not SeptState.L2_MAPPED:
+                return Access.NONE
+            held &= attrs.attr_to_access(a.attr)
+        if any(v.state not in ACCEPTED for _s, _e, v in sept.l1.runs(start, end)) \
+                or any(v for _s, _e, v in self.host.shared.runs(start, end)):
+            return Access.NONE
+        return held
 
     def apic_ids(self) -> set[int]:
         return set(range(self.layout.vcpus))

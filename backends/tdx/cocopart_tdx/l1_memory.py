@@ -84,6 +84,17 @@ class L1Memory(L1Core):
                 return total
         return total
 
+    def _before_busy(self, busy: int, gpa: int, page_bytes: int, what: str,
+                     head_op: Callable[[int], PageOpResult]) -> PageOpResult:
+        """A run reaching a live L2 state buffer: the entries before it are carried out,
+        then the run stops at the entry holding it, so the count done is exact."""
+        head = (busy - gpa) // page_bytes
+        if head:
+            r = head_op(head)
+            if r.code != ResultCode.SUCCESS:
+                return r
+        return PageOpResult(head, self._refuse_state(busy, what))
+
     def _first_entry(self, gpa: int, page_bytes: int, count: int,
                      pred: Callable[[SeptState], bool]) -> int | None:
         """Index of the first entry whose every page's L1 state satisfies ``pred``."""
@@ -106,8 +117,10 @@ class L1Memory(L1Core):
         vm = self.vm_of(layer)
         end = gpa + page_bytes * count
         busy = self.live_state_in(gpa, end)
-        if busy is not None:
-            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "validate"))
+        if busy is not None:  # do the entries before it, then refuse (exact progress)
+            return self._before_busy(busy, gpa, page_bytes, "validate", lambda n: (
+                self.validate_pages(layer, gpa, page_bytes, n,
+                                    ignore_unchanged=ignore_unchanged)))
         fast = self._validate_memo(vm, gpa, page_bytes, count)
         if fast is not None:
             return fast
@@ -209,7 +222,9 @@ class L1Memory(L1Core):
             return PageOpResult(0, ResultCode.UNSUPPORTED_CALL)
         busy = self.live_state_in(gpa, gpa + page_bytes * count)
         if busy is not None:
-            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "rescind"))
+            return self._before_busy(busy, gpa, page_bytes, "rescind", lambda n: (
+                self.rescind_pages(layer, gpa, page_bytes, n,
+                                   ignore_unchanged=ignore_unchanged)))
         stop = count
         gone = self._first_entry(gpa, page_bytes, count, lambda s: s not in ACCEPTED)
         if gone is not None and not ignore_unchanged:
@@ -248,7 +263,8 @@ class L1Memory(L1Core):
         end = gpa + page_bytes * count
         busy = self.live_state_in(gpa, end)
         if busy is not None:
-            return PageOpResult((busy - gpa) // page_bytes, self._refuse_state(busy, "ATTR.WR"))
+            return self._before_busy(busy, gpa, page_bytes, "ATTR.WR", lambda n: (
+                self.set_access(target, gpa, page_bytes, n, access)))
         r = self.grant(vm, gpa, end, attrs.access_to_attr(access))
         if r.status:
             return PageOpResult(r.done // page_bytes, self.fail(r.status,

@@ -18,7 +18,7 @@ from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuVie
 from cocopart.client import ProtocolClient
 from cocopart.layers import LayerGraph
 from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
+from cocopart.model import L1, PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
 from cocopart.ops import (
     ArchError,
     Attest,
@@ -114,7 +114,7 @@ class TdxMachine(Machine):
                                      services=config.services, seed=config.seed,
                                      level_of=lambda layer: workloads.index(layer) + 1,
                                      apic_emulation=config.interrupt_mode
-                                     == InterruptMode.ALTERNATE)
+                                     == InterruptMode.ALTERNATE, authority=self.authority)
         self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
         self.workload = L2Workload(config, self.layout, self.platform, self.transport,
@@ -199,14 +199,21 @@ class TdxMachine(Machine):
                 levels = (next(lv for lv, s in LEVEL_BYTES.items()
                                if s == op.page_size.bytes),)
             r = p.accept_range(op.range.start, op.range.end, levels)
+            self.ownership.claim(L1, op.range.start, op.range.start + r.done)
             if r.status:
                 res = self._l1_failure(name, r.status, f"TDG.MEM.PAGE.ACCEPT of "
                                        f"{r.failed_gpa or 0:#x}")
-                return res.model_copy(update={"progress": None}) if not r.done else res
+                if not r.done:
+                    return res
+                return OperationResult.failure(name, res.error or ArchError(
+                    vendor="intel", mnemonic="TDG.MEM.PAGE.ACCEPT", code=r.status,
+                    message="accept failed"), Progress(done_bytes=r.done,
+                                                       next_gpa=op.range.start + r.done))
             return OperationResult.success(name, already_accepted_bytes=r.already)
         if isinstance(op, RescindPages):
             out = p.rescind_pages(self.workloads[0], op.range.start, PAGE_4K,
                                   op.range.pages_4k, ignore_unchanged=True)
+            self.ownership.release(op.range.start, op.range.start + out.done * PAGE_4K)
             err = p.take_error()
             if out.code == ResultCode.UNSUPPORTED_CALL and err is not None:
                 return OperationResult.not_supported(name, err.message)
@@ -268,6 +275,7 @@ class TdxMachine(Machine):
                 message=f"TDVMCALL<MapGPA> answered {TdvmcallStatus(st).name}"))
         if op.to == "private":
             r = p.accept_range(start, start + size, p.accept_levels(None))
+            self.ownership.claim(L1, start, start + r.done)
             if r.status:
                 return self._l1_failure(name, r.status, "TDG.MEM.PAGE.ACCEPT")
         return OperationResult.success(name)

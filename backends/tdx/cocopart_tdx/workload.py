@@ -55,7 +55,7 @@ from cocopart_tdx.l1 import (
     pcr_to_rtmr,
     vm_name,
 )
-from cocopart_tdx.sept import ACCEPTED, LEVEL_2M, LEVEL_4K, SeptState
+from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, SeptState
 from cocopart_tdx.simroots import SimulatedIntelRoots
 from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
 from cocopart_tdx.tdcall import Leaf
@@ -66,12 +66,12 @@ PROTOCOL_VENDOR = "cocopart-protocol"
 #: Start state an L2 writes into a new vCPU's state buffer (its AP entry point; a
 #: placeholder — the model does not execute L2 code).
 AP_START_RIP = 0xFFFF_FFF0
-#: L1_ATTR_POLICY — how L1 emulates an L2's TDG.MEM.PAGE.ATTR.WR (our rule, one place): an L2
-#: VM may set an L2 VM's attributes (its own or another's) only on pages it holds a usable
-#: alias of, and only to a subset of its own R/W/Xs/Xu there. So an L2 can share what it has
-#: and lower its own access, but never grant itself anything. Violations are answered
+#: L1_ATTR_POLICY — how L1 emulates an L2's TDG.MEM.PAGE.ATTR.WR: the core's authority rules
+#: (cocopart.authority, docs/authority.md). L2 VMs are peers: an L2 may set an L2 VM's
+#: attributes (its own or a peer's) only on pages it owns, and only to a subset of its own
+#: R/W/Xs/Xu there; it never changes access on a peer's page. Violations are answered
 #: TDX_OPERAND_INVALID (operand RDX).
-L1_ATTR_POLICY = "an L2 may only set access to a subset of what it holds itself"
+L1_ATTR_POLICY = "an L2 sets access only on its own pages, within what it holds"
 
 
 def arch_error(err: L1Error | None, code: int, what: str) -> ArchError:
@@ -180,17 +180,31 @@ class L2Workload:
         state = self.transport.l2_exit(layer, vcpu, regs, what)
         if state is None:
             return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND}
-        self.emulate_tdvmcall(state)
+        self.emulate_tdvmcall(state, layer)
         after = self.transport.l2_resume(layer, vcpu, state)
         return after if after is not None else {"r10": vmc.TdvmcallStatus.INVALID_OPERAND}
 
-    def emulate_tdvmcall(self, state: EnterGuestState) -> None:
-        """L1 serving an L2's standard TDVMCALL: MapGPA is forwarded to the host; the
-        others are not offered to L2s here (SUBFUNC_UNSUPPORTED)."""
+    def emulate_tdvmcall(self, state: EnterGuestState, layer: str) -> None:
+        """L1 serving ``layer``'s standard TDVMCALL: MapGPA is forwarded to the host when
+        the range is guest RAM the L2 may convert (its own or pool pages — docs/authority.md), else INVALID_OPERAND; the other TDVMCALLs
+        are not offered to L2s here (SUBFUNC_UNSUPPORTED)."""
         g = state.gprs
         tally = Tally()
         if g["r10"] == 0 and g["r11"] == vmc.SubFunction.MAP_GPA:
-            out = self.platform.map_gpa(g["r12"], g["r13"], tally)
+            sbit = self.platform.module.shared_bit
+            start, size = g["r12"] & ~sbit, g["r13"]
+            auth = self.transport.dispatcher.authority
+            refusal = None
+            if size <= 0 or start % 4096 or size % 4096 or start + size > self.config.memory:
+                out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
+            else:
+                refusal = auth.check_state(layer, start, start + size, "convert")
+                out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
+                    else self.platform.map_gpa(g["r12"], size, tally)
+            if refusal is not None:
+                self.platform.last_error = L1Error(
+                    "TDG.VP.VMCALL_INVALID_OPERAND", vmc.TdvmcallStatus.INVALID_OPERAND,
+                    f"L1 refused {layer}'s MapGPA: {refusal.message} ({refusal.rule})")
         else:
             out = {"r10": vmc.TdvmcallStatus.SUBFUNC_UNSUPPORTED, "r11": 0}
         tally.flush(self.trace)
@@ -288,22 +302,17 @@ class L2Workload:
                         tvm: int, word: int) -> int:
         """L1 emulating the L2's ATTR.WR over ``[start, end)``; the status lands in RAX."""
         p = self.platform
-        req = p.vm_of(layer)
         deny = with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
         status = 0
         if 1 <= tvm <= p.module.config.num_l2_vms:
-            sept = p.module.sept
-            for s, e, a in sept.l2[req].runs(start, end):
-                usable = a.state is SeptState.L2_MAPPED and all(
-                    v.state in ACCEPTED for _s, _e, v in sept.l1.runs(s, e))
-                if not usable or word & attrs.RWX & ~a.attr:
-                    status = deny
-                    who = "itself" if tvm == req else vm_name(tvm)
-                    p.last_error = L1Error(
-                        "TDX_OPERAND_INVALID", deny,
-                        f"{layer} asked to grant {who} access it does not hold at {s:#x} "
-                        f"({L1_ATTR_POLICY})")
-                    break
+            target = self.workloads[tvm - 1] if tvm <= len(self.workloads) else f"l2.{tvm}"
+            refusal = self.transport.dispatcher.authority.check_set_access(
+                layer, target, start, end, attrs.attr_to_access(word))
+            if refusal is not None:
+                status = deny
+                p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
+                                       f"L1 refused {layer}'s TDG.MEM.PAGE.ATTR.WR: "
+                                       f"{refusal.message} ({refusal.rule})")
         if status == 0:
             r = p.set_access(self.workloads[tvm - 1] if tvm <= len(self.workloads)
                              else f"l2.{tvm}", start, 4096, (end - start) // 4096,

@@ -1,0 +1,162 @@
+"""The core executor's checks around one operation: what is decided before anything runs
+(the guest's bounds and the authority rules) and how a result is settled afterwards (exact
+progress, and every state change outside the done prefix).
+
+Both are vendor-neutral and run for every backend, so a third backend gets them for free.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cocopart.authority import (
+    AUTHORITY_VENDOR,
+    RULE_BSP_KEEPS_RUNNING,
+    RULE_LOWER_NEVER_ACTS_ON_HIGHER,
+    RULE_RANGE_INSIDE_RAM,
+    Ownership,
+    Refusal,
+)
+from cocopart.errors import ConfigError
+from cocopart.model import L1, PartitionConfig, format_size
+from cocopart.ops import (
+    ArchError,
+    ConvertPages,
+    DeleteVcpu,
+    Operation,
+    OperationResult,
+    Progress,
+    RescindPages,
+    SetAccess,
+    StateChange,
+    Status,
+    ValidatePages,
+)
+from cocopart.protocol.ids import ResultCode
+
+if TYPE_CHECKING:
+    from cocopart.backend import Machine, MemoryRun
+    from cocopart.layers import LayerGraph
+
+
+def check_bounds(op: Operation, config: PartitionConfig) -> None:
+    """RULE_RANGE_INSIDE_RAM and page-size tiling: user mistakes, raised as ConfigError."""
+    rng = getattr(op, "range", None)
+    if rng is None:
+        return
+    if rng.end > config.memory:
+        raise ConfigError(f"range {rng} ends beyond guest RAM ({format_size(config.memory)}); "
+                          f"operations act on guest RAM only ({RULE_RANGE_INSIDE_RAM})",
+                          field="range")
+    forced = getattr(op, "page_size", None)
+    if forced is not None and rng.size % forced.bytes:
+        raise ConfigError(f"range {rng} is not a whole number of {forced.value} pages; drop "
+                          "page_size to let the backend pick page sizes, or resize the range",
+                          field="page_size")
+
+
+def refusal_for(op: Operation, machine: Machine) -> Refusal | None:
+    """The authority rule ``op`` breaks, if any (cocopart.authority)."""
+    auth = machine.authority
+    if isinstance(op, (ValidatePages, RescindPages, ConvertPages)):
+        what = {"validate": "validate", "rescind": "rescind", "convert": "convert"}[op.op]
+        return auth.check_state(op.layer, op.range.start, op.range.end, what)
+    if isinstance(op, SetAccess) and (op.target in auth.workloads or op.target == L1):
+        return auth.check_set_access(op.layer, op.target, op.range.start, op.range.end,
+                                     op.access)
+    if isinstance(op, DeleteVcpu) and op.vcpu == 0:
+        return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, None,
+                       f"vCPU 0 is {op.target}'s bootstrap processor: every request of a "
+                       "layer is issued from it, so it is never deleted (the layer would "
+                       "be left unable to ask for anything)")
+    return None
+
+
+def authorize(op: Operation, config: PartitionConfig, graph: LayerGraph, machine: Machine
+              ) -> OperationResult | None:
+    """None if ``op`` may run; else the result of refusing it (nothing has run)."""
+    check_bounds(op, config)
+    refusal = refusal_for(op, machine)
+    if refusal is None:
+        return None
+    name = op.describe()
+    if refusal.rule == RULE_LOWER_NEVER_ACTS_ON_HIGHER:
+        return OperationResult.not_supported(name, refusal.message + ".")
+    return OperationResult(operation=name, status=Status.ERROR, reason=refusal.message + ".",
+                           error=ArchError(vendor=AUTHORITY_VENDOR, mnemonic=refusal.rule,
+                                           code=refusal.code, message=refusal.message + "."))
+
+
+# -- after the operation ---------------------------------------------------------------------
+def state_of(run: MemoryRun) -> str:
+    """A compact neutral state string of a run."""
+    words = ["private" if run.private else "shared"]
+    if run.validated:
+        words.append("validated")
+    words += [f"{k}={v}" for k, v in sorted(run.access.items())]
+    if run.context:
+        words.append("context")
+    return " ".join(words)
+
+
+def diff(before: list[MemoryRun], after: list[MemoryRun]) -> list[StateChange]:
+    """Sub-ranges whose neutral state differs between two views of the same range."""
+    out: list[StateChange] = []
+    i = j = 0
+    while i < len(before) and j < len(after):
+        b, a = before[i], after[j]
+        s, e = max(b.start, a.start), min(b.end, a.end)
+        if s < e:
+            sb, sa = state_of(b), state_of(a)
+            if sb != sa:
+                last = out[-1] if out else None
+                if last is not None and last.end == s and (last.before, last.after) == (sb, sa):
+                    last.end = e
+                else:
+                    out.append(StateChange(start=s, end=e, before=sb, after=sa))
+        if b.end <= a.end:
+            i += 1
+        if a.end <= b.end:
+            j += 1
+    return out
+
+
+def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | None,
+           after: list[MemoryRun] | None, machine: Machine) -> OperationResult:
+    """Make a partial or failed range operation tell the exact truth: ``progress`` is the
+    prefix that has the operation's effect and ``changed`` every state change outside it.
+    A successful convert to shared gives unassigned pages back to the pool."""
+    rng = getattr(op, "range", None)
+    if isinstance(op, ConvertPages) and op.to == "shared" and result.ok:
+        machine.ownership.release(op.range.start, op.range.end)
+    if rng is None or before is None or after is None \
+            or result.status not in (Status.PARTIAL, Status.ERROR):
+        return result
+    prog = result.progress
+    prefix_end = rng.start
+    if prog is not None and prog.next_gpa is not None and rng.start <= prog.next_gpa <= rng.end:
+        prefix_end = prog.next_gpa
+    elif prog is not None and prog.done_bytes:
+        prefix_end = min(rng.end, rng.start + prog.done_bytes)
+    changes = [c for c in diff(before, after) if c.end > prefix_end or c.start < rng.start]
+    for c in changes:  # only what lies outside the done prefix
+        if c.start < prefix_end < c.end:
+            c.start = prefix_end
+    done = prefix_end - rng.start
+    progress = None
+    if prog is not None or done:
+        progress = Progress(done_bytes=done, next_gpa=prefix_end,
+                            next_index=prog.next_index if prog else None)
+    status = Status.PARTIAL if done else Status.ERROR
+    return result.model_copy(update={"progress": progress, "status": status,
+                                     "changed": changes})
+
+
+def with_owners(runs: list[MemoryRun], ownership: Ownership) -> list[MemoryRun]:
+    """Split ``runs`` where the owner changes and fill in ``owner`` / ``assigned``."""
+    out: list[MemoryRun] = []
+    for run in runs:
+        for s, e, v in ownership.runs(run.start, run.end):
+            out.append(run.model_copy(update={"start": s, "end": e, "owner": v.owner,
+                                              "assigned": v.assigned}))
+    return out
