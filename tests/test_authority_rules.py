@@ -411,6 +411,55 @@ def test_buffer_must_be_callers_remap_ca_onto_a_peers_shared_page_answers_alike_
     assert answers["sev-snp"] == answers["tdx"] == (ResultCode.INVALID_ADDRESS, True)
 
 
+@pytest.mark.parametrize("backend", [
+    pytest.param("sev-snp", marks=pytest.mark.xfail(
+        strict=True, reason="SNP keeps l2.1's calling area in l2.2's page after l2.2 makes "
+        "it private again; the SVSM then writes l2.1's call_pending byte into it")),
+    "tdx"])
+def test_buffer_must_be_callers_calling_area_in_a_page_its_owner_made_private_again(
+        backend: str) -> None:
+    """RULE_BUFFER_MUST_BE_CALLERS over time: l2.2 shares one of its assigned pages, l2.1
+    asks REMAP_CA onto it (SNP answers SUCCESS, TDX INVALID_ADDRESS), l2.2 makes the page
+    private again and writes data into it. Whatever REMAP_CA answered, l2.1's next call must
+    not write into l2.2's private page (sev-snp.md §1.1 call_pending, §1.3; §4.4: a C=1
+    access to another owner's page fails the RMP check; docs/authority.md)."""
+    p = tenants(backend)
+    page = rng(VICTIM, PAGE)
+    ok(p.run(ConvertPages(layer="l2.2", range=page, to="shared")))
+    call(p, "l2.1", ProtocolId.CORE, CoreCall.REMAP_CA, VICTIM)
+    ok(p.run(ConvertPages(layer="l2.2", range=page, to="private")))
+    p.machine.memory.write(VICTIM, SECRET)
+    before = victim_state(p)
+    call(p, "l2.1", ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1)
+    assert p.machine.memory.read(VICTIM, len(SECRET)) == SECRET
+    assert victim_state(p) == before
+
+
+@pytest.mark.parametrize("backend", [
+    "sev-snp",
+    pytest.param("tdx", marks=pytest.mark.xfail(
+        strict=True, reason="TDX L1 carries out an L2's PVALIDATE of its own protocol pages "
+        "(ignore_cf zeroes them and re-grants rwus); the SVSM refuses with INVALID_ADDRESS"))])
+@pytest.mark.parametrize("page", ["vtpm-scratch", "calling-area-of-vcpu-1"])
+def test_range_inside_ram_raw_pvalidate_of_own_protocol_pages_is_invalid_address(
+        backend: str, page: str) -> None:
+    """RULE_RANGE_INSIDE_RAM, protocol pages: the pages above guest RAM that l1 set up for
+    l2.1's protocol (calling areas, scratch buffers) are never validated, rescinded or
+    zeroed through a workload's PVALIDATE — INVALID_ADDRESS, ``next`` = 0, page state and
+    bytes unchanged, identically on both backends (cocopart_sev_snp.svsm
+    RULE_SVSM_PROTECTS_PROTOCOL_PAGES; docs/authority.md "protocol/L1 pages are never
+    convertible or rescindable by a workload")."""
+    p = tenants(backend)
+    lay = p.machine.layout
+    gpa = lay.scratch(0, SCRATCH_VTPM) if page == "vtpm-scratch" else lay.caa(0, 1)
+    p.machine.memory.write(gpa, b"protocol data")
+    view = p.memory_view(gpa, gpa + PAGE)
+    out, nxt = raw_pvalidate(p, "l2.1", pv.run_entries(gpa, False, 1, True, True))
+    assert (out.code, nxt) == (ResultCode.INVALID_ADDRESS, 0)
+    assert p.machine.memory.read(gpa, 13) == b"protocol data"
+    assert p.memory_view(gpa, gpa + PAGE) == view
+
+
 # == 2. vTPM output fits its buffer ===========================================================
 def _vtpm_round_trip(p: Partition, command: bytes) -> tuple[CallOutcome, bytes, bytes, bytes]:
     """Send ``command`` from l2.1's vTPM page with a marker in the page after it (l2.2's
@@ -529,6 +578,30 @@ def test_peer_access_needs_ownership_reader_of_a_peers_page_cannot_revoke_the_ow
         assert RULE_PEER_ACCESS_NEEDS_OWNERSHIP in r.error.message
     assert victim_state(p, "l2.1") == before
     assert p.machine.memory.read(page.start, 9) == b"l2.1 data"
+
+
+@pytest.mark.xfail(strict=True, reason="L1's ATTR.WR emulation checks authority only for "
+                   "VM indexes 1..NUM_L2_VMS; VM 0 skips the check and is applied to "
+                   "workloads[-1] (l2.2)")
+def test_peer_access_needs_ownership_raw_attr_wr_naming_vm_0_is_refused() -> None:
+    """RULE_PEER_ACCESS_NEEDS_OWNERSHIP (TDX L1 path): l2.1's TDG.MEM.PAGE.ATTR.WR exits to
+    L1 (tdx.md §2.4); one whose attribute word names VM 0 (L1 itself, never settable:
+    tdx.md §3, the module answers TDX_OPERAND_INVALID) must be refused by L1's emulation
+    and change nothing — today L1 applies it to the last L2 and removes l2.2's access to its
+    own page."""
+    from cocopart_tdx import attributes as attrs
+    from cocopart_tdx.tdcall import Leaf
+
+    p = tenants("tdx")
+    m = p.machine
+    before = victim_state(p)
+    regs = {"rax": Leaf.MEM_PAGE_ATTR_WR, "rcx": VICTIM, "rdx": attrs.pack({0: 0}),
+            "r8": attrs.pack({0: attrs.RWX})}
+    state = m.transport.l2_exit("l2.1", 0, regs, "TDG.MEM.PAGE.ATTR.WR")
+    status = m.workload.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
+    m.transport.l2_resume("l2.1", 0, state)
+    assert status != 0
+    assert victim_state(p) == before
 
 
 @both
