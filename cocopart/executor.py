@@ -127,8 +127,10 @@ def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | Non
     prefix that has the operation's effect and ``changed`` every state change outside it.
     A successful convert to shared gives unassigned pages back to the pool."""
     rng = getattr(op, "range", None)
-    if isinstance(op, ConvertPages) and op.to == "shared" and result.ok:
-        machine.ownership.release(op.range.start, op.range.end)
+    if isinstance(op, ConvertPages) and op.to == "shared" and after is not None:
+        for run in after:  # every page now shared goes back to the pool (unless assigned)
+            if not run.private:
+                machine.ownership.release(run.start, run.end)
     if rng is None or before is None or after is None \
             or result.status not in (Status.PARTIAL, Status.ERROR):
         return result
@@ -138,7 +140,7 @@ def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | Non
         prefix_end = prog.next_gpa
     elif prog is not None and prog.done_bytes:
         prefix_end = min(rng.end, rng.start + prog.done_bytes)
-    changes = [c for c in diff(before, after) if c.end > prefix_end or c.start < rng.start]
+    changes = [c for c in diff(before, after) if c.end > prefix_end]
     for c in changes:  # only what lies outside the done prefix
         if c.start < prefix_end < c.end:
             c.start = prefix_end

@@ -229,8 +229,10 @@ class WorkloadPlanner:
     def to_shared(self, name: str, layer: str, rng: GpaRange) -> OperationResult:
         """Rescind (pages not validated are fine), then PSC to shared."""
         res = self.rescind(name, layer, rng, ignore_cf=True)
-        if not res.ok:
-            return res
+        if not res.ok:  # no page is shared yet: nothing of the conversion is done (the
+            # pages rescinded so far are listed by the executor in ``changed``)
+            return res.model_copy(update={"progress": Progress(done_bytes=0,
+                                                               next_gpa=rng.start)})
         lim = self.limits
         err = self.m.psc(layer, 0, page_runs(rng, None), g.PscOp.SHARED, lim.psc_entries)
         if err is not None:

@@ -242,8 +242,10 @@ class L2Workload:
         if op.to == "shared":
             if self.platform.module.config.module == "2.0":
                 r = self.rescind(RescindPages(layer=op.layer, range=op.range), ignore_cf=True)
-                if not r.ok:
-                    return r
+                if not r.ok:  # nothing is shared yet; rescinded pages are listed as changed
+                    return r.model_copy(update={
+                        "operation": name, "progress": Progress(done_bytes=0,
+                                                                next_gpa=op.range.start)})
             else:
                 notes.append("module 1.5 has no TDG.MEM.PAGE.RELEASE: L1 removes the L2 "
                              "aliases while forwarding MapGPA; the host's TDH.MEM.PAGE.REMOVE "
