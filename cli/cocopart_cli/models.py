@@ -142,6 +142,39 @@ class RouteInfo(BaseModel):
     reason: str | None = None
 
 
+class MemoryControlInfo(BaseModel):
+    """Who one layer may restrict, from the graph's memory-control edges (docs/authority.md)."""
+
+    layer: str
+    controls: list[str] = Field(
+        default_factory=list, description="Layers whose memory access this layer may restrict "
+        "(memory-control edges, transitively; cocopart.authority.Authority.controlled_by).")
+    controlled_by: list[str] = Field(
+        default_factory=list, description="Layers that may restrict this layer's access.")
+    peers: list[str] = Field(
+        default_factory=list, description="Workload layers neither side controls: this layer "
+        "may change their access only on pages it owns (PEER_ACCESS_NEEDS_OWNERSHIP), "
+        "through the privileged layer.")
+    mechanisms: list[str] = Field(
+        default_factory=list, description="Mechanisms of this layer's own memory-control "
+        "edges (RMPADJUST, TDG.MEM.PAGE.ATTR.WR, ...).")
+
+
+class OwnershipRun(BaseModel):
+    """A run of guest-physical pages with one owner when the guest starts."""
+
+    start: int
+    end: int
+    owner: str = Field(description="l1 or a workload layer.")
+    assigned: bool = Field(description="Assigned for good (memory map, protocol pages); "
+                           "false for l1's pool, whose pages the first workload to validate "
+                           "them owns.")
+    kind: Literal["memory-map", "pool", "protocol-pages", "privileged"] = Field(
+        description="memory-map: guest RAM the memory map assigns; pool: l1's pool; "
+        "protocol-pages: a workload's calling areas, vCPU contexts and scratch pages; "
+        "privileged: the rest of the region above guest RAM.")
+
+
 class LayersReport(BaseModel):
     """`cocopart layers`: the graph, routes and TCBs of one guest on one backend."""
 
@@ -150,6 +183,12 @@ class LayersReport(BaseModel):
     graph: GraphModel
     routes: list[RouteInfo]
     tcb: dict[str, list[str]]
+    memory_control: list[MemoryControlInfo] = Field(
+        default_factory=list, description="Per layer (l1 and each workload layer): whose "
+        "memory access it may restrict (docs/authority.md).")
+    ownership: list[OwnershipRun] = Field(
+        default_factory=list, description="Owner of every page when the guest starts, from "
+        "the memory map ([guest] memory_map, else each [[layers]] memory).")
 
 
 class ExplainSide(BaseModel):
