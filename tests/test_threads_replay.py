@@ -9,6 +9,7 @@ the same pool pages (so the order matters).
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -62,10 +63,15 @@ def test_eight_threads_replayed_serially_give_the_same_states_and_results(backen
             errors.append(err)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that operations interleave
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors, errors
     order = [r.operation for r in p.history]
     assert len(order) == 48
