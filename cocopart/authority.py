@@ -50,6 +50,7 @@ RULE_LOWER_NEVER_ACTS_ON_HIGHER = "LOWER_NEVER_ACTS_ON_HIGHER"
 RULE_PEER_ACCESS_NEEDS_OWNERSHIP = "PEER_ACCESS_NEEDS_OWNERSHIP"
 RULE_GRANT_WITHIN_HELD = "GRANT_WITHIN_HELD"
 RULE_CONTEXT_PAGE_UNTOUCHABLE = "CONTEXT_PAGE_UNTOUCHABLE"
+RULE_CALLING_AREA_IN_USE = "CALLING_AREA_IN_USE"
 RULE_BUFFER_MUST_BE_CALLERS = "BUFFER_MUST_BE_CALLERS"
 RULE_RANGE_INSIDE_RAM = "RANGE_INSIDE_RAM"
 RULE_BSP_KEEPS_RUNNING = "BSP_KEEPS_RUNNING"
@@ -161,6 +162,8 @@ class Authority:
         self.access_of: AccessOf | None = None
         #: GPAs of live vCPU context pages (SNP VMSA / TDX L2 state), kept by the service.
         self.contexts: Callable[[], set[int]] = set
+        #: GPAs of the calling areas vCPUs use now, kept by the service.
+        self.calling_areas: Callable[[], set[int]] = set
 
     @classmethod
     def from_edges(cls, ownership: Ownership, edges: list[tuple[str, str]],
@@ -187,8 +190,12 @@ class Authority:
     # -- page-state requests ---------------------------------------------------------------
     def check_state(self, layer: str, start: int, end: int, what: str) -> Refusal | None:
         """RULE_STATE_CHANGE_NEEDS_OWNERSHIP: may ``layer`` ``what`` (validate, rescind,
-        share, make private) every page of ``[start, end)``?"""
+        share, make private) every page of ``[start, end)``? Pages the privileged layer uses
+        for a vCPU (context, calling area) are never changed (for l1 too)."""
         at = self.ownership.first_not_takeable(layer, start, end)
+        busy = self.protocol_page_in(start, end)
+        if busy is not None and (at is None or (busy.gpa or 0) <= at):
+            return busy
         if at is None:
             return None
         owner = self.ownership.owner(at)
@@ -230,6 +237,22 @@ class Authority:
                        f"the page at {hit:#x} holds a live vCPU context; nobody's access to "
                        "it may change while it runs")
 
+    def protocol_page_in(self, start: int, end: int) -> Refusal | None:
+        """A live context page or a calling area in use inside ``[start, end)``: no page
+        state change may touch either (the privileged layer keeps using them)."""
+        ctx = self.context_in(start, end)
+        lo = start & ~(PAGE_4K - 1)
+        caas = [c for c in self.calling_areas() if lo <= c < end]
+        caa = min(caas) if caas else None
+        if ctx is not None and (caa is None or ctx < caa):
+            return Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, ctx,
+                           f"the page at {ctx:#x} holds a live vCPU context")
+        if caa is not None:
+            return Refusal(RULE_CALLING_AREA_IN_USE, ResultCode.INVALID_ADDRESS, caa,
+                           f"the page at {caa:#x} is a vCPU's calling area; move it with "
+                           "REMAP_CA first")
+        return None
+
     # -- buffers of protocol calls ---------------------------------------------------------
     def context_in(self, start: int, end: int) -> int | None:
         """The lowest live context page overlapping ``[start, end)``, or None."""
@@ -265,4 +288,5 @@ class Authority:
     def copy(self) -> Authority:
         other = Authority(self.ownership.copy(), self._controls, self.workloads)
         other.access_of, other.contexts = self.access_of, self.contexts
+        other.calling_areas = self.calling_areas
         return other

@@ -171,9 +171,9 @@ class Authority(RuleBasedStateMachine):
             if a.validated and not b.validated and self.owner[i] is None:
                 # a pool page validated by a layer becomes that layer's (l1's: assigned)
                 self.owner[i], self.assigned[i] = op.layer, op.layer == L1
-            elif (b.validated and not a.validated) or (b.private and not a.private):
-                if not self.assigned[i] or self.owner[i] == L1:
-                    self.owner[i], self.assigned[i] = None, False
+            elif ((b.validated and not a.validated) or (b.private and not a.private)) \
+                    and (not self.assigned[i] or self.owner[i] == L1):
+                self.owner[i], self.assigned[i] = None, False
         for i in range(PAGES):
             want = self.owner[i] or L1
             assert after[i].owner == want, (op.describe(), i, after[i].owner, want)
@@ -231,7 +231,8 @@ class Authority(RuleBasedStateMachine):
             assert not a.validated, (op.describe(), i)
         elif isinstance(op, ConvertPages):
             assert not a.private, (op.describe(), i)
-        elif isinstance(op, SetAccess):
+        elif isinstance(op, SetAccess) and a.private and a.validated:
+            # (on a page not validated the permission may be recorded but is not usable)
             assert a.acc(op.target) == op.access, (op.describe(), i)
 
     def resume(self, op: Operation, res: OperationResult) -> None:

@@ -391,14 +391,10 @@ def test_buffer_must_be_callers_create_vcpu_with_a_peers_page_is_invalid_address
     assert victim_state(p) == before and p.vcpus() == vcpus
 
 
-@pytest.mark.xfail(strict=True, reason="SNP counts a shared page as accessible to every VMPL "
-                   "(SnpPlatform.layer_access), so l1 zeroes l2.2's shared page for l2.1's "
-                   "REMAP_CA; TDX (L1Core.layer_access) refuses the same request")
 def test_buffer_must_be_callers_remap_ca_onto_a_peers_shared_page_answers_alike_on_both() -> None:
     """RULE_BUFFER_MUST_BE_CALLERS, identical on both backends: l2.2 shares a page of its
     assigned RAM with the host (a bounce buffer holding data); l2.1 asks l1 to REMAP_CA onto
-    it. TDX answers INVALID_ADDRESS and the bytes stay; SNP answers SUCCESS and l1 zeroes
-    l2.2's buffer (the SVSM maps a calling area private, C=1, and a C=1 access to a
+    it. Both answer INVALID_ADDRESS and the bytes stay (the SVSM maps a calling area private, C=1, and a C=1 access to a
     hypervisor-owned page fails the RMP check: sev-snp.md §4.2, §4.4; CS core.rs
     core_remap_ca; docs/authority.md "rules identical on both backends")."""
     answers = {}
@@ -411,15 +407,11 @@ def test_buffer_must_be_callers_remap_ca_onto_a_peers_shared_page_answers_alike_
     assert answers["sev-snp"] == answers["tdx"] == (ResultCode.INVALID_ADDRESS, True)
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param("sev-snp", marks=pytest.mark.xfail(
-        strict=True, reason="SNP keeps l2.1's calling area in l2.2's page after l2.2 makes "
-        "it private again; the SVSM then writes l2.1's call_pending byte into it")),
-    "tdx"])
+@both
 def test_buffer_must_be_callers_calling_area_in_a_page_its_owner_made_private_again(
         backend: str) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS over time: l2.2 shares one of its assigned pages, l2.1
-    asks REMAP_CA onto it (SNP answers SUCCESS, TDX INVALID_ADDRESS), l2.2 makes the page
+    asks REMAP_CA onto it (INVALID_ADDRESS on both), l2.2 makes the page
     private again and writes data into it. Whatever REMAP_CA answered, l2.1's next call must
     not write into l2.2's private page (sev-snp.md §1.1 call_pending, §1.3; §4.4: a C=1
     access to another owner's page fails the RMP check; docs/authority.md)."""
@@ -435,11 +427,7 @@ def test_buffer_must_be_callers_calling_area_in_a_page_its_owner_made_private_ag
     assert victim_state(p) == before
 
 
-@pytest.mark.parametrize("backend", [
-    "sev-snp",
-    pytest.param("tdx", marks=pytest.mark.xfail(
-        strict=True, reason="TDX L1 carries out an L2's PVALIDATE of its own protocol pages "
-        "(ignore_cf zeroes them and re-grants rwus); the SVSM refuses with INVALID_ADDRESS"))])
+@both
 @pytest.mark.parametrize("page", ["vtpm-scratch", "calling-area-of-vcpu-1"])
 def test_range_inside_ram_raw_pvalidate_of_own_protocol_pages_is_invalid_address(
         backend: str, page: str) -> None:
@@ -580,14 +568,11 @@ def test_peer_access_needs_ownership_reader_of_a_peers_page_cannot_revoke_the_ow
     assert p.machine.memory.read(page.start, 9) == b"l2.1 data"
 
 
-@pytest.mark.xfail(strict=True, reason="L1's ATTR.WR emulation checks authority only for "
-                   "VM indexes 1..NUM_L2_VMS; VM 0 skips the check and is applied to "
-                   "workloads[-1] (l2.2)")
 def test_peer_access_needs_ownership_raw_attr_wr_naming_vm_0_is_refused() -> None:
     """RULE_PEER_ACCESS_NEEDS_OWNERSHIP (TDX L1 path): l2.1's TDG.MEM.PAGE.ATTR.WR exits to
     L1 (tdx.md §2.4); one whose attribute word names VM 0 (L1 itself, never settable:
     tdx.md §3, the module answers TDX_OPERAND_INVALID) must be refused by L1's emulation
-    and change nothing — today L1 applies it to the last L2 and removes l2.2's access to its
+    and change nothing — it must not be applied to the last L2, removing l2.2's access to its
     own page."""
     from cocopart_tdx import attributes as attrs
     from cocopart_tdx.tdcall import Leaf
@@ -880,28 +865,35 @@ def test_bsp_keeps_running_deleting_vcpu_0_is_refused_and_interrupts_still_work(
     ok(p.run(ConvertPages(layer="l2.1", range=rng(0x10000, PAGE), to="shared")))
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param("sev-snp", marks=pytest.mark.xfail(
-        strict=True, reason="SNP serves protocol calls from a vCPU whose VMSA was deleted "
-        "(and runs l2.1's operations from it); TDX answers INVALID_REQUEST / not-supported")),
-    "tdx"])
-def test_bsp_keeps_running_raw_delete_of_own_bsp_leaves_no_caller_on_either_backend(
-        backend: str) -> None:
-    """RULE_BSP_KEEPS_RUNNING is checked by the executor only: a raw DELETE_VCPU of l2.1's
-    own vCPU 0 succeeds (as in CS core.rs core_delete_vcpu). Afterwards the deleted vCPU
-    cannot issue calls — its context no longer runs (sev-snp.md §2 DELETE_VCPU: "SVSM
-    clears EFER.SVME"; tdx.md §6) — so both backends must agree that l2.1 has no caller
-    until l1 recreates vCPU 0, and l1 can (the partition is not stuck)."""
+@both
+def test_bsp_keeps_running_raw_delete_of_own_bsp_is_refused_on_both_backends(backend: str
+                                                                            ) -> None:
+    """RULE_BSP_KEEPS_RUNNING holds for raw calls too: the privileged layer's DELETE_VCPU
+    handler refuses l2.1's own vCPU 0 with INVALID_PARAMETER (cocopart's choice, one rule
+    for both backends; docs/authority.md), and l2.1 keeps working."""
     p = tenants(backend)
     out = call(p, "l2.1", ProtocolId.CORE, CoreCall.DELETE_VCPU, p.machine.layout.context(0, 0))
-    assert out.code == ResultCode.SUCCESS
-    assert [v for v in p.vcpus() if v.layer == "l2.1"] == []
-    after = call(p, "l2.1", ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1)
-    assert after.code != ResultCode.SUCCESS
-    assert p.run(ValidatePages(layer="l2.1", range=rng(HOLE, PAGE))).status \
-        is Status.NOT_SUPPORTED
-    ok(p.run(CreateVcpu(layer="l1", target="l2.1", vcpu=0)))
+    assert out.code == ResultCode.INVALID_PARAMETER
+    assert [v.vcpu for v in p.vcpus() if v.layer == "l2.1"] == [0]
     ok(p.run(ValidatePages(layer="l2.1", range=rng(HOLE, PAGE))))
+
+
+@both
+def test_a_deleted_vcpu_issues_no_calls_on_either_backend(backend: str) -> None:
+    """A vCPU whose context was deleted does not run, so it cannot issue a protocol call
+    (sev-snp.md §2 DELETE_VCPU clears EFER.SVME; tdx.md §6): call_pending stays set and the
+    caller sees INVALID_REQUEST, on both backends; l1 can recreate the vCPU."""
+    p = tenants(backend)
+    ok(p.run(CreateVcpu(layer="l2.1", target="l2.1", vcpu=1)))
+    out = call(p, "l2.1", ProtocolId.CORE, CoreCall.DELETE_VCPU, p.machine.layout.context(0, 1))
+    assert out.code == ResultCode.SUCCESS
+    after = p.machine.transport.call("l2.1", 1, Registers.call(
+        ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1))
+    assert after.code == ResultCode.INVALID_REQUEST
+    ok(p.run(CreateVcpu(layer="l1", target="l2.1", vcpu=1)))
+    again = p.machine.transport.call("l2.1", 1, Registers.call(
+        ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1))
+    assert again.code == ResultCode.SUCCESS
 
 
 # == 8. memory_view shows owners ===============================================================

@@ -32,6 +32,7 @@ def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: Pro
     state = ServiceState(layout, workloads)
     authority.access_of = platform.layer_access
     authority.contexts = state.context_pages
+    authority.calling_areas = state.calling_area_pages
     d = ServiceDispatcher(platform, memory, state, trace, issuer)
     d.authority = authority
     core.register(d)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocopart.authority import RULE_CONTEXT_PAGE_UNTOUCHABLE, Refusal
+from cocopart.authority import RULE_BSP_KEEPS_RUNNING, Refusal
 from cocopart.model import L1, PAGE_4K, Access
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
@@ -37,29 +37,21 @@ def remap_ca(ctx: CallContext) -> int:
 
 
 def _inside(ctx: CallContext, gpa: int, page_bytes: int, count: int) -> int:
-    """How many of ``count`` pages from ``gpa`` are guest memory (binary search)."""
-    if ctx.platform.is_guest_range(gpa, page_bytes * count):
-        return count
-    lo, hi = 0, count
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ctx.platform.is_guest_range(gpa, page_bytes * mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """How many of ``count`` pages from ``gpa`` are guest RAM a workload may validate or
+    rescind: never the protocol region above it (RULE_RANGE_INSIDE_RAM, the same on every
+    backend); l1 reaches all guest memory."""
+    limit = ctx.authority.ownership.ram if ctx.layer != L1 else ctx.dispatcher.state.layout.total
+    if gpa >= limit:
+        return 0
+    return min(count, (limit - gpa) // page_bytes)
 
 
 def _allowed(ctx: CallContext, gpa: int, page_bytes: int, count: int, validate: bool) -> int:
     """How many of ``count`` pages from ``gpa`` the caller may validate or rescind (its own
-    or pool pages, no live context page): RULE_STATE_CHANGE_NEEDS_OWNERSHIP."""
+    or pool pages, no live context page or calling area): RULE_STATE_CHANGE_NEEDS_OWNERSHIP."""
     end = gpa + page_bytes * count
     auth = ctx.authority
     refusal = auth.check_state(ctx.layer, gpa, end, "validate" if validate else "rescind")
-    live = auth.context_in(gpa, end)
-    if live is not None and (refusal is None or (refusal.gpa or 0) > live):
-        refusal = Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, live,
-                          f"the page at {live:#x} holds a live vCPU context")
     if refusal is None:
         return count
     ctx.dispatcher.last_refusal = refusal
@@ -144,7 +136,7 @@ def create_vcpu(ctx: CallContext) -> int:
     if ctx.authority.context_in(caa, caa + PAGE_4K) is not None:
         return ResultCode.INVALID_ADDRESS
     holder = ctx.state.caa_owner(caa)
-    if holder is not None and holder[0] != ctx.layer:
+    if holder is not None and holder != (ctx.layer, apic):  # another vCPU's calling area
         return ResultCode.INVALID_PARAMETER
     if apic not in p.apic_ids():
         return ResultCode.INVALID_PARAMETER
@@ -163,6 +155,11 @@ def delete_vcpu(ctx: CallContext) -> int:
     ctx_gpa = ctx.regs.rcx
     rec = ctx.state.contexts.get(ctx_gpa)
     if ctx_gpa % PAGE_4K or rec is None or rec.layer != ctx.layer:
+        return ResultCode.INVALID_PARAMETER
+    if rec.vcpu == 0:  # RULE_BSP_KEEPS_RUNNING, for raw calls as for operations
+        ctx.dispatcher.last_refusal = Refusal(
+            RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, ctx_gpa,
+            f"vCPU 0 of {ctx.layer} is its bootstrap processor and keeps running")
         return ResultCode.INVALID_PARAMETER
     code = ctx.platform.delete_vcpu(ctx.layer, ctx_gpa)
     if code == ResultCode.SUCCESS:

@@ -45,6 +45,12 @@ class ServiceState:
         """The (layer, vCPU) whose calling area is ``gpa``, if any."""
         return next((k for k, v in self.areas.items() if v == gpa), None)
 
+    def calling_area_pages(self) -> set[int]:
+        """GPAs of the calling areas of running vCPUs (ones with a live context), plus any
+        a vCPU moved with REMAP_CA."""
+        live = {(r.layer, r.vcpu) for r in self.contexts.values()}
+        return {gpa for key, gpa in self.areas.items() if key in live}
+
     def context_pages(self) -> set[int]:
         """GPAs of every live vCPU context page (never a buffer, never anyone's CAA)."""
         return set(self.contexts)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cocopart.authority import RULE_OUTPUT_FITS_BUFFER, Refusal
 from cocopart.model import Access
 from cocopart.protocol import vtpm as codec
 from cocopart.protocol.ids import ProtocolId, ResultCode, VtpmCall
@@ -208,6 +209,9 @@ def _cmd(ctx: CallContext) -> int:
         return ResultCode.INVALID_PARAMETER
     response = codec.encode_response(tpm.execute(req[2]))
     if len(response) > 4096:
+        ctx.dispatcher.last_refusal = Refusal(
+            RULE_OUTPUT_FITS_BUFFER, ResultCode.INVALID_PARAMETER, gpa,
+            f"the TPM response of {len(response)} bytes does not fit the 4 KiB buffer")
         return ResultCode.INVALID_PARAMETER
     ctx.memory.write(gpa, response)
     return ResultCode.SUCCESS

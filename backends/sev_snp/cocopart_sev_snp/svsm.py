@@ -89,9 +89,10 @@ class SnpPlatform(PrivilegedPlatform):
         return gpa >= 0 and size >= 0 and gpa + size <= self.m.layout.total
 
     def layer_access(self, layer: str, start: int, end: int) -> Access:
-        """A VMPL's own access from the RMP: its permission byte on assigned, validated
-        guest pages; none on VMSA pages or pages of another owner; full access to shared
-        pages (C=0 accesses are not RMP-checked per VMPL)."""
+        """A VMPL's own access to private memory from the RMP: its permission byte on
+        assigned, validated guest pages; none on VMSA pages, pages of another owner and
+        shared pages (host-visible memory is never a protocol buffer: RULE_BUFFER_MUST_BE_
+        CALLERS takes private memory the caller may use, as on TDX)."""
         if layer == L1:
             return Access.RWX
         vmpl = self.m.vmpls.get(layer)
@@ -99,9 +100,7 @@ class SnpPlatform(PrivilegedPlatform):
             return Access.NONE
         held = Access.RWX
         for _s, _e, v in self.m.rmp.runs(start, end):
-            if not v.assigned:
-                continue
-            if not (v.owned_by(self.m.asid) and v.validated) or v.vmsa:
+            if not (v.assigned and v.owned_by(self.m.asid) and v.validated) or v.vmsa:
                 return Access.NONE
             held &= Access(v.perm(vmpl))
         return held
@@ -327,6 +326,9 @@ class SnpTransport(Transport):
     def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
         m = self.m
         vmpl = m.vmpls[layer]
+        if (vcpu, vmpl) not in m.host.contexts:  # a deleted vCPU executes no VMGEXIT
+            self._entered[(layer, vcpu)] = False
+            return False
         if m.call_protocol == "msr":
             saved = m.ghcb_msr.get((layer, vcpu), 0)
             self.trace.record(layer, "VMGEXIT", "SNP_RUN_VMPL")

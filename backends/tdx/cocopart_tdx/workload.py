@@ -201,6 +201,10 @@ class L2Workload:
                 refusal = auth.check_state(layer, start, start + size, "convert")
                 out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
                     else self.platform.map_gpa(g["r12"], size, tally)
+                if refusal is None and g["r12"] & sbit:  # pages now shared: back to the pool
+                    for s, e, shared in self.platform.host.shared.runs(start, start + size):
+                        if shared:
+                            auth.ownership.release(s, e)
             if refusal is not None:
                 self.platform.last_error = L1Error(
                     "TDG.VP.VMCALL_INVALID_OPERAND", vmc.TdvmcallStatus.INVALID_OPERAND,
@@ -306,8 +310,13 @@ class L2Workload:
         p = self.platform
         deny = with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
         status = 0
-        if 1 <= tvm <= p.module.config.num_l2_vms:
-            target = self.workloads[tvm - 1] if tvm <= len(self.workloads) else f"l2.{tvm}"
+        if not 1 <= tvm <= len(self.workloads):  # VM 0 is L1 itself; no such L2 VM
+            status = deny
+            p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
+                                   f"{layer}'s TDG.MEM.PAGE.ATTR.WR names VM {tvm}, which is "
+                                   "not an L2 VM of this TD")
+        else:
+            target = self.workloads[tvm - 1]
             refusal = self.transport.dispatcher.authority.check_set_access(
                 layer, target, start, end, attrs.attr_to_access(word))
             if refusal is not None:
@@ -316,8 +325,7 @@ class L2Workload:
                                        f"L1 refused {layer}'s TDG.MEM.PAGE.ATTR.WR: "
                                        f"{refusal.message} ({refusal.rule})")
         if status == 0:
-            r = p.set_access(self.workloads[tvm - 1] if tvm <= len(self.workloads)
-                             else f"l2.{tvm}", start, 4096, (end - start) // 4096,
+            r = p.set_access(self.workloads[tvm - 1], start, 4096, (end - start) // 4096,
                              attrs.attr_to_access(word))
             if r.code != ResultCode.SUCCESS:
                 err = p.last_error
