@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cocopart.authority import (
     AUTHORITY_VENDOR,
+    RULE_ACCESS_ON_VALIDATED_PAGES,
     RULE_BSP_KEEPS_RUNNING,
     RULE_LOWER_NEVER_ACTS_ON_HIGHER,
     RULE_RANGE_INSIDE_RAM,
@@ -62,13 +63,28 @@ def refusal_for(op: Operation, machine: Machine) -> Refusal | None:
         what = {"validate": "validate", "rescind": "rescind", "convert": "convert"}[op.op]
         return auth.check_state(op.layer, op.range.start, op.range.end, what)
     if isinstance(op, SetAccess) and (op.target in auth.workloads or op.target == L1):
-        return auth.check_set_access(op.layer, op.target, op.range.start, op.range.end,
-                                     op.access)
+        refusal = auth.check_set_access(op.layer, op.target, op.range.start, op.range.end,
+                                        op.access)
+        if refusal is None and op.target in auth.workloads:
+            refusal = _not_validated(op, machine)
+        return refusal
     if isinstance(op, DeleteVcpu) and op.vcpu == 0:
         return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, None,
                        f"vCPU 0 is {op.target}'s bootstrap processor: every request of a "
                        "layer is issued from it, so it is never deleted (the layer would "
                        "be left unable to ask for anything)")
+    return None
+
+
+def _not_validated(op: SetAccess, machine: Machine) -> Refusal | None:
+    """RULE_ACCESS_ON_VALIDATED_PAGES: access is set on validated private pages only. A
+    permission recorded on a page nobody validated would outlive it: the next layer to
+    validate (claim) the page would find another layer already holding access to it."""
+    for run in machine.memory_view(op.range.start, op.range.end):
+        if not (run.private and run.validated):
+            return Refusal(RULE_ACCESS_ON_VALIDATED_PAGES, ResultCode.INVALID_PARAMETER,
+                           run.start, f"the page at {run.start:#x} is not validated private "
+                           "memory; access is set only on validated pages (validate first)")
     return None
 
 

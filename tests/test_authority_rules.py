@@ -994,3 +994,22 @@ def test_state_change_needs_ownership_l1_validating_pool_pages_takes_them_out_of
                 RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
         refused(p.run(ConvertPages(layer=layer, range=rng(40 * MIB, PAGE), to="shared")),
                 RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
+
+
+@both
+def test_access_on_validated_pages_a_grant_never_outlives_a_pool_page(backend: str) -> None:
+    """RULE_ACCESS_ON_VALIDATED_PAGES (cocopart's choice, docs/authority.md; found by the
+    authority state machine): l1 may not set a layer's access on a page nobody validated —
+    the permission would be recorded (SNP RMPADJUST on an assigned page; TDX ATTR.WR on a
+    PENDING page) and the next layer to validate, i.e. claim, the page would find another
+    layer already holding access to its private memory."""
+    p = Partition(POOL_GUEST, backend)
+    page = rng(0, 2 * MIB)
+    r = p.run(SetAccess(layer="l1", range=page, target="l2.1", access="rwx"))
+    assert r.error is not None and r.error.mnemonic == "ACCESS_ON_VALIDATED_PAGES"
+    assert r.primitives == 0
+    ok(p.run(ValidatePages(layer="l2.2", range=page)))
+    assert all(run.access == {"l2.2": "rwus"} and run.owner == "l2.2"
+               for run in p.memory_view(0, 2 * MIB))
+    ok(p.run(SetAccess(layer="l1", range=page, target="l2.1", access="r")))  # now it may
+    assert {run.access.get("l2.1") for run in p.memory_view(0, 2 * MIB)} == {"r---"}
