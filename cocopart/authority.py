@@ -20,7 +20,7 @@ Rules (docs/authority.md has the sources and the choices no spec makes):
   workload layer (calling areas, vCPU contexts, scratch buffers) belong to that layer.
 * **State changes need ownership** (:data:`RULE_STATE_CHANGE_NEEDS_OWNERSHIP`): a workload
   may validate, rescind, share or make private only pages it owns or pool pages (which hold
-  nobody's data: a pool page is never validated). l1 may act on any page.
+  nobody's data: no layer holds access to a pool page). l1 may act on any page.
 * **Access changes follow the memory-control edges of the layer graph**
   (:data:`RULE_LOWER_NEVER_ACTS_ON_HIGHER`, :data:`RULE_PEER_ACCESS_NEEDS_OWNERSHIP`): a
   layer may change another layer's access where it holds a memory-control path over it

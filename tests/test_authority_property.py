@@ -168,8 +168,11 @@ class Authority(RuleBasedStateMachine):
         # the reference's ownership follows the effects, then must equal the model's
         for i in changed_pages:
             b, a = before[i], after[i]
-            if a.validated and not b.validated and self.owner[i] is None:
-                # a pool page validated by a layer becomes that layer's (l1's: assigned)
+            if a.validated and not b.validated and self.owner[i] is None \
+                    and (op.layer == L1 or a.acc(op.layer)):
+                # a pool page validated for a layer becomes that layer's (l1's: assigned);
+                # one a failed validate accepted for nobody (TDX L1's 4K fallback inside a
+                # refused 2M entry, listed in ``changed``) stays in the pool
                 self.owner[i], self.assigned[i] = op.layer, op.layer == L1
             elif ((b.validated and not a.validated) or (b.private and not a.private)) \
                     and (not self.assigned[i] or self.owner[i] == L1):
