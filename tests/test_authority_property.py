@@ -90,7 +90,7 @@ class Authority(RuleBasedStateMachine):
     BACKEND = "sev-snp"
 
     @initialize(layers=st.sampled_from([2, 3]), strategy=st.sampled_from(["linux", "optimal"]),
-                mode=st.sampled_from(["restricted", "alternate"]),
+                mode=st.sampled_from(["direct", "restricted", "alternate", "secure-avic"]),
                 option=st.integers(0, 3), mapped=st.booleans())
     def start(self, layers: int, strategy: str, mode: str, option: int, mapped: bool) -> None:
         self.start_guest(self.BACKEND, layers, strategy, mode, option, mapped)
