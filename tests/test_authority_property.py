@@ -168,8 +168,11 @@ class Authority(RuleBasedStateMachine):
         # the reference's ownership follows the effects, then must equal the model's
         for i in changed_pages:
             b, a = before[i], after[i]
-            if a.validated and not b.validated and self.owner[i] is None \
-                    and (op.layer == L1 or a.acc(op.layer)):
+            claims = isinstance(op, ValidatePages) or (
+                isinstance(op, ConvertPages) and op.to == "private")
+            if claims and a.validated and self.owner[i] is None and (
+                    (op.layer == L1 and not b.validated)
+                    or (op.layer != L1 and a.acc(op.layer) and not b.acc(op.layer))):
                 # a pool page validated for a layer becomes that layer's (l1's: assigned);
                 # one a failed validate accepted for nobody (TDX L1's 4K fallback inside a
                 # refused 2M entry, listed in ``changed``) stays in the pool
