@@ -9,7 +9,7 @@ options) with a bounded budget: ``PROTOCOL_FUZZ_EXAMPLES`` partitions (default 1
 hang, a defined result code, call_pending clear, no byte or state change of a page the caller
 does not own; after the run every layer still validates its own pages and attests.
 
-The tests at the end reproduce library bugs the fuzz found (``xfail(strict=True)``).
+The tests at the end reproduce library bugs the fuzz found, now fixed.
 """
 
 from __future__ import annotations
@@ -114,15 +114,8 @@ def test_checks_catch_a_confused_deputy_an_out_of_set_code_and_a_state_change(
         assert any(expect in v for v in found), (handler.__name__, found)
 
 
-# -- bugs the fuzz found ---------------------------------------------------------------------
-@pytest.mark.parametrize("backend", [
-    pytest.param("sev-snp", marks=pytest.mark.xfail(
-        strict=True, reason="SnpTransport._vmsa (svsm.py) reads the guest exit code from "
-        "(and writes RAX/RCX/RDX/R8 back into) the launch layout's context page "
-        "layout.context(layer, vcpu), not the VMSA the vCPU was created with: calls from a "
-        "vCPU created through CREATE_VCPU are never serviced (INVALID_REQUEST); TDX serves "
-        "them")),
-    "tdx"])
+# -- bugs the fuzz found (fixed; kept as regression tests) ---------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
 def test_a_vcpu_created_through_the_protocol_can_call(backend: str) -> None:
     """CREATE_VCPU of l2.1's vCPU 1 with a context page of its own RAM (on SNP a copy of its
     VMSA, which passes the SVSM's checks) succeeds and the vCPU is running; then a call from
@@ -139,10 +132,6 @@ def test_a_vcpu_created_through_the_protocol_can_call(backend: str) -> None:
     assert query.regs.rcx == (1 << 32) | 1
 
 
-@pytest.mark.xfail(strict=True, reason="SnpPlatform.rescind_pages (svsm.py) keeps looping "
-                   "over the revoke targets after an RMPADJUST fails: the next one runs on 0 "
-                   "pages, answers FAIL_INPUT and replaces FAIL_SIZEMISMATCH, so the client's "
-                   "4K fallback never runs")
 def test_snp_rescind_of_a_2m_entry_over_4k_pages_answers_sizemismatch() -> None:
     """With 4 KiB host pages, ValidatePages of 2 MiB leaves 4K RMP entries. A PVALIDATE
     rescind entry of 2M over them is FAIL_SIZEMISMATCH (RMPADJUST and PVALIDATE both
@@ -161,10 +150,6 @@ def test_snp_rescind_of_a_2m_entry_over_4k_pages_answers_sizemismatch() -> None:
     assert r.ok, r.reason
 
 
-@pytest.mark.xfail(strict=True, reason="TDX L1's last_error is only taken by the operation "
-                   "that fails next: an error left by a raw protocol call (here l2.1's "
-                   "TDG.MEM.PAGE.RELEASE on module 1.5) becomes the reason and ArchError of "
-                   "a later, unrelated failure of another layer")
 def test_tdx_a_failed_operation_reports_its_own_error_not_another_layers() -> None:
     """l2.1 makes a raw PVALIDATE rescind (module 1.5: UNSUPPORTED_CALL, no RELEASE leaf).
     l2.2 then moves its calling area onto its own report buffer, so its Attest fails for its

@@ -185,9 +185,11 @@ class SnpPlatform(PrivilegedPlatform):
         limit = n
         code: int = ResultCode.SUCCESS
         for target in self._revoke_targets():
+            if not limit:
+                break
             r = self._adjust(gpa, gpa + limit * page_bytes, big, target, 0)
-            if r.rc:
-                limit, code = r.done, protocol_error(r.rc)
+            if r.rc:  # the first failure is the answer (a 2M entry over 4K RMP entries:
+                limit, code = r.done, protocol_error(r.rc)  # FAIL_SIZEMISMATCH)
         size = "2M" if big else "4K"
         done = 0
         if limit:
@@ -321,6 +323,11 @@ class SnpTransport(Transport):
         self._entered: dict[tuple[str, int], bool] = {}
 
     def _vmsa(self, layer: str, vcpu: int) -> int:
+        """The VMSA the host runs for ``layer``'s ``vcpu`` (a vCPU made by CREATE_VCPU may
+        have its VMSA on any page of its layer)."""
+        ctx = self.m.host.contexts.get((vcpu, self.m.vmpls[layer]))
+        if ctx is not None:
+            return ctx.vmsa_gpa
         return self.m.layout.context(self.m.workloads.index(layer), vcpu)
 
     def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:

@@ -154,6 +154,7 @@ class TdxMachine(Machine):
     # -- operations --------------------------------------------------------------------------------
     def execute(self, op: Operation) -> OperationResult:
         name = op.describe()
+        self.platform.last_error = None  # an error left by an earlier raw call is not ours
         if isinstance(op, InjectInterrupt):
             return self.interrupts.inject(op)
         if isinstance(op, EndOfInterrupt):
