@@ -148,3 +148,20 @@ def test_svsm_pvalidate_malformed_entries_are_invalid_parameter() -> None:
 def test_no_workload_ever_executes_pvalidate_itself() -> None:
     p = validated(16 * MIB, workload_layers=2)
     assert p.trace.count("PVALIDATE") == p.trace.count("PVALIDATE", issuer="l1") > 0
+
+
+def test_exact_progress_deferred_sizemismatch_fallback_runs_before_a_later_failure() -> None:
+    """Issue 11 item 6: a 2M entry refused with FAIL_SIZEMISMATCH is redone as 4K entries
+    after the batch (Linux svsm_pval_pages; sev-snp.md §2.1); when a LATER entry of the same
+    batch fails, the deferred fallback still runs first, so every page before the reported
+    ``next_gpa`` is validated and re-running from there resumes exactly (cocopart.client)."""
+    p = guest(16 * MIB, backend_options={"host_page_size": "4K"})  # 4K RMP entries
+    assert p.run(ValidatePages(range=rng(2 * MIB, PAGE_4K))).ok
+    r = p.run(ValidatePages(range=rng(0, 2 * MIB + PAGE_4K)))  # 2M@0 (4K RMP), 4K@2M (valid)
+    assert r.status is Status.PARTIAL and r.progress is not None
+    assert (r.progress.done_bytes, r.progress.next_gpa) == (2 * MIB, 2 * MIB)
+    assert r.error is not None and r.error.code == ResultCode.PVALIDATE_FAIL_NO_CHANGE
+    assert r.changed == []
+    view = p.memory_view(0, 2 * MIB + PAGE_4K)
+    assert all(v.validated and v.access.get("l2.1") == "rwus" for v in view)
+    assert machine(p).trace.count("PVALIDATE.2M", result="FAIL_SIZEMISMATCH") >= 1
