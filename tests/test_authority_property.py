@@ -252,10 +252,11 @@ class Authority(RuleBasedStateMachine):
         if nxt == rng.end:
             return
         again = self.run(op.model_copy(update={"range": GpaRange.of(nxt, rng.end - nxt)}))
-        if not again.ok:
+        if not again.ok:  # the cause sits at next_gpa: the same failure, nothing done
             assert again.error is not None and res.error is not None
-            assert again.progress is None or again.progress.done_bytes == 0 \
-                or again.progress.next_gpa is not None
+            assert (again.error.vendor, again.error.code) == (res.error.vendor,
+                                                              res.error.code), again
+            assert again.progress is None or again.progress.done_bytes == 0, again
 
     # -- rules -------------------------------------------------------------------------------
     def layer_of(self, data: st.DataObject, with_l1: bool = True) -> str:
