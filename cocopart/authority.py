@@ -35,7 +35,8 @@ Rules (docs/authority.md has the sources and the choices no spec makes):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import rustworkx as rx
@@ -80,6 +81,12 @@ class Refusal(NamedTuple):
     code: int
     gpa: int | None
     message: str
+
+
+def _lowest_in(pages: Sequence[int], lo: int, end: int) -> int | None:
+    """The lowest GPA of the sorted ``pages`` inside ``[lo, end)`` (a binary search)."""
+    i = bisect_left(pages, lo)
+    return pages[i] if i < len(pages) and pages[i] < end else None
 
 
 class Ownership:
@@ -161,10 +168,11 @@ class Authority:
         self._controls = controls
         self.workloads = workloads
         self.access_of: AccessOf | None = None
-        #: GPAs of live vCPU context pages (SNP VMSA / TDX L2 state), kept by the service.
-        self.contexts: Callable[[], set[int]] = set
-        #: GPAs of the calling areas vCPUs use now, kept by the service.
-        self.calling_areas: Callable[[], set[int]] = set
+        #: Sorted GPAs of live vCPU context pages (SNP VMSA / TDX L2 state), kept by the
+        #: service.
+        self.contexts: Callable[[], Sequence[int]] = tuple
+        #: Sorted GPAs of the calling areas vCPUs use now, kept by the service.
+        self.calling_areas: Callable[[], Sequence[int]] = tuple
 
     @classmethod
     def from_edges(cls, ownership: Ownership, edges: list[tuple[str, str]],
@@ -242,9 +250,7 @@ class Authority:
         """A live context page or a calling area in use inside ``[start, end)``: no page
         state change may touch either (the privileged layer keeps using them)."""
         ctx = self.context_in(start, end)
-        lo = start & ~(PAGE_4K - 1)
-        caas = [c for c in self.calling_areas() if lo <= c < end]
-        caa = min(caas) if caas else None
+        caa = _lowest_in(self.calling_areas(), start & ~(PAGE_4K - 1), end)
         if ctx is not None and (caa is None or ctx < caa):
             return Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, ctx,
                            f"the page at {ctx:#x} holds a live vCPU context")
@@ -257,12 +263,7 @@ class Authority:
     # -- buffers of protocol calls ---------------------------------------------------------
     def context_in(self, start: int, end: int) -> int | None:
         """The lowest live context page overlapping ``[start, end)``, or None."""
-        contexts = self.contexts()
-        lo = start & ~(PAGE_4K - 1)
-        if (end - lo) // PAGE_4K <= 16:
-            return next((p for p in range(lo, end, PAGE_4K) if p in contexts), None)
-        hits = [c for c in contexts if lo <= c < end]
-        return min(hits) if hits else None
+        return _lowest_in(self.contexts(), start & ~(PAGE_4K - 1), end)
 
     def check_buffer(self, layer: str, gpa: int, size: int, need: Access) -> Refusal | None:
         """A protocol buffer ``[gpa, gpa + size)`` the privileged layer reads (``need`` has
