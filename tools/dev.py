@@ -2,7 +2,8 @@
 """Set up and run cocopart on a fresh machine that has only Python 3.11+ and pip.
 
     python3 tools/dev.py demo     # venv + install all four distributions + the default comparison
-    python3 tools/dev.py test     # venv + install (with test extras) + the whole test suite
+    python3 tools/dev.py test     # venv + install (with test extras) + ruff, mypy --strict
+                                  # and the whole test suite
 
 Both create ``.venv`` next to this repository when it is missing and (re)install the core,
 both backends and the CLI into it in editable mode. Extra arguments after ``demo`` go to the
@@ -22,6 +23,11 @@ VENV = Path(os.environ.get("COCOPART_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 DISTRIBUTIONS = [".", "backends/sev_snp", "backends/tdx", "cli"]
 DEFAULT_SCENARIO = "examples/default.toml"
+PACKAGES = ["cocopart", "backends/sev_snp/cocopart_sev_snp", "backends/tdx/cocopart_tdx",
+            "cli/cocopart_cli"]
+#: What ``test`` without arguments runs before pytest (as CI does).
+LINT = [["ruff", "check", "cocopart", "backends", "cli", "tests", "bench"],
+        ["mypy", "--strict", *PACKAGES]]
 
 
 def run(*cmd: str | Path) -> None:
@@ -51,6 +57,11 @@ def main(argv: list[str]) -> int:
     if what == "demo":
         cmd = rest or ["compare", DEFAULT_SCENARIO]
         return subprocess.run([str(BIN / "cocopart"), *cmd], cwd=ROOT).returncode
+    if not rest:  # the whole gate: lint and types first (clean today: keep them clean)
+        for cmd in LINT:
+            print("+", " ".join(cmd), flush=True)
+            if subprocess.run([str(BIN / "python"), "-m", *cmd], cwd=ROOT).returncode:
+                return 1
     code = subprocess.run([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT).returncode
     return code
 
