@@ -217,6 +217,11 @@ class Partition:
         its owner (:mod:`cocopart.authority`)."""
         from cocopart.executor import with_owners
 
+        total = self.machine.layout.total
+        stop = self.config.memory if end is None else end
+        if not 0 <= start <= stop <= total:
+            raise ConfigError(f"[{start:#x}, {stop:#x}) is not a range of this guest's "
+                              f"physical space [0, {total:#x})", field="range")
         with self._lock:
             runs = self.machine.memory_view(start, end)
             return with_owners(runs, self.machine.ownership)

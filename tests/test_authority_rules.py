@@ -1013,3 +1013,14 @@ def test_access_on_validated_pages_a_grant_never_outlives_a_pool_page(backend: s
                for run in p.memory_view(0, 2 * MIB))
     ok(p.run(SetAccess(layer="l1", range=page, target="l2.1", access="r")))  # now it may
     assert {run.access.get("l2.1") for run in p.memory_view(0, 2 * MIB)} == {"r---"}
+
+
+@both
+def test_typed_errors_memory_view_outside_the_guest_is_a_config_error(backend: str) -> None:
+    """Only CocopartError subclasses escape the public API: a memory view beyond the guest's
+    physical space is a ConfigError naming the range (found by the protocol fuzz on TDX)."""
+    p = Partition(POOL_GUEST, backend)
+    for start, end in ((0, 1 << 50), (64 * MIB, 32 * MIB), (-PAGE, PAGE)):
+        with pytest.raises(ConfigError, match="range"):
+            p.memory_view(start, end)
+    assert p.memory_view(0, p.machine.layout.total)[-1].end == p.machine.layout.total
