@@ -19,6 +19,7 @@ from cocopart.authority import (
     Refusal,
 )
 from cocopart.errors import ConfigError
+from cocopart.layers import EdgeKind
 from cocopart.model import L1, PartitionConfig, format_size
 from cocopart.ops import (
     ArchError,
@@ -37,7 +38,7 @@ from cocopart.protocol.ids import ResultCode
 
 if TYPE_CHECKING:
     from cocopart.backend import Machine, MemoryRun
-    from cocopart.layers import LayerGraph
+    from cocopart.layers import LayerGraph, Route
 
 
 def check_bounds(op: Operation, config: PartitionConfig) -> None:
@@ -104,6 +105,22 @@ def authorize(op: Operation, config: PartitionConfig, graph: LayerGraph, machine
 
 
 # -- after the operation ---------------------------------------------------------------------
+def route_mismatch(route: Route | None, switched: set[tuple[str, str]]) -> str | None:
+    """A sentence if the trace contradicts the route resolved before the operation ran:
+    every world-switch hop of the route (requester -> provider) must appear among the
+    world switches the operation recorded. Direct routes and routes of call edges only
+    (a firmware call) are not checked: their traces may legitimately switch to the host."""
+    if route is None or route.direct:
+        return None
+    missing = [e for e in route.edges if e.kind is EdgeKind.WORLD_SWITCH
+               and (e.source, e.dest) not in switched]
+    if not missing:
+        return None
+    hops = ", ".join(f"{e.source} --{e.mechanism}--> {e.dest}" for e in missing)
+    return f"the route says {route.describe()} but the trace has no world switch for {hops}"
+
+
+
 def state_of(run: MemoryRun) -> str:
     """A compact neutral state string of a run."""
     words = ["private" if run.private else "shared"]

@@ -9,6 +9,7 @@ like the RMP/SEPT updates it models).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from cocopart.backend import Backend, CapabilityAnswer, MemoryRun, VcpuView
 from cocopart.errors import CocopartError, ConfigError, InternalError, NotSupportedError
-from cocopart.executor import authorize, settle
+from cocopart.executor import authorize, route_mismatch, settle
 from cocopart.layers import LayerGraph, Route
 from cocopart.model import Layer, PartitionConfig
 from cocopart.ops import OPERATION_TYPES, Operation, OperationResult, parse_operation
@@ -108,6 +109,10 @@ class Partition:
         except Exception as err:
             raise InternalError(f"creating a guest on {self.backend.name}", err) from err
         self._lock = threading.RLock()
+        #: What a successful operation whose trace contradicts its route does: "report" it
+        #: in ``data["route_mismatch"]``, or "raise" InternalError (the test suite's setting;
+        #: the environment variable COCOPART_ROUTE_CHECK sets the default).
+        self.route_check = os.environ.get("COCOPART_ROUTE_CHECK", "report")
         self.history: deque[OperationResult] = deque(maxlen=max(1, history_limit))
         #: Every result ever returned, counted by status.
         self.totals: Counter[str] = Counter()
@@ -135,6 +140,7 @@ class Partition:
                                   f"{', '.join(l.name for l in self.graph.layers)})",
                                   field="layer")
             refused = authorize(operation, self.config, self.graph, self.machine)
+            route = self.route(operation)  # resolved before anything runs
             mark = self.trace.mark()
             if refused is not None:
                 result = refused
@@ -149,12 +155,19 @@ class Partition:
                 result = settle(operation, result, before, self._view_of(operation),
                                 self.machine)
             delta = self.trace.since(mark)
-            route = self.route(operation)
+            data = {**result.data, "route": route.describe() if route else None}
+            if result.ok:
+                mismatch = route_mismatch(route, {(k.source, k.dest) for k in delta.switches})
+                if mismatch is not None:
+                    if self.route_check == "raise":
+                        raise InternalError(f"checking {operation.describe()} against its "
+                                            "route", AssertionError(mismatch))
+                    data["route_mismatch"] = mismatch
             result = result.model_copy(update={
                 "primitives": delta.total_primitives,
                 "world_switches": delta.total_switches,
                 "estimated_ns": self.costs.estimate(delta),
-                "data": {**result.data, "route": route.describe() if route else None},
+                "data": data,
             })
             self.history.append(result)
             self.totals[result.status.value] += 1

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: In the tests a backend whose trace contradicts its own route is an error, not a note.
+os.environ.setdefault("COCOPART_ROUTE_CHECK", "raise")
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
 
 
