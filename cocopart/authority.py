@@ -147,11 +147,6 @@ class Ownership:
         self.map.update(start, end,
                         lambda v: POOL if v.owner == L1 or not v.assigned else v)
 
-    def copy(self) -> Ownership:
-        other = Ownership.__new__(Ownership)
-        other.layout, other.ram, other.map = self.layout, self.ram, self.map.copy()
-        return other
-
 
 #: ``access_of(layer, start, end)``: the access ``layer`` holds on every page of the range
 #: (the intersection), read from the vendor's page tables without side effects.
@@ -286,9 +281,3 @@ class Authority:
                            f"[{gpa:#x}, {end:#x}) itself, so the privileged layer will not "
                            "either on its behalf")
         return None
-
-    def copy(self) -> Authority:
-        other = Authority(self.ownership.copy(), self._controls, self.workloads)
-        other.access_of, other.contexts = self.access_of, self.contexts
-        other.calling_areas = self.calling_areas
-        return other
