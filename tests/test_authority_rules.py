@@ -1024,3 +1024,14 @@ def test_typed_errors_memory_view_outside_the_guest_is_a_config_error(backend: s
         with pytest.raises(ConfigError, match="range"):
             p.memory_view(start, end)
     assert p.memory_view(0, p.machine.layout.total)[-1].end == p.machine.layout.total
+
+
+@both
+def test_state_change_needs_ownership_a_refused_operation_plans_nothing(backend: str) -> None:
+    """``plan`` agrees with ``run``: an operation the authority rules refuse would execute
+    no primitive at all (the refusal happens before anything runs)."""
+    p = tenants(backend)
+    op = ValidatePages(layer="l2.1", range=rng(VICTIM, PAGE))
+    plan = p.plan(op)
+    assert plan.events == [] and plan.primitives == plan.world_switches == 0
+    assert p.run(op).primitives == 0
