@@ -105,12 +105,14 @@ def authorize(op: Operation, config: PartitionConfig, graph: LayerGraph, machine
 
 
 # -- after the operation ---------------------------------------------------------------------
-def route_mismatch(route: Route | None, switched: set[tuple[str, str]]) -> str | None:
+def route_mismatch(route: Route | None, switched: set[tuple[str, str]], executed: bool = True
+                   ) -> str | None:
     """A sentence if the trace contradicts the route resolved before the operation ran:
     every world-switch hop of the route (requester -> provider) must appear among the
     world switches the operation recorded. Direct routes and routes of call edges only
-    (a firmware call) are not checked: their traces may legitimately switch to the host."""
-    if route is None or route.direct:
+    (a firmware call) are not checked: their traces may legitimately switch to the host; nor
+    is an operation that executed nothing at all (``executed`` False: a mode already set)."""
+    if route is None or route.direct or not executed:
         return None
     missing = [e for e in route.edges if e.kind is EdgeKind.WORLD_SWITCH
                and (e.source, e.dest) not in switched]

@@ -6,6 +6,9 @@ the capabilities it holds (``"validate"``, ``"attest-hardware"``, ``"set-access:
 
 * ``call`` and ``world-switch``: how a request travels (an SVSM call, a GHCB request, an L2
   TDCALL exit), with the mechanism's name and estimated cost in ns. Routing uses only these.
+A capability with the suffix ``@self`` is held for the layer's own requests only (it is never
+the provider of a route from another layer).
+
 * ``memory-control``: the source controls the destination's memory access (RMPADJUST,
   TDG.MEM.PAGE.ATTR.WR). Drawn, not routed.
 * ``trust``: the source must trust the destination (it is in the source's TCB).
@@ -44,10 +47,17 @@ class LayerNode(BaseModel):
     capabilities: list[str] = Field(default_factory=list)
 
     def holds(self, capability: str) -> bool:
+        """True if the layer carries ``capability`` out for any requester that reaches it."""
         if capability in self.capabilities:
             return True
         base = capability.split(":")[0]
         return f"{base}:*" in self.capabilities
+
+    def holds_for_itself(self, capability: str) -> bool:
+        """True if the layer may do ``capability`` for its own requests: held, or held with
+        the ``@self`` suffix (e.g. TDX L1's ``attest-hardware@self``: only L1 may call
+        TDG.MR.REPORT, so it is no provider for its L2s)."""
+        return self.holds(capability) or f"{capability}@self" in self.capabilities
 
 
 class Edge(BaseModel):
@@ -135,7 +145,7 @@ class LayerGraph:
         Raises :class:`NotSupportedError` when no reachable layer holds it.
         """
         src = self._idx(source)
-        if self._g[src].holds(capability):
+        if self._g[src].holds_for_itself(capability):
             return Route(capability=capability, source=source, provider=source,
                          path=[source], edges=[], cost_ns=0.0)
 

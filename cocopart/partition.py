@@ -157,7 +157,8 @@ class Partition:
             delta = self.trace.since(mark)
             data = {**result.data, "route": route.describe() if route else None}
             if result.ok:
-                mismatch = route_mismatch(route, {(k.source, k.dest) for k in delta.switches})
+                mismatch = route_mismatch(route, {(k.source, k.dest) for k in delta.switches},
+                                          bool(delta.total_primitives or delta.total_switches))
                 if mismatch is not None:
                     if self.route_check == "raise":
                         raise InternalError(f"checking {operation.describe()} against its "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from cocopart_tdx.backend import L1_CAPABILITIES, TdxBackend
 
+from cocopart.errors import NotSupportedError
 from cocopart.layers import EdgeKind
 from cocopart.model import PartitionConfig
 from cocopart.ops import Attest, CreateVcpu, ValidatePages
@@ -21,17 +23,28 @@ def test_layers_and_vendor_names() -> None:
 
 
 def test_l1_holds_everything_an_l2_needs_and_the_module_nothing() -> None:
-    g = guest(16 * MIB).graph
-    assert sorted(g.node("l1").capabilities) == sorted(L1_CAPABILITIES)
+    g = guest(16 * MIB).graph  # module 1.5, a vTPM
+    assert sorted(g.node("l1").capabilities) == sorted(
+        c for c in L1_CAPABILITIES if c != "rescind")  # no TDG.MEM.PAGE.RELEASE on 1.5
     assert g.node("firmware").capabilities == []
-    assert g.node("host").capabilities == ["convert"]
-    for cap in ("validate", "attest-hardware", "attest-service", "set-access:l2.1",
-                "create-vcpu", "extend-measurement"):
+    assert g.node("host").capabilities == ["convert", "inject-interrupt"]
+    for cap in ("validate", "attest-service", "set-access:l2.1", "create-vcpu",
+                "extend-measurement", "configure-interrupts"):
         route = g.route(cap, "l2.1")
         assert route.provider == "l1" and route.edges[0].mechanism == "TDCALL->L2 exit (77)"
     convert = g.route("convert", "l2.1")
     assert convert.path == ["l2.1", "l1", "host"] and convert.edges[1].mechanism == \
         "TDG.VP.VMCALL"
+
+
+def test_only_l1_attests_with_the_hardware_an_l2_has_no_route() -> None:
+    """attest-hardware@self: only L1 may call TDG.MR.REPORT (tdx.md §7.4), so L1 is no
+    provider for its L2s: the graph and the capability matrix agree (issue 12)."""
+    g = guest(16 * MIB).graph
+    assert g.route("attest-hardware", "l1").direct
+    with pytest.raises(NotSupportedError):
+        g.route("attest-hardware", "l2.1")
+    assert "rescind" in guest(16 * MIB, module="2.0").graph.node("l1").capabilities
 
 
 def test_enable_tdvmcall_adds_the_direct_l2_to_host_call() -> None:

@@ -127,11 +127,15 @@ class SevSnpBackend(Backend):
         vmpls = workload_vmpls(config)
         g = LayerGraph()
         l1_caps = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
-                   "attest-service", "extend-measurement"]
-        caps: dict[str, list[str]] = {"firmware": ["attest-hardware"], "host": ["convert"],
-                                      "l1": l1_caps}
+                   "attest-service", "inject-interrupt", "configure-interrupts"]
+        if "vtpm" in config.services:  # SNP has no runtime measurement registers
+            l1_caps.append("extend-measurement")
+        caps: dict[str, list[str]] = {"firmware": ["attest-hardware"],
+                                      "host": ["convert", "inject-interrupt"], "l1": l1_caps}
         for w, v in vmpls.items():
-            caps[w] = [f"set-access:{o}" for o, ov in vmpls.items() if ov > v]
+            # a layer sends its own IPIs and ends its own interrupts
+            caps[w] = [f"set-access:{o}" for o, ov in vmpls.items() if ov > v] \
+                + ["inject-interrupt", "eoi"]
         for layer in self.layers(config):
             g.add_layer(layer, caps.get(layer.name, []))
         g.add_edge("host", "firmware", EdgeKind.CALL, "SNP_GUEST_REQUEST", costs.GUEST_REQUEST_NS)

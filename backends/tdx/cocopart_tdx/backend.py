@@ -33,8 +33,11 @@ from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
 
 KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
+#: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
+#: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
-                   "attest-service", "attest-hardware", "extend-measurement"]
+                   "attest-service", "attest-hardware@self", "extend-measurement",
+                   "inject-interrupt", "configure-interrupts"]
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,16 @@ class TdxBackend(Backend):
         for layer in self.layers(config):
             caps: list[str] = []
             if layer.name == "l1":
-                caps = list(L1_CAPABILITIES)
+                caps = [c for c in L1_CAPABILITIES
+                        if c != "rescind" or opts.module == "2.0"]
+                if "vtpm" not in config.services:
+                    caps.remove("extend-measurement")
             elif layer.name == "host":
-                caps = ["convert"]
+                caps = ["convert", "inject-interrupt"]
+            elif layer.role is LayerRole.WORKLOAD:
+                # a layer sends its own IPIs and ends its own interrupts (what L1 does on
+                # the way is the backend's mechanism, not another provider)
+                caps = ["inject-interrupt", "eoi"]
             elif layer.role is LayerRole.SERVICE and layer.name == "vtpm":
                 caps = ["extend-measurement"]
             g.add_layer(layer, caps)
