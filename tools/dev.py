@@ -2,8 +2,8 @@
 """Set up and run cocopart on a fresh machine that has only Python 3.11+ and pip.
 
     python3 tools/dev.py demo     # venv + install all four distributions + the default comparison
-    python3 tools/dev.py test     # venv + install (with test extras) + ruff, mypy --strict
-                                  # and the whole test suite
+    python3 tools/dev.py test     # venv + install (with test extras) + ruff, mypy --strict,
+                                  # import contracts and the whole test suite
 
 Both create ``.venv`` next to this repository when it is missing and (re)install the core,
 both backends and the CLI into it in editable mode. Extra arguments after ``demo`` go to the
@@ -57,11 +57,14 @@ def main(argv: list[str]) -> int:
     if what == "demo":
         cmd = rest or ["compare", DEFAULT_SCENARIO]
         return subprocess.run([str(BIN / "cocopart"), *cmd], cwd=ROOT).returncode
-    if not rest:  # the whole gate: lint and types first (clean today: keep them clean)
+    if not rest:  # the whole gate: lint, types, import contracts (.importlinter) first
         for cmd in LINT:
             print("+", " ".join(cmd), flush=True)
             if subprocess.run([str(BIN / "python"), "-m", *cmd], cwd=ROOT).returncode:
                 return 1
+        print("+ lint-imports", flush=True)
+        if subprocess.run([str(BIN / "lint-imports")], cwd=ROOT).returncode:
+            return 1
     code = subprocess.run([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT).returncode
     return code
 
