@@ -25,7 +25,7 @@ from cocopart.attest.policy import Policy
 from cocopart.errors import ConfigError
 from cocopart.scenario import line_of, parse_toml
 
-_HEX_FIELDS = ("expected_report_data",)
+_HEX_FIELDS = ("expected_report_data", "expected_nonce")
 _HEX_MAPS = ("expected_measurements",)
 
 

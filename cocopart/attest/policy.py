@@ -25,7 +25,15 @@ class Policy(BaseModel):
         description="Accept evidence a privileged layer produced on a workload's behalf.",
     )
     expected_measurements: dict[str, bytes] = Field(default_factory=dict)
-    expected_report_data: bytes | None = None
+    expected_report_data: bytes | None = Field(
+        default=None, description="The raw REPORT_DATA the evidence must carry (zero-padded "
+        "to its size). For evidence from the privileged layer's attestation service REPORT_DATA "
+        "is SHA-512(nonce || services manifest): pin the nonce with expected_nonce instead.")
+    expected_nonce: bytes | None = Field(
+        default=None, max_length=64, description="The freshness nonce you asked for (up to 64 "
+        "bytes, zero-padded to 64 as the attest operation does). Service evidence must carry "
+        "REPORT_DATA = SHA-512(nonce || its services manifest); hardware evidence must carry "
+        "the nonce itself as REPORT_DATA.")
     allow_debug: bool = False
     minimum_tcb: dict[str, int] = Field(default_factory=dict)
     accepted_tcb_status: list[str] = Field(default_factory=lambda: ["UpToDate"])

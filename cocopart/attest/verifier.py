@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.policy import Policy
+from cocopart.protocol.manifest import bind_report_data
 
 EVIDENCE_GROUP = "cocopart.evidence"
 
@@ -96,8 +97,40 @@ def load_evidence_verifier(vendor: str) -> EvidenceVerifier:
     return verifier  # type: ignore[no-any-return]
 
 
-def apply_policy(claims: Claims, policy: Policy, now: datetime) -> list[Check]:
-    """The vendor-neutral policy checks, each named."""
+def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[Check]:
+    """``expected_nonce`` and ``expected_report_data``. Service evidence binds its nonce and
+    services manifest as REPORT_DATA = SHA-512(nonce || manifest) (sev-snp.md §3.1); hardware
+    evidence carries the nonce itself."""
+    checks: list[Check] = []
+    if policy.expected_nonce is not None:
+        nonce = policy.expected_nonce.ljust(64, b"\0")
+        if manifest:
+            ok = claims.report_data == bind_report_data(nonce, manifest)
+            how = "REPORT_DATA = SHA-512(nonce || services manifest)"
+        else:
+            ok = claims.report_data == nonce.ljust(len(claims.report_data), b"\0")
+            how = "REPORT_DATA = nonce (hardware evidence, no services manifest)"
+        checks.append(Check(name="policy.nonce", ok=ok, detail=(
+            f"the evidence is fresh: {how}" if ok else
+            f"the evidence does not bind the expected nonce ({how} does not hold)")))
+    if policy.expected_report_data is not None:
+        want = policy.expected_report_data.ljust(len(claims.report_data), b"\0")
+        ok = claims.report_data == want
+        detail = "report data binds the expected value" if ok else \
+            "report data does not match the expected value"
+        if not ok and manifest and claims.report_data == bind_report_data(
+                policy.expected_report_data.ljust(64, b"\0"), manifest):
+            detail += (": the value given is this evidence's nonce — service evidence carries "
+                       "REPORT_DATA = SHA-512(nonce || services manifest); pin the nonce with "
+                       "expected_nonce (CLI: --nonce) instead")
+        checks.append(Check(name="policy.report_data", ok=ok, detail=detail))
+    return checks
+
+
+def apply_policy(claims: Claims, policy: Policy, now: datetime,
+                 manifest: bytes | None = None) -> list[Check]:
+    """The vendor-neutral policy checks, each named. ``manifest``: the evidence's services
+    manifest (service evidence), which the freshness check binds with the nonce."""
     checks: list[Check] = []
     layer_ok = (claims.origin.layer in policy.allowed_layers
                 or claims.origin.vendor_level in policy.allowed_layers)
@@ -122,13 +155,7 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime) -> list[Check]:
             detail="matches" if have == want else
             f"expected {want.hex()}, evidence has {have.hex() if have else 'none'}",
         ))
-    if policy.expected_report_data is not None:
-        want_rd = policy.expected_report_data.ljust(len(claims.report_data), b"\0")
-        checks.append(Check(
-            name="policy.report_data", ok=claims.report_data == want_rd,
-            detail="report data binds the expected value" if claims.report_data == want_rd
-            else "report data does not match the expected value",
-        ))
+    checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
         ok = have_v is not None and have_v >= minimum
@@ -176,7 +203,7 @@ class Verifier:
                   Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
                   for c in result.checks]
         if result.claims is not None:
-            checks += apply_policy(result.claims, self.policy, now)
+            checks += apply_policy(result.claims, self.policy, now, evidence.manifest)
         else:
             checks.append(Check(name="parse", ok=False, detail="evidence could not be parsed"))
         return Verdict(ok=all(c.ok for c in checks), checks=checks, claims=result.claims)

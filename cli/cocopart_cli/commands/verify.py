@@ -103,6 +103,17 @@ def parse_collateral(items: list[str]) -> dict[str, bytes]:
     return out
 
 
+def _nonce(text: str) -> bytes:
+    """``--nonce``: hex, at most 64 bytes."""
+    try:
+        value = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise CliError(f"--nonce {text!r} is not hex") from None
+    if len(value) > 64:
+        raise CliError(f"--nonce is {len(value)} bytes; a nonce has at most 64")
+    return value
+
+
 def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = None,
            policy: Policy | None = None, certs: list[Path] | None = None,
            collateral: list[str] | None = None, now: str | None = None,
@@ -179,6 +190,10 @@ def register(app: typer.Typer) -> None:
             "tdreport.")] = None,
         vendor_roots: Annotated[bool, typer.Option(
             help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")] = True,
+        nonce: Annotated[str | None, typer.Option(
+            metavar="HEX", help="The freshness nonce you asked for (the policy's "
+            "expected_nonce): service evidence must bind SHA-512(nonce || manifest), hardware "
+            "evidence the nonce itself.")] = None,
         json_output: Annotated[bool, typer.Option(
             "--json", help="Print JSON (schema: `cocopart schema verify`).")] = False,
     ) -> None:
@@ -191,8 +206,10 @@ def register(app: typer.Typer) -> None:
         `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
         """
         begin(json_output)
-        report = verify(evidence, vendor=vendor, fmt=fmt,
-                        policy=load_policy(policy) if policy else None, certs=certs,
+        chosen = load_policy(policy) if policy else None
+        if nonce is not None:
+            chosen = (chosen or Policy()).model_copy(update={"expected_nonce": _nonce(nonce)})
+        report = verify(evidence, vendor=vendor, fmt=fmt, policy=chosen, certs=certs,
                         collateral=collateral, now=now, trust_roots=trust_root,
                         vendor_roots=vendor_roots)
         if json_output:
