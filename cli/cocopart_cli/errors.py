@@ -29,16 +29,21 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_POLICY = 4
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_FAILED: "verification failed, or an operation returned an error (status error or "
-    "partial)",
+    EXIT_FAILED: "verification failed (the evidence is not authentic: a vendor check failed), "
+    "or an operation returned an error (status error or partial)",
     EXIT_USAGE: "usage or input error: bad option, bad or missing file (the message names "
     "file, line and field), unknown backend (the message lists the installed ones), no "
     "configfs-tsm on this machine",
     EXIT_INTERNAL: "internal error (a bug in cocopart or a backend); rerun with --debug for the "
     "traceback",
+    EXIT_POLICY: "verify: the evidence is authentic (every vendor check passed) but the policy "
+    "rejects it (only policy.* checks failed)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 

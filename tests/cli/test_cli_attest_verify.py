@@ -137,7 +137,7 @@ def test_verify_evidence_json_and_policy(runner: CliRunner, vectors: Path, tmp_p
     bad = tmp_path / "bad.toml"
     bad.write_text('allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "00"\n')
     res = invoke(runner, "verify", path, "--policy", bad)
-    assert res.exit_code == 1 and "policy.measurement.measurement" in res.stdout
+    assert res.exit_code == 4 and "policy.measurement.measurement" in res.stdout  # policy
     # the example policy file loads and accepts this VMPL0 report
     assert invoke(runner, "verify", path, "--policy", EXAMPLES / "policy.toml").exit_code == 0
 
@@ -235,7 +235,7 @@ def test_freshness_expected_nonce_works_for_both_sources(
             }["policy.nonce"]
     stale = invoke(runner, "verify", out, "--trust-root", root, "--policy", policy,
                    "--nonce", "11" * 32, "--json")
-    assert stale.exit_code == 1
+    assert stale.exit_code == 4  # authentic, rejected by the policy
     assert not {c["name"]: c["ok"] for c in json.loads(stale.stdout)["verdict"]["checks"]
                 }["policy.nonce"]
     policy.write_text(base + f'expected_report_data = "{nonce}"\n')

@@ -18,7 +18,7 @@ from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
 from cocopart_cli.common import read_bytes
-from cocopart_cli.errors import EXIT_FAILED, CliError
+from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, CliError
 from cocopart_cli.models import VerifyReport
 from cocopart_cli.output import begin, console, emit_json
 from cocopart_cli.policyfile import load_policy
@@ -134,6 +134,17 @@ def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = 
                         format=evidence.format, verdict=verdict, ok=verdict.ok)
 
 
+def exit_code(report: VerifyReport) -> int:
+    """1 when the evidence is not authentic (a vendor check failed or it did not parse),
+    4 when it is authentic and only the policy rejects it (as go-sev-guest tells a bad
+    signature from a policy mismatch)."""
+    if report.ok:
+        return 0
+    authentic = report.verdict.claims is not None and all(
+        c.ok for c in report.verdict.checks if not c.name.startswith("policy."))
+    return EXIT_POLICY if authentic else EXIT_FAILED
+
+
 def render(report: VerifyReport) -> None:
     out = console()
     t = Table(title=escape(f"{report.evidence_file} ({report.vendor}/{report.format})"),
@@ -199,8 +210,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Verify evidence against a policy and print every check.
 
-        Exit 0 if verified, 1 if rejected (the failed checks are named), 2 for unusable
-        input.
+        Exit 0 if verified, 1 if the evidence is not authentic (a vendor check failed),
+        4 if it is authentic but the policy rejects it (the failed checks are named), 2 for
+        unusable input.
 
         **Example:**
         `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
@@ -217,4 +229,4 @@ def register(app: typer.Typer) -> None:
         else:
             render(report)
         if not report.ok:
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(exit_code(report))
