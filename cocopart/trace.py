@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from cocopart.errors import ConfigError
 
@@ -378,13 +378,17 @@ class CostTable(BaseModel):
         for section, target in (("primitives", prim), ("switches", sw)):
             for name, val in (overrides.get(section) or {}).items():
                 if isinstance(val, (int, float)) and not isinstance(val, bool):
+                    if not val >= 0:  # negative or NaN: a user mistake, not a bug
+                        raise ConfigError(f"a cost is a number of ns >= 0, not {val}",
+                                          field=f"{section}.{name}", source=source)
                     target[name] = Cost(ns=float(val), source=source)
                 elif isinstance(val, dict):
                     try:
                         target[name] = Cost(**{"source": source, **val})
-                    except Exception as err:
-                        raise ConfigError(str(err), field=f"{section}.{name}",
-                                          source=source) from err
+                    except ValidationError as err:
+                        first = err.errors()[0]
+                        raise ConfigError(f"{first['msg']} ({'.'.join(map(str, first['loc']))})",
+                                          field=f"{section}.{name}", source=source) from err
                 else:
                     raise ConfigError("a cost is a number of ns or {ns = ..., source = ...}",
                                       field=f"{section}.{name}", source=source)
@@ -398,7 +402,9 @@ class CostTable(BaseModel):
 def load_cost_overrides(table: CostTable, path: Path) -> CostTable:
     """Apply a TOML file of cost overrides to ``table``."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not a TOML text file (it is not UTF-8)", source=str(path)) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(err), source=str(path)) from err
     except OSError as err:
