@@ -52,7 +52,7 @@ from cocopart.ops import (
 MEM = 8 << 20
 PAGES = MEM // PAGE_4K
 L1 = "l1"
-EXAMPLES = int(os.environ.get("COCOPART_AUTHORITY_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("COCOPART_AUTHORITY_EXAMPLES", "30"))
 STEPS = int(os.environ.get("COCOPART_AUTHORITY_STEPS", "14"))
 ACCESSES = [Access.NONE, Access.READ, Access.RW, Access.RWX, Access.READ | Access.USER_EXEC]
 STARTS = [0, 1, 2, 511, 512, 700, 1024, 1536, 2040]
