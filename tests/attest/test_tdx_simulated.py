@@ -215,3 +215,28 @@ def test_manifest_without_requester_is_the_l1_itself(roots: SimulatedIntelRoots,
     assert failed(result) == {}
     assert result.claims is not None and result.claims.origin.layer == "l1"
     assert not result.claims.origin.via_privileged_layer
+
+
+@pytest.mark.parametrize("missing", ["crl_number", "authority_key_identifier"])
+def test_crl_without_crl_number_or_aki_is_rejected(roots: SimulatedIntelRoots,
+                                                    trust: TrustStore, missing: str) -> None:
+    """RFC 5280 §5.2.1 / §5.2.3: a conforming CRL issuer includes cRLNumber and
+    authorityKeyIdentifier; dcap-qvl refuses a CRL without them, and so do we (issue 16)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    key = roots._key("root")
+    b = (x509.CertificateRevocationListBuilder().issuer_name(roots.root.subject)
+         .last_update(NOW - timedelta(days=1)).next_update(NOW + timedelta(days=29)))
+    if missing != "crl_number":
+        b = b.add_extension(x509.CRLNumber(1), critical=False)
+    if missing != "authority_key_identifier":
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            key.public_key()), critical=False)
+    crl = b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    ev = quote_evidence(roots)
+    good = TdxEvidenceVerifier().verify(ev, trust, NOW)
+    assert "tdx.crl" not in failed(good)
+    bad = ev.model_copy(update={"collateral": {**ev.collateral, "root_crl": crl}})
+    detail = failed(TdxEvidenceVerifier().verify(bad, trust, NOW))["tdx.crl"]
+    assert ("cRLNumber" if missing == "crl_number" else "authorityKeyIdentifier") in detail

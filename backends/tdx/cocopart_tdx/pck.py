@@ -335,6 +335,12 @@ def crl_problems(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
                  certs: list[x509.Certificate], name: str) -> list[str]:
     """Issuer, signature, and whether any of ``certs`` is revoked (no clock involved)."""
     problems = []
+    for ext, what in ((x509.CRLNumber, "cRLNumber"),
+                      (x509.AuthorityKeyIdentifier, "authorityKeyIdentifier")):
+        try:  # RFC 5280 §5.2.1 and §5.2.3: a conforming CRL carries both (dcap-qvl requires)
+            crl.extensions.get_extension_for_class(ext)
+        except x509.ExtensionNotFound:
+            problems.append(f"{name} has no {what} extension (RFC 5280 §5.2 requires it)")
     if crl.issuer != issuer.subject:
         problems.append(f"{name} is issued by '{crl.issuer.rfc4514_string()}', not "
                         f"'{common_name(issuer)}'")
