@@ -57,6 +57,7 @@ RULE_RANGE_INSIDE_RAM = "RANGE_INSIDE_RAM"
 RULE_BSP_KEEPS_RUNNING = "BSP_KEEPS_RUNNING"
 RULE_OUTPUT_FITS_BUFFER = "OUTPUT_FITS_BUFFER"
 RULE_ACCESS_ON_VALIDATED_PAGES = "ACCESS_ON_VALIDATED_PAGES"
+RULE_GUEST_WIDE_NEEDS_CONTROL = "GUEST_WIDE_NEEDS_CONTROL"
 
 #: The vendor name of refusals made by cocopart's authority model (not by hardware).
 AUTHORITY_VENDOR = "cocopart-authority"
@@ -190,6 +191,18 @@ class Authority:
 
     def controlled_by(self, layer: str) -> list[str]:
         return sorted(self._controls.get(layer, frozenset()))
+
+    def check_guest_wide(self, layer: str, what: str) -> Refusal | None:
+        """RULE_GUEST_WIDE_NEEDS_CONTROL: a change that affects every workload layer (the
+        interrupt mode) comes from l1 or from a workload that controls all the others."""
+        if layer not in self.workloads:
+            return None
+        others = [w for w in self.workloads if w != layer and not self.controls(layer, w)]
+        if not others:
+            return None
+        return Refusal(RULE_GUEST_WIDE_NEEDS_CONTROL, ResultCode.INVALID_PARAMETER, None,
+                       f"{layer} may not {what}: it changes {', '.join(others)} too, which "
+                       f"{layer} does not control; ask from l1")
 
     # -- page-state requests ---------------------------------------------------------------
     def check_state(self, layer: str, start: int, end: int, what: str) -> Refusal | None:

@@ -23,6 +23,7 @@ from cocopart.layers import EdgeKind
 from cocopart.model import L1, PartitionConfig, format_size
 from cocopart.ops import (
     ArchError,
+    ConfigureInterrupts,
     ConvertPages,
     DeleteVcpu,
     Operation,
@@ -69,6 +70,8 @@ def refusal_for(op: Operation, machine: Machine) -> Refusal | None:
         if refusal is None and op.target in auth.workloads:
             refusal = _not_validated(op, machine)
         return refusal
+    if isinstance(op, ConfigureInterrupts):
+        return auth.check_guest_wide(op.layer, "switch the guest's interrupt mode")
     if isinstance(op, DeleteVcpu) and op.vcpu == 0:
         return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, None,
                        f"vCPU 0 is {op.target}'s bootstrap processor: every request of a "

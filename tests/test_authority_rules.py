@@ -1035,3 +1035,25 @@ def test_state_change_needs_ownership_a_refused_operation_plans_nothing(backend:
     plan = p.plan(op)
     assert plan.events == [] and plan.primitives == plan.world_switches == 0
     assert p.run(op).primitives == 0
+
+
+@both
+def test_guest_wide_needs_control_only_l1_or_a_controlling_layer_switches_the_mode(
+        backend: str) -> None:
+    """RULE_GUEST_WIDE_NEEDS_CONTROL (cocopart's choice, docs/authority.md): the interrupt
+    mode is guest-wide, so it is switched by l1 or by a workload that controls every other
+    workload layer — SNP VMPL1 over VMPL2, never a TDX L2 (peers) — and a refused switch
+    changes nothing; a guest with one workload layer switches it itself."""
+    from cocopart.ops import ConfigureInterrupts
+
+    p = Partition({**POOL_GUEST, "interrupt_mode": "alternate"}, backend)
+    r = p.run(ConfigureInterrupts(layer="l2.2", mode="restricted"))
+    assert r.error is not None and r.error.mnemonic == "GUEST_WIDE_NEEDS_CONTROL"
+    assert r.primitives == 0
+    r = p.run(ConfigureInterrupts(layer="l2.1", mode="restricted"))
+    assert r.ok == (backend == "sev-snp"), r.reason
+    ok(p.run(ConfigureInterrupts(layer="l1", mode="secure-avic" if backend == "tdx"
+                                 else "restricted")))
+    single = Partition({**POOL_GUEST, "workload_layers": 1, "interrupt_mode": "alternate"},
+                       backend)
+    ok(single.run(ConfigureInterrupts(layer="l2.1", mode="restricted")))

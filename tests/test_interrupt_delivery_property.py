@@ -79,6 +79,8 @@ class Reference:
         """True if the mode changes (or already is ``mode``)."""
         if requester not in (*LAYERS, "l1"):
             return False
+        if self.backend == "tdx" and requester != "l1":  # GUEST_WIDE_NEEDS_CONTROL: L2 VMs
+            return False  # are peers, so no L2 switches the mode of the others
         if mode == self.mode:
             return True
         if mode == "alternate" or (self.backend == "sev-snp" and mode == "secure-avic") \

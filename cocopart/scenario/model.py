@@ -119,7 +119,9 @@ class Interrupts(_Named):
     requester: LayerName = Field(
         default=HOST, description="Layer that raises the interrupts (a device on the host by "
         "default).")
-    configure_from: LayerName = Field(default="l2.1", description="Layer that configures.")
+    configure_from: LayerName = Field(
+        default="l1", description="Layer that switches the interrupt mode: l1, or a workload "
+        "that controls every other workload layer (docs/authority.md).")
 
 
 class OperationStep(_Named):
