@@ -84,6 +84,15 @@ class Refusal(NamedTuple):
     message: str
 
 
+def bsp_refusal(layer: str, gpa: int | None) -> Refusal:
+    """RULE_BSP_KEEPS_RUNNING: vCPU 0 of ``layer`` (its context page at ``gpa``, if known)
+    is never deleted — for operations and for raw DELETE_VCPU calls alike."""
+    return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, gpa,
+                   f"vCPU 0 is {layer}'s bootstrap processor: every request of a layer is "
+                   "issued from it, so it is never deleted (the layer would be left unable "
+                   "to ask for anything)")
+
+
 def _lowest_in(pages: Sequence[int], lo: int, end: int) -> int | None:
     """The lowest GPA of the sorted ``pages`` inside ``[lo, end)`` (a binary search)."""
     i = bisect_left(pages, lo)

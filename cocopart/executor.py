@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from cocopart.authority import (
     AUTHORITY_VENDOR,
     RULE_ACCESS_ON_VALIDATED_PAGES,
-    RULE_BSP_KEEPS_RUNNING,
     RULE_LOWER_NEVER_ACTS_ON_HIGHER,
     RULE_RANGE_INSIDE_RAM,
     Ownership,
     Refusal,
+    bsp_refusal,
 )
 from cocopart.errors import ConfigError
 from cocopart.layers import EdgeKind
@@ -39,7 +39,7 @@ from cocopart.protocol.ids import ResultCode
 
 if TYPE_CHECKING:
     from cocopart.backend import Machine, MemoryRun
-    from cocopart.layers import LayerGraph, Route
+    from cocopart.layers import Route
 
 
 def check_bounds(op: Operation, config: PartitionConfig) -> None:
@@ -58,33 +58,32 @@ def check_bounds(op: Operation, config: PartitionConfig) -> None:
                           field="page_size")
 
 
-def refusal_for(op: Operation, machine: Machine) -> Refusal | None:
-    """The authority rule ``op`` breaks, if any (cocopart.authority)."""
+def refusal_for(op: Operation, machine: Machine, view: list[MemoryRun] | None = None
+                ) -> Refusal | None:
+    """The authority rule ``op`` breaks, if any (cocopart.authority). ``view``: the
+    machine's memory view of ``op``'s range, when the caller already has it."""
     auth = machine.authority
     if isinstance(op, (ValidatePages, RescindPages, ConvertPages)):
-        what = {"validate": "validate", "rescind": "rescind", "convert": "convert"}[op.op]
-        return auth.check_state(op.layer, op.range.start, op.range.end, what)
+        return auth.check_state(op.layer, op.range.start, op.range.end, op.op)
     if isinstance(op, SetAccess) and (op.target in auth.workloads or op.target == L1):
         refusal = auth.check_set_access(op.layer, op.target, op.range.start, op.range.end,
                                         op.access)
         if refusal is None and op.target in auth.workloads:
-            refusal = _not_validated(op, machine)
+            refusal = _not_validated(view if view is not None else
+                                     machine.memory_view(op.range.start, op.range.end))
         return refusal
     if isinstance(op, ConfigureInterrupts):
         return auth.check_guest_wide(op.layer, "switch the guest's interrupt mode")
     if isinstance(op, DeleteVcpu) and op.vcpu == 0:
-        return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, None,
-                       f"vCPU 0 is {op.target}'s bootstrap processor: every request of a "
-                       "layer is issued from it, so it is never deleted (the layer would "
-                       "be left unable to ask for anything)")
+        return bsp_refusal(op.target, None)
     return None
 
 
-def _not_validated(op: SetAccess, machine: Machine) -> Refusal | None:
+def _not_validated(view: list[MemoryRun]) -> Refusal | None:
     """RULE_ACCESS_ON_VALIDATED_PAGES: access is set on validated private pages only. A
     permission recorded on a page nobody validated would outlive it: the next layer to
     validate (claim) the page would find another layer already holding access to it."""
-    for run in machine.memory_view(op.range.start, op.range.end):
+    for run in view:
         if not (run.private and run.validated):
             return Refusal(RULE_ACCESS_ON_VALIDATED_PAGES, ResultCode.INVALID_PARAMETER,
                            run.start, f"the page at {run.start:#x} is not validated private "
@@ -92,11 +91,11 @@ def _not_validated(op: SetAccess, machine: Machine) -> Refusal | None:
     return None
 
 
-def authorize(op: Operation, config: PartitionConfig, graph: LayerGraph, machine: Machine
+def authorize(op: Operation, machine: Machine, view: list[MemoryRun] | None = None
               ) -> OperationResult | None:
-    """None if ``op`` may run; else the result of refusing it (nothing has run)."""
-    check_bounds(op, config)
-    refusal = refusal_for(op, machine)
+    """None if ``op`` (already inside the guest's bounds: :func:`check_bounds`) may run;
+    else the result of refusing it (nothing has run)."""
+    refusal = refusal_for(op, machine, view)
     if refusal is None:
         return None
     name = op.describe()

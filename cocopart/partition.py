@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from cocopart.backend import Backend, CapabilityAnswer, MemoryRun, VcpuView
 from cocopart.errors import CocopartError, ConfigError, InternalError, NotSupportedError
-from cocopart.executor import authorize, route_mismatch, settle
+from cocopart.executor import authorize, check_bounds, route_mismatch, settle
 from cocopart.layers import LayerGraph, Route
 from cocopart.model import Layer, PartitionConfig
 from cocopart.ops import OPERATION_TYPES, Operation, OperationResult, parse_operation
@@ -139,13 +139,14 @@ class Partition:
                 raise ConfigError(f"no layer '{operation.layer}' in this guest (layers: "
                                   f"{', '.join(l.name for l in self.graph.layers)})",
                                   field="layer")
-            refused = authorize(operation, self.config, self.graph, self.machine)
+            check_bounds(operation, self.config)
+            before = self._view_of(operation)
+            refused = authorize(operation, self.machine, before)
             route = self.route(operation)  # resolved before anything runs
             mark = self.trace.mark()
             if refused is not None:
                 result = refused
             else:
-                before = self._view_of(operation)
                 try:
                     result = self.machine.execute(operation)
                 except CocopartError:
@@ -202,7 +203,8 @@ class Partition:
         with self._lock:
             events: list[Event] = []  # a refused operation would run nothing
             try:
-                if authorize(operation, self.config, self.graph, self.machine) is None:
+                check_bounds(operation, self.config)
+                if authorize(operation, self.machine) is None:
                     events = self.machine.plan(operation)
             except CocopartError:
                 raise

@@ -72,6 +72,17 @@ def load_guest(path: Path) -> Scenario:
     return load_scenario(path)
 
 
+def hex_64(text: str, option: str) -> bytes:
+    """A 1..64-byte hex option value (``0x`` prefix allowed): report data, nonces."""
+    try:
+        data = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise CliError(f"{option} {text!r} is not hex (give 1 to 64 bytes)") from None
+    if not 1 <= len(data) <= 64:
+        raise CliError(f"{option} is {len(data)} bytes; give 1 to 64 (at most 64)")
+    return data
+
+
 def read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()

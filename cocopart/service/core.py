@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cocopart.authority import RULE_BSP_KEEPS_RUNNING, Refusal
+from cocopart.authority import bsp_refusal
 from cocopart.model import L1, PAGE_4K, Access
 from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import CoreCall, ProtocolId, ResultCode
@@ -129,11 +129,9 @@ def create_vcpu(ctx: CallContext) -> int:
         return ResultCode.INVALID_ADDRESS
     # the caller prepared the context page and will use the calling area: both must be its
     # own memory (RULE_BUFFER_MUST_BE_CALLERS); a live context page is never either
-    if ctx.layer != L1 and (ctx.authority.ownership.first_not_owned(
-            ctx.layer, ctx_gpa, ctx_gpa + PAGE_4K) is not None
-            or ctx.buffer_error(caa, PAGE_4K, Access.RW)):
-        return ResultCode.INVALID_ADDRESS
-    if ctx.authority.context_in(caa, caa + PAGE_4K) is not None:
+    if ctx.buffer_error(caa, PAGE_4K, Access.RW) or (ctx.layer != L1 and (
+            ctx.authority.ownership.first_not_owned(ctx.layer, ctx_gpa, ctx_gpa + PAGE_4K)
+            is not None)):
         return ResultCode.INVALID_ADDRESS
     holder = ctx.state.caa_owner(caa)
     if holder is not None and holder != (ctx.layer, apic):  # another vCPU's calling area
@@ -157,10 +155,8 @@ def delete_vcpu(ctx: CallContext) -> int:
     if ctx_gpa % PAGE_4K or rec is None or rec.layer != ctx.layer:
         return ResultCode.INVALID_PARAMETER
     if rec.vcpu == 0:  # RULE_BSP_KEEPS_RUNNING, for raw calls as for operations
-        ctx.dispatcher.last_refusal = Refusal(
-            RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, ctx_gpa,
-            f"vCPU 0 of {ctx.layer} is its bootstrap processor and keeps running")
-        return ResultCode.INVALID_PARAMETER
+        refusal = ctx.dispatcher.last_refusal = bsp_refusal(ctx.layer, ctx_gpa)
+        return refusal.code
     code = ctx.platform.delete_vcpu(ctx.layer, ctx_gpa)
     if code == ResultCode.SUCCESS:
         del ctx.state.contexts[ctx_gpa]

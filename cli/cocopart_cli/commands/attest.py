@@ -14,6 +14,7 @@ from cocopart.ops import Attest
 from cocopart.scenario import BringUp, Runner
 from cocopart_cli.common import (
     backend_for,
+    hex_64,
     load_guest,
     result_evidence,
     to_pem,
@@ -28,15 +29,7 @@ from cocopart_cli.output import begin, console, emit_json
 
 def parse_report_data(text: str | None) -> bytes:
     """``--report-data`` hex (at most 64 bytes), or 64 random bytes."""
-    if text is None:
-        return secrets.token_bytes(64)
-    try:
-        data = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise CliError("--report-data must be hex (at most 64 bytes)") from None
-    if not 1 <= len(data) <= 64:
-        raise CliError(f"--report-data is {len(data)} bytes; give 1 to 64")
-    return data
+    return secrets.token_bytes(64) if text is None else hex_64(text, "--report-data")
 
 
 def real(report_data: bytes, root: Path, entry: str | None, privlevel: int | None,

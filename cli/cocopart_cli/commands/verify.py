@@ -17,7 +17,7 @@ from rich.table import Table
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
-from cocopart_cli.common import read_bytes
+from cocopart_cli.common import hex_64, read_bytes
 from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, CliError
 from cocopart_cli.models import VerifyReport
 from cocopart_cli.output import begin, console, emit_json
@@ -101,17 +101,6 @@ def parse_collateral(items: list[str]) -> dict[str, bytes]:
             raise CliError(f"--collateral {item}: use NAME=FILE (e.g. tcb_info=tcbinfo.json)")
         out[name] = read_bytes(Path(file), f"collateral {name}")
     return out
-
-
-def _nonce(text: str) -> bytes:
-    """``--nonce``: hex, at most 64 bytes."""
-    try:
-        value = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise CliError(f"--nonce {text!r} is not hex") from None
-    if len(value) > 64:
-        raise CliError(f"--nonce is {len(value)} bytes; a nonce has at most 64")
-    return value
 
 
 def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = None,
@@ -220,7 +209,7 @@ def register(app: typer.Typer) -> None:
         begin(json_output)
         chosen = load_policy(policy) if policy else None
         if nonce is not None:
-            chosen = (chosen or Policy()).model_copy(update={"expected_nonce": _nonce(nonce)})
+            chosen = (chosen or Policy()).model_copy(update={"expected_nonce": hex_64(nonce, "--nonce")})
         report = verify(evidence, vendor=vendor, fmt=fmt, policy=chosen, certs=certs,
                         collateral=collateral, now=now, trust_roots=trust_root,
                         vendor_roots=vendor_roots)
