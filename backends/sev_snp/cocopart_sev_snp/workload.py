@@ -49,6 +49,7 @@ from cocopart.protocol.manifest import VTPM_SERVICE_GUID
 from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp import npf
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.guest_request import parse_cert_table
 
@@ -277,40 +278,37 @@ class WorkloadPlanner:
 
     def _direct_rmpadjust(self, name: str, op: SetAccess, target: int, perms: int
                           ) -> OperationResult:
-        """RMPADJUST executed by the workload itself, towards a less privileged VMPL; a
-        size mismatch is resolved as Linux does for PVALIDATE (2M redone as 4K) or by asking
-        the host to PSMASH (4K inside a 2M entry)."""
+        """RMPADJUST executed by the workload itself, towards a less privileged VMPL; a 2M
+        page over 4K entries is redone as 4K as Linux does for PVALIDATE (a 4K page inside a
+        2M entry is resolved by the host: :data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`)."""
         m = self.m
         vmpl = m.vmpls[op.layer]
         todo = [PageRun(s, ps.bytes, n) for s, ps, n in op.range.chunks(PageSize.SIZE_2M)]
         done = 0
-        smashed: set[int] = set()
         while todo:
             r = todo.pop(0)
             big = r.page_bytes == PAGE_2M
-            res = ins.rmpadjust(m.rmp, asid=m.asid, vmpl=vmpl, gpa=r.gpa, page_2m=big,
-                                count=r.count, target_vmpl=target, perms=perms)
+
+            def run(at: int, n: int, big: bool = big) -> ins.InstrResult:
+                return ins.rmpadjust(m.rmp, asid=m.asid, vmpl=vmpl, gpa=at, page_2m=big,
+                                     count=n, target_vmpl=target, perms=perms)
+
+            res = npf.execute(m, op.layer, run, r.gpa, r.page_bytes, r.count)
             m.trace.record(op.layer, "RMPADJUST", f"VMPL{target}", count=res.done)
             done += res.done * r.page_bytes
-            if not res.rc:
+            if not res.rc and not res.fault:
                 continue
-            m.trace.record(op.layer, "RMPADJUST", f"VMPL{target}", ins.RmpRc(res.rc).name)
+            why = ins.RmpRc(res.rc).name if res.rc else str(res.fault)
+            m.trace.record(op.layer, "RMPADJUST", f"VMPL{target}", why)
             at = r.gpa + res.done * r.page_bytes
             rest = r.count - res.done
-            region = at // PAGE_2M * PAGE_2M
             if res.rc == ins.RmpRc.FAIL_SIZEMISMATCH and big:
                 todo[0:0] = [PageRun(at, PAGE_4K, PAGE_2M // PAGE_4K)] + (
                     [PageRun(at + PAGE_2M, PAGE_2M, rest - 1)] if rest > 1 else [])
                 continue
-            if res.rc == ins.RmpRc.FAIL_SIZEMISMATCH and region not in smashed:
-                smashed.add(region)
-                err = m.psc(op.layer, 0, [PageRun(region, PAGE_2M, 1)], g.PscOp.PSMASH)
-                if err is None:
-                    todo.insert(0, PageRun(at, r.page_bytes, rest))
-                    continue
             return OperationResult.failure(name, _arch(
                 "RMPADJUST", res.rc, f"RMPADJUST from VMPL{vmpl} for VMPL{target} failed at "
-                f"{at:#x} with {ins.RmpRc(res.rc).name}."),
+                f"{at:#x} with {why}."),
                 Progress(done_bytes=done, next_gpa=at))
         return OperationResult.success(name, via="RMPADJUST")
 
