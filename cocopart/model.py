@@ -286,6 +286,12 @@ class PartitionConfig(BaseModel):
     services: list[str] = Field(default_factory=lambda: ["vtpm"])
     seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
     backend_options: dict[str, Any] = Field(default_factory=dict)
+    attest_requester_entry: bool = Field(
+        default=False,
+        description="cocopart extension: the privileged layer's services manifest "
+        "(SVSM_ATTEST_SERVICES) names the layer that asked, so its evidence speaks for that "
+        "layer. Off by default: the manifest is the services' GUID table only, as COCONUT "
+        "emits it, and service evidence speaks for the privileged layer.")
     memory_map: dict[LayerName, list[GpaRange]] = Field(
         default_factory=dict,
         description="Guest RAM assigned to each workload layer for good (docs/authority.md). "

@@ -155,7 +155,8 @@ class FakeMachine(Machine):
                                      trace, services=config.services, seed=config.seed,
                                      level_of=lambda layer: self.workloads.index(layer) + 1,
                                      apic_emulation=config.interrupt_mode == "alternate",
-                                     authority=self.authority)
+                                     authority=self.authority,
+                                     requester_entry=config.attest_requester_entry)
         self.feature_bits: dict[tuple[str, int], bool] = {
             (w, v): config.interrupt_mode == "alternate"
             for w in self.workloads for v in range(config.vcpus)}

@@ -371,6 +371,7 @@ class TsmReport(BaseModel):
         elif self.auxblob:
             collateral["auxblob"] = self.auxblob
         via_service = self.service_provider is not None
+        single = self.service_guid is not None and self.service_guid.int != 0
         return Evidence(
             vendor=vendor,
             format=fmt,
@@ -379,6 +380,7 @@ class TsmReport(BaseModel):
             collateral=collateral,
             nonce=self.report_data if via_service else None,
             manifest=self.manifestblob if via_service else None,
+            service=str(self.service_guid) if via_service and single else None,
         )
 
 

@@ -88,6 +88,9 @@ class ServiceDispatcher:
         #: (VMPL / L2 VM index) of each layer, for the manifest's requester entry.
         self.services: dict[str, tuple[uuid.UUID, Callable[[], bytes]]] = {}
         self.level_of: Callable[[str], int] = lambda _layer: 0
+        #: Whether the services manifest names the requesting layer (cocopart's opt-in
+        #: extension, cocopart.protocol.manifest.RULE_REQUESTER_ENTRY_OPT_IN).
+        self.requester_entry = False
         #: Ownership and the authority rules (set by cocopart.service.build).
         self.authority: Authority
         #: The last request the authority rules refused (for results and tests).

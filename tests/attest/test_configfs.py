@@ -310,12 +310,15 @@ def test_svsm_service_path_with_manifest() -> None:
     assert (evidence.vendor, evidence.format) == ("sev-snp", "snp-report")
     assert evidence.raw == b"SNP-REPORT"
     assert evidence.manifest == b"EK-PUB" and evidence.nonce == DATA
+    # the SVSM bound the vTPM's own manifest: the evidence says which service (issue 13)
+    assert evidence.service == str(VTPM)
 
 
 def test_svsm_all_services_with_default_options() -> None:
     fake = FakeTsm.sev_guest(vmpl=1)
     result = fake.client().attest(DATA, service_provider="svsm")
     assert result.manifestblob is not None and b"guid=00000000-" in result.manifestblob
+    assert result.to_evidence().service is None  # the services manifest (all services)
 
 
 def test_svsm_request_rejects_privlevel_and_unknown_service_provider() -> None:

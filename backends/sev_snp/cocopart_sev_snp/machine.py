@@ -160,7 +160,7 @@ class SnpMachine(Machine):
             self.platform, self.memory, self.layout, self.workloads, trace,
             services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
             apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
-            authority=self.authority)
+            authority=self.authority, requester_entry=config.attest_requester_entry)
         self.transport = SnpTransport(self.service, self.memory, trace, self)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
         self.planner = WorkloadPlanner(self)

@@ -26,8 +26,10 @@ What is checked, each as a named :class:`Check` (failures never raise):
 * ``snp.tcb`` – reported_tcb equals the leaf's SPL extensions.
 * ``snp.origin.layer_map`` – the producer's layer map does not promote a VMPL to 'l1';
   ``snp.origin.vmpl`` fails for a VMPL above 3.
-* ``snp.manifest_binding`` – with a services manifest: REPORT_DATA = SHA-512(nonce ||
-  manifest); the manifest's requester then becomes the origin (VMPL0 reports only).
+* ``snp.manifest_binding`` – with a manifest: REPORT_DATA = SHA-512(nonce || manifest); the
+  manifest is a services GUID table (COCONUT's, with or without cocopart's requester entry)
+  or, with ``evidence.service``, that service's own manifest; a requester entry then becomes
+  the origin (VMPL0 reports only).
 
 Certificate chains are analysed once and cached by their bytes (:mod:`.certs`), so a report
 whose chain is known costs a parse, one ECDSA verification and some comparisons.
@@ -48,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
-from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+from cocopart.protocol.manifest import bind_report_data, read_manifest
 from cocopart_sev_snp import certs
 from cocopart_sev_snp.report import (
     PRODUCTS,
@@ -213,12 +215,13 @@ def _manifest(report: SnpReport, evidence: Evidence,
         return origin, Check(name=name, ok=False,
                              detail="REPORT_DATA is not SHA-512(nonce || manifest)")
     try:
-        requester = ServicesManifest.from_bytes(evidence.manifest).requester
+        reading = read_manifest(evidence.manifest, evidence.service)
     except (ValueError, struct.error) as exc:  # EvidenceError, bad UTF-8 in a layer name
         return origin, Check(name=name, ok=False, detail=f"services manifest: {exc}")
+    requester = reading.requester
     if requester is None:
-        return origin, Check(name=name, ok=True,
-                             detail="REPORT_DATA binds nonce and manifest (no requester entry)")
+        return origin, Check(name=name, ok=True, detail=f"REPORT_DATA binds nonce and "
+                             f"{reading.describe()} (no requester entry)")
     if report.vmpl != 0:
         return origin, Check(name=name, ok=False,
                              detail=f"a VMPL{report.vmpl} report cannot attest for another layer")

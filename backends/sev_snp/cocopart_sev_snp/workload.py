@@ -404,7 +404,8 @@ class WorkloadPlanner:
                 call, res.code, f"the SVSM answered {result_name(res.code)}."))
         certs = [blob for _n, blob in parse_cert_table(res.certificates)]
         ev = Evidence(vendor="sev-snp", format="snp-report", raw=res.report, certificates=certs,
-                      nonce=op.report_data, manifest=res.manifest, layer_map=m.layer_map())
+                      nonce=op.report_data, manifest=res.manifest, layer_map=m.layer_map(),
+                      service=str(guid) if guid else None)
         return OperationResult.success(name, evidence=ev.model_dump(mode="json"), vmpl=0)
 
     def extend(self, name: str, op: ExtendMeasurement) -> OperationResult:

@@ -37,9 +37,9 @@ from cocopart.ops import (
     ValidatePages,
 )
 from cocopart.protocol.ids import ResultCode
-from cocopart.protocol.manifest import VTPM_SERVICE_GUID, Requester, bind_report_data
+from cocopart.protocol.manifest import VTPM_SERVICE_GUID, bind_report_data
 from cocopart.service import vtpm as vtpm_service
-from cocopart.service.attest import build_manifest
+from cocopart.service.attest import services_manifest
 from cocopart.service.build import build_service
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
@@ -114,7 +114,8 @@ class TdxMachine(Machine):
                                      services=config.services, seed=config.seed,
                                      level_of=lambda layer: workloads.index(layer) + 1,
                                      apic_emulation=config.interrupt_mode
-                                     == InterruptMode.ALTERNATE, authority=self.authority)
+                                     == InterruptMode.ALTERNATE, authority=self.authority,
+                                     requester_entry=config.attest_requester_entry)
         self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
         self.workload = L2Workload(config, self.layout, self.platform, self.transport,
@@ -320,7 +321,7 @@ class TdxMachine(Machine):
             tpm = getattr(self.service, "vtpm", None)
             if isinstance(tpm, vtpm_service.Vtpm):
                 table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
-            manifest = build_manifest(table, Requester("l1", 0))
+            manifest = services_manifest(table, None)  # L1 attests for itself
             nonce = op.report_data
             data = bind_report_data(nonce, manifest)
         ev = self.platform.hardware_report(data, "l1")

@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
-from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+from cocopart.protocol.manifest import bind_report_data, read_manifest
 from cocopart_tdx.collateral import (
     EnclaveIdentity,
     SignedJson,
@@ -404,13 +404,15 @@ def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | Non
         return l1, Check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
                          "the evidence is not bound to this nonce and services manifest")
     try:
-        requester = ServicesManifest.from_bytes(evidence.manifest).requester
+        reading = read_manifest(evidence.manifest, evidence.service)
     except EvidenceError as exc:
         return l1, Check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
                          f"not parse: {exc}")
+    requester = reading.requester
     if requester is None or requester.level == 0:
-        return l1, Check(name=name, ok=True, detail="REPORTDATA = SHA-512(nonce || manifest); the "
-                         "manifest names no L2 requester: the L1 attested for itself")
+        return l1, Check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || "
+                         f"{reading.describe()}); no L2 requester is named: the L1 attested "
+                         "for itself")
     level = f"L2 VM {requester.level}"
     origin = Origin(layer=evidence.layer_map.get(level, requester.layer), vendor_level=level,
                     via_privileged_layer=True)

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -405,14 +406,15 @@ class L2Workload:
         a = self.client.attest(op.layer, vcpu, op.report_data, service=service)
         if a.code != ResultCode.SUCCESS:
             return self._failed(name, a.code, "ATTEST_SERVICES")
-        evidence = self.evidence(a.report, op.report_data, a.manifest)
+        evidence = self.evidence(a.report, op.report_data, a.manifest, service)
         return OperationResult.success(
             name, evidence=evidence, calls=a.calls,
             reportdata=bind_report_data(op.report_data, a.manifest).hex(),
-            reportdata_rule="REPORTDATA = SHA-512(nonce || services manifest)")
+            reportdata_rule="REPORTDATA = SHA-512(nonce || services manifest)" if service is None
+            else "REPORTDATA = SHA-512(nonce || the service's own manifest)")
 
-    def evidence(self, quote: bytes, nonce: bytes | None, manifest: bytes | None
-                 ) -> dict[str, object]:
+    def evidence(self, quote: bytes, nonce: bytes | None, manifest: bytes | None,
+                 service: uuid.UUID | None = None) -> dict[str, object]:
         layer_map = {vm_name(i + 1): w for i, w in enumerate(self.workloads)}
         layer_map["L1"] = "l1"
         # the simulated PCS collateral (TCB info, QE identity, CRLs) issued now, and the
@@ -422,7 +424,8 @@ class L2Workload:
             extra = {"certificates": [self.roots.root_pem],
                      "collateral": self.roots.collateral(datetime.now(UTC))}
         return Evidence(vendor="tdx", format="tdx-quote", raw=quote, nonce=nonce,
-                        manifest=manifest, layer_map=layer_map, **extra
+                        manifest=manifest, layer_map=layer_map,
+                        service=str(service) if service else None, **extra
                         ).model_dump(mode="json")
 
     def extend(self, op: ExtendMeasurement) -> OperationResult:
