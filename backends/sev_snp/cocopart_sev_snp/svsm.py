@@ -61,6 +61,12 @@ RULE_SVSM_PROTECTS_PROTOCOL_PAGES = "protocol pages above guest RAM are not the 
 #: caller's own pages (docs/authority.md), so no other layer's page is ever zeroed this way.
 RULE_IGNORE_CF_ZEROES_OWN_PAGE = "ignore_cf re-validation zeroes and re-grants the caller's page"
 
+#: CREATE_VCPU does not look at the RMP page size of the VMSA page (CS core.rs
+#: core_create_vcpu); its 4K RMPADJUSTs on a page inside a 2M entry take the #NPF(SIZEM)
+#: path (:data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`), so the host splits the entry and the
+#: call succeeds.
+RULE_VMSA_IN_2M_ENTRY_IS_SPLIT = "CREATE_VCPU on a page of a 2M entry: the entry is split"
+
 #: A VMSA on a 2M-aligned page hits a hardware erratum (the CPU may signal a spurious RMP
 #: violation when a 2M page collides with the VMSA's RMP entry): COCONUT never allocates one
 #: there (CS sev/vmsa.rs VmsaPage::new), Linux neither (LX arch/x86/coco/sev/core.c
@@ -266,8 +272,7 @@ class SnpPlatform(PrivilegedPlatform):
         if not (entry.owned_by(m.asid) and entry.validated) \
                 or entry.vmsa or m.host.in_use(context_gpa, context_gpa + PAGE_4K) is not None:
             return ResultCode.INVALID_PARAMETER  # not a guest-owned, unused page
-        # RULE_VMSA_IN_2M_ENTRY_IS_SPLIT: no page-size check (CS core.rs core_create_vcpu); the
-        # 4K RMPADJUSTs below take the #NPF(SIZEM) path when the page is in a 2M entry
+        # no page-size check: RULE_VMSA_IN_2M_ENTRY_IS_SPLIT
         old = entry.perms
         targets = self._revoke_targets()
         for t in targets:
