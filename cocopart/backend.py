@@ -21,14 +21,21 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from pydantic import BaseModel, Field
 
 from cocopart.authority import Authority, Ownership
+from cocopart.errors import NotSupportedError
 from cocopart.memory import GuestMemory, ProtocolLayout
 from cocopart.model import Access, Layer, PartitionConfig
-from cocopart.ops import Operation, OperationResult
+from cocopart.ops import (
+    ConfigureInterrupts,
+    EndOfInterrupt,
+    InjectInterrupt,
+    Operation,
+    OperationResult,
+)
 from cocopart.protocol.call import CallOutcome, Registers
 from cocopart.protocol.calling_area import CALL_PENDING
 from cocopart.protocol.ids import ResultCode
@@ -37,6 +44,17 @@ from cocopart.trace import CostTable, Event, Trace
 if TYPE_CHECKING:
     from cocopart.layers import LayerGraph
     from cocopart.service.dispatcher import ServiceDispatcher
+    from cocopart.workload import WorkloadSide
+
+
+class InterruptEngine(Protocol):
+    """What a backend's interrupt model answers (cocopart.interrupts.InterruptDelivery)."""
+
+    def inject(self, op: InjectInterrupt) -> OperationResult: ...
+
+    def eoi(self, op: EndOfInterrupt) -> OperationResult: ...
+
+    def configure(self, op: ConfigureInterrupts) -> OperationResult: ...
 
 
 class CapabilityAnswer(BaseModel):
@@ -230,9 +248,35 @@ class Machine(ABC):
         self.authority = Authority.from_edges(self.ownership, graph.control_edges(),
                                               config.workloads)
 
-    @abstractmethod
+    #: The requesting side of every non-interrupt operation (built by the backend's machine
+    #: with its :class:`~cocopart.workload_hooks.WorkloadHooks`).
+    workload_side: WorkloadSide
+    #: The backend's interrupt engine (inject / eoi / configure).
+    interrupts: InterruptEngine
+
     def execute(self, op: Operation) -> OperationResult:
-        """Carry ``op`` out on the model, recording every primitive in ``self.trace``."""
+        """Carry ``op`` out on the model, recording every primitive in ``self.trace``:
+        interrupt operations go to the interrupt engine; every other operation follows the
+        route the layer graph resolves (not routable: ``not-supported``, nothing runs)."""
+        if isinstance(op, InjectInterrupt):
+            return self.interrupts.inject(op)
+        if isinstance(op, EndOfInterrupt):
+            return self.interrupts.eoi(op)
+        if isinstance(op, ConfigureInterrupts):
+            return self.interrupts.configure(op)
+        try:
+            route = self.graph.route(op.route_capability, op.layer)
+        except NotSupportedError as err:
+            return OperationResult.not_supported(op.describe(), self.why_not(op, err.reason))
+        return self.workload_side.run(op, route)
+
+    def why_not(self, op: Operation, graph_reason: str) -> str:
+        """The reason an operation has no route: the capability matrix's answer when it
+        says unsupported, else the graph's."""
+        answer = self.backend.capabilities(self.config).get(op.capability.value)
+        if answer is not None and not answer.supported and answer.reason:
+            return answer.reason
+        return f"{op.op} from {op.layer}: {graph_reason}"
 
     @abstractmethod
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:

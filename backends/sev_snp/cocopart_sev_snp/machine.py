@@ -7,7 +7,8 @@ service, transport) and the workload side, and wires them:
 * at launch the SVSM has set up, above guest RAM, each workload layer's calling areas,
   vCPU-context pages and scratch pages (validated, 4K, read/write for that layer) and one
   VMSA for its BSP; guest RAM itself belongs to the hypervisor until the guest converts it;
-* :meth:`execute` hands each operation to the :class:`~.workload.WorkloadPlanner`;
+* the core's :class:`~cocopart.workload.WorkloadSide` carries out each request with
+  :class:`~.workload.SnpWorkloadHooks`; interrupts go to :class:`~.interrupts.SnpInterrupts`;
 * :meth:`access` is the CPU's RMP check of one guest access; :meth:`memory_view` and
   :meth:`vcpus` read state in neutral terms.
 """
@@ -22,20 +23,14 @@ from cocopart.client import PageRun, ProtocolClient
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
 from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
-from cocopart.ops import (
-    ArchError,
-    ConfigureInterrupts,
-    EndOfInterrupt,
-    InjectInterrupt,
-    Operation,
-    OperationResult,
-)
+from cocopart.ops import ArchError
 from cocopart.protocol.ids import ResultCode
 from cocopart.service.build import build_service
 from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
+from cocopart.workload import WorkloadSide
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import secrets
 from cocopart_sev_snp import vmsa as vm
@@ -51,7 +46,7 @@ from cocopart_sev_snp.interrupts import SnpInterrupts
 from cocopart_sev_snp.report import ReportRequest, ReportResponse
 from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
-from cocopart_sev_snp.workload import WorkloadPlanner
+from cocopart_sev_snp.workload import SnpWorkloadHooks
 
 if TYPE_CHECKING:
     from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
@@ -139,6 +134,8 @@ class GuestReport:
 class SnpMachine(Machine):
     """A partitioned SEV-SNP guest: RMP, host, AMD-SP, SVSM and workload VMPLs."""
 
+    interrupts: SnpInterrupts
+
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
         super().__init__(backend, config, trace, graph, costs)
@@ -172,7 +169,8 @@ class SnpMachine(Machine):
             authority=self.authority)
         self.transport = SnpTransport(self.service, self.memory, trace, self)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
-        self.planner = WorkloadPlanner(self)
+        self.workload_side = WorkloadSide(SnpWorkloadHooks(self), self.client, config,
+                                          self.layout, graph, self.ownership, self.service)
         #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
         self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
@@ -362,24 +360,6 @@ class SnpMachine(Machine):
         return secrets.detect_svsm(probe, page, msr >> 12)
 
     # -- Machine ---------------------------------------------------------------------------
-    def execute(self, op: Operation) -> OperationResult:
-        name = op.describe()
-        rng = getattr(op, "range", None)
-        if rng is not None and rng.end > self.config.memory:
-            raise ConfigError(f"range {rng} ends beyond guest RAM ({self.config.memory:#x})",
-                              field="range")
-        if isinstance(op, InjectInterrupt):
-            return self.interrupts.inject(op)
-        if isinstance(op, EndOfInterrupt):
-            return self.interrupts.eoi(op)
-        if isinstance(op, ConfigureInterrupts):
-            return self.interrupts.configure(op)
-        if op.layer in self.vmpls or op.layer == L1:
-            return self.planner.run(op)
-        return OperationResult.not_supported(
-            name, f"{op.layer} does not request {op.op} on SEV-SNP: the guest's layers "
-            f"({L1}, {', '.join(self.workloads)}) do")
-
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
         if not 0 <= gpa < self.layout.total:
             raise ConfigError(f"GPA {gpa:#x} is outside the guest", field="gpa")
