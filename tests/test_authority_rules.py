@@ -583,7 +583,7 @@ def test_peer_access_needs_ownership_raw_attr_wr_naming_vm_0_is_refused() -> Non
     regs = {"rax": Leaf.MEM_PAGE_ATTR_WR, "rcx": VICTIM, "rdx": attrs.pack({0: 0}),
             "r8": attrs.pack({0: attrs.RWX})}
     state = m.transport.l2_exit("l2.1", 0, regs, "TDG.MEM.PAGE.ATTR.WR")
-    status = m.hooks.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
+    status = m.hooks.exits.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
     m.transport.l2_resume("l2.1", 0, state)
     assert status != 0
     assert victim_state(p) == before

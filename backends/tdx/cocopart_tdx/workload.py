@@ -48,9 +48,10 @@ from cocopart_tdx.l1 import (
     pcr_to_rtmr,
     vm_name,
 )
+from cocopart_tdx.l1_emulation import L1_ATTR_POLICY, L2Exits
 from cocopart_tdx.sept import LEVEL_2M, LEVEL_4K, LEVEL_BYTES, SeptState
 from cocopart_tdx.simroots import SimulatedIntelRoots
-from cocopart_tdx.status import Operand, TdxStatus, status_name, with_details
+from cocopart_tdx.status import status_name
 from cocopart_tdx.tdcall import Leaf
 from cocopart_tdx.vp_enter import EnterGuestState
 
@@ -59,12 +60,6 @@ PROTOCOL_VENDOR = "cocopart-protocol"
 #: Start state an L2 writes into a new vCPU's state buffer (its AP entry point; a
 #: placeholder — the model does not execute L2 code).
 AP_START_RIP = 0xFFFF_FFF0
-#: L1_ATTR_POLICY — how L1 emulates an L2's TDG.MEM.PAGE.ATTR.WR: the core's authority rules
-#: (cocopart.authority, docs/authority.md). L2 VMs are peers: an L2 may set an L2 VM's
-#: attributes (its own or a peer's) only on pages it owns, and only to a subset of its own
-#: R/W/Xs/Xu there; it never changes access on a peer's page. Violations are answered
-#: TDX_OPERAND_INVALID (operand RDX).
-L1_ATTR_POLICY = "an L2 sets access only on its own pages, within what it holds"
 #: The vCPU an L2 issues requests from (its BSP always runs: RULE_BSP_KEEPS_RUNNING).
 CALLER = 0
 NO_1G = ("PVALIDATE protocol entries are 4K or 2M; only L1 can accept a 1G page (and only "
@@ -85,6 +80,10 @@ class TdxWorkloadHooks(WorkloadHooks):
     trace: Trace
     #: The simulated Intel roots whose collateral goes out with the evidence.
     roots: SimulatedIntelRoots | None = None
+
+    def __post_init__(self) -> None:
+        #: L1 serving the L2's TDVMCALL and ATTR.WR exits.
+        self.exits = L2Exits(self.config, self.platform, self.transport, self.trace)
 
     protocol_vendor = PROTOCOL_VENDOR
 
@@ -163,75 +162,13 @@ class TdxWorkloadHooks(WorkloadHooks):
             cur = out.get("r11", cur)
         return int(out.get("r10", vmc.TdvmcallStatus.INVALID_OPERAND))
 
-    def l2_tdvmcall(self, layer: str, vcpu: int, regs: dict[str, int], what: str
-                    ) -> dict[str, int]:
-        """One TDG.VP.VMCALL by the L2: straight to the host with ENABLE_TDVMCALL, else an
-        L2 -> L1 exit that L1 serves (forwarding MapGPA to the host)."""
-        p = self.platform
-        vm = p.vm_of(layer)
-        if p.enable_tdvmcall:
-            tally = Tally()
-            p.schedule(vcpu, vm, tally)
-            tally.flush(self.trace)
-            cpu = p.module.l2cpu(vcpu, vm)
-            cpu.gprs.update(regs)
-            res = p.module.l2_tdcall(vcpu)
-            if isinstance(res, dict):  # refused by the module (bad GPR select)
-                return dict(cpu.gprs)
-            self.trace.record(layer, "TDG.VP.VMCALL", what, "ok")
-            self.trace.switch(layer, "host", "TD exit")
-            out = p.host.on_tdvmcall(res.regs, tally)
-            tally.flush(self.trace)
-            self.trace.switch("host", layer, "TDH.VP.ENTER")
-            cpu.gprs.update(out)
-            cpu.gprs["rax"] = 0
-            return dict(cpu.gprs)
-        state = self.transport.l2_exit(layer, vcpu, regs, what)
-        if state is None:
-            return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND}
-        self.emulate_tdvmcall(state, layer)
-        after = self.transport.l2_resume(layer, vcpu, state)
-        return after if after is not None else {"r10": vmc.TdvmcallStatus.INVALID_OPERAND}
-
-
-    def emulate_tdvmcall(self, state: EnterGuestState, layer: str) -> None:
-        """L1 serving ``layer``'s standard TDVMCALL: MapGPA is forwarded to the host when
-        the range is guest RAM the L2 may convert (its own or pool pages — docs/authority.md), else INVALID_OPERAND; the other TDVMCALLs
-        are not offered to L2s here (SUBFUNC_UNSUPPORTED)."""
-        g = state.gprs
-        tally = Tally()
-        if g["r10"] == 0 and g["r11"] == vmc.SubFunction.MAP_GPA:
-            sbit = self.platform.module.shared_bit
-            start, size = g["r12"] & ~sbit, g["r13"]
-            auth = self.transport.dispatcher.authority
-            refusal = None
-            if size <= 0 or start % 4096 or size % 4096 or start + size > self.config.memory:
-                out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
-            else:
-                refusal = auth.check_state(layer, start, start + size, "convert")
-                out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
-                    else self.platform.map_gpa(g["r12"], size, tally)
-                if refusal is None and g["r12"] & sbit:  # pages now shared: back to the pool
-                    for s, e, shared in self.platform.host.shared.runs(start, start + size):
-                        if shared:
-                            auth.ownership.release(s, e)
-            if refusal is not None:
-                self.platform.last_error = L1Error(
-                    "TDG.VP.VMCALL_INVALID_OPERAND", vmc.TdvmcallStatus.INVALID_OPERAND,
-                    f"L1 refused {layer}'s MapGPA: {refusal.message} ({refusal.rule})")
-        else:
-            out = {"r10": vmc.TdvmcallStatus.SUBFUNC_UNSUPPORTED, "r11": 0}
-        tally.flush(self.trace)
-        g.update(rax=0, r10=out.get("r10", 0), r11=out.get("r11", 0))
-
-
     def map_gpa(self, layer: str, vcpu: int, gpa: int, size: int) -> int:
         """TDVMCALL<MapGPA> with the Linux RETRY loop; returns the final TDVMCALL status."""
         sbit = self.platform.module.shared_bit
         start, end = gpa & ~sbit, (gpa & ~sbit) + size
         cur, stuck = gpa, 0
         while True:
-            out = self.l2_tdvmcall(layer, vcpu, vmc.map_gpa_registers(cur, end - (cur & ~sbit)),
+            out = self.exits.l2_tdvmcall(layer, vcpu, vmc.map_gpa_registers(cur, end - (cur & ~sbit)),
                                    "MapGPA")
             status = out.get("r10", vmc.TdvmcallStatus.INVALID_OPERAND)
             if status != vmc.TdvmcallStatus.RETRY:
@@ -246,37 +183,6 @@ class TdxWorkloadHooks(WorkloadHooks):
             if not start <= (nxt & ~sbit) < end:
                 return int(vmc.TdvmcallStatus.INVALID_OPERAND)
             cur = nxt
-
-
-    def emulate_attr_wr(self, layer: str, state: EnterGuestState, start: int, end: int,
-                        tvm: int, word: int) -> int:
-        """L1 emulating the L2's ATTR.WR over ``[start, end)``; the status lands in RAX."""
-        p = self.platform
-        deny = with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
-        status = 0
-        if not 1 <= tvm <= len(self.workloads):  # VM 0 is L1 itself; no such L2 VM
-            status = deny
-            p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
-                                   f"{layer}'s TDG.MEM.PAGE.ATTR.WR names VM {tvm}, which is "
-                                   "not an L2 VM of this TD")
-        else:
-            target = self.workloads[tvm - 1]
-            refusal = self.transport.dispatcher.authority.check_set_access(
-                layer, target, start, end, attrs.attr_to_access(word))
-            if refusal is not None:
-                status = deny
-                p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
-                                       f"L1 refused {layer}'s TDG.MEM.PAGE.ATTR.WR: "
-                                       f"{refusal.message} ({refusal.rule})")
-        if status == 0:
-            r = p.set_access(self.workloads[tvm - 1], start, 4096, (end - start) // 4096,
-                             attrs.attr_to_access(word))
-            if r.code != ResultCode.SUCCESS:
-                err = p.last_error
-                status = err.code if err is not None and err.code > 0 \
-                    else with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
-        state.gprs["rax"] = status
-        return status
 
 
     def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
@@ -321,7 +227,7 @@ class TdxWorkloadHooks(WorkloadHooks):
             state = self.transport.l2_exit(layer, CALLER, regs, "TDG.MEM.PAGE.ATTR.WR")
             if state is None:
                 raise NotSupportedError(f"set-access from {layer}", "its vCPU does not run")
-            status = self.emulate_attr_wr(layer, state, s, s + ps.bytes * n, tvm, word)
+            status = self.exits.emulate_attr_wr(layer, state, s, s + ps.bytes * n, tvm, word)
             if status == 0 and n > 1:  # the other n - 1 identical TDCALLs
                 self.trace.record(layer, "TDCALL", "TDG.MEM.PAGE.ATTR.WR", "exit 77", n - 1)
                 self.trace.switch(layer, "l1", self.transport.mechanism, n - 1)
