@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
@@ -42,9 +43,11 @@ from cocopart.protocol.ids import ResultCode
 from cocopart.trace import CostTable, Event, Trace
 
 if TYPE_CHECKING:
+    from cocopart.client import ProtocolClient
     from cocopart.layers import LayerGraph
     from cocopart.service.dispatcher import ServiceDispatcher
     from cocopart.workload import WorkloadSide
+    from cocopart.workload_hooks import WorkloadHooks
 
 
 class InterruptEngine(Protocol):
@@ -130,17 +133,22 @@ class PrivilegedPlatform(ABC):
     def apic_ids(self) -> set[int]:
         """APIC IDs of the guest's CPUs."""
 
-    @abstractmethod
+    # Optional primitives: the defaults answer "not supported" (the protocol's
+    # UNSUPPORTED_CALL), so a platform without them still serves everything else.
     def hardware_report(self, report_data: bytes, on_behalf_of: str) -> HardwareEvidence | int:
-        """A hardware report with ``report_data`` produced by the privileged layer, or a code."""
+        """A hardware report with ``report_data`` produced by the privileged layer, or a code.
+        Default: not supported (this platform has no report the privileged layer can get)."""
+        return ResultCode.UNSUPPORTED_CALL
 
-    @abstractmethod
     def extend_measurement(self, register: int, digest: bytes) -> int:
-        """Extend a runtime measurement register; return a result code."""
+        """Extend a runtime measurement register; return a result code. Default: not
+        supported (no runtime measurement registers)."""
+        return ResultCode.UNSUPPORTED_CALL
 
-    @abstractmethod
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
-        """Deliver ``vector`` to a workload vCPU; return a result code."""
+        """Deliver ``vector`` to a workload vCPU; return a result code. Default: not
+        supported (the privileged layer does not deliver interrupts)."""
+        return ResultCode.UNSUPPORTED_CALL
 
     def apic_emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
         """The privileged layer started or stopped emulating a vCPU's APIC (SNP: the
@@ -166,13 +174,19 @@ class Transport(ABC):
         self.memory = memory
         self.trace = trace
 
-    @abstractmethod
-    def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
-        """Switch from ``layer`` to the privileged layer; True if it sees a protocol request."""
+    #: The mechanism of the switch back (default: :attr:`mechanism`).
+    return_mechanism: ClassVar[str | None] = None
 
-    @abstractmethod
+    def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
+        """Switch from ``layer`` to the privileged layer; True if it sees a protocol request.
+        Default: one world switch by :attr:`mechanism`, and the request is seen."""
+        self.trace.switch(layer, "l1", self.mechanism)
+        return True
+
     def leave(self, layer: str, vcpu: int, regs: Registers) -> None:
-        """Switch back from the privileged layer to ``layer``."""
+        """Switch back from the privileged layer to ``layer``. Default: one world switch by
+        :attr:`return_mechanism`."""
+        self.trace.switch("l1", layer, self.return_mechanism or self.mechanism)
 
     def call(self, layer: str, vcpu: int, regs: Registers) -> CallOutcome:
         caa = self.dispatcher.state.caa(layer, vcpu)
@@ -213,6 +227,21 @@ class MemoryRun(BaseModel):
                            "map, protocol pages, l1's own); else a claimed or pool page.")
 
 
+def merged(runs: Iterable[MemoryRun]) -> list[MemoryRun]:
+    """Adjacent runs with equal neutral state joined into one (what ``memory_view``
+    returns: never two equal neighbours)."""
+    out: list[MemoryRun] = []
+    for run in runs:
+        last = out[-1] if out else None
+        if last is not None and last.end == run.start and (
+                last.private, last.validated, last.access, last.context) == (
+                run.private, run.validated, run.access, run.context):
+            last.end = run.end
+        else:
+            out.append(run)
+    return out
+
+
 class AccessOutcome(BaseModel):
     """What happens when a layer touches a page."""
 
@@ -251,19 +280,28 @@ class Machine(ABC):
     #: The requesting side of every non-interrupt operation (built by the backend's machine
     #: with its :class:`~cocopart.workload_hooks.WorkloadHooks`).
     workload_side: WorkloadSide
-    #: The backend's interrupt engine (inject / eoi / configure).
-    interrupts: InterruptEngine
+    platform: PrivilegedPlatform
+    service: ServiceDispatcher
+    transport: Transport
+    client: ProtocolClient
+    #: The backend's interrupt engine (inject / eoi / configure); None: interrupts are not
+    #: modelled, and the interrupt operations answer not-supported.
+    interrupts: InterruptEngine | None = None
 
     def execute(self, op: Operation) -> OperationResult:
         """Carry ``op`` out on the model, recording every primitive in ``self.trace``:
         interrupt operations go to the interrupt engine; every other operation follows the
         route the layer graph resolves (not routable: ``not-supported``, nothing runs)."""
-        if isinstance(op, InjectInterrupt):
-            return self.interrupts.inject(op)
-        if isinstance(op, EndOfInterrupt):
-            return self.interrupts.eoi(op)
-        if isinstance(op, ConfigureInterrupts):
-            return self.interrupts.configure(op)
+        if isinstance(op, (InjectInterrupt, EndOfInterrupt, ConfigureInterrupts)):
+            engine = self.interrupts
+            if engine is None:
+                return OperationResult.not_supported(op.describe(), "this backend models no "
+                                                     "interrupt delivery")
+            if isinstance(op, InjectInterrupt):
+                return engine.inject(op)
+            if isinstance(op, EndOfInterrupt):
+                return engine.eoi(op)
+            return engine.configure(op)
         try:
             route = self.graph.route(op.route_capability, op.layer)
         except NotSupportedError as err:
@@ -282,13 +320,46 @@ class Machine(ABC):
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
         """Runs of equal neutral state over ``[start, end)`` (default: guest RAM)."""
 
-    @abstractmethod
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
-        """Simulate ``layer`` touching ``gpa`` with ``access`` (one bit) and report the outcome."""
+        """Simulate ``layer`` touching ``gpa`` with ``access`` (one bit) and report the outcome.
+        Default, from :meth:`memory_view`: a validated private page the layer holds
+        ``access`` on is fine; anything else faults to the privileged layer."""
+        [run] = self.memory_view(gpa, gpa + 1)
+        held = Access.parse(run.access.get(layer, "")) if run.validated else Access.NONE
+        if held & access == access:
+            return AccessOutcome(ok=True)
+        return AccessOutcome(ok=False, fault="permission fault", handled_by="l1")
 
-    @abstractmethod
     def vcpus(self) -> list[VcpuView]:
-        """Every vCPU of every workload layer."""
+        """Every vCPU of every workload layer. Default: the contexts the privileged layer's
+        service holds (each running)."""
+        contexts = self.workload_side.dispatcher.state.contexts
+        return [VcpuView(layer=r.layer, vcpu=r.vcpu, state="running", context_gpa=gpa,
+                         apic_id=r.apic_id)
+                for gpa, r in sorted(contexts.items(), key=lambda kv: (kv[1].layer,
+                                                                     kv[1].vcpu))]
+
+    def serve(self, platform: PrivilegedPlatform,
+              transport: Callable[[ServiceDispatcher], Transport],
+              hooks: Callable[[], WorkloadHooks], *, level_of: Callable[[str], int],
+              apic_emulation: bool = False) -> None:
+        """Wire the privileged layer and the requesting side: the protocol service over
+        ``platform`` (:func:`cocopart.service.build.build_service`, with this guest's
+        authority), the transport, the protocol client and :attr:`workload_side`."""
+        from cocopart.client import ProtocolClient
+        from cocopart.service.build import build_service
+        from cocopart.workload import WorkloadSide
+
+        cfg = self.config
+        self.platform = platform
+        self.service = build_service(platform, self.memory, self.layout, cfg.workloads,
+                                     self.trace, services=cfg.services, seed=cfg.seed,
+                                     level_of=level_of, apic_emulation=apic_emulation,
+                                     authority=self.authority)
+        self.transport = transport(self.service)
+        self.client = ProtocolClient(self.transport, self.memory, self.layout, cfg.workloads)
+        self.workload_side = WorkloadSide(hooks(), self.client, cfg, self.layout, self.graph,
+                                          self.ownership, self.service)
 
     def shared_on_fork(self) -> list[Any]:
         """Objects a fork shares instead of copying (immutable or key material)."""
@@ -337,15 +408,22 @@ class Backend(ABC):
     def capabilities(self, config: PartitionConfig) -> dict[str, CapabilityAnswer]:
         """Capability matrix: each operation kind, interrupt mode and feature."""
 
-    @abstractmethod
     def cost_table(self) -> CostTable:
-        """Default costs of this backend's primitives and world switches, with sources."""
+        """Default costs of this backend's primitives and world switches, with sources.
+        Default: none (every primitive and switch costs 0 ns until a cost file says)."""
+        return CostTable(primitives={}, switches={})
 
-    @abstractmethod
     def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:
-        """Primitives a layer may issue itself, without the privileged layer."""
+        """What a layer does itself, without another layer: by default the capabilities the
+        layer graph gives the layer (a backend may name its instructions instead)."""
+        node = self.graph(config).node(layer)
+        return [c.removesuffix("@self") for c in node.capabilities]
 
-    @abstractmethod
+    #: The machine class :meth:`create_machine` builds by default.
+    machine: ClassVar[type[Machine]]
+
     def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable
                        ) -> Machine:
-        """A fresh machine model, launched: the privileged layer runs, workloads exist."""
+        """A fresh machine model, launched: the privileged layer runs, workloads exist.
+        Default: ``machine(self, config, trace, self.graph(config), costs)``."""
+        return self.machine(self, config, trace, self.graph(config), costs)

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         PrivilegedPlatform,
         Transport,
         VcpuView,
+        merged,
     )
     from cocopart.client import (
         PageRun,
@@ -185,6 +186,7 @@ _WHERE: dict[str, str] = {
     "MemoryRun": "cocopart.backend",
     "AccessOutcome": "cocopart.backend",
     "VcpuView": "cocopart.backend",
+    "merged": "cocopart.backend",
     # The requesting side: hooks a backend implements
     "WorkloadHooks": "cocopart.workload_hooks",
     "Limits": "cocopart.workload_hooks",
@@ -384,6 +386,7 @@ __all__ = [
     "finish_scene",
     "fixed_ipi_icr",
     "keep_guest_data",
+    "merged",
     "page_runs",
     "present",
     "protocol_error",

@@ -24,8 +24,10 @@ from typing import Any, ClassVar
 
 from cocopart.attest.evidence import Evidence
 from cocopart.client import PageRun
+from cocopart.errors import NotSupportedError
 from cocopart.model import Access, GpaRange, PageSize
 from cocopart.ops import ArchError
+from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,15 @@ class WorkloadHooks(ABC):
     #: shared and a convert to private asks the host first (TDX: MapGPA, then ACCEPT).
     validate_converts: ClassVar[bool] = False
 
-    @abstractmethod
     def limits(self) -> Limits:
-        """Batching limits under the guest's strategy."""
+        """Batching limits under the guest's strategy. Default: full calling areas (510
+        entries, sev-snp.md §2.1), one host conversion for a whole range."""
+        return Limits(per_call=MAX_ENTRIES_IN_CAA)
 
     def check_entry_size(self, size: PageSize) -> None:
         """Raise NotSupportedError if protocol entries cannot have this page size. Default:
         the protocol's entries are 4K or 2M (sev-snp.md §2.1)."""
         if size is PageSize.SIZE_1G:
-            from cocopart.errors import NotSupportedError
-
             raise NotSupportedError("1G pages", "protocol PVALIDATE entries are 4K or 2M")
 
     @abstractmethod
@@ -100,27 +101,31 @@ class WorkloadHooks(ABC):
         """``layer`` sets ``target``'s access: itself (``direct``, e.g. RMPADJUST to a less
         privileged VMPL, or the privileged layer) or through the privileged layer."""
 
-    @abstractmethod
     def prepare_context(self, layer: str, target: str, vcpu: int, context_gpa: int
                         ) -> ArchError | None:
         """Fill a new vCPU's context page before CREATE_VCPU (SNP: the VMSA; TDX: the
-        L2 entry state); an ArchError refuses the creation."""
+        L2 entry state); an ArchError refuses the creation. Default: nothing to fill."""
+        return None
 
-    @abstractmethod
     def hardware_attestation(self, layer: str, report_data: bytes
                              ) -> HardwareAttestation | ArchError:
         """A hardware report requested by ``layer`` itself with ``report_data``, or why
-        the hardware refused."""
+        the hardware refused. Default: not supported."""
+        raise NotSupportedError(f"a hardware report for {layer}", "this architecture gives "
+                                "no layer a hardware report of its own")
 
-    @abstractmethod
     def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
                  manifest: bytes | None) -> Evidence:
-        """Evidence for a report the privileged layer's attestation service returned."""
+        """Evidence for a report the privileged layer's attestation service returned.
+        Default: not supported."""
+        raise NotSupportedError("service evidence", "this architecture defines no evidence "
+                                "format")
 
-    @abstractmethod
     def direct_extend(self, index: int, digest: bytes) -> dict[str, Any] | ArchError:
         """The privileged layer extending a measurement for itself: result data, or the
-        error that refused it."""
+        error that refused it. Default: not supported."""
+        raise NotSupportedError("extend-measurement", "this architecture has no runtime "
+                                "measurement registers")
 
     def measurement_data(self, index: int) -> dict[str, Any]:
         """Result data of a vTPM PCR extension served for a workload."""

@@ -18,19 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import PageRun, ProtocolClient
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView, merged
+from cocopart.client import PageRun
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
 from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
 from cocopart.ops import ArchError
 from cocopart.protocol.ids import ResultCode
-from cocopart.service.build import build_service
-from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
-from cocopart.workload import WorkloadSide
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import secrets
 from cocopart_sev_snp import vmsa as vm
@@ -135,6 +132,8 @@ class SnpMachine(Machine):
     """A partitioned SEV-SNP guest: RMP, host, AMD-SP, SVSM and workload VMPLs."""
 
     interrupts: SnpInterrupts
+    platform: SnpPlatform
+    transport: SnpTransport
 
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
@@ -161,16 +160,9 @@ class SnpMachine(Machine):
                          HostOptions(page_size_2m=options.host_page_size_2m))
         self.ghcb_pages: dict[tuple[str, int], g.GhcbPage] = {}
         self.ghcb_msr: dict[tuple[str, int], int] = {}
-        self.platform = SnpPlatform(self)
-        self.service: ServiceDispatcher = build_service(
-            self.platform, self.memory, self.layout, self.workloads, trace,
-            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
-            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
-            authority=self.authority)
-        self.transport = SnpTransport(self.service, self.memory, trace, self)
-        self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
-        self.workload_side = WorkloadSide(SnpWorkloadHooks(self), self.client, config,
-                                          self.layout, graph, self.ownership, self.service)
+        self.serve(SnpPlatform(self), lambda svc: SnpTransport(svc, self.memory, trace, self),
+                   lambda: SnpWorkloadHooks(self), level_of=self.vmpls.__getitem__,
+                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
         self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
@@ -386,20 +378,10 @@ class SnpMachine(Machine):
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
         end = self.config.memory if end is None else end
-        out: list[MemoryRun] = []
-        for s, e, v in self.rmp.runs(start, end):
-            run = MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
-                            access={w: Access(v.perm(n)).short()
-                                    for w, n in self.vmpls.items() if v.perm(n)},
-                            context=v.vmsa)
-            last = out[-1] if out else None
-            if last is not None and last.end == s and (
-                    last.private, last.validated, last.access, last.context) == (
-                    run.private, run.validated, run.access, run.context):
-                last.end = e
-            else:
-                out.append(run)
-        return out
+        return merged(MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
+                                access={w: Access(v.perm(n)).short()
+                                        for w, n in self.vmpls.items() if v.perm(n)},
+                                context=v.vmsa) for s, e, v in self.rmp.runs(start, end))
 
     def vcpus(self) -> list[VcpuView]:
         out = []

@@ -14,8 +14,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import ProtocolClient
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView, merged
 from cocopart.layers import LayerGraph
 from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
@@ -24,10 +23,8 @@ from cocopart.ops import (
     OperationResult,
 )
 from cocopart.protocol.ids import ResultCode
-from cocopart.service.build import build_service
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
-from cocopart.workload import WorkloadSide
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.backend import TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
@@ -60,6 +57,9 @@ class TdxMachine(Machine):
     """A partitioned TD on the TDX model."""
 
     interrupts: TdxInterrupts
+    platform: TdxPlatform
+    transport: TdxTransport
+    hooks: TdxWorkloadHooks
 
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: TdxOptions) -> None:
@@ -89,21 +89,18 @@ class TdxMachine(Machine):
         #: Host touches of TD-private memory (issue 7) and the host's SEPT SEAMCALLs.
         self.integrity = MemoryIntegrity(total)
         self.seamcalls = SeptSeamcalls(self.host, trace)
-        self.platform = TdxPlatform(self.module, self.host, self.memory, self.layout,
-                                    self.region, self.workloads, trace,
-                                    strategy=config.strategy,
-                                    enable_tdvmcall=options.enable_tdvmcall)
+        platform = TdxPlatform(self.module, self.host, self.memory, self.layout, self.region,
+                               self.workloads, trace, strategy=config.strategy,
+                               enable_tdvmcall=options.enable_tdvmcall)
         workloads = self.workloads
-        self.service = build_service(self.platform, self.memory, self.layout, workloads, trace,
-                                     services=config.services, seed=config.seed,
-                                     level_of=lambda layer: workloads.index(layer) + 1,
-                                     apic_emulation=config.interrupt_mode
-                                     == InterruptMode.ALTERNATE, authority=self.authority)
-        self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
-        self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
-        self.hooks = TdxWorkloadHooks(config, self.platform, self.transport, trace, self.roots)
-        self.workload_side = WorkloadSide(self.hooks, self.client, config, self.layout, graph,
-                                          self.ownership, self.service)
+
+        def hooks() -> TdxWorkloadHooks:
+            self.hooks = TdxWorkloadHooks(config, platform, self.transport, trace, self.roots)
+            return self.hooks
+
+        self.serve(platform, lambda svc: TdxTransport(svc, self.memory, trace, platform), hooks,
+                   level_of=lambda layer: workloads.index(layer) + 1,
+                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         self._launch()
         #: Interrupt modes and delivery (issue 6); also L1's hooks around each L2 entry.
         self.interrupts = TdxInterrupts(self)
@@ -165,14 +162,9 @@ class TdxMachine(Machine):
                     a = amap.get(s)
                     if a.state is SeptState.L2_MAPPED and attrs.grants_any(a.attr):
                         access[self.workloads[vm - 1]] = attrs.attr_to_access(a.attr).short()
-            run = MemoryRun(start=s, end=e, private=not shared, validated=accepted,
-                            access=access, context=s in contexts)
-            if out and out[-1].end == s and out[-1].model_dump(exclude={"start", "end"}) \
-                    == run.model_dump(exclude={"start", "end"}):
-                out[-1] = out[-1].model_copy(update={"end": e})
-            else:
-                out.append(run)
-        return out
+            out.append(MemoryRun(start=s, end=e, private=not shared, validated=accepted,
+                                 access=access, context=s in contexts))
+        return merged(out)
 
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
         """What happens when ``layer`` touches ``gpa`` (tdx.md §2.4 EPT-violation cases)."""
