@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -37,10 +37,10 @@ from cocopart.ops import (
     Operation,
     OperationResult,
 )
-from cocopart.protocol.call import CallOutcome, Registers
-from cocopart.protocol.calling_area import CALL_PENDING
-from cocopart.protocol.ids import ResultCode
+from cocopart.platform import HardwareEvidence, PageOpResult, PrivilegedPlatform
 from cocopart.trace import CostTable, Event, Trace
+from cocopart.transport import Transport
+from cocopart.views import AccessOutcome, MemoryRun, VcpuView, merged
 
 if TYPE_CHECKING:
     from cocopart.client import ProtocolClient
@@ -66,197 +66,6 @@ class CapabilityAnswer(BaseModel):
     supported: bool
     mechanism: str = Field(default="", description="The vendor primitives it maps to.")
     reason: str | None = Field(default=None, description="Why not, when unsupported.")
-
-
-class PageOpResult(NamedTuple):
-    """Outcome of a page primitive over a run: pages done, then a protocol result code."""
-
-    done: int
-    code: int
-
-
-class HardwareEvidence(BaseModel):
-    """A report produced by the hardware for (or on behalf of) a layer."""
-
-    raw: bytes
-    certificates: list[bytes] = Field(default_factory=list)
-    cert_table: bytes = Field(default=b"", description="Certificates as the vendor's table "
-                              "layout for the guest's certificate buffer (SNP GUID table).")
-    format: str
-
-
-class PrivilegedPlatform(ABC):
-    """Vendor primitives the privileged layer (SVSM at VMPL0 / TDX L1) serves with.
-
-    Page primitives take a run of ``count`` pages of ``page_bytes`` (4K or 2M) from ``gpa``
-    and return how many completed before the first failure plus the protocol result code
-    (``ResultCode.SUCCESS`` or e.g. ``PVALIDATE_FAIL_SIZEMISMATCH``) — runs, never pages, so a
-    1 TiB request stays cheap.
-    """
-
-    vendor: ClassVar[str]
-
-    @abstractmethod
-    def is_guest_range(self, gpa: int, size: int) -> bool:
-        """True if ``[gpa, gpa + size)`` is guest memory (RAM or the protocol region)."""
-
-    @abstractmethod
-    def layer_access(self, layer: str, start: int, end: int) -> Access:
-        """The access ``layer`` itself holds on every page of ``[start, end)`` (the
-        intersection), read from the page tables without side effects: what the layer could
-        do there without the privileged layer. Used to refuse confused-deputy buffers."""
-
-    @abstractmethod
-    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                       ignore_unchanged: bool) -> PageOpResult:
-        """Make the pages private-and-usable and grant ``layer`` full access."""
-
-    @abstractmethod
-    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                      ignore_unchanged: bool) -> PageOpResult:
-        """Revoke every workload layer's access and un-validate the pages."""
-
-    @abstractmethod
-    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
-                   access: Access) -> PageOpResult:
-        """Set what workload layer ``target`` may do with the pages."""
-
-    @abstractmethod
-    def create_vcpu(self, layer: str, context_gpa: int, caa_gpa: int, apic_id: int) -> int:
-        """Turn the context page into a runnable vCPU of ``layer``; return a result code."""
-
-    @abstractmethod
-    def delete_vcpu(self, layer: str, context_gpa: int) -> int:
-        """Stop the vCPU whose context page is ``context_gpa``; return a result code."""
-
-    @abstractmethod
-    def apic_ids(self) -> set[int]:
-        """APIC IDs of the guest's CPUs."""
-
-    # Optional primitives: the defaults answer "not supported" (the protocol's
-    # UNSUPPORTED_CALL), so a platform without them still serves everything else.
-    def hardware_report(self, report_data: bytes, on_behalf_of: str) -> HardwareEvidence | int:
-        """A hardware report with ``report_data`` produced by the privileged layer, or a code.
-        Default: not supported (this platform has no report the privileged layer can get)."""
-        return ResultCode.UNSUPPORTED_CALL
-
-    def extend_measurement(self, register: int, digest: bytes) -> int:
-        """Extend a runtime measurement register; return a result code. Default: not
-        supported (no runtime measurement registers)."""
-        return ResultCode.UNSUPPORTED_CALL
-
-    def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int:
-        """Deliver ``vector`` to a workload vCPU; return a result code. Default: not
-        supported (the privileged layer does not deliver interrupts)."""
-        return ResultCode.UNSUPPORTED_CALL
-
-    def apic_emulation_changed(self, layer: str, vcpu: int, enabled: bool) -> None:
-        """The privileged layer started or stopped emulating a vCPU's APIC (SNP: the
-        AlternateInjection SEV feature in that vCPU's VMSA). Default: nothing to change."""
-
-
-class Transport(ABC):
-    """The L2 -> L1 world switch carrying one protocol call.
-
-    :meth:`call` runs the common sequence (sev-snp.md §1.3): the caller sets call_pending in
-    its calling area, the vendor mechanism switches to the privileged layer (:meth:`enter`),
-    which recognises the request, clears call_pending and dispatches it; the mechanism
-    switches back (:meth:`leave`); the caller exchanges call_pending with 0 — still 1 means
-    nobody serviced the call — and retries INCOMPLETE and BUSY.
-    """
-
-    mechanism: ClassVar[str]
-    #: Retries of INCOMPLETE / BUSY before the caller gives up (Linux loops on -EAGAIN).
-    MAX_RETRIES: ClassVar[int] = 64
-
-    def __init__(self, dispatcher: ServiceDispatcher, memory: GuestMemory, trace: Trace) -> None:
-        self.dispatcher = dispatcher
-        self.memory = memory
-        self.trace = trace
-
-    #: The mechanism of the switch back (default: :attr:`mechanism`).
-    return_mechanism: ClassVar[str | None] = None
-
-    def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
-        """Switch from ``layer`` to the privileged layer; True if it sees a protocol request.
-        Default: one world switch by :attr:`mechanism`, and the request is seen."""
-        self.trace.switch(layer, "l1", self.mechanism)
-        return True
-
-    def leave(self, layer: str, vcpu: int, regs: Registers) -> None:
-        """Switch back from the privileged layer to ``layer``. Default: one world switch by
-        :attr:`return_mechanism`."""
-        self.trace.switch("l1", layer, self.return_mechanism or self.mechanism)
-
-    def call(self, layer: str, vcpu: int, regs: Registers) -> CallOutcome:
-        caa = self.dispatcher.state.caa(layer, vcpu)
-        notes: list[str] = []
-        for attempt in range(self.MAX_RETRIES + 1):
-            self.memory.write(caa + CALL_PENDING, b"\x01")
-            request = Registers(regs.rax, regs.rcx, regs.rdx, regs.r8)
-            # the privileged layer recognises a request only when call_pending is set
-            if self.enter(layer, vcpu, request) and self.memory.read(caa + CALL_PENDING, 1)[0]:
-                self.memory.write(caa + CALL_PENDING, b"\x00")
-                self.dispatcher.dispatch(layer, vcpu, request)
-            self.leave(layer, vcpu, request)
-            pending = self.memory.read(caa + CALL_PENDING, 1)[0]
-            self.memory.write(caa + CALL_PENDING, b"\x00")
-            if pending:
-                notes.append("call_pending still set after the switch: the call was not serviced")
-                return CallOutcome(ResultCode.INVALID_REQUEST, request, attempt, notes)
-            if request.rax in (ResultCode.INCOMPLETE, ResultCode.BUSY):
-                notes.append(f"attempt {attempt}: {ResultCode(request.rax).name}, retrying")
-                regs = Registers(regs.rax, request.rcx, request.rdx, request.r8)
-                continue
-            return CallOutcome(request.rax, request, attempt, notes)
-        return CallOutcome(ResultCode.BUSY, regs, self.MAX_RETRIES, notes)
-
-
-class MemoryRun(BaseModel):
-    """Neutral view of a run of guest memory with equal state."""
-
-    start: int
-    end: int
-    private: bool
-    validated: bool = Field(description="Validated (SNP) / accepted (TDX) for private use.")
-    access: dict[str, str] = Field(
-        default_factory=dict, description="Workload layer -> access string ('rwus' letters).")
-    context: bool = Field(default=False, description="Holds a vCPU context (VMSA).")
-    owner: str = Field(default="l1", description="Who owns the pages (docs/authority.md).")
-    assigned: bool = Field(default=False, description="Assigned to the owner for good (memory "
-                           "map, protocol pages, l1's own); else a claimed or pool page.")
-
-
-def merged(runs: Iterable[MemoryRun]) -> list[MemoryRun]:
-    """Adjacent runs with equal neutral state joined into one (what ``memory_view``
-    returns: never two equal neighbours)."""
-    out: list[MemoryRun] = []
-    for run in runs:
-        last = out[-1] if out else None
-        if last is not None and last.end == run.start and (
-                last.private, last.validated, last.access, last.context) == (
-                run.private, run.validated, run.access, run.context):
-            last.end = run.end
-        else:
-            out.append(run)
-    return out
-
-
-class AccessOutcome(BaseModel):
-    """What happens when a layer touches a page."""
-
-    ok: bool
-    fault: str | None = Field(default=None, description="e.g. '#VC 0x404', '#NPF', 'L2->L1 "
-                              "EPT violation'.")
-    handled_by: str | None = Field(default=None, description="Layer that sees the fault.")
-
-
-class VcpuView(BaseModel):
-    layer: str
-    vcpu: int
-    state: str  # "running" | "stopped"
-    context_gpa: int | None = None
-    apic_id: int | None = None
 
 
 class Machine(ABC):
@@ -427,3 +236,19 @@ class Backend(ABC):
         """A fresh machine model, launched: the privileged layer runs, workloads exist.
         Default: ``machine(self, config, trace, self.graph(config), costs)``."""
         return self.machine(self, config, trace, self.graph(config), costs)
+
+
+__all__ = [
+    "AccessOutcome",
+    "Backend",
+    "CapabilityAnswer",
+    "HardwareEvidence",
+    "InterruptEngine",
+    "Machine",
+    "MemoryRun",
+    "PageOpResult",
+    "PrivilegedPlatform",
+    "Transport",
+    "VcpuView",
+    "merged",
+]

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cocopart.backend import Transport
+from cocopart.transport import Transport
 from cocopart.memory import (
     REPORT_BUFFER_SIZE,
     SCRATCH_CERTS,

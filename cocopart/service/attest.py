@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from cocopart.backend import HardwareEvidence
+from cocopart.platform import HardwareEvidence
 from cocopart.model import Access
 from cocopart.protocol import attest as codec
 from cocopart.protocol.ids import AttestCall, ProtocolId, ResultCode

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cocopart.authority import Authority
-from cocopart.backend import PrivilegedPlatform
+from cocopart.platform import PrivilegedPlatform
 from cocopart.errors import ConfigError
 from cocopart.memory import GuestMemory, ProtocolLayout
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID

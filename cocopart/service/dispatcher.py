@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocopart.backend import PrivilegedPlatform
+from cocopart.platform import PrivilegedPlatform
 from cocopart.memory import GuestMemory
 from cocopart.model import Access
 from cocopart.protocol.call import Registers
