@@ -57,7 +57,9 @@ class LayerNode(BaseModel):
         """True if the layer may do ``capability`` for its own requests: held, or held with
         the ``@self`` suffix (e.g. TDX L1's ``attest-hardware@self``: only L1 may call
         TDG.MR.REPORT, so it is no provider for its L2s)."""
-        return self.holds(capability) or f"{capability}@self" in self.capabilities
+        base = capability.split(":")[0]
+        return self.holds(capability) or f"{capability}@self" in self.capabilities \
+            or f"{base}:*@self" in self.capabilities
 
 
 class Edge(BaseModel):
