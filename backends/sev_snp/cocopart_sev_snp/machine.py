@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView, merged
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
 from cocopart.client import PageRun
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
@@ -28,6 +28,7 @@ from cocopart.protocol.ids import ResultCode
 from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
+from cocopart.views import RunState, build_view
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import secrets
 from cocopart_sev_snp import vmsa as vm
@@ -378,10 +379,13 @@ class SnpMachine(Machine):
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
         end = self.config.memory if end is None else end
-        return merged(MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
-                                access={w: Access(v.perm(n)).short()
-                                        for w, n in self.vmpls.items() if v.perm(n)},
-                                context=v.vmsa) for s, e, v in self.rmp.runs(start, end))
+        vmpls = tuple(self.vmpls.items())
+
+        def state(v: RmpEntry) -> RunState:
+            return (v.assigned, v.validated, tuple((w, Access(v.perm(n)).short())
+                                                   for w, n in vmpls if v.perm(n)), v.vmsa)
+
+        return build_view(self.rmp.runs(start, end), state)
 
     def vcpus(self) -> list[VcpuView]:
         out = []
