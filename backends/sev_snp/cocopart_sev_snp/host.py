@@ -1,21 +1,29 @@
-"""The untrusted hypervisor: what it does with each VMGEXIT of the guest.
+"""The untrusted hypervisor — KVM unless an option says otherwise: what it does with each
+VMGEXIT and each nested page fault of the guest.
 
-* Page State Change (GHCB descriptor, or one page over the MSR protocol): RMPUPDATE to make
-  pages private or shared, backing private memory with 2M RMP entries or only 4K ones
-  (``HostOptions.page_size_2m``; 4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH),
-  PSMASH before a 4K change inside a 2M entry; it may stop early (``psc_budget``) and
-  report progress through cur_entry. Runs of identical full requests over uniform memory
-  can be served as one step with multiplicity (:meth:`Host.psc_bulk`), with the same RMP
-  result and trace counters as serving them one by one.
-* AP creation (create on INIT, create, destroy) for a target VMPL; the VMSA pages of
-  running vCPUs are "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
+* Page State Change (GHCB descriptor, or one page over the MSR protocol), read as KVM reads
+  it (:data:`~.ghcb.RULE_PSC_ENTRIES_AS_KVM`): RMPUPDATE to make pages private or shared,
+  backing private memory with 2M RMP entries or only 4K ones (``HostOptions.page_size_2m``;
+  4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH), PSMASH before a 4K change to
+  shared inside a 2M entry; PSMASH/UNSMASH entries complete doing nothing
+  (:data:`RULE_KVM_PSC_SMASH_IS_A_NO_OP`) unless ``HostOptions.psc_psmash`` (the idealised
+  host); it may stop early (``psc_budget``) and report progress through cur_entry. Runs of
+  identical full requests over uniform memory can be served as one step with multiplicity
+  (:meth:`Host.psc_bulk`), with the same RMP result and trace counters as serving them one
+  by one.
+* Nested page faults (:meth:`Host.nested_page_fault`, :mod:`.npf`): PSMASH on SIZEM, the
+  implicit page-state change of a C=1 access to a hypervisor page.
+* AP creation (create on INIT, create, destroy) for a target VMPL, never with a 2M-aligned
+  VMSA (:data:`RULE_HOST_REFUSES_2M_ALIGNED_VMSA`); the VMSA pages of running vCPUs are
+  "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
 * SNP_RUN_VMPL (GHCB exit 0x8000_0018 or MSR 0x016/0x017): run another VMPL of the vCPU.
 * Guest requests: carries the encrypted pages to the AMD-SP (SNP_GUEST_REQUEST).
 * Hypervisor features, and the MSR protocol's SEV information, GHCB registration and
   termination requests.
 
-Test knobs (``HostOptions``): ``page_size_2m``, ``psc_budget`` (entries per exit),
-``hv_features``, ``guest_request_busy`` (answer BUSY that many times).
+Knobs (``HostOptions``): ``page_size_2m``, ``psc_psmash`` (both backend options),
+``psc_budget`` (entries per exit), ``hv_features``, ``guest_request_busy`` (answer BUSY that
+many times).
 
 Every executed primitive is recorded in the trace with the host as issuer; the guest's
 VMGEXIT and the two world switches are recorded by :meth:`Host.exit`.

@@ -166,9 +166,8 @@ def pvalidate(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
     Per page: VMPL0 only (else :data:`PVALIDATE_OUTSIDE_VMPL0_FAULT`), aligned
     (FAIL_INPUT), assigned to this guest (else :data:`PVALIDATE_NOT_ASSIGNED_FAULT`), sizes
     equal (:data:`RULE_2M_OVER_4K_IS_SIZEMISMATCH`, :data:`RULE_4K_IN_2M_RAISES_NPF_SIZEM`);
-    a page already in the
-    requested state is "no change" (CF=1, RAX 0) — the run stops there unless
-    ``ignore_unchanged``. sev-snp.md §4.3.
+    a page already in the requested state is "no change" (CF=1, RAX 0) — the run stops there
+    unless ``ignore_unchanged``. sev-snp.md §4.3.
     """
     if vmpl != 0:
         return InstrResult(0, fault=PVALIDATE_OUTSIDE_VMPL0_FAULT)
@@ -206,8 +205,8 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
     :data:`RULE_TARGET_LESS_PRIVILEGED` (FAIL_PERMISSION); per page
     :data:`RULE_RMPADJUST_NEEDS_ASSIGNED_PAGE` (FAIL_INPUT), the page sizes
     (:data:`RULE_2M_OVER_4K_IS_SIZEMISMATCH`, :data:`RULE_4K_IN_2M_RAISES_NPF_SIZEM`),
-    :data:`RULE_NO_PERMISSION_ESCALATION` (FAIL_PERMISSION). The VMSA
-    bit follows :data:`RULE_VMSA_BIT_ONLY_FROM_VMPL0`. sev-snp.md §4.3.
+    :data:`RULE_NO_PERMISSION_ESCALATION` (FAIL_PERMISSION). The VMSA bit follows
+    :data:`RULE_VMSA_BIT_ONLY_FROM_VMPL0`. sev-snp.md §4.3.
     """
     ps = page_bytes(page_2m)
     if not 0 <= target_vmpl < VMPL_COUNT or not 0 <= perms <= 0xF \
