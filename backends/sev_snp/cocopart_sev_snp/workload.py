@@ -47,10 +47,10 @@ from cocopart.protocol import pvalidate as pv
 from cocopart.protocol.ids import ResultCode, result_name
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
 from cocopart.protocol.pvalidate import MAX_ENTRIES_IN_CAA
+from cocopart_sev_snp import cert_table
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import vmsa as vm
-from cocopart_sev_snp.guest_request import parse_cert_table
 
 if TYPE_CHECKING:
     from cocopart_sev_snp.machine import SnpMachine
@@ -404,7 +404,7 @@ class WorkloadPlanner:
             call = "SVSM_ATTEST_SINGLE_SERVICE" if guid else "SVSM_ATTEST_SERVICES"
             return OperationResult.failure(name, _arch(
                 call, res.code, f"the SVSM answered {result_name(res.code)}."))
-        certs = [blob for _n, blob in parse_cert_table(res.certificates)]
+        certs = [entry.data for entry in cert_table.parse(res.certificates)]
         ev = Evidence(vendor="sev-snp", format="snp-report", raw=res.report, certificates=certs,
                       nonce=op.report_data, manifest=res.manifest, layer_map=m.layer_map())
         return OperationResult.success(name, evidence=ev.model_dump(mode="json"), vmpl=0)
