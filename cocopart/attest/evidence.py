@@ -12,9 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.attest.encoding import Base64Bytes
+from cocopart.inputmodel import InputModel
 
 
-class Evidence(BaseModel):
+class Evidence(InputModel):
     """Raw attestation evidence as produced by a platform.
 
     ``vendor`` names the evidence plug-in (entry-point group ``cocopart.evidence``), e.g.

@@ -37,8 +37,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydantic import ValidationError
-
 from cocopart.attest.encoding import decode_base64
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.plugin import PlatformPlugin, Recognition, platform_named, platforms
@@ -227,11 +225,10 @@ def _is_evidence_json(value: Any) -> bool:
 def _evidence_json(value: dict[str, Any], source: str, where: str) -> Evidence:
     try:
         return Evidence.model_validate_json(json.dumps(value))
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+    except InputError as err:
+        first = err.errors[0] if err.errors else {"msg": err.message}
         raise InputError(f"not a valid Evidence JSON{where}: {first['msg']}", source=source,
-                         field=field, errors=[dict(e) for e in err.errors()]) from None
+                         field=err.field, errors=err.errors) from None
 
 
 def _json_evidence(doc: Any, vendor: str | None, fmt: str | None,
@@ -299,12 +296,22 @@ def load_evidence(path: str | Path, *, vendor: str | None = None, fmt: str | Non
 # Certificates
 
 
-def _check_der(ders: list[bytes], source: str) -> list[bytes]:
+def load_der_certificate(der: bytes) -> Any:
+    """An ``x509.Certificate`` from DER. AMD's KDS issues VCEKs with serial number 0, which
+    ``cryptography`` loads with a deprecation warning; that warning is silenced here."""
+    import warnings
+
     from cryptography import x509
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.load_der_x509_certificate(der)
+
+
+def _check_der(ders: list[bytes], source: str) -> list[bytes]:
     for index, der in enumerate(ders):
         try:
-            x509.load_der_x509_certificate(der)
+            load_der_certificate(der)
         except ValueError as err:
             raise InputError(f"certificate {index} does not parse: {err}", source=source
                              ) from None
@@ -396,13 +403,14 @@ def load_collateral(items: list[str], vendor: str) -> dict[str, bytes]:
         if sep and name in names:
             out[name] = read_input(file, f"collateral {name}")
             continue
-        if sep and not Path(item).exists():
-            if not name or not file:
-                raise InputError(f"--collateral {item}: use NAME=FILE or a collateral file",
-                                 source=item)
-            accepted = ", ".join(names) if names else "none"
-            raise InputError(f"--collateral {name}: not a collateral name the {vendor} "
-                             f"verifier reads (names: {accepted})", source=file, field=name)
+        accepted = ", ".join(names) if names else "none"
+        if not Path(item).exists() and item != STDIN:
+            if sep and name and file:
+                raise InputError(f"--collateral {name}: not a collateral name the {vendor} "
+                                 f"verifier reads (names: {accepted})", source=file,
+                                 field=name)
+            raise InputError(f"--collateral {item}: no such file; give NAME=FILE (names: "
+                             f"{accepted}) or a collateral bundle file", source=item)
         data = read_input(item, "collateral")
         bundle = None
         if plugin is not None:
@@ -411,7 +419,6 @@ def load_collateral(items: list[str], vendor: str) -> dict[str, bytes]:
             except EvidenceError as err:
                 raise InputError(f"a collateral bundle, but: {err}", source=item) from None
         if bundle is None:
-            accepted = ", ".join(names) if names else "none"
             raise InputError(f"not a collateral bundle the {vendor} plug-in reads; name the "
                              f"item instead, as NAME={item} (names: {accepted})", source=item)
         out.update(bundle)

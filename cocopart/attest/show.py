@@ -13,7 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from cocopart.attest.evidence import Evidence
-from cocopart.attest.inputs import certificates_from_bytes, evidence_from_bytes
+from cocopart.attest.inputs import (
+    certificates_from_bytes,
+    evidence_from_bytes,
+    load_der_certificate,
+)
 from cocopart.attest.plugin import Decoded, Section, platform_named, platforms
 from cocopart.errors import EvidenceError, InputError
 
@@ -25,13 +29,12 @@ def certificate_section(der: bytes, title: str = "certificate") -> Section:
     import hashlib
     import warnings
 
-    from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    with warnings.catch_warnings():  # AMD KDS issues VCEKs with serial 0: a deprecation
+    cert = load_der_certificate(der)
+    with warnings.catch_warnings():  # a KDS VCEK's serial 0 warns when it is parsed
         warnings.simplefilter("ignore")
-        cert = x509.load_der_x509_certificate(der)
         serial = cert.serial_number
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -152,5 +152,5 @@ def test_service_attestation_binds_nonce_and_manifest_in_a_vmpl0_report() -> Non
 
 def test_single_service_attestation_of_an_unknown_service_is_not_supported() -> None:
     p = guest(16 * MIB)
-    assert p.run(Attest(source="service", service="vtpm")).ok
-    assert p.run(Attest(source="service", service="nope")).status is Status.NOT_SUPPORTED
+    assert p.run(Attest(source="service", service="vtpm", report_data=None)).ok
+    assert p.run(Attest(source="service", service="nope", report_data=None)).status is Status.NOT_SUPPORTED

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.hcl import HclReport
+from cocopart.attest.inputs import load_der_certificate
 from cocopart.attest.plugin import Decoded, Section
 from cocopart.attest.show import certificate_section
 from cocopart.errors import EvidenceError
@@ -41,7 +42,7 @@ def _body_sections(body: TdQuoteBody) -> list[Section]:
 
 def decode_certificate(der: bytes) -> Section | None:
     """The Intel SGX extensions of a PCK certificate: FMSPC, PCE ID, TCB (None without)."""
-    cert = x509.load_der_x509_certificate(der)
+    cert = load_der_certificate(der)
     try:
         cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
     except x509.ExtensionNotFound:
