@@ -8,6 +8,8 @@ the library, bad configuration and broken plug-ins.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CocopartError(Exception):
     """Root of every error cocopart raises on purpose."""
@@ -83,7 +85,7 @@ class InputError(ConfigError):
     """
 
     def __init__(self, message: str, *, field: str | None = None, source: str | None = None,
-                 line: int | None = None, errors: list[dict[str, object]] | None = None
+                 line: int | None = None, errors: list[dict[str, Any]] | None = None
                  ) -> None:
         self.errors = errors or []
         super().__init__(message, field=field, source=source, line=line)

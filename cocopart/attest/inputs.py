@@ -266,8 +266,35 @@ def evidence_from_bytes(data: bytes, *, vendor: str | None = None, fmt: str | No
     """Evidence in any supported form, and notes saying how it was read.
 
     ``vendor`` / ``fmt`` override recognition (for Evidence JSON they replace its fields);
-    an unknown vendor or format is an :class:`InputError`, as is anything unrecognised.
+    an unknown vendor or format is an :class:`InputError`, as is anything unrecognised (its
+    message says so when the bytes are certificates or collateral instead).
     """
+    try:
+        return _evidence(data, vendor, fmt, source)
+    except InputError as err:
+        hint = _misplaced(data)
+        if hint is None:
+            raise
+        raise InputError(f"{err.message}; {hint}", field=err.field, source=err.source,
+                         errors=err.errors) from None
+
+
+def _misplaced(data: bytes) -> str | None:
+    """What unrecognised evidence is instead, if it is an input of another kind."""
+    for plugin in platforms():
+        try:
+            if plugin.collateral_bundle(data) is not None:
+                return f"this is {plugin.title} collateral: give it with --collateral"
+        except EvidenceError:
+            continue
+    if looks_like_certificates(data):
+        return ("these are certificates: give them with --certs or --trust-root, or read them "
+                "with `cocopart show`")
+    return None
+
+
+def _evidence(data: bytes, vendor: str | None, fmt: str | None,
+              source: str) -> tuple[Evidence, list[str]]:
     text = _text(data)
     if text is not None and text.lstrip().startswith(("{", "[")):
         try:
@@ -340,6 +367,17 @@ def _split_der(data: bytes) -> list[bytes] | None:
     return out or None
 
 
+def looks_like_certificates(data: bytes) -> bool:
+    """PEM text starting with a certificate block (after ``#`` comment lines), or DER
+    SEQUENCEs covering the bytes exactly."""
+    text = _text(data)
+    if text is not None:
+        lines = (line.strip() for line in text.splitlines())
+        first = next((line for line in lines if line and not line.startswith("#")), "")
+        return first.startswith("-----BEGIN CERTIFICATE-----")
+    return _split_der(data) is not None
+
+
 def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]:
     """The DER certificates in one blob: PEM, DER (one or concatenated, or their base64/hex
     text) or a platform's certificate table (leaf first). :class:`InputError` otherwise."""
@@ -362,14 +400,14 @@ def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]
         except ValueError as err:
             raise InputError(f"bad base64 in a PEM certificate: {err}", source=source) from None
         return _check_der(ders, source)
-    ders = _split_der(data)
-    if ders is None:
+    found = _split_der(data)
+    if found is None:
         raw, kind = decode_text(data)
-        ders = _split_der(raw) if kind != "binary" else None
-    if ders is None:
+        found = _split_der(raw) if kind != "binary" else None
+    if found is None:
         raise InputError(f"not a certificate: neither PEM, DER nor a certificate table "
                          f"({len(data)} bytes starting {data[:8].hex()})", source=source)
-    return _check_der(ders, source)
+    return _check_der(found, source)
 
 
 def load_certificates(path: str | Path, *, stdin: BinaryIO | None = None) -> list[bytes]:

@@ -17,6 +17,7 @@ from cocopart.attest.inputs import (
     certificates_from_bytes,
     evidence_from_bytes,
     load_der_certificate,
+    looks_like_certificates,
 )
 from cocopart.attest.plugin import Decoded, Section, platform_named, platforms
 from cocopart.errors import EvidenceError, InputError
@@ -113,15 +114,11 @@ def decode_evidence(evidence: Evidence) -> Decoded:
     return decoded.model_copy(update={"sections": sections})
 
 
-def _looks_like_certificates(data: bytes) -> bool:
-    return b"-----BEGIN CERTIFICATE-----" in data or data[:1] == b"\x30"
-
-
 def decode_bytes(data: bytes, *, vendor: str | None = None, fmt: str | None = None,
                  source: str = "<input>") -> Decoded:
     """Decode one input of any supported kind; :class:`InputError` if it is none of them."""
     if vendor is None and fmt is None:
-        if _looks_like_certificates(data):
+        if looks_like_certificates(data):
             return decode_certificates(certificates_from_bytes(data, source), source)
         for plugin in platforms():
             try:
