@@ -37,11 +37,11 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILED: "verification failed (the evidence is not authentic: a vendor check failed), "
     "or an operation returned an error (status error or partial)",
-    EXIT_USAGE: "usage or unusable input: bad option or --format/--vendor, bad, missing or "
-    "too large file (the message names file, line and field), evidence no platform plug-in "
-    "recognises or that does not parse, a --certs/--trust-root file without certificates, an "
-    "unknown --collateral name, unknown backend (the message lists the installed ones), no "
-    "configfs-tsm on this machine",
+    EXIT_USAGE: "usage or input error (unusable input): bad option or --format/--vendor, bad, "
+    "missing or too large file (the message names file, line and field), evidence no platform "
+    "plug-in recognises or that does not parse, a --certs/--trust-root file without "
+    "certificates, an unknown --collateral name, unknown backend (the message lists the "
+    "installed ones), no configfs-tsm on this machine",
     EXIT_INTERNAL: "internal error (a bug in cocopart or a backend); rerun with --debug for the "
     "traceback",
     EXIT_POLICY: "verify: the evidence is authentic (every vendor check passed) but the policy "

@@ -40,6 +40,7 @@ __all__ = ["AttestationInterface", "Platform", "PlatformInfo", "detect"]
 #: A platform plug-in's name (e.g. ``"sev-snp"``), or ``"none"``.
 Platform = str
 
+
 class AttestationInterface(BaseModel):
     """One way this guest can obtain attestation evidence."""
 

@@ -39,7 +39,13 @@ from typing import Any, BinaryIO
 
 from cocopart.attest.encoding import decode_base64
 from cocopart.attest.evidence import Evidence
-from cocopart.attest.plugin import PlatformPlugin, Recognition, platform_named, platforms
+from cocopart.attest.plugin import (
+    CertificateEntry,
+    PlatformPlugin,
+    Recognition,
+    platform_named,
+    platforms,
+)
 from cocopart.errors import EvidenceError, InputError
 
 __all__ = [
@@ -378,9 +384,9 @@ def looks_like_certificates(data: bytes) -> bool:
     return _split_der(data) is not None
 
 
-def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]:
-    """The DER certificates in one blob: PEM, DER (one or concatenated, or their base64/hex
-    text) or a platform's certificate table (leaf first). :class:`InputError` otherwise."""
+def certificate_table(data: bytes, source: str = "<input>"
+                      ) -> tuple[PlatformPlugin, list[CertificateEntry]] | None:
+    """The platform whose certificate table ``data`` is, and its (non-empty) entries."""
     for plugin in platforms():
         try:
             entries = plugin.certificate_table(data)
@@ -390,7 +396,17 @@ def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]
         if entries is not None:
             if not entries:
                 raise InputError(f"an empty {plugin.title} certificate table", source=source)
-            return _check_der(plugin.leaf_first(entries), source)
+            return plugin, entries
+    return None
+
+
+def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]:
+    """The DER certificates in one blob: PEM, DER (one or concatenated, or their base64/hex
+    text) or a platform's certificate table (leaf first). :class:`InputError` otherwise."""
+    table = certificate_table(data, source)
+    if table is not None:
+        plugin, entries = table
+        return _check_der(plugin.leaf_first(entries), source)
     if b"-----BEGIN" in data:
         blocks = _PEM_BLOCK.findall(data)
         if not blocks:

@@ -216,6 +216,9 @@ class PlatformPlugin:
     kernel_modules: ClassVar[tuple[str, ...]] = ()
     #: Azure HCL report ``report_type`` of the hardware report it wraps (None: none).
     hcl_report_type: ClassVar[int | None] = None
+    #: Module with ``decode(evidence)`` and ``decode_certificate(der)``, imported only when
+    #: something is decoded (it may load parsers and cryptography).
+    decoder_module: ClassVar[str | None] = None
 
     # -- evidence -------------------------------------------------------------------------
 
@@ -236,14 +239,28 @@ class PlatformPlugin:
         """Split a collateral file holding several named items (None: not one)."""
         return None
 
+    def _decoder(self) -> Any:
+        import importlib
+
+        return importlib.import_module(self.decoder_module) if self.decoder_module else None
+
     def decode(self, evidence: Evidence) -> Decoded:
         """Every field of ``evidence``, without verifying it (EvidenceError if it does not
-        parse)."""
-        raise EvidenceError(f"the {self.name} plug-in cannot decode {evidence.format!r}")
+        parse). Default: :attr:`decoder_module`'s ``decode``."""
+        module = self._decoder()
+        if module is None:
+            raise EvidenceError(f"the {self.name} plug-in cannot decode {evidence.format!r}")
+        decoded: Decoded = module.decode(evidence)
+        return decoded
 
     def decode_certificate(self, der: bytes) -> Section | None:
-        """This platform's extensions of an X.509 certificate (None: none of its own)."""
-        return None
+        """This platform's extensions of an X.509 certificate (None: none of its own).
+        Default: :attr:`decoder_module`'s ``decode_certificate``."""
+        module = self._decoder()
+        if module is None:
+            return None
+        section: Section | None = module.decode_certificate(der)
+        return section
 
     def evidence_from_tsm(self, outblob: bytes, auxblob: bytes | None) -> Evidence:
         """Evidence from a configfs-tsm report of this platform's provider."""

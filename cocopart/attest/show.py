@@ -14,6 +14,7 @@ from typing import Any
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.inputs import (
+    certificate_table,
     certificates_from_bytes,
     evidence_from_bytes,
     load_der_certificate,
@@ -120,20 +121,16 @@ def decode_bytes(data: bytes, *, vendor: str | None = None, fmt: str | None = No
     if vendor is None and fmt is None:
         if looks_like_certificates(data):
             return decode_certificates(certificates_from_bytes(data, source), source)
-        for plugin in platforms():
-            try:
-                entries = plugin.certificate_table(data)
-            except EvidenceError as err:
-                raise InputError(f"a {plugin.title} certificate table, but broken: {err}",
-                                 source=source) from None
-            if entries is not None:
-                decoded = decode_certificates(plugin.leaf_first(entries), source)
-                table = Section(title=f"{plugin.title} certificate table", fields={
-                    e.name or e.id: f"{len(e.data)} bytes ({e.id})" for e in entries})
-                return decoded.model_copy(update={
-                    "vendor": plugin.name, "format": "certificate-table",
-                    "title": f"{plugin.title} certificate table ({len(entries)} entries)",
-                    "sections": [table, *decoded.sections]})
+        found = certificate_table(data, source)
+        if found is not None:
+            plugin, entries = found
+            decoded = decode_certificates(plugin.leaf_first(entries), source)
+            table = Section(title=f"{plugin.title} certificate table", fields={
+                e.name or e.id: f"{len(e.data)} bytes ({e.id})" for e in entries})
+            return decoded.model_copy(update={
+                "vendor": plugin.name, "format": "certificate-table",
+                "title": f"{plugin.title} certificate table ({len(entries)} entries)",
+                "sections": [table, *decoded.sections]})
     evidence, notes = evidence_from_bytes(data, vendor=vendor, fmt=fmt, source=source)
     try:
         decoded = decode_evidence(evidence)

@@ -22,25 +22,20 @@ Only the standard library and the core are imported here; decoding loads :mod:`.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from cocopart.attest.hcl import hcl_report_type
 from cocopart.attest.plugin import (
     BY_MAGIC,
     BY_SIZE,
     CertificateEntry,
-    Decoded,
     HostView,
     PlatformPlugin,
     PrivilegeLevel,
     Recognition,
-    Section,
     TsmProvider,
 )
 from cocopart_sev_snp import cert_table
-
-if TYPE_CHECKING:
-    from cocopart.attest.evidence import Evidence
 
 REPORT_SIZE = 0x4A0
 SUPPORTED_VERSIONS = (2, 3, 5)
@@ -79,6 +74,7 @@ class SevSnpPlatform(PlatformPlugin):
     device_nodes: ClassVar[tuple[tuple[str, str], ...]] = (("sev-guest", "sev_guest"),)
     kernel_modules: ClassVar[tuple[str, ...]] = ("sev_guest",)
     hcl_report_type: ClassVar[int | None] = HCL_REPORT_TYPE
+    decoder_module: ClassVar[str | None] = "cocopart_sev_snp.show"
 
     # -- evidence -------------------------------------------------------------------------
 
@@ -116,16 +112,6 @@ class SevSnpPlatform(PlatformPlugin):
         order = sorted(enumerate(entries),
                        key=lambda item: (rank.get(item[1].name or "", len(rank)), item[0]))
         return [entry.data for _, entry in order]
-
-    def decode(self, evidence: Evidence) -> Decoded:
-        from cocopart_sev_snp.show import decode
-
-        return decode(evidence)
-
-    def decode_certificate(self, der: bytes) -> Section | None:
-        from cocopart_sev_snp.show import decode_certificate
-
-        return decode_certificate(der)
 
     # -- the guest ----------------------------------------------------------------------
 

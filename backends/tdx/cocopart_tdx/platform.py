@@ -21,23 +21,18 @@ Only the standard library and the core are imported here; decoding loads :mod:`.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from cocopart.attest.hcl import hcl_report_type
 from cocopart.attest.plugin import (
     BY_MAGIC,
     BY_SIZE,
-    Decoded,
     HostView,
     PlatformPlugin,
     PrivilegeLevel,
     Recognition,
-    Section,
     TsmProvider,
 )
-
-if TYPE_CHECKING:
-    from cocopart.attest.evidence import Evidence
 
 TDREPORT_SIZE = 1024
 REPORT_TYPE_TDX = 0x81
@@ -73,6 +68,7 @@ class TdxPlatform(PlatformPlugin):
     device_nodes: ClassVar[tuple[tuple[str, str], ...]] = (("tdx_guest", "tdx_guest"),)
     kernel_modules: ClassVar[tuple[str, ...]] = ("tdx_guest",)
     hcl_report_type: ClassVar[int | None] = HCL_REPORT_TYPE
+    decoder_module: ClassVar[str | None] = "cocopart_tdx.show"
 
     def recognise(self, raw: bytes) -> Recognition | None:
         if hcl_report_type(raw) == HCL_REPORT_TYPE:
@@ -100,16 +96,6 @@ class TdxPlatform(PlatformPlugin):
         from cocopart_tdx.collateral import collateral_from_dcap_qvl_json
 
         return collateral_from_dcap_qvl_json(data)
-
-    def decode(self, evidence: Evidence) -> Decoded:
-        from cocopart_tdx.show import decode
-
-        return decode(evidence)
-
-    def decode_certificate(self, der: bytes) -> Section | None:
-        from cocopart_tdx.show import decode_certificate
-
-        return decode_certificate(der)
 
     def privilege_level(self, view: HostView, tsm_floor: int | None) -> PrivilegeLevel:
         return PrivilegeLevel(reason=LEVEL_REASON)
