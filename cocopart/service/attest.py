@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from cocopart.backend import HardwareEvidence
 from cocopart.model import Access
+from cocopart.platform import HardwareEvidence
 from cocopart.protocol import attest as codec
 from cocopart.protocol.ids import AttestCall, ProtocolId, ResultCode
 from cocopart.protocol.manifest import REQUESTER_GUID, Requester, ServicesManifest, bind_report_data

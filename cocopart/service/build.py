@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cocopart.authority import Authority
-from cocopart.backend import PrivilegedPlatform
 from cocopart.errors import ConfigError
 from cocopart.memory import GuestMemory, ProtocolLayout
+from cocopart.platform import PrivilegedPlatform
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
 from cocopart.service import apic, attest, core, vtpm
 from cocopart.service.dispatcher import ServiceDispatcher

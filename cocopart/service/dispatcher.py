@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocopart.backend import PrivilegedPlatform
 from cocopart.memory import GuestMemory
 from cocopart.model import Access
+from cocopart.platform import PrivilegedPlatform
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import PROTOCOL_VERSIONS, ProtocolId, ResultCode, call_name
 from cocopart.service.state import ServiceState

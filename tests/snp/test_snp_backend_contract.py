@@ -9,7 +9,7 @@ import pytest
 from cocopart_sev_snp.backend import DEFAULT_WORKLOAD_VMPLS, SevSnpBackend, parse_options
 from snp_helpers import MIB, guest, machine, rng, validated
 
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, NotSupportedError
 from cocopart.model import PartitionConfig
 from cocopart.ops import (
     OPERATION_TYPES,
@@ -73,7 +73,9 @@ def test_graph_routes_validation_through_the_svsm_and_attestation_to_the_amd_sp(
     assert a.path == ["l2.2", "host", "firmware"]
     assert [e.mechanism for e in a.edges] == ["GHCB", "SNP_GUEST_REQUEST"]
     assert g.route("set-access:l2.2", "l2.1").direct
-    assert g.route("set-access:l2.1", "l2.2").provider == "l1"
+    # no SVSM call sets access: the SVSM's set-access is its own, never a route's provider
+    with pytest.raises(NotSupportedError):
+        g.route("set-access:l2.1", "l2.2")
     assert g.route("convert", "l2.1").provider == "host"
 
 

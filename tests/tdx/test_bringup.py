@@ -144,7 +144,7 @@ def test_bringup_evidence_is_a_quote_bound_to_nonce_and_manifest() -> None:
     ev = Evidence.model_validate(data["evidence"])
     assert (ev.vendor, ev.format, ev.nonce) == ("tdx", "tdx-quote", NONCE)
     assert ev.layer_map["L2 VM 1"] == "l2.1"
-    assert data["reportdata_rule"] == "REPORTDATA = SHA-512(nonce || services manifest)"
+    assert data["reportdata_rule"] == "REPORT_DATA = SHA-512(nonce || services manifest)"
     roots = machine(p).roots
     result = TdxEvidenceVerifier().verify(ev, TrustStore().with_root("tdx", roots.root_pem),
                                           datetime.now(UTC))

@@ -95,7 +95,7 @@ def test_l2_cannot_call_tdg_mr_report_itself() -> None:
 
 def test_l1_handles_an_l2_tdvmcall_it_does_not_offer() -> None:
     p = guest(16 * MIB)
-    w = machine(p).workload
+    w = machine(p).hooks.exits
     out = w.l2_tdvmcall("l2.1", 0, {"rax": 0, "rcx": vmc.MAP_GPA_SELECT, "r10": 0,
                                     "r11": vmc.SubFunction.GET_QUOTE, "r12": 0, "r13": 0},
                         "GetQuote")

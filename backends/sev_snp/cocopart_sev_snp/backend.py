@@ -126,7 +126,9 @@ class SevSnpBackend(Backend):
     def graph(self, config: PartitionConfig) -> LayerGraph:
         vmpls = workload_vmpls(config)
         g = LayerGraph()
-        l1_caps = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
+        # the SVSM sets any workload's access with its own RMPADJUST, but no protocol call
+        # asks it to (sev-snp.md §2, §4.3): set-access is its own, never a route's provider
+        l1_caps = ["validate", "rescind", "set-access:*@self", "create-vcpu", "delete-vcpu",
                    "attest-service", "inject-interrupt", "configure-interrupts"]
         if "vtpm" in config.services:  # SNP has no runtime measurement registers
             l1_caps.append("extend-measurement")
@@ -170,8 +172,11 @@ class SevSnpBackend(Backend):
                 supported=True, mechanism="shared: rescind then GHCB PSC(shared); private: "
                 "GHCB PSC(private) then validate"),
             Capability.SET_ACCESS.value: yes(
-                supported=True, mechanism="RMPADJUST from a more privileged VMPL; otherwise "
-                "the SVSM's RMPADJUST (cocopart protocol extension)"),
+                supported=True, mechanism="RMPADJUST by a more privileged workload VMPL on a "
+                "less privileged one (and by the SVSM for itself); no SVSM call sets access")
+            if len(config.workloads) > 1 else yes(
+                supported=False, reason="RMPADJUST only changes less privileged VMPLs and no "
+                "SVSM call sets access: with one workload VMPL only the SVSM sets access"),
             Capability.CREATE_VCPU.value: yes(
                 supported=True, mechanism="VMSA page + SVSM_CORE_CREATE_VCPU (RMPADJUST VMSA "
                 "bit) + VMGEXIT(AP_CREATION)"),

@@ -7,7 +7,8 @@ service, transport) and the workload side, and wires them:
 * at launch the SVSM has set up, above guest RAM, each workload layer's calling areas,
   vCPU-context pages and scratch pages (validated, 4K, read/write for that layer) and one
   VMSA for its BSP; guest RAM itself belongs to the hypervisor until the guest converts it;
-* :meth:`execute` hands each operation to the :class:`~.workload.WorkloadPlanner`;
+* the core's :class:`~cocopart.workload.WorkloadSide` carries out each request with
+  :class:`~.workload.SnpWorkloadHooks`; interrupts go to :class:`~.interrupts.SnpInterrupts`;
 * :meth:`access` is the CPU's RMP check of one guest access; :meth:`memory_view` and
   :meth:`vcpus` read state in neutral terms.
 """
@@ -18,24 +19,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import PageRun, ProtocolClient
+from cocopart.client import PageRun
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
 from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
-from cocopart.ops import (
-    ArchError,
-    ConfigureInterrupts,
-    EndOfInterrupt,
-    InjectInterrupt,
-    Operation,
-    OperationResult,
-)
+from cocopart.ops import ArchError
 from cocopart.protocol.ids import ResultCode
-from cocopart.service.build import build_service
-from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
+from cocopart.views import RunState, build_view
 from cocopart_sev_snp import cert_table, secrets
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import vmsa as vm
@@ -50,7 +43,7 @@ from cocopart_sev_snp.interrupts import SnpInterrupts
 from cocopart_sev_snp.report import ReportRequest, ReportResponse
 from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
-from cocopart_sev_snp.workload import WorkloadPlanner
+from cocopart_sev_snp.workload import SnpWorkloadHooks
 
 if TYPE_CHECKING:
     from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
@@ -138,6 +131,10 @@ class GuestReport:
 class SnpMachine(Machine):
     """A partitioned SEV-SNP guest: RMP, host, AMD-SP, SVSM and workload VMPLs."""
 
+    interrupts: SnpInterrupts
+    platform: SnpPlatform
+    transport: SnpTransport
+
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
         super().__init__(backend, config, trace, graph, costs)
@@ -163,15 +160,9 @@ class SnpMachine(Machine):
                          HostOptions(page_size_2m=options.host_page_size_2m))
         self.ghcb_pages: dict[tuple[str, int], g.GhcbPage] = {}
         self.ghcb_msr: dict[tuple[str, int], int] = {}
-        self.platform = SnpPlatform(self)
-        self.service: ServiceDispatcher = build_service(
-            self.platform, self.memory, self.layout, self.workloads, trace,
-            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
-            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
-            authority=self.authority)
-        self.transport = SnpTransport(self.service, self.memory, trace, self)
-        self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
-        self.planner = WorkloadPlanner(self)
+        self.serve(SnpPlatform(self), lambda svc: SnpTransport(svc, self.memory, trace, self),
+                   lambda: SnpWorkloadHooks(self), level_of=self.vmpls.__getitem__,
+                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
         self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
@@ -361,24 +352,6 @@ class SnpMachine(Machine):
         return secrets.detect_svsm(probe, page, msr >> 12)
 
     # -- Machine ---------------------------------------------------------------------------
-    def execute(self, op: Operation) -> OperationResult:
-        name = op.describe()
-        rng = getattr(op, "range", None)
-        if rng is not None and rng.end > self.config.memory:
-            raise ConfigError(f"range {rng} ends beyond guest RAM ({self.config.memory:#x})",
-                              field="range")
-        if isinstance(op, InjectInterrupt):
-            return self.interrupts.inject(op)
-        if isinstance(op, EndOfInterrupt):
-            return self.interrupts.eoi(op)
-        if isinstance(op, ConfigureInterrupts):
-            return self.interrupts.configure(op)
-        if op.layer in self.vmpls or op.layer == L1:
-            return self.planner.run(op)
-        return OperationResult.not_supported(
-            name, f"{op.layer} does not request {op.op} on SEV-SNP: the guest's layers "
-            f"({L1}, {', '.join(self.workloads)}) do")
-
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
         if not 0 <= gpa < self.layout.total:
             raise ConfigError(f"GPA {gpa:#x} is outside the guest", field="gpa")
@@ -405,20 +378,13 @@ class SnpMachine(Machine):
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
         end = self.config.memory if end is None else end
-        out: list[MemoryRun] = []
-        for s, e, v in self.rmp.runs(start, end):
-            run = MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
-                            access={w: Access(v.perm(n)).short()
-                                    for w, n in self.vmpls.items() if v.perm(n)},
-                            context=v.vmsa)
-            last = out[-1] if out else None
-            if last is not None and last.end == s and (
-                    last.private, last.validated, last.access, last.context) == (
-                    run.private, run.validated, run.access, run.context):
-                last.end = e
-            else:
-                out.append(run)
-        return out
+        vmpls = tuple(self.vmpls.items())
+
+        def state(v: RmpEntry) -> RunState:
+            return (v.assigned, v.validated, tuple((w, Access(v.perm(n)).short())
+                                                   for w, n in vmpls if v.perm(n)), v.vmsa)
+
+        return build_view(self.rmp.runs(start, end), state)
 
     def vcpus(self) -> list[VcpuView]:
         out = []
