@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from cocopart.inputmodel import InputModel
+
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
@@ -145,7 +147,7 @@ class Access(IntFlag):
 AccessField = Annotated[Access, BeforeValidator(Access.parse)]
 
 
-class GpaRange(BaseModel):
+class GpaRange(InputModel):
     """A page-aligned, non-empty guest-physical range ``[start, start + size)``."""
 
     model_config = ConfigDict(frozen=True)
@@ -273,7 +275,7 @@ class Strategy(str, Enum):
     OPTIMAL = "optimal"
 
 
-class PartitionConfig(BaseModel):
+class PartitionConfig(InputModel):
     """Everything needed to create a partitioned guest on a backend."""
 
     model_config = ConfigDict(extra="forbid")

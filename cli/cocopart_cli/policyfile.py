@@ -19,10 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from cocopart.attest.policy import Policy
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, InputError
 from cocopart.scenario import line_of, parse_toml
 
 _HEX_FIELDS = ("expected_report_data", "expected_nonce")
@@ -54,7 +52,7 @@ def loads_policy(text: str, source: str = "<policy>") -> Policy:
                           field=unknown[0], source=source, line=line_of(text, (unknown[0],)))
     try:
         return Policy.model_validate(data)
-    except ValidationError as err:
+    except InputError as err:
         from cocopart.scenario import config_error
 
         raise config_error(err, data, text, source) from None

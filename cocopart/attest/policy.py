@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from cocopart.inputmodel import InputModel
 
 
-class Policy(BaseModel):
+class Policy(InputModel):
     """A relying party's expectations. Every field is checked and named in the verdict.
 
     The default policy is strict: only the privileged layer's own evidence (SNP VMPL0, the

@@ -12,10 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from cocopart.attest.encoding import Base64Bytes
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.policy import Policy
+from cocopart.errors import CocopartError, InternalError
+from cocopart.inputmodel import InputModel
 from cocopart.protocol.manifest import bind_report_data
 
 EVIDENCE_GROUP = "cocopart.evidence"
@@ -29,7 +32,7 @@ class Check(BaseModel):
     detail: str = ""
 
 
-class TrustStore(BaseModel):
+class TrustStore(InputModel):
     """Roots a verifier may chain to.
 
     ``pinned_roots`` holds extra root certificates (PEM or DER) by vendor. The real vendor
@@ -38,9 +41,7 @@ class TrustStore(BaseModel):
     here explicitly.
     """
 
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-
-    pinned_roots: dict[str, list[bytes]] = Field(default_factory=dict)
+    pinned_roots: dict[str, list[Base64Bytes]] = Field(default_factory=dict)
     trust_vendor_roots: bool = True
 
     def roots_for(self, vendor: str) -> list[bytes]:
@@ -196,8 +197,20 @@ class Verifier:
         return self._plugins[vendor]
 
     def verify(self, evidence: Evidence, now: datetime | None = None) -> Verdict:
+        """Verify ``evidence`` as of ``now`` (default: the current time).
+
+        Bad evidence never raises: it fails named checks. An evidence plug-in that raises
+        anyway has a bug: that becomes :class:`~cocopart.errors.InternalError`.
+        """
         now = now or datetime.now(UTC)
-        result = self._plugin(evidence.vendor).verify(evidence, self.trust, now)
+        plugin = self._plugin(evidence.vendor)
+        try:
+            result = plugin.verify(evidence, self.trust, now)
+        except CocopartError:
+            raise
+        except Exception as err:
+            raise InternalError(f"verifying {evidence.vendor}/{evidence.format} evidence",
+                                err) from err
         waived = set(self.policy.waive_checks)
         checks = [c if c.ok or c.name not in waived else
                   Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")

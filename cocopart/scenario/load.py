@@ -12,7 +12,7 @@ from pydantic import (
     ValidationError,
 )
 
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, InputError
 from cocopart.model import (
     GpaRange,
     format_size,
@@ -46,10 +46,12 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
 
 
-def config_error(err: ValidationError, data: Any, text: str, source: str) -> ConfigError:
-    """The first error of a pydantic validation of TOML ``data``, with its dotted field and
+def config_error(err: ValidationError | InputError, data: Any, text: str, source: str
+                 ) -> ConfigError:
+    """The first error of a pydantic validation of TOML ``data`` (raised by pydantic, or by
+    an :class:`~cocopart.inputmodel.InputModel` as InputError), with its dotted field and
     the line of that field in ``text``."""
-    first = err.errors()[0]
+    first = err.errors()[0] if isinstance(err, ValidationError) else err.errors[0]
     path = _data_path(data, first["loc"])
     return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
                        source=source, line=line_of(text, path))

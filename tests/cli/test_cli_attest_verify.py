@@ -210,7 +210,11 @@ def test_verify_input_errors(runner: CliRunner, tmp_path: Path) -> None:
     notjson.write_text('{"vendor": "sev-snp"}')
     res = invoke(runner, "verify", notjson)
     assert res.exit_code == 2 and "Evidence JSON" in res.output
-    res = invoke(runner, "verify", odd, "--vendor", "sev-snp", "--collateral", "novalue")
+    report = bytearray(0x4A0)
+    report[0], report[0x34] = 2, 1  # an SNP report's version and signature algorithm
+    shaped = tmp_path / "report.bin"
+    shaped.write_bytes(bytes(report))
+    res = invoke(runner, "verify", shaped, "--collateral", "novalue")
     assert res.exit_code == 2 and "NAME=FILE" in res.output
 
 

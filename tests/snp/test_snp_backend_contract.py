@@ -101,7 +101,7 @@ def test_capabilities_answer_every_operation_with_reasons_when_unsupported() -> 
 
 def test_every_cost_row_has_a_source_and_covers_every_traced_mnemonic() -> None:
     p = validated(16 * MIB)
-    p.run(Attest(source="hardware"))
+    p.run(Attest(source="hardware", report_data=None))
     p.run(ConvertPages(range=rng(0, 2 * MIB), to="shared"))
     assert all(c.source for c in p.costs.primitives.values())
     assert all(c.source for c in p.costs.switches.values())
@@ -159,7 +159,8 @@ def test_every_operation_type_is_handled_without_raising() -> None:
            {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1",
             "access": "r"},
            {"op": "create-vcpu", "vcpu": 1}, {"op": "delete-vcpu", "vcpu": 1},
-           {"op": "attest", "source": "hardware"}, {"op": "attest"},
+           {"op": "attest", "source": "hardware", "report_data": None},
+           {"op": "attest", "report_data": "00"},
            {"op": "inject-interrupt", "vcpu": 0, "vector": 40},
            {"op": "eoi", "vcpu": 0},
            {"op": "configure-interrupts", "mode": "restricted"},

@@ -29,15 +29,14 @@ from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
 from cocopart.views import RunState, build_view
+from cocopart_sev_snp import cert_table, npf, secrets
 from cocopart_sev_snp import ghcb as g
-from cocopart_sev_snp import npf, secrets
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.guest_request import (
     GuestMessageError,
     GuestMessenger,
     GuestRequestFirmware,
     MsgType,
-    cert_table,
 )
 from cocopart_sev_snp.host import Host, HostOptions, HostVcpu, MessagePages
 from cocopart_sev_snp.interrupts import SnpInterrupts
@@ -325,7 +324,7 @@ class SnpMachine(Machine):
                                message=f"MSG_REPORT_RSP status {rsp.status:#x}: a report for "
                                f"VMPL{req.vmpl} requested with VMPCK{key} was refused.")
         certs = self.roots.certificates()
-        return GuestReport(rsp.report, [c for _n, c in certs], cert_table(certs))
+        return GuestReport(rsp.report, [c for _n, c in certs], cert_table.build(certs))
 
     def detect_svsm(self, layer: str) -> secrets.SvsmDetection:
         """What ``layer`` concludes at boot about an SVSM (sev-snp.md §2.3)."""

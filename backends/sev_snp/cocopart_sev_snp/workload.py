@@ -35,7 +35,7 @@ from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import npf
 from cocopart_sev_snp import vmsa as vm
-from cocopart_sev_snp.guest_request import parse_cert_table
+from cocopart_sev_snp.cert_table import parse as parse_cert_table
 
 if TYPE_CHECKING:
     from cocopart_sev_snp.machine import SnpMachine
@@ -193,7 +193,7 @@ class SnpWorkloadHooks(WorkloadHooks):
 
     def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
                  manifest: bytes | None) -> Evidence:
-        certs = [blob for _n, blob in parse_cert_table(cert_table)]
+        certs = [entry.data for entry in parse_cert_table(cert_table)]
         return Evidence(vendor="sev-snp", format="snp-report", raw=raw, certificates=certs,
                         nonce=nonce, manifest=manifest, layer_map=self.m.layer_map())
 

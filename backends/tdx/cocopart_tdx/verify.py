@@ -15,6 +15,10 @@ Formats
     but its MAC is keyed by the CPU and cannot be checked off the platform, so the check
     ``tdx.tdreport.mac`` always fails: a TDREPORT is never accepted as verified evidence on
     its own. Turn it into a quote (the quoting enclave checks the MAC) to attest remotely.
+``"azure-hcl-report"``
+    ``raw`` = an Azure vTPM HCL report holding a TDREPORT (:mod:`cocopart_tdx.hcl_verify`):
+    verified like a TDREPORT plus its runtime-data binding, and completely when the TD quote
+    made from it is given as ``collateral["td_quote"]``.
 
 Checks (each a named :class:`Check`; a failure never raises): ``tdx.quote.parse``,
 ``tdx.quote.signature`` (attestation key over header||body), ``tdx.qe_report.binding``
@@ -90,6 +94,7 @@ from cocopart_tdx.tdreport import TdReport, decode_td_attributes
 VENDOR = "tdx"
 FORMAT_QUOTE = "tdx-quote"
 FORMAT_TDREPORT = "tdreport"
+FORMAT_AZURE_HCL = "azure-hcl-report"
 _CACHE_LIMIT = 256
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -452,9 +457,14 @@ class TdxEvidenceVerifier:
                 return self._verify_quote(evidence, trust, now)
             if evidence.format == FORMAT_TDREPORT:
                 return self._verify_tdreport(evidence)
+            if evidence.format == FORMAT_AZURE_HCL:
+                from cocopart_tdx.hcl_verify import verify_hcl
+
+                return verify_hcl(self, evidence, trust, now)
             return VendorResult(claims=None, checks=[Check(
                 name="tdx.format", ok=False,
-                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r} or {FORMAT_TDREPORT!r}")])
+                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r}, {FORMAT_TDREPORT!r} "
+                f"or {FORMAT_AZURE_HCL!r}")])
         except Exception as exc:  # noqa: BLE001 - the contract: bad evidence never raises
             return VendorResult(claims=None, checks=[Check(
                 name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])
