@@ -22,6 +22,7 @@ from cocopart.memory import GuestMemory
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
+from cocopart_tdx.gpa import gpa_valid
 from cocopart_tdx.measure import RTMR_COUNT, rtmr_extend
 from cocopart_tdx.sept import (
     ACCEPT_TRANSITIONS,
@@ -261,11 +262,15 @@ class TdxModule:
         return c
 
     def _page_rcx(self, rcx: int, max_level: int) -> tuple[int, int] | int:
-        """(gpa, level) from a page-call RCX, or OPERAND_INVALID(RCX)."""
+        """(gpa, level) from a page-call RCX, or OPERAND_INVALID(RCX): reserved bits, a level
+        above ``max_level`` or a misaligned GPA (MOD helpers.c ``verify_page_info_input``),
+        then a GPA that is shared or has bits above GPAW (``check_gpa_validity``,
+        :data:`cocopart_tdx.gpa.RULE_GPA_WITHIN_GPAW`)."""
         level, gpa = rcx & 0x7, rcx & GPA_BITS
         bad = with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
-        if rcx & PAGE_RCX_RESERVED or level > max_level or gpa & self.shared_bit \
-                or gpa % LEVEL_BYTES[level]:
+        if rcx & PAGE_RCX_RESERVED or level > max_level or gpa % LEVEL_BYTES[level]:
+            return bad
+        if not gpa_valid(gpa, self.config.gpaw, private_only=True):
             return bad
         return gpa, level
 
@@ -358,9 +363,11 @@ class TdxModule:
         return attrs.pack(words)
 
     def attr_rd(self, rcx: int) -> TdcallResult:
-        gpa = rcx & GPA_BITS
-        if rcx & ~GPA_BITS & U64 or gpa & self.shared_bit:
+        """TDG.MEM.PAGE.ATTR.RD: RCX is a GPA whose only check is ``check_gpa_validity``
+        (MOD tdg_mem_page_attr_rd.c; bits 11:0 are ignored)."""
+        if not gpa_valid(rcx, self.config.gpaw, private_only=True):
             return TdcallResult(with_details(TdxStatus.OPERAND_INVALID, Operand.RCX))
+        gpa = rcx & GPA_BITS
         if gpa >= self.sept.size:
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, 0))
         e = self.sept.entry(gpa)
@@ -375,38 +382,44 @@ class TdxModule:
         return self.attr_wr_rcx(gpa | level, gpa_attr, flags)
 
     def attr_wr_rcx(self, rcx: int, gpa_attr: int, flags: int) -> TdcallResult:
-        parsed = self._page_rcx(rcx, LEVEL_1G)
-        if isinstance(parsed, int):
-            return TdcallResult(parsed)
-        gpa, level = parsed
+        """TDG.MEM.PAGE.ATTR.WR in MOD tdg_mem_page_attr_wr.c's order: the per-VM RDX/R8 words
+        (:func:`attributes.check_request`), then the RCX page info and GPA, the SEPT walk
+        (a larger leaf or a state ATTR.WR may not touch: EPT-violation TD exit; a non-leaf
+        at the level: PAGE_SIZE_MISMATCH), then the combined attributes VM by VM
+        (:func:`attributes.plan`), then the commit."""
         bad = attrs.check_request(gpa_attr, flags, self.config.num_l2_vms)
         if bad is not None:
-            return TdcallResult(bad)
+            return TdcallResult(bad, {"rcx": 0, "rdx": 0})
+        parsed = self._page_rcx(rcx, LEVEL_1G)
+        if isinstance(parsed, int):
+            return TdcallResult(parsed, {"rcx": 0, "rdx": 0})
+        gpa, level = parsed
         if self._outside(gpa, level):
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
         busy = self._busy()
         if busy is not None:
-            return TdcallResult(busy)
+            return TdcallResult(busy, {"rcx": 0, "rdx": 0})
         e = self.sept.entry(gpa)
         if e.level < level:
-            return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level))
+            return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level),
+                                {"rcx": 0, "rdx": 0})
         if e.level > level or e.state not in ATTR_WR_STATES:  # host must demote / map
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
-        current = {vm: self.sept.alias(vm, gpa).attr
-                   for vm in range(1, self.config.num_l2_vms + 1)}
-        plan = attrs.plan(gpa_attr, flags, current, self.config.num_l2_vms)
-        if isinstance(plan, int):
-            return TdcallResult(plan, {"rcx": 0, "rdx": self.gpa_attr(gpa)})
+        current: dict[int, int | None] = {}
+        for vm in range(1, self.config.num_l2_vms + 1):
+            a = self.sept.alias(vm, gpa)
+            current[vm] = None if a.state is SeptState.L2_FREE else a.attr
         block = gpa >> 21
-        for vm, value in plan.new.items():
-            if value is None or not attrs.grants_any(value):
-                continue
-            if (vm, block) in self.l2_sept_missing:
-                if self.vm_ctls.get(vm, 0) & 1:
-                    return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_L2_SEPT,
-                                                    vm))
-                return TdcallResult(with_details(TdxStatus.L2_SEPT_WALK_FAILED,
-                                                 (vm << 16) | level))
+        plan = attrs.plan(gpa_attr, flags, current, self.config.num_l2_vms,
+                          lambda vm: (vm, block) not in self.l2_sept_missing)
+        if plan.walk_failed_vm is not None:
+            vm = plan.walk_failed_vm
+            if self.vm_ctls.get(vm, 0) & 1:
+                return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_L2_SEPT, vm))
+            return TdcallResult(with_details(TdxStatus.L2_SEPT_WALK_FAILED, (vm << 16) | level),
+                                {"rcx": 0, "rdx": 0})
+        if plan.status:  # nothing committed; RCX = 0, RDX = the words as computed so far
+            return TdcallResult(plan.status, {"rcx": 0, "rdx": plan.rdx})
         end = gpa + LEVEL_BYTES[level]
         pending = e.state in PENDING_FAMILY
         for vm, value in plan.new.items():
@@ -420,7 +433,7 @@ class TdxModule:
         for vm in plan.invept:
             self.invept[vm] = self.invept.get(vm, 0) + 1
         mapping = gpa | level | (PENDING_BIT if pending else 0)
-        return TdcallResult(0, {"rcx": mapping, "rdx": self.gpa_attr(gpa)})
+        return TdcallResult(0, {"rcx": mapping, "rdx": plan.rdx})
 
     # -- TDG.MEM.PAGE.RELEASE (leaf 30, later modules; tdx.md §4.3) -------------------------
     def release(self, gpa: int, level: int) -> TdcallResult:
@@ -555,7 +568,7 @@ class TdxModule:
 
     # -- TDG.VP.ENTER (tdx.md §2.3) ---------------------------------------------------------
     def vp_enter(self, vcpu: int, rcx: int, rdx: int) -> TdcallResult:
-        bad = check_inputs(rcx, rdx, self.config.num_l2_vms, self.shared_bit)
+        bad = check_inputs(rcx, rdx, self.config.num_l2_vms, self.config.gpaw)
         if bad is not None:
             return TdcallResult(bad)
         vm = (rcx & VM_MASK) >> VM_SHIFT
