@@ -19,8 +19,9 @@ Modelled behaviour (each one named rule):
   keeps an alias of it (unconfirmed: tdx.md does not say how the module treats L2 aliases).
 * **MAP_GPA_CHUNK** — the host handles at most :attr:`TdxHost.map_gpa_chunk` bytes per MapGPA
   and answers RETRY with R11 = where to resume (tdx.md §4.3); ``None`` (default) = all.
-* A host access to a TD-private page never sees plaintext (TDX: the TD-owner bit makes host
-  reads return zeros; modelled as a refused access).
+* A host access to a TD-private page never sees plaintext: a host read of a TD-owned line
+  returns zeros without a fault (:mod:`cocopart_tdx.host_faults`, the one code path of
+  ``TdxMachine.access("host", ...)``).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.backend import TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
-from cocopart_tdx.host_faults import MemoryIntegrity
+from cocopart_tdx.host_faults import MemoryIntegrity, host_access
 from cocopart_tdx.host_seamcalls import SeptSeamcalls
 from cocopart_tdx.interrupts import TdxInterrupts
 from cocopart_tdx.l1 import (
@@ -371,15 +371,16 @@ class TdxMachine(Machine):
             return AccessOutcome(ok=False, fault="outside guest memory", handled_by="host")
         shared = self.host.shared.get(gpa)
         entry = self.module.sept.entry(gpa)
-        if layer == "host":
-            if shared:
-                return AccessOutcome(ok=True)
-            return AccessOutcome(ok=False, fault="TD-private page: the host never sees its "
-                                 "plaintext (TD-owner bit)", handled_by="host")
+        if layer == "host":  # zeros from TD-owned lines, no fault (host_faults)
+            return host_access(self, gpa, access)
         if layer == "l1":
             if shared or entry.state in ACCEPTED:
                 return AccessOutcome(ok=True)
             if entry.state in PENDING_FAMILY:
+                if self.module.l1_pending_access(gpa) is not None:  # SEPT_VE_DISABLE
+                    return self._td_exit(layer, "EPT-violation TD exit (PENDING page, "
+                                         "TD_CTLS.PENDING_VE_DISABLE): the host finds the "
+                                         "page mapped and re-enters; L1 must accept it first")
                 return AccessOutcome(ok=False, fault="#VE (EPT violation on a PENDING page)",
                                      handled_by="l1")
             return self._td_exit(layer, "EPT violation TD exit: page not mapped in the SEPT")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cocopart_tdx.status import Operand, TdxStatus, with_details
+from cocopart_tdx.tdreport import TD_ATTRIBUTE_BITS
 
 U64 = (1 << 64) - 1
 CONTEXT_PLATFORM, CONTEXT_TD, CONTEXT_VCPU = 0, 1, 2
@@ -189,6 +190,16 @@ VM_CTLS_BASE = 0x9110000300000012  # host only
 CONFIG_FLAG_GPAW = 1 << 0
 CONFIG_FLAG_PAGE_RELEASE = 1 << 6  # tdx.md §2.1 newer CONFIG_FLAGS (OVMM)
 TD_CTLS_WR_MASK = 0x1F | (1 << 63)
+#: TD_CTLS bit 0 (tdx.md §7.2): an L1 access to a PENDING page is a TD exit, not a #VE.
+TD_CTLS_PENDING_VE_DISABLE = 1 << 0
+#: TD ATTRIBUTES bit 28 (tdx.md §7.2).
+TD_ATTR_SEPT_VE_DISABLE = 1 << TD_ATTRIBUTE_BITS["sept_ve_disable"]
+
+
+def initial_td_ctls(attributes: int) -> int:
+    """TD_CTLS as TDH.MNG.INIT leaves it: PENDING_VE_DISABLE = ATTRIBUTES.SEPT_VE_DISABLE
+    (MOD 1.5 src/vmm_dispatcher/api_calls/tdh_mng_init.c)."""
+    return TD_CTLS_PENDING_VE_DISABLE if attributes & TD_ATTR_SEPT_VE_DISABLE else 0
 
 
 def td_fields(num_l2_vms: int) -> dict[int, FieldSpec]:
@@ -268,10 +279,11 @@ class VcpuMetadata:
 class TdMetadata:
     """TD-scope metadata (TDCS) as TDG.VM.RD/WR see it."""
 
-    def __init__(self, num_l2_vms: int, config_flags: int) -> None:
+    def __init__(self, num_l2_vms: int, config_flags: int, td_ctls: int = 0) -> None:
         self.fields = td_fields(num_l2_vms)
         self.values: dict[int, int] = {NUM_L2_VMS_FIELD: num_l2_vms,
-                                       CONFIG_FLAGS_FIELD: config_flags}
+                                       CONFIG_FLAGS_FIELD: config_flags,
+                                       TD_CTLS_FIELD: td_ctls}
 
     def read(self, field_id: int) -> int:
         spec = self.fields.get(field_id)

@@ -119,8 +119,15 @@ LEAVES_1_5 = frozenset(Leaf) - {Leaf.SYS_RDM, Leaf.VM_RDM, Leaf.VM_WRM, Leaf.VP_
 MODULE_VERSIONS = ("1.5", "2.0")
 #: Largest ACCEPT level per module: 1.5.01 accepts 4K/2M only; a later module also 1G.
 MAX_ACCEPT_LEVEL = {"1.5": LEVEL_2M, "2.0": LEVEL_1G}
-#: EEQ types of an EPT-violation TD exit (tdx.md §3, §4.1)
-EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR = 1, 2, 5
+#: EEQ types of an EPT-violation TD exit (tdx.md §3, §4.1; PENDING_EPT_VIOLATION: MOD
+#: td_ept_violation.c, the value of R13 type 6 in tdx.md §2.3)
+EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR, EEQ_PENDING = 1, 2, 5, 6
+#: With TD_CTLS.PENDING_VE_DISABLE (set from ATTRIBUTES.SEPT_VE_DISABLE at TDH.MNG.INIT) an L1
+#: access to a PENDING page is an EPT-violation TD exit to the host with EEQ
+#: PENDING_EPT_VIOLATION, not a #VE (MOD 1.5 td_ept_violation.c ``td_ept_violation_exit``,
+#: tdh_mng_init.c). KVM runs only TDs with SEPT_VE_DISABLE.
+RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST = (
+    "SEPT_VE_DISABLE: an L1 access to a PENDING page is a TD exit to the host, not a #VE")
 
 
 def check_rax(rax: int, module: str) -> int | None:
@@ -228,7 +235,8 @@ class TdxModule:
         self.config = config
         self.sept = sept
         self.memory = memory
-        self.td_md = md.TdMetadata(config.num_l2_vms, config.config_flags)
+        self.td_md = md.TdMetadata(config.num_l2_vms, config.config_flags,
+                                   md.initial_td_ctls(config.attributes))
         self._vp_md: dict[int, md.VcpuMetadata] = {}
         self.l2: dict[tuple[int, int], L2Cpu] = {}
         self.curr_vm: dict[int, int] = {}
@@ -281,6 +289,19 @@ class TdxModule:
         if self.busy > 0:
             self.busy -= 1
             return with_details(TdxStatus.OPERAND_BUSY, Operand.RCX)
+        return None
+
+    @property
+    def pending_ve_disabled(self) -> bool:
+        """TD_CTLS.PENDING_VE_DISABLE (L1 may change it with TDG.VM.WR)."""
+        return bool(self.td_md.values.get(md.TD_CTLS_FIELD, 0) & md.TD_CTLS_PENDING_VE_DISABLE)
+
+    def l1_pending_access(self, gpa: int) -> TdExit | None:
+        """An L1 access to the PENDING page at ``gpa``: the EPT-violation TD exit the module
+        takes (:data:`RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST`), or None when it
+        injects a #VE into L1 instead."""
+        if self.pending_ve_disabled:
+            return TdExit("EPT_VIOLATION", gpa - gpa % 4096, 0, EEQ_PENDING)
         return None
 
     def private_accepted(self, gpa: int) -> bool:
