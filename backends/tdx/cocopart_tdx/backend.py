@@ -15,6 +15,9 @@ Backend options (``PartitionConfig.backend_options``):
 ``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
 ``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
                     it goes straight to the host).
+``enable_shared_eptp`` True (default: L1 sets L2_CTLS bit 0 so its L2 VMs use the host's
+                    shared EPT, as L1s that give L2s I/O do — OpenHCL) or False (an L2 has no
+                    shared memory: its convert to shared is refused with the reason).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from cocopart_tdx.host import HOST_MAPPINGS
 from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
+KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp")
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
@@ -48,6 +51,7 @@ class TdxOptions:
     host_mapping: str = "4K"
     gpaw: int = 48
     enable_tdvmcall: bool = False
+    enable_shared_eptp: bool = True
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> TdxOptions:
@@ -69,11 +73,14 @@ class TdxOptions:
         if isinstance(gpaw, bool) or gpaw not in (48, 52):
             raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
                               field="backend_options.gpaw")
-        tdvmcall = options.get("enable_tdvmcall", False)
-        if not isinstance(tdvmcall, bool):
-            raise ConfigError(f"enable_tdvmcall must be true or false, not {tdvmcall!r}",
-                              field="backend_options.enable_tdvmcall")
-        return cls(module, mapping, int(gpaw), tdvmcall)
+        flags = {}
+        for name, default in (("enable_tdvmcall", False), ("enable_shared_eptp", True)):
+            flag = options.get(name, default)
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be true or false, not {flag!r}",
+                                  field=f"backend_options.{name}")
+            flags[name] = flag
+        return cls(module, mapping, int(gpaw), **flags)
 
 
 class TdxBackend(Backend):
@@ -187,6 +194,12 @@ class TdxBackend(Backend):
                                 mechanism="TDG.MEM.PAGE.ACCEPT level 2 (L1 only)",
                                 reason=None if opts.module == "2.0" else
                                 "module 1.5 accepts 4K and 2M only (1G: OPERAND_INVALID)"),
+            "l2-shared-memory": yes(supported=opts.enable_shared_eptp,
+                                    mechanism="L2_CTLS.ENABLE_SHARED_EPTP: the L2 VMCS uses the "
+                                    "host's shared EPT (MapGPA to shared, then I/O buffers)",
+                                    reason=None if opts.enable_shared_eptp else
+                                    "enable_shared_eptp is off: an L2's shared EPTP points at "
+                                    "the TDCS zero page, so its convert to shared is refused"),
             "l2-tdvmcall-to-host": yes(supported=opts.enable_tdvmcall,
                                        mechanism="L2_CTLS.ENABLE_TDVMCALL",
                                        reason=None if opts.enable_tdvmcall else

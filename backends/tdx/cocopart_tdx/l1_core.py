@@ -38,7 +38,8 @@ class L1Core(PrivilegedPlatform):
 
     def __init__(self, module: TdxModule, host: TdxHost, memory: GuestMemory,
                  layout: ProtocolLayout, region: L1Region, workloads: tuple[str, ...],
-                 trace: Trace, *, strategy: Strategy, enable_tdvmcall: bool) -> None:
+                 trace: Trace, *, strategy: Strategy, enable_tdvmcall: bool,
+                 enable_shared_eptp: bool = True) -> None:
         self.module = module
         self.host = host
         self.memory = memory
@@ -48,6 +49,8 @@ class L1Core(PrivilegedPlatform):
         self.trace = trace
         self.strategy = strategy
         self.enable_tdvmcall = enable_tdvmcall
+        #: L2_CTLS.ENABLE_SHARED_EPTP for every L2 vCPU L1 builds (backend option).
+        self.enable_shared_eptp = enable_shared_eptp
         self.walker = LeafWalker(module, host)
         self.l2_vcpus: dict[tuple[int, int], L2VcpuRecord] = {}
         self._state_pages: list[int] = []  # sorted state buffers of live L2 vCPUs

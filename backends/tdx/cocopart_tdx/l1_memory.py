@@ -272,6 +272,31 @@ class L1Memory(L1Core):
         return PageOpResult(count, ResultCode.SUCCESS)
 
     # -- MapGPA -----------------------------------------------------------------------------------
+    def shared_memory_refusal(self, layer: str) -> str | None:
+        """Why L2 VM ``layer`` cannot use shared memory, or None: L1 gave it the host's shared
+        EPT only if it set L2_CTLS.ENABLE_SHARED_EPTP
+        (:data:`cocopart_tdx.metadata.RULE_L2_SHARED_NEEDS_SHARED_EPTP`)."""
+        vm = self.vm_of(layer)
+        if self.module.l2_shared_eptp(0, vm):
+            return None
+        return (f"{layer} (L2 VM {vm}) cannot use shared memory: L1 left "
+                f"L2_CTLS[{vm}].ENABLE_SHARED_EPTP clear (backend option enable_shared_eptp = "
+                "false), so its shared EPTP points at the TDCS zero page and every access to a "
+                "shared GPA would be an EPT-violation TD exit the host cannot resolve")
+
+    def forward_map_gpa(self, layer: str, gpa: int, size: int, tally: Tally
+                        ) -> dict[str, int]:
+        """L1 forwarding ``layer``'s MapGPA: a conversion to shared for an L2 VM without the
+        shared EPT is refused (TDVMCALL INVALID_OPERAND, with the reason) instead of
+        producing pages that L2 can never touch."""
+        if gpa & self.module.shared_bit:
+            why = self.shared_memory_refusal(layer)
+            if why is not None:
+                self.last_error = L1Error("TDG.VP.VMCALL_INVALID_OPERAND",
+                                          vmc.TdvmcallStatus.INVALID_OPERAND, why)
+                return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
+        return self.map_gpa(gpa, size, tally)
+
     def map_gpa(self, gpa: int, size: int, tally: Tally) -> dict[str, int]:
         """L1's TDVMCALL<MapGPA>. Before a to-shared MapGPA L1 removes every L2 alias of the
         range (the host is about to take the pages out of the TD)."""

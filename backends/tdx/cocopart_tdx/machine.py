@@ -108,7 +108,8 @@ class TdxMachine(Machine):
         self.platform = TdxPlatform(self.module, self.host, self.memory, self.layout,
                                     self.region, self.workloads, trace,
                                     strategy=config.strategy,
-                                    enable_tdvmcall=options.enable_tdvmcall)
+                                    enable_tdvmcall=options.enable_tdvmcall,
+                                    enable_shared_eptp=options.enable_shared_eptp)
         workloads = self.workloads
         self.service = build_service(self.platform, self.memory, self.layout, workloads, trace,
                                      services=config.services, seed=config.seed,
@@ -388,9 +389,12 @@ class TdxMachine(Machine):
             return AccessOutcome(ok=False, fault=f"{layer} is not a guest layer that touches "
                                  "memory itself", handled_by="l1")
         vm = self.workloads.index(layer) + 1
-        if shared:
+        if shared:  # the host's shared EPT, if L1 gave it to this L2 VM
+            if self.module.l2_shared_eptp(0, vm):
+                return AccessOutcome(ok=True)
             return self._td_exit(layer, "EPT violation on a shared GPA: TD exit to the host "
-                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off)")
+                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off: the L2's shared EPTP "
+                                 "points at the TDCS zero page)")
         if entry.state in PENDING_FAMILY:
             return self._l2_exit(layer, "L2->L1 EPT violation: the page is PENDING "
                                  "(R13 type 6)")

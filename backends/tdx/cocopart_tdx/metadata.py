@@ -155,6 +155,12 @@ L2_VAPIC_GPA_BASE = 0xA020000300000110
 L2_CTLS_ENABLE_SHARED_EPTP = 1 << 0
 L2_CTLS_ENABLE_TDVMCALL = 1 << 1
 L2_CTLS_ENABLE_EXTENDED_VE = 1 << 2
+#: An L2 VM reaches shared memory only through the host's shared EPT, which its L2 VMCS uses
+#: only while L2_CTLS[vm].ENABLE_SHARED_EPTP is set; with the bit clear the module points
+#: the L2's shared EPTP at the TDCS zero page, so every L2 access to a shared GPA is an
+#: EPT-violation TD exit the host cannot resolve (MOD 1.5 metadata_vp.c, L2_CTLS write
+#: handling; OpenHCL sets it for its lower VTLs).
+RULE_L2_SHARED_NEEDS_SHARED_EPTP = "an L2 uses shared memory only with L2_CTLS.ENABLE_SHARED_EPTP"
 #: Write mask is 0x7 but 1.5.01 enumerates only bits 0-1 as allowed: bit 2 is refused.
 L2_CTLS_WR_MASK = 0x7
 L2_CTLS_ALLOWED = L2_CTLS_ENABLE_SHARED_EPTP | L2_CTLS_ENABLE_TDVMCALL

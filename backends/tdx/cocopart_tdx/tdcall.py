@@ -296,6 +296,12 @@ class TdxModule:
         """TD_CTLS.PENDING_VE_DISABLE (L1 may change it with TDG.VM.WR)."""
         return bool(self.td_md.values.get(md.TD_CTLS_FIELD, 0) & md.TD_CTLS_PENDING_VE_DISABLE)
 
+    def l2_shared_eptp(self, vcpu: int, vm: int) -> bool:
+        """L2_CTLS[vm].ENABLE_SHARED_EPTP of ``vcpu``: whether VM ``vm``'s L2 VMCS uses the
+        host's shared EPT (:data:`metadata.RULE_L2_SHARED_NEEDS_SHARED_EPTP`)."""
+        return bool(self.vp_md(vcpu).get_internal(md.l2_ctls(vm))
+                    & md.L2_CTLS_ENABLE_SHARED_EPTP)
+
     def l1_pending_access(self, gpa: int) -> TdExit | None:
         """An L1 access to the PENDING page at ``gpa``: the EPT-violation TD exit the module
         takes (:data:`RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST`), or None when it

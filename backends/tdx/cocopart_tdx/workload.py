@@ -200,7 +200,7 @@ class L2Workload:
             else:
                 refusal = auth.check_state(layer, start, start + size, "convert")
                 out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
-                    else self.platform.map_gpa(g["r12"], size, tally)
+                    else self.platform.forward_map_gpa(layer, g["r12"], size, tally)
                 if refusal is None and g["r12"] & sbit:  # pages now shared: back to the pool
                     for s, e, shared in self.platform.host.shared.runs(start, start + size):
                         if shared:
@@ -243,6 +243,9 @@ class L2Workload:
             return self._no_vcpu(name, op.layer)
         sbit = self.platform.module.shared_bit
         notes: list[str] = []
+        why = self.platform.shared_memory_refusal(op.layer) if op.to == "shared" else None
+        if why is not None:  # L2_CTLS.ENABLE_SHARED_EPTP off: nothing is converted
+            return OperationResult.not_supported(name, why)
         if op.to == "shared":
             if self.platform.module.config.module == "2.0":
                 r = self.rescind(RescindPages(layer=op.layer, range=op.range), ignore_cf=True)
