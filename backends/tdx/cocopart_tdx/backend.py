@@ -12,6 +12,9 @@ Backend options (``PartitionConfig.backend_options``):
 ``module``          ``"1.5"`` (default, the 1.5.01 source) or ``"2.0"`` (a later module: 1G
                     ACCEPT, TDG.MEM.PAGE.RELEASE with CONFIG_FLAGS.PAGE_RELEASE).
 ``host_mapping``    ``"4K"`` (default: upstream KVM maps private memory at 4K only) or ``"2M"``.
+``host_memory_fault`` ``"convert"`` (default: QEMU answers KVM_EXIT_MEMORY_FAULT — a private
+                    fault on a GPA it treats as shared — with an implicit conversion) or
+                    ``"refuse"`` (the host never AUGs a shared GPA; the TDCALL cannot complete).
 ``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
 ``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
                     it goes straight to the host).
@@ -31,11 +34,12 @@ from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import Layer, LayerRole, PartitionConfig
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx.costs import default_costs
-from cocopart_tdx.host import HOST_MAPPINGS
+from cocopart_tdx.host import HOST_MAPPINGS, HOST_MEMORY_FAULTS
 from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp")
+KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp",
+                 "host_memory_fault")
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
@@ -52,6 +56,7 @@ class TdxOptions:
     gpaw: int = 48
     enable_tdvmcall: bool = False
     enable_shared_eptp: bool = True
+    host_memory_fault: str = "convert"
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> TdxOptions:
@@ -73,6 +78,11 @@ class TdxOptions:
         if isinstance(gpaw, bool) or gpaw not in (48, 52):
             raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
                               field="backend_options.gpaw")
+        fault = str(options.get("host_memory_fault", "convert"))
+        if fault not in HOST_MEMORY_FAULTS:
+            raise ConfigError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}"
+                              f", not {options.get('host_memory_fault')!r}",
+                              field="backend_options.host_memory_fault")
         flags = {}
         for name, default in (("enable_tdvmcall", False), ("enable_shared_eptp", True)):
             flag = options.get(name, default)
@@ -80,7 +90,7 @@ class TdxOptions:
                 raise ConfigError(f"{name} must be true or false, not {flag!r}",
                                   field=f"backend_options.{name}")
             flags[name] = flag
-        return cls(module, mapping, int(gpaw), **flags)
+        return cls(module, mapping, int(gpaw), **flags, host_memory_fault=fault)
 
 
 class TdxBackend(Backend):

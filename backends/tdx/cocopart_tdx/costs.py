@@ -16,7 +16,8 @@ from cocopart.trace import Cost, CostTable
 CVMX = "CVMX (Misono et al., SIGMETRICS'25)"
 SEAM_RT_NS = 1280.0  # cost-model.md §1: TD exit handled by the module alone, 1.28 us [M]
 TDVMCALL_RT_NS = 9050.0  # cost-model.md §1: direct TDCALL(TDG.VP.VMCALL) round trip 9.0-9.1 us
-ZERO_4K_NS = 1660.0  # cost-model.md §2: TDX acceptance ~1.66 us per 4K [D]
+ZERO_4K_NS = 1660.0
+NORMAL_EXIT_NS = 1800.0  # cost-model.md §1: normal-VM exit round trip on the Intel host [M]  # cost-model.md §2: TDX acceptance ~1.66 us per 4K [D]
 SEAM_SRC = f"[M proxy] {CVMX} Fig. 5b: TD exit handled by the TDX module alone, 1.28 us"
 
 
@@ -75,6 +76,12 @@ def default_costs() -> CostTable:
         "TDH.MEM.RANGE.BLOCK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.TRACK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.PAGE.REMOVE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "KVM_EXIT_MEMORY_FAULT": Cost(ns=2 * NORMAL_EXIT_NS, source="[U] KVM returns from "
+                                      "KVM_RUN to the VMM and is re-entered; no public number: "
+                                      f"2x a normal-VM exit round trip ({CVMX} Fig. 5b 1.8 us)"),
+        "QEMU.CONVERT": Cost(ns=10_000.0, source="[U] QEMU kvm_convert_memory: "
+                             "KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) + discarding the shared page; "
+                             "no public number"),
         "QGS.GET_QUOTE": Cost(ns=2_750_000.0 - TDVMCALL_RT_NS,
                               source=f"[M] {CVMX} Table 3: TDX quote 2.75 ms, minus the "
                               "TDVMCALL round trip counted in the switch rows"),

@@ -10,8 +10,15 @@ Modelled behaviour (each one named rule):
   maps 2M pages.
 * **HOST_DEMOTES_LARGER_LEAF** — a TD exit for a page whose leaf is larger than the level the
   guest asked for is answered with TDH.MEM.PAGE.DEMOTE by one level (tdx.md §3, §4.1).
-* **HOST_REFUSES_AUG_ON_SHARED** — the host does not AUG a GPA it currently treats as shared
-  (after MapGPA to shared); the guest's TDCALL then cannot complete.
+* **HOST_IMPLICIT_CONVERSION** (host option ``host_memory_fault = "convert"``, the default:
+  what the QEMU/KVM host does) — a private fault (an ACCEPT or ATTR.WR TD exit) on a GPA the
+  host treats as shared makes KVM exit to the VMM with KVM_EXIT_MEMORY_FAULT for that 4K page
+  (Linux arch/x86/kvm/mmu ``kvm_mmu_prepare_memory_fault_exit``: size PAGE_SIZE); QEMU
+  answers with an implicit conversion to private (accel/kvm/kvm-all.c ``kvm_convert_memory``
+  with the PRIVATE flag); KVM then AUGs and the TDCALL completes on its retry.
+* **HOST_REFUSES_AUG_ON_SHARED** (``host_memory_fault = "refuse"``, a named host behaviour
+  for comparisons, not the default) — the VMM does not convert: the GPA stays shared, the
+  host never AUGs it, and the guest's TDCALL cannot complete.
 * **HOST_NO_HUGE_PAGE_OVER_SHARED** — the host never AUGs a large page over a range that holds
   a shared 4K page; it maps the faulting page at 4K instead, as KVM keeps ranges with mixed
   private/shared attributes out of huge mappings (Linux arch/x86/kvm/mmu: hugepage attributes).
@@ -54,6 +61,9 @@ if TYPE_CHECKING:
     from cocopart_tdx.l1 import Tally
 
 HOST_MAPPINGS = {"4K": LEVEL_4K, "2M": LEVEL_2M}
+#: What the VMM does on KVM_EXIT_MEMORY_FAULT (a private fault on a GPA it treats as shared):
+#: "convert" = QEMU's implicit conversion (default), "refuse" = HOST_REFUSES_AUG_ON_SHARED.
+HOST_MEMORY_FAULTS = ("convert", "refuse")
 #: Pages of the TD's initial image measured with TDH.MR.EXTEND (the L1 image page).
 L1_IMAGE_TAG = b"cocopart simulated L1 VMM image\0"
 #: TDVPS pages per vCPU: 6 + 3 per L2 VM (tdx.md §2.1, §6).
@@ -109,11 +119,15 @@ def build_td(sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], ima
 class TdxHost:
     """The untrusted host: answers TD exits and TDVMCALLs."""
 
-    def __init__(self, module: TdxModule, mapping: str = "4K") -> None:
+    def __init__(self, module: TdxModule, mapping: str = "4K", memory_fault: str = "convert"
+                 ) -> None:
         if mapping not in HOST_MAPPINGS:
             raise ValueError(f"host_mapping must be one of {', '.join(HOST_MAPPINGS)}")
+        if memory_fault not in HOST_MEMORY_FAULTS:
+            raise ValueError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}")
         self.module = module
         self.mapping = mapping
+        self.memory_fault = memory_fault
         self.mapping_level = HOST_MAPPINGS[mapping]
         self.shared: RangeMap[bool] = RangeMap(module.sept.size, False)
         self.map_gpa_chunk: int | None = None
@@ -133,7 +147,9 @@ class TdxHost:
             self.module.l2_sept_missing.discard((exit.vm, gpa >> 21))
             tally.record("host", "TDH.MEM.SEPT.ADD", f"L2 VM {exit.vm}")
             return True
-        if gpa >= self.sept.size or self.shared.get(gpa):
+        if gpa >= self.sept.size:
+            return False
+        if self.shared.get(gpa) and not self.implicit_conversion(gpa, tally):
             return False
         e = self.sept.entry(gpa)
         if e.state in AUG_FROM:
@@ -156,6 +172,19 @@ class TdxHost:
             tally.record("host", "TDH.MEM.PAGE.DEMOTE", LEVEL_NAMES[e.level])
             return True
         return False
+
+    def implicit_conversion(self, gpa: int, tally: Tally) -> bool:
+        """A private fault on a GPA the host treats as shared: KVM_EXIT_MEMORY_FAULT for the
+        4K page, and the VMM converts it to private (HOST_IMPLICIT_CONVERSION) — or, with
+        ``memory_fault = "refuse"``, leaves it shared (HOST_REFUSES_AUG_ON_SHARED)."""
+        tally.record("host", "KVM_EXIT_MEMORY_FAULT", "4K", "convert"
+                     if self.memory_fault == "convert" else "refused")
+        if self.memory_fault != "convert":
+            return False
+        page = gpa - gpa % PAGE_4K
+        tally.record("host", "QEMU.CONVERT", "to private")
+        self.shared.set(page, page + PAGE_4K, False)
+        return True
 
     # -- SEAMCALL transitions (tdx.md §4.2) -------------------------------------------------
     def split_leaves(self, start: int, end: int, tally: Tally) -> None:

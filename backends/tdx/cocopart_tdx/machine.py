@@ -98,7 +98,7 @@ class TdxMachine(Machine):
         roots = self.roots
         self.module.report_builder = lambda data, mr, rtmrs: roots.build_tdreport(
             report_data=data, mrtd=mr, rtmrs=rtmrs)
-        self.host = TdxHost(self.module, options.host_mapping)
+        self.host = TdxHost(self.module, options.host_mapping, options.host_memory_fault)
         self.host.quoter = roots.quote_from_tdreport
         q = self.region.quote_buffer
         self.host.shared.set(q, q + self.region.quote_buffer_size, True)
