@@ -71,7 +71,15 @@ def default_costs() -> CostTable:
                                  "without memory work. dstack PR #1220 measured ~8 us for the "
                                  "whole 4K accept fault (TDCALL + exit + AUG + retry) on "
                                  "Granite Rapids; this table's rows sum to ~13.8 us"),
-        "TDH.MEM.PAGE.DEMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "TDH.MEM.PAGE.DEMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy (one "
+                                    "try; the L1 SEPT page fill is included)"),
+        "TDH.MEM.PAGE.DEMOTE.L2_SEPT": Cost(ns=200.0, source="[U] DEMOTE filling one more SEPT "
+                                            "page (an aliased L2 VM's): 64 MOVDIR64B stores"),
+        "TDH.MEM.PAGE.PROMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy (one "
+                                     "try: 512 entries checked and merged)"),
+        "TDH.MEM.RANGE.UNBLOCK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "IPI.KICK": Cost(ns=300.0, source="[U] the host's IPI to one vCPU for TDH.MEM.TRACK "
+                         "(KVM tdx_track); its TD exit and re-entry are the switch rows"),
         "TDH.MEM.SEPT.ADD": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.RANGE.BLOCK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.TRACK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),

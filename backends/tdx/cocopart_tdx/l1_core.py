@@ -59,7 +59,7 @@ class L1Core(PrivilegedPlatform):
         self._capture: list[tuple[bool, tuple[str, str, str, str], int]] | None = None
         self._vmemo: dict[tuple[object, ...], tuple[
             tuple[tuple[bool, tuple[str, str, str, str], int], ...], SeptEntry,
-            tuple[L2Alias, ...]]] = {}
+            tuple[L2Alias, ...], bool]] = {}
         #: Interrupt delivery around each L2 entry (set by the machine; issue 6).
         self.interrupt_hooks: EntryHooks | None = None
 

@@ -119,6 +119,9 @@ LEAVES_1_5 = frozenset(Leaf) - {Leaf.SYS_RDM, Leaf.VM_RDM, Leaf.VM_WRM, Leaf.VP_
 MODULE_VERSIONS = ("1.5", "2.0")
 #: Largest ACCEPT level per module: 1.5.01 accepts 4K/2M only; a later module also 1G.
 MAX_ACCEPT_LEVEL = {"1.5": LEVEL_2M, "2.0": LEVEL_1G}
+#: TDX_FEATURES0 bits (tdx.md §2.1; bit 51: the KVM TDX huge-page series, which requires it).
+FEATURE_TD_PARTITIONING = 1 << 7
+FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY = 1 << 51
 #: EEQ types of an EPT-violation TD exit (tdx.md §3, §4.1; PENDING_EPT_VIOLATION: MOD
 #: td_ept_violation.c, the value of R13 type 6 in tdx.md §2.3)
 EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR, EEQ_PENDING = 1, 2, 5, 6
@@ -240,6 +243,11 @@ class TdxModule:
         self._vp_md: dict[int, md.VcpuMetadata] = {}
         self.l2: dict[tuple[int, int], L2Cpu] = {}
         self.curr_vm: dict[int, int] = {}
+        #: How many vCPUs run an L2 VM now (what a TDH.MEM.TRACK kick reaches).
+        self.l2_running = 0
+        #: Next host-side DEMOTE/PROMOTE attempts that find a host interrupt pending (tests set
+        #: it, as ``busy``): TDX_INTERRUPTED_RESTARTABLE (sept_resize.RULE_DEMOTE_IS_INTERRUPTIBLE).
+        self.host_interrupts = 0
         self.l1_pending_interrupt: set[int] = set()
         self.rtmrs: list[bytes] = [bytes(48)] * RTMR_COUNT
         #: Next SEPT-touching TDCALLs that meet lock contention (OPERAND_BUSY); tests set it.
@@ -290,6 +298,28 @@ class TdxModule:
             self.busy -= 1
             return with_details(TdxStatus.OPERAND_BUSY, Operand.RCX)
         return None
+
+    @property
+    def tdx_features0(self) -> int:
+        """TDX_FEATURES0 as the module enumerates it: TD_PARTITIONING (bit 7, tdx.md §2.1);
+        ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51) only on the later module ("2.0" here; real
+        modules from 1.5.28 — the 1.5.01 source lacks it)."""
+        features = FEATURE_TD_PARTITIONING
+        if self.config.module == "2.0":
+            features |= FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY
+        return features
+
+    def host_interrupted(self) -> bool:
+        """Whether this host-side DEMOTE/PROMOTE meets a pending host interrupt: with
+        ENHANCED_DEMOTE_INTERRUPTIBILITY never for a TD without L2 VMs; a partitioned TD
+        stays interruptible (sept_resize.RULE_DEMOTE_IS_INTERRUPTIBLE)."""
+        if self.host_interrupts <= 0:
+            return False
+        if self.tdx_features0 & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY \
+                and self.config.num_l2_vms == 0:
+            return False
+        self.host_interrupts -= 1
+        return True
 
     @property
     def pending_ve_disabled(self) -> bool:
@@ -618,7 +648,7 @@ class TdxModule:
         m.values.update({f_rip: state.rip, f_rsp: state.gprs["rsp"], f_rflags: state.rflags,
                          f_ssp: state.ssp, f_intr: state.interrupt_status})
         m.set_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm, rdx)
-        self.curr_vm[vcpu] = vm
+        self._set_curr_vm(vcpu, vm)
         # An event in the VM-entry interruption information field (0x4016) is injected by
         # this entry and its valid bit cleared (VMX entry semantics, Intel SDM vol. 3; the
         # field and its bits: tdx.md §5).
@@ -633,6 +663,10 @@ class TdxModule:
     def running_vm(self, vcpu: int) -> int:
         return self.curr_vm.get(vcpu, 0)
 
+    def _set_curr_vm(self, vcpu: int, vm: int) -> None:
+        self.l2_running += bool(vm) - bool(self.curr_vm.get(vcpu, 0))
+        self.curr_vm[vcpu] = vm
+
     def l2_exit(self, vcpu: int, exit_info: L2Exit) -> dict[str, int]:
         """An L2 -> L1 exit: the L2's registers go to its L2_ENTER_GUEST_STATE buffer, L1
         gets the exit registers, CURR_VM becomes 0 (tdx.md §2.3)."""
@@ -645,7 +679,7 @@ class TdxModule:
                                 cpu.interrupt_status)
         self.memory.write(gpa, state.encode())
         cpu.running = False
-        self.curr_vm[vcpu] = 0
+        self._set_curr_vm(vcpu, 0)
         return exit_info.registers()
 
     def l2_tdcall(self, vcpu: int) -> dict[str, int] | TdExit:
@@ -673,4 +707,4 @@ class TdxModule:
         """Forget an L2 vCPU's runtime state (L1 deleted it)."""
         self.l2.pop((vcpu, vm), None)
         if self.curr_vm.get(vcpu) == vm:
-            self.curr_vm[vcpu] = 0
+            self._set_curr_vm(vcpu, 0)
