@@ -191,12 +191,18 @@ class TdxBackend(Backend):
                                       reason=None if "vtpm" in config.services else
                                       "no vTPM service configured"),
             "inject-interrupt": yes(supported=True, mechanism="host posts to L1 (posted "
-                                    "interrupt); L1 injects into the L2: TDG.VP.WR of VM-entry "
-                                    "interruption info (0x4016) or the L2 virtual-APIC IRR + "
-                                    "RVI; TDG.VP.ENTER"),
-            "eoi": yes(supported=True, mechanism="L2 EOI: WRMSR exit to L1 (restricted), lazy "
-                       "no_eoi_required or SVSM_APIC WRITE_REGISTER(EOI) (alternate), "
-                       "virtualized in the virtual-APIC page (secure-avic)"),
+                                    "interrupt; a running L2 exits only if the vector is "
+                                    "deliverable to L1); L1 injects into the L2 with one of "
+                                    "TDX's two mechanisms: the L2 VMCS VM-entry "
+                                    "interruption-information field (TDG.VP.WR 0x4016) or "
+                                    "virtual-interrupt delivery (L2 virtual-APIC IRR + RVI/SVI); "
+                                    "TDG.VP.ENTER. An L2 has no posted-interrupt processing and "
+                                    "its ICR write exits to L1 as WRMSR (32) on MSR 0x830"),
+            "eoi": yes(supported=True, mechanism="L2 EOI: WRMSR(0x80B) exit to L1 (restricted), "
+                       "virtualized in the virtual-APIC page (secure-avic = TDX virtual-"
+                       "interrupt delivery); alternate is a cocopart software protocol (lazy "
+                       "no_eoi_required or SVSM_APIC WRITE_REGISTER(EOI)) no TDX stack "
+                       "implements today"),
             "configure-interrupts": yes(supported=True, mechanism="L1 switches restricted <-> "
                                         "secure-avic; alternate is left through the APIC "
                                         "protocol hand-off (seed 001); direct is impossible"),

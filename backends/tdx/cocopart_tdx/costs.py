@@ -34,6 +34,9 @@ def interrupt_costs() -> dict[str, Cost]:
         "PI.NOTIFY": Cost(ns=300.0, source="[U] the host's notification IPI (an ICR write "
                           "in root mode); no public number"),
         "L2.EXIT": Cost(ns=0.0, source="accounting: the exit is the L2->L1 exit switch row"),
+        "L2.POSTED_INTERRUPT": Cost(ns=SEAM_RT_NS, source=SEAM_SRC + " (the L2's notification "
+                                    "exit handled by the module, which resumes the L2: "
+                                    "td_l2_interrupt.c)"),
         "APIC.ACCEPT": Cost(ns=100.0, source=_SRC_APIC + " (L1 latches the L2's IRR)"),
         "APIC.EOI": Cost(ns=100.0, source=_SRC_APIC + " (L1 EOI emulation)"),
         "APIC.EVALUATE": Cost(ns=150.0, source=_SRC_APIC + " (L1 picks the vector to inject)"),

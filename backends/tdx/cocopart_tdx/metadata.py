@@ -127,6 +127,9 @@ L2_VMCS_FIELDS.update({
     0x2808: FieldSpec("GUEST_IA32_PERF_GLOBAL_CTRL", True, FULL),
     0x2012: FieldSpec("VIRTUAL_APIC_PAGE_ADDR", True, 0xFFFF_FFFF_FFFF_F000),
     0x4000: FieldSpec("PIN_BASED_VM_EXEC_CONTROL", True, 0),
+    # L1 may write bits 1-3 only: bit 4, IPI virtualization, is not offered for an L2 (MOD
+    # td_l2_vmcs_fields_lookup.c, tertiary controls, l1_vmm_wr_mask 0xE)
+    0x2034: FieldSpec("TERTIARY_PROC_BASED_VM_EXEC_CONTROL", True, 0xE),
     0x4004: FieldSpec("EXCEPTION_BITMAP", True, 0xFFFF_FFFF),
     0x400C: FieldSpec("VM_EXIT_CONTROLS", True, 0),
     0x4012: FieldSpec("VM_ENTRY_CONTROLS", True, 1 << 9),
