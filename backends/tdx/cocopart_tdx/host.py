@@ -280,6 +280,8 @@ class TdxHost:
             return 0
         lo = start - start % PAGE_2M
         hi = min(self.sept.size, -(-end // PAGE_2M) * PAGE_2M)
+        if all(v != MAPPED_4K for _s, _e, v in self.sept.l1.runs(lo, hi)):
+            return 0  # nothing mapped at 4K here (the common case on a 2M host)
         done = 0
         for s, e in self._uniform_runs(lo, hi):
             first, last = -(-s // PAGE_2M) * PAGE_2M, e - e % PAGE_2M
@@ -290,14 +292,14 @@ class TdxHost:
                 tally.add(sub)
                 continue
             n = (last - first) // PAGE_2M
-            if n > 1 and self.module.host_interrupts == 0:
+            if self.module.host_interrupts == 0:  # the others behave as the first did
                 self.sept.set_entries(first + PAGE_2M, last, SeptEntry(SeptState.MAPPED,
                                                                        LEVEL_2M))
-            else:
-                n = 1
-                for b in range(first + PAGE_2M, last, PAGE_2M):
-                    n += self.promote_block(b, sub)
-            tally.add(sub, n if self.module.host_interrupts == 0 else 1)
+                tally.add(sub, n)
+            else:  # interrupts pending: one block at a time
+                n = 1 + sum(self.promote_block(b, sub)
+                            for b in range(first + PAGE_2M, last, PAGE_2M))
+                tally.add(sub)
             done += n
         return done
 

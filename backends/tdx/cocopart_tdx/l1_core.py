@@ -7,7 +7,6 @@ vCPU and attestation primitives (:mod:`cocopart_tdx.l1_memory`, :mod:`cocopart_t
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from cocopart.backend import PrivilegedPlatform
@@ -124,13 +123,8 @@ class L1Core(PrivilegedPlatform):
 
     def _aliased_runs(self, start: int, end: int) -> list[tuple[int, int]]:
         """Sub-ranges of ``[start, end)`` where some L2 VM has an alias (L1 tracks these)."""
-        marks: set[int] = {start, end}
-        for amap in self.module.sept.l2.values():
-            for s, e, _a in amap.runs(start, end):
-                marks.update((s, e))
-        pts = sorted(marks)
         out: list[tuple[int, int]] = []
-        for s, e in pairwise(pts):
+        for s, e in self.module.sept.segments(start, end):
             if any(amap.get(s).state is not SeptState.L2_FREE
                    for amap in self.module.sept.l2.values()):
                 if out and out[-1][1] == s:

@@ -22,7 +22,7 @@ from cocopart.memory import GuestMemory
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
-from cocopart_tdx.gpa import gpa_valid
+from cocopart_tdx.gpa import gpa_valid, shared_bit
 from cocopart_tdx.measure import RTMR_COUNT, rtmr_extend
 from cocopart_tdx.sept import (
     ACCEPT_TRANSITIONS,
@@ -191,7 +191,7 @@ class TdConfig:
     @property
     def shared_bit(self) -> int:
         """GPA bit GPAW−1: 47 or 51 (tdx.md §4.3)."""
-        return 1 << (self.gpaw - 1)
+        return shared_bit(self.gpaw)
 
     @property
     def config_flags(self) -> int:
