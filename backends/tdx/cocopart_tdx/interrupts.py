@@ -255,18 +255,19 @@ class TdxInterrupts(InterruptDelivery):
                                   status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
         return True
 
-    def _take_posted(self, vcpu: int, tally: Tally, then: str | None = None) -> None:
+    def _take_posted(self, vcpu: int, tally: Tally, then: str | None = None, *,
+                     enter_others: bool = True) -> None:
         """L1 runs with a deliverable interrupt: its handler takes every vector waiting in its
         vIRR (RULE_L1_HANDLER_RUNS_TO_COMPLETION) — its own, or ones it relays to an L2 — and
-        enters each other L2 that now has one to deliver (``then`` is entered last by the
-        caller)."""
+        (``enter_others``) enters each other L2 that now has one to deliver (``then`` is
+        entered last by the caller)."""
         self._l1_rvi.pop(vcpu, None)
         taken = self._posted.pop(vcpu, [])
         for t, v in taken:
             self._l1_latches(t, vcpu, v, tally)
         if any(t == L1 for t, _v in taken):  # by priority, once all are in its vIRR
             self._l1_handler(vcpu, tally)
-        for w in dict.fromkeys(t for t, _v in taken):
+        for w in dict.fromkeys(t for t, _v in taken) if enter_others else ():
             if w not in (L1, then) and self.exists(w, vcpu) and self._wants_entry(w, vcpu):
                 self.p.schedule(vcpu, self.p.vm_of(w), tally)
 
@@ -323,7 +324,8 @@ class TdxInterrupts(InterruptDelivery):
         RVI), then L1 commits — interrupts posted now make the entry answer
         TDX_PENDING_INTERRUPT."""
         if self._posted.get(vcpu) and self._l1_deliverable(vcpu):
-            self._take_posted(vcpu, tally)  # L1 runs: what became deliverable is taken first
+            # L1 runs: what became deliverable is taken first (other L2s get theirs later)
+            self._take_posted(vcpu, tally, self.p.layer_of(vm), enter_others=False)
         self._present(vcpu, vm, tally)
         for t, _c, v in self._take_window(vcpu):
             if self.ledger.arrive(t, vcpu, v, self.mechanism(t, vcpu)).status is DeliveryStatus.DROPPED:
