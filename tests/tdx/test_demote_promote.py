@@ -175,3 +175,15 @@ def test_demote_then_equal_attributes_promote_back() -> None:
     assert machine(p).page_size_of(BLOCK).value == "2M"
     assert p.trace.count("TDH.MEM.PAGE.DEMOTE", result="ok") == 1
     assert p.trace.count("TDH.MEM.PAGE.PROMOTE", result="ok") == 1
+
+
+def test_promote_blocks_one_and_many_blocks_in_a_run() -> None:
+    """One uniform block promotes alone; a run of equal blocks is promoted through the first
+    block's checked sequence and counted for each (the same counts as block by block)."""
+    for blocks in (1, 3):
+        p = guest(16 * MIB, vcpus=2, host_mapping="2M")
+        assert p.run(CreateVcpu(vcpu=1)).ok
+        assert p.run(ValidatePages(range=rng(0, blocks * PAGE_2M), page_size="4K")).ok
+        assert p.trace.count("TDH.MEM.PAGE.PROMOTE", result="ok") == blocks
+        assert p.trace.count("IPI.KICK") == 2 * blocks  # vCPU 1's L2 and vCPU 0 (L1)
+        assert all(machine(p).page_size_of(b * PAGE_2M).value == "2M" for b in range(blocks))

@@ -293,8 +293,9 @@ class TdxHost:
                 continue
             n = (last - first) // PAGE_2M
             if self.module.host_interrupts == 0:  # the others behave as the first did
-                self.sept.set_entries(first + PAGE_2M, last, SeptEntry(SeptState.MAPPED,
-                                                                       LEVEL_2M))
+                if n > 1:
+                    self.sept.set_entries(first + PAGE_2M, last, SeptEntry(SeptState.MAPPED,
+                                                                           LEVEL_2M))
                 tally.add(sub, n)
             else:  # interrupts pending: one block at a time
                 n = 1 + sum(self.promote_block(b, sub)
