@@ -236,6 +236,9 @@ class WorkloadSide:
         shared: rescind first where the architecture does, then the host. Nothing of a
         conversion is done until the host has converted (progress 0 before that)."""
         none_done = Progress(done_bytes=0, next_gpa=op.range.start)
+        why = self.hooks.convert_refusal(op.layer, op.to == "private")
+        if why is not None:
+            return OperationResult.not_supported(name, why)
         if op.to == "private":
             if not self.hooks.validate_converts:
                 err = self.hooks.host_convert(op.layer, page_runs(op.range, None), private=True)

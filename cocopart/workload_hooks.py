@@ -84,6 +84,11 @@ class WorkloadHooks(ABC):
     def host_convert(self, layer: str, runs: list[PageRun], private: bool) -> ArchError | None:
         """Ask the host, from ``layer``, to make the runs private or shared. None if done."""
 
+    def convert_refusal(self, layer: str, private: bool) -> str | None:
+        """Why ``layer`` cannot convert pages at all in this configuration (checked before
+        anything of the conversion runs), or None. Default: it can."""
+        return None
+
     def rescind_before_share(self, layer: str) -> tuple[bool, str | None]:
         """Whether converting to shared first rescinds the pages through the privileged
         layer, and a note for the result when it does not (default: it does)."""

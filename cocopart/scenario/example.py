@@ -38,6 +38,8 @@ seed = "cocopart"             # seed of the simulated attestation roots
 # module = "1.5"              # "2.0": 1G accept and TDG.MEM.PAGE.RELEASE
 # gpaw = 48                   # 52: the shared bit is bit 51
 # enable_tdvmcall = false     # true: an L2's TDG.VP.VMCALL goes straight to the host
+# enable_shared_eptp = true   # false: L1 gives its L2s no shared EPT (no shared memory)
+# host_memory_fault = "convert"  # "refuse": no implicit conversion of a shared GPA on ACCEPT
 
 # Optional cost overrides in ns (same layout as examples/costs.toml):
 # [costs.primitives]

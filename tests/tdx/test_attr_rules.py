@@ -46,7 +46,10 @@ def test_write_requires_read() -> None:
 
 
 def test_pwa_requires_read() -> None:
-    assert wr(accepted(), {1: A.VALID | A.PWA}, {1: 0xFF}) == TdxStatus.PAGE_ATTR_INVALID
+    """PWA without R is illegal once the result is present (here through Xs); issue 14
+    point 5: a PWA-only result is not present, so it is no longer PAGE_ATTR_INVALID (see
+    test_rule_attr_wr_legal_only_when_present)."""
+    assert wr(accepted(), {1: A.VALID | A.PWA | A.XS}, {1: 0xFF}) == TdxStatus.PAGE_ATTR_INVALID
 
 
 def test_sve_must_be_zero() -> None:
@@ -54,7 +57,9 @@ def test_sve_must_be_zero() -> None:
 
 
 def test_reserved_bits_14_8_must_be_zero() -> None:
-    assert wr(accepted(), {1: A.VALID | A.R | 0x100}, {1: 0xFF}) == TdxStatus.PAGE_ATTR_INVALID
+    """Reserved bits reach the result only where the mask selects them (issue 14 point 5:
+    with mask 0xFF the bit is dropped, see test_rule_attr_wr_mask_not_checked)."""
+    assert wr(accepted(), {1: A.VALID | A.R | 0x100}, {1: 0x1FF}) == TdxStatus.PAGE_ATTR_INVALID
 
 
 def test_valid_zero_leaves_the_vm_alone_and_the_rest_must_be_zero() -> None:
@@ -230,3 +235,57 @@ def test_an_l2_may_lower_its_own_access_grant_within_held() -> None:
     assert m.access("l2.1", 0, Access.READ).ok and not m.access("l2.1", 0, Access.WRITE).ok
     r = p.run(SetAccess(range=rng(0, 2 * MIB), target="l2.1", access="rw"))  # back up: no
     assert r.error is not None and r.error.mnemonic == "GRANT_WITHIN_HELD"
+
+
+# -- issue 14 point 5: ATTR.WR exactly as MOD 1.5 tdg_mem_page_attr_wr.c checks it -----------
+def test_rule_attr_wr_words_before_rcx() -> None:
+    """MOD tdg_mem_page_attr_wr.c ``tdg_mem_page_attr_wr``: the per-VM RDX/R8 words are
+    checked before ``verify_page_info_input`` (RCX), so a bad RCX and a bad RDX give
+    OPERAND_INVALID(RDX); a bad RCX and a bad R8 word of VM 0 give OPERAND_INVALID(R8)."""
+    m = accepted()
+    bad_rcx = 0x7 << 3  # reserved bits 11:3 of the page info
+    r = m.attr_wr_rcx(bad_rcx, A.pack({2: A.VALID | A.R}), 0)
+    assert r.status == BAD_RDX and A.RULE_ATTR_WR_WORDS_BEFORE_RCX
+    assert m.attr_wr_rcx(bad_rcx, A.pack({1: A.VALID | A.R}), A.pack({0: 1})).status == BAD_R8
+    assert m.attr_wr_rcx(bad_rcx, A.pack({1: A.VALID | A.R}), A.pack({1: A.RWX})).status \
+        == with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
+
+
+def test_rule_attr_wr_mask_not_checked() -> None:
+    """MOD tdg_mem_page_attr_wr.c ``get_all_l2_sept_entries``: the new attributes are ANDed
+    with the mask (bit 15 forced so VALID passes); reserved mask bits of an existing VM are
+    never OPERAND_INVALID(R8), and new bits the mask does not select are dropped."""
+    m = accepted()
+    assert wr(m, {1: A.VALID | A.R | A.W}, {1: 0x7F00 | A.RWX}) == 0
+    assert m.sept.alias(1, 0).attr == A.R | A.W
+    assert wr(m, {1: A.VALID | A.R | 0x100}, {1: A.R}) == 0  # bit 8 not selected: dropped
+    assert m.sept.alias(1, 0).attr == A.R | A.W
+    assert A.RULE_ATTR_WR_MASK_NOT_CHECKED
+
+
+def test_rule_attr_wr_legal_only_when_present() -> None:
+    """MOD tdg_mem_page_attr_wr.c / helpers.h ``is_gpa_attr_present``: legality is checked only
+    when the resulting attributes hold one of R/W/Xs/Xu; a result with none removes the alias
+    and returns TDX_SUCCESS with that VM's RDX word = VALID only."""
+    m = accepted()
+    assert wr(m, {1: A.VALID | A.R | A.W}, {1: A.RWX}) == 0
+    r = m.attr_wr(0, LEVEL_4K, A.pack({1: A.VALID | A.PWA}), A.pack({1: A.RWX | A.PWA}))
+    assert r.status == 0 and r.out["rdx"] == A.pack({1: A.VALID})
+    assert m.sept.alias(1, 0) == NO_ALIAS
+    # never aliased: a non-present request creates nothing and succeeds (RDX = the input)
+    r = m.attr_wr(0, LEVEL_4K, A.pack({1: A.VALID | A.SVE}), A.pack({1: 0xFF}))
+    assert r.status == 0 and m.sept.alias(1, 0) == NO_ALIAS
+    assert r.out["rdx"] == A.pack({1: A.VALID | A.SVE})
+    assert A.RULE_ATTR_WR_LEGAL_ONLY_WHEN_PRESENT
+
+
+def test_attr_wr_page_attr_invalid_returns_current_words_and_commits_nothing() -> None:
+    """MOD tdg_mem_page_attr_wr.c: an illegal combined value of an aliased VM reports that
+    VM's current attributes in RDX (RCX = 0) and nothing is committed, for any VM."""
+    m = accepted(layers=2)
+    assert wr(m, {1: A.VALID | A.R | A.W, 2: A.VALID | A.R}, {1: A.RWX, 2: A.RWX}) == 0
+    r = m.attr_wr(0, LEVEL_4K, A.pack({1: A.VALID | A.XS, 2: A.VALID | A.W}),
+                  A.pack({1: A.RWX, 2: A.R | A.W}))  # VM 2 would be W without R
+    assert r.status == TdxStatus.PAGE_ATTR_INVALID
+    assert r.out == {"rcx": 0, "rdx": A.pack({1: A.VALID | A.XS, 2: A.VALID | A.R})}
+    assert m.sept.alias(1, 0).attr == A.R | A.W and m.sept.alias(2, 0).attr == A.R

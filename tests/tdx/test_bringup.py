@@ -55,9 +55,9 @@ def test_bringup_16gib_8vcpu_one_l2_trace_counts(mapping: str) -> None:
     # every call returns with TDG.VP.ENTER; each AP is entered a first time as well
     assert t.count("TDG.VP.ENTER", issuer="l1", target="L2 VM 1", result="ok") == calls + APS
     assert t.switches[("l1", "l2.1", "TDG.VP.ENTER")] == calls + APS
-    # vCPUs: per AP the boot state + the virtual-APIC address through TDG.VP.WR, and one
-    # ATTR.WR making its state buffer L1-only
-    assert t.count("TDG.VP.WR", issuer="l1", target="L2 VM 1") == APS * (len(L2_BOOT_STATE) + 1)
+    # vCPUs: per AP the boot state + the virtual-APIC address + L2_CTLS (ENABLE_SHARED_EPTP,
+    # issue 14) through TDG.VP.WR, and one ATTR.WR making its state buffer L1-only
+    assert t.count("TDG.VP.WR", issuer="l1", target="L2 VM 1") == APS * (len(L2_BOOT_STATE) + 2)
     assert t.count("TDG.MEM.PAGE.ATTR.WR", target="all L2 VMs") == APS
     # attestation: TDG.MR.REPORT + TDVMCALL<GetQuote> per ATTEST_SERVICES call
     assert t.count("TDG.MR.REPORT", issuer="l1", target="L2 VM 1") == attest_calls
@@ -96,7 +96,7 @@ def test_bringup_16gib_8vcpu_one_l2_trace_counts(mapping: str) -> None:
                     else c.primitive_ns("PAGE.ZERO.4K") * ENTRIES * 512)
                  + c.primitive_ns("TDH.MEM.PAGE.AUG") * exits
                  + c.primitive_ns("TDG.MEM.PAGE.ATTR.WR") * (exits + APS))
-    expected = (accept_ns + c.primitive_ns("TDG.VP.WR") * APS * 9
+    expected = (accept_ns + c.primitive_ns("TDG.VP.WR") * APS * (len(L2_BOOT_STATE) + 2)
                 + attest_calls * (c.primitive_ns("TDG.MR.REPORT")
                                   + c.primitive_ns("QGS.GET_QUOTE"))
                 + calls * c.switch_ns("L2->L1 exit") + (calls + APS) * c.switch_ns("TDG.VP.ENTER")

@@ -49,6 +49,24 @@ def test_rule_tdx_host_read_returns_zeros() -> None:
     assert hf.RULE_TDX_HOST_READ_RETURNS_ZEROS in r.rules
 
 
+def test_rule_tdx_host_read_returns_zeros_through_machine_access() -> None:
+    """Issue 14 point 8: one rule and one code path — ``TdxMachine.access("host", ...)`` on a
+    TD-private page is the same host read (TDX module base spec §16.2.3): no fault, the
+    host sees zeros, the TD's data is untouched; a host write completes
+    (RULE_TDX_HOST_WRITE_UNCHECKED) and the TD's next read machine-checks."""
+    from cocopart.model import Access
+
+    m = _m()
+    out = m.access("host", PAGE, Access.READ)
+    assert out.ok and out.fault is None
+    assert hf.host_read(m, PAGE, 9).data == bytes(9)
+    assert m.memory.read(PAGE, 9) == b"td secret"
+    assert m.access("host", PAGE, Access.WRITE).ok
+    assert m.integrity.state(PAGE) is hf.LineState.HOST_WRITTEN
+    out, _steps = hf.td_read(m, "l2.1", PAGE)
+    assert not out.ok and hf.MACHINE_CHECK in (out.fault or "")
+
+
 def test_rule_tdx_host_reads_back_its_write() -> None:
     m = _m()
     hf.host_write(m, PAGE, b"mine")

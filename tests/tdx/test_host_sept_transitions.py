@@ -26,7 +26,7 @@ def _calls(accepted: bool = True) -> tuple[SeptSeamcalls, Partition]:
 
 
 def test_leaf_numbers_are_linuxs() -> None:
-    assert [int(x) for x in hs.Leaf] == [6, 7, 29, 38, 39]
+    assert [int(x) for x in hs.Leaf] == [6, 7, 15, 23, 29, 38, 39]  # + DEMOTE, PROMOTE (issue 14)
 
 
 def test_page_aug_free_to_pending_0_to_2() -> None:
@@ -118,10 +118,18 @@ def test_pending_blocked_is_removed_to_free_3_to_0() -> None:
 
 
 def test_rule_level_must_match_the_leaf() -> None:
-    calls, _ = _calls()
-    r = calls.range_block(PAGE, level=1)
+    """A 4K BLOCK inside a 2M leaf: the walk ends at the larger leaf (EPT_WALK_FAILED). A 2M
+    BLOCK over 4K leaves blocks the non-leaf entry, NL_MAPPED 132 -> NL_BLOCKED 129 (tdx.md
+    §4.2, the first step of a PROMOTE — issue 14 changed this test, which expected the walk
+    to fail there too)."""
+    p = guest(16 * MIB, host_mapping="2M")
+    assert p.run(ValidatePages(range=rng(0, 2 * MIB))).ok
+    r = machine(p).seamcalls.range_block(PAGE, level=LEVEL_4K)
     assert r.status_name == "EPT_WALK_FAILED"
     assert hs.RULE_LEVEL_MUST_MATCH in hs.UNCONFIRMED
+    calls, _ = _calls()
+    r = calls.range_block(PAGE, level=1)
+    assert r.ok and (r.public_before, r.public_after) == (132, 129)
 
 
 def test_every_seamcall_is_traced_with_the_host_as_issuer() -> None:

@@ -170,3 +170,18 @@ def test_a_deleted_l2_vcpu_is_never_entered_again() -> None:
     assert r.status == with_details(TdxStatus.OPERAND_INVALID, Operand.L2_VAPIC_GPA)
     assert m.memory.read(buf, 160) == bytes(160)  # state cleared
     assert [v.vcpu for v in p.vcpus()] == [0]
+
+
+def test_rule_vp_enter_checks_rdx_before_rcx() -> None:
+    """MOD 1.5 src/td_transitions/tdg_vp_enter.c ``tdg_vp_enter``: the buffer GPA (RDX:
+    256-byte aligned, ``check_gpa_validity`` private) is checked before the VM index and
+    reserved bits of RCX; with both bad the answer names RDX (issue 14 point 6)."""
+    from cocopart_tdx.vp_enter import RULE_VP_ENTER_CHECKS_RDX_FIRST
+
+    m, buf = td()
+    bad_rcx = enter_rcx(0) | (1 << 20)
+    assert m.vp_enter(0, bad_rcx, buf + 0x80).status == BAD_RDX
+    assert m.vp_enter(0, bad_rcx, buf | m.shared_bit).status == BAD_RDX
+    assert m.vp_enter(0, bad_rcx, buf | (1 << 50)).status == BAD_RDX  # above GPAW 48
+    assert m.vp_enter(0, bad_rcx, buf).status == BAD_RCX
+    assert RULE_VP_ENTER_CHECKS_RDX_FIRST

@@ -12,9 +12,15 @@ Backend options (``PartitionConfig.backend_options``):
 ``module``          ``"1.5"`` (default, the 1.5.01 source) or ``"2.0"`` (a later module: 1G
                     ACCEPT, TDG.MEM.PAGE.RELEASE with CONFIG_FLAGS.PAGE_RELEASE).
 ``host_mapping``    ``"4K"`` (default: upstream KVM maps private memory at 4K only) or ``"2M"``.
+``host_memory_fault`` ``"convert"`` (default: QEMU answers KVM_EXIT_MEMORY_FAULT — a private
+                    fault on a GPA it treats as shared — with an implicit conversion) or
+                    ``"refuse"`` (the host never AUGs a shared GPA; the TDCALL cannot complete).
 ``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
 ``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
                     it goes straight to the host).
+``enable_shared_eptp`` True (default: L1 sets L2_CTLS bit 0 so its L2 VMs use the host's
+                    shared EPT, as L1s that give L2s I/O do — OpenHCL) or False (an L2 has no
+                    shared memory: its convert to shared is refused with the reason).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import Layer, LayerRole, PartitionConfig
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx.costs import default_costs
-from cocopart_tdx.host import HOST_MAPPINGS
+from cocopart_tdx.host import HOST_MAPPINGS, HOST_MEMORY_FAULTS
 from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
 from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
+KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp",
+                 "host_memory_fault")
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
@@ -48,6 +55,8 @@ class TdxOptions:
     host_mapping: str = "4K"
     gpaw: int = 48
     enable_tdvmcall: bool = False
+    enable_shared_eptp: bool = True
+    host_memory_fault: str = "convert"
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> TdxOptions:
@@ -69,11 +78,19 @@ class TdxOptions:
         if isinstance(gpaw, bool) or gpaw not in (48, 52):
             raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
                               field="backend_options.gpaw")
-        tdvmcall = options.get("enable_tdvmcall", False)
-        if not isinstance(tdvmcall, bool):
-            raise ConfigError(f"enable_tdvmcall must be true or false, not {tdvmcall!r}",
-                              field="backend_options.enable_tdvmcall")
-        return cls(module, mapping, int(gpaw), tdvmcall)
+        fault = str(options.get("host_memory_fault", "convert"))
+        if fault not in HOST_MEMORY_FAULTS:
+            raise ConfigError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}"
+                              f", not {options.get('host_memory_fault')!r}",
+                              field="backend_options.host_memory_fault")
+        flags = {}
+        for name, default in (("enable_tdvmcall", False), ("enable_shared_eptp", True)):
+            flag = options.get(name, default)
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be true or false, not {flag!r}",
+                                  field=f"backend_options.{name}")
+            flags[name] = flag
+        return cls(module, mapping, int(gpaw), **flags, host_memory_fault=fault)
 
 
 class TdxBackend(Backend):
@@ -174,12 +191,18 @@ class TdxBackend(Backend):
                                       reason=None if "vtpm" in config.services else
                                       "no vTPM service configured"),
             "inject-interrupt": yes(supported=True, mechanism="host posts to L1 (posted "
-                                    "interrupt); L1 injects into the L2: TDG.VP.WR of VM-entry "
-                                    "interruption info (0x4016) or the L2 virtual-APIC IRR + "
-                                    "RVI; TDG.VP.ENTER"),
-            "eoi": yes(supported=True, mechanism="L2 EOI: WRMSR exit to L1 (restricted), lazy "
-                       "no_eoi_required or SVSM_APIC WRITE_REGISTER(EOI) (alternate), "
-                       "virtualized in the virtual-APIC page (secure-avic)"),
+                                    "interrupt; a running L2 exits only if the vector is "
+                                    "deliverable to L1); L1 injects into the L2 with one of "
+                                    "TDX's two mechanisms: the L2 VMCS VM-entry "
+                                    "interruption-information field (TDG.VP.WR 0x4016) or "
+                                    "virtual-interrupt delivery (L2 virtual-APIC IRR + RVI/SVI); "
+                                    "TDG.VP.ENTER. An L2 has no posted-interrupt processing and "
+                                    "its ICR write exits to L1 as WRMSR (32) on MSR 0x830"),
+            "eoi": yes(supported=True, mechanism="L2 EOI: WRMSR(0x80B) exit to L1 (restricted), "
+                       "virtualized in the virtual-APIC page (secure-avic = TDX virtual-"
+                       "interrupt delivery); alternate is a cocopart software protocol (lazy "
+                       "no_eoi_required or SVSM_APIC WRITE_REGISTER(EOI)) no TDX stack "
+                       "implements today"),
             "configure-interrupts": yes(supported=True, mechanism="L1 switches restricted <-> "
                                         "secure-avic; alternate is left through the APIC "
                                         "protocol hand-off (seed 001); direct is impossible"),
@@ -187,6 +210,12 @@ class TdxBackend(Backend):
                                 mechanism="TDG.MEM.PAGE.ACCEPT level 2 (L1 only)",
                                 reason=None if opts.module == "2.0" else
                                 "module 1.5 accepts 4K and 2M only (1G: OPERAND_INVALID)"),
+            "l2-shared-memory": yes(supported=opts.enable_shared_eptp,
+                                    mechanism="L2_CTLS.ENABLE_SHARED_EPTP: the L2 VMCS uses the "
+                                    "host's shared EPT (MapGPA to shared, then I/O buffers)",
+                                    reason=None if opts.enable_shared_eptp else
+                                    "enable_shared_eptp is off: an L2's shared EPTP points at "
+                                    "the TDCS zero page, so its convert to shared is refused"),
             "l2-tdvmcall-to-host": yes(supported=opts.enable_tdvmcall,
                                        mechanism="L2_CTLS.ENABLE_TDVMCALL",
                                        reason=None if opts.enable_tdvmcall else

@@ -16,7 +16,8 @@ from cocopart.trace import Cost, CostTable
 CVMX = "CVMX (Misono et al., SIGMETRICS'25)"
 SEAM_RT_NS = 1280.0  # cost-model.md §1: TD exit handled by the module alone, 1.28 us [M]
 TDVMCALL_RT_NS = 9050.0  # cost-model.md §1: direct TDCALL(TDG.VP.VMCALL) round trip 9.0-9.1 us
-ZERO_4K_NS = 1660.0  # cost-model.md §2: TDX acceptance ~1.66 us per 4K [D]
+ZERO_4K_NS = 1660.0
+NORMAL_EXIT_NS = 1800.0  # cost-model.md §1: normal-VM exit round trip on the Intel host [M]  # cost-model.md §2: TDX acceptance ~1.66 us per 4K [D]
 SEAM_SRC = f"[M proxy] {CVMX} Fig. 5b: TD exit handled by the TDX module alone, 1.28 us"
 
 
@@ -33,6 +34,9 @@ def interrupt_costs() -> dict[str, Cost]:
         "PI.NOTIFY": Cost(ns=300.0, source="[U] the host's notification IPI (an ICR write "
                           "in root mode); no public number"),
         "L2.EXIT": Cost(ns=0.0, source="accounting: the exit is the L2->L1 exit switch row"),
+        "L2.POSTED_INTERRUPT": Cost(ns=SEAM_RT_NS, source=SEAM_SRC + " (the L2's notification "
+                                    "exit handled by the module, which resumes the L2: "
+                                    "td_l2_interrupt.c)"),
         "APIC.ACCEPT": Cost(ns=100.0, source=_SRC_APIC + " (L1 latches the L2's IRR)"),
         "APIC.EOI": Cost(ns=100.0, source=_SRC_APIC + " (L1 EOI emulation)"),
         "APIC.EVALUATE": Cost(ns=150.0, source=_SRC_APIC + " (L1 picks the vector to inject)"),
@@ -70,11 +74,25 @@ def default_costs() -> CostTable:
                                  "without memory work. dstack PR #1220 measured ~8 us for the "
                                  "whole 4K accept fault (TDCALL + exit + AUG + retry) on "
                                  "Granite Rapids; this table's rows sum to ~13.8 us"),
-        "TDH.MEM.PAGE.DEMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "TDH.MEM.PAGE.DEMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy (one "
+                                    "try; the L1 SEPT page fill is included)"),
+        "TDH.MEM.PAGE.DEMOTE.L2_SEPT": Cost(ns=200.0, source="[U] DEMOTE filling one more SEPT "
+                                            "page (an aliased L2 VM's): 64 MOVDIR64B stores"),
+        "TDH.MEM.PAGE.PROMOTE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy (one "
+                                     "try: 512 entries checked and merged)"),
+        "TDH.MEM.RANGE.UNBLOCK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "IPI.KICK": Cost(ns=300.0, source="[U] the host's IPI to one vCPU for TDH.MEM.TRACK "
+                         "(KVM tdx_track); its TD exit and re-entry are the switch rows"),
         "TDH.MEM.SEPT.ADD": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.RANGE.BLOCK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.TRACK": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
         "TDH.MEM.PAGE.REMOVE": Cost(ns=SEAM_RT_NS, source="[U] SEAM round trip proxy"),
+        "KVM_EXIT_MEMORY_FAULT": Cost(ns=2 * NORMAL_EXIT_NS, source="[U] KVM returns from "
+                                      "KVM_RUN to the VMM and is re-entered; no public number: "
+                                      f"2x a normal-VM exit round trip ({CVMX} Fig. 5b 1.8 us)"),
+        "QEMU.CONVERT": Cost(ns=10_000.0, source="[U] QEMU kvm_convert_memory: "
+                             "KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) + discarding the shared page; "
+                             "no public number"),
         "QGS.GET_QUOTE": Cost(ns=2_750_000.0 - TDVMCALL_RT_NS,
                               source=f"[M] {CVMX} Table 3: TDX quote 2.75 ms, minus the "
                               "TDVMCALL round trip counted in the switch rows"),

@@ -8,10 +8,27 @@ Modelled behaviour (each one named rule):
   flips the host's view. It AUGs at ``min(requested level, host_mapping)``: ``"4K"`` =
   upstream KVM (private memory mapped at 4K only, cost-model.md §3), ``"2M"`` = a host that
   maps 2M pages.
-* **HOST_DEMOTES_LARGER_LEAF** — a TD exit for a page whose leaf is larger than the level the
-  guest asked for is answered with TDH.MEM.PAGE.DEMOTE by one level (tdx.md §3, §4.1).
-* **HOST_REFUSES_AUG_ON_SHARED** — the host does not AUG a GPA it currently treats as shared
-  (after MapGPA to shared); the guest's TDCALL then cannot complete.
+* **HOST_DEMOTE_PROTOCOL** — a TD exit for a page whose leaf is larger than the level the
+  guest asked for (tdx.md §3, §4.1), and a MapGPA that cuts through a leaf, make the host
+  split the leaf the way a running TD requires (MOD tdh_mem_page_demote.c): RANGE.BLOCK,
+  TRACK with the vCPU kicks, DEMOTE with one new L2 SEPT page per aliased L2 VM, re-issued
+  while it answers INTERRUPTED_RESTARTABLE (:mod:`cocopart_tdx.sept_resize`).
+* **HOST_TRACK_KICKS_VCPUS** — every TDH.MEM.TRACK (before a REMOVE, DEMOTE or PROMOTE) is
+  followed by an IPI to every other vCPU in guest mode, each a TD exit and TDH.VP.ENTER
+  (KVM ``tdx_track``).
+* **HOST_PROMOTES_UNIFORM_BLOCKS** — a 2M host merges a 2M block it maps at 4K back into one
+  2M leaf (RANGE.BLOCK, TRACK, PROMOTE) as soon as the TD's request that left all 512 pages
+  accepted with equal L2 attributes completes (our timing choice: a real host does it at
+  its next chance; the KVM huge-page series keeps a range the guest accepted at 4K at 4K).
+* **HOST_IMPLICIT_CONVERSION** (host option ``host_memory_fault = "convert"``, the default:
+  what the QEMU/KVM host does) — a private fault (an ACCEPT or ATTR.WR TD exit) on a GPA the
+  host treats as shared makes KVM exit to the VMM with KVM_EXIT_MEMORY_FAULT for that 4K page
+  (Linux arch/x86/kvm/mmu ``kvm_mmu_prepare_memory_fault_exit``: size PAGE_SIZE); QEMU
+  answers with an implicit conversion to private (accel/kvm/kvm-all.c ``kvm_convert_memory``
+  with the PRIVATE flag); KVM then AUGs and the TDCALL completes on its retry.
+* **HOST_REFUSES_AUG_ON_SHARED** (``host_memory_fault = "refuse"``, a named host behaviour
+  for comparisons, not the default) — the VMM does not convert: the GPA stays shared, the
+  host never AUGs it, and the guest's TDCALL cannot complete.
 * **HOST_NO_HUGE_PAGE_OVER_SHARED** — the host never AUGs a large page over a range that holds
   a shared 4K page; it maps the faulting page at 4K instead, as KVM keeps ranges with mixed
   private/shared attributes out of huge mappings (Linux arch/x86/kvm/mmu: hugepage attributes).
@@ -19,23 +36,23 @@ Modelled behaviour (each one named rule):
   keeps an alias of it (unconfirmed: tdx.md does not say how the module treats L2 aliases).
 * **MAP_GPA_CHUNK** — the host handles at most :attr:`TdxHost.map_gpa_chunk` bytes per MapGPA
   and answers RETRY with R11 = where to resume (tdx.md §4.3); ``None`` (default) = all.
-* A host access to a TD-private page never sees plaintext (TDX: the TD-owner bit makes host
-  reads return zeros; modelled as a refused access).
+* A host access to a TD-private page never sees plaintext: a host read of a TD-owned line
+  returns zeros without a fault (:mod:`cocopart_tdx.host_faults`, the one code path of
+  ``TdxMachine.access("host", ...)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cocopart.errors import EvidenceError
 from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_4K
+from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.ranges import RangeMap
 from cocopart_tdx import vmcall as vmc
+from cocopart_tdx.l1_tally import Tally
 from cocopart_tdx.measure import MrtdBuilder
 from cocopart_tdx.sept import (
-    ACCEPTED,
     AUG_FROM,
     BLOCK_TRANSITIONS,
     LEVEL_2M,
@@ -43,16 +60,24 @@ from cocopart_tdx.sept import (
     LEVEL_BYTES,
     LEVEL_NAMES,
     REMOVE_FROM,
+    UNBLOCK_TRANSITIONS,
     Sept,
     SeptEntry,
     SeptState,
 )
+from cocopart_tdx.sept_resize import aliased_vms, demote, promote
+from cocopart_tdx.status import TdxStatus, base, status_name
 from cocopart_tdx.tdcall import EEQ_L2_SEPT, TdExit, TdxModule
 
-if TYPE_CHECKING:
-    from cocopart_tdx.l1 import Tally
-
 HOST_MAPPINGS = {"4K": LEVEL_4K, "2M": LEVEL_2M}
+#: What the VMM does on KVM_EXIT_MEMORY_FAULT (a private fault on a GPA it treats as shared):
+#: "convert" = QEMU's implicit conversion (default), "refuse" = HOST_REFUSES_AUG_ON_SHARED.
+HOST_MEMORY_FAULTS = ("convert", "refuse")
+#: DEMOTE/PROMOTE re-issued at most this many times after INTERRUPTED_RESTARTABLE (our bound:
+#: the module gives none, which is why KVM wants ENHANCED_DEMOTE_INTERRUPTIBILITY).
+MAX_RESTARTS = 16
+#: The leaves HOST_PROMOTES_UNIFORM_BLOCKS merges: accepted 4K pages.
+MAPPED_4K = SeptEntry(SeptState.MAPPED, LEVEL_4K)
 #: Pages of the TD's initial image measured with TDH.MR.EXTEND (the L1 image page).
 L1_IMAGE_TAG = b"cocopart simulated L1 VMM image\0"
 #: TDVPS pages per vCPU: 6 + 3 per L2 VM (tdx.md §2.1, §6).
@@ -108,11 +133,18 @@ def build_td(sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], ima
 class TdxHost:
     """The untrusted host: answers TD exits and TDVMCALLs."""
 
-    def __init__(self, module: TdxModule, mapping: str = "4K") -> None:
+    def __init__(self, module: TdxModule, mapping: str = "4K", memory_fault: str = "convert"
+                 ) -> None:
+        #: Whether the host gives DEMOTE an L2 SEPT page for each aliased L2 VM (a host that
+        #: does not cannot split an aliased leaf: L2_SEPT_PAGE_NOT_PROVIDED).
+        self.l2_sept_pages = True
         if mapping not in HOST_MAPPINGS:
             raise ValueError(f"host_mapping must be one of {', '.join(HOST_MAPPINGS)}")
+        if memory_fault not in HOST_MEMORY_FAULTS:
+            raise ValueError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}")
         self.module = module
         self.mapping = mapping
+        self.memory_fault = memory_fault
         self.mapping_level = HOST_MAPPINGS[mapping]
         self.shared: RangeMap[bool] = RangeMap(module.sept.size, False)
         self.map_gpa_chunk: int | None = None
@@ -132,7 +164,9 @@ class TdxHost:
             self.module.l2_sept_missing.discard((exit.vm, gpa >> 21))
             tally.record("host", "TDH.MEM.SEPT.ADD", f"L2 VM {exit.vm}")
             return True
-        if gpa >= self.sept.size or self.shared.get(gpa):
+        if gpa >= self.sept.size:
+            return False
+        if self.shared.get(gpa) and not self.implicit_conversion(gpa, tally):
             return False
         e = self.sept.entry(gpa)
         if e.state in AUG_FROM:
@@ -148,27 +182,147 @@ class TdxHost:
             self.sept.set_entries(start, start + size, SeptEntry(SeptState.PENDING, aug))
             tally.record("host", "TDH.MEM.PAGE.AUG", LEVEL_NAMES[aug])
             return True
-        if e.level > level and (e.state in ACCEPTED or e.state is SeptState.PENDING):
-            size = LEVEL_BYTES[e.level]
-            start = gpa - gpa % size
-            self.sept.set_entries(start, start + size, SeptEntry(e.state, e.level - 1))
-            tally.record("host", "TDH.MEM.PAGE.DEMOTE", LEVEL_NAMES[e.level])
-            return True
+        if e.level > level:  # the guest asked for a smaller page: split the leaf
+            return self.demote_leaf(gpa, tally, faulting=True)
         return False
 
-    # -- SEAMCALL transitions (tdx.md §4.2) -------------------------------------------------
-    def split_leaves(self, start: int, end: int, tally: Tally) -> None:
-        """TDH.MEM.PAGE.DEMOTE leaves that straddle ``start`` or ``end`` until they do not, so
-        that the host acts on exactly ``[start, end)``."""
+    def implicit_conversion(self, gpa: int, tally: Tally) -> bool:
+        """A private fault on a GPA the host treats as shared: KVM_EXIT_MEMORY_FAULT for the
+        4K page, and the VMM converts it to private (HOST_IMPLICIT_CONVERSION) — or, with
+        ``memory_fault = "refuse"``, leaves it shared (HOST_REFUSES_AUG_ON_SHARED)."""
+        tally.record("host", "KVM_EXIT_MEMORY_FAULT", "4K", "convert"
+                     if self.memory_fault == "convert" else "refused")
+        if self.memory_fault != "convert":
+            return False
+        page = gpa - gpa % PAGE_4K
+        tally.record("host", "QEMU.CONVERT", "to private")
+        self.shared.set(page, page + PAGE_4K, False)
+        return True
+
+    # -- splitting and merging leaves of the running TD (cocopart_tdx.sept_resize) ----------
+    def track(self, tally: Tally, *, faulting: bool) -> None:
+        """TDH.MEM.TRACK and the kicks that let it complete (HOST_TRACK_KICKS_VCPUS): every
+        vCPU in the TD is sent an IPI so it exits and re-enters in the new TLB epoch (KVM
+        ``tdx_track``: KVM_REQ_OUTSIDE_GUEST_MODE to all vCPUs). In guest mode are the vCPUs
+        running an L2 VM and — unless it is the vCPU whose TD exit the host is serving
+        (``faulting``) — vCPU 0, where L1 works for the model's requests; idle L1 vCPUs halt
+        in the host. The kicked exits are counted as L1's TD exits."""
+        tally.record("host", "TDH.MEM.TRACK")
+        kicks = self.module.l2_running - (1 if self.module.running_vm(0) else 0) \
+            + (0 if faulting else 1)
+        if kicks > 0:
+            tally.record("host", "IPI.KICK", "vCPU", count=kicks)
+            tally.switch("l1", "host", "TD exit", kicks)
+            tally.switch("host", "l1", "TDH.VP.ENTER", kicks)
+
+    def demote_leaf(self, gpa: int, tally: Tally, *, faulting: bool) -> bool:
+        """Split the leaf covering ``gpa`` one level down, KVM's way for a running TD
+        (HOST_DEMOTE_PROTOCOL): TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK with the vCPU kicks, then
+        TDH.MEM.PAGE.DEMOTE with one new L2 SEPT page per L2 VM that aliases the range,
+        re-issued while it answers TDX_INTERRUPTED_RESTARTABLE (at most
+        :data:`MAX_RESTARTS` times). On failure the leaf is unblocked again and False is
+        returned (the guest's TDCALL then cannot complete)."""
+        e = self.sept.entry(gpa)
+        level, size = e.level, LEVEL_BYTES[e.level]
+        start = gpa - gpa % size
+        blocked = BLOCK_TRANSITIONS.get(e.state)
+        if level == LEVEL_4K or (blocked is None and e.state not in UNBLOCK_TRANSITIONS):
+            return False
+        if blocked is not None:
+            self.sept.set_entries(start, start + size, SeptEntry(blocked, level))
+            tally.record("host", "TDH.MEM.RANGE.BLOCK", LEVEL_NAMES[level])
+        self.track(tally, faulting=faulting)
+        pages = aliased_vms(self.sept, start, start + size) if self.l2_sept_pages else ()
+        status = self._restarted("TDH.MEM.PAGE.DEMOTE", level, tally, lambda interrupted: demote(
+            self.sept, start, level, tracked=True, l2_pages=pages, interrupted=interrupted))
+        if status:
+            if blocked is not None:
+                self.sept.set_entries(start, start + size, SeptEntry(e.state, level))
+                tally.record("host", "TDH.MEM.RANGE.UNBLOCK", LEVEL_NAMES[level])
+            return False
+        if pages:
+            tally.record("host", "TDH.MEM.PAGE.DEMOTE.L2_SEPT", LEVEL_NAMES[level],
+                         count=len(pages))
+        return True
+
+    def _restarted(self, mnemonic: str, level: int, tally: Tally,
+                   call: Callable[[bool], int]) -> int:
+        """Issue a DEMOTE/PROMOTE until it is not INTERRUPTED_RESTARTABLE (or the bound)."""
+        status = int(TdxStatus.INTERRUPTED_RESTARTABLE)
+        for _ in range(MAX_RESTARTS + 1):
+            status = call(self.module.host_interrupted())
+            tally.record("host", mnemonic, LEVEL_NAMES[level],
+                         "ok" if status == 0 else status_name(status))
+            if base(status) != TdxStatus.INTERRUPTED_RESTARTABLE:
+                break
+        return status
+
+    def promote_block(self, start: int, tally: Tally) -> bool:
+        """Merge the 512 4K leaves of the 2M block at ``start`` back into one 2M leaf
+        (HOST_PROMOTES_UNIFORM_BLOCKS): TDH.MEM.RANGE.BLOCK of the non-leaf entry,
+        TDH.MEM.TRACK with the kicks, TDH.MEM.PAGE.PROMOTE (restarted while interrupted)."""
+        tally.record("host", "TDH.MEM.RANGE.BLOCK", LEVEL_NAMES[LEVEL_2M])
+        self.track(tally, faulting=False)
+        status = self._restarted("TDH.MEM.PAGE.PROMOTE", LEVEL_2M, tally, lambda interrupted:
+                                 promote(self.sept, start, LEVEL_2M, blocked=True, tracked=True,
+                                         interrupted=interrupted))
+        if status:
+            tally.record("host", "TDH.MEM.RANGE.UNBLOCK", LEVEL_NAMES[LEVEL_2M])
+        return status == 0
+
+    def promote_blocks(self, start: int, end: int, tally: Tally) -> int:
+        """HOST_PROMOTES_UNIFORM_BLOCKS: a 2M host promotes every 2M block overlapping
+        ``[start, end)`` whose 512 leaves are accepted 4K pages with equal L2 aliases and that
+        it treats as private; a 4K host never does. Blocks in one run of equal state behave
+        alike: the first is promoted through the checked sequence, the rest get its result
+        and its primitives counted again. Returns the number of blocks promoted."""
+        if self.mapping_level < LEVEL_2M:
+            return 0
+        lo = start - start % PAGE_2M
+        hi = min(self.sept.size, -(-end // PAGE_2M) * PAGE_2M)
+        if all(v != MAPPED_4K for _s, _e, v in self.sept.l1.runs(lo, hi)):
+            return 0  # nothing mapped at 4K here (the common case on a 2M host)
+        done = 0
+        for s, e in self._uniform_runs(lo, hi):
+            first, last = -(-s // PAGE_2M) * PAGE_2M, e - e % PAGE_2M
+            if first >= last or self.sept.entry(first) != MAPPED_4K:
+                continue
+            sub = Tally()
+            if not self.promote_block(first, sub):
+                tally.add(sub)
+                continue
+            n = (last - first) // PAGE_2M
+            if self.module.host_interrupts == 0:  # the others behave as the first did
+                if n > 1:
+                    self.sept.set_entries(first + PAGE_2M, last, SeptEntry(SeptState.MAPPED,
+                                                                           LEVEL_2M))
+                tally.add(sub, n)
+            else:  # interrupts pending: one block at a time
+                n = 1 + sum(self.promote_block(b, sub)
+                            for b in range(first + PAGE_2M, last, PAGE_2M))
+                tally.add(sub)
+            done += n
+        return done
+
+    def _uniform_runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Pieces of ``[lo, hi)`` of one state each (L1 SEPT, L2 aliases, the host's shared
+        view) that the host treats as private."""
+        return [(s, e) for s, e in self.sept.segments(lo, hi, self.shared)
+                if not self.shared.get(s)]
+
+    def split_leaves(self, start: int, end: int, tally: Tally) -> bool:
+        """Demote leaves that straddle ``start`` or ``end`` until they do not, so that the
+        host acts on exactly ``[start, end)`` (each split is :meth:`demote_leaf`). False when
+        a leaf could not be split."""
         for b in (start, end):
             while 0 <= b < self.sept.size:
                 e = self.sept.entry(b)
                 size = LEVEL_BYTES[e.level]
                 if e.level == LEVEL_4K or b % size == 0 or e.state in AUG_FROM:
                     break
-                lo = b - b % size
-                self.sept.set_entries(lo, lo + size, SeptEntry(e.state, e.level - 1))
-                tally.record("host", "TDH.MEM.PAGE.DEMOTE", LEVEL_NAMES[e.level])
+                if not self.demote_leaf(b, tally, faulting=True):
+                    return False
+        return True
 
     def block(self, start: int, end: int, tally: Tally) -> int:
         """TDH.MEM.RANGE.BLOCK on every leaf of ``[start, end)`` that can be blocked."""
@@ -199,13 +353,16 @@ class TdxHost:
         tally.record("host", "TDH.MEM.PAGE.REMOVE", count=n)
         return n
 
-    def remove_private(self, start: int, end: int, tally: Tally) -> None:
-        """Take private pages out of the TD: BLOCK, TRACK, REMOVE (the KVM sequence)."""
-        self.split_leaves(start, end, tally)
+    def remove_private(self, start: int, end: int, tally: Tally) -> bool:
+        """Take private pages out of the TD: BLOCK, TRACK (with the kicks), REMOVE (the KVM
+        sequence); False when a straddling leaf could not be split first."""
+        if not self.split_leaves(start, end, tally):
+            return False
         blocked = self.block(start, end, tally)
         if blocked:
-            tally.record("host", "TDH.MEM.TRACK")
+            self.track(tally, faulting=True)
         self.remove(start, end, tally)
+        return True
 
     # -- TDVMCALLs ---------------------------------------------------------------------------
     def on_tdvmcall(self, regs: dict[str, int], tally: Tally) -> dict[str, int]:
@@ -234,8 +391,8 @@ class TdxHost:
         end = start + size
         if self.map_gpa_chunk is not None:
             end = min(end, start + self.map_gpa_chunk)
-        if to_shared:
-            self.remove_private(start, end, tally)
+        if to_shared and not self.remove_private(start, end, tally):
+            return vmc.TdvmcallStatus.RETRY, gpa  # no progress: the guest retries or gives up
         self.shared.set(start, end, to_shared)
         if end < start + size:
             return vmc.TdvmcallStatus.RETRY, end | (sbit if to_shared else 0)

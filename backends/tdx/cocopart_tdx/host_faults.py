@@ -18,7 +18,9 @@ touched them (:class:`LineState`); each rule below is a named constant with its 
   and then even a host read machine-checks (:data:`RULE_TDX_HOST_POISON_CONSUMPTION`);
 * :data:`RULE_TDX_KEXEC` — kexec: refused on erratum platforms, otherwise it just works.
 
-Entry points: :func:`host_write`, :func:`host_read`, :func:`td_read`, :func:`kexec_allowed`.
+Entry points: :func:`host_write`, :func:`host_read`, :func:`td_read`, :func:`kexec_allowed`;
+:func:`host_access` is what ``TdxMachine.access("host", ...)`` does — the same code path, so a
+host read of a TD-owned line returns zeros without a fault wherever it is asked (issue 14).
 """
 
 from __future__ import annotations
@@ -216,6 +218,20 @@ def host_read(m: TdxMachine, gpa: int, size: int = 64, *,
     out.steps.append(FaultStep(actor=who, action=f"read {gpa:#x} (TD-owned lines)",
                                result="all zeros, no fault"))
     return out.model_copy(update={"data": bytes(size)})
+
+
+def host_access(m: TdxMachine, gpa: int, access: Access) -> AccessOutcome:
+    """The host touching ``gpa`` (``TdxMachine.access("host", ...)``): a write is
+    :func:`host_write` (it completes, :data:`RULE_TDX_HOST_WRITE_UNCHECKED`), anything else
+    a 64-byte :func:`host_read` (zeros from TD-owned lines, no fault,
+    :data:`RULE_TDX_HOST_READ_RETURNS_ZEROS`; a poisoned line machine-checks the host)."""
+    if access & Access.WRITE:
+        return AccessOutcome(ok=host_write(m, gpa).completed)
+    r = host_read(m, gpa)
+    if r.machine_check:
+        return AccessOutcome(ok=False, fault=f"{MACHINE_CHECK} (poison consumed by the host)",
+                             handled_by=HOST)
+    return AccessOutcome(ok=True)
 
 
 def td_read(m: TdxMachine, layer: str, gpa: int) -> tuple[AccessOutcome, list[FaultStep]]:

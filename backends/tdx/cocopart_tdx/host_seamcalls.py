@@ -1,7 +1,9 @@
 """The host's SEPT SEAMCALLs on one entry, with the TDX module's status codes: TDH.MEM.PAGE.AUG,
-TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK, TDH.MEM.RANGE.UNBLOCK and TDH.MEM.PAGE.REMOVE, and the SEPT
-transitions they cause (tdx.md §4.2, MOD sept_state_lookup; checks as in MOD 1.5
-``src/vmm_dispatcher/api_calls/tdh_mem_{page_aug,range_block,page_remove}.c``).
+TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK, TDH.MEM.RANGE.UNBLOCK, TDH.MEM.PAGE.REMOVE,
+TDH.MEM.PAGE.DEMOTE and TDH.MEM.PAGE.PROMOTE, and the SEPT transitions they cause (tdx.md
+§4.2, MOD sept_state_lookup; checks as in MOD 1.5
+``src/vmm_dispatcher/api_calls/tdh_mem_{page_aug,range_block,page_remove,page_demote,
+page_promote}.c``; DEMOTE and PROMOTE are :mod:`cocopart_tdx.sept_resize`).
 
 :mod:`cocopart_tdx.host` drives the same transitions over ranges (AUG on demand, the
 BLOCK/TRACK/REMOVE sequence of a conversion) without reporting refusals; this module is the
@@ -17,11 +19,15 @@ PAGE.AUG (6)           FREE 0, REMOVED 5                           PENDING 2
 RANGE.BLOCK (7)        MAPPED 4 / PENDING 2                        BLOCKED 1 / PENDING_BLOCKED 3
 RANGE.UNBLOCK (39)     BLOCKED 1 / PENDING_BLOCKED 3               MAPPED 4 / PENDING 2
 PAGE.REMOVE (29)       BLOCKED 1, PENDING_BLOCKED 3 (tracked)      FREE 0
+PAGE.DEMOTE (15)       2M BLOCKED 1 / PENDING_BLOCKED 3 (tracked)  512 x 4K MAPPED / PENDING
+RANGE.BLOCK (7), 2M    NL_MAPPED 132 (a split 2M entry)            NL_BLOCKED 129
+PAGE.PROMOTE (23)      NL_BLOCKED 129 (tracked, equal children)    2M MAPPED 4 / PENDING 2
 =====================  ==========================================  =========================
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -34,6 +40,8 @@ from cocopart_tdx.host import TdxHost
 from cocopart_tdx.sept import (
     AUG_FROM,
     BLOCK_TRANSITIONS,
+    LEVEL_2M,
+    LEVEL_4K,
     LEVEL_BYTES,
     LEVEL_NAMES,
     REMOVE_FROM,
@@ -41,25 +49,27 @@ from cocopart_tdx.sept import (
     SeptEntry,
     SeptState,
 )
+from cocopart_tdx.sept_resize import DEMOTE_LEAF, PROMOTE_LEAF, aliased_vms, demote, promote
 
 HOST = "host"
 
 
 class Leaf(IntEnum):
-    """SEAMCALL leaf numbers (LX arch/x86/virt/vmx/tdx/tdx.h)."""
+    """SEAMCALL leaf numbers (LX arch/x86/virt/vmx/tdx/tdx.h; MOD tdx_api_defs.h)."""
 
     TDH_MEM_PAGE_AUG = 6
     TDH_MEM_RANGE_BLOCK = 7
+    TDH_MEM_PAGE_DEMOTE = DEMOTE_LEAF
+    TDH_MEM_PAGE_PROMOTE = PROMOTE_LEAF
     TDH_MEM_PAGE_REMOVE = 29
     TDH_MEM_TRACK = 38
     TDH_MEM_RANGE_UNBLOCK = 39
 
 
-#: Statuses the SEPT SEAMCALLs return that status.py does not list (MOD
-#: tdx_error_codes_defs.h; LX kvm tdx_errno.h).
-GPA_RANGE_NOT_BLOCKED = 0xC0000B0600000000
-GPA_RANGE_ALREADY_BLOCKED = 0x00000B0700000000  # bit 63 clear: a warning
-TLB_TRACKING_NOT_DONE = 0xC0000B0800000000
+#: Statuses of the SEPT SEAMCALLs (MOD tdx_error_codes_defs.h; LX kvm tdx_errno.h).
+GPA_RANGE_NOT_BLOCKED = int(st.TdxStatus.GPA_RANGE_NOT_BLOCKED)
+GPA_RANGE_ALREADY_BLOCKED = int(st.TdxStatus.GPA_RANGE_ALREADY_BLOCKED)  # a warning
+TLB_TRACKING_NOT_DONE = int(st.TdxStatus.TLB_TRACKING_NOT_DONE)
 
 #: A SEAMCALL whose state check fails returns TDX_EPT_ENTRY_STATE_INCORRECT (operand RCX)
 #: (MOD tdh_mem_page_aug.c / tdh_mem_page_remove.c: "not allowed in current SEPT entry state").
@@ -103,13 +113,7 @@ class SeamcallResult(BaseModel):
         return not st.is_error(self.status)
 
 
-_EXTRA_NAMES = {GPA_RANGE_NOT_BLOCKED >> 32: "GPA_RANGE_NOT_BLOCKED",
-                GPA_RANGE_ALREADY_BLOCKED >> 32: "GPA_RANGE_ALREADY_BLOCKED",
-                TLB_TRACKING_NOT_DONE >> 32: "TLB_TRACKING_NOT_DONE"}
-
-
-def status_name(status: int) -> str:
-    return _EXTRA_NAMES.get(status >> 32) or st.status_name(status)
+status_name = st.status_name
 
 
 @dataclass
@@ -120,9 +124,12 @@ class SeptSeamcalls:
     host: TdxHost
     trace: Trace
     untracked: RangeMap[bool] = field(init=False)
+    #: 2M non-leaf entries (split blocks) the host has RANGE.BLOCKed, for PROMOTE.
+    nl_blocked: RangeMap[bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.untracked = RangeMap(self.host.sept.size, False)
+        self.nl_blocked = RangeMap(self.host.sept.size, False)
 
     def _result(self, leaf: Leaf, gpa: int, level: int, status: int, before: SeptState,
                 after: SeptState) -> SeamcallResult:
@@ -156,8 +163,28 @@ class SeptSeamcalls:
         return self._result(Leaf.TDH_MEM_PAGE_AUG, gpa, level, st.TdxStatus.SUCCESS, e.state,
                             SeptState.PENDING)
 
+    def _nl(self, gpa: int, level: int) -> tuple[int, int] | None:
+        """The range of a non-leaf entry at ``level`` (a split 2M block), if that is what a
+        walk to ``level`` finds."""
+        size = LEVEL_BYTES[level]
+        start = gpa - gpa % size
+        if level == LEVEL_4K or start + size > self.host.sept.size \
+                or self.host.sept.entry(start).level >= level:
+            return None
+        return start, start + size
+
     def range_block(self, gpa: int, level: int = 0) -> SeamcallResult:
-        """TDH.MEM.RANGE.BLOCK: MAPPED -> BLOCKED, PENDING -> PENDING_BLOCKED."""
+        """TDH.MEM.RANGE.BLOCK: MAPPED -> BLOCKED, PENDING -> PENDING_BLOCKED; a split 2M
+        entry NL_MAPPED -> NL_BLOCKED (before PROMOTE)."""
+        nl = self._nl(gpa, level)
+        if nl is not None:
+            was = self.nl_blocked.uniform(*nl) is True
+            status = GPA_RANGE_ALREADY_BLOCKED if was else st.TdxStatus.SUCCESS
+            self.nl_blocked.set(*nl, True)
+            self.untracked.set(*nl, True)
+            return self._result(Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, status,
+                                SeptState.NL_BLOCKED if was else SeptState.NL_MAPPED,
+                                SeptState.NL_BLOCKED)
         found = self._entry(gpa, level)
         if found is None:
             e = self.host.sept.entry(gpa)
@@ -181,7 +208,17 @@ class SeptSeamcalls:
         return self._result(Leaf.TDH_MEM_TRACK, 0, 0, st.TdxStatus.SUCCESS, free, free)
 
     def range_unblock(self, gpa: int, level: int = 0) -> SeamcallResult:
-        """TDH.MEM.RANGE.UNBLOCK: BLOCKED -> MAPPED, PENDING_BLOCKED -> PENDING."""
+        """TDH.MEM.RANGE.UNBLOCK: BLOCKED -> MAPPED, PENDING_BLOCKED -> PENDING (and a
+        blocked split 2M entry back to NL_MAPPED)."""
+        nl = self._nl(gpa, level)
+        if nl is not None:
+            if self.nl_blocked.uniform(*nl) is not True:
+                return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level,
+                                    GPA_RANGE_NOT_BLOCKED, SeptState.NL_MAPPED,
+                                    SeptState.NL_MAPPED)
+            self.nl_blocked.set(*nl, False)
+            return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, st.TdxStatus.SUCCESS,
+                                SeptState.NL_BLOCKED, SeptState.NL_MAPPED)
         found = self._entry(gpa, level)
         if found is None:
             e = self.host.sept.entry(gpa)
@@ -220,3 +257,36 @@ class SeptSeamcalls:
         self.host.module.memory.zero(start, end - start)
         return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, st.TdxStatus.SUCCESS, e.state,
                             SeptState.FREE)
+
+    def page_demote(self, gpa: int, level: int = LEVEL_2M,
+                    l2_pages: Collection[int] | None = None) -> SeamcallResult:
+        """TDH.MEM.PAGE.DEMOTE (:func:`cocopart_tdx.sept_resize.demote`): ``l2_pages`` are
+        the L2 VMs the host hands a new SEPT page (default: every VM aliasing the range)."""
+        size = LEVEL_BYTES.get(level, 0)
+        start = gpa - gpa % size if size else gpa
+        end = min(start + size, self.host.sept.size)
+        before = self.host.sept.entry(gpa).state
+        if l2_pages is None:
+            l2_pages = aliased_vms(self.host.sept, start, end)
+        tracked = not any(v for _s, _e, v in self.untracked.runs(start, end))
+        status = demote(self.host.sept, gpa, level, tracked=tracked, l2_pages=l2_pages,
+                        interrupted=self.host.module.host_interrupted())
+        if status == st.TdxStatus.SUCCESS:
+            self.untracked.set(start, end, False)
+        return self._result(Leaf.TDH_MEM_PAGE_DEMOTE, gpa, level, status, before,
+                            self.host.sept.entry(gpa).state)
+
+    def page_promote(self, gpa: int, level: int = LEVEL_2M) -> SeamcallResult:
+        """TDH.MEM.PAGE.PROMOTE (:func:`cocopart_tdx.sept_resize.promote`) of a split block the
+        host blocked (:meth:`range_block` at 2M) and tracked."""
+        nl = self._nl(gpa, level)
+        blocked = nl is not None and self.nl_blocked.uniform(*nl) is True
+        tracked = nl is None or not any(v for _s, _e, v in self.untracked.runs(*nl))
+        before = SeptState.NL_BLOCKED if blocked else (
+            SeptState.NL_MAPPED if nl is not None else self.host.sept.entry(gpa).state)
+        status = promote(self.host.sept, gpa, level, blocked=blocked, tracked=tracked,
+                         interrupted=self.host.module.host_interrupted())
+        if status == st.TdxStatus.SUCCESS and nl is not None:
+            self.nl_blocked.set(*nl, False)
+        after = self.host.sept.entry(gpa).state if status == st.TdxStatus.SUCCESS else before
+        return self._result(Leaf.TDH_MEM_PAGE_PROMOTE, gpa, level, status, before, after)

@@ -1,30 +1,41 @@
 """Interrupt delivery on TDX partitioning: the host reaches only L1, L1 injects into its L2s.
 
-The vendor-neutral modes map onto TDX like this (tdx.md §5, §2.3, §2.4):
+TDX gives L1 exactly two ways into an L2 (tdx.md §5; MOD 1.5 td_l2_vmcs_fields_lookup.c):
+the L2 VMCS VM-entry interruption-information field (TDG.VP.WR 0x4016) and virtual-interrupt
+delivery (the L2's virtual-APIC page, RVI/SVI in L2_ENTER_GUEST_STATE). An L2 has no
+posted-interrupt processing (its PI descriptor is read-only to L1) and no IPI virtualization:
+its ICR write exits to L1 as WRMSR (:data:`RULE_L2_ICR_WRITE_EXITS_AS_WRMSR`). The
+vendor-neutral modes map onto those mechanisms like this (world switches per host interrupt):
 
 =========== ========= ===========================================================================
-mode        supported how one host interrupt for an L2 vCPU travels (world switches)
+mode        supported how one host interrupt for an L2 vCPU travels
 =========== ========= ===========================================================================
 direct      no        the host can never inject into an L2: it only posts to L1 (tdx.md §5)
-restricted  yes       host posts to L1's posted-interrupt descriptor + notification -> the running
-                      L2 exits to L1 (L2_EXIT_PENDING_INTERRUPT, reason 1) -> L1 latches the
-                      vector in the L2's APIC it emulates (x2APIC MSRs intercepted) -> TDG.VP.WR
-                      of VM-entry interruption information (0x4016: bit 31 valid, type 0, vector)
-                      -> TDG.VP.ENTER. EOI: WRMSR(0x80B) exit (reason 32) -> L1 -> TDG.VP.ENTER.
-alternate   yes       the same path, with the SVSM APIC protocol (protocol 3, registration count)
-                      served by L1: EOI lazily through the calling area's no_eoi_required byte
-                      or SVSM_APIC WRITE_REGISTER(EOI) (a TDCALL exit, reason 77).
-secure-avic yes       L2 virtual-interrupt delivery: L1 sets the vector in the L2 virtual-APIC
-                      page IRR and RVI in L2_ENTER_GUEST_STATE.INTERRUPT_STATUS -> TDG.VP.ENTER;
-                      the CPU delivers by priority; EOI virtualized (no exit).
+restricted  yes       host posts to L1's posted-interrupt descriptor + notification; the running L2
+                      exits to L1 (L2_EXIT_PENDING_INTERRUPT, reason 1) only if the vector is
+                      deliverable to L1 (:data:`RULE_POSTED_EXIT_ONLY_IF_DELIVERABLE`), else it
+                      stays in L1's vIRR and the L2 resumes; L1 latches the vector in the L2's APIC
+                      it emulates (x2APIC MSRs intercepted) -> TDG.VP.WR of VM-entry interruption
+                      information (0x4016: bit 31 valid, type 0, vector) -> TDG.VP.ENTER. EOI:
+                      WRMSR(0x80B) exit (reason 32) -> L1 -> TDG.VP.ENTER.
+alternate   yes       a cocopart software protocol, not a TDX mechanism: L1 serves the SVSM APIC
+                      protocol (protocol 3, registration count) to its L2s — no TDX stack (OpenHCL,
+                      the TD-partitioning SVSM, COCONUT's TDP platform) implements that today;
+                      delivery is the restricted path; EOI lazily through the calling area's
+                      no_eoi_required byte or SVSM_APIC WRITE_REGISTER(EOI) (a TDCALL exit, 77).
+secure-avic yes       on TDX: L2 virtual-interrupt delivery. L1 sets the vector in the L2
+                      virtual-APIC page IRR and RVI in L2_ENTER_GUEST_STATE.INTERRUPT_STATUS ->
+                      TDG.VP.ENTER; the CPU delivers by priority; EOI virtualized (no exit).
 =========== ========= ===========================================================================
 
 Host interrupts for L1 itself are posted to L1 and delivered by the module's virtualization
-of L1's APIC (no exit while L1 runs; an L2 running there exits to L1 first). TDG.VP.ENTER
-answers TDX_PENDING_INTERRUPT when L1 has a deliverable interrupt of its own; L1 takes it and
-enters again (:attr:`TdxInterrupts.during_entry` lets a test post interrupts right after L1
-committed to an entry). L1's own interrupt handler runs to completion (delivered and its EOI
-virtualized) before L1 enters an L2 again (:data:`RULE_L1_HANDLER_RUNS_TO_COMPLETION`).
+of L1's APIC (no exit while L1 runs; an L2 running there exits to L1 first, if the vector is
+deliverable). TDG.VP.ENTER answers TDX_PENDING_INTERRUPT when L1 has a deliverable interrupt
+of its own (RVI[7:4] > PPR[7:4]); L1 takes it and enters again
+(:attr:`TdxInterrupts.during_entry` lets a test post interrupts right after L1 committed to
+an entry). L1's own interrupt handler runs to completion (delivered and its EOI virtualized)
+before L1 enters an L2 again (:data:`RULE_L1_HANDLER_RUNS_TO_COMPLETION`); it handles every
+vector waiting in its vIRR.
 
 Mode changes: :data:`RULE_NO_DIRECT`, :data:`RULE_ALTERNATE_NOT_REENTERED`,
 :data:`RULE_L1_MOVES_STATE`.
@@ -42,6 +53,7 @@ from cocopart.interrupts import (
     EoiRecord,
     InterruptDelivery,
     MemoryFlag,
+    fixed_ipi_icr,
     present,
     settle_lazy,
 )
@@ -63,7 +75,7 @@ from cocopart_tdx.vp_enter import ENTER_GUEST_STATE_SIZE, EnterGuestState, L2Exi
 if TYPE_CHECKING:
     from cocopart_tdx.machine import TdxMachine
 
-L1, HOST = "l1", "host"
+L1, HOST, MODULE = "l1", "host", "firmware"
 VENDOR = "intel"
 DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
 ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
@@ -79,11 +91,15 @@ ENTRY_TYPE_EXTERNAL = 0
 VAPIC_ISR, VAPIC_IRR, VAPIC_STRIDE = 0x100, 0x200, 0x10
 
 MECHANISM: dict[InterruptMode, str] = {
-    RESTRICTED: "posted to L1, L1 injects through the L2 VMCS (TDG.VP.WR 0x4016)",
-    ALTERNATE: "posted to L1, L1 emulates the L2 APIC (APIC protocol) and injects through "
-               "the L2 VMCS (TDG.VP.WR 0x4016)",
-    SECURE_AVIC: "posted to L1, L1 sets the L2 virtual-APIC IRR and RVI; virtual-interrupt "
-                 "delivery",
+    RESTRICTED: "posted to L1 (an L2 running there exits only if the vector is deliverable to "
+                "L1); L1 injects through the L2 VMCS VM-entry interruption-information field "
+                "(TDG.VP.WR 0x4016); the L2 has no posted-interrupt processing",
+    ALTERNATE: "a cocopart software protocol, not a TDX mechanism (no TDX stack implements "
+               "it today): L1 serves the SVSM APIC protocol to its L2s and injects through the "
+               "L2 VMCS VM-entry interruption-information field (TDG.VP.WR 0x4016)",
+    SECURE_AVIC: "TDX virtual-interrupt delivery into the L2: L1 sets the L2 virtual-APIC page "
+                 "IRR and RVI/SVI (L2_ENTER_GUEST_STATE), the CPU delivers, EOI virtualized; "
+                 "no posted-interrupt processing for the L2",
 }
 L1_MECHANISM = "posted interrupt to L1 (the TDX module virtualizes L1's APIC)"
 
@@ -111,6 +127,28 @@ RULE_VID_ENABLED = "the L2 VMCS has virtual-interrupt delivery enabled"
 #: An L2's ICR write to another vCPU: L1 sets the target's IRR in its own memory, then sends
 #: L1's IPI (#VE -> TDG.VP.VMCALL<WRMSR>, a TD exit) so the host posts to the target L1 vCPU.
 RULE_IPI_THROUGH_HOST = "an IPI to another vCPU goes L1 -> host -> the target's L1"
+#: TDX 1.5 gives L2s no IPI virtualization: bit 4 of the L2 tertiary processor-based controls
+#: is outside L1's write mask (0xE, MOD td_l2_vmcs_fields_lookup.c), so an L2's x2APIC ICR
+#: write (WRMSR 0x830) is an L2 -> L1 exit with basic reason WRMSR (32), in every mode —
+#: never APIC_WRITE (56).
+RULE_L2_ICR_WRITE_EXITS_AS_WRMSR = "an L2's ICR write exits to L1 as WRMSR (32) on MSR 0x830"
+#: A host interrupt posted to L1 while an L2 runs: the module merges the PIR into L1's vIRR,
+#: raises L1's RVI to the highest posted vector (vectors below 31 ignored) and forces the L2
+#: out (L2_EXIT_PENDING_INTERRUPT) only if RVI[7:4] > L1's PPR[7:4]; otherwise the L2 resumes
+#: and the vector waits in L1's vIRR (MOD 1.5 td_l2_interrupt.c handle_l2_posted_interrupt).
+RULE_POSTED_EXIT_ONLY_IF_DELIVERABLE = "a post to L1 forces the L2 out only if deliverable"
+X2APIC_ICR_MSR = 0x830
+#: The module ignores posted vector bits 30:0 when it computes L1's RVI (td_l2_interrupt.c).
+RVI_MIN_POSTED_VECTOR = 31
+
+
+def l2_posted_interrupt_exits(rvi: int, vector: int, ppr: int) -> tuple[int, bool]:
+    """MOD td_l2_interrupt.c ``handle_l2_posted_interrupt``: L1's new RVI after ``vector`` is
+    posted while an L2 runs, and whether the L2 must exit to L1
+    (:data:`RULE_POSTED_EXIT_ONLY_IF_DELIVERABLE`)."""
+    posted = vector if vector >= RVI_MIN_POSTED_VECTOR else 0
+    rvi = max(rvi, posted)
+    return rvi, (rvi & 0xF0) > (ppr & 0xF0)
 
 
 def capability_answers() -> dict[str, CapabilityAnswer]:
@@ -144,7 +182,10 @@ class TdxInterrupts(InterruptDelivery):
         #: :attr:`during_entry`: interrupts posted right after L1 committed to an L2 entry on
         #: that vCPU (test hook): TDG.VP.ENTER then answers TDX_PENDING_INTERRUPT.
         self.pending_interrupt_answers = 0
+        #: Vectors posted to L1 and not yet taken (its vIRR), per vCPU, with their target.
         self._posted: dict[int, list[tuple[str, int]]] = {}
+        #: L1's RVI per vCPU as the posts raised it (RULE_POSTED_EXIT_ONLY_IF_DELIVERABLE).
+        self._l1_rvi: dict[int, int] = {}
         self._injected: dict[tuple[int, int], int] = {}
         machine.platform.interrupt_hooks = self
 
@@ -181,23 +222,58 @@ class TdxInterrupts(InterruptDelivery):
         if coalesced:
             tally.record(HOST if op.layer == HOST else L1, "APIC.ACCEPT", target, "coalesced")
         elif op.layer == HOST:
-            self._post(vcpu, tally)
-            self._l1_takes(target, vcpu, vector, tally)
-            self._reenter(target, vcpu, tally)
+            if self._post(target, vcpu, vector, tally):  # else it waits in L1's vIRR
+                self._take_posted(vcpu, tally, then=target)
+                self._reenter(target, vcpu, tally)
         else:
             self._ipi(target, vcpu, vector, tally)
         tally.flush(self.trace)
         self._notify_pending()
 
     # -- the path: host -> L1 -> L2 --------------------------------------------------------------
-    def _post(self, vcpu: int, tally: Tally) -> None:
-        """The host posts into L1's posted-interrupt descriptor and sends the notification;
-        an L2 running on the vCPU exits to L1 with L2_EXIT_PENDING_INTERRUPT (tdx.md §2.4)."""
+    def _post(self, target: str, vcpu: int, vector: int, tally: Tally) -> bool:
+        """The host posts into L1's posted-interrupt descriptor and sends the notification.
+        An L2 running on the vCPU exits to L1 with L2_EXIT_PENDING_INTERRUPT only if the
+        vector is deliverable to L1 (:data:`RULE_POSTED_EXIT_ONLY_IF_DELIVERABLE`); otherwise
+        the module resumes it and the vector waits in L1's vIRR. True when L1 gets to run
+        (nothing ran there, or the L2 exited)."""
         tally.record(HOST, "PI.POST", L1)
         tally.record(HOST, "PI.NOTIFY", L1)
+        self._posted.setdefault(vcpu, []).append((target, vector))
+        cur = self.m.module.running_vm(vcpu)
+        if not cur:  # L1 runs (or idles) there: the CPU's posted-interrupt processing
+            self._l1_rvi[vcpu] = max(self._l1_rvi.get(vcpu, 0), vector)
+            return self._l1_deliverable(vcpu)
+        rvi, exits = l2_posted_interrupt_exits(self._l1_rvi.get(vcpu, 0), vector,
+                                               self.apic(L1, vcpu).ppr)
+        self._l1_rvi[vcpu] = rvi
+        if not exits:
+            tally.record(MODULE, "L2.POSTED_INTERRUPT", self.p.layer_of(cur), "L2 resumed")
+            return False
         self._exit_running(vcpu, tally, "PENDING_INTERRUPT",
                            L2Exit(VmxExit.EXTERNAL_INTERRUPT,
                                   status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
+        return True
+
+    def _take_posted(self, vcpu: int, tally: Tally, then: str | None = None, *,
+                     enter_others: bool = True) -> None:
+        """L1 runs with a deliverable interrupt: its handler takes every vector waiting in its
+        vIRR (RULE_L1_HANDLER_RUNS_TO_COMPLETION) — its own, or ones it relays to an L2 — and
+        (``enter_others``) enters each other L2 that now has one to deliver (``then`` is
+        entered last by the caller)."""
+        self._l1_rvi.pop(vcpu, None)
+        taken = self._posted.pop(vcpu, [])
+        for t, v in taken:
+            self._l1_latches(t, vcpu, v, tally)
+        if any(t == L1 for t, _v in taken):  # by priority, once all are in its vIRR
+            self._l1_handler(vcpu, tally)
+        for w in dict.fromkeys(t for t, _v in taken) if enter_others else ():
+            if w not in (L1, then) and self.exists(w, vcpu) and self._wants_entry(w, vcpu):
+                self.p.schedule(vcpu, self.p.vm_of(w), tally)
+
+    def _l1_deliverable(self, vcpu: int) -> bool:
+        """L1's RVI is above its PPR: running L1, the CPU delivers to it at once."""
+        return (self._l1_rvi.get(vcpu, 0) & 0xF0) > (self.apic(L1, vcpu).ppr & 0xF0)
 
     def _exit_running(self, vcpu: int, tally: Tally, what: str, info: L2Exit) -> None:
         mod = self.m.module
@@ -210,12 +286,11 @@ class TdxInterrupts(InterruptDelivery):
         tally.switch(layer, L1, EXIT)
         self.interrupted[vcpu] = cur
 
-    def _l1_takes(self, target: str, vcpu: int, vector: int, tally: Tally) -> None:
-        """L1 runs and takes the posted interrupt: its own (handled to completion), or one it
+    def _l1_latches(self, target: str, vcpu: int, vector: int, tally: Tally) -> None:
+        """A posted vector L1 takes from its vIRR: its own (its handler runs next), or one it
         relays into the L2 APIC it holds."""
         if target == L1:
             self.ledger.latch(self.apic(L1, vcpu), L1, vcpu, vector)
-            self._l1_handler(vcpu, tally)
             return
         tally.record(L1, "L1 interrupt handled", "relay")
         tally.record(L1, "APIC.ACCEPT", target)
@@ -248,6 +323,9 @@ class TdxInterrupts(InterruptDelivery):
         """Before TDG.VP.ENTER: present the L2's interrupts (VM-entry field, or vAPIC IRR +
         RVI), then L1 commits — interrupts posted now make the entry answer
         TDX_PENDING_INTERRUPT."""
+        if self._posted.get(vcpu) and self._l1_deliverable(vcpu):
+            # L1 runs: what became deliverable is taken first (other L2s get theirs later)
+            self._take_posted(vcpu, tally, self.p.layer_of(vm), enter_others=False)
         self._present(vcpu, vm, tally)
         for t, _c, v in self._take_window(vcpu):
             if self.ledger.arrive(t, vcpu, v, self.mechanism(t, vcpu)).status is DeliveryStatus.DROPPED:
@@ -255,7 +333,10 @@ class TdxInterrupts(InterruptDelivery):
             tally.record(HOST, "PI.POST", L1)
             tally.record(HOST, "PI.NOTIFY", L1)
             self._posted.setdefault(vcpu, []).append((t, v))
-            self.m.module.l1_pending_interrupt.add(vcpu)  # deliverable in L1's vIRR
+            # L1 runs: the CPU's posted-interrupt processing raises RVI to the vector
+            self._l1_rvi[vcpu] = max(self._l1_rvi.get(vcpu, 0), v)
+            if self._l1_deliverable(vcpu):  # tdg_vp_enter.c: RVI[7:4] > PPR[7:4]
+                self.m.module.l1_pending_interrupt.add(vcpu)
 
     def _present(self, vcpu: int, vm: int, tally: Tally) -> None:
         layer = self.p.layer_of(vm)
@@ -302,9 +383,8 @@ class TdxInterrupts(InterruptDelivery):
         prepared and presents again (a higher vector may win now)."""
         self.m.module.l1_pending_interrupt.discard(vcpu)
         self.pending_interrupt_answers += 1
-        for t, v in self._posted.pop(vcpu, []):
-            self._l1_takes(t, vcpu, v, tally)
         layer = self.p.layer_of(vm)
+        self._take_posted(vcpu, tally, then=layer)
         prepared = self._injected.pop((vcpu, vm), None)
         if prepared is not None:
             self._withdraw(layer, vcpu, prepared, self.eoi_flag(layer, vcpu))
@@ -370,6 +450,7 @@ class TdxInterrupts(InterruptDelivery):
                                L2Exit(VmxExit.EXTERNAL_INTERRUPT,
                                       status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
             tally.record(L1, "L1 interrupt handled", "relay")
+            self._take_posted(dest, tally)  # L1's handler empties its vIRR
             work = [w for w in self.m.workloads if self.exists(w, dest) and self._wants_entry(w, dest)]
             for w in work:  # each entry presents that L2's interrupts
                 self.p.schedule(dest, self.p.vm_of(w), tally)
@@ -380,7 +461,8 @@ class TdxInterrupts(InterruptDelivery):
     # -- IPIs from an L2 ----------------------------------------------------------------------------
     def _ipi(self, layer: str, dest: int, vector: int, tally: Tally) -> None:
         """``layer``'s vCPU 0 writes its ICR: through the APIC protocol (alternate) or as an
-        x2APIC MSR write L1 intercepts (WRMSR exit, or APIC-write exit with virtualization)."""
+        x2APIC MSR write L1 intercepts — a WRMSR exit (reason 32) on MSR 0x830 in every other
+        mode, virtual-interrupt delivery included (RULE_L2_ICR_WRITE_EXITS_AS_WRMSR)."""
         p, mod = self.p, self.m.module
         vm = p.vm_of(layer)
         mode = self.effective(layer, 0)
@@ -391,10 +473,11 @@ class TdxInterrupts(InterruptDelivery):
             return
         if mod.running_vm(0) != vm:
             p.schedule(0, vm, tally)
-        reason, what = ((VmxExit.APIC_WRITE, "APIC_WRITE") if mode == SECURE_AVIC
-                        else (VmxExit.WRMSR, "WRMSR"))
-        mod.l2_exit(0, L2Exit(reason))
-        tally.record(layer, "L2.EXIT", f"{what}(ICR)")
+        # RULE_L2_ICR_WRITE_EXITS_AS_WRMSR: no IPI virtualization for an L2, in any mode
+        icr = fixed_ipi_icr(dest, vector)
+        mod.l2cpu(0, vm).gprs.update(rcx=X2APIC_ICR_MSR, rax=icr & 0xFFFF_FFFF, rdx=icr >> 32)
+        mod.l2_exit(0, L2Exit(VmxExit.WRMSR))
+        tally.record(layer, "L2.EXIT", "WRMSR(ICR)")
         tally.switch(layer, L1, EXIT)
         tally.record(L1, "APIC.ACCEPT", layer)
         self.ledger.latch(self.apic(layer, dest), layer, dest, vector)
@@ -517,6 +600,9 @@ class TdxInterrupts(InterruptDelivery):
         """State shape of one host inject -> EOI cycle (cocopart.interrupts.CycleFastPath)."""
         if requester == HOST and layer != L1 and self.mode == DIRECT:
             return ("refused", DIRECT)
+        if self._posted.get(vcpu) or (requester == HOST and not l2_posted_interrupt_exits(
+                self._l1_rvi.get(vcpu, 0), vector, self.apic(L1, vcpu).ppr)[1]):
+            return None  # the post would leave the L2 running: not the repeatable cycle
         return super().cycle_key(requester, layer, vcpu, vector)
 
     def _runs_now(self, layer: str, vcpu: int) -> bool:

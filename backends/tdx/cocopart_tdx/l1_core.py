@@ -7,7 +7,6 @@ vCPU and attestation primitives (:mod:`cocopart_tdx.l1_memory`, :mod:`cocopart_t
 from __future__ import annotations
 
 from bisect import bisect_left
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from cocopart.backend import PrivilegedPlatform
@@ -38,7 +37,8 @@ class L1Core(PrivilegedPlatform):
 
     def __init__(self, module: TdxModule, host: TdxHost, memory: GuestMemory,
                  layout: ProtocolLayout, region: L1Region, workloads: tuple[str, ...],
-                 trace: Trace, *, strategy: Strategy, enable_tdvmcall: bool) -> None:
+                 trace: Trace, *, strategy: Strategy, enable_tdvmcall: bool,
+                 enable_shared_eptp: bool = True) -> None:
         self.module = module
         self.host = host
         self.memory = memory
@@ -48,6 +48,8 @@ class L1Core(PrivilegedPlatform):
         self.trace = trace
         self.strategy = strategy
         self.enable_tdvmcall = enable_tdvmcall
+        #: L2_CTLS.ENABLE_SHARED_EPTP for every L2 vCPU L1 builds (backend option).
+        self.enable_shared_eptp = enable_shared_eptp
         self.walker = LeafWalker(module, host)
         self.l2_vcpus: dict[tuple[int, int], L2VcpuRecord] = {}
         self._state_pages: list[int] = []  # sorted state buffers of live L2 vCPUs
@@ -56,7 +58,7 @@ class L1Core(PrivilegedPlatform):
         self._capture: list[tuple[bool, tuple[str, str, str, str], int]] | None = None
         self._vmemo: dict[tuple[object, ...], tuple[
             tuple[tuple[bool, tuple[str, str, str, str], int], ...], SeptEntry,
-            tuple[L2Alias, ...]]] = {}
+            tuple[L2Alias, ...], bool]] = {}
         #: Interrupt delivery around each L2 entry (set by the machine; issue 6).
         self.interrupt_hooks: EntryHooks | None = None
 
@@ -121,13 +123,8 @@ class L1Core(PrivilegedPlatform):
 
     def _aliased_runs(self, start: int, end: int) -> list[tuple[int, int]]:
         """Sub-ranges of ``[start, end)`` where some L2 VM has an alias (L1 tracks these)."""
-        marks: set[int] = {start, end}
-        for amap in self.module.sept.l2.values():
-            for s, e, _a in amap.runs(start, end):
-                marks.update((s, e))
-        pts = sorted(marks)
         out: list[tuple[int, int]] = []
-        for s, e in pairwise(pts):
+        for s, e in self.module.sept.segments(start, end):
             if any(amap.get(s).state is not SeptState.L2_FREE
                    for amap in self.module.sept.l2.values()):
                 if out and out[-1][1] == s:

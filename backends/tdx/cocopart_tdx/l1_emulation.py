@@ -86,7 +86,7 @@ class L2Exits:
             else:
                 refusal = auth.check_state(layer, start, start + size, "convert")
                 out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
-                    else self.platform.map_gpa(g["r12"], size, tally)
+                    else self.platform.forward_map_gpa(layer, g["r12"], size, tally)
                 if refusal is None and g["r12"] & sbit:  # pages now shared: back to the pool
                     for s, e, shared in self.platform.host.shared.runs(start, start + size):
                         if shared:

@@ -51,11 +51,25 @@ class L1Memory(L1Core):
         cap = next(lv for lv, size in LEVEL_BYTES.items() if size == page_bytes)
         return tuple(lv for lv in order if lv <= cap) or (LEVEL_4K,)
 
-    def accept_range(self, start: int, end: int, levels: tuple[int, ...]) -> WalkResult:
+    def accept_range(self, start: int, end: int, levels: tuple[int, ...], *,
+                     then_promote: bool = True) -> WalkResult:
+        """ACCEPT ``[start, end)`` at ``levels`` (fallbacks, the host's AUGs and demotes on
+        TD exits); then, unless the caller grants first, the host's promotion of blocks the
+        accepts left uniform (:meth:`promote_done`)."""
         tally = Tally()
         r = self.walker.walk(AcceptOp(self.module), start, end, levels, tally)
         self._flush(tally)
+        if then_promote:
+            self.promote_done(start, start + r.done)
         return r
+
+    def promote_done(self, start: int, end: int) -> None:
+        """The TD's request over ``[start, end)`` completed: a 2M host merges the 2M blocks
+        it left as 512 equal accepted 4K pages (host.HOST_PROMOTES_UNIFORM_BLOCKS)."""
+        if start < end:
+            tally = Tally()
+            self.host.promote_blocks(start, end, tally)
+            self._flush(tally)
 
     def write_attrs(self, start: int, end: int, words: dict[int, int], flags: dict[int, int],
                     target: str) -> WalkResult:
@@ -113,7 +127,15 @@ class L1Memory(L1Core):
         ``layer``'s L2 VM R|W|Xs|Xu. ALREADY_ACCEPTED policy: an entry whose every page was
         accepted before is "no change" (PVALIDATE_FAIL_NO_CHANGE, entries before it done)
         unless ``ignore_unchanged``, when L1 zeroes those pages itself and grants them;
-        already-accepted pages inside a partly accepted entry are simply kept."""
+        already-accepted pages inside a partly accepted entry are simply kept. Afterwards a
+        2M host may promote what the entries done left uniform."""
+        r = self._validate_pages(layer, gpa, page_bytes, count,
+                                 ignore_unchanged=ignore_unchanged)
+        self.promote_done(gpa, gpa + r.done * page_bytes)
+        return r
+
+    def _validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
+                        ignore_unchanged: bool) -> PageOpResult:
         vm = self.vm_of(layer)
         end = gpa + page_bytes * count
         busy = self.live_state_in(gpa, end)
@@ -136,7 +158,8 @@ class L1Memory(L1Core):
         self._capture = [] if key is not None else None
         if stop:
             stop_end = gpa + page_bytes * stop
-            r = self.accept_range(gpa, stop_end, self.accept_levels(page_bytes))
+            r = self.accept_range(gpa, stop_end, self.accept_levels(page_bytes),
+                                  then_promote=False)  # the grant comes first
             done = r.done // page_bytes
             if done:
                 g = self.grant(vm, gpa, gpa + done * page_bytes, VALIDATE_GRANT)
@@ -165,12 +188,13 @@ class L1Memory(L1Core):
     # one entry costs and ends as, and apply it to the next run in that state at once.
     def _uniform_key(self, vm: int, start: int, end: int, page_bytes: int
                      ) -> tuple[object, ...] | None:
-        if self.module.busy or self.module.l2_sept_missing or self.host.map_gpa_chunk:
+        mod = self.module
+        if mod.busy or mod.l2_sept_missing or mod.host_interrupts or self.host.map_gpa_chunk:
             return None
         run_end, state, shared = self.walker.state_run(start)
         if run_end < end or start % page_bytes:
             return None
-        return (vm, page_bytes, self.strategy, state, shared)
+        return (vm, page_bytes, self.strategy, state, shared, mod.l2_running)
 
     def _validate_memo(self, vm: int, gpa: int, page_bytes: int, count: int
                        ) -> PageOpResult | None:
@@ -178,11 +202,13 @@ class L1Memory(L1Core):
         hit = self._vmemo.get(key) if key is not None else None
         if hit is None or key is None:
             return None
-        items, final, aliases = hit
+        items, final, aliases, shared = hit
         end = gpa + page_bytes * count
         sept = self.module.sept
         before = key[3]
         assert isinstance(before, tuple)
+        if shared != key[4]:  # the host converted the pages implicitly
+            self.host.shared.set(gpa, end, shared)
         if final != before[0]:
             sept.set_entries(gpa, end, final)
             if final.state in ACCEPTED:
@@ -203,12 +229,14 @@ class L1Memory(L1Core):
         sept = self.module.sept
         final = sept.l1.uniform(gpa, end)
         aliases = tuple(amap.uniform(gpa, end) for amap in sept.l2.values())
-        if final is None or any(a is None for a in aliases) or \
+        shared = self.host.shared.uniform(gpa, end)
+        if final is None or any(a is None for a in aliases) or shared is None or \
                 any(c % count for _p, _k, c in items) or \
                 LEVEL_BYTES[final.level] > (end - gpa) // count:
             return
         per_entry = tuple((p, k, c // count) for p, k, c in items)
-        self._vmemo[key] = (per_entry, final, tuple(a for a in aliases if a is not None))
+        self._vmemo[key] = (per_entry, final, tuple(a for a in aliases if a is not None),
+                            shared)
 
     def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
                       ignore_unchanged: bool) -> PageOpResult:
@@ -266,12 +294,38 @@ class L1Memory(L1Core):
             return self._before_busy(busy, gpa, page_bytes, "ATTR.WR", lambda n: (
                 self.set_access(target, gpa, page_bytes, n, access)))
         r = self.grant(vm, gpa, end, attrs.access_to_attr(access))
+        self.promote_done(gpa, gpa + r.done)
         if r.status:
             return PageOpResult(r.done // page_bytes, self.fail(r.status,
                                                                 "TDG.MEM.PAGE.ATTR.WR"))
         return PageOpResult(count, ResultCode.SUCCESS)
 
     # -- MapGPA -----------------------------------------------------------------------------------
+    def shared_memory_refusal(self, layer: str) -> str | None:
+        """Why L2 VM ``layer`` cannot use shared memory, or None: L1 gave it the host's shared
+        EPT only if it set L2_CTLS.ENABLE_SHARED_EPTP
+        (:data:`cocopart_tdx.metadata.RULE_L2_SHARED_NEEDS_SHARED_EPTP`)."""
+        vm = self.vm_of(layer)
+        if self.module.l2_shared_eptp(0, vm):
+            return None
+        return (f"{layer} (L2 VM {vm}) cannot use shared memory: L1 left "
+                f"L2_CTLS[{vm}].ENABLE_SHARED_EPTP clear (backend option enable_shared_eptp = "
+                "false), so its shared EPTP points at the TDCS zero page and every access to a "
+                "shared GPA would be an EPT-violation TD exit the host cannot resolve")
+
+    def forward_map_gpa(self, layer: str, gpa: int, size: int, tally: Tally
+                        ) -> dict[str, int]:
+        """L1 forwarding ``layer``'s MapGPA: a conversion to shared for an L2 VM without the
+        shared EPT is refused (TDVMCALL INVALID_OPERAND, with the reason) instead of
+        producing pages that L2 can never touch."""
+        if gpa & self.module.shared_bit:
+            why = self.shared_memory_refusal(layer)
+            if why is not None:
+                self.last_error = L1Error("TDG.VP.VMCALL_INVALID_OPERAND",
+                                          vmc.TdvmcallStatus.INVALID_OPERAND, why)
+                return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
+        return self.map_gpa(gpa, size, tally)
+
     def map_gpa(self, gpa: int, size: int, tally: Tally) -> dict[str, int]:
         """L1's TDVMCALL<MapGPA>. Before a to-shared MapGPA L1 removes every L2 alias of the
         range (the host is about to take the pages out of the TD)."""

@@ -132,8 +132,10 @@ class L1Vcpus(L1Core):
             st = self.vp_wr(vcpu, md.l2_vmcs_field(vm, enc), value, target, tally)
             if st:
                 return st
-        if self.enable_tdvmcall:
-            st = self.vp_wr(vcpu, md.l2_ctls(vm), md.L2_CTLS_ENABLE_TDVMCALL, target, tally)
+        ctls = (md.L2_CTLS_ENABLE_TDVMCALL if self.enable_tdvmcall else 0) \
+            | (md.L2_CTLS_ENABLE_SHARED_EPTP if self.enable_shared_eptp else 0)
+        if ctls:  # L2_CTLS: shared EPT (I/O buffers), TDVMCALL straight to the host
+            st = self.vp_wr(vcpu, md.l2_ctls(vm), ctls, target, tally)
             if st:
                 return st
         self.l2_vcpus[(vm, vcpu)] = L2VcpuRecord(vm, vcpu, context_gpa)

@@ -144,6 +144,8 @@ class BlockOutcome:
     aliases: tuple[L2Alias, ...]
     already: int
     invept: tuple[tuple[int, int], ...]
+    #: The host's shared view of the block afterwards (an implicit conversion changes it).
+    shared: bool
 
 
 class LeafWalker:
@@ -152,8 +154,9 @@ class LeafWalker:
     Blocks inside one run of equal state (L1 SEPT, every L2 alias map, the host's shared
     view) behave alike: the first is executed for real, the rest get its final state and its
     primitives counted again. The outcome is remembered per (operation, level, levels tried,
-    state), so the next run in the same state is applied without executing a block at all;
-    nothing is remembered while the module injects contention or misses an L2 SEPT page.
+    state, vCPUs in an L2), so the next run in the same state is applied without executing a
+    block at all; nothing is remembered while the module injects contention, interrupts the
+    host's DEMOTE or misses an L2 SEPT page.
     """
 
     def __init__(self, module: TdxModule, host: TdxHost) -> None:
@@ -201,11 +204,13 @@ class LeafWalker:
             uniform = run_end - p >= size
             n = max(1, (min(limit, run_end) - p) // size) if uniform else 1
             key: tuple[object, ...] | None = None
-            if uniform and self.module.busy == 0 and not self.module.l2_sept_missing:
-                key = (op.key(), level, lv, before, shared)
+            if uniform and self.module.busy == 0 and not self.module.l2_sept_missing \
+                    and self.module.host_interrupts == 0:
+                # vCPUs in an L2: how many a TDH.MEM.TRACK kicks (a demote's cost)
+                key = (op.key(), level, lv, before, shared, self.module.l2_running)
                 hit = self._memo.get(key)
                 if hit is not None:
-                    self._apply(op, p, p + n * size, hit, before, n)
+                    self._apply(op, p, p + n * size, hit, before, n, shared)
                     tally.items.extend((k, kk, c * n) for k, kk, c in hit.items)
                     res.done += n * size
                     res.already += n * hit.already
@@ -227,7 +232,7 @@ class LeafWalker:
                 if outcome is None:
                     n = 1
                 else:
-                    self._apply(op, p + size, p + n * size, outcome, before, n - 1)
+                    self._apply(op, p + size, p + n * size, outcome, before, n - 1, shared)
             tally.add(sub, n)
             res.done += n * size
             res.already += n * r.already
@@ -240,19 +245,23 @@ class LeafWalker:
         sept = self.module.sept
         final = sept.l1.uniform(p, p + size)
         aliases = tuple(amap.uniform(p, p + size) for amap in sept.l2.values())
-        if final is None or any(a is None for a in aliases):
+        shared = self.host.shared.uniform(p, p + size)
+        if final is None or any(a is None for a in aliases) or shared is None:
             return None
         if final != before[0] and LEVEL_BYTES[final.level] > size:
             return None
         delta = tuple((vm, c - invept.get(vm, 0)) for vm, c in self.module.invept.items()
                       if c != invept.get(vm, 0))
         return BlockOutcome(tuple(sub.items), final,
-                            tuple(a for a in aliases if a is not None), already, delta)
+                            tuple(a for a in aliases if a is not None), already, delta, shared)
 
     def _apply(self, op: LeafOp, lo: int, hi: int, out: BlockOutcome,
-               before: tuple[SeptEntry, tuple[L2Alias, ...]], blocks: int) -> None:
+               before: tuple[SeptEntry, tuple[L2Alias, ...]], blocks: int,
+               shared_before: bool) -> None:
         """Give ``[lo, hi)`` (``blocks`` blocks in state ``before``) the outcome's state."""
         sept = self.module.sept
+        if out.shared != shared_before:
+            self.host.shared.set(lo, hi, out.shared)
         if out.final != before[0]:
             sept.set_entries(lo, hi, out.final)
             if op.zeroes and out.final.state in ACCEPTED:

@@ -28,7 +28,7 @@ from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.backend import TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
-from cocopart_tdx.host_faults import MemoryIntegrity
+from cocopart_tdx.host_faults import MemoryIntegrity, host_access
 from cocopart_tdx.host_seamcalls import SeptSeamcalls
 from cocopart_tdx.interrupts import TdxInterrupts
 from cocopart_tdx.l1 import (
@@ -82,7 +82,7 @@ class TdxMachine(Machine):
         roots = self.roots
         self.module.report_builder = lambda data, mr, rtmrs: roots.build_tdreport(
             report_data=data, mrtd=mr, rtmrs=rtmrs)
-        self.host = TdxHost(self.module, options.host_mapping)
+        self.host = TdxHost(self.module, options.host_mapping, options.host_memory_fault)
         self.host.quoter = roots.quote_from_tdreport
         q = self.region.quote_buffer
         self.host.shared.set(q, q + self.region.quote_buffer_size, True)
@@ -91,7 +91,8 @@ class TdxMachine(Machine):
         self.seamcalls = SeptSeamcalls(self.host, trace)
         platform = TdxPlatform(self.module, self.host, self.memory, self.layout, self.region,
                                self.workloads, trace, strategy=config.strategy,
-                               enable_tdvmcall=options.enable_tdvmcall)
+                               enable_tdvmcall=options.enable_tdvmcall,
+                               enable_shared_eptp=options.enable_shared_eptp)
         workloads = self.workloads
 
         def hooks() -> TdxWorkloadHooks:
@@ -172,15 +173,16 @@ class TdxMachine(Machine):
             return AccessOutcome(ok=False, fault="outside guest memory", handled_by="host")
         shared = self.host.shared.get(gpa)
         entry = self.module.sept.entry(gpa)
-        if layer == "host":
-            if shared:
-                return AccessOutcome(ok=True)
-            return AccessOutcome(ok=False, fault="TD-private page: the host never sees its "
-                                 "plaintext (TD-owner bit)", handled_by="host")
+        if layer == "host":  # zeros from TD-owned lines, no fault (host_faults)
+            return host_access(self, gpa, access)
         if layer == "l1":
             if shared or entry.state in ACCEPTED:
                 return AccessOutcome(ok=True)
             if entry.state in PENDING_FAMILY:
+                if self.module.l1_pending_access(gpa) is not None:  # SEPT_VE_DISABLE
+                    return self._td_exit(layer, "EPT-violation TD exit (PENDING page, "
+                                         "TD_CTLS.PENDING_VE_DISABLE): the host finds the "
+                                         "page mapped and re-enters; L1 must accept it first")
                 return AccessOutcome(ok=False, fault="#VE (EPT violation on a PENDING page)",
                                      handled_by="l1")
             return self._td_exit(layer, "EPT violation TD exit: page not mapped in the SEPT")
@@ -188,9 +190,12 @@ class TdxMachine(Machine):
             return AccessOutcome(ok=False, fault=f"{layer} is not a guest layer that touches "
                                  "memory itself", handled_by="l1")
         vm = self.workloads.index(layer) + 1
-        if shared:
+        if shared:  # the host's shared EPT, if L1 gave it to this L2 VM
+            if self.module.l2_shared_eptp(0, vm):
+                return AccessOutcome(ok=True)
             return self._td_exit(layer, "EPT violation on a shared GPA: TD exit to the host "
-                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off)")
+                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off: the L2's shared EPTP "
+                                 "points at the TDCS zero page)")
         if entry.state in PENDING_FAMILY:
             return self._l2_exit(layer, "L2->L1 EPT violation: the page is PENDING "
                                  "(R13 type 6)")

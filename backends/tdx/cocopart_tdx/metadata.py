@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cocopart_tdx.status import Operand, TdxStatus, with_details
+from cocopart_tdx.tdreport import TD_ATTRIBUTE_BITS
 
 U64 = (1 << 64) - 1
 CONTEXT_PLATFORM, CONTEXT_TD, CONTEXT_VCPU = 0, 1, 2
@@ -126,6 +127,9 @@ L2_VMCS_FIELDS.update({
     0x2808: FieldSpec("GUEST_IA32_PERF_GLOBAL_CTRL", True, FULL),
     0x2012: FieldSpec("VIRTUAL_APIC_PAGE_ADDR", True, 0xFFFF_FFFF_FFFF_F000),
     0x4000: FieldSpec("PIN_BASED_VM_EXEC_CONTROL", True, 0),
+    # L1 may write bits 1-3 only: bit 4, IPI virtualization, is not offered for an L2 (MOD
+    # td_l2_vmcs_fields_lookup.c, tertiary controls, l1_vmm_wr_mask 0xE)
+    0x2034: FieldSpec("TERTIARY_PROC_BASED_VM_EXEC_CONTROL", True, 0xE),
     0x4004: FieldSpec("EXCEPTION_BITMAP", True, 0xFFFF_FFFF),
     0x400C: FieldSpec("VM_EXIT_CONTROLS", True, 0),
     0x4012: FieldSpec("VM_ENTRY_CONTROLS", True, 1 << 9),
@@ -154,6 +158,12 @@ L2_VAPIC_GPA_BASE = 0xA020000300000110
 L2_CTLS_ENABLE_SHARED_EPTP = 1 << 0
 L2_CTLS_ENABLE_TDVMCALL = 1 << 1
 L2_CTLS_ENABLE_EXTENDED_VE = 1 << 2
+#: An L2 VM reaches shared memory only through the host's shared EPT, which its L2 VMCS uses
+#: only while L2_CTLS[vm].ENABLE_SHARED_EPTP is set; with the bit clear the module points
+#: the L2's shared EPTP at the TDCS zero page, so every L2 access to a shared GPA is an
+#: EPT-violation TD exit the host cannot resolve (MOD 1.5 metadata_vp.c, L2_CTLS write
+#: handling; OpenHCL sets it for its lower VTLs).
+RULE_L2_SHARED_NEEDS_SHARED_EPTP = "an L2 uses shared memory only with L2_CTLS.ENABLE_SHARED_EPTP"
 #: Write mask is 0x7 but 1.5.01 enumerates only bits 0-1 as allowed: bit 2 is refused.
 L2_CTLS_WR_MASK = 0x7
 L2_CTLS_ALLOWED = L2_CTLS_ENABLE_SHARED_EPTP | L2_CTLS_ENABLE_TDVMCALL
@@ -189,6 +199,16 @@ VM_CTLS_BASE = 0x9110000300000012  # host only
 CONFIG_FLAG_GPAW = 1 << 0
 CONFIG_FLAG_PAGE_RELEASE = 1 << 6  # tdx.md §2.1 newer CONFIG_FLAGS (OVMM)
 TD_CTLS_WR_MASK = 0x1F | (1 << 63)
+#: TD_CTLS bit 0 (tdx.md §7.2): an L1 access to a PENDING page is a TD exit, not a #VE.
+TD_CTLS_PENDING_VE_DISABLE = 1 << 0
+#: TD ATTRIBUTES bit 28 (tdx.md §7.2).
+TD_ATTR_SEPT_VE_DISABLE = 1 << TD_ATTRIBUTE_BITS["sept_ve_disable"]
+
+
+def initial_td_ctls(attributes: int) -> int:
+    """TD_CTLS as TDH.MNG.INIT leaves it: PENDING_VE_DISABLE = ATTRIBUTES.SEPT_VE_DISABLE
+    (MOD 1.5 src/vmm_dispatcher/api_calls/tdh_mng_init.c)."""
+    return TD_CTLS_PENDING_VE_DISABLE if attributes & TD_ATTR_SEPT_VE_DISABLE else 0
 
 
 def td_fields(num_l2_vms: int) -> dict[int, FieldSpec]:
@@ -268,10 +288,11 @@ class VcpuMetadata:
 class TdMetadata:
     """TD-scope metadata (TDCS) as TDG.VM.RD/WR see it."""
 
-    def __init__(self, num_l2_vms: int, config_flags: int) -> None:
+    def __init__(self, num_l2_vms: int, config_flags: int, td_ctls: int = 0) -> None:
         self.fields = td_fields(num_l2_vms)
         self.values: dict[int, int] = {NUM_L2_VMS_FIELD: num_l2_vms,
-                                       CONFIG_FLAGS_FIELD: config_flags}
+                                       CONFIG_FLAGS_FIELD: config_flags,
+                                       TD_CTLS_FIELD: td_ctls}
 
     def read(self, field_id: int) -> int:
         spec = self.fields.get(field_id)

@@ -20,6 +20,7 @@ L2_MAPPED or L2_BLOCKED, and the VM's 16-bit GPA attribute (:mod:`cocopart_tdx.a
 from __future__ import annotations
 
 from enum import IntEnum
+from itertools import pairwise
 from typing import NamedTuple
 
 from cocopart.model import PAGE_1G, PAGE_2M, PAGE_4K
@@ -172,6 +173,16 @@ class Sept:
             hi = -(-e // size) * size
             n += (hi - lo) // size
         return n
+
+    def segments(self, start: int, end: int, *others: RangeMap[bool]
+                 ) -> list[tuple[int, int]]:
+        """``[start, end)`` cut where the L1 SEPT, any L2 alias map or any of ``others``
+        changes value: inside each piece every map is one run."""
+        points = {start, end}
+        for m in (self.l1, *self.l2.values(), *others):
+            for s, e, _v in m.runs(start, end):  # type: ignore[attr-defined]
+                points.update((s, e))
+        return list(pairwise(sorted(points)))
 
     # -- L2 ----------------------------------------------------------------------------------
     def alias(self, vm: int, gpa: int) -> L2Alias:

@@ -22,6 +22,7 @@ from cocopart.memory import GuestMemory
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc
+from cocopart_tdx.gpa import gpa_valid, shared_bit
 from cocopart_tdx.measure import RTMR_COUNT, rtmr_extend
 from cocopart_tdx.sept import (
     ACCEPT_TRANSITIONS,
@@ -118,8 +119,18 @@ LEAVES_1_5 = frozenset(Leaf) - {Leaf.SYS_RDM, Leaf.VM_RDM, Leaf.VM_WRM, Leaf.VP_
 MODULE_VERSIONS = ("1.5", "2.0")
 #: Largest ACCEPT level per module: 1.5.01 accepts 4K/2M only; a later module also 1G.
 MAX_ACCEPT_LEVEL = {"1.5": LEVEL_2M, "2.0": LEVEL_1G}
-#: EEQ types of an EPT-violation TD exit (tdx.md §3, §4.1)
-EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR = 1, 2, 5
+#: TDX_FEATURES0 bits (tdx.md §2.1; bit 51: the KVM TDX huge-page series, which requires it).
+FEATURE_TD_PARTITIONING = 1 << 7
+FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY = 1 << 51
+#: EEQ types of an EPT-violation TD exit (tdx.md §3, §4.1; PENDING_EPT_VIOLATION: MOD
+#: td_ept_violation.c, the value of R13 type 6 in tdx.md §2.3)
+EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR, EEQ_PENDING = 1, 2, 5, 6
+#: With TD_CTLS.PENDING_VE_DISABLE (set from ATTRIBUTES.SEPT_VE_DISABLE at TDH.MNG.INIT) an L1
+#: access to a PENDING page is an EPT-violation TD exit to the host with EEQ
+#: PENDING_EPT_VIOLATION, not a #VE (MOD 1.5 td_ept_violation.c ``td_ept_violation_exit``,
+#: tdh_mng_init.c). KVM runs only TDs with SEPT_VE_DISABLE.
+RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST = (
+    "SEPT_VE_DISABLE: an L1 access to a PENDING page is a TD exit to the host, not a #VE")
 
 
 def check_rax(rax: int, module: str) -> int | None:
@@ -180,7 +191,7 @@ class TdConfig:
     @property
     def shared_bit(self) -> int:
         """GPA bit GPAW−1: 47 or 51 (tdx.md §4.3)."""
-        return 1 << (self.gpaw - 1)
+        return shared_bit(self.gpaw)
 
     @property
     def config_flags(self) -> int:
@@ -227,10 +238,16 @@ class TdxModule:
         self.config = config
         self.sept = sept
         self.memory = memory
-        self.td_md = md.TdMetadata(config.num_l2_vms, config.config_flags)
+        self.td_md = md.TdMetadata(config.num_l2_vms, config.config_flags,
+                                   md.initial_td_ctls(config.attributes))
         self._vp_md: dict[int, md.VcpuMetadata] = {}
         self.l2: dict[tuple[int, int], L2Cpu] = {}
         self.curr_vm: dict[int, int] = {}
+        #: How many vCPUs run an L2 VM now (what a TDH.MEM.TRACK kick reaches).
+        self.l2_running = 0
+        #: Next host-side DEMOTE/PROMOTE attempts that find a host interrupt pending (tests set
+        #: it, as ``busy``): TDX_INTERRUPTED_RESTARTABLE (sept_resize.RULE_DEMOTE_IS_INTERRUPTIBLE).
+        self.host_interrupts = 0
         self.l1_pending_interrupt: set[int] = set()
         self.rtmrs: list[bytes] = [bytes(48)] * RTMR_COUNT
         #: Next SEPT-touching TDCALLs that meet lock contention (OPERAND_BUSY); tests set it.
@@ -261,11 +278,15 @@ class TdxModule:
         return c
 
     def _page_rcx(self, rcx: int, max_level: int) -> tuple[int, int] | int:
-        """(gpa, level) from a page-call RCX, or OPERAND_INVALID(RCX)."""
+        """(gpa, level) from a page-call RCX, or OPERAND_INVALID(RCX): reserved bits, a level
+        above ``max_level`` or a misaligned GPA (MOD helpers.c ``verify_page_info_input``),
+        then a GPA that is shared or has bits above GPAW (``check_gpa_validity``,
+        :data:`cocopart_tdx.gpa.RULE_GPA_WITHIN_GPAW`)."""
         level, gpa = rcx & 0x7, rcx & GPA_BITS
         bad = with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
-        if rcx & PAGE_RCX_RESERVED or level > max_level or gpa & self.shared_bit \
-                or gpa % LEVEL_BYTES[level]:
+        if rcx & PAGE_RCX_RESERVED or level > max_level or gpa % LEVEL_BYTES[level]:
+            return bad
+        if not gpa_valid(gpa, self.config.gpaw, private_only=True):
             return bad
         return gpa, level
 
@@ -276,6 +297,47 @@ class TdxModule:
         if self.busy > 0:
             self.busy -= 1
             return with_details(TdxStatus.OPERAND_BUSY, Operand.RCX)
+        return None
+
+    @property
+    def tdx_features0(self) -> int:
+        """TDX_FEATURES0 as the module enumerates it: TD_PARTITIONING (bit 7, tdx.md §2.1);
+        ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51) only on the later module ("2.0" here; real
+        modules from 1.5.28 — the 1.5.01 source lacks it)."""
+        features = FEATURE_TD_PARTITIONING
+        if self.config.module == "2.0":
+            features |= FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY
+        return features
+
+    def host_interrupted(self) -> bool:
+        """Whether this host-side DEMOTE/PROMOTE meets a pending host interrupt: with
+        ENHANCED_DEMOTE_INTERRUPTIBILITY never for a TD without L2 VMs; a partitioned TD
+        stays interruptible (sept_resize.RULE_DEMOTE_IS_INTERRUPTIBLE)."""
+        if self.host_interrupts <= 0:
+            return False
+        if self.tdx_features0 & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY \
+                and self.config.num_l2_vms == 0:
+            return False
+        self.host_interrupts -= 1
+        return True
+
+    @property
+    def pending_ve_disabled(self) -> bool:
+        """TD_CTLS.PENDING_VE_DISABLE (L1 may change it with TDG.VM.WR)."""
+        return bool(self.td_md.values.get(md.TD_CTLS_FIELD, 0) & md.TD_CTLS_PENDING_VE_DISABLE)
+
+    def l2_shared_eptp(self, vcpu: int, vm: int) -> bool:
+        """L2_CTLS[vm].ENABLE_SHARED_EPTP of ``vcpu``: whether VM ``vm``'s L2 VMCS uses the
+        host's shared EPT (:data:`metadata.RULE_L2_SHARED_NEEDS_SHARED_EPTP`)."""
+        return bool(self.vp_md(vcpu).get_internal(md.l2_ctls(vm))
+                    & md.L2_CTLS_ENABLE_SHARED_EPTP)
+
+    def l1_pending_access(self, gpa: int) -> TdExit | None:
+        """An L1 access to the PENDING page at ``gpa``: the EPT-violation TD exit the module
+        takes (:data:`RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST`), or None when it
+        injects a #VE into L1 instead."""
+        if self.pending_ve_disabled:
+            return TdExit("EPT_VIOLATION", gpa - gpa % 4096, 0, EEQ_PENDING)
         return None
 
     def private_accepted(self, gpa: int) -> bool:
@@ -358,9 +420,11 @@ class TdxModule:
         return attrs.pack(words)
 
     def attr_rd(self, rcx: int) -> TdcallResult:
-        gpa = rcx & GPA_BITS
-        if rcx & ~GPA_BITS & U64 or gpa & self.shared_bit:
+        """TDG.MEM.PAGE.ATTR.RD: RCX is a GPA whose only check is ``check_gpa_validity``
+        (MOD tdg_mem_page_attr_rd.c; bits 11:0 are ignored)."""
+        if not gpa_valid(rcx, self.config.gpaw, private_only=True):
             return TdcallResult(with_details(TdxStatus.OPERAND_INVALID, Operand.RCX))
+        gpa = rcx & GPA_BITS
         if gpa >= self.sept.size:
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, 0))
         e = self.sept.entry(gpa)
@@ -375,38 +439,44 @@ class TdxModule:
         return self.attr_wr_rcx(gpa | level, gpa_attr, flags)
 
     def attr_wr_rcx(self, rcx: int, gpa_attr: int, flags: int) -> TdcallResult:
-        parsed = self._page_rcx(rcx, LEVEL_1G)
-        if isinstance(parsed, int):
-            return TdcallResult(parsed)
-        gpa, level = parsed
+        """TDG.MEM.PAGE.ATTR.WR in MOD tdg_mem_page_attr_wr.c's order: the per-VM RDX/R8 words
+        (:func:`attributes.check_request`), then the RCX page info and GPA, the SEPT walk
+        (a larger leaf or a state ATTR.WR may not touch: EPT-violation TD exit; a non-leaf
+        at the level: PAGE_SIZE_MISMATCH), then the combined attributes VM by VM
+        (:func:`attributes.plan`), then the commit."""
         bad = attrs.check_request(gpa_attr, flags, self.config.num_l2_vms)
         if bad is not None:
-            return TdcallResult(bad)
+            return TdcallResult(bad, {"rcx": 0, "rdx": 0})
+        parsed = self._page_rcx(rcx, LEVEL_1G)
+        if isinstance(parsed, int):
+            return TdcallResult(parsed, {"rcx": 0, "rdx": 0})
+        gpa, level = parsed
         if self._outside(gpa, level):
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
         busy = self._busy()
         if busy is not None:
-            return TdcallResult(busy)
+            return TdcallResult(busy, {"rcx": 0, "rdx": 0})
         e = self.sept.entry(gpa)
         if e.level < level:
-            return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level))
+            return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level),
+                                {"rcx": 0, "rdx": 0})
         if e.level > level or e.state not in ATTR_WR_STATES:  # host must demote / map
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
-        current = {vm: self.sept.alias(vm, gpa).attr
-                   for vm in range(1, self.config.num_l2_vms + 1)}
-        plan = attrs.plan(gpa_attr, flags, current, self.config.num_l2_vms)
-        if isinstance(plan, int):
-            return TdcallResult(plan, {"rcx": 0, "rdx": self.gpa_attr(gpa)})
+        current: dict[int, int | None] = {}
+        for vm in range(1, self.config.num_l2_vms + 1):
+            a = self.sept.alias(vm, gpa)
+            current[vm] = None if a.state is SeptState.L2_FREE else a.attr
         block = gpa >> 21
-        for vm, value in plan.new.items():
-            if value is None or not attrs.grants_any(value):
-                continue
-            if (vm, block) in self.l2_sept_missing:
-                if self.vm_ctls.get(vm, 0) & 1:
-                    return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_L2_SEPT,
-                                                    vm))
-                return TdcallResult(with_details(TdxStatus.L2_SEPT_WALK_FAILED,
-                                                 (vm << 16) | level))
+        plan = attrs.plan(gpa_attr, flags, current, self.config.num_l2_vms,
+                          lambda vm: (vm, block) not in self.l2_sept_missing)
+        if plan.walk_failed_vm is not None:
+            vm = plan.walk_failed_vm
+            if self.vm_ctls.get(vm, 0) & 1:
+                return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_L2_SEPT, vm))
+            return TdcallResult(with_details(TdxStatus.L2_SEPT_WALK_FAILED, (vm << 16) | level),
+                                {"rcx": 0, "rdx": 0})
+        if plan.status:  # nothing committed; RCX = 0, RDX = the words as computed so far
+            return TdcallResult(plan.status, {"rcx": 0, "rdx": plan.rdx})
         end = gpa + LEVEL_BYTES[level]
         pending = e.state in PENDING_FAMILY
         for vm, value in plan.new.items():
@@ -420,7 +490,7 @@ class TdxModule:
         for vm in plan.invept:
             self.invept[vm] = self.invept.get(vm, 0) + 1
         mapping = gpa | level | (PENDING_BIT if pending else 0)
-        return TdcallResult(0, {"rcx": mapping, "rdx": self.gpa_attr(gpa)})
+        return TdcallResult(0, {"rcx": mapping, "rdx": plan.rdx})
 
     # -- TDG.MEM.PAGE.RELEASE (leaf 30, later modules; tdx.md §4.3) -------------------------
     def release(self, gpa: int, level: int) -> TdcallResult:
@@ -555,7 +625,7 @@ class TdxModule:
 
     # -- TDG.VP.ENTER (tdx.md §2.3) ---------------------------------------------------------
     def vp_enter(self, vcpu: int, rcx: int, rdx: int) -> TdcallResult:
-        bad = check_inputs(rcx, rdx, self.config.num_l2_vms, self.shared_bit)
+        bad = check_inputs(rcx, rdx, self.config.num_l2_vms, self.config.gpaw)
         if bad is not None:
             return TdcallResult(bad)
         vm = (rcx & VM_MASK) >> VM_SHIFT
@@ -578,7 +648,7 @@ class TdxModule:
         m.values.update({f_rip: state.rip, f_rsp: state.gprs["rsp"], f_rflags: state.rflags,
                          f_ssp: state.ssp, f_intr: state.interrupt_status})
         m.set_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm, rdx)
-        self.curr_vm[vcpu] = vm
+        self._set_curr_vm(vcpu, vm)
         # An event in the VM-entry interruption information field (0x4016) is injected by
         # this entry and its valid bit cleared (VMX entry semantics, Intel SDM vol. 3; the
         # field and its bits: tdx.md §5).
@@ -593,6 +663,10 @@ class TdxModule:
     def running_vm(self, vcpu: int) -> int:
         return self.curr_vm.get(vcpu, 0)
 
+    def _set_curr_vm(self, vcpu: int, vm: int) -> None:
+        self.l2_running += bool(vm) - bool(self.curr_vm.get(vcpu, 0))
+        self.curr_vm[vcpu] = vm
+
     def l2_exit(self, vcpu: int, exit_info: L2Exit) -> dict[str, int]:
         """An L2 -> L1 exit: the L2's registers go to its L2_ENTER_GUEST_STATE buffer, L1
         gets the exit registers, CURR_VM becomes 0 (tdx.md §2.3)."""
@@ -605,7 +679,7 @@ class TdxModule:
                                 cpu.interrupt_status)
         self.memory.write(gpa, state.encode())
         cpu.running = False
-        self.curr_vm[vcpu] = 0
+        self._set_curr_vm(vcpu, 0)
         return exit_info.registers()
 
     def l2_tdcall(self, vcpu: int) -> dict[str, int] | TdExit:
@@ -633,4 +707,4 @@ class TdxModule:
         """Forget an L2 vCPU's runtime state (L1 deleted it)."""
         self.l2.pop((vcpu, vm), None)
         if self.curr_vm.get(vcpu) == vm:
-            self.curr_vm[vcpu] = 0
+            self._set_curr_vm(vcpu, 0)

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from cocopart_tdx.gpa import gpa_valid
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 U64 = (1 << 64) - 1
@@ -94,16 +95,24 @@ class EnterGuestState:
 
 
 # -- failures -------------------------------------------------------------------------------
-def check_inputs(rcx: int, rdx: int, num_l2_vms: int, shared_bit: int) -> int | None:
-    """Operand checks of TDG.VP.ENTER in the module's order (tdx.md §2.3): reserved RCX
-    bits or VM 0 / VM > NUM_L2_VMS -> OPERAND_INVALID(RCX); a misaligned or shared buffer
-    GPA -> OPERAND_INVALID(RDX)."""
+def check_inputs(rcx: int, rdx: int, num_l2_vms: int, gpaw: int) -> int | None:
+    """Operand checks of TDG.VP.ENTER in the module's order (MOD 1.5
+    ``src/td_transitions/tdg_vp_enter.c`` ``tdg_vp_enter``): first RDX — the
+    L2_ENTER_GUEST_STATE GPA must be 256-byte aligned and a valid private GPA
+    (``check_gpa_validity``, :mod:`cocopart_tdx.gpa`) -> OPERAND_INVALID(RDX); then RCX —
+    reserved bits, VM 0 or VM > NUM_L2_VMS -> OPERAND_INVALID(RCX)
+    (``RULE_VP_ENTER_CHECKS_RDX_FIRST``)."""
+    if rdx % ENTER_BUFFER_ALIGN or not gpa_valid(rdx, gpaw, private_only=True):
+        return with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
     vm = (rcx & VM_MASK) >> VM_SHIFT
     if rcx & RCX_RESERVED or vm == 0 or vm > num_l2_vms:
         return with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
-    if rdx % ENTER_BUFFER_ALIGN or rdx & shared_bit:
-        return with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
     return None
+
+
+#: TDG.VP.ENTER checks its RDX (state buffer GPA) before its RCX (VM and flags): two bad
+#: operands give OPERAND_INVALID(RDX) (MOD tdg_vp_enter.c).
+RULE_VP_ENTER_CHECKS_RDX_FIRST = "TDG.VP.ENTER: RDX (buffer GPA) is checked before RCX (VM)"
 
 
 VAPIC_NOT_SET = with_details(TdxStatus.OPERAND_INVALID, Operand.L2_VAPIC_GPA)

@@ -127,6 +127,13 @@ class TdxWorkloadHooks(WorkloadHooks):
                 message="L1 could not rescind the pages"))
         return DirectResult(out.done * PAGE_4K)
 
+    def convert_refusal(self, layer: str, private: bool) -> str | None:
+        """Without L2_CTLS.ENABLE_SHARED_EPTP an L2 cannot use shared memory: its convert to
+        shared is refused before anything is converted (metadata_vp.c)."""
+        if private or layer == L1:
+            return None
+        return self.platform.shared_memory_refusal(layer)
+
     def rescind_before_share(self, layer: str) -> tuple[bool, str | None]:
         if self.platform.module.config.module == "2.0":
             return True, None
