@@ -10,6 +10,7 @@ every failed check.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,12 @@ class TrustStore(BaseModel):
 
     pinned_roots: dict[str, list[bytes]] = Field(default_factory=dict)
     trust_vendor_roots: bool = True
+    certificate_cache: Path | None = Field(
+        default=None, description="A directory of vendor certificates in the vendor's own "
+        "distribution layout, where plug-ins look for certificates the evidence lacks (AMD "
+        "KDS: vcek/v1/<product>/<hwid>, vcek/v1/<product>/cert_chain, "
+        "vlek/v1/<product>/cert_chain). Certificates found there are checked like any "
+        "other: the cache adds certificates, never trust.")
 
     def roots_for(self, vendor: str) -> list[bytes]:
         return list(self.pinned_roots.get(vendor, []))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -49,12 +50,13 @@ from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
-from cocopart_sev_snp import certs
+from cocopart_sev_snp import amd_kds, certs
 from cocopart_sev_snp.report import (
     PRODUCTS,
     REPORT_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
     SIGNED_LENGTH,
+    SIGNING_KEY_NAMES,
     Product,
     SnpReport,
 )
@@ -167,9 +169,14 @@ def _product(report: SnpReport, chain: certs.ChainAnalysis,
     if caller:
         named["caller"] = caller
     values = set(named.values())
-    detail = ", ".join(f"{k} {v}" for k, v in named.items()) or "no product named anywhere"
     product = report.product or chain.product or chain.amd_product or caller
-    return product, Check(name="snp.product", ok=len(values) <= 1, detail=detail)
+    if not named:
+        return None, Check(name="snp.product", ok=False, detail=(
+            "no product named anywhere (a version-2 report has no CPUID and no certificate "
+            "names one): the TCB layout is unknown"))
+    detail = ", ".join(f"{k} {v}" for k, v in named.items())
+    return product, Check(name="snp.product", ok=len(values) == 1, detail=(
+        detail if len(values) == 1 else f"products disagree: {detail}"))
 
 
 def _chip_id(report: SnpReport, chain: certs.ChainAnalysis, product: Product | None) -> Check:
@@ -254,6 +261,59 @@ def _extra(report: SnpReport, chain: certs.ChainAnalysis, product: Product | Non
     }
 
 
+_NO_CERTIFICATES = certs.incomplete_chain("no certificates given")
+
+
+def _resolve_chain(report: SnpReport, evidence: Evidence,
+                   trust: TrustStore) -> certs.ChainAnalysis:
+    """The evidence's certificates, completed with AMD's built-in ASK/ASVK/ARK and, when the
+    trust store names a certificate cache, with the chip's VCEK and the chains found there."""
+    blobs = tuple(evidence.certificates)
+    builtin = amd_kds.builtin_ders()
+    chain = certs.analyse_certificates(blobs, builtin) if blobs else _NO_CERTIFICATES
+    cache = trust.certificate_cache
+    if cache is None or chain.error is None:
+        return chain
+    extra: list[bytes] = []
+    if chain.leaf is None and report.signing_key == 0:
+        tcbs = {p: report.tcb("reported", p) for p in (*PRODUCTS, None)}
+        extra += amd_kds.cached_vceks(Path(cache), report.chip_id, tcbs)
+    extra += amd_kds.cached_chains(Path(cache))
+    return certs.analyse_certificates(blobs + tuple(extra), builtin) if extra else chain
+
+
+def _chain_check(report: SnpReport, chain: certs.ChainAnalysis) -> Check:
+    name = "snp.chain.certificates"
+    if chain.error is None:
+        note = (f" ({' and '.join(chain.built_in)} built in: AMD's KDS certificates)"
+                if chain.built_in else "")
+        return Check(name=name, ok=True,
+                     detail=f"{chain.leaf_kind} <- {chain.ask_cn} <- {chain.ark_cn}{note}")
+    if chain.leaf is not None or report.signing_key != 0:
+        return Check(name=name, ok=False, detail=chain.error)
+    product = report.product
+    where = (amd_kds.vcek_url(report.chip_id, report.tcb("reported"), product) if product else
+             f"{amd_kds.KDS_URL}/vcek/v1/<Milan|Genoa|Turin>/<chip_id hex>?blSPL=..")
+    return Check(name=name, ok=False, detail=(
+        f"{chain.error}: this report is signed by its chip's VCEK; get it from AMD's KDS "
+        f"({where}) and give it with the evidence (CLI: --certs FILE) or put it in a "
+        "certificate cache directory (CLI: --cert-cache DIR, as DIR/vcek/v1/<product>/<hwid>)"))
+
+
+def _signing_key(report: SnpReport, chain: certs.ChainAnalysis) -> Check:
+    name = "snp.signing_key"
+    want = _SIGNING_KEY_KIND.get(report.signing_key)
+    if want is None:
+        what = SIGNING_KEY_NAMES.get(report.signing_key, f"reserved value {report.signing_key}")
+        return Check(name=name, ok=False, detail=f"the report's SIGNING_KEY is {what}: no "
+                     "VCEK or VLEK signed it")
+    if chain.leaf_kind is None:
+        return Check(name=name, ok=False, detail=f"the report names the {want}, and no {want} "
+                     "certificate is available to check it against")
+    return Check(name=name, ok=want == chain.leaf_kind,
+                 detail=f"report names the {want}, the certificate is a {chain.leaf_kind}")
+
+
 class SnpEvidenceVerifier:
     """Verify SEV-SNP attestation reports (entry point ``cocopart.evidence: sev-snp``)."""
 
@@ -273,17 +333,10 @@ class SnpEvidenceVerifier:
         if hcl_check is not None:
             checks.append(hcl_check)
 
-        chain = (certs.analyse_certificates(tuple(evidence.certificates))
-                 if evidence.certificates else certs.incomplete_chain("no certificates given"))
-        checks.append(Check(name="snp.chain.certificates", ok=chain.error is None,
-                            detail=chain.error or f"{chain.leaf_kind} <- "
-                            f"{chain.ask_cn} <- "
-                            f"{chain.ark_cn}"))
+        chain = _resolve_chain(report, evidence, trust)
+        checks.append(_chain_check(report, chain))
         checks.append(_verify_signature(raw, report, chain))
-        want_kind = _SIGNING_KEY_KIND.get(report.signing_key)
-        checks.append(Check(name="snp.signing_key", ok=want_kind == chain.leaf_kind,
-                            detail=f"report names {want_kind or report.signing_key}, "
-                            f"leaf is {chain.leaf_kind}"))
+        checks.append(_signing_key(report, chain))
         leaf_name = chain.leaf_kind or "VCEK"
         checks.append(_link("snp.chain.vcek_ask", chain.leaf_by_ask,
                             f"{leaf_name} signed by {'ASVK' if leaf_name == 'VLEK' else 'ASK'}"))
@@ -291,10 +344,8 @@ class SnpEvidenceVerifier:
         checks.append(_link("snp.chain.ark_self", chain.ark_self, "ARK self-signed"))
         checks.append(_pinned(chain, trust))
         expired = certs.validity_problems(chain, now)
-        checks.append(Check(name="snp.chain.validity", ok=not expired and chain.leaf is not None,
-                            detail="; ".join(expired) or
-                            (f"all certificates valid at now (window {chain.window})"
-                             if chain.leaf is not None else "no certificates")))
+        checks.append(Check(name="snp.chain.validity", ok=not expired, detail="; ".join(expired)
+                            or f"all certificates valid at now (window {chain.window})"))
         product, product_check = _product(report, chain, evidence)
         checks.append(product_check)
         checks.append(_chip_id(report, chain, product))

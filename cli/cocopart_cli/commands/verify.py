@@ -106,7 +106,8 @@ def parse_collateral(items: list[str]) -> dict[str, bytes]:
 def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = None,
            policy: Policy | None = None, certs: list[Path] | None = None,
            collateral: list[str] | None = None, now: str | None = None,
-           trust_roots: list[Path] | None = None, vendor_roots: bool = True) -> VerifyReport:
+           trust_roots: list[Path] | None = None, vendor_roots: bool = True,
+           cert_cache: Path | None = None) -> VerifyReport:
     """Load, verify and return the report (does not print)."""
     evidence = load_evidence(evidence_file, vendor, fmt)
     extra_certs = [read_bytes(p, "certificate") for p in certs or []]
@@ -115,7 +116,9 @@ def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = 
         evidence = evidence.model_copy(update={
             "certificates": [*evidence.certificates, *extra_certs],
             "collateral": {**evidence.collateral, **extra_coll}})
-    trust = TrustStore(trust_vendor_roots=vendor_roots)
+    if cert_cache is not None and not cert_cache.is_dir():
+        raise CliError(f"--cert-cache {cert_cache}: not a directory")
+    trust = TrustStore(trust_vendor_roots=vendor_roots, certificate_cache=cert_cache)
     for root in trust_roots or []:
         trust = trust.with_root(evidence.vendor, read_bytes(root, "trust root"))
     verdict = Verifier(policy or Policy(), trust).verify(evidence, parse_now(now))
@@ -188,6 +191,10 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str | None, typer.Option(
             "--format", help="Evidence format, e.g. snp-report, azure-hcl-report, tdx-quote, "
             "tdreport.")] = None,
+        cert_cache: Annotated[Path | None, typer.Option(
+            metavar="DIR", help="Certificate cache in the vendor's distribution layout, for "
+            "certificates the evidence lacks (AMD KDS: DIR/vcek/v1/<product>/<hwid>, "
+            "DIR/vcek/v1/<product>/cert_chain). AMD's ASK/ASVK/ARK are built in.")] = None,
         vendor_roots: Annotated[bool, typer.Option(
             help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")] = True,
         nonce: Annotated[str | None, typer.Option(
@@ -212,7 +219,7 @@ def register(app: typer.Typer) -> None:
             chosen = (chosen or Policy()).model_copy(update={"expected_nonce": hex_64(nonce, "--nonce")})
         report = verify(evidence, vendor=vendor, fmt=fmt, policy=chosen, certs=certs,
                         collateral=collateral, now=now, trust_roots=trust_root,
-                        vendor_roots=vendor_roots)
+                        vendor_roots=vendor_roots, cert_cache=cert_cache)
         if json_output:
             emit_json(report)
         else:
