@@ -16,10 +16,14 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.attest.evidence import Claims, Evidence
+from cocopart.attest.plugins import EVIDENCE_GROUP, PolicySchema
+from cocopart.attest.plugins import load_evidence_verifier as _load
 from cocopart.attest.policy import Policy
 from cocopart.protocol.manifest import bind_report_data
 
-EVIDENCE_GROUP = "cocopart.evidence"
+__all__ = ["EVIDENCE_GROUP", "Check", "EvidenceVerifier", "TrustStore", "VendorResult", "Verdict",
+           "Verifier", "apply_policy", "load_evidence_verifier",
+           "vendor_policy_checks"]
 
 
 class Check(BaseModel):
@@ -96,12 +100,8 @@ class Verdict(BaseModel):
 
 def load_evidence_verifier(vendor: str) -> EvidenceVerifier:
     """Load the evidence plug-in for ``vendor`` through stevedore."""
-    from cocopart.registry import load_plugin
-
-    verifier = load_plugin(EVIDENCE_GROUP, vendor)
-    if isinstance(verifier, type):
-        verifier = verifier()
-    return verifier  # type: ignore[no-any-return]
+    verifier: EvidenceVerifier = _load(vendor)
+    return verifier
 
 
 def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[Check]:
@@ -134,6 +134,39 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
     return checks
 
 
+def _measurement(claims: Claims, name: str, wanted: list[bytes]) -> Check:
+    have = claims.measurements.get(name)
+    check = f"policy.measurement.{name}"
+    if have is None:
+        return Check(name=check, ok=False, detail=(
+            f"{claims.vendor} evidence has no measurement {name!r} (it has: "
+            f"{', '.join(claims.measurements) or 'none'})"))
+    if have in wanted:
+        return Check(name=check, ok=True, detail="matches" if len(wanted) == 1 else
+                     f"matches accepted value {wanted.index(have) + 1} of {len(wanted)}")
+    expected = wanted[0].hex() if len(wanted) == 1 else \
+        f"one of {len(wanted)} values ({', '.join(w.hex()[:16] + '...' for w in wanted)})"
+    return Check(name=check, ok=False, detail=f"expected {expected}, evidence has {have.hex()}")
+
+
+def vendor_policy_checks(plugin: object, claims: Claims, policy: Policy) -> list[Check]:
+    """The checks of the evidence plug-in's own policy section (its defaults when the policy
+    has none): ``plugin.check_policy(claims, section)``. A plug-in without a section model
+    has none; a section given for a plug-in that cannot apply it fails."""
+    schema = getattr(plugin, "policy_schema", None)
+    section = policy.section(claims.vendor)
+    if section is None and isinstance(schema, PolicySchema) and schema.section is not None:
+        section = schema.section()
+    if section is None:
+        return []
+    apply = getattr(plugin, "check_policy", None)
+    if apply is None:
+        return [Check(name=f"policy.{claims.vendor}", ok=False, detail=(
+            f"the {claims.vendor} plug-in cannot apply its policy section"))]
+    checks: list[Check] = apply(claims, section)
+    return checks
+
+
 def apply_policy(claims: Claims, policy: Policy, now: datetime,
                  manifest: bytes | None = None) -> list[Check]:
     """The vendor-neutral policy checks, each named. ``manifest``: the evidence's services
@@ -155,21 +188,24 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime,
         name="policy.debug", ok=policy.allow_debug or not claims.debug,
         detail="debug is enabled in the guest policy" if claims.debug else "debug disabled",
     ))
-    for name, want in policy.expected_measurements.items():
-        have = claims.measurements.get(name)
-        checks.append(Check(
-            name=f"policy.measurement.{name}", ok=have == want,
-            detail="matches" if have == want else
-            f"expected {want.hex()}, evidence has {have.hex() if have else 'none'}",
-        ))
+    for name, wanted in policy.expected_measurements.items():
+        checks.append(_measurement(claims, name, wanted))
     checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
-        ok = have_v is not None and have_v >= minimum
         checks.append(Check(
-            name=f"policy.tcb.{comp}", ok=ok,
-            detail=f"{comp}={have_v} (minimum {minimum})",
+            name=f"policy.tcb.{comp}", ok=have_v is not None and have_v >= minimum,
+            detail=f"{comp}={have_v} (minimum {minimum})" if have_v is not None else
+            f"{claims.vendor} evidence has no TCB component {comp!r} (it has: "
+            f"{', '.join(claims.tcb) or 'none'})",
         ))
+    if policy.rejected_advisories:
+        listed = set(claims.extra.get("advisory_ids") or ())
+        hit = [a for a in policy.rejected_advisories if a in listed]
+        checks.append(Check(
+            name="policy.advisories", ok=not hit,
+            detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}" if hit else
+            f"none of the {len(policy.rejected_advisories)} rejected advisories is listed"))
     if claims.tcb_status is not None:
         checks.append(Check(
             name="policy.tcb_status", ok=claims.tcb_status in policy.accepted_tcb_status,
@@ -204,13 +240,17 @@ class Verifier:
 
     def verify(self, evidence: Evidence, now: datetime | None = None) -> Verdict:
         now = now or datetime.now(UTC)
-        result = self._plugin(evidence.vendor).verify(evidence, self.trust, now)
-        waived = set(self.policy.waive_checks)
-        checks = [c if c.ok or c.name not in waived else
-                  Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
-                  for c in result.checks]
+        plugin = self._plugin(evidence.vendor)
+        result = plugin.verify(evidence, self.trust, now)
+        checks = list(result.checks)
         if result.claims is not None:
             checks += apply_policy(result.claims, self.policy, now, evidence.manifest)
+            checks += vendor_policy_checks(plugin, result.claims, self.policy)
         else:
             checks.append(Check(name="parse", ok=False, detail="evidence could not be parsed"))
+        if self.policy.waive_checks:
+            waived = set(self.policy.waive_checks)
+            checks = [c if c.ok or c.name not in waived else
+                      Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
+                      for c in checks]
         return Verdict(ok=all(c.ok for c in checks), checks=checks, claims=result.claims)

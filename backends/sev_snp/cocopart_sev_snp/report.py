@@ -100,6 +100,7 @@ _PLATFORM_FLAGS = {
     "alias_check_complete": 5,
     "tio_en": 7,
 }
+PLATFORM_FLAG_NAMES = tuple(_PLATFORM_FLAGS)
 
 
 def product_from_cpuid(family: int, model: int) -> Product | None:

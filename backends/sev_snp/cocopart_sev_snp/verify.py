@@ -51,6 +51,7 @@ from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
 from cocopart_sev_snp import amd_kds, certs
+from cocopart_sev_snp import policy as snp_policy
 from cocopart_sev_snp.report import (
     PRODUCTS,
     REPORT_SIZE,
@@ -148,7 +149,8 @@ def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
                          + ("" if chain.amd_product else " (not an AMD root)"))
     if chain.amd_product is not None:
         detail = (f"ARK is AMD's {chain.amd_product} root but vendor roots are not trusted "
-                  "(trust_vendor_roots=False) and it is not in the trust store")
+                  "(CLI --no-vendor-roots; TrustStore trust_vendor_roots=False) and it is not "
+                  "in the trust store (CLI --trust-root FILE)")
     else:
         detail = (f"ARK {chain.ark_cn} (SPKI sha256 {fp[:16]}...) is neither an AMD root nor "
                   "in the trust store")
@@ -319,6 +321,8 @@ class SnpEvidenceVerifier:
 
     vendor = VENDOR
     formats = (FORMAT_REPORT, FORMAT_AZURE_HCL)
+    policy_schema = snp_policy.SCHEMA
+    check_policy = staticmethod(snp_policy.check_policy)
 
     def verify(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
         """Parse and check ``evidence``; every failure is a named check, never an exception."""

@@ -23,8 +23,9 @@ Checks (each a named :class:`Check`; a failure never raises): ``tdx.quote.parse`
 ``tdx.crl``, ``tdx.collateral.present``, ``tdx.collateral.signature``,
 ``tdx.collateral.fresh``, ``tdx.collateral.match``, ``tdx.tcb_status``,
 ``tdx.td_attributes.sept_ve_disable`` (dcap-qvl and Intel's default appraisal reject TDs
-without it; pass ``require_sept_ve_disable=False`` for TDs, such as Azure's partitioned ones,
-that run without it) and ``tdx.manifest_binding``. Debug TDs are left to the policy
+without it; a policy accepts TDs that run without it, such as Azure's partitioned ones, with
+``waive_checks = ["tdx.td_attributes.sept_ve_disable"]``, or a Python caller constructs the
+verifier with ``require_sept_ve_disable=False``) and ``tdx.manifest_binding``. Debug TDs are left to the policy
 (``Claims.debug``).
 
 Trust: the Intel SGX Root CA is pinned by the SHA-256 of its public key
@@ -58,6 +59,7 @@ from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+from cocopart_tdx import policy as tdx_policy
 from cocopart_tdx.collateral import (
     EnclaveIdentity,
     SignedJson,
@@ -438,6 +440,8 @@ class TdxEvidenceVerifier:
     """Verifies TDX quotes and TDREPORTs (entry point ``cocopart.evidence: tdx``)."""
 
     vendor = VENDOR
+    policy_schema = tdx_policy.SCHEMA
+    check_policy = staticmethod(tdx_policy.check_policy)
 
     def __init__(self, *, require_sept_ve_disable: bool = True) -> None:
         self.require_sept_ve_disable = require_sept_ve_disable
@@ -509,8 +513,10 @@ class TdxEvidenceVerifier:
             on = bool(policy["sept_ve_disable"])
             checks.append(Check(name="tdx.td_attributes.sept_ve_disable", ok=on, detail=(
                 "SEPT_VE_DISABLE is set" if on else "SEPT_VE_DISABLE is not enabled: the TD takes "
-                "#VE on pending private pages (rejected by default, as dcap-qvl does; construct the "
-                "verifier with require_sept_ve_disable=False to accept such TDs)")))
+                "#VE on pending private pages (rejected by default, as dcap-qvl does; to accept "
+                "such TDs, e.g. Azure's partitioned ones, add it to the policy's waive_checks: "
+                'waive_checks = ["tdx.td_attributes.sept_ve_disable"], CLI: --waive '
+                "tdx.td_attributes.sept_ve_disable)")))
 
         origin, binding = _origin(evidence, body.report_data)
         if binding is not None:
@@ -521,7 +527,8 @@ class TdxEvidenceVerifier:
         tcb.update(chain.tcb_names)
         if plat.qe_isvsvn is not None:
             tcb["qe_isvsvn"] = plat.qe_isvsvn
-        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names)}
+        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names),
+                                 "qe_vendor_id": layout.header.qe_vendor_id.hex()}
         if body.tee_tcb_svn2 is not None:
             extra["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
         if issue_date:
@@ -530,6 +537,7 @@ class TdxEvidenceVerifier:
             extra["tcb_evaluation_data_number"] = tcb_info.tcb_evaluation_data_number
         if evaluation is not None:
             extra["advisory_ids"] = list(evaluation.advisory_ids)
+            extra["tcb_date"] = evaluation.tcb_date
             extra["tcb_level_status"] = {"platform": evaluation.platform_status,
                                          "tdx_module": evaluation.module_status,
                                          "qe": evaluation.qe_status}

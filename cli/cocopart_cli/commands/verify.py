@@ -22,6 +22,7 @@ from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, CliError
 from cocopart_cli.models import VerifyReport
 from cocopart_cli.output import begin, console, emit_json
 from cocopart_cli.policyfile import load_policy
+from cocopart_cli.quickpins import QuickPins, apply_pins
 
 SNP_REPORT_SIZE = 0x4A0
 TDREPORT_SIZE = 1024
@@ -107,9 +108,11 @@ def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = 
            policy: Policy | None = None, certs: list[Path] | None = None,
            collateral: list[str] | None = None, now: str | None = None,
            trust_roots: list[Path] | None = None, vendor_roots: bool = True,
-           cert_cache: Path | None = None) -> VerifyReport:
+           cert_cache: Path | None = None, pins: QuickPins | None = None) -> VerifyReport:
     """Load, verify and return the report (does not print)."""
     evidence = load_evidence(evidence_file, vendor, fmt)
+    if pins:
+        policy = apply_pins(policy, evidence.vendor, pins)
     extra_certs = [read_bytes(p, "certificate") for p in certs or []]
     extra_coll = parse_collateral(collateral or [])
     if extra_certs or extra_coll:
@@ -201,6 +204,30 @@ def register(app: typer.Typer) -> None:
             metavar="HEX", help="The freshness nonce you asked for (the policy's "
             "expected_nonce): service evidence must bind SHA-512(nonce || manifest), hardware "
             "evidence the nonce itself.")] = None,
+        report_data: Annotated[str | None, typer.Option(
+            metavar="HEX", help="Quick pin: the raw REPORT_DATA (policy expected_report_data)."
+            )] = None,
+        measurement: Annotated[list[str] | None, typer.Option(
+            metavar="[NAME=]HEX", help="Quick pin: an accepted measurement (default name: "
+            "measurement on SNP, mrtd on TDX); repeat for several names or values.")] = None,
+        host_data: Annotated[list[str] | None, typer.Option(
+            metavar="HEX", help="Quick pin (SNP): an accepted HOST_DATA; repeatable.")] = None,
+        vmpl: Annotated[list[int] | None, typer.Option(
+            metavar="N", help="Quick pin (SNP): an accepted report VMPL; repeatable.")] = None,
+        allow_layer: Annotated[list[str] | None, typer.Option(
+            metavar="LAYER", help="Also accept evidence from this layer, e.g. l2.1 or VMPL2; "
+            "repeatable.")] = None,
+        allow_debug: Annotated[bool, typer.Option(
+            "--allow-debug", help="Accept debug guests.")] = False,
+        min_tcb: Annotated[list[str] | None, typer.Option(
+            metavar="NAME=N", help="Quick pin: a minimum TCB component, e.g. snp=8 or "
+            "pcesvn=11; repeatable.")] = None,
+        accept_tcb_status: Annotated[list[str] | None, typer.Option(
+            metavar="STATUS", help="Also accept this TCB status, e.g. OutOfDate; repeatable.")
+                                     ] = None,
+        waive: Annotated[list[str] | None, typer.Option(
+            metavar="CHECK", help="Accept this check failing (policy waive_checks), e.g. "
+            "tdx.td_attributes.sept_ve_disable; repeatable.")] = None,
         json_output: Annotated[bool, typer.Option(
             "--json", help="Print JSON (schema: `cocopart schema verify`).")] = False,
     ) -> None:
@@ -217,9 +244,13 @@ def register(app: typer.Typer) -> None:
         chosen = load_policy(policy) if policy else None
         if nonce is not None:
             chosen = (chosen or Policy()).model_copy(update={"expected_nonce": hex_64(nonce, "--nonce")})
+        pins = QuickPins(report_data=report_data, measurements=measurement or [],
+                         host_data=host_data or [], vmpl=vmpl or [], allow_debug=allow_debug,
+                         allow_layers=allow_layer or [], min_tcb=min_tcb or [],
+                         tcb_status=accept_tcb_status or [], waive=waive or [])
         report = verify(evidence, vendor=vendor, fmt=fmt, policy=chosen, certs=certs,
                         collateral=collateral, now=now, trust_roots=trust_root,
-                        vendor_roots=vendor_roots, cert_cache=cert_cache)
+                        vendor_roots=vendor_roots, cert_cache=cert_cache, pins=pins)
         if json_output:
             emit_json(report)
         else:
