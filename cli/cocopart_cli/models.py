@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field
 
 from cocopart.attest.detect import PlatformInfo
 from cocopart.attest.evidence import Claims, Evidence
-from cocopart.attest.verifier import Verdict
 from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
 from cocopart.host_faults import FaultComparison
 from cocopart.layers import Edge, LayerNode
@@ -17,6 +16,7 @@ from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan
 from cocopart.scenario import Scenario, ScenarioRun
 from cocopart_cli.errors import ErrorReport
+from cocopart_cli.verify_report import VerifyReport
 
 
 class GraphModel(BaseModel):
@@ -223,16 +223,6 @@ class AttestReport(BaseModel):
     trust_root_file: str | None = Field(
         default=None, description="Where the simulated root was written (PEM).")
     trust_root_pem: str | None = None
-
-
-class VerifyReport(BaseModel):
-    """`cocopart verify`: every check of one piece of evidence and the verdict."""
-
-    evidence_file: str
-    vendor: str
-    format: str
-    verdict: Verdict
-    ok: bool
 
 
 class ScenarioFileReport(BaseModel):

@@ -96,7 +96,8 @@ def pin_size(size: int) -> AfterValidator:
 class VendorPolicy(BaseModel):
     """Base of a plug-in's policy section: unknown keys are errors, bytes are hex."""
 
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="hex", val_json_bytes="hex")
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="hex", val_json_bytes="hex",
+                              defer_build=True)
 
 
 @dataclass(frozen=True)

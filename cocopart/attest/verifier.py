@@ -10,16 +10,18 @@ every failed check.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.plugins import EVIDENCE_GROUP, PolicySchema
 from cocopart.attest.plugins import load_evidence_verifier as _load
-from cocopart.attest.policy import Policy
+from cocopart.attest.policy import Policy, VendorPolicy
 from cocopart.protocol.manifest import bind_report_data
+from cocopart.unchecked import build_unchecked
 
 __all__ = ["EVIDENCE_GROUP", "Check", "EvidenceVerifier", "TrustStore", "VendorResult", "Verdict",
            "Verifier", "apply_policy", "load_evidence_verifier",
@@ -27,11 +29,31 @@ __all__ = ["EVIDENCE_GROUP", "Check", "EvidenceVerifier", "TrustStore", "VendorR
 
 
 class Check(BaseModel):
-    """One named check and its outcome."""
+    """One named check and its outcome (immutable: verdicts share equal checks)."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     ok: bool
     detail: str = ""
+
+
+_CHECKS: dict[tuple[str, bool, str], Check] = {}
+_OK = attrgetter("ok")
+_CHECKS_LIMIT = 4096
+
+
+def check(name: str, ok: bool, detail: str = "") -> Check:
+    """The :class:`Check` ``(name, ok, detail)``, one shared instance per distinct value:
+    verifying evidence of a known platform repeats the same checks, so they are built once
+    (a bounded cache)."""
+    key = (name, ok, detail)
+    hit = _CHECKS.get(key)
+    if hit is None:
+        if len(_CHECKS) >= _CHECKS_LIMIT:
+            _CHECKS.clear()
+        hit = _CHECKS[key] = Check(name=name, ok=ok, detail=detail)
+    return hit
 
 
 class TrustStore(BaseModel):
@@ -66,6 +88,8 @@ class TrustStore(BaseModel):
 class VendorResult(BaseModel):
     """What an evidence plug-in returns: claims (None if unparsable) and its checks."""
 
+    model_config = ConfigDict(defer_build=True)
+
     claims: Claims | None
     checks: list[Check]
 
@@ -83,6 +107,8 @@ class EvidenceVerifier(Protocol):
 
 class Verdict(BaseModel):
     """The outcome of verifying evidence against a policy."""
+
+    model_config = ConfigDict(defer_build=True)
 
     ok: bool
     checks: list[Check]
@@ -117,7 +143,7 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
         else:
             ok = claims.report_data == nonce.ljust(len(claims.report_data), b"\0")
             how = "REPORT_DATA = nonce (hardware evidence, no services manifest)"
-        checks.append(Check(name="policy.nonce", ok=ok, detail=(
+        checks.append(check(name="policy.nonce", ok=ok, detail=(
             f"the evidence is fresh: {how}" if ok else
             f"the evidence does not bind the expected nonce ({how} does not hold)")))
     if policy.expected_report_data is not None:
@@ -130,70 +156,101 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
             detail += (": the value given is this evidence's nonce — service evidence carries "
                        "REPORT_DATA = SHA-512(nonce || services manifest); pin the nonce with "
                        "expected_nonce (CLI: --nonce) instead")
-        checks.append(Check(name="policy.report_data", ok=ok, detail=detail))
+        checks.append(check(name="policy.report_data", ok=ok, detail=detail))
     return checks
 
 
 def _measurement(claims: Claims, name: str, wanted: list[bytes]) -> Check:
     have = claims.measurements.get(name)
-    check = f"policy.measurement.{name}"
+    label = f"policy.measurement.{name}"
     if have is None:
-        return Check(name=check, ok=False, detail=(
+        return check(name=label, ok=False, detail=(
             f"{claims.vendor} evidence has no measurement {name!r} (it has: "
             f"{', '.join(claims.measurements) or 'none'})"))
     if have in wanted:
-        return Check(name=check, ok=True, detail="matches" if len(wanted) == 1 else
+        return check(name=label, ok=True, detail="matches" if len(wanted) == 1 else
                      f"matches accepted value {wanted.index(have) + 1} of {len(wanted)}")
     expected = wanted[0].hex() if len(wanted) == 1 else \
         f"one of {len(wanted)} values ({', '.join(w.hex()[:16] + '...' for w in wanted)})"
-    return Check(name=check, ok=False, detail=f"expected {expected}, evidence has {have.hex()}")
+    return check(name=label, ok=False, detail=f"expected {expected}, evidence has {have.hex()}")
+
+
+_DEFAULT_SECTIONS: dict[type, VendorPolicy | None] = {}
+
+
+def _default_section(plugin: object) -> VendorPolicy | None:
+    """The plug-in's policy section with every default (built once per plug-in class)."""
+    kind = type(plugin)
+    if kind not in _DEFAULT_SECTIONS:
+        schema = getattr(plugin, "policy_schema", None)
+        model = schema.section if isinstance(schema, PolicySchema) else None
+        _DEFAULT_SECTIONS[kind] = model.model_construct() if model is not None else None
+    return _DEFAULT_SECTIONS[kind]
 
 
 def vendor_policy_checks(plugin: object, claims: Claims, policy: Policy) -> list[Check]:
     """The checks of the evidence plug-in's own policy section (its defaults when the policy
     has none): ``plugin.check_policy(claims, section)``. A plug-in without a section model
     has none; a section given for a plug-in that cannot apply it fails."""
-    schema = getattr(plugin, "policy_schema", None)
     section = policy.section(claims.vendor)
-    if section is None and isinstance(schema, PolicySchema) and schema.section is not None:
-        section = schema.section()
+    if section is None:
+        section = _default_section(plugin)
     if section is None:
         return []
     apply = getattr(plugin, "check_policy", None)
     if apply is None:
-        return [Check(name=f"policy.{claims.vendor}", ok=False, detail=(
+        return [check(name=f"policy.{claims.vendor}", ok=False, detail=(
             f"the {claims.vendor} plug-in cannot apply its policy section"))]
     checks: list[Check] = apply(claims, section)
     return checks
+
+
+_STANDING: dict[tuple[Any, ...], tuple[Check, ...]] = {}
+
+
+def _standing(claims: Claims, policy: Policy) -> tuple[Check, ...]:
+    """Origin, debug and TCB status checks: every piece of evidence of one guest and
+    platform repeats them, so they are remembered by the values they depend on."""
+    origin = claims.origin
+    key = (origin.layer, origin.vendor_level, origin.via_privileged_layer, claims.debug,
+           claims.tcb_status, tuple(policy.allowed_layers), policy.allow_via_privileged_layer,
+           policy.allow_debug, tuple(policy.accepted_tcb_status))
+    hit = _STANDING.get(key)
+    if hit is not None:
+        return hit
+    out = [check(name="policy.origin_layer",
+                 ok=origin.layer in policy.allowed_layers
+                 or origin.vendor_level in policy.allowed_layers,
+                 detail=f"evidence speaks for {origin.layer} ({origin.vendor_level}); "
+                 f"allowed: {', '.join(policy.allowed_layers)}")]
+    if origin.via_privileged_layer:
+        out.append(check(name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
+                         detail="the privileged layer attested on the workload's behalf"))
+    out.append(check(name="policy.debug", ok=policy.allow_debug or not claims.debug,
+                     detail="debug is enabled in the guest policy" if claims.debug
+                     else "debug disabled"))
+    if claims.tcb_status is not None:
+        out.append(check(name="policy.tcb_status",
+                         ok=claims.tcb_status in policy.accepted_tcb_status,
+                         detail=f"TCB status {claims.tcb_status}; accepted: "
+                         + ", ".join(policy.accepted_tcb_status)))
+    if len(_STANDING) >= _CHECKS_LIMIT:
+        _STANDING.clear()
+    hit = _STANDING[key] = tuple(out)
+    return hit
 
 
 def apply_policy(claims: Claims, policy: Policy, now: datetime,
                  manifest: bytes | None = None) -> list[Check]:
     """The vendor-neutral policy checks, each named. ``manifest``: the evidence's services
     manifest (service evidence), which the freshness check binds with the nonce."""
-    checks: list[Check] = []
-    layer_ok = (claims.origin.layer in policy.allowed_layers
-                or claims.origin.vendor_level in policy.allowed_layers)
-    checks.append(Check(
-        name="policy.origin_layer", ok=layer_ok,
-        detail=f"evidence speaks for {claims.origin.layer} ({claims.origin.vendor_level}); "
-        f"allowed: {', '.join(policy.allowed_layers)}",
-    ))
-    if claims.origin.via_privileged_layer:
-        checks.append(Check(
-            name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
-            detail="the privileged layer attested on the workload's behalf",
-        ))
-    checks.append(Check(
-        name="policy.debug", ok=policy.allow_debug or not claims.debug,
-        detail="debug is enabled in the guest policy" if claims.debug else "debug disabled",
-    ))
+    checks = list(_standing(claims, policy))
     for name, wanted in policy.expected_measurements.items():
         checks.append(_measurement(claims, name, wanted))
     checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
-        checks.append(Check(
+        checks.append(check(
             name=f"policy.tcb.{comp}", ok=have_v is not None and have_v >= minimum,
             detail=f"{comp}={have_v} (minimum {minimum})" if have_v is not None else
             f"{claims.vendor} evidence has no TCB component {comp!r} (it has: "
@@ -202,20 +259,14 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime,
     if policy.rejected_advisories:
         listed = set(claims.extra.get("advisory_ids") or ())
         hit = [a for a in policy.rejected_advisories if a in listed]
-        checks.append(Check(
+        checks.append(check(
             name="policy.advisories", ok=not hit,
             detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}" if hit else
             f"none of the {len(policy.rejected_advisories)} rejected advisories is listed"))
-    if claims.tcb_status is not None:
-        checks.append(Check(
-            name="policy.tcb_status", ok=claims.tcb_status in policy.accepted_tcb_status,
-            detail=f"TCB status {claims.tcb_status}; accepted: "
-            + ", ".join(policy.accepted_tcb_status),
-        ))
     issued = claims.extra.get("collateral_issue_date")
     if policy.max_collateral_age is not None and isinstance(issued, str):
         age = now - datetime.fromisoformat(issued)
-        checks.append(Check(
+        checks.append(check(
             name="policy.collateral_age", ok=age <= policy.max_collateral_age,
             detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",
         ))
@@ -247,10 +298,11 @@ class Verifier:
             checks += apply_policy(result.claims, self.policy, now, evidence.manifest)
             checks += vendor_policy_checks(plugin, result.claims, self.policy)
         else:
-            checks.append(Check(name="parse", ok=False, detail="evidence could not be parsed"))
+            checks.append(check(name="parse", ok=False, detail="evidence could not be parsed"))
         if self.policy.waive_checks:
             waived = set(self.policy.waive_checks)
             checks = [c if c.ok or c.name not in waived else
-                      Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
+                      check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
                       for c in checks]
-        return Verdict(ok=all(c.ok for c in checks), checks=checks, claims=result.claims)
+        return build_unchecked(Verdict, {"ok": all(map(_OK, checks)), "checks": checks,
+                                         "claims": result.claims})

@@ -29,7 +29,7 @@ from pydantic import AfterValidator, Field, field_validator
 from cocopart.attest.evidence import Claims
 from cocopart.attest.plugins import PolicySchema
 from cocopart.attest.policy import Pins, VendorPolicy, pin_size
-from cocopart.attest.verifier import Check
+from cocopart.attest.verifier import Check, check
 from cocopart_sev_snp.report import PLATFORM_FLAG_NAMES
 
 VENDOR = "sev-snp"
@@ -119,7 +119,7 @@ def _version(text: str) -> tuple[int, ...]:
 def _one_of(name: str, field: str, have_hex: str, wanted: list[bytes]) -> Check:
     accepted = {w.hex() for w in wanted}
     ok = have_hex in accepted
-    return Check(name=f"policy.{VENDOR}.{name}", ok=ok, detail=(
+    return check(name=f"policy.{VENDOR}.{name}", ok=ok, detail=(
         f"{field} is {'the' if len(wanted) == 1 else 'an'} accepted value" if ok else
         f"{field} {have_hex} is not {'the' if len(wanted) == 1 else 'an'} accepted value "
         f"({', '.join(sorted(accepted))})"))
@@ -129,7 +129,24 @@ def _le(low: dict[str, int], high: dict[str, int]) -> list[str]:
     return [f"{k} {low[k]} > {high[k]}" for k in low if k in high and low[k] > high[k]]
 
 
+_FIRMWARE: dict[tuple[Any, ...], Check] = {}
+
+
 def _firmware(claims: Claims, section: SnpPolicy) -> Check:
+    """Remembered per firmware state and section values: every report of a host repeats it."""
+    extra = claims.extra
+    key = (tuple(extra["current_tcb"].items()), tuple(extra["committed_tcb"].items()),
+           tuple(claims.tcb.items()), extra["current_version"], extra["committed_version"],
+           section.permit_provisional_firmware, section.minimum_version, section.minimum_build)
+    hit = _FIRMWARE.get(key)
+    if hit is None:
+        if len(_FIRMWARE) > 256:
+            _FIRMWARE.clear()
+        hit = _FIRMWARE[key] = _firmware_check(claims, section)
+    return hit
+
+
+def _firmware_check(claims: Claims, section: SnpPolicy) -> Check:
     extra = claims.extra
     cur, com = extra["current_tcb"], extra["committed_tcb"]
     cur_v, com_v = _version(extra["current_version"]), _version(extra["committed_version"])
@@ -149,7 +166,7 @@ def _firmware(claims: Claims, section: SnpPolicy) -> Check:
     if cur_v[2] < section.minimum_build:
         problems.append(f"firmware build {cur_v[2]} is below the minimum "
                         f"{section.minimum_build}")
-    return Check(name=f"policy.{VENDOR}.firmware", ok=not problems, detail="; ".join(problems)
+    return check(name=f"policy.{VENDOR}.firmware", ok=not problems, detail="; ".join(problems)
                  or f"firmware {extra['current_version']} (committed "
                  f"{extra['committed_version']}); COMMITTED and REPORTED TCB <= CURRENT")
 
@@ -163,11 +180,11 @@ def _id_keys(extra: dict[str, Any], section: SnpPolicy) -> Check:
     if section.require_author_key and not author_ok:
         why = "AUTHOR_KEY_EN is not set" if not author_en else \
             f"author key {extra['author_key_digest'][:16]}... is not trusted"
-        return Check(name=name, ok=False, detail=f"an author key is required: {why}")
+        return check(name=name, ok=False, detail=f"an author key is required: {why}")
     if author_ok:
-        return Check(name=name, ok=True, detail="the ID key is signed by a trusted author key")
+        return check(name=name, ok=True, detail="the ID key is signed by a trusted author key")
     ok = extra["id_key_digest"] in {d.hex() for d in section.trusted_id_key_digests}
-    return Check(name=name, ok=ok, detail="the ID block is signed by a trusted ID key" if ok else
+    return check(name=name, ok=ok, detail="the ID block is signed by a trusted ID key" if ok else
                  f"ID key {extra['id_key_digest'][:16]}... is not trusted (no ID block, or "
                  "neither it nor its author key is listed)")
 
@@ -187,11 +204,11 @@ def check_policy(claims: Claims, section: VendorPolicy) -> list[Check]:
         out.append(_one_of("chip_id", "CHIP_ID", claims.platform_id, section.chip_id))
     if section.vmpl:
         vmpl = extra["vmpl"]
-        out.append(Check(name=f"policy.{VENDOR}.vmpl", ok=vmpl in section.vmpl,
+        out.append(check(name=f"policy.{VENDOR}.vmpl", ok=vmpl in section.vmpl,
                          detail=f"VMPL {vmpl}; accepted: {', '.join(map(str, section.vmpl))}"))
     if section.minimum_guest_svn:
         svn = extra["guest_svn"]
-        out.append(Check(name=f"policy.{VENDOR}.minimum_guest_svn",
+        out.append(check(name=f"policy.{VENDOR}.minimum_guest_svn",
                          ok=svn >= section.minimum_guest_svn,
                          detail=f"GUEST_SVN {svn} (minimum {section.minimum_guest_svn})"))
     if (section.require_id_block or section.require_author_key
@@ -201,7 +218,7 @@ def check_policy(claims: Claims, section: VendorPolicy) -> list[Check]:
     info = extra["platform_info"]
     for flag, want in section.platform_info.items():
         have = bool(info[flag])
-        out.append(Check(name=f"policy.{VENDOR}.platform_info.{flag}", ok=have == want,
+        out.append(check(name=f"policy.{VENDOR}.platform_info.{flag}", ok=have == want,
                          detail=f"PLATFORM_INFO {flag} is {'set' if have else 'clear'}; "
                          f"required {'set' if want else 'clear'}"))
     out.append(_firmware(claims, section))
@@ -209,7 +226,7 @@ def check_policy(claims: Claims, section: VendorPolicy) -> list[Check]:
         launch = extra["launch_tcb"]
         low = [f"{k} {launch.get(k)} < {v}" for k, v in section.minimum_launch_tcb.items()
                if launch.get(k) is None or launch[k] < v]
-        out.append(Check(name=f"policy.{VENDOR}.minimum_launch_tcb", ok=not low,
+        out.append(check(name=f"policy.{VENDOR}.minimum_launch_tcb", ok=not low,
                          detail="LAUNCH_TCB " + ("; ".join(low) if low else f"{launch} meets "
                                                  f"{section.minimum_launch_tcb}")))
     return out
@@ -221,22 +238,22 @@ def _guest_policy(policy: dict[str, Any], section: SnpPolicy) -> list[Check]:
     name = f"policy.{VENDOR}"
     if not section.allow_migrate_ma or policy["migrate_ma"]:
         bad = policy["migrate_ma"] and not section.allow_migrate_ma
-        out.append(Check(name=f"{name}.migrate_ma", ok=not bad, detail=(
+        out.append(check(name=f"{name}.migrate_ma", ok=not bad, detail=(
             "the guest policy allows a migration agent; set allow_migrate_ma = true to accept"
             if bad else "guest policy: migration agent "
             + ("allowed (accepted)" if policy["migrate_ma"] else "not allowed"))))
     if not section.allow_smt:
-        out.append(Check(name=f"{name}.smt", ok=not policy["smt"], detail=(
+        out.append(check(name=f"{name}.smt", ok=not policy["smt"], detail=(
             "the guest policy allows SMT; allow_smt = false" if policy["smt"]
             else "guest policy: SMT not allowed")))
     if section.require_single_socket:
-        out.append(Check(name=f"{name}.single_socket", ok=bool(policy["single_socket"]),
+        out.append(check(name=f"{name}.single_socket", ok=bool(policy["single_socket"]),
                          detail="guest policy: single socket "
                          + ("required" if policy["single_socket"] else "not required")))
     want = _version(section.minimum_abi)
     if want > (0, 0):
         have = (policy["abi_major"], policy["abi_minor"])
-        out.append(Check(name=f"{name}.minimum_abi", ok=have >= want,
+        out.append(check(name=f"{name}.minimum_abi", ok=have >= want,
                          detail=f"guest policy ABI {have[0]}.{have[1]} (minimum "
                          f"{section.minimum_abi})"))
     return out

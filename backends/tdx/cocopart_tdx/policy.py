@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from cocopart.attest.evidence import Claims
 from cocopart.attest.plugins import PolicySchema
 from cocopart.attest.policy import HexBytes, HexInt, Pins, VendorPolicy, pin_size
-from cocopart.attest.verifier import Check
+from cocopart.attest.verifier import Check, check
 from cocopart_tdx.collateral import TCB_STATUSES
 
 VENDOR = "tdx"
@@ -85,7 +85,7 @@ def _fixed(name: str, what: str, value: int, fixed0: int, fixed1: int) -> Check:
         problems.append(f"bits {extra:#x} are set outside {name}_fixed0 {fixed0:#x}")
     if missing:
         problems.append(f"bits {missing:#x} of {name}_fixed1 {fixed1:#x} are clear")
-    return Check(name=f"policy.{VENDOR}.{name}_fixed", ok=not problems,
+    return check(name=f"policy.{VENDOR}.{name}_fixed", ok=not problems,
                  detail=f"{what} {value:#x}: " + ("; ".join(problems) if problems else
                                                   "within the fixed bits"))
 
@@ -93,21 +93,35 @@ def _fixed(name: str, what: str, value: int, fixed0: int, fixed1: int) -> Check:
 def _exact(name: str, what: str, have: str, wanted: list[bytes]) -> Check:
     accepted = [w.hex() for w in wanted]
     ok = have in accepted
-    return Check(name=f"policy.{VENDOR}.{name}", ok=ok, detail=(
+    return check(name=f"policy.{VENDOR}.{name}", ok=ok, detail=(
         f"{what} {have} is accepted" if ok else
         f"{what} {have} is not accepted ({', '.join(accepted)})"))
+
+
+_FIXED: dict[tuple[str, str, int, int, int, int], tuple[Check, Check]] = {}
+
+
+def _fixed_bits(attrs: str, xfam: str, section: TdxPolicy) -> tuple[Check, Check]:
+    """Both fixed-bit checks, remembered per value and masks (every quote of a TD repeats them)."""
+    key = (attrs, xfam, section.td_attributes_fixed0, section.td_attributes_fixed1,
+           section.xfam_fixed0, section.xfam_fixed1)
+    hit = _FIXED.get(key)
+    if hit is None:
+        if len(_FIXED) > 256:
+            _FIXED.clear()
+        hit = _FIXED[key] = (
+            _fixed("td_attributes", "TD ATTRIBUTES", int.from_bytes(bytes.fromhex(attrs), "little"),
+                   section.td_attributes_fixed0, section.td_attributes_fixed1),
+            _fixed("xfam", "XFAM", int.from_bytes(bytes.fromhex(xfam), "little"),
+                   section.xfam_fixed0, section.xfam_fixed1))
+    return hit
 
 
 def check_policy(claims: Claims, section: Any) -> list[Check]:
     """The ``[tdx]`` checks on verified claims (see the module docstring)."""
     assert isinstance(section, TdxPolicy)
     attrs, xfam = claims.policy["raw"], claims.policy["xfam"]
-    out = [
-        _fixed("td_attributes", "TD ATTRIBUTES", int.from_bytes(bytes.fromhex(attrs), "little"),
-               section.td_attributes_fixed0, section.td_attributes_fixed1),
-        _fixed("xfam", "XFAM", int.from_bytes(bytes.fromhex(xfam), "little"),
-               section.xfam_fixed0, section.xfam_fixed1),
-    ]
+    out = list(_fixed_bits(attrs, xfam, section))
     if section.td_attributes:
         out.append(_exact("td_attributes", "TD ATTRIBUTES", attrs, section.td_attributes))
     if section.xfam:
@@ -119,13 +133,13 @@ def check_policy(claims: Claims, section: Any) -> list[Check]:
         low = [f"byte {i}: {claims.tcb.get(f'tee_tcb_svn{i:02d}')} < {want}"
                for i, want in enumerate(section.minimum_tee_tcb_svn)
                if claims.tcb.get(f"tee_tcb_svn{i:02d}", -1) < want]
-        out.append(Check(name=f"policy.{VENDOR}.minimum_tee_tcb_svn", ok=not low, detail=(
+        out.append(check(name=f"policy.{VENDOR}.minimum_tee_tcb_svn", ok=not low, detail=(
             "TEE_TCB_SVN " + ("; ".join(low) if low else
                               f"meets {section.minimum_tee_tcb_svn.hex()}"))))
     if section.minimum_tcb_evaluation_data_number:
         have = claims.extra.get("tcb_evaluation_data_number")
         want = section.minimum_tcb_evaluation_data_number
-        out.append(Check(name=f"policy.{VENDOR}.minimum_tcb_evaluation_data_number",
+        out.append(check(name=f"policy.{VENDOR}.minimum_tcb_evaluation_data_number",
                          ok=isinstance(have, int) and have >= want, detail=(
                              f"TCB info evaluation data number {have} (minimum {want})"
                              if have is not None else "no TCB info was evaluated")))
@@ -137,10 +151,10 @@ def check_policy(claims: Claims, section: Any) -> list[Check]:
 def _tcb_date(have: object, want: datetime) -> Check:
     name = f"policy.{VENDOR}.minimum_tcb_date"
     if not isinstance(have, str) or not have:
-        return Check(name=name, ok=False, detail="no TCB level was matched: no tcbDate")
+        return check(name=name, ok=False, detail="no TCB level was matched: no tcbDate")
     date = datetime.fromisoformat(have)
     date = date if date.tzinfo else date.replace(tzinfo=UTC)
-    return Check(name=name, ok=date >= want,
+    return check(name=name, ok=date >= want,
                  detail=f"TCB level date {have} (oldest accepted {want:%Y-%m-%dT%H:%M:%SZ})")
 
 

@@ -19,10 +19,10 @@ from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verifier
 from cocopart_cli.common import hex_64, read_bytes
 from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, CliError
-from cocopart_cli.models import VerifyReport
 from cocopart_cli.output import begin, console, emit_json
 from cocopart_cli.policyfile import load_policy
 from cocopart_cli.quickpins import QuickPins, apply_pins
+from cocopart_cli.verify_report import VerifyReport
 
 SNP_REPORT_SIZE = 0x4A0
 TDREPORT_SIZE = 1024
