@@ -222,8 +222,8 @@ class Policy(BaseModel):
 
     def section(self, vendor: str) -> VendorPolicy | None:
         """The policy section for ``vendor``'s evidence, or None."""
-        found = self.vendor.get(vendor)
-        return found if isinstance(found, VendorPolicy) else None
+        found = self.vendor.get(vendor) if self.vendor else None
+        return found if found is not None and isinstance(found, VendorPolicy) else None
 
     def problems(self) -> list[PolicyProblem]:
         """Keys and values no installed evidence plug-in knows, with their paths."""

@@ -247,7 +247,8 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime,
     checks = list(_standing(claims, policy))
     for name, wanted in policy.expected_measurements.items():
         checks.append(_measurement(claims, name, wanted))
-    checks += _freshness(claims, policy, manifest)
+    if policy.expected_nonce is not None or policy.expected_report_data is not None:
+        checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
         checks.append(check(
@@ -263,7 +264,8 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime,
             name="policy.advisories", ok=not hit,
             detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}" if hit else
             f"none of the {len(policy.rejected_advisories)} rejected advisories is listed"))
-    issued = claims.extra.get("collateral_issue_date")
+    issued = (claims.extra.get("collateral_issue_date")
+              if policy.max_collateral_age is not None else None)
     if policy.max_collateral_age is not None and isinstance(issued, str):
         age = now - datetime.fromisoformat(issued)
         checks.append(check(

@@ -34,6 +34,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from cryptography import x509
@@ -204,6 +205,9 @@ def _isv_levels(items: list[dict[str, Any]]) -> tuple[IsvLevel, ...]:
                           tuple(lv.get("advisoryIDs", ()))) for lv in items)
 
 
+_SVN = itemgetter("svn")
+
+
 @dataclass(frozen=True)
 class TcbInfo:
     """A parsed TDX TCB info (``tcbInfo`` v3 with ``id`` "TDX")."""
@@ -238,8 +242,8 @@ class TcbInfo:
             levels = []
             for lv in v["tcbLevels"]:
                 t = lv["tcb"]
-                sgx = tuple(int(c["svn"]) for c in t["sgxtcbcomponents"])
-                tdx = tuple(int(c["svn"]) for c in t["tdxtcbcomponents"])
+                sgx = tuple(map(int, map(_SVN, t["sgxtcbcomponents"])))
+                tdx = tuple(map(int, map(_SVN, t["tdxtcbcomponents"])))
                 if len(sgx) != 16 or len(tdx) != 16:
                     raise CollateralError("a TDX TCB level needs 16 SGX and 16 TDX components")
                 levels.append(TcbLevel(sgx, int(t["pcesvn"]), tdx, str(lv["tcbStatus"]),

@@ -37,7 +37,7 @@ INTEL_SGX_ROOT_CA_SPKI_SHA256 = "a0af031289f5d5d4132f9186068a7fc13628633ba235777
 
 #: Intel's own certificates, pinned by the SHA-256 of their DER: certificate -> its issuer.
 #: Each link was checked once (ECDSA P-256 under the Intel SGX Root CA, which is self-signed;
-#: tests/attest/test_tdx_fast_paths.py checks them again), so a chain link between two pinned
+#: tests/attest/test_verify_fast_paths.py checks them again), so a chain link between two pinned
 #: certificates needs no signature check: the pin proves it. From shared/vectors (README per-
 #: file list): the Root CA (go-tdx-guest verify/trusted_root.pem), the PCK Platform CA (every
 #: real quote's PCK chain) and the TCB Signing certificate of 2018 (go-tdx-guest
@@ -377,6 +377,10 @@ def signed_by(signed: der.Signed, key: object) -> bool:
     return True
 
 
+def _not_signed(item: ChainCert, issuer: ChainCert) -> str:
+    return "is not self-signed" if issuer is item else f"is not signed by '{issuer.name}'"
+
+
 def chain_problems(chain: list[ChainCert]) -> list[str]:
     """Each certificate is signed by the next, the last by itself, issuers are CAs and every
     key is ECDSA P-256. A link between two of Intel's pinned certificates
@@ -389,11 +393,11 @@ def chain_problems(chain: list[ChainCert]) -> list[str]:
         key = item.key
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             problems.append(f"'{item.name}' does not have an ECDSA P-256 key")
-        what = "is not self-signed" if issuer is item else f"is not signed by '{issuer.name}'"
         if item.signed.issuer != issuer.signed.subject:
-            problems.append(f"'{item.name}' {what} (issuer name differs)")
+            problems.append(f"'{item.name}' {_not_signed(item, issuer)} (issuer name differs)")
         elif not signed_by(item.signed, issuer.key):
-            problems.append(f"'{item.name}' {what} (signature does not verify)")
+            problems.append(f"'{item.name}' {_not_signed(item, issuer)} "
+                            "(signature does not verify)")
         if issuer is not item and issuer.sha256 not in INTEL_PINNED_LINKS:
             try:
                 bc = issuer.cert.extensions.get_extension_for_class(x509.BasicConstraints).value

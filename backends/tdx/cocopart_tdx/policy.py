@@ -119,7 +119,7 @@ def _fixed_bits(attrs: str, xfam: str, section: TdxPolicy) -> tuple[Check, Check
 
 def check_policy(claims: Claims, section: Any) -> list[Check]:
     """The ``[tdx]`` checks on verified claims (see the module docstring)."""
-    assert isinstance(section, TdxPolicy)
+    assert type(section) is TdxPolicy or isinstance(section, TdxPolicy)
     attrs, xfam = claims.policy["raw"], claims.policy["xfam"]
     out = list(_fixed_bits(attrs, xfam, section))
     if section.td_attributes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cocopart.errors import EvidenceError
 from cocopart_tdx.tdreport import TdReport
@@ -394,8 +395,7 @@ class QuoteLayout:
         return cls(header, body, frame.signed_length, frame.sig_start, frame.sig_end)
 
 
-@dataclass(frozen=True)
-class QuoteFrame:
+class QuoteFrame(NamedTuple):
     """Where a quote's parts lie, from the header alone: what a verifier needs before it
     knows whether it has seen this quote's platform and TD before (tdx.md §10: v4 body at 48,
     v5 body after a 6-byte type/size; the signature data after a 4-byte length)."""
@@ -444,4 +444,4 @@ class QuoteFrame:
         if sig_end > len(data):
             raise EvidenceError(f"signature data says {sig_len} bytes, only "
                                 f"{len(data) - sig_len_off - 4} remain")
-        return cls(version, body_off, sig_len_off, sig_len_off + 4, sig_end)
+        return cls(version, body_off, sig_len_off, sig_len_off + 4, sig_end)  # a tuple: cheap

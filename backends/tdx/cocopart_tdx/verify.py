@@ -413,7 +413,8 @@ def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | Non
     layer = evidence.layer_map.get("L1", "l1") if evidence.layer_map else "l1"
     l1 = _ORIGINS.get(layer)
     if l1 is None:
-        l1 = _remember(_ORIGINS, layer, Origin(layer=layer, vendor_level="L1"))
+        l1 = _remember(_ORIGINS, layer, build_unchecked(Origin, {
+            "layer": layer, "vendor_level": "L1", "via_privileged_layer": False}))
     if evidence.manifest is None:
         return l1, None
     name = "tdx.manifest_binding"
