@@ -36,10 +36,14 @@ public key is among ``TrustStore.roots_for("tdx")``.
 Speed: what a quote's signature data says apart from the quote signature (attestation key,
 QE report binding and PCK signature, PCK chain) is the same for every quote of one quoting
 enclave, so it is cached by those exact bytes, as are parsed collateral, CRLs and TCB
-evaluations. A quote from a platform seen before costs the header/body parse, one P-256
-verification (its own signature) and the claims; validity periods and freshness are
-re-checked on every call. bench/bench_verify_tdx.py measures it (about 7,000 real v4 quotes
-per second on one core of the 2-core CI machine).
+evaluations; on top, every check and claim of one TD on one platform with one collateral
+(the key: every signed byte but REPORTDATA, the signature data but the quote signature) is
+kept as a context, used while ``now`` stays inside every validity window involved. A quote
+of a known TD then costs its framing, one P-256 verification (its own signature) and the
+claims. Cold, links between Intel's pinned certificates are not re-verified
+(:data:`cocopart_tdx.pck.INTEL_PINNED_LINKS`) and certificates, CRLs and signed collateral
+are checked over their exact bytes, sliced rather than re-encoded. bench/bench_verify.py
+measures both against dcap-qvl and a bare P-256 verify (docs/performance.md).
 """
 
 from __future__ import annotations
