@@ -52,14 +52,18 @@ class SnpPolicy(VendorPolicy):
 
     Byte pins take one value or a list of accepted values (hex)."""
 
-    host_data: Annotated[Pins, pin_size(32)] = Field(default_factory=list, description="HOST_DATA (32 bytes).")
-    family_id: Annotated[Pins, pin_size(16)] = Field(default_factory=list, description="FAMILY_ID (16 bytes).")
-    image_id: Annotated[Pins, pin_size(16)] = Field(default_factory=list, description="IMAGE_ID (16 bytes).")
-    report_id: Annotated[Pins, pin_size(32)] = Field(default_factory=list, description="REPORT_ID (32 bytes).")
-    report_id_ma: Annotated[Pins, pin_size(32)] = Field(default_factory=list,
-                                   description="REPORT_ID_MA (32 bytes).")
-    chip_id: Annotated[Pins, pin_size(64)] = Field(default_factory=list, description="CHIP_ID (64 bytes): the "
-                              "chips this guest may run on.")
+    host_data: Annotated[Pins, pin_size(32)] = Field(
+        default_factory=list, description="HOST_DATA (32 bytes).")
+    family_id: Annotated[Pins, pin_size(16)] = Field(
+        default_factory=list, description="FAMILY_ID (16 bytes).")
+    image_id: Annotated[Pins, pin_size(16)] = Field(
+        default_factory=list, description="IMAGE_ID (16 bytes).")
+    report_id: Annotated[Pins, pin_size(32)] = Field(
+        default_factory=list, description="REPORT_ID (32 bytes).")
+    report_id_ma: Annotated[Pins, pin_size(32)] = Field(
+        default_factory=list, description="REPORT_ID_MA (32 bytes).")
+    chip_id: Annotated[Pins, pin_size(64)] = Field(
+        default_factory=list, description="CHIP_ID (64 bytes): the chips this guest may run on.")
     vmpl: list[Annotated[int, Field(ge=0, le=3)]] = Field(
         default_factory=list, description="The report's VMPL field must be one of these "
         "(go-sev-guest's VMPL option; allowed_layers names layers instead).")
@@ -96,20 +100,19 @@ class SnpPolicy(VendorPolicy):
     @field_validator("platform_info")
     @classmethod
     def _flags(cls, value: dict[str, bool]) -> dict[str, bool]:
-        for name in value:
-            if name not in PLATFORM_FLAG_NAMES:
-                raise ValueError(f"unknown PLATFORM_INFO flag {name!r} (known: "
-                                 f"{', '.join(PLATFORM_FLAG_NAMES)})")
-        return value
+        return _known_keys(value, PLATFORM_FLAG_NAMES, "PLATFORM_INFO flag")
 
     @field_validator("minimum_launch_tcb")
     @classmethod
     def _components(cls, value: dict[str, int]) -> dict[str, int]:
-        for name in value:
-            if name not in TCB_COMPONENTS:
-                raise ValueError(f"unknown TCB component {name!r} (known: "
-                                 f"{', '.join(TCB_COMPONENTS)})")
-        return value
+        return _known_keys(value, TCB_COMPONENTS, "TCB component")
+
+
+def _known_keys(value: dict[str, Any], known: tuple[str, ...], what: str) -> dict[str, Any]:
+    for name in value:
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r} (known: {', '.join(known)})")
+    return value
 
 
 def _version(text: str) -> tuple[int, ...]:
