@@ -3,6 +3,12 @@
 ``import cocopart`` is cheap (no backend, no pydantic); the public names load on first use::
 
     from cocopart import Partition, PartitionConfig, ValidatePages, GpaRange
+
+``cocopart.attest`` is always the attestation package (Evidence, Policy, Verifier,
+configfs-tsm, detect). The configfs-tsm request function is exported as
+``cocopart.request_report`` (:func:`cocopart.attest.configfs.attest`); calling the package,
+``cocopart.attest(nonce)``, still works for code written when a top-level ``attest``
+function shadowed it, with a DeprecationWarning.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ _EXPORTS = {
     "Verifier": "cocopart.attest.verifier",
     "TrustStore": "cocopart.attest.verifier",
     "detect": "cocopart.attest.detect",
-    "attest": "cocopart.attest.configfs",
+    "request_report": "cocopart.attest.configfs",
     "CocopartError": "cocopart.errors",
 }
 

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cocopart.backend import Transport
 from cocopart.memory import (
     REPORT_BUFFER_SIZE,
     SCRATCH_CERTS,
@@ -29,6 +28,7 @@ from cocopart.protocol import vtpm as vtpm_codec
 from cocopart.protocol.call import CallOutcome, Registers
 from cocopart.protocol.calling_area import BUFFER
 from cocopart.protocol.ids import AttestCall, CoreCall, ProtocolId, ResultCode, VtpmCall
+from cocopart.transport import Transport
 
 #: Buffer growth retries of the attestation call (Linux SVSM_MAX_RETRIES).
 ATTEST_MAX_RETRIES = 3

@@ -8,6 +8,8 @@ the library, bad configuration and broken plug-ins.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CocopartError(Exception):
     """Root of every error cocopart raises on purpose."""
@@ -71,6 +73,22 @@ class ProtocolError(CocopartError):
 
 class EvidenceError(CocopartError, ValueError):
     """Evidence bytes could not be parsed (wrong size, version or layout)."""
+
+
+class InputError(ConfigError):
+    """Input the library was handed is unusable: a file that cannot be read or is too
+    large, bytes that are no known evidence, certificate or collateral, or a value a public
+    model refuses. ``source`` names the file (or ``-`` for stdin), ``field`` the value.
+
+    Pydantic's ``ValidationError`` never escapes the public API: the models that cross it
+    raise this instead, with ``errors`` holding every problem pydantic found.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, source: str | None = None,
+                 line: int | None = None, errors: list[dict[str, Any]] | None = None
+                 ) -> None:
+        self.errors = errors or []
+        super().__init__(message, field=field, source=source, line=line)
 
 
 class ArchitectureFault(CocopartError):

@@ -36,6 +36,7 @@ from cocopart.ops import (
     ValidatePages,
 )
 from cocopart.protocol.ids import ResultCode
+from cocopart.views import fast_run
 
 if TYPE_CHECKING:
     from cocopart.backend import Machine, MemoryRun
@@ -192,10 +193,27 @@ def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | Non
 
 
 def with_owners(runs: list[MemoryRun], ownership: Ownership) -> list[MemoryRun]:
-    """Split ``runs`` where the owner changes and fill in ``owner`` / ``assigned``."""
+    """Fill in ``owner`` / ``assigned`` of a fresh view, splitting runs where the owner
+    changes: one sweep over the view and the ownership map together (both in address
+    order); a run one owner covers is completed in place."""
+    if not runs:
+        return []
+    owners = ownership.runs(runs[0].start, runs[-1].end)
     out: list[MemoryRun] = []
+    _os, oe, ov = next(owners)
     for run in runs:
-        for s, e, v in ownership.runs(run.start, run.end):
-            out.append(run.model_copy(update={"start": s, "end": e, "owner": v.owner,
-                                              "assigned": v.assigned}))
+        while oe <= run.start:
+            _os, oe, ov = next(owners)
+        if oe >= run.end:  # one owner: no split
+            run.__dict__["owner"], run.__dict__["assigned"] = ov.owner, ov.assigned
+            out.append(run)
+            continue
+        start = run.start
+        while start < run.end:
+            while oe <= start:
+                _os, oe, ov = next(owners)
+            end = min(run.end, oe)
+            out.append(fast_run(dict(run.__dict__, start=start, end=end, owner=ov.owner,
+                                     assigned=ov.assigned)))
+            start = end
     return out

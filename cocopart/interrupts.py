@@ -503,7 +503,9 @@ class InterruptDelivery:
 
     def _deregister(self, layer: str) -> None:
         """The seed's hand-off from a workload: deregister on its BSP, refresh on every other
-        emulated vCPU (each through its own SVSM_APIC call)."""
+        emulated vCPU (each through its own SVSM_APIC call). Only a layer that controls every
+        other one gets here (RULE_GUEST_WIDE_NEEDS_CONTROL, which the APIC protocol applies
+        to the VM-wide count too: RULE_REGISTRATION_NEEDS_CONTROL)."""
         from cocopart.protocol.ids import ApicCall, ProtocolId
         from cocopart.service.apic import CONFIGURE_DEREGISTER, CONFIGURE_REFRESH
 

@@ -57,7 +57,9 @@ class LayerNode(BaseModel):
         """True if the layer may do ``capability`` for its own requests: held, or held with
         the ``@self`` suffix (e.g. TDX L1's ``attest-hardware@self``: only L1 may call
         TDG.MR.REPORT, so it is no provider for its L2s)."""
-        return self.holds(capability) or f"{capability}@self" in self.capabilities
+        base = capability.split(":")[0]
+        return self.holds(capability) or f"{capability}@self" in self.capabilities \
+            or f"{base}:*@self" in self.capabilities
 
 
 class Edge(BaseModel):
@@ -97,6 +99,8 @@ class LayerGraph:
     def __init__(self) -> None:
         self._g: rx.PyDiGraph = rx.PyDiGraph()
         self._index: dict[str, int] = {}
+        #: Resolved routes (or the refusal) by (capability, source); cleared on any change.
+        self._routes: dict[tuple[str, str], Route | NotSupportedError] = {}
 
     # -- building --------------------------------------------------------------------------
     def add_layer(self, layer: Layer, capabilities: list[str] | None = None) -> None:
@@ -104,12 +108,14 @@ class LayerGraph:
             raise ValueError(f"layer {layer.name} is already in the graph")
         node = LayerNode(layer=layer, capabilities=sorted(capabilities or []))
         self._index[layer.name] = self._g.add_node(node)
+        self._routes.clear()
 
     def add_edge(self, source: str, dest: str, kind: EdgeKind, mechanism: str,
                  cost_ns: float = 0.0) -> None:
         self._g.add_edge(self._idx(source), self._idx(dest),
                          Edge(source=source, dest=dest, kind=kind, mechanism=mechanism,
                               cost_ns=cost_ns))
+        self._routes.clear()
 
     def _idx(self, name: str) -> int:
         try:
@@ -142,8 +148,22 @@ class LayerGraph:
     def route(self, capability: str, source: str) -> Route:
         """Cheapest call path from ``source`` to a layer holding ``capability``.
 
-        Raises :class:`NotSupportedError` when no reachable layer holds it.
+        Raises :class:`NotSupportedError` when no reachable layer holds it. Routes are
+        resolved once per graph and remembered (the graph does not change after it is built).
         """
+        key = (capability, source)
+        known = self._routes.get(key)
+        if known is None:
+            try:
+                known = self._resolve(capability, source)
+            except NotSupportedError as err:
+                known = err
+            self._routes[key] = known
+        if isinstance(known, NotSupportedError):
+            raise NotSupportedError(known.what, known.reason)
+        return known
+
+    def _resolve(self, capability: str, source: str) -> Route:
         src = self._idx(source)
         if self._g[src].holds_for_itself(capability):
             return Route(capability=capability, source=source, provider=source,

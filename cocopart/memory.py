@@ -10,6 +10,11 @@ calling-area page and one vCPU-context page per (workload layer, vCPU), and per 
 layer a few scratch pages for attestation and vTPM buffers. Users address guest RAM
 ``[0, memory)``; the region is ``[base, base + layout.size)``, ``base`` being ``memory``
 rounded up to 2 MiB.
+
+Each vCPU's calling area and context page are a pair (calling area first), then one spare
+page, then the scratch pages; every layer's pages start on an even page, so a context page
+always has an odd page number and is never 2 MiB aligned
+(:data:`RULE_CONTEXT_PAGE_OFF_2M_BOUNDARY`).
 """
 
 from __future__ import annotations
@@ -88,8 +93,13 @@ class GuestMemory:
 #: Scratch pages per workload layer (first page of each): report 0-1 (a TD quote with its PEM
 #: PCK chain is ~4.3 KiB), manifest 2-3, certificates 4-7 (the 16 KiB SVSM maximum), vTPM 8.
 SCRATCH_REPORT, SCRATCH_MANIFEST, SCRATCH_CERTS, SCRATCH_VTPM = 0, 2, 4, 8
-SCRATCH_PAGES = 9
+SCRATCH_PAGES = 9  # odd: with the spare page, a layer spans an even number of pages
 REPORT_BUFFER_SIZE = 2 * PAGE_4K
+
+#: The layout never puts a vCPU-context page on a 2 MiB boundary: some hardware cannot run a
+#: context page there (an erratum the privileged layer and the host refuse it for; the
+#: backends say which and cite it).
+RULE_CONTEXT_PAGE_OFF_2M_BOUNDARY = "vCPU-context pages are never 2 MiB aligned"
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,19 @@ class ProtocolLayout:
         return -(-self.memory // (2 << 20)) * (2 << 20)
 
     @property
+    def _scratch_offset(self) -> int:
+        """Pages before a layer's scratch pages: calling area + context per vCPU, then one
+        spare page, so that every layer spans an even number of pages (its pages start on an
+        even page: RULE_CONTEXT_PAGE_OFF_2M_BOUNDARY)."""
+        return 2 * self.vcpus + 1
+
+    @property
+    def _pages_per_layer(self) -> int:
+        return self._scratch_offset + SCRATCH_PAGES
+
+    @property
     def size(self) -> int:
-        per_layer = 2 * self.vcpus + SCRATCH_PAGES
-        raw = self.workload_layers * per_layer * PAGE_4K
+        raw = self.workload_layers * self._pages_per_layer * PAGE_4K
         return -(-raw // (2 << 20)) * (2 << 20)  # rounded up to 2 MiB
 
     @property
@@ -120,25 +140,26 @@ class ProtocolLayout:
     def _layer_base(self, layer_index: int) -> int:
         if not 0 <= layer_index < self.workload_layers:
             raise ValueError(f"workload layer index {layer_index} out of range")
-        return self.base + layer_index * (2 * self.vcpus + SCRATCH_PAGES) * PAGE_4K
+        return self.base + layer_index * self._pages_per_layer * PAGE_4K
 
     def caa(self, layer_index: int, vcpu: int) -> int:
         """GPA of the calling area of ``vcpu`` in workload layer ``layer_index`` (0-based)."""
         self._vcpu(vcpu)
-        return self._layer_base(layer_index) + vcpu * PAGE_4K
+        return self._layer_base(layer_index) + 2 * vcpu * PAGE_4K
 
     def context(self, layer_index: int, vcpu: int) -> int:
-        """GPA of the vCPU-context page (SNP VMSA / TDX L2 enter-guest-state page)."""
+        """GPA of the vCPU-context page (SNP VMSA / TDX L2 enter-guest-state page): the page
+        after the vCPU's calling area, never 2 MiB aligned."""
         self._vcpu(vcpu)
-        return self._layer_base(layer_index) + (self.vcpus + vcpu) * PAGE_4K
+        return self._layer_base(layer_index) + (2 * vcpu + 1) * PAGE_4K
 
     def scratch(self, layer_index: int, slot: int) -> int:
-        return self._layer_base(layer_index) + (2 * self.vcpus + slot) * PAGE_4K
+        return self._layer_base(layer_index) + (self._scratch_offset + slot) * PAGE_4K
 
     def layer_region(self, layer_index: int) -> tuple[int, int]:
         """``(start, end)`` of one workload layer's protocol pages."""
         base = self._layer_base(layer_index)
-        return base, base + (2 * self.vcpus + SCRATCH_PAGES) * PAGE_4K
+        return base, base + self._pages_per_layer * PAGE_4K
 
     def _vcpu(self, vcpu: int) -> None:
         if not 0 <= vcpu < self.vcpus:

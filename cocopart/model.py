@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from cocopart.inputmodel import InputModel
+
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
@@ -145,7 +147,7 @@ class Access(IntFlag):
 AccessField = Annotated[Access, BeforeValidator(Access.parse)]
 
 
-class GpaRange(BaseModel):
+class GpaRange(InputModel):
     """A page-aligned, non-empty guest-physical range ``[start, start + size)``."""
 
     model_config = ConfigDict(frozen=True)
@@ -273,7 +275,7 @@ class Strategy(str, Enum):
     OPTIMAL = "optimal"
 
 
-class PartitionConfig(BaseModel):
+class PartitionConfig(InputModel):
     """Everything needed to create a partitioned guest on a backend."""
 
     model_config = ConfigDict(extra="forbid")
@@ -286,6 +288,12 @@ class PartitionConfig(BaseModel):
     services: list[str] = Field(default_factory=lambda: ["vtpm"])
     seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
     backend_options: dict[str, Any] = Field(default_factory=dict)
+    attest_requester_entry: bool = Field(
+        default=False,
+        description="cocopart extension: the privileged layer's services manifest "
+        "(SVSM_ATTEST_SERVICES) names the layer that asked, so its evidence speaks for that "
+        "layer. Off by default: the manifest is the services' GUID table only, as COCONUT "
+        "emits it, and service evidence speaks for the privileged layer.")
     memory_map: dict[LayerName, list[GpaRange]] = Field(
         default_factory=dict,
         description="Guest RAM assigned to each workload layer for good (docs/authority.md). "

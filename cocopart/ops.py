@@ -10,8 +10,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from cocopart.inputmodel import InputModel, input_error
 from cocopart.model import Access, AccessField, GpaRange, InterruptMode, LayerName, PageSize
 
 
@@ -32,7 +33,7 @@ class Capability(str, Enum):
     EXTEND_MEASUREMENT = "extend-measurement"
 
 
-class _Op(BaseModel):
+class _Op(InputModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="hex")
 
     layer: LayerName = Field(default="l2.1", description="The requesting layer.")
@@ -132,7 +133,12 @@ class DeleteVcpu(_Op):
 
 
 class Attest(_Op):
-    """Get evidence for the requesting layer with 64 bytes of report data.
+    """Get evidence for the requesting layer, binding ``report_data``.
+
+    ``report_data`` is required: up to 64 bytes (or hex text), zero-padded to 64 — normally
+    a fresh nonce or the hash of a key the relying party should trust. Pass
+    ``report_data=None`` to attest with 64 zero bytes on purpose (evidence that proves no
+    freshness); leaving it out is an error, so nobody gets zero report data by accident.
 
     ``source="hardware"``: a report from the hardware/firmware for the requesting layer (SNP
     guest request with the layer's own VMPCK; on TDX only L1 can, so an L2 is refused with a
@@ -141,18 +147,22 @@ class Attest(_Op):
     """
 
     op: Literal["attest"] = "attest"
-    report_data: bytes = Field(default=b"\0" * 64)
+    report_data: bytes = Field(
+        description="Up to 64 bytes bound into the evidence, zero-padded to 64 (hex text "
+        "accepted). Required; null means 64 zero bytes, chosen explicitly.")
     source: Literal["hardware", "service"] = "service"
     service: str | None = Field(default=None, description="One service (e.g. 'vtpm') or all.")
 
     @field_validator("report_data", mode="before")
     @classmethod
     def _rd(cls, v: Any) -> bytes:
+        if v is None:
+            return bytes(64)
         if isinstance(v, str):
             v = bytes.fromhex(v)
         if not isinstance(v, (bytes, bytearray)):
             raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
-                "report_data must be bytes or a hex string")
+                "report_data must be bytes, a hex string, or None for 64 zero bytes")
         if len(v) > 64:
             raise ValueError(f"report_data is {len(v)} bytes; at most 64")
         return bytes(v).ljust(64, b"\0")
@@ -245,8 +255,12 @@ OPERATION_TYPES = (ValidatePages, RescindPages, ConvertPages, SetAccess, CreateV
 
 
 def parse_operation(data: Any) -> Operation:
-    """Validate a dict (from JSON/TOML) into an operation."""
-    return OPERATION_ADAPTER.validate_python(data)
+    """Validate a dict (from JSON/TOML) into an operation; :class:`InputError` names the
+    first wrong field."""
+    try:
+        return OPERATION_ADAPTER.validate_python(data)
+    except ValidationError as err:
+        raise input_error("operation", err) from None
 
 
 class Status(str, Enum):

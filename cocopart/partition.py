@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from cocopart.backend import Backend, CapabilityAnswer, MemoryRun, VcpuView
-from cocopart.errors import CocopartError, ConfigError, InternalError, NotSupportedError
+from cocopart.errors import (
+    CocopartError,
+    ConfigError,
+    InputError,
+    InternalError,
+    NotSupportedError,
+)
 from cocopart.executor import authorize, check_bounds, route_mismatch, settle
 from cocopart.layers import LayerGraph, Route
 from cocopart.model import Layer, PartitionConfig
@@ -49,10 +55,11 @@ def config_from(data: PartitionConfig | dict[str, Any], source: str | None = Non
         return data
     try:
         return PartitionConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], field=field, source=source) from err
+    except InputError as err:
+        if source is None:
+            raise
+        raise InputError(err.message, field=err.field, source=source, errors=err.errors
+                         ) from None
 
 
 def operation_from(op: Any) -> Operation:
@@ -65,10 +72,10 @@ def operation_from(op: Any) -> Operation:
                           f"with an 'op' key, not {type(op).__name__}", field="op")
     try:
         return parse_operation(op)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], field=field or "op") from err
+    except InputError as err:
+        if err.field:
+            raise
+        raise InputError(err.message, field="op", errors=err.errors) from None
 
 
 #: Results kept in ``Partition.history`` by default (older ones are counted, not kept).

@@ -89,8 +89,19 @@ class RangeMap(Generic[V]):
         """Runs overlapping ``[start, end)``, clipped to it, in address order."""
         end = self.size if end is None else end
         self._check(start, end)
-        for s, e, v in self._walk(start, end):
-            yield max(s, start), min(e, end), v
+        walk = self._walk(start, end)
+        for s, e, v in walk:  # only the first and the last run need clipping
+            s = max(s, start)
+            if e < end:
+                yield s, e, v
+                break
+            yield s, end, v
+            return
+        for s, e, v in walk:
+            if e < end:
+                yield s, e, v
+            else:
+                yield s, end, v
 
     def uniform(self, start: int, end: int) -> V | None:
         """The value if ``[start, end)`` lies in one run, else None."""

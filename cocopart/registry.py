@@ -1,9 +1,15 @@
 """Plug-in loading through stevedore.
 
 Backends register in the entry-point group ``cocopart.backends`` (names ``sev-snp``, ``tdx``,
-or a third party's); evidence verifiers in ``cocopart.evidence``. A plug-in that is installed
-but fails to import is reported with its error (:class:`BackendLoadError`), never silently
-dropped; an unknown name lists the installed ones (:class:`BackendNotFound`).
+or a third party's); evidence verifiers in ``cocopart.evidence``; platform plug-ins (evidence
+recognition, configfs-tsm provider, guest probes: :mod:`cocopart.attest.plugin`) in
+``cocopart.platforms``. A plug-in that is installed but fails to import is reported with its
+error (:class:`BackendLoadError`), never silently dropped; an unknown name lists the
+installed ones (:class:`BackendNotFound`).
+
+:func:`load_group` loads a whole group with :mod:`importlib.metadata` instead of stevedore:
+the platform group is loaded by every ``cocopart verify`` and ``detect``, and importing
+stevedore alone costs about 20 ms.
 """
 
 from __future__ import annotations
@@ -80,6 +86,21 @@ class PluginStatus:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def load_group(group: str) -> list[PluginStatus]:
+    """Every plug-in of ``group`` (sorted by name): its object, or why it failed to import."""
+    out: list[PluginStatus] = []
+    seen: set[str] = set()
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        try:
+            out.append(PluginStatus(ep.name, ep.load()))
+        except Exception as err:  # noqa: BLE001 - a broken plug-in is reported, not fatal
+            out.append(PluginStatus(ep.name, error=err))
+    return out
 
 
 def load_all_backends() -> list[PluginStatus]:

@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -243,10 +243,14 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
 
 
-def config_error(err: ValidationError, data: Any, text: str, source: str) -> ConfigError:
-    """The first error of a pydantic validation of TOML ``data``, with its dotted field and
+def config_error(err: ValidationError | InputError, data: Any, text: str, source: str
+                 ) -> ConfigError:
+    """The first error of a pydantic validation of TOML ``data`` (raised by pydantic, or by
+    an :class:`~cocopart.inputmodel.InputModel` as InputError), with its dotted field and
     the line of that field in ``text``."""
-    first = err.errors()[0]
+    from pydantic import ValidationError
+
+    first = err.errors()[0] if isinstance(err, ValidationError) else err.errors[0]
     path = _data_path(data, first["loc"])
     return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
                        source=source, line=line_of(text, path))

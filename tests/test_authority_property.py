@@ -329,6 +329,11 @@ class Authority(RuleBasedStateMachine):
     def write(self, data: st.DataObject, page: int) -> None:
         """A layer writes a page it may write itself (its bytes are then watched)."""
         who = self.layer_of(data, with_l1=False)
+        if not self.view[page].private:
+            # shared memory is the host's as much as the guest's; and on SNP a guest access
+            # to a page the host holds, through a C=1 mapping, is an implicit page-state
+            # change (issue 13 point 6) — not a probe
+            return
         if self.p.machine.access(who, page * PAGE_4K, Access.WRITE).ok:
             blob = f"{who}:{page:05x}".encode().ljust(8, b".")[:8]
             self.p.machine.memory.write(page * PAGE_4K, blob)

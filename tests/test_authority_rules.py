@@ -560,8 +560,8 @@ def test_peer_access_needs_ownership_reader_of_a_peers_page_cannot_revoke_the_ow
     if path == "run":
         refused(p.run(op), RULE_PEER_ACCESS_NEEDS_OWNERSHIP)
     else:
-        r = p.machine.workload.set_access(op)
-        assert r.status is Status.ERROR and r.error is not None
+        r = p.machine.hooks.l2_attr_wr(op.layer, op.target, op.range, op.access)
+        assert r.done_bytes == 0 and r.error is not None
         assert r.error.mnemonic == "TDX_OPERAND_INVALID"
         assert RULE_PEER_ACCESS_NEEDS_OWNERSHIP in r.error.message
     assert victim_state(p, "l2.1") == before
@@ -583,7 +583,7 @@ def test_peer_access_needs_ownership_raw_attr_wr_naming_vm_0_is_refused() -> Non
     regs = {"rax": Leaf.MEM_PAGE_ATTR_WR, "rcx": VICTIM, "rdx": attrs.pack({0: 0}),
             "r8": attrs.pack({0: attrs.RWX})}
     state = m.transport.l2_exit("l2.1", 0, regs, "TDG.MEM.PAGE.ATTR.WR")
-    status = m.workload.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
+    status = m.hooks.exits.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
     m.transport.l2_resume("l2.1", 0, state)
     assert status != 0
     assert victim_state(p) == before
@@ -666,7 +666,7 @@ def test_state_change_needs_ownership_raw_map_gpa_of_a_peers_page_is_refused() -
     p.machine.memory.write(0x10000, b"l2.1 data")
     before = victim_state(p, "l2.1")
     sbit = p.machine.platform.module.shared_bit
-    status = p.machine.workload.map_gpa("l2.2", 0, 0x10000 | sbit, PAGE)
+    status = p.machine.hooks.map_gpa("l2.2", 0, 0x10000 | sbit, PAGE)
     assert status == TdvmcallStatus.INVALID_OPERAND
     assert victim_state(p, "l2.1") == before
     [run] = p.memory_view(0x10000, 0x11000)

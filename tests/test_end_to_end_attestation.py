@@ -14,7 +14,10 @@ from cocopart.partition import Partition
 
 @pytest.mark.parametrize("backend,level", [("sev-snp", "VMPL2"), ("tdx", "L2 VM 2")])
 def test_service_evidence_of_a_workload_layer_verifies(backend: str, level: str) -> None:
-    p = Partition({"memory": "1GiB", "vcpus": 2, "workload_layers": 2}, backend)
+    """With cocopart's requester entry (opt-in, RULE_REQUESTER_ENTRY_OPT_IN) the evidence
+    speaks for the layer that asked."""
+    p = Partition({"memory": "1GiB", "vcpus": 2, "workload_layers": 2,
+                   "attest_requester_entry": True}, backend)
     nonce = bytes(range(64))
     r = p.run(Attest(layer="l2.2", report_data=nonce))
     assert r.ok, r.reason
@@ -37,3 +40,21 @@ def test_service_evidence_of_a_workload_layer_verifies(backend: str, level: str)
     forged = ev.model_copy(update={"nonce": b"\1" * 64})
     assert any("manifest_binding" in c.name
                for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(forged).failed)
+
+
+@pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
+def test_service_evidence_without_the_requester_entry_speaks_for_l1(backend: str) -> None:
+    """The default (COCONUT's manifest): the privileged layer's own report and services, so
+    the default policy accepts it whichever layer asked, and a policy for the workload layer
+    does not."""
+    p = Partition({"memory": "1GiB", "vcpus": 2, "workload_layers": 2}, backend)
+    r = p.run(Attest(layer="l2.2", report_data=bytes(range(64))))
+    assert r.ok, r.reason
+    ev = Evidence.model_validate(r.data["evidence"])
+    trust = TrustStore().with_root(backend, ev.certificates[-1])
+    verdict = Verifier(trust=trust).verify(ev)
+    assert verdict.ok, verdict.summary()
+    assert verdict.claims is not None and verdict.claims.origin.layer == "l1"
+    assert not verdict.claims.origin.via_privileged_layer
+    assert [c.name for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(ev).failed
+            ] == ["policy.origin_layer"]

@@ -88,17 +88,6 @@ def hex_64(text: str, option: str) -> bytes:
     return data
 
 
-def read_bytes(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file ({what})") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a file ({what})") from None
-    except OSError as err:
-        raise CliError(f"{path}: cannot read ({what}): {err.strerror}") from None
-
-
 def evidence_from(data: Any) -> Evidence | None:
     """Evidence in an operation result's ``data["evidence"]``, in any of its forms (an
     Evidence, a python dict with bytes, or a JSON-mode dict)."""

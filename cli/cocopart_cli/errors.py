@@ -1,8 +1,9 @@
-"""Exit codes and the mapping of exceptions onto them.
+"""Exit codes and the mapping of exceptions onto them (docs/errors.md).
 
-0 ok; 1 verification failed or an operation returned an error; 2 usage or input error (bad
-file, bad option, unknown backend, missing file, no configfs-tsm); 3 an internal error (a bug:
-rerun with ``--debug`` for the traceback).
+0 ok; 1 evidence not authentic, or an operation returned an error; 2 usage or unusable input
+(bad option, missing/unreadable/unrecognised file, unparsable evidence, unknown backend, no
+configfs-tsm); 3 an internal error (a bug: rerun with ``--debug`` for the traceback); 4
+evidence authentic but rejected by the policy; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILED: "verification failed (the evidence is not authentic: a vendor check failed), "
     "or an operation returned an error (status error or partial)",
-    EXIT_USAGE: "usage or input error: bad option, bad or missing file (the message names "
-    "file, line and field), unknown backend (the message lists the installed ones), no "
-    "configfs-tsm on this machine",
+    EXIT_USAGE: "usage or input error (unusable input): bad option or --format/--vendor, bad, "
+    "missing or too large file (the message names file, line and field), evidence no platform "
+    "plug-in recognises or that does not parse, a --certs/--trust-root file without "
+    "certificates, an unknown --collateral name, unknown backend (the message lists the "
+    "installed ones), no configfs-tsm on this machine",
     EXIT_INTERNAL: "internal error (a bug in cocopart or a backend); rerun with --debug for the "
     "traceback",
     EXIT_POLICY: "verify: the evidence is authentic (every vendor check passed) but the policy "

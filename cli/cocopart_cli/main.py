@@ -1,7 +1,8 @@
 """The ``cocopart`` command: Typer app, command registration and exit-code mapping.
 
-Exit codes: 0 ok · 1 verification failed or an operation returned an error · 2 usage or
-input error · 3 internal error (rerun with --debug for the traceback).
+Exit codes (cocopart_cli.errors.EXIT_CODES, docs/errors.md): 0 ok · 1 evidence not authentic
+or an operation returned an error · 2 usage or unusable input · 3 internal error (rerun with
+--debug for the traceback) · 4 evidence authentic but rejected by the policy.
 """
 
 from __future__ import annotations
@@ -128,11 +129,12 @@ def _register() -> None:
         scenario,
         schema,
         setup,
+        show,
         verify,
     )
 
-    for module in (backends, setup, compare, layers, explain, attest, verify, detect, faults,
-                   scenario, schema):
+    for module in (backends, setup, compare, layers, explain, attest, verify, show, detect,
+                   faults, scenario, schema):
         module.register(app)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from cocopart.attest.detect import PlatformInfo
 from cocopart.attest.evidence import Claims, Evidence
+from cocopart.attest.plugin import Decoded
 from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
 from cocopart.host_faults import FaultComparison
 from cocopart.layers import Edge, LayerNode
@@ -223,6 +224,15 @@ class AttestReport(BaseModel):
     trust_root_file: str | None = Field(
         default=None, description="Where the simulated root was written (PEM).")
     trust_root_pem: str | None = None
+    raw_out: str | None = Field(
+        default=None, description="Where the raw report/quote bytes were written (--raw-out).")
+
+
+class ShowReport(BaseModel):
+    """`cocopart show`: evidence, certificates or a certificate table decoded, not verified."""
+
+    source: str = Field(description="The file shown ('-' for stdin).")
+    decoded: Decoded
 
 
 class ScenarioFileReport(BaseModel):
@@ -249,6 +259,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "explain": ExplainReport,
     "attest": AttestReport,
     "verify": VerifyReport,
+    "show": ShowReport,
     "detect": PlatformInfo,
     "faults": FaultComparison,
     "scenario": ScenarioFileReport,

@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cocopart.attest.plugins import installed_schemas
+from cocopart.attest.evidence_plugins import installed_schemas
 from cocopart.attest.policy import DEFER_SCHEMA_CHECK, Policy
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, InputError
 from cocopart.toml_text import config_error, line_of, parse_toml
 
 
@@ -41,7 +41,7 @@ def _section(name: str, data: Any, model: type[BaseModel], text: str, source: st
                           line=line_of(text, (name,)))
     try:
         return model.model_validate(data)
-    except ValidationError as err:
+    except (InputError, ValidationError) as err:
         inner = config_error(err, data, text, source)
         path = (name, *(inner.field.split(".") if inner.field else ()))
         raise ConfigError(inner.message, field=".".join(path), source=source,
@@ -68,7 +68,7 @@ def loads_policy(text: str, source: str = "<policy>") -> Policy:
         data["vendor"] = {**(data.get("vendor") or {}), **sections}
     try:
         policy = Policy.model_validate(data, context={DEFER_SCHEMA_CHECK: True})
-    except ValidationError as err:
+    except (InputError, ValidationError) as err:
         raise config_error(err, data, text, source) from None
     problems = [(line_of(text, p.path) or 0, i, p) for i, p in enumerate(policy.problems())]
     if problems:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from cocopart.attest.plugins import installed_schemas
+from cocopart.attest.evidence_plugins import installed_schemas
 from cocopart.attest.policy import Policy
+from cocopart.errors import InputError
 from cocopart_cli.errors import CliError
 
 #: Policy path (first element) -> the flag that sets it, for error messages.
@@ -93,10 +92,10 @@ def apply_pins(policy: Policy | None, vendor: str, pins: QuickPins) -> Policy:
     data["waive_checks"] = list(dict.fromkeys([*data["waive_checks"], *pins.waive]))
     try:
         return Policy.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
+    except InputError as err:
+        first = err.errors[0] if err.errors else {"loc": (), "msg": err.message}
         loc = [str(p) for p in first["loc"]]
         message = str(first["msg"]).removeprefix("Value error, ")
-        path = message.split(":", 1)[0].split(".") if not loc else loc
+        path = [*loc, *message.split(":", 1)[0].split(".")]
         flag = next((_FLAGS[p] for p in path if p in _FLAGS), "a quick-pin flag")
         raise CliError(f"{flag}: {message}") from None

@@ -3,7 +3,7 @@ verify command imports nothing of partitions, scenarios or backends."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cocopart.attest.verifier import Verdict
 
@@ -16,3 +16,5 @@ class VerifyReport(BaseModel):
     format: str
     verdict: Verdict
     ok: bool
+    notes: list[str] = Field(default_factory=list, description="How the inputs were read: "
+                             "what was recognised, decoded or added.")

@@ -13,10 +13,12 @@ client runs against the kernel (:class:`LocalTsmFs`) and against
 :class:`cocopart.attest.faketsm.FakeTsm`, which emulates the kernel's behaviour for tests and
 for people without CVM hardware.
 
-The only vendor knowledge in this module is keyed by the kernel's provider strings
-(``sev_guest``, ``tdx_guest``, ``arm_cca_guest``): input-size rules the providers enforce, how
-a report maps onto :class:`~cocopart.attest.evidence.Evidence`, and the layout of the
-``sev_guest`` certificate table that ``auxblob`` carries.
+This module knows no provider: what a provider accepts (inblob sizes, service providers,
+whether a privilege level goes with a service request), how its report maps onto
+:class:`~cocopart.attest.evidence.Evidence` and how to read the certificate table in its
+``auxblob`` come from the installed platform plug-in that declares the provider
+(:class:`cocopart.attest.plugin.TsmProvider`). A provider no plug-in declares is still
+usable; only its outblob cannot be mapped onto Evidence.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import secrets
-import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,18 +33,18 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from cocopart.attest.encoding import Base64Bytes
 from cocopart.attest.evidence import Evidence
-from cocopart.errors import CocopartError, EvidenceError
+from cocopart.attest.plugin import CertificateEntry, platform_for_provider, platforms
+from cocopart.errors import CocopartError
 
 __all__ = [
     "DEFAULT_ROOT",
     "INBLOB_MAX",
     "OUTBLOB_MAX",
     "PRIVLEVEL_MAX",
-    "SNP_CERT_GUIDS",
-    "CertTableEntry",
     "LocalTsmFs",
     "TsmCleanupWarning",
     "TsmConflictError",
@@ -56,7 +57,7 @@ __all__ = [
     "TsmUnavailableError",
     "TsmUnsupportedError",
     "attest",
-    "parse_snp_cert_table",
+    "request_report",
 ]
 
 #: Where the kernel mounts the report group (configfs at /sys/kernel/config; LX report.c
@@ -76,41 +77,6 @@ ATTRIBUTES: tuple[str, ...] = (
     "service_guid", "service_manifest_version",
 )
 BIN_ATTRIBUTES: tuple[str, ...] = ("inblob", "outblob", "auxblob", "manifestblob")
-
-# Report-data size each provider accepts when it generates the report; the kernel accepts any
-# 1..64 bytes at write time and the provider refuses with EINVAL on read.
-#   sev_guest: inblob_len != SNP_REPORT_USER_DATA_SIZE (64) -> EINVAL (LX sev-guest.c
-#              sev_report_new; sev-snp.md §7 "sev_guest requires exactly 64").
-#   tdx_guest: inblob_len != TDX_REPORTDATA_LEN (64) -> EINVAL (LX tdx-guest.c tdx_report_new).
-#   arm_cca_guest: inblob_len < 32 or > 64 -> EINVAL (LX arm-cca-guest.c arm_cca_report_new).
-_INBLOB_SIZES: dict[str, tuple[int, int]] = {
-    "sev_guest": (64, 64),
-    "tdx_guest": (64, 64),
-    "arm_cca_guest": (32, 64),
-}
-
-# Service providers a provider's report_new accepts: sev_guest routes only "svsm" to the SVSM
-# attestation protocol and fails anything else with EINVAL (LX sev-guest.c sev_report_new;
-# ABI doc "The only currently supported service provider is "svsm"").
-_SERVICE_PROVIDERS: dict[str, frozenset[str]] = {"sev_guest": frozenset({"svsm"})}
-
-# Provider string -> (Evidence.vendor, Evidence.format). The provider names are the drivers'
-# KBUILD_MODNAME (LX report.c tsm_report_provider_show emits provider.ops->name).
-_EVIDENCE_KIND: dict[str, tuple[str, str]] = {
-    "sev_guest": ("sev-snp", "snp-report"),
-    "tdx_guest": ("tdx", "tdx-quote"),
-    "arm_cca_guest": ("cca", "cca-token"),
-}
-
-#: GUIDs of the SEV-SNP extended-report certificate table (sev-snp.md §6.4, from GSG abi.go).
-SNP_CERT_GUIDS: dict[UUID, str] = {
-    UUID("63da758d-e664-4564-adc5-f4b93be8accd"): "VCEK",
-    UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1"): "VLEK",
-    UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"): "ASK",
-    UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"): "ARK",
-}
-# Leaf first, as Evidence.certificates asks (evidence.py): VCEK/VLEK, ASK/ASVK, ARK.
-_CERT_ORDER = {"VCEK": 0, "VLEK": 1, "ASK": 2, "ARK": 3}
 
 _U32_MAX = 0xFFFF_FFFF
 
@@ -245,68 +211,6 @@ class LocalTsmFs:
 
 
 # --------------------------------------------------------------------------------------------
-# SEV-SNP certificate table (auxblob of sev_guest)
-
-
-class CertTableEntry(BaseModel):
-    """One certificate from an SEV-SNP extended-report certificate table."""
-
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-
-    guid: UUID
-    name: str | None = Field(description="'VCEK', 'VLEK', 'ASK' (also ASVK), 'ARK', or None.")
-    data: bytes
-
-
-def parse_snp_cert_table(blob: bytes) -> list[CertTableEntry]:
-    """Parse the certificate table ``sev_guest`` puts in ``auxblob``.
-
-    Layout (sev-snp.md §6.4; GHCB spec MSG_REPORT_REQ cert_table, named by the ABI doc for
-    auxblob): entries of ``{GUID 16 bytes, u32 offset, u32 length}`` (little-endian integers;
-    the GUID in RFC 4122 byte order as GSG abi.go reads it) ended by an all-zero entry, then
-    the certificate data; offsets count from the start of the table. Entries with length 0 are
-    skipped. An empty blob is an empty table. Raises :class:`EvidenceError` on a malformed
-    table.
-    """
-    entry_size = 24
-    if not blob:
-        return []
-    raw_entries: list[tuple[UUID, int, int]] = []
-    pos = 0
-    while True:
-        if pos + entry_size > len(blob):
-            raise EvidenceError(
-                f"SNP certificate table has no all-zero terminating entry within its "
-                f"{len(blob)} bytes (stopped at offset {pos})"
-            )
-        guid_bytes = blob[pos:pos + 16]
-        offset, length = struct.unpack_from("<II", blob, pos + 16)
-        pos += entry_size
-        if offset == 0 and length == 0 and guid_bytes == bytes(16):
-            break
-        raw_entries.append((UUID(bytes=guid_bytes), offset, length))
-    header_end = pos
-    entries: list[CertTableEntry] = []
-    for index, (guid, offset, length) in enumerate(raw_entries):
-        if length == 0:
-            continue
-        if offset < header_end:
-            raise EvidenceError(
-                f"SNP certificate table entry {index} ({guid}) points at offset {offset}, "
-                f"inside the table itself (which ends at {header_end})"
-            )
-        if offset + length > len(blob):
-            raise EvidenceError(
-                f"SNP certificate table entry {index} ({guid}) covers bytes "
-                f"{offset}..{offset + length}, past the end of the {len(blob)}-byte blob"
-            )
-        entries.append(CertTableEntry(
-            guid=guid, name=SNP_CERT_GUIDS.get(guid), data=blob[offset:offset + length],
-        ))
-    return entries
-
-
-# --------------------------------------------------------------------------------------------
 # The report
 
 
@@ -319,15 +223,13 @@ class TsmReport(BaseModel):
     writer was detected).
     """
 
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-
     provider: str
-    outblob: bytes
-    auxblob: bytes | None = None
-    manifestblob: bytes | None = None
+    outblob: Base64Bytes
+    auxblob: Base64Bytes | None = None
+    manifestblob: Base64Bytes | None = None
     generation: int
     privlevel_floor: int | None = None
-    report_data: bytes = Field(description="The inblob written for this report.")
+    report_data: Base64Bytes = Field(description="The inblob written for this report.")
     privlevel: int | None = None
     service_provider: str | None = None
     service_guid: UUID | None = None
@@ -335,51 +237,38 @@ class TsmReport(BaseModel):
     entry: str = Field(default="", description="Name of the report entry that was used.")
     attempts: int = 1
 
-    def certificates(self) -> list[CertTableEntry]:
-        """The ``sev_guest`` certificate table in ``auxblob`` (empty for other providers)."""
-        if self.provider != "sev_guest" or not self.auxblob:
+    def certificates(self) -> list[CertificateEntry]:
+        """The certificate table in ``auxblob``, read by the provider's platform plug-in
+        (empty when there is none)."""
+        plugin = platform_for_provider(self.provider)
+        if plugin is None or not self.auxblob:
             return []
-        return parse_snp_cert_table(self.auxblob)
+        return plugin.certificate_table(self.auxblob) or []
 
     def to_evidence(self) -> Evidence:
-        """Map the report onto vendor-neutral :class:`Evidence`.
-
-        ``sev_guest`` -> vendor ``sev-snp``, format ``snp-report``, certificates from the
-        auxblob table (leaf first); ``tdx_guest`` -> ``tdx``/``tdx-quote``;
-        ``arm_cca_guest`` -> ``cca``/``cca-token``. With a service provider (the SVSM path) the
-        manifest is ``manifestblob`` and the nonce is the report data, because the SVSM binds
-        REPORT_DATA = SHA-512(nonce || manifest) (sev-snp.md §3.1, §7). A non-empty auxblob of
-        another provider is kept in ``collateral['auxblob']``.
+        """Map the report onto vendor-neutral :class:`Evidence`, through the platform plug-in
+        that declares this provider: its evidence vendor and format, the certificates of its
+        certificate table in ``auxblob`` (leaf first; any other non-empty auxblob is kept in
+        ``collateral['auxblob']``). With a service provider the manifest is ``manifestblob``
+        and the nonce is the report data, because the service binds REPORT_DATA =
+        SHA-512(nonce || manifest) (sev-snp.md §3.1, §7).
         """
-        kind = _EVIDENCE_KIND.get(self.provider)
-        if kind is None:
-            known = ", ".join(sorted(_EVIDENCE_KIND))
+        plugin = platform_for_provider(self.provider)
+        if plugin is None:
+            known = ", ".join(sorted(p.tsm.name for p in platforms() if p.tsm)) or "none"
             raise TsmUnsupportedError(
                 f"cocopart does not know the report format of configfs-tsm provider "
-                f"'{self.provider}' (known providers: {known})",
-                reason="EOPNOTSUPP",
-            )
-        vendor, fmt = kind
-        certificates: list[bytes] = []
-        collateral: dict[str, bytes] = {}
-        if self.provider == "sev_guest":
-            ordered = sorted(
-                enumerate(self.certificates()),
-                key=lambda item: (_CERT_ORDER.get(item[1].name or "", len(_CERT_ORDER)), item[0]),
-            )
-            certificates = [entry.data for _, entry in ordered]
-        elif self.auxblob:
-            collateral["auxblob"] = self.auxblob
-        via_service = self.service_provider is not None
-        return Evidence(
-            vendor=vendor,
-            format=fmt,
-            raw=self.outblob,
-            certificates=certificates,
-            collateral=collateral,
-            nonce=self.report_data if via_service else None,
-            manifest=self.manifestblob if via_service else None,
-        )
+                f"'{self.provider}': no installed platform plug-in declares it (providers "
+                f"declared: {known})", reason="EOPNOTSUPP")
+        evidence = plugin.evidence_from_tsm(self.outblob, self.auxblob)
+        if self.service_provider is None:
+            return evidence
+        # a service GUID: the manifest is that service's own (issue 13); none: all services
+        single = self.service_guid is not None and self.service_guid.int != 0
+        return evidence.model_copy(update={"nonce": self.report_data,
+                                           "manifest": self.manifestblob,
+                                           "service": str(self.service_guid) if single
+                                           else None})
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,26 +407,30 @@ class TsmReportClient:
     def _validate_for_provider(
         provider: str, data: bytes, privlevel: int | None, service_provider: str | None,
     ) -> None:
-        sizes = _INBLOB_SIZES.get(provider)
-        if sizes is not None and not sizes[0] <= len(data) <= sizes[1]:
-            want = f"exactly {sizes[0]}" if sizes[0] == sizes[1] else f"{sizes[0]}..{sizes[1]}"
+        plugin = platform_for_provider(provider)
+        rules = plugin.tsm if plugin is not None else None
+        if rules is None:
+            return
+        if not rules.inblob_min <= len(data) <= rules.inblob_max:
+            want = (f"exactly {rules.inblob_min}" if rules.inblob_min == rules.inblob_max
+                    else f"{rules.inblob_min}..{rules.inblob_max}")
             raise TsmInvalidRequestError(
                 f"provider {provider} needs report_data of {want} bytes, got {len(data)} "
                 "(pad it, e.g. with zeros or a hash)",
                 reason="EINVAL", errno=_errno.EINVAL)
-        allowed = _SERVICE_PROVIDERS.get(provider)
-        if service_provider is not None and allowed is not None and service_provider not in allowed:
+        if service_provider is not None and service_provider not in rules.service_providers:
+            allowed = ", ".join(repr(s) for s in sorted(rules.service_providers))
             raise TsmInvalidRequestError(
-                f"provider {provider} accepts service_provider "
-                f"{', '.join(repr(s) for s in sorted(allowed))} only, not {service_provider!r}",
-                reason="EINVAL", errno=_errno.EINVAL)
-        if provider == "sev_guest" and service_provider is not None and privlevel is not None:
+                f"provider {provider} accepts service_provider {allowed or 'none'} only, not "
+                f"{service_provider!r}", reason="EINVAL", errno=_errno.EINVAL)
+        if (service_provider is not None and privlevel is not None
+                and not rules.privlevel_with_service):
             # sev-snp.md §7: on the SVSM path privlevel is not used (the SVSM reports at
             # VMPL0), so accepting it would promise something the report will not say.
             raise TsmInvalidRequestError(
-                "privlevel has no effect on a sev_guest service-provider (SVSM) request: the "
-                "SVSM requests its report at VMPL0; drop privlevel or service_provider",
-                reason="EINVAL", errno=_errno.EINVAL)
+                f"privlevel has no effect on a {provider} service-provider request: the "
+                "service requests its report at its own level; drop privlevel or "
+                "service_provider", reason="EINVAL", errno=_errno.EINVAL)
 
     # -- entry life cycle -------------------------------------------------------------------
 
@@ -650,6 +543,7 @@ class TsmReportClient:
 
         writes = len(options) + 1
         conflicts: list[str] = []
+        stalled = 0
         for attempt in range(1, self.max_attempts + 1):
             before = self._read_int(path / "generation", provider)
             for name, value in options:
@@ -661,6 +555,7 @@ class TsmReportClient:
             if self.check_write_count and written != before + writes:
                 conflicts.append(f"attempt {attempt}: generation went {before} -> {written} "
                                  f"over this client's {writes} writes")
+                stalled += written == before
                 continue
             outblob = self._read(path / "outblob", provider)
             auxblob = self._read(path / "auxblob", provider) if has_aux else None
@@ -685,6 +580,14 @@ class TsmReportClient:
                 entry=path.name,
                 attempts=attempt,
             )
+        if stalled == self.max_attempts:
+            raise TsmConflictError(
+                f"report entry {path} did not take this client's writes "
+                f"({'; '.join(conflicts)}): its generation does not move, as after a "
+                "generation wrap (too many writes without a read: the kernel then drops inblob "
+                "writes) or on a static snapshot; gave up after "
+                f"{self.max_attempts} attempts — use a fresh entry",
+                attempts=self.max_attempts, path=path)
         raise TsmConflictError(
             f"another writer kept changing report entry {path} ({'; '.join(conflicts)}); "
             f"gave up after {self.max_attempts} attempts — use an entry of your own",
@@ -735,8 +638,8 @@ class TsmReportClient:
         if code == _errno.ENXIO:
             # LX report.c: every handler returns -ENXIO while no provider is registered.
             return TsmUnavailableError(
-                f"{op} {path} failed with ENXIO: no configfs-tsm provider is registered (the "
-                "sev-guest / tdx-guest / arm-cca-guest driver is not loaded)",
+                f"{op} {path} failed with ENXIO: no configfs-tsm provider is registered (no "
+                "confidential-VM guest driver is loaded)",
                 reason=name, errno=code, path=path)
         if code in (_errno.EACCES, _errno.EPERM):
             return TsmPermissionError(
@@ -778,12 +681,19 @@ def attest(
 ) -> TsmReport:
     """Request one configfs-tsm report; see :meth:`TsmReportClient.attest`.
 
-    ``report_data`` is at most 64 bytes (``sev_guest`` and ``tdx_guest`` require exactly 64,
-    ``arm_cca_guest`` 32..64). ``service_provider="svsm"`` asks an SEV-SNP guest's SVSM for a
-    services report (``service_guid`` picks one service, the null GUID means all;
-    ``service_manifest_version`` the manifest form).
+    ``report_data`` is at most 64 bytes; the provider's platform plug-in says how many it
+    needs (:attr:`cocopart.attest.plugin.TsmProvider.inblob_min`). ``service_provider``
+    asks a privileged layer's service for a services report, e.g. ``"svsm"`` under an SVSM
+    (``service_guid`` picks one service, the null GUID means all;
+    ``service_manifest_version`` the manifest form). Also exported as
+    ``cocopart.request_report``.
     """
     return TsmReportClient(root, fs=fs).attest(
         report_data, privlevel=privlevel, service_provider=service_provider,
         service_guid=service_guid, service_manifest_version=service_manifest_version,
     )
+
+
+#: ``cocopart.request_report``: the name under which :func:`attest` is exported at the top
+#: level, where ``attest`` would collide with the :mod:`cocopart.attest` package.
+request_report = attest

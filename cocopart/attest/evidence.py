@@ -11,35 +11,44 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cocopart.attest.encoding import Base64Bytes
+from cocopart.inputmodel import InputModel
 
-class Evidence(BaseModel):
+
+class Evidence(InputModel):
     """Raw attestation evidence as produced by a platform.
 
     ``vendor`` names the evidence plug-in (entry-point group ``cocopart.evidence``), e.g.
     ``"sev-snp"`` or ``"tdx"``; ``format`` the layout inside it, e.g. ``"snp-report"``,
-    ``"tdx-quote"`` or ``"tdreport"``.
+    ``"tdx-quote"`` or ``"tdreport"``. In JSON every byte field is standard base64
+    (URL-safe base64 is accepted on input).
     """
-
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
     vendor: str
     format: str
-    raw: bytes
-    certificates: list[bytes] = Field(
+    raw: Base64Bytes
+    certificates: list[Base64Bytes] = Field(
         default_factory=list,
         description="Certificates (PEM or DER) the producer handed out with the evidence, "
         "leaf first where the order is known (SNP: VCEK/VLEK, ASK/ASVK, ARK).",
     )
-    collateral: dict[str, bytes] = Field(
+    collateral: dict[str, Base64Bytes] = Field(
         default_factory=dict,
         description="Verification collateral by name (TDX: 'tcb_info', 'qe_identity', "
         "'root_crl', 'pck_crl' as the exact bytes the PCS served).",
     )
-    nonce: bytes | None = Field(
+    nonce: Base64Bytes | None = Field(
         default=None, description="The caller's nonce when a privileged-layer service bound it."
     )
-    manifest: bytes | None = Field(
-        default=None, description="The privileged layer's services manifest, when attested."
+    manifest: Base64Bytes | None = Field(
+        default=None, description="The manifest the privileged layer bound with the nonce "
+        "(REPORT_DATA = SHA-512(nonce || manifest)): its services manifest (a GUID table), or "
+        "with ``service`` that one service's own manifest (e.g. the vTPM's EK public key)."
+    )
+    service: str | None = Field(
+        default=None, description="The GUID of the one service attested alone "
+        "(SVSM_ATTEST_SINGLE_SERVICE; configfs-tsm ``service_guid``): ``manifest`` is then "
+        "that service's own manifest. None: ``manifest`` is the services manifest."
     )
     layer_map: dict[str, str] = Field(
         default_factory=dict,

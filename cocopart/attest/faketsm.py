@@ -8,11 +8,21 @@ file-based client can see, like the kernel's ``/sys/kernel/config/tsm/report``
 * ``generation`` starts at 0 and increments on every successful write to ``inblob`` or any
   option (``privlevel``, ``service_provider``, ``service_guid``,
   ``service_manifest_version``).
+* At a generation wrap — so many writes without a read that one more would make the write
+  generation equal the read generation again (LX report.c try_advance_write_generation) —
+  the kernel refuses the write with EBUSY. A text attribute (an option) returns that EBUSY
+  from ``write(2)``; ``inblob`` is a binary attribute, which configfs stores only when the
+  file is closed and whose store result it ignores (LX fs/configfs/file.c
+  configfs_release_bin_file: "result of ->release() is ignored"), so there the write is
+  dropped silently: the old inblob and generation stay. A client still notices, because
+  ``generation`` did not advance by the number of writes it made.
 * ``privlevel`` must lie in ``privlevel_floor..3``; anything else is EINVAL and does not
-  advance the generation.
-* Attributes a provider hides are absent (ENOENT): ``tdx_guest`` shows only ``generation``,
-  ``provider``, ``inblob``, ``outblob``; ``sev_guest`` shows ``service_*`` and
-  ``manifestblob`` only above VMPL0; ``arm_cca_guest`` shows everything.
+  advance the generation. Numbers are parsed like the kernel's ``kstrtouint``: not a number
+  is EINVAL, a number above 32 bits is ERANGE.
+* Attributes a provider hides are absent (ENOENT). Which ones, the floor, the inblob sizes
+  and the service providers a provider accepts come from the installed platform plug-in
+  that declares the provider (:class:`cocopart.attest.plugin.TsmProvider`); a provider no
+  plug-in declares shows every attribute and accepts any request.
 * ``outblob``/``auxblob``/``manifestblob`` are produced lazily on read by a provider callback
   given at construction, cached until the generation moves, and refused with EINVAL when no
   inblob was written or the provider rejects the request.
@@ -36,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from cocopart.attest.configfs import (
     ATTRIBUTES,
@@ -47,6 +57,8 @@ from cocopart.attest.configfs import (
     PRIVLEVEL_MAX,
     TsmReportClient,
 )
+from cocopart.attest.encoding import Base64Bytes
+from cocopart.attest.plugin import TsmProvider, platform_for_provider
 
 __all__ = [
     "FakeBlobs",
@@ -89,11 +101,9 @@ class FakeRequest(BaseModel):
 class FakeBlobs(BaseModel):
     """What a provider callback may return: the report and its side blobs."""
 
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-
-    outblob: bytes
-    auxblob: bytes = b""
-    manifestblob: bytes = Field(default=b"", description="Service manifest (SVSM path).")
+    outblob: Base64Bytes
+    auxblob: Base64Bytes = b""
+    manifestblob: Base64Bytes = Field(default=b"", description="Service manifest (SVSM path).")
 
 
 class ProviderRefused(Exception):
@@ -147,13 +157,15 @@ def _os_error(code: int, message: str, path: Path) -> OSError:
     return OSError(code, f"{message} [{os.strerror(code)}]", str(path))
 
 
-def _kstrtouint(text: str) -> int | None:
+def _kstrtouint(text: str) -> int:
     """Parse like the kernel's kstrtouint(buf, 0): optional '+', 0x hex / leading-0 octal /
-    decimal, one trailing newline allowed, 32-bit range. None if invalid."""
+    decimal, one trailing newline allowed. Returns the value, or minus the errno the kernel
+    returns: EINVAL for anything that is not a number, ERANGE for a number that does not fit
+    32 bits (LX lib/kstrtox.c kstrtouint -> kstrtoull: -ERANGE on overflow)."""
     text = text.removesuffix("\n")
     text = text.removeprefix("+")
     if not text:
-        return None
+        return -_errno.EINVAL
     if text[:2].lower() == "0x":
         digits, base = text[2:], 16
     elif text.startswith("0") and len(text) > 1:
@@ -162,30 +174,33 @@ def _kstrtouint(text: str) -> int | None:
         digits, base = text, 10
     allowed = "0123456789abcdefABCDEF"[: base if base <= 10 else base + 6]
     if not digits or any(ch not in allowed for ch in digits):
-        return None
+        return -_errno.EINVAL
     value = int(digits, base)
-    return value if value <= _U32_MAX else None
+    return value if value <= _U32_MAX else -_errno.ERANGE
 
 
 class FakeTsm:
     """An in-memory configfs-tsm report group that behaves like the kernel's.
 
-    ``provider`` is the provider name (``sev_guest``, ``tdx_guest``, ``arm_cca_guest`` or any
-    other string, which then shows every attribute). ``vmpl`` is the guest's VMPL for
-    ``sev_guest``: above 0 it shows ``service_*`` and ``manifestblob`` and its
-    ``privlevel_floor`` defaults to the VMPL (vmpck_id defaults to snp_vmpl; sev-snp.md §6.1).
-    ``privlevel_floor`` and ``visible`` override the profile. ``report`` produces the blobs
-    (default :func:`default_report`). ``root`` is the directory the fake pretends to be.
-    ``before_read`` is called before each attribute read (a concurrent-writer hook).
-    ``provider_registered=False`` emulates a kernel with configfs-tsm but no provider
-    (ENXIO); ``unprivileged=True`` a caller that may not mkdir/rmdir (EACCES).
+    ``provider`` is the provider name; the installed platform plug-in that declares it
+    (:func:`cocopart.attest.plugin.platform_for_provider`) says which attributes an entry
+    shows, what ``privlevel_floor`` is and which requests the provider refuses. ``level`` is
+    the guest's privilege level (``vmpl`` is accepted as an alias): a provider whose floor is
+    the guest's level reports it as ``privlevel_floor``, one that shows service attributes
+    only above level 0 hides them at 0. ``privlevel_floor`` and ``visible`` override the
+    profile. ``report`` produces the blobs (default :func:`default_report`). ``root`` is the
+    directory the fake pretends to be. ``before_read`` is called before each attribute read
+    (a concurrent-writer hook). ``provider_registered=False`` emulates a kernel with
+    configfs-tsm but no provider (ENXIO); ``unprivileged=True`` a caller that may not
+    mkdir/rmdir (EACCES).
     """
 
     def __init__(
         self,
-        provider: str = "sev_guest",
+        provider: str,
         *,
-        vmpl: int = 0,
+        level: int = 0,
+        vmpl: int | None = None,
         privlevel_floor: int | None = None,
         visible: Iterable[str] | None = None,
         report: ReportFn | None = None,
@@ -194,10 +209,15 @@ class FakeTsm:
         provider_registered: bool = True,
         unprivileged: bool = False,
     ) -> None:
-        if not 0 <= vmpl <= PRIVLEVEL_MAX:
-            raise ValueError(f"vmpl must be 0..{PRIVLEVEL_MAX}, got {vmpl}")
+        if vmpl is not None:
+            level = vmpl
+        if not 0 <= level <= PRIVLEVEL_MAX:
+            raise ValueError(f"level must be 0..{PRIVLEVEL_MAX}, got {level}")
         self.provider = provider
-        self.vmpl = vmpl
+        self.level = level
+        plugin = platform_for_provider(provider)
+        #: The provider's rules, from its platform plug-in (None: no plug-in declares it).
+        self.rules: TsmProvider | None = plugin.tsm if plugin is not None else None
         self.root = Path(root)
         self.report: ReportFn = report if report is not None else default_report
         self.before_read = before_read
@@ -205,7 +225,7 @@ class FakeTsm:
         self.unprivileged = unprivileged
         self.privlevel_floor = (
             privlevel_floor if privlevel_floor is not None
-            else (vmpl if provider == "sev_guest" else 0)
+            else (level if self.rules is not None and self.rules.floor_is_level else 0)
         )
         self.visible: frozenset[str] = (
             frozenset(visible) if visible is not None else self._profile_visible()
@@ -219,15 +239,20 @@ class FakeTsm:
         self.reports_generated = 0
         self._in_hook = False
 
-    # -- constructors for the three upstream providers ------------------------------------
+    @property
+    def vmpl(self) -> int:
+        """Alias of :attr:`level` (the SEV-SNP name of the guest's privilege level)."""
+        return self.level
+
+    # -- aliases for the upstream providers ---------------------------------------------
 
     @classmethod
     def sev_guest(
         cls, *, vmpl: int = 0, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
         before_read: ReadHook | None = None, unprivileged: bool = False,
     ) -> FakeTsm:
-        """An SEV-SNP guest at ``vmpl`` (0 = no SVSM; 1..3 = under an SVSM)."""
-        return cls("sev_guest", vmpl=vmpl, report=report, root=root, before_read=before_read,
+        """Alias: ``FakeTsm("sev_guest", level=vmpl, ...)`` (0 = no SVSM; 1..3 = under one)."""
+        return cls("sev_guest", level=vmpl, report=report, root=root, before_read=before_read,
                    unprivileged=unprivileged)
 
     @classmethod
@@ -235,7 +260,7 @@ class FakeTsm:
         cls, *, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
         before_read: ReadHook | None = None, unprivileged: bool = False,
     ) -> FakeTsm:
-        """A TDX guest (TD quote provider)."""
+        """Alias: ``FakeTsm("tdx_guest", ...)``."""
         return cls("tdx_guest", report=report, root=root, before_read=before_read,
                    unprivileged=unprivileged)
 
@@ -244,25 +269,17 @@ class FakeTsm:
         cls, *, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
         before_read: ReadHook | None = None, unprivileged: bool = False,
     ) -> FakeTsm:
-        """An Arm CCA realm (CCA token provider)."""
+        """Alias: ``FakeTsm("arm_cca_guest", ...)``."""
         return cls("arm_cca_guest", report=report, root=root, before_read=before_read,
                    unprivileged=unprivileged)
 
     def _profile_visible(self) -> frozenset[str]:
-        if self.provider == "sev_guest":
-            # LX sev-guest.c sev_report_attr_visible / sev_report_bin_attr_visible.
-            base = {"generation", "provider", "privlevel", "privlevel_floor", "inblob",
-                    "outblob", "auxblob"}
-            if self.vmpl:
-                base |= {"service_provider", "service_guid", "service_manifest_version",
-                         "manifestblob"}
-            return frozenset(base)
-        if self.provider == "tdx_guest":
-            # LX tdx-guest.c tdx_report_attr_visible / tdx_report_bin_attr_visible.
-            return frozenset({"generation", "provider", "inblob", "outblob"})
-        # arm_cca_guest registers no visibility hooks, so everything shows (LX report.c
-        # tsm_report_is_visible returns true without report_attr_visible).
-        return _ALL
+        rules = self.rules
+        if rules is None or rules.attributes is None:
+            # A provider without visibility hooks shows everything (LX report.c
+            # tsm_report_is_visible returns true without report_attr_visible).
+            return _ALL
+        return rules.attributes | (rules.service_attributes if self.level else frozenset())
 
     # -- helpers for tests ------------------------------------------------------------------
 
@@ -360,11 +377,16 @@ class FakeTsm:
         return self.entries[split[0]], name
 
     def _advance(self, entry: _Entry, path: Path) -> None:
-        # LX report.c try_advance_write_generation: refuse once a full wrap without a read
-        # would make the generations equal again.
-        if entry.write_generation == (entry.read_generation - 1) % _ULONG_MOD:
+        """LX report.c try_advance_write_generation: EBUSY once a full wrap without a read
+        would make the generations equal again (see the module docstring for who sees it)."""
+        if self.at_wrap(entry):
             raise _os_error(_errno.EBUSY, "too many writes without a read", path)
         entry.write_generation = (entry.write_generation + 1) % _ULONG_MOD
+
+    @staticmethod
+    def at_wrap(entry: _Entry) -> bool:
+        """True when one more write would make the write generation equal the read one."""
+        return entry.write_generation == (entry.read_generation - 1) % _ULONG_MOD
 
     def write(self, path: Path, data: bytes) -> None:
         """Store an attribute the way LX report.c's store handlers do."""
@@ -379,6 +401,9 @@ class FakeTsm:
         if name == "inblob":
             if len(data) > INBLOB_MAX:  # configfs bin attribute limit TSM_REPORT_INBLOB_MAX
                 raise _os_error(_errno.EFBIG, f"inblob holds at most {INBLOB_MAX} bytes", path)
+            if self.at_wrap(entry):
+                # The store runs at close and configfs ignores its EBUSY: dropped silently.
+                return
             self._advance(entry, path)
             entry.inblob = data
             return
@@ -388,8 +413,8 @@ class FakeTsm:
             raise _os_error(_errno.EINVAL, "not text", path) from None
         if name == "privlevel":
             value = _kstrtouint(text)
-            if value is None:
-                raise _os_error(_errno.EINVAL, "not an unsigned number", path)
+            if value < 0:
+                raise _os_error(-value, "not an unsigned 32-bit number", path)
             if self.privlevel_floor > value or value > PRIVLEVEL_MAX:
                 raise _os_error(
                     _errno.EINVAL,
@@ -409,8 +434,8 @@ class FakeTsm:
             entry.service_guid = UUID(text[:36])
         elif name == "service_manifest_version":
             value = _kstrtouint(text)
-            if value is None:
-                raise _os_error(_errno.EINVAL, "not an unsigned number", path)
+            if value < 0:
+                raise _os_error(-value, "not an unsigned 32-bit number", path)
             self._advance(entry, path)
             entry.service_manifest_version = value
 
@@ -462,25 +487,27 @@ class FakeTsm:
         return blob
 
     def _provider_checks(self, request: FakeRequest, path: Path) -> None:
-        """The refusals the upstream providers' report_new make before any firmware call."""
-        size = len(request.inblob)
-        if self.provider in ("sev_guest", "tdx_guest") and size != 64:
-            # LX sev-guest.c sev_report_new; tdx-guest.c tdx_report_new.
-            raise _os_error(_errno.EINVAL, f"{self.provider} needs a 64-byte inblob", path)
-        if self.provider == "arm_cca_guest" and not 32 <= size <= 64:
-            # LX arm-cca-guest.c arm_cca_report_new.
-            raise _os_error(_errno.EINVAL, "arm_cca_guest needs a 32..64-byte inblob", path)
-        if self.provider != "sev_guest":
+        """The refusals a provider's report_new makes before any firmware call, as its
+        platform plug-in declares them (e.g. LX sev-guest.c / tdx-guest.c report_new)."""
+        rules = self.rules
+        if rules is None:
             return
+        size = len(request.inblob)
+        if not rules.inblob_min <= size <= rules.inblob_max:
+            raise _os_error(_errno.EINVAL, f"{self.provider} needs a {rules.inblob_min}.."
+                            f"{rules.inblob_max}-byte inblob", path)
         if request.service_provider is not None:
-            if request.service_provider != "svsm":  # LX sev-guest.c sev_report_new
-                raise _os_error(_errno.EINVAL, "only service provider 'svsm' exists", path)
-            if self.vmpl == 0:  # the SVSM path refuses when snp_vmpl == 0 (sev-snp.md §3.1)
-                raise _os_error(_errno.EINVAL, "no SVSM at VMPL0", path)
-        elif request.privlevel < self.vmpl:
-            # The report's VMPL must be >= the requester's (sev-snp.md §6.2; the firmware rule
-            # itself is listed as unconfirmed in §9): the firmware call fails.
-            raise _os_error(_errno.EIO, "firmware refused a VMPL below the guest's", path)
+            if request.service_provider not in rules.service_providers:
+                raise _os_error(_errno.EINVAL, f"{self.provider} routes no service provider "
+                                f"{request.service_provider!r}", path)
+            if rules.service_needs_level and self.level == 0:
+                # e.g. the SVSM path refuses when snp_vmpl == 0 (sev-snp.md §3.1)
+                raise _os_error(_errno.EINVAL, "no service provider at privilege level 0",
+                                path)
+        elif rules.below_level_refused and request.privlevel < self.level:
+            # e.g. an SNP report's VMPL must be >= the requester's (sev-snp.md §6.2; the
+            # firmware rule itself is listed as unconfirmed in §9): the firmware call fails.
+            raise _os_error(_errno.EIO, "firmware refused a level below the guest's", path)
 
     # -- static snapshot --------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 A :class:`Policy` has vendor-neutral fields (layers, debug, measurements, freshness, TCB,
 advisories, collateral age) and one optional section per evidence plug-in (``[sev-snp]``,
 ``[tdx]`` in a policy file; ``Policy(vendor={"sev-snp": {...}})`` in Python) whose model the
-plug-in declares (:class:`cocopart.attest.plugins.PolicySchema`). Every key and every pin
+plug-in declares (:class:`cocopart.attest.evidence_plugins.PolicySchema`). Every key and every pin
 length is checked when the policy is built, against the installed plug-ins: a misspelt
 ``minimum_tcb.snp_spl`` or a 47-byte measurement is a ValidationError then (a ConfigError
 naming file, line and field when the policy comes from a file), not a mismatch at verify time.
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -33,8 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from cocopart.errors import InputError
+from cocopart.inputmodel import InputModel
+
 if TYPE_CHECKING:
-    from cocopart.attest.plugins import PolicySchema
+    from cocopart.attest.evidence_plugins import PolicySchema
 
 _HEX_SPACE = re.compile(r"[\s:_]")
 
@@ -93,8 +95,9 @@ def pin_size(size: int) -> AfterValidator:
     return AfterValidator(_sized(size))
 
 
-class VendorPolicy(BaseModel):
-    """Base of a plug-in's policy section: unknown keys are errors, bytes are hex."""
+class VendorPolicy(InputModel):
+    """Base of a plug-in's policy section: unknown keys are errors, bytes are hex; bad input
+    raises InputError (a ConfigError), like every model a caller builds."""
 
     model_config = ConfigDict(extra="forbid", ser_json_bytes="hex", val_json_bytes="hex",
                               defer_build=True)
@@ -123,7 +126,8 @@ NEUTRAL_POLICY_CHECKS = ("policy.origin_layer", "policy.via_privileged_layer", "
 DEFER_SCHEMA_CHECK = "defer_schema_check"
 
 
-class Policy(BaseModel):
+
+class Policy(InputModel):
     """A relying party's expectations. Every field is checked and named in the verdict.
 
     The default policy is strict: only the privileged layer's own evidence (SNP VMPL0, the
@@ -208,7 +212,13 @@ class Policy(BaseModel):
                 known = ", ".join(n for n, s in schemas.items() if s.section) or "none"
                 raise ValueError(f"no installed evidence plug-in has a policy section "
                                  f"{name!r} (sections: {known})")
-            out[name] = model.model_validate(section)
+            try:
+                out[name] = model.model_validate(section)
+            except InputError as err:  # one message naming section and field
+                first = err.errors[0] if err.errors else {"loc": (), "msg": err.message}
+                where = ".".join(str(p) for p in (name, *first["loc"]))
+                raise ValueError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+                                 ) from None
         return out
 
     @model_validator(mode="after")
@@ -307,6 +317,6 @@ def _names(path: tuple[str, ...], names: Any, known: set[str], what: str) -> lis
 
 
 def _schemas() -> dict[str, PolicySchema]:
-    from cocopart.attest.plugins import installed_schemas
+    from cocopart.attest.evidence_plugins import installed_schemas
 
     return installed_schemas()

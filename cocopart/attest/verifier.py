@@ -16,10 +16,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cocopart.attest.encoding import Base64Bytes
 from cocopart.attest.evidence import Claims, Evidence
-from cocopart.attest.plugins import EVIDENCE_GROUP, PolicySchema
-from cocopart.attest.plugins import load_evidence_verifier as _load
+from cocopart.attest.evidence_plugins import EVIDENCE_GROUP, PolicySchema
+from cocopart.attest.evidence_plugins import load_evidence_verifier as _load
 from cocopart.attest.policy import Policy, VendorPolicy
+from cocopart.errors import CocopartError, InternalError
+from cocopart.inputmodel import InputModel
 from cocopart.protocol.manifest import bind_report_data
 from cocopart.unchecked import build_unchecked
 
@@ -56,7 +59,7 @@ def check(name: str, ok: bool, detail: str = "") -> Check:
     return hit
 
 
-class TrustStore(BaseModel):
+class TrustStore(InputModel):
     """Roots a verifier may chain to.
 
     ``pinned_roots`` holds extra root certificates (PEM or DER) by vendor. The real vendor
@@ -65,9 +68,7 @@ class TrustStore(BaseModel):
     here explicitly.
     """
 
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-
-    pinned_roots: dict[str, list[bytes]] = Field(default_factory=dict)
+    pinned_roots: dict[str, list[Base64Bytes]] = Field(default_factory=dict)
     trust_vendor_roots: bool = True
     certificate_cache: Path | None = Field(
         default=None, description="A directory of vendor certificates in the vendor's own "
@@ -292,9 +293,20 @@ class Verifier:
         return self._plugins[vendor]
 
     def verify(self, evidence: Evidence, now: datetime | None = None) -> Verdict:
+        """Verify ``evidence`` as of ``now`` (default: the current time).
+
+        Bad evidence never raises: it fails named checks. An evidence plug-in that raises
+        anyway has a bug: that becomes :class:`~cocopart.errors.InternalError`.
+        """
         now = now or datetime.now(UTC)
         plugin = self._plugin(evidence.vendor)
-        result = plugin.verify(evidence, self.trust, now)
+        try:
+            result = plugin.verify(evidence, self.trust, now)
+        except CocopartError:
+            raise
+        except Exception as err:
+            raise InternalError(f"verifying {evidence.vendor}/{evidence.format} evidence",
+                                err) from err
         checks = list(result.checks)
         if result.claims is not None:
             checks += apply_policy(result.claims, self.policy, now, evidence.manifest)

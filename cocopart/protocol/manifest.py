@@ -1,13 +1,24 @@
-"""Services manifest: the GUID table the privileged layer binds into attestation evidence.
+"""Attestation manifests: what the privileged layer binds into its evidence.
 
-Layout (SVSM attestation protocol; ../shared/reference/sev-snp.md §3.1): a 24-byte header
-(table GUID 63849ebb-3d92-4670-a1ff-58f9c94b87bb, u32 total length, u32 entry count), then
-one 24-byte entry per service (GUID, u32 offset from the table start, u32 length), then the
-data blobs. GUIDs are stored in their little-endian (Microsoft) byte order.
+Two shapes, as the SVSM attestation protocol and COCONUT define them (sev-snp.md §3.1; CS
+kernel/src/protocols/attest.rs):
 
-cocopart adds one entry of its own, the *requester* entry, so that evidence produced by the
-privileged layer on behalf of a workload layer says which layer asked (SNP: the requesting
-VMPL; TDX: the L2 VM index). REPORT_DATA = SHA-512(nonce || manifest) binds it.
+* SVSM_ATTEST_SERVICES binds the *services manifest*, a GUID table: a 24-byte header (table
+  GUID 63849ebb-3d92-4670-a1ff-58f9c94b87bb, u32 total length, u32 entry count), one 24-byte
+  entry per service (GUID, u32 offset from the table start, u32 length), then the blobs —
+  each service's own manifest (CS GuidTable::to_vec). GUIDs are stored in their
+  little-endian (Microsoft) byte order.
+* SVSM_ATTEST_SINGLE_SERVICE binds the one service's *own* manifest, unwrapped (CS
+  attest_single_service: the vTPM's is its EK public key, a TPMT_PUBLIC,
+  attest_single_vtpm / vtpm_get_manifest).
+
+Either way REPORT_DATA = SHA-512(nonce || manifest).
+
+cocopart's *requester* entry is an opt-in extension (``PartitionConfig.
+attest_requester_entry``, :data:`RULE_REQUESTER_ENTRY_OPT_IN`): one more GUID-table entry, so
+that services evidence produced on behalf of a workload layer says which layer asked (SNP: the
+requesting VMPL; TDX: the L2 VM index). A verifier written for COCONUT evidence reads a table
+with it (an entry with an unknown GUID); :func:`read_manifest` reads both shapes.
 """
 
 from __future__ import annotations
@@ -24,6 +35,12 @@ VTPM_SERVICE_GUID = uuid.UUID("c476f1eb-0123-45a5-9641-b4e7dde5bfe3")
 UEFI_MM_SERVICE_GUID = uuid.UUID("a4453a59-9e1b-4787-a033-1986d6adbe55")
 #: cocopart's own entry naming the requesting layer (not in the SVSM spec; our extension).
 REQUESTER_GUID = uuid.UUID("6c0c0a70-8a1e-4f3b-9d54-2f6b1f0c7e01")
+
+#: SVSM_ATTEST_SERVICES returns the GUID table of the services only, as COCONUT does; the
+#: requester entry is added only when the guest is configured for it
+#: (``PartitionConfig.attest_requester_entry``). Without it, service evidence speaks for the
+#: privileged layer itself (its own report, its own services), whichever layer asked.
+RULE_REQUESTER_ENTRY_OPT_IN = "the services manifest names the requester only when opted in"
 
 _HEADER = struct.Struct("<16sII")
 _ENTRY = struct.Struct("<16sII")
@@ -92,6 +109,42 @@ class ServicesManifest:
     def requester(self) -> Requester | None:
         blob = self.services.get(REQUESTER_GUID)
         return Requester.from_bytes(blob) if blob is not None else None
+
+
+def is_services_table(data: bytes) -> bool:
+    """True if ``data`` starts like a services manifest (the table GUID)."""
+    return data[:16] == MANIFEST_TABLE_GUID.bytes_le
+
+
+@dataclass(frozen=True)
+class ManifestReading:
+    """What a bound manifest says: the services it covers, the one service whose own manifest
+    it is (single-service evidence), and the requester entry, if any."""
+
+    services: tuple[uuid.UUID, ...]
+    single: uuid.UUID | None = None
+    requester: Requester | None = None
+
+    def describe(self) -> str:
+        if self.single is not None:
+            return f"the own manifest of service {self.single}"
+        names = ", ".join(str(g) for g in self.services if g != REQUESTER_GUID) or "no service"
+        return f"the services manifest ({names})"
+
+
+def read_manifest(manifest: bytes, service: str | None) -> ManifestReading:
+    """Read a bound manifest: ``service`` (the GUID the caller asked
+    SVSM_ATTEST_SINGLE_SERVICE for, ``Evidence.service``) means ``manifest`` is that service's
+    own blob, taken as it is; otherwise it must be a services manifest (GUID table), with or
+    without the requester entry. Raises EvidenceError when it is neither."""
+    if service is not None:
+        try:
+            guid = uuid.UUID(service)
+        except ValueError as exc:
+            raise EvidenceError(f"service {service!r} is not a GUID") from exc
+        return ManifestReading(services=(guid,), single=guid)
+    table = ServicesManifest.from_bytes(manifest)
+    return ManifestReading(services=tuple(table.services), requester=table.requester)
 
 
 def bind_report_data(nonce: bytes, manifest: bytes) -> bytes:

@@ -9,6 +9,10 @@ the count has reached 0 — disabled for good — or on overflow); 0b01 deregist
 a benign no-op at 0) and, when the count reaches 0, stops emulation on the calling vCPU;
 0b00 refreshes: a vCPU whose emulation is on while the count is 0 stops it, anything else is
 unchanged. The protocol is offered only to vCPUs whose APIC is emulated.
+
+Several workload layers share the one count: only a layer that controls every other workload
+layer (or the privileged layer) registers or deregisters
+(:data:`RULE_REGISTRATION_NEEDS_CONTROL`); every layer refreshes its own vCPUs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ CONFIGURE_REFRESH, CONFIGURE_DEREGISTER, CONFIGURE_REGISTER = 0b00, 0b01, 0b10
 MAX_REGISTRATIONS = 0xFFFF_FFFF  # the count is a u32 in CS
 VECTOR_MASK, VECTOR_ENABLE, VECTOR_ALL = 0xFF, 1 << 8, 1 << 9
 VECTOR_RESERVED = ~0x3FF & ((1 << 64) - 1)
+
+
+#: The registration count is VM-wide, as the seed defines it ("The registration status of
+#: Alternate Injection applies to the entire guest", seed 001, J. Lange 2024-05-23): with
+#: several workload layers a lower layer's deregistration would irreversibly disable
+#: Alternate Injection for a more privileged one. So registering (0b10) and deregistering
+#: (0b01) are guest-wide changes and follow RULE_GUEST_WIDE_NEEDS_CONTROL: only a workload
+#: layer that controls every other workload layer (SNP: the most privileged VMPL) may make
+#: them; another layer's register is APIC_CANNOT_REGISTER, its deregister INVALID_REQUEST, and
+#: nothing changes. Refresh (0b00) stays open to every layer: it only aligns the caller's own
+#: vCPU with the VM-wide state. One workload layer: exactly the seed and COCONUT. cocopart's
+#: choice over per-layer counts, which would let layers run different modes while the guest's
+#: interrupt mode is one (ConfigureInterrupts, docs/interrupts.md "Seed 001").
+RULE_REGISTRATION_NEEDS_CONTROL = "only a layer controlling every other one (de)registers"
 
 
 @dataclass
@@ -80,6 +98,13 @@ def _query_features(ctx: CallContext) -> int:
 def _configure(ctx: CallContext) -> int:
     emu = ctx.dispatcher.apic
     action = ctx.regs.rcx
+    if action in (CONFIGURE_REGISTER, CONFIGURE_DEREGISTER):  # RULE_REGISTRATION_NEEDS_CONTROL
+        refusal = ctx.authority.check_guest_wide(
+            ctx.layer, "register or deregister Alternate Injection (the count is VM-wide)")
+        if refusal is not None:
+            ctx.dispatcher.last_refusal = refusal
+            return ResultCode.APIC_CANNOT_REGISTER if action == CONFIGURE_REGISTER \
+                else ResultCode.INVALID_REQUEST
     if action == CONFIGURE_REGISTER:
         if emu.count == 0 or emu.count >= MAX_REGISTRATIONS:
             return ResultCode.APIC_CANNOT_REGISTER

@@ -1,10 +1,14 @@
 """Attestation protocol (protocol 1) handlers (sev-snp.md §3.1), over PrivilegedPlatform.
 
-The privileged layer builds the services manifest (a GUID table of its services plus
-cocopart's requester entry naming the calling layer), binds it with
-REPORT_DATA = SHA-512(nonce || manifest), asks the platform for a hardware report and writes
-report, manifest and certificates into the caller's buffers. RCX, RDX and R8 always return
-the manifest, certificate and report lengths, so a caller with too-small buffers (answered
+As COCONUT (CS kernel/src/protocols/attest.rs): SVSM_ATTEST_SERVICES binds the services
+manifest, a GUID table of every service's own manifest (plus cocopart's requester entry
+naming the calling layer only when the guest opted in,
+:data:`~cocopart.protocol.manifest.RULE_REQUESTER_ENTRY_OPT_IN`);
+SVSM_ATTEST_SINGLE_SERVICE binds the one service's own manifest, unwrapped
+(:data:`RULE_SINGLE_SERVICE_BINDS_ITS_OWN_MANIFEST`). REPORT_DATA = SHA-512(nonce ||
+manifest); the platform produces the hardware report and the handler writes report,
+manifest and certificates into the caller's buffers. RCX, RDX and R8 always return the
+manifest, certificate and report lengths, so a caller with too-small buffers (answered
 INVALID_PARAMETER) can grow them and retry, as Linux does.
 """
 
@@ -13,8 +17,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from cocopart.backend import HardwareEvidence
 from cocopart.model import Access
+from cocopart.platform import HardwareEvidence
 from cocopart.protocol import attest as codec
 from cocopart.protocol.ids import AttestCall, ProtocolId, ResultCode
 from cocopart.protocol.manifest import REQUESTER_GUID, Requester, ServicesManifest, bind_report_data
@@ -22,16 +26,28 @@ from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
 PAGE = 4096
 
-#: service name -> (GUID, manifest blob provider)
+#: service name -> (GUID, provider of the service's own manifest)
 ServiceTable = dict[str, tuple[uuid.UUID, Callable[[], bytes]]]
 
+#: SVSM_ATTEST_SINGLE_SERVICE returns and binds the service's own manifest, not a GUID table:
+#: for the vTPM its EK public key, a TPMT_PUBLIC (CS attest.rs attest_single_service /
+#: attest_single_vtpm, vtpm_get_manifest; SVSM spec 58019 "Attest Single Service"), so
+#: REPORT_DATA = SHA-512(nonce || that blob).
+RULE_SINGLE_SERVICE_BINDS_ITS_OWN_MANIFEST = "single-service attestation binds the service's blob"
 
-def build_manifest(services: ServiceTable, requester: Requester | None,
-                   only: uuid.UUID | None = None) -> bytes:
-    table = {guid: blob() for guid, blob in services.values() if only is None or guid == only}
+
+def services_manifest(services: ServiceTable, requester: Requester | None) -> bytes:
+    """The GUID table of every service's own manifest, in the order the services were
+    offered (CS GuidTable), with the requester entry when one is given."""
+    table = {guid: blob() for guid, blob in services.values()}
     if requester is not None:
         table[REQUESTER_GUID] = requester.to_bytes()
     return ServicesManifest(table).to_bytes()
+
+
+def service_manifest(services: ServiceTable, guid: uuid.UUID) -> bytes:
+    """The own manifest of the service ``guid`` (RULE_SINGLE_SERVICE_BINDS_ITS_OWN_MANIFEST)."""
+    return next(blob() for g, blob in services.values() if g == guid)
 
 
 def _handler(single: bool) -> Callable[[CallContext], int]:
@@ -63,8 +79,12 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
                 if code:
                     return code
         nonce = ctx.memory.read(req.nonce_gpa, req.nonce_size)
-        requester = Requester(ctx.layer, level_of(ctx.layer))
-        manifest = build_manifest(services, requester, req.service_guid if single else None)
+        if single and req.service_guid is not None:
+            manifest = service_manifest(services, req.service_guid)
+        else:
+            requester = Requester(ctx.layer, level_of(ctx.layer)) \
+                if ctx.dispatcher.requester_entry else None
+            manifest = services_manifest(services, requester)
         evidence = ctx.platform.hardware_report(bind_report_data(nonce, manifest), ctx.layer)
         if not isinstance(evidence, HardwareEvidence):
             return evidence
@@ -84,11 +104,13 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
 
 
 def register(dispatcher: ServiceDispatcher, services: ServiceTable,
-             level_of: Callable[[str], int]) -> None:
+             level_of: Callable[[str], int], *, requester_entry: bool = False) -> None:
     """Offer the attestation protocol (1). ``level_of`` maps a layer to its vendor level
-    (VMPL number / L2 VM index) for the requester entry."""
+    (VMPL number / L2 VM index) for the requester entry, which the services manifest carries
+    only with ``requester_entry`` (RULE_REQUESTER_ENTRY_OPT_IN)."""
     dispatcher.services = services
     dispatcher.level_of = level_of
+    dispatcher.requester_entry = requester_entry
     dispatcher.register(ProtocolId.ATTEST, {
         AttestCall.ATTEST_SERVICES: _handler(single=False),
         AttestCall.ATTEST_SINGLE_SERVICE: _handler(single=True),

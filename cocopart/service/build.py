@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cocopart.authority import Authority
-from cocopart.backend import PrivilegedPlatform
 from cocopart.errors import ConfigError
 from cocopart.memory import GuestMemory, ProtocolLayout
+from cocopart.platform import PrivilegedPlatform
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
 from cocopart.service import apic, attest, core, vtpm
 from cocopart.service.dispatcher import ServiceDispatcher
@@ -20,11 +20,14 @@ KNOWN_SERVICES = ("vtpm",)
 def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: ProtocolLayout,
                   workloads: tuple[str, ...], trace: Trace, *, services: list[str], seed: str,
                   level_of: Callable[[str], int], issuer: str = "l1",
-                  authority: Authority, apic_emulation: bool = False) -> ServiceDispatcher:
+                  authority: Authority, apic_emulation: bool = False,
+                  requester_entry: bool = False) -> ServiceDispatcher:
     """A dispatcher offering core, attestation, the APIC protocol and the configured services.
 
     ``apic_emulation``: the guest boots with the privileged layer emulating every workload
     vCPU's APIC (SNP Alternate Injection) — the registration count starts at 1.
+    ``requester_entry``: the services manifest names the requesting layer (cocopart's opt-in
+    extension, ``PartitionConfig.attest_requester_entry``).
     ``authority``: the machine's :class:`~cocopart.authority.Authority` (ownership and rules,
     ``Machine.authority``); it is wired here to the platform's page tables and to the
     service's live vCPU contexts.
@@ -49,5 +52,5 @@ def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: Pro
         else:
             raise ConfigError(f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})",
                               field="services")
-    attest.register(d, table, level_of)
+    attest.register(d, table, level_of, requester_entry=requester_entry)
     return d

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocopart.backend import PrivilegedPlatform
 from cocopart.memory import GuestMemory
 from cocopart.model import Access
+from cocopart.platform import PrivilegedPlatform
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import PROTOCOL_VERSIONS, ProtocolId, ResultCode, call_name
 from cocopart.service.state import ServiceState
@@ -88,6 +88,9 @@ class ServiceDispatcher:
         #: (VMPL / L2 VM index) of each layer, for the manifest's requester entry.
         self.services: dict[str, tuple[uuid.UUID, Callable[[], bytes]]] = {}
         self.level_of: Callable[[str], int] = lambda _layer: 0
+        #: Whether the services manifest names the requesting layer (cocopart's opt-in
+        #: extension, cocopart.protocol.manifest.RULE_REQUESTER_ENTRY_OPT_IN).
+        self.requester_entry = False
         #: Ownership and the authority rules (set by cocopart.service.build).
         self.authority: Authority
         #: The last request the authority rules refused (for results and tests).

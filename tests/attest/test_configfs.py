@@ -8,10 +8,10 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from cocopart_sev_snp import cert_table as snp_table
 
 from cocopart.attest.configfs import (
     DEFAULT_ROOT,
-    SNP_CERT_GUIDS,
     LocalTsmFs,
     TsmCleanupWarning,
     TsmConflictError,
@@ -24,7 +24,6 @@ from cocopart.attest.configfs import (
     TsmUnavailableError,
     TsmUnsupportedError,
     attest,
-    parse_snp_cert_table,
 )
 from cocopart.attest.faketsm import (
     FakeBlobs,
@@ -37,7 +36,7 @@ from cocopart.errors import CocopartError, EvidenceError
 
 DATA = bytes(range(64))
 VTPM = UUID("c476f1eb-0123-45a5-9641-b4e7dde5bfe3")  # sev-snp.md §3.1
-GUID_BY_NAME = {name: guid for guid, name in SNP_CERT_GUIDS.items()}
+GUID_BY_NAME = snp_table.CERT_GUIDS
 
 
 def entry_path(fake: FakeTsm, name: str = "e") -> Path:
@@ -62,7 +61,7 @@ def cert_table(entries: list[tuple[UUID, bytes]], *, terminate: bool = True) -> 
 
 
 def test_fake_protocol_and_defaults() -> None:
-    fake = FakeTsm()
+    fake = FakeTsm.sev_guest()
     assert isinstance(fake, TsmFs)
     assert isinstance(LocalTsmFs(), TsmFs)
     assert fake.root == DEFAULT_ROOT
@@ -310,12 +309,15 @@ def test_svsm_service_path_with_manifest() -> None:
     assert (evidence.vendor, evidence.format) == ("sev-snp", "snp-report")
     assert evidence.raw == b"SNP-REPORT"
     assert evidence.manifest == b"EK-PUB" and evidence.nonce == DATA
+    # the SVSM bound the vTPM's own manifest: the evidence says which service (issue 13)
+    assert evidence.service == str(VTPM)
 
 
 def test_svsm_all_services_with_default_options() -> None:
     fake = FakeTsm.sev_guest(vmpl=1)
     result = fake.client().attest(DATA, service_provider="svsm")
     assert result.manifestblob is not None and b"guid=00000000-" in result.manifestblob
+    assert result.to_evidence().service is None  # the services manifest (all services)
 
 
 def test_svsm_request_rejects_privlevel_and_unknown_service_provider() -> None:
@@ -331,17 +333,24 @@ def test_svsm_request_rejects_privlevel_and_unknown_service_provider() -> None:
 
 def test_report_data_size_rules() -> None:
     with pytest.raises(TsmInvalidRequestError, match="empty"):
-        FakeTsm().client().attest(b"")
+        FakeTsm.sev_guest().client().attest(b"")
     with pytest.raises(TsmInvalidRequestError, match="at most 64") as info:
-        FakeTsm().client().attest(bytes(65))
+        FakeTsm.sev_guest().client().attest(bytes(65))
     assert info.value.reason == "EFBIG"
     with pytest.raises(TsmInvalidRequestError, match="exactly 64"):
         FakeTsm.sev_guest().client().attest(bytes(32))
     with pytest.raises(TsmInvalidRequestError, match="exactly 64"):
         FakeTsm.tdx_guest().client().attest(bytes(48))
+
+
+def test_report_data_size_rules_come_from_the_platform_plugin(cca_platform: str) -> None:
     with pytest.raises(TsmInvalidRequestError, match="32..64"):
         FakeTsm.arm_cca_guest().client().attest(bytes(31))
     assert FakeTsm.arm_cca_guest().client().attest(bytes(32)).outblob.endswith(bytes(32))
+
+
+def test_a_provider_no_plugin_declares_takes_any_report_data() -> None:
+    assert FakeTsm("acme_guest").client().attest(bytes(31)).outblob.endswith(bytes(31))
 
 
 def test_concurrent_writer_detected_during_read_and_retried() -> None:
@@ -403,7 +412,7 @@ def test_provider_refusal_and_oversized_report_map_to_typed_errors() -> None:
 
 
 def test_no_provider_registered_is_unavailable() -> None:
-    fake = FakeTsm(provider_registered=False)
+    fake = FakeTsm("sev_guest", provider_registered=False)
     with pytest.raises(TsmUnavailableError, match="ENXIO") as info:
         fake.client().attest(DATA)
     assert info.value.reason == "ENXIO"
@@ -488,7 +497,9 @@ def test_to_evidence_sev_guest_orders_certificates_leaf_first() -> None:
     assert evidence.nonce is None and evidence.manifest is None
 
 
-def test_to_evidence_tdx_and_cca() -> None:
+def test_to_evidence_tdx_and_a_third_platform(cca_platform: str) -> None:
+    """The provider -> evidence mapping comes from platform plug-ins: the tests-only Arm CCA
+    sketch (tests/cca_plugin.py) maps its provider without any core change."""
     tdx = FakeTsm.tdx_guest().client().attest(DATA).to_evidence()
     assert (tdx.vendor, tdx.format) == ("tdx", "tdx-quote")
     assert tdx.certificates == [] and tdx.nonce is None
@@ -506,6 +517,8 @@ def test_to_evidence_unknown_provider() -> None:
 
 
 def test_parse_snp_cert_table_edge_cases() -> None:
+    """The one SNP certificate-table parser (cocopart_sev_snp.cert_table) is strict."""
+    parse_snp_cert_table = snp_table.parse
     assert parse_snp_cert_table(b"") == []
     assert parse_snp_cert_table(bytes(24)) == []
     vlek = GUID_BY_NAME["VLEK"]
@@ -585,3 +598,53 @@ def test_local_fs_mkdir_rmdir_and_error_translation(tmp_path: Path) -> None:
     with pytest.raises(TsmError, match="ENOENT"):
         TsmReportClient(tmp_path).attest(DATA)
     assert list(tmp_path.iterdir()) == []  # and removed its entry
+
+
+# ------------------------------------------------------------------------------------------
+# Kernel corner cases the fake reproduces (issue 16 point 9)
+
+
+def _at_wrap(fake: FakeTsm, name: str = "e") -> Path:
+    """An entry with so many writes since its last read that one more would wrap."""
+    path = entry_path(fake, name)
+    fake.entries[name].read_generation = 5
+    fake.entries[name].write_generation = 4
+    return path
+
+
+def test_rule_generation_wrap_drops_inblob_silently_and_refuses_options() -> None:
+    """LX report.c try_advance_write_generation refuses the write with EBUSY; for a text
+    attribute write(2) returns it, for the binary inblob configfs ignores the store's result
+    (LX fs/configfs/file.c configfs_release_bin_file), so the write is dropped silently."""
+    fake = FakeTsm.sev_guest(vmpl=1)
+    e = _at_wrap(fake)
+    fake.write(e / "inblob", DATA)  # no error, as on the kernel
+    assert fake.generation("e") == 4 and fake.entries["e"].inblob == b""
+    with pytest.raises(OSError) as err:
+        fake.write(e / "privlevel", b"1")
+    assert err.value.errno == errno.EBUSY and fake.generation("e") == 4
+
+
+def test_client_detects_a_dropped_inblob_write() -> None:
+    fake = FakeTsm.tdx_guest()
+    _at_wrap(fake)
+    with pytest.raises(TsmConflictError, match="did not take this client's writes") as err:
+        fake.client(entry="e").attest(DATA)
+    assert "generation went 4 -> 4" in str(err.value) and err.value.attempts == 3
+
+
+def test_rule_privlevel_overflow_is_erange_and_garbage_einval() -> None:
+    """LX lib/kstrtox.c: kstrtouint returns -ERANGE for a number above 32 bits and -EINVAL
+    for text that is not a number; neither advances the generation."""
+    fake = FakeTsm.sev_guest(vmpl=1)
+    e = entry_path(fake)
+    for attr in ("privlevel", "service_manifest_version"):
+        with pytest.raises(OSError) as err:
+            fake.write(e / attr, b"4294967296\n")
+        assert err.value.errno == errno.ERANGE, attr
+        with pytest.raises(OSError) as err:
+            fake.write(e / attr, b"three")
+        assert err.value.errno == errno.EINVAL, attr
+    assert fake.generation("e") == 0
+    fake.write(e / "service_manifest_version", b"0xffffffff")
+    assert fake.generation("e") == 1

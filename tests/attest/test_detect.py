@@ -159,14 +159,25 @@ def test_probe_without_root_is_a_note(tree: Tree) -> None:
     assert any("needs root" in n for n in info.notes)
 
 
-def test_cca(tree: Tree) -> None:
+def test_third_platform_plugin_is_detected(tree: Tree, cca_platform: str) -> None:
+    """detect() names no vendor: a platform plug-in installed through an entry point (the
+    tests-only Arm CCA sketch, tests/cca_plugin.py) is recognised from its own probes."""
     tree.file("proc/cpuinfo", "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n")
     tree.dir("sys/bus/platform/devices/arm-cca-dev")
     tree.dir("sys/module/arm_cca_guest")
     info = tree.detect()
-    assert info.platform == "cca"
+    assert info.platform == cca_platform
+    assert info.signals["cca"] == [
+        f"{tree.sysfs / 'bus/platform/devices/arm-cca-dev'} exists",
+        "kernel module arm_cca_guest is loaded"]
     assert info.privilege_level_name == "unknown" and "plane" in info.privilege_level_reason
     assert info.cpu_flags == [] and info.hypervisor is False
+
+
+def test_without_its_plugin_a_platform_is_not_recognised(tree: Tree) -> None:
+    tree.dir("sys/bus/platform/devices/arm-cca-dev")
+    tree.dir("sys/module/arm_cca_guest")
+    assert tree.detect().platform == "none"
 
 
 def test_none_plain_vm(tree: Tree) -> None:
@@ -210,7 +221,7 @@ def test_garbage_is_noted_not_raised(tree: Tree) -> None:
     assert info.platform == "none"
     text = " ".join(info.notes)
     assert "not a VMPL number" in text and "outside 0..3" in text
-    assert "not one cocopart knows" in text
+    assert "not one an installed platform plug-in declares" in text
     assert info.tsm_provider == "acme_guest"
 
 
@@ -222,6 +233,6 @@ def test_result_serialises(tree: Tree) -> None:
 
 def test_this_machine_never_raises() -> None:
     info = detect()
-    assert info.platform in ("sev-snp", "tdx", "cca", "none")
+    assert info.platform in ("sev-snp", "tdx", "none")
     if info.platform == "none":
         assert info.notes and info.privilege_level_name == "not applicable"

@@ -26,11 +26,11 @@ from cocopart_sev_snp.simroots import SimulatedAmdRoots
 from cocopart_tdx.collateral import collateral_from_dcap_qvl_json
 from cocopart_tdx.policy import INTEL_QE_VENDOR_ID, TdxPolicy
 from cocopart_tdx.simroots import SimulatedIntelRoots
-from pydantic import ValidationError
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore, Verdict, Verifier
+from cocopart.errors import InputError
 
 SNP_NOW = datetime(2025, 12, 8, tzinfo=UTC)
 TDX_NOW = datetime(2025, 9, 30, tzinfo=UTC)
@@ -154,7 +154,7 @@ def test_rule_policy_keys_and_lengths_are_checked_when_built(policy: dict[str, A
                                                              message: str) -> None:
     """go-sev-guest ``checkOptionsLengths`` / go-tdx-guest ``checkOptionsLengths`` check pin
     lengths up front; here every key too."""
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(InputError) as err:
         Policy.model_validate(policy)
     text = str(err.value)
     assert path in text and message in text, text
@@ -395,3 +395,20 @@ def test_vendor_sections_round_trip_through_json() -> None:
     assert again == policy
     assert isinstance(again.section("sev-snp"), SnpPolicy)
     assert isinstance(again.section("tdx"), TdxPolicy)
+
+
+def test_every_vendor_check_can_be_waived_by_name() -> None:
+    """The schemas list every check the plug-ins make (waive_checks is validated against
+    them): scan the plug-ins' sources for check names."""
+    import re
+
+    import cocopart_sev_snp
+    import cocopart_tdx
+    from cocopart_sev_snp.policy import SNP_CHECKS
+    from cocopart_tdx.policy import TDX_CHECKS
+
+    found: set[str] = set()
+    for package in (cocopart_sev_snp, cocopart_tdx):
+        for source in Path(package.__file__).parent.glob("*.py"):
+            found |= set(re.findall(r'name ?= ?"((?:snp|tdx)\.[a-z_.]+)"', source.read_text()))
+    assert found and found <= SNP_CHECKS | TDX_CHECKS, sorted(found - (SNP_CHECKS | TDX_CHECKS))

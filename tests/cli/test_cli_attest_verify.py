@@ -55,9 +55,20 @@ def test_attest_through_a_configfs_tsm_tree(runner: CliRunner, tmp_path: Path) -
     assert ev.vendor == "sev-snp" and data in ev.raw
 
 
-def test_attest_simulate_needs_evidence(runner: CliRunner, fakes: list[str], small: Path
-                                        ) -> None:
-    """The fake backend returns no Evidence: a clear error, exit 1."""
+def test_attest_simulate_needs_evidence(runner: CliRunner, fakes: list[str], small: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose attestation succeeds without Evidence: a clear error, exit 1."""
+    from cocopart.ops import Attest, Operation, OperationResult
+    from cocopart.testing.fake import FakeMachine
+
+    original = FakeMachine.execute
+
+    def no_evidence(self: FakeMachine, op: Operation) -> OperationResult:
+        if isinstance(op, Attest):
+            return OperationResult.success(op.describe())
+        return original(self, op)
+
+    monkeypatch.setattr(FakeMachine, "execute", no_evidence)
     res = invoke(runner, "attest", "--simulate", small)
     assert res.exit_code == 1 and "no evidence" in res.output
 
@@ -205,7 +216,11 @@ def test_verify_input_errors(runner: CliRunner, tmp_path: Path) -> None:
     notjson.write_text('{"vendor": "sev-snp"}')
     res = invoke(runner, "verify", notjson)
     assert res.exit_code == 2 and "Evidence JSON" in res.output
-    res = invoke(runner, "verify", odd, "--vendor", "sev-snp", "--collateral", "novalue")
+    report = bytearray(0x4A0)
+    report[0], report[0x34] = 2, 1  # an SNP report's version and signature algorithm
+    shaped = tmp_path / "report.bin"
+    shaped.write_bytes(bytes(report))
+    res = invoke(runner, "verify", shaped, "--collateral", "novalue")
     assert res.exit_code == 2 and "NAME=FILE" in res.output
 
 

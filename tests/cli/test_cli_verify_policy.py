@@ -82,7 +82,7 @@ def test_quick_pins_pass_and_fail(runner: CliRunner, vectors: Path) -> None:
     (["--measurement", "mrtd=" + "00" * 48], "no measurement 'mrtd'"),
     (["--min-tcb", "snpp=3"], "--min-tcb: minimum_tcb.snpp: unknown TCB component"),
     (["--min-tcb", "snp"], "--min-tcb snp: use NAME=VALUE"),
-    (["--host-data", "00"], "--host-data: must be 32 bytes"),
+    (["--host-data", "00"], "--host-data: sev-snp.host_data: must be 32 bytes"),
     (["--vmpl", "4"], "--vmpl:"),
     (["--waive", "snp.signatur"], "--waive: waive_checks.0: unknown check"),
     (["--allow-layer", "l2-1"], "--allow-layer: allowed_layers.1: unknown layer"),

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
+from cocopart.errors import InputError
 from cocopart.interrupts import REASON_COALESCED, DeliveryStatus
 from cocopart.ops import (
     OPERATION_TYPES,
@@ -44,11 +44,12 @@ def delivered(r: Any) -> list[int]:
 
 
 def test_vectors_are_validated() -> None:
+    # bad input is an InputError (a CocopartError), never pydantic's ValidationError (issue 16)
     for bad in (-1, 256, 15, 0):
-        with pytest.raises(ValidationError):
+        with pytest.raises(InputError):
             InjectInterrupt(vcpu=0, vector=bad)
     assert InjectInterrupt(vcpu=0, vector=16).vector == 16
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputError):
         EndOfInterrupt(vcpu=512)
 
 

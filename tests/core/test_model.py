@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, InputError
 from cocopart.model import (
     GIB,
     MIB,
@@ -73,7 +73,7 @@ def test_gpa_range_valid_and_helpers() -> None:
     (1, PAGE_4K, "not 4 KiB aligned"), (0, 100, "multiple of 4 KiB"), (0, 0, "greater than 0"),
     (-PAGE_4K, PAGE_4K, "greater than or equal")])
 def test_gpa_range_rejects(start: int, size: int, msg: str) -> None:
-    with pytest.raises(ValidationError, match=msg):
+    with pytest.raises(InputError, match=msg):
         GpaRange(start=start, size=size)
 
 
@@ -172,5 +172,5 @@ def test_operations_validate() -> None:
     {"op": "validate", "range": {"start": 0, "size": 4096}, "layer": "L2.1"},
 ])
 def test_operations_reject_bad_input(data: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputError):
         parse_operation(data)

@@ -45,7 +45,7 @@ def test_run_all_and_state_views(fake: Partition) -> None:
         ValidatePages(range=GpaRange.of(0, 16 * MIB), layer="l2.1"),
         SetAccess(range=GpaRange.of(0, PAGE_2M), target="l2.2", access="r", layer="l2.1"),
         CreateVcpu(vcpu=1, target="l2.1", layer="l2.1"),
-        Attest(layer="l2.2")])
+        Attest(layer="l2.2", report_data=None)])
     assert [r.status for r in results] == [Status.OK] * 4
     view = fake.memory_view(0, 16 * MIB)
     assert view[0].access == {"l2.1": "rwus", "l2.2": "r---"} and view[0].end == PAGE_2M

@@ -6,6 +6,7 @@ import struct
 import uuid
 
 import pytest
+from fake_backend import FakeBackend
 
 from cocopart.errors import EvidenceError
 from cocopart.model import PAGE_2M, PAGE_4K
@@ -205,12 +206,28 @@ def test_attest_binds_nonce_and_manifest(fake: Partition) -> None:
     assert res.code == ResultCode.SUCCESS
     assert res.report == b"FAKE" + bind_report_data(nonce, res.manifest)
     m = ServicesManifest.from_bytes(res.manifest)
-    assert set(m.services) == {VTPM_SERVICE_GUID, REQUESTER_GUID}
-    assert m.requester == Requester("l2.2", 2)
+    # issue 13: the services only, as COCONUT; the requester entry is opt-in
+    assert list(m.services) == [VTPM_SERVICE_GUID] and m.requester is None
     single = c.attest("l2.1", 0, nonce, service=VTPM_SERVICE_GUID)
-    assert single.code == 0 and ServicesManifest.from_bytes(single.manifest).requester.layer == "l2.1"
+    tpm = fake.machine.service.vtpm  # type: ignore[attr-defined]
+    assert single.code == 0 and single.manifest == tpm.ek_public_area()  # its own manifest
+    assert single.report == b"FAKE" + bind_report_data(nonce, tpm.ek_public_area())
     assert c.attest("l2.1", 0, nonce, service=uuid.uuid4()).code == ResultCode.UNSUPPORTED_PROTOCOL
     assert c.attest("l2.1", 0, nonce[:32]).code == ResultCode.INVALID_PARAMETER
+
+
+def test_attest_requester_entry_is_opt_in() -> None:
+    """RULE_REQUESTER_ENTRY_OPT_IN: with ``attest_requester_entry`` the services manifest
+    also names the requesting layer; single-service attestation is unchanged."""
+    p = Partition({"memory": "64MiB", "vcpus": 2, "workload_layers": 2,
+                   "attest_requester_entry": True}, FakeBackend())
+    c = p.machine.client  # type: ignore[attr-defined]
+    nonce = bytes(range(64))
+    m = ServicesManifest.from_bytes(c.attest("l2.2", 0, nonce).manifest)
+    assert list(m.services) == [VTPM_SERVICE_GUID, REQUESTER_GUID]
+    assert m.requester == Requester("l2.2", 2)
+    single = c.attest("l2.1", 0, nonce, service=VTPM_SERVICE_GUID)
+    assert single.manifest == p.machine.service.vtpm.ek_public_area()  # type: ignore[attr-defined]
 
 
 def test_services_manifest_round_trip_and_damage() -> None:

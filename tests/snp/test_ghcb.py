@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from cocopart_sev_snp import ghcb as g
-from cocopart_sev_snp.host import HOST_SUPPORTS_UNSMASH
 from snp_helpers import MIB, guest, machine, rng, validated
 
 from cocopart.client import PageRun
@@ -70,9 +69,10 @@ def test_psc_descriptor_round_trip_and_contiguous_runs() -> None:
         + g.pack_run(0, False, 2, g.PscOp.SHARED)
     buf = g.psc_encode(entries)
     assert g.psc_header(buf) == (0, 4, 0)
-    runs = list(g.psc_runs(buf, 0, 4) or [])
-    assert [(r.first, r.entries, r.gpa, r.op, r.page_2m) for r in runs] == [
-        (0, 3, 4 * PAGE_2M, g.PscOp.PRIVATE, True), (3, 2, 0, g.PscOp.SHARED, False)]
+    runs, bad = g.psc_runs(buf, 0, 4)
+    assert bad is None
+    assert [(r.first, r.entries, r.gpa, r.op, r.page_2m, r.pages) for r in runs] == [
+        (0, 3, 4 * PAGE_2M, g.PscOp.PRIVATE, True, 3), (3, 2, 0, g.PscOp.SHARED, False, 2)]
 
 
 def test_psc_at_most_253_entries_per_request() -> None:
@@ -86,17 +86,6 @@ def test_psc_at_most_253_entries_per_request() -> None:
     page.request(g.ExitCode.PSC, scratch=g.OFF_SHARED_BUFFER)
     m.host.exit("l2.1", page)
     assert page.info2 == g.PSC_ERROR_INVALID_HEADER
-
-
-def test_psc_reserved_bits_or_4k_psmash_entries_are_invalid() -> None:
-    m = machine(guest())
-    page = m.ghcb_page("l2.1", 0)
-    for bad in (g.psc_entry(0, 1, False) | (1 << 60), g.psc_entry(0, g.PscOp.PSMASH, False),
-                g.psc_entry(0, 7, False)):
-        page.write_shared(g.psc_encode(bad.to_bytes(8, "little")))
-        page.request(g.ExitCode.PSC, scratch=g.OFF_SHARED_BUFFER)
-        m.host.exit("l2.1", page)
-        assert page.info2 == g.PSC_ERROR_INVALID_ENTRY
 
 
 def test_psc_partial_progress_through_cur_entry_the_guest_reissues() -> None:
@@ -132,16 +121,6 @@ def test_psc_private_then_pvalidate_shared_after_rescind() -> None:
     pairs = [(e.issuer, e.mnemonic) for e in p.trace.since(mark).events if e.kind == "primitive"]
     assert pairs.index(("l2.1", "VMGEXIT")) < pairs.index(("l1", "PVALIDATE.2M"))
     assert p.memory_view(0, 4 * MIB)[0].validated
-
-
-def test_psc_psmash_op_and_unsmash_refused() -> None:
-    p = validated(16 * MIB)
-    m = machine(p)
-    assert m.psc("l2.1", 0, [PageRun(0, PAGE_2M, 1)], g.PscOp.PSMASH) is None
-    assert not m.rmp_entry(0).page_size_2m and m.rmp_entry(0).validated
-    assert not HOST_SUPPORTS_UNSMASH
-    err = m.psc("l2.1", 0, [PageRun(0, PAGE_2M, 1)], g.PscOp.UNSMASH)
-    assert err is not None and err.code == g.PSC_ERROR_INVALID_ENTRY
 
 
 def test_psc_shared_of_a_running_vmsa_fails_inuse_at_the_host() -> None:

@@ -192,7 +192,9 @@ class SnpIsolation(RuleBasedStateMachine):
             for layer in self.layers:
                 for bit, letter in ((Access.READ, "r"), (Access.WRITE, "w"),
                                     (Access.SUPERVISOR_EXEC, "s")):
-                    out = self.m.access(layer, run.start, bit)
+                    # shared memory through a C=0 mapping, private through C=1 (an access
+                    # with the other C-bit faults: RULE_C_BIT_SELECTS_THE_CHECK)
+                    out = self.m.access(layer, run.start, bit, c_bit=run.private)
                     expect = not run.private or (
                         run.validated and letter in run.access.get(layer, ""))
                     assert out.ok == expect, (layer, run, bit, out)

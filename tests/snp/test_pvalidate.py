@@ -43,10 +43,14 @@ def test_pvalidate_fail_sizemismatch_2m_request_over_4k_entries() -> None:
     assert r.rc == RmpRc.FAIL_SIZEMISMATCH == 6 and not rmp.get(0).validated
 
 
-def test_pvalidate_fail_sizemismatch_4k_request_inside_a_2m_entry() -> None:
+def test_rule_4k_in_2m_raises_npf_sizem_pvalidate() -> None:
+    """RULE_4K_IN_2M_RAISES_NPF_SIZEM: a 4K PVALIDATE inside a 2M RMP entry does not return
+    FAIL_SIZEMISMATCH — it raises #NPF with SIZEM (bit 35) to the host and changes nothing
+    (LX kvm_host.h PFERR_GUEST_SIZEM_MASK; arch/x86/kvm/svm/sev.c sev_handle_rmp_fault)."""
     rmp = _private(big=True)
     r = ins.pvalidate(rmp, asid=1, vmpl=0, gpa=PAGE_4K, page_2m=False, count=1, validate=True)
-    assert r.rc == RmpRc.FAIL_SIZEMISMATCH
+    assert r.fault == ins.NPF_SIZEM_FAULT and r.rc == RmpRc.SUCCESS and r.done == 0
+    assert not rmp.get(PAGE_4K).validated and rmp.get(PAGE_4K).page_size_2m
 
 
 def test_pvalidate_no_change_is_reported_through_cf_and_stops_the_run() -> None:

@@ -51,10 +51,15 @@ def test_vmsa_bit_only_from_vmpl0_and_silently_ignored_elsewhere() -> None:
     assert _adjust(rmp, 0, 2, 0, big=False, vmsa=False).ok and not rmp.get(0).vmsa
 
 
-def test_rmpadjust_fail_sizemismatch_both_ways() -> None:
+def test_rule_2m_over_4k_is_sizemismatch_and_4k_in_2m_raises_npf_sizem() -> None:
+    """RULE_2M_OVER_4K_IS_SIZEMISMATCH / RULE_4K_IN_2M_RAISES_NPF_SIZEM: only a 2M request
+    over 4K entries returns FAIL_SIZEMISMATCH (6); a 4K one inside a 2M entry faults to the
+    host (LX kvm_host.h PFERR_GUEST_SIZEM_MASK; sev.c sev_handle_rmp_fault)."""
     assert _adjust(_valid(big=False), 0, 2, RW, big=True).rc == RmpRc.FAIL_SIZEMISMATCH == 6
-    assert _adjust(_valid(big=True), 0, 2, RW, big=False, gpa=PAGE_4K).rc == \
-        RmpRc.FAIL_SIZEMISMATCH
+    rmp = _valid(big=True)
+    r = _adjust(rmp, 0, 2, RW, big=False, gpa=PAGE_4K)
+    assert r.fault == ins.NPF_SIZEM_FAULT and r.rc == 0 and r.done == 0
+    assert rmp.get(PAGE_4K).perm(2) == 0
 
 
 def test_rmpadjust_fail_input_bad_target_mask_alignment_or_unassigned_page() -> None:
@@ -93,15 +98,20 @@ def test_direct_rmpadjust_escalation_is_fail_permission_through_the_api() -> Non
     assert (r.error.mnemonic, r.error.code) == ("RMPADJUST", RmpRc.FAIL_PERMISSION)
 
 
-def test_direct_rmpadjust_4k_inside_a_2m_entry_asks_the_host_to_psmash() -> None:
+def test_rule_sizem_npf_psmash_retry_direct_rmpadjust_4k_inside_a_2m_entry() -> None:
+    """RULE_SIZEM_NPF_PSMASH_RETRY: the workload's own 4K RMPADJUST inside a 2M entry exits
+    with #NPF(SIZEM), the host PSMASHes and the instruction is retried — no PSC request and
+    no FAIL_SIZEMISMATCH (LX arch/x86/kvm/svm/sev.c sev_handle_rmp_fault)."""
     p = validated(16 * MIB, workload_layers=2)
     psc_before = p.trace.count("VMGEXIT", issuer="l2.1", target="PSC")
     r = p.run(SetAccess(layer="l2.1", range=rng(PAGE_4K, PAGE_4K), target="l2.2", access="r"))
     assert r.ok
     t = p.trace
-    assert t.count("RMPADJUST", issuer="l2.1", result="FAIL_SIZEMISMATCH") == 1
+    assert t.count("RMPADJUST", result="FAIL_SIZEMISMATCH") == 0
+    assert t.count("NPF", issuer="l2.1", target="host", result="SIZEM") == 1
     assert t.count("PSMASH", issuer="host") == 1
-    assert t.count("VMGEXIT", issuer="l2.1", target="PSC") == psc_before + 1
+    assert t.count("VMGEXIT", issuer="l2.1", target="PSC") == psc_before
+    assert r.world_switches == 2  # l2.1 -> host VMEXIT(NPF), host -> l2.1 VMRUN
     assert machine(p).rmp_entry(PAGE_4K).perm(2) == int(Access.READ)
     assert machine(p).rmp_entry(0).perm(2) == 0
 

@@ -9,7 +9,7 @@ import pytest
 from cocopart_sev_snp.backend import DEFAULT_WORKLOAD_VMPLS, SevSnpBackend, parse_options
 from snp_helpers import MIB, guest, machine, rng, validated
 
-from cocopart.errors import ConfigError
+from cocopart.errors import ConfigError, NotSupportedError
 from cocopart.model import PartitionConfig
 from cocopart.ops import (
     OPERATION_TYPES,
@@ -73,7 +73,9 @@ def test_graph_routes_validation_through_the_svsm_and_attestation_to_the_amd_sp(
     assert a.path == ["l2.2", "host", "firmware"]
     assert [e.mechanism for e in a.edges] == ["GHCB", "SNP_GUEST_REQUEST"]
     assert g.route("set-access:l2.2", "l2.1").direct
-    assert g.route("set-access:l2.1", "l2.2").provider == "l1"
+    # no SVSM call sets access: the SVSM's set-access is its own, never a route's provider
+    with pytest.raises(NotSupportedError):
+        g.route("set-access:l2.1", "l2.2")
     assert g.route("convert", "l2.1").provider == "host"
 
 
@@ -99,7 +101,7 @@ def test_capabilities_answer_every_operation_with_reasons_when_unsupported() -> 
 
 def test_every_cost_row_has_a_source_and_covers_every_traced_mnemonic() -> None:
     p = validated(16 * MIB)
-    p.run(Attest(source="hardware"))
+    p.run(Attest(source="hardware", report_data=None))
     p.run(ConvertPages(range=rng(0, 2 * MIB), to="shared"))
     assert all(c.source for c in p.costs.primitives.values())
     assert all(c.source for c in p.costs.switches.values())
@@ -157,7 +159,8 @@ def test_every_operation_type_is_handled_without_raising() -> None:
            {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1",
             "access": "r"},
            {"op": "create-vcpu", "vcpu": 1}, {"op": "delete-vcpu", "vcpu": 1},
-           {"op": "attest", "source": "hardware"}, {"op": "attest"},
+           {"op": "attest", "source": "hardware", "report_data": None},
+           {"op": "attest", "report_data": "00"},
            {"op": "inject-interrupt", "vcpu": 0, "vector": 40},
            {"op": "eoi", "vcpu": 0},
            {"op": "configure-interrupts", "mode": "restricted"},

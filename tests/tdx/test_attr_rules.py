@@ -192,7 +192,7 @@ def test_l1_refuses_a_raw_attr_wr_on_a_peers_page_with_tdx_operand_invalid() -> 
     """The same rule where it is enforced on TDX: L1 emulating the L2's ATTR.WR (every L2
     TDCALL but VMCALL exits to L1 — tdx.md §2.4) answers TDX_OPERAND_INVALID (RDX)."""
     _p, m = two_l2()
-    w = m.workload
+    w = m.hooks.exits
     state = w.transport.l2_exit("l2.1", 0, {"rax": 0}, "TDG.MEM.PAGE.ATTR.WR")
     assert state is not None
     status = w.emulate_attr_wr("l2.1", state, 4 * MIB, 4 * MIB + PAGE_4K, 1,

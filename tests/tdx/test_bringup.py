@@ -144,7 +144,7 @@ def test_bringup_evidence_is_a_quote_bound_to_nonce_and_manifest() -> None:
     ev = Evidence.model_validate(data["evidence"])
     assert (ev.vendor, ev.format, ev.nonce) == ("tdx", "tdx-quote", NONCE)
     assert ev.layer_map["L2 VM 1"] == "l2.1"
-    assert data["reportdata_rule"] == "REPORTDATA = SHA-512(nonce || services manifest)"
+    assert data["reportdata_rule"] == "REPORT_DATA = SHA-512(nonce || services manifest)"
     roots = machine(p).roots
     result = TdxEvidenceVerifier().verify(ev, TrustStore().with_root("tdx", roots.root_pem),
                                           datetime.now(UTC))
@@ -153,5 +153,7 @@ def test_bringup_evidence_is_a_quote_bound_to_nonce_and_manifest() -> None:
                  "tdx.manifest_binding"):
         assert checks.get(name), (name, result.checks)
     assert result.claims is not None
-    assert result.claims.origin.layer == "l2.1" and result.claims.origin.via_privileged_layer
+    # issue 13: no requester entry by default — the evidence speaks for L1, whose service
+    # attested (attest_requester_entry names the L2: test_end_to_end_attestation)
+    assert result.claims.origin.layer == "l1" and not result.claims.origin.via_privileged_layer
     assert result.claims.report_data.hex() == data["reportdata"]

@@ -87,15 +87,15 @@ def test_l2_map_gpa_goes_through_l1_or_straight_to_the_host() -> None:
 
 def test_l2_cannot_call_tdg_mr_report_itself() -> None:
     p = guest(16 * MIB)
-    r = p.run(Attest(source="hardware"))
+    r = p.run(Attest(source="hardware", report_data=None))
     assert r.status.value == "not-supported" and "only L1" in (r.reason or "")
     assert p.trace.count("TDG.MR.REPORT") == 0
-    assert p.run(Attest()).ok  # through L1's attestation service instead
+    assert p.run(Attest(report_data=None)).ok  # through L1's attestation service instead
 
 
 def test_l1_handles_an_l2_tdvmcall_it_does_not_offer() -> None:
     p = guest(16 * MIB)
-    w = machine(p).workload
+    w = machine(p).hooks.exits
     out = w.l2_tdvmcall("l2.1", 0, {"rax": 0, "rcx": vmc.MAP_GPA_SELECT, "r10": 0,
                                     "r11": vmc.SubFunction.GET_QUOTE, "r12": 0, "r13": 0},
                         "GetQuote")

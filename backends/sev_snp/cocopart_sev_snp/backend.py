@@ -14,7 +14,13 @@ Backend options (``PartitionConfig.backend_options``), all validated:
 * ``product`` — ``"Milan"`` (default), ``"Genoa"`` or ``"Turin"``: the simulated AMD-SP's
   product line (report format and certificate chain);
 * ``host_fault_policy`` — ``"sigbus"`` (default), ``"panic"`` or ``"convert"``: what the host
-  does when it writes a guest-private page (:mod:`cocopart_sev_snp.host_faults`).
+  does when it writes a guest-private page (:mod:`cocopart_sev_snp.host_faults`);
+* ``host_psc_psmash`` — ``false`` (default: KVM, which completes a PSC PSMASH entry doing
+  nothing) or ``true``: an idealised host that PSMASHes the 2M entry
+  (:data:`cocopart_sev_snp.host.RULE_IDEALISED_HOST_HONOURS_PSC_PSMASH`);
+* ``svsm_vmsa_access`` — ``"none"`` (default) or ``"read"``: what a workload VMPL keeps on
+  its own VMSA page after CREATE_VCPU (``"read"`` as COCONUT; see
+  :data:`cocopart_sev_snp.svsm.DEFAULT_VMSA_GUEST_ACCESS` for the default).
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ from cocopart_sev_snp.host_faults import DEFAULT_POLICY, HOST_FAULT_POLICIES
 DEFAULT_WORKLOAD_VMPLS: dict[int, tuple[int, ...]] = {1: (2,), 2: (1, 2), 3: (1, 2, 3)}
 OPTION_DEFAULTS: dict[str, Any] = {"workload_vmpls": None, "host_page_size": "2M",
                                    "call_protocol": "ghcb", "product": "Milan",
-                                   "host_fault_policy": DEFAULT_POLICY.value}
+                                   "host_fault_policy": DEFAULT_POLICY.value,
+                                   "host_psc_psmash": False, "svsm_vmsa_access": "none"}
 HOST_PAGE_SIZES = ("2M", "4K")
 CALL_PROTOCOLS = ("ghcb", "msr")
 PRODUCTS = ("Milan", "Genoa", "Turin")
+VMSA_ACCESS = ("none", "read")
 SVSM_SWITCH = "VMGEXIT(SNP_RUN_VMPL)"
 
 
@@ -53,6 +61,8 @@ class SnpOptions:
     call_protocol: str
     product: str
     host_fault_policy: str = DEFAULT_POLICY.value
+    svsm_vmsa_access: str = "none"
+    host_psc_psmash: bool = False
 
 
 def _field(name: str) -> str:
@@ -82,15 +92,20 @@ def parse_options(config: PartitionConfig) -> SnpOptions:
             raise ConfigError(f"{list(levels)}: workload VMPLs must be distinct and in 1..3 "
                               "(VMPL0 is the SVSM)", field=_field("workload_vmpls"))
     checks = (("host_page_size", HOST_PAGE_SIZES), ("call_protocol", CALL_PROTOCOLS),
-              ("product", PRODUCTS), ("host_fault_policy", HOST_FAULT_POLICIES))
+              ("product", PRODUCTS), ("host_fault_policy", HOST_FAULT_POLICIES),
+              ("svsm_vmsa_access", VMSA_ACCESS))
     values = {}
     for name, allowed in checks:
         v = opts.get(name, OPTION_DEFAULTS[name])
         if v not in allowed:
             raise ConfigError(f"{v!r} is not one of {', '.join(allowed)}", field=_field(name))
         values[name] = v
+    psmash = opts.get("host_psc_psmash", OPTION_DEFAULTS["host_psc_psmash"])
+    if not isinstance(psmash, bool):
+        raise ConfigError(f"{psmash!r} is not true or false", field=_field("host_psc_psmash"))
     return SnpOptions(levels, values["host_page_size"] == "2M", values["call_protocol"],
-                      values["product"], values["host_fault_policy"])
+                      values["product"], values["host_fault_policy"],
+                      values["svsm_vmsa_access"], psmash)
 
 
 def workload_vmpls(config: PartitionConfig) -> dict[str, int]:
@@ -126,7 +141,9 @@ class SevSnpBackend(Backend):
     def graph(self, config: PartitionConfig) -> LayerGraph:
         vmpls = workload_vmpls(config)
         g = LayerGraph()
-        l1_caps = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
+        # the SVSM sets any workload's access with its own RMPADJUST, but no protocol call
+        # asks it to (sev-snp.md §2, §4.3): set-access is its own, never a route's provider
+        l1_caps = ["validate", "rescind", "set-access:*@self", "create-vcpu", "delete-vcpu",
                    "attest-service", "inject-interrupt", "configure-interrupts"]
         if "vtpm" in config.services:  # SNP has no runtime measurement registers
             l1_caps.append("extend-measurement")
@@ -170,8 +187,11 @@ class SevSnpBackend(Backend):
                 supported=True, mechanism="shared: rescind then GHCB PSC(shared); private: "
                 "GHCB PSC(private) then validate"),
             Capability.SET_ACCESS.value: yes(
-                supported=True, mechanism="RMPADJUST from a more privileged VMPL; otherwise "
-                "the SVSM's RMPADJUST (cocopart protocol extension)"),
+                supported=True, mechanism="RMPADJUST by a more privileged workload VMPL on a "
+                "less privileged one (and by the SVSM for itself); no SVSM call sets access")
+            if len(config.workloads) > 1 else yes(
+                supported=False, reason="RMPADJUST only changes less privileged VMPLs and no "
+                "SVSM call sets access: with one workload VMPL only the SVSM sets access"),
             Capability.CREATE_VCPU.value: yes(
                 supported=True, mechanism="VMSA page + SVSM_CORE_CREATE_VCPU (RMPADJUST VMSA "
                 "bit) + VMGEXIT(AP_CREATION)"),

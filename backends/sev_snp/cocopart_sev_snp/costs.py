@@ -84,8 +84,8 @@ def default_costs() -> CostTable:
                         "causes (see the switch rows)"),
         "SNP_GUEST_REQUEST": Cost(ns=GUEST_REQUEST_NS, source="cost-model.md §1 [M]: SNP "
                                   "attestation report 6.19 ms (CVMX Table 3, Genoa)"),
-        "NPF": Cost(ns=GHCB_ROUND_TRIP_NS, source="cost-model.md §1 [M]: an exit to KVM and "
-                    "back ≈ a direct VMGEXIT round trip, 2.94-3.36 µs (CVMX Fig. 5a snp*)"),
+        "NPF": Cost(ns=0, source="accounting: carried by the world switches of the exit "
+                    "(VMEXIT(NPF) and VMRUN rows)"),
         "HANDLE": Cost(ns=0, source="accounting: SVSM dispatch bookkeeping; the handler's work "
                        "is in the primitives it issues"),
         "PSC.ENTRY": Cost(ns=0, source="accounting: entries the host served; their work is "
@@ -101,6 +101,9 @@ def default_costs() -> CostTable:
         "VMEXIT(INTR)": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [D/U]: an "
                              "interrupt's automatic exit to KVM, taken as half of a direct "
                              "VMGEXIT round trip (CVMX Fig. 5a snp*, 2.94-3.36 µs)"),
+        "VMEXIT(NPF)": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [M/D]: a "
+                            "nested page fault's exit to KVM, taken as half of a direct "
+                            "VMGEXIT round trip, 2.94-3.36 µs (CVMX Fig. 5a snp*)"),
         "VMRUN": Cost(ns=GHCB_ROUND_TRIP_NS / 2, source="cost-model.md §1 [D/U]: the host "
                       "re-entering the guest, the other half of that round trip"),
     }

@@ -9,7 +9,6 @@ sev-snp.md §5 (LX sev-common.h/svm.h and patches, CS ghcb.rs/msr_protocol.rs).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
@@ -266,10 +265,19 @@ PSC_GFN_MASK = ((1 << 40) - 1) << PSC_GFN_SHIFT
 PSC_OP_SHIFT = 52
 PSC_SIZE_2M = 1 << 56
 PSC_RESERVED_MASK = ((1 << 7) - 1) << 57
-#: Host error in EXITINFO2 for a malformed PSC header / entry (the values are the host's
-#: choice; Linux only checks EXITINFO2 != 0 — sev-snp.md §5.5).
+#: Host error in EXITINFO2 for a malformed PSC header / entry: KVM's values (LX
+#: arch/x86/include/asm/sev-common.h VMGEXIT_PSC_ERROR_INVALID_HDR / _INVALID_ENTRY; Linux
+#: guests only check EXITINFO2 != 0 — sev-snp.md §5.5).
 PSC_ERROR_INVALID_HEADER = (1 << 32) | 1
 PSC_ERROR_INVALID_ENTRY = (1 << 32) | 2
+
+#: How a host reads PSC entries, as KVM does (LX arch/x86/kvm/svm/sev.c snp_begin_psc): an
+#: entry is refused (INVALID_ENTRY) only when its ``cur_page`` exceeds its page count (512
+#: for 2M, 1 for 4K) or a 2M entry's GFN is not 2M aligned; an entry with ``cur_page`` equal
+#: to its count is done; a 2M entry with 0 < ``cur_page`` < 512 has its remaining pages
+#: served as 4K pages; reserved bits are not checked; every served entry gets ``cur_page``
+#: set to its count. What the host does with each operation is ``Host._psc_run``.
+RULE_PSC_ENTRIES_AS_KVM = "PSC entries: INVALID_ENTRY only for cur_page > npages or a bad GFN"
 
 
 def psc_entry(gpa: int, op: int, page_2m: bool) -> int:
@@ -277,17 +285,30 @@ def psc_entry(gpa: int, op: int, page_2m: bool) -> int:
 
 
 class PscRun(NamedTuple):
-    """Consecutive descriptor entries with one op and size, contiguous in GPA."""
+    """Consecutive descriptor entries the host serves as one range (KVM combines "adjacent
+    GPA ranges/operations" into one KVM_HC_MAP_GPA_RANGE exit): one op and size, contiguous
+    in GPA, none partly done — or a single 2M entry whose first ``cur_page`` pages are done,
+    whose rest is served as 4K pages (``pages`` < 512)."""
 
     first: int  # index of the first entry
     entries: int
-    gpa: int
+    gpa: int  # first page still to do
     op: int
-    page_2m: bool
+    page_2m: bool  # size of the pages served
+    pages: int  # pages of that size still to do (= entries, unless a partial 2M entry)
 
     @property
     def page_bytes(self) -> int:
         return PAGE_2M if self.page_2m else PAGE_4K
+
+    @property
+    def partial(self) -> bool:
+        """The remainder of one partly served 2M entry."""
+        return self.pages != self.entries
+
+    def pages_for(self, entries: int) -> int:
+        """Pages of ``entries`` entries of this run."""
+        return self.pages if self.partial else entries
 
 
 def psc_encode(entries: bytes, cur: int = 0) -> bytes:
@@ -305,16 +326,20 @@ def pack_run(gpa: int, page_2m: bool, count: int, op: int) -> bytes:
     return struct.pack(f"<{count}Q", *range(first, first + count * step, step))
 
 
-def psc_header(buf: bytes) -> tuple[int, int, int]:
+def psc_header(buf: bytes | bytearray) -> tuple[int, int, int]:
     """(cur_entry, end_entry, reserved)."""
     cur, end, rsvd = PSC_HEADER.unpack_from(buf)
     return int(cur), int(end), int(rsvd)
 
 
-def psc_runs(buf: bytes, cur: int, end: int) -> Iterator[PscRun] | None:
-    """Coalesce entries ``cur..end`` of a descriptor into runs; None if an entry is malformed
-    (reserved bits set, unknown op, GFN not aligned to its size). Contiguous lists are
-    recognised with one tuple comparison, so a 253-entry run costs no Python loop."""
+def psc_runs(buf: bytes, cur: int, end: int) -> tuple[list[PscRun], int | None]:
+    """Entries ``cur..end`` of a descriptor as KVM reads them (LX arch/x86/kvm/svm/sev.c
+    snp_begin_psc; :data:`RULE_PSC_ENTRIES_AS_KVM`): the ranges to serve, in order, and the
+    index of the first invalid entry (``cur_page`` beyond the entry's pages, or a 2M entry
+    whose GFN is not 2M aligned), before which the host stops — None if there is none. An
+    entry whose ``cur_page`` equals its page count is already done and skipped; reserved
+    bits are ignored. Contiguous lists are recognised with one tuple comparison, so a
+    253-entry run costs no Python loop."""
     n = end - cur + 1
     raw = struct.unpack_from(f"<{n}Q", buf, PSC_HEADER.size + cur * PSC_ENTRY_SIZE)
     out: list[PscRun] = []
@@ -323,19 +348,36 @@ def psc_runs(buf: bytes, cur: int, end: int) -> Iterator[PscRun] | None:
         e = raw[i]
         op = (e >> PSC_OP_SHIFT) & 0xF
         big = bool(e & PSC_SIZE_2M)
-        step = PAGE_2M if big else PAGE_4K
+        step, npages = (PAGE_2M, PAGE_2M // PAGE_4K) if big else (PAGE_4K, 1)
         gpa = e & PSC_GFN_MASK
-        if e & PSC_RESERVED_MASK or e & PSC_CUR_PAGE_MASK or op not in (1, 2, 3, 4) \
-                or gpa % step or (op in (PscOp.PSMASH, PscOp.UNSMASH) and not big):
-            return None
+        done = e & PSC_CUR_PAGE_MASK
+        if done > npages or gpa % step:
+            return out, cur + i
+        if done == npages:
+            i += 1
+            continue
+        if done:  # a partly served 2M entry: the rest as 4K pages, on its own
+            out.append(PscRun(cur + i, 1, gpa + done * PAGE_4K, op, False, npages - done))
+            i += 1
+            continue
         j = n
         if raw[i:] != tuple(range(e, e + (n - i) * step, step)):
             j = i + 1
             while j < n and raw[j] == e + (j - i) * step:
                 j += 1
-        out.append(PscRun(cur + i, j - i, gpa, op, big))
+        out.append(PscRun(cur + i, j - i, gpa, op, big, j - i))
         i = j
-    return iter(out)
+    return out, None
+
+
+def psc_mark_done(buf: bytearray, first: int, entries: int) -> None:
+    """Set ``cur_page`` of ``entries`` entries from index ``first`` to their page count, as
+    KVM does for each entry it served (__snp_complete_one_psc: 512 for 2M, 1 for 4K)."""
+    off = PSC_HEADER.size + first * PSC_ENTRY_SIZE
+    raw = struct.unpack_from(f"<{entries}Q", buf, off)
+    struct.pack_into(f"<{entries}Q", buf, off, *(
+        (e & ~PSC_CUR_PAGE_MASK) | (PAGE_2M // PAGE_4K if e & PSC_SIZE_2M else 1)
+        for e in raw))
 
 
 # --- AP creation (sev-snp.md §5.3, exit 0x8000_0013) --------------------------------------

@@ -17,7 +17,6 @@ reach 2^32 - 1 and wipes the key after any error (IV-reuse protection).
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -222,41 +221,3 @@ class GuestRequestFirmware:
             return ReportResponse(status=RSP_STATUS_INVALID_PARAM)
         return ReportResponse(status=RSP_STATUS_SUCCESS,
                               report=self.build_report(req.user_data, req.vmpl))
-
-
-# --- the extended-report certificate table (sev-snp.md §6.4) -------------------------------
-CERT_GUIDS = {
-    "VCEK": uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd"),
-    "VLEK": uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1"),
-    "ASK": uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"),
-    "ARK": uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"),
-}
-_CERT_ENTRY = struct.Struct("<16sII")
-
-
-def cert_table(certs: list[tuple[str, bytes]]) -> bytes:
-    """Entries {GUID, u32 offset, u32 length} ended by an all-zero entry, then the blobs.
-    GUIDs in RFC 4122 byte order, as go-sev-guest reads them."""
-    offset = _CERT_ENTRY.size * (len(certs) + 1)
-    entries, blobs = [], []
-    for name, blob in certs:
-        entries.append(_CERT_ENTRY.pack(CERT_GUIDS[name].bytes, offset, len(blob)))
-        blobs.append(blob)
-        offset += len(blob)
-    return b"".join(entries) + bytes(_CERT_ENTRY.size) + b"".join(blobs)
-
-
-def parse_cert_table(table: bytes) -> list[tuple[str, bytes]]:
-    """The (name, certificate) pairs of a certificate table."""
-    names = {g.bytes: n for n, g in CERT_GUIDS.items()}
-    out = []
-    pos = 0
-    while pos + _CERT_ENTRY.size <= len(table):
-        guid, off, length = _CERT_ENTRY.unpack_from(table, pos)
-        if guid == bytes(16) and off == 0 and length == 0:
-            break
-        if off + length > len(table):
-            raise EvidenceError(f"certificate table entry at {pos} points past the end")
-        out.append((names.get(guid, str(uuid.UUID(bytes=guid))), table[off:off + length]))
-        pos += _CERT_ENTRY.size
-    return out

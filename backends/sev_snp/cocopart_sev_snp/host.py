@@ -1,21 +1,29 @@
-"""The untrusted hypervisor: what it does with each VMGEXIT of the guest.
+"""The untrusted hypervisor — KVM unless an option says otherwise: what it does with each
+VMGEXIT and each nested page fault of the guest.
 
-* Page State Change (GHCB descriptor, or one page over the MSR protocol): RMPUPDATE to make
-  pages private or shared, backing private memory with 2M RMP entries or only 4K ones
-  (``HostOptions.page_size_2m``; 4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH),
-  PSMASH before a 4K change inside a 2M entry; it may stop early (``psc_budget``) and
-  report progress through cur_entry. Runs of identical full requests over uniform memory
-  can be served as one step with multiplicity (:meth:`Host.psc_bulk`), with the same RMP
-  result and trace counters as serving them one by one.
-* AP creation (create on INIT, create, destroy) for a target VMPL; the VMSA pages of
-  running vCPUs are "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
+* Page State Change (GHCB descriptor, or one page over the MSR protocol), read as KVM reads
+  it (:data:`~.ghcb.RULE_PSC_ENTRIES_AS_KVM`): RMPUPDATE to make pages private or shared,
+  backing private memory with 2M RMP entries or only 4K ones (``HostOptions.page_size_2m``;
+  4K makes every 2M PVALIDATE fail with FAIL_SIZEMISMATCH), PSMASH before a 4K change to
+  shared inside a 2M entry; PSMASH/UNSMASH entries complete doing nothing
+  (:data:`RULE_KVM_PSC_SMASH_IS_A_NO_OP`) unless ``HostOptions.psc_psmash`` (the idealised
+  host); it may stop early (``psc_budget``) and report progress through cur_entry. Runs of
+  identical full requests over uniform memory can be served as one step with multiplicity
+  (:meth:`Host.psc_bulk`), with the same RMP result and trace counters as serving them one
+  by one.
+* Nested page faults (:meth:`Host.nested_page_fault`, :mod:`.npf`): PSMASH on SIZEM, the
+  implicit page-state change of a C=1 access to a hypervisor page.
+* AP creation (create on INIT, create, destroy) for a target VMPL, never with a 2M-aligned
+  VMSA (:data:`RULE_HOST_REFUSES_2M_ALIGNED_VMSA`); the VMSA pages of running vCPUs are
+  "in use" for RMPUPDATE/PSMASH (FAIL_INUSE).
 * SNP_RUN_VMPL (GHCB exit 0x8000_0018 or MSR 0x016/0x017): run another VMPL of the vCPU.
 * Guest requests: carries the encrypted pages to the AMD-SP (SNP_GUEST_REQUEST).
 * Hypervisor features, and the MSR protocol's SEV information, GHCB registration and
   termination requests.
 
-Test knobs (``HostOptions``): ``page_size_2m``, ``psc_budget`` (entries per exit),
-``hv_features``, ``guest_request_busy`` (answer BUSY that many times).
+Knobs (``HostOptions``): ``page_size_2m``, ``psc_psmash`` (both backend options),
+``psc_budget`` (entries per exit), ``hv_features``, ``guest_request_busy`` (answer BUSY that
+many times).
 
 Every executed primitive is recorded in the trace with the host as issuer; the guest's
 VMGEXIT and the two world switches are recorded by :meth:`Host.exit`.
@@ -32,6 +40,7 @@ from cocopart.model import PAGE_2M, PAGE_4K
 from cocopart.trace import Trace
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp import npf
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.guest_request import GuestRequestFirmware
 from cocopart_sev_snp.rmp import Rmp
@@ -49,10 +58,26 @@ DEFAULT_HV_FEATURES = (g.HvFeature.SNP | g.HvFeature.AP_CREATION
                        | g.HvFeature.RESTRICTED_INJECTION_TIMER | g.HvFeature.APIC_ID_LIST
                        | g.HvFeature.MULTI_VMPL | g.HvFeature.EXTENDED_INTERRUPTS)
 
-#: KVM implements only the private and shared PSC operations; the model's host also performs
-#: PSMASH (treating an already-split region as done) and refuses UNSMASH with an invalid-entry
-#: error (unconfirmed; sev-snp.md §5.5 names the four operations, not what a host must do).
-HOST_SUPPORTS_UNSMASH = False
+#: KVM implements only the private and shared PSC operations: an entry with any other
+#: operation — PSMASH (3), UNSMASH (4), anything else — is treated as completed without doing
+#: anything (LX arch/x86/kvm/svm/sev.c snp_begin_psc: "Only shared/private PSC operations are
+#: currently supported, so if the entire range consists of unsupported operations (e.g.
+#: SMASH/UNSMASH), then consider the entire range completed"). A guest therefore cannot rely
+#: on PSC PSMASH to split an RMP entry; the split happens on the #NPF(SIZEM) path
+#: (:data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`).
+RULE_KVM_PSC_SMASH_IS_A_NO_OP = "PSC PSMASH/UNSMASH (any op but 1, 2) completes doing nothing"
+
+#: The idealised host of the backend option ``host_psc_psmash = true``
+#: (``HostOptions.psc_psmash``; a host profile may set it): it honours a PSC PSMASH of a 2M
+#: entry by PSMASHing the RMP entry (a region already split counts as done). Not KVM; the
+#: default host is KVM's (:data:`RULE_KVM_PSC_SMASH_IS_A_NO_OP`).
+RULE_IDEALISED_HOST_HONOURS_PSC_PSMASH = "host_psc_psmash: PSC PSMASH of a 2M entry splits it"
+
+#: KVM refuses AP creation with a VMSA on a 2M-aligned page (a hardware erratum: a 2M page
+#: colliding with the VMSA's RMP entry raises a spurious RMP #PF): GHCB input error
+#: INVALID_INPUT (LX arch/x86/kvm/svm/sev.c sev_snp_ap_creation, "AP VMSA address ... is
+#: unsafe as it is 2M aligned").
+RULE_HOST_REFUSES_2M_ALIGNED_VMSA = "AP creation with a 2M-aligned VMSA is refused"
 
 #: EXITINFO2 the model's host returns when an RMP instruction fails while it serves a PSC
 #: entry: this base | the instruction's return code (a host's own choice; Linux only checks
@@ -71,6 +96,8 @@ class HostOptions:
     psc_budget: int | None = None  # PSC entries served per VMGEXIT before returning early
     hv_features: int = int(DEFAULT_HV_FEATURES)
     guest_request_busy: int = 0  # answer this many guest requests with BUSY (AMD-SP busy)
+    #: RULE_IDEALISED_HOST_HONOURS_PSC_PSMASH (False: KVM, RULE_KVM_PSC_SMASH_IS_A_NO_OP)
+    psc_psmash: bool = False
 
 
 @dataclass
@@ -159,6 +186,38 @@ class Host:
                 return True
         return False
 
+    # -- nested page faults ----------------------------------------------------------------
+    def nested_page_fault(self, issuer: str, gpa: int, error_code: int, *, regions: int = 1
+                          ) -> bool:
+        """``issuer``'s access or RMP instruction at ``gpa`` exited with #NPF and
+        ``error_code`` (:mod:`.npf`); ``regions`` > 1: the same SIZEM fault on that many
+        consecutive 2M entries of equal state, one exit each. Records each exit and re-entry
+        and resolves what KVM resolves; True when the guest may retry.
+
+        * SIZEM: PSMASH the 2M entry (:data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`);
+        * a C=1 access (ENC) to a page the RMP gives the hypervisor: the implicit page-state
+          change to private, RMPUPDATE not validated (RULE_PRIVATE_NPF_REASSIGNS);
+        * anything else (VMPL permission, another owner, a C=0 access to a private page):
+          not resolved (KVM re-enters the guest, which faults again)."""
+        t = self.trace
+        t.record(issuer, "NPF", HOST, npf.cause(error_code), count=regions)
+        t.switch(issuer, HOST, npf.NPF_EXIT, count=regions)
+        try:
+            page = gpa - gpa % PAGE_4K
+            if error_code & npf.PFERR_GUEST_SIZEM:
+                region = page - page % PAGE_2M
+                if not self.rmp.get(region).page_size_2m:
+                    return True  # already split (another vCPU's fault): just retry
+                done, err = self.smash(region, regions)
+                return not err and done == regions
+            if error_code & npf.PFERR_GUEST_ENC and not error_code & npf.PFERR_GUEST_VMPL \
+                    and not self.rmp.get(page).assigned:
+                _done, err = self.make_private(page, False, 1)
+                return not err
+            return False
+        finally:
+            t.switch(HOST, issuer, npf.NPF_REENTRY, count=regions)
+
     # -- exits -----------------------------------------------------------------------------
     def exit(self, issuer: str, page: g.GhcbPage) -> None:
         """The guest layer ``issuer`` executed VMGEXIT with a GHCB request: record it, switch
@@ -238,32 +297,41 @@ class Host:
 
     # -- page state change -----------------------------------------------------------------
     def _psc(self, page: g.GhcbPage) -> None:
+        """Serve a PSC descriptor as KVM does (:data:`~.ghcb.RULE_PSC_ENTRIES_AS_KVM`): an
+        end_entry beyond the descriptor is INVALID_HDR, a cur_entry past end_entry is
+        nothing to do; the ranges are served in order (at most ``psc_budget`` entries), each
+        served entry marked done, cur_entry left at the first entry not done; an invalid
+        entry stops the request there with INVALID_ENTRY."""
         if not page.is_valid(g.OFF_SW_SCRATCH):
             page.input_error(g.GhcbError.INVALID_SCRATCH)
             return
-        buf = page.shared(g.SHARED_BUFFER_SIZE)
-        cur, end, rsvd = g.psc_header(buf)
-        if rsvd or end >= g.VMGEXIT_PSC_MAX_ENTRY or cur > end:
+        buf = bytearray(page.shared(g.SHARED_BUFFER_SIZE))
+        first, end, rsvd = g.psc_header(buf)
+        if end >= g.VMGEXIT_PSC_MAX_ENTRY:
             page.respond(0, g.PSC_ERROR_INVALID_HEADER)
             return
-        runs = g.psc_runs(buf, cur, end)
-        if runs is None:
-            page.respond(0, g.PSC_ERROR_INVALID_ENTRY)
+        if first > end:
+            page.respond(0, 0)
             return
+        runs, bad = g.psc_runs(bytes(buf), first, end)
         budget = self.options.psc_budget
-        left = end - cur + 1 if budget is None else budget
-        err = 0
+        left = end - first + 1 if budget is None else budget
+        cur, err, served = end + 1 if bad is None else bad, 0, 0
         for run in runs:
             n = min(run.entries, left)
-            if n <= 0:
-                break
-            done, err = self._psc_run(run, n)
-            cur = run.first + done
+            done, err = self._psc_run(run, n) if n > 0 else (0, 0)
+            g.psc_mark_done(buf, run.first, done)
+            served += done
             left -= done
             if err or done < run.entries:
+                cur = run.first + done
                 break
-        self.trace.record(HOST, "PSC.ENTRY", count=cur - g.psc_header(buf)[0])
-        page.write_shared(g.PSC_HEADER.pack(cur, end, 0))
+        else:
+            if bad is not None:
+                err = g.PSC_ERROR_INVALID_ENTRY
+        self.trace.record(HOST, "PSC.ENTRY", count=served)
+        g.PSC_HEADER.pack_into(buf, 0, cur, end, rsvd)
+        page.write_shared(bytes(buf))
         page.respond(0, err)
 
     def psc_bulk(self, issuer: str, page: g.GhcbPage, gpa: int, big: bool, per_request: int,
@@ -303,20 +371,31 @@ class Host:
             t.record(HOST, f"RMPUPDATE.{'2M' if entry_2m else '4K'}",
                      "private" if private else "shared", count=r.done)
         t.record(HOST, "PSC.ENTRY", count=k * per_request)
-        page.write_shared(g.PSC_HEADER.pack(per_request, per_request - 1, 0))
+        buf = bytearray(page.shared(g.PSC_HEADER.size + per_request * g.PSC_ENTRY_SIZE))
+        g.psc_mark_done(buf, 0, per_request)
+        g.PSC_HEADER.pack_into(buf, 0, per_request, per_request - 1, 0)
+        page.write_shared(bytes(buf))
         page.respond(0, 0)
         t.switch(HOST, issuer, VMGEXIT_SWITCH, count=k)
         return True
 
     def _psc_run(self, run: g.PscRun, n: int) -> tuple[int, int]:
-        """Serve ``n`` entries of ``run``: (entries done, error for EXITINFO2)."""
+        """Serve ``n`` entries of ``run``: (entries done, error for EXITINFO2). Private and
+        shared change the RMP; every other operation is done doing nothing
+        (:data:`RULE_KVM_PSC_SMASH_IS_A_NO_OP`), unless the idealised host PSMASHes
+        (:data:`RULE_IDEALISED_HOST_HONOURS_PSC_PSMASH`)."""
+        pages = run.pages_for(n)
         if run.op == g.PscOp.PRIVATE:
-            return self.make_private(run.gpa, run.page_2m, n)
-        if run.op == g.PscOp.SHARED:
-            return self.make_shared(run.gpa, run.page_2m, n)
-        if run.op == g.PscOp.PSMASH:
-            return self.smash(run.gpa, n)
-        return 0, g.PSC_ERROR_INVALID_ENTRY  # UNSMASH: HOST_SUPPORTS_UNSMASH is False
+            done, err = self.make_private(run.gpa, run.page_2m, pages)
+        elif run.op == g.PscOp.SHARED:
+            done, err = self.make_shared(run.gpa, run.page_2m, pages)
+        elif run.op == g.PscOp.PSMASH and self.options.psc_psmash and run.page_2m:
+            done, err = self.smash(run.gpa, pages)
+        else:
+            return n, 0
+        if run.partial:
+            return (1 if done == pages else 0), err
+        return done, err
 
     def _rmpupdate(self, s: int, e: int, big: bool, assigned: bool) -> tuple[int | None, int]:
         """RMPUPDATE ``[s, e)`` with ``big`` pages: (failing address or None, return code)."""
@@ -420,7 +499,8 @@ class Host:
             page.input_error(g.GhcbError.MISSING_INPUT)
             return
         gpa = page.info2
-        if gpa % PAGE_4K or not self.rmp.contains(gpa, gpa + PAGE_4K):
+        if gpa % PAGE_4K or not self.rmp.contains(gpa, gpa + PAGE_4K) \
+                or gpa % PAGE_2M == 0:  # RULE_HOST_REFUSES_2M_ALIGNED_VMSA
             page.input_error(g.GhcbError.INVALID_INPUT)
             return
         entry = self.rmp.get(gpa)

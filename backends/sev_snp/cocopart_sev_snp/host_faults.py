@@ -336,20 +336,10 @@ def host_write(m: SnpMachine, gpa: int, data: bytes = b"host data", *,
 
 def guest_private_access(m: SnpMachine, layer: str, gpa: int, access: Access = Access.READ
                          ) -> tuple[AccessOutcome, list[FaultStep]]:
-    """``layer`` touches ``gpa``, which it believes private (C=1). If the host took the page
-    (it is the hypervisor's in the RMP), the access exits with #NPF and KVM assigns the page
-    back unvalidated (:data:`RULE_PRIVATE_NPF_REASSIGNS`); then the access is retried."""
-    page = gpa - gpa % PAGE_4K
-    steps: list[FaultStep] = []
-    if not m.rmp.get(page).assigned:
-        m.trace.record(layer, "NPF", "host", "RMP")
-        steps.append(FaultStep(actor=layer, action=f"access {gpa:#x} with C=1",
-                               result="#NPF: the RMP does not assign the page to the guest"))
-        _done, err = m.host.make_private(page, False, 1)
-        steps.append(FaultStep(actor=KVM, action="RMP #NPF on a private GPA: RMPUPDATE the "
-                               "page back to the guest (not validated)",
-                               result="ok" if not err else f"error {err:#x}"))
-    out = m.access(layer, page, access)
-    steps.append(FaultStep(actor=layer, action=f"access {gpa:#x}",
-                           result="ok" if out.ok else out.fault or "fault"))
-    return out, steps
+    """``layer`` touches ``gpa``, which it believes private (C=1), through the one access
+    path (:func:`cocopart_sev_snp.npf.guest_access`): if the host took the page (it is the
+    hypervisor's in the RMP), the access exits with #NPF, KVM assigns the page back
+    unvalidated (:data:`RULE_PRIVATE_NPF_REASSIGNS`) and the retried access takes #VC 0x404."""
+    from cocopart_sev_snp.npf import guest_access
+
+    return guest_access(m, layer, gpa, access, c_bit=True)

@@ -48,10 +48,22 @@ PVALIDATE_OUTSIDE_VMPL0_FAULT = "#GP(0)"
 #: not as a return code. Unconfirmed choice.
 PVALIDATE_NOT_ASSIGNED_FAULT = "#NPF"
 
-#: PVALIDATE and RMPADJUST need the RMP entry's page size to equal the requested size: a 2M
-#: request over 4K entries and a 4K request inside a 2M entry both return FAIL_SIZEMISMATCH
-#: (sev-snp.md §4.3 code 6; the 4K-in-2M direction is unconfirmed).
-RULE_SIZE_MUST_MATCH_RMP = "the requested page size must equal the RMP entry's page size"
+#: A 2M PVALIDATE or RMPADJUST over a region the RMP holds as 4K entries returns
+#: FAIL_SIZEMISMATCH (6) to the guest (sev-snp.md §4.3); it is the one size mismatch a guest
+#: sees, and the only one Linux falls back on, redoing the 2M page as 512 4K pages (LX
+#: arch/x86/coco/sev/core.c pvalidate_pages / svsm_pval_pages).
+RULE_2M_OVER_4K_IS_SIZEMISMATCH = "a 2M request over 4K RMP entries returns FAIL_SIZEMISMATCH"
+
+#: A 4K PVALIDATE or RMPADJUST on a page covered by a 2M RMP entry does not return: the CPU
+#: raises a nested page fault to the host with error-code bit 35 SIZEM (LX
+#: arch/x86/include/asm/kvm_host.h PFERR_GUEST_SIZEM_MASK); the instruction has not executed
+#: on that page. KVM's RMP fault handler PSMASHes the entry and re-enters the guest, which
+#: re-executes the instruction (LX arch/x86/kvm/svm/sev.c sev_handle_rmp_fault: "Only
+#: RMPADJUST/PVALIDATE should cause PFERR_GUEST_SIZEM"). The fault and the host's answer are
+#: in :mod:`cocopart_sev_snp.npf`.
+RULE_4K_IN_2M_RAISES_NPF_SIZEM = "a 4K request inside a 2M RMP entry raises #NPF(SIZEM)"
+#: The fault an instruction reports for :data:`RULE_4K_IN_2M_RAISES_NPF_SIZEM`.
+NPF_SIZEM_FAULT = "#NPF(SIZEM)"
 
 #: RMPADJUST needs a page assigned to the executing guest (validated or not); any other page
 #: returns FAIL_INPUT. Unconfirmed: chosen so that the SVSM's rescind (revoke first, then
@@ -86,7 +98,7 @@ class InstrResult(NamedTuple):
     done: int  # pages completed before the stop
     rc: int = RmpRc.SUCCESS  # return code of the page that stopped the run (RAX)
     no_change: bool = False  # PVALIDATE: stopped because CF=1 (state already as asked)
-    fault: str | None = None  # a fault raised instead of returning (e.g. "#GP(0)", "#NPF")
+    fault: str | None = None  # a fault raised instead of returning ("#GP(0)", "#NPF", ...)
     changed: tuple[tuple[int, int], ...] = ()  # address ranges whose state changed
     unchanged: int = 0  # pages skipped as "no change" when that is ignored
 
@@ -129,6 +141,13 @@ def _host_stop(rmp: Rmp, gpa: int, end: int, ps: int, in_use: InUse | None,
     return _floor(gpa, stop, ps), rc
 
 
+def _size_mismatch(at: int, page_2m: bool) -> tuple[int, int, str | None]:
+    """(stop, return code, fault) of a page whose RMP entry has the other size."""
+    if page_2m:  # RULE_2M_OVER_4K_IS_SIZEMISMATCH
+        return at, RmpRc.FAIL_SIZEMISMATCH, None
+    return at, RmpRc.SUCCESS, NPF_SIZEM_FAULT  # RULE_4K_IN_2M_RAISES_NPF_SIZEM
+
+
 def _apply(rmp: Rmp, ranges: list[tuple[int, int]], stop: int,
            fn: Callable[[RmpEntry], RmpEntry]) -> tuple[tuple[int, int], ...]:
     out = []
@@ -146,9 +165,9 @@ def pvalidate(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
 
     Per page: VMPL0 only (else :data:`PVALIDATE_OUTSIDE_VMPL0_FAULT`), aligned
     (FAIL_INPUT), assigned to this guest (else :data:`PVALIDATE_NOT_ASSIGNED_FAULT`), sizes
-    equal (:data:`RULE_SIZE_MUST_MATCH_RMP`, FAIL_SIZEMISMATCH); a page already in the
-    requested state is "no change" (CF=1, RAX 0) — the run stops there unless
-    ``ignore_unchanged``. sev-snp.md §4.3.
+    equal (:data:`RULE_2M_OVER_4K_IS_SIZEMISMATCH`, :data:`RULE_4K_IN_2M_RAISES_NPF_SIZEM`);
+    a page already in the requested state is "no change" (CF=1, RAX 0) — the run stops there
+    unless ``ignore_unchanged``. sev-snp.md §4.3.
     """
     if vmpl != 0:
         return InstrResult(0, fault=PVALIDATE_OUTSIDE_VMPL0_FAULT)
@@ -164,7 +183,7 @@ def pvalidate(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
             stop, fault = s, PVALIDATE_NOT_ASSIGNED_FAULT
             break
         if v.page_size_2m != page_2m:
-            stop, rc = s, RmpRc.FAIL_SIZEMISMATCH
+            stop, rc, fault = _size_mismatch(s, page_2m)
             break
         if v.validated == validate:
             if not ignore_unchanged:
@@ -184,9 +203,10 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
 
     Rules in order: a valid target and mask, aligned (FAIL_INPUT);
     :data:`RULE_TARGET_LESS_PRIVILEGED` (FAIL_PERMISSION); per page
-    :data:`RULE_RMPADJUST_NEEDS_ASSIGNED_PAGE` (FAIL_INPUT), :data:`RULE_SIZE_MUST_MATCH_RMP`
-    (FAIL_SIZEMISMATCH), :data:`RULE_NO_PERMISSION_ESCALATION` (FAIL_PERMISSION). The VMSA
-    bit follows :data:`RULE_VMSA_BIT_ONLY_FROM_VMPL0`. sev-snp.md §4.3.
+    :data:`RULE_RMPADJUST_NEEDS_ASSIGNED_PAGE` (FAIL_INPUT), the page sizes
+    (:data:`RULE_2M_OVER_4K_IS_SIZEMISMATCH`, :data:`RULE_4K_IN_2M_RAISES_NPF_SIZEM`),
+    :data:`RULE_NO_PERMISSION_ESCALATION` (FAIL_PERMISSION). The VMSA bit follows
+    :data:`RULE_VMSA_BIT_ONLY_FROM_VMPL0`. sev-snp.md §4.3.
     """
     ps = page_bytes(page_2m)
     if not 0 <= target_vmpl < VMPL_COUNT or not 0 <= perms <= 0xF \
@@ -195,13 +215,13 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
     if target_vmpl <= vmpl:
         return InstrResult(0, RmpRc.FAIL_PERMISSION)
     end = gpa + ps * count
-    stop, rc = end, int(RmpRc.SUCCESS)
+    stop, rc, fault = end, int(RmpRc.SUCCESS), None
     for s, _e, v in rmp.runs(gpa, end):
         if not v.owned_by(asid):
             stop, rc = s, RmpRc.FAIL_INPUT
             break
         if v.page_size_2m != page_2m:
-            stop, rc = s, RmpRc.FAIL_SIZEMISMATCH
+            stop, rc, fault = _size_mismatch(s, page_2m)
             break
         if perms & ~v.perm(vmpl):
             stop, rc = s, RmpRc.FAIL_PERMISSION
@@ -214,7 +234,7 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
         def fn(x: RmpEntry) -> RmpEntry:
             return x.with_perm(target_vmpl, perms)
     changed = _apply(rmp, [(gpa, end)], stop, fn)
-    return InstrResult((stop - gpa) // ps, rc, changed=changed)
+    return InstrResult((stop - gpa) // ps, rc, fault=fault, changed=changed)
 
 
 def rmpupdate(rmp: Rmp, *, gpa: int, page_2m: bool, count: int, assigned: bool, asid: int,

@@ -7,7 +7,8 @@ service, transport) and the workload side, and wires them:
 * at launch the SVSM has set up, above guest RAM, each workload layer's calling areas,
   vCPU-context pages and scratch pages (validated, 4K, read/write for that layer) and one
   VMSA for its BSP; guest RAM itself belongs to the hypervisor until the guest converts it;
-* :meth:`execute` hands each operation to the :class:`~.workload.WorkloadPlanner`;
+* the core's :class:`~cocopart.workload.WorkloadSide` carries out each request with
+  :class:`~.workload.SnpWorkloadHooks`; interrupts go to :class:`~.interrupts.SnpInterrupts`;
 * :meth:`access` is the CPU's RMP check of one guest access; :meth:`memory_view` and
   :meth:`vcpus` read state in neutral terms.
 """
@@ -18,40 +19,32 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import PageRun, ProtocolClient
+from cocopart.client import PageRun
 from cocopart.errors import ConfigError
 from cocopart.layers import LayerGraph
 from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
-from cocopart.ops import (
-    ArchError,
-    ConfigureInterrupts,
-    EndOfInterrupt,
-    InjectInterrupt,
-    Operation,
-    OperationResult,
-)
+from cocopart.ops import ArchError
 from cocopart.protocol.ids import ResultCode
-from cocopart.service.build import build_service
-from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import VcpuRecord
 from cocopart.service.vtpm import Vtpm
 from cocopart.trace import CostTable, Trace
+from cocopart.views import RunState, build_view
+from cocopart_sev_snp import cert_table, npf, secrets
 from cocopart_sev_snp import ghcb as g
-from cocopart_sev_snp import secrets
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.guest_request import (
     GuestMessageError,
     GuestMessenger,
     GuestRequestFirmware,
     MsgType,
-    cert_table,
 )
 from cocopart_sev_snp.host import Host, HostOptions, HostVcpu, MessagePages
 from cocopart_sev_snp.interrupts import SnpInterrupts
+from cocopart_sev_snp.page_tables import GuestMappings
 from cocopart_sev_snp.report import ReportRequest, ReportResponse
 from cocopart_sev_snp.rmp import Rmp, RmpEntry
 from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
-from cocopart_sev_snp.workload import WorkloadPlanner
+from cocopart_sev_snp.workload import SnpWorkloadHooks
 
 if TYPE_CHECKING:
     from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
@@ -62,19 +55,6 @@ if TYPE_CHECKING:
 L1 = "l1"
 #: The guest's ASID (any non-zero value; the model runs one guest).
 GUEST_ASID = 1
-#: #NPF error code of a VMPL permission violation: bit 31 RMP | bit 36 VMPL
-#: (LX kvm_host.h PFERR_GUEST_RMP / PFERR_GUEST_VMPL; which bits the CPU sets for each
-#: violation is partly unconfirmed, sev-snp.md §4.4).
-NPF_VMPL_ERROR_CODE = (1 << 31) | (1 << 36)
-#: #VC error code of an access to a page that is assigned but not validated (CS cpu/vc.rs).
-VC_PAGE_NOT_VALIDATED = 0x404
-
-#: On a guest access, the validated check (#VC 0x404) comes before the VMPL permission check
-#: (#NPF). The references do not give the order (unconfirmed, sev-snp.md §4.4); with the
-#: other order a lower VMPL could never observe #VC 0x404, because a page that is not
-#: validated carries no lower-VMPL permissions.
-RULE_VALIDATED_CHECK_FIRST = "#VC 0x404 is raised before a VMPL permission #NPF"
-
 #: How often a workload's guest request is retried when the hypervisor answers BUSY (Linux
 #: retries every 2 s for up to 60 s: 30 tries — cost-model.md §1). The SVSM does not retry
 #: itself: it returns BUSY to its caller, whose protocol call is then retried (§1.3).
@@ -139,6 +119,10 @@ class GuestReport:
 class SnpMachine(Machine):
     """A partitioned SEV-SNP guest: RMP, host, AMD-SP, SVSM and workload VMPLs."""
 
+    interrupts: SnpInterrupts
+    platform: SnpPlatform
+    transport: SnpTransport
+
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
         super().__init__(backend, config, trace, graph, costs)
@@ -161,18 +145,15 @@ class SnpMachine(Machine):
             self.messengers[w] = GuestMessenger(bytearray(copy))
         self.host = Host(self.rmp, self.asid, self.memory, trace, config.vcpus,
                          GuestRequestFirmware(vmpcks, self.roots.build_report),
-                         HostOptions(page_size_2m=options.host_page_size_2m))
+                         HostOptions(page_size_2m=options.host_page_size_2m,
+                                     psc_psmash=options.host_psc_psmash))
+        #: The C-bit of the guest's mappings (:mod:`.page_tables`).
+        self.mappings = GuestMappings(self.layout.total)
         self.ghcb_pages: dict[tuple[str, int], g.GhcbPage] = {}
         self.ghcb_msr: dict[tuple[str, int], int] = {}
-        self.platform = SnpPlatform(self)
-        self.service: ServiceDispatcher = build_service(
-            self.platform, self.memory, self.layout, self.workloads, trace,
-            services=config.services, seed=config.seed, level_of=self.vmpls.__getitem__,
-            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
-            authority=self.authority)
-        self.transport = SnpTransport(self.service, self.memory, trace, self)
-        self.client = ProtocolClient(self.transport, self.memory, self.layout, self.workloads)
-        self.planner = WorkloadPlanner(self)
+        self.serve(SnpPlatform(self), lambda svc: SnpTransport(svc, self.memory, trace, self),
+                   lambda: SnpWorkloadHooks(self), level_of=self.vmpls.__getitem__,
+                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
         self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
@@ -197,7 +178,8 @@ class SnpMachine(Machine):
                 v, int(Access.RW))
             self.rmp.set(start, end, page)
             ctx = self.layout.context(i, 0)
-            self.rmp.set(ctx, ctx + 4096, page.with_perm(v, 0)._replace(vmsa=True))
+            self.rmp.set(ctx, ctx + 4096, page.with_perm(v, int(self.platform.vmsa_perms))
+                         ._replace(vmsa=True))
             self.memory.write(ctx, vm.build(v, self.sev_features[w]))
             self.host.add_vcpu(0, v, HostVcpu(ctx, w))
             self.register_vcpu(w, 0, ctx, self.layout.caa(i, 0))
@@ -272,6 +254,8 @@ class SnpMachine(Machine):
             err = self._psc_request(issuer, page, group, op)
             if err is not None:
                 return err
+        for r in runs:  # the guest maps them with the new C-bit (RULE_GUEST_OWNS_THE_C_BIT)
+            self.mappings.page_state_changed(r.gpa, r.gpa + r.count * r.page_bytes, op)
         return None
 
     def _psc_request(self, issuer: str, page: g.GhcbPage, group: list[PageRun], op: int
@@ -340,7 +324,7 @@ class SnpMachine(Machine):
                                message=f"MSG_REPORT_RSP status {rsp.status:#x}: a report for "
                                f"VMPL{req.vmpl} requested with VMPCK{key} was refused.")
         certs = self.roots.certificates()
-        return GuestReport(rsp.report, [c for _n, c in certs], cert_table(certs))
+        return GuestReport(rsp.report, [c for _n, c in certs], cert_table.build(certs))
 
     def detect_svsm(self, layer: str) -> secrets.SvsmDetection:
         """What ``layer`` concludes at boot about an SVSM (sev-snp.md §2.3)."""
@@ -359,28 +343,17 @@ class SnpMachine(Machine):
 
         msr = self.host.msr_exit(layer, g.MsrInfo.HV_FEATURES_REQ)
         page = bytes(self.messengers[layer].secrets_page)
-        return secrets.detect_svsm(probe, page, msr >> 12)
+        found = secrets.detect_svsm(probe, page, msr >> 12)
+        if found.terminate is not None:  # sev_es_terminate: the MSR protocol's request
+            self.host.msr_exit(layer, g.msr_term_request(*found.terminate))
+        return found
 
     # -- Machine ---------------------------------------------------------------------------
-    def execute(self, op: Operation) -> OperationResult:
-        name = op.describe()
-        rng = getattr(op, "range", None)
-        if rng is not None and rng.end > self.config.memory:
-            raise ConfigError(f"range {rng} ends beyond guest RAM ({self.config.memory:#x})",
-                              field="range")
-        if isinstance(op, InjectInterrupt):
-            return self.interrupts.inject(op)
-        if isinstance(op, EndOfInterrupt):
-            return self.interrupts.eoi(op)
-        if isinstance(op, ConfigureInterrupts):
-            return self.interrupts.configure(op)
-        if op.layer in self.vmpls or op.layer == L1:
-            return self.planner.run(op)
-        return OperationResult.not_supported(
-            name, f"{op.layer} does not request {op.op} on SEV-SNP: the guest's layers "
-            f"({L1}, {', '.join(self.workloads)}) do")
-
-    def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
+    def access(self, layer: str, gpa: int, access: Access, *, c_bit: bool | None = None
+               ) -> AccessOutcome:
+        """The CPU's check of one access. A guest layer's access carries the C-bit of its
+        mapping (``c_bit``; by default the guest's page tables, :mod:`.page_tables`) and takes
+        the one path of :func:`.npf.guest_access` (faults the host resolves are retried)."""
         if not 0 <= gpa < self.layout.total:
             raise ConfigError(f"GPA {gpa:#x} is outside the guest", field="gpa")
         e = self.rmp.get(gpa)
@@ -390,36 +363,19 @@ class SnpMachine(Machine):
             if e.assigned and access & ~Access.READ:
                 return AccessOutcome(ok=False, fault=HOST_WRITE_FAULT, handled_by="host")
             return AccessOutcome(ok=True)
-        vmpl = self.vmpl_of(layer)
-        if not e.assigned:
-            return AccessOutcome(ok=True)  # a shared page, accessed with C=0
-        if not e.owned_by(self.asid):
-            self.trace.record(layer, "NPF", "host", "RMP")
-            return AccessOutcome(ok=False, fault="#NPF", handled_by="host")
-        if not e.validated:  # RULE_VALIDATED_CHECK_FIRST
-            return AccessOutcome(ok=False, fault=f"#VC {VC_PAGE_NOT_VALIDATED:#x}",
-                                 handled_by=layer)
-        if int(access) & ~e.perm(vmpl):
-            self.trace.record(layer, "NPF", "host", "VMPL")
-            return AccessOutcome(ok=False, fault="#NPF", handled_by="host")
-        return AccessOutcome(ok=True)
+        self.vmpl_of(layer)  # a guest layer, or ConfigError
+        c = self.mappings.c_bit(gpa) if c_bit is None else c_bit
+        return npf.guest_access(self, layer, gpa, access, c)[0]
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
         end = self.config.memory if end is None else end
-        out: list[MemoryRun] = []
-        for s, e, v in self.rmp.runs(start, end):
-            run = MemoryRun(start=s, end=e, private=v.assigned, validated=v.validated,
-                            access={w: Access(v.perm(n)).short()
-                                    for w, n in self.vmpls.items() if v.perm(n)},
-                            context=v.vmsa)
-            last = out[-1] if out else None
-            if last is not None and last.end == s and (
-                    last.private, last.validated, last.access, last.context) == (
-                    run.private, run.validated, run.access, run.context):
-                last.end = e
-            else:
-                out.append(run)
-        return out
+        vmpls = tuple(self.vmpls.items())
+
+        def state(v: RmpEntry) -> RunState:
+            return (v.assigned, v.validated, tuple((w, Access(v.perm(n)).short())
+                                                   for w, n in vmpls if v.perm(n)), v.vmsa)
+
+        return build_view(self.rmp.runs(start, end), state)
 
     def vcpus(self) -> list[VcpuView]:
         out = []

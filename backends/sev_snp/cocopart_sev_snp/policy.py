@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from cocopart.attest.evidence import Claims
-from cocopart.attest.plugins import PolicySchema
+from cocopart.attest.evidence_plugins import PolicySchema
 from cocopart.attest.policy import Pins, VendorPolicy, pin_size
 from cocopart.attest.verifier import Check, check
 from cocopart_sev_snp.report import PLATFORM_FLAG_NAMES

@@ -43,10 +43,21 @@ CORE_MAX_VERSION = 1
 SVSM_IMAGE_BASE = 0xFFC0_0000
 SVSM_IMAGE_SIZE = 0x40_0000
 
-# Linux termination reasons (sev-snp.md §5.1)
+# Linux termination reasons (sev-snp.md §5.1; LX arch/x86/include/asm/sev-common.h
+# SEV_TERM_SET_*, GHCB_SNP_UNSUPPORTED, GHCB_TERM_*)
 TERM_SET_GENERAL, TERM_SET_LINUX = 0, 1
 TERM_SNP_UNSUPPORTED = 2  # set 0
-TERM_NOT_VMPL0 = 3  # set 1
+TERM_NOT_VMPL0 = 3  # set 1: not at VMPL0 and no usable SVSM (hypervisor lacks MULTI_VMPL)
+TERM_SECRETS_PAGE = 6  # set 1: "Secrets page failure"
+TERM_NO_SVSM = 7  # set 1: "SVSM is not advertised in the secrets page"
+TERM_SVSM_VMPL0 = 8  # set 1: "SVSM is present but has set VMPL to 0"
+TERM_SVSM_CAA = 9  # set 1: "SVSM is present but CAA is not page aligned"
+
+#: Linux's SVSM detection stops the guest with a reason per defect of the secrets page, in
+#: this order: no secrets page (6), svsm_size 0 (7), svsm_guest_vmpl 0 (8), a calling area
+#: not 4K aligned (9) — LX arch/x86/boot/startup/sev-shared.c svsm_setup_ca,
+#: arch/x86/include/asm/sev-common.h GHCB_TERM_*.
+RULE_SVSM_DETECTION_TERMINATION_CODES = "secrets-page defects stop the guest with codes 6-9"
 
 
 def derive_vmpcks(seed: str) -> tuple[bytes, bytes, bytes, bytes]:
@@ -124,19 +135,29 @@ def detect_svsm(rmpadjust_probe: Callable[[], int], page: bytes, hv_features: in
 
     ``rmpadjust_probe`` executes RMPADJUST(page, 4K, target VMPL1, no permissions) at the
     guest's VMPL and returns RAX: success means VMPL0, hence no SVSM. Otherwise the secrets
-    page must name an SVSM (svsm_size != 0, svsm_guest_vmpl != 0, a 4K-aligned CAA) and the
-    hypervisor must offer SNP (bit 0, else terminate set 0 code 2) and MULTI_VMPL (bit 5,
-    else terminate set 1 code 3, NOT_VMPL0).
+    page (``page``; empty = none) must name an SVSM, each defect with its own termination
+    reason (:data:`RULE_SVSM_DETECTION_TERMINATION_CODES`), and the hypervisor must offer
+    SNP (bit 0, else terminate set 0 code 2) and MULTI_VMPL (bit 5, else terminate set 1
+    code 3, NOT_VMPL0).
     """
     if not hv_features & HvFeature.SNP:
         return SvsmDetection(False, 0, None, (TERM_SET_GENERAL, TERM_SNP_UNSUPPORTED),
                              "the hypervisor does not offer SEV-SNP")
     if rmpadjust_probe() == 0:
         return SvsmDetection(False, 0, None, reason="RMPADJUST to VMPL1 succeeded: VMPL0")
+    if len(page) != SECRETS_SIZE:
+        return SvsmDetection(False, 0, None, (TERM_SET_LINUX, TERM_SECRETS_PAGE),
+                             "not at VMPL0 and no secrets page")
     f = svsm_fields(page)
-    if f.size == 0 or f.guest_vmpl == 0 or f.caa % 4096:
-        return SvsmDetection(False, 0, None, (TERM_SET_LINUX, TERM_NOT_VMPL0),
-                             "not at VMPL0 and the secrets page names no usable SVSM")
+    checks = ((f.size == 0, TERM_NO_SVSM, "the secrets page names no SVSM (svsm_size 0)"),
+              (f.guest_vmpl == 0, TERM_SVSM_VMPL0,
+               "the secrets page says the guest runs at VMPL0 (svsm_guest_vmpl 0)"),
+              (f.caa % 4096 != 0, TERM_SVSM_CAA,
+               f"the calling area {f.caa:#x} is not page aligned"))
+    for bad, code, why in checks:
+        if bad:
+            return SvsmDetection(False, 0, None, (TERM_SET_LINUX, code),
+                                 f"not at VMPL0 and {why}")
     if not hv_features & HvFeature.MULTI_VMPL:
         return SvsmDetection(False, f.guest_vmpl, f.caa, (TERM_SET_LINUX, TERM_NOT_VMPL0),
                              "the hypervisor does not offer MULTI_VMPL")

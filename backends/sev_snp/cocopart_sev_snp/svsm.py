@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
-from cocopart.client import PageRun
 from cocopart.memory import GuestMemory
 from cocopart.model import PAGE_2M, PAGE_4K, Access
 from cocopart.protocol.call import Registers
@@ -34,6 +33,7 @@ from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.trace import Trace
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp import npf
 from cocopart_sev_snp import vmsa as vm
 from cocopart_sev_snp.rmp import page_bytes
 
@@ -61,10 +61,37 @@ RULE_SVSM_PROTECTS_PROTOCOL_PAGES = "protocol pages above guest RAM are not the 
 #: caller's own pages (docs/authority.md), so no other layer's page is ever zeroed this way.
 RULE_IGNORE_CF_ZEROES_OWN_PAGE = "ignore_cf re-validation zeroes and re-grants the caller's page"
 
-#: Permissions the lower VMPL keeps on its own VMSA page: none. CS grants READ with the VMSA
-#: bit (sev-snp.md §2.2, §4.2); Linux at VMPL0 grants none (attrs = target VMPL1 | VMSA,
-#: §2.2). cocopart follows Linux so that no lower VMPL can touch a VMSA page at all.
-VMSA_GUEST_PERMS = Access.NONE
+#: CREATE_VCPU does not look at the RMP page size of the VMSA page (CS core.rs
+#: core_create_vcpu); its 4K RMPADJUSTs on a page inside a 2M entry take the #NPF(SIZEM)
+#: path (:data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`), so the host splits the entry and the
+#: call succeeds.
+RULE_VMSA_IN_2M_ENTRY_IS_SPLIT = "CREATE_VCPU on a page of a 2M entry: the entry is split"
+
+#: A VMSA on a 2M-aligned page hits a hardware erratum (the CPU may signal a spurious RMP
+#: violation when a 2M page collides with the VMSA's RMP entry): COCONUT never allocates one
+#: there (CS sev/vmsa.rs VmsaPage::new), Linux neither (LX arch/x86/coco/sev/core.c
+#: snp_alloc_vmsa_page) and KVM refuses AP creation with one (LX arch/x86/kvm/svm/sev.c
+#: sev_snp_ap_creation, "unsafe as it is 2M aligned"). The model's SVSM refuses CREATE_VCPU
+#: on such a page with INVALID_PARAMETER before it changes anything (cocopart's choice: CS
+#: core.rs core_create_vcpu does not check and would fail later at AP creation); the
+#: protocol layout never puts a context page there (RULE_CONTEXT_PAGE_OFF_2M_BOUNDARY).
+RULE_VMSA_NOT_2M_ALIGNED = "a VMSA page may not be 2M aligned (hardware erratum)"
+
+#: Permissions the lower VMPL keeps on its own VMSA page, by the backend option
+#: ``svsm_vmsa_access``. COCONUT grants READ with the VMSA bit (CS sev/utils.rs
+#: rmp_set_guest_vmsa: RMPFlags::VMSA = READ | BIT_VMSA) — option ``"read"``; Linux at VMPL0
+#: grants none (arch/x86/coco/sev/core.c snp_set_vmsa: target VMPL1 | VMSA bit, §2.2) —
+#: option ``"none"``, the default (RULE_VMSA_GUEST_ACCESS_OPTION).
+VMSA_GUEST_ACCESS: dict[str, Access] = {"none": Access.NONE, "read": Access.READ}
+#: The default: no lower VMPL can read a live VMSA page at all. A guest never needs to (its
+#: registers come back in its own vCPU; the SVSM writes the call's results into the VMSA
+#: itself), the authority rules never let a context page be a buffer (RULE_CONTEXT_PAGE_
+#: UNTOUCHABLE), and a VMSA also holds state the SVSM wrote for the next entry (the EVENTINJ
+#: of Alternate Injection, the guest exit code) — keeping it unreadable is the safer choice;
+#: ``"read"`` reproduces COCONUT exactly.
+DEFAULT_VMSA_GUEST_ACCESS = "none"
+RULE_VMSA_GUEST_ACCESS_OPTION = "a lower VMPL keeps no access to its VMSA unless 'read' is set"
+VMSA_GUEST_PERMS = VMSA_GUEST_ACCESS[DEFAULT_VMSA_GUEST_ACCESS]
 
 
 class SnpPlatform(PrivilegedPlatform):
@@ -76,6 +103,11 @@ class SnpPlatform(PrivilegedPlatform):
         self.m = machine
 
     # -- helpers ---------------------------------------------------------------------------
+    @property
+    def vmsa_perms(self) -> Access:
+        """What a lower VMPL keeps on its own VMSA page (RULE_VMSA_GUEST_ACCESS_OPTION)."""
+        return VMSA_GUEST_ACCESS[self.m.options.svsm_vmsa_access]
+
     @property
     def _ram(self) -> int:
         return self.m.layout.memory
@@ -109,28 +141,29 @@ class SnpPlatform(PrivilegedPlatform):
                 vmsa: bool = False) -> ins.InstrResult:
         """RMPADJUST at VMPL0 over ``[start, end)``, traced."""
         ps = page_bytes(big)
-        r = ins.rmpadjust(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=start, page_2m=big,
-                          count=(end - start) // ps, target_vmpl=target, perms=perms,
-                          vmsa=vmsa)
+        m = self.m
+
+        def run(at: int, n: int) -> ins.InstrResult:
+            return ins.rmpadjust(m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=big, count=n,
+                                 target_vmpl=target, perms=perms, vmsa=vmsa)
+
+        r = npf.execute(m, L1, run, start, ps, (end - start) // ps)
         self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", count=r.done)
         if r.rc:
             self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", ins.RmpRc(r.rc).name)
         return r
 
-    def smash_for_4k(self, ranges: list[tuple[int, int]]) -> int:
-        """Ask the host to PSMASH every 2M entry a 4K operation on ``ranges`` is about to
-        touch (PSC op 3 through the SVSM's own GHCB). Returns a protocol result code."""
-        found: dict[int, int] = {}
-        for start, end in ranges:
-            for s, e, v in self.m.rmp.runs(start, end):
-                if v.page_size_2m:
-                    lo, hi = s // PAGE_2M * PAGE_2M, -(-e // PAGE_2M) * PAGE_2M
-                    found[lo] = max(found.get(lo, 0), hi)
-        regions = [PageRun(lo, PAGE_2M, (hi - lo) // PAGE_2M) for lo, hi in sorted(found.items())]
-        if not regions:
-            return ResultCode.SUCCESS
-        err = self.m.psc(L1, 0, regions, g.PscOp.PSMASH)
-        return ResultCode.SUCCESS if err is None else ResultCode.INVALID_REQUEST
+    def _pvalidate(self, gpa: int, big: bool, count: int, validate: bool,
+                   ignore_unchanged: bool) -> ins.InstrResult:
+        """PVALIDATE at VMPL0 over ``count`` pages (4K pages inside a 2M entry take the
+        #NPF(SIZEM) path)."""
+        m = self.m
+
+        def run(at: int, n: int) -> ins.InstrResult:
+            return ins.pvalidate(m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=big, count=n,
+                                 validate=validate, ignore_unchanged=ignore_unchanged)
+
+        return npf.execute(m, L1, run, gpa, page_bytes(big), count)
 
     # -- PrivilegedPlatform ----------------------------------------------------------------
     def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
@@ -140,8 +173,7 @@ class SnpPlatform(PrivilegedPlatform):
         if n == 0:
             return PageOpResult(0, ResultCode.INVALID_ADDRESS)  # protocol pages
         size = "2M" if big else "4K"
-        r = ins.pvalidate(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=gpa, page_2m=big, count=n,
-                          validate=True, ignore_unchanged=ignore_unchanged)
+        r = self._pvalidate(gpa, big, n, True, ignore_unchanged)
         changed = sum(e - s for s, e in r.changed) // page_bytes
         t = self.m.trace
         t.record(L1, f"PVALIDATE.{size}", count=changed)
@@ -179,22 +211,20 @@ class SnpPlatform(PrivilegedPlatform):
         n = min(count, max(0, (self._ram - gpa) // page_bytes))
         if n == 0:
             return PageOpResult(0, ResultCode.INVALID_ADDRESS)
-        end = gpa + n * page_bytes
-        if not big and self.smash_for_4k([(gpa, end)]) != ResultCode.SUCCESS:
-            return PageOpResult(0, ResultCode.INVALID_REQUEST)
         limit = n
         code: int = ResultCode.SUCCESS
         for target in self._revoke_targets():
             if not limit:
                 break
             r = self._adjust(gpa, gpa + limit * page_bytes, big, target, 0)
-            if r.rc:  # the first failure is the answer (a 2M entry over 4K RMP entries:
-                limit, code = r.done, protocol_error(r.rc)  # FAIL_SIZEMISMATCH)
+            if r.rc or r.fault:  # the first failure is the answer (a 2M entry over 4K RMP
+                # entries: FAIL_SIZEMISMATCH)
+                limit = r.done
+                code = protocol_error(r.rc) if r.rc else SVSM_RESULT_ON_FAULT
         size = "2M" if big else "4K"
         done = 0
         if limit:
-            r = ins.pvalidate(self.m.rmp, asid=self.m.asid, vmpl=0, gpa=gpa, page_2m=big,
-                              count=limit, validate=False, ignore_unchanged=ignore_unchanged)
+            r = self._pvalidate(gpa, big, limit, False, ignore_unchanged)
             changed = sum(e - s for s, e in r.changed) // page_bytes
             self.m.trace.record(L1, f"PVALIDATE.{size}", "rescind", count=changed)
             self.m.trace.record(L1, f"PVALIDATE.{size}", "rescind", "CF=1", count=r.unchanged)
@@ -213,34 +243,36 @@ class SnpPlatform(PrivilegedPlatform):
         return PageOpResult(done // page_bytes, code)
 
     def grant(self, target_vmpl: int, start: int, end: int, perms: int) -> tuple[int, int]:
-        """RMPADJUST ``target_vmpl`` to ``perms`` over ``[start, end)`` at VMPL0, in the RMP's
-        own page sizes (PSMASHing 2M entries the range covers only partly).
+        """RMPADJUST ``target_vmpl`` to ``perms`` over ``[start, end)`` at VMPL0: 2M pages
+        where the range covers a whole 2M entry, 4K pages elsewhere (a 4K page inside a 2M
+        entry takes the #NPF(SIZEM) path, :data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`).
         Returns (bytes done, protocol result code)."""
         if end > self._ram:  # RULE_SVSM_PROTECTS_PROTOCOL_PAGES
             return 0, ResultCode.INVALID_ADDRESS
-        partial: list[tuple[int, int]] = []
+        pieces: list[tuple[int, int, bool]] = []
         for s, e, v in self.m.rmp.runs(start, end):
-            if v.page_size_2m and s % PAGE_2M:
-                partial.append((s, min(e, -(-s // PAGE_2M) * PAGE_2M)))
-            if v.page_size_2m and e % PAGE_2M and e - e % PAGE_2M >= s:
-                partial.append((max(s, e - e % PAGE_2M), e))
-        if partial:
-            code = self.smash_for_4k(partial)
-            if code:
-                return 0, code
-        for s, e, v in list(self.m.rmp.runs(start, end)):
-            r = self._adjust(s, e, v.page_size_2m, target_vmpl, perms)
-            if r.rc:
-                return s - start + r.done * page_bytes(v.page_size_2m), protocol_error(r.rc)
+            lo, hi = -(-s // PAGE_2M) * PAGE_2M, e - e % PAGE_2M
+            if not v.page_size_2m or lo >= hi:
+                pieces.append((s, e, False))
+                continue
+            pieces += [p for p in ((s, lo, False), (lo, hi, True), (hi, e, False)) if p[0] < p[1]]
+        for s, e, big in pieces:
+            r = self._adjust(s, e, big, target_vmpl, perms)
+            if r.rc or r.fault:
+                code = protocol_error(r.rc) if r.rc else SVSM_RESULT_ON_FAULT
+                return s - start + r.done * page_bytes(big), code
         return end - start, ResultCode.SUCCESS
 
     def create_vcpu(self, layer: str, context_gpa: int, caa_gpa: int, apic_id: int) -> int:
         m = self.m
         vmpl = m.vmpls[layer]
+        if context_gpa % PAGE_2M == 0:  # RULE_VMSA_NOT_2M_ALIGNED
+            return ResultCode.INVALID_PARAMETER
         entry = m.rmp.get(context_gpa)
-        if not (entry.owned_by(m.asid) and entry.validated) or entry.page_size_2m \
+        if not (entry.owned_by(m.asid) and entry.validated) \
                 or entry.vmsa or m.host.in_use(context_gpa, context_gpa + PAGE_4K) is not None:
-            return ResultCode.INVALID_PARAMETER  # not a guest-owned, 4K, unused page
+            return ResultCode.INVALID_PARAMETER  # not a guest-owned, unused page
+        # no page-size check: RULE_VMSA_IN_2M_ENTRY_IS_SPLIT
         old = entry.perms
         targets = self._revoke_targets()
         for t in targets:
@@ -255,7 +287,7 @@ class SnpPlatform(PrivilegedPlatform):
             return ResultCode.INVALID_PARAMETER
         for t in targets:  # CS rmp_set_guest_vmsa revokes again before setting the bit
             self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, 0)
-        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(VMSA_GUEST_PERMS),
+        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(self.vmsa_perms),
                      vmsa=True)
         page = m.ghcb_page(L1, 0)
         page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE, vmpl,

@@ -2,9 +2,10 @@
 
 Evidence: ``Evidence(vendor="sev-snp", format="snp-report", raw=<0x4A0-byte report>,
 certificates=[VCEK or VLEK, ASK/ASVK, ARK])`` — certificates PEM or DER, in any order, PEM
-bundles allowed. ``format="azure-hcl-report"`` takes Azure's vTPM HCL report, which carries
-the SNP report at 0x20..0x4C0 and runtime data after it (shared/vectors README, trustee
-``az-snp-vtpm/hcl-report.bin``); its runtime-data hash is checked against REPORT_DATA.
+bundles allowed. ``format="azure-hcl-report"`` takes Azure's vTPM HCL report
+(:mod:`cocopart.attest.hcl`), which carries the SNP report at 0x20..0x4C0 and runtime data
+after it; REPORT_DATA must be the runtime data's hash, zero-padded (``snp.hcl.runtime_data``),
+and the runtime claims (JSON) land in ``Claims.extra["runtime_claims"]``.
 
 What is checked, each as a named :class:`Check` (failures never raise):
 
@@ -26,8 +27,10 @@ What is checked, each as a named :class:`Check` (failures never raise):
 * ``snp.tcb`` – reported_tcb equals the leaf's SPL extensions.
 * ``snp.origin.layer_map`` – the producer's layer map does not promote a VMPL to 'l1';
   ``snp.origin.vmpl`` fails for a VMPL above 3.
-* ``snp.manifest_binding`` – with a services manifest: REPORT_DATA = SHA-512(nonce ||
-  manifest); the manifest's requester then becomes the origin (VMPL0 reports only).
+* ``snp.manifest_binding`` – with a manifest: REPORT_DATA = SHA-512(nonce || manifest); the
+  manifest is a services GUID table (COCONUT's, with or without cocopart's requester entry)
+  or, with ``evidence.service``, that service's own manifest; a requester entry then becomes
+  the origin (VMPL0 reports only).
 
 Certificate chains are analysed once and cached by their bytes (:mod:`.certs`), and every
 check and claim of one guest on one chip (the key: every signed byte but REPORT_DATA, the
@@ -38,7 +41,6 @@ the claims (bench/bench_verify.py).
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,9 +53,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cocopart.attest.evidence import Claims, Evidence, Origin
+from cocopart.attest.hcl import HclReport
 from cocopart.attest.verifier import Check, TrustStore, VendorResult, check
 from cocopart.errors import EvidenceError
-from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+from cocopart.protocol.manifest import bind_report_data, read_manifest
 from cocopart.unchecked import build_unchecked
 from cocopart_sev_snp import amd_kds, certs
 from cocopart_sev_snp import policy as snp_policy
@@ -74,15 +77,8 @@ VENDOR = "sev-snp"
 FORMAT_REPORT = "snp-report"
 FORMAT_AZURE_HCL = "azure-hcl-report"
 
-# Azure HCL report (trustee az-snp-vtpm vectors; shared/vectors README): "HCLA" header,
-# SNP report at 0x20..0x4C0, then runtime data {data_size, version, report_type, hash_type,
-# variable_data_size} (5 x u32) and the variable data (JSON) at 0x4D4.
-HCL_MAGIC = b"HCLA"
-HCL_REPORT_OFFSET = 0x20
-HCL_RUNTIME_OFFSET = HCL_REPORT_OFFSET + REPORT_SIZE
-_HCL_RUNTIME = struct.Struct("<IIIII")
-#: hash_type 1 = SHA-256 (confirmed on both Azure vectors); 2/3 = SHA-384/512 (unconfirmed).
-HCL_HASHES = {1: "sha256", 2: "sha384", 3: "sha512"}
+#: report_type of an SNP report inside an Azure HCL report (cocopart.attest.hcl).
+HCL_REPORT_TYPE_SNP = 2
 
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
 #: REPORT_DATA, the one signed field a guest sets per report (sev-snp.md §6.3).
@@ -92,30 +88,24 @@ VMPL_COUNT = 4
 _SIGNING_KEY_KIND = {0: "VCEK", 1: "VLEK"}
 
 
-def extract_report(evidence: Evidence) -> tuple[bytes, Check | None]:
-    """The 0x4A0 report bytes inside ``evidence`` and, for an HCL report, the check of its
-    runtime-data binding. Raises :class:`EvidenceError` for an unknown or broken layout."""
+def extract_report(evidence: Evidence) -> tuple[bytes, Check | None, HclReport | None]:
+    """The 0x4A0 report bytes inside ``evidence``, and for an HCL report the check of its
+    runtime-data binding and the parsed envelope. Raises :class:`EvidenceError` for an
+    unknown or broken layout."""
     if evidence.format == FORMAT_REPORT:
-        return evidence.raw, None
+        return evidence.raw, None, None
     if evidence.format != FORMAT_AZURE_HCL:
         raise EvidenceError(f"unknown SNP evidence format {evidence.format!r} "
                             f"(known: {FORMAT_REPORT}, {FORMAT_AZURE_HCL})")
-    raw = evidence.raw
-    if raw[:4] != HCL_MAGIC or len(raw) < HCL_RUNTIME_OFFSET + _HCL_RUNTIME.size:
-        raise EvidenceError("not an Azure HCL report (no 'HCLA' header or too short)")
-    report = raw[HCL_REPORT_OFFSET:HCL_RUNTIME_OFFSET]
-    _size, _ver, _rtype, hash_type, var_size = _HCL_RUNTIME.unpack_from(raw, HCL_RUNTIME_OFFSET)
-    start = HCL_RUNTIME_OFFSET + _HCL_RUNTIME.size
-    var = raw[start:start + var_size]
-    name = HCL_HASHES.get(hash_type)
-    if name is None or len(var) != var_size:
-        return report, check(name="snp.hcl.runtime_data", ok=False,
-                             detail=f"runtime data hash type {hash_type} unknown or data short")
-    digest = hashlib.new(name, var).digest()
-    ok = report[0x50:0x50 + len(digest)] == digest
-    return report, check(name="snp.hcl.runtime_data", ok=ok,
-                         detail=f"REPORT_DATA {'starts with' if ok else 'lacks'} "
-                         f"{name}(runtime data)")
+    hcl = HclReport.parse(evidence.raw)
+    if hcl.report_type != HCL_REPORT_TYPE_SNP:
+        raise EvidenceError(f"the Azure HCL report holds hardware report type "
+                            f"{hcl.report_type}, not {HCL_REPORT_TYPE_SNP} (SEV-SNP)")
+    report = hcl.hardware_report(REPORT_SIZE)
+    problem = hcl.binding_problem(report[0x50:0x90])
+    return report, check(name="snp.hcl.runtime_data", ok=problem is None,
+                         detail=problem or f"REPORT_DATA starts with {hcl.hash_name}(runtime "
+                         "data)"), hcl
 
 
 def _verify_signature(raw: bytes, algorithm: int, chain: certs.ChainAnalysis) -> Check:
@@ -233,12 +223,13 @@ def _manifest(vmpl: int, report_data: bytes, evidence: Evidence,
         return origin, check(name=name, ok=False,
                              detail="REPORT_DATA is not SHA-512(nonce || manifest)")
     try:
-        requester = ServicesManifest.from_bytes(evidence.manifest).requester
+        reading = read_manifest(evidence.manifest, evidence.service)
     except (ValueError, struct.error) as exc:  # EvidenceError, bad UTF-8 in a layer name
         return origin, check(name=name, ok=False, detail=f"services manifest: {exc}")
+    requester = reading.requester
     if requester is None:
-        return origin, check(name=name, ok=True,
-                             detail="REPORT_DATA binds nonce and manifest (no requester entry)")
+        return origin, check(name=name, ok=True, detail=f"REPORT_DATA binds nonce and "
+                             f"{reading.describe()} (no requester entry)")
     if vmpl != 0:
         return origin, check(name=name, ok=False,
                              detail=f"a VMPL{vmpl} report cannot attest for another layer")
@@ -340,7 +331,7 @@ class SnpEvidenceVerifier:
         if now.tzinfo is None:  # naive times are UTC
             now = now.replace(tzinfo=UTC)
         try:
-            raw, hcl_check = extract_report(evidence)
+            raw, hcl_check, hcl = extract_report(evidence)
             ctx = _context(raw, evidence, trust, now)
         except EvidenceError as exc:
             return VendorResult(claims=None, checks=[
@@ -356,9 +347,12 @@ class SnpEvidenceVerifier:
         if manifest_check is not None:
             checks.append(manifest_check)
         values = dict(ctx.claims)
+        extra = _copy_extra(values["extra"], hcl_check)
+        if hcl is not None:
+            extra["runtime_claims"] = hcl.runtime_claims()
         values.update(format=evidence.format, report_data=report_data, origin=origin,
                       measurements=dict(values["measurements"]), policy=dict(values["policy"]),
-                      tcb=dict(values["tcb"]), extra=_copy_extra(values["extra"], hcl_check))
+                      tcb=dict(values["tcb"]), extra=extra)
         return build_unchecked(VendorResult, {"claims": build_unchecked(Claims, values),
                                               "checks": checks})
 

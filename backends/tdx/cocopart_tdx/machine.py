@@ -14,33 +14,15 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import ProtocolClient
+from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView, merged
 from cocopart.layers import LayerGraph
 from cocopart.memory import GuestMemory
-from cocopart.model import L1, PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
+from cocopart.model import PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
 from cocopart.ops import (
-    ArchError,
-    Attest,
-    ConfigureInterrupts,
-    ConvertPages,
-    CreateVcpu,
-    DeleteVcpu,
-    EndOfInterrupt,
-    ExtendMeasurement,
-    InjectInterrupt,
     Operation,
     OperationResult,
-    Progress,
-    RescindPages,
-    SetAccess,
-    ValidatePages,
 )
 from cocopart.protocol.ids import ResultCode
-from cocopart.protocol.manifest import VTPM_SERVICE_GUID, Requester, bind_report_data
-from cocopart.service import vtpm as vtpm_service
-from cocopart.service.attest import build_manifest
-from cocopart.service.build import build_service
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
@@ -52,17 +34,14 @@ from cocopart_tdx.interrupts import TdxInterrupts
 from cocopart_tdx.l1 import (
     PROTOCOL_PAGE_GRANT,
     L1Region,
-    Tally,
     TdxPlatform,
     TdxTransport,
-    error_of,
 )
 from cocopart_tdx.sept import ACCEPTED, LEVEL_BYTES, PENDING_FAMILY, L2Alias, Sept, SeptState
 from cocopart_tdx.simroots import DEFAULT_TD_ATTRIBUTES, SimulatedIntelRoots
 from cocopart_tdx.tdcall import TdConfig, TdxModule
-from cocopart_tdx.vmcall import TdvmcallStatus
 from cocopart_tdx.vp_enter import EnterGuestState
-from cocopart_tdx.workload import AP_START_RIP, L2Workload
+from cocopart_tdx.workload import AP_START_RIP, TdxWorkloadHooks
 
 if TYPE_CHECKING:
     from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
@@ -76,6 +55,11 @@ def simulated_roots(seed: str) -> SimulatedIntelRoots:
 
 class TdxMachine(Machine):
     """A partitioned TD on the TDX model."""
+
+    interrupts: TdxInterrupts
+    platform: TdxPlatform
+    transport: TdxTransport
+    hooks: TdxWorkloadHooks
 
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable, options: TdxOptions) -> None:
@@ -105,20 +89,18 @@ class TdxMachine(Machine):
         #: Host touches of TD-private memory (issue 7) and the host's SEPT SEAMCALLs.
         self.integrity = MemoryIntegrity(total)
         self.seamcalls = SeptSeamcalls(self.host, trace)
-        self.platform = TdxPlatform(self.module, self.host, self.memory, self.layout,
-                                    self.region, self.workloads, trace,
-                                    strategy=config.strategy,
-                                    enable_tdvmcall=options.enable_tdvmcall)
+        platform = TdxPlatform(self.module, self.host, self.memory, self.layout, self.region,
+                               self.workloads, trace, strategy=config.strategy,
+                               enable_tdvmcall=options.enable_tdvmcall)
         workloads = self.workloads
-        self.service = build_service(self.platform, self.memory, self.layout, workloads, trace,
-                                     services=config.services, seed=config.seed,
-                                     level_of=lambda layer: workloads.index(layer) + 1,
-                                     apic_emulation=config.interrupt_mode
-                                     == InterruptMode.ALTERNATE, authority=self.authority)
-        self.transport = TdxTransport(self.service, self.memory, trace, self.platform)
-        self.client = ProtocolClient(self.transport, self.memory, self.layout, workloads)
-        self.workload = L2Workload(config, self.layout, self.platform, self.transport,
-                                   self.client, trace, self.roots)
+
+        def hooks() -> TdxWorkloadHooks:
+            self.hooks = TdxWorkloadHooks(config, platform, self.transport, trace, self.roots)
+            return self.hooks
+
+        self.serve(platform, lambda svc: TdxTransport(svc, self.memory, trace, platform), hooks,
+                   level_of=lambda layer: workloads.index(layer) + 1,
+                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
         self._launch()
         #: Interrupt modes and delivery (issue 6); also L1's hooks around each L2 entry.
         self.interrupts = TdxInterrupts(self)
@@ -153,184 +135,8 @@ class TdxMachine(Machine):
 
     # -- operations --------------------------------------------------------------------------------
     def execute(self, op: Operation) -> OperationResult:
-        name = op.describe()
         self.platform.last_error = None  # an error left by an earlier raw call is not ours
-        if isinstance(op, InjectInterrupt):
-            return self.interrupts.inject(op)
-        if isinstance(op, EndOfInterrupt):
-            return self.interrupts.eoi(op)
-        if isinstance(op, ConfigureInterrupts):
-            return self.interrupts.configure(op)
-        if op.layer in self.workloads:
-            w = self.workload
-            if isinstance(op, ValidatePages):
-                return w.validate(op)
-            if isinstance(op, RescindPages):
-                return w.rescind(op)
-            if isinstance(op, ConvertPages):
-                return w.convert(op)
-            if isinstance(op, SetAccess):
-                return w.set_access(op)
-            if isinstance(op, CreateVcpu):
-                return w.create_vcpu(op)
-            if isinstance(op, DeleteVcpu):
-                return w.delete_vcpu(op)
-            if isinstance(op, Attest):
-                return w.attest(op)
-            if isinstance(op, ExtendMeasurement):
-                return w.extend(op)
-        if op.layer == "l1":
-            return self._from_l1(op)
-        return OperationResult.not_supported(
-            name, f"{op.layer} cannot request this on TDX: the host and the TDX module issue "
-            "no guest operations, and services act through L1")
-
-    def _l1_failure(self, name: str, status: int, what: str) -> OperationResult:
-        err = error_of(status, what)
-        return OperationResult.failure(name, ArchError(vendor="intel", mnemonic=err.mnemonic,
-                                                       code=err.code, message=err.message))
-
-    def _from_l1(self, op: Operation) -> OperationResult:
-        """Operations L1 requests for itself: TDCALLs straight to the module, no exits."""
-        name = op.describe()
-        p = self.platform
-        if isinstance(op, ValidatePages):
-            levels = p.accept_levels(None)
-            if op.page_size is not None:
-                levels = (next(lv for lv, s in LEVEL_BYTES.items()
-                               if s == op.page_size.bytes),)
-            r = p.accept_range(op.range.start, op.range.end, levels)
-            self.ownership.claim(L1, op.range.start, op.range.start + r.done)
-            if r.status:
-                res = self._l1_failure(name, r.status, f"TDG.MEM.PAGE.ACCEPT of "
-                                       f"{r.failed_gpa or 0:#x}")
-                if not r.done:
-                    return res
-                return OperationResult.failure(name, res.error or ArchError(
-                    vendor="intel", mnemonic="TDG.MEM.PAGE.ACCEPT", code=r.status,
-                    message="accept failed"), Progress(done_bytes=r.done,
-                                                       next_gpa=op.range.start + r.done))
-            return OperationResult.success(name, already_accepted_bytes=r.already)
-        if isinstance(op, RescindPages):
-            out = p.rescind_pages(self.workloads[0], op.range.start, PAGE_4K,
-                                  op.range.pages_4k, ignore_unchanged=True)
-            self.ownership.release(op.range.start, op.range.start + out.done * PAGE_4K)
-            err = p.take_error()
-            if out.code == ResultCode.UNSUPPORTED_CALL and err is not None:
-                return OperationResult.not_supported(name, err.message)
-            if out.code != ResultCode.SUCCESS and err is not None:
-                return OperationResult.failure(name, ArchError(
-                    vendor="intel", mnemonic=err.mnemonic, code=err.code, message=err.message))
-            return OperationResult.success(name)
-        if isinstance(op, SetAccess):
-            if op.target not in self.workloads:
-                return OperationResult.not_supported(
-                    name, f"{op.target} has no TDX page attributes here: only this TD's L2 "
-                    "VMs do (L1 always has full access to its private pages)")
-            out = p.set_access(op.target, op.range.start, PAGE_4K, op.range.pages_4k,
-                               op.access)
-            err = p.take_error()
-            if out.code != ResultCode.SUCCESS:
-                return OperationResult.failure(name, ArchError(
-                    vendor="intel", mnemonic=err.mnemonic if err else "TDX_OPERAND_INVALID",
-                    code=err.code if err else out.code,
-                    message=err.message if err else "TDG.MEM.PAGE.ATTR.WR failed"),
-                    Progress(done_bytes=out.done * PAGE_4K,
-                             next_gpa=op.range.start + out.done * PAGE_4K))
-            return OperationResult.success(name)
-        if isinstance(op, ConvertPages):
-            return self._l1_convert(op)
-        if isinstance(op, (CreateVcpu, DeleteVcpu)):
-            return self._l1_vcpu(op)
-        if isinstance(op, Attest):
-            return self._l1_attest(op)
-        if isinstance(op, ExtendMeasurement):
-            status = p.extend_rtmr(op.index, op.digest)
-            if status:
-                return self._l1_failure(name, status, f"TDG.MR.RTMR.EXTEND of RTMR{op.index}")
-            return OperationResult.success(name, rtmr=op.index)
-        return OperationResult.not_supported(name, "not an operation L1 requests")
-
-    def _l1_convert(self, op: ConvertPages) -> OperationResult:
-        name = op.describe()
-        p = self.platform
-        sbit = self.module.shared_bit
-        start, size = op.range.start, op.range.size
-        gpa = start | sbit if op.to == "shared" else start
-        if op.to == "shared" and self.options.module == "2.0":
-            p.rescind_pages(self.workloads[0], start, PAGE_4K, op.range.pages_4k,
-                            ignore_unchanged=True)
-            p.take_error()
-        cur = gpa
-        for _ in range(1 + op.range.pages_4k):
-            tally = Tally()
-            out = p.map_gpa(cur, start + size - (cur & ~sbit), tally)
-            tally.flush(self.trace)
-            if out.get("r10") != TdvmcallStatus.RETRY:
-                break
-            cur = out.get("r11", cur)
-        st = out.get("r10", TdvmcallStatus.INVALID_OPERAND)
-        if st != TdvmcallStatus.SUCCESS:
-            return OperationResult.failure(name, ArchError(
-                vendor="intel", mnemonic=f"TDG.VP.VMCALL_{TdvmcallStatus(st).name}", code=st,
-                message=f"TDVMCALL<MapGPA> answered {TdvmcallStatus(st).name}"))
-        if op.to == "private":
-            r = p.accept_range(start, start + size, p.accept_levels(None))
-            self.ownership.claim(L1, start, start + r.done)
-            if r.status:
-                return self._l1_failure(name, r.status, "TDG.MEM.PAGE.ACCEPT")
-        return OperationResult.success(name)
-
-    def _l1_vcpu(self, op: CreateVcpu | DeleteVcpu) -> OperationResult:
-        name = op.describe()
-        if op.target not in self.workloads:
-            return OperationResult.not_supported(name, f"{op.target} is not an L2 VM")
-        if op.vcpu >= self.config.vcpus:
-            return OperationResult.failure(name, ArchError(
-                vendor="cocopart-protocol", mnemonic="INVALID_PARAMETER",
-                code=ResultCode.INVALID_PARAMETER, message=f"no vCPU {op.vcpu}"))
-        i = self.workloads.index(op.target)
-        ctx, caa = self.layout.context(i, op.vcpu), self.layout.caa(i, op.vcpu)
-        p = self.platform
-        if isinstance(op, CreateVcpu):
-            code = p.create_vcpu(op.target, ctx, caa, op.vcpu)
-            if code == ResultCode.SUCCESS:
-                self.service.state.contexts[ctx] = VcpuRecord(op.target, op.vcpu, op.vcpu, caa)
-        else:
-            code = p.delete_vcpu(op.target, ctx)
-            if code == ResultCode.SUCCESS:
-                self.service.state.contexts.pop(ctx, None)
-        if code != ResultCode.SUCCESS:
-            err = p.take_error()
-            return OperationResult.failure(name, ArchError(
-                vendor="intel" if err else "cocopart-protocol",
-                mnemonic=err.mnemonic if err else "INVALID_PARAMETER",
-                code=err.code if err else code,
-                message=err.message if err else f"vCPU {op.vcpu} of {op.target} "
-                f"{'already exists' if isinstance(op, CreateVcpu) else 'does not exist'}"))
-        return OperationResult.success(name)
-
-    def _l1_attest(self, op: Attest) -> OperationResult:
-        name = op.describe()
-        nonce: bytes | None = None
-        manifest: bytes | None = None
-        data = op.report_data
-        if op.source == "service":
-            table = {}
-            tpm = getattr(self.service, "vtpm", None)
-            if isinstance(tpm, vtpm_service.Vtpm):
-                table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
-            manifest = build_manifest(table, Requester("l1", 0))
-            nonce = op.report_data
-            data = bind_report_data(nonce, manifest)
-        ev = self.platform.hardware_report(data, "l1")
-        if not isinstance(ev, int):
-            return OperationResult.success(name, evidence=self.workload.evidence(ev.raw, nonce,
-                                                                                manifest))
-        err = self.platform.take_error()
-        return OperationResult.failure(name, ArchError(
-            vendor="intel", mnemonic=err.mnemonic if err else "TDG.MR.REPORT",
-            code=err.code if err else ev, message=err.message if err else "report failed"))
+        return super().execute(op)
 
     # -- views -------------------------------------------------------------------------------------
     def memory_view(self, start: int = 0, end: int | None = None) -> list[MemoryRun]:
@@ -356,14 +162,9 @@ class TdxMachine(Machine):
                     a = amap.get(s)
                     if a.state is SeptState.L2_MAPPED and attrs.grants_any(a.attr):
                         access[self.workloads[vm - 1]] = attrs.attr_to_access(a.attr).short()
-            run = MemoryRun(start=s, end=e, private=not shared, validated=accepted,
-                            access=access, context=s in contexts)
-            if out and out[-1].end == s and out[-1].model_dump(exclude={"start", "end"}) \
-                    == run.model_dump(exclude={"start", "end"}):
-                out[-1] = out[-1].model_copy(update={"end": e})
-            else:
-                out.append(run)
-        return out
+            out.append(MemoryRun(start=s, end=e, private=not shared, validated=accepted,
+                                 access=access, context=s in contexts))
+        return merged(out)
 
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
         """What happens when ``layer`` touches ``gpa`` (tdx.md §2.4 EPT-violation cases)."""

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from cocopart.attest.evidence import Claims
-from cocopart.attest.plugins import PolicySchema
+from cocopart.attest.evidence_plugins import PolicySchema
 from cocopart.attest.policy import HexBytes, HexInt, Pins, VendorPolicy, pin_size
 from cocopart.attest.verifier import Check, check
 from cocopart_tdx.collateral import TCB_STATUSES
@@ -164,7 +164,8 @@ TDX_CHECKS = frozenset({
     "tdx.crl", "tdx.collateral.present", "tdx.collateral.signature", "tdx.collateral.fresh",
     "tdx.collateral.match", "tdx.tcb_status", "tdx.td_attributes.sept_ve_disable",
     "tdx.manifest_binding", "tdx.tdreport.parse", "tdx.tdreport.type",
-    "tdx.tdreport.tee_tcb_info_hash", "tdx.tdreport.tee_info_hash", "tdx.tdreport.mac"})
+    "tdx.tdreport.tee_tcb_info_hash", "tdx.tdreport.tee_info_hash", "tdx.tdreport.mac",
+    "tdx.hcl.parse", "tdx.hcl.runtime_data", "tdx.hcl.quote_matches"})
 
 #: The checks of this section (for waive_checks).
 POLICY_CHECKS = frozenset({f"policy.{VENDOR}.{k}" for k in (

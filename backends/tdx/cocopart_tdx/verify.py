@@ -15,6 +15,10 @@ Formats
     but its MAC is keyed by the CPU and cannot be checked off the platform, so the check
     ``tdx.tdreport.mac`` always fails: a TDREPORT is never accepted as verified evidence on
     its own. Turn it into a quote (the quoting enclave checks the MAC) to attest remotely.
+``"azure-hcl-report"``
+    ``raw`` = an Azure vTPM HCL report holding a TDREPORT (:mod:`cocopart_tdx.hcl_verify`):
+    verified like a TDREPORT plus its runtime-data binding, and completely when the TD quote
+    made from it is given as ``collateral["td_quote"]``.
 
 Checks (each a named :class:`Check`; a failure never raises): ``tdx.quote.parse``,
 ``tdx.quote.signature`` (attestation key over header||body), ``tdx.qe_report.binding``
@@ -62,7 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.verifier import Check, TrustStore, VendorResult, check
 from cocopart.errors import EvidenceError
-from cocopart.protocol.manifest import ServicesManifest, bind_report_data
+from cocopart.protocol.manifest import bind_report_data, read_manifest
 from cocopart.unchecked import build_unchecked
 from cocopart_tdx import policy as tdx_policy
 from cocopart_tdx.collateral import (
@@ -98,6 +102,7 @@ from cocopart_tdx.tdreport import TdReport, decode_td_attributes
 VENDOR = "tdx"
 FORMAT_QUOTE = "tdx-quote"
 FORMAT_TDREPORT = "tdreport"
+FORMAT_AZURE_HCL = "azure-hcl-report"
 _CACHE_LIMIT = 256
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -429,13 +434,15 @@ def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | Non
         return l1, check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
                          "the evidence is not bound to this nonce and services manifest")
     try:
-        requester = ServicesManifest.from_bytes(evidence.manifest).requester
+        reading = read_manifest(evidence.manifest, evidence.service)
     except EvidenceError as exc:
         return l1, check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
                          f"not parse: {exc}")
+    requester = reading.requester
     if requester is None or requester.level == 0:
-        return l1, check(name=name, ok=True, detail="REPORTDATA = SHA-512(nonce || manifest); the "
-                         "manifest names no L2 requester: the L1 attested for itself")
+        return l1, check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || "
+                         f"{reading.describe()}); no L2 requester is named: the L1 attested "
+                         "for itself")
     level = f"L2 VM {requester.level}"
     origin = Origin(layer=evidence.layer_map.get(level, requester.layer), vendor_level=level,
                     via_privileged_layer=True)
@@ -518,9 +525,14 @@ class TdxEvidenceVerifier:
                 return self._verify_quote(evidence, trust, now)
             if evidence.format == FORMAT_TDREPORT:
                 return self._verify_tdreport(evidence)
+            if evidence.format == FORMAT_AZURE_HCL:
+                from cocopart_tdx.hcl_verify import verify_hcl
+
+                return verify_hcl(self, evidence, trust, now)
             return VendorResult(claims=None, checks=[check(
                 name="tdx.format", ok=False,
-                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r} or {FORMAT_TDREPORT!r}")])
+                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r}, {FORMAT_TDREPORT!r} "
+                f"or {FORMAT_AZURE_HCL!r}")])
         except Exception as exc:  # noqa: BLE001 - the contract: bad evidence never raises
             return VendorResult(claims=None, checks=[check(
                 name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])

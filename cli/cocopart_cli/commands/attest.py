@@ -96,6 +96,9 @@ def register(app: typer.Typer) -> None:
             "random bytes.")] = None,
         out: Annotated[Path | None, typer.Option(
             metavar="EVIDENCE.json", help="Write the Evidence JSON here.")] = None,
+        raw_out: Annotated[Path | None, typer.Option(
+            metavar="FILE", help="Also write the raw report/quote bytes here (report.bin / "
+            "quote.dat, as snpguest and go-tdx-guest write them).")] = None,
         root_out: Annotated[Path | None, typer.Option(
             metavar="ROOT.pem", help="Simulated: write the root to trust here; default: next "
             "to --out as NAME.root.pem.")] = None,
@@ -138,6 +141,9 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             write_text(out, report.evidence.model_dump_json(indent=2) + "\n")
             report.out = str(out)
+        if raw_out is not None:
+            write_bytes(raw_out, report.evidence.raw)
+            report.raw_out = str(raw_out)
         if report.trust_root_pem is not None and (out is not None or root_out is not None):
             target = root_out or out.with_name(out.stem + ".root.pem")  # type: ignore[union-attr]
             write_bytes(target, report.trust_root_pem.encode())
@@ -154,6 +160,8 @@ def register(app: typer.Typer) -> None:
         c.print(f"report data: {report.report_data}")
         if report.out:
             c.print(f"evidence written to {report.out}", markup=False)
+        if report.raw_out:
+            c.print(f"raw {ev.format} written to {report.raw_out}", markup=False)
         if report.trust_root_file:
             c.print(f"simulated root written to {report.trust_root_file}; verify with:\n"
                     f"  cocopart verify {report.out or 'EVIDENCE.json'} --trust-root "

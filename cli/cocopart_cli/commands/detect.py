@@ -25,8 +25,9 @@ def render(info: PlatformInfo) -> None:
     if info.privilege_level_reason:
         level += f" — {info.privilege_level_reason}"
     t.add_row("privilege level", escape(level))
-    if info.svsm_present is not None:
-        t.add_row("SVSM present", "yes" if info.svsm_present else "no")
+    if info.privileged_layer_present is not None:
+        t.add_row("privileged layer present",
+                  "yes" if info.privileged_layer_present else "no")
     t.add_row("CPU flags", escape(", ".join(info.cpu_flags) or "none"))
     t.add_row("hypervisor", {True: "yes", False: "no", None: "unknown"}[info.hypervisor])
     t.add_row("configfs-tsm provider", escape(info.tsm_provider or "none"))

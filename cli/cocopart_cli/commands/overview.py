@@ -40,13 +40,15 @@ def collect() -> Overview:
 def render(ov: Overview) -> None:
     out = console()
     g = ov.default_guest
-    out.print("[bold]cocopart[/bold] — one L2<->L1 interface for partitioned confidential VMs "
-              "(AMD SEV-SNP VMPLs + SVSM, Intel TDX partitioning)")
+    titles = ", ".join(b.title for b in ov.backends if b.loaded and b.title)
+    out.print("[bold]cocopart[/bold] — one L2<->L1 interface for partitioned confidential VMs"
+              + (f" ({escape(titles)})" if titles else ""))
     out.print(f"default guest: {format_size(g.memory)}, {g.vcpus} vCPUs, "
               f"{g.workload_layers} workload layers, interrupts {g.interrupt_mode.value}")
     if not ov.backends:
-        out.print("[yellow]no backend is installed[/yellow] (pip install cocopart-sev-snp "
-                  "cocopart-tdx)")
+        out.print("[yellow]no backend is installed[/yellow]: a backend is a distribution "
+                  "registering an entry point in the group cocopart.backends (the README lists "
+                  "the project's own)")
     for b in ov.backends:
         if not b.loaded:
             out.print(f"[red]{escape(b.error or '')}[/red]")

@@ -2,85 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.markup import escape
-from rich.table import Table
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.policy import Policy
-from cocopart.attest.verifier import TrustStore, Verifier
-from cocopart_cli.common import hex_64, read_bytes
-from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, CliError
-from cocopart_cli.output import begin, console, emit_json
-from cocopart_cli.policyfile import load_policy
-from cocopart_cli.quickpins import QuickPins, apply_pins
-from cocopart_cli.verify_report import VerifyReport
+from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, EXIT_USAGE, CliError
 
-SNP_REPORT_SIZE = 0x4A0
-TDREPORT_SIZE = 1024
-_HEX_TEXT = re.compile(rb"^[0-9a-fA-F\s]+$")
-
-
-def _decode_text(data: bytes, path: Path) -> bytes:
-    """Raw evidence may be stored as hex or base64 text; binary passes through."""
-    stripped = data.strip()
-    if stripped and _HEX_TEXT.match(stripped) and len(re.sub(rb"\s", b"", stripped)) % 2 == 0:
-        return bytes.fromhex(stripped.decode())
-    if path.suffix == ".b64":
-        try:
-            return base64.b64decode(stripped, validate=False)
-        except binascii.Error:
-            raise CliError(f"{path}: not valid base64") from None
-    return data
-
-
-def guess_vendor(raw: bytes) -> str | None:
-    if len(raw) == SNP_REPORT_SIZE or raw[:4] == b"HCLA":
-        return "sev-snp"
-    if len(raw) == TDREPORT_SIZE or raw[:2] in (b"\x04\x00", b"\x05\x00"):
-        return "tdx"
-    return None
-
-
-def default_format(vendor: str, raw: bytes) -> str:
-    if vendor == "sev-snp":
-        return "azure-hcl-report" if raw[:4] == b"HCLA" else "snp-report"
-    if vendor == "tdx":
-        return "tdreport" if len(raw) == TDREPORT_SIZE else "tdx-quote"
-    return "raw"
-
-
-def load_evidence(path: Path, vendor: str | None, fmt: str | None) -> Evidence:
-    """An Evidence JSON file, or raw report/quote bytes (vendor given or recognised)."""
-    data = read_bytes(path, "evidence")
-    if data.lstrip().startswith(b"{"):
-        try:
-            ev = Evidence.model_validate_json(data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise CliError(f"{path}: not an Evidence JSON file: field '{field}': "
-                           f"{first['msg']}") from None
-        update: dict[str, str] = {}
-        if vendor:
-            update["vendor"] = vendor
-        if fmt:
-            update["format"] = fmt
-        return ev.model_copy(update=update) if update else ev
-    raw = _decode_text(data, path)
-    chosen = vendor or guess_vendor(raw)
-    if chosen is None:
-        raise CliError(f"{path}: raw evidence of {len(raw)} bytes; say what it is with "
-                       "--vendor sev-snp (SNP report .bin) or --vendor tdx (TDX quote .dat)")
-    return Evidence(vendor=chosen, format=fmt or default_format(chosen, raw), raw=raw)
+if TYPE_CHECKING:
+    from cocopart.attest.policy import Policy
+    from cocopart_cli.quickpins import QuickPins
+    from cocopart_cli.verify_report import VerifyReport
 
 
 def parse_now(text: str | None) -> datetime | None:
@@ -94,54 +27,72 @@ def parse_now(text: str | None) -> datetime | None:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
-def parse_collateral(items: list[str]) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for item in items:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
-            raise CliError(f"--collateral {item}: use NAME=FILE (e.g. tcb_info=tcbinfo.json)")
-        out[name] = read_bytes(Path(file), f"collateral {name}")
-    return out
-
-
-def verify(evidence_file: Path, *, vendor: str | None = None, fmt: str | None = None,
-           policy: Policy | None = None, certs: list[Path] | None = None,
+def verify(evidence_file: str, *, vendor: str | None = None, fmt: str | None = None,
+           policy: Policy | None = None, certs: list[str] | None = None,
            collateral: list[str] | None = None, now: str | None = None,
-           trust_roots: list[Path] | None = None, vendor_roots: bool = True,
+           trust_roots: list[str] | None = None, vendor_roots: bool = True,
            cert_cache: Path | None = None, pins: QuickPins | None = None) -> VerifyReport:
-    """Load, verify and return the report (does not print)."""
-    evidence = load_evidence(evidence_file, vendor, fmt)
+    """Load, verify and return the report (does not print). Every input is read bounded
+    and recognised by the installed platform plug-ins (cocopart.attest.inputs); anything
+    unusable raises InputError (exit 2). ``pins``: the quick-pin flags, added to ``policy``."""
+    from cocopart.attest.inputs import load_certificates, load_collateral, load_evidence
+    from cocopart.attest.policy import Policy
+    from cocopart.attest.verifier import TrustStore, Verifier
+    from cocopart_cli.verify_report import VerifyReport
+
+    evidence, notes = load_evidence(evidence_file, vendor=vendor, fmt=fmt)
     if pins:
+        from cocopart_cli.quickpins import apply_pins
+
         policy = apply_pins(policy, evidence.vendor, pins)
-    extra_certs = [read_bytes(p, "certificate") for p in certs or []]
-    extra_coll = parse_collateral(collateral or [])
-    if extra_certs or extra_coll:
-        evidence = evidence.model_copy(update={
-            "certificates": [*evidence.certificates, *extra_certs],
-            "collateral": {**evidence.collateral, **extra_coll}})
+    extra_certs: list[bytes] = []
+    for path in certs or []:
+        extra_certs += load_certificates(path)
+    extra_coll = load_collateral(collateral or [], evidence.vendor)
+    if extra_certs:
+        own = len(evidence.certificates)
+        added = [c for c in dict.fromkeys(extra_certs) if c not in evidence.certificates]
+        notes.append(f"--certs: {len(added)} certificate(s) added to the {own} the evidence "
+                     "carries (certificates embedded in the evidence itself, such as a TD "
+                     "quote's PCK chain, take precedence)")
+        evidence = evidence.model_copy(update={"certificates": [*evidence.certificates,
+                                                                 *added]})
+    if extra_coll:
+        evidence = evidence.model_copy(update={"collateral": {**evidence.collateral,
+                                                               **extra_coll}})
     if cert_cache is not None and not cert_cache.is_dir():
         raise CliError(f"--cert-cache {cert_cache}: not a directory")
     trust = TrustStore(trust_vendor_roots=vendor_roots, certificate_cache=cert_cache)
     for root in trust_roots or []:
-        trust = trust.with_root(evidence.vendor, read_bytes(root, "trust root"))
+        for der in load_certificates(root):
+            trust = trust.with_root(evidence.vendor, der)
     verdict = Verifier(policy or Policy(), trust).verify(evidence, parse_now(now))
     return VerifyReport(evidence_file=str(evidence_file), vendor=evidence.vendor,
-                        format=evidence.format, verdict=verdict, ok=verdict.ok)
+                        format=evidence.format, verdict=verdict, ok=verdict.ok, notes=notes)
 
 
 def exit_code(report: VerifyReport) -> int:
-    """1 when the evidence is not authentic (a vendor check failed or it did not parse),
-    4 when it is authentic and only the policy rejects it (as go-sev-guest tells a bad
-    signature from a policy mismatch)."""
+    """2 when nothing could be read from the evidence (it does not parse: unusable input),
+    1 when it is not authentic (a vendor check failed), 4 when it is authentic and only the
+    policy rejects it (as go-sev-guest tells a bad signature from a policy mismatch)."""
     if report.ok:
         return 0
+    if report.verdict.claims is None:
+        return EXIT_USAGE
     authentic = report.verdict.claims is not None and all(
         c.ok for c in report.verdict.checks if not c.name.startswith("policy."))
     return EXIT_POLICY if authentic else EXIT_FAILED
 
 
 def render(report: VerifyReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cocopart_cli.output import console
+
     out = console()
+    for note in report.notes:
+        out.print(f"[dim]{escape(note)}[/dim]")
     t = Table(title=escape(f"{report.evidence_file} ({report.vendor}/{report.format})"),
               title_justify="left")
     t.add_column("check")
@@ -170,30 +121,37 @@ def render(report: VerifyReport) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(
-        evidence: Annotated[Path, typer.Argument(
-            metavar="EVIDENCE", help="Evidence JSON (from `cocopart attest`), or a raw SNP "
-            "report .bin / TDX quote .dat (hex text accepted).")],
+        evidence: Annotated[str, typer.Argument(
+            metavar="EVIDENCE", help="Evidence JSON (from `cocopart attest`), raw evidence "
+            "(an SNP report, a TD quote, a TDREPORT, an Azure HCL report; padded or not) as "
+            "binary, hex (0x allowed) or base64 text, a JSON document holding it (e.g. "
+            "{\"quote\": \"...\"}), or - for stdin. Recognised by the installed platform "
+            "plug-ins; at most 1 MiB.")],
         policy: Annotated[Path | None, typer.Option(
             metavar="POLICY.toml", help="Policy file (Policy fields, hex for bytes); default: "
             "the strict default policy.")] = None,
-        certs: Annotated[list[Path] | None, typer.Option(
-            "--certs", metavar="FILE", help="Certificates (PEM bundle or DER); repeatable.")
-                         ] = None,
+        certs: Annotated[list[str] | None, typer.Option(
+            "--certs", metavar="FILE|DIR", help="Certificates: PEM bundle, DER, an SNP "
+            "certificate table (configfs-tsm auxblob), or a directory of such files; "
+            "repeatable. Added to the evidence's own; a file that holds no certificate is "
+            "an error.")] = None,
         collateral: Annotated[list[str] | None, typer.Option(
-            metavar="NAME=FILE", help="Collateral by name, e.g. tcb_info=tcbinfo.json; "
-            "repeatable.")] = None,
+            metavar="NAME=FILE|FILE", help="Collateral by name (the names the vendor's "
+            "verifier reads, e.g. tcb_info=tcbinfo.json, td_quote=quote.dat; an unknown name "
+            "is an error), or a bundle file such as dcap-qvl's collateral JSON; repeatable.")
+                              ] = None,
         now: Annotated[str | None, typer.Option(
             metavar="ISO", help="Verify as of this time (certificate validity, collateral "
             "freshness).")] = None,
-        trust_root: Annotated[list[Path] | None, typer.Option(
-            metavar="FILE", help="Extra root to trust, e.g. a simulated root; repeatable.")
-                              ] = None,
+        trust_root: Annotated[list[str] | None, typer.Option(
+            metavar="FILE", help="Extra root to trust, e.g. a simulated root (PEM or DER); "
+            "repeatable. A file that holds no certificate is an error.")] = None,
         vendor: Annotated[str | None, typer.Option(
-            help="sev-snp or tdx, for raw evidence (recognised by size when omitted).")
-                          ] = None,
+            help="Evidence vendor: a platform plug-in's name (e.g. sev-snp, tdx); overrides "
+            "recognition.")] = None,
         fmt: Annotated[str | None, typer.Option(
             "--format", help="Evidence format, e.g. snp-report, azure-hcl-report, tdx-quote, "
-            "tdreport.")] = None,
+            "tdreport; overrides recognition (an unknown format is an error).")] = None,
         cert_cache: Annotated[Path | None, typer.Option(
             metavar="DIR", help="Certificate cache in the vendor's distribution layout, for "
             "certificates the evidence lacks (AMD KDS: DIR/vcek/v1/<product>/<hwid>, "
@@ -235,15 +193,23 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 if verified, 1 if the evidence is not authentic (a vendor check failed),
         4 if it is authentic but the policy rejects it (the failed checks are named), 2 for
-        unusable input.
+        unusable input (unreadable, unrecognised or unparsable evidence, a bad option,
+        certificate, collateral or trust root).
 
         **Example:**
         `cocopart verify ev.json --trust-root ev.root.pem --policy examples/policy.toml`
         """
+        from cocopart.attest.policy import Policy
+        from cocopart_cli.common import hex_64
+        from cocopart_cli.output import begin, emit_json
+        from cocopart_cli.policyfile import load_policy
+        from cocopart_cli.quickpins import QuickPins
+
         begin(json_output)
         chosen = load_policy(policy) if policy else None
         if nonce is not None:
-            chosen = (chosen or Policy()).model_copy(update={"expected_nonce": hex_64(nonce, "--nonce")})
+            chosen = (chosen or Policy()).model_copy(
+                update={"expected_nonce": hex_64(nonce, "--nonce")})
         pins = QuickPins(report_data=report_data, measurements=measurement or [],
                          host_data=host_data or [], vmpl=vmpl or [], allow_debug=allow_debug,
                          allow_layers=allow_layer or [], min_tcb=min_tcb or [],
