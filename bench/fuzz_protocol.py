@@ -90,7 +90,7 @@ from cocopart.protocol.ids import (
     result_name,
 )
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
-from cocopart.service import vtpm as tpm
+from cocopart.service import tpm
 
 BACKENDS = ("sev-snp", "tdx")
 MIB = 1 << 20

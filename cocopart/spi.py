@@ -153,7 +153,7 @@ if TYPE_CHECKING:
     from cocopart.service.state import (
         VcpuRecord,
     )
-    from cocopart.service.vtpm import (
+    from cocopart.service.tpm import (
         Vtpm,
     )
     from cocopart.trace import (
@@ -243,7 +243,7 @@ _WHERE: dict[str, str] = {
     "build_service": "cocopart.service.build",
     "ServiceDispatcher": "cocopart.service.dispatcher",
     "VcpuRecord": "cocopart.service.state",
-    "Vtpm": "cocopart.service.vtpm",
+    "Vtpm": "cocopart.service.tpm",
     # Protocol codecs and ids
     "Registers": "cocopart.protocol.call",
     "ApicCall": "cocopart.protocol.ids",

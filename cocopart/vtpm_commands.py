@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from cocopart.service.vtpm import (
+from cocopart.service.tpm import (
     EK_HANDLE,
     TPM_ALG_SHA256,
     TPM_ALG_SHA384,

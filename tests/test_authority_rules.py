@@ -59,7 +59,7 @@ from cocopart.protocol.call import CallOutcome, Registers
 from cocopart.protocol.calling_area import BUFFER
 from cocopart.protocol.ids import AttestCall, CoreCall, ProtocolId, ResultCode, VtpmCall
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID
-from cocopart.service.vtpm import (
+from cocopart.service.tpm import (
     TPM_ALG_SHA256,
     TPM_ALG_SHA384,
     TPM_CC_PCR_READ,

@@ -17,10 +17,9 @@ layer (or the privileged layer) registers or deregisters
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from cocopart.apic import ICR, ApicRegisterError, LocalApic, UnknownApicRegister
+from cocopart.apic import ICR, ApicRegisterError, UnknownApicRegister
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode
+from cocopart.service.apic_state import ApicEmulation
 from cocopart.service.dispatcher import CallContext, ServiceDispatcher
 
 CONFIGURE_REFRESH, CONFIGURE_DEREGISTER, CONFIGURE_REGISTER = 0b00, 0b01, 0b10
@@ -41,25 +40,6 @@ VECTOR_RESERVED = ~0x3FF & ((1 << 64) - 1)
 #: choice over per-layer counts, which would let layers run different modes while the guest's
 #: interrupt mode is one (ConfigureInterrupts, docs/interrupts.md "Seed 001").
 RULE_REGISTRATION_NEEDS_CONTROL = "only a layer controlling every other one (de)registers"
-
-
-@dataclass
-class ApicEmulation:
-    """VM-wide registration count and the emulated APICs of the vCPUs that still use it."""
-
-    count: int = 0
-    apics: dict[tuple[str, int], LocalApic] = field(default_factory=dict)
-    disabled_for_good: bool = False
-
-    def enabled(self, layer: str, vcpu: int) -> bool:
-        return (layer, vcpu) in self.apics
-
-    def start(self, layers: tuple[str, ...], vcpus: int) -> None:
-        """Boot with alternate injection: firmware counts as the first registration."""
-        self.count = 1
-        for layer in layers:
-            for v in range(vcpus):
-                self.apics[(layer, v)] = LocalApic(apic_id=v)
 
 
 def _stop(ctx: CallContext, emu: ApicEmulation) -> None:

@@ -12,6 +12,7 @@ from cocopart.protocol.manifest import VTPM_SERVICE_GUID
 from cocopart.service import apic, attest, core, vtpm
 from cocopart.service.dispatcher import ServiceDispatcher
 from cocopart.service.state import ServiceState
+from cocopart.service.tpm import Vtpm
 from cocopart.trace import Trace
 
 KNOWN_SERVICES = ("vtpm",)
@@ -45,7 +46,7 @@ def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: Pro
     table: attest.ServiceTable = {}
     for name in services:
         if name == "vtpm":
-            tpm = vtpm.Vtpm(seed)
+            tpm = Vtpm(seed)
             tpm.on_extend = platform.extend_measurement
             vtpm.register(d, tpm)
             table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)

@@ -13,12 +13,13 @@ from cocopart.model import Access
 from cocopart.platform import PrivilegedPlatform
 from cocopart.protocol.call import Registers
 from cocopart.protocol.ids import PROTOCOL_VERSIONS, ProtocolId, ResultCode, call_name
+from cocopart.service.apic_state import ApicEmulation
 from cocopart.service.state import ServiceState
 from cocopart.trace import Trace
 
 if TYPE_CHECKING:
     from cocopart.authority import Authority, Refusal
-    from cocopart.service.vtpm import Vtpm
+    from cocopart.service.tpm import Vtpm
 
 
 @dataclass
@@ -78,7 +79,6 @@ class ServiceDispatcher:
         self.versions: dict[int, tuple[int, int]] = {}
         #: Per-layer predicate deciding whether a protocol is offered to the caller
         self.offered: dict[int, Offered] = {}
-        from cocopart.service.apic import ApicEmulation
         #: APIC emulation state (registration count, emulated APICs); the protocol is
         #: offered only to vCPUs it emulates.
         self.apic = ApicEmulation()

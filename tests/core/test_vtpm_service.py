@@ -9,7 +9,7 @@ from cocopart import vtpm_commands as cmd
 from cocopart.partition import Partition
 from cocopart.protocol.ids import ProtocolId, ResultCode, VtpmCall
 from cocopart.protocol.manifest import VTPM_SERVICE_GUID, ServicesManifest
-from cocopart.service.vtpm import TPM_RC_COMMAND_CODE, TPM_RC_HANDLE, TPM_RC_VALUE
+from cocopart.service.tpm import TPM_RC_COMMAND_CODE, TPM_RC_HANDLE, TPM_RC_VALUE
 
 
 def test_vtpm_query_reports_send_command(fake: Partition) -> None:
@@ -60,5 +60,5 @@ def test_vtpm_cmd_buffer_rules(fake: Partition) -> None:
 
 
 def test_ek_is_deterministic_per_seed() -> None:
-    from cocopart.service.vtpm import Vtpm
+    from cocopart.service.tpm import Vtpm
     assert Vtpm("a").ek_public_area() == Vtpm("a").ek_public_area() != Vtpm("b").ek_public_area()

@@ -26,7 +26,7 @@ from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
 from cocopart.ops import ArchError
 from cocopart.protocol.ids import ResultCode
 from cocopart.service.state import VcpuRecord
-from cocopart.service.vtpm import Vtpm
+from cocopart.service.tpm import Vtpm
 from cocopart.trace import CostTable, Trace
 from cocopart.views import RunState, build_view
 from cocopart_sev_snp import cert_table, npf, secrets
