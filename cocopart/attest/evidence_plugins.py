@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cocopart.attest.policy import VendorPolicy
+from pydantic import BaseModel
 
 EVIDENCE_GROUP = "cocopart.evidence"
 
@@ -37,8 +36,9 @@ class PolicySchema:
     checks: frozenset[str] = frozenset()
     #: TCB statuses the plug-in reports, for ``accepted_tcb_status``.
     tcb_statuses: frozenset[str] = frozenset()
-    #: The model of the plug-in's policy section, or None when it has none.
-    section: type[VendorPolicy] | None = field(default=None, compare=False)
+    #: The model of the plug-in's policy section (a cocopart.attest.policy.VendorPolicy),
+    #: or None when it has none.
+    section: type[BaseModel] | None = field(default=None, compare=False)
 
 
 def load_evidence_verifier(vendor: str) -> Any:

@@ -185,7 +185,8 @@ def _default_section(plugin: object) -> VendorPolicy | None:
     if kind not in _DEFAULT_SECTIONS:
         schema = getattr(plugin, "policy_schema", None)
         model = schema.section if isinstance(schema, PolicySchema) else None
-        _DEFAULT_SECTIONS[kind] = model.model_construct() if model is not None else None
+        section = model.model_construct() if model is not None else None
+        _DEFAULT_SECTIONS[kind] = section if isinstance(section, VendorPolicy) else None
     return _DEFAULT_SECTIONS[kind]
 
 
