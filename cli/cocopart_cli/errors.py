@@ -10,13 +10,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cocopart.attest.configfs import (
-    TsmError,
-    TsmInvalidRequestError,
-    TsmPermissionError,
-    TsmUnavailableError,
-    TsmUnsupportedError,
-)
 from cocopart.errors import (
     BackendLoadError,
     BackendNotFound,
@@ -94,6 +87,16 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE,
                          hint="reinstall the backend package; `cocopart backends` shows the "
                          "load error of each")
+    # configfs-tsm errors: imported here, not at start-up (commands that never touch
+    # configfs-tsm, like verify, do not pay for it)
+    from cocopart.attest.configfs import (
+        TsmError,
+        TsmInvalidRequestError,
+        TsmPermissionError,
+        TsmUnavailableError,
+        TsmUnsupportedError,
+    )
+
     if isinstance(exc, (TsmUnavailableError, TsmPermissionError, TsmInvalidRequestError,
                         TsmUnsupportedError)):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE)

@@ -13,6 +13,7 @@ import traceback
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from cocopart_cli.errors import EXIT_CODES, EXIT_INTERNAL, ErrorInfo, ErrorReport, classify
@@ -60,7 +61,8 @@ def report_error(exc: Exception, debug: bool) -> int:
     elif debug:
         traceback.print_exception(exc, file=sys.stderr)
     err = err_console()
-    err.print(f"[red]error:[/red] {info.message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(info.message)}", markup=True, highlight=False,
+              soft_wrap=True)
     if info.hint:
         err.print(f"hint: {info.hint}", markup=False, soft_wrap=True)
     if JSON_MODE.get():

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from cocopart.attest.detect import PlatformInfo
 from cocopart.attest.evidence import Claims, Evidence
 from cocopart.attest.plugin import Decoded
-from cocopart.attest.verifier import Verdict
 from cocopart.backend import CapabilityAnswer, MemoryRun, VcpuView
 from cocopart.host_faults import FaultComparison
 from cocopart.layers import Edge, LayerNode
@@ -18,6 +17,7 @@ from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan
 from cocopart.scenario import Scenario, ScenarioRun
 from cocopart_cli.errors import ErrorReport
+from cocopart_cli.verify_report import VerifyReport
 
 
 class GraphModel(BaseModel):
@@ -233,18 +233,6 @@ class ShowReport(BaseModel):
 
     source: str = Field(description="The file shown ('-' for stdin).")
     decoded: Decoded
-
-
-class VerifyReport(BaseModel):
-    """`cocopart verify`: every check of one piece of evidence and the verdict."""
-
-    evidence_file: str
-    vendor: str
-    format: str
-    verdict: Verdict
-    ok: bool
-    notes: list[str] = Field(default_factory=list, description="How the inputs were read: "
-                             "what was recognised, decoded or added.")
 
 
 class ScenarioFileReport(BaseModel):

@@ -59,7 +59,9 @@ class Evidence(InputModel):
 
 
 class Origin(BaseModel):
-    """Which layer the evidence speaks for, and how it got there."""
+    """Which layer the evidence speaks for, and how it got there (immutable)."""
+
+    model_config = ConfigDict(frozen=True)
 
     layer: str = Field(description="Vendor-neutral layer name: 'l1', 'l2.1', 'l2.2', 'l2.3'.")
     vendor_level: str = Field(description="The vendor's own name, e.g. 'VMPL2' or 'L2 VM 1'.")
@@ -73,7 +75,9 @@ class Origin(BaseModel):
 class Claims(BaseModel):
     """What verified evidence says, in vendor-neutral terms."""
 
-    model_config = ConfigDict(ser_json_bytes="hex", val_json_bytes="hex")
+    # plug-ins assemble claims from values they checked (no validation): build the schema
+    # only when something validates or serialises claims
+    model_config = ConfigDict(ser_json_bytes="hex", val_json_bytes="hex", defer_build=True)
 
     vendor: str
     format: str

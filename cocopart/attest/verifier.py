@@ -10,26 +10,53 @@ every failed check.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cocopart.attest.encoding import Base64Bytes
 from cocopart.attest.evidence import Claims, Evidence
-from cocopart.attest.policy import Policy
+from cocopart.attest.evidence_plugins import EVIDENCE_GROUP, PolicySchema
+from cocopart.attest.evidence_plugins import load_evidence_verifier as _load
+from cocopart.attest.policy import Policy, VendorPolicy
 from cocopart.errors import CocopartError, InternalError
 from cocopart.inputmodel import InputModel
 from cocopart.protocol.manifest import bind_report_data
+from cocopart.unchecked import build_unchecked
 
-EVIDENCE_GROUP = "cocopart.evidence"
+__all__ = ["EVIDENCE_GROUP", "Check", "EvidenceVerifier", "TrustStore", "VendorResult", "Verdict",
+           "Verifier", "apply_policy", "load_evidence_verifier",
+           "vendor_policy_checks"]
 
 
 class Check(BaseModel):
-    """One named check and its outcome."""
+    """One named check and its outcome (immutable: verdicts share equal checks)."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     ok: bool
     detail: str = ""
+
+
+_CHECKS: dict[tuple[str, bool, str], Check] = {}
+_OK = attrgetter("ok")
+_CHECKS_LIMIT = 4096
+
+
+def check(name: str, ok: bool, detail: str = "") -> Check:
+    """The :class:`Check` ``(name, ok, detail)``, one shared instance per distinct value:
+    verifying evidence of a known platform repeats the same checks, so they are built once
+    (a bounded cache)."""
+    key = (name, ok, detail)
+    hit = _CHECKS.get(key)
+    if hit is None:
+        if len(_CHECKS) >= _CHECKS_LIMIT:
+            _CHECKS.clear()
+        hit = _CHECKS[key] = Check(name=name, ok=ok, detail=detail)
+    return hit
 
 
 class TrustStore(InputModel):
@@ -43,6 +70,12 @@ class TrustStore(InputModel):
 
     pinned_roots: dict[str, list[Base64Bytes]] = Field(default_factory=dict)
     trust_vendor_roots: bool = True
+    certificate_cache: Path | None = Field(
+        default=None, description="A directory of vendor certificates in the vendor's own "
+        "distribution layout, where plug-ins look for certificates the evidence lacks (AMD "
+        "KDS: vcek/v1/<product>/<hwid>, vcek/v1/<product>/cert_chain, "
+        "vlek/v1/<product>/cert_chain). Certificates found there are checked like any "
+        "other: the cache adds certificates, never trust.")
 
     def roots_for(self, vendor: str) -> list[bytes]:
         return list(self.pinned_roots.get(vendor, []))
@@ -55,6 +88,8 @@ class TrustStore(InputModel):
 
 class VendorResult(BaseModel):
     """What an evidence plug-in returns: claims (None if unparsable) and its checks."""
+
+    model_config = ConfigDict(defer_build=True)
 
     claims: Claims | None
     checks: list[Check]
@@ -74,6 +109,8 @@ class EvidenceVerifier(Protocol):
 class Verdict(BaseModel):
     """The outcome of verifying evidence against a policy."""
 
+    model_config = ConfigDict(defer_build=True)
+
     ok: bool
     checks: list[Check]
     claims: Claims | None = None
@@ -90,12 +127,8 @@ class Verdict(BaseModel):
 
 def load_evidence_verifier(vendor: str) -> EvidenceVerifier:
     """Load the evidence plug-in for ``vendor`` through stevedore."""
-    from cocopart.registry import load_plugin
-
-    verifier = load_plugin(EVIDENCE_GROUP, vendor)
-    if isinstance(verifier, type):
-        verifier = verifier()
-    return verifier  # type: ignore[no-any-return]
+    verifier: EvidenceVerifier = _load(vendor)
+    return verifier
 
 
 def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[Check]:
@@ -111,7 +144,7 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
         else:
             ok = claims.report_data == nonce.ljust(len(claims.report_data), b"\0")
             how = "REPORT_DATA = nonce (hardware evidence, no services manifest)"
-        checks.append(Check(name="policy.nonce", ok=ok, detail=(
+        checks.append(check(name="policy.nonce", ok=ok, detail=(
             f"the evidence is fresh: {how}" if ok else
             f"the evidence does not bind the expected nonce ({how} does not hold)")))
     if policy.expected_report_data is not None:
@@ -124,56 +157,120 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
             detail += (": the value given is this evidence's nonce — service evidence carries "
                        "REPORT_DATA = SHA-512(nonce || services manifest); pin the nonce with "
                        "expected_nonce (CLI: --nonce) instead")
-        checks.append(Check(name="policy.report_data", ok=ok, detail=detail))
+        checks.append(check(name="policy.report_data", ok=ok, detail=detail))
     return checks
+
+
+def _measurement(claims: Claims, name: str, wanted: list[bytes]) -> Check:
+    have = claims.measurements.get(name)
+    label = f"policy.measurement.{name}"
+    if have is None:
+        return check(name=label, ok=False, detail=(
+            f"{claims.vendor} evidence has no measurement {name!r} (it has: "
+            f"{', '.join(claims.measurements) or 'none'})"))
+    if have in wanted:
+        return check(name=label, ok=True, detail="matches" if len(wanted) == 1 else
+                     f"matches accepted value {wanted.index(have) + 1} of {len(wanted)}")
+    expected = wanted[0].hex() if len(wanted) == 1 else \
+        f"one of {len(wanted)} values ({', '.join(w.hex()[:16] + '...' for w in wanted)})"
+    return check(name=label, ok=False, detail=f"expected {expected}, evidence has {have.hex()}")
+
+
+_DEFAULT_SECTIONS: dict[type, VendorPolicy | None] = {}
+
+
+def _default_section(plugin: object) -> VendorPolicy | None:
+    """The plug-in's policy section with every default (built once per plug-in class)."""
+    kind = type(plugin)
+    if kind not in _DEFAULT_SECTIONS:
+        schema = getattr(plugin, "policy_schema", None)
+        model = schema.section if isinstance(schema, PolicySchema) else None
+        section = model.model_construct() if model is not None else None
+        _DEFAULT_SECTIONS[kind] = section if isinstance(section, VendorPolicy) else None
+    return _DEFAULT_SECTIONS[kind]
+
+
+def vendor_policy_checks(plugin: object, claims: Claims, policy: Policy) -> list[Check]:
+    """The checks of the evidence plug-in's own policy section (its defaults when the policy
+    has none): ``plugin.check_policy(claims, section)``. A plug-in without a section model
+    has none; a section given for a plug-in that cannot apply it fails."""
+    section = policy.section(claims.vendor)
+    if section is None:
+        section = _default_section(plugin)
+    if section is None:
+        return []
+    apply = getattr(plugin, "check_policy", None)
+    if apply is None:
+        return [check(name=f"policy.{claims.vendor}", ok=False, detail=(
+            f"the {claims.vendor} plug-in cannot apply its policy section"))]
+    checks: list[Check] = apply(claims, section)
+    return checks
+
+
+_STANDING: dict[tuple[Any, ...], tuple[Check, ...]] = {}
+
+
+def _standing(claims: Claims, policy: Policy) -> tuple[Check, ...]:
+    """Origin, debug and TCB status checks: every piece of evidence of one guest and
+    platform repeats them, so they are remembered by the values they depend on."""
+    origin = claims.origin
+    key = (origin.layer, origin.vendor_level, origin.via_privileged_layer, claims.debug,
+           claims.tcb_status, tuple(policy.allowed_layers), policy.allow_via_privileged_layer,
+           policy.allow_debug, tuple(policy.accepted_tcb_status))
+    hit = _STANDING.get(key)
+    if hit is not None:
+        return hit
+    out = [check(name="policy.origin_layer",
+                 ok=origin.layer in policy.allowed_layers
+                 or origin.vendor_level in policy.allowed_layers,
+                 detail=f"evidence speaks for {origin.layer} ({origin.vendor_level}); "
+                 f"allowed: {', '.join(policy.allowed_layers)}")]
+    if origin.via_privileged_layer:
+        out.append(check(name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
+                         detail="the privileged layer attested on the workload's behalf"))
+    out.append(check(name="policy.debug", ok=policy.allow_debug or not claims.debug,
+                     detail="debug is enabled in the guest policy" if claims.debug
+                     else "debug disabled"))
+    if claims.tcb_status is not None:
+        out.append(check(name="policy.tcb_status",
+                         ok=claims.tcb_status in policy.accepted_tcb_status,
+                         detail=f"TCB status {claims.tcb_status}; accepted: "
+                         + ", ".join(policy.accepted_tcb_status)))
+    if len(_STANDING) >= _CHECKS_LIMIT:
+        _STANDING.clear()
+    hit = _STANDING[key] = tuple(out)
+    return hit
 
 
 def apply_policy(claims: Claims, policy: Policy, now: datetime,
                  manifest: bytes | None = None) -> list[Check]:
     """The vendor-neutral policy checks, each named. ``manifest``: the evidence's services
     manifest (service evidence), which the freshness check binds with the nonce."""
-    checks: list[Check] = []
-    layer_ok = (claims.origin.layer in policy.allowed_layers
-                or claims.origin.vendor_level in policy.allowed_layers)
-    checks.append(Check(
-        name="policy.origin_layer", ok=layer_ok,
-        detail=f"evidence speaks for {claims.origin.layer} ({claims.origin.vendor_level}); "
-        f"allowed: {', '.join(policy.allowed_layers)}",
-    ))
-    if claims.origin.via_privileged_layer:
-        checks.append(Check(
-            name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
-            detail="the privileged layer attested on the workload's behalf",
-        ))
-    checks.append(Check(
-        name="policy.debug", ok=policy.allow_debug or not claims.debug,
-        detail="debug is enabled in the guest policy" if claims.debug else "debug disabled",
-    ))
-    for name, want in policy.expected_measurements.items():
-        have = claims.measurements.get(name)
-        checks.append(Check(
-            name=f"policy.measurement.{name}", ok=have == want,
-            detail="matches" if have == want else
-            f"expected {want.hex()}, evidence has {have.hex() if have else 'none'}",
-        ))
-    checks += _freshness(claims, policy, manifest)
+    checks = list(_standing(claims, policy))
+    for name, wanted in policy.expected_measurements.items():
+        checks.append(_measurement(claims, name, wanted))
+    if policy.expected_nonce is not None or policy.expected_report_data is not None:
+        checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
-        ok = have_v is not None and have_v >= minimum
-        checks.append(Check(
-            name=f"policy.tcb.{comp}", ok=ok,
-            detail=f"{comp}={have_v} (minimum {minimum})",
+        checks.append(check(
+            name=f"policy.tcb.{comp}", ok=have_v is not None and have_v >= minimum,
+            detail=f"{comp}={have_v} (minimum {minimum})" if have_v is not None else
+            f"{claims.vendor} evidence has no TCB component {comp!r} (it has: "
+            f"{', '.join(claims.tcb) or 'none'})",
         ))
-    if claims.tcb_status is not None:
-        checks.append(Check(
-            name="policy.tcb_status", ok=claims.tcb_status in policy.accepted_tcb_status,
-            detail=f"TCB status {claims.tcb_status}; accepted: "
-            + ", ".join(policy.accepted_tcb_status),
-        ))
-    issued = claims.extra.get("collateral_issue_date")
+    if policy.rejected_advisories:
+        listed = set(claims.extra.get("advisory_ids") or ())
+        hit = [a for a in policy.rejected_advisories if a in listed]
+        checks.append(check(
+            name="policy.advisories", ok=not hit,
+            detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}" if hit else
+            f"none of the {len(policy.rejected_advisories)} rejected advisories is listed"))
+    issued = (claims.extra.get("collateral_issue_date")
+              if policy.max_collateral_age is not None else None)
     if policy.max_collateral_age is not None and isinstance(issued, str):
         age = now - datetime.fromisoformat(issued)
-        checks.append(Check(
+        checks.append(check(
             name="policy.collateral_age", ok=age <= policy.max_collateral_age,
             detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",
         ))
@@ -211,12 +308,16 @@ class Verifier:
         except Exception as err:
             raise InternalError(f"verifying {evidence.vendor}/{evidence.format} evidence",
                                 err) from err
-        waived = set(self.policy.waive_checks)
-        checks = [c if c.ok or c.name not in waived else
-                  Check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
-                  for c in result.checks]
+        checks = list(result.checks)
         if result.claims is not None:
             checks += apply_policy(result.claims, self.policy, now, evidence.manifest)
+            checks += vendor_policy_checks(plugin, result.claims, self.policy)
         else:
-            checks.append(Check(name="parse", ok=False, detail="evidence could not be parsed"))
-        return Verdict(ok=all(c.ok for c in checks), checks=checks, claims=result.claims)
+            checks.append(check(name="parse", ok=False, detail="evidence could not be parsed"))
+        if self.policy.waive_checks:
+            waived = set(self.policy.waive_checks)
+            checks = [c if c.ok or c.name not in waived else
+                      check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
+                      for c in checks]
+        return build_unchecked(Verdict, {"ok": all(map(_OK, checks)), "checks": checks,
+                                         "claims": result.claims})

@@ -46,14 +46,14 @@ values, so the line is found by scanning the text for the offending key or table
 step the operations it issued, primitives, world switches, estimated time, status and
 reason, plus totals — all pydantic, JSON-serialisable, with a schema.
 
-The package: ``model`` (the file model), ``toml_lines`` (key positions in TOML text),
+The package: ``model`` (the file model), ``cocopart.toml_text`` (key positions in TOML text),
 ``load`` (TOML -> Scenario), ``example`` (the default scenario), ``run`` (the runner).
 """
 
 from __future__ import annotations
 
 from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
-from cocopart.scenario.load import config_error, load_scenario, loads_scenario, parse_toml
+from cocopart.scenario.load import load_scenario, loads_scenario
 from cocopart.scenario.model import (
     AttestEachLayer,
     BringUp,
@@ -72,7 +72,7 @@ from cocopart.scenario.run import (
     run_scenario,
     worst,
 )
-from cocopart.scenario.toml_lines import key_lines, line_of
+from cocopart.toml_text import config_error, key_lines, line_of, parse_toml
 
 __all__ = [
     "EXAMPLE_SCENARIO",

@@ -3,8 +3,6 @@ and dotted field."""
 
 from __future__ import annotations
 
-import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ from pydantic import (
     ValidationError,
 )
 
-from cocopart.errors import ConfigError, InputError
+from cocopart.errors import ConfigError
 from cocopart.model import (
     GpaRange,
     format_size,
@@ -25,36 +23,11 @@ from cocopart.scenario.model import (
     Scenario,
     ShareRound,
 )
-from cocopart.scenario.toml_lines import _clean_message, _data_path, _dotted, line_of
+from cocopart.toml_text import _dotted, config_error, line_of, parse_toml
 from cocopart.trace import CostTable
 
 # --------------------------------------------------------------------------------------------
 # Loading
-
-
-def parse_toml(text: str, source: str) -> dict[str, Any]:
-    """``tomllib.loads`` whose syntax errors become a :class:`ConfigError` with the line."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        msg = str(err)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else None
-        if "end of document" in msg:
-            line = len(text.splitlines()) or 1
-        detail = re.sub(r" \(at .*\)$", "", msg)
-        raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
-
-
-def config_error(err: ValidationError | InputError, data: Any, text: str, source: str
-                 ) -> ConfigError:
-    """The first error of a pydantic validation of TOML ``data`` (raised by pydantic, or by
-    an :class:`~cocopart.inputmodel.InputModel` as InputError), with its dotted field and
-    the line of that field in ``text``."""
-    first = err.errors()[0] if isinstance(err, ValidationError) else err.errors[0]
-    path = _data_path(data, first["loc"])
-    return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
-                       source=source, line=line_of(text, path))
 
 
 def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = None

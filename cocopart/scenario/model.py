@@ -30,7 +30,7 @@ from cocopart.model import (
 from cocopart.ops import (
     Operation,
 )
-from cocopart.scenario.toml_lines import _dotted, line_of
+from cocopart.toml_text import _dotted, line_of
 from cocopart.trace import CostTable
 
 # --------------------------------------------------------------------------------------------

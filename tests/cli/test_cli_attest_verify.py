@@ -146,9 +146,15 @@ def test_verify_evidence_json_and_policy(runner: CliRunner, vectors: Path, tmp_p
                     f'measurement = "{measurement}"\n')
     assert invoke(runner, "verify", path, "--policy", good).exit_code == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text('allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "00"\n')
+    bad.write_text(f'allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "{"00" * 48}"\n')
     res = invoke(runner, "verify", path, "--policy", bad)
     assert res.exit_code == 4 and "policy.measurement.measurement" in res.stdout  # policy
+    # Issue 16 point 6 changed this case: a pin of the wrong length is refused when the
+    # policy is loaded (exit 2, file, line and field), no longer a mismatch at verify time.
+    bad.write_text('allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "00"\n')
+    res = invoke(runner, "verify", path, "--policy", bad)
+    assert res.exit_code == 2 and "bad.toml:3" in res.output
+    assert "expected_measurements.measurement" in res.output and "48 bytes" in res.output
     # the example policy file loads and accepts this VMPL0 report
     assert invoke(runner, "verify", path, "--policy", EXAMPLES / "policy.toml").exit_code == 0
 

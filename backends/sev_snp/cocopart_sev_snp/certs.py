@@ -9,8 +9,9 @@ Facts (``shared/reference/sev-snp.md`` §6.4, GSG ``verify.go``/``kds.go``, VS P
   1.3.6.1.4.1.3704.1.3.{1 bootloader, 2 TEE, 3 SNP, 8 microcode} (+ .9 FMC on Turin), its
   chip in hwID 1.3.6.1.4.1.3704.1.4 and the product in productName 1.3.6.1.4.1.3704.1.2.
 
-Certificates come from the caller only (PEM bundles or DER, in any order); nothing is
-fetched. Chains are analysed once and cached by their bytes, so the per-report cost of a
+Certificates come from the caller (PEM bundles or DER, in any order), and AMD's public ASK,
+ASVK and ARK fill the roles the caller leaves empty (:mod:`cocopart_sev_snp.amd_kds`);
+nothing is fetched. Chains are analysed once and cached by their bytes, so the per-report cost of a
 known chain is a dictionary look-up plus the date checks.
 """
 
@@ -289,6 +290,8 @@ class ChainAnalysis:
     product: Product | None = None
     #: Where all three certificates are valid, as text (for check details).
     window: str = ""
+    #: Roles ("ASK"/"ASVK", "ARK") filled from the fallback (built-in) certificates.
+    built_in: tuple[str, ...] = ()
 
 
 _NOT_CHECKED = "not checked: chain incomplete"
@@ -304,39 +307,56 @@ def incomplete_chain(error: str, leaf: x509.Certificate | None = None,
 
 
 @lru_cache(maxsize=512)
-def analyse_certificates(blobs: tuple[bytes, ...]) -> ChainAnalysis:
-    """Split, parse, order and signature-check the caller's certificate blobs (cached)."""
+def analyse_certificates(blobs: tuple[bytes, ...],
+                         fallback: tuple[bytes, ...] = ()) -> ChainAnalysis:
+    """Split, parse, order and signature-check the caller's certificate blobs (cached).
+
+    ``fallback``: DER certificates that may fill the ASK/ASVK and ARK roles the blobs leave
+    empty (AMD's built-in ones, :mod:`cocopart_sev_snp.amd_kds`); the caller's certificates
+    always win, and every link is checked either way.
+    """
     ders: list[bytes] = []
     try:
         for blob in blobs:
             ders.extend(split_certificates(blob))
     except CertificateError as exc:
         return incomplete_chain(str(exc))
-    return analyse_chain(tuple(dict.fromkeys(ders)))
+    return analyse_chain(tuple(dict.fromkeys(ders)), fallback)
 
 
 @lru_cache(maxsize=512)
-def analyse_chain(ders: tuple[bytes, ...]) -> ChainAnalysis:
+def analyse_chain(ders: tuple[bytes, ...], fallback: tuple[bytes, ...] = ()) -> ChainAnalysis:
     """Assign VCEK/VLEK, ASK/ASVK and ARK roles in any order and check every link.
 
     Never raises for bad input: a certificate that does not parse, has an invalid key or
     malformed extensions makes an incomplete chain whose ``error`` says which and why.
     """
     try:
-        return _analyse(ders)
+        return _analyse(ders, fallback)
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         return incomplete_chain(f"malformed certificate: {exc}")
 
 
-def _analyse(ders: tuple[bytes, ...]) -> ChainAnalysis:
+def _load_all(ders: tuple[bytes, ...]) -> list[tuple[x509.Certificate, object]]:
     keyed: list[tuple[x509.Certificate, object]] = []
     for i, der in enumerate(ders):
         try:
             cert = load_certificate(der)
             keyed.append((cert, cert.public_key()))
         except (CertificateError, ValueError, UnsupportedAlgorithm) as exc:
-            return incomplete_chain(f"certificate #{i}: {exc}")
-    leaves = [c for c, k in keyed if isinstance(k, ec.EllipticCurvePublicKey)]
+            raise CertificateError(f"certificate #{i}: {exc}") from None
+    return keyed
+
+
+def _analyse(ders: tuple[bytes, ...], fallback: tuple[bytes, ...]) -> ChainAnalysis:
+    try:
+        keyed = _load_all(ders)
+    except CertificateError as exc:
+        return incomplete_chain(str(exc))
+    given = len(keyed)
+    keyed += [(c, k) for c, k in _load_all(tuple(d for d in fallback if d not in ders))
+              if isinstance(k, rsa.RSAPublicKey)]
+    leaves = [c for c, k in keyed[:given] if isinstance(k, ec.EllipticCurvePublicKey)]
     rsa_certs = [c for c, k in keyed if isinstance(k, rsa.RSAPublicKey)]
     arks = [c for c in rsa_certs if c.subject == c.issuer]
     if not leaves:
@@ -351,8 +371,9 @@ def _analyse(ders: tuple[bytes, ...]) -> ChainAnalysis:
                arks[0] if arks else None)
     if ask is None or ark is None:
         missing = "ASK/ASVK" if ask is None else "ARK"
-        return incomplete_chain(f"no {missing} certificate given (leaf issuer: "
-                       f"{common_name(leaf.issuer)})", leaf=leaf, ask=ask, ark=ark)
+        return incomplete_chain(f"no {missing} certificate given or built in (leaf issuer: "
+                                f"{common_name(leaf.issuer)})", leaf=leaf, ask=ask, ark=ark)
+    mine = {id(c) for c, _k in keyed[:given]}
     cn = common_name(leaf.subject)
     kind = "VLEK" if cn == "SEV-VLEK" or "VLEK" in common_name(ask.subject) else "VCEK"
     fingerprint = spki_sha256(ark)
@@ -369,7 +390,9 @@ def _analyse(ders: tuple[bytes, ...]) -> ChainAnalysis:
         ark_fingerprint=fingerprint, amd_product=AMD_ARK_SPKI_SHA256.get(fingerprint),
         ask_cn=common_name(ask.subject), ark_cn=ark_cn,
         product=product_from_name(ext.product_name or "") or product_from_name(ark_cn),
-        window=_window(leaf, ask, ark))
+        window=_window(leaf, ask, ark),
+        built_in=tuple(role for role, c in (("ASK" if kind == "VCEK" else "ASVK", ask),
+                                            ("ARK", ark)) if id(c) not in mine))
 
 
 def _window(*chain: x509.Certificate) -> str:
@@ -381,7 +404,10 @@ def _window(*chain: x509.Certificate) -> str:
 # --- date-dependent and report-dependent checks -------------------------------------------
 
 def validity_problems(chain: ChainAnalysis, now: datetime) -> list[str]:
-    """Certificates of the chain that are not valid at ``now`` (naive times are UTC)."""
+    """Certificates of the chain that are not valid at ``now`` (naive times are UTC); an
+    incomplete chain is a problem of its own (its validity cannot be established)."""
+    if chain.error is not None:
+        return [f"not checked: {chain.error}"]
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     out = []

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from cocopart.errors import EvidenceError
+from cocopart.unchecked import build_unchecked
 
 # --- layout constants (sev-snp.md §6.3) --------------------------------------------------
 
@@ -100,6 +101,7 @@ _PLATFORM_FLAGS = {
     "alias_check_complete": 5,
     "tio_en": 7,
 }
+PLATFORM_FLAG_NAMES = tuple(_PLATFORM_FLAGS)
 
 
 def product_from_cpuid(family: int, model: int) -> Product | None:
@@ -224,7 +226,10 @@ class SnpReport(BaseModel):
     ``signature_r``/``signature_s`` are the integers of the 72-byte little-endian fields.
     """
 
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex")
+    # defer_build: verifying a report never validates this model (parse builds it from
+    # values it checked itself), so its schema is built only when something validates one
+    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
+                              defer_build=True)
 
     version: int
     guest_svn: int = 0
@@ -349,14 +354,8 @@ class SnpReport(BaseModel):
                           reserved_tail=tail[16:])
         else:
             values["reserved_tail"] = tail
-        # Every value above has the size the layout gives it: skip re-validation (hot path;
-        # this is what ``model_construct`` does, without its per-field default handling).
-        report = cls.__new__(cls)
-        object.__setattr__(report, "__dict__", values)
-        object.__setattr__(report, "__pydantic_fields_set__", set(values))
-        object.__setattr__(report, "__pydantic_extra__", None)
-        object.__setattr__(report, "__pydantic_private__", None)
-        return report
+        # Every value above has the size the layout gives it: skip re-validation (hot path).
+        return build_unchecked(cls, values)
 
     def build(self) -> bytes:
         """Encode to the 0x4A0-byte wire form."""
@@ -479,7 +478,8 @@ RSP_STATUS_INVALID_KEY = 0x27
 class ReportRequest(BaseModel):
     """MSG_REPORT_REQ (96 bytes): user_data → REPORT_DATA, the VMPL to report, KEY_SEL."""
 
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex")
+    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
+                              defer_build=True)
 
     user_data: bytes = bytes(64)
     vmpl: int = 0
@@ -513,7 +513,8 @@ class ReportRequest(BaseModel):
 class ReportResponse(BaseModel):
     """MSG_REPORT_RSP: status, report_size, reserved, then the report (normally 0x4A0)."""
 
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex")
+    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
+                              defer_build=True)
 
     status: int = RSP_STATUS_SUCCESS
     report: bytes = b""

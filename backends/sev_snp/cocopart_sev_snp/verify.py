@@ -32,14 +32,19 @@ What is checked, each as a named :class:`Check` (failures never raise):
   or, with ``evidence.service``, that service's own manifest; a requester entry then becomes
   the origin (VMPL0 reports only).
 
-Certificate chains are analysed once and cached by their bytes (:mod:`.certs`), so a report
-whose chain is known costs a parse, one ECDSA verification and some comparisons.
+Certificate chains are analysed once and cached by their bytes (:mod:`.certs`), and every
+check and claim of one guest on one chip (the key: every signed byte but REPORT_DATA, the
+certificates and the trust store) is kept as a context while ``now`` stays inside the chain's
+validity, so a report of a known guest costs one ECDSA verification (its own signature) and
+the claims (bench/bench_verify.py).
 """
 
 from __future__ import annotations
 
 import struct
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -49,15 +54,21 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cocopart.attest.evidence import Claims, Evidence, Origin
 from cocopart.attest.hcl import HclReport
-from cocopart.attest.verifier import Check, TrustStore, VendorResult
+from cocopart.attest.verifier import Check, TrustStore, VendorResult, check
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import bind_report_data, read_manifest
-from cocopart_sev_snp import certs
+from cocopart.unchecked import build_unchecked
+from cocopart_sev_snp import amd_kds, certs
+from cocopart_sev_snp import policy as snp_policy
 from cocopart_sev_snp.report import (
     PRODUCTS,
     REPORT_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
+    SIGNATURE_FIELD_SIZE,
+    SIGNATURE_R_OFFSET,
+    SIGNATURE_S_OFFSET,
     SIGNED_LENGTH,
+    SIGNING_KEY_NAMES,
     Product,
     SnpReport,
 )
@@ -70,6 +81,8 @@ FORMAT_AZURE_HCL = "azure-hcl-report"
 HCL_REPORT_TYPE_SNP = 2
 
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+#: REPORT_DATA, the one signed field a guest sets per report (sev-snp.md §6.3).
+REPORT_DATA_OFFSET, REPORT_DATA_SIZE = 0x50, 64
 #: Four VMPLs, VMPL0 the most privileged (sev-snp.md §0: CS sev/vmsa.rs VMPL_MAX=4).
 VMPL_COUNT = 4
 _SIGNING_KEY_KIND = {0: "VCEK", 1: "VLEK"}
@@ -90,30 +103,31 @@ def extract_report(evidence: Evidence) -> tuple[bytes, Check | None, HclReport |
                             f"{hcl.report_type}, not {HCL_REPORT_TYPE_SNP} (SEV-SNP)")
     report = hcl.hardware_report(REPORT_SIZE)
     problem = hcl.binding_problem(report[0x50:0x90])
-    return report, Check(name="snp.hcl.runtime_data", ok=problem is None,
+    return report, check(name="snp.hcl.runtime_data", ok=problem is None,
                          detail=problem or f"REPORT_DATA starts with {hcl.hash_name}(runtime "
                          "data)"), hcl
 
 
-def _verify_signature(raw: bytes, report: SnpReport, chain: certs.ChainAnalysis) -> Check:
-    if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
-        return Check(name="snp.signature", ok=False,
-                     detail=f"signature_algo {report.signature_algo} is not ECDSA P-384/SHA-384")
+def _verify_signature(raw: bytes, algorithm: int, chain: certs.ChainAnalysis) -> Check:
+    if algorithm != SIG_ALGO_ECDSA_P384_SHA384:
+        return check(name="snp.signature", ok=False,
+                     detail=f"signature_algo {algorithm} is not ECDSA P-384/SHA-384")
     if chain.leaf_key is None:
-        return Check(name="snp.signature", ok=False,
+        return check(name="snp.signature", ok=False,
                      detail=chain.error or "leaf key is not ECDSA P-384")
+    r = int.from_bytes(raw[SIGNATURE_R_OFFSET:SIGNATURE_R_OFFSET + SIGNATURE_FIELD_SIZE], "little")
+    s = int.from_bytes(raw[SIGNATURE_S_OFFSET:SIGNATURE_S_OFFSET + SIGNATURE_FIELD_SIZE], "little")
     try:
-        chain.leaf_key.verify(encode_dss_signature(report.signature_r, report.signature_s),
-                              raw[:SIGNED_LENGTH], _ECDSA_SHA384)
-    except InvalidSignature:
-        return Check(name="snp.signature", ok=False,
+        chain.leaf_key.verify(encode_dss_signature(r, s), raw[:SIGNED_LENGTH], _ECDSA_SHA384)
+    except (InvalidSignature, ValueError):  # ValueError: r or s too large for a DER integer
+        return check(name="snp.signature", ok=False,
                      detail=f"report signature does not verify with the {chain.leaf_kind} key")
-    return Check(name="snp.signature", ok=True,
+    return check(name="snp.signature", ok=True,
                  detail=f"ECDSA P-384/SHA-384 by the {chain.leaf_kind}")
 
 
 def _link(name: str, problem: str | None, what: str) -> Check:
-    return Check(name=name, ok=problem is None, detail=problem or f"{what}: RSASSA-PSS verifies")
+    return check(name=name, ok=problem is None, detail=problem or f"{what}: RSASSA-PSS verifies")
 
 
 def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
@@ -121,9 +135,9 @@ def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
     listed in the trust store, compared by SPKI fingerprint."""
     fp = chain.ark_fingerprint
     if fp is None:
-        return Check(name="snp.chain.ark_pinned", ok=False, detail=chain.error or "no ARK")
+        return check(name="snp.chain.ark_pinned", ok=False, detail=chain.error or "no ARK")
     if chain.amd_product is not None and trust.trust_vendor_roots:
-        return Check(name="snp.chain.ark_pinned", ok=True,
+        return check(name="snp.chain.ark_pinned", ok=True,
                      detail=f"ARK is AMD's {chain.amd_product} root")
     for blob in trust.roots_for(VENDOR):
         try:
@@ -131,16 +145,17 @@ def _pinned(chain: certs.ChainAnalysis, trust: TrustStore) -> Check:
         except (ValueError, UnsupportedAlgorithm):  # an unreadable entry pins nothing
             continue
         if fp in fps:
-            return Check(name="snp.chain.ark_pinned", ok=True,
+            return check(name="snp.chain.ark_pinned", ok=True,
                          detail=f"ARK {chain.ark_cn} is pinned in the trust store"
                          + ("" if chain.amd_product else " (not an AMD root)"))
     if chain.amd_product is not None:
         detail = (f"ARK is AMD's {chain.amd_product} root but vendor roots are not trusted "
-                  "(trust_vendor_roots=False) and it is not in the trust store")
+                  "(CLI --no-vendor-roots; TrustStore trust_vendor_roots=False) and it is not "
+                  "in the trust store (CLI --trust-root FILE)")
     else:
         detail = (f"ARK {chain.ark_cn} (SPKI sha256 {fp[:16]}...) is neither an AMD root nor "
                   "in the trust store")
-    return Check(name="snp.chain.ark_pinned", ok=False, detail=detail)
+    return check(name="snp.chain.ark_pinned", ok=False, detail=detail)
 
 
 def _product(report: SnpReport, chain: certs.ChainAnalysis,
@@ -157,33 +172,38 @@ def _product(report: SnpReport, chain: certs.ChainAnalysis,
     if caller:
         named["caller"] = caller
     values = set(named.values())
-    detail = ", ".join(f"{k} {v}" for k, v in named.items()) or "no product named anywhere"
     product = report.product or chain.product or chain.amd_product or caller
-    return product, Check(name="snp.product", ok=len(values) <= 1, detail=detail)
+    if not named:
+        return None, check(name="snp.product", ok=False, detail=(
+            "no product named anywhere (a version-2 report has no CPUID and no certificate "
+            "names one): the TCB layout is unknown"))
+    detail = ", ".join(f"{k} {v}" for k, v in named.items())
+    return product, check(name="snp.product", ok=len(values) == 1, detail=(
+        detail if len(values) == 1 else f"products disagree: {detail}"))
 
 
 def _chip_id(report: SnpReport, chain: certs.ChainAnalysis, product: Product | None) -> Check:
     if chain.error is not None:
-        return Check(name="snp.chip_id", ok=False, detail=chain.error)
+        return check(name="snp.chip_id", ok=False, detail=chain.error)
     if chain.leaf_kind == "VLEK":
-        return Check(name="snp.chip_id", ok=True, detail="n/a: a VLEK has no hwID")
+        return check(name="snp.chip_id", ok=True, detail="n/a: a VLEK has no hwID")
     if report.signer_info >> 1 & 1:
-        return Check(name="snp.chip_id", ok=True, detail="n/a: chip_id masked (MASK_CHIP_KEY)")
+        return check(name="snp.chip_id", ok=True, detail="n/a: chip_id masked (MASK_CHIP_KEY)")
     problem = certs.chip_id_problem(report.chip_id, chain.leaf_ext.hwid, product)
-    return Check(name="snp.chip_id", ok=problem is None,
+    return check(name="snp.chip_id", ok=problem is None,
                  detail=problem or "chip_id equals the VCEK hwID")
 
 
 def _origin(report: SnpReport, evidence: Evidence) -> tuple[Origin, Check | None]:
     level = f"VMPL{report.vmpl}"
     if report.vmpl >= VMPL_COUNT:
-        return Origin(layer=f"l2.{report.vmpl}", vendor_level=level), Check(
+        return Origin(layer=f"l2.{report.vmpl}", vendor_level=level), check(
             name="snp.origin.vmpl", ok=False,
             detail=f"VMPL {report.vmpl} does not exist (VMPL0..{VMPL_COUNT - 1})")
     default = "l1" if report.vmpl == 0 else f"l2.{report.vmpl}"
     mapped = evidence.layer_map.get(level, default)
     if report.vmpl != 0 and mapped == "l1":
-        return Origin(layer=default, vendor_level=level), Check(
+        return Origin(layer=default, vendor_level=level), check(
             name="snp.origin.layer_map", ok=False,
             detail=f"layer_map names {level} 'l1'; only VMPL0 speaks for the privileged layer")
     if report.vmpl == 0:
@@ -191,31 +211,31 @@ def _origin(report: SnpReport, evidence: Evidence) -> tuple[Origin, Check | None
     return Origin(layer=mapped, vendor_level=level), None
 
 
-def _manifest(report: SnpReport, evidence: Evidence,
+def _manifest(vmpl: int, report_data: bytes, evidence: Evidence,
               origin: Origin) -> tuple[Origin, Check | None]:
     if evidence.manifest is None:
         return origin, None
     name = "snp.manifest_binding"
     if evidence.nonce is None:
-        return origin, Check(name=name, ok=False,
+        return origin, check(name=name, ok=False,
                              detail="a services manifest was given without its nonce")
-    if bind_report_data(evidence.nonce, evidence.manifest) != report.report_data:
-        return origin, Check(name=name, ok=False,
+    if bind_report_data(evidence.nonce, evidence.manifest) != report_data:
+        return origin, check(name=name, ok=False,
                              detail="REPORT_DATA is not SHA-512(nonce || manifest)")
     try:
         reading = read_manifest(evidence.manifest, evidence.service)
     except (ValueError, struct.error) as exc:  # EvidenceError, bad UTF-8 in a layer name
-        return origin, Check(name=name, ok=False, detail=f"services manifest: {exc}")
+        return origin, check(name=name, ok=False, detail=f"services manifest: {exc}")
     requester = reading.requester
     if requester is None:
-        return origin, Check(name=name, ok=True, detail=f"REPORT_DATA binds nonce and "
+        return origin, check(name=name, ok=True, detail=f"REPORT_DATA binds nonce and "
                              f"{reading.describe()} (no requester entry)")
-    if report.vmpl != 0:
-        return origin, Check(name=name, ok=False,
-                             detail=f"a VMPL{report.vmpl} report cannot attest for another layer")
+    if vmpl != 0:
+        return origin, check(name=name, ok=False,
+                             detail=f"a VMPL{vmpl} report cannot attest for another layer")
     return (Origin(layer=requester.layer, vendor_level=f"VMPL{requester.level}",
                    via_privileged_layer=True),
-            Check(name=name, ok=True,
+            check(name=name, ok=True,
                   detail=f"REPORT_DATA binds nonce and manifest; requester {requester.layer}"))
 
 
@@ -245,73 +265,196 @@ def _extra(report: SnpReport, chain: certs.ChainAnalysis, product: Product | Non
     }
 
 
+_NO_CERTIFICATES = certs.incomplete_chain("no certificates given")
+
+
+def _resolve_chain(report: SnpReport, evidence: Evidence,
+                   trust: TrustStore) -> certs.ChainAnalysis:
+    """The evidence's certificates, completed with AMD's built-in ASK/ASVK/ARK and, when the
+    trust store names a certificate cache, with the chip's VCEK and the chains found there."""
+    blobs = tuple(evidence.certificates)
+    builtin = amd_kds.builtin_ders()
+    chain = certs.analyse_certificates(blobs, builtin) if blobs else _NO_CERTIFICATES
+    cache = trust.certificate_cache
+    if cache is None or chain.error is None:
+        return chain
+    extra: list[bytes] = []
+    if chain.leaf is None and report.signing_key == 0:
+        tcbs = {p: report.tcb("reported", p) for p in (*PRODUCTS, None)}
+        extra += amd_kds.cached_vceks(Path(cache), report.chip_id, tcbs)
+    extra += amd_kds.cached_chains(Path(cache))
+    return certs.analyse_certificates(blobs + tuple(extra), builtin) if extra else chain
+
+
+def _chain_check(report: SnpReport, chain: certs.ChainAnalysis) -> Check:
+    name = "snp.chain.certificates"
+    if chain.error is None:
+        note = (f" ({' and '.join(chain.built_in)} built in: AMD's KDS certificates)"
+                if chain.built_in else "")
+        return check(name=name, ok=True,
+                     detail=f"{chain.leaf_kind} <- {chain.ask_cn} <- {chain.ark_cn}{note}")
+    if chain.leaf is not None or report.signing_key != 0:
+        return check(name=name, ok=False, detail=chain.error)
+    product = report.product
+    where = (amd_kds.vcek_url(report.chip_id, report.tcb("reported"), product) if product else
+             f"{amd_kds.KDS_URL}/vcek/v1/<Milan|Genoa|Turin>/<chip_id hex>?blSPL=..")
+    return check(name=name, ok=False, detail=(
+        f"{chain.error}: this report is signed by its chip's VCEK; get it from AMD's KDS "
+        f"({where}) and give it with the evidence (CLI: --certs FILE) or put it in a "
+        "certificate cache directory (CLI: --cert-cache DIR, as DIR/vcek/v1/<product>/<hwid>)"))
+
+
+def _signing_key(report: SnpReport, chain: certs.ChainAnalysis) -> Check:
+    name = "snp.signing_key"
+    want = _SIGNING_KEY_KIND.get(report.signing_key)
+    if want is None:
+        what = SIGNING_KEY_NAMES.get(report.signing_key, f"reserved value {report.signing_key}")
+        return check(name=name, ok=False, detail=f"the report's SIGNING_KEY is {what}: no "
+                     "VCEK or VLEK signed it")
+    if chain.leaf_kind is None:
+        return check(name=name, ok=False, detail=f"the report names the {want}, and no {want} "
+                     "certificate is available to check it against")
+    return check(name=name, ok=want == chain.leaf_kind,
+                 detail=f"report names the {want}, the certificate is a {chain.leaf_kind}")
+
+
 class SnpEvidenceVerifier:
     """Verify SEV-SNP attestation reports (entry point ``cocopart.evidence: sev-snp``)."""
 
     vendor = VENDOR
     formats = (FORMAT_REPORT, FORMAT_AZURE_HCL)
+    policy_schema = snp_policy.SCHEMA
+    check_policy = staticmethod(snp_policy.check_policy)
 
     def verify(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
         """Parse and check ``evidence``; every failure is a named check, never an exception."""
+        if now.tzinfo is None:  # naive times are UTC
+            now = now.replace(tzinfo=UTC)
         try:
             raw, hcl_check, hcl = extract_report(evidence)
-            report = SnpReport.parse(raw)
+            ctx = _context(raw, evidence, trust, now)
         except EvidenceError as exc:
             return VendorResult(claims=None, checks=[
-                Check(name="snp.report.parse", ok=False, detail=str(exc))])
-        checks = [Check(name="snp.report.parse", ok=True,
-                        detail=f"version {report.version}, VMPL{report.vmpl}")]
+                check(name="snp.report.parse", ok=False, detail=str(exc))])
+        checks = [ctx.parsed]
         if hcl_check is not None:
             checks.append(hcl_check)
-
-        chain = (certs.analyse_certificates(tuple(evidence.certificates))
-                 if evidence.certificates else certs.incomplete_chain("no certificates given"))
-        checks.append(Check(name="snp.chain.certificates", ok=chain.error is None,
-                            detail=chain.error or f"{chain.leaf_kind} <- "
-                            f"{chain.ask_cn} <- "
-                            f"{chain.ark_cn}"))
-        checks.append(_verify_signature(raw, report, chain))
-        want_kind = _SIGNING_KEY_KIND.get(report.signing_key)
-        checks.append(Check(name="snp.signing_key", ok=want_kind == chain.leaf_kind,
-                            detail=f"report names {want_kind or report.signing_key}, "
-                            f"leaf is {chain.leaf_kind}"))
-        leaf_name = chain.leaf_kind or "VCEK"
-        checks.append(_link("snp.chain.vcek_ask", chain.leaf_by_ask,
-                            f"{leaf_name} signed by {'ASVK' if leaf_name == 'VLEK' else 'ASK'}"))
-        checks.append(_link("snp.chain.ask_ark", chain.ask_by_ark, "ASK signed by ARK"))
-        checks.append(_link("snp.chain.ark_self", chain.ark_self, "ARK self-signed"))
-        checks.append(_pinned(chain, trust))
-        expired = certs.validity_problems(chain, now)
-        checks.append(Check(name="snp.chain.validity", ok=not expired and chain.leaf is not None,
-                            detail="; ".join(expired) or
-                            (f"all certificates valid at now (window {chain.window})"
-                             if chain.leaf is not None else "no certificates")))
-        product, product_check = _product(report, chain, evidence)
-        checks.append(product_check)
-        checks.append(_chip_id(report, chain, product))
-        tcb = report.tcb("reported", product)
-        tcb_problem = (certs.tcb_problem(tcb, chain.leaf_ext.spl) if chain.error is None
-                       else chain.error)
-        checks.append(Check(name="snp.tcb", ok=tcb_problem is None,
-                            detail=tcb_problem or "reported_tcb equals the certificate SPLs"))
-
-        origin, layer_check = _origin(report, evidence)
-        if layer_check is not None:
-            checks.append(layer_check)
-        origin, manifest_check = _manifest(report, evidence, origin)
+        checks += ctx.head
+        checks.append(_verify_signature(raw, ctx.signature_algo, ctx.chain))
+        checks += ctx.tail
+        report_data = raw[REPORT_DATA_OFFSET:REPORT_DATA_OFFSET + REPORT_DATA_SIZE]
+        origin, manifest_check = _manifest(ctx.vmpl, report_data, evidence, ctx.origin)
         if manifest_check is not None:
             checks.append(manifest_check)
-
-        # Any chain whose ARK is not AMD's is a simulation (accepted only when pinned).
-        simulated = chain.ark is not None and chain.amd_product is None
-        signer = f"simulated:{chain.ark_cn}" if simulated else chain.leaf_kind or ""
-        claims = Claims(
-            vendor=VENDOR, format=evidence.format, version=report.version,
-            measurements={"measurement": report.measurement},
-            report_data=report.report_data, origin=origin, debug=report.debug,
-            policy=report.policy_bits(), tcb=tcb.components(),
-            platform_id=report.chip_id.hex(), signer=signer, simulated=simulated,
-            extra=_extra(report, chain, product, hcl_check is not None))
+        values = dict(ctx.claims)
+        extra = _copy_extra(values["extra"], hcl_check)
         if hcl is not None:
-            claims.extra["runtime_claims"] = hcl.runtime_claims()
-        return VendorResult(claims=claims, checks=checks)
+            extra["runtime_claims"] = hcl.runtime_claims()
+        values.update(format=evidence.format, report_data=report_data, origin=origin,
+                      measurements=dict(values["measurements"]), policy=dict(values["policy"]),
+                      tcb=dict(values["tcb"]), extra=extra)
+        return build_unchecked(VendorResult, {"claims": build_unchecked(Claims, values),
+                                              "checks": checks})
+
+
+@dataclass(frozen=True)
+class _ReportContext:
+    """What a report's checks and claims say apart from its signature and REPORT_DATA: the
+    same for every report of one guest on one chip with the same certificates (REPORT_DATA
+    is the only signed field a guest changes between reports), while ``now`` stays inside the
+    chain's validity."""
+
+    parsed: Check
+    head: tuple[Check, ...]
+    tail: tuple[Check, ...]
+    chain: certs.ChainAnalysis
+    signature_algo: int
+    vmpl: int
+    origin: Origin
+    claims: dict[str, Any]
+    valid_from: datetime
+    valid_until: datetime
+
+
+_CONTEXTS: dict[tuple[Any, ...], _ReportContext] = {}
+_CONTEXT_LIMIT = 256
+
+
+def clear_caches() -> None:
+    """Forget cached report contexts and certificate analyses (benchmarks of the cold path)."""
+    _CONTEXTS.clear()
+    certs.analyse_certificates.cache_clear()
+    certs.analyse_chain.cache_clear()
+
+
+def _context(raw: bytes, evidence: Evidence, trust: TrustStore, now: datetime) -> _ReportContext:
+    key = (raw[:REPORT_DATA_OFFSET], raw[REPORT_DATA_OFFSET + REPORT_DATA_SIZE:SIGNED_LENGTH],
+           tuple(evidence.certificates), trust.trust_vendor_roots, tuple(trust.roots_for(VENDOR)),
+           trust.certificate_cache, evidence.collateral.get("product"),
+           tuple(evidence.layer_map.items()), amd_kds.builtin_ders())
+    hit = _CONTEXTS.get(key)
+    if hit is not None and hit.valid_from <= now <= hit.valid_until and len(raw) == REPORT_SIZE:
+        return hit
+    report = SnpReport.parse(raw)
+    ctx = _build_context(report, evidence, trust, now)
+    if ctx.valid_from <= now <= ctx.valid_until:
+        if len(_CONTEXTS) >= _CONTEXT_LIMIT:
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+def _build_context(report: SnpReport, evidence: Evidence, trust: TrustStore,
+                   now: datetime) -> _ReportContext:
+    chain = _resolve_chain(report, evidence, trust)
+    head = (_chain_check(report, chain),)
+    tail = [_signing_key(report, chain)]
+    leaf_name = chain.leaf_kind or "VCEK"
+    tail.append(_link("snp.chain.vcek_ask", chain.leaf_by_ask,
+                      f"{leaf_name} signed by {'ASVK' if leaf_name == 'VLEK' else 'ASK'}"))
+    tail.append(_link("snp.chain.ask_ark", chain.ask_by_ark, "ASK signed by ARK"))
+    tail.append(_link("snp.chain.ark_self", chain.ark_self, "ARK self-signed"))
+    tail.append(_pinned(chain, trust))
+    expired = certs.validity_problems(chain, now)
+    tail.append(check(name="snp.chain.validity", ok=not expired, detail="; ".join(expired)
+                      or f"all certificates valid at now (window {chain.window})"))
+    product, product_check = _product(report, chain, evidence)
+    tail.append(product_check)
+    tail.append(_chip_id(report, chain, product))
+    tcb = report.tcb("reported", product)
+    tcb_problem = (certs.tcb_problem(tcb, chain.leaf_ext.spl) if chain.error is None
+                   else chain.error)
+    tail.append(check(name="snp.tcb", ok=tcb_problem is None,
+                      detail=tcb_problem or "reported_tcb equals the certificate SPLs"))
+    origin, layer_check = _origin(report, evidence)
+    if layer_check is not None:
+        tail.append(layer_check)
+    # Any chain whose ARK is not AMD's is a simulation (accepted only when pinned).
+    simulated = chain.ark is not None and chain.amd_product is None
+    signer = f"simulated:{chain.ark_cn}" if simulated else chain.leaf_kind or ""
+    claims = {
+        "vendor": VENDOR, "format": evidence.format, "version": report.version,
+        "measurements": {"measurement": report.measurement}, "report_data": b"",
+        "origin": origin, "debug": report.debug, "policy": report.policy_bits(),
+        "tcb": tcb.components(), "tcb_status": None, "platform_id": report.chip_id.hex(),
+        "signer": signer, "simulated": simulated,
+        "extra": _extra(report, chain, product, False)}
+    members = [c for c in (chain.leaf, chain.ask, chain.ark) if c is not None]
+    complete = chain.error is None and not expired
+    return _ReportContext(
+        parsed=check(name="snp.report.parse", ok=True,
+                     detail=f"version {report.version}, VMPL{report.vmpl}"),
+        head=head, tail=tuple(tail), chain=chain, signature_algo=report.signature_algo,
+        vmpl=report.vmpl, origin=origin, claims=claims,
+        valid_from=max(c.not_valid_before_utc for c in members) if complete else _NEVER[0],
+        valid_until=min(c.not_valid_after_utc for c in members) if complete else _NEVER[1])
+
+
+_NEVER = (datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC))
+
+
+def _copy_extra(extra: dict[str, Any], hcl_check: Check | None) -> dict[str, Any]:
+    """A result's own copy of the cached extra claims (nested dicts too)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in extra.items()}
+    out["azure_hcl"] = hcl_check is not None
+    return out

@@ -31,8 +31,10 @@ The expected answers are dcap-qvl's results listed in the vectors README.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from cryptography import x509
@@ -63,75 +65,50 @@ def parse_time(value: str) -> datetime:
 
 # --- exact bytes of a top-level JSON member ---------------------------------------------------
 
-_WS = b" \t\r\n"
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\r\n]*")
 
 
-def _skip_ws(b: bytes, i: int) -> int:
-    while i < len(b) and b[i] in _WS:
-        i += 1
-    return i
+def json_members(body: bytes) -> dict[str, tuple[Any, bytes]]:
+    """Each top-level member of the JSON object ``body``: its parsed value and the exact
+    bytes of that value as they appear in ``body`` (what the PCS signature covers).
 
-
-def _string_end(b: bytes, i: int) -> int:
-    """``b[i]`` is an opening quote; return the index after the closing quote."""
-    i += 1
-    while i < len(b):
-        c = b[i]
-        if c == 0x5C:  # backslash
-            i += 2
-            continue
-        if c == 0x22:
-            return i + 1
-        i += 1
-    raise CollateralError("JSON: unterminated string")
-
-
-def _value_end(b: bytes, i: int) -> int:
-    if i >= len(b):
-        raise CollateralError("JSON: value expected")
-    if b[i] == 0x22:
-        return _string_end(b, i)
-    if b[i] in b"{[":
-        depth = 0
-        while i < len(b):
-            c = b[i]
-            if c == 0x22:
-                i = _string_end(b, i)
-                continue
-            if c in b"{[":
-                depth += 1
-            elif c in b"}]":
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            i += 1
-        raise CollateralError("JSON: unbalanced brackets")
-    j = i
-    while j < len(b) and b[j] not in b",}] \t\r\n":
-        j += 1
-    return j
-
-
-def raw_json_member(body: bytes, key: str) -> bytes:
-    """The exact bytes of the value of top-level member ``key`` in the JSON object ``body``."""
-    i = _skip_ws(body, 0)
-    if i >= len(body) or body[i] != 0x7B:
+    One pass of the C JSON scanner: ``raw_decode`` returns where each value ends, so the
+    signed bytes are a slice, not a re-serialisation. Decoding UTF-8 and encoding the slice
+    again gives the original bytes back. A repeated member is refused (which copy would the
+    signature cover?)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CollateralError(f"collateral is not UTF-8: {exc}") from None
+    i = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    if text[i:i + 1] != "{":
         raise CollateralError("collateral is not a JSON object")
-    i = _skip_ws(body, i + 1)
-    while i < len(body) and body[i] != 0x7D:
-        kend = _string_end(body, i)
-        name = json.loads(body[i:kend])
-        i = _skip_ws(body, kend)
-        if i >= len(body) or body[i] != 0x3A:
-            raise CollateralError("JSON: ':' expected")
-        vstart = _skip_ws(body, i + 1)
-        vend = _value_end(body, vstart)
-        if name == key:
-            return body[vstart:vend]
-        i = _skip_ws(body, vend)
-        if i < len(body) and body[i] == 0x2C:
-            i = _skip_ws(body, i + 1)
-    raise CollateralError(f"collateral has no top-level {key!r}")
+    members: dict[str, tuple[Any, bytes]] = {}
+    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+    try:
+        while text[i:i + 1] != "}":
+            key, i = _DECODER.raw_decode(text, i)
+            if not isinstance(key, str):
+                raise CollateralError("JSON: member name expected")
+            i = _WS.match(text, i).end()  # type: ignore[union-attr]
+            if text[i:i + 1] != ":":
+                raise CollateralError("JSON: ':' expected")
+            start = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+            value, end = _DECODER.raw_decode(text, start)
+            if key in members:
+                raise CollateralError(f"JSON: member {key!r} appears twice")
+            members[key] = (value, text[start:end].encode("utf-8"))
+            i = _WS.match(text, end).end()  # type: ignore[union-attr]
+            if text[i:i + 1] == ",":
+                i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+            elif text[i:i + 1] != "}":
+                raise CollateralError("JSON: ',' or '}' expected")
+    except json.JSONDecodeError as exc:
+        raise CollateralError(f"JSON: {exc}") from None
+    if text[i + 1:].strip():
+        raise CollateralError("JSON: data after the object")
+    return members
 
 
 @dataclass(frozen=True)
@@ -145,11 +122,12 @@ class SignedJson:
 
     @classmethod
     def parse(cls, body: bytes, key: str) -> SignedJson:
-        raw = raw_json_member(body, key)
+        members = json_members(body)
+        if key not in members:
+            raise CollateralError(f"collateral has no top-level {key!r}")
+        value, raw = members[key]
         try:
-            whole = json.loads(body)
-            value = json.loads(raw)
-            sig = bytes.fromhex(whole["signature"])
+            sig = bytes.fromhex(members["signature"][0])
         except (ValueError, KeyError, TypeError) as exc:
             raise CollateralError(f"{key}: {type(exc).__name__}: {exc}") from None
         if not isinstance(value, dict) or len(sig) != 64:
@@ -161,10 +139,13 @@ class SignedJson:
         r = int.from_bytes(self.signature[:32], "big")
         s = int.from_bytes(self.signature[32:], "big")
         try:
-            signer.verify(encode_dss_signature(r, s), self.raw_value, ec.ECDSA(hashes.SHA256()))
+            signer.verify(encode_dss_signature(r, s), self.raw_value, _ECDSA_SHA256)
         except InvalidSignature:
             return False
         return True
+
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 def pcs_body(key: str, raw_value: bytes, signature: bytes) -> bytes:
@@ -224,6 +205,9 @@ def _isv_levels(items: list[dict[str, Any]]) -> tuple[IsvLevel, ...]:
                           tuple(lv.get("advisoryIDs", ()))) for lv in items)
 
 
+_SVN = itemgetter("svn")
+
+
 @dataclass(frozen=True)
 class TcbInfo:
     """A parsed TDX TCB info (``tcbInfo`` v3 with ``id`` "TDX")."""
@@ -258,8 +242,8 @@ class TcbInfo:
             levels = []
             for lv in v["tcbLevels"]:
                 t = lv["tcb"]
-                sgx = tuple(int(c["svn"]) for c in t["sgxtcbcomponents"])
-                tdx = tuple(int(c["svn"]) for c in t["tdxtcbcomponents"])
+                sgx = tuple(map(int, map(_SVN, t["sgxtcbcomponents"])))
+                tdx = tuple(map(int, map(_SVN, t["tdxtcbcomponents"])))
                 if len(sgx) != 16 or len(tdx) != 16:
                     raise CollateralError("a TDX TCB level needs 16 SGX and 16 TDX components")
                 levels.append(TcbLevel(sgx, int(t["pcesvn"]), tdx, str(lv["tcbStatus"]),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cocopart.errors import EvidenceError
 from cocopart_tdx.tdreport import TdReport
@@ -55,6 +56,8 @@ _BODY15_TAIL = struct.Struct("<16s48s")  # tee_tcb_svn2, mrservicetd
 _SGX_REPORT = struct.Struct("<16sI12s16s16s32s32s32s32s64sHHH42s16s64s")
 _CERT_HDR = struct.Struct("<HI")
 _V5_BODY_HDR = struct.Struct("<HI")
+_HEAD = struct.Struct("<HHI")
+_U32 = struct.Struct("<I")
 
 assert _HEADER.size == HEADER_SIZE
 assert _BODY10.size == TD10_BODY_SIZE
@@ -386,17 +389,42 @@ class QuoteLayout:
     @classmethod
     def parse(cls, data: bytes) -> QuoteLayout:
         """Parse the header and body and frame the signature data (EvidenceError if bad)."""
+        frame = QuoteFrame.of(data)
+        header = QuoteHeader.from_bytes(data[:HEADER_SIZE])
+        body = TdQuoteBody.from_bytes(data[frame.body_start:frame.signed_length])
+        return cls(header, body, frame.signed_length, frame.sig_start, frame.sig_end)
+
+
+class QuoteFrame(NamedTuple):
+    """Where a quote's parts lie, from the header alone: what a verifier needs before it
+    knows whether it has seen this quote's platform and TD before (tdx.md §10: v4 body at 48,
+    v5 body after a 6-byte type/size; the signature data after a 4-byte length)."""
+
+    version: int
+    body_start: int
+    signed_length: int   # header and body: what the attestation key signs
+    sig_start: int       # the signature data, after its 4-byte length
+    sig_end: int
+
+    @property
+    def report_data(self) -> int:
+        """Offset of REPORTDATA: the last 64 bytes of the TDX 1.0 part of the body."""
+        return self.body_start + TD10_BODY_SIZE - 64
+
+    @classmethod
+    def of(cls, data: bytes) -> QuoteFrame:
+        """Frame ``data``; raises :class:`EvidenceError` for anything but a TDX quote v4/v5."""
         if len(data) < HEADER_SIZE:
             raise EvidenceError(f"a quote starts with a {HEADER_SIZE}-byte header; got {len(data)} bytes")
-        header = QuoteHeader.from_bytes(data[:HEADER_SIZE])
-        if header.tee_type != TEE_TYPE_TDX:
-            raise EvidenceError(f"quote TEE type is {header.tee_type:#x}, not {TEE_TYPE_TDX:#x} (TDX)")
-        if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256:
-            raise EvidenceError(f"attestation key type {header.att_key_type} is not supported "
+        version, att_key_type, tee_type = _HEAD.unpack_from(data)
+        if tee_type != TEE_TYPE_TDX:
+            raise EvidenceError(f"quote TEE type is {tee_type:#x}, not {TEE_TYPE_TDX:#x} (TDX)")
+        if att_key_type != ATT_KEY_TYPE_ECDSA_P256:
+            raise EvidenceError(f"attestation key type {att_key_type} is not supported "
                                 f"(only {ATT_KEY_TYPE_ECDSA_P256}, ECDSA-256 with P-256)")
-        if header.version == QUOTE_VERSION_4:
+        if version == QUOTE_VERSION_4:
             body_off, body_size = HEADER_SIZE, TD10_BODY_SIZE
-        elif header.version == QUOTE_VERSION_5:
+        elif version == QUOTE_VERSION_5:
             if len(data) < HEADER_SIZE + _V5_BODY_HDR.size:
                 raise EvidenceError("v5 quote ends before its body type and size")
             btype, body_size = _V5_BODY_HDR.unpack_from(data, HEADER_SIZE)
@@ -407,14 +435,13 @@ class QuoteLayout:
                 raise EvidenceError(f"v5 body type {btype} must be {want} bytes, header says {body_size}")
             body_off = HEADER_SIZE + _V5_BODY_HDR.size
         else:
-            raise EvidenceError(f"quote version {header.version} is not supported (4 or 5)")
+            raise EvidenceError(f"quote version {version} is not supported (4 or 5)")
         sig_len_off = body_off + body_size
         if len(data) < sig_len_off + 4:
             raise EvidenceError(f"quote is {len(data)} bytes, ends before its signature data")
-        body = TdQuoteBody.from_bytes(data[body_off:sig_len_off])
-        (sig_len,) = struct.unpack_from("<I", data, sig_len_off)
+        (sig_len,) = _U32.unpack_from(data, sig_len_off)
         sig_end = sig_len_off + 4 + sig_len
         if sig_end > len(data):
             raise EvidenceError(f"signature data says {sig_len} bytes, only "
                                 f"{len(data) - sig_len_off - 4} remain")
-        return cls(header, body, sig_len_off, sig_len_off + 4, sig_end)
+        return cls(version, body_off, sig_len_off, sig_len_off + 4, sig_end)  # a tuple: cheap

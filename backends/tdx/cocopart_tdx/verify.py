@@ -27,8 +27,9 @@ Checks (each a named :class:`Check`; a failure never raises): ``tdx.quote.parse`
 ``tdx.crl``, ``tdx.collateral.present``, ``tdx.collateral.signature``,
 ``tdx.collateral.fresh``, ``tdx.collateral.match``, ``tdx.tcb_status``,
 ``tdx.td_attributes.sept_ve_disable`` (dcap-qvl and Intel's default appraisal reject TDs
-without it; pass ``require_sept_ve_disable=False`` for TDs, such as Azure's partitioned ones,
-that run without it) and ``tdx.manifest_binding``. Debug TDs are left to the policy
+without it; a policy accepts TDs that run without it, such as Azure's partitioned ones, with
+``waive_checks = ["tdx.td_attributes.sept_ve_disable"]``, or a Python caller constructs the
+verifier with ``require_sept_ve_disable=False``) and ``tdx.manifest_binding``. Debug TDs are left to the policy
 (``Claims.debug``).
 
 Trust: the Intel SGX Root CA is pinned by the SHA-256 of its public key
@@ -39,16 +40,20 @@ public key is among ``TrustStore.roots_for("tdx")``.
 Speed: what a quote's signature data says apart from the quote signature (attestation key,
 QE report binding and PCK signature, PCK chain) is the same for every quote of one quoting
 enclave, so it is cached by those exact bytes, as are parsed collateral, CRLs and TCB
-evaluations. A quote from a platform seen before costs the header/body parse, one P-256
-verification (its own signature) and the claims; validity periods and freshness are
-re-checked on every call. bench/bench_verify_tdx.py measures it (about 7,000 real v4 quotes
-per second on one core of the 2-core CI machine).
+evaluations; on top, every check and claim of one TD on one platform with one collateral
+(the key: every signed byte but REPORTDATA, the signature data but the quote signature) is
+kept as a context, used while ``now`` stays inside every validity window involved. A quote
+of a known TD then costs its framing, one P-256 verification (its own signature) and the
+claims. Cold, links between Intel's pinned certificates are not re-verified
+(:data:`cocopart_tdx.pck.INTEL_PINNED_LINKS`) and certificates, CRLs and signed collateral
+are checked over their exact bytes, sliced rather than re-encoded. bench/bench_verify.py
+measures both against dcap-qvl and a bare P-256 verify (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -59,32 +64,35 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cocopart.attest.evidence import Claims, Evidence, Origin
-from cocopart.attest.verifier import Check, TrustStore, VendorResult
+from cocopart.attest.verifier import Check, TrustStore, VendorResult, check
 from cocopart.errors import EvidenceError
 from cocopart.protocol.manifest import bind_report_data, read_manifest
+from cocopart.unchecked import build_unchecked
+from cocopart_tdx import policy as tdx_policy
 from cocopart_tdx.collateral import (
     EnclaveIdentity,
     SignedJson,
     TcbEvaluation,
     TcbInfo,
     evaluate_tcb,
-    signing_key,
 )
 from cocopart_tdx.pck import (
     INTEL_SGX_ROOT_CA_SPKI_SHA256,
+    ChainCert,
     SgxExtensions,
+    chain_problems,
     common_name,
+    crl_der,
     crl_problems,
     crl_time_problem,
     load_certificates,
-    load_crl,
-    order_chain,
-    signature_problems,
+    parse_chain,
     spki_sha256,
     validity_problems,
 )
 from cocopart_tdx.quote import (
     EnclaveReportBody,
+    QuoteFrame,
     QuoteLayout,
     QuoteSignatureData,
     TdQuoteBody,
@@ -131,7 +139,7 @@ class _Chain:
     """A parsed certificate chain and what can be said about it without a clock."""
 
     key: bytes
-    certs: tuple[x509.Certificate, ...]
+    items: tuple[ChainCert, ...]
     problems: tuple[str, ...]
     root_spki: str = ""
     names: tuple[str, ...] = ()
@@ -139,6 +147,10 @@ class _Chain:
     tcb_names: tuple[tuple[str, int], ...] = ()
     valid_from: datetime = _FAR_FUTURE
     valid_until: datetime = _FAR_PAST
+
+    @property
+    def certs(self) -> tuple[x509.Certificate, ...]:
+        return tuple(item.cert for item in self.items)
 
     def time_problems(self, now: datetime) -> list[str]:
         """Certificates of the chain that are not valid at ``now``."""
@@ -158,27 +170,29 @@ def _chain(data: bytes, *, pck: bool) -> _Chain:
     if hit is not None:
         return hit
     try:
-        certs = order_chain(load_certificates(data))
+        items = parse_chain(data)
     except EvidenceError as exc:
         return _remember(_CHAINS, (data, pck), _Chain(data, (), (str(exc),)))
-    problems = signature_problems(certs)
+    problems = chain_problems(items)
     ext: SgxExtensions | None = None
     if pck:
-        if len(certs) != 3:
-            problems.append(f"a PCK chain has 3 certificates (leaf, CA, root), this one {len(certs)}")
+        if len(items) != 3:
+            problems.append(f"a PCK chain has 3 certificates (leaf, CA, root), this one {len(items)}")
         try:
-            ext = SgxExtensions.from_certificate(certs[0])
+            ext = SgxExtensions.from_certificate(items[0].der)
         except EvidenceError as exc:
             problems.append(str(exc))
+    certs = [item.cert for item in items]
     return _remember(_CHAINS, (data, pck), _Chain(
-        data, tuple(certs), tuple(problems), spki_sha256(certs[-1]),
-        tuple(common_name(c) for c in certs), ext,
+        data, tuple(items), tuple(problems), items[-1].spki_sha256,
+        tuple(item.name for item in items), ext,
         tuple(ext.tcb.named().items()) if ext else (),
         max(c.not_valid_before_utc for c in certs), min(c.not_valid_after_utc for c in certs)))
 
 
 _NO_CHAIN = _Chain(b"", (), ("no PCK certificate chain in the quote or the evidence",))
-_PARSED = {(v, t): f"TD quote v{v}, body type {t}" for v in (4, 5) for t in (2, 3)}
+_PARSED = {(v, t): check(name="tdx.quote.parse", ok=True, detail=f"TD quote v{v}, body type {t}")
+           for v in (4, 5) for t in (2, 3)}
 
 
 def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]]:
@@ -252,8 +266,8 @@ def _platform(tail: bytes, certificates: tuple[bytes, ...]) -> _Platform:
     if chain_data is None:
         chain_data = b"".join(certificates)
     chain = _chain(chain_data, pck=True) if chain_data else _NO_CHAIN
-    if qe is not None and chain.certs:
-        pub = chain.certs[0].public_key()
+    if qe is not None and chain.items:
+        pub = chain.items[0].key
         ok = isinstance(pub, ec.EllipticCurvePublicKey) and _ecdsa_ok(
             pub, qe.qe_report_signature, qe.qe_report_bytes)
         qe_check = (ok, "the PCK key signs the QE report" if ok else
@@ -311,7 +325,9 @@ def _collateral(c: dict[str, bytes]) -> _Collateral:
         chain = _chain(chain_pem, pck=False)
         chains.append(chain)
         problems += [f"{label} issuer chain: {p}" for p in chain.problems]
-        if chain.certs and not signed.signature_ok(signing_key(list(chain.certs))):
+        signer = chain.items[0].key if chain.items else None
+        if chain.items and not (isinstance(signer, ec.EllipticCurvePublicKey)
+                                and signed.signature_ok(signer)):
             problems.append(f"{label} signature does not verify with '{chain.names[0]}'")
     return _remember(_COLLATERAL, key, _Collateral(info, ident, issue, tuple(problems), tuple(chains)))
 
@@ -341,9 +357,9 @@ def _tcb_outcome(collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[b
     col = _collateral(collateral)
     problems = list(col.problems)
     for c in col.chains:
-        if c.certs and c.root_spki not in roots:
+        if c.items and c.root_spki not in roots:
             problems.append(f"TCB signing chain ends at '{c.names[-1]}', not a trusted root")
-        elif c.certs and chain.certs and c.root_spki != chain.root_spki:
+        elif c.items and chain.items and c.root_spki != chain.root_spki:
             problems.append("TCB signing chain and PCK chain end at different roots")
     info, ext = col.tcb_info, chain.extensions
     mism: list[str] = []
@@ -361,22 +377,24 @@ def _tcb_outcome(collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[b
     return _remember(_OUTCOMES, key, _TcbOutcome(col, tuple(problems), tuple(mism), evaluation))
 
 
-def _crl_check(data: bytes, issuer: x509.Certificate, covered: list[x509.Certificate], name: str,
-               chain_key: bytes, now: datetime) -> list[str]:
+def _crl_check(data: bytes, issuer: ChainCert, covered: list[ChainCert], name: str,
+               chain_key: bytes, now: datetime) -> tuple[list[str], tuple[datetime, datetime]]:
+    """Problems of one CRL at ``now`` and the window in which it is current."""
     key = (data, chain_key, name)
     hit = _CRLS.get(key)
     if hit is None:
         try:
-            crl = load_crl(data)
-        except EvidenceError as exc:
-            return [f"{name}: {exc}"]
-        hit = _remember(_CRLS, key, (tuple(crl_problems(crl, issuer, covered, name)), crl,
+            raw = crl_der(data)
+            crl = x509.load_der_x509_crl(raw)
+        except (EvidenceError, ValueError) as exc:
+            return [f"{name}: CRL does not parse: {exc}"], (_FAR_PAST, _FAR_FUTURE)
+        hit = _remember(_CRLS, key, (tuple(crl_problems(raw, crl, issuer, covered, name)), crl,
                                      crl.last_update_utc, crl.next_update_utc or _FAR_FUTURE))
     static, crl, last, nxt = hit
     if not static and last <= now <= nxt:
-        return []
+        return [], (last, nxt)
     late = crl_time_problem(crl, now, name)
-    return list(static) + ([late] if late else [])
+    return list(static) + ([late] if late else []), (last, nxt)
 
 
 # --- shared claim helpers -----------------------------------------------------------------
@@ -396,32 +414,39 @@ def _tee_tcb_names(svn: bytes) -> dict[str, int]:
     return dict(hit)
 
 
+_ORIGINS: dict[str, Origin] = {}
+
+
 def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | None]:
     """Default: the TD as a whole (L1). A bound manifest with a requester names the L2 VM."""
-    l1 = Origin(layer=evidence.layer_map.get("L1", "l1"), vendor_level="L1")
+    layer = evidence.layer_map.get("L1", "l1") if evidence.layer_map else "l1"
+    l1 = _ORIGINS.get(layer)
+    if l1 is None:
+        l1 = _remember(_ORIGINS, layer, build_unchecked(Origin, {
+            "layer": layer, "vendor_level": "L1", "via_privileged_layer": False}))
     if evidence.manifest is None:
         return l1, None
     name = "tdx.manifest_binding"
     if evidence.nonce is None:
-        return l1, Check(name=name, ok=False, detail="a services manifest came without the nonce "
+        return l1, check(name=name, ok=False, detail="a services manifest came without the nonce "
                          "it was bound to; cannot check REPORTDATA = SHA-512(nonce || manifest)")
     if report_data != bind_report_data(evidence.nonce, evidence.manifest):
-        return l1, Check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
+        return l1, check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
                          "the evidence is not bound to this nonce and services manifest")
     try:
         reading = read_manifest(evidence.manifest, evidence.service)
     except EvidenceError as exc:
-        return l1, Check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
+        return l1, check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
                          f"not parse: {exc}")
     requester = reading.requester
     if requester is None or requester.level == 0:
-        return l1, Check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || "
+        return l1, check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || "
                          f"{reading.describe()}); no L2 requester is named: the L1 attested "
                          "for itself")
     level = f"L2 VM {requester.level}"
     origin = Origin(layer=evidence.layer_map.get(level, requester.layer), vendor_level=level,
                     via_privileged_layer=True)
-    return origin, Check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || manifest); the "
+    return origin, check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || manifest); the "
                          f"L1 attested on behalf of {level} ({origin.layer})")
 
 
@@ -437,14 +462,57 @@ def _policy(td_attributes: bytes, xfam: bytes, seam_attributes: bytes) -> dict[s
     return dict(hit)
 
 
+def clear_caches() -> None:
+    """Forget every cached chain, platform, collateral, CRL and TCB evaluation, so the next
+    verification is a cold one (benchmarks; a long-running verifier never needs this)."""
+    for cache in (_CHAINS, _ROOT_SETS, _CRLS, _PLATFORMS, _COLLATERAL, _OUTCOMES, _TEE_NAMES,
+                  _POLICIES, _CONTEXTS, _ORIGINS):
+        cache.clear()
+
+
 def _aware(now: datetime) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _QuoteContext:
+    """See :meth:`TdxEvidenceVerifier._context`; ``parse_check`` set: the quote is unusable."""
+
+    parse_check: Check | None
+    parsed: Check | None = None
+    measurements: dict[str, bytes] = field(default_factory=dict)
+    attestation_key: ec.EllipticCurvePublicKey | None = None
+    static: tuple[Check, ...] = ()
+    policy: dict[str, Any] = field(default_factory=dict)
+    tcb: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
+    tcb_status: str | None = None
+    platform_id: str = ""
+    signer: str = ""
+    simulated: bool = False
+    valid_from: datetime = _FAR_FUTURE
+    valid_until: datetime = _FAR_PAST
+    rest: tuple[Any, ...] = ()
+    tail: bytes = b""
+
+
+_CONTEXTS: dict[tuple[Any, ...], _QuoteContext] = {}
+_NESTED_EXTRA = ("pck_chain", "advisory_ids", "tcb_level_status")
+_SIGNED = check(name="tdx.quote.signature", ok=True,
+                detail="the attestation key signs header and body")
+_NOT_SIGNED = check(name="tdx.quote.signature", ok=False, detail=(
+    "the quote signature does not verify with the attestation key: header or body altered"))
+_NOT_A_KEY = check(name="tdx.quote.signature", ok=False,
+                   detail="the attestation key is not a P-256 point")
 
 
 class TdxEvidenceVerifier:
     """Verifies TDX quotes and TDREPORTs (entry point ``cocopart.evidence: tdx``)."""
 
     vendor = VENDOR
+    policy_schema = tdx_policy.SCHEMA
+    check_policy = staticmethod(tdx_policy.check_policy)
 
     def __init__(self, *, require_sept_ve_disable: bool = True) -> None:
         self.require_sept_ve_disable = require_sept_ve_disable
@@ -461,12 +529,12 @@ class TdxEvidenceVerifier:
                 from cocopart_tdx.hcl_verify import verify_hcl
 
                 return verify_hcl(self, evidence, trust, now)
-            return VendorResult(claims=None, checks=[Check(
+            return VendorResult(claims=None, checks=[check(
                 name="tdx.format", ok=False,
                 detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r}, {FORMAT_TDREPORT!r} "
                 f"or {FORMAT_AZURE_HCL!r}")])
         except Exception as exc:  # noqa: BLE001 - the contract: bad evidence never raises
-            return VendorResult(claims=None, checks=[Check(
+            return VendorResult(claims=None, checks=[check(
                 name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])
 
     # --- quotes ---------------------------------------------------------------------------
@@ -474,66 +542,110 @@ class TdxEvidenceVerifier:
     def _verify_quote(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
         raw = evidence.raw
         try:
-            layout = QuoteLayout.parse(raw)
-            sig_raw = raw[layout.sig_start:layout.sig_end]
-            plat = _platform(sig_raw[64:], tuple(evidence.certificates))
-            if plat.parse_problem is not None:
-                raise EvidenceError(plat.parse_problem)
+            frame = QuoteFrame.of(raw)
         except EvidenceError as exc:
             return VendorResult(claims=None, checks=[
-                Check(name="tdx.quote.parse", ok=False, detail=str(exc))])
-        body = layout.body
-        checks = [Check(name="tdx.quote.parse", ok=True, detail=_PARSED[layout.header.version,
-                                                                         layout.body_type])]
-        ak = plat.attestation_key
-        ok = ak is not None and _ecdsa_ok(ak, sig_raw[:64], raw[:layout.signed_length])
-        checks.append(Check(name="tdx.quote.signature", ok=ok, detail=(
-            "the attestation key signs header and body" if ok else
-            "the attestation key is not a P-256 point" if ak is None else
-            "the quote signature does not verify with the attestation key: header or body altered")))
-        checks.append(Check(name="tdx.qe_report.binding", ok=plat.binding[0], detail=plat.binding[1]))
+                check(name="tdx.quote.parse", ok=False, detail=str(exc))])
+        ctx = self._context(raw, frame, evidence, trust, now)
+        if ctx.parse_check is not None:
+            return VendorResult(claims=None, checks=[ctx.parse_check])
+        ak = ctx.attestation_key
+        ok = ak is not None and _ecdsa_ok(ak, raw[frame.sig_start:frame.sig_start + 64],
+                                          raw[:frame.signed_length])
+        checks = [ctx.parsed, _SIGNED if ok else _NOT_A_KEY if ak is None else _NOT_SIGNED,
+                  *ctx.static]
+        report_data = raw[frame.report_data:frame.report_data + 64]
+        origin, binding = _origin(evidence, report_data)
+        if binding is not None:
+            checks.append(binding)
+        extra = dict(ctx.extra)  # a result's own copy, its lists and dicts too
+        for name in _NESTED_EXTRA:
+            if name in extra:
+                extra[name] = extra[name].copy()
+        claims = build_unchecked(Claims, {
+            "vendor": VENDOR, "format": FORMAT_QUOTE, "version": frame.version,
+            "measurements": dict(ctx.measurements), "report_data": report_data,
+            "origin": origin, "debug": ctx.debug, "policy": dict(ctx.policy),
+            "tcb": dict(ctx.tcb), "tcb_status": ctx.tcb_status, "platform_id": ctx.platform_id,
+            "signer": ctx.signer, "simulated": ctx.simulated, "extra": extra})
+        return build_unchecked(VendorResult, {"claims": claims, "checks": checks})
 
+    def _context(self, raw: bytes, frame: QuoteFrame, evidence: Evidence, trust: TrustStore,
+                 now: datetime) -> _QuoteContext:
+        """Everything a quote's checks and claims say apart from its own signature and
+        REPORTDATA: the same for every quote of one TD on one platform with the same
+        collateral (the key is every signed byte but REPORTDATA, and the signature data but
+        the quote signature), while ``now`` stays inside every validity window involved."""
+        rd = frame.report_data
+        roots_key, roots = _trusted_roots(trust)
+        # Looked up by the signed bytes before REPORTDATA and the attestation key, then
+        # compared byte for byte with the rest (cheaper than hashing the 4 KiB signature data)
+        ak_at = frame.sig_start + 64
+        key = (raw[:rd], raw[ak_at:ak_at + 64], roots_key, self.require_sept_ve_disable)
+        rest = (raw[rd + 64:frame.sig_start], tuple(evidence.certificates),
+                tuple(evidence.collateral.items()))
+        hit = _CONTEXTS.get(key)
+        if (hit is not None and hit.valid_from <= now <= hit.valid_until and hit.rest == rest
+                and raw[ak_at:frame.sig_end] == hit.tail):
+            return hit
+        try:
+            layout = QuoteLayout.parse(raw)
+        except EvidenceError as exc:
+            return _QuoteContext(check(name="tdx.quote.parse", ok=False, detail=str(exc)))
+        tail = raw[ak_at:frame.sig_end]
+        ctx = self._build_context(layout, tail, evidence, trust, roots_key, roots, now)
+        if ctx.valid_from <= now <= ctx.valid_until:
+            _remember(_CONTEXTS, key, replace(ctx, rest=rest, tail=tail))
+        return ctx
+
+    def _build_context(self, layout: QuoteLayout, tail: bytes, evidence: Evidence,
+                       trust: TrustStore, roots_key: tuple[bytes, ...], roots: dict[str, str],
+                       now: datetime) -> _QuoteContext:
+        plat = _platform(tail, tuple(evidence.certificates))
+        if plat.parse_problem is not None:
+            return _QuoteContext(check(name="tdx.quote.parse", ok=False,
+                                       detail=plat.parse_problem))
+        body = layout.body
+        checks = [check(name="tdx.qe_report.binding", ok=plat.binding[0], detail=plat.binding[1])]
         chain = plat.chain
         chain_problems = list(chain.problems) + chain.time_problems(now)
-        checks.append(Check(name="tdx.pck.chain", ok=not chain_problems,
+        checks.append(check(name="tdx.pck.chain", ok=not chain_problems,
                             detail="; ".join(chain_problems) or " <- ".join(chain.names)))
-        roots_key, roots = _trusted_roots(trust)
-        signer = roots.get(chain.root_spki) if chain.certs else None
-        root_name = chain.names[-1] if chain.certs else "nothing"
-        checks.append(Check(name="tdx.pck.root_pinned", ok=signer is not None, detail=(
+        signer = roots.get(chain.root_spki) if chain.items else None
+        root_name = chain.names[-1] if chain.items else "nothing"
+        checks.append(check(name="tdx.pck.root_pinned", ok=signer is not None, detail=(
             f"chain ends at '{root_name}', a trusted root ({signer})" if signer else
             f"chain ends at '{root_name}' (public key SHA-256 {chain.root_spki or 'n/a'}), which is "
             "neither the Intel SGX Root CA pinned by cocopart"
             + ("" if trust.trust_vendor_roots else " (vendor roots are switched off)")
             + " nor a root in the trust store")))
-        checks.append(Check(name="tdx.qe_report.signature", ok=plat.qe_signature[0],
+        checks.append(check(name="tdx.qe_report.signature", ok=plat.qe_signature[0],
                             detail=plat.qe_signature[1]))
         sig = plat.signature_data
         qe = sig.qe if sig is not None else None
-        qe_raw = plat.qe_raw
-        checks.append(self._crl_check(evidence.collateral, chain, now))
-        evaluation, issue_date, tcb_info = self._collateral_checks(
+        crl, crl_window = self._crl_check(evidence.collateral, chain, now)
+        checks.append(crl)
+        evaluation, issue_date, tcb_info, col_window = self._collateral_checks(
             evidence.collateral, chain, roots_key, roots, body, qe.qe_report if qe else None,
-            qe_raw, now, checks)
+            plat.qe_raw, now, checks)
 
         policy = _policy(body.td_attributes, body.xfam, body.seam_attributes)
         if self.require_sept_ve_disable:
             on = bool(policy["sept_ve_disable"])
-            checks.append(Check(name="tdx.td_attributes.sept_ve_disable", ok=on, detail=(
+            checks.append(check(name="tdx.td_attributes.sept_ve_disable", ok=on, detail=(
                 "SEPT_VE_DISABLE is set" if on else "SEPT_VE_DISABLE is not enabled: the TD takes "
-                "#VE on pending private pages (rejected by default, as dcap-qvl does; construct the "
-                "verifier with require_sept_ve_disable=False to accept such TDs)")))
-
-        origin, binding = _origin(evidence, body.report_data)
-        if binding is not None:
-            checks.append(binding)
+                "#VE on pending private pages (rejected by default, as dcap-qvl does; to accept "
+                "such TDs, e.g. Azure's partitioned ones, add it to the policy's waive_checks: "
+                'waive_checks = ["tdx.td_attributes.sept_ve_disable"], CLI: --waive '
+                "tdx.td_attributes.sept_ve_disable)")))
 
         tcb = _tee_tcb_names(body.tee_tcb_svn)
         ext = chain.extensions
         tcb.update(chain.tcb_names)
         if plat.qe_isvsvn is not None:
             tcb["qe_isvsvn"] = plat.qe_isvsvn
-        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names)}
+        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names),
+                                 "qe_vendor_id": layout.header.qe_vendor_id.hex()}
         if body.tee_tcb_svn2 is not None:
             extra["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
         if issue_date:
@@ -542,52 +654,64 @@ class TdxEvidenceVerifier:
             extra["tcb_evaluation_data_number"] = tcb_info.tcb_evaluation_data_number
         if evaluation is not None:
             extra["advisory_ids"] = list(evaluation.advisory_ids)
+            extra["tcb_date"] = evaluation.tcb_date
             extra["tcb_level_status"] = {"platform": evaluation.platform_status,
                                          "tdx_module": evaluation.module_status,
                                          "qe": evaluation.qe_status}
-        claims = Claims(
-            vendor=VENDOR, format=FORMAT_QUOTE, version=layout.header.version,
-            measurements=body.measurements(), report_data=body.report_data, origin=origin,
-            debug=bool(policy["debug"]), policy=policy, tcb=tcb,
-            tcb_status=evaluation.status if evaluation else None,
-            platform_id=ext.fmspc.hex() if ext else "", signer=signer or "",
-            simulated=signer is not None and signer.startswith("simulated:"), extra=extra)
-        return VendorResult(claims=claims, checks=checks)
+        windows = [(chain.valid_from, chain.valid_until), crl_window, col_window]
+        return _QuoteContext(
+            None, _PARSED[layout.header.version, layout.body_type], body.measurements(),
+            plat.attestation_key, tuple(checks), policy, tcb, extra,
+            bool(policy["debug"]), evaluation.status if evaluation else None,
+            ext.fmspc.hex() if ext else "", signer or "",
+            signer is not None and signer.startswith("simulated:"),
+            max(w[0] for w in windows), min(w[1] for w in windows))
 
-    def _crl_check(self, collateral: dict[str, bytes], chain: _Chain, now: datetime) -> Check:
+    def _crl_check(self, collateral: dict[str, bytes], chain: _Chain,
+                   now: datetime) -> tuple[Check, tuple[datetime, datetime]]:
+        """The CRL check and the window in which the CRLs are current."""
         root_crl, pck_crl = collateral.get("root_crl"), collateral.get("pck_crl")
+        always = (_FAR_PAST, _FAR_FUTURE)
         if root_crl is None and pck_crl is None:
-            return Check(name="tdx.crl", ok=True, detail="no CRLs given: revocation not checked")
-        if len(chain.certs) < 2:
-            return Check(name="tdx.crl", ok=False, detail="no PCK chain to check the CRLs against")
+            return check(name="tdx.crl", ok=True,
+                         detail="no CRLs given: revocation not checked"), always
+        if len(chain.items) < 2:
+            return check(name="tdx.crl", ok=False,
+                         detail="no PCK chain to check the CRLs against"), always
         problems: list[str] = []
-        leaf, ca, root = chain.certs[0], chain.certs[1], chain.certs[-1]
-        if root_crl is not None:
-            problems += _crl_check(root_crl, root, [ca], "root CA CRL", chain.key, now)
-        if pck_crl is not None:
-            problems += _crl_check(pck_crl, ca, [leaf], "PCK CRL", chain.key, now)
+        windows = [always]
+        leaf, ca, root = chain.items[0], chain.items[1], chain.items[-1]
+        for data, issuer, covered, name in ((root_crl, root, [ca], "root CA CRL"),
+                                            (pck_crl, ca, [leaf], "PCK CRL")):
+            if data is not None:
+                found, window = _crl_check(data, issuer, covered, name, chain.key, now)
+                problems += found
+                windows.append(window)
         given = [n for n, c in (("root CA CRL", root_crl), ("PCK CRL", pck_crl)) if c is not None]
-        return Check(name="tdx.crl", ok=not problems,
-                     detail="; ".join(problems) or f"checked {' and '.join(given)}: nothing revoked")
+        return check(name="tdx.crl", ok=not problems, detail="; ".join(problems)
+                     or f"checked {' and '.join(given)}: nothing revoked"), (
+            max(w[0] for w in windows), min(w[1] for w in windows))
 
     def _collateral_checks(
         self, collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[bytes, ...],
         roots: dict[str, str], body: TdQuoteBody, qe_report: EnclaveReportBody | None,
         qe_raw: bytes, now: datetime, checks: list[Check],
-    ) -> tuple[TcbEvaluation | None, str, TcbInfo | None]:
+    ) -> tuple[TcbEvaluation | None, str, TcbInfo | None, tuple[datetime, datetime]]:
+        """The collateral checks (appended) and the window in which the collateral and its
+        signing chains are valid."""
         missing = [k for k in ("tcb_info", "qe_identity") if k not in collateral]
         if missing:
-            checks.append(Check(name="tdx.collateral.present", ok=False, detail=(
+            checks.append(check(name="tdx.collateral.present", ok=False, detail=(
                 f"no {' or '.join(missing)} collateral: the TCB status cannot be determined")))
-            return None, "", None
-        checks.append(Check(name="tdx.collateral.present", ok=True,
+            return None, "", None, (_FAR_PAST, _FAR_FUTURE)
+        checks.append(check(name="tdx.collateral.present", ok=True,
                             detail="TCB info and QE identity given"))
         out = _tcb_outcome(collateral, chain, roots_key, roots, body, qe_report, qe_raw)
         col = out.collateral
         problems = list(out.signature_problems)
         for c in col.chains:
             problems += [f"TCB signing chain: {p}" for p in c.time_problems(now)]
-        checks.append(Check(name="tdx.collateral.signature", ok=not problems, detail="; ".join(problems)
+        checks.append(check(name="tdx.collateral.signature", ok=not problems, detail="; ".join(problems)
                             or "TCB info and QE identity are signed by the TCB signing key under the root"))
         info, ident = col.tcb_info, col.identity
         stale = [f"{label} is valid {obj.issue_date:%Y-%m-%dT%H:%M:%SZ}..{obj.next_update:%Y-%m-%dT%H:%M:%SZ}"
@@ -595,24 +719,28 @@ class TdxEvidenceVerifier:
                  for label, obj in (("TCB info", info), ("QE identity", ident))
                  if obj is not None and not obj.issue_date <= now <= obj.next_update]
         parsed = info is not None and ident is not None
-        checks.append(Check(name="tdx.collateral.fresh", ok=not stale and parsed, detail="; ".join(stale)
+        checks.append(check(name="tdx.collateral.fresh", ok=not stale and parsed, detail="; ".join(stale)
                             or ("TCB info and QE identity are current" if parsed
                                 else "collateral did not parse")))
-        checks.append(Check(name="tdx.collateral.match", ok=not out.match_problems,
+        checks.append(check(name="tdx.collateral.match", ok=not out.match_problems,
                             detail="; ".join(out.match_problems) or "TCB info is for this platform "
                             f"(FMSPC {info.fmspc.hex() if info else ''})"))
+        windows = [(c.valid_from, c.valid_until) for c in col.chains]
+        windows += [(obj.issue_date, obj.next_update) for obj in (info, ident) if obj is not None]
+        window = (max((w[0] for w in windows), default=_FAR_PAST),
+                  min((w[1] for w in windows), default=_FAR_FUTURE))
         evaluation = out.evaluation
         if evaluation is None:
-            checks.append(Check(name="tdx.tcb_status", ok=False,
+            checks.append(check(name="tdx.tcb_status", ok=False,
                                 detail="no TCB status: " + "; ".join(out.match_problems)))
-            return None, col.tcb_issue_date, info
+            return None, col.tcb_issue_date, info, window
         ok = (evaluation.status is not None and evaluation.status != "Revoked"
               and not out.match_problems)
         detail = ("; ".join(evaluation.problems) if evaluation.problems else
                   f"TCB status {evaluation.status}" + (f" ({', '.join(evaluation.advisory_ids)})"
                                                       if evaluation.advisory_ids else ""))
-        checks.append(Check(name="tdx.tcb_status", ok=ok, detail=detail))
-        return evaluation, col.tcb_issue_date, info
+        checks.append(check(name="tdx.tcb_status", ok=ok, detail=detail))
+        return evaluation, col.tcb_issue_date, info, window
 
     # --- TDREPORT -----------------------------------------------------------------------------
 
@@ -620,21 +748,21 @@ class TdxEvidenceVerifier:
         try:
             report = TdReport.from_bytes(evidence.raw, strict=False)
         except EvidenceError as exc:
-            return VendorResult(claims=None, checks=[Check(name="tdx.tdreport.parse", ok=False, detail=str(exc))])
-        checks = [Check(name="tdx.tdreport.parse", ok=True, detail="1024-byte TDREPORT_STRUCT")]
+            return VendorResult(claims=None, checks=[check(name="tdx.tdreport.parse", ok=False, detail=str(exc))])
+        checks = [check(name="tdx.tdreport.parse", ok=True, detail="1024-byte TDREPORT_STRUCT")]
         type_problem = report.type_problem()
-        checks.append(Check(name="tdx.tdreport.type", ok=type_problem is None,
+        checks.append(check(name="tdx.tdreport.type", ok=type_problem is None,
                             detail=type_problem or "REPORTTYPE 0x81 (TDX)"))
         macs = report.mac_struct
         ok = report.tee_tcb_info.digest() == macs.tee_tcb_info_hash
-        checks.append(Check(name="tdx.tdreport.tee_tcb_info_hash", ok=ok, detail=(
+        checks.append(check(name="tdx.tdreport.tee_tcb_info_hash", ok=ok, detail=(
             "SHA-384 of TEE_TCB_INFO matches" if ok else
             "TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100")))
         ok = report.td_info.digest() == macs.tee_info_hash
-        checks.append(Check(name="tdx.tdreport.tee_info_hash", ok=ok, detail=(
+        checks.append(check(name="tdx.tdreport.tee_info_hash", ok=ok, detail=(
             "SHA-384 of TDINFO matches" if ok else
             "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200")))
-        checks.append(Check(name="tdx.tdreport.mac", ok=False, detail=(
+        checks.append(check(name="tdx.tdreport.mac", ok=False, detail=(
             "the TDREPORT MAC is keyed by a CPU-internal key and can only be checked on the same "
             "platform (by the TD quoting enclave or TDG.MR.VERIFYREPORT); off-platform this "
             "evidence is unauthenticated - verify a quote made from it instead")))

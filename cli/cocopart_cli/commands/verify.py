@@ -12,7 +12,8 @@ from cocopart_cli.errors import EXIT_FAILED, EXIT_POLICY, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from cocopart.attest.policy import Policy
-    from cocopart_cli.models import VerifyReport
+    from cocopart_cli.quickpins import QuickPins
+    from cocopart_cli.verify_report import VerifyReport
 
 
 def parse_now(text: str | None) -> datetime | None:
@@ -29,16 +30,21 @@ def parse_now(text: str | None) -> datetime | None:
 def verify(evidence_file: str, *, vendor: str | None = None, fmt: str | None = None,
            policy: Policy | None = None, certs: list[str] | None = None,
            collateral: list[str] | None = None, now: str | None = None,
-           trust_roots: list[str] | None = None, vendor_roots: bool = True) -> VerifyReport:
+           trust_roots: list[str] | None = None, vendor_roots: bool = True,
+           cert_cache: Path | None = None, pins: QuickPins | None = None) -> VerifyReport:
     """Load, verify and return the report (does not print). Every input is read bounded
     and recognised by the installed platform plug-ins (cocopart.attest.inputs); anything
-    unusable raises InputError (exit 2)."""
+    unusable raises InputError (exit 2). ``pins``: the quick-pin flags, added to ``policy``."""
     from cocopart.attest.inputs import load_certificates, load_collateral, load_evidence
     from cocopart.attest.policy import Policy
     from cocopart.attest.verifier import TrustStore, Verifier
-    from cocopart_cli.models import VerifyReport
+    from cocopart_cli.verify_report import VerifyReport
 
     evidence, notes = load_evidence(evidence_file, vendor=vendor, fmt=fmt)
+    if pins:
+        from cocopart_cli.quickpins import apply_pins
+
+        policy = apply_pins(policy, evidence.vendor, pins)
     extra_certs: list[bytes] = []
     for path in certs or []:
         extra_certs += load_certificates(path)
@@ -54,7 +60,9 @@ def verify(evidence_file: str, *, vendor: str | None = None, fmt: str | None = N
     if extra_coll:
         evidence = evidence.model_copy(update={"collateral": {**evidence.collateral,
                                                                **extra_coll}})
-    trust = TrustStore(trust_vendor_roots=vendor_roots)
+    if cert_cache is not None and not cert_cache.is_dir():
+        raise CliError(f"--cert-cache {cert_cache}: not a directory")
+    trust = TrustStore(trust_vendor_roots=vendor_roots, certificate_cache=cert_cache)
     for root in trust_roots or []:
         for der in load_certificates(root):
             trust = trust.with_root(evidence.vendor, der)
@@ -144,12 +152,40 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str | None, typer.Option(
             "--format", help="Evidence format, e.g. snp-report, azure-hcl-report, tdx-quote, "
             "tdreport; overrides recognition (an unknown format is an error).")] = None,
+        cert_cache: Annotated[Path | None, typer.Option(
+            metavar="DIR", help="Certificate cache in the vendor's distribution layout, for "
+            "certificates the evidence lacks (AMD KDS: DIR/vcek/v1/<product>/<hwid>, "
+            "DIR/vcek/v1/<product>/cert_chain). AMD's ASK/ASVK/ARK are built in.")] = None,
         vendor_roots: Annotated[bool, typer.Option(
             help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")] = True,
         nonce: Annotated[str | None, typer.Option(
             metavar="HEX", help="The freshness nonce you asked for (the policy's "
             "expected_nonce): service evidence must bind SHA-512(nonce || manifest), hardware "
             "evidence the nonce itself.")] = None,
+        report_data: Annotated[str | None, typer.Option(
+            metavar="HEX", help="Quick pin: the raw REPORT_DATA (policy expected_report_data)."
+            )] = None,
+        measurement: Annotated[list[str] | None, typer.Option(
+            metavar="[NAME=]HEX", help="Quick pin: an accepted measurement (default name: "
+            "measurement on SNP, mrtd on TDX); repeat for several names or values.")] = None,
+        host_data: Annotated[list[str] | None, typer.Option(
+            metavar="HEX", help="Quick pin (SNP): an accepted HOST_DATA; repeatable.")] = None,
+        vmpl: Annotated[list[int] | None, typer.Option(
+            metavar="N", help="Quick pin (SNP): an accepted report VMPL; repeatable.")] = None,
+        allow_layer: Annotated[list[str] | None, typer.Option(
+            metavar="LAYER", help="Also accept evidence from this layer, e.g. l2.1 or VMPL2; "
+            "repeatable.")] = None,
+        allow_debug: Annotated[bool, typer.Option(
+            "--allow-debug", help="Accept debug guests.")] = False,
+        min_tcb: Annotated[list[str] | None, typer.Option(
+            metavar="NAME=N", help="Quick pin: a minimum TCB component, e.g. snp=8 or "
+            "pcesvn=11; repeatable.")] = None,
+        accept_tcb_status: Annotated[list[str] | None, typer.Option(
+            metavar="STATUS", help="Also accept this TCB status, e.g. OutOfDate; repeatable.")
+                                     ] = None,
+        waive: Annotated[list[str] | None, typer.Option(
+            metavar="CHECK", help="Accept this check failing (policy waive_checks), e.g. "
+            "tdx.td_attributes.sept_ve_disable; repeatable.")] = None,
         json_output: Annotated[bool, typer.Option(
             "--json", help="Print JSON (schema: `cocopart schema verify`).")] = False,
     ) -> None:
@@ -167,15 +203,20 @@ def register(app: typer.Typer) -> None:
         from cocopart_cli.common import hex_64
         from cocopart_cli.output import begin, emit_json
         from cocopart_cli.policyfile import load_policy
+        from cocopart_cli.quickpins import QuickPins
 
         begin(json_output)
         chosen = load_policy(policy) if policy else None
         if nonce is not None:
             chosen = (chosen or Policy()).model_copy(
                 update={"expected_nonce": hex_64(nonce, "--nonce")})
+        pins = QuickPins(report_data=report_data, measurements=measurement or [],
+                         host_data=host_data or [], vmpl=vmpl or [], allow_debug=allow_debug,
+                         allow_layers=allow_layer or [], min_tcb=min_tcb or [],
+                         tcb_status=accept_tcb_status or [], waive=waive or [])
         report = verify(evidence, vendor=vendor, fmt=fmt, policy=chosen, certs=certs,
                         collateral=collateral, now=now, trust_roots=trust_root,
-                        vendor_roots=vendor_roots)
+                        vendor_roots=vendor_roots, cert_cache=cert_cache, pins=pins)
         if json_output:
             emit_json(report)
         else:

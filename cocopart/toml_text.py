@@ -1,11 +1,20 @@
-"""Where a key sits in a TOML text: tomllib gives no positions, so errors find the line
-of the offending key or table by scanning the text."""
+"""TOML files with errors that name file, line and field: :func:`parse_toml` turns syntax
+errors into a :class:`ConfigError` with the line, :func:`config_error` a pydantic error
+with its dotted field and line. tomllib gives no positions, so the line of the offending key
+or table is found by scanning the text (:func:`line_of`). Used by scenario and policy files;
+imports nothing but the standard library, pydantic's error type and cocopart.errors."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cocopart.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 # --------------------------------------------------------------------------------------------
 # Line numbers for fields (tomllib gives none)
@@ -218,3 +227,30 @@ def _clean_message(msg: str) -> str:
         if msg.startswith(prefix):
             return msg[len(prefix):]
     return msg
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """``tomllib.loads`` whose syntax errors become a :class:`ConfigError` with the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        if "end of document" in msg:
+            line = len(text.splitlines()) or 1
+        detail = re.sub(r" \(at .*\)$", "", msg)
+        raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
+
+
+def config_error(err: ValidationError | InputError, data: Any, text: str, source: str
+                 ) -> ConfigError:
+    """The first error of a pydantic validation of TOML ``data`` (raised by pydantic, or by
+    an :class:`~cocopart.inputmodel.InputModel` as InputError), with its dotted field and
+    the line of that field in ``text``."""
+    from pydantic import ValidationError
+
+    first = err.errors()[0] if isinstance(err, ValidationError) else err.errors[0]
+    path = _data_path(data, first["loc"])
+    return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
+                       source=source, line=line_of(text, path))
