@@ -12,25 +12,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from cocopart.capability import Capability as Capability  # noqa: PLC0414 - re-exported
 from cocopart.inputmodel import InputModel, input_error
 from cocopart.model import Access, AccessField, GpaRange, InterruptMode, LayerName, PageSize
-
-
-class Capability(str, Enum):
-    """What a layer must be able to do to carry out an operation (graph node capability)."""
-
-    VALIDATE = "validate"
-    RESCIND = "rescind"
-    CONVERT = "convert"
-    SET_ACCESS = "set-access"
-    CREATE_VCPU = "create-vcpu"
-    DELETE_VCPU = "delete-vcpu"
-    ATTEST_HARDWARE = "attest-hardware"
-    ATTEST_SERVICE = "attest-service"
-    INJECT_INTERRUPT = "inject-interrupt"
-    EOI = "eoi"
-    CONFIGURE_INTERRUPTS = "configure-interrupts"
-    EXTEND_MEASUREMENT = "extend-measurement"
 
 
 class _Op(InputModel):

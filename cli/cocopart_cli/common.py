@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cocopart.attest.evidence import Evidence
-from cocopart.backend import Backend
 from cocopart.errors import BackendNotFound, ConfigError
-from cocopart.ops import OperationResult
 from cocopart.registry import PluginStatus, installed, load_all_backends, load_backend
-from cocopart.scenario import Scenario, load_scenario
-from cocopart_cli.errors import CliError
+from cocopart_cli.exit_codes import CliError
 from cocopart_cli.output import err_console
+
+if TYPE_CHECKING:  # each imported where it is used: `cocopart backends` needs none of them
+    from cocopart.attest.evidence import Evidence
+    from cocopart.backend import Backend
+    from cocopart.ops import OperationResult
+    from cocopart.scenario import Scenario
 
 
 def installed_backends() -> list[str]:
@@ -69,6 +71,8 @@ def backend_for(scenario: Scenario | None, name: str | None) -> Backend:
 
 def load_guest(path: Path) -> Scenario:
     """A guest/scenario file; every problem becomes a ConfigError naming file and line."""
+    from cocopart.scenario import load_scenario
+
     return load_scenario(path)
 
 
@@ -86,6 +90,8 @@ def hex_64(text: str, option: str) -> bytes:
 def evidence_from(data: Any) -> Evidence | None:
     """Evidence in an operation result's ``data["evidence"]``, in any of its forms (an
     Evidence, a python dict with bytes, or a JSON-mode dict)."""
+    from cocopart.attest.evidence import Evidence
+
     if data is None:
         return None
     if isinstance(data, Evidence):

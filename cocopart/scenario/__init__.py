@@ -52,27 +52,44 @@ The package: ``model`` (the file model), ``toml_lines`` (key positions in TOML t
 
 from __future__ import annotations
 
-from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
-from cocopart.scenario.load import config_error, load_scenario, loads_scenario, parse_toml
-from cocopart.scenario.model import (
-    AttestEachLayer,
-    BringUp,
-    Interrupts,
-    LayerSpec,
-    OperationStep,
-    Scenario,
-    ShareRound,
-)
-from cocopart.scenario.run import (
-    OperationOutcome,
-    Runner,
-    RunTotals,
-    ScenarioRun,
-    StepResult,
-    run_scenario,
-    worst,
-)
-from cocopart.scenario.toml_lines import key_lines, line_of
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
+    from cocopart.scenario.load import config_error, load_scenario, loads_scenario, parse_toml
+    from cocopart.scenario.model import (
+        AttestEachLayer,
+        BringUp,
+        Interrupts,
+        LayerSpec,
+        OperationStep,
+        Scenario,
+        ShareRound,
+    )
+    from cocopart.scenario.run import (
+        OperationOutcome,
+        Runner,
+        RunTotals,
+        ScenarioRun,
+        StepResult,
+        run_scenario,
+        worst,
+    )
+    from cocopart.scenario.toml_lines import key_lines, line_of
+
+#: Public name -> the module that defines it; each module loads on first use (loading a file
+#: does not import the runner, and the runner not the loader).
+_EXPORTS = {
+    "EXAMPLE_SCENARIO": "example", "default_scenario": "example",
+    "config_error": "load", "load_scenario": "load", "loads_scenario": "load",
+    "parse_toml": "load",
+    "AttestEachLayer": "model", "BringUp": "model", "Interrupts": "model", "LayerSpec": "model",
+    "OperationStep": "model", "Scenario": "model", "ShareRound": "model",
+    "OperationOutcome": "run", "Runner": "run", "RunTotals": "run", "ScenarioRun": "run",
+    "StepResult": "run", "run_scenario": "run", "worst": "run",
+    "key_lines": "toml_lines", "line_of": "toml_lines",
+}
 
 __all__ = [
     "EXAMPLE_SCENARIO",
@@ -98,3 +115,16 @@ __all__ = [
     "run_scenario",
     "worst",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocopart.scenario' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"cocopart.scenario.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -7,73 +7,30 @@ ENABLE_TDVMCALL exits to L1 (tdx.md §2.4), so L1 holds validate, rescind, set-a
 vCPUs, attestation (only L1 can TDG.MR.REPORT) and measurement; the host holds convert
 (MapGPA); the TDX module holds nothing an L2 reaches directly.
 
-Backend options (``PartitionConfig.backend_options``):
-
-``module``          ``"1.5"`` (default, the 1.5.01 source) or ``"2.0"`` (a later module: 1G
-                    ACCEPT, TDG.MEM.PAGE.RELEASE with CONFIG_FLAGS.PAGE_RELEASE).
-``host_mapping``    ``"4K"`` (default: upstream KVM maps private memory at 4K only) or ``"2M"``.
-``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
-``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
-                    it goes straight to the host).
+Backend options (``PartitionConfig.backend_options``): ``module``, ``host_mapping``, ``gpaw``,
+``enable_tdvmcall`` — :mod:`cocopart_tdx.options`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.backend import Backend, CapabilityAnswer, Machine
+from cocopart.backend import Backend, CapabilityAnswer
 from cocopart.errors import ConfigError
-from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import Layer, LayerRole, PartitionConfig
-from cocopart.trace import CostTable, Trace
-from cocopart_tdx.costs import default_costs
-from cocopart_tdx.host import HOST_MAPPINGS
-from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
-from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
+from cocopart_tdx.interrupt_modes import capability_answers as interrupt_capabilities
+from cocopart_tdx.options import TdxOptions
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall")
+if TYPE_CHECKING:  # the machine model loads when a machine is created, not to list backends
+    from cocopart.backend import Machine
+    from cocopart.layers import LayerGraph
+    from cocopart.trace import CostTable, Trace
+
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
                    "attest-service", "attest-hardware@self", "extend-measurement",
                    "inject-interrupt", "configure-interrupts"]
-
-
-@dataclass(frozen=True)
-class TdxOptions:
-    """Validated backend options."""
-
-    module: str = "1.5"
-    host_mapping: str = "4K"
-    gpaw: int = 48
-    enable_tdvmcall: bool = False
-
-    @classmethod
-    def parse(cls, options: dict[str, Any]) -> TdxOptions:
-        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigError(f"unknown tdx option(s) {', '.join(unknown)} (known: "
-                              f"{', '.join(KNOWN_OPTIONS)})",
-                              field=f"backend_options.{unknown[0]}")
-        module = str(options.get("module", "1.5"))
-        if module not in MODULE_VERSIONS:
-            raise ConfigError(f"module must be one of {', '.join(MODULE_VERSIONS)}, not "
-                              f"{options.get('module')!r}", field="backend_options.module")
-        mapping = str(options.get("host_mapping", "4K")).upper()
-        if mapping not in HOST_MAPPINGS:
-            raise ConfigError(f"host_mapping must be one of {', '.join(HOST_MAPPINGS)}, not "
-                              f"{options.get('host_mapping')!r}",
-                              field="backend_options.host_mapping")
-        gpaw = options.get("gpaw", 48)
-        if isinstance(gpaw, bool) or gpaw not in (48, 52):
-            raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
-                              field="backend_options.gpaw")
-        tdvmcall = options.get("enable_tdvmcall", False)
-        if not isinstance(tdvmcall, bool):
-            raise ConfigError(f"enable_tdvmcall must be true or false, not {tdvmcall!r}",
-                              field="backend_options.enable_tdvmcall")
-        return cls(module, mapping, int(gpaw), tdvmcall)
 
 
 class TdxBackend(Backend):
@@ -102,6 +59,9 @@ class TdxBackend(Backend):
         return out
 
     def graph(self, config: PartitionConfig) -> LayerGraph:
+        from cocopart.layers import EdgeKind, LayerGraph
+        from cocopart_tdx.costs import default_costs
+
         opts = TdxOptions.parse(config.backend_options)
         costs = default_costs()
         g = LayerGraph()
@@ -196,9 +156,13 @@ class TdxBackend(Backend):
         return caps
 
     def cost_table(self) -> CostTable:
+        from cocopart_tdx.costs import default_costs
+
         return default_costs()
 
     def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:
+        from cocopart_tdx.tdcall import MNEMONIC, Leaf
+
         opts = TdxOptions.parse(config.backend_options)
         if layer == "l1":
             return sorted(MNEMONIC[leaf] for leaf in Leaf)

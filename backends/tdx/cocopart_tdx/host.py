@@ -34,6 +34,7 @@ from cocopart.model import PAGE_4K
 from cocopart.ranges import RangeMap
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.measure import MrtdBuilder
+from cocopart_tdx.options import HOST_MAPPING_NAMES
 from cocopart_tdx.sept import (
     ACCEPTED,
     AUG_FROM,
@@ -52,7 +53,7 @@ from cocopart_tdx.tdcall import EEQ_L2_SEPT, TdExit, TdxModule
 if TYPE_CHECKING:
     from cocopart_tdx.l1 import Tally
 
-HOST_MAPPINGS = {"4K": LEVEL_4K, "2M": LEVEL_2M}
+HOST_MAPPINGS = dict(zip(HOST_MAPPING_NAMES, (LEVEL_4K, LEVEL_2M), strict=True))
 #: Pages of the TD's initial image measured with TDH.MR.EXTEND (the L1 image page).
 L1_IMAGE_TAG = b"cocopart simulated L1 VMM image\0"
 #: TDVPS pages per vCPU: 6 + 3 per L2 VM (tdx.md §2.1, §6).

@@ -36,7 +36,6 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.backend import CapabilityAnswer
 from cocopart.interrupts import (
     DeliveryStatus,
     EoiRecord,
@@ -55,6 +54,18 @@ from cocopart.ops import (
 )
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
 from cocopart_tdx import metadata as md
+from cocopart_tdx.interrupt_modes import (  # re-exported: the mode rules live there
+    ALTERNATE,
+    DIRECT,
+    MECHANISM,
+    RESTRICTED,
+    RULE_ALTERNATE_NOT_REENTERED,
+    RULE_NO_DIRECT,
+    SECURE_AVIC,
+)
+from cocopart_tdx.interrupt_modes import (
+    capability_answers as capability_answers,  # noqa: PLC0414 - re-exported
+)
 from cocopart_tdx.l1 import Tally, TdxPlatform, vm_name
 from cocopart_tdx.status import TdxStatus
 from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO, VM_ENTRY_INTR_VALID, TdcallResult
@@ -65,8 +76,6 @@ if TYPE_CHECKING:
 
 L1, HOST = "l1", "host"
 VENDOR = "intel"
-DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
-ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
 EXIT = "L2->L1 exit"
 ENTER = "TDG.VP.ENTER"
 TD_EXIT, TD_ENTER = "TD exit", "TDH.VP.ENTER"
@@ -78,21 +87,8 @@ ENTRY_TYPE_EXTERNAL = 0
 #: unconfirmed there): ISR at 0x100 and IRR at 0x200, eight 32-bit words 16 bytes apart.
 VAPIC_ISR, VAPIC_IRR, VAPIC_STRIDE = 0x100, 0x200, 0x10
 
-MECHANISM: dict[InterruptMode, str] = {
-    RESTRICTED: "posted to L1, L1 injects through the L2 VMCS (TDG.VP.WR 0x4016)",
-    ALTERNATE: "posted to L1, L1 emulates the L2 APIC (APIC protocol) and injects through "
-               "the L2 VMCS (TDG.VP.WR 0x4016)",
-    SECURE_AVIC: "posted to L1, L1 sets the L2 virtual-APIC IRR and RVI; virtual-interrupt "
-                 "delivery",
-}
 L1_MECHANISM = "posted interrupt to L1 (the TDX module virtualizes L1's APIC)"
 
-#: The host can never inject into an L2; L1 is always the injector (tdx.md §5).
-RULE_NO_DIRECT = "direct: the TDX host never injects into an L2 (tdx.md §5)"
-#: Alternate = L1 serving the SVSM APIC protocol: entered only from boot (registration
-#: count 1), left by the seed's hand-off, never re-entered (seed 001; the same core rule as
-#: on SEV-SNP).
-RULE_ALTERNATE_NOT_REENTERED = "alternate: from boot only; left by deregistration, never re-entered"
 #: L1 holds the L2's APIC state in every supported mode (its emulation, or the virtual-APIC
 #: page in its own memory), so restricted <-> secure-avic moves it inside L1 at any time; the
 #: request reaches L1 as one L2 -> L1 round trip (no protocol call exists for it: a cocopart
@@ -111,15 +107,6 @@ RULE_VID_ENABLED = "the L2 VMCS has virtual-interrupt delivery enabled"
 #: An L2's ICR write to another vCPU: L1 sets the target's IRR in its own memory, then sends
 #: L1's IPI (#VE -> TDG.VP.VMCALL<WRMSR>, a TD exit) so the host posts to the target L1 vCPU.
 RULE_IPI_THROUGH_HOST = "an IPI to another vCPU goes L1 -> host -> the target's L1"
-
-
-def capability_answers() -> dict[str, CapabilityAnswer]:
-    out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
-    for mode, mech in MECHANISM.items():
-        extra = f" (at boot only: {RULE_ALTERNATE_NOT_REENTERED})" if mode == ALTERNATE else ""
-        out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(supported=True,
-                                                               mechanism=mech + extra)
-    return out
 
 
 class TdxInterrupts(InterruptDelivery):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cocopart.model import PartitionConfig
 from cocopart_cli import common
-from cocopart_cli.models import BackendInfo, BackendsReport
+from cocopart_cli.backends_report import BackendInfo, BackendsReport
 from cocopart_cli.output import begin, console, emit_json
+
+if TYPE_CHECKING:
+    from cocopart.model import PartitionConfig
 
 
 def collect(config: PartitionConfig | None = None) -> BackendsReport:
