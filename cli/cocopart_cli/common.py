@@ -114,14 +114,14 @@ def write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as err:
-        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+        raise CliError(f"{path}: cannot write: {err.strerror}", file=path) from None
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
     except OSError as err:
-        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+        raise CliError(f"{path}: cannot write: {err.strerror}", file=path) from None
 
 
 def to_pem(cert: bytes) -> str:

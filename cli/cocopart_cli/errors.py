@@ -62,7 +62,8 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     """The exit code and message for an expected failure; None for a bug."""
     kind = type(exc).__name__
     if isinstance(exc, CliError):
-        return ErrorInfo(kind=kind, message=exc.message, exit_code=exc.code, hint=exc.hint)
+        return ErrorInfo(kind=kind, message=exc.message, exit_code=exc.code, hint=exc.hint,
+                         file=exc.file, field=exc.field)
     if isinstance(exc, ConfigError):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE, file=exc.source,
                          line=exc.line, field=exc.field)

@@ -31,11 +31,14 @@ EXIT_CODES: dict[int, str] = {
 
 
 class CliError(Exception):
-    """A failure the CLI reports with a sentence and an exit code, never a traceback."""
+    """A failure the CLI reports with a sentence and an exit code, never a traceback; the
+    ``file`` (and ``field``) it concerns, if any, also go to ``--json`` consumers."""
 
-    def __init__(self, message: str, code: int = EXIT_USAGE, *, hint: str | None = None
-                 ) -> None:
+    def __init__(self, message: str, code: int = EXIT_USAGE, *, hint: str | None = None,
+                 file: object = None, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.hint = hint
+        self.file = None if file is None else str(file)
+        self.field = field
