@@ -34,6 +34,7 @@ from cocopart.views import AccessOutcome, MemoryRun, VcpuView, merged
 
 if TYPE_CHECKING:  # imported where used: listing backends needs none of the machine models
     from cocopart.client import ProtocolClient
+    from cocopart.layers import LayerGraph
     from cocopart.ops import (
         ConfigureInterrupts,
         EndOfInterrupt,
@@ -41,9 +42,8 @@ if TYPE_CHECKING:  # imported where used: listing backends needs none of the mac
         Operation,
         OperationResult,
     )
-    from cocopart.trace import CostTable, Event, Trace
-    from cocopart.layers import LayerGraph
     from cocopart.service.dispatcher import ServiceDispatcher
+    from cocopart.trace import CostTable, Event, Trace
     from cocopart.workload import WorkloadSide
     from cocopart.workload_hooks import WorkloadHooks
 
