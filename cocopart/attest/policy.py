@@ -26,7 +26,10 @@ class Policy(InputModel):
         default=True,
         description="Accept evidence a privileged layer produced on a workload's behalf.",
     )
-    expected_measurements: dict[str, bytes] = Field(default_factory=dict)
+    expected_measurements: dict[str, bytes] = Field(
+        default_factory=dict, description="Measurement claims that must match exactly, by "
+        "name (SNP 'measurement'; TDX 'mrtd', 'rtmr0'..'rtmr3'; names as the claims show "
+        "them); hex in policy files.")
     expected_report_data: bytes | None = Field(
         default=None, description="The raw REPORT_DATA the evidence must carry (zero-padded "
         "to its size). For evidence from the privileged layer's attestation service REPORT_DATA "
@@ -36,9 +39,14 @@ class Policy(InputModel):
         "bytes, zero-padded to 64 as the attest operation does). Service evidence must carry "
         "REPORT_DATA = SHA-512(nonce || its services manifest); hardware evidence must carry "
         "the nonce itself as REPORT_DATA.")
-    allow_debug: bool = False
-    minimum_tcb: dict[str, int] = Field(default_factory=dict)
-    accepted_tcb_status: list[str] = Field(default_factory=lambda: ["UpToDate"])
+    allow_debug: bool = Field(default=False, description="Accept evidence of a guest whose "
+                              "debug policy bit is set.")
+    minimum_tcb: dict[str, int] = Field(
+        default_factory=dict, description="Lowest acceptable TCB component versions, by the "
+        "names the claims use (e.g. SNP 'snp', 'microcode').")
+    accepted_tcb_status: list[str] = Field(
+        default_factory=lambda: ["UpToDate"], description="TCB statuses accepted (TDX "
+        "collateral: UpToDate, SWHardeningNeeded, ...).")
     waive_checks: list[str] = Field(
         default_factory=list,
         description="Names of vendor checks the relying party accepts failing, e.g. "
