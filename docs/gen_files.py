@@ -176,39 +176,41 @@ def scenario_page() -> str:
         ShareRound,
     )
 
-    out = ["# Scenario files", "", GENERATED, "",
-           "A scenario file is TOML: one partitioned guest and the steps to run on it. The same "
-           "file is a *guest file* for `cocopart setup`, `cocopart layers` and `cocopart attest "
-           "--simulate`. `cocopart scenario new FILE` writes a commented example (the default "
-           "scenario, also `examples/default.toml`); `cocopart scenario check FILE` validates "
-           "one and names the file, line and field of every mistake (exit 2).", "",
-           "Loaded by `cocopart.scenario.load_scenario` into "
-           "[`Scenario`](../api/scenarios.md); every key below is a field of that model.", "",
-           "## Top level", ""]
+    intro = (
+        "A scenario file is TOML: one partitioned guest and the steps to run on it. The same "
+        "file is a *guest file* for `cocopart setup`, `cocopart layers` and `cocopart attest "
+        "--simulate`. `cocopart scenario new FILE` writes a commented example (the default "
+        "scenario, also `examples/default.toml`); `cocopart scenario check FILE` validates "
+        "one and names the file, line and field of every mistake (exit 2).")
+    loaded = ("Loaded by `cocopart.scenario.load_scenario` into "
+              "[`Scenario`](../api/scenarios.md); every key below is a field of that model.")
+    memory_map = (
+        "`memory_map` is written as a table of layer names to lists of ranges, for example "
+        "`memory_map = { \"l2.1\" = [{ start = 0, size = \"8GiB\" }] }`. Without it, each "
+        "`[[layers]]` entry's `memory` is assigned to that layer "
+        "([authority](../authority.md)).")
+    options = (
+        _escape(Scenario.model_fields["backend_options"].description or "")
+        + " Each backend validates its own options and rejects unknown ones with the file, "
+        "line and field; the options of the in-tree backends are listed in the "
+        "[SEV-SNP](../api/backends.md#sev-snp) and [TDX](../api/backends.md#tdx) backend "
+        "references.")
+    costs = (_escape(Scenario.model_fields["costs"].description or "")
+             + " The layout is the one of a [cost file](cost-file.md), under `costs.`.")
+    steps = (
+        "Steps run in order. Each is a *macro*, expanded while the scenario runs from the "
+        "guest's state, or a single *operation* of `cocopart.ops` written inline with its "
+        "fields. Every step takes an optional `name`, shown in results.")
+
+    out = ["# Scenario files", "", GENERATED, "", intro, "", loaded, "", "## Top level", ""]
     out += field_rows(Scenario, skip=("guest", "backend_options", "costs", "layers", "steps"))
     out += ["", "## `[guest]`", "", doc(PartitionConfig), "",
             "The [`PartitionConfig`](../api/partition.md) of the guest:", ""]
     out += field_rows(PartitionConfig)
-    out += ["", "`memory_map` is written as a table of layer names to lists of ranges, for "
-            "example `memory_map = { \"l2.1\" = [{ start = 0, size = \"8GiB\" }] }`. Without "
-            "it, each `[[layers]]` entry's `memory` is assigned to that layer "
-            "([authority](../authority.md)).", "",
-            "## `[backend_options.<backend>]`", "",
-            _escape(Scenario.model_fields["backend_options"].description or ""), "Each "
-            "backend validates its own options and rejects unknown ones with the file, line "
-            "and field; the options of the in-tree backends are listed in the "
-            "[SEV-SNP](../api/backends.md#sev-snp) and [TDX](../api/backends.md#tdx) "
-            "backend references.", "",
-            "## `[costs]`", "",
-            _escape(Scenario.model_fields["costs"].description or "") + " The layout is the "
-            "one of a [cost file](cost-file.md), under `costs.`.", "",
-            "## `[[layers]]`", "", doc(LayerSpec), ""]
+    out += ["", memory_map, "", "## `[backend_options.<backend>]`", "", options, "",
+            "## `[costs]`", "", costs, "", "## `[[layers]]`", "", doc(LayerSpec), ""]
     out += field_rows(LayerSpec)
-    out += ["", "## `[[steps]]`", "",
-            "Steps run in order. Each is a *macro*, expanded while the scenario runs from the "
-            "guest's state, or a single *operation* of `cocopart.ops` written inline with its "
-            "fields. Every step takes an optional `name`, shown in results.", "",
-            "### Macros", ""]
+    out += ["", "## `[[steps]]`", "", steps, "", "### Macros", ""]
     for macro in (BringUp, ShareRound, AttestEachLayer, Interrupts):
         tag = macro.model_fields["macro"].default
         out += [f'#### `macro = "{tag}"`', "", doc(macro), ""]
@@ -226,15 +228,17 @@ def scenario_page() -> str:
 def policy_page() -> str:
     from cocopart.attest.policy import Policy
 
-    out = ["# Policy files", "", GENERATED, "",
-           "A policy file is TOML with the fields of [`Policy`](../api/attestation.md): what a "
-           "relying party accepts. `cocopart verify EVIDENCE --policy FILE` checks evidence "
-           "against it and names every check; `cocopart setup GUEST --policy-out FILE` writes "
-           "one that pins what the guest measured. Bytes are hex strings. Without a file, "
-           "`verify` uses the default policy.", "", doc(Policy), "", "## Keys", ""]
+    intro = (
+        "A policy file is TOML with the fields of [`Policy`](../api/attestation.md): what a "
+        "relying party accepts. `cocopart verify EVIDENCE --policy FILE` checks evidence "
+        "against it and names every check; `cocopart setup GUEST --policy-out FILE` writes "
+        "one that pins what the guest measured. Bytes are hex strings. Without a file, "
+        "`verify` uses the default policy.")
+    errors = ("An unknown key, a value of the wrong type or a bad hex string exits 2 naming "
+              "the file, line and key. `examples/policy.toml` is a commented example.")
+    out = ["# Policy files", "", GENERATED, "", intro, "", doc(Policy), "", "## Keys", ""]
     out += field_rows(Policy)
-    out += ["", "An unknown key, a value of the wrong type or a bad hex string exits 2 naming "
-            "the file, line and key. `examples/policy.toml` is a commented example.", ""]
+    out += ["", errors, ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -242,28 +246,27 @@ def cost_page() -> str:
     from cocopart.registry import load_backend
     from cocopart.trace import Cost, CostTable
 
-    out = ["# Cost files", "", GENERATED, "",
-           "A cost file overrides the nanoseconds a backend's cost table gives its primitives "
-           "and world switches; estimated times in every result are the trace priced with "
-           "the table. Give one with `cocopart compare SCENARIO --costs FILE`, or put the "
-           "same sections under `[costs]` in a scenario. `examples/costs.toml` is an example.",
-           "", doc(CostTable), "",
-           "## Sections", "",
-           "| section | rows |", "|---|---|",
-           "| `[primitives]` | one row per primitive mnemonic (`PVALIDATE.2M`, "
-           "`TDG.MEM.PAGE.ACCEPT.4K`); a name with a page-size suffix falls back to the name "
-           "without it |",
-           "| `[switches]` | one row per world-switch mechanism (`VMGEXIT(SNP_RUN_VMPL)`, "
-           "`TDG.VP.ENTER`) |", "",
+    intro = (
+        "A cost file overrides the nanoseconds a backend's cost table gives its primitives "
+        "and world switches; estimated times in every result are the trace priced with the "
+        "table. Give one with `cocopart compare SCENARIO --costs FILE`, or put the same "
+        "sections under `[costs]` in a scenario. `examples/costs.toml` is an example.")
+    primitives = (
+        "| `[primitives]` | one row per primitive mnemonic (`PVALIDATE.2M`, "
+        "`TDG.MEM.PAGE.ACCEPT.4K`); a name with a page-size suffix falls back to the name "
+        "without it |")
+    switches = ("| `[switches]` | one row per world-switch mechanism "
+                "(`VMGEXIT(SNP_RUN_VMPL)`, `TDG.VP.ENTER`) |")
+    errors = ("A negative or non-numeric cost, an unknown section or a file that is not TOML "
+              "text exits 2 naming the file and the row. Rows no backend uses are ignored.")
+    defaults = ("What each backend's cost table says before any override, with the source of "
+                "every number (`cocopart explain` shows which rows an operation uses).")
+    out = ["# Cost files", "", GENERATED, "", intro, "", doc(CostTable), "",
+           "## Sections", "", "| section | rows |", "|---|---|", primitives, switches, "",
            "A row is a number of nanoseconds (`RMPADJUST = 200`) or a table with these keys:",
            ""]
     out += field_rows(Cost)
-    out += ["", "A negative or non-numeric cost, an unknown section or a file that is not "
-            "TOML text exits 2 naming the file and the row. Rows no backend uses are "
-            "ignored.", "",
-            "## Default costs", "",
-            "What each backend's cost table says before any override, with the source of "
-            "every number (`cocopart explain` shows which rows an operation uses).", ""]
+    out += ["", errors, "", "## Default costs", "", defaults, ""]
     for name in BACKENDS:
         table = load_backend(name).cost_table()
         out += [f"### {name}", "", "| row | ns | source |", "|---|---|---|"]
