@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -124,6 +125,34 @@ def run(cmd: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
+#: pytest's summary line, e.g. "3 failed, 1537 passed, 1 skipped in 196.32s (0:03:16)".
+PYTEST_SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|skipped|errors?|deselected)\b.*) in "
+                            r"[\d.]+s")
+
+
+def run_gate(cmd: list[str]) -> int:
+    """Run the nox gate, echoing it, and end with the test count as the closing line (nox's
+    session summary would otherwise come after pytest's)."""
+    say("+ " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    assert proc.stdout is not None
+    summary = None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        m = PYTEST_SUMMARY.match(line.strip())
+        if m:
+            summary = m.group(1)
+    code = proc.wait()
+    if summary is not None:
+        counts = {k: 0 for k in ("passed", "failed", "skipped")}
+        for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary):
+            counts["failed" if kind == "error" else kind] += int(n)
+        print(f"tests: {counts['passed']} passed, {counts['failed']} failed, "
+              f"{counts['skipped']} skipped", flush=True)
+    return code
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "nox"):
         print(__doc__)
@@ -138,7 +167,7 @@ def main(argv: list[str]) -> int:
     if rest:
         return run([python, "-m", "pytest", *rest])
     sessions = [*GATE[:1], *FORMAT_CHECK, *GATE[1:]]
-    return run([python, "-m", "nox", "-s", *sessions])
+    return run_gate([python, "-m", "nox", "-s", *sessions])
 
 
 if __name__ == "__main__":
