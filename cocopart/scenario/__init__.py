@@ -56,7 +56,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
+    from cocopart.scenario.example import EXAMPLE_SCENARIO, default_guest, default_scenario
     from cocopart.scenario.load import config_error, load_scenario, loads_scenario, parse_toml
     from cocopart.scenario.model import (
         AttestEachLayer,
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it; each module loads on first use (loading a file
 #: does not import the runner, and the runner not the loader).
 _EXPORTS = {
-    "EXAMPLE_SCENARIO": "example", "default_scenario": "example",
+    "EXAMPLE_SCENARIO": "example", "default_scenario": "example", "default_guest": "example",
     "config_error": "load", "load_scenario": "load", "loads_scenario": "load",
     "parse_toml": "load",
     "AttestEachLayer": "model", "BringUp": "model", "Interrupts": "model", "LayerSpec": "model",
@@ -106,6 +106,7 @@ __all__ = [
     "ShareRound",
     "StepResult",
     "config_error",
+    "default_guest",
     "default_scenario",
     "key_lines",
     "line_of",

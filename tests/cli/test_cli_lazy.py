@@ -19,7 +19,9 @@ HEAVY = ["cocopart_sev_snp.machine", "cocopart_sev_snp.rmp", "cocopart_sev_snp.s
          "cocopart_sev_snp.host_faults", "cocopart_tdx.machine", "cocopart_tdx.tdcall",
          "cocopart_tdx.sept", "cocopart_tdx.interrupts", "cocopart.partition",
          "cocopart.executor", "cocopart.scenario.run", "cocopart.service.build",
-         "cocopart.attest.verifier", "cocopart.attest.configfs", "cocopart_cli.models"]
+         "cocopart.attest.verifier", "cocopart.attest.configfs", "cocopart_cli.models",
+         "cocopart.ops", "cocopart.trace", "cocopart.layers", "cocopart.scenario.model",
+         "cocopart.authority", "rustworkx"]
 
 
 def modules_after(*argv: str) -> set[str]:

@@ -18,16 +18,15 @@ if TYPE_CHECKING:
 
 def collect(config: PartitionConfig | None = None) -> BackendsReport:
     """Every installed backend with its capability answers for ``config`` (default guest)."""
-    from cocopart.scenario import default_scenario
+    from cocopart.scenario import default_guest
 
-    scenario = default_scenario()
     infos: list[BackendInfo] = []
     for status in common.load_all():
         if not status.ok:
             infos.append(BackendInfo(name=status.name, loaded=False, error=str(status.error)))
             continue
         backend = status.plugin
-        cfg = config or scenario.config_for(backend.name)
+        cfg = config or default_guest(backend.name)
         try:
             caps = backend.capabilities(cfg)
         except Exception as err:  # noqa: BLE001 - a broken plug-in is shown, not fatal
