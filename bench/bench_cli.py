@@ -105,30 +105,30 @@ def main(argv: list[str]) -> int:
             order = labels[r % len(labels):] + labels[:r % len(labels)]  # rotate the order
             for label in order:
                 times[label].append(run_once(cases[label][0], env))
-    base = statistics.median(times[labels[0]])
+    base, base_best = statistics.median(times[labels[0]]), min(times[labels[0]])
     met = True
     rows = []
     for label in labels:
         med, best = statistics.median(times[label]), min(times[label])
-        ratio = med / base
+        ratio, best_ratio = med / base, best / base_best
         goal = cases[label][1]
         verdict = ""
-        if goal:
+        if goal:  # judged on the medians; the best times show the machine's quiet moments
             ok = ratio <= GOAL
             met &= ok
             verdict = f"goal <= {GOAL}x: {'met' if ok else 'NOT met'}"
-        rows.append((label, med, best, ratio, verdict))
-    print(f"{args.rounds} interleaved rounds; median (best) wall time; ratio = median / median "
-          f"of the bare Typer app's --help")
+        rows.append((label, med, best, ratio, best_ratio, verdict))
+    print(f"{args.rounds} interleaved rounds; ratio = median / median of the bare Typer app's "
+          f"--help (best / best in brackets)")
     if args.markdown:
-        print("\n| command | median | best | ratio | goal |\n|---|---|---|---|---|")
-        for label, med, best, ratio, verdict in rows:
-            print(f"| `{label}` | {med * 1e3:.0f} ms | {best * 1e3:.0f} ms | {ratio:.2f}x | "
-                  f"{verdict.removeprefix(f'goal <= {GOAL}x: ') or '—'} |")
+        print("\n| command | median | best | ratio (best) | goal |\n|---|---|---|---|---|")
+        for label, med, best, ratio, best_ratio, verdict in rows:
+            print(f"| `{label}` | {med * 1e3:.0f} ms | {best * 1e3:.0f} ms | {ratio:.2f}x "
+                  f"({best_ratio:.2f}x) | {verdict.removeprefix(f'goal <= {GOAL}x: ') or '—'} |")
     else:
-        for label, med, best, ratio, verdict in rows:
-            print(f"{label:48} {med * 1e3:6.0f} ms ({best * 1e3:4.0f} ms)  {ratio:5.2f}x  "
-                  f"{verdict}")
+        for label, med, best, ratio, best_ratio, verdict in rows:
+            print(f"{label:48} {med * 1e3:6.0f} ms ({best * 1e3:4.0f} ms)  {ratio:5.2f}x "
+                  f"({best_ratio:4.2f}x)  {verdict}")
     print(f"all goals {'met' if met else 'NOT met'}")
     return 0
 
