@@ -9,9 +9,10 @@ nothing else, written to a temporary directory), ``cocopart --help``, ``cocopart
 and, for information, ``python bare.py table`` (the bare app running a command that prints a
 rich table the size of the capability matrix: what any Typer command that prints a table
 costs, since running a command makes Typer import pydantic for parameter coercion),
-``cocopart verify --help`` and ``cocopart scenario check`` on the default scenario. Prints the median and best wall time of each and its ratio to the bare
-app's ``--help`` (median over median). Goal: ``--help`` and ``backends`` <= 1.3x. Asserts
-nothing: machines are noisy; docs/performance.md records the figures.
+``cocopart verify --help`` and ``cocopart scenario check`` on the default scenario. Prints
+the median and best wall time of each and its ratio to the bare app's ``--help`` (median
+over median, best over best). Goal: ``--help`` and ``backends`` <= 1.3x. Asserts nothing:
+machines are noisy; docs/performance.md records the figures.
 """
 
 from __future__ import annotations
