@@ -17,6 +17,9 @@ An HTML comment right before a fence says how to run it:
 * ``<!-- docs-test: exit=N -->`` — every command of the block must exit N (default 0);
 * ``<!-- docs-test: skip REASON -->`` — shown, never run (give the reason).
 
+A command line may end with ``# exit N`` instead, for itself alone. A page whose code needs
+files this harness does not have runs in a test of its own (:data:`OWN_TEST`).
+
 ``python3 tools/dev.py test`` (the gate itself) is never run from here; ``$EDITOR`` is
 ``true``.
 """
@@ -40,6 +43,8 @@ SHELL_LANGS = {"sh", "bash", "console", "shell"}
 FENCE = re.compile(r"(?:<!--\s*docs-test:\s*(?P<mark>[^>]*?)\s*-->\s*\n)?"
                    r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 NEVER = ("python3 tools/dev.py test",)
+#: Pages whose code runs in a test of their own, with the files they name (real vectors).
+OWN_TEST = {"docs/attestation.md": "tests/test_attestation_doc.py"}
 
 
 @dataclass
@@ -53,6 +58,11 @@ class Block:
     @property
     def where(self) -> str:
         return f"{self.page.relative_to(REPO)}:{self.line}"
+
+    @staticmethod
+    def exit_of(command: str, default: int) -> int:
+        m = re.search(r"#\s*exit (\d+)", command)
+        return int(m.group(1)) if m else default
 
     def commands(self) -> list[str]:
         out = []
@@ -92,6 +102,9 @@ def _on_a_cvm() -> bool:
 
 
 def _skip_reason(block: Block) -> str | None:
+    own = OWN_TEST.get(str(block.page.relative_to(REPO)))
+    if own:
+        return f"{block.where}: runs in {own}"
     if block.mark.startswith("skip"):
         return f"{block.where}: {block.mark}"
     if block.mark == "cvm" and not _on_a_cvm():
@@ -128,11 +141,12 @@ def test_shell_commands_in_the_docs_run_as_written(page: Path, scratch: Path) ->
         for cmd in block.commands():
             if cmd.startswith(NEVER):
                 continue
+            want = Block.exit_of(cmd, block.expected_exit)
             res = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=_env(),
                                  capture_output=True, text=True, timeout=900, check=False)
-            assert res.returncode == block.expected_exit, (
-                f"{block.where}: `{cmd}` exited {res.returncode}, the page expects "
-                f"{block.expected_exit}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+            assert res.returncode == want, (
+                f"{block.where}: `{cmd}` exited {res.returncode}, the page expects {want}\n"
+                f"{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
             ran += 1
     if not ran:
         pytest.skip("; ".join(filter(None, map(_skip_reason, shell_blocks(page))))
@@ -167,3 +181,6 @@ def test_the_harness_finds_the_code_it_promises_to_run() -> None:
     assert marked, "the real-CVM examples are marked"
     cli = REPO / "docs" / "cli.md"
     assert shell_blocks(cli) == [], "usage lines in the CLI reference are not commands"
+    for page, test in OWN_TEST.items():
+        assert (REPO / page).is_file() and (REPO / test).is_file(), (page, test)
+    assert Block.exit_of("cocopart verify x.json  # exit 4", 0) == 4
