@@ -26,26 +26,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, Field
 
-from cocopart.authority import Authority, Ownership
 from cocopart.errors import NotSupportedError
-from cocopart.memory import GuestMemory, ProtocolLayout
 from cocopart.model import Access, Layer, PartitionConfig
-from cocopart.ops import (
-    ConfigureInterrupts,
-    EndOfInterrupt,
-    InjectInterrupt,
-    Operation,
-    OperationResult,
-)
 from cocopart.platform import HardwareEvidence, PageOpResult, PrivilegedPlatform
-from cocopart.trace import CostTable, Event, Trace
 from cocopart.transport import Transport
 from cocopart.views import AccessOutcome, MemoryRun, VcpuView, merged
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: listing backends needs none of the machine models
     from cocopart.client import ProtocolClient
     from cocopart.layers import LayerGraph
+    from cocopart.ops import (
+        ConfigureInterrupts,
+        EndOfInterrupt,
+        InjectInterrupt,
+        Operation,
+        OperationResult,
+    )
     from cocopart.service.dispatcher import ServiceDispatcher
+    from cocopart.trace import CostTable, Event, Trace
     from cocopart.workload import WorkloadSide
     from cocopart.workload_hooks import WorkloadHooks
 
@@ -73,6 +71,9 @@ class Machine(ABC):
 
     def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
                  graph: LayerGraph, costs: CostTable) -> None:
+        from cocopart.authority import Authority, Ownership
+        from cocopart.memory import GuestMemory, ProtocolLayout
+
         self.backend = backend
         self.config = config
         self.trace = trace
@@ -101,6 +102,13 @@ class Machine(ABC):
         """Carry ``op`` out on the model, recording every primitive in ``self.trace``:
         interrupt operations go to the interrupt engine; every other operation follows the
         route the layer graph resolves (not routable: ``not-supported``, nothing runs)."""
+        from cocopart.ops import (
+            ConfigureInterrupts,
+            EndOfInterrupt,
+            InjectInterrupt,
+            OperationResult,
+        )
+
         if isinstance(op, (InjectInterrupt, EndOfInterrupt, ConfigureInterrupts)):
             engine = self.interrupts
             if engine is None:
@@ -177,6 +185,8 @@ class Machine(ABC):
 
     def fork(self) -> Machine:
         """An independent copy with an empty trace."""
+        from cocopart.trace import Trace
+
         memo: dict[int, Any] = {id(o): o for o in self.shared_on_fork()}
         memo[id(self.trace)] = Trace()
         return copy.deepcopy(self, memo)
@@ -221,6 +231,8 @@ class Backend(ABC):
     def cost_table(self) -> CostTable:
         """Default costs of this backend's primitives and world switches, with sources.
         Default: none (every primitive and switch costs 0 ns until a cost file says)."""
+        from cocopart.trace import CostTable
+
         return CostTable(primitives={}, switches={})
 
     def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:

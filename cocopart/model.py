@@ -152,8 +152,8 @@ class GpaRange(InputModel):
 
     model_config = ConfigDict(frozen=True)
 
-    start: Size = Field(ge=0)
-    size: Size = Field(gt=0)
+    start: Size = Field(ge=0, description="First byte: bytes or a size such as '2GiB'.")
+    size: Size = Field(gt=0, description="Length: bytes or a size such as '2MiB'.")
 
     @model_validator(mode="after")
     def _aligned(self) -> GpaRange:
@@ -281,13 +281,22 @@ class PartitionConfig(InputModel):
     model_config = ConfigDict(extra="forbid")
 
     memory: Size = Field(default=16 * GIB, description="Guest memory in bytes or '64GiB'.")
-    vcpus: int = Field(default=1, ge=1, le=MAX_VCPUS)
-    workload_layers: int = Field(default=1, ge=1, le=MAX_WORKLOAD_LAYERS)
-    interrupt_mode: InterruptMode = InterruptMode.RESTRICTED
-    strategy: Strategy = Strategy.OPTIMAL
-    services: list[str] = Field(default_factory=lambda: ["vtpm"])
+    vcpus: int = Field(default=1, ge=1, le=MAX_VCPUS, description="vCPUs of the guest.")
+    workload_layers: int = Field(
+        default=1, ge=1, le=MAX_WORKLOAD_LAYERS, description="Workload layers l2.1.. served by "
+        "the privileged layer (SNP VMPL1-3, TDX L2 VMs 1-3).")
+    interrupt_mode: InterruptMode = Field(
+        default=InterruptMode.RESTRICTED, description="How interrupts reach the workload "
+        "layers: direct, restricted, alternate or secure-avic (docs/interrupts.md).")
+    strategy: Strategy = Field(
+        default=Strategy.OPTIMAL, description="Plan as Linux does today (linux) or with the "
+        "architectural minimum of calls and switches (optimal).")
+    services: list[str] = Field(default_factory=lambda: ["vtpm"], description="Services of "
+                                "the privileged layer (today: vtpm).")
     seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
-    backend_options: dict[str, Any] = Field(default_factory=dict)
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the backend this configuration is "
+        "handed to (each backend documents and validates its own).")
     attest_requester_entry: bool = Field(
         default=False,
         description="cocopart extension: the privileged layer's services manifest "

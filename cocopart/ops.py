@@ -12,25 +12,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from cocopart.capability import Capability as Capability  # noqa: PLC0414 - re-exported
 from cocopart.inputmodel import InputModel, input_error
 from cocopart.model import Access, AccessField, GpaRange, InterruptMode, LayerName, PageSize
-
-
-class Capability(str, Enum):
-    """What a layer must be able to do to carry out an operation (graph node capability)."""
-
-    VALIDATE = "validate"
-    RESCIND = "rescind"
-    CONVERT = "convert"
-    SET_ACCESS = "set-access"
-    CREATE_VCPU = "create-vcpu"
-    DELETE_VCPU = "delete-vcpu"
-    ATTEST_HARDWARE = "attest-hardware"
-    ATTEST_SERVICE = "attest-service"
-    INJECT_INTERRUPT = "inject-interrupt"
-    EOI = "eoi"
-    CONFIGURE_INTERRUPTS = "configure-interrupts"
-    EXTEND_MEASUREMENT = "extend-measurement"
 
 
 class _Op(InputModel):
@@ -75,7 +59,7 @@ class ValidatePages(_Op):
     """Make private memory usable by the requesting layer (SNP validate, TDX accept)."""
 
     op: Literal["validate"] = "validate"
-    range: GpaRange
+    range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
     page_size: PageSize | None = Field(
         default=None, description="Force this page size; default: the largest that fits.")
 
@@ -86,7 +70,7 @@ class RescindPages(_Op):
     """Take validated/accepted pages back (SNP rescind; TDX attribute removal / release)."""
 
     op: Literal["rescind"] = "rescind"
-    range: GpaRange
+    range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
 
     CAPABILITY: ClassVar[Capability] = Capability.RESCIND
 
@@ -95,8 +79,9 @@ class ConvertPages(_Op):
     """Share pages with the host or make shared pages private again."""
 
     op: Literal["convert"] = "convert"
-    range: GpaRange
-    to: Literal["shared", "private"]
+    range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
+    to: Literal["shared", "private"] = Field(description="Make the pages shared with the host, "
+                                             "or private again.")
 
     CAPABILITY: ClassVar[Capability] = Capability.CONVERT
 
@@ -105,9 +90,11 @@ class SetAccess(_Op):
     """Set what ``target`` may do with the pages in ``range``."""
 
     op: Literal["set-access"] = "set-access"
-    range: GpaRange
-    target: LayerName
-    access: AccessField
+    range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
+    target: LayerName = Field(description="The layer whose access changes.")
+    access: AccessField = Field(description="What target may do on those pages: letters r "
+                                "(read), w (write), u (user execute), s (supervisor execute), x "
+                                "(both executes), e.g. 'rw'; or 'none'.")
 
     CAPABILITY: ClassVar[Capability] = Capability.SET_ACCESS
 
@@ -116,8 +103,8 @@ class CreateVcpu(_Op):
     """Create vCPU ``vcpu`` of layer ``target`` (SNP VMSA + CREATE_VCPU; TDX L2 VMCS)."""
 
     op: Literal["create-vcpu"] = "create-vcpu"
-    vcpu: int = Field(ge=0, lt=512)
-    target: LayerName = "l2.1"
+    vcpu: int = Field(ge=0, lt=512, description="Index of the vCPU in the target layer.")
+    target: LayerName = Field(default="l2.1", description="The layer the vCPU belongs to.")
 
     CAPABILITY: ClassVar[Capability] = Capability.CREATE_VCPU
 
@@ -126,8 +113,8 @@ class DeleteVcpu(_Op):
     """Delete vCPU ``vcpu`` of layer ``target``."""
 
     op: Literal["delete-vcpu"] = "delete-vcpu"
-    vcpu: int = Field(ge=0, lt=512)
-    target: LayerName = "l2.1"
+    vcpu: int = Field(ge=0, lt=512, description="Index of the vCPU in the target layer.")
+    target: LayerName = Field(default="l2.1", description="The layer the vCPU belongs to.")
 
     CAPABILITY: ClassVar[Capability] = Capability.DELETE_VCPU
 
@@ -150,7 +137,9 @@ class Attest(_Op):
     report_data: bytes = Field(
         description="Up to 64 bytes bound into the evidence, zero-padded to 64 (hex text "
         "accepted). Required; null means 64 zero bytes, chosen explicitly.")
-    source: Literal["hardware", "service"] = "service"
+    source: Literal["hardware", "service"] = Field(
+        default="service", description="hardware: the hardware's report for the layer; "
+        "service: the privileged layer's attestation service.")
     service: str | None = Field(default=None, description="One service (e.g. 'vtpm') or all.")
 
     @field_validator("report_data", mode="before")
@@ -185,9 +174,9 @@ class InjectInterrupt(_Op):
     """
 
     op: Literal["inject-interrupt"] = "inject-interrupt"
-    vcpu: int = Field(ge=0, lt=512)
-    target: LayerName = "l2.1"
-    vector: int = Field(ge=0, le=255)
+    vcpu: int = Field(ge=0, lt=512, description="vCPU of the target layer.")
+    target: LayerName = Field(default="l2.1", description="The layer that receives it.")
+    vector: int = Field(ge=0, le=255, description="External interrupt vector, 16-255.")
 
     @field_validator("vector")
     @classmethod
@@ -205,8 +194,8 @@ class EndOfInterrupt(_Op):
     is a :class:`cocopart.interrupts.EoiRecord`; ``data["deliveries"]`` what it delivered."""
 
     op: Literal["eoi"] = "eoi"
-    vcpu: int = Field(ge=0, lt=512)
-    target: LayerName = "l2.1"
+    vcpu: int = Field(ge=0, lt=512, description="vCPU of the target layer.")
+    target: LayerName = Field(default="l2.1", description="The layer whose handler ends.")
 
     CAPABILITY: ClassVar[Capability] = Capability.EOI
 
@@ -215,7 +204,7 @@ class ConfigureInterrupts(_Op):
     """Choose how interrupts reach the workload layers."""
 
     op: Literal["configure-interrupts"] = "configure-interrupts"
-    mode: InterruptMode
+    mode: InterruptMode = Field(description="The guest-wide interrupt mode to switch to.")
 
     CAPABILITY: ClassVar[Capability] = Capability.CONFIGURE_INTERRUPTS
 
@@ -229,7 +218,7 @@ class ExtendMeasurement(_Op):
     op: Literal["extend-measurement"] = "extend-measurement"
     index: int = Field(ge=0, le=23, alias="register",
                        description="Register: TDX RTMR 0-3; vTPM PCR 0-23.")
-    digest: bytes
+    digest: bytes = Field(description="48 bytes (SHA-384); hex in files.")
 
     @field_validator("digest", mode="before")
     @classmethod

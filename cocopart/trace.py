@@ -338,8 +338,8 @@ class TraceSummary(BaseModel):
 class Cost(BaseModel):
     """One cost-table row: nanoseconds and where the number comes from."""
 
-    ns: float = Field(ge=0)
-    source: str = ""
+    ns: float = Field(ge=0, description="Nanoseconds, >= 0.")
+    source: str = Field(default="", description="Where the number comes from.")
 
 
 class CostTable(BaseModel):

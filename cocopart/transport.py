@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.memory import GuestMemory
 from cocopart.protocol.call import CallOutcome, Registers
 from cocopart.protocol.calling_area import CALL_PENDING
 from cocopart.protocol.ids import ResultCode
-from cocopart.trace import Trace
 
 if TYPE_CHECKING:
+    from cocopart.memory import GuestMemory
     from cocopart.service.dispatcher import ServiceDispatcher
+    from cocopart.trace import Trace
 
 
 class Transport:

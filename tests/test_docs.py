@@ -1,5 +1,6 @@
-"""The docs cannot drift: the vendor mapping and the CLI reference are regenerated and
-compared, the exit codes are documented, and `mkdocs build --strict` passes."""
+"""The docs cannot drift: the vendor mapping, the CLI reference and the file references are
+regenerated and compared, the exit codes are documented, and `mkdocs build --strict` passes
+(with the API reference generated from the docstrings)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def test_cli_reference_is_generated_from_the_commands() -> None:
         "docs/cli.md is out of date: run python docs/gen_cli.py"
 
 
+def test_file_references_are_generated_from_the_models() -> None:
+    gen = _load("gen_files")
+    for name in gen.PAGES:
+        assert (DOCS / "reference" / name).read_text() == gen.render(name), \
+            f"docs/reference/{name} is out of date: run python docs/gen_files.py"
+
+
+def test_every_file_key_is_described() -> None:
+    """A generated reference row without a description would be a hole in the docs: the
+    models that load files describe every field."""
+    gen = _load("gen_files")
+    for name in gen.PAGES:
+        rows = [r for r in gen.render(name).splitlines() if r.startswith("| `")]
+        empty = [r for r in rows if r.rstrip().endswith("|  |")]
+        assert rows and not empty, f"{name}: fields without a description: {empty}"
+
+
 def test_exit_codes_are_documented() -> None:
     from cocopart_cli.errors import EXIT_CODES
 
@@ -68,4 +86,6 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (site / "mapping" / "index.html").is_file()
+    api = (site / "api" / "partition" / "index.html").read_text()
+    assert "Partition" in api and "run" in api and ":class:" not in api
     shutil.rmtree(site)

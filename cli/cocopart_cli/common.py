@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cocopart.errors import BackendNotFound, ConfigError
-from cocopart.registry import installed, load_all_backends, load_backend
-from cocopart_cli.errors import CliError
+from cocopart.registry import PluginStatus, installed, load_all_backends, load_backend
+from cocopart_cli.exit_codes import CliError
 from cocopart_cli.output import err_console
 
-if TYPE_CHECKING:  # heavy modules, imported where used (verify needs none of them)
+if TYPE_CHECKING:  # each imported where it is used: `cocopart backends` needs none of them
     from cocopart.attest.evidence import Evidence
     from cocopart.backend import Backend
     from cocopart.ops import OperationResult
-    from cocopart.registry import PluginStatus
     from cocopart.scenario import Scenario
 
 
@@ -115,14 +114,14 @@ def write_text(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as err:
-        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+        raise CliError(f"{path}: cannot write: {err.strerror}", file=path) from None
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
     except OSError as err:
-        raise CliError(f"{path}: cannot write: {err.strerror}") from None
+        raise CliError(f"{path}: cannot write: {err.strerror}", file=path) from None
 
 
 def to_pem(cert: bytes) -> str:

@@ -18,40 +18,19 @@ from cocopart.errors import (
     EvidenceError,
     InternalError,
 )
+from cocopart_cli.exit_codes import (  # re-exported: commands import them from here
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_POLICY,
+    EXIT_USAGE,
+    CliError,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 3
-EXIT_POLICY = 4
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES: dict[int, str] = {
-    EXIT_OK: "success",
-    EXIT_FAILED: "verification failed (the evidence is not authentic: a vendor check failed), "
-    "or an operation returned an error (status error or partial)",
-    EXIT_USAGE: "usage or input error (unusable input): bad option or --format/--vendor, bad, "
-    "missing or too large file (the message names file, line and field), evidence no platform "
-    "plug-in recognises or that does not parse, a --certs/--trust-root file without "
-    "certificates, an unknown --collateral name, unknown backend (the message lists the "
-    "installed ones), no configfs-tsm on this machine",
-    EXIT_INTERNAL: "internal error (a bug in cocopart or a backend); rerun with --debug for the "
-    "traceback",
-    EXIT_POLICY: "verify: the evidence is authentic (every vendor check passed) but the policy "
-    "rejects it (only policy.* checks failed)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-}
-
-
-class CliError(Exception):
-    """A failure the CLI reports with a sentence and an exit code, never a traceback."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE, *, hint: str | None = None
-                 ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.hint = hint
+__all__ = ["EXIT_CODES", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK",
+           "EXIT_POLICY", "EXIT_USAGE", "CliError", "ErrorInfo", "ErrorReport", "classify"]
 
 
 class ErrorInfo(BaseModel):
@@ -76,7 +55,8 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     """The exit code and message for an expected failure; None for a bug."""
     kind = type(exc).__name__
     if isinstance(exc, CliError):
-        return ErrorInfo(kind=kind, message=exc.message, exit_code=exc.code, hint=exc.hint)
+        return ErrorInfo(kind=kind, message=exc.message, exit_code=exc.code, hint=exc.hint,
+                         file=exc.file, field=exc.field)
     if isinstance(exc, ConfigError):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE, file=exc.source,
                          line=exc.line, field=exc.field)

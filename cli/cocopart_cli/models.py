@@ -16,6 +16,7 @@ from cocopart.layers import Edge, LayerNode
 from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan
 from cocopart.scenario import Scenario, ScenarioRun
+from cocopart_cli.backends_report import BackendsReport
 from cocopart_cli.errors import ErrorReport
 from cocopart_cli.verify_report import VerifyReport
 
@@ -25,25 +26,6 @@ class GraphModel(BaseModel):
 
     nodes: list[LayerNode]
     edges: list[Edge]
-
-
-class BackendInfo(BaseModel):
-    """One installed backend: loaded with its capability matrix, or its load error."""
-
-    name: str
-    loaded: bool
-    title: str = ""
-    vendor: str = ""
-    version: str = ""
-    error: str | None = Field(default=None, description="Why it failed to load.")
-    capabilities: dict[str, CapabilityAnswer] = Field(default_factory=dict)
-
-
-class BackendsReport(BaseModel):
-    """`cocopart backends`: installed backends and the capability matrix."""
-
-    backends: list[BackendInfo]
-    capabilities: list[str] = Field(description="Every capability any backend answers.")
 
 
 class OverviewBackend(BaseModel):

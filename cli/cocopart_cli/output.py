@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from contextvars import ContextVar
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from pydantic import BaseModel
 from rich.console import Console
+
+if TYPE_CHECKING:  # pydantic is imported by the models, not needed to print them
+    from pydantic import BaseModel
 
 #: Set by every command from its ``--json`` flag; the error handler reads it.
 JSON_MODE: ContextVar[bool] = ContextVar("JSON_MODE", default=False)

@@ -52,7 +52,8 @@ def save(fig: Figure, path: Path) -> None:
     try:
         fig.savefig(path, format="png", dpi=110)
     except OSError as err:
-        raise CliError(f"{path}: cannot write the plot: {err.strerror or err}") from None
+        raise CliError(f"{path}: cannot write the plot: {err.strerror or err}",
+                       file=path) from None
 
 
 _ROLE_ROW = {LayerRole.WORKLOAD: 3, LayerRole.SERVICE: 2, LayerRole.PRIVILEGED: 2,

@@ -162,12 +162,15 @@ class Policy(InputModel):
         "bytes, zero-padded to 64 as the attest operation does). Service evidence must carry "
         "REPORT_DATA = SHA-512(nonce || its services manifest); hardware evidence must carry "
         "the nonce itself as REPORT_DATA.")
-    allow_debug: bool = False
+    allow_debug: bool = Field(default=False, description="Accept evidence of a guest whose "
+                              "debug policy bit is set.")
     minimum_tcb: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Component -> minimum SVN of the reported TCB, e.g. "
         "bootloader, tee, snp, microcode, fmc (SNP); tee_tcb_svn00..15, sgx_tcb_comp01..16, "
         "pcesvn, qe_isvsvn (TDX).")
-    accepted_tcb_status: list[str] = Field(default_factory=lambda: ["UpToDate"])
+    accepted_tcb_status: list[str] = Field(
+        default_factory=lambda: ["UpToDate"], description="TCB statuses accepted (TDX "
+        "collateral: UpToDate, SWHardeningNeeded, ...).")
     rejected_advisories: list[str] = Field(
         default_factory=list, description="Security advisories (e.g. 'INTEL-SA-00837') that "
         "reject the evidence when its TCB evaluation lists them.")

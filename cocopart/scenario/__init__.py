@@ -52,27 +52,44 @@ The package: ``model`` (the file model), ``cocopart.toml_text`` (key positions i
 
 from __future__ import annotations
 
-from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
-from cocopart.scenario.load import load_scenario, loads_scenario
-from cocopart.scenario.model import (
-    AttestEachLayer,
-    BringUp,
-    Interrupts,
-    LayerSpec,
-    OperationStep,
-    Scenario,
-    ShareRound,
-)
-from cocopart.scenario.run import (
-    OperationOutcome,
-    Runner,
-    RunTotals,
-    ScenarioRun,
-    StepResult,
-    run_scenario,
-    worst,
-)
-from cocopart.toml_text import config_error, key_lines, line_of, parse_toml
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cocopart.scenario.example import EXAMPLE_SCENARIO, default_guest, default_scenario
+    from cocopart.scenario.load import load_scenario, loads_scenario
+    from cocopart.scenario.model import (
+        AttestEachLayer,
+        BringUp,
+        Interrupts,
+        LayerSpec,
+        OperationStep,
+        Scenario,
+        ShareRound,
+    )
+    from cocopart.scenario.run import (
+        OperationOutcome,
+        Runner,
+        RunTotals,
+        ScenarioRun,
+        StepResult,
+        run_scenario,
+        worst,
+    )
+    from cocopart.toml_text import config_error, key_lines, line_of, parse_toml
+
+#: Public name -> the module that defines it; each module loads on first use (loading a file
+#: does not import the runner, and the runner not the loader).
+_EXPORTS = {
+    "EXAMPLE_SCENARIO": "example", "default_scenario": "example", "default_guest": "example",
+    "config_error": "cocopart.toml_text", "load_scenario": "load", "loads_scenario": "load",
+    "parse_toml": "cocopart.toml_text",
+    "AttestEachLayer": "model", "BringUp": "model", "Interrupts": "model", "LayerSpec": "model",
+    "OperationStep": "model", "Scenario": "model", "ShareRound": "model",
+    "OperationOutcome": "run", "Runner": "run", "RunTotals": "run", "ScenarioRun": "run",
+    "StepResult": "run", "run_scenario": "run", "worst": "run",
+    "key_lines": "cocopart.toml_text", "line_of": "cocopart.toml_text",
+}
 
 __all__ = [
     "EXAMPLE_SCENARIO",
@@ -89,6 +106,7 @@ __all__ = [
     "ShareRound",
     "StepResult",
     "config_error",
+    "default_guest",
     "default_scenario",
     "key_lines",
     "line_of",
@@ -98,3 +116,17 @@ __all__ = [
     "run_scenario",
     "worst",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocopart.scenario' has no attribute '{name}'")
+    path = module if "." in module else f"cocopart.scenario.{module}"
+    value = getattr(importlib.import_module(path), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

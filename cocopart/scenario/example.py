@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from cocopart.scenario.load import loads_scenario
-from cocopart.scenario.model import Scenario
+import tomllib
+from typing import TYPE_CHECKING
+
+from cocopart.model import PartitionConfig
+
+if TYPE_CHECKING:
+    from cocopart.scenario.model import Scenario
 
 # --------------------------------------------------------------------------------------------
 # The example / default scenario
@@ -77,4 +82,18 @@ vectors = [0x20, 0x30, 0xec]
 
 def default_scenario() -> Scenario:
     """The default scenario (also ``examples/default.toml`` and ``cocopart scenario new``)."""
+    from cocopart.scenario.load import loads_scenario
+
     return loads_scenario(EXAMPLE_SCENARIO, "<default scenario>")
+
+
+def default_guest(backend: str) -> PartitionConfig:
+    """The default scenario's guest as ``backend`` receives it, read without loading the
+    scenario's steps: what ``cocopart backends`` answers its capability matrix for. Equal to
+    ``default_scenario().config_for(backend)`` but for the memory map derived from the
+    layers, which no capability depends on (tests/core/test_default_guest.py)."""
+    data = tomllib.loads(EXAMPLE_SCENARIO)
+    guest = dict(data["guest"])
+    options = {**guest.get("backend_options", {}),
+               **data.get("backend_options", {}).get(backend, {})}
+    return PartitionConfig.model_validate({**guest, "backend_options": options})

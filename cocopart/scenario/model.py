@@ -67,14 +67,14 @@ class BringUp(_Named):
     macro: Literal["bring-up"] = "bring-up"
     layers: list[LayerName] | None = Field(
         default=None, description="Only these layers; default: every [[layers]] entry.")
-    create_vcpus: bool = True
+    create_vcpus: bool = Field(default=True, description="Also create each layer's vCPUs.")
 
 
 class ShareRound(_Named):
     """Convert a range to shared and back to private (re-validating it if needed)."""
 
     macro: Literal["share-round"] = "share-round"
-    layer: LayerName = "l2.1"
+    layer: LayerName = Field(default="l2.1", description="The layer that converts the range.")
     range: GpaRange | None = Field(
         default=None, description="Default: the first 2 MiB of the layer's memory.")
     revalidate: bool = Field(
@@ -86,12 +86,16 @@ class AttestEachLayer(_Named):
     """Ask for evidence from every workload layer."""
 
     macro: Literal["attest-each-layer"] = "attest-each-layer"
-    source: Literal["hardware", "service", "both"] = "service"
+    source: Literal["hardware", "service", "both"] = Field(
+        default="service", description="The hardware's report, the privileged layer's "
+        "attestation service, or both.")
     report_data: str | None = Field(
         default=None, description="Hex, at most 64 bytes; default: SHA-512 of "
         "'cocopart:<layer>'.")
-    service: str | None = None
-    layers: list[LayerName] | None = None
+    service: str | None = Field(default=None, description="Attest one service (e.g. "
+                                "'vtpm'); default: the whole services manifest.")
+    layers: list[LayerName] | None = Field(default=None,
+                                           description="Default: every workload layer.")
 
     @field_validator("report_data")
     @classmethod
@@ -113,8 +117,9 @@ class Interrupts(_Named):
     macro: Literal["interrupts"] = "interrupts"
     mode: InterruptMode | None = Field(default=None, description="Default: the guest's mode.")
     vectors: list[Annotated[int, Field(ge=16, le=255)]] = Field(
-        default_factory=lambda: [0x20, 0x30, 0xEC])
-    vcpu: int = Field(default=0, ge=0, lt=512)
+        default_factory=lambda: [0x20, 0x30, 0xEC], description="Vectors injected into each "
+        "target, each completed by its EOI.")
+    vcpu: int = Field(default=0, ge=0, lt=512, description="The targets' vCPU.")
     targets: list[LayerName] | None = Field(default=None, description="Default: all workloads.")
     requester: LayerName = Field(
         default=HOST, description="Layer that raises the interrupts (a device on the host by "
@@ -159,19 +164,23 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "scenario"
-    description: str = ""
+    name: str = Field(default="scenario", description="Shown in results; default: the "
+                      "file name.")
+    description: str = Field(default="", description="One line about the scenario.")
     backend: str | None = Field(
         default=None, description="Backend `cocopart setup` uses when --backend is not given.")
-    guest: PartitionConfig = Field(default_factory=PartitionConfig)
+    guest: PartitionConfig = Field(default_factory=PartitionConfig,
+                                   description="The guest: a PartitionConfig.")
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per backend name, options handed to that backend as "
         "PartitionConfig.backend_options.")
     costs: dict[str, dict[str, Any]] | None = Field(
         default=None, description="Cost overrides: [costs.primitives] / [costs.switches], "
         "each name = ns or {ns = ..., source = ...}.")
-    layers: list[LayerSpec] = Field(default_factory=list)
-    steps: list[Step] = Field(default_factory=list)
+    layers: list[LayerSpec] = Field(default_factory=list, description="How each workload "
+                                    "layer uses the guest ([[layers]]).")
+    steps: list[Step] = Field(default_factory=list, description="What to run, in order "
+                              "([[steps]]): macros and single operations.")
 
     _source: str | None = PrivateAttr(default=None)
     _text: str | None = PrivateAttr(default=None)

@@ -26,17 +26,19 @@ Backend options (``PartitionConfig.backend_options``), all validated:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cocopart.backend import Backend, CapabilityAnswer, Machine
+from cocopart.backend import Backend, CapabilityAnswer
+from cocopart.capability import Capability
 from cocopart.errors import ConfigError
-from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import Layer, LayerRole, PartitionConfig
-from cocopart.ops import Capability
-from cocopart.service.build import KNOWN_SERVICES
-from cocopart.trace import CostTable, Trace
-from cocopart_sev_snp import costs, interrupt_modes
-from cocopart_sev_snp.host_faults import DEFAULT_POLICY, HOST_FAULT_POLICIES
+from cocopart_sev_snp import interrupt_modes
+from cocopart_sev_snp.host_fault_policy import DEFAULT_POLICY, HOST_FAULT_POLICIES
+
+if TYPE_CHECKING:  # the machine model loads when a machine is created, not to list backends
+    from cocopart.backend import Machine
+    from cocopart.layers import LayerGraph
+    from cocopart.trace import CostTable, Trace
 
 #: VMPL of each workload layer by number of workload layers: one layer runs at VMPL2 as
 #: COCONUT runs its guest (CS types.rs GUEST_VMPL = 2); two at VMPL1, 2; three at 1, 2, 3.
@@ -122,6 +124,8 @@ class SevSnpBackend(Backend):
     distribution: ClassVar[str] = "cocopart-sev-snp"
 
     def check_config(self, config: PartitionConfig) -> None:
+        from cocopart.service.build import KNOWN_SERVICES
+
         parse_options(config)
         for s in config.services:
             if s not in KNOWN_SERVICES:
@@ -139,6 +143,9 @@ class SevSnpBackend(Backend):
         return out
 
     def graph(self, config: PartitionConfig) -> LayerGraph:
+        from cocopart.layers import EdgeKind, LayerGraph
+        from cocopart_sev_snp import costs
+
         vmpls = workload_vmpls(config)
         g = LayerGraph()
         # the SVSM sets any workload's access with its own RMPADJUST, but no protocol call
@@ -228,6 +235,8 @@ class SevSnpBackend(Backend):
         return out
 
     def cost_table(self) -> CostTable:
+        from cocopart_sev_snp import costs
+
         return costs.default_costs()
 
     def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:

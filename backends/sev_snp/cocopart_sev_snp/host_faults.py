@@ -39,6 +39,13 @@ from cocopart.backend import AccessOutcome
 from cocopart.host_faults import FaultStep, HostAccessor
 from cocopart.model import PAGE_2M, PAGE_4K, Access
 from cocopart_sev_snp import instructions as ins
+from cocopart_sev_snp.host_fault_policy import (  # the policies by name, re-exported
+    DEFAULT_POLICY as DEFAULT_POLICY,  # noqa: PLC0414
+)
+from cocopart_sev_snp.host_fault_policy import (
+    HOST_FAULT_POLICIES as HOST_FAULT_POLICIES,  # noqa: PLC0414
+)
+from cocopart_sev_snp.host_fault_policy import HostFaultPolicy
 from cocopart_sev_snp.rmp_race import EntryLocks
 
 if TYPE_CHECKING:
@@ -47,20 +54,6 @@ if TYPE_CHECKING:
 HOST = "host"
 KVM = "kvm"
 
-
-class HostFaultPolicy(str, Enum):
-    """What the host does with an RMP #PF on its own write."""
-
-    SIGBUS = "sigbus"
-    PANIC = "panic"
-    CONVERT = "convert"
-
-
-#: Linux's behaviour, kept after the seed-003 discussion (seed 003, Brijesh Singh replying to
-#: Peter Gonda, KVM list, after 2021-11-12: "I am keeping the current implementation as-is and
-#: *not* going with the auto conversion from private to shared").
-DEFAULT_POLICY = HostFaultPolicy.SIGBUS
-HOST_FAULT_POLICIES = tuple(p.value for p in HostFaultPolicy)
 
 #: The host #PF error-code bit of an RMP violation (LX arch/x86/include/asm/trap_pf.h
 #: X86_PF_RMP; sev-snp.md §4.4).

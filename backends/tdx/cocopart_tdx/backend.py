@@ -7,90 +7,31 @@ ENABLE_TDVMCALL exits to L1 (tdx.md §2.4), so L1 holds validate, rescind, set-a
 vCPUs, attestation (only L1 can TDG.MR.REPORT) and measurement; the host holds convert
 (MapGPA); the TDX module holds nothing an L2 reaches directly.
 
-Backend options (``PartitionConfig.backend_options``):
-
-``module``          ``"1.5"`` (default, the 1.5.01 source) or ``"2.0"`` (a later module: 1G
-                    ACCEPT, TDG.MEM.PAGE.RELEASE with CONFIG_FLAGS.PAGE_RELEASE).
-``host_mapping``    ``"4K"`` (default: upstream KVM maps private memory at 4K only) or ``"2M"``.
-``host_memory_fault`` ``"convert"`` (default: QEMU answers KVM_EXIT_MEMORY_FAULT — a private
-                    fault on a GPA it treats as shared — with an implicit conversion) or
-                    ``"refuse"`` (the host never AUGs a shared GPA; the TDCALL cannot complete).
-``gpaw``            48 (default; shared bit 47) or 52 (shared bit 51).
-``enable_tdvmcall`` False (default: an L2's TDG.VP.VMCALL exits to L1) or True (L2_CTLS bit 1:
-                    it goes straight to the host).
-``enable_shared_eptp`` True (default: L1 sets L2_CTLS bit 0 so its L2 VMs use the host's
-                    shared EPT, as L1s that give L2s I/O do — OpenHCL) or False (an L2 has no
-                    shared memory: its convert to shared is refused with the reason).
+Backend options (``PartitionConfig.backend_options``): ``module``, ``host_mapping``,
+``host_memory_fault``, ``gpaw``, ``enable_tdvmcall``, ``enable_shared_eptp`` —
+:mod:`cocopart_tdx.options`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.backend import Backend, CapabilityAnswer, Machine
+from cocopart.backend import Backend, CapabilityAnswer
 from cocopart.errors import ConfigError
-from cocopart.layers import EdgeKind, LayerGraph
 from cocopart.model import Layer, LayerRole, PartitionConfig
-from cocopart.trace import CostTable, Trace
-from cocopart_tdx.costs import default_costs
-from cocopart_tdx.host import HOST_MAPPINGS, HOST_MEMORY_FAULTS
-from cocopart_tdx.interrupts import capability_answers as interrupt_capabilities
-from cocopart_tdx.tdcall import MNEMONIC, MODULE_VERSIONS, Leaf
+from cocopart_tdx.interrupt_modes import capability_answers as interrupt_capabilities
+from cocopart_tdx.options import TdxOptions
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp",
-                 "host_memory_fault")
+if TYPE_CHECKING:  # the machine model loads when a machine is created, not to list backends
+    from cocopart.backend import Machine
+    from cocopart.layers import LayerGraph
+    from cocopart.trace import CostTable, Trace
+
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
 L1_CAPABILITIES = ["validate", "rescind", "set-access:*", "create-vcpu", "delete-vcpu",
                    "attest-service", "attest-hardware@self", "extend-measurement",
                    "inject-interrupt", "configure-interrupts"]
-
-
-@dataclass(frozen=True)
-class TdxOptions:
-    """Validated backend options."""
-
-    module: str = "1.5"
-    host_mapping: str = "4K"
-    gpaw: int = 48
-    enable_tdvmcall: bool = False
-    enable_shared_eptp: bool = True
-    host_memory_fault: str = "convert"
-
-    @classmethod
-    def parse(cls, options: dict[str, Any]) -> TdxOptions:
-        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigError(f"unknown tdx option(s) {', '.join(unknown)} (known: "
-                              f"{', '.join(KNOWN_OPTIONS)})",
-                              field=f"backend_options.{unknown[0]}")
-        module = str(options.get("module", "1.5"))
-        if module not in MODULE_VERSIONS:
-            raise ConfigError(f"module must be one of {', '.join(MODULE_VERSIONS)}, not "
-                              f"{options.get('module')!r}", field="backend_options.module")
-        mapping = str(options.get("host_mapping", "4K")).upper()
-        if mapping not in HOST_MAPPINGS:
-            raise ConfigError(f"host_mapping must be one of {', '.join(HOST_MAPPINGS)}, not "
-                              f"{options.get('host_mapping')!r}",
-                              field="backend_options.host_mapping")
-        gpaw = options.get("gpaw", 48)
-        if isinstance(gpaw, bool) or gpaw not in (48, 52):
-            raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
-                              field="backend_options.gpaw")
-        fault = str(options.get("host_memory_fault", "convert"))
-        if fault not in HOST_MEMORY_FAULTS:
-            raise ConfigError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}"
-                              f", not {options.get('host_memory_fault')!r}",
-                              field="backend_options.host_memory_fault")
-        flags = {}
-        for name, default in (("enable_tdvmcall", False), ("enable_shared_eptp", True)):
-            flag = options.get(name, default)
-            if not isinstance(flag, bool):
-                raise ConfigError(f"{name} must be true or false, not {flag!r}",
-                                  field=f"backend_options.{name}")
-            flags[name] = flag
-        return cls(module, mapping, int(gpaw), **flags, host_memory_fault=fault)
 
 
 class TdxBackend(Backend):
@@ -119,6 +60,9 @@ class TdxBackend(Backend):
         return out
 
     def graph(self, config: PartitionConfig) -> LayerGraph:
+        from cocopart.layers import EdgeKind, LayerGraph
+        from cocopart_tdx.costs import default_costs
+
         opts = TdxOptions.parse(config.backend_options)
         costs = default_costs()
         g = LayerGraph()
@@ -225,9 +169,13 @@ class TdxBackend(Backend):
         return caps
 
     def cost_table(self) -> CostTable:
+        from cocopart_tdx.costs import default_costs
+
         return default_costs()
 
     def direct_primitives(self, config: PartitionConfig, layer: str) -> list[str]:
+        from cocopart_tdx.tdcall import MNEMONIC, Leaf
+
         opts = TdxOptions.parse(config.backend_options)
         if layer == "l1":
             return sorted(MNEMONIC[leaf] for leaf in Leaf)

@@ -52,6 +52,7 @@ from cocopart.ranges import RangeMap
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_tally import Tally
 from cocopart_tdx.measure import MrtdBuilder
+from cocopart_tdx.options import HOST_MAPPING_NAMES, HOST_MEMORY_FAULTS
 from cocopart_tdx.sept import (
     AUG_FROM,
     BLOCK_TRANSITIONS,
@@ -69,10 +70,9 @@ from cocopart_tdx.sept_resize import aliased_vms, demote, promote
 from cocopart_tdx.status import TdxStatus, base, status_name
 from cocopart_tdx.tdcall import EEQ_L2_SEPT, TdExit, TdxModule
 
-HOST_MAPPINGS = {"4K": LEVEL_4K, "2M": LEVEL_2M}
+HOST_MAPPINGS = dict(zip(HOST_MAPPING_NAMES, (LEVEL_4K, LEVEL_2M), strict=True))
 #: What the VMM does on KVM_EXIT_MEMORY_FAULT (a private fault on a GPA it treats as shared):
 #: "convert" = QEMU's implicit conversion (default), "refuse" = HOST_REFUSES_AUG_ON_SHARED.
-HOST_MEMORY_FAULTS = ("convert", "refuse")
 #: DEMOTE/PROMOTE re-issued at most this many times after INTERRUPTED_RESTARTABLE (our bound:
 #: the module gives none, which is why KVM wants ENHANCED_DEMOTE_INTERRUPTIBILITY).
 MAX_RESTARTS = 16

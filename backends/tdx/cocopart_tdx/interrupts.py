@@ -47,7 +47,6 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.backend import CapabilityAnswer
 from cocopart.interrupts import (
     DeliveryStatus,
     EoiRecord,
@@ -67,6 +66,18 @@ from cocopart.ops import (
 )
 from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
 from cocopart_tdx import metadata as md
+from cocopart_tdx.interrupt_modes import (  # re-exported: the mode rules live there
+    ALTERNATE,
+    DIRECT,
+    MECHANISM,
+    RESTRICTED,
+    RULE_ALTERNATE_NOT_REENTERED,
+    RULE_NO_DIRECT,
+    SECURE_AVIC,
+)
+from cocopart_tdx.interrupt_modes import (
+    capability_answers as capability_answers,  # noqa: PLC0414 - re-exported
+)
 from cocopart_tdx.l1 import Tally, TdxPlatform, vm_name
 from cocopart_tdx.status import TdxStatus
 from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO, VM_ENTRY_INTR_VALID, TdcallResult
@@ -77,8 +88,6 @@ if TYPE_CHECKING:
 
 L1, HOST, MODULE = "l1", "host", "firmware"
 VENDOR = "intel"
-DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
-ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
 EXIT = "L2->L1 exit"
 ENTER = "TDG.VP.ENTER"
 TD_EXIT, TD_ENTER = "TD exit", "TDH.VP.ENTER"
@@ -90,25 +99,8 @@ ENTRY_TYPE_EXTERNAL = 0
 #: unconfirmed there): ISR at 0x100 and IRR at 0x200, eight 32-bit words 16 bytes apart.
 VAPIC_ISR, VAPIC_IRR, VAPIC_STRIDE = 0x100, 0x200, 0x10
 
-MECHANISM: dict[InterruptMode, str] = {
-    RESTRICTED: "posted to L1 (an L2 running there exits only if the vector is deliverable to "
-                "L1); L1 injects through the L2 VMCS VM-entry interruption-information field "
-                "(TDG.VP.WR 0x4016); the L2 has no posted-interrupt processing",
-    ALTERNATE: "a cocopart software protocol, not a TDX mechanism (no TDX stack implements "
-               "it today): L1 serves the SVSM APIC protocol to its L2s and injects through the "
-               "L2 VMCS VM-entry interruption-information field (TDG.VP.WR 0x4016)",
-    SECURE_AVIC: "TDX virtual-interrupt delivery into the L2: L1 sets the L2 virtual-APIC page "
-                 "IRR and RVI/SVI (L2_ENTER_GUEST_STATE), the CPU delivers, EOI virtualized; "
-                 "no posted-interrupt processing for the L2",
-}
 L1_MECHANISM = "posted interrupt to L1 (the TDX module virtualizes L1's APIC)"
 
-#: The host can never inject into an L2; L1 is always the injector (tdx.md §5).
-RULE_NO_DIRECT = "direct: the TDX host never injects into an L2 (tdx.md §5)"
-#: Alternate = L1 serving the SVSM APIC protocol: entered only from boot (registration
-#: count 1), left by the seed's hand-off, never re-entered (seed 001; the same core rule as
-#: on SEV-SNP).
-RULE_ALTERNATE_NOT_REENTERED = "alternate: from boot only; left by deregistration, never re-entered"
 #: L1 holds the L2's APIC state in every supported mode (its emulation, or the virtual-APIC
 #: page in its own memory), so restricted <-> secure-avic moves it inside L1 at any time; the
 #: request reaches L1 as one L2 -> L1 round trip (no protocol call exists for it: a cocopart
@@ -149,15 +141,6 @@ def l2_posted_interrupt_exits(rvi: int, vector: int, ppr: int) -> tuple[int, boo
     posted = vector if vector >= RVI_MIN_POSTED_VECTOR else 0
     rvi = max(rvi, posted)
     return rvi, (rvi & 0xF0) > (ppr & 0xF0)
-
-
-def capability_answers() -> dict[str, CapabilityAnswer]:
-    out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
-    for mode, mech in MECHANISM.items():
-        extra = f" (at boot only: {RULE_ALTERNATE_NOT_REENTERED})" if mode == ALTERNATE else ""
-        out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(supported=True,
-                                                               mechanism=mech + extra)
-    return out
 
 
 class TdxInterrupts(InterruptDelivery):

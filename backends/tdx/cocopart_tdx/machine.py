@@ -26,7 +26,6 @@ from cocopart.protocol.ids import ResultCode
 from cocopart.service.state import VcpuRecord
 from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
-from cocopart_tdx.backend import TdxOptions
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
 from cocopart_tdx.host_faults import MemoryIntegrity, host_access
 from cocopart_tdx.host_seamcalls import SeptSeamcalls
@@ -37,6 +36,7 @@ from cocopart_tdx.l1 import (
     TdxPlatform,
     TdxTransport,
 )
+from cocopart_tdx.options import TdxOptions
 from cocopart_tdx.sept import ACCEPTED, LEVEL_BYTES, PENDING_FAMILY, L2Alias, Sept, SeptState
 from cocopart_tdx.simroots import DEFAULT_TD_ATTRIBUTES, SimulatedIntelRoots
 from cocopart_tdx.tdcall import TdConfig, TdxModule

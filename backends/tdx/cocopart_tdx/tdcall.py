@@ -116,7 +116,6 @@ MNEMONIC[Leaf.MR_KEY_GET] = "TDG.MR.KEY.GET"
 LEAVES_1_5 = frozenset(Leaf) - {Leaf.SYS_RDM, Leaf.VM_RDM, Leaf.VM_WRM, Leaf.VP_RDM,
                                 Leaf.VP_WRM, Leaf.SERVTD_RDM, Leaf.SERVTD_WRM,
                                 Leaf.MR_ASSIGNSVNS, Leaf.MR_KEY_GET, Leaf.MEM_PAGE_RELEASE}
-MODULE_VERSIONS = ("1.5", "2.0")
 #: Largest ACCEPT level per module: 1.5.01 accepts 4K/2M only; a later module also 1G.
 MAX_ACCEPT_LEVEL = {"1.5": LEVEL_2M, "2.0": LEVEL_1G}
 #: TDX_FEATURES0 bits (tdx.md §2.1; bit 51: the KVM TDX huge-page series, which requires it).

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cocopart.model import PartitionConfig
 from cocopart_cli import common
-from cocopart_cli.models import BackendInfo, BackendsReport
+from cocopart_cli.backends_report import BackendInfo, BackendsReport
 from cocopart_cli.output import begin, console, emit_json
+
+if TYPE_CHECKING:
+    from cocopart.model import PartitionConfig
 
 
 def collect(config: PartitionConfig | None = None) -> BackendsReport:
     """Every installed backend with its capability answers for ``config`` (default guest)."""
-    from cocopart.scenario import default_scenario
+    from cocopart.scenario import default_guest
 
-    scenario = default_scenario()
     infos: list[BackendInfo] = []
     for status in common.load_all():
         if not status.ok:
             infos.append(BackendInfo(name=status.name, loaded=False, error=str(status.error)))
             continue
         backend = status.plugin
-        cfg = config or scenario.config_for(backend.name)
+        cfg = config or default_guest(backend.name)
         try:
             caps = backend.capabilities(cfg)
         except Exception as err:  # noqa: BLE001 - a broken plug-in is shown, not fatal

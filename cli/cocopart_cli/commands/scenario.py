@@ -35,9 +35,9 @@ def new(
     """
     begin(json_output)
     if path.exists() and not force:
-        raise CliError(f"{path} already exists; pass --force to overwrite it")
+        raise CliError(f"{path} already exists; pass --force to overwrite it", file=path)
     if path.is_dir():
-        raise CliError(f"{path} is a directory")
+        raise CliError(f"{path} is a directory", file=path)
     write_text(path, EXAMPLE_SCENARIO)
     report = ScenarioFileReport(path=str(path), written=True)
     if json_output:

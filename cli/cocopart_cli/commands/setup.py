@@ -50,6 +50,9 @@ def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
     evidence: list[EvidenceSummary] = []
     launch: str | None = None
     measurements: dict[str, str] = {}
+    #: The layers the guest's evidence speaks for: the written policy must accept them (service
+    #: evidence speaks for l1 unless the guest names the requester: attest_requester_entry).
+    origins: list[str] = []
     for (step_name, outcome), result in zip(outcomes, p.history):
         launch = launch or launch_measurement(result.data)
         ev = result_evidence(result)
@@ -57,6 +60,7 @@ def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
             continue
         claims = read_claims(ev, ["l1", *workloads])
         if claims is not None:
+            origins.append(claims.origin.layer)
             for name, value in claims.measurements.items():
                 if value.strip(b"\0"):
                     measurements.setdefault(name, value.hex())
@@ -77,7 +81,8 @@ def setup(scenario: Scenario, backend_name: str | None, guest_file: str,
         advice = ("no evidence was produced: add an `attest-each-layer` step to pin the "
                   "measurement claims of the evidence")
     pin = PinAdvice(launch_measurement=launch, measurements=measurements, advice=advice,
-                    policy_toml=policy_toml(workloads, measurements,
+                    policy_toml=policy_toml(list(dict.fromkeys([*workloads, *origins])),
+                                            measurements,
                                             f"policy for {scenario.name} on {backend.name}"))
     return SetupReport(guest_file=guest_file, backend=backend.name, run=run, layers=layers,
                        memory=p.memory_view(), vcpus=vcpus, evidence=evidence, pin=pin,
