@@ -53,7 +53,13 @@ The package: ``model`` (the file model), ``toml_lines`` (key positions in TOML t
 from __future__ import annotations
 
 from cocopart.scenario.example import EXAMPLE_SCENARIO, default_scenario
-from cocopart.scenario.load import config_error, load_scenario, loads_scenario, parse_toml
+from cocopart.scenario.load import (
+    config_error,
+    load_scenario,
+    loads_scenario,
+    parse_toml,
+    scenario_from_data,
+)
 from cocopart.scenario.model import (
     AttestEachLayer,
     BringUp,
@@ -96,5 +102,6 @@ __all__ = [
     "loads_scenario",
     "parse_toml",
     "run_scenario",
+    "scenario_from_data",
     "worst",
 ]

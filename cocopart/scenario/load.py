@@ -61,6 +61,14 @@ def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = 
     data = parse_toml(text, source)
     if name is not None:
         data.setdefault("name", name)
+    return scenario_from_data(data, text, source)
+
+
+def scenario_from_data(data: dict[str, Any], text: str, source: str = "<scenario>"
+                       ) -> Scenario:
+    """Validate scenario ``data`` parsed from the TOML ``text`` of ``source`` (or derived from
+    it, as a sweep point is): the model and the cross-field rules. Raises
+    :class:`ConfigError` only, naming the field and its line in ``text``."""
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
