@@ -126,11 +126,13 @@ def _register() -> None:
         scenario,
         schema,
         setup,
+        sweep,
         verify,
+        verify_batch,
     )
 
     for module in (backends, setup, compare, layers, explain, attest, verify, detect, faults,
-                   scenario, schema):
+                   scenario, schema, sweep, verify_batch):
         module.register(app)
 
 

@@ -19,7 +19,7 @@ from cocopart.ops import Status
 from cocopart.registry import load_backend
 from cocopart.scaleout.engine import Cluster, EngineInfo, Progress, run_chunked
 from cocopart.scaleout.sweep_file import Sweep, SweepPoint, point_scenario
-from cocopart.scenario import Runner, Scenario
+from cocopart.scenario import Runner, Scenario, worst
 
 #: ``step_index`` of the row of a point that failed before its first step.
 SETUP_STEP = -1
@@ -50,6 +50,21 @@ class SweepRow(BaseModel):
                                "not-supported reasons, errors.")
 
 
+class PointTotal(BaseModel):
+    """One point summed over its steps."""
+
+    point: int
+    backend: str
+    params: dict[str, Any]
+    status: Status = Field(description="The worst status of its steps (a failed setup is "
+                           "error).")
+    primitives: int
+    world_switches: int
+    modelled_ns: float
+    reason: str | None = Field(default=None, description="The first step's reason that is "
+                               "not ok.")
+
+
 class SweepResult(BaseModel):
     """A finished sweep: every row, in point order, and what ran it."""
 
@@ -67,6 +82,23 @@ class SweepResult(BaseModel):
         """Rows per status."""
         counts = Counter(r.status.value for r in self.rows)
         return {s.value: counts[s.value] for s in Status if counts[s.value]}
+
+    def point_totals(self) -> list[PointTotal]:
+        """Per point, in point order: its steps summed, its worst status."""
+        out: list[PointTotal] = []
+        for row in self.rows:
+            if not out or out[-1].point != row.point:
+                out.append(PointTotal(point=row.point, backend=row.backend, params=row.params,
+                                      status=Status.OK, primitives=0, world_switches=0,
+                                      modelled_ns=0.0))
+            total = out[-1]
+            total.primitives += row.primitives
+            total.world_switches += row.world_switches
+            total.modelled_ns += row.modelled_ns
+            total.status = worst([total.status, row.status])
+            if total.reason is None and row.reason:
+                total.reason = f"{row.step}: {row.reason}"
+        return out
 
     @property
     def failed(self) -> bool:
