@@ -132,7 +132,7 @@ def sweep_figure(result: SweepResult, x: str | None = None, by: str | None = Non
     ax_sw.set_ylabel("world switches")
     ax_sw.set_xlabel(xlabel)
     for ax, metric in ((ax_time, "modelled_ns"), (ax_sw, "world_switches")):
-        if any(getattr(t, metric) > 0 for t in totals):
+        if any(getattr(t, metric) > 0 for t in totals if t.status is Status.OK):
             ax.set_yscale("log", nonpositive="mask")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="best", fontsize="small")

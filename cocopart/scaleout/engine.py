@@ -38,8 +38,6 @@ Progress = Callable[[int, int], None]
 #: Tasks per worker slot when the chunk size is automatic: enough for the workers to finish
 #: together, few enough that the engine's per-task overhead (about a millisecond) is noise.
 TASKS_PER_SLOT = 8
-#: Seconds to wait for a remote scheduler before giving up.
-CONNECT_TIMEOUT = 10.0
 
 
 class Cluster(BaseModel):
@@ -62,6 +60,8 @@ class Cluster(BaseModel):
         "per worker.")
     retries: int = Field(default=1, description="Times a task is retried when its worker "
                          "dies.")
+    connect_timeout: float = Field(default=10.0, description="Seconds to wait for a remote "
+                                   "scheduler.")
 
     def checked(self) -> Cluster:
         """This configuration, or a :class:`ConfigError` naming the conflicting options."""
@@ -191,17 +191,16 @@ def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]
                            "missing): pip install 'cocopart[scale-out]'") from None
     if cluster.scheduler:
         try:
-            client = Client(cluster.scheduler, timeout=CONNECT_TIMEOUT)
+            client = Client(cluster.scheduler, timeout=cluster.connect_timeout)
         except (OSError, TimeoutError, ValueError) as err:
             raise ClusterError(f"cannot reach the Dask scheduler at {cluster.scheduler}: "
                                f"{type(err).__name__}: {err}") from None
         with client:
             yield client, "remote"
         return
-    dashboard = ":0" if importlib.util.find_spec("bokeh") is not None else None
-    try:
+    try:  # the scheduler's HTTP server (the dashboard, with bokeh) on any free port
         local = LocalCluster(n_workers=cluster.workers or local_cores(), threads_per_worker=1,
-                             processes=True, dashboard_address=dashboard,
+                             processes=True, dashboard_address=":0",
                              silence_logs=logging.ERROR)
     except (OSError, RuntimeError) as err:
         raise ClusterError(f"cannot start a local Dask cluster: {err}") from None

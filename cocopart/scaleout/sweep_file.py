@@ -141,7 +141,7 @@ def build_sweep(scenario: Scenario, axes: Mapping[str, Any], *, mode: Mode = "pr
             built.append(Axis(path=path, values=axis_values(raw)))
         except AxisError as err:
             raise ConfigError(str(err), field=f"axes.{path}") from None
-    base = scenario.model_dump(mode="json", exclude_defaults=True)
+    base = scenario.model_dump(mode="json")
     return _build(name=name, description=description, source=None, axes=built, mode=mode,
                   base=base, base_text="", base_source=scenario.name, axes_line=None)
 
