@@ -62,7 +62,7 @@ def choose_x(result: SweepResult, x: str | None) -> str | None:
         return x
     varying = [a for a in result.axes if len(_distinct(result, a)) > 1]
     numeric = [a for a in varying if all(_number(v) is not None for v in _distinct(result, a))]
-    return (numeric or varying or [None])[0]
+    return next(iter(numeric or varying), None)
 
 
 def choose_by(result: SweepResult, by: str | None, x: str | None) -> str | None:

@@ -168,7 +168,7 @@ def _run_serial(fn: Callable[[C, Sequence[T]], list[R]], context: C, items: list
     for chunk in _strided(items, m):
         try:
             parts.append(_run_chunk(fn, context, _Chunk(chunk)))
-        except Exception as err:  # noqa: BLE001 - fn handles bad items; this is a bug
+        except Exception as err:
             raise InternalError("running a chunk of scale-out work", err) from err
         done += len(chunk)
         if progress is not None:
@@ -185,13 +185,13 @@ def _largest(items: int, tasks: int) -> int:
 @contextmanager
 def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]]:
     try:
-        from distributed import Client, LocalCluster
+        dask: Any = importlib.import_module("distributed")  # untyped: used through Any
     except ImportError as err:
         raise ClusterError(f"the scale-out packages are not installed ({err.name} is "
                            "missing): pip install 'cocopart[scale-out]'") from None
     if cluster.scheduler:
         try:
-            client = Client(cluster.scheduler, timeout=cluster.connect_timeout)
+            client = dask.Client(cluster.scheduler, timeout=cluster.connect_timeout)
         except (OSError, TimeoutError, ValueError) as err:
             raise ClusterError(f"cannot reach the Dask scheduler at {cluster.scheduler}: "
                                f"{type(err).__name__}: {err}") from None
@@ -199,12 +199,12 @@ def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]
             yield client, "remote"
         return
     try:  # the scheduler's HTTP server (the dashboard, with bokeh) on any free port
-        local = LocalCluster(n_workers=cluster.workers or local_cores(), threads_per_worker=1,
-                             processes=True, dashboard_address=":0",
-                             silence_logs=logging.ERROR)
+        local = dask.LocalCluster(n_workers=cluster.workers or local_cores(),
+                                  threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", silence_logs=logging.ERROR)
     except (OSError, RuntimeError) as err:
         raise ClusterError(f"cannot start a local Dask cluster: {err}") from None
-    with local, Client(local) as client:
+    with local, dask.Client(local) as client:
         yield client, "local"
 
 
@@ -212,8 +212,7 @@ def _run_dask(client: Any, mode: Literal["local", "remote"],
               fn: Callable[[C, Sequence[T]], list[R]], context: C, items: list[T],
               cluster: Cluster, progress: Progress | None, label: str
               ) -> tuple[list[R], EngineInfo]:
-    from distributed import as_completed
-
+    as_completed: Any = importlib.import_module("distributed").as_completed
     slots = sum(client.nthreads().values()) or 1
     m = chunk_count(len(items), slots, cluster.chunk_size)
     start = time.perf_counter()
@@ -233,7 +232,7 @@ def _run_dask(client: Any, mode: Literal["local", "remote"],
             done += len(chunks[k])
             if progress is not None:
                 progress(done, len(items))
-    except Exception as err:  # noqa: BLE001 - a dead worker, a lost scheduler or a bug
+    except Exception as err:
         for f in futures:
             f.cancel()
         from distributed.scheduler import KilledWorker

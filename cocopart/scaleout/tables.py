@@ -137,8 +137,7 @@ def write_csv(table: Any, path: Path) -> str:
 def write_jsonl(rows: Iterable[BaseModel], path: Path) -> str:
     def write(p: str) -> None:
         with open(p, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(row.model_dump_json() + "\n")
+            fh.writelines(row.model_dump_json() + "\n" for row in rows)
 
     return _write(path, write)
 

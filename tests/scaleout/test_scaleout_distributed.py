@@ -66,9 +66,8 @@ def _worker_verifiers() -> int:
 
 def test_batch_is_identical_on_a_cluster_with_one_verifier_per_worker(
         scheduler: str, archive: dict[str, Path], tmp_path: Path) -> None:
-    from distributed import Client
-
     from cocopart_cli.batch_reader import read_evidence
+    from distributed import Client
 
     trust = TrustStore()
     for vendor in ("sev-snp", "tdx"):
