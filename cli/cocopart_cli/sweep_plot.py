@@ -124,6 +124,9 @@ def sweep_figure(result: SweepResult, x: str | None = None, by: str | None = Non
             if metric == "modelled_ns":
                 gaps += len(missing)
     title = f"{result.name}: modelled time per point"
+    others = [a for a in result.axes if a not in (x, by)]
+    if others:
+        title += " (line: median over the other axes, band: their range)"
     if gaps:
         title += f" (x on the axis: not supported there, a gap; {gaps} in all)"
     ax_time.set_title(title)

@@ -12,11 +12,10 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scaleout_helpers import build_archive, write_sweep
+from scaleout_helpers import REPO, build_archive, write_sweep
 
 from cocopart.registry import load_all_backends
 
-REPO = Path(__file__).resolve().parents[2]
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
 
 

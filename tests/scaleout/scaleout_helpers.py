@@ -11,6 +11,8 @@ from typer.testing import CliRunner, Result
 
 from cocopart.attest.evidence import Evidence
 
+REPO = Path(__file__).resolve().parents[2]
+
 #: A 1 GiB guest: each run takes a few tens of milliseconds on either backend.
 BASE = """\
 name = "base"

@@ -33,7 +33,8 @@ def test_sweep_writes_tables_and_plot(runner: CliRunner, sweep_file: Path, tmp_p
     res = invoke(runner, "sweep", sweep_file, "--serial", "--out", out)
     assert res.exit_code == 0, res.output
     assert "sweep small: 16 points" in res.output and "ran serially" in res.output
-    assert "not-supported point 3 (tdx" in res.output and "TDG.MR.REPORT" in res.output
+    assert "not-supported: 4 point(s) on tdx, e.g. point 3 (" in res.output
+    assert "TDG.MR.REPORT" in res.output
     table = pq.read_table(out / "sweep.parquet")
     assert table.num_rows == 64
     assert table.column_names[:4] == ["point", "guest.memory", "guest.vcpus", "steps.2.source"]
@@ -82,7 +83,7 @@ def test_sweep_exits_1_when_a_step_fails(runner: CliRunner, tmp_path: Path,
                        base)
     res = invoke(runner, "sweep", path, "--serial", "--out", tmp_path / "o")
     assert res.exit_code == 1, res.output
-    assert "error point 0" in res.output
+    assert "error: 1 point(s) on sev-snp, e.g. point 0" in res.output
 
 
 def test_sweep_option_mistakes_exit_2(runner: CliRunner, sweep_file: Path) -> None:

@@ -148,3 +148,11 @@ def test_build_sweep_from_python_runs_serially(both_backends: list[str]) -> None
     assert [r.vcpus for r in result.rows] == [1] * 4 + [2] * 4
     with pytest.raises(ConfigError, match="not a field"):
         build_sweep(scenario, {"guest.cpus": [1]})
+
+
+def test_the_example_sweep_is_valid(both_backends: list[str]) -> None:
+    from scaleout_helpers import REPO
+
+    sweep = load_sweep(REPO / "examples" / "sweep.toml")
+    assert sweep.name == "growth" and len(sweep.points) == 2 * 4 * 3 * 2 * 2
+    assert sweep.axes[1].values == [GIB, 4 * GIB, 16 * GIB, 64 * GIB]

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cocopart.ops import Status
-from cocopart.scaleout.sweep import SweepResult
+from cocopart.scaleout.sweep import PointTotal, SweepResult
 from cocopart_cli.cluster_options import (
     ChunkSize,
     Scheduler,
@@ -24,6 +24,9 @@ from cocopart_cli.cluster_options import (
 from cocopart_cli.errors import EXIT_FAILED
 from cocopart_cli.models import SweepBackendSummary, SweepReport
 from cocopart_cli.output import STATUS_STYLE, begin, console, emit_json, fmt_count, fmt_ns
+
+#: Reasons for points that are not ok printed on the console (the table has every row).
+SHOWN_REASONS = 5
 
 
 def per_backend(result: SweepResult) -> list[SweepBackendSummary]:
@@ -60,15 +63,19 @@ def render(report: SweepReport, result: SweepResult) -> None:
                   f"{b.median_world_switches:,.0f}" if b.median_world_switches is not None
                   else "-")
     out.print(t)
-    bad = [p for p in result.point_totals() if p.status is not Status.OK]
-    for p in bad[:5]:
-        style = STATUS_STYLE[p.status.value]
-        params = ", ".join(f"{k}={v!r}" for k, v in p.params.items())
-        out.print(f"[{style}]{p.status.value}[/{style}] point {p.point} "
-                  f"({escape(p.backend)}{', ' if params else ''}{escape(params)}): "
-                  f"{escape(p.reason or '')}")
-    if len(bad) > 5:
-        out.print(f"... and {len(bad) - 5:,} more points that are not ok (see the table)")
+    groups: dict[tuple[str, str, str], list[PointTotal]] = {}
+    for p in result.point_totals():
+        if p.status is not Status.OK:
+            groups.setdefault((p.status.value, p.backend, p.reason or ""), []).append(p)
+    for (status, backend, reason), points in list(groups.items())[:SHOWN_REASONS]:
+        style = STATUS_STYLE[status]
+        first = points[0]
+        params = ", ".join(f"{k}={v!r}" for k, v in first.params.items())
+        out.print(f"[{style}]{status}[/{style}]: {len(points):,} point(s) on "
+                  f"{escape(backend)}, e.g. point {first.point} ({escape(params)}): "
+                  f"{escape(reason)}")
+    if len(groups) > SHOWN_REASONS:
+        out.print(f"... and {len(groups) - SHOWN_REASONS:,} more reasons (see the table)")
     out.print(escape(describe_engine(report.engine)))
     out.print(escape(f"tables: {report.files.parquet}, {report.files.csv}"
                      + (f"; plot: {report.plot}" if report.plot else "")))
