@@ -46,27 +46,12 @@ REPO = Path(__file__).resolve().parents[1]
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
 GOAL = 1.7
 
-BASE = """\
-name = "bench"
-[guest]
-memory = "1GiB"
-vcpus = 2
-workload_layers = 2
-[[steps]]
-macro = "bring-up"
-[[steps]]
-macro = "share-round"
-layer = "l2.1"
-[[steps]]
-macro = "attest-each-layer"
-[[steps]]
-macro = "interrupts"
-vectors = [0x30]
-"""
+#: The base scenario: bring-up, a share round, attestation from each layer, interrupts.
+BASE = REPO / "examples" / "sweep-base.toml"
 
 #: 2 x 5 x 25 x 2 x 2 x 2 = 2,000 points (--quick: 2 x 5 x 5 x 2 x 1 x 2 = 200).
 SWEEP = """\
-scenario = "base.toml"
+scenario = "sweep-base.toml"
 [axes]
 backend = ["sev-snp", "tdx"]
 "guest.memory" = {{ start = "1GiB", stop = "5GiB", step = "1GiB" }}
@@ -158,14 +143,13 @@ def timed_on(cluster: Workers, run: Callable[[], Any]) -> tuple[Any, Timed]:
     return result, Timed(result.engine.elapsed_s, cluster.cpu_s() - cpu)
 
 
-def bench_sweep(folder: Path, quick: bool, workers: int) -> None:
-    (folder / "base.toml").write_text(BASE)
+def bench_sweep(quick: bool, workers: int) -> None:
     text = SWEEP.format(vcpus=5 if quick else 25,
                         sources='["service"]' if quick else '["service", "hardware"]')
-    sweep = loads_sweep(text, str(folder / "sweep.toml"), base_dir=folder, name="bench")
-    run_sweep(loads_sweep(text.replace('stop = "5GiB"', 'stop = "1GiB"').replace(
-        "stop = 25", "stop = 1").replace("stop = 5,", "stop = 1,"), base_dir=folder),
-        Cluster(serial=True))  # warm this process too
+    sweep = loads_sweep(text, "bench-sweep.toml", base_dir=BASE.parent, name="bench")
+    warm = text.replace('stop = "5GiB"', 'stop = "1GiB"').replace("stop = 25", "stop = 1")
+    run_sweep(loads_sweep(warm.replace("stop = 5,", "stop = 1,"), base_dir=BASE.parent),
+              Cluster(serial=True))  # warm this process too
     serial, serial_t = timed_serial(lambda: run_sweep(sweep, Cluster(serial=True)))
     with local_cluster(workers) as cluster:
         dist, dist_t = timed_on(cluster, lambda: run_sweep(
@@ -177,7 +161,7 @@ def bench_sweep(folder: Path, quick: bool, workers: int) -> None:
            time.perf_counter() - start, workers)
 
 
-def _simulated(folder: Path) -> tuple[list[Evidence], TrustStore]:
+def _simulated() -> tuple[list[Evidence], TrustStore]:
     """Service and hardware evidence from both backends' workload layers, and their roots."""
     from cocopart_cli.common import evidence_from
     from cocopart_cli.evidence_tools import simulated_root
@@ -189,8 +173,8 @@ def _simulated(folder: Path) -> tuple[list[Evidence], TrustStore]:
     for backend, source in (("sev-snp", "both"), ("tdx", "service")):
         steps = "".join(f'[[steps]]\nmacro = "attest-each-layer"\nsource = "{source}"\n'
                         f'report_data = "{i:02x}"\n' for i in range(3))
-        scenario = loads_scenario(BASE.split("[[steps]]")[0] + '[[steps]]\nmacro = "bring-up"\n'
-                                  + steps)
+        guest = BASE.read_text().split("[[steps]]")[0]
+        scenario = loads_scenario(f'{guest}[[steps]]\nmacro = "bring-up"\n{steps}')
         run = Runner(scenario, backend).run()
         for step in run.steps:
             for outcome in step.operations:
@@ -220,7 +204,7 @@ def _real() -> list[Evidence]:
 
 
 def build_archive(folder: Path, files: int) -> tuple[list[str], TrustStore, str]:
-    simulated, trust = _simulated(folder)
+    simulated, trust = _simulated()
     real = _real() if (VECTORS / "manifest.json").is_file() else []
     kinds = [ev.model_dump_json() for ev in real + simulated]
     paths = []
@@ -286,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if "overhead" in chosen:
             bench_overhead(args.workers)
         if "sweep" in chosen:
-            bench_sweep(folder, args.quick, args.workers)
+            bench_sweep(args.quick, args.workers)
         if "batch" in chosen:
             bench_batch(folder, args.quick, args.workers)
     finally:

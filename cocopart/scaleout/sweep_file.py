@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from cocopart.errors import BackendLoadError, BackendNotFound, ConfigError
 from cocopart.registry import installed, load_backend
 from cocopart.scaleout.axes import Axis, AxisError, axis_values, check_path, is_range, set_path
-from cocopart.scenario import Scenario, line_of, parse_toml, scenario_from_data
+from cocopart.scenario import Scenario, line_of, parse_toml, read_toml_text, scenario_from_data
 
 Mode = Literal["product", "zip"]
 _SWEEP_KEYS = ("name", "description", "scenario", "mode", "axes")
@@ -73,15 +73,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file (and its base scenario). Raises :class:`ConfigError`
     only, naming the file, line and field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file (sweep)", source=str(p)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a sweep file", source=str(p)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the sweep file: {err}", source=str(p)) from None
-    return loads_sweep(text, str(p), base_dir=p.parent, name=p.stem)
+    return loads_sweep(read_toml_text(p), str(p), base_dir=p.parent, name=p.stem)
 
 
 def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".",
@@ -119,10 +111,10 @@ def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".
     base_path = Path(base_dir) / scenario_file
     base_source = str(base_path)
     try:
-        base_text = base_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise fail(f"cannot read the base scenario {base_source}: "
-                   f"{getattr(err, 'strerror', None) or err}", "scenario") from None
+        base_text = read_toml_text(base_path)
+    except ConfigError as err:
+        raise fail(f"cannot read the base scenario {base_source}: {err.message}",
+                   "scenario") from None
     base = parse_toml(base_text, base_source)
     base.setdefault("name", base_path.stem)
     return _build(name=str(data.get("name", name or "sweep")),

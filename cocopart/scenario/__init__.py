@@ -58,6 +58,7 @@ from cocopart.scenario.load import (
     load_scenario,
     loads_scenario,
     parse_toml,
+    read_toml_text,
     scenario_from_data,
 )
 from cocopart.scenario.model import (
@@ -101,6 +102,7 @@ __all__ = [
     "load_scenario",
     "loads_scenario",
     "parse_toml",
+    "read_toml_text",
     "run_scenario",
     "scenario_from_data",
     "worst",
