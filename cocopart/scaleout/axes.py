@@ -2,15 +2,18 @@
 
 An axis names any field of :class:`cocopart.scenario.Scenario` by its dotted path —
 ``backend``, ``guest.memory``, ``guest.interrupt_mode``, ``backend_options.tdx.host_mapping``,
-``costs.primitives.PVALIDATE``, ``layers.0.vcpus`` — so a field added to the scenario later
-(a host profile, say) is an axis without any change here. Values are a list, or a range
+``costs.primitives."PVALIDATE.2M"`` (a name holding a dot is quoted), ``layers.0.vcpus`` —
+so a field added to the scenario later (a host profile, say) is an axis without any change
+here. Values are a list, or a range
 table ``{ start, stop, step }`` (arithmetic) or ``{ start, stop, factor }`` (geometric);
 ``stop`` is included when a step lands on it, and sizes such as ``"1GiB"`` are allowed.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -20,30 +23,52 @@ from pydantic import BaseModel, Field
 
 from cocopart.model import parse_size
 from cocopart.scenario import Scenario
+from cocopart.scenario.toml_lines import _split_dotted
 
 #: Most values one axis may generate (a typo in a range should not eat the machine).
 MAX_AXIS_VALUES = 100_000
 _RANGE_KEYS = frozenset({"start", "stop", "step", "factor"})
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 #: Values of one axis as they appear in tables: lists and tables become JSON text there.
 AxisValue = Any
 
 
+class AxisError(ValueError):
+    """An axis is malformed (raised inside this package; loaders turn it into a
+    :class:`cocopart.errors.ConfigError` with the sweep file's line)."""
+
+
+def split_path(path: str) -> list[str]:
+    """The names of a dotted path, TOML style: ``costs.primitives."PVALIDATE.2M"``."""
+    parts = _split_dotted(path)
+    if parts is None:
+        raise AxisError(f"{path!r} is not a dotted path (quote names that hold a dot: "
+                        'costs.primitives."PVALIDATE.2M")')
+    return parts
+
+
+def join_path(parts: Sequence[str]) -> str:
+    """The dotted path of ``parts``, quoting a name that is not a bare TOML key."""
+    return ".".join(p if _BARE.fullmatch(p) else json.dumps(p) for p in parts)
+
+
 class Axis(BaseModel):
     """One axis of a sweep."""
 
-    path: str = Field(description="Dotted path of a scenario field, e.g. 'guest.memory'.")
+    path: str = Field(description="Dotted path of a scenario field, e.g. 'guest.memory' or "
+                      "'costs.primitives.\"PVALIDATE.2M\"' (a name holding a dot is quoted).")
     values: list[AxisValue] = Field(description="The values it takes, in order.")
     line: int | None = Field(default=None, description="Line of the axis in its sweep file.")
 
     @property
     def parts(self) -> list[str]:
-        return self.path.split(".")
+        return split_path(self.path)
 
-
-class AxisError(ValueError):
-    """An axis is malformed (raised inside this package; loaders turn it into a
-    :class:`cocopart.errors.ConfigError` with the sweep file's line)."""
+    @property
+    def field(self) -> str:
+        """The path as error fields name it (plain dots)."""
+        return ".".join(self.parts)
 
 
 def is_range(value: Any) -> bool:

@@ -29,7 +29,16 @@ from pydantic import BaseModel, Field
 
 from cocopart.errors import BackendLoadError, BackendNotFound, ConfigError
 from cocopart.registry import installed, load_backend
-from cocopart.scaleout.axes import Axis, AxisError, axis_values, check_path, is_range, set_path
+from cocopart.scaleout.axes import (
+    Axis,
+    AxisError,
+    axis_values,
+    check_path,
+    is_range,
+    join_path,
+    set_path,
+    split_path,
+)
 from cocopart.scenario import Scenario, line_of, parse_toml, read_toml_text, scenario_from_data
 
 Mode = Literal["product", "zip"]
@@ -102,8 +111,8 @@ def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".
         raise fail("[axes] is a table of dotted scenario paths", "axes")
     axes: list[Axis] = []
     for keys, raw in _flatten(raw_axes, ()):
-        path = ".".join(keys)
-        try:
+        try:  # a key right under [axes] is a dotted path; keys of nested tables are names
+            path = join_path([*split_path(keys[0]), *keys[1:]])
             axes.append(Axis(path=path, values=axis_values(raw),
                              line=line_of(text, ("axes", *keys))))
         except AxisError as err:
@@ -130,7 +139,7 @@ def build_sweep(scenario: Scenario, axes: Mapping[str, Any], *, mode: Mode = "pr
     built: list[Axis] = []
     for path, raw in axes.items():
         try:
-            built.append(Axis(path=path, values=axis_values(raw)))
+            built.append(Axis(path=join_path(split_path(path)), values=axis_values(raw)))
         except AxisError as err:
             raise ConfigError(str(err), field=f"axes.{path}") from None
     base = scenario.model_dump(mode="json")
@@ -257,7 +266,7 @@ def _point_data(base: dict[str, Any], point: SweepPoint) -> dict[str, Any]:
     data = copy.deepcopy(base)
     data["backend"] = point.backend
     for path, value in point.params.items():
-        set_path(data, path.split("."), copy.deepcopy(value))
+        set_path(data, split_path(path), copy.deepcopy(value))
     return data
 
 
@@ -270,8 +279,8 @@ def _blame(field: str | None, axes: list[Axis]) -> Axis | None:
     if not field:
         return None
     for axis in axes:
-        if field == axis.path or field.startswith(axis.path + ".") \
-                or axis.path.startswith(field + "."):
+        if field == axis.field or field.startswith(axis.field + ".") \
+                or axis.field.startswith(field + "."):
             return axis
     return None
 

@@ -156,3 +156,20 @@ def test_the_example_sweep_is_valid(both_backends: list[str]) -> None:
     sweep = load_sweep(REPO / "examples" / "sweep.toml")
     assert sweep.name == "growth" and len(sweep.points) == 2 * 4 * 3 * 2 * 2
     assert sweep.axes[1].values == [GIB, 4 * GIB, 16 * GIB, 64 * GIB]
+
+
+def test_a_cost_table_row_is_an_axis(tmp_path: Path, both_backends: list[str]) -> None:
+    """Names holding a dot are quoted (TOML style); both spellings are one axis, and the
+    cost reaches the model."""
+    for axes in ("'costs.primitives.\"PVALIDATE.2M\"' = [1000, 4000]\n",
+                 '[axes.costs.primitives]\n"PVALIDATE.2M" = [1000, 4000]\n'):
+        text = 'scenario = "base.toml"\n' + ("[axes]\n" if "[axes" not in axes else "") + axes
+        path = write_sweep(tmp_path, text.replace("[axes]\n[axes.", "[axes."))
+        sweep = load_sweep(path)
+        assert sweep.axes[0].path == 'costs.primitives."PVALIDATE.2M"'
+        assert sweep.axes[0].parts == ["costs", "primitives", "PVALIDATE.2M"]
+        assert sweep.axes[0].line == 3
+    snp = [p for p in sweep.points if p.backend == "sev-snp"]
+    result = run_sweep(sweep.model_copy(update={"points": snp}), Cluster(serial=True))
+    cheap, dear = (sum(r.modelled_ns for r in result.rows if r.point == p.index) for p in snp)
+    assert dear > cheap
