@@ -15,52 +15,50 @@ Dask, distributed and pyarrow (the ``scale-out`` extra) are imported only when u
 
 from __future__ import annotations
 
-from cocopart.scaleout.axes import Axis
-from cocopart.scaleout.batch import (
-    BatchResult,
-    BatchRow,
-    BatchSummary,
-    EvidenceReader,
-    read_evidence_json,
-    verify_batch,
-)
-from cocopart.scaleout.engine import Cluster, EngineInfo
-from cocopart.scaleout.sources import DEFAULT_PATTERNS, expand_sources
-from cocopart.scaleout.sweep import SweepResult, SweepRow, run_sweep
-from cocopart.scaleout.sweep_file import Sweep, SweepPoint, build_sweep, load_sweep, loads_sweep
-from cocopart.scaleout.tables import (
-    BatchFiles,
-    SweepFiles,
-    batch_table,
-    sweep_table,
-    write_batch_tables,
-    write_sweep_tables,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_PATTERNS",
-    "Axis",
-    "BatchFiles",
-    "BatchResult",
-    "BatchRow",
-    "BatchSummary",
-    "Cluster",
-    "EngineInfo",
-    "EvidenceReader",
-    "Sweep",
-    "SweepFiles",
-    "SweepPoint",
-    "SweepResult",
-    "SweepRow",
-    "batch_table",
-    "build_sweep",
-    "expand_sources",
-    "load_sweep",
-    "loads_sweep",
-    "read_evidence_json",
-    "run_sweep",
-    "sweep_table",
-    "verify_batch",
-    "write_batch_tables",
-    "write_sweep_tables",
-]
+#: Public name -> the module that defines it (imported on first use, as ``cocopart`` does).
+_EXPORTS = {
+    "Axis": "cocopart.scaleout.axes",
+    "BatchResult": "cocopart.scaleout.batch",
+    "BatchRow": "cocopart.scaleout.batch",
+    "BatchSummary": "cocopart.scaleout.batch",
+    "EvidenceReader": "cocopart.scaleout.batch",
+    "read_evidence_json": "cocopart.scaleout.batch",
+    "verify_batch": "cocopart.scaleout.batch",
+    "Cluster": "cocopart.scaleout.engine",
+    "EngineInfo": "cocopart.scaleout.engine",
+    "DEFAULT_PATTERNS": "cocopart.scaleout.sources",
+    "expand_sources": "cocopart.scaleout.sources",
+    "PointTotal": "cocopart.scaleout.sweep",
+    "SweepResult": "cocopart.scaleout.sweep",
+    "SweepRow": "cocopart.scaleout.sweep",
+    "run_sweep": "cocopart.scaleout.sweep",
+    "Sweep": "cocopart.scaleout.sweep_file",
+    "SweepPoint": "cocopart.scaleout.sweep_file",
+    "build_sweep": "cocopart.scaleout.sweep_file",
+    "load_sweep": "cocopart.scaleout.sweep_file",
+    "loads_sweep": "cocopart.scaleout.sweep_file",
+    "BatchFiles": "cocopart.scaleout.tables",
+    "SweepFiles": "cocopart.scaleout.tables",
+    "batch_table": "cocopart.scaleout.tables",
+    "sweep_table": "cocopart.scaleout.tables",
+    "write_batch_tables": "cocopart.scaleout.tables",
+    "write_sweep_tables": "cocopart.scaleout.tables",
+}
+
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - built from the export table
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cocopart.scaleout' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from cocopart.errors import ClusterError, ConfigError
-from cocopart.scaleout.batch import BatchResult, BatchRow
-from cocopart.scaleout.sweep import SweepResult
+
+if TYPE_CHECKING:  # the runners import the scenario and attestation packages
+    from cocopart.scaleout.batch import BatchResult
+    from cocopart.scaleout.sweep import SweepResult
 
 #: Fixed columns of a sweep table after the point index and the parameters.
 SWEEP_COLUMNS = ("backend", "vendor", "memory_bytes", "vcpus", "workload_layers", "strategy",
@@ -87,6 +89,8 @@ def sweep_table(result: SweepResult) -> Any:
 def batch_table(result: BatchResult) -> Any:
     """The batch's rows as a ``pyarrow.Table`` (failed checks a list, measurements and TCB
     maps)."""
+    from cocopart.scaleout.batch import BatchRow
+
     pa = _pyarrow()
     rows = result.rows
     types = {"failed_checks": pa.list_(pa.string()), "checks": pa.int64(),

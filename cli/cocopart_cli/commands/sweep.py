@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import median
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from cocopart.ops import Status
-from cocopart.scaleout.sweep import PointTotal, SweepResult
 from cocopart_cli.cluster_options import (
     ChunkSize,
     Scheduler,
@@ -24,6 +23,9 @@ from cocopart_cli.cluster_options import (
 from cocopart_cli.errors import EXIT_FAILED
 from cocopart_cli.models import SweepBackendSummary, SweepReport
 from cocopart_cli.output import STATUS_STYLE, begin, console, emit_json, fmt_count, fmt_ns
+
+if TYPE_CHECKING:  # the sweep runner loads with the command
+    from cocopart.scaleout.sweep import PointTotal, SweepResult
 
 #: Reasons for points that are not ok printed on the console (the table has every row).
 SHOWN_REASONS = 5
