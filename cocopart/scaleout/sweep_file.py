@@ -256,6 +256,11 @@ def _validate(points: list[SweepPoint], axes: list[Axis], base: dict[str, Any],
             raise fail(f"point {point.index} ({describe(point)}): {err}", None) from None
         except ConfigError as err:
             axis = _blame(err.field, axes)
+            if axis is None:  # no axis sets the field: is the base scenario itself wrong?
+                try:
+                    scenario_from_data(copy.deepcopy(base), base_text, base_source)
+                except ConfigError as own:
+                    raise own from None
             where = "" if axis is not None else \
                 f"{err.source or base_source}, field '{err.field}': "
             raise fail(f"point {point.index} ({describe(point)}): {where}{err.message}",

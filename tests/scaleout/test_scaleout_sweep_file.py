@@ -173,3 +173,13 @@ def test_a_cost_table_row_is_an_axis(tmp_path: Path, both_backends: list[str]) -
     result = run_sweep(sweep.model_copy(update={"points": snp}), Cluster(serial=True))
     cheap, dear = (sum(r.modelled_ns for r in result.rows if r.point == p.index) for p in snp)
     assert dear > cheap
+
+
+def test_a_mistake_in_the_base_scenario_names_the_base_file(tmp_path: Path,
+                                                           both_backends: list[str]) -> None:
+    base = BASE.replace("vcpus = 2", "vcpus = 2\ncpus = 4")
+    path = write_sweep(tmp_path, 'scenario = "base.toml"\n[axes]\nbackend = ["tdx"]\n', base)
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    assert info.value.source == str(tmp_path / "base.toml")
+    assert (info.value.line, info.value.field) == (6, "guest.cpus")
