@@ -8,14 +8,17 @@ asserts nothing (the machine is shared: the load average is printed with every f
     .venv/bin/python bench/bench_scale_out.py --only sweep    # or: batch, overhead
 
 Goal: each workload at >= 1.7x the serial rate with 2 workers. The rates compare the time
-from submission to the last result (``EngineInfo.elapsed_s``) on a cluster that is already
-running and whose workers have imported cocopart (as a long-lived cluster would); the
-end-to-end time of the command, starting and stopping a LocalCluster, is printed too.
+from submission to the last result (``EngineInfo.elapsed_s``) in this process and on a
+cluster that is already running and whose workers have imported cocopart (as a long-lived
+cluster would), in interleaved rounds (``--rounds``) so that a change of the machine's load
+affects both alike; both must return the same rows. The CPU used each way is printed too
+(on a loaded machine the wall-clock ratio is the share of the cores the workers got), and
+the end-to-end time of the whole workload with a new LocalCluster, as the commands run it.
 
-Sweep: a 1 GiB-class guest (bring-up, a share round, attestation from each layer,
+Sweep: examples/sweep-base.toml (bring-up, a share round, attestation from each layer,
 interrupts) over backend x memory x vCPUs x strategy x attestation source x interrupt mode.
 Batch: Evidence JSON files written to a temporary folder at run time — real SNP reports with
-their VCEK/VLEK chains and real TDX quotes with their collateral from the shared vectors,
+their VCEK chains and real TDX quotes with their collateral from the shared vectors,
 plus simulated evidence of both backends — cycled to the requested count and verified with
 the reader `cocopart verify-batch` uses, as of now (the real TDX collateral of 2025 is then
 stale and fails its freshness checks: every check still runs).
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import shutil
 import sys
@@ -33,15 +35,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cocopart.attest.evidence import Evidence
 from cocopart.attest.policy import Policy
 from cocopart.attest.verifier import TrustStore
 from cocopart.scaleout import Cluster, loads_sweep, run_sweep, verify_batch
-from cocopart.scaleout.engine import run_chunked
+from cocopart.scaleout.engine import run_chunked, start_local_cluster
+from cocopart.scaleout.sweep_file import SweepPoint
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
 GOAL = 1.7
@@ -92,11 +97,9 @@ class Workers:
 
 @contextmanager
 def local_cluster(workers: int) -> Iterator[Workers]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
+    with start_local_cluster(workers) as cluster, Client(cluster) as client:
         client.run(_warm_up)  # workers import cocopart before the clock starts
         yield Workers(cluster.scheduler_address, client)
 
@@ -110,12 +113,58 @@ def _warm_up() -> None:
         _backend(name)
 
 
-class Timed:
-    """Wall time of a run and the CPU time it took (this process, or the workers)."""
+def warm_everywhere(cluster: Workers, warm: Callable[[], object]) -> None:
+    """Run ``warm`` in this process and on every worker, so that both sides start with the
+    same warm caches (imports, backends, the verifier's chains and collateral)."""
+    warm()
+    cluster.client.run(warm)
 
-    def __init__(self, wall_s: float, cpu_s: float) -> None:
-        self.wall_s = wall_s
-        self.cpu_s = cpu_s
+
+def _warm_sweep(text: str) -> None:
+    run_sweep(loads_sweep(text, base_dir=BASE.parent), Cluster(serial=True))
+
+
+def _warm_batch(files: list[str], policy: Policy, trust: TrustStore, now: datetime,
+                reader: Callable[[str], Evidence]) -> None:
+    verify_batch(files, policy, trust=trust, now=now,
+                 reader=reader, cluster=Cluster(serial=True))
+
+
+class Timed:
+    """Wall time of runs and the CPU time they took (this process, or the workers and this
+    process — client and scheduler — for a cluster)."""
+
+    def __init__(self) -> None:
+        self.wall_s = 0.0
+        self.cpu_s = 0.0
+        self.client_cpu_s = 0.0
+
+
+def side_by_side(items: list[T], rounds: int, run: Callable[[list[T], Cluster], Any],
+                 cluster: Workers) -> tuple[Timed, Timed]:
+    """Run ``items`` serially and on ``cluster`` in ``rounds`` interleaved rounds (every
+    ``rounds``-th item; serial first in even rounds, the cluster first in odd ones), so that
+    a change of the machine's load affects both alike. Checks both give the same rows."""
+    serial, dist = Timed(), Timed()
+    for r in range(rounds):
+        subset = items[r::rounds]
+        rows: list[Any] = []
+        order = [True, False] if r % 2 == 0 else [False, True]
+        for in_process in order:
+            cpu, workers_cpu = time.process_time(), 0.0 if in_process else cluster.cpu_s()
+            result = run(subset, Cluster(serial=True) if in_process
+                         else Cluster(scheduler=cluster.address))
+            spent = time.process_time() - cpu
+            timed = serial if in_process else dist
+            timed.wall_s += result.engine.elapsed_s
+            if in_process:
+                timed.cpu_s += spent
+            else:
+                timed.cpu_s += cluster.cpu_s() - workers_cpu
+                timed.client_cpu_s += spent
+            rows.append(result.rows)
+        assert rows[0] == rows[1], "serial and distributed rows differ"
+    return serial, dist
 
 
 def report(what: str, n: int, unit: str, serial: Timed, dist: Timed, end_to_end_s: float,
@@ -127,38 +176,28 @@ def report(what: str, n: int, unit: str, serial: Timed, dist: Timed, end_to_end_
           f"{workers} workers {dist.wall_s:.2f} s ({n / dist.wall_s:,.0f}/s) = {ratio:.2f}x "
           f"serial [goal >= {GOAL}x: {'met' if ratio >= GOAL else 'NOT met'}]; CPU: serial "
           f"{serial.cpu_s:.2f} s, workers {dist.cpu_s:.2f} s together "
-          f"({serial.cpu_s / dist.cpu_s:.0%} efficient); end to end with a new LocalCluster "
-          f"{end_to_end_s:.2f} s; {load()}", flush=True)
+          f"({serial.cpu_s / dist.cpu_s:.0%} efficient) + client and scheduler "
+          f"{dist.client_cpu_s:.2f} s; end to end with a new LocalCluster {end_to_end_s:.2f} s; "
+          f"{load()}", flush=True)
 
 
-def timed_serial(run: Callable[[], Any]) -> tuple[Any, Timed]:
-    cpu = time.process_time()
-    result = run()
-    return result, Timed(result.engine.elapsed_s, time.process_time() - cpu)
-
-
-def timed_on(cluster: Workers, run: Callable[[], Any]) -> tuple[Any, Timed]:
-    cpu = cluster.cpu_s()
-    result = run()
-    return result, Timed(result.engine.elapsed_s, cluster.cpu_s() - cpu)
-
-
-def bench_sweep(quick: bool, workers: int) -> None:
+def bench_sweep(quick: bool, workers: int, rounds: int) -> None:
     text = SWEEP.format(vcpus=5 if quick else 25,
                         sources='["service"]' if quick else '["service", "hardware"]')
     sweep = loads_sweep(text, "bench-sweep.toml", base_dir=BASE.parent, name="bench")
     warm = text.replace('stop = "5GiB"', 'stop = "1GiB"').replace("stop = 25", "stop = 1")
-    run_sweep(loads_sweep(warm.replace("stop = 5,", "stop = 1,"), base_dir=BASE.parent),
-              Cluster(serial=True))  # warm this process too
-    serial, serial_t = timed_serial(lambda: run_sweep(sweep, Cluster(serial=True)))
+
+    def run(points: list[SweepPoint], cluster: Cluster) -> Any:
+        return run_sweep(sweep.model_copy(update={"points": points}), cluster)
+
     with local_cluster(workers) as cluster:
-        dist, dist_t = timed_on(cluster, lambda: run_sweep(
-            sweep, Cluster(scheduler=cluster.address)))
-    assert dist.rows == serial.rows, "serial and distributed rows differ"
+        warm_everywhere(cluster, functools.partial(_warm_sweep,
+                                                   warm.replace("stop = 5,", "stop = 1,")))
+        serial, dist = side_by_side(sweep.points, rounds, run, cluster)
     start = time.perf_counter()
     run_sweep(sweep, Cluster(workers=workers))
-    report("sweep", len(sweep.points), "points", serial_t, dist_t,
-           time.perf_counter() - start, workers)
+    report("sweep", len(sweep.points), "points", serial, dist, time.perf_counter() - start,
+           workers)
 
 
 def _simulated() -> tuple[list[Evidence], TrustStore]:
@@ -218,25 +257,26 @@ def build_archive(folder: Path, files: int) -> tuple[list[str], TrustStore, str]
     return paths, trust, what
 
 
-def bench_batch(folder: Path, quick: bool, workers: int) -> None:
+def bench_batch(folder: Path, quick: bool, workers: int, rounds: int) -> None:
     from cocopart_cli.batch_reader import read_evidence
 
     files, trust, what = build_archive(folder, 1_000 if quick else 10_000)
     policy = Policy(allowed_layers=["l1", "l2.1", "l2.2"])
     reader = functools.partial(read_evidence, vendor=None, fmt=None)
-    verify_batch(files[:50], policy, trust=trust, reader=reader, cluster=Cluster(serial=True))
-    serial, serial_t = timed_serial(lambda: verify_batch(
-        files, policy, trust=trust, reader=reader, cluster=Cluster(serial=True)))
+    now = datetime.now(UTC)  # every run verifies as of one instant
+
+    def run(subset: list[str], cluster: Cluster) -> Any:
+        return verify_batch(subset, policy, trust=trust, now=now, reader=reader,
+                            cluster=cluster)
+
     with local_cluster(workers) as cluster:
-        dist, dist_t = timed_on(cluster, lambda: verify_batch(
-            files, policy, trust=trust, now=serial.now, reader=reader,
-            cluster=Cluster(scheduler=cluster.address)))
-    assert dist.rows == serial.rows, "serial and distributed rows differ"
+        warm_everywhere(cluster, functools.partial(_warm_batch, files[:50], policy, trust, now,
+                                                   reader))
+        serial, dist = side_by_side(files, rounds, run, cluster)
     start = time.perf_counter()
-    verify_batch(files, policy, trust=trust, now=serial.now, reader=reader,
-                 cluster=Cluster(workers=workers))
-    print(f"batch: {what}; verdicts {serial.summary.by_verdict}")
-    report("verify batch", len(files), "files", serial_t, dist_t, time.perf_counter() - start,
+    verdicts = run(files, Cluster(workers=workers)).summary.by_verdict
+    print(f"batch: {what}; verdicts {verdicts}")
+    report("verify batch", len(files), "files", serial, dist, time.perf_counter() - start,
            workers)
 
 
@@ -264,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 points and 1,000 files")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleaved serial/cluster rounds (each a share of the items)")
     ap.add_argument("--only", choices=["sweep", "batch", "overhead"], action="append")
     args = ap.parse_args(argv)
     chosen = args.only or ["overhead", "sweep", "batch"]
@@ -273,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         if "overhead" in chosen:
             bench_overhead(args.workers)
         if "sweep" in chosen:
-            bench_sweep(args.quick, args.workers)
+            bench_sweep(args.quick, args.workers, args.rounds)
         if "batch" in chosen:
-            bench_batch(folder, args.quick, args.workers)
+            bench_batch(folder, args.quick, args.workers, args.rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0

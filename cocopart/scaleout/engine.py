@@ -198,14 +198,34 @@ def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]
         with client:
             yield client, "remote"
         return
-    try:  # the scheduler's HTTP server (the dashboard, with bokeh) on any free port
-        local = dask.LocalCluster(n_workers=cluster.workers or local_cores(),
-                                  threads_per_worker=1, processes=True,
-                                  dashboard_address=":0", silence_logs=logging.ERROR)
+    try:
+        local = start_local_cluster(cluster.workers)
     except (OSError, RuntimeError) as err:
         raise ClusterError(f"cannot start a local Dask cluster: {err}") from None
     with local, dask.Client(local) as client:
         yield client, "local"
+
+
+#: Dask settings of the local cluster's workers. Their statistical profiler samples every
+#: thread's stack every 10 ms: for pure-Python tasks that is CPU and a GIL hand-off each
+#: time, for a dashboard panel a command does not show; the memory monitor every 100 ms is
+#: more than a short-lived cluster needs. (Set the same on a remote cluster's workers with
+#: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False; docs/scale-out.md.)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                 "distributed.worker.memory.monitor-interval": "1s"}
+
+
+def start_local_cluster(workers: int | None = None) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` single-threaded worker processes
+    (default: one per core), its HTTP server (the dashboard, with bokeh) on a free port,
+    its workers configured with :data:`WORKER_CONFIG`. The caller closes it."""
+    dask: Any = importlib.import_module("dask")
+    distributed: Any = importlib.import_module("distributed")
+    with dask.config.set(WORKER_CONFIG):  # the nannies hand this config to the workers
+        return distributed.LocalCluster(n_workers=workers or local_cores(),
+                                        threads_per_worker=1, processes=True,
+                                        dashboard_address=":0",
+                                        silence_logs=logging.CRITICAL)
 
 
 def _run_dask(client: Any, mode: Literal["local", "remote"],

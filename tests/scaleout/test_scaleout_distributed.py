@@ -5,7 +5,6 @@ verifier for the batch."""
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,17 +25,16 @@ from cocopart.scaleout import (
     write_batch_tables,
     write_sweep_tables,
 )
+from cocopart.scaleout.engine import start_local_cluster
 
 NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    """The address of a 2-worker LocalCluster of processes, one thread each."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+    """The address of a 2-worker LocalCluster of processes, one thread each, as the
+    commands start it."""
+    with start_local_cluster(2) as cluster:  # what the commands start
         yield cluster.scheduler_address
 
 
