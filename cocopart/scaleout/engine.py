@@ -246,9 +246,9 @@ def _run_dask(client: Any, mode: Literal["local", "remote"],
     parts: list[list[R]] = [[] for _ in range(m)]
     done = 0
     try:
-        for future in as_completed(futures):
+        for future, result in as_completed(futures, with_results=True):  # fetched as done
             k = index[future.key]
-            parts[k] = future.result()
+            parts[k] = result
             done += len(chunks[k])
             if progress is not None:
                 progress(done, len(items))
