@@ -177,8 +177,8 @@ def report(what: str, n: int, unit: str, serial: Timed, dist: Timed, end_to_end_
           f"serial [goal >= {GOAL}x: {'met' if ratio >= GOAL else 'NOT met'}]; CPU: serial "
           f"{serial.cpu_s:.2f} s, workers {dist.cpu_s:.2f} s together "
           f"({serial.cpu_s / dist.cpu_s:.0%} efficient) + client and scheduler "
-          f"{dist.client_cpu_s:.2f} s; end to end with a new LocalCluster {end_to_end_s:.2f} s; "
-          f"{load()}", flush=True)
+          f"{dist.client_cpu_s:.2f} s; end to end with a new LocalCluster {end_to_end_s:.2f} s "
+          f"({serial.wall_s / end_to_end_s:.2f}x serial); {load()}", flush=True)
 
 
 def bench_sweep(quick: bool, workers: int, rounds: int) -> None:
