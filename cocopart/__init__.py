@@ -13,8 +13,7 @@ function shadowed it, with a DeprecationWarning.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cocopart.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -53,14 +52,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605 - built from the export table
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cocopart' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -112,3 +112,8 @@ class InternalError(CocopartError):
         self.cause = cause
         super().__init__(f"internal error while {what}: {type(cause).__name__}: {cause} "
                          "(this is a bug; please report it)")
+
+
+class ClusterError(CocopartError):
+    """Scale-out work could not run: the Dask scheduler is unreachable, a worker kept dying,
+    or the scale-out packages (dask, distributed, pyarrow) are missing."""

@@ -25,7 +25,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTERNAL: "internal error (a bug in cocopart or a backend); rerun with --debug for the "
     "traceback",
     EXIT_POLICY: "verify: the evidence is authentic (every vendor check passed) but the policy "
-    "rejects it (only policy.* checks failed)",
+    "rejects it (only policy.* checks failed); verify-batch: the only failures are such "
+    "rejections",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

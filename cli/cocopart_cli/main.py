@@ -47,6 +47,12 @@ COMMANDS: dict[str, str] = {
               "the host — guests lost, host processes killed, guest-visible errors, data lost.",
     "schema": "Publish the JSON schema of a command's --json output (pydantic models).",
     "scenario": "Write or check scenario files.",
+    "sweep": "Run a scenario at every point of a grid of axes (backends included) as Dask "
+             "tasks; write one row per point x step as Parquet and CSV, and a summary plot.",
+    "verify-batch": "Verify every evidence file against a policy and trust roots, as Dask "
+                    "tasks; write one row per file (verdict, failed checks, measurement, TCB, "
+                    "layer, report data) as Parquet and JSONL, and counts by verdict and failed "
+                    "check.",
 }
 
 

@@ -3,6 +3,7 @@ publishes. Field descriptions double as documentation for agents."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,9 @@ from cocopart.host_faults import FaultComparison
 from cocopart.layers import Edge, LayerNode
 from cocopart.model import Layer, PartitionConfig
 from cocopart.partition import Plan
+from cocopart.scaleout.batch import BatchSummary
+from cocopart.scaleout.engine import EngineInfo
+from cocopart.scaleout.tables import BatchFiles, SweepFiles
 from cocopart.scenario import Scenario, ScenarioRun
 from cocopart_cli.backends_report import BackendsReport
 from cocopart_cli.errors import ErrorReport
@@ -225,6 +229,48 @@ class ScenarioFileReport(BaseModel):
     scenario: Scenario | None = None
 
 
+class SweepBackendSummary(BaseModel):
+    """One backend's points in a sweep."""
+
+    backend: str
+    points: int
+    ok: int = Field(description="Points whose every step was ok.")
+    not_supported: int = Field(description="Points with a step not supported.")
+    failed: int = Field(description="Points with a step in error or partial, or that could "
+                        "not be set up.")
+    median_modelled_ns: float | None = Field(description="Median over the ok points.")
+    median_world_switches: float | None
+
+
+class SweepReport(BaseModel):
+    """`cocopart sweep`: the sweep's summary, the tables and plot written, what ran it."""
+
+    name: str
+    source: str | None
+    scenario: str
+    axes: list[str]
+    backends: list[str]
+    points: int
+    rows: int
+    status_counts: dict[str, int] = Field(description="Rows (point x step) per status.")
+    per_backend: list[SweepBackendSummary]
+    files: SweepFiles
+    plot: str | None = None
+    engine: EngineInfo
+    ok: bool = Field(description="No step returned error or partial.")
+
+
+class VerifyBatchReport(BaseModel):
+    """`cocopart verify-batch`: counts by verdict and failed check, the tables written."""
+
+    now: datetime = Field(description="Every file was verified as of this instant.")
+    summary: BatchSummary
+    files: BatchFiles
+    summary_file: str
+    engine: EngineInfo
+    ok: bool = Field(description="Every file was accepted.")
+
+
 class SchemaIndex(BaseModel):
     """`cocopart schema`: the published output models."""
 
@@ -246,6 +292,8 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "faults": FaultComparison,
     "scenario": ScenarioFileReport,
     "schema": SchemaIndex,
+    "sweep": SweepReport,
+    "verify-batch": VerifyBatchReport,
     "error": ErrorReport,
     "scenario-file": Scenario,
     "scenario-run": ScenarioRun,

@@ -57,7 +57,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cocopart.scenario.example import EXAMPLE_SCENARIO, default_guest, default_scenario
-    from cocopart.scenario.load import load_scenario, loads_scenario
+    from cocopart.scenario.load import (
+        load_scenario,
+        loads_scenario,
+        read_toml_text,
+        scenario_from_data,
+    )
     from cocopart.scenario.model import (
         AttestEachLayer,
         BringUp,
@@ -83,6 +88,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "EXAMPLE_SCENARIO": "example", "default_scenario": "example", "default_guest": "example",
     "config_error": "cocopart.toml_text", "load_scenario": "load", "loads_scenario": "load",
+    "read_toml_text": "load", "scenario_from_data": "load",
     "parse_toml": "cocopart.toml_text",
     "AttestEachLayer": "model", "BringUp": "model", "Interrupts": "model", "LayerSpec": "model",
     "OperationStep": "model", "Scenario": "model", "ShareRound": "model",
@@ -113,7 +119,9 @@ __all__ = [
     "load_scenario",
     "loads_scenario",
     "parse_toml",
+    "read_toml_text",
     "run_scenario",
+    "scenario_from_data",
     "worst",
 ]
 

@@ -36,6 +36,14 @@ def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = 
     data = parse_toml(text, source)
     if name is not None:
         data.setdefault("name", name)
+    return scenario_from_data(data, text, source)
+
+
+def scenario_from_data(data: dict[str, Any], text: str, source: str = "<scenario>"
+                       ) -> Scenario:
+    """Validate scenario ``data`` parsed from the TOML ``text`` of ``source`` (or derived from
+    it, as a sweep point is): the model and the cross-field rules. Raises
+    :class:`ConfigError` only, naming the field and its line in ``text``."""
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
@@ -46,18 +54,22 @@ def loads_scenario(text: str, source: str = "<scenario>", *, name: str | None = 
     return scenario
 
 
+def read_toml_text(path: Path) -> str:
+    """The text of a TOML file; a missing or unreadable file is a :class:`ConfigError`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a TOML file", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the file: {err}", source=str(path)) from None
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file. A missing or unreadable file is a :class:`ConfigError` too."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file", source=str(p)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a TOML file", source=str(p)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the file: {err}", source=str(p)) from None
-    return loads_scenario(text, str(p), name=p.stem)
+    return loads_scenario(read_toml_text(p), str(p), name=p.stem)
 
 
 def _check(s: Scenario, data: dict[str, Any], text: str, source: str) -> None:
