@@ -24,8 +24,12 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "types", "imports", "docs", "tests"]
 
 #: The packages of the four distributions (mypy --strict checks all of them).
-PACKAGES = ["cocopart", "backends/sev_snp/cocopart_sev_snp", "backends/tdx/cocopart_tdx",
-            "cli/cocopart_cli"]
+PACKAGES = [
+    "cocopart",
+    "backends/sev_snp/cocopart_sev_snp",
+    "backends/tdx/cocopart_tdx",
+    "cli/cocopart_cli",
+]
 #: Everything ruff checks (and, once the tree is formatted, formats).
 SOURCES = ["cocopart", "backends", "cli", "tests", "bench", "docs", "tools", "noxfile.py"]
 #: The distributions, editable, with the dev extra on the core (constraints.txt pins them).
@@ -41,8 +45,7 @@ LOCK_HEADER = """\
 """
 
 
-def _tool(session: nox.Session, module: str, *args: str,
-          env: dict[str, str] | None = None) -> None:
+def _tool(session: nox.Session, module: str, *args: str, env: dict[str, str] | None = None) -> None:
     """Run ``python -m module args`` with the interpreter nox runs on (the dev .venv)."""
     session.run(sys.executable, "-m", module, *args, external=True, env=env)
 
@@ -79,8 +82,9 @@ def docs(session: nox.Session) -> None:
             session.run(sys.executable, str(generator), "--check", external=True)
     with tempfile.TemporaryDirectory() as site:
         # not --quiet: it hides the warnings --strict turns into a failure
-        _tool(session, "mkdocs", "build", "--strict", "-d", site,
-              env={"NO_MKDOCS_2_WARNING": "1"})  # the theme's notice about its successor
+        _tool(
+            session, "mkdocs", "build", "--strict", "-d", site, env={"NO_MKDOCS_2_WARNING": "1"}
+        )  # the theme's notice about its successor
 
 
 @nox.session
@@ -95,8 +99,9 @@ def lock(session: nox.Session) -> None:
     session.install(*[arg for d in DISTRIBUTIONS for arg in ("-e", d)])
     frozen = session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=True)
     assert isinstance(frozen, str)
-    lines = sorted((ln for ln in frozen.splitlines() if ln and not ln.startswith("#")),
-                   key=str.lower)
+    lines = sorted(
+        (ln for ln in frozen.splitlines() if ln and not ln.startswith("#")), key=str.lower
+    )
     bad = [ln for ln in lines if "==" not in ln]
     if bad:
         session.error(f"not pinnable by version: {bad}")

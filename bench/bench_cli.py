@@ -70,8 +70,9 @@ def cocopart_command() -> list[str]:
 
 def run_once(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, check=False)
+    res = subprocess.run(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.decode()}")
@@ -90,20 +91,21 @@ def main(argv: list[str]) -> int:
         bare.write_text(BARE_APP)
         cases: dict[str, tuple[list[str], bool]] = {  # label -> (command, has a goal)
             "bare Typer app --help": ([sys.executable, str(bare), "--help"], False),
-            "bare Typer app printing a 25-row table": ([sys.executable, str(bare), "table"],
-                                                       False),
+            "bare Typer app printing a 25-row table": ([sys.executable, str(bare), "table"], False),
             "cocopart --help": ([*cocopart, "--help"], True),
             "cocopart backends": ([*cocopart, "backends"], True),
             "cocopart verify --help": ([*cocopart, "verify", "--help"], False),
-            "cocopart scenario check examples/default.toml":
-                ([*cocopart, "scenario", "check", "examples/default.toml"], False),
+            "cocopart scenario check examples/default.toml": (
+                [*cocopart, "scenario", "check", "examples/default.toml"],
+                False,
+            ),
         }
         for cmd, _ in cases.values():  # warm the file cache and .pyc files
             run_once(cmd, env)
         times: dict[str, list[float]] = {label: [] for label in cases}
         labels = list(cases)
         for r in range(args.rounds):
-            order = labels[r % len(labels):] + labels[:r % len(labels)]  # rotate the order
+            order = labels[r % len(labels) :] + labels[: r % len(labels)]  # rotate the order
             for label in order:
                 times[label].append(run_once(cases[label][0], env))
     base, base_best = statistics.median(times[labels[0]]), min(times[labels[0]])
@@ -119,17 +121,23 @@ def main(argv: list[str]) -> int:
             met &= ok
             verdict = f"goal <= {GOAL}x: {'met' if ok else 'NOT met'}"
         rows.append((label, med, best, ratio, best_ratio, verdict))
-    print(f"{args.rounds} interleaved rounds; ratio = median / median of the bare Typer app's "
-          f"--help (best / best in brackets)")
+    print(
+        f"{args.rounds} interleaved rounds; ratio = median / median of the bare Typer app's "
+        f"--help (best / best in brackets)"
+    )
     if args.markdown:
         print("\n| command | median | best | ratio (best) | goal |\n|---|---|---|---|---|")
         for label, med, best, ratio, best_ratio, verdict in rows:
-            print(f"| `{label}` | {med * 1e3:.0f} ms | {best * 1e3:.0f} ms | {ratio:.2f}x "
-                  f"({best_ratio:.2f}x) | {verdict.removeprefix(f'goal <= {GOAL}x: ') or '—'} |")
+            print(
+                f"| `{label}` | {med * 1e3:.0f} ms | {best * 1e3:.0f} ms | {ratio:.2f}x "
+                f"({best_ratio:.2f}x) | {verdict.removeprefix(f'goal <= {GOAL}x: ') or '—'} |"
+            )
     else:
         for label, med, best, ratio, best_ratio, verdict in rows:
-            print(f"{label:48} {med * 1e3:6.0f} ms ({best * 1e3:4.0f} ms)  {ratio:5.2f}x "
-                  f"({best_ratio:4.2f}x)  {verdict}")
+            print(
+                f"{label:48} {med * 1e3:6.0f} ms ({best * 1e3:4.0f} ms)  {ratio:5.2f}x "
+                f"({best_ratio:4.2f}x)  {verdict}"
+            )
     print(f"all goals {'met' if met else 'NOT met'}")
     return 0
 

@@ -36,8 +36,10 @@ def bench_range_map(n: int = 1_000_000) -> None:
     for s, e, v in ops:
         m.set(s, e, v)
     dt = time.perf_counter() - t0
-    print(f"range map: {n:,} random updates on 4 TiB in {dt:.2f} s "
-          f"({dt / n * 1e6:.1f} us/update), {m.count():,} runs at the end  [goal <= 10 s]")
+    print(
+        f"range map: {n:,} random updates on 4 TiB in {dt:.2f} s "
+        f"({dt / n * 1e6:.1f} us/update), {m.count():,} runs at the end  [goal <= 10 s]"
+    )
 
 
 def _fill_trace(pages: int, per_record: int) -> Trace:
@@ -60,9 +62,11 @@ def bench_trace() -> None:
     _fill_trace(pages, per_record)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"trace: 2^28 PVALIDATE.4K in {pages // per_record:,} records in {dt:.2f} s, peak "
-          f"{peak / 2**20:.2f} MB, {len(t.primitives)} counter(s), {t.log_length:,} log "
-          "entries [goal <= 1 s, <= 50 MB]")
+    print(
+        f"trace: 2^28 PVALIDATE.4K in {pages // per_record:,} records in {dt:.2f} s, peak "
+        f"{peak / 2**20:.2f} MB, {len(t.primitives)} counter(s), {t.log_length:,} log "
+        "entries [goal <= 1 s, <= 50 MB]"
+    )
 
 
 def bench_import() -> None:
@@ -76,8 +80,10 @@ def bench_import() -> None:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         base = min(base, time.perf_counter() - t0)
-    print(f"import cocopart: {best * 1000:.0f} ms wall (interpreter alone {base * 1000:.0f} ms)"
-          " [goal <= 150 ms]")
+    print(
+        f"import cocopart: {best * 1000:.0f} ms wall (interpreter alone {base * 1000:.0f} ms)"
+        " [goal <= 150 ms]"
+    )
 
 
 if __name__ == "__main__":

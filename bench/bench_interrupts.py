@@ -37,8 +37,7 @@ def cost_row(backend: str, mode: str) -> dict[str, Any]:
     from cocopart.ops import EndOfInterrupt, InjectInterrupt
     from cocopart.partition import Partition
 
-    p = Partition({"memory": "64MiB", "vcpus": 2, "interrupt_mode": mode, "services": []},
-                  backend)
+    p = Partition({"memory": "64MiB", "vcpus": 2, "interrupt_mode": mode, "services": []}, backend)
     inject = InjectInterrupt(layer="host", target="l2.1", vcpu=0, vector=0x41)
     eoi = EndOfInterrupt(layer="l2.1", target="l2.1", vcpu=0)
     p.run(inject)
@@ -49,26 +48,39 @@ def cost_row(backend: str, mode: str) -> dict[str, Any]:
     for ev in plan.events:
         if ev.kind == "primitive":
             prims[f"{ev.issuer}:{ev.mnemonic}"] += ev.count
-    switches = [f"{ev.issuer}->{ev.target} {ev.mnemonic}" for ev in plan.events
-                if ev.kind == "switch"]
-    return {"backend": backend, "mode": mode, "primitives": r.primitives,
-            "switches": r.world_switches, "ns": r.estimated_ns, "eoi_primitives": e.primitives,
-            "eoi_switches": e.world_switches, "eoi_ns": e.estimated_ns,
-            "path": " → ".join(switches), "prims": ", ".join(prims)}
+    switches = [
+        f"{ev.issuer}->{ev.target} {ev.mnemonic}" for ev in plan.events if ev.kind == "switch"
+    ]
+    return {
+        "backend": backend,
+        "mode": mode,
+        "primitives": r.primitives,
+        "switches": r.world_switches,
+        "ns": r.estimated_ns,
+        "eoi_primitives": e.primitives,
+        "eoi_switches": e.world_switches,
+        "eoi_ns": e.estimated_ns,
+        "path": " → ".join(switches),
+        "prims": ", ".join(prims),
+    }
 
 
 def throughput(backend: str, mode: str, count: int) -> dict[str, float]:
     from cocopart.partition import Partition
 
-    p = Partition({"memory": "64MiB", "vcpus": 4, "interrupt_mode": mode, "services": []},
-                  backend)
+    p = Partition({"memory": "64MiB", "vcpus": 4, "interrupt_mode": mode, "services": []}, backend)
     items = [("l2.1", 0, 0x20 + i % 200) for i in range(count)]
     t = time.perf_counter()
     out = p.inject_many(items)
     dt = time.perf_counter() - t
-    return {"seconds": dt, "delivered": out.delivered, "faithful": out.faithful_cycles,
-            "primitives": out.primitives, "switches": out.world_switches,
-            "model_s": out.estimated_ns / 1e9}
+    return {
+        "seconds": dt,
+        "delivered": out.delivered,
+        "faithful": out.faithful_cycles,
+        "primitives": out.primitives,
+        "switches": out.world_switches,
+        "model_s": out.estimated_ns / 1e9,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -82,33 +94,44 @@ def main(argv: list[str]) -> int:
 
     print("Per-delivery cost (host interrupt to a running workload vCPU, then its EOI):")
     if args.markdown:
-        print("| backend | mode | delivery: primitives / switches / est. | EOI: primitives / "
-              "switches / est. | world switches of the delivery |")
+        print(
+            "| backend | mode | delivery: primitives / switches / est. | EOI: primitives / "
+            "switches / est. | world switches of the delivery |"
+        )
         print("|---|---|---|---|---|")
     for b in backends:
         for mode in MODES:
             if not supported(b, mode):
-                line = (f"| {b} | {mode} | not supported: the TDX host never injects into an "
-                        "L2 | | |") if args.markdown else f"{b:8} {mode:12} not supported"
+                line = (
+                    (f"| {b} | {mode} | not supported: the TDX host never injects into an L2 | | |")
+                    if args.markdown
+                    else f"{b:8} {mode:12} not supported"
+                )
                 print(line)
                 continue
             row = cost_row(b, mode)
             if args.markdown:
-                print(f"| {b} | {mode} | {row['primitives']} / {row['switches']} / "
-                      f"{float(row['ns']) / 1000:.2f} µs | {row['eoi_primitives']} / "
-                      f"{row['eoi_switches']} / {float(row['eoi_ns']) / 1000:.2f} µs | "
-                      f"{row['path']} |")
+                print(
+                    f"| {b} | {mode} | {row['primitives']} / {row['switches']} / "
+                    f"{float(row['ns']) / 1000:.2f} µs | {row['eoi_primitives']} / "
+                    f"{row['eoi_switches']} / {float(row['eoi_ns']) / 1000:.2f} µs | "
+                    f"{row['path']} |"
+                )
             else:
-                print(f"{b:8} {mode:12} delivery {row['primitives']:>2} prims "
-                      f"{row['switches']} switches {float(row['ns']):8.0f} ns | EOI "
-                      f"{row['eoi_primitives']} prims {row['eoi_switches']} switches "
-                      f"{float(row['eoi_ns']):6.0f} ns\n{'':22}{row['path']}\n"
-                      f"{'':22}{row['prims']}")
+                print(
+                    f"{b:8} {mode:12} delivery {row['primitives']:>2} prims "
+                    f"{row['switches']} switches {float(row['ns']):8.0f} ns | EOI "
+                    f"{row['eoi_primitives']} prims {row['eoi_switches']} switches "
+                    f"{float(row['eoi_ns']):6.0f} ns\n{'':22}{row['path']}\n"
+                    f"{'':22}{row['prims']}"
+                )
 
     print(f"\nThroughput: {args.count:,} interrupts injected, delivered and EOI'd:")
     if args.markdown:
-        print("| backend | mode | wall time | delivered | primitives | world switches | "
-              "modelled guest time |")
+        print(
+            "| backend | mode | wall time | delivered | primitives | world switches | "
+            "modelled guest time |"
+        )
         print("|---|---|---|---|---|---|---|")
     ok = True
     for b in backends:
@@ -118,16 +141,22 @@ def main(argv: list[str]) -> int:
             t = throughput(b, mode, args.count)
             ok &= t["seconds"] <= GOAL_SECONDS and t["delivered"] == args.count
             if args.markdown:
-                print(f"| {b} | {mode} | {t['seconds']:.2f} s | {int(t['delivered']):,} | "
-                      f"{int(t['primitives']):,} | {int(t['switches']):,} | "
-                      f"{t['model_s']:.2f} s |")
+                print(
+                    f"| {b} | {mode} | {t['seconds']:.2f} s | {int(t['delivered']):,} | "
+                    f"{int(t['primitives']):,} | {int(t['switches']):,} | "
+                    f"{t['model_s']:.2f} s |"
+                )
             else:
-                print(f"{b:8} {mode:12} {t['seconds']:5.2f} s  delivered "
-                      f"{int(t['delivered']):,}  ({int(t['faithful'])} cycles faithful)  "
-                      f"{int(t['primitives']):,} primitives  {int(t['switches']):,} switches  "
-                      f"model {t['model_s']:.2f} s")
-    print(f"\ngoal: {args.count:,} in <= {GOAL_SECONDS} s per backend and mode: "
-          f"{'met' if ok else 'NOT met'}")
+                print(
+                    f"{b:8} {mode:12} {t['seconds']:5.2f} s  delivered "
+                    f"{int(t['delivered']):,}  ({int(t['faithful'])} cycles faithful)  "
+                    f"{int(t['primitives']):,} primitives  {int(t['switches']):,} switches  "
+                    f"model {t['model_s']:.2f} s"
+                )
+    print(
+        f"\ngoal: {args.count:,} in <= {GOAL_SECONDS} s per backend and mode: "
+        f"{'met' if ok else 'NOT met'}"
+    )
     return 0 if ok or not args.check else 1
 
 

@@ -55,8 +55,10 @@ def child(backend: str, ops: int, warmup: int) -> dict[str, float]:
     page = GpaRange(start=0x1000_0000, size=4096)
     if not p.run(ValidatePages(layer="l2.1", range=page)).ok:
         raise SystemExit(f"{backend}: validating {page} from l2.1 failed")
-    convert = (ConvertPages(layer="l2.1", range=page, to="shared"),
-               ConvertPages(layer="l2.1", range=page, to="private"))
+    convert = (
+        ConvertPages(layer="l2.1", range=page, to="shared"),
+        ConvertPages(layer="l2.1", range=page, to="private"),
+    )
 
     def run(n: int) -> None:
         for i in range(n):
@@ -76,17 +78,27 @@ def child(backend: str, ops: int, warmup: int) -> dict[str, float]:
     log_kept, log_dropped = p.trace.log_length, p.trace.dropped_events
     p.history.clear()
     without_history = settled_rss()
-    return {"ops": ops, "wall_s": wall, "rss_before": before, "rss_after": after,
-            "rss_without_history": without_history, "history": history,
-            "log_kept": log_kept, "log_dropped": log_dropped,
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {
+        "ops": ops,
+        "wall_s": wall,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_without_history": without_history,
+        "history": history,
+        "log_kept": log_kept,
+        "log_dropped": log_dropped,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 def run_child(backend: str, ops: int, warmup: int) -> dict[str, float]:
     """:func:`child` in a fresh interpreter (its RSS is its own); its stderr shown on failure."""
-    done = subprocess.run([sys.executable, __file__, "--child", backend, "--ops", str(ops),
-                           "--warmup", str(warmup)], check=False, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", backend, "--ops", str(ops), "--warmup", str(warmup)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SystemExit(f"{backend}: the measuring interpreter failed:\n{done.stderr}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -115,15 +127,19 @@ def main() -> int:
         held = (r["rss_without_history"] - r["rss_before"]) / n
         meets = per_op <= GOAL_BYTES_PER_OP
         ok &= meets
-        print(f"{backend}: {n:,.0f} conversions after {args.warmup:,} warm-up in "
-              f"{r['wall_s']:.2f} s wall ({r['wall_s'] / n * 1e6:.0f} us/op); RSS "
-              f"{r['rss_before'] / 2**20:.1f} -> {r['rss_after'] / 2**20:.1f} MiB: "
-              f"{per_op:,.0f} B/op  [{'PASS' if meets else 'FAIL'}: goal <= "
-              f"{GOAL_BYTES_PER_OP} B/op]")
-        print(f"    held at the end: {r['history']:,.0f} history results, "
-              f"{r['log_kept']:,.0f} trace log entries kept ({r['log_dropped']:,.0f} "
-              f"discarded); after clearing the history: {held:,.0f} B/op still held; "
-              f"peak RSS {r['peak_rss'] / 2**20:.1f} MiB")
+        print(
+            f"{backend}: {n:,.0f} conversions after {args.warmup:,} warm-up in "
+            f"{r['wall_s']:.2f} s wall ({r['wall_s'] / n * 1e6:.0f} us/op); RSS "
+            f"{r['rss_before'] / 2**20:.1f} -> {r['rss_after'] / 2**20:.1f} MiB: "
+            f"{per_op:,.0f} B/op  [{'PASS' if meets else 'FAIL'}: goal <= "
+            f"{GOAL_BYTES_PER_OP} B/op]"
+        )
+        print(
+            f"    held at the end: {r['history']:,.0f} history results, "
+            f"{r['log_kept']:,.0f} trace log entries kept ({r['log_dropped']:,.0f} "
+            f"discarded); after clearing the history: {held:,.0f} B/op still held; "
+            f"peak RSS {r['peak_rss'] / 2**20:.1f} MiB"
+        )
     return 0 if ok or not args.check else 1
 
 

@@ -71,11 +71,15 @@ _REAL_SNP = {
     "routex-genoa-v3.report.bin": ["routex-genoa-v3.vcek-chain.pem"],
     "routex-milan-v3.report.bin": ["routex-milan-v3.vcek-chain.pem"],
     "routex-turin-v5.report.bin": ["routex-turin.vcek-chain.pem"],
-    "teekit-gcp-milan-v5.report.bin": ["teekit-gcp-milan-v5.vcek.pem",
-                                       "amd-roots/ask_ark_milan.pem"],
+    "teekit-gcp-milan-v5.report.bin": [
+        "teekit-gcp-milan-v5.vcek.pem",
+        "amd-roots/ask_ark_milan.pem",
+    ],
 }
-_REAL_TDX = {"teekit-edgeless-v4.quote.bin": "2025-09-00806f050000.json",
-             "teekit-gcp-v4.quote.bin": "2025-09-00806f050000.json"}
+_REAL_TDX = {
+    "teekit-edgeless-v4.quote.bin": "2025-09-00806f050000.json",
+    "teekit-gcp-v4.quote.bin": "2025-09-00806f050000.json",
+}
 
 
 def load() -> str:
@@ -124,10 +128,14 @@ def _warm_sweep(text: str) -> None:
     run_sweep(loads_sweep(text, base_dir=BASE.parent), Cluster(serial=True))
 
 
-def _warm_batch(files: list[str], policy: Policy, trust: TrustStore, now: datetime,
-                reader: Callable[[str], Evidence]) -> None:
-    verify_batch(files, policy, trust=trust, now=now,
-                 reader=reader, cluster=Cluster(serial=True))
+def _warm_batch(
+    files: list[str],
+    policy: Policy,
+    trust: TrustStore,
+    now: datetime,
+    reader: Callable[[str], Evidence],
+) -> None:
+    verify_batch(files, policy, trust=trust, now=now, reader=reader, cluster=Cluster(serial=True))
 
 
 class Timed:
@@ -140,8 +148,9 @@ class Timed:
         self.client_cpu_s = 0.0
 
 
-def side_by_side(items: list[T], rounds: int, run: Callable[[list[T], Cluster], Any],
-                 cluster: Workers) -> tuple[Timed, Timed]:
+def side_by_side(
+    items: list[T], rounds: int, run: Callable[[list[T], Cluster], Any], cluster: Workers
+) -> tuple[Timed, Timed]:
     """Run ``items`` serially and on ``cluster`` in ``rounds`` interleaved rounds (every
     ``rounds``-th item; serial first in even rounds, the cluster first in odd ones), so that
     a change of the machine's load affects both alike. Checks both give the same rows."""
@@ -152,8 +161,9 @@ def side_by_side(items: list[T], rounds: int, run: Callable[[list[T], Cluster], 
         order = [True, False] if r % 2 == 0 else [False, True]
         for in_process in order:
             cpu, workers_cpu = time.process_time(), 0.0 if in_process else cluster.cpu_s()
-            result = run(subset, Cluster(serial=True) if in_process
-                         else Cluster(scheduler=cluster.address))
+            result = run(
+                subset, Cluster(serial=True) if in_process else Cluster(scheduler=cluster.address)
+            )
             spent = time.process_time() - cpu
             timed = serial if in_process else dist
             timed.wall_s += result.engine.elapsed_s
@@ -167,23 +177,28 @@ def side_by_side(items: list[T], rounds: int, run: Callable[[list[T], Cluster], 
     return serial, dist
 
 
-def report(what: str, n: int, unit: str, serial: Timed, dist: Timed, end_to_end_s: float,
-           workers: int) -> None:
+def report(
+    what: str, n: int, unit: str, serial: Timed, dist: Timed, end_to_end_s: float, workers: int
+) -> None:
     """The wall-clock ratio (the goal), and the CPU each way: on a machine other jobs load,
     the CPU ratio says what the engine costs, whatever share of the cores the runs got."""
     ratio = serial.wall_s / dist.wall_s
-    print(f"{what}: {n:,} {unit}: serial {serial.wall_s:.2f} s ({n / serial.wall_s:,.0f}/s); "
-          f"{workers} workers {dist.wall_s:.2f} s ({n / dist.wall_s:,.0f}/s) = {ratio:.2f}x "
-          f"serial [goal >= {GOAL}x: {'met' if ratio >= GOAL else 'NOT met'}]; CPU: serial "
-          f"{serial.cpu_s:.2f} s, workers {dist.cpu_s:.2f} s together "
-          f"({serial.cpu_s / dist.cpu_s:.0%} efficient) + client and scheduler "
-          f"{dist.client_cpu_s:.2f} s; end to end with a new LocalCluster {end_to_end_s:.2f} s "
-          f"({serial.wall_s / end_to_end_s:.2f}x serial); {load()}", flush=True)
+    print(
+        f"{what}: {n:,} {unit}: serial {serial.wall_s:.2f} s ({n / serial.wall_s:,.0f}/s); "
+        f"{workers} workers {dist.wall_s:.2f} s ({n / dist.wall_s:,.0f}/s) = {ratio:.2f}x "
+        f"serial [goal >= {GOAL}x: {'met' if ratio >= GOAL else 'NOT met'}]; CPU: serial "
+        f"{serial.cpu_s:.2f} s, workers {dist.cpu_s:.2f} s together "
+        f"({serial.cpu_s / dist.cpu_s:.0%} efficient) + client and scheduler "
+        f"{dist.client_cpu_s:.2f} s; end to end with a new LocalCluster {end_to_end_s:.2f} s "
+        f"({serial.wall_s / end_to_end_s:.2f}x serial); {load()}",
+        flush=True,
+    )
 
 
 def bench_sweep(quick: bool, workers: int, rounds: int) -> None:
-    text = SWEEP.format(vcpus=5 if quick else 25,
-                        sources='["service"]' if quick else '["service", "hardware"]')
+    text = SWEEP.format(
+        vcpus=5 if quick else 25, sources='["service"]' if quick else '["service", "hardware"]'
+    )
     sweep = loads_sweep(text, "bench-sweep.toml", base_dir=BASE.parent, name="bench")
     warm = text.replace('stop = "5GiB"', 'stop = "1GiB"').replace("stop = 25", "stop = 1")
 
@@ -191,13 +206,13 @@ def bench_sweep(quick: bool, workers: int, rounds: int) -> None:
         return run_sweep(sweep.model_copy(update={"points": points}), cluster)
 
     with local_cluster(workers) as cluster:
-        warm_everywhere(cluster, functools.partial(_warm_sweep,
-                                                   warm.replace("stop = 5,", "stop = 1,")))
+        warm_everywhere(
+            cluster, functools.partial(_warm_sweep, warm.replace("stop = 5,", "stop = 1,"))
+        )
         serial, dist = side_by_side(sweep.points, rounds, run, cluster)
     start = time.perf_counter()
     run_sweep(sweep, Cluster(workers=workers))
-    report("sweep", len(sweep.points), "points", serial, dist, time.perf_counter() - start,
-           workers)
+    report("sweep", len(sweep.points), "points", serial, dist, time.perf_counter() - start, workers)
 
 
 def _simulated() -> tuple[list[Evidence], TrustStore]:
@@ -210,8 +225,11 @@ def _simulated() -> tuple[list[Evidence], TrustStore]:
     trust = TrustStore()
     out: list[Evidence] = []
     for backend, source in (("sev-snp", "both"), ("tdx", "service")):
-        steps = "".join(f'[[steps]]\nmacro = "attest-each-layer"\nsource = "{source}"\n'
-                        f'report_data = "{i:02x}"\n' for i in range(3))
+        steps = "".join(
+            f'[[steps]]\nmacro = "attest-each-layer"\nsource = "{source}"\n'
+            f'report_data = "{i:02x}"\n'
+            for i in range(3)
+        )
         guest = BASE.read_text().split("[[steps]]")[0]
         scenario = loads_scenario(f'{guest}[[steps]]\nmacro = "bring-up"\n{steps}')
         run = Runner(scenario, backend).run()
@@ -229,16 +247,27 @@ def _simulated() -> tuple[list[Evidence], TrustStore]:
 def _real() -> list[Evidence]:
     from cocopart_tdx.collateral import collateral_from_dcap_qvl_json
 
-    out = [Evidence(vendor="sev-snp", format="snp-report",
-                    raw=(VECTORS / "snp" / report).read_bytes(),
-                    certificates=[(VECTORS / "snp" / c).read_bytes() for c in certs])
-           for report, certs in _REAL_SNP.items()]
+    out = [
+        Evidence(
+            vendor="sev-snp",
+            format="snp-report",
+            raw=(VECTORS / "snp" / report).read_bytes(),
+            certificates=[(VECTORS / "snp" / c).read_bytes() for c in certs],
+        )
+        for report, certs in _REAL_SNP.items()
+    ]
     for quote, collateral in _REAL_TDX.items():
         coll = collateral_from_dcap_qvl_json(
-            (VECTORS / "tdx" / "dcap-qvl-collateral" / collateral).read_bytes())
-        out.append(Evidence(vendor="tdx", format="tdx-quote",
-                            raw=(VECTORS / "tdx" / "quotes" / quote).read_bytes(),
-                            collateral=coll))
+            (VECTORS / "tdx" / "dcap-qvl-collateral" / collateral).read_bytes()
+        )
+        out.append(
+            Evidence(
+                vendor="tdx",
+                format="tdx-quote",
+                raw=(VECTORS / "tdx" / "quotes" / quote).read_bytes(),
+                collateral=coll,
+            )
+        )
     return out
 
 
@@ -266,18 +295,17 @@ def bench_batch(folder: Path, quick: bool, workers: int, rounds: int) -> None:
     now = datetime.now(UTC)  # every run verifies as of one instant
 
     def run(subset: list[str], cluster: Cluster) -> Any:
-        return verify_batch(subset, policy, trust=trust, now=now, reader=reader,
-                            cluster=cluster)
+        return verify_batch(subset, policy, trust=trust, now=now, reader=reader, cluster=cluster)
 
     with local_cluster(workers) as cluster:
-        warm_everywhere(cluster, functools.partial(_warm_batch, files[:50], policy, trust, now,
-                                                   reader))
+        warm_everywhere(
+            cluster, functools.partial(_warm_batch, files[:50], policy, trust, now, reader)
+        )
         serial, dist = side_by_side(files, rounds, run, cluster)
     start = time.perf_counter()
     verdicts = run(files, Cluster(workers=workers)).summary.by_verdict
     print(f"batch: {what}; verdicts {verdicts}")
-    report("verify batch", len(files), "files", serial, dist, time.perf_counter() - start,
-           workers)
+    report("verify batch", len(files), "files", serial, dist, time.perf_counter() - start, workers)
 
 
 def _nothing(context: None, items: Sequence[int]) -> list[int]:
@@ -290,22 +318,35 @@ def bench_overhead(workers: int, tasks: int = 2_000) -> None:
     items = list(range(tasks))
     serial = run_chunked(_nothing, None, items, Cluster(serial=True, chunk_size=1))[1]
     with local_cluster(workers) as cluster:
-        auto = min((run_chunked(_nothing, None, items, Cluster(scheduler=cluster.address))[1]
-                    for _ in range(3)), key=lambda info: info.elapsed_s)
-        one = run_chunked(_nothing, None, items,
-                          Cluster(scheduler=cluster.address, chunk_size=1))[1]
-    print(f"engine overhead on {workers} workers: {one.elapsed_s / tasks * 1e3:.2f} ms per task "
-          f"({tasks:,} empty tasks; serial {serial.elapsed_s / tasks * 1e6:.1f} us); a run of "
-          f"{tasks:,} empty items in automatic chunks ({auto.tasks} tasks) "
-          f"{auto.elapsed_s * 1e3:.0f} ms; {load()}", flush=True)
+        auto = min(
+            (
+                run_chunked(_nothing, None, items, Cluster(scheduler=cluster.address))[1]
+                for _ in range(3)
+            ),
+            key=lambda info: info.elapsed_s,
+        )
+        one = run_chunked(_nothing, None, items, Cluster(scheduler=cluster.address, chunk_size=1))[
+            1
+        ]
+    print(
+        f"engine overhead on {workers} workers: {one.elapsed_s / tasks * 1e3:.2f} ms per task "
+        f"({tasks:,} empty tasks; serial {serial.elapsed_s / tasks * 1e6:.1f} us); a run of "
+        f"{tasks:,} empty items in automatic chunks ({auto.tasks} tasks) "
+        f"{auto.elapsed_s * 1e3:.0f} ms; {load()}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 points and 1,000 files")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=4,
-                    help="interleaved serial/cluster rounds (each a share of the items)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="interleaved serial/cluster rounds (each a share of the items)",
+    )
     ap.add_argument("--only", choices=["sweep", "batch", "overhead"], action="append")
     args = ap.parse_args(argv)
     chosen = args.only or ["overhead", "sweep", "batch"]

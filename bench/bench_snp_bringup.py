@@ -25,8 +25,9 @@ import bringup
 
 def bring_up(memory: int, vcpus: int, strategy: str) -> dict[str, float]:
     """One bring-up; phase times in seconds."""
-    out, p = bringup.bring_up({"memory": memory, "vcpus": vcpus, "strategy": strategy},
-                              "sev-snp", b"\x42" * 64)
+    out, p = bringup.bring_up(
+        {"memory": memory, "vcpus": vcpus, "strategy": strategy}, "sev-snp", b"\x42" * 64
+    )
     out["model_s"] = p.estimated_ns() / 1e9
     return out
 
@@ -45,11 +46,21 @@ def child(memory: int, vcpus: int, strategy: str, rounds: int, traced: bool) -> 
     print(json.dumps(bringup.best_of(rounds, lambda: bring_up(memory, vcpus, strategy))))
 
 
-def measure(memory: int, vcpus: int, strategy: str, rounds: int, traced: bool
-            ) -> dict[str, float]:
-    return bringup.run_child(__file__, ["--child", str(memory), "--vcpus", str(vcpus),
-                                        "--strategy", strategy, "--rounds", str(rounds)]
-                             + (["--traced"] if traced else []))
+def measure(memory: int, vcpus: int, strategy: str, rounds: int, traced: bool) -> dict[str, float]:
+    return bringup.run_child(
+        __file__,
+        [
+            "--child",
+            str(memory),
+            "--vcpus",
+            str(vcpus),
+            "--strategy",
+            strategy,
+            "--rounds",
+            str(rounds),
+        ]
+        + (["--traced"] if traced else []),
+    )
 
 
 def main() -> int:
@@ -69,12 +80,14 @@ def main() -> int:
         r = measure(memory, args.vcpus, args.strategy, args.rounds, False)
         r.update(measure(memory, args.vcpus, args.strategy, 1, True))
         rows[name] = r
-        print(f"{name:>6} / {args.vcpus} vCPUs ({args.strategy}): total {r['total']:.3f} s "
-              f"[create {r['create']:.3f}, validate {r['validate']:.3f}, "
-              f"vCPUs {r['vcpus']:.3f}, attest {r['attest']:.3f}]  "
-              f"peak RSS {r['rss_mb']:.0f} MB, tracemalloc peak {r['tracemalloc_mb']:.1f} MB  "
-              f"({r['primitives']:.0f} primitives, {r['switches']:.0f} switches, "
-              f"modelled guest time {r['model_s']:.2f} s)")
+        print(
+            f"{name:>6} / {args.vcpus} vCPUs ({args.strategy}): total {r['total']:.3f} s "
+            f"[create {r['create']:.3f}, validate {r['validate']:.3f}, "
+            f"vCPUs {r['vcpus']:.3f}, attest {r['attest']:.3f}]  "
+            f"peak RSS {r['rss_mb']:.0f} MB, tracemalloc peak {r['tracemalloc_mb']:.1f} MB  "
+            f"({r['primitives']:.0f} primitives, {r['switches']:.0f} switches, "
+            f"modelled guest time {r['model_s']:.2f} s)"
+        )
     checks = bringup.target_checks(rows["1 TiB"], rows["1 GiB"], "1 TiB in <= {seconds} s")
     for text, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

@@ -52,23 +52,35 @@ def split_round(p: Any, blocks: int) -> dict[str, float]:
     d = p.trace.since(mark)
 
     def count(mnemonic: str) -> float:
-        return float(sum(n for k, n in d.primitives.items()
-                         if k.mnemonic == mnemonic and k.result == "ok"))
+        return float(
+            sum(n for k, n in d.primitives.items() if k.mnemonic == mnemonic and k.result == "ok")
+        )
 
-    return {"split_demotes": count("TDH.MEM.PAGE.DEMOTE"),
-            "split_promotes": count("TDH.MEM.PAGE.PROMOTE"),
-            "split_kicks": count("IPI.KICK"),
-            "split_primitives": float(sum(d.primitives.values())),
-            "split_switches": float(sum(d.switches.values())),
-            "split_model_ms": p.costs.estimate(d) / 1e6}
+    return {
+        "split_demotes": count("TDH.MEM.PAGE.DEMOTE"),
+        "split_promotes": count("TDH.MEM.PAGE.PROMOTE"),
+        "split_kicks": count("IPI.KICK"),
+        "split_primitives": float(sum(d.primitives.values())),
+        "split_switches": float(sum(d.switches.values())),
+        "split_model_ms": p.costs.estimate(d) / 1e6,
+    }
 
 
-def one_bring_up(memory: int, vcpus: int, strategy: str, host: str, blocks: int
-                 ) -> dict[str, float]:
+def one_bring_up(
+    memory: int, vcpus: int, strategy: str, host: str, blocks: int
+) -> dict[str, float]:
     """Bring a guest up once; seconds per phase and the trace's size; then the split round."""
-    out, p = bringup.bring_up({"memory": memory, "vcpus": vcpus, "strategy": strategy,
-                               "backend_options": {"host_mapping": host}}, "tdx",
-                              b"\x24" * 64, exit_on_failure=True)
+    out, p = bringup.bring_up(
+        {
+            "memory": memory,
+            "vcpus": vcpus,
+            "strategy": strategy,
+            "backend_options": {"host_mapping": host},
+        },
+        "tdx",
+        b"\x24" * 64,
+        exit_on_failure=True,
+    )
     out["augs"] = float(p.trace.count("TDH.MEM.PAGE.AUG"))
     out["model_s"] = p.estimated_ns() / 1e9
     if blocks:
@@ -76,19 +88,36 @@ def one_bring_up(memory: int, vcpus: int, strategy: str, host: str, blocks: int
     return out
 
 
-def child(memory: int, vcpus: int, strategy: str, host: str, rounds: int, blocks: int
-          ) -> None:
+def child(memory: int, vcpus: int, strategy: str, host: str, rounds: int, blocks: int) -> None:
     """Runs in its own interpreter and prints one JSON line."""
     one_bring_up(GIB, 2, strategy, host, 0)  # imports and the simulated roots, once
-    print(json.dumps(bringup.best_of(rounds, lambda: one_bring_up(memory, vcpus, strategy,
-                                                                  host, blocks))))
+    print(
+        json.dumps(
+            bringup.best_of(rounds, lambda: one_bring_up(memory, vcpus, strategy, host, blocks))
+        )
+    )
 
 
-def run_child(memory: int, vcpus: int, strategy: str, host: str, rounds: int, blocks: int
-              ) -> dict[str, float]:
-    return bringup.run_child(__file__, ["--child", str(memory), "--vcpus", str(vcpus),
-                                        "--strategy", strategy, "--host", host,
-                                        "--rounds", str(rounds), "--split-blocks", str(blocks)])
+def run_child(
+    memory: int, vcpus: int, strategy: str, host: str, rounds: int, blocks: int
+) -> dict[str, float]:
+    return bringup.run_child(
+        __file__,
+        [
+            "--child",
+            str(memory),
+            "--vcpus",
+            str(vcpus),
+            "--strategy",
+            strategy,
+            "--host",
+            host,
+            "--rounds",
+            str(rounds),
+            "--split-blocks",
+            str(blocks),
+        ],
+    )
 
 
 def main() -> int:
@@ -97,8 +126,12 @@ def main() -> int:
     ap.add_argument("--strategy", choices=["optimal", "linux"], default="optimal")
     ap.add_argument("--host", choices=["4K", "2M", "both"], default="both")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--split-blocks", type=int, default=64,
-                    help="2 MiB blocks of the split round after the bring-up (0: none)")
+    ap.add_argument(
+        "--split-blocks",
+        type=int,
+        default=64,
+        help="2 MiB blocks of the split round after the bring-up (0: none)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 unless the targets hold")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -110,21 +143,24 @@ def main() -> int:
     for host in hosts:
         rows = {}
         for label, memory in bringup.SIZES:
-            r = run_child(memory, args.vcpus, args.strategy, host, args.rounds,
-                          args.split_blocks)
+            r = run_child(memory, args.vcpus, args.strategy, host, args.rounds, args.split_blocks)
             rows[label] = r
-            print(f"{label:>6} / {args.vcpus} vCPUs, {host} host ({args.strategy}): "
-                  f"{r['total']:.3f} s [create {r['create']:.3f}, validate {r['validate']:.3f}, "
-                  f"vCPUs {r['vcpus']:.3f}, attest {r['attest']:.3f}], peak RSS "
-                  f"{r['rss_mb']:.0f} MB; {r['primitives']:.0f} primitives, "
-                  f"{r['switches']:.0f} switches, {r['augs']:.0f} AUGs, modelled guest time "
-                  f"{r['model_s']:.2f} s")
+            print(
+                f"{label:>6} / {args.vcpus} vCPUs, {host} host ({args.strategy}): "
+                f"{r['total']:.3f} s [create {r['create']:.3f}, validate {r['validate']:.3f}, "
+                f"vCPUs {r['vcpus']:.3f}, attest {r['attest']:.3f}], peak RSS "
+                f"{r['rss_mb']:.0f} MB; {r['primitives']:.0f} primitives, "
+                f"{r['switches']:.0f} switches, {r['augs']:.0f} AUGs, modelled guest time "
+                f"{r['model_s']:.2f} s"
+            )
             if args.split_blocks:
-                print(f"         split round ({args.split_blocks} x 4K in 2M blocks, shared and "
-                      f"back): {r['split_demotes']:.0f} demotes, {r['split_promotes']:.0f} "
-                      f"promotes, {r['split_kicks']:.0f} kicks, {r['split_primitives']:.0f} "
-                      f"primitives, {r['split_switches']:.0f} switches, modelled "
-                      f"{r['split_model_ms']:.2f} ms")
+                print(
+                    f"         split round ({args.split_blocks} x 4K in 2M blocks, shared and "
+                    f"back): {r['split_demotes']:.0f} demotes, {r['split_promotes']:.0f} "
+                    f"promotes, {r['split_kicks']:.0f} kicks, {r['split_primitives']:.0f} "
+                    f"primitives, {r['split_switches']:.0f} switches, modelled "
+                    f"{r['split_model_ms']:.2f} ms"
+                )
         checks = bringup.target_checks(rows["1 TiB"], rows["1 GiB"], "1 TiB <= {seconds} s")
         for text, passed in checks.items():
             print(f"  {'PASS' if passed else 'FAIL'}  [{host} host] {text}")

@@ -118,42 +118,70 @@ def tdx(rounds: int) -> None:
 
     def cold_json() -> None:
         clear_caches()
-        ev = Evidence(vendor="tdx", format="tdx-quote", raw=quote,
-                      collateral=collateral_from_dcap_qvl_json(text))
+        ev = Evidence(
+            vendor="tdx",
+            format="tdx-quote",
+            raw=quote,
+            collateral=collateral_from_dcap_qvl_json(text),
+        )
         plugin.verify(ev, trust, TDX_NOW)
 
-    t = interleaved({"dcap-qvl verify": lambda: dcap_qvl.verify(quote, theirs, now_s),
-                     "cocopart cold": cold}, rounds * 4, 20)
-    j = interleaved({"dcap-qvl": lambda: dcap_qvl.verify(
-        quote, dcap_qvl.QuoteCollateralV3.from_json(text), now_s), "cocopart": cold_json},
-                    rounds * 2, 10)
+    t = interleaved(
+        {"dcap-qvl verify": lambda: dcap_qvl.verify(quote, theirs, now_s), "cocopart cold": cold},
+        rounds * 4,
+        20,
+    )
+    j = interleaved(
+        {
+            "dcap-qvl": lambda: dcap_qvl.verify(
+                quote, dcap_qvl.QuoteCollateralV3.from_json(text), now_s
+            ),
+            "cocopart": cold_json,
+        },
+        rounds * 2,
+        10,
+    )
     ratio, ratio_j = t["cocopart cold"] / t["dcap-qvl verify"], j["cocopart"] / j["dcap-qvl"]
     print("1. cold first TDX verification (teekit-gcp-v4, 2025-09 collateral)")
-    print(f"   dcap-qvl verify {t['dcap-qvl verify'] * 1e6:7.0f} us | cocopart cold "
-          f"{t['cocopart cold'] * 1e6:7.0f} us | ratio {ratio:.2f} (goal <= 1: {verdict(ratio <= 1)})")
-    print(f"   with collateral JSON parsing: dcap-qvl {j['dcap-qvl'] * 1e6:.0f} us, cocopart "
-          f"{j['cocopart'] * 1e6:.0f} us, ratio {ratio_j:.2f}")
+    print(
+        f"   dcap-qvl verify {t['dcap-qvl verify'] * 1e6:7.0f} us | cocopart cold "
+        f"{t['cocopart cold'] * 1e6:7.0f} us | ratio {ratio:.2f} (goal <= 1: {verdict(ratio <= 1)})"
+    )
+    print(
+        f"   with collateral JSON parsing: dcap-qvl {j['dcap-qvl'] * 1e6:.0f} us, cocopart "
+        f"{j['cocopart'] * 1e6:.0f} us, ratio {ratio_j:.2f}"
+    )
 
     layout = QuoteLayout.parse(quote)
-    sig = quote[layout.sig_start:layout.sig_start + 64]
+    sig = quote[layout.sig_start : layout.sig_start + 64]
     ak = ec.EllipticCurvePublicKey.from_encoded_point(
-        ec.SECP256R1(), b"\x04" + quote[layout.sig_start + 64:layout.sig_start + 128])
+        ec.SECP256R1(), b"\x04" + quote[layout.sig_start + 64 : layout.sig_start + 128]
+    )
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-    signed, algorithm = quote[:layout.signed_length], ec.ECDSA(hashes.SHA256())
-    copies = [Evidence(vendor="tdx", format="tdx-quote", raw=bytes(bytearray(quote)),
-                       collateral=ours) for _ in range(64)]
+    signed, algorithm = quote[: layout.signed_length], ec.ECDSA(hashes.SHA256())
+    copies = [
+        Evidence(vendor="tdx", format="tdx-quote", raw=bytes(bytearray(quote)), collateral=ours)
+        for _ in range(64)
+    ]
     verifier = Verifier(trust=trust)
     assert verifier.verify(copies[0], TDX_NOW).ok
     it = iter(range(1 << 62))
-    t = interleaved({"bare": lambda: ak.verify(der, signed, algorithm),
-                     "plug-in": lambda: plugin.verify(copies[next(it) % 64], trust, TDX_NOW),
-                     "Verifier": lambda: verifier.verify(copies[next(it) % 64], TDX_NOW)},
-                    rounds * 2, 150)
+    t = interleaved(
+        {
+            "bare": lambda: ak.verify(der, signed, algorithm),
+            "plug-in": lambda: plugin.verify(copies[next(it) % 64], trust, TDX_NOW),
+            "Verifier": lambda: verifier.verify(copies[next(it) % 64], TDX_NOW),
+        },
+        rounds * 2,
+        150,
+    )
     print("2. cached TDX verification (same platform and collateral, a fresh copy of the quote)")
     for name in ("plug-in", "Verifier"):
         r = t[name] / t["bare"]
-        print(f"   bare P-256 verify {t['bare'] * 1e6:6.1f} us | {name:8s} {t[name] * 1e6:6.1f} us "
-              f"| ratio {r:.2f} (goal <= 1.3: {verdict(r <= 1.3)})")
+        print(
+            f"   bare P-256 verify {t['bare'] * 1e6:6.1f} us | {name:8s} {t[name] * 1e6:6.1f} us "
+            f"| ratio {r:.2f} (goal <= 1.3: {verdict(r <= 1.3)})"
+        )
     _simulated_tdx(rounds, t["bare"])
 
 
@@ -167,16 +195,27 @@ def _simulated_tdx(rounds: int, bare: float) -> None:
     with tempfile.TemporaryDirectory() as cache:
         roots = SimulatedIntelRoots.load("bench", cache_dir=cache)
         collateral = roots.collateral(now)
-        quotes = [Evidence(vendor="tdx", format="tdx-quote", collateral=collateral,
-                           raw=roots.quote_from_tdreport(roots.build_tdreport(
-                               report_data=i.to_bytes(64, "little")))) for i in range(256)]
+        quotes = [
+            Evidence(
+                vendor="tdx",
+                format="tdx-quote",
+                collateral=collateral,
+                raw=roots.quote_from_tdreport(
+                    roots.build_tdreport(report_data=i.to_bytes(64, "little"))
+                ),
+            )
+            for i in range(256)
+        ]
     verifier = Verifier(trust=TrustStore().with_root("tdx", roots.root_pem))
     assert all(verifier.verify(q, now).ok for q in quotes)
     it = iter(range(1 << 62))
-    t = interleaved({"Verifier": lambda: verifier.verify(quotes[next(it) % 256], now)},
-                    rounds * 2, 150)
-    print(f"   256 distinct simulated quotes, one platform: Verifier {t['Verifier'] * 1e6:6.1f} us "
-          f"| ratio {t['Verifier'] / bare:.2f}")
+    t = interleaved(
+        {"Verifier": lambda: verifier.verify(quotes[next(it) % 256], now)}, rounds * 2, 150
+    )
+    print(
+        f"   256 distinct simulated quotes, one platform: Verifier {t['Verifier'] * 1e6:6.1f} us "
+        f"| ratio {t['Verifier'] / bare:.2f}"
+    )
 
 
 def snp(rounds: int) -> None:
@@ -193,8 +232,15 @@ def snp(rounds: int) -> None:
     raw = (VECTORS / SNP_REPORT).read_bytes()
     vcek = certs.split_certificates((VECTORS / SNP_CHAIN).read_bytes())[0]
     plugin, trust = SnpEvidenceVerifier(), TrustStore()
-    copies = [Evidence(vendor="sev-snp", format="snp-report", raw=bytes(bytearray(raw)),
-                       certificates=[bytes(bytearray(vcek))]) for _ in range(64)]
+    copies = [
+        Evidence(
+            vendor="sev-snp",
+            format="snp-report",
+            raw=bytes(bytearray(raw)),
+            certificates=[bytes(bytearray(vcek))],
+        )
+        for _ in range(64)
+    ]
     verifier = Verifier(trust=trust)
     assert verifier.verify(copies[0], SNP_NOW).ok
     report = SnpReport.parse(raw)
@@ -203,15 +249,22 @@ def snp(rounds: int) -> None:
     der = encode_dss_signature(report.signature_r, report.signature_s)
     algorithm = ec.ECDSA(hashes.SHA384())
     it = iter(range(1 << 62))
-    t = interleaved({"bare": lambda: key.verify(der, raw[:0x2A0], algorithm),
-                     "plug-in": lambda: plugin.verify(copies[next(it) % 64], trust, SNP_NOW),
-                     "Verifier": lambda: verifier.verify(copies[next(it) % 64], SNP_NOW)},
-                    rounds * 2, 20)
+    t = interleaved(
+        {
+            "bare": lambda: key.verify(der, raw[:0x2A0], algorithm),
+            "plug-in": lambda: plugin.verify(copies[next(it) % 64], trust, SNP_NOW),
+            "Verifier": lambda: verifier.verify(copies[next(it) % 64], SNP_NOW),
+        },
+        rounds * 2,
+        20,
+    )
     print("3. cached SEV-SNP verification (routex-milan-v3 + its VCEK, AMD chain built in)")
     for name in ("plug-in", "Verifier"):
         share = t["bare"] / t[name]
-        print(f"   bare P-384 verify {1 / t['bare']:6.0f}/s | {name:8s} {1 / t[name]:6.0f}/s | "
-              f"{share:.0%} of the bare rate (goal >= 90%: {verdict(share >= 0.9)})")
+        print(
+            f"   bare P-384 verify {1 / t['bare']:6.0f}/s | {name:8s} {1 / t[name]:6.0f}/s | "
+            f"{share:.0%} of the bare rate (goal >= 90%: {verdict(share >= 0.9)})"
+        )
 
 
 def processes(runs: int) -> None:
@@ -238,14 +291,20 @@ def processes(runs: int) -> None:
     print(f"4. whole process, CPU time (best of {runs}): bare Typer --help {bare * 1e3:.0f} ms")
     for name in ("cocopart verify", "verify command alone"):
         r = best[name] / bare
-        print(f"   {name:21s} {best[name] * 1e3:5.0f} ms | ratio {r:.2f} "
-              f"(goal <= 1.5: {verdict(r <= 1.5)})")
+        print(
+            f"   {name:21s} {best[name] * 1e3:5.0f} ms | ratio {r:.2f} "
+            f"(goal <= 1.5: {verdict(r <= 1.5)})"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=25,
-                    help="rounds per measurement (short rounds: the best one escapes the load)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=25,
+        help="rounds per measurement (short rounds: the best one escapes the load)",
+    )
     ap.add_argument("--processes", type=int, default=9, help="runs of each process")
     ap.add_argument("--only", choices=("tdx", "snp", "process"), default=None)
     args = ap.parse_args()

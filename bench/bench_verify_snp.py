@@ -57,9 +57,12 @@ def main() -> int:
     if not (snp / "routex-milan-v3.report.bin").is_file():
         print(f"vectors not found at {VECTORS} (set COCOPART_VECTORS)", file=sys.stderr)
         return 2
-    evidence = Evidence(vendor="sev-snp", format="snp-report",
-                        raw=(snp / "routex-milan-v3.report.bin").read_bytes(),
-                        certificates=[(snp / "routex-milan-v3.vcek-chain.pem").read_bytes()])
+    evidence = Evidence(
+        vendor="sev-snp",
+        format="snp-report",
+        raw=(snp / "routex-milan-v3.report.bin").read_bytes(),
+        certificates=[(snp / "routex-milan-v3.vcek-chain.pem").read_bytes()],
+    )
     verifier, trust = SnpEvidenceVerifier(), TrustStore()
     result = verifier.verify(evidence, trust, NOW)  # warms the chain cache
     failed = [c.name for c in result.checks if not c.ok]
@@ -73,9 +76,11 @@ def main() -> int:
     pub = key.public_key()
     raw_rate = rate(lambda: pub.verify(sig, msg, ec.ECDSA(hashes.SHA384())), args.seconds)
     reports = rate(lambda: verifier.verify(evidence, trust, NOW), args.seconds)
-    print(f"snp verify (cached chain): {reports:,.0f} reports/s on one core "
-          f"({1e6 / reports:.0f} us each); raw ECDSA P-384 verify: {raw_rate:,.0f}/s "
-          f"({1e6 / raw_rate:.0f} us)")
+    print(
+        f"snp verify (cached chain): {reports:,.0f} reports/s on one core "
+        f"({1e6 / reports:.0f} us each); raw ECDSA P-384 verify: {raw_rate:,.0f}/s "
+        f"({1e6 / raw_rate:.0f} us)"
+    )
     return 1 if reports < args.min else 0
 
 

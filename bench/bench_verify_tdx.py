@@ -38,9 +38,14 @@ TARGET_PER_SECOND = 6000
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quote", type=Path, default=VECTORS / "tdx/quotes/teekit-edgeless-v4.quote.bin")
-    ap.add_argument("--collateral", type=Path,
-                    default=VECTORS / "tdx/dcap-qvl-collateral/2025-09-00806f050000.json")
+    ap.add_argument(
+        "--quote", type=Path, default=VECTORS / "tdx/quotes/teekit-edgeless-v4.quote.bin"
+    )
+    ap.add_argument(
+        "--collateral",
+        type=Path,
+        default=VECTORS / "tdx/dcap-qvl-collateral/2025-09-00806f050000.json",
+    )
     ap.add_argument("--now", default="2025-09-30T00:00:00+00:00")
     ap.add_argument("--n", type=int, default=2000, help="verifications per round")
     ap.add_argument("--rounds", type=int, default=5)
@@ -53,15 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.fromisoformat(args.now)
     trust = TrustStore()
     verifier = TdxEvidenceVerifier()
-    evidences = [Evidence(vendor="tdx", format="tdx-quote", raw=bytes(bytearray(quote)),
-                          collateral=collateral) for _ in range(args.n)]
+    evidences = [
+        Evidence(
+            vendor="tdx", format="tdx-quote", raw=bytes(bytearray(quote)), collateral=collateral
+        )
+        for _ in range(args.n)
+    ]
 
     t0 = time.perf_counter()
     first = verifier.verify(evidences[0], trust, now)
     cold = time.perf_counter() - t0
     failed = [c for c in first.checks if not c.ok]
     if failed or first.claims is None:
-        print("the benchmark quote does not verify:", "; ".join(f"{c.name}: {c.detail}" for c in failed))
+        print(
+            "the benchmark quote does not verify:",
+            "; ".join(f"{c.name}: {c.detail}" for c in failed),
+        )
         return 1
 
     best = float("inf")
@@ -73,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     per_second = args.n / best
     print(f"quote: {args.quote.name} (v{first.claims.version}, TCB {first.claims.tcb_status})")
     print(f"first verification (chain, CRLs, collateral, QE report): {cold * 1e3:.1f} ms")
-    print(f"cached platform: {per_second:,.0f} quotes/s ({best / args.n * 1e6:.1f} us each; "
-          f"best of {args.rounds} rounds of {args.n}) - target >= {TARGET_PER_SECOND:,}/s: "
-          + ("met" if per_second >= TARGET_PER_SECOND else "NOT met"))
+    print(
+        f"cached platform: {per_second:,.0f} quotes/s ({best / args.n * 1e6:.1f} us each; "
+        f"best of {args.rounds} rounds of {args.n}) - target >= {TARGET_PER_SECOND:,}/s: "
+        + ("met" if per_second >= TARGET_PER_SECOND else "NOT met")
+    )
     return 0
 
 

@@ -30,8 +30,9 @@ def _require(ok: bool, what: str, exit_on_failure: bool) -> None:
         assert ok
 
 
-def bring_up(config: dict[str, Any], backend: str, report_data: bytes, *,
-             exit_on_failure: bool = False) -> tuple[dict[str, float], Any]:
+def bring_up(
+    config: dict[str, Any], backend: str, report_data: bytes, *, exit_on_failure: bool = False
+) -> tuple[dict[str, float], Any]:
     """Bring a guest up once: seconds per phase (create, validate, vcpus, attest), total,
     the trace's size and the modelled guest time; and the partition. A failed operation is
     an AssertionError, or with ``exit_on_failure`` a SystemExit naming it."""
@@ -75,17 +76,21 @@ def best_of(rounds: int, run: Callable[[], dict[str, float]]) -> dict[str, float
 def run_child(script: str, args: list[str]) -> dict[str, float]:
     """Run ``script`` with ``args`` in a fresh interpreter (so its peak RSS is its own) and
     return the JSON object on its last output line."""
-    done = subprocess.run([sys.executable, script, *args], check=True, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, script, *args], check=True, capture_output=True, text=True
+    )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def target_checks(big: dict[str, float], small: dict[str, float], time_text: str
-                  ) -> dict[str, bool]:
+def target_checks(
+    big: dict[str, float], small: dict[str, float], time_text: str
+) -> dict[str, bool]:
     """The targets for the 1 TiB run ``big`` against the 1 GiB run ``small``; ``time_text``
     names the time target (formatted with ``seconds``)."""
     ratio = big["total"] / small["total"]
-    return {time_text.format(seconds=MAX_SECONDS): big["total"] <= MAX_SECONDS,
-            f"1 TiB peak RSS <= {MAX_RSS_MB:.0f} MB": big["rss_mb"] <= MAX_RSS_MB,
-            f"1 TiB <= {MAX_RATIO}x 1 GiB (is {ratio:.2f}x)": ratio <= MAX_RATIO}
+    return {
+        time_text.format(seconds=MAX_SECONDS): big["total"] <= MAX_SECONDS,
+        f"1 TiB peak RSS <= {MAX_RSS_MB:.0f} MB": big["rss_mb"] <= MAX_RSS_MB,
+        f"1 TiB <= {MAX_RATIO}x 1 GiB (is {ratio:.2f}x)": ratio <= MAX_RATIO,
+    }

@@ -111,21 +111,41 @@ DEFINED_CODES = frozenset(int(c) for c in ResultCode)
 MAX_HW_CODE = 0xFF
 #: Where a request puts its nonce in the caller's calling area (like the workload client).
 NONCE_OFFSET = 0x800
-X2APIC_REGISTERS = (0x802, 0x803, 0x808, 0x80A, 0x80B, 0x80D, 0x80F, 0x810, 0x818, 0x820,
-                    0x828, 0x830, 0x832, 0x83F, 0x8FF, 0x900)
+X2APIC_REGISTERS = (
+    0x802,
+    0x803,
+    0x808,
+    0x80A,
+    0x80B,
+    0x80D,
+    0x80F,
+    0x810,
+    0x818,
+    0x820,
+    0x828,
+    0x830,
+    0x832,
+    0x83F,
+    0x8FF,
+    0x900,
+)
 
 
 #: Backend options the fuzz varies (each backend's own ``backend_options``).
 OPTION_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
     "sev-snp": {"call_protocol": ("ghcb", "msr"), "host_page_size": ("2M", "4K")},
-    "tdx": {"module": ("1.5", "2.0"), "enable_tdvmcall": (False, True),
-            "host_mapping": ("4K", "2M")},
+    "tdx": {
+        "module": ("1.5", "2.0"),
+        "enable_tdvmcall": (False, True),
+        "host_mapping": ("4K", "2M"),
+    },
 }
 INTERRUPT_MODES = ("restricted", "alternate")
 
 
-def random_setup(rng: random.Random, backend: str, layers: int | None = None
-                 ) -> tuple[int, str, dict[str, Any]]:
+def random_setup(
+    rng: random.Random, backend: str, layers: int | None = None
+) -> tuple[int, str, dict[str, Any]]:
     """(workload layers, interrupt mode, backend options) drawn from ``rng``."""
     n = layers or rng.choice((2, 3))
     options = {k: rng.choice(v) for k, v in OPTION_CHOICES[backend].items()}
@@ -139,8 +159,9 @@ def allowed_code(code: int) -> bool:
     return code in DEFINED_CODES or PROTOCOL_BASE < code <= PROTOCOL_BASE + MAX_HW_CODE
 
 
-def fuzz_config(layers: int, interrupt_mode: str = "restricted",
-                options: dict[str, Any] | None = None) -> dict[str, Any]:
+def fuzz_config(
+    layers: int, interrupt_mode: str = "restricted", options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The guest: ``layers`` workload layers with 8 MiB of RAM each, a pool, 2 vCPUs."""
     return {
         "memory": layers * LAYER_RAM + POOL_RAM,
@@ -148,8 +169,9 @@ def fuzz_config(layers: int, interrupt_mode: str = "restricted",
         "workload_layers": layers,
         "interrupt_mode": interrupt_mode,
         "backend_options": dict(options or {}),
-        "memory_map": {f"l2.{i + 1}": [{"start": i * LAYER_RAM, "size": LAYER_RAM}]
-                       for i in range(layers)},
+        "memory_map": {
+            f"l2.{i + 1}": [{"start": i * LAYER_RAM, "size": LAYER_RAM}] for i in range(layers)
+        },
     }
 
 
@@ -173,25 +195,35 @@ class Call:
 
     def describe(self) -> str:
         writes = ", ".join(f"{len(d)} B @ {g:#x}" for g, d in self.writes) or "none"
-        return (f"{self.kind}: {self.layer} vCPU {self.vcpu} protocol {self.protocol:#x} call "
-                f"{self.call:#x} rcx={self.rcx:#x} rdx={self.rdx:#x} r8={self.r8:#x}; "
-                f"writes: {writes}")
+        return (
+            f"{self.kind}: {self.layer} vCPU {self.vcpu} protocol {self.protocol:#x} call "
+            f"{self.call:#x} rcx={self.rcx:#x} rdx={self.rdx:#x} r8={self.r8:#x}; "
+            f"writes: {writes}"
+        )
 
     def reproducer(self) -> str:
         """Python lines that make this call on a partition ``p``."""
-        lines = [f"p.machine.memory.write({g:#x}, bytes.fromhex({d.hex()!r}))"
-                 for g, d in self.writes]
-        lines.append(f"p.machine.transport.call({self.layer!r}, {self.vcpu}, Registers.call("
-                     f"{self.protocol:#x}, {self.call:#x}, {self.rcx:#x}, {self.rdx:#x}, "
-                     f"{self.r8:#x}))")
+        lines = [
+            f"p.machine.memory.write({g:#x}, bytes.fromhex({d.hex()!r}))" for g, d in self.writes
+        ]
+        lines.append(
+            f"p.machine.transport.call({self.layer!r}, {self.vcpu}, Registers.call("
+            f"{self.protocol:#x}, {self.call:#x}, {self.rcx:#x}, {self.rdx:#x}, "
+            f"{self.r8:#x}))"
+        )
         return "\n".join(lines)
 
 
 class Target:
     """A partition prepared for fuzzing, with its interesting pages."""
 
-    def __init__(self, backend: str, layers: int = 3, interrupt_mode: str = "restricted",
-                 options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        backend: str,
+        layers: int = 3,
+        interrupt_mode: str = "restricted",
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.backend = backend
         self.setup = f"{layers} layers, interrupt mode {interrupt_mode}, options {options or {}}"
         self.p = Partition(fuzz_config(layers, interrupt_mode, options), backend=backend)
@@ -208,15 +240,17 @@ class Target:
         self._starts: list[int] = []
         for i, layer in enumerate(self.workloads):
             base = i * LAYER_RAM
-            for start, size in ((base, PAGE_2M), (base + PAGE_2M, 64 * PAGE_4K),
-                                (base + RESCINDED, RESCINDED_SIZE)):
+            for start, size in (
+                (base, PAGE_2M),
+                (base + PAGE_2M, 64 * PAGE_4K),
+                (base + RESCINDED, RESCINDED_SIZE),
+            ):
                 r = self.run(ValidatePages(layer=layer, range=GpaRange.of(start, size)))
                 if not r.ok:
                     raise RuntimeError(f"{backend}: preparing {layer}: {r.reason}")
             # private but not validated (SNP: assigned in the RMP), where a raw PVALIDATE
             # can succeed; TDX module 1.5 cannot rescind: those pages stay accepted
-            self.run(RescindPages(layer=layer, range=GpaRange.of(base + RESCINDED,
-                                                                 RESCINDED_SIZE)))
+            self.run(RescindPages(layer=layer, range=GpaRange.of(base + RESCINDED, RESCINDED_SIZE)))
         #: per layer: its protocol pages and RAM pages; ``shared``: pool and boundaries
         self.protocol_pages: dict[str, list[int]] = {}
         self.ram_pages: dict[str, list[int]] = {}
@@ -225,22 +259,36 @@ class Target:
             self.protocol_pages[layer] = (
                 [self.layout.caa(i, v) for v in range(VCPUS)]
                 + [self.layout.context(i, v) for v in range(VCPUS)]
-                + [self.layout.scratch(i, s) for s in range(SCRATCH_PAGES)])
-            self.ram_pages[layer] = [base, base + 7 * PAGE_4K, base + PAGE_2M,
-                                     base + PAGE_2M + PAGE_4K, base + 4 * MIB,
-                                     base + LAYER_RAM - PAGE_2M, base + LAYER_RAM - PAGE_4K]
+                + [self.layout.scratch(i, s) for s in range(SCRATCH_PAGES)]
+            )
+            self.ram_pages[layer] = [
+                base,
+                base + 7 * PAGE_4K,
+                base + PAGE_2M,
+                base + PAGE_2M + PAGE_4K,
+                base + 4 * MIB,
+                base + LAYER_RAM - PAGE_2M,
+                base + LAYER_RAM - PAGE_4K,
+            ]
         pool = len(self.workloads) * LAYER_RAM
         last = self.ram - PAGE_4K
-        self.shared_pages = [pool, pool + PAGE_4K, pool + PAGE_2M, last & ~(PAGE_2M - 1),
-                             last, self.ram, self.layout.base - PAGE_4K, self.layout.base,
-                             self.total - PAGE_4K]
+        self.shared_pages = [
+            pool,
+            pool + PAGE_4K,
+            pool + PAGE_2M,
+            last & ~(PAGE_2M - 1),
+            last,
+            self.ram,
+            self.layout.base - PAGE_4K,
+            self.layout.base,
+            self.total - PAGE_4K,
+        ]
         pages = {g for v in self.protocol_pages.values() for g in v}
         pages |= {g for v in self.ram_pages.values() for g in v}
         pages |= set(self.shared_pages)
-        self.tracked = sorted(g + d for g in pages for d in (0, PAGE_4K)
-                              if g + d < self.total)
+        self.tracked = sorted(g + d for g in pages for d in (0, PAGE_4K) if g + d < self.total)
         for layer in self.workloads:  # canaries: something to lose
-            for g in self.ram_pages[layer][:4] + self.protocol_pages[layer][2 * VCPUS:]:
+            for g in self.ram_pages[layer][:4] + self.protocol_pages[layer][2 * VCPUS :]:
                 self.memory.write(g, canary(layer, g))
             caa = self.caa(layer, 0)
             self.memory.write(caa + BUFFER, canary(layer, caa)[BUFFER:])
@@ -309,9 +357,20 @@ def _pick(rng: random.Random, weighted: list[tuple[int, Any]]) -> Any:
 
 def gpa(rng: random.Random, t: Target, caller: str) -> int:
     """A guest-physical address worth trying as a register or a buffer field."""
-    kind = _pick(rng, [(3, "own-protocol"), (3, "other-protocol"), (3, "own-ram"),
-                       (3, "other-ram"), (2, "shared"), (2, "random-page"), (1, "u64"),
-                       (1, "high"), (1, "small")])
+    kind = _pick(
+        rng,
+        [
+            (3, "own-protocol"),
+            (3, "other-protocol"),
+            (3, "own-ram"),
+            (3, "other-ram"),
+            (2, "shared"),
+            (2, "random-page"),
+            (1, "u64"),
+            (1, "high"),
+            (1, "small"),
+        ],
+    )
     others = [w for w in t.workloads if w != caller] or [caller]
     if kind == "own-protocol":
         g = rng.choice(t.protocol_pages[caller])
@@ -331,8 +390,7 @@ def gpa(rng: random.Random, t: Target, caller: str) -> int:
         return U64 + 1 - rng.choice([8, PAGE_4K, PAGE_2M, rng.randrange(1, 1 << 16)])
     else:
         return rng.randrange(16)
-    return (g + rng.choice([0, 0, 0, 0, 8, BUFFER, NONCE_OFFSET, PAGE_4K - 8, 1,
-                            -PAGE_4K])) & U64
+    return (g + rng.choice([0, 0, 0, 0, 8, BUFFER, NONCE_OFFSET, PAGE_4K - 8, 1, -PAGE_4K])) & U64
 
 
 def _own_buffer(rng: random.Random, t: Target, layer: str, vcpu: int, aligned: bool) -> int:
@@ -350,7 +408,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
         if out:
             out[rng.randrange(len(out))] = rng.getrandbits(8)
     if out and rng.random() < 0.05:
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     if rng.random() < 0.05:
         out += _fill(rng, rng.randrange(1, 64))
     return bytes(out)
@@ -386,7 +444,7 @@ def _pvalidate_list(rng: random.Random, t: Target, caller: str) -> bytes:
         entries += [(first + k * step) & U64 for k in range(count)]
     if not entries:
         entries = [int(rng.getrandbits(64))]
-    entries = entries[:pv.MAX_ENTRIES_IN_CAA]
+    entries = entries[: pv.MAX_ENTRIES_IN_CAA]
     nxt = 0 if rng.random() < 0.9 else rng.randrange(len(entries) + 2)
     data = pv.HEADER.pack(len(entries), nxt, 0) + struct.pack(f"<{len(entries)}Q", *entries)
     if rng.random() < 0.05:  # count beyond the page, zero, or random
@@ -396,22 +454,42 @@ def _pvalidate_list(rng: random.Random, t: Target, caller: str) -> bytes:
 
 
 def _size(rng: random.Random, good: int) -> int:
-    return int(_pick(rng, [(30, good), (1, 0), (1, rng.choice([1, 63, 65, PAGE_4K, PAGE_4K + 1,
-                                                               attest_codec.MAX_CERTS_SIZE,
-                                                               attest_codec.MAX_CERTS_SIZE + 1])),
-                           (1, _u32(rng))]))
+    return int(
+        _pick(
+            rng,
+            [
+                (30, good),
+                (1, 0),
+                (
+                    1,
+                    rng.choice(
+                        [
+                            1,
+                            63,
+                            65,
+                            PAGE_4K,
+                            PAGE_4K + 1,
+                            attest_codec.MAX_CERTS_SIZE,
+                            attest_codec.MAX_CERTS_SIZE + 1,
+                        ]
+                    ),
+                ),
+                (1, _u32(rng)),
+            ],
+        )
+    )
 
 
-def _attest_request(rng: random.Random, t: Target, caller: str, vcpu: int, single: bool
-                    ) -> tuple[bytes, bytes]:
+def _attest_request(
+    rng: random.Random, t: Target, caller: str, vcpu: int, single: bool
+) -> tuple[bytes, bytes]:
     """(request, nonce) for ATTEST_SERVICES / ATTEST_SINGLE_SERVICE."""
 
     def where(good: int) -> int:
         return good if rng.random() < 0.9 else gpa(rng, t, caller)
 
     certs = rng.random() < 0.5
-    guid = rng.choice([VTPM_SERVICE_GUID, uuid.UUID(int=rng.getrandbits(128))]) \
-        if single else None
+    guid = rng.choice([VTPM_SERVICE_GUID, uuid.UUID(int=rng.getrandbits(128))]) if single else None
     req = attest_codec.AttestRequest(
         report_gpa=where(t.scratch(caller, SCRATCH_REPORT)),
         report_size=_size(rng, REPORT_BUFFER_SIZE),
@@ -422,10 +500,10 @@ def _attest_request(rng: random.Random, t: Target, caller: str, vcpu: int, singl
         certs_gpa=where(t.scratch(caller, SCRATCH_CERTS)) if certs else 0,
         certs_size=_size(rng, attest_codec.MAX_CERTS_SIZE) if certs else 0,
         service_guid=guid,
-        manifest_version=0 if rng.random() < 0.9 else _u32(rng))
+        manifest_version=0 if rng.random() < 0.9 else _u32(rng),
+    )
     data = req.encode()
-    return _mutate(rng, data) if rng.random() < 0.3 else data, \
-        _fill(rng, attest_codec.NONCE_SIZE)
+    return _mutate(rng, data) if rng.random() < 0.3 else data, _fill(rng, attest_codec.NONCE_SIZE)
 
 
 def _tpm_command(rng: random.Random) -> bytes:
@@ -449,10 +527,13 @@ def _tpm_command(rng: random.Random) -> bytes:
         count = rng.choice([1, 2, 0, 3])
         for _ in range(count):
             alg = rng.choice([tpm.TPM_ALG_SHA256, tpm.TPM_ALG_SHA384, rng.getrandbits(16)])
-            digests += struct.pack(">H", alg) + _fill(rng, 48 if alg == tpm.TPM_ALG_SHA384
-                                                     else 32)
-        body = struct.pack(">II", rng.choice([0, 7, 23, 24, _u32(rng)]), len(auth)) + auth \
-            + struct.pack(">I", count) + digests
+            digests += struct.pack(">H", alg) + _fill(rng, 48 if alg == tpm.TPM_ALG_SHA384 else 32)
+        body = (
+            struct.pack(">II", rng.choice([0, 7, 23, 24, _u32(rng)]), len(auth))
+            + auth
+            + struct.pack(">I", count)
+            + digests
+        )
         tag, cc = tpm.TPM_ST_SESSIONS, tpm.TPM_CC_PCR_EXTEND
     else:
         return _fill(rng, rng.randrange(0, 64))
@@ -463,7 +544,7 @@ def _tpm_command(rng: random.Random) -> bytes:
 
 
 def _vtpm_request(rng: random.Random) -> bytes:
-    command = _tpm_command(rng)[:vtpm_codec.MAX_INBUF]
+    command = _tpm_command(rng)[: vtpm_codec.MAX_INBUF]
     data = vtpm_codec.encode_request(command, locality=rng.choice([0, 0, 0, 3, 255]))
     if rng.random() < 0.1:  # platform command or inbuf_size wrong
         data = struct.pack("<I", rng.choice([0, 1, 7, 9, _u32(rng)])) + data[4:]
@@ -473,18 +554,36 @@ def _vtpm_request(rng: random.Random) -> bytes:
 
 
 def _reg(rng: random.Random, t: Target, caller: str, buffer: int | None) -> int:
-    return int(_pick(rng, [(4, buffer if buffer is not None else 0), (4, gpa(rng, t, caller)),
-                           (2, rng.getrandbits(64)), (2, rng.randrange(4)),
-                           (1, rng.getrandbits(32))]))
+    return int(
+        _pick(
+            rng,
+            [
+                (4, buffer if buffer is not None else 0),
+                (4, gpa(rng, t, caller)),
+                (2, rng.getrandbits(64)),
+                (2, rng.randrange(4)),
+                (1, rng.getrandbits(32)),
+            ],
+        )
+    )
 
 
 def generate(rng: random.Random, t: Target) -> Call:
     """One random call (the buffers it writes are in the caller's own memory)."""
     layer = rng.choice(t.workloads)
-    vcpu = rng.choice(t.vcpus_of(layer) or [0]) if rng.random() < 0.95 \
-        else rng.randrange(VCPUS)
-    kind = _pick(rng, [(5, "pvalidate"), (3, "attest"), (3, "vtpm"), (2, "core"),
-                       (1, "vcpu"), (2, "apic"), (3, "random")])
+    vcpu = rng.choice(t.vcpus_of(layer) or [0]) if rng.random() < 0.95 else rng.randrange(VCPUS)
+    kind = _pick(
+        rng,
+        [
+            (5, "pvalidate"),
+            (3, "attest"),
+            (3, "vtpm"),
+            (2, "core"),
+            (1, "vcpu"),
+            (2, "apic"),
+            (3, "random"),
+        ],
+    )
     writes: list[tuple[int, bytes]] = []
     buffer: int | None = None
     protocol, call = 0, 0
@@ -516,8 +615,17 @@ def generate(rng: random.Random, t: Target) -> Call:
         if call in (2, 3):
             reg = rng.choice(X2APIC_REGISTERS)
             value = (rng.randrange(VCPUS + 1) << 32) | (1 << 14) | rng.randrange(256)
-            return Call(layer, vcpu, protocol, call, reg, value if rng.random() < 0.7
-                        else _reg(rng, t, layer, None), _reg(rng, t, layer, None), (), kind)
+            return Call(
+                layer,
+                vcpu,
+                protocol,
+                call,
+                reg,
+                value if rng.random() < 0.7 else _reg(rng, t, layer, None),
+                _reg(rng, t, layer, None),
+                (),
+                kind,
+            )
     else:
         if rng.random() < 0.5:
             buffer = _own_buffer(rng, t, layer, vcpu, aligned=rng.random() < 0.3)
@@ -527,9 +635,20 @@ def generate(rng: random.Random, t: Target) -> Call:
         protocol = _pick(rng, [(6, rng.randrange(6)), (1, _u32(rng))])
         call = _pick(rng, [(6, rng.randrange(11)), (1, _u32(rng))])
     rcx = buffer if buffer is not None and rng.random() < 0.85 else _reg(rng, t, layer, buffer)
-    return _finish(t, Call(layer, vcpu, int(protocol), int(call), rcx,
-                          _reg(rng, t, layer, buffer), _reg(rng, t, layer, buffer),
-                          tuple(writes), kind))
+    return _finish(
+        t,
+        Call(
+            layer,
+            vcpu,
+            int(protocol),
+            int(call),
+            rcx,
+            _reg(rng, t, layer, buffer),
+            _reg(rng, t, layer, buffer),
+            tuple(writes),
+            kind,
+        ),
+    )
 
 
 def _vcpu_call(rng: random.Random, t: Target, layer: str, vcpu: int) -> Call:
@@ -549,8 +668,17 @@ def _vcpu_call(rng: random.Random, t: Target, layer: str, vcpu: int) -> Call:
     if live and ctx < t.total and t.ownership.owner(ctx) == layer and rng.random() < 0.8:
         writes = ((ctx, t.memory.read(live[0], PAGE_4K)),)
     caa = _pick(rng, [(4, rng.choice(own)), (1, t.caa(layer, vcpu)), (2, gpa(rng, t, layer))])
-    return Call(layer, vcpu, ProtocolId.CORE, CoreCall.CREATE_VCPU, ctx, caa,
-                rng.randrange(VCPUS + 1) if rng.random() < 0.9 else _u32(rng), writes, "vcpu")
+    return Call(
+        layer,
+        vcpu,
+        ProtocolId.CORE,
+        CoreCall.CREATE_VCPU,
+        ctx,
+        caa,
+        rng.randrange(VCPUS + 1) if rng.random() < 0.9 else _u32(rng),
+        writes,
+        "vcpu",
+    )
 
 
 def _may_write(t: Target, layer: str, g: int) -> bool:
@@ -562,15 +690,17 @@ def _may_write(t: Target, layer: str, g: int) -> bool:
     return (not r.private or "w" in r.access.get(layer, "")) and not r.context
 
 
-def _clip(t: Target, layer: str, writes: tuple[tuple[int, bytes], ...]
-          ) -> tuple[tuple[int, bytes], ...]:
+def _clip(
+    t: Target, layer: str, writes: tuple[tuple[int, bytes], ...]
+) -> tuple[tuple[int, bytes], ...]:
     """The caller writes only pages it may write itself, and only inside the page."""
-    return tuple((g, d[:PAGE_4K - g % PAGE_4K]) for g, d in writes if _may_write(t, layer, g))
+    return tuple((g, d[: PAGE_4K - g % PAGE_4K]) for g, d in writes if _may_write(t, layer, g))
 
 
 def _finish(t: Target, c: Call) -> Call:
-    return Call(c.layer, c.vcpu, c.protocol, c.call, c.rcx, c.rdx, c.r8,
-                _clip(t, c.layer, c.writes), c.kind)
+    return Call(
+        c.layer, c.vcpu, c.protocol, c.call, c.rcx, c.rdx, c.r8, _clip(t, c.layer, c.writes), c.kind
+    )
 
 
 # -- running and checking ---------------------------------------------------------------------
@@ -582,8 +712,11 @@ class Hang(Exception):
 def watchdog(seconds: float) -> Iterator[None]:
     """Raise :class:`Hang` in the main thread if the block runs longer than ``seconds``
     (no watchdog off the main thread or where SIGALRM does not exist)."""
-    if seconds <= 0 or not hasattr(signal, "setitimer") \
-            or threading.current_thread() is not threading.main_thread():
+    if (
+        seconds <= 0
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 
@@ -606,8 +739,14 @@ def _guarded(t: Target, caller: str, runs: list[MemoryRun]) -> list[tuple[int, i
     for run in runs:
         if run.owner == caller or (run.owner == POOL.owner and not run.assigned):
             continue
-        state = (run.private, run.validated, tuple(sorted(run.access.items())), run.context,
-                 run.owner, run.assigned)
+        state = (
+            run.private,
+            run.validated,
+            tuple(sorted(run.access.items())),
+            run.context,
+            run.owner,
+            run.assigned,
+        )
         if out and out[-1][1] == run.start and out[-1][2] == state:
             out[-1] = (out[-1][0], run.end, state)
         else:
@@ -627,7 +766,7 @@ def _pages_of(c: Call) -> set[int]:
     """Pages a call names (registers, buffers, GPAs inside its buffers), and the next ones."""
     cands = [c.rcx, c.rdx, c.r8] + [g for g, _ in c.writes]
     for _g, data in c.writes:
-        cands += [v for (v,) in struct.iter_unpack("<Q", data[:len(data) & ~7][:4096])]
+        cands += [v for (v,) in struct.iter_unpack("<Q", data[: len(data) & ~7][:4096])]
     return {(v & ~(PAGE_4K - 1)) + d for v in cands for d in (0, PAGE_4K)}
 
 
@@ -695,8 +834,10 @@ def check_call(t: Target, c: Call, before: Snapshot, out: CallOutcome) -> list[s
     for g, data in before.pages.items():
         if t.memory.read(g, PAGE_4K) != data:
             owner = t.ownership.owner(g)
-            bad.append(f"{c.layer} changed the bytes of the page {g:#x} (owner {owner}) "
-                       f"with {result_name(code)}")
+            bad.append(
+                f"{c.layer} changed the bytes of the page {g:#x} (owner {owner}) "
+                f"with {result_name(code)}"
+            )
     after = _guarded(t, c.layer, t.view())
     if after != before.view:
         diff = sorted(set(after) ^ set(before.view))[:4]
@@ -712,18 +853,18 @@ def _repair(t: Target, layer: str) -> list[str]:
     i = t.workloads.index(layer)
     for g, rec in sorted(t.service.state.contexts.items()):
         if rec.layer == layer and rec.vcpu != 0:
-            out = t.call(layer, 0, Registers.call(
-                ProtocolId.CORE, CoreCall.DELETE_VCPU, g))
+            out = t.call(layer, 0, Registers.call(ProtocolId.CORE, CoreCall.DELETE_VCPU, g))
             if out.code != ResultCode.SUCCESS:
-                bad.append(f"{layer}: DELETE_VCPU of its vCPU {rec.vcpu} ({g:#x}) answered "
-                           f"{result_name(out.code)}")
+                bad.append(
+                    f"{layer}: DELETE_VCPU of its vCPU {rec.vcpu} ({g:#x}) answered "
+                    f"{result_name(out.code)}"
+                )
     scratch = [t.scratch(layer, s) for s in range(SCRATCH_PAGES)]
     caa = t.caa(layer, 0)
     if caa in scratch or not _may_write(t, layer, caa):
         codes = []
         for home in [t.layout.caa(i, v) for v in range(VCPUS)] + t.ram_pages[layer]:
-            out = t.call(layer, 0, Registers.call(
-                ProtocolId.CORE, CoreCall.REMAP_CA, home))
+            out = t.call(layer, 0, Registers.call(ProtocolId.CORE, CoreCall.REMAP_CA, home))
             codes.append(f"{home:#x}: {result_name(out.code)}")
             if out.code == ResultCode.SUCCESS:
                 break
@@ -738,8 +879,11 @@ def check_not_stuck(t: Target) -> list[str]:
     bad: list[str] = []
     for i, layer in enumerate(t.workloads):
         bad += _repair(t, layer)
-        free = [r for r in t.p.memory_view(0, t.ram)
-                if r.owner == layer and not r.validated and not r.context]
+        free = [
+            r
+            for r in t.p.memory_view(0, t.ram)
+            if r.owner == layer and not r.validated and not r.context
+        ]
         if free:
             # a whole 2 MiB page where the run has one (it may be one 2M RMP entry), else 64 KiB
             start, end = free[0].start, free[0].end
@@ -748,15 +892,22 @@ def check_not_stuck(t: Target) -> list[str]:
             rng = GpaRange.of(big if size == PAGE_2M else start, size)
             r = t.run(ValidatePages(layer=layer, range=rng))
             if not r.ok:
-                bad.append(f"{layer}: validating its own free pages {rng} after the fuzz: "
-                           f"{r.status.value} {r.reason}")
+                bad.append(
+                    f"{layer}: validating its own free pages {rng} after the fuzz: "
+                    f"{r.status.value} {r.reason}"
+                )
         r = t.run(Attest(layer=layer, report_data=None))
         if not r.ok:
             buffers = [t.caa(layer, 0)] + [t.scratch(layer, s) for s in range(SCRATCH_PAGES)]
-            views = [(f"{g:#x}", v.context, v.access) for g in buffers
-                     for v in t.p.memory_view(g, g + PAGE_4K)]
-            bad.append(f"{layer}: attest after the fuzz: {r.status.value} {r.reason} "
-                       f"(calling area and scratch pages: {views})")
+            views = [
+                (f"{g:#x}", v.context, v.access)
+                for g in buffers
+                for v in t.p.memory_view(g, g + PAGE_4K)
+            ]
+            bad.append(
+                f"{layer}: attest after the fuzz: {r.status.value} {r.reason} "
+                f"(calling area and scratch pages: {views})"
+            )
     return bad
 
 
@@ -790,8 +941,15 @@ def _bsp_check(t: Target, rep: Report) -> list[str]:
     return bad
 
 
-def fuzz(t: Target, rng: random.Random, calls: int, *, timeout: float = 0,
-         report: Report | None = None, label: str = "") -> Report:
+def fuzz(
+    t: Target,
+    rng: random.Random,
+    calls: int,
+    *,
+    timeout: float = 0,
+    report: Report | None = None,
+    label: str = "",
+) -> Report:
     """Make ``calls`` random calls on ``t``, checking each; violations go into the report
     (each with the call and a reproducer)."""
     rep = report or Report(t.backend)
@@ -815,9 +973,11 @@ def fuzz(t: Target, rng: random.Random, calls: int, *, timeout: float = 0,
         rep.calls += 1
         problems += _bsp_check(t, rep)
         for p in problems:
-            rep.violations.append(f"{t.backend} {label}call #{i}: {p}\n  {c.describe()}\n"
-                                  f"  reproducer (after the calls before it):\n"
-                                  + "\n".join("    " + ln for ln in c.reproducer().split("\n")))
+            rep.violations.append(
+                f"{t.backend} {label}call #{i}: {p}\n  {c.describe()}\n"
+                f"  reproducer (after the calls before it):\n"
+                + "\n".join("    " + ln for ln in c.reproducer().split("\n"))
+            )
     rep.seconds += time.perf_counter() - start
     return rep
 
@@ -855,15 +1015,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=100_000, help="calls per backend")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=[*BACKENDS, "both"], default="both")
-    ap.add_argument("--segments", type=int, default=None,
-                    help="fresh partitions per backend, each with its own setup (default: "
-                    f"one per {SEGMENT_CALLS:,} calls)")
-    ap.add_argument("--layers", type=int, choices=(2, 3), default=None,
-                    help="workload layers (default: drawn per segment)")
-    ap.add_argument("--interrupt-mode", choices=INTERRUPT_MODES, default=None,
-                    help="default: drawn per segment (alternate offers the APIC protocol)")
-    ap.add_argument("--option", type=_option, action="append", default=[],
-                    metavar="KEY=VALUE", help="a backend option for every segment (JSON value)")
+    ap.add_argument(
+        "--segments",
+        type=int,
+        default=None,
+        help="fresh partitions per backend, each with its own setup (default: "
+        f"one per {SEGMENT_CALLS:,} calls)",
+    )
+    ap.add_argument(
+        "--layers",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="workload layers (default: drawn per segment)",
+    )
+    ap.add_argument(
+        "--interrupt-mode",
+        choices=INTERRUPT_MODES,
+        default=None,
+        help="default: drawn per segment (alternate offers the APIC protocol)",
+    )
+    ap.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option for every segment (JSON value)",
+    )
     ap.add_argument("--timeout", type=float, default=10.0, help="per-call watchdog, seconds")
     ap.add_argument("--show", type=int, default=10, help="violations printed in full")
     args = ap.parse_args(argv)
@@ -875,8 +1054,10 @@ def main(argv: list[str] | None = None) -> int:
         rep = run_backend(backend, args)
         wall = time.perf_counter() - wall
         rate = rep.calls / rep.seconds if rep.seconds else 0.0
-        print(f"{backend}: {rep.calls} calls in {rep.seconds:.1f} s ({rate:,.0f} calls/s; "
-              f"{wall:.1f} s with setup and the final checks), seed {args.seed}")
+        print(
+            f"{backend}: {rep.calls} calls in {rep.seconds:.1f} s ({rate:,.0f} calls/s; "
+            f"{wall:.1f} s with setup and the final checks), seed {args.seed}"
+        )
         for i, setup in enumerate(rep.setups):
             print(f"  segment {i}: {setup}")
         print("  generators: " + ", ".join(f"{k} {n}" for k, n in sorted(rep.kinds.items())))
@@ -886,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = sorted((n, k) for (k, r), n in rep.by_call.items() if r == "SUCCESS")
         print("  successful calls: " + ", ".join(f"{k} {n}" for n, k in reversed(ok)))
         print(f"  violations: {len(rep.violations)}")
-        for v in rep.violations[:args.show]:
+        for v in rep.violations[: args.show]:
             print("  - " + v.replace("\n", "\n    "))
         failed |= bool(rep.violations)
     return 1 if failed else 0

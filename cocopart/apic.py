@@ -21,8 +21,12 @@ from dataclasses import dataclass
 APIC_ID, TPR, PPR, EOI, LDR = 0x802, 0x808, 0x80A, 0x80B, 0x80D
 ISR0, TMR0, IRR0, ICR, SELF_IPI = 0x810, 0x818, 0x820, 0x830, 0x83F
 FIRST_EXTERNAL_VECTOR = 16
-READ_ONLY = {APIC_ID, PPR, LDR} | set(range(ISR0, ISR0 + 8)) | set(range(TMR0, TMR0 + 8)) \
+READ_ONLY = (
+    {APIC_ID, PPR, LDR}
+    | set(range(ISR0, ISR0 + 8))
+    | set(range(TMR0, TMR0 + 8))
     | set(range(IRR0, IRR0 + 8))
+)
 WRITE_ONLY = {EOI, SELF_IPI}
 
 

@@ -87,10 +87,14 @@ class Refusal(NamedTuple):
 def bsp_refusal(layer: str, gpa: int | None) -> Refusal:
     """RULE_BSP_KEEPS_RUNNING: vCPU 0 of ``layer`` (its context page at ``gpa``, if known)
     is never deleted — for operations and for raw DELETE_VCPU calls alike."""
-    return Refusal(RULE_BSP_KEEPS_RUNNING, ResultCode.INVALID_PARAMETER, gpa,
-                   f"vCPU 0 is {layer}'s bootstrap processor: every request of a layer is "
-                   "issued from it, so it is never deleted (the layer would be left unable "
-                   "to ask for anything)")
+    return Refusal(
+        RULE_BSP_KEEPS_RUNNING,
+        ResultCode.INVALID_PARAMETER,
+        gpa,
+        f"vCPU 0 is {layer}'s bootstrap processor: every request of a layer is "
+        "issued from it, so it is never deleted (the layer would be left unable "
+        "to ask for anything)",
+    )
 
 
 def _lowest_in(pages: Sequence[int], lo: int, end: int) -> int | None:
@@ -102,8 +106,12 @@ def _lowest_in(pages: Sequence[int], lo: int, end: int) -> int | None:
 class Ownership:
     """The owner of every guest-physical page, as runs (never one object per page)."""
 
-    def __init__(self, layout: ProtocolLayout, workloads: tuple[str, ...],
-                 memory_map: dict[str, list[GpaRange]] | None = None) -> None:
+    def __init__(
+        self,
+        layout: ProtocolLayout,
+        workloads: tuple[str, ...],
+        memory_map: dict[str, list[GpaRange]] | None = None,
+    ) -> None:
         self.layout = layout
         self.ram = layout.memory
         self.map: RangeMap[OwnerEntry] = RangeMap(layout.total, POOL)
@@ -154,8 +162,7 @@ class Ownership:
         l1's own) go back to the pool."""
         if start >= end:
             return
-        self.map.update(start, end,
-                        lambda v: POOL if v.owner == L1 or not v.assigned else v)
+        self.map.update(start, end, lambda v: POOL if v.owner == L1 or not v.assigned else v)
 
 
 #: ``access_of(layer, start, end)``: the access ``layer`` holds on every page of the range
@@ -167,8 +174,9 @@ class Authority:
     """The authority rules over an :class:`Ownership` and the layer graph's memory-control
     edges. ``controllers`` maps each layer to the layers it controls (transitively)."""
 
-    def __init__(self, ownership: Ownership, controls: dict[str, frozenset[str]],
-                 workloads: tuple[str, ...]) -> None:
+    def __init__(
+        self, ownership: Ownership, controls: dict[str, frozenset[str]], workloads: tuple[str, ...]
+    ) -> None:
         self.ownership = ownership
         self._controls = controls
         self.workloads = workloads
@@ -180,8 +188,9 @@ class Authority:
         self.calling_areas: Callable[[], Sequence[int]] = tuple
 
     @classmethod
-    def from_edges(cls, ownership: Ownership, edges: list[tuple[str, str]],
-                   workloads: tuple[str, ...]) -> Authority:
+    def from_edges(
+        cls, ownership: Ownership, edges: list[tuple[str, str]], workloads: tuple[str, ...]
+    ) -> Authority:
         """Build from memory-control edges ``(controller, controlled)``; l1 controls every
         workload layer whatever the graph says (it is the privileged layer)."""
         g = rx.PyDiGraph()
@@ -209,9 +218,13 @@ class Authority:
         others = [w for w in self.workloads if w != layer and not self.controls(layer, w)]
         if not others:
             return None
-        return Refusal(RULE_GUEST_WIDE_NEEDS_CONTROL, ResultCode.INVALID_PARAMETER, None,
-                       f"{layer} may not {what}: it changes {', '.join(others)} too, which "
-                       f"{layer} does not control; ask from l1")
+        return Refusal(
+            RULE_GUEST_WIDE_NEEDS_CONTROL,
+            ResultCode.INVALID_PARAMETER,
+            None,
+            f"{layer} may not {what}: it changes {', '.join(others)} too, which "
+            f"{layer} does not control; ask from l1",
+        )
 
     # -- page-state requests ---------------------------------------------------------------
     def check_state(self, layer: str, start: int, end: int, what: str) -> Refusal | None:
@@ -225,43 +238,64 @@ class Authority:
         if at is None:
             return None
         owner = self.ownership.owner(at)
-        return Refusal(RULE_STATE_CHANGE_NEEDS_OWNERSHIP, ResultCode.INVALID_ADDRESS, at,
-                       f"{layer} may not {what} the page at {at:#x}: it belongs to {owner}")
+        return Refusal(
+            RULE_STATE_CHANGE_NEEDS_OWNERSHIP,
+            ResultCode.INVALID_ADDRESS,
+            at,
+            f"{layer} may not {what} the page at {at:#x}: it belongs to {owner}",
+        )
 
     # -- access changes --------------------------------------------------------------------
-    def check_set_access(self, requester: str, target: str, start: int, end: int,
-                         access: Access) -> Refusal | None:
+    def check_set_access(
+        self, requester: str, target: str, start: int, end: int, access: Access
+    ) -> Refusal | None:
         """May ``requester`` set ``target``'s access to ``access`` on ``[start, end)``?"""
         if requester == L1:
             return self._context_refusal(target, start, end)
         if self.controls(target, requester):
-            return Refusal(RULE_LOWER_NEVER_ACTS_ON_HIGHER, ResultCode.INVALID_PARAMETER, start,
-                           f"{requester} may not change the access of {target}: {target} is "
-                           f"more privileged (it controls {requester}'s memory, never the "
-                           "reverse)")
+            return Refusal(
+                RULE_LOWER_NEVER_ACTS_ON_HIGHER,
+                ResultCode.INVALID_PARAMETER,
+                start,
+                f"{requester} may not change the access of {target}: {target} is "
+                f"more privileged (it controls {requester}'s memory, never the "
+                "reverse)",
+            )
         if self.controls(requester, target):
             # a hardware control mechanism (SNP RMPADJUST): the hardware enforces its own
             # subset rule and answers with its own code (FAIL_PERMISSION)
             return self._context_refusal(target, start, end)
         at = self.ownership.first_not_owned(requester, start, end)
         if at is not None:
-            return Refusal(RULE_PEER_ACCESS_NEEDS_OWNERSHIP, ResultCode.INVALID_PARAMETER,
-                           at, f"{requester} may change {target}'s access only on its own "
-                           f"pages; the page at {at:#x} belongs to {self.ownership.owner(at)}")
+            return Refusal(
+                RULE_PEER_ACCESS_NEEDS_OWNERSHIP,
+                ResultCode.INVALID_PARAMETER,
+                at,
+                f"{requester} may change {target}'s access only on its own "
+                f"pages; the page at {at:#x} belongs to {self.ownership.owner(at)}",
+            )
         held = self.access_of(requester, start, end) if self.access_of else Access.RWX
         if access & ~held:
-            return Refusal(RULE_GRANT_WITHIN_HELD, ResultCode.INVALID_PARAMETER, start,
-                           f"{requester} holds only {held.short()} on [{start:#x}, {end:#x}) "
-                           f"and may not grant {target} {access.short()}")
+            return Refusal(
+                RULE_GRANT_WITHIN_HELD,
+                ResultCode.INVALID_PARAMETER,
+                start,
+                f"{requester} holds only {held.short()} on [{start:#x}, {end:#x}) "
+                f"and may not grant {target} {access.short()}",
+            )
         return self._context_refusal(target, start, end)
 
     def _context_refusal(self, target: str, start: int, end: int) -> Refusal | None:
         hit = self.context_in(start, end)
         if hit is None:
             return None
-        return Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_PARAMETER, hit,
-                       f"the page at {hit:#x} holds a live vCPU context; nobody's access to "
-                       "it may change while it runs")
+        return Refusal(
+            RULE_CONTEXT_PAGE_UNTOUCHABLE,
+            ResultCode.INVALID_PARAMETER,
+            hit,
+            f"the page at {hit:#x} holds a live vCPU context; nobody's access to "
+            "it may change while it runs",
+        )
 
     def protocol_page_in(self, start: int, end: int) -> Refusal | None:
         """A live context page or a calling area in use inside ``[start, end)``: no page
@@ -269,12 +303,19 @@ class Authority:
         ctx = self.context_in(start, end)
         caa = _lowest_in(self.calling_areas(), start & ~(PAGE_4K - 1), end)
         if ctx is not None and (caa is None or ctx < caa):
-            return Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, ctx,
-                           f"the page at {ctx:#x} holds a live vCPU context")
+            return Refusal(
+                RULE_CONTEXT_PAGE_UNTOUCHABLE,
+                ResultCode.INVALID_ADDRESS,
+                ctx,
+                f"the page at {ctx:#x} holds a live vCPU context",
+            )
         if caa is not None:
-            return Refusal(RULE_CALLING_AREA_IN_USE, ResultCode.INVALID_ADDRESS, caa,
-                           f"the page at {caa:#x} is a vCPU's calling area; move it with "
-                           "REMAP_CA first")
+            return Refusal(
+                RULE_CALLING_AREA_IN_USE,
+                ResultCode.INVALID_ADDRESS,
+                caa,
+                f"the page at {caa:#x} is a vCPU's calling area; move it with REMAP_CA first",
+            )
         return None
 
     # -- buffers of protocol calls ---------------------------------------------------------
@@ -291,15 +332,23 @@ class Authority:
         end = gpa + size
         hit = self.context_in(gpa, end)
         if hit is not None:
-            return Refusal(RULE_CONTEXT_PAGE_UNTOUCHABLE, ResultCode.INVALID_ADDRESS, hit,
-                           f"the buffer at {gpa:#x} covers the vCPU context page {hit:#x}")
+            return Refusal(
+                RULE_CONTEXT_PAGE_UNTOUCHABLE,
+                ResultCode.INVALID_ADDRESS,
+                hit,
+                f"the buffer at {gpa:#x} covers the vCPU context page {hit:#x}",
+            )
         if layer == L1 or self.access_of is None:
             return None
         lo, hi = gpa & ~(PAGE_4K - 1), -(-end // PAGE_4K) * PAGE_4K
         held = self.access_of(layer, lo, hi)
         if need & ~held:
-            return Refusal(RULE_BUFFER_MUST_BE_CALLERS, ResultCode.INVALID_ADDRESS, gpa,
-                           f"{layer} may not {'write' if need & Access.WRITE else 'read'} "
-                           f"[{gpa:#x}, {end:#x}) itself, so the privileged layer will not "
-                           "either on its behalf")
+            return Refusal(
+                RULE_BUFFER_MUST_BE_CALLERS,
+                ResultCode.INVALID_ADDRESS,
+                gpa,
+                f"{layer} may not {'write' if need & Access.WRITE else 'read'} "
+                f"[{gpa:#x}, {end:#x}) itself, so the privileged layer will not "
+                "either on its behalf",
+            )
         return None

@@ -69,8 +69,14 @@ class CapabilityAnswer(BaseModel):
 class Machine(ABC):
     """One executable model of a partitioned guest on one backend."""
 
-    def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
-                 graph: LayerGraph, costs: CostTable) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: PartitionConfig,
+        trace: Trace,
+        graph: LayerGraph,
+        costs: CostTable,
+    ) -> None:
         from cocopart.authority import Authority, Ownership
         from cocopart.memory import GuestMemory, ProtocolLayout
 
@@ -84,8 +90,9 @@ class Machine(ABC):
         #: Who owns each page and who may ask for what (cocopart.authority); the privileged
         #: layer's service (cocopart.service.build) wires it to the platform's page tables.
         self.ownership = Ownership(self.layout, config.workloads, config.memory_map)
-        self.authority = Authority.from_edges(self.ownership, graph.control_edges(),
-                                              config.workloads)
+        self.authority = Authority.from_edges(
+            self.ownership, graph.control_edges(), config.workloads
+        )
 
     #: The requesting side of every non-interrupt operation (built by the backend's machine
     #: with its :class:`~cocopart.workload_hooks.WorkloadHooks`).
@@ -112,8 +119,9 @@ class Machine(ABC):
         if isinstance(op, (InjectInterrupt, EndOfInterrupt, ConfigureInterrupts)):
             engine = self.interrupts
             if engine is None:
-                return OperationResult.not_supported(op.describe(), "this backend models no "
-                                                     "interrupt delivery")
+                return OperationResult.not_supported(
+                    op.describe(), "this backend models no interrupt delivery"
+                )
             if isinstance(op, InjectInterrupt):
                 return engine.inject(op)
             if isinstance(op, EndOfInterrupt):
@@ -151,15 +159,22 @@ class Machine(ABC):
         """Every vCPU of every workload layer. Default: the contexts the privileged layer's
         service holds (each running)."""
         contexts = self.workload_side.dispatcher.state.contexts
-        return [VcpuView(layer=r.layer, vcpu=r.vcpu, state="running", context_gpa=gpa,
-                         apic_id=r.apic_id)
-                for gpa, r in sorted(contexts.items(), key=lambda kv: (kv[1].layer,
-                                                                     kv[1].vcpu))]
+        return [
+            VcpuView(
+                layer=r.layer, vcpu=r.vcpu, state="running", context_gpa=gpa, apic_id=r.apic_id
+            )
+            for gpa, r in sorted(contexts.items(), key=lambda kv: (kv[1].layer, kv[1].vcpu))
+        ]
 
-    def serve(self, platform: PrivilegedPlatform,
-              transport: Callable[[ServiceDispatcher], Transport],
-              hooks: Callable[[], WorkloadHooks], *, level_of: Callable[[str], int],
-              apic_emulation: bool = False) -> None:
+    def serve(
+        self,
+        platform: PrivilegedPlatform,
+        transport: Callable[[ServiceDispatcher], Transport],
+        hooks: Callable[[], WorkloadHooks],
+        *,
+        level_of: Callable[[str], int],
+        apic_emulation: bool = False,
+    ) -> None:
         """Wire the privileged layer and the requesting side: the protocol service over
         ``platform`` (:func:`cocopart.service.build.build_service`, with this guest's
         authority), the transport, the protocol client and :attr:`workload_side`."""
@@ -169,15 +184,24 @@ class Machine(ABC):
 
         cfg = self.config
         self.platform = platform
-        self.service = build_service(platform, self.memory, self.layout, cfg.workloads,
-                                     self.trace, services=cfg.services, seed=cfg.seed,
-                                     level_of=level_of, apic_emulation=apic_emulation,
-                                     authority=self.authority,
-                                     requester_entry=cfg.attest_requester_entry)
+        self.service = build_service(
+            platform,
+            self.memory,
+            self.layout,
+            cfg.workloads,
+            self.trace,
+            services=cfg.services,
+            seed=cfg.seed,
+            level_of=level_of,
+            apic_emulation=apic_emulation,
+            authority=self.authority,
+            requester_entry=cfg.attest_requester_entry,
+        )
         self.transport = transport(self.service)
         self.client = ProtocolClient(self.transport, self.memory, self.layout, cfg.workloads)
-        self.workload_side = WorkloadSide(hooks(), self.client, cfg, self.layout, self.graph,
-                                          self.ownership, self.service)
+        self.workload_side = WorkloadSide(
+            hooks(), self.client, cfg, self.layout, self.graph, self.ownership, self.service
+        )
 
     def shared_on_fork(self) -> list[Any]:
         """Objects a fork shares instead of copying (immutable or key material)."""
@@ -244,8 +268,7 @@ class Backend(ABC):
     #: The machine class :meth:`create_machine` builds by default.
     machine: ClassVar[type[Machine]]
 
-    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable
-                       ) -> Machine:
+    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable) -> Machine:
         """A fresh machine model, launched: the privileged layer runs, workloads exist.
         Default: ``machine(self, config, trace, self.graph(config), costs)``."""
         return self.machine(self, config, trace, self.graph(config), costs)

@@ -68,8 +68,9 @@ class AttestResult:
     calls: int = 0
 
 
-def _chunks(runs: list[PageRun], validate: bool, ignore_cf: bool, per_call: int
-            ) -> Iterator[tuple[list[int], int]]:
+def _chunks(
+    runs: list[PageRun], validate: bool, ignore_cf: bool, per_call: int
+) -> Iterator[tuple[list[int], int]]:
     """Entry lists of at most ``per_call`` entries, each with the bytes it covers. Built from
     the runs a slice at a time (``range`` in C), never an entry at a time in Python."""
     chunk: list[int] = []
@@ -78,8 +79,9 @@ def _chunks(runs: list[PageRun], validate: bool, ignore_cf: bool, per_call: int
         done = 0
         while done < r.count:
             take = min(r.count - done, per_call - len(chunk))
-            chunk += pv.run_entries(r.gpa + done * r.page_bytes, r.page_bytes == PAGE_2M, take,
-                                    validate, ignore_cf)
+            chunk += pv.run_entries(
+                r.gpa + done * r.page_bytes, r.page_bytes == PAGE_2M, take, validate, ignore_cf
+            )
             size += take * r.page_bytes
             done += take
             if len(chunk) == per_call:
@@ -97,8 +99,13 @@ def _bytes(entries: list[int]) -> int:
 class ProtocolClient:
     """Calls the privileged layer on behalf of one workload layer."""
 
-    def __init__(self, transport: Transport, memory: GuestMemory, layout: ProtocolLayout,
-                 workloads: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        memory: GuestMemory,
+        layout: ProtocolLayout,
+        workloads: tuple[str, ...],
+    ) -> None:
         self.transport = transport
         self.memory = memory
         self.layout = layout
@@ -107,14 +114,30 @@ class ProtocolClient:
     def _caa(self, layer: str, vcpu: int) -> int:
         return self.transport.dispatcher.state.caa(layer, vcpu)
 
-    def call(self, layer: str, vcpu: int, protocol: int, call: int, rcx: int = 0, rdx: int = 0,
-             r8: int = 0) -> CallOutcome:
+    def call(
+        self,
+        layer: str,
+        vcpu: int,
+        protocol: int,
+        call: int,
+        rcx: int = 0,
+        rdx: int = 0,
+        r8: int = 0,
+    ) -> CallOutcome:
         return self.transport.call(layer, vcpu, Registers.call(protocol, call, rcx, rdx, r8))
 
     # -- core ------------------------------------------------------------------------------
-    def pvalidate(self, layer: str, vcpu: int, runs: list[PageRun], *, validate: bool,
-                  per_call: int = pv.MAX_ENTRIES_IN_CAA, ignore_cf: bool = False,
-                  fallback_per_call: int | None = None) -> BatchResult:
+    def pvalidate(
+        self,
+        layer: str,
+        vcpu: int,
+        runs: list[PageRun],
+        *,
+        validate: bool,
+        per_call: int = pv.MAX_ENTRIES_IN_CAA,
+        ignore_cf: bool = False,
+        fallback_per_call: int | None = None,
+    ) -> BatchResult:
         """Validate (or rescind) ``runs`` in batches of at most ``per_call`` entries.
 
         2M entries refused with SIZEMISMATCH are redone afterwards as 4K entries in batches
@@ -125,8 +148,7 @@ class ProtocolClient:
                 raise ValueError(f"per_call must be 1..{pv.MAX_ENTRIES_IN_CAA}")
         result = BatchResult()
         fallback: list[PageRun] = []
-        self._batches(layer, vcpu, _chunks(runs, validate, ignore_cf, per_call), result,
-                      fallback)
+        self._batches(layer, vcpu, _chunks(runs, validate, ignore_cf, per_call), result, fallback)
         if fallback:
             # the deferred 2M entries all precede any failure of the main batches: redo them
             # even when a later entry failed, so every page before ``failed_gpa`` is done
@@ -134,14 +156,25 @@ class ProtocolClient:
             main_code, main_failed = result.code, result.failed_gpa
             result.code, result.failed_gpa = ResultCode.SUCCESS, None
             runs4k = [PageRun(r.gpa, PAGE_4K, PAGE_2M // PAGE_4K) for r in fallback]
-            self._batches(layer, vcpu, _chunks(runs4k, validate, ignore_cf,
-                                               fallback_per_call or per_call), result, None)
+            self._batches(
+                layer,
+                vcpu,
+                _chunks(runs4k, validate, ignore_cf, fallback_per_call or per_call),
+                result,
+                None,
+            )
             if result.code == ResultCode.SUCCESS:
                 result.code, result.failed_gpa = main_code, main_failed
         return result
 
-    def _batches(self, layer: str, vcpu: int, chunks: Iterator[tuple[list[int], int]],
-                 result: BatchResult, fallback: list[PageRun] | None) -> None:
+    def _batches(
+        self,
+        layer: str,
+        vcpu: int,
+        chunks: Iterator[tuple[list[int], int]],
+        result: BatchResult,
+        fallback: list[PageRun] | None,
+    ) -> None:
         caa = self._caa(layer, vcpu)
         list_gpa = caa + BUFFER
         for chunk, chunk_bytes in chunks:
@@ -158,8 +191,12 @@ class ProtocolClient:
                 if out.code == ResultCode.SUCCESS:
                     break
                 failed = chunk[after] if after < len(chunk) else None
-                if out.code == ResultCode.PVALIDATE_FAIL_SIZEMISMATCH and fallback is not None \
-                        and failed is not None and failed & pv.SIZE_MASK == 1:
+                if (
+                    out.code == ResultCode.PVALIDATE_FAIL_SIZEMISMATCH
+                    and fallback is not None
+                    and failed is not None
+                    and failed & pv.SIZE_MASK == 1
+                ):
                     fallback.append(PageRun(failed & pv.GFN_MASK, PAGE_2M, 1))
                     nxt = after + 1
                     if nxt >= len(chunk):
@@ -169,51 +206,69 @@ class ProtocolClient:
                 result.failed_gpa = failed & pv.GFN_MASK if failed is not None else None
                 return
 
-    def create_vcpu(self, layer: str, caller_vcpu: int, context_gpa: int, caa_gpa: int,
-                    apic_id: int) -> CallOutcome:
-        return self.call(layer, caller_vcpu, ProtocolId.CORE, CoreCall.CREATE_VCPU,
-                         context_gpa, caa_gpa, apic_id)
+    def create_vcpu(
+        self, layer: str, caller_vcpu: int, context_gpa: int, caa_gpa: int, apic_id: int
+    ) -> CallOutcome:
+        return self.call(
+            layer, caller_vcpu, ProtocolId.CORE, CoreCall.CREATE_VCPU, context_gpa, caa_gpa, apic_id
+        )
 
     def delete_vcpu(self, layer: str, caller_vcpu: int, context_gpa: int) -> CallOutcome:
         return self.call(layer, caller_vcpu, ProtocolId.CORE, CoreCall.DELETE_VCPU, context_gpa)
 
-    def query_protocol(self, layer: str, vcpu: int, protocol: int, version: int = 1
-                       ) -> tuple[int, int] | None:
+    def query_protocol(
+        self, layer: str, vcpu: int, protocol: int, version: int = 1
+    ) -> tuple[int, int] | None:
         """(min, max) version of ``protocol`` if offered with ``version``, else None."""
-        out = self.call(layer, vcpu, ProtocolId.CORE, CoreCall.QUERY_PROTOCOL,
-                        (protocol << 32) | version)
+        out = self.call(
+            layer, vcpu, ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (protocol << 32) | version
+        )
         if out.code != ResultCode.SUCCESS or out.regs.rcx == 0:
             return None
         return out.regs.rcx & 0xFFFF_FFFF, out.regs.rcx >> 32
 
     # -- attestation -----------------------------------------------------------------------
-    def attest(self, layer: str, vcpu: int, nonce: bytes, service: uuid.UUID | None = None,
-               with_certs: bool = True) -> AttestResult:
+    def attest(
+        self,
+        layer: str,
+        vcpu: int,
+        nonce: bytes,
+        service: uuid.UUID | None = None,
+        with_certs: bool = True,
+    ) -> AttestResult:
         """ATTEST_SERVICES (or ATTEST_SINGLE_SERVICE for ``service``) with buffer growth."""
         idx = self.workloads.index(layer)
         caa = self._caa(layer, vcpu)
         req_gpa, nonce_gpa = caa + BUFFER, caa + NONCE_OFFSET
         self.memory.write(nonce_gpa, nonce)
-        sizes = {"report": REPORT_BUFFER_SIZE, "manifest": PAGE_4K,
-                 "certs": attest_codec.MAX_CERTS_SIZE if with_certs else 0}
+        sizes = {
+            "report": REPORT_BUFFER_SIZE,
+            "manifest": PAGE_4K,
+            "certs": attest_codec.MAX_CERTS_SIZE if with_certs else 0,
+        }
         call = AttestCall.ATTEST_SINGLE_SERVICE if service else AttestCall.ATTEST_SERVICES
         res = AttestResult(code=ResultCode.SUCCESS)
         for _ in range(ATTEST_MAX_RETRIES):
             req = attest_codec.AttestRequest(
-                report_gpa=self.layout.scratch(idx, SCRATCH_REPORT), report_size=sizes["report"],
-                nonce_gpa=nonce_gpa, nonce_size=len(nonce),
+                report_gpa=self.layout.scratch(idx, SCRATCH_REPORT),
+                report_size=sizes["report"],
+                nonce_gpa=nonce_gpa,
+                nonce_size=len(nonce),
                 manifest_gpa=self.layout.scratch(idx, SCRATCH_MANIFEST),
                 manifest_size=sizes["manifest"],
                 certs_gpa=self.layout.scratch(idx, SCRATCH_CERTS) if sizes["certs"] else 0,
-                certs_size=sizes["certs"], service_guid=service)
+                certs_size=sizes["certs"],
+                service_guid=service,
+            )
             self.memory.write(req_gpa, req.encode())
             out = self.call(layer, vcpu, ProtocolId.ATTEST, call, req_gpa)
             res.calls += 1
             res.code = out.code
             if out.code == ResultCode.SUCCESS:
                 res.manifest = self.memory.read(req.manifest_gpa, out.regs.rcx)
-                res.certificates = self.memory.read(req.certs_gpa, out.regs.rdx) \
-                    if out.regs.rdx else b""
+                res.certificates = (
+                    self.memory.read(req.certs_gpa, out.regs.rdx) if out.regs.rdx else b""
+                )
                 res.report = self.memory.read(req.report_gpa, out.regs.r8)
                 return res
             if out.code != ResultCode.INVALID_PARAMETER:

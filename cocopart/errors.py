@@ -19,7 +19,11 @@ class ConfigError(CocopartError, ValueError):
     """A configuration value is invalid. ``field`` names it (dotted path), ``source`` the file."""
 
     def __init__(
-        self, message: str, *, field: str | None = None, source: str | None = None,
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        source: str | None = None,
         line: int | None = None,
     ) -> None:
         self.field = field
@@ -84,9 +88,15 @@ class InputError(ConfigError):
     raise this instead, with ``errors`` holding every problem pydantic found.
     """
 
-    def __init__(self, message: str, *, field: str | None = None, source: str | None = None,
-                 line: int | None = None, errors: list[dict[str, Any]] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        source: str | None = None,
+        line: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.errors = errors or []
         super().__init__(message, field=field, source=source, line=line)
 
@@ -110,8 +120,10 @@ class InternalError(CocopartError):
 
     def __init__(self, what: str, cause: BaseException) -> None:
         self.cause = cause
-        super().__init__(f"internal error while {what}: {type(cause).__name__}: {cause} "
-                         "(this is a bug; please report it)")
+        super().__init__(
+            f"internal error while {what}: {type(cause).__name__}: {cause} "
+            "(this is a bug; please report it)"
+        )
 
 
 class ClusterError(CocopartError):

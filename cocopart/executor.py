@@ -49,29 +49,36 @@ def check_bounds(op: Operation, config: PartitionConfig) -> None:
     if rng is None:
         return
     if rng.end > config.memory:
-        raise ConfigError(f"range {rng} ends beyond guest RAM ({format_size(config.memory)}); "
-                          f"operations act on guest RAM only ({RULE_RANGE_INSIDE_RAM})",
-                          field="range")
+        raise ConfigError(
+            f"range {rng} ends beyond guest RAM ({format_size(config.memory)}); "
+            f"operations act on guest RAM only ({RULE_RANGE_INSIDE_RAM})",
+            field="range",
+        )
     forced = getattr(op, "page_size", None)
     if forced is not None and rng.size % forced.bytes:
-        raise ConfigError(f"range {rng} is not a whole number of {forced.value} pages; drop "
-                          "page_size to let the backend pick page sizes, or resize the range",
-                          field="page_size")
+        raise ConfigError(
+            f"range {rng} is not a whole number of {forced.value} pages; drop "
+            "page_size to let the backend pick page sizes, or resize the range",
+            field="page_size",
+        )
 
 
-def refusal_for(op: Operation, machine: Machine, view: list[MemoryRun] | None = None
-                ) -> Refusal | None:
+def refusal_for(
+    op: Operation, machine: Machine, view: list[MemoryRun] | None = None
+) -> Refusal | None:
     """The authority rule ``op`` breaks, if any (cocopart.authority). ``view``: the
     machine's memory view of ``op``'s range, when the caller already has it."""
     auth = machine.authority
     if isinstance(op, (ValidatePages, RescindPages, ConvertPages)):
         return auth.check_state(op.layer, op.range.start, op.range.end, op.op)
     if isinstance(op, SetAccess) and (op.target in auth.workloads or op.target == L1):
-        refusal = auth.check_set_access(op.layer, op.target, op.range.start, op.range.end,
-                                        op.access)
+        refusal = auth.check_set_access(
+            op.layer, op.target, op.range.start, op.range.end, op.access
+        )
         if refusal is None and op.target in auth.workloads:
-            refusal = _not_validated(view if view is not None else
-                                     machine.memory_view(op.range.start, op.range.end))
+            refusal = _not_validated(
+                view if view is not None else machine.memory_view(op.range.start, op.range.end)
+            )
         return refusal
     if isinstance(op, ConfigureInterrupts):
         return auth.check_guest_wide(op.layer, "switch the guest's interrupt mode")
@@ -86,14 +93,19 @@ def _not_validated(view: list[MemoryRun]) -> Refusal | None:
     validate (claim) the page would find another layer already holding access to it."""
     for run in view:
         if not (run.private and run.validated):
-            return Refusal(RULE_ACCESS_ON_VALIDATED_PAGES, ResultCode.INVALID_PARAMETER,
-                           run.start, f"the page at {run.start:#x} is not validated private "
-                           "memory; access is set only on validated pages (validate first)")
+            return Refusal(
+                RULE_ACCESS_ON_VALIDATED_PAGES,
+                ResultCode.INVALID_PARAMETER,
+                run.start,
+                f"the page at {run.start:#x} is not validated private "
+                "memory; access is set only on validated pages (validate first)",
+            )
     return None
 
 
-def authorize(op: Operation, machine: Machine, view: list[MemoryRun] | None = None
-              ) -> OperationResult | None:
+def authorize(
+    op: Operation, machine: Machine, view: list[MemoryRun] | None = None
+) -> OperationResult | None:
     """None if ``op`` (already inside the guest's bounds: :func:`check_bounds`) may run;
     else the result of refusing it (nothing has run)."""
     refusal = refusal_for(op, machine, view)
@@ -102,14 +114,23 @@ def authorize(op: Operation, machine: Machine, view: list[MemoryRun] | None = No
     name = op.describe()
     if refusal.rule == RULE_LOWER_NEVER_ACTS_ON_HIGHER:
         return OperationResult.not_supported(name, refusal.message + ".")
-    return OperationResult(operation=name, status=Status.ERROR, reason=refusal.message + ".",
-                           error=ArchError(vendor=AUTHORITY_VENDOR, mnemonic=refusal.rule,
-                                           code=refusal.code, message=refusal.message + "."))
+    return OperationResult(
+        operation=name,
+        status=Status.ERROR,
+        reason=refusal.message + ".",
+        error=ArchError(
+            vendor=AUTHORITY_VENDOR,
+            mnemonic=refusal.rule,
+            code=refusal.code,
+            message=refusal.message + ".",
+        ),
+    )
 
 
 # -- after the operation ---------------------------------------------------------------------
-def route_mismatch(route: Route | None, switched: set[tuple[str, str]], executed: bool = True
-                   ) -> str | None:
+def route_mismatch(
+    route: Route | None, switched: set[tuple[str, str]], executed: bool = True
+) -> str | None:
     """A sentence if the trace contradicts the route resolved before the operation ran:
     every world-switch hop of the route (requester -> provider) must appear among the
     world switches the operation recorded. Direct routes and routes of call edges only
@@ -117,13 +138,15 @@ def route_mismatch(route: Route | None, switched: set[tuple[str, str]], executed
     is an operation that executed nothing at all (``executed`` False: a mode already set)."""
     if route is None or route.direct or not executed:
         return None
-    missing = [e for e in route.edges if e.kind is EdgeKind.WORLD_SWITCH
-               and (e.source, e.dest) not in switched]
+    missing = [
+        e
+        for e in route.edges
+        if e.kind is EdgeKind.WORLD_SWITCH and (e.source, e.dest) not in switched
+    ]
     if not missing:
         return None
     hops = ", ".join(f"{e.source} --{e.mechanism}--> {e.dest}" for e in missing)
     return f"the route says {route.describe()} but the trace has no world switch for {hops}"
-
 
 
 def state_of(run: MemoryRun) -> str:
@@ -159,8 +182,13 @@ def diff(before: list[MemoryRun], after: list[MemoryRun]) -> list[StateChange]:
     return out
 
 
-def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | None,
-           after: list[MemoryRun] | None, machine: Machine) -> OperationResult:
+def settle(
+    op: Operation,
+    result: OperationResult,
+    before: list[MemoryRun] | None,
+    after: list[MemoryRun] | None,
+    machine: Machine,
+) -> OperationResult:
     """Make a partial or failed range operation tell the exact truth: ``progress`` is the
     prefix that has the operation's effect and ``changed`` every state change outside it.
     A successful convert to shared gives unassigned pages back to the pool."""
@@ -169,8 +197,12 @@ def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | Non
         for run in after:  # every page now shared goes back to the pool (unless assigned)
             if not run.private:
                 machine.ownership.release(run.start, run.end)
-    if rng is None or before is None or after is None \
-            or result.status not in (Status.PARTIAL, Status.ERROR):
+    if (
+        rng is None
+        or before is None
+        or after is None
+        or result.status not in (Status.PARTIAL, Status.ERROR)
+    ):
         return result
     prog = result.progress
     prefix_end = rng.start
@@ -185,11 +217,11 @@ def settle(op: Operation, result: OperationResult, before: list[MemoryRun] | Non
     done = prefix_end - rng.start
     progress = None
     if prog is not None or done:
-        progress = Progress(done_bytes=done, next_gpa=prefix_end,
-                            next_index=prog.next_index if prog else None)
+        progress = Progress(
+            done_bytes=done, next_gpa=prefix_end, next_index=prog.next_index if prog else None
+        )
     status = Status.PARTIAL if done else Status.ERROR
-    return result.model_copy(update={"progress": progress, "status": status,
-                                     "changed": changes})
+    return result.model_copy(update={"progress": progress, "status": status, "changed": changes})
 
 
 def with_owners(runs: list[MemoryRun], ownership: Ownership) -> list[MemoryRun]:
@@ -213,7 +245,10 @@ def with_owners(runs: list[MemoryRun], ownership: Ownership) -> list[MemoryRun]:
             while oe <= start:
                 _os, oe, ov = next(owners)
             end = min(run.end, oe)
-            out.append(fast_run(dict(run.__dict__, start=start, end=end, owner=ov.owner,
-                                     assigned=ov.assigned)))
+            out.append(
+                fast_run(
+                    dict(run.__dict__, start=start, end=end, owner=ov.owner, assigned=ov.assigned)
+                )
+            )
             start = end
     return out

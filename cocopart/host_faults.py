@@ -71,11 +71,9 @@ class HostFaultScenario(str, Enum):
 
 
 _TITLES = {
-    HostFaultScenario.FORGOTTEN_SHARE:
-        "(a) a buggy guest forgets to share a page it uses for device DMA",
-    HostFaultScenario.CONVERT_UNDER_EMULATION:
-        "(b) a malicious guest converts a page to private while a host process emulates a "
-        "device on it",
+    HostFaultScenario.FORGOTTEN_SHARE: "(a) a buggy guest forgets to share a page it uses for device DMA",
+    HostFaultScenario.CONVERT_UNDER_EMULATION: "(b) a malicious guest converts a page to private while a host process emulates a "
+    "device on it",
     HostFaultScenario.KEXEC: "(c) kexec on the host with guests' private pages still private",
 }
 
@@ -90,8 +88,11 @@ class Emulator(str, Enum):
 
     @property
     def accessor(self) -> HostAccessor:
-        return HostAccessor.USER if self in (Emulator.VMM, Emulator.HOST_DAEMON) \
+        return (
+            HostAccessor.USER
+            if self in (Emulator.VMM, Emulator.HOST_DAEMON)
             else HostAccessor.KERNEL
+        )
 
 
 class HostAccessor(str, Enum):
@@ -118,15 +119,20 @@ class ScenarioSetup(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     emulator: Emulator | None = Field(
-        default=None, description="Who touches the page; None: the scenario's default.")
+        default=None, description="Who touches the page; None: the scenario's default."
+    )
     other_guests: int = Field(default=2, ge=0, description="Other guests on the same host.")
     guest_terminates_on_error: bool = Field(
-        default=True, description="A guest that detects corrupted private memory logs the "
+        default=True,
+        description="A guest that detects corrupted private memory logs the "
         "error to its owner and terminates (seed 003, Peter Gonda); False: it logs and "
-        "carries on.")
+        "carries on.",
+    )
     platform_errata: frozenset[str] = Field(
-        default=frozenset(), description="Named platform errata a backend knows, e.g. "
-        "'tdx-pw-mce' (the TDX partial-write machine-check erratum).")
+        default=frozenset(),
+        description="Named platform errata a backend knows, e.g. "
+        "'tdx-pw-mce' (the TDX partial-write machine-check erratum).",
+    )
 
     def emulator_for(self, scenario: HostFaultScenario) -> Emulator:
         return self.emulator if self.emulator is not None else DEFAULT_EMULATOR[scenario]
@@ -162,20 +168,24 @@ class FaultOutcome(BaseModel):
     emulator: Emulator
     accessor: HostAccessor
     host_fault: str | None = Field(
-        default=None, description="What the CPU raised on the host, e.g. '#PF (RMP)'.")
+        default=None, description="What the CPU raised on the host, e.g. '#PF (RMP)'."
+    )
     host_panicked: bool = False
     guests: list[str]
     guests_lost: dict[str, str] = Field(default_factory=dict, description="Guest -> why.")
-    processes_killed: dict[str, str] = Field(default_factory=dict,
-                                             description="Host process -> why.")
+    processes_killed: dict[str, str] = Field(
+        default_factory=dict, description="Host process -> why."
+    )
     services_lost: list[str] = Field(default_factory=list)
-    guest_errors: list[str] = Field(default_factory=list,
-                                    description="Errors guests see, 'guestN: ...'.")
+    guest_errors: list[str] = Field(
+        default_factory=list, description="Errors guests see, 'guestN: ...'."
+    )
     data: DataFate
     write_completed: bool = Field(description="The host's write reached memory.")
     steps: list[FaultStep] = Field(default_factory=list)
-    events: list[Event] = Field(default_factory=list,
-                                description="Primitives the machine executed (its trace).")
+    events: list[Event] = Field(
+        default_factory=list, description="Primitives the machine executed (its trace)."
+    )
     rules: list[str] = Field(default_factory=list, description="Modelled rules applied.")
 
     @property
@@ -260,8 +270,12 @@ class OutcomeBuilder:
 
     def process(self) -> str:
         """The host process (or kernel context) of the scenario's emulator."""
-        return {Emulator.VMM: vmm_process(self.guest), Emulator.HOST_DAEMON: HOST_DAEMON,
-                Emulator.KERNEL: "host kernel", Emulator.KVM_CHECKED: "kvm"}[self.emulator]
+        return {
+            Emulator.VMM: vmm_process(self.guest),
+            Emulator.HOST_DAEMON: HOST_DAEMON,
+            Emulator.KERNEL: "host kernel",
+            Emulator.KVM_CHECKED: "kvm",
+        }[self.emulator]
 
     def step(self, actor: str, action: str, result: str = "") -> None:
         self.steps.append(FaultStep(actor=actor, action=action, result=result))
@@ -304,12 +318,25 @@ class OutcomeBuilder:
 
     def build(self, data: DataFate, events: list[Event]) -> FaultOutcome:
         return FaultOutcome(
-            backend=self.backend, policy=self.policy, policy_consulted=self.policy_consulted,
-            scenario=self.scenario, emulator=self.emulator, accessor=self.emulator.accessor,
-            host_fault=self.host_fault, host_panicked=self.panicked, guests=self.guests,
-            guests_lost=self.lost, processes_killed=self.killed, services_lost=self.services,
-            guest_errors=self.errors, data=data, write_completed=self.write_completed,
-            steps=self.steps, events=events, rules=self.rules)
+            backend=self.backend,
+            policy=self.policy,
+            policy_consulted=self.policy_consulted,
+            scenario=self.scenario,
+            emulator=self.emulator,
+            accessor=self.emulator.accessor,
+            host_fault=self.host_fault,
+            host_panicked=self.panicked,
+            guests=self.guests,
+            guests_lost=self.lost,
+            processes_killed=self.killed,
+            services_lost=self.services,
+            guest_errors=self.errors,
+            data=data,
+            write_completed=self.write_completed,
+            steps=self.steps,
+            events=events,
+            rules=self.rules,
+        )
 
 
 @runtime_checkable
@@ -320,21 +347,24 @@ class HostFaultModel(Protocol):
         """Values the backend accepts for option ``host_fault_policy`` (empty: none)."""
         ...
 
-    def host_fault_scenario(self, scenario: HostFaultScenario,
-                            setup: ScenarioSetup) -> FaultOutcome:
+    def host_fault_scenario(
+        self, scenario: HostFaultScenario, setup: ScenarioSetup
+    ) -> FaultOutcome:
         """Run ``scenario`` on this machine under its configured policy."""
         ...
 
 
 def _model(machine: object, backend: str) -> HostFaultModel:
     if not isinstance(machine, HostFaultModel):
-        raise NotSupportedError("host fault scenarios",
-                                f"the {backend} backend does not model host faults")
+        raise NotSupportedError(
+            "host fault scenarios", f"the {backend} backend does not model host faults"
+        )
     return machine
 
 
-def run_host_fault_scenario(partition: Any, scenario: HostFaultScenario | str,
-                            setup: ScenarioSetup | None = None) -> FaultOutcome:
+def run_host_fault_scenario(
+    partition: Any, scenario: HostFaultScenario | str, setup: ScenarioSetup | None = None
+) -> FaultOutcome:
     """Run ``scenario`` on ``partition`` (a :class:`~cocopart.partition.Partition`) under the
     policy its backend options select. The partition's machine state changes."""
     model = _model(partition.machine, partition.backend.name)
@@ -352,19 +382,23 @@ class FaultComparison(BaseModel):
     setup: ScenarioSetup
     outcomes: list[FaultOutcome]
 
-    def find(self, backend: str, scenario: HostFaultScenario | str, policy: str
-             ) -> FaultOutcome:
+    def find(self, backend: str, scenario: HostFaultScenario | str, policy: str) -> FaultOutcome:
         for o in self.outcomes:
             if (o.backend, o.scenario.value, o.policy) == (
-                    backend, HostFaultScenario(scenario).value, policy):
+                backend,
+                HostFaultScenario(scenario).value,
+                policy,
+            ):
                 return o
         raise KeyError((backend, scenario, policy))
 
 
-def compare_host_faults(backends: Iterable[str] | None = None,
-                        scenarios: Iterable[HostFaultScenario] = tuple(HostFaultScenario),
-                        setup: ScenarioSetup | None = None,
-                        config: dict[str, Any] | None = None) -> FaultComparison:
+def compare_host_faults(
+    backends: Iterable[str] | None = None,
+    scenarios: Iterable[HostFaultScenario] = tuple(HostFaultScenario),
+    setup: ScenarioSetup | None = None,
+    config: dict[str, Any] | None = None,
+) -> FaultComparison:
     """Run each scenario on a fresh guest per (backend, policy); default: every installed
     backend."""
     from cocopart.partition import Partition
@@ -377,20 +411,32 @@ def compare_host_faults(backends: Iterable[str] | None = None,
     out: list[FaultOutcome] = []
     for backend in backends:
         probe = Partition(base, backend)
-        policies: tuple[str | None, ...] = _model(probe.machine, backend).host_fault_policies() \
-            or (None,)
+        policies: tuple[str | None, ...] = _model(probe.machine, backend).host_fault_policies() or (
+            None,
+        )
         for scenario in scenarios:
             for policy in policies:
                 cfg = dict(base)
                 if policy is not None:
-                    cfg["backend_options"] = {**base.get("backend_options", {}),
-                                              POLICY_OPTION: policy}
+                    cfg["backend_options"] = {
+                        **base.get("backend_options", {}),
+                        POLICY_OPTION: policy,
+                    }
                 out.append(run_host_fault_scenario(Partition(cfg, backend), scenario, setup))
     return FaultComparison(setup=setup, outcomes=out)
 
 
-HEADERS = ("scenario", "backend", "policy", "host fault", "host", "guests lost",
-           "processes killed", "guest-visible errors", "data")
+HEADERS = (
+    "scenario",
+    "backend",
+    "policy",
+    "host fault",
+    "host",
+    "guests lost",
+    "processes killed",
+    "guest-visible errors",
+    "data",
+)
 
 
 def _lost(o: FaultOutcome) -> str:
@@ -404,9 +450,17 @@ def outcome_row(o: FaultOutcome) -> list[str]:
     errors = "; ".join(o.guest_errors) if o.guest_errors else "none"
     killed = ", ".join(o.processes_killed) if o.processes_killed else "none"
     policy = o.policy if o.policy_consulted else f"{o.policy} (not consulted)"
-    return [o.scenario.value, o.backend, policy, o.host_fault or "none",
-            "panics" if o.host_panicked else "survives", _lost(o), killed, errors,
-            o.data.value]
+    return [
+        o.scenario.value,
+        o.backend,
+        policy,
+        o.host_fault or "none",
+        "panics" if o.host_panicked else "survives",
+        _lost(o),
+        killed,
+        errors,
+        o.data.value,
+    ]
 
 
 def comparison_rows(cmp: FaultComparison) -> tuple[tuple[str, ...], list[list[str]]]:

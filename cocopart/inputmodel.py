@@ -26,8 +26,9 @@ def input_error(model: str, err: ValidationError, source: str | None = None) -> 
     problems = err.errors(include_url=False)
     first = problems[0] if problems else {"loc": (), "msg": str(err)}
     field = ".".join(str(p) for p in first["loc"]) or None
-    return InputError(f"{first['msg']} ({model})", field=field, source=source,
-                      errors=[dict(p) for p in problems])
+    return InputError(
+        f"{first['msg']} ({model})", field=field, source=source, errors=[dict(p) for p in problems]
+    )
 
 
 class InputModel(BaseModel):

@@ -64,8 +64,10 @@ class Delivery(BaseModel):
     layer: str = Field(description="Layer of the vCPU that takes (or would take) it.")
     vcpu: int
     vector: int
-    mechanism: str = Field(default="", description="How it reaches the vCPU, e.g. 'SVSM "
-                           "alternate injection: VMSA EVENTINJ'.")
+    mechanism: str = Field(
+        default="",
+        description="How it reaches the vCPU, e.g. 'SVSM alternate injection: VMSA EVENTINJ'.",
+    )
     reason: str | None = Field(default=None, description="Why it is pending or dropped.")
 
 
@@ -74,12 +76,17 @@ class EoiRecord(BaseModel):
 
     layer: str
     vcpu: int
-    vector: int | None = Field(description="The in-service vector it completed (None: "
-                               "nothing was in service; the EOI is ignored).")
+    vector: int | None = Field(
+        description="The in-service vector it completed (None: "
+        "nothing was in service; the EOI is ignored)."
+    )
     mechanism: str
-    lazy: bool = Field(default=False, description="A lazy EOI: the guest cleared its "
-                       "no_eoi_required flag; the APIC's holder retires the vector at its "
-                       "next evaluation.")
+    lazy: bool = Field(
+        default=False,
+        description="A lazy EOI: the guest cleared its "
+        "no_eoi_required flag; the APIC's holder retires the vector at its "
+        "next evaluation.",
+    )
 
 
 #: Reasons of dropped interrupts (stable strings: tests and tools compare them).
@@ -115,11 +122,25 @@ class InterruptLedger:
         key = (layer, vcpu, vector)
         if key in self.pending:
             self.dropped_count += 1
-            return Delivery(id=ident, status=DeliveryStatus.DROPPED, layer=layer, vcpu=vcpu,
-                            vector=vector, mechanism=mechanism, reason=REASON_COALESCED)
+            return Delivery(
+                id=ident,
+                status=DeliveryStatus.DROPPED,
+                layer=layer,
+                vcpu=vcpu,
+                vector=vector,
+                mechanism=mechanism,
+                reason=REASON_COALESCED,
+            )
         self.pending[key] = ident
-        return Delivery(id=ident, status=DeliveryStatus.PENDING, layer=layer, vcpu=vcpu,
-                        vector=vector, mechanism=mechanism, reason=REASON_BLOCKED)
+        return Delivery(
+            id=ident,
+            status=DeliveryStatus.PENDING,
+            layer=layer,
+            vcpu=vcpu,
+            vector=vector,
+            mechanism=mechanism,
+            reason=REASON_BLOCKED,
+        )
 
     def latch(self, apic: LocalApic, layer: str, vcpu: int, vector: int) -> bool:
         """Set ``vector`` in ``apic``'s IRR; a vector the holder does not accept is dropped."""
@@ -128,18 +149,30 @@ class InterruptLedger:
         self.drop(layer, vcpu, vector, REASON_MASKED)
         return False
 
-    def dropped(self, layer: str, vcpu: int, vector: int, mechanism: str, reason: str
-                ) -> Delivery:
+    def dropped(self, layer: str, vcpu: int, vector: int, mechanism: str, reason: str) -> Delivery:
         """An interrupt the model refuses before it enters any path."""
         self.dropped_count += 1
-        return Delivery(id=self.new_id(), status=DeliveryStatus.DROPPED, layer=layer,
-                        vcpu=vcpu, vector=vector, mechanism=mechanism, reason=reason)
+        return Delivery(
+            id=self.new_id(),
+            status=DeliveryStatus.DROPPED,
+            layer=layer,
+            vcpu=vcpu,
+            vector=vector,
+            mechanism=mechanism,
+            reason=reason,
+        )
 
     def drop(self, layer: str, vcpu: int, vector: int, reason: str) -> Delivery:
         """An interrupt in flight is lost (masked, or at a hand-off)."""
         ident = self.pending.pop((layer, vcpu, vector), None)
-        d = Delivery(id=ident, status=DeliveryStatus.DROPPED, layer=layer, vcpu=vcpu,
-                     vector=vector, reason=reason)
+        d = Delivery(
+            id=ident,
+            status=DeliveryStatus.DROPPED,
+            layer=layer,
+            vcpu=vcpu,
+            vector=vector,
+            reason=reason,
+        )
         self.dropped_count += 1
         if self.keep_log and len(self.lost) < MAX_DELIVERY_LOG:
             self.lost.append(d)
@@ -148,8 +181,14 @@ class InterruptLedger:
     def delivered(self, layer: str, vcpu: int, vector: int, mechanism: str) -> Delivery:
         """``vector`` moved from IRR to ISR at ``layer``/``vcpu``: log it under its id."""
         ident = self.pending.pop((layer, vcpu, vector), None)
-        d = Delivery(id=ident, status=DeliveryStatus.DELIVERED, layer=layer, vcpu=vcpu,
-                     vector=vector, mechanism=mechanism)
+        d = Delivery(
+            id=ident,
+            status=DeliveryStatus.DELIVERED,
+            layer=layer,
+            vcpu=vcpu,
+            vector=vector,
+            mechanism=mechanism,
+        )
         self.delivered_count += 1
         if self.keep_log and len(self.log) < MAX_DELIVERY_LOG:
             self.log.append(d)
@@ -404,11 +443,14 @@ class InterruptDelivery:
             if why:
                 return why
             if op.layer != HOST and (op.layer != op.target or op.target == L1):
-                return (f"{op.layer} cannot raise an interrupt for {op.target}: "
-                        f"{self.RULE_REQUESTERS}")
+                return (
+                    f"{op.layer} cannot raise an interrupt for {op.target}: {self.RULE_REQUESTERS}"
+                )
         if isinstance(op, EndOfInterrupt) and op.layer != op.target:
-            return (f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
-                    "handler on the target vCPU does")
+            return (
+                f"{op.layer} cannot signal end of interrupt for {op.target}: only the "
+                "handler on the target vCPU does"
+            )
         return None
 
     def _result(self, name: str, first: Delivery, **extra: object) -> OperationResult:
@@ -416,8 +458,9 @@ class InterruptDelivery:
 
         mine = next((d for d in self._out if first.id is not None and d.id == first.id), None)
         final = mine or first
-        return OperationResult.success(name, delivery=final.model_dump(mode="json"),
-                                       deliveries=self._deliveries(), **extra)
+        return OperationResult.success(
+            name, delivery=final.model_dump(mode="json"), deliveries=self._deliveries(), **extra
+        )
 
     def inject(self, op: InjectInterrupt) -> OperationResult:
         from cocopart.ops import OperationResult
@@ -430,8 +473,10 @@ class InterruptDelivery:
         target, vcpu, vector = op.target, op.vcpu, op.vector
         mech = self.mechanism(target, vcpu)
         if not self.exists(target, vcpu):
-            return self._result(name, self.ledger.dropped(target, vcpu, vector, mech,
-                                                          self.RULE_NO_VCPU_NO_INTERRUPT))
+            return self._result(
+                name,
+                self.ledger.dropped(target, vcpu, vector, mech, self.RULE_NO_VCPU_NO_INTERRUPT),
+            )
         first = self.ledger.arrive(target, vcpu, vector, mech)
         self._serve(op, first.status is DeliveryStatus.DROPPED)
         return self._result(name, first)
@@ -446,8 +491,9 @@ class InterruptDelivery:
         self._out = []
         rec = self._eoi(op.target, op.vcpu)
         self._after_eoi()
-        return OperationResult.success(name, eoi=rec.model_dump(mode="json"),
-                                       deliveries=self._deliveries())
+        return OperationResult.success(
+            name, eoi=rec.model_dump(mode="json"), deliveries=self._deliveries()
+        )
 
     def _eoi_common(self, layer: str, vcpu: int) -> EoiRecord | int:
         """The EOI steps every mode shares: nothing to complete for ``l1`` (its handler ran
@@ -455,20 +501,33 @@ class InterruptDelivery:
         no_eoi_required: no exit). Returns the record, or the in-service vector the backend's
         EOI path completes."""
         if layer == L1:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None, mechanism=f"nothing in "
-                             f"service: {self.RULE_L1_HANDLER_RUNS_TO_COMPLETION}")
+            return EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=None,
+                mechanism=f"nothing in service: {self.RULE_L1_HANDLER_RUNS_TO_COMPLETION}",
+            )
         live = self.in_service(layer, vcpu)
         if not live:
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=None,
-                             mechanism="nothing in service: the EOI is ignored")
+            return EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=None,
+                mechanism="nothing in service: the EOI is ignored",
+            )
         top = live.bit_length() - 1
         flag = self.eoi_flag(layer, vcpu)
         lazy = self.lazy.get((layer, vcpu))
         if flag is not None and lazy is not None and lazy.armed and flag.read() == 1:
             flag.write(0)  # the guest clears no_eoi_required: no exit (CS lazy EOI)
             self.trace.record(layer, "EOI.LAZY")
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=top, lazy=True,
-                             mechanism="no_eoi_required cleared (lazy EOI, no exit)")
+            return EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                lazy=True,
+                mechanism="no_eoi_required cleared (lazy EOI, no exit)",
+            )
         return top
 
     # -- the APIC protocol (alternate mode) -----------------------------------------------------
@@ -478,11 +537,16 @@ class InterruptDelivery:
         from cocopart.apic import ICR
         from cocopart.protocol.ids import ApicCall, ProtocolId, result_name
 
-        out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER, ICR,
-                                 fixed_ipi_icr(dest, vector))
+        out = self.m.client.call(
+            layer, 0, ProtocolId.APIC, ApicCall.WRITE_REGISTER, ICR, fixed_ipi_icr(dest, vector)
+        )
         if not out.ok:
-            self.ledger.drop(layer, dest, vector, f"SVSM_APIC WRITE_REGISTER(ICR) answered "
-                             f"{result_name(out.code)}")
+            self.ledger.drop(
+                layer,
+                dest,
+                vector,
+                f"SVSM_APIC WRITE_REGISTER(ICR) answered {result_name(out.code)}",
+            )
 
     def _try_register(self, name: str, layer: str) -> OperationResult:
         """Entering alternate = registering through the APIC protocol; refused unless the
@@ -493,13 +557,19 @@ class InterruptDelivery:
 
         if layer == L1:
             return OperationResult.not_supported(
-                name, f"{self.mode.value} -> alternate: {self.RULE_ALTERNATE_NOT_REENTERED}")
-        out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                 CONFIGURE_REGISTER)
-        return OperationResult.failure(name, ArchError(
-            vendor=self.VENDOR, mnemonic="SVSM_APIC_CONFIGURE(register)", code=out.code,
-            message=f"{self.PROTOCOL_HOLDER} answered {result_name(out.code)}: "
-            f"{self.RULE_ALTERNATE_NOT_REENTERED}."))
+                name, f"{self.mode.value} -> alternate: {self.RULE_ALTERNATE_NOT_REENTERED}"
+            )
+        out = self.m.client.call(layer, 0, ProtocolId.APIC, ApicCall.CONFIGURE, CONFIGURE_REGISTER)
+        return OperationResult.failure(
+            name,
+            ArchError(
+                vendor=self.VENDOR,
+                mnemonic="SVSM_APIC_CONFIGURE(register)",
+                code=out.code,
+                message=f"{self.PROTOCOL_HOLDER} answered {result_name(out.code)}: "
+                f"{self.RULE_ALTERNATE_NOT_REENTERED}.",
+            ),
+        )
 
     def _deregister(self, layer: str) -> None:
         """The seed's hand-off from a workload: deregister on its BSP, refresh on every other
@@ -526,8 +596,13 @@ class InterruptDelivery:
             return None
         key = (layer, vcpu)
         apic = self.apics.get(key)
-        if apic is None or apic.irr or not apic.allowed >> vector & 1 \
-                or not self.exists(layer, vcpu) or not self._runs_now(layer, vcpu):
+        if (
+            apic is None
+            or apic.irr
+            or not apic.allowed >> vector & 1
+            or not self.exists(layer, vcpu)
+            or not self._runs_now(layer, vcpu)
+        ):
             return None
         mode = self.effective(layer, vcpu)
         lazy = self.lazy.get(key)
@@ -542,8 +617,7 @@ class InterruptDelivery:
             return None
         return (mode, layer, armed)
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
-                    ) -> Hashable | None:
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> Hashable | None:
         """The state change of one faithful cycle for ``key`` (see :meth:`cycle_key`): a
         lazily EOI'd vector retired, ``vector`` delivered and completed — lazily where the
         mode has a no_eoi_required byte, so it stays in ISR with the lazy EOI taken, exactly
@@ -577,11 +651,9 @@ class CycleFastPath(Protocol):
     faithful cycle would for that key (APIC, lazy EOI, ledger) and returns the shape key
     after the cycle, or None when it cannot (the caller then runs the cycle faithfully)."""
 
-    def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None:
-        ...
+    def cycle_key(self, requester: str, layer: str, vcpu: int, vector: int) -> Hashable | None: ...
 
-    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int
-                    ) -> Hashable | None: ...
+    def apply_cycle(self, key: Hashable, layer: str, vcpu: int, vector: int) -> Hashable | None: ...
 
 
 class StreamResult(BaseModel):
@@ -590,9 +662,12 @@ class StreamResult(BaseModel):
     injected: int = 0
     delivered: int = 0
     dropped: int = 0
-    faithful_cycles: int = Field(default=0, description="Cycles executed primitive by "
-                                 "primitive (the first of each state shape, and any that "
-                                 "could not be repeated).")
+    faithful_cycles: int = Field(
+        default=0,
+        description="Cycles executed primitive by "
+        "primitive (the first of each state shape, and any that "
+        "could not be repeated).",
+    )
     repeated_cycles: int = 0
     primitives: int = 0
     world_switches: int = 0
@@ -612,8 +687,9 @@ def _replay(trace: Trace, recipe: Recipe, times: int) -> None:
             trace.switch(key.source, key.dest, key.mechanism, count * times)
 
 
-def run_stream(machine: Machine, items: Iterable[tuple[str, int, int]], *, requester: str,
-               costs: CostTable) -> StreamResult:
+def run_stream(
+    machine: Machine, items: Iterable[tuple[str, int, int]], *, requester: str, costs: CostTable
+) -> StreamResult:
     """Inject every ``(target layer, vCPU, vector)`` from ``requester`` and complete it with
     the target's EOI. Each cycle is counted in ``machine.trace``: the first cycle of every
     state shape runs faithfully (its trace delta becomes the shape's recipe), later cycles of
@@ -651,8 +727,9 @@ def run_stream(machine: Machine, items: Iterable[tuple[str, int, int]], *, reque
                     continue
         steady.clear()
         before = trace.mark()
-        r = machine.execute(InjectInterrupt(layer=requester, target=layer, vcpu=vcpu,
-                                            vector=vector))
+        r = machine.execute(
+            InjectInterrupt(layer=requester, target=layer, vcpu=vcpu, vector=vector)
+        )
         d = r.data.get("delivery") or {}
         faithful += 1
         if r.status is Status.NOT_SUPPORTED:
@@ -665,13 +742,22 @@ def run_stream(machine: Machine, items: Iterable[tuple[str, int, int]], *, reque
             continue
         machine.execute(EndOfInterrupt(layer=layer, target=layer, vcpu=vcpu))
         delivered += 1
-        if key is not None and key not in recipes \
-                and d.get("status") == DeliveryStatus.DELIVERED.value:
+        if (
+            key is not None
+            and key not in recipes
+            and d.get("status") == DeliveryStatus.DELIVERED.value
+        ):
             recipes[key] = trace.since(before).entries
     for key, n in repeats.items():
         _replay(trace, recipes[key], n)
     delta = trace.since(mark)
-    return StreamResult(injected=injected, delivered=delivered + repeated, dropped=dropped,
-                        faithful_cycles=faithful, repeated_cycles=repeated,
-                        primitives=delta.total_primitives, world_switches=delta.total_switches,
-                        estimated_ns=costs.estimate(delta))
+    return StreamResult(
+        injected=injected,
+        delivered=delivered + repeated,
+        dropped=dropped,
+        faithful_cycles=faithful,
+        repeated_cycles=repeated,
+        primitives=delta.total_primitives,
+        world_switches=delta.total_switches,
+        estimated_ns=costs.estimate(delta),
+    )

@@ -58,8 +58,11 @@ class LayerNode(BaseModel):
         the ``@self`` suffix (e.g. TDX L1's ``attest-hardware@self``: only L1 may call
         TDG.MR.REPORT, so it is no provider for its L2s)."""
         base = capability.split(":")[0]
-        return self.holds(capability) or f"{capability}@self" in self.capabilities \
+        return (
+            self.holds(capability)
+            or f"{capability}@self" in self.capabilities
             or f"{base}:*@self" in self.capabilities
+        )
 
 
 class Edge(BaseModel):
@@ -110,19 +113,23 @@ class LayerGraph:
         self._index[layer.name] = self._g.add_node(node)
         self._routes.clear()
 
-    def add_edge(self, source: str, dest: str, kind: EdgeKind, mechanism: str,
-                 cost_ns: float = 0.0) -> None:
-        self._g.add_edge(self._idx(source), self._idx(dest),
-                         Edge(source=source, dest=dest, kind=kind, mechanism=mechanism,
-                              cost_ns=cost_ns))
+    def add_edge(
+        self, source: str, dest: str, kind: EdgeKind, mechanism: str, cost_ns: float = 0.0
+    ) -> None:
+        self._g.add_edge(
+            self._idx(source),
+            self._idx(dest),
+            Edge(source=source, dest=dest, kind=kind, mechanism=mechanism, cost_ns=cost_ns),
+        )
         self._routes.clear()
 
     def _idx(self, name: str) -> int:
         try:
             return self._index[name]
         except KeyError:
-            raise KeyError(f"no layer '{name}' in the graph (layers: "
-                           f"{', '.join(self._index)})") from None
+            raise KeyError(
+                f"no layer '{name}' in the graph (layers: {', '.join(self._index)})"
+            ) from None
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -166,8 +173,14 @@ class LayerGraph:
     def _resolve(self, capability: str, source: str) -> Route:
         src = self._idx(source)
         if self._g[src].holds_for_itself(capability):
-            return Route(capability=capability, source=source, provider=source,
-                         path=[source], edges=[], cost_ns=0.0)
+            return Route(
+                capability=capability,
+                source=source,
+                provider=source,
+                path=[source],
+                edges=[],
+                cost_ns=0.0,
+            )
 
         def weight(e: Edge) -> float:
             # non-routing edges are made unusable; a tiny epsilon prefers fewer hops on ties
@@ -177,18 +190,28 @@ class LayerGraph:
         lengths = rx.dijkstra_shortest_path_lengths(self._g, src, edge_cost_fn=weight)
         best: tuple[float, int] | None = None
         for target, length in lengths.items():
-            if length != float("inf") and self._g[target].holds(capability) \
-                    and (best is None or length < best[0]):
+            if (
+                length != float("inf")
+                and self._g[target].holds(capability)
+                and (best is None or length < best[0])
+            ):
                 best = (length, target)
         if best is None:
             raise NotSupportedError(
                 f"'{capability}' from {source}",
-                f"no layer reachable from {source} holds the capability")
+                f"no layer reachable from {source} holds the capability",
+            )
         nodes = list(paths[best[1]])
         edges = [self._cheapest_edge(a, b) for a, b in pairwise(nodes)]
         names = [self._g[i].layer.name for i in nodes]
-        return Route(capability=capability, source=source, provider=names[-1], path=names,
-                     edges=edges, cost_ns=sum(e.cost_ns for e in edges))
+        return Route(
+            capability=capability,
+            source=source,
+            provider=names[-1],
+            path=names,
+            edges=edges,
+            cost_ns=sum(e.cost_ns for e in edges),
+        )
 
     def _cheapest_edge(self, a: int, b: int) -> Edge:
         cands = [e for e in self._g.get_all_edge_data(a, b) if e.kind in ROUTING_KINDS]
@@ -208,8 +231,7 @@ class LayerGraph:
         return sorted(self._g[inverse[i]].layer.name for i in reach)
 
     def holders(self, capability: str) -> list[str]:
-        return [self._g[i].layer.name for i in self._index.values()
-                if self._g[i].holds(capability)]
+        return [self._g[i].layer.name for i in self._index.values() if self._g[i].holds(capability)]
 
     # -- export ----------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -222,16 +244,22 @@ class LayerGraph:
         return json.dumps(self.to_json(), indent=2)
 
     def to_dot(self, title: str = "layers") -> str:
-        styles = {EdgeKind.CALL: "solid", EdgeKind.WORLD_SWITCH: "bold",
-                  EdgeKind.MEMORY_CONTROL: "dashed", EdgeKind.TRUST: "dotted"}
-        lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [shape=box, style=rounded];']
+        styles = {
+            EdgeKind.CALL: "solid",
+            EdgeKind.WORLD_SWITCH: "bold",
+            EdgeKind.MEMORY_CONTROL: "dashed",
+            EdgeKind.TRUST: "dotted",
+        }
+        lines = [f'digraph "{title}" {{', "  rankdir=TB;", "  node [shape=box, style=rounded];"]
         for i in self._index.values():
             n: LayerNode = self._g[i]
             label = f"{n.layer.name}\\n{n.layer.vendor_name}"
             lines.append(f'  "{n.layer.name}" [label="{label}"];')
         for e in self._g.edges():
             cost = f" ({e.cost_ns / 1000:.1f} us)" if e.cost_ns else ""
-            lines.append(f'  "{e.source}" -> "{e.dest}" [label="{e.mechanism}{cost}", '
-                         f'style={styles[e.kind]}];')
+            lines.append(
+                f'  "{e.source}" -> "{e.dest}" [label="{e.mechanism}{cost}", '
+                f"style={styles[e.kind]}];"
+            )
         lines.append("}")
         return "\n".join(lines)

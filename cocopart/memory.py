@@ -46,7 +46,7 @@ class GuestMemory:
             pfn, off = gpa >> 12, gpa & PAGE_MASK
             take = min(n, PAGE_4K - off)
             page = self._pages.get(pfn)
-            out += page[off:off + take] if page is not None else bytes(take)
+            out += page[off : off + take] if page is not None else bytes(take)
             gpa += take
             n -= take
         return bytes(out)
@@ -60,7 +60,7 @@ class GuestMemory:
             page = self._pages.get(pfn)
             if page is None:
                 page = self._pages[pfn] = bytearray(PAGE_4K)
-            page[off:off + take] = data[pos:pos + take]
+            page[off : off + take] = data[pos : pos + take]
             gpa += take
             pos += take
 

@@ -40,7 +40,8 @@ def parse_size(value: Any) -> int:
     """Parse ``4096``, ``"64GiB"``, ``"2M"`` or ``"1 TiB"`` into bytes."""
     if isinstance(value, bool):
         raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
-            "a size must be a number of bytes or a string like '64GiB'")
+            "a size must be a number of bytes or a string like '64GiB'"
+        )
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -116,9 +117,15 @@ class Access(IntFlag):
             text = value.strip().lower()
             if text in ("", "none", "-"):
                 return cls.NONE
-            words = {"read": cls.READ, "write": cls.WRITE, "user-exec": cls.USER_EXEC,
-                     "supervisor-exec": cls.SUPERVISOR_EXEC, "exec": cls.USER_EXEC
-                     | cls.SUPERVISOR_EXEC, "rwx": cls.RWX, "rw": cls.RW}
+            words = {
+                "read": cls.READ,
+                "write": cls.WRITE,
+                "user-exec": cls.USER_EXEC,
+                "supervisor-exec": cls.SUPERVISOR_EXEC,
+                "exec": cls.USER_EXEC | cls.SUPERVISOR_EXEC,
+                "rwx": cls.RWX,
+                "rw": cls.RW,
+            }
             if "," in text or text in words:
                 acc = cls.NONE
                 for w in (t.strip() for t in text.split(",")):
@@ -127,8 +134,13 @@ class Access(IntFlag):
                     acc |= words[w]
                 return acc
             acc = cls.NONE
-            letters = {"r": cls.READ, "w": cls.WRITE, "u": cls.USER_EXEC,
-                       "s": cls.SUPERVISOR_EXEC, "x": cls.USER_EXEC | cls.SUPERVISOR_EXEC}
+            letters = {
+                "r": cls.READ,
+                "w": cls.WRITE,
+                "u": cls.USER_EXEC,
+                "s": cls.SUPERVISOR_EXEC,
+                "x": cls.USER_EXEC | cls.SUPERVISOR_EXEC,
+            }
             for ch in text:
                 if ch == "-":
                     continue
@@ -139,9 +151,15 @@ class Access(IntFlag):
         raise ValueError(f"cannot read access from {value!r}")
 
     def short(self) -> str:
-        return "".join(c if self & f else "-" for c, f in (
-            ("r", Access.READ), ("w", Access.WRITE), ("u", Access.USER_EXEC),
-            ("s", Access.SUPERVISOR_EXEC)))
+        return "".join(
+            c if self & f else "-"
+            for c, f in (
+                ("r", Access.READ),
+                ("w", Access.WRITE),
+                ("u", Access.USER_EXEC),
+                ("s", Access.SUPERVISOR_EXEC),
+            )
+        )
 
 
 AccessField = Annotated[Access, BeforeValidator(Access.parse)]
@@ -179,7 +197,8 @@ class GpaRange(InputModel):
         """Raise ``ValueError`` unless the range lies inside guest memory."""
         if self.end > memory_size:
             raise ValueError(
-                f"range {self} ends at {self.end:#x}, beyond guest memory ({memory_size:#x})")
+                f"range {self} ends at {self.end:#x}, beyond guest memory ({memory_size:#x})"
+            )
 
     def overlaps(self, other: GpaRange) -> bool:
         return self.start < other.end and other.start < self.end
@@ -188,8 +207,11 @@ class GpaRange(InputModel):
         """Split into runs ``(start, page_size, count)`` using the largest aligned pages up to
         ``largest``: a 4K head up to the first boundary, large pages, a 4K tail. At most
         five runs for any range; never one object per page."""
-        sizes = [ps for ps in (PageSize.SIZE_1G, PageSize.SIZE_2M, PageSize.SIZE_4K)
-                 if ps.bytes <= largest.bytes]
+        sizes = [
+            ps
+            for ps in (PageSize.SIZE_1G, PageSize.SIZE_2M, PageSize.SIZE_4K)
+            if ps.bytes <= largest.bytes
+        ]
         yield from _split(self.start, self.end, sizes)
 
     def __str__(self) -> str:
@@ -283,38 +305,54 @@ class PartitionConfig(InputModel):
     memory: Size = Field(default=16 * GIB, description="Guest memory in bytes or '64GiB'.")
     vcpus: int = Field(default=1, ge=1, le=MAX_VCPUS, description="vCPUs of the guest.")
     workload_layers: int = Field(
-        default=1, ge=1, le=MAX_WORKLOAD_LAYERS, description="Workload layers l2.1.. served by "
-        "the privileged layer (SNP VMPL1-3, TDX L2 VMs 1-3).")
+        default=1,
+        ge=1,
+        le=MAX_WORKLOAD_LAYERS,
+        description="Workload layers l2.1.. served by "
+        "the privileged layer (SNP VMPL1-3, TDX L2 VMs 1-3).",
+    )
     interrupt_mode: InterruptMode = Field(
-        default=InterruptMode.RESTRICTED, description="How interrupts reach the workload "
-        "layers: direct, restricted, alternate or secure-avic (docs/interrupts.md).")
+        default=InterruptMode.RESTRICTED,
+        description="How interrupts reach the workload "
+        "layers: direct, restricted, alternate or secure-avic (docs/interrupts.md).",
+    )
     strategy: Strategy = Field(
-        default=Strategy.OPTIMAL, description="Plan as Linux does today (linux) or with the "
-        "architectural minimum of calls and switches (optimal).")
-    services: list[str] = Field(default_factory=lambda: ["vtpm"], description="Services of "
-                                "the privileged layer (today: vtpm).")
+        default=Strategy.OPTIMAL,
+        description="Plan as Linux does today (linux) or with the "
+        "architectural minimum of calls and switches (optimal).",
+    )
+    services: list[str] = Field(
+        default_factory=lambda: ["vtpm"],
+        description="Services of the privileged layer (today: vtpm).",
+    )
     seed: str = Field(default="cocopart", description="Seed for simulated keys and roots.")
     backend_options: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the backend this configuration is "
-        "handed to (each backend documents and validates its own).")
+        default_factory=dict,
+        description="Options of the backend this configuration is "
+        "handed to (each backend documents and validates its own).",
+    )
     attest_requester_entry: bool = Field(
         default=False,
         description="cocopart extension: the privileged layer's services manifest "
         "(SVSM_ATTEST_SERVICES) names the layer that asked, so its evidence speaks for that "
         "layer. Off by default: the manifest is the services' GUID table only, as COCONUT "
-        "emits it, and service evidence speaks for the privileged layer.")
+        "emits it, and service evidence speaks for the privileged layer.",
+    )
     memory_map: dict[LayerName, list[GpaRange]] = Field(
         default_factory=dict,
         description="Guest RAM assigned to each workload layer for good (docs/authority.md). "
         "RAM not listed is l1's pool: the first workload that validates a pool page owns it "
-        "until it rescinds or shares it.")
+        "until it rescinds or shares it.",
+    )
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, v: int) -> int:
         if v < MIN_MEMORY or v > MAX_MEMORY:
-            raise ValueError(f"memory must be between {format_size(MIN_MEMORY)} and "
-                             f"{format_size(MAX_MEMORY)}, not {v}")
+            raise ValueError(
+                f"memory must be between {format_size(MIN_MEMORY)} and "
+                f"{format_size(MAX_MEMORY)}, not {v}"
+            )
         if v % PAGE_4K:
             raise ValueError(f"memory {v} must be a multiple of 4 KiB")
         return v
@@ -336,16 +374,21 @@ class PartitionConfig(InputModel):
         seen: list[tuple[GpaRange, str]] = []
         for layer, ranges in self.memory_map.items():
             if layer not in layers:
-                raise ValueError(f"memory_map names {layer}, which is not a workload layer of "
-                                 f"this guest ({', '.join(layers)})")
+                raise ValueError(
+                    f"memory_map names {layer}, which is not a workload layer of "
+                    f"this guest ({', '.join(layers)})"
+                )
             for r in ranges:
                 if r.end > self.memory:
-                    raise ValueError(f"memory_map range {r} of {layer} ends beyond guest RAM "
-                                     f"({format_size(self.memory)})")
+                    raise ValueError(
+                        f"memory_map range {r} of {layer} ends beyond guest RAM "
+                        f"({format_size(self.memory)})"
+                    )
                 for other, who in seen:
                     if r.overlaps(other):
-                        raise ValueError(f"memory_map range {r} of {layer} overlaps {other} "
-                                         f"of {who}")
+                        raise ValueError(
+                            f"memory_map range {r} of {layer} overlaps {other} of {who}"
+                        )
                 seen.append((r, layer))
         return self
 

@@ -61,7 +61,8 @@ class ValidatePages(_Op):
     op: Literal["validate"] = "validate"
     range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
     page_size: PageSize | None = Field(
-        default=None, description="Force this page size; default: the largest that fits.")
+        default=None, description="Force this page size; default: the largest that fits."
+    )
 
     CAPABILITY: ClassVar[Capability] = Capability.VALIDATE
 
@@ -80,8 +81,9 @@ class ConvertPages(_Op):
 
     op: Literal["convert"] = "convert"
     range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
-    to: Literal["shared", "private"] = Field(description="Make the pages shared with the host, "
-                                             "or private again.")
+    to: Literal["shared", "private"] = Field(
+        description="Make the pages shared with the host, or private again."
+    )
 
     CAPABILITY: ClassVar[Capability] = Capability.CONVERT
 
@@ -92,9 +94,11 @@ class SetAccess(_Op):
     op: Literal["set-access"] = "set-access"
     range: GpaRange = Field(description="Guest-physical pages: { start, size }, 4 KiB aligned.")
     target: LayerName = Field(description="The layer whose access changes.")
-    access: AccessField = Field(description="What target may do on those pages: letters r "
-                                "(read), w (write), u (user execute), s (supervisor execute), x "
-                                "(both executes), e.g. 'rw'; or 'none'.")
+    access: AccessField = Field(
+        description="What target may do on those pages: letters r "
+        "(read), w (write), u (user execute), s (supervisor execute), x "
+        "(both executes), e.g. 'rw'; or 'none'."
+    )
 
     CAPABILITY: ClassVar[Capability] = Capability.SET_ACCESS
 
@@ -136,10 +140,13 @@ class Attest(_Op):
     op: Literal["attest"] = "attest"
     report_data: bytes = Field(
         description="Up to 64 bytes bound into the evidence, zero-padded to 64 (hex text "
-        "accepted). Required; null means 64 zero bytes, chosen explicitly.")
+        "accepted). Required; null means 64 zero bytes, chosen explicitly."
+    )
     source: Literal["hardware", "service"] = Field(
-        default="service", description="hardware: the hardware's report for the layer; "
-        "service: the privileged layer's attestation service.")
+        default="service",
+        description="hardware: the hardware's report for the layer; "
+        "service: the privileged layer's attestation service.",
+    )
     service: str | None = Field(default=None, description="One service (e.g. 'vtpm') or all.")
 
     @field_validator("report_data", mode="before")
@@ -151,7 +158,8 @@ class Attest(_Op):
             v = bytes.fromhex(v)
         if not isinstance(v, (bytes, bytearray)):
             raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
-                "report_data must be bytes, a hex string, or None for 64 zero bytes")
+                "report_data must be bytes, a hex string, or None for 64 zero bytes"
+            )
         if len(v) > 64:
             raise ValueError(f"report_data is {len(v)} bytes; at most 64")
         return bytes(v).ljust(64, b"\0")
@@ -212,12 +220,14 @@ class ConfigureInterrupts(_Op):
 class ExtendMeasurement(_Op):
     """Extend runtime measurement register ``register`` with a SHA-384 ``digest``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True,
-                              ser_json_bytes="hex")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, ser_json_bytes="hex"
+    )
 
     op: Literal["extend-measurement"] = "extend-measurement"
-    index: int = Field(ge=0, le=23, alias="register",
-                       description="Register: TDX RTMR 0-3; vTPM PCR 0-23.")
+    index: int = Field(
+        ge=0, le=23, alias="register", description="Register: TDX RTMR 0-3; vTPM PCR 0-23."
+    )
     digest: bytes = Field(description="48 bytes (SHA-384); hex in files.")
 
     @field_validator("digest", mode="before")
@@ -233,14 +243,33 @@ class ExtendMeasurement(_Op):
 
 
 Operation = Annotated[
-    ValidatePages | RescindPages | ConvertPages | SetAccess | CreateVcpu | DeleteVcpu | Attest
-    | InjectInterrupt | EndOfInterrupt | ConfigureInterrupts | ExtendMeasurement,
+    ValidatePages
+    | RescindPages
+    | ConvertPages
+    | SetAccess
+    | CreateVcpu
+    | DeleteVcpu
+    | Attest
+    | InjectInterrupt
+    | EndOfInterrupt
+    | ConfigureInterrupts
+    | ExtendMeasurement,
     Field(discriminator="op"),
 ]
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
-OPERATION_TYPES = (ValidatePages, RescindPages, ConvertPages, SetAccess, CreateVcpu, DeleteVcpu,
-                   Attest, InjectInterrupt, EndOfInterrupt, ConfigureInterrupts,
-                   ExtendMeasurement)
+OPERATION_TYPES = (
+    ValidatePages,
+    RescindPages,
+    ConvertPages,
+    SetAccess,
+    CreateVcpu,
+    DeleteVcpu,
+    Attest,
+    InjectInterrupt,
+    EndOfInterrupt,
+    ConfigureInterrupts,
+    ExtendMeasurement,
+)
 
 
 def parse_operation(data: Any) -> Operation:
@@ -313,8 +342,10 @@ class OperationResult(BaseModel):
     estimated_ns: float = 0.0
     data: dict[str, Any] = Field(default_factory=dict)
     changed: list[StateChange] = Field(
-        default_factory=list, description="State changes outside the done prefix of a "
-        "partial or failed operation (empty when it changed nothing else).")
+        default_factory=list,
+        description="State changes outside the done prefix of a "
+        "partial or failed operation (empty when it changed nothing else).",
+    )
 
     @property
     def ok(self) -> bool:
@@ -329,7 +360,10 @@ class OperationResult(BaseModel):
         return cls(operation=op, status=Status.NOT_SUPPORTED, reason=reason)
 
     @classmethod
-    def failure(cls, op: str, error: ArchError, progress: Progress | None = None) -> OperationResult:
+    def failure(
+        cls, op: str, error: ArchError, progress: Progress | None = None
+    ) -> OperationResult:
         status = Status.PARTIAL if progress and progress.done_bytes else Status.ERROR
-        return cls(operation=op, status=status, error=error, progress=progress,
-                   reason=error.message)
+        return cls(
+            operation=op, status=status, error=error, progress=progress, reason=error.message
+        )

@@ -48,8 +48,9 @@ class Plan(BaseModel):
     estimated_ns: float
 
 
-def config_from(data: PartitionConfig | dict[str, Any], source: str | None = None
-                ) -> PartitionConfig:
+def config_from(
+    data: PartitionConfig | dict[str, Any], source: str | None = None
+) -> PartitionConfig:
     """Validate a configuration; errors name the field."""
     if isinstance(data, PartitionConfig):
         return data
@@ -58,8 +59,7 @@ def config_from(data: PartitionConfig | dict[str, Any], source: str | None = Non
     except InputError as err:
         if source is None:
             raise
-        raise InputError(err.message, field=err.field, source=source, errors=err.errors
-                         ) from None
+        raise InputError(err.message, field=err.field, source=source, errors=err.errors) from None
 
 
 def operation_from(op: Any) -> Operation:
@@ -68,8 +68,11 @@ def operation_from(op: Any) -> Operation:
     if isinstance(op, OPERATION_TYPES):
         return op
     if not isinstance(op, dict):
-        raise ConfigError(f"an operation must be one of the cocopart.ops operations or a dict "
-                          f"with an 'op' key, not {type(op).__name__}", field="op")
+        raise ConfigError(
+            f"an operation must be one of the cocopart.ops operations or a dict "
+            f"with an 'op' key, not {type(op).__name__}",
+            field="op",
+        )
     try:
         return parse_operation(op)
     except InputError as err:
@@ -91,9 +94,14 @@ class Partition:
     the constructor, :meth:`run` and :meth:`plan`.
     """
 
-    def __init__(self, config: PartitionConfig | dict[str, Any],
-                 backend: str | Backend, *, costs: CostTable | Path | None = None,
-                 history_limit: int = HISTORY_LIMIT) -> None:
+    def __init__(
+        self,
+        config: PartitionConfig | dict[str, Any],
+        backend: str | Backend,
+        *,
+        costs: CostTable | Path | None = None,
+        history_limit: int = HISTORY_LIMIT,
+    ) -> None:
         self.config = config_from(config)
         self.backend = load_backend(backend) if isinstance(backend, str) else backend
         try:
@@ -111,8 +119,7 @@ class Partition:
             raise
         except ValidationError as err:
             first = err.errors()[0]
-            raise ConfigError(first["msg"], field=".".join(str(p) for p in first["loc"])
-                              ) from err
+            raise ConfigError(first["msg"], field=".".join(str(p) for p in first["loc"])) from err
         except Exception as err:
             raise InternalError(f"creating a guest on {self.backend.name}", err) from err
         self._lock = threading.RLock()
@@ -143,9 +150,11 @@ class Partition:
         operation = operation_from(op)
         with self._lock:
             if operation.layer not in self.graph:
-                raise ConfigError(f"no layer '{operation.layer}' in this guest (layers: "
-                                  f"{', '.join(l.name for l in self.graph.layers)})",
-                                  field="layer")
+                raise ConfigError(
+                    f"no layer '{operation.layer}' in this guest (layers: "
+                    f"{', '.join(l.name for l in self.graph.layers)})",
+                    field="layer",
+                )
             check_bounds(operation, self.config)
             before = self._view_of(operation)
             refused = authorize(operation, self.machine, before)
@@ -160,24 +169,30 @@ class Partition:
                     raise
                 except Exception as err:
                     raise InternalError(f"running {operation.describe()}", err) from err
-                result = settle(operation, result, before, self._view_of(operation),
-                                self.machine)
+                result = settle(operation, result, before, self._view_of(operation), self.machine)
             delta = self.trace.since(mark)
             data = {**result.data, "route": route.describe() if route else None}
             if result.ok:
-                mismatch = route_mismatch(route, {(k.source, k.dest) for k in delta.switches},
-                                          bool(delta.total_primitives or delta.total_switches))
+                mismatch = route_mismatch(
+                    route,
+                    {(k.source, k.dest) for k in delta.switches},
+                    bool(delta.total_primitives or delta.total_switches),
+                )
                 if mismatch is not None:
                     if self.route_check == "raise":
-                        raise InternalError(f"checking {operation.describe()} against its "
-                                            "route", AssertionError(mismatch))
+                        raise InternalError(
+                            f"checking {operation.describe()} against its route",
+                            AssertionError(mismatch),
+                        )
                     data["route_mismatch"] = mismatch
-            result = result.model_copy(update={
-                "primitives": delta.total_primitives,
-                "world_switches": delta.total_switches,
-                "estimated_ns": self.costs.estimate(delta),
-                "data": data,
-            })
+            result = result.model_copy(
+                update={
+                    "primitives": delta.total_primitives,
+                    "world_switches": delta.total_switches,
+                    "estimated_ns": self.costs.estimate(delta),
+                    "data": data,
+                }
+            )
             self.history.append(result)
             self.totals[result.status.value] += 1
             return result
@@ -191,8 +206,9 @@ class Partition:
     def run_all(self, ops: Iterable[Operation | dict[str, Any]]) -> list[OperationResult]:
         return [self.run(op) for op in ops]
 
-    def inject_many(self, items: Iterable[tuple[str, int, int]], *, requester: str = "host"
-                    ) -> StreamResult:
+    def inject_many(
+        self, items: Iterable[tuple[str, int, int]], *, requester: str = "host"
+    ) -> StreamResult:
         """Inject every ``(target layer, vCPU, vector)`` from ``requester`` and complete each
         with the target's EOI, as a batch: every interrupt goes through the model's delivery
         semantics and is counted in the trace, but each state shape's primitive sequence is
@@ -223,9 +239,14 @@ class Partition:
                 probe.record(e.issuer, e.mnemonic, e.target, e.result, e.count)
             else:
                 probe.switch(e.issuer, e.target, e.mnemonic, e.count)
-        return Plan(operation=operation.describe(), route=self.route(operation), events=events,
-                    primitives=probe.total_primitives, world_switches=probe.total_switches,
-                    estimated_ns=self.costs.estimate(probe))
+        return Plan(
+            operation=operation.describe(),
+            route=self.route(operation),
+            events=events,
+            primitives=probe.total_primitives,
+            world_switches=probe.total_switches,
+            estimated_ns=self.costs.estimate(probe),
+        )
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -243,8 +264,11 @@ class Partition:
         total = self.machine.layout.total
         stop = self.config.memory if end is None else end
         if not 0 <= start <= stop <= total:
-            raise ConfigError(f"[{start:#x}, {stop:#x}) is not a range of this guest's "
-                              f"physical space [0, {total:#x})", field="range")
+            raise ConfigError(
+                f"[{start:#x}, {stop:#x}) is not a range of this guest's "
+                f"physical space [0, {total:#x})",
+                field="range",
+            )
         with self._lock:
             runs = self.machine.memory_view(start, end)
             return with_owners(runs, self.machine.ownership)

@@ -25,8 +25,11 @@ class HardwareEvidence(BaseModel):
 
     raw: bytes
     certificates: list[bytes] = Field(default_factory=list)
-    cert_table: bytes = Field(default=b"", description="Certificates as the vendor's table "
-                              "layout for the guest's certificate buffer (SNP GUID table).")
+    cert_table: bytes = Field(
+        default=b"",
+        description="Certificates as the vendor's table "
+        "layout for the guest's certificate buffer (SNP GUID table).",
+    )
     format: str
 
 
@@ -52,18 +55,21 @@ class PrivilegedPlatform(ABC):
         do there without the privileged layer. Used to refuse confused-deputy buffers."""
 
     @abstractmethod
-    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                       ignore_unchanged: bool) -> PageOpResult:
+    def validate_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         """Make the pages private-and-usable and grant ``layer`` full access."""
 
     @abstractmethod
-    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                      ignore_unchanged: bool) -> PageOpResult:
+    def rescind_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         """Revoke every workload layer's access and un-validate the pages."""
 
     @abstractmethod
-    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
-                   access: Access) -> PageOpResult:
+    def set_access(
+        self, target: str, gpa: int, page_bytes: int, count: int, access: Access
+    ) -> PageOpResult:
         """Set what workload layer ``target`` may do with the pages."""
 
     @abstractmethod

@@ -154,7 +154,7 @@ class RangeMap(Generic[V]):
             j = bisect_right(K[b1], hi)
             del K[b1][:j]
             del V_[b1][:j]
-            del K[b0 + 1:b1], V_[b0 + 1:b1], F[b0 + 1:b1]
+            del K[b0 + 1 : b1], V_[b0 + 1 : b1], F[b0 + 1 : b1]
             touched = [b0 + 1, b0]
         for b in touched:
             if K[b]:
@@ -204,8 +204,11 @@ class RangeMap(Generic[V]):
         return [(k, v) for ks, vs in zip(self._k, self._v) for k, v in zip(ks, vs)]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RangeMap) and self.size == other.size \
+        return (
+            isinstance(other, RangeMap)
+            and self.size == other.size
             and self.items() == other.items()
+        )
 
     def __repr__(self) -> str:
         return f"RangeMap(size={self.size:#x}, runs={self.count()})"

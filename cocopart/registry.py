@@ -50,7 +50,9 @@ def load_plugin(group: str, name: str) -> Any:
     ExtensionManager.ENTRY_POINT_CACHE.pop(group, None)
     try:
         mgr = driver.DriverManager(
-            namespace=group, name=name, invoke_on_load=False,
+            namespace=group,
+            name=name,
+            invoke_on_load=False,
             on_load_failure_callback=on_failure,
         )
     except NoMatches as err:  # the import failed: stevedore drops it after the callback

@@ -161,6 +161,7 @@ if TYPE_CHECKING:
         CostTable,
         Trace,
     )
+    from cocopart.views import RunState, build_view
     from cocopart.workload import (
         WorkloadSide,
         page_runs,
@@ -187,6 +188,8 @@ _WHERE: dict[str, str] = {
     "AccessOutcome": "cocopart.views",
     "VcpuView": "cocopart.views",
     "merged": "cocopart.views",
+    "build_view": "cocopart.views",
+    "RunState": "cocopart.views",
     # The requesting side: hooks a backend implements
     "WorkloadHooks": "cocopart.workload_hooks",
     "Limits": "cocopart.workload_hooks",
@@ -292,7 +295,10 @@ _WHERE: dict[str, str] = {
     "VendorResult": "cocopart.attest.verifier",
 }
 #: module re-exported whole -> its name here
-_MODULES: dict[str, str] = {"pvalidate": "cocopart.protocol.pvalidate", "vtpm_commands": "cocopart.vtpm_commands"}
+_MODULES: dict[str, str] = {
+    "pvalidate": "cocopart.protocol.pvalidate",
+    "vtpm_commands": "cocopart.vtpm_commands",
+}
 
 __all__ = [
     "ASSUMPTION_SAME_PAGE",
@@ -367,6 +373,7 @@ __all__ = [
     "RangeMap",
     "Registers",
     "ResultCode",
+    "RunState",
     "ScenarioSetup",
     "ServiceDispatcher",
     "ServicesManifest",
@@ -383,6 +390,7 @@ __all__ = [
     "WorkloadSide",
     "bind_report_data",
     "build_service",
+    "build_view",
     "finish_scene",
     "fixed_ipi_icr",
     "keep_guest_data",

@@ -34,7 +34,7 @@ def _split_dotted(key: str) -> list[str] | None:
             j = key.find(q, i + 1)
             if j < 0:
                 return None
-            parts.append(key[i + 1:j])
+            parts.append(key[i + 1 : j])
             i = j + 1
         else:
             m = _BARE.match(key, i)
@@ -62,19 +62,19 @@ def _scan(line: str) -> tuple[str, int, str | None]:
         if c == "#":
             break
         if line.startswith('"""', i) or line.startswith("'''", i):
-            q = line[i:i + 3]
+            q = line[i : i + 3]
             j = line.find(q, i + 3)
             if j < 0:
                 out.append(line[i:])
                 return "".join(out), depth, q
-            out.append(line[i:j + 3])
+            out.append(line[i : j + 3])
             i = j + 3
             continue
         if c in "\"'":
             j = i + 1
             while j < n and line[j] != c:
                 j += 2 if (c == '"' and line[j] == "\\") else 1
-            out.append(line[i:j + 1])
+            out.append(line[i : j + 1])
             i = j + 1
             continue
         if c in "[{":
@@ -126,7 +126,7 @@ def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
         if not s:
             continue
         if s.startswith("[["):
-            parts = _split_dotted(s[2:s.rfind("]]")])
+            parts = _split_dotted(s[2 : s.rfind("]]")])
             if parts:
                 parent = resolve(parts[:-1]) + (parts[-1],)
                 counts[parent] = counts.get(parent, 0) + 1
@@ -135,7 +135,7 @@ def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
                 lines[current] = no
             continue
         if s.startswith("["):
-            parts = _split_dotted(s[1:s.rfind("]")])
+            parts = _split_dotted(s[1 : s.rfind("]")])
             if parts:
                 current = resolve(parts)
                 note(current, no)
@@ -148,7 +148,7 @@ def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
                 path = current + tuple(parts)
                 note(path, no)
                 lines[path] = no
-                for sub in re.finditer(r"([A-Za-z0-9_-]+)\s*=", s[eq + 1:]):
+                for sub in re.finditer(r"([A-Za-z0-9_-]+)\s*=", s[eq + 1 :]):
                     lines.setdefault(path + (sub.group(1),), no)
         depth = max(balance, 0)
         in_string = opened
@@ -195,11 +195,17 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> list[str | int]:
         if part in _TAGS or part == "operation":  # on a tie, read it as a tag
             options.append(walk(cur, tail))
         present = (isinstance(cur, dict) and part in cur) or (
-            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur))
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        )
         if present:
             options.append([part, *walk(cur[part], tail)])
-        elif isinstance(cur, dict) and isinstance(part, str) and not tail \
-                and part not in _TAGS and part != "operation":
+        elif (
+            isinstance(cur, dict)
+            and isinstance(part, str)
+            and not tail
+            and part not in _TAGS
+            and part != "operation"
+        ):
             options.append([part])  # a missing key
         if not options:
             options.append(walk(cur, tail))
@@ -208,10 +214,30 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> list[str | int]:
     return walk(data, list(loc))
 
 
-_TAGS = frozenset({"op", "macro", "validate", "rescind", "convert", "set-access", "create-vcpu",
-                   "delete-vcpu", "attest", "inject-interrupt", "eoi", "configure-interrupts",
-                   "extend-measurement", "bring-up", "share-round", "attest-each-layer",
-                   "interrupts", "function-after", "function-before", "function-wrap"})
+_TAGS = frozenset(
+    {
+        "op",
+        "macro",
+        "validate",
+        "rescind",
+        "convert",
+        "set-access",
+        "create-vcpu",
+        "delete-vcpu",
+        "attest",
+        "inject-interrupt",
+        "eoi",
+        "configure-interrupts",
+        "extend-measurement",
+        "bring-up",
+        "share-round",
+        "attest-each-layer",
+        "interrupts",
+        "function-after",
+        "function-before",
+        "function-wrap",
+    }
+)
 
 
 def _dotted(path: Sequence[str | int]) -> str:
@@ -225,7 +251,7 @@ def _clean_message(msg: str) -> str:
         return "unknown field (not allowed here)"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 
@@ -243,8 +269,9 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"TOML syntax error: {detail}", source=source, line=line) from None
 
 
-def config_error(err: ValidationError | InputError, data: Any, text: str, source: str
-                 ) -> ConfigError:
+def config_error(
+    err: ValidationError | InputError, data: Any, text: str, source: str
+) -> ConfigError:
     """The first error of a pydantic validation of TOML ``data`` (raised by pydantic, or by
     an :class:`~cocopart.inputmodel.InputModel` as InputError), with its dotted field and
     the line of that field in ``text``."""
@@ -252,5 +279,9 @@ def config_error(err: ValidationError | InputError, data: Any, text: str, source
 
     first = err.errors()[0] if isinstance(err, ValidationError) else err.errors[0]
     path = _data_path(data, first["loc"])
-    return ConfigError(_clean_message(first["msg"]), field=_dotted(path) or None,
-                       source=source, line=line_of(text, path))
+    return ConfigError(
+        _clean_message(first["msg"]),
+        field=_dotted(path) or None,
+        source=source,
+        line=line_of(text, path),
+    )

@@ -122,8 +122,9 @@ class Trace:
         del self._log_count[:n]
         self._log_offset += n
 
-    def record(self, issuer: str, mnemonic: str, target: str = "", result: str = "ok",
-               count: int = 1) -> None:
+    def record(
+        self, issuer: str, mnemonic: str, target: str = "", result: str = "ok", count: int = 1
+    ) -> None:
         """Count ``count`` executions of one primitive."""
         if count > 0:
             self._add(("p", issuer, mnemonic, target, result), count)
@@ -137,14 +138,20 @@ class Trace:
     @property
     def primitives(self) -> dict[PrimitiveKey, int]:
         with self._lock:
-            return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
-                    if not sw and n and isinstance(k, PrimitiveKey)}
+            return {
+                k: n
+                for k, n, sw in zip(self._objs, self._counts, self._is_switch)
+                if not sw and n and isinstance(k, PrimitiveKey)
+            }
 
     @property
     def switches(self) -> dict[SwitchKey, int]:
         with self._lock:
-            return {k: n for k, n, sw in zip(self._objs, self._counts, self._is_switch)
-                    if sw and n and isinstance(k, SwitchKey)}
+            return {
+                k: n
+                for k, n, sw in zip(self._objs, self._counts, self._is_switch)
+                if sw and n and isinstance(k, SwitchKey)
+            }
 
     @property
     def total_primitives(self) -> int:
@@ -154,14 +161,23 @@ class Trace:
     def total_switches(self) -> int:
         return sum(self.switches.values())
 
-    def count(self, mnemonic: str | None = None, *, issuer: str | None = None,
-              target: str | None = None, result: str | None = None) -> int:
+    def count(
+        self,
+        mnemonic: str | None = None,
+        *,
+        issuer: str | None = None,
+        target: str | None = None,
+        result: str | None = None,
+    ) -> int:
         """Sum of counts matching the given key parts (a mnemonic without a dot matches its
         size variants too: ``count("PVALIDATE")`` includes ``PVALIDATE.2M``)."""
         total = 0
         for k, n in self.primitives.items():
-            if mnemonic is not None and k.mnemonic != mnemonic \
-                    and base_mnemonic(k.mnemonic) != mnemonic:
+            if (
+                mnemonic is not None
+                and k.mnemonic != mnemonic
+                and base_mnemonic(k.mnemonic) != mnemonic
+            ):
                 continue
             if issuer is not None and k.issuer != issuer:
                 continue
@@ -173,8 +189,9 @@ class Trace:
         return total
 
     def switch_count(self, mechanism: str | None = None) -> int:
-        return sum(n for k, n in self.switches.items()
-                   if mechanism is None or k.mechanism == mechanism)
+        return sum(
+            n for k, n in self.switches.items() if mechanism is None or k.mechanism == mechanism
+        )
 
     def _counters(self) -> tuple[dict[PrimitiveKey, int], dict[SwitchKey, int]]:
         """Both counter dicts from one consistent state (caller holds the lock)."""
@@ -203,10 +220,16 @@ class Trace:
             prim_now, sw_now = self._counters()
             start = max(mark.log_len - 1, 0) - self._log_offset
             entries = self._entries(max(start, 0))
-        prim = {k: n - mark.primitives.get(k, 0) for k, n in prim_now.items()
-                if n != mark.primitives.get(k, 0)}
-        sw = {k: n - mark.switches.get(k, 0) for k, n in sw_now.items()
-              if n != mark.switches.get(k, 0)}
+        prim = {
+            k: n - mark.primitives.get(k, 0)
+            for k, n in prim_now.items()
+            if n != mark.primitives.get(k, 0)
+        }
+        sw = {
+            k: n - mark.switches.get(k, 0)
+            for k, n in sw_now.items()
+            if n != mark.switches.get(k, 0)
+        }
         truncated = False
         if start < 0:
             # The entry the mark ended in is gone: every surviving entry is new. Something
@@ -214,8 +237,11 @@ class Trace:
             truncated = sum(c for _, c in entries) != sum(prim.values()) + sum(sw.values())
         elif entries and mark.log_len:
             key, count = entries[0]
-            entries = entries[1:] if count == mark.last_count else \
-                [(key, count - mark.last_count)] + entries[1:]
+            entries = (
+                entries[1:]
+                if count == mark.last_count
+                else [(key, count - mark.last_count)] + entries[1:]
+            )
         return TraceDelta(prim, sw, entries, truncated)
 
     def _entries(self, start: int = 0) -> list[tuple[PrimitiveKey | SwitchKey, int]]:
@@ -247,10 +273,12 @@ class Trace:
 
     def summary(self) -> TraceSummary:
         return TraceSummary(
-            primitives=[PrimitiveCount(**k._asdict(), count=n)
-                        for k, n in sorted(self.primitives.items())],
-            switches=[SwitchCount(**k._asdict(), count=n)
-                      for k, n in sorted(self.switches.items())],
+            primitives=[
+                PrimitiveCount(**k._asdict(), count=n) for k, n in sorted(self.primitives.items())
+            ],
+            switches=[
+                SwitchCount(**k._asdict(), count=n) for k, n in sorted(self.switches.items())
+            ],
             total_primitives=self.total_primitives,
             total_switches=self.total_switches,
         )
@@ -274,10 +302,17 @@ class Trace:
 def _event(e: Any) -> Event:
     key, count = e
     if isinstance(key, PrimitiveKey):
-        return Event(kind="primitive", issuer=key.issuer, mnemonic=key.mnemonic,
-                     target=key.target, result=key.result, count=count)
-    return Event(kind="switch", issuer=key.source, mnemonic=key.mechanism, target=key.dest,
-                 count=count)
+        return Event(
+            kind="primitive",
+            issuer=key.issuer,
+            mnemonic=key.mnemonic,
+            target=key.target,
+            result=key.result,
+            count=count,
+        )
+    return Event(
+        kind="switch", issuer=key.source, mnemonic=key.mechanism, target=key.dest, count=count
+    )
 
 
 @dataclass(frozen=True)
@@ -358,9 +393,12 @@ class CostTable(BaseModel):
 
     def unknown(self, trace: Trace | TraceDelta) -> set[str]:
         """Mnemonics and mechanisms the table has no cost for."""
-        out = {k.mnemonic for k in trace.primitives
-               if k.mnemonic not in self.primitives
-               and base_mnemonic(k.mnemonic) not in self.primitives}
+        out = {
+            k.mnemonic
+            for k in trace.primitives
+            if k.mnemonic not in self.primitives
+            and base_mnemonic(k.mnemonic) not in self.primitives
+        }
         out |= {k.mechanism for k in trace.switches if k.mechanism not in self.switches}
         return out
 
@@ -379,23 +417,34 @@ class CostTable(BaseModel):
             for name, val in (overrides.get(section) or {}).items():
                 if isinstance(val, (int, float)) and not isinstance(val, bool):
                     if not val >= 0:  # negative or NaN: a user mistake, not a bug
-                        raise ConfigError(f"a cost is a number of ns >= 0, not {val}",
-                                          field=f"{section}.{name}", source=source)
+                        raise ConfigError(
+                            f"a cost is a number of ns >= 0, not {val}",
+                            field=f"{section}.{name}",
+                            source=source,
+                        )
                     target[name] = Cost(ns=float(val), source=source)
                 elif isinstance(val, dict):
                     try:
                         target[name] = Cost(**{"source": source, **val})
                     except ValidationError as err:
                         first = err.errors()[0]
-                        raise ConfigError(f"{first['msg']} ({'.'.join(map(str, first['loc']))})",
-                                          field=f"{section}.{name}", source=source) from err
+                        raise ConfigError(
+                            f"{first['msg']} ({'.'.join(map(str, first['loc']))})",
+                            field=f"{section}.{name}",
+                            source=source,
+                        ) from err
                 else:
-                    raise ConfigError("a cost is a number of ns or {ns = ..., source = ...}",
-                                      field=f"{section}.{name}", source=source)
+                    raise ConfigError(
+                        "a cost is a number of ns or {ns = ..., source = ...}",
+                        field=f"{section}.{name}",
+                        source=source,
+                    )
         unknown_sections = set(overrides) - {"primitives", "switches"}
         if unknown_sections:
-            raise ConfigError(f"unknown section(s) {sorted(unknown_sections)}; "
-                              "use [primitives] and [switches]", source=source)
+            raise ConfigError(
+                f"unknown section(s) {sorted(unknown_sections)}; use [primitives] and [switches]",
+                source=source,
+            )
         return CostTable(primitives=prim, switches=sw)
 
 

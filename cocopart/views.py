@@ -22,11 +22,15 @@ class MemoryRun(BaseModel):
     private: bool
     validated: bool = Field(description="Validated (SNP) / accepted (TDX) for private use.")
     access: dict[str, str] = Field(
-        default_factory=dict, description="Workload layer -> access string ('rwus' letters).")
+        default_factory=dict, description="Workload layer -> access string ('rwus' letters)."
+    )
     context: bool = Field(default=False, description="Holds a vCPU context (VMSA).")
     owner: str = Field(default="l1", description="Who owns the pages (docs/authority.md).")
-    assigned: bool = Field(default=False, description="Assigned to the owner for good (memory "
-                           "map, protocol pages, l1's own); else a claimed or pool page.")
+    assigned: bool = Field(
+        default=False,
+        description="Assigned to the owner for good (memory "
+        "map, protocol pages, l1's own); else a claimed or pool page.",
+    )
 
 
 def merged(runs: Iterable[MemoryRun]) -> list[MemoryRun]:
@@ -35,17 +39,21 @@ def merged(runs: Iterable[MemoryRun]) -> list[MemoryRun]:
     out: list[MemoryRun] = []
     for run in runs:
         last = out[-1] if out else None
-        if last is not None and last.end == run.start and (
-                last.private, last.validated, last.access, last.context) == (
-                run.private, run.validated, run.access, run.context):
+        if (
+            last is not None
+            and last.end == run.start
+            and (last.private, last.validated, last.access, last.context)
+            == (run.private, run.validated, run.access, run.context)
+        ):
             last.end = run.end
         else:
             out.append(run)
     return out
 
 
-def build_view(runs: Iterable[tuple[int, int, V]], state_of: Callable[[V], RunState]
-               ) -> list[MemoryRun]:
+def build_view(
+    runs: Iterable[tuple[int, int, V]], state_of: Callable[[V], RunState]
+) -> list[MemoryRun]:
     """``memory_view`` from a backend's own runs ``(start, end, value)``: each distinct value
     is translated to its neutral state once, equal neighbours are joined before any object
     is built, and each merged run becomes one MemoryRun (built without re-validation). The
@@ -63,14 +71,36 @@ def build_view(runs: Iterable[tuple[int, int, V]], state_of: Callable[[V], RunSt
             cur_e = e
             continue
         if cur is not None:
-            append(fast_run({"start": cur_s, "end": cur_e, "private": cur[0],
-                             "validated": cur[1], "access": dict(cur[2]), "context": cur[3],
-                             "owner": "l1", "assigned": False}))
+            append(
+                fast_run(
+                    {
+                        "start": cur_s,
+                        "end": cur_e,
+                        "private": cur[0],
+                        "validated": cur[1],
+                        "access": dict(cur[2]),
+                        "context": cur[3],
+                        "owner": "l1",
+                        "assigned": False,
+                    }
+                )
+            )
         cur, cur_s, cur_e = st, s, e
     if cur is not None:
-        append(fast_run({"start": cur_s, "end": cur_e, "private": cur[0], "validated": cur[1],
-                         "access": dict(cur[2]), "context": cur[3], "owner": "l1",
-                         "assigned": False}))
+        append(
+            fast_run(
+                {
+                    "start": cur_s,
+                    "end": cur_e,
+                    "private": cur[0],
+                    "validated": cur[1],
+                    "access": dict(cur[2]),
+                    "context": cur[3],
+                    "owner": "l1",
+                    "assigned": False,
+                }
+            )
+        )
     return out
 
 
@@ -93,8 +123,9 @@ class AccessOutcome(BaseModel):
     """What happens when a layer touches a page."""
 
     ok: bool
-    fault: str | None = Field(default=None, description="e.g. '#VC 0x404', '#NPF', 'L2->L1 "
-                              "EPT violation'.")
+    fault: str | None = Field(
+        default=None, description="e.g. '#VC 0x404', '#NPF', 'L2->L1 EPT violation'."
+    )
     handled_by: str | None = Field(default=None, description="Layer that sees the fault.")
 
 

@@ -29,8 +29,13 @@ def pcr_extend(pcr: int, digest: bytes) -> bytes:
     """TPM2_PCR_Extend of the SHA-384 (48-byte) or SHA-256 (32-byte) bank."""
     alg = {48: TPM_ALG_SHA384, 32: TPM_ALG_SHA256}[len(digest)]
     session = struct.pack(">IH", TPM_RS_PW, 0) + b"\x00" + struct.pack(">H", 0)
-    body = struct.pack(">I", pcr) + struct.pack(">I", len(session)) + session \
-        + struct.pack(">IH", 1, alg) + digest
+    body = (
+        struct.pack(">I", pcr)
+        + struct.pack(">I", len(session))
+        + session
+        + struct.pack(">IH", 1, alg)
+        + digest
+    )
     return _frame(TPM_ST_SESSIONS, TPM_CC_PCR_EXTEND, body)
 
 
@@ -62,7 +67,7 @@ def parse_pcr_read(rsp: bytes) -> list[bytes]:
     out = []
     for _ in range(n):
         (sz,) = struct.unpack_from(">H", rsp, pos)
-        out.append(rsp[pos + 2:pos + 2 + sz])
+        out.append(rsp[pos + 2 : pos + 2 + sz])
         pos += 2 + sz
     return out
 
@@ -70,4 +75,4 @@ def parse_pcr_read(rsp: bytes) -> list[bytes]:
 def parse_read_public(rsp: bytes) -> bytes:
     """The TPMT_PUBLIC area of a TPM2_ReadPublic response."""
     (sz,) = struct.unpack_from(">H", rsp, 10)
-    return rsp[12:12 + sz]
+    return rsp[12 : 12 + sz]

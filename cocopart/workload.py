@@ -96,9 +96,16 @@ def span(runs: list[PageRun]) -> GpaRange:
 class WorkloadSide:
     """Carries out the memory, vCPU, attestation and measurement operations of any layer."""
 
-    def __init__(self, hooks: WorkloadHooks, client: ProtocolClient, config: PartitionConfig,
-                 layout: ProtocolLayout, graph: LayerGraph, ownership: Ownership,
-                 dispatcher: ServiceDispatcher) -> None:
+    def __init__(
+        self,
+        hooks: WorkloadHooks,
+        client: ProtocolClient,
+        config: PartitionConfig,
+        layout: ProtocolLayout,
+        graph: LayerGraph,
+        ownership: Ownership,
+        dispatcher: ServiceDispatcher,
+    ) -> None:
         self.hooks = hooks
         self.client = client
         self.config = config
@@ -116,8 +123,10 @@ class WorkloadSide:
         name = op.describe()
         if op.layer != L1 and op.layer not in self.workloads:
             return OperationResult.not_supported(
-                name, f"{op.layer} does not request {op.op}: the guest's own layers ({L1}, "
-                f"{', '.join(self.workloads)}) do")
+                name,
+                f"{op.layer} does not request {op.op}: the guest's own layers ({L1}, "
+                f"{', '.join(self.workloads)}) do",
+            )
         try:
             if isinstance(op, ValidatePages):
                 return self.validate(name, op.layer, op.range, op.page_size, route.direct)
@@ -144,35 +153,55 @@ class WorkloadSide:
         return self.graph.node(layer).holds_for_itself(capability)
 
     # -- errors ----------------------------------------------------------------------------
-    def protocol_failure(self, name: str, call: str, code: int, what: str,
-                         progress: Progress | None = None) -> OperationResult:
+    def protocol_failure(
+        self, name: str, call: str, code: int, what: str, progress: Progress | None = None
+    ) -> OperationResult:
         """A failed protocol answer: the vendor error behind it when the privileged layer
         recorded one, else the protocol's own code."""
         err = self.hooks.underlying_error()
         if code == ResultCode.UNSUPPORTED_CALL and err is not None:
             return OperationResult.not_supported(name, err.message)
         if err is None:
-            where = f" at {progress.next_gpa:#x}" if progress and progress.next_gpa is not None \
-                else ""
-            err = ArchError(vendor=self.hooks.protocol_vendor, mnemonic=call, code=code,
-                            message=f"the privileged layer answered {result_name(code)}{where} "
-                            f"while {what}.")
+            where = (
+                f" at {progress.next_gpa:#x}" if progress and progress.next_gpa is not None else ""
+            )
+            err = ArchError(
+                vendor=self.hooks.protocol_vendor,
+                mnemonic=call,
+                code=code,
+                message=f"the privileged layer answered {result_name(code)}{where} while {what}.",
+            )
         return OperationResult.failure(name, err, progress)
 
     def _parameter_error(self, name: str, call: str, message: str) -> OperationResult:
-        return OperationResult.failure(name, ArchError(
-            vendor=self.hooks.protocol_vendor, mnemonic=call,
-            code=ResultCode.INVALID_PARAMETER, message=message))
+        return OperationResult.failure(
+            name,
+            ArchError(
+                vendor=self.hooks.protocol_vendor,
+                mnemonic=call,
+                code=ResultCode.INVALID_PARAMETER,
+                message=message,
+            ),
+        )
 
     # -- memory ----------------------------------------------------------------------------
-    def _pages(self, layer: str, runs: list[PageRun], forced: PageSize | None, direct: bool,
-               *, validate: bool, ignore_cf: bool) -> tuple[BatchResult, ArchError | None]:
+    def _pages(
+        self,
+        layer: str,
+        runs: list[PageRun],
+        forced: PageSize | None,
+        direct: bool,
+        *,
+        validate: bool,
+        ignore_cf: bool,
+    ) -> tuple[BatchResult, ArchError | None]:
         """Validate or rescind ``runs``: the privileged layer's own primitives (``direct``)
         or protocol PVALIDATE calls. The direct path claims / releases what it did."""
         if direct:
             rng = span(runs)
-            d: DirectResult = self.hooks.direct_pages(rng, forced, validate=validate,
-                                                      ignore_unchanged=ignore_cf)
+            d: DirectResult = self.hooks.direct_pages(
+                rng, forced, validate=validate, ignore_unchanged=ignore_cf
+            )
             if d.done_bytes:
                 end = rng.start + d.done_bytes
                 if validate:
@@ -184,34 +213,46 @@ class WorkloadSide:
                 res.code, res.failed_gpa = d.error.code or -1, rng.start + d.done_bytes
             return res, d.error
         lim = self.hooks.limits()
-        return self.client.pvalidate(layer, CALLER_VCPU, runs, validate=validate,
-                                     per_call=lim.per_call, ignore_cf=ignore_cf,
-                                     fallback_per_call=lim.fallback_per_call), None
+        return self.client.pvalidate(
+            layer,
+            CALLER_VCPU,
+            runs,
+            validate=validate,
+            per_call=lim.per_call,
+            ignore_cf=ignore_cf,
+            fallback_per_call=lim.fallback_per_call,
+        ), None
 
-    def _pages_failure(self, name: str, r: BatchResult, err: ArchError | None, done: int,
-                       what: str) -> OperationResult:
+    def _pages_failure(
+        self, name: str, r: BatchResult, err: ArchError | None, done: int, what: str
+    ) -> OperationResult:
         progress = Progress(done_bytes=done, next_gpa=r.failed_gpa)
         if err is not None:
             return OperationResult.failure(name, err, progress)
         return self.protocol_failure(name, "SVSM_CORE_PVALIDATE", r.code, what, progress)
 
-    def validate(self, name: str, layer: str, rng: GpaRange, forced: PageSize | None,
-                 direct: bool) -> OperationResult:
+    def validate(
+        self, name: str, layer: str, rng: GpaRange, forced: PageSize | None, direct: bool
+    ) -> OperationResult:
         """Host conversion first where the architecture needs it, then PVALIDATE (or the
         privileged layer's own primitive), group by group."""
         if forced is not None and not direct:
             self.hooks.check_entry_size(forced)
         runs = page_runs(rng, forced)
         lim = self.hooks.limits()
-        groups = [runs] if lim.host_group is None or not self.hooks.validate_converts \
+        groups = (
+            [runs]
+            if lim.host_group is None or not self.hooks.validate_converts
             else list(batches(runs, lim.host_group))
+        )
         done = calls = fallbacks = 0
         for group in groups:
             if self.hooks.validate_converts:
                 err = self.hooks.host_convert(layer, group, private=True)
                 if err is not None:
-                    return OperationResult.failure(name, err, Progress(done_bytes=done,
-                                                                       next_gpa=group[0].gpa))
+                    return OperationResult.failure(
+                        name, err, Progress(done_bytes=done, next_gpa=group[0].gpa)
+                    )
             r, arch = self._pages(layer, group, forced, direct, validate=True, ignore_cf=False)
             done += r.done_bytes
             calls += r.calls
@@ -223,10 +264,12 @@ class WorkloadSide:
             data["entries_per_call"] = lim.per_call
         return OperationResult.success(name, **data)
 
-    def rescind(self, name: str, layer: str, rng: GpaRange, direct: bool, *, ignore_cf: bool
-                ) -> OperationResult:
-        r, arch = self._pages(layer, page_runs(rng, None), None, direct, validate=False,
-                              ignore_cf=ignore_cf)
+    def rescind(
+        self, name: str, layer: str, rng: GpaRange, direct: bool, *, ignore_cf: bool
+    ) -> OperationResult:
+        r, arch = self._pages(
+            layer, page_runs(rng, None), None, direct, validate=False, ignore_cf=ignore_cf
+        )
         if r.code:
             return self._pages_failure(name, r, arch, r.done_bytes, "rescinding")
         return OperationResult.success(name, calls=r.calls, size_fallbacks=r.fallbacks)
@@ -263,18 +306,24 @@ class WorkloadSide:
         if target not in self.graph:
             raise ConfigError(f"no layer '{target}' in this guest", field="target")
         if target == L1:
-            raise NotSupportedError(f"{what} for {target}", "the privileged layer always has "
-                                    "full access to the guest's pages and runs its own vCPUs")
-        raise NotSupportedError(f"{what} for {target}", "only workload layers have per-page "
-                                "access and vCPUs the privileged layer creates")
+            raise NotSupportedError(
+                f"{what} for {target}",
+                "the privileged layer always has "
+                "full access to the guest's pages and runs its own vCPUs",
+            )
+        raise NotSupportedError(
+            f"{what} for {target}",
+            "only workload layers have per-page access and vCPUs the privileged layer creates",
+        )
 
     def set_access(self, name: str, op: SetAccess, direct: bool) -> OperationResult:
         self._workload_target(op.target, "set-access")
         d = self.hooks.set_access(op.layer, op.target, op.range, op.access, direct=direct)
         if d.error is not None:
             at = op.range.start + d.done_bytes
-            return OperationResult.failure(name, d.error, Progress(done_bytes=d.done_bytes,
-                                                                   next_gpa=at))
+            return OperationResult.failure(
+                name, d.error, Progress(done_bytes=d.done_bytes, next_gpa=at)
+            )
         return OperationResult.success(name, **d.data)
 
     # -- vCPUs -----------------------------------------------------------------------------
@@ -287,7 +336,8 @@ class WorkloadSide:
                 f"{op.op} for {op.target} from {op.layer}",
                 "CREATE_VCPU/DELETE_VCPU act on the caller's own layer (the privileged layer "
                 "checks the context's level against the caller's); only the privileged layer "
-                "acts for another layer")
+                "acts for another layer",
+            )
         if op.vcpu >= self.config.vcpus:
             return None
         idx = self.workloads.index(op.target)
@@ -297,8 +347,11 @@ class WorkloadSide:
         call = "SVSM_CORE_CREATE_VCPU"
         slot = self._vcpu_slot(op)
         if slot is None:
-            return self._parameter_error(name, call, f"APIC ID {op.vcpu} is not a CPU of this "
-                                         f"guest ({self.config.vcpus} vCPUs).")
+            return self._parameter_error(
+                name,
+                call,
+                f"APIC ID {op.vcpu} is not a CPU of this guest ({self.config.vcpus} vCPUs).",
+            )
         ctx, caa = slot
         refused = self.hooks.prepare_context(op.layer, op.target, op.vcpu, ctx)
         if refused is not None:
@@ -306,34 +359,39 @@ class WorkloadSide:
         if direct:
             code = self.dispatcher.platform.create_vcpu(op.target, ctx, caa, op.vcpu)
             if code == ResultCode.SUCCESS:
-                self.dispatcher.state.contexts[ctx] = VcpuRecord(op.target, op.vcpu, op.vcpu,
-                                                                 caa)
+                self.dispatcher.state.contexts[ctx] = VcpuRecord(op.target, op.vcpu, op.vcpu, caa)
                 self.dispatcher.state.areas[(op.target, op.vcpu)] = caa
         else:
             code = self.client.create_vcpu(op.layer, CALLER_VCPU, ctx, caa, op.vcpu).code
         if code:
-            return self.protocol_failure(name, call, code, f"creating vCPU {op.vcpu} of "
-                                         f"{op.target}")
+            return self.protocol_failure(
+                name, call, code, f"creating vCPU {op.vcpu} of {op.target}"
+            )
         return OperationResult.success(name, context_gpa=ctx)
 
     def delete_vcpu(self, name: str, op: DeleteVcpu, direct: bool) -> OperationResult:
         call = "SVSM_CORE_DELETE_VCPU"
         slot = self._vcpu_slot(op)
         if slot is None:
-            return self._parameter_error(name, call, f"no vCPU {op.vcpu} in this guest "
-                                         f"({self.config.vcpus} vCPUs).")
+            return self._parameter_error(
+                name, call, f"no vCPU {op.vcpu} in this guest ({self.config.vcpus} vCPUs)."
+            )
         ctx = slot[0]
         if direct:
             contexts = self.dispatcher.state.contexts
-            code = self.dispatcher.platform.delete_vcpu(op.target, ctx) if ctx in contexts \
+            code = (
+                self.dispatcher.platform.delete_vcpu(op.target, ctx)
+                if ctx in contexts
                 else ResultCode.INVALID_PARAMETER
+            )
             if code == ResultCode.SUCCESS:
                 del contexts[ctx]
         else:
             code = self.client.delete_vcpu(op.layer, CALLER_VCPU, ctx).code
         if code:
-            return self.protocol_failure(name, call, code, f"deleting vCPU {op.vcpu} of "
-                                         f"{op.target}")
+            return self.protocol_failure(
+                name, call, code, f"deleting vCPU {op.vcpu} of {op.target}"
+            )
         return OperationResult.success(name)
 
     # -- attestation and measurement -------------------------------------------------------
@@ -342,14 +400,17 @@ class WorkloadSide:
             hw = self.hooks.hardware_attestation(op.layer, op.report_data)
             if isinstance(hw, ArchError):
                 return OperationResult.failure(name, hw)
-            return OperationResult.success(name, evidence=hw.evidence.model_dump(mode="json"),
-                                           **hw.data)
+            return OperationResult.success(
+                name, evidence=hw.evidence.model_dump(mode="json"), **hw.data
+            )
         guid = None
         if op.service is not None:
             if op.service not in SERVICE_GUIDS or op.service not in self.config.services:
                 raise NotSupportedError(
-                    f"attesting service '{op.service}'", "this guest's privileged layer runs "
-                    f"{', '.join(self.config.services) or 'no services'}")
+                    f"attesting service '{op.service}'",
+                    "this guest's privileged layer runs "
+                    f"{', '.join(self.config.services) or 'no services'}",
+                )
             guid = SERVICE_GUIDS[op.service]
         # the manifest a single service binds is its own (RULE_SINGLE_SERVICE_BINDS_ITS_OWN_
         # MANIFEST); the evidence names that service so a verifier knows the shape
@@ -357,28 +418,37 @@ class WorkloadSide:
         rule = REPORT_DATA_RULE if guid is None else SINGLE_SERVICE_RULE
         if op.layer == L1:  # the privileged layer binds its own manifest into its report
             services = self.dispatcher.services
-            manifest = service_manifest(services, guid) if guid \
-                else services_manifest(services, None)
-            hw = self.hooks.hardware_attestation(L1, bind_report_data(op.report_data,
-                                                                      manifest))
+            manifest = (
+                service_manifest(services, guid) if guid else services_manifest(services, None)
+            )
+            hw = self.hooks.hardware_attestation(L1, bind_report_data(op.report_data, manifest))
             if isinstance(hw, ArchError):
                 return OperationResult.failure(name, hw)
-            ev = hw.evidence.model_copy(update={"nonce": op.report_data, "manifest": manifest,
-                                                **single})
-            return OperationResult.success(name, evidence=ev.model_dump(mode="json"), calls=0,
-                                           reportdata=bind_report_data(op.report_data,
-                                                                       manifest).hex(),
-                                           reportdata_rule=rule, **hw.data)
+            ev = hw.evidence.model_copy(
+                update={"nonce": op.report_data, "manifest": manifest, **single}
+            )
+            return OperationResult.success(
+                name,
+                evidence=ev.model_dump(mode="json"),
+                calls=0,
+                reportdata=bind_report_data(op.report_data, manifest).hex(),
+                reportdata_rule=rule,
+                **hw.data,
+            )
         a = self.client.attest(op.layer, CALLER_VCPU, op.report_data, service=guid)
         if a.code != ResultCode.SUCCESS:
             call = "SVSM_ATTEST_SINGLE_SERVICE" if guid else "SVSM_ATTEST_SERVICES"
             return self.protocol_failure(name, call, a.code, "attesting")
-        ev = self.hooks.evidence(a.report, a.certificates, op.report_data, a.manifest
-                                 ).model_copy(update=single)
+        ev = self.hooks.evidence(a.report, a.certificates, op.report_data, a.manifest).model_copy(
+            update=single
+        )
         return OperationResult.success(
-            name, evidence=ev.model_dump(mode="json"), calls=a.calls,
+            name,
+            evidence=ev.model_dump(mode="json"),
+            calls=a.calls,
             reportdata=bind_report_data(op.report_data, a.manifest).hex(),
-            reportdata_rule=rule)
+            reportdata_rule=rule,
+        )
 
     def extend(self, name: str, op: ExtendMeasurement, direct: bool) -> OperationResult:
         if op.layer == L1:
@@ -387,16 +457,26 @@ class WorkloadSide:
                 return OperationResult.failure(name, out)
             return OperationResult.success(name, **out)
         if "vtpm" not in self.config.services:
-            raise NotSupportedError("extend-measurement", "a workload extends measurements "
-                                    "through the privileged layer's vTPM, and this guest runs "
-                                    "no vTPM service")
-        code, rsp = self.client.vtpm_command(op.layer, CALLER_VCPU,
-                                             vtpm_commands.pcr_extend(op.index, op.digest))
+            raise NotSupportedError(
+                "extend-measurement",
+                "a workload extends measurements "
+                "through the privileged layer's vTPM, and this guest runs "
+                "no vTPM service",
+            )
+        code, rsp = self.client.vtpm_command(
+            op.layer, CALLER_VCPU, vtpm_commands.pcr_extend(op.index, op.digest)
+        )
         if code != ResultCode.SUCCESS:
             return self.protocol_failure(name, "SVSM_VTPM_CMD", code, "extending a PCR")
         rc = vtpm_commands.response_code(rsp)
         if rc:
-            return OperationResult.failure(name, ArchError(
-                vendor="tcg", mnemonic="TPM2_PCR_Extend", code=rc,
-                message=f"TPM2_PCR_Extend of PCR {op.index} answered TPM_RC {rc:#x}."))
+            return OperationResult.failure(
+                name,
+                ArchError(
+                    vendor="tcg",
+                    mnemonic="TPM2_PCR_Extend",
+                    code=rc,
+                    message=f"TPM2_PCR_Extend of PCR {op.index} answered TPM_RC {rc:#x}.",
+                ),
+            )
         return OperationResult.success(name, **self.hooks.measurement_data(op.index))

@@ -95,42 +95,49 @@ class WorkloadHooks(ABC):
         return True, None
 
     @abstractmethod
-    def direct_pages(self, rng: GpaRange, forced: PageSize | None, *, validate: bool,
-                     ignore_unchanged: bool) -> DirectResult:
+    def direct_pages(
+        self, rng: GpaRange, forced: PageSize | None, *, validate: bool, ignore_unchanged: bool
+    ) -> DirectResult:
         """The privileged layer validating (or rescinding) its own pages with its own
         primitives, no protocol call."""
 
     @abstractmethod
-    def set_access(self, layer: str, target: str, rng: GpaRange, access: Access, *,
-                   direct: bool) -> DirectResult:
+    def set_access(
+        self, layer: str, target: str, rng: GpaRange, access: Access, *, direct: bool
+    ) -> DirectResult:
         """``layer`` sets ``target``'s access: itself (``direct``, e.g. RMPADJUST to a less
         privileged VMPL, or the privileged layer) or through the privileged layer."""
 
-    def prepare_context(self, layer: str, target: str, vcpu: int, context_gpa: int
-                        ) -> ArchError | None:
+    def prepare_context(
+        self, layer: str, target: str, vcpu: int, context_gpa: int
+    ) -> ArchError | None:
         """Fill a new vCPU's context page before CREATE_VCPU (SNP: the VMSA; TDX: the
         L2 entry state); an ArchError refuses the creation. Default: nothing to fill."""
         return None
 
-    def hardware_attestation(self, layer: str, report_data: bytes
-                             ) -> HardwareAttestation | ArchError:
+    def hardware_attestation(
+        self, layer: str, report_data: bytes
+    ) -> HardwareAttestation | ArchError:
         """A hardware report requested by ``layer`` itself with ``report_data``, or why
         the hardware refused. Default: not supported."""
-        raise NotSupportedError(f"a hardware report for {layer}", "this architecture gives "
-                                "no layer a hardware report of its own")
+        raise NotSupportedError(
+            f"a hardware report for {layer}",
+            "this architecture gives no layer a hardware report of its own",
+        )
 
-    def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
-                 manifest: bytes | None) -> Evidence:
+    def evidence(
+        self, raw: bytes, cert_table: bytes, nonce: bytes | None, manifest: bytes | None
+    ) -> Evidence:
         """Evidence for a report the privileged layer's attestation service returned.
         Default: not supported."""
-        raise NotSupportedError("service evidence", "this architecture defines no evidence "
-                                "format")
+        raise NotSupportedError("service evidence", "this architecture defines no evidence format")
 
     def direct_extend(self, index: int, digest: bytes) -> dict[str, Any] | ArchError:
         """The privileged layer extending a measurement for itself: result data, or the
         error that refused it. Default: not supported."""
-        raise NotSupportedError("extend-measurement", "this architecture has no runtime "
-                                "measurement registers")
+        raise NotSupportedError(
+            "extend-measurement", "this architecture has no runtime measurement registers"
+        )
 
     def measurement_data(self, index: int) -> dict[str, Any]:
         """Result data of a vTPM PCR extension served for a workload."""

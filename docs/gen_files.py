@@ -30,14 +30,16 @@ BACKENDS = ("sev-snp", "tdx")
 
 # -- types and values as a TOML file spells them ----------------------------------------------
 
+
 def _special(annotation: Any, metadata: list[Any]) -> str | None:
     """Names for the value types the loaders parse from text (sizes, access strings...)."""
     from pydantic.fields import FieldInfo
 
     from cocopart.model import LAYER_NAME_RE, Access, GpaRange, parse_size
 
-    metadata = [x for m in metadata for x in ([m, *m.metadata] if isinstance(m, FieldInfo)
-                                                 else [m])]
+    metadata = [
+        x for m in metadata for x in ([m, *m.metadata] if isinstance(m, FieldInfo) else [m])
+    ]
     for m in metadata:
         func = getattr(m, "func", None)
         if func is parse_size:
@@ -83,7 +85,8 @@ def type_name(annotation: Any, metadata: list[Any] | None = None) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"table ({annotation.__name__})"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
-        annotation, "any" if annotation is Any else getattr(annotation, "__name__", "any"))
+        annotation, "any" if annotation is Any else getattr(annotation, "__name__", "any")
+    )
 
 
 def value_text(value: Any, annotation: Any, metadata: list[Any]) -> str:
@@ -98,8 +101,7 @@ def value_text(value: Any, annotation: Any, metadata: list[Any]) -> str:
         return f'`"{value.value}"`'
     if isinstance(value, bytes):
         return f"{len(value)} zero bytes" if not any(value) else f'`"{value.hex()}"`'
-    if isinstance(value, int) and any(getattr(m, "func", None) is parse_size
-                                      for m in metadata):
+    if isinstance(value, int) and any(getattr(m, "func", None) is parse_size for m in metadata):
         return f'`"{format_size(value).replace(" ", "")}"`'
     if isinstance(value, str):
         return f'`"{value}"`'
@@ -115,8 +117,14 @@ def value_text(value: Any, annotation: Any, metadata: list[Any]) -> str:
 def constraints(metadata: list[Any]) -> str:
     words = []
     for m in metadata:
-        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"),
-                           ("max_length", "at most"), ("min_length", "at least")):
+        for attr, sign in (
+            ("ge", "≥"),
+            ("gt", ">"),
+            ("le", "≤"),
+            ("lt", "<"),
+            ("max_length", "at most"),
+            ("min_length", "at least"),
+        ):
             v = getattr(m, attr, None)
             if v is not None:
                 words.append(f"{sign} {v}" + (" bytes" if "length" in attr else ""))
@@ -163,6 +171,7 @@ def doc(obj: Any) -> str:
 
 # -- the pages ---------------------------------------------------------------------------------
 
+
 def scenario_page() -> str:
     from cocopart.model import PartitionConfig
     from cocopart.ops import OPERATION_TYPES
@@ -181,34 +190,64 @@ def scenario_page() -> str:
         "file is a *guest file* for `cocopart setup`, `cocopart layers` and `cocopart attest "
         "--simulate`. `cocopart scenario new FILE` writes a commented example (the default "
         "scenario, also `examples/default.toml`); `cocopart scenario check FILE` validates "
-        "one and names the file, line and field of every mistake (exit 2).")
-    loaded = ("Loaded by `cocopart.scenario.load_scenario` into "
-              "[`Scenario`](../api/scenarios.md); every key below is a field of that model.")
+        "one and names the file, line and field of every mistake (exit 2)."
+    )
+    loaded = (
+        "Loaded by `cocopart.scenario.load_scenario` into "
+        "[`Scenario`](../api/scenarios.md); every key below is a field of that model."
+    )
     memory_map = (
         "`memory_map` is written as a table of layer names to lists of ranges, for example "
-        "`memory_map = { \"l2.1\" = [{ start = 0, size = \"8GiB\" }] }`. Without it, each "
+        '`memory_map = { "l2.1" = [{ start = 0, size = "8GiB" }] }`. Without it, each '
         "`[[layers]]` entry's `memory` is assigned to that layer "
-        "([authority](../authority.md)).")
+        "([authority](../authority.md))."
+    )
     options = (
         _escape(Scenario.model_fields["backend_options"].description or "")
         + " Each backend validates its own options and rejects unknown ones with the file, "
         "line and field; the options of the in-tree backends are listed in the "
         "[SEV-SNP](../api/backends.md#sev-snp) and [TDX](../api/backends.md#tdx) backend "
-        "references.")
-    costs = (_escape(Scenario.model_fields["costs"].description or "")
-             + " The layout is the one of a [cost file](cost-file.md), under `costs.`.")
+        "references."
+    )
+    costs = (
+        _escape(Scenario.model_fields["costs"].description or "")
+        + " The layout is the one of a [cost file](cost-file.md), under `costs.`."
+    )
     steps = (
         "Steps run in order. Each is a *macro*, expanded while the scenario runs from the "
         "guest's state, or a single *operation* of `cocopart.ops` written inline with its "
-        "fields. Every step takes an optional `name`, shown in results.")
+        "fields. Every step takes an optional `name`, shown in results."
+    )
 
     out = ["# Scenario files", "", GENERATED, "", intro, "", loaded, "", "## Top level", ""]
     out += field_rows(Scenario, skip=("guest", "backend_options", "costs", "layers", "steps"))
-    out += ["", "## `[guest]`", "", doc(PartitionConfig), "",
-            "The [`PartitionConfig`](../api/partition.md) of the guest:", ""]
+    out += [
+        "",
+        "## `[guest]`",
+        "",
+        doc(PartitionConfig),
+        "",
+        "The [`PartitionConfig`](../api/partition.md) of the guest:",
+        "",
+    ]
     out += field_rows(PartitionConfig)
-    out += ["", memory_map, "", "## `[backend_options.<backend>]`", "", options, "",
-            "## `[costs]`", "", costs, "", "## `[[layers]]`", "", doc(LayerSpec), ""]
+    out += [
+        "",
+        memory_map,
+        "",
+        "## `[backend_options.<backend>]`",
+        "",
+        options,
+        "",
+        "## `[costs]`",
+        "",
+        costs,
+        "",
+        "## `[[layers]]`",
+        "",
+        doc(LayerSpec),
+        "",
+    ]
     out += field_rows(LayerSpec)
     out += ["", "## `[[steps]]`", "", steps, "", "### Macros", ""]
     for macro in (BringUp, ShareRound, AttestEachLayer, Interrupts):
@@ -233,9 +272,12 @@ def policy_page() -> str:
         "relying party accepts. `cocopart verify EVIDENCE --policy FILE` checks evidence "
         "against it and names every check; `cocopart setup GUEST --policy-out FILE` writes "
         "one that pins what the guest measured. Bytes are hex strings. Without a file, "
-        "`verify` uses the default policy.")
-    errors = ("An unknown key, a value of the wrong type or a bad hex string exits 2 naming "
-              "the file, line and key. `examples/policy.toml` is a commented example.")
+        "`verify` uses the default policy."
+    )
+    errors = (
+        "An unknown key, a value of the wrong type or a bad hex string exits 2 naming "
+        "the file, line and key. `examples/policy.toml` is a commented example."
+    )
     out = ["# Policy files", "", GENERATED, "", intro, "", doc(Policy), "", "## Keys", ""]
     out += field_rows(Policy)
     out += ["", errors, ""]
@@ -250,21 +292,44 @@ def cost_page() -> str:
         "A cost file overrides the nanoseconds a backend's cost table gives its primitives "
         "and world switches; estimated times in every result are the trace priced with the "
         "table. Give one with `cocopart compare SCENARIO --costs FILE`, or put the same "
-        "sections under `[costs]` in a scenario. `examples/costs.toml` is an example.")
+        "sections under `[costs]` in a scenario. `examples/costs.toml` is an example."
+    )
     primitives = (
         "| `[primitives]` | one row per primitive mnemonic (`PVALIDATE.2M`, "
         "`TDG.MEM.PAGE.ACCEPT.4K`); a name with a page-size suffix falls back to the name "
-        "without it |")
-    switches = ("| `[switches]` | one row per world-switch mechanism "
-                "(`VMGEXIT(SNP_RUN_VMPL)`, `TDG.VP.ENTER`) |")
-    errors = ("A negative or non-numeric cost, an unknown section or a file that is not TOML "
-              "text exits 2 naming the file and the row. Rows no backend uses are ignored.")
-    defaults = ("What each backend's cost table says before any override, with the source of "
-                "every number (`cocopart explain` shows which rows an operation uses).")
-    out = ["# Cost files", "", GENERATED, "", intro, "", doc(CostTable), "",
-           "## Sections", "", "| section | rows |", "|---|---|", primitives, switches, "",
-           "A row is a number of nanoseconds (`RMPADJUST = 200`) or a table with these keys:",
-           ""]
+        "without it |"
+    )
+    switches = (
+        "| `[switches]` | one row per world-switch mechanism "
+        "(`VMGEXIT(SNP_RUN_VMPL)`, `TDG.VP.ENTER`) |"
+    )
+    errors = (
+        "A negative or non-numeric cost, an unknown section or a file that is not TOML "
+        "text exits 2 naming the file and the row. Rows no backend uses are ignored."
+    )
+    defaults = (
+        "What each backend's cost table says before any override, with the source of "
+        "every number (`cocopart explain` shows which rows an operation uses)."
+    )
+    out = [
+        "# Cost files",
+        "",
+        GENERATED,
+        "",
+        intro,
+        "",
+        doc(CostTable),
+        "",
+        "## Sections",
+        "",
+        "| section | rows |",
+        "|---|---|",
+        primitives,
+        switches,
+        "",
+        "A row is a number of nanoseconds (`RMPADJUST = 200`) or a table with these keys:",
+        "",
+    ]
     out += field_rows(Cost)
     out += ["", errors, "", "## Default costs", "", defaults, ""]
     for name in BACKENDS:
@@ -272,14 +337,16 @@ def cost_page() -> str:
         out += [f"### {name}", "", "| row | ns | source |", "|---|---|---|"]
         for section, rows in (("primitives", table.primitives), ("switches", table.switches)):
             for key, cost in rows.items():
-                out.append(f"| `[{section}]` `{key}` | {cost.ns:,.0f} | "
-                           f"{_escape(cost.source)} |")
+                out.append(f"| `[{section}]` `{key}` | {cost.ns:,.0f} | {_escape(cost.source)} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 
-PAGES = {"scenario-file.md": scenario_page, "policy-file.md": policy_page,
-         "cost-file.md": cost_page}
+PAGES = {
+    "scenario-file.md": scenario_page,
+    "policy-file.md": policy_page,
+    "cost-file.md": cost_page,
+}
 
 
 def render(name: str) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-ROLE = re.compile(r":(?:py:)?(?:class|meth|func|mod|attr|data|exc|obj|const):"
-                  r"<code>(~?)([^<]*)</code>")
+ROLE = re.compile(
+    r":(?:py:)?(?:class|meth|func|mod|attr|data|exc|obj|const):"
+    r"<code>(~?)([^<]*)</code>"
+)
 
 
 def _code(match: re.Match[str]) -> str:

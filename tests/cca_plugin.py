@@ -41,7 +41,8 @@ class CcaPlatform(PlatformPlugin):
     name: ClassVar[str] = "cca"
     title: ClassVar[str] = "Arm CCA"
     tsm: ClassVar[TsmProvider | None] = TsmProvider(
-        name="arm_cca_guest", evidence_format="cca-token", inblob_min=32, inblob_max=64)
+        name="arm_cca_guest", evidence_format="cca-token", inblob_min=32, inblob_max=64
+    )
     formats: ClassVar[tuple[str, ...]] = ("cca-token",)
     kernel_modules: ClassVar[tuple[str, ...]] = ("arm_cca_guest",)
 
@@ -51,19 +52,28 @@ class CcaPlatform(PlatformPlugin):
         return None
 
     def decode(self, evidence: Evidence) -> Decoded:
-        payload = evidence.raw[len(CBOR_TAG_399):]
-        return Decoded(vendor=self.name, format=evidence.format, title="CCA token",
-                       sections=[Section(title="token", fields={
-                           "cbor_tag": 399, "payload_bytes": len(payload)})])
+        payload = evidence.raw[len(CBOR_TAG_399) :]
+        return Decoded(
+            vendor=self.name,
+            format=evidence.format,
+            title="CCA token",
+            sections=[
+                Section(title="token", fields={"cbor_tag": 399, "payload_bytes": len(payload)})
+            ],
+        )
 
     def signals(self, view: HostView) -> list[str]:
         devices = view.sysfs / "bus/platform/devices"
-        return [f"{devices / n} exists" for n in ("arm-cca-dev", "arm-rsi-dev")
-                if view.exists(devices / n)]
+        return [
+            f"{devices / n} exists"
+            for n in ("arm-cca-dev", "arm-rsi-dev")
+            if view.exists(devices / n)
+        ]
 
     def privilege_level(self, view: HostView, tsm_floor: int | None) -> PrivilegeLevel:
-        return PrivilegeLevel(reason="cocopart knows no Linux interface that tells a realm "
-                              "which plane it runs in")
+        return PrivilegeLevel(
+            reason="cocopart knows no Linux interface that tells a realm which plane it runs in"
+        )
 
     def absent(self, view: HostView) -> str:
         return "no Arm CCA realm interface found (no arm-cca-dev platform device)"
@@ -73,20 +83,34 @@ class CcaVerifier:
     vendor = "cca"
 
     def verify(self, evidence: Evidence, trust: TrustStore, now: datetime) -> VendorResult:
-        payload = evidence.raw[len(CBOR_TAG_399):]
+        payload = evidence.raw[len(CBOR_TAG_399) :]
         if payload.startswith(b"explode"):
             raise RuntimeError("toy verifier bug")
         if not evidence.raw.startswith(CBOR_TAG_399) or not payload:
-            return VendorResult(claims=None, checks=[
-                Check(name="cca.parse", ok=False, detail="not a CCA token collection")])
-        claims = Claims(vendor="cca", format=evidence.format, version=1,
-                        measurements={"rim": hashlib.sha384(payload).digest()},
-                        report_data=payload[:64].ljust(64, b"\0"),
-                        origin=Origin(layer="l1", vendor_level="plane 0"), debug=False)
-        return VendorResult(claims=claims, checks=[
-            Check(name="cca.parse", ok=True, detail="toy token"),
-            Check(name="cca.signature", ok=not payload.startswith(b"forged"),
-                  detail="toy signature")])
+            return VendorResult(
+                claims=None,
+                checks=[Check(name="cca.parse", ok=False, detail="not a CCA token collection")],
+            )
+        claims = Claims(
+            vendor="cca",
+            format=evidence.format,
+            version=1,
+            measurements={"rim": hashlib.sha384(payload).digest()},
+            report_data=payload[:64].ljust(64, b"\0"),
+            origin=Origin(layer="l1", vendor_level="plane 0"),
+            debug=False,
+        )
+        return VendorResult(
+            claims=claims,
+            checks=[
+                Check(name="cca.parse", ok=True, detail="toy token"),
+                Check(
+                    name="cca.signature",
+                    ok=not payload.startswith(b"forged"),
+                    detail="toy signature",
+                ),
+            ],
+        )
 
 
 def install(directory: Path) -> Path:
@@ -94,11 +118,13 @@ def install(directory: Path) -> Path:
     to put on (and later remove from) ``sys.path``."""
     dist = directory / "cocopart_cca_sketch-0.1.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cocopart-cca-sketch\n"
-                                   "Version: 0.1\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cocopart-cca-sketch\nVersion: 0.1\n"
+    )
     (dist / "entry_points.txt").write_text(
         "[cocopart.platforms]\ncca = cca_plugin:CcaPlatform\n\n"
-        "[cocopart.evidence]\ncca = cca_plugin:CcaVerifier\n")
+        "[cocopart.evidence]\ncca = cca_plugin:CcaVerifier\n"
+    )
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.append(here)

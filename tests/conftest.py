@@ -20,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_backend, cca_pl
 def vectors() -> Path:
     """The shared real-evidence vectors; skips with the reason when they are absent."""
     if not (VECTORS / "manifest.json").is_file():
-        pytest.skip(f"real attestation vectors not found at {VECTORS} "
-                    "(set COCOPART_VECTORS to the shared/vectors folder)")
+        pytest.skip(
+            f"real attestation vectors not found at {VECTORS} "
+            "(set COCOPART_VECTORS to the shared/vectors folder)"
+        )
     return VECTORS
 
 

@@ -10,5 +10,12 @@ from cocopart.testing.fake import (
     Page,
 )
 
-__all__ = ["PAGE_2M", "FakeBackend", "FakeHooks", "FakeMachine", "FakePlatform",
-           "FakeTransport", "Page"]
+__all__ = [
+    "PAGE_2M",
+    "FakeBackend",
+    "FakeHooks",
+    "FakeMachine",
+    "FakePlatform",
+    "FakeTransport",
+    "Page",
+]

@@ -1,7 +1,6 @@
-"""A third backend in under 150 lines, against ``cocopart.spi`` only: a sketch of Arm CCA
-planes (plane 0 serves planes 1-3 of a realm). Plane 0 validates for a plane (RSI_IPA_STATE_SET
-to RIPAS RAM, then the plane's permission overlay), sets overlays (RSI_MEM_SET_PERM_VALUE) and
-runs planes (RSI_PLANE_ENTER / plane exit). No interrupts, no evidence: the matrix says so."""
+"""A third backend against ``cocopart.spi`` only, in under 150 lines: Arm CCA planes (plane 0
+validates for planes 1-3 with RSI_IPA_STATE_SET + RSI_MEM_SET_PERM_VALUE; no interrupts).
+"""
 
 from __future__ import annotations
 
@@ -30,12 +29,18 @@ class PlanesPlatform(spi.PrivilegedPlatform):
 
     def overlay(self, start: int, end: int, plane: str, perms: int) -> None:
         i = self.m.workloads.index(plane)
-        self.m.pages.update(start, end, lambda p: Page(True, tuple(
-            perms if j == i else (x if p.ram else 0) for j, x in enumerate(p.perms))))
+        self.m.pages.update(
+            start,
+            end,
+            lambda p: Page(
+                True, tuple(perms if j == i else (x if p.ram else 0) for j, x in enumerate(p.perms))
+            ),
+        )
         self.m.trace.record("l1", "RSI_MEM_SET_PERM_VALUE", plane)
 
-    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                       ignore_unchanged: bool) -> spi.PageOpResult:
+    def validate_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> spi.PageOpResult:
         end = gpa + page_bytes * count
         if not ignore_unchanged and any(v.ram for _s, _e, v in self.m.pages.runs(gpa, end)):
             return spi.PageOpResult(0, spi.ResultCode.PVALIDATE_FAIL_NO_CHANGE)
@@ -43,14 +48,16 @@ class PlanesPlatform(spi.PrivilegedPlatform):
         self.overlay(gpa, end, layer, int(spi.Access.RWX))
         return spi.PageOpResult(count, spi.ResultCode.SUCCESS)
 
-    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                      ignore_unchanged: bool) -> spi.PageOpResult:
+    def rescind_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> spi.PageOpResult:
         self.m.pages.set(gpa, gpa + page_bytes * count, Page())
         self.m.trace.record("l1", "RSI_IPA_STATE_SET", "EMPTY", count=count)
         return spi.PageOpResult(count, spi.ResultCode.SUCCESS)
 
-    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
-                   access: spi.Access) -> spi.PageOpResult:
+    def set_access(
+        self, target: str, gpa: int, page_bytes: int, count: int, access: spi.Access
+    ) -> spi.PageOpResult:
         self.overlay(gpa, gpa + page_bytes * count, target, int(access))
         return spi.PageOpResult(count, spi.ResultCode.SUCCESS)
 
@@ -73,22 +80,30 @@ class PlanesHooks(spi.WorkloadHooks):
     def __init__(self, m: PlanesMachine) -> None:
         self.m = m
 
-    def host_convert(self, layer: str, runs: list[spi.PageRun], private: bool
-                     ) -> spi.ArchError | None:
+    def host_convert(
+        self, layer: str, runs: list[spi.PageRun], private: bool
+    ) -> spi.ArchError | None:
         self.m.trace.record(layer, "RSI_IPA_STATE_SET", "RAM" if private else "EMPTY")
         self.m.trace.switch(layer, "host", "REC_EXIT")
         self.m.pages.set(runs[0].gpa, runs[-1].gpa + runs[-1].size, Page())
         self.m.trace.switch("host", layer, "REC_ENTER")
         return None
 
-    def direct_pages(self, rng: spi.GpaRange, forced: spi.PageSize | None, *, validate: bool,
-                     ignore_unchanged: bool) -> spi.DirectResult:
+    def direct_pages(
+        self,
+        rng: spi.GpaRange,
+        forced: spi.PageSize | None,
+        *,
+        validate: bool,
+        ignore_unchanged: bool,
+    ) -> spi.DirectResult:
         self.m.pages.set(rng.start, rng.end, Page(validate))
         self.m.trace.record("l1", "RSI_IPA_STATE_SET", "RAM" if validate else "EMPTY")
         return spi.DirectResult(rng.size)
 
-    def set_access(self, layer: str, target: str, rng: spi.GpaRange, access: spi.Access, *,
-                   direct: bool) -> spi.DirectResult:
+    def set_access(
+        self, layer: str, target: str, rng: spi.GpaRange, access: spi.Access, *, direct: bool
+    ) -> spi.DirectResult:
         if layer != spi.L1:
             raise spi.NotSupportedError("set-access", "only plane 0 sets permission overlays")
         self.m.platform.set_access(target, rng.start, rng.size, 1, access)
@@ -96,23 +111,35 @@ class PlanesHooks(spi.WorkloadHooks):
 
 
 class PlanesMachine(spi.Machine):
-    def __init__(self, backend: spi.Backend, config: spi.PartitionConfig, trace: spi.Trace,
-                 graph: spi.LayerGraph, costs: spi.CostTable) -> None:
+    def __init__(
+        self,
+        backend: spi.Backend,
+        config: spi.PartitionConfig,
+        trace: spi.Trace,
+        graph: spi.LayerGraph,
+        costs: spi.CostTable,
+    ) -> None:
         super().__init__(backend, config, trace, graph, costs)
         self.workloads = config.workloads
         self.pages: spi.RangeMap[Page] = spi.RangeMap(self.layout.total, Page())
         for i in range(len(self.workloads)):  # protocol pages: the plane's, read/write
-            self.pages.set(*self.layout.layer_region(i), Page(True, tuple(
-                int(spi.Access.RW) * (j == i) for j in range(3))))
-        self.serve(PlanesPlatform(self), lambda svc: PlaneExit(svc, self.memory, trace),
-                   lambda: PlanesHooks(self), level_of=lambda w: self.workloads.index(w) + 1)
+            self.pages.set(
+                *self.layout.layer_region(i),
+                Page(True, tuple(int(spi.Access.RW) * (j == i) for j in range(3))),
+            )
+        self.serve(
+            PlanesPlatform(self),
+            lambda svc: PlaneExit(svc, self.memory, trace),
+            lambda: PlanesHooks(self),
+            level_of=lambda w: self.workloads.index(w) + 1,
+        )
 
     def memory_view(self, start: int = 0, end: int | None = None) -> list[spi.MemoryRun]:
-        return spi.merged(spi.MemoryRun(
-            start=s, end=e, private=p.ram, validated=p.ram,
-            access={w: spi.Access(p.perms[i]).short() for i, w in enumerate(self.workloads)
-                    if p.perms[i]})
-            for s, e, p in self.pages.runs(start, self.config.memory if end is None else end))
+        def state(p: Page) -> spi.RunState:
+            acc = tuple((w, spi.Access(p.perms[i]).short()) for i, w in enumerate(self.workloads))
+            return (p.ram, p.ram, tuple(a for a in acc if a[1] != "----"), False)
+
+        return spi.build_view(self.pages.runs(start, end or self.config.memory), state)
 
 
 class PlanesBackend(spi.Backend):
@@ -124,10 +151,15 @@ class PlanesBackend(spi.Backend):
     CAN = ("validate", "rescind", "convert", "set-access", "create-vcpu", "delete-vcpu")
 
     def layers(self, config: spi.PartitionConfig) -> list[spi.Layer]:
-        return [spi.Layer(name="host", role=spi.LayerRole.HOST, vendor_name="host"),
-                spi.Layer(name="l1", role=spi.LayerRole.PRIVILEGED, vendor_name="plane 0")] + [
-            spi.Layer(name=w, role=spi.LayerRole.WORKLOAD, vendor_name=f"plane {i + 1}",
-                      level=i + 1) for i, w in enumerate(config.workloads)]
+        return [
+            spi.Layer(name="host", role=spi.LayerRole.HOST, vendor_name="host"),
+            spi.Layer(name="l1", role=spi.LayerRole.PRIVILEGED, vendor_name="plane 0"),
+        ] + [
+            spi.Layer(
+                name=w, role=spi.LayerRole.WORKLOAD, vendor_name=f"plane {i + 1}", level=i + 1
+            )
+            for i, w in enumerate(config.workloads)
+        ]
 
     def graph(self, config: spi.PartitionConfig) -> spi.LayerGraph:
         g = spi.LayerGraph()
@@ -142,7 +174,9 @@ class PlanesBackend(spi.Backend):
         return g
 
     def capabilities(self, config: spi.PartitionConfig) -> dict[str, spi.CapabilityAnswer]:
-        return {c.value: spi.CapabilityAnswer(supported=True, mechanism="plane 0's RSI calls")
-                if c.value in self.CAN else spi.CapabilityAnswer(supported=False,
-                                                                  reason="not in this sketch")
-                for c in spi.Capability}
+        return {
+            c.value: spi.CapabilityAnswer(supported=True, mechanism="plane 0's RSI calls")
+            if c.value in self.CAN
+            else spi.CapabilityAnswer(supported=False, reason="not in this sketch")
+            for c in spi.Capability
+        }

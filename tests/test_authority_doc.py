@@ -19,8 +19,9 @@ def test_authority_worked_example_runs_as_written(backend: str) -> None:
     code = re.search(r"## Worked example.*?```python\n(.*?)```", text, re.DOTALL)
     shown = re.search(r"Output \(identical.*?```text\n(.*?)```", text, re.DOTALL)
     assert code and shown
-    source = code.group(1).replace('Partition(config, "sev-snp")',
-                                   f'Partition(config, "{backend}")')
+    source = code.group(1).replace(
+        'Partition(config, "sev-snp")', f'Partition(config, "{backend}")'
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(source, str(PAGE), "exec"), {})  # noqa: S102 - our own documentation

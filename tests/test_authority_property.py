@@ -59,7 +59,8 @@ STARTS = [0, 1, 2, 511, 512, 700, 1024, 1536, 2040]
 SIZES = [1, 3, 64, 512, 513, 1024]
 
 page_ranges = st.tuples(st.sampled_from(STARTS), st.sampled_from(SIZES)).map(
-    lambda t: (t[0], min(t[1], PAGES - t[0])))
+    lambda t: (t[0], min(t[1], PAGES - t[0]))
+)
 
 
 class PageState:
@@ -67,8 +68,7 @@ class PageState:
 
     __slots__ = ("access", "owner", "private", "validated")
 
-    def __init__(self, private: bool, validated: bool, access: dict[str, str], owner: str
-                 ) -> None:
+    def __init__(self, private: bool, validated: bool, access: dict[str, str], owner: str) -> None:
         self.private, self.validated, self.access, self.owner = private, validated, access, owner
 
     def acc(self, layer: str) -> Access:
@@ -89,21 +89,34 @@ class Authority(RuleBasedStateMachine):
     p: Partition
     BACKEND = "sev-snp"
 
-    @initialize(layers=st.sampled_from([2, 3]), strategy=st.sampled_from(["linux", "optimal"]),
-                mode=st.sampled_from(["direct", "restricted", "alternate", "secure-avic"]),
-                option=st.integers(0, 3), mapped=st.booleans())
+    @initialize(
+        layers=st.sampled_from([2, 3]),
+        strategy=st.sampled_from(["linux", "optimal"]),
+        mode=st.sampled_from(["direct", "restricted", "alternate", "secure-avic"]),
+        option=st.integers(0, 3),
+        mapped=st.booleans(),
+    )
     def start(self, layers: int, strategy: str, mode: str, option: int, mapped: bool) -> None:
         self.start_guest(self.BACKEND, layers, strategy, mode, option, mapped)
 
-    def start_guest(self, backend: str, layers: int, strategy: str, mode: str, option: int,
-                    mapped: bool) -> None:
+    def start_guest(
+        self, backend: str, layers: int, strategy: str, mode: str, option: int, mapped: bool
+    ) -> None:
         options: dict[str, Any]
         if backend == "sev-snp":
-            options = [{}, {"host_page_size": "4K"}, {"call_protocol": "msr"},
-                       {"host_page_size": "4K", "call_protocol": "msr"}][option]
+            options = [
+                {},
+                {"host_page_size": "4K"},
+                {"call_protocol": "msr"},
+                {"host_page_size": "4K", "call_protocol": "msr"},
+            ][option]
         else:
-            options = [{}, {"module": "2.0"}, {"host_mapping": "2M"},
-                       {"module": "2.0", "host_mapping": "2M", "enable_tdvmcall": True}][option]
+            options = [
+                {},
+                {"module": "2.0"},
+                {"host_mapping": "2M"},
+                {"module": "2.0", "host_mapping": "2M", "enable_tdvmcall": True},
+            ][option]
         self.workloads = tuple(f"l2.{i + 1}" for i in range(layers))
         memory_map: dict[str, list[dict[str, int]]] = {}
         self.owner: list[str | None] = [None] * PAGES
@@ -114,14 +127,22 @@ class Authority(RuleBasedStateMachine):
                 for k in range(i * 256, (i + 1) * 256):
                     self.owner[k], self.assigned[k] = w, True
         self.backend = backend
-        self.p = Partition({"memory": MEM, "vcpus": 3, "workload_layers": layers,
-                            "strategy": strategy, "interrupt_mode": mode,
-                            "memory_map": memory_map,
-                            "backend_options": options}, backend)
+        self.p = Partition(
+            {
+                "memory": MEM,
+                "vcpus": 3,
+                "workload_layers": layers,
+                "strategy": strategy,
+                "interrupt_mode": mode,
+                "memory_map": memory_map,
+                "backend_options": options,
+            },
+            backend,
+        )
         # who controls whom: SNP VMPLs form a chain (default VMPLs 1, 2, 3); TDX L2s are peers
         self.controls: dict[str, set[str]] = {L1: set(self.workloads)}
         for i, w in enumerate(self.workloads):
-            self.controls[w] = set(self.workloads[i + 1:]) if backend == "sev-snp" else set()
+            self.controls[w] = set(self.workloads[i + 1 :]) if backend == "sev-snp" else set()
         self.contents: dict[int, bytes] = {}
         self.view = pages_of(self.p)
 
@@ -169,24 +190,33 @@ class Authority(RuleBasedStateMachine):
         for i in changed_pages:
             b, a = before[i], after[i]
             claims = isinstance(op, ValidatePages) or (
-                isinstance(op, ConvertPages) and op.to == "private")
-            if claims and a.validated and self.owner[i] is None and (
+                isinstance(op, ConvertPages) and op.to == "private"
+            )
+            if (
+                claims
+                and a.validated
+                and self.owner[i] is None
+                and (
                     (op.layer == L1 and not b.validated)
-                    or (op.layer != L1 and a.acc(op.layer) and not b.acc(op.layer))):
+                    or (op.layer != L1 and a.acc(op.layer) and not b.acc(op.layer))
+                )
+            ):
                 # a pool page validated for a layer becomes that layer's (l1's: assigned);
                 # one a failed validate accepted for nobody (TDX L1's 4K fallback inside a
                 # refused 2M entry, listed in ``changed``) stays in the pool
                 self.owner[i], self.assigned[i] = op.layer, op.layer == L1
-            elif ((b.validated and not a.validated) or (b.private and not a.private)) \
-                    and (not self.assigned[i] or self.owner[i] == L1):
+            elif ((b.validated and not a.validated) or (b.private and not a.private)) and (
+                not self.assigned[i] or self.owner[i] == L1
+            ):
                 self.owner[i], self.assigned[i] = None, False
         for i in range(PAGES):
             want = self.owner[i] or L1
             assert after[i].owner == want, (op.describe(), i, after[i].owner, want)
         for i in list(self.contents):
             if self.p.machine.memory.read(i * PAGE_4K, 8) != self.contents[i]:
-                assert lo <= i < hi and self.may_change(op.layer, i), \
+                assert lo <= i < hi and self.may_change(op.layer, i), (
                     f"{op.describe()} changed the bytes of page {i:#x} (owner {self.owner[i]})"
+                )
                 del self.contents[i]
         self.view = after
 
@@ -197,27 +227,35 @@ class Authority(RuleBasedStateMachine):
     def check_page_effect(self, op: Operation, i: int, b: PageState, a: PageState) -> None:
         who = op.layer
         if (b.private, b.validated) != (a.private, a.validated):
-            assert self.may_change(who, i), \
+            assert self.may_change(who, i), (
                 f"{op.describe()} changed the state of page {i:#x} owned by {self.owner[i]}"
+            )
         for w in self.workloads:
             gained, lost = a.acc(w) & ~b.acc(w), b.acc(w) & ~a.acc(w)
             if not (gained or lost):
                 continue
             if isinstance(op, SetAccess):
-                assert w == op.target and self.may_touch_access(who, w, i), \
+                assert w == op.target and self.may_touch_access(who, w, i), (
                     f"{op.describe()} changed {w}'s access on page {i:#x}"
+                )
                 if who != L1 and gained:
                     assert b.acc(who) & gained == gained, "granted more than it holds"
             elif gained:
-                assert w == who or who == L1, \
-                    f"{op.describe()} gave {w} access to page {i:#x}"
+                assert w == who or who == L1, f"{op.describe()} gave {w} access to page {i:#x}"
             else:
-                assert self.may_change(who, i), \
+                assert self.may_change(who, i), (
                     f"{op.describe()} took {w}'s access on page {i:#x} away"
+                )
 
-    def check_progress(self, op: Operation, res: OperationResult, rng: GpaRange,
-                       before: list[PageState], after: list[PageState],
-                       changed_pages: list[int]) -> None:
+    def check_progress(
+        self,
+        op: Operation,
+        res: OperationResult,
+        rng: GpaRange,
+        before: list[PageState],
+        after: list[PageState],
+        changed_pages: list[int],
+    ) -> None:
         prog = res.progress
         done = prog.done_bytes if prog else 0
         if prog is not None:
@@ -254,8 +292,9 @@ class Authority(RuleBasedStateMachine):
         again = self.run(op.model_copy(update={"range": GpaRange.of(nxt, rng.end - nxt)}))
         if not again.ok:  # the cause sits at next_gpa: the same failure, nothing done
             assert again.error is not None and res.error is not None
-            assert (again.error.vendor, again.error.code) == (res.error.vendor,
-                                                              res.error.code), again
+            assert (again.error.vendor, again.error.code) == (res.error.vendor, res.error.code), (
+                again
+            )
             assert again.progress is None or again.progress.done_bytes == 0, again
 
     # -- rules -------------------------------------------------------------------------------
@@ -280,8 +319,7 @@ class Authority(RuleBasedStateMachine):
     @rule(data=st.data(), r=page_ranges, to=st.sampled_from(["shared", "private"]))
     def convert(self, data: st.DataObject, r: tuple[int, int], to: str) -> None:
         who = self.layer_of(data)
-        op = ConvertPages(layer=who, range=GpaRange.of(r[0] * PAGE_4K, r[1] * PAGE_4K),
-                          to=to)  # type: ignore[arg-type]
+        op = ConvertPages(layer=who, range=GpaRange.of(r[0] * PAGE_4K, r[1] * PAGE_4K), to=to)  # type: ignore[arg-type]
         if not self.refused(op, who, r):
             self.resume(op, self.run(op))
 
@@ -289,8 +327,12 @@ class Authority(RuleBasedStateMachine):
     def set_access(self, data: st.DataObject, r: tuple[int, int], access: Access) -> None:
         who = self.layer_of(data)
         target = self.layer_of(data, with_l1=False)
-        op = SetAccess(layer=who, target=target, access=access,
-                       range=GpaRange.of(r[0] * PAGE_4K, r[1] * PAGE_4K))
+        op = SetAccess(
+            layer=who,
+            target=target,
+            access=access,
+            range=GpaRange.of(r[0] * PAGE_4K, r[1] * PAGE_4K),
+        )
         res = self.run(op)
         pages = range(r[0], r[0] + r[1])
         if who != L1 and not all(self.may_touch_access(who, target, i) for i in pages):
@@ -311,8 +353,11 @@ class Authority(RuleBasedStateMachine):
     def vcpu(self, data: st.DataObject, vcpu: int, create: bool) -> None:
         target = self.layer_of(data, with_l1=False)
         who = data.draw(st.sampled_from([target, L1]))
-        op = CreateVcpu(layer=who, target=target, vcpu=vcpu) if create \
+        op = (
+            CreateVcpu(layer=who, target=target, vcpu=vcpu)
+            if create
             else DeleteVcpu(layer=who, target=target, vcpu=vcpu)
+        )
         res = self.run(op)
         if not create and vcpu == 0:
             assert res.error is not None and res.error.mnemonic == "BSP_KEEPS_RUNNING"
@@ -341,8 +386,10 @@ class Authority(RuleBasedStateMachine):
 
     @rule()
     def out_of_ram_is_a_config_error(self) -> None:
-        for op in (ValidatePages(layer="l2.1", range=GpaRange.of(MEM - PAGE_4K, 2 * PAGE_4K)),
-                   ConvertPages(layer=L1, range=GpaRange.of(MEM, PAGE_4K), to="shared")):
+        for op in (
+            ValidatePages(layer="l2.1", range=GpaRange.of(MEM - PAGE_4K, 2 * PAGE_4K)),
+            ConvertPages(layer=L1, range=GpaRange.of(MEM, PAGE_4K), to="shared"),
+        ):
             with pytest.raises(ConfigError):
                 self.p.run(op)
 
@@ -357,8 +404,9 @@ class Authority(RuleBasedStateMachine):
                 # a permission may be recorded (SNP RMPADJUST on an assigned page that is not
                 # validated), but the page must not be reachable: #VC 0x404 / EPT violation
                 for w in s.access:
-                    assert not m.access(w, i * PAGE_4K, Access.READ).ok, \
+                    assert not m.access(w, i * PAGE_4K, Access.READ).ok, (
                         f"page {i:#x} is shared or not validated but {w} reaches it"
+                    )
 
     @invariant()
     def contexts_never_writable(self) -> None:
@@ -380,12 +428,20 @@ class AuthorityTdx(Authority):
 
 
 #: COCOPART_AUTHORITY_NOSHRINK=1 reports the first failing sequence as found (long runs)
-PHASES = [ph for ph in Phase if not (os.environ.get("COCOPART_AUTHORITY_NOSHRINK")
-                                     and ph is Phase.shrink)]
-SETTINGS = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-                    phases=PHASES,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large])
+PHASES = [
+    ph for ph in Phase if not (os.environ.get("COCOPART_AUTHORITY_NOSHRINK") and ph is Phase.shrink)
+]
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
 TestAuthoritySnp = AuthoritySnp.TestCase
 TestAuthoritySnp.settings = SETTINGS
 TestAuthorityTdx = AuthorityTdx.TestCase

@@ -76,9 +76,13 @@ both = pytest.mark.parametrize("backend", BACKENDS)
 L21_RAM = (0, 32 * MIB)
 L22_RAM = (32 * MIB, 64 * MIB)
 TWO_TENANTS: dict[str, Any] = {
-    "memory": "64MiB", "vcpus": 2, "workload_layers": 2,
-    "memory_map": {"l2.1": [{"start": 0, "size": "32MiB"}],
-                   "l2.2": [{"start": "32MiB", "size": "32MiB"}]},
+    "memory": "64MiB",
+    "vcpus": 2,
+    "workload_layers": 2,
+    "memory_map": {
+        "l2.1": [{"start": 0, "size": "32MiB"}],
+        "l2.2": [{"start": "32MiB", "size": "32MiB"}],
+    },
 }
 #: Guest RAM is l1's pool (no memory map).
 POOL_GUEST: dict[str, Any] = {"memory": "64MiB", "vcpus": 2, "workload_layers": 2}
@@ -127,24 +131,39 @@ def victim_state(p: Partition, layer: str = "l2.2") -> tuple[Any, ...]:
     ``layer`` is the caller (l2.1), its calling areas and live context pages are left out of
     the bytes: issuing a call writes them (call_pending, the registers)."""
     i = p.config.workloads.index(layer)
-    start, end = (L22_RAM if layer == "l2.2" else L21_RAM)
+    start, end = L22_RAM if layer == "l2.2" else L21_RAM
     ps, pe = p.machine.layout.layer_region(i)
     state = p.machine.service.state
     areas = {k: v for k, v in state.areas.items() if k[0] == layer}
     live = set(areas.values()) | {v.context_gpa for v in p.vcpus() if v.layer == layer}
-    protocol = b"".join(p.machine.memory.read(g, PAGE) for g in range(ps, pe, PAGE)
-                        if layer == "l2.2" or g not in live)
-    return (p.memory_view(start, end), p.machine.memory.read(start, WATCHED),
-            p.machine.memory.read(VICTIM if layer == "l2.2" else 0x10000, PAGE),
-            p.memory_view(ps, pe), protocol, areas,
-            [v for v in p.vcpus() if v.layer == layer])
+    protocol = b"".join(
+        p.machine.memory.read(g, PAGE)
+        for g in range(ps, pe, PAGE)
+        if layer == "l2.2" or g not in live
+    )
+    return (
+        p.memory_view(start, end),
+        p.machine.memory.read(start, WATCHED),
+        p.machine.memory.read(VICTIM if layer == "l2.2" else 0x10000, PAGE),
+        p.memory_view(ps, pe),
+        protocol,
+        areas,
+        [v for v in p.vcpus() if v.layer == layer],
+    )
 
 
-def call(p: Partition, layer: str, protocol: int, call_id: int, rcx: int = 0, rdx: int = 0,
-         r8: int = 0, vcpu: int = 0) -> CallOutcome:
+def call(
+    p: Partition,
+    layer: str,
+    protocol: int,
+    call_id: int,
+    rcx: int = 0,
+    rdx: int = 0,
+    r8: int = 0,
+    vcpu: int = 0,
+) -> CallOutcome:
     """One raw protocol call, as the workload's vCPU would issue it."""
-    return p.machine.transport.call(layer, vcpu, Registers.call(protocol, call_id, rcx, rdx,
-                                                                r8))
+    return p.machine.transport.call(layer, vcpu, Registers.call(protocol, call_id, rcx, rdx, r8))
 
 
 def caa(p: Partition, layer: str, vcpu: int = 0) -> int:
@@ -157,8 +176,9 @@ def header(p: Partition, gpa: int) -> tuple[int, int]:
     return count, nxt
 
 
-def raw_pvalidate(p: Partition, layer: str, entries: list[int], at: int | None = None
-                  ) -> tuple[CallOutcome, int]:
+def raw_pvalidate(
+    p: Partition, layer: str, entries: list[int], at: int | None = None
+) -> tuple[CallOutcome, int]:
     """PVALIDATE with ``entries`` written at ``at`` (default: the caller's calling-area
     buffer); returns the outcome and the ``next`` index written back."""
     gpa = caa(p, layer) + BUFFER if at is None else at
@@ -178,14 +198,14 @@ def refused(result: OperationResult, rule: str) -> None:
 def pcr_read(selections: list[tuple[int, bytes]]) -> bytes:
     """TPM2_PCR_Read with the given (bank, pcrSelect bitmap) selections."""
     body = struct.pack(">I", len(selections)) + b"".join(
-        struct.pack(">HB", alg, len(mask)) + mask for alg, mask in selections)
+        struct.pack(">HB", alg, len(mask)) + mask for alg, mask in selections
+    )
     return struct.pack(">HII", TPM_ST_NO_SESSIONS, 10 + len(body), TPM_CC_PCR_READ) + body
 
 
 # == 1. no confused deputy: raw protocol calls from l2.1 =====================================
 @both
-def test_buffer_must_be_callers_remap_ca_onto_a_peers_page_is_invalid_address(
-        backend: str) -> None:
+def test_buffer_must_be_callers_remap_ca_onto_a_peers_page_is_invalid_address(backend: str) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: REMAP_CA onto a page of l2.2's RAM that l2.1 cannot
     write answers INVALID_ADDRESS and l1 does not zero it (sev-snp.md §2 REMAP_CA, §1.5;
     CS core.rs core_remap_ca; docs/authority.md)."""
@@ -199,7 +219,8 @@ def test_buffer_must_be_callers_remap_ca_onto_a_peers_page_is_invalid_address(
 
 @both
 def test_buffer_must_be_callers_remap_ca_onto_a_peers_calling_area_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: l2.2's calling area (a protocol page of l2.2) is not
     l2.1's to write, so REMAP_CA onto it is INVALID_ADDRESS and l2.2 keeps its calling area
     and its bytes (sev-snp.md §2 REMAP_CA; CS core.rs core_remap_ca; docs/authority.md)."""
@@ -215,7 +236,8 @@ def test_buffer_must_be_callers_remap_ca_onto_a_peers_calling_area_is_invalid_ad
 
 @both
 def test_context_page_untouchable_remap_ca_onto_a_peers_live_context_page_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_CONTEXT_PAGE_UNTOUCHABLE: l2.2's live vCPU context page (SNP VMSA / TDX L2
     state) never becomes anyone's calling area: INVALID_ADDRESS, the context unchanged
     (sev-snp.md §2.2, §4.2 VMSA page; tdx.md §2.3; docs/authority.md)."""
@@ -230,7 +252,8 @@ def test_context_page_untouchable_remap_ca_onto_a_peers_live_context_page_is_inv
 
 @both
 def test_context_page_untouchable_remap_ca_onto_own_live_context_page_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_CONTEXT_PAGE_UNTOUCHABLE: not even the owner may turn its own live context page
     into its calling area (l1 would zero the running vCPU's state): INVALID_ADDRESS
     (sev-snp.md §4.2: lower VMPLs hold no write access to a VMSA; docs/authority.md)."""
@@ -262,10 +285,15 @@ def _attest_request(p: Partition, where: str) -> tuple[AttestRequest, int]:
     (``where``), and the GPA of the request."""
     lay, ca = p.machine.layout, caa(p, "l2.1")
     fields: dict[str, Any] = {
-        "report_gpa": lay.scratch(0, SCRATCH_REPORT), "report_size": REPORT_BUFFER_SIZE,
-        "nonce_gpa": ca + 0x800, "nonce_size": 64,
-        "manifest_gpa": lay.scratch(0, SCRATCH_MANIFEST), "manifest_size": PAGE,
-        "certs_gpa": lay.scratch(0, SCRATCH_CERTS), "certs_size": MAX_CERTS_SIZE}
+        "report_gpa": lay.scratch(0, SCRATCH_REPORT),
+        "report_size": REPORT_BUFFER_SIZE,
+        "nonce_gpa": ca + 0x800,
+        "nonce_size": 64,
+        "manifest_gpa": lay.scratch(0, SCRATCH_MANIFEST),
+        "manifest_size": PAGE,
+        "certs_gpa": lay.scratch(0, SCRATCH_CERTS),
+        "certs_size": MAX_CERTS_SIZE,
+    }
     if where in ("report", "manifest", "certs", "nonce"):
         fields[f"{where}_gpa"] = VICTIM
     elif where == "report-straddling":  # l2.1's last page + l2.2's first page
@@ -277,10 +305,12 @@ def _attest_request(p: Partition, where: str) -> tuple[AttestRequest, int]:
 
 
 @both
-@pytest.mark.parametrize("where", ["none", "report", "manifest", "certs", "nonce", "request",
-                                   "report-straddling"])
+@pytest.mark.parametrize(
+    "where", ["none", "report", "manifest", "certs", "nonce", "request", "report-straddling"]
+)
 def test_buffer_must_be_callers_attest_services_buffer_in_a_peers_page_is_invalid_address(
-        backend: str, where: str) -> None:
+    backend: str, where: str
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: ATTEST_SERVICES writes the report, manifest and
     certificates and reads the request and nonce only where l2.1 may itself write / read;
     any of them in l2.2's page is INVALID_ADDRESS and l2.2's bytes stay ("none": the same
@@ -298,15 +328,21 @@ def test_buffer_must_be_callers_attest_services_buffer_in_a_peers_page_is_invali
 
 @both
 def test_buffer_must_be_callers_attest_single_service_report_in_a_peers_page_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: the same for ATTEST_SINGLE_SERVICE (vTPM) with the
     report buffer in l2.2's page: INVALID_ADDRESS, l2.2 unchanged (sev-snp.md §3.1)."""
     p = tenants(backend)
     lay, ca = p.machine.layout, caa(p, "l2.1")
-    req = AttestRequest(report_gpa=VICTIM, report_size=REPORT_BUFFER_SIZE,
-                        nonce_gpa=ca + 0x800, nonce_size=64,
-                        manifest_gpa=lay.scratch(0, SCRATCH_MANIFEST), manifest_size=PAGE,
-                        service_guid=VTPM_SERVICE_GUID)
+    req = AttestRequest(
+        report_gpa=VICTIM,
+        report_size=REPORT_BUFFER_SIZE,
+        nonce_gpa=ca + 0x800,
+        nonce_size=64,
+        manifest_gpa=lay.scratch(0, SCRATCH_MANIFEST),
+        manifest_size=PAGE,
+        service_guid=VTPM_SERVICE_GUID,
+    )
     p.machine.memory.write(ca + BUFFER, req.encode())
     before = victim_state(p)
     out = call(p, "l2.1", ProtocolId.ATTEST, AttestCall.ATTEST_SINGLE_SERVICE, ca + BUFFER)
@@ -316,7 +352,8 @@ def test_buffer_must_be_callers_attest_single_service_report_in_a_peers_page_is_
 
 @both
 def test_buffer_must_be_callers_pvalidate_list_in_a_peers_page_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: the PVALIDATE request list is read, and its ``next``
     written back, by l1 for the caller: a list in l2.2's page is INVALID_ADDRESS, its
     header is not written and none of its (l2.1-owned) entries runs (sev-snp.md §2.1;
@@ -334,7 +371,8 @@ def test_buffer_must_be_callers_pvalidate_list_in_a_peers_page_is_invalid_addres
 @both
 @pytest.mark.parametrize("ignore_cf", [False, True], ids=["plain", "ignore_cf"])
 def test_state_change_needs_ownership_pvalidate_entries_over_a_peers_pages_stop_at_that_entry(
-        backend: str, ignore_cf: bool) -> None:
+    backend: str, ignore_cf: bool
+) -> None:
     """RULE_STATE_CHANGE_NEEDS_OWNERSHIP: a list whose entries 0-2 are l2.1's own pages and
     entry 3 a validated page of l2.2 answers INVALID_ADDRESS with ``next`` = 3: entries
     0-2 are done, l2.2's pages keep their state and bytes (with ignore_cf too: never
@@ -342,16 +380,19 @@ def test_state_change_needs_ownership_pvalidate_entries_over_a_peers_pages_stop_
     ``next`` indexes the failing entry; CS core.rs core_pvalidate; TDX module
     tdg_mem_page_accept.c never zeroes an accepted page; docs/authority.md)."""
     p = tenants(backend)
-    entries = (pv.run_entries(HOLE, False, 3, True)
-               + pv.run_entries(VICTIM, False, 2, True, ignore_cf)
-               + pv.run_entries(HOLE + 3 * PAGE, False, 1, True))
+    entries = (
+        pv.run_entries(HOLE, False, 3, True)
+        + pv.run_entries(VICTIM, False, 2, True, ignore_cf)
+        + pv.run_entries(HOLE + 3 * PAGE, False, 1, True)
+    )
     before = victim_state(p)
     out, nxt = raw_pvalidate(p, "l2.1", entries)
     assert (out.code, nxt) == (ResultCode.INVALID_ADDRESS, 3)
-    done, rest = p.memory_view(HOLE, HOLE + 3 * PAGE), p.memory_view(HOLE + 3 * PAGE,
-                                                                        HOLE + 4 * PAGE)
-    assert [(r.validated, r.owner, r.access) for r in done] == [(True, "l2.1",
-                                                                 {"l2.1": "rwus"})]
+    done, rest = (
+        p.memory_view(HOLE, HOLE + 3 * PAGE),
+        p.memory_view(HOLE + 3 * PAGE, HOLE + 4 * PAGE),
+    )
+    assert [(r.validated, r.owner, r.access) for r in done] == [(True, "l2.1", {"l2.1": "rwus"})]
     assert [r.validated for r in rest] == [False]
     assert victim_state(p) == before
     assert p.machine.memory.read(VICTIM, len(SECRET)) == SECRET
@@ -359,7 +400,8 @@ def test_state_change_needs_ownership_pvalidate_entries_over_a_peers_pages_stop_
 
 @both
 def test_buffer_must_be_callers_vtpm_cmd_buffer_in_a_peers_page_is_invalid_address(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: SVSM_VTPM_CMD reads and overwrites its 4K buffer; one
     in l2.2's page is INVALID_ADDRESS, the command is not executed (the PCR keeps its value)
     and the page keeps its bytes (sev-snp.md §3.2; CS vtpm.rs)."""
@@ -377,7 +419,8 @@ def test_buffer_must_be_callers_vtpm_cmd_buffer_in_a_peers_page_is_invalid_addre
 @both
 @pytest.mark.parametrize("which", ["context", "calling-area"])
 def test_buffer_must_be_callers_create_vcpu_with_a_peers_page_is_invalid_address(
-        backend: str, which: str) -> None:
+    backend: str, which: str
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS: CREATE_VCPU from l2.1 naming a page of l2.2's RAM as
     the new context (VMSA) or calling area is INVALID_ADDRESS; no vCPU is created and
     l2.2's page is untouched (sev-snp.md §2.2 CREATE_VCPU checks; CS core.rs
@@ -409,7 +452,8 @@ def test_buffer_must_be_callers_remap_ca_onto_a_peers_shared_page_answers_alike_
 
 @both
 def test_buffer_must_be_callers_calling_area_in_a_page_its_owner_made_private_again(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_BUFFER_MUST_BE_CALLERS over time: l2.2 shares one of its assigned pages, l2.1
     asks REMAP_CA onto it (INVALID_ADDRESS on both), l2.2 makes the page
     private again and writes data into it. Whatever REMAP_CA answered, l2.1's next call must
@@ -430,7 +474,8 @@ def test_buffer_must_be_callers_calling_area_in_a_page_its_owner_made_private_ag
 @both
 @pytest.mark.parametrize("page", ["vtpm-scratch", "calling-area-of-vcpu-1"])
 def test_range_inside_ram_raw_pvalidate_of_own_protocol_pages_is_invalid_address(
-        backend: str, page: str) -> None:
+    backend: str, page: str
+) -> None:
     """RULE_RANGE_INSIDE_RAM, protocol pages: the pages above guest RAM that l1 set up for
     l2.1's protocol (calling areas, scratch buffers) are never validated, rescinded or
     zeroed through a workload's PVALIDATE — INVALID_ADDRESS, ``next`` = 0, page state and
@@ -482,7 +527,8 @@ def test_output_fits_buffer_pcr_read_of_six_sha384_banks_is_tpm_rc_size(backend:
 
 @both
 def test_output_fits_buffer_pcr_read_of_every_pcr_in_both_banks_returns_at_most_8_digests(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_OUTPUT_FITS_BUFFER: a legal TPM2_PCR_Read of all 24 PCRs of both banks returns
     at most 8 digests (TPML_DIGEST holds 8) and pcrSelectionOut names exactly those: SHA-384
     PCRs 0-7, nothing of SHA-256. The response fits; the next page is unchanged (TPM 2.0
@@ -500,9 +546,11 @@ def test_output_fits_buffer_pcr_read_of_every_pcr_in_both_banks_returns_at_most_
     assert digests[:3] + digests[4:] == [bytes(48)] * 7
     # pcrUpdateCounter, TPML_PCR_SELECTION pcrSelectionOut
     count = struct.unpack_from(">I", rsp, 14)[0]
-    sels = [rsp[18 + 6 * i:24 + 6 * i] for i in range(count)]
-    assert sels == [struct.pack(">HB", TPM_ALG_SHA384, 3) + b"\xff\x00\x00",
-                    struct.pack(">HB", TPM_ALG_SHA256, 3) + b"\x00\x00\x00"]
+    sels = [rsp[18 + 6 * i : 24 + 6 * i] for i in range(count)]
+    assert sels == [
+        struct.pack(">HB", TPM_ALG_SHA384, 3) + b"\xff\x00\x00",
+        struct.pack(">HB", TPM_ALG_SHA256, 3) + b"\x00\x00\x00",
+    ]
     assert next_after == next_before
 
 
@@ -543,7 +591,8 @@ def test_lower_never_acts_on_higher_vmpl1_restricts_vmpl2_by_rmpadjust() -> None
 
 @pytest.mark.parametrize("path", ["run", "raw-attr-wr"])
 def test_peer_access_needs_ownership_reader_of_a_peers_page_cannot_revoke_the_owner(
-        path: str) -> None:
+    path: str,
+) -> None:
     """RULE_PEER_ACCESS_NEEDS_OWNERSHIP (TDX): l2.1 grants its peer l2.2 R on one of its
     pages (allowed: its own page, within what it holds); l2.2, holding R, asks to set the
     owner's access to NONE — refused through Partition.run and by L1 itself when the L2's
@@ -580,8 +629,12 @@ def test_peer_access_needs_ownership_raw_attr_wr_naming_vm_0_is_refused() -> Non
     p = tenants("tdx")
     m = p.machine
     before = victim_state(p)
-    regs = {"rax": Leaf.MEM_PAGE_ATTR_WR, "rcx": VICTIM, "rdx": attrs.pack({0: 0}),
-            "r8": attrs.pack({0: attrs.RWX})}
+    regs = {
+        "rax": Leaf.MEM_PAGE_ATTR_WR,
+        "rcx": VICTIM,
+        "rdx": attrs.pack({0: 0}),
+        "r8": attrs.pack({0: attrs.RWX}),
+    }
     state = m.transport.l2_exit("l2.1", 0, regs, "TDG.MEM.PAGE.ATTR.WR")
     status = m.hooks.exits.emulate_attr_wr("l2.1", state, VICTIM, VICTIM + PAGE, 0, 0)
     m.transport.l2_resume("l2.1", 0, state)
@@ -616,16 +669,19 @@ def test_grant_within_held_a_workload_never_grants_more_than_it_holds(backend: s
 @both
 @pytest.mark.parametrize("what", ["rescind", "convert-to-shared", "validate"])
 def test_state_change_needs_ownership_workload_cannot_change_a_peers_pages(
-        backend: str, what: str) -> None:
+    backend: str, what: str
+) -> None:
     """RULE_STATE_CHANGE_NEEDS_OWNERSHIP: l2.2 rescinding, sharing or validating pages of
     l2.1 is refused before anything runs; l2.1 keeps its access and its bytes
     (docs/authority.md; the SVSM / L1 is the only layer that can do these for a workload)."""
     p = tenants(backend)
     target = rng(0x10000, 4 * PAGE)
     p.machine.memory.write(0x10000, b"l2.1 data")
-    op = {"rescind": RescindPages(layer="l2.2", range=target),
-          "convert-to-shared": ConvertPages(layer="l2.2", range=target, to="shared"),
-          "validate": ValidatePages(layer="l2.2", range=target)}[what]
+    op = {
+        "rescind": RescindPages(layer="l2.2", range=target),
+        "convert-to-shared": ConvertPages(layer="l2.2", range=target, to="shared"),
+        "validate": ValidatePages(layer="l2.2", range=target),
+    }[what]
     before = victim_state(p, "l2.1")
     assert p.plan(op).events == []
     refused(p.run(op), RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
@@ -637,7 +693,8 @@ def test_state_change_needs_ownership_workload_cannot_change_a_peers_pages(
 @both
 @pytest.mark.parametrize("action", ["validate", "validate-ignore_cf", "rescind"])
 def test_state_change_needs_ownership_raw_pvalidate_of_a_peers_page_is_refused(
-        backend: str, action: str) -> None:
+    backend: str, action: str
+) -> None:
     """RULE_STATE_CHANGE_NEEDS_OWNERSHIP, enforced by l1 on the raw request: l2.2's
     PVALIDATE entry over l2.1's validated 2M page (validate, validate with ignore_cf =
     bit 3, or rescind) answers INVALID_ADDRESS with ``next`` = 0; l1 neither zeroes nor
@@ -675,7 +732,8 @@ def test_state_change_needs_ownership_raw_map_gpa_of_a_peers_page_is_refused() -
 
 @both
 def test_ignore_cf_zeroes_own_page_revalidating_own_valid_page_zeroes_it_and_keeps_it(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_IGNORE_CF_ZEROES_OWN_PAGE: PVALIDATE with ignore_cf over the caller's OWN
     already-valid 2M page succeeds, zeroes it and leaves it the caller's (same access,
     same owner); without ignore_cf it is PVALIDATE_FAIL_NO_CHANGE and nothing is zeroed;
@@ -693,7 +751,11 @@ def test_ignore_cf_zeroes_own_page_revalidating_own_valid_page_zeroes_it_and_kee
     assert p.machine.memory.read(own, 2 * PAGE) == bytes(2 * PAGE)
     [run] = p.memory_view(own, own + 0x200000)
     assert (run.validated, run.access, run.owner, run.assigned) == (
-        True, {"l2.1": "rwus"}, "l2.1", True)
+        True,
+        {"l2.1": "rwus"},
+        "l2.1",
+        True,
+    )
     assert victim_state(p) == before
 
 
@@ -708,8 +770,7 @@ RANGES = {
 
 @both
 @pytest.mark.parametrize("where", list(RANGES))
-def test_range_inside_ram_ops_beyond_guest_ram_raise_config_error(backend: str,
-                                                                  where: str) -> None:
+def test_range_inside_ram_ops_beyond_guest_ram_raise_config_error(backend: str, where: str) -> None:
     """RULE_RANGE_INSIDE_RAM: validate, rescind, convert and set-access over a range reaching
     beyond guest RAM (the protocol region, or near 2**48 / 2**64) raise ConfigError naming
     ``range`` for l1 and every workload, as an Operation and as a dict; nothing changes and
@@ -718,24 +779,32 @@ def test_range_inside_ram_ops_beyond_guest_ram_raise_config_error(backend: str,
     p = tenants(backend)
     start, size = RANGES[where]
     lay = p.machine.layout
-    before = (p.memory_view(0, 64 * MIB), p.memory_view(lay.base, lay.total),
-              p.machine.memory.read(lay.base, 16 * PAGE))
+    before = (
+        p.memory_view(0, 64 * MIB),
+        p.memory_view(lay.base, lay.total),
+        p.machine.memory.read(lay.base, 16 * PAGE),
+    )
     r = rng(start, size)
     for layer in ("l1", "l2.1", "l2.2"):
-        ops: list[Any] = [ValidatePages(layer=layer, range=r), RescindPages(layer=layer, range=r),
-                          ConvertPages(layer=layer, range=r, to="shared"),
-                          ConvertPages(layer=layer, range=r, to="private"),
-                          SetAccess(layer=layer, target="l2.2", range=r, access="r"),
-                          {"op": "validate", "layer": layer,
-                           "range": {"start": start, "size": size}}]
+        ops: list[Any] = [
+            ValidatePages(layer=layer, range=r),
+            RescindPages(layer=layer, range=r),
+            ConvertPages(layer=layer, range=r, to="shared"),
+            ConvertPages(layer=layer, range=r, to="private"),
+            SetAccess(layer=layer, target="l2.2", range=r, access="r"),
+            {"op": "validate", "layer": layer, "range": {"start": start, "size": size}},
+        ]
         for op in ops:
             with pytest.raises(ConfigError) as info:
                 p.run(op)
             assert info.value.field == "range" and RULE_RANGE_INSIDE_RAM in str(info.value)
             with pytest.raises(ConfigError):
                 p.plan(op)
-    assert (p.memory_view(0, 64 * MIB), p.memory_view(lay.base, lay.total),
-            p.machine.memory.read(lay.base, 16 * PAGE)) == before
+    assert (
+        p.memory_view(0, 64 * MIB),
+        p.memory_view(lay.base, lay.total),
+        p.machine.memory.read(lay.base, 16 * PAGE),
+    ) == before
     page = rng(0x10000, PAGE)
     ok(p.run(ConvertPages(layer="l2.1", range=page, to="shared")))
     ok(p.run(ConvertPages(layer="l2.1", range=page, to="private")))
@@ -764,7 +833,8 @@ def test_range_inside_ram_forced_2m_page_size_must_tile_the_range(backend: str) 
 @both
 @pytest.mark.parametrize("failing", ["peer-ram", "own-context-page", "peer-calling-area"])
 def test_state_change_needs_ownership_raw_pvalidate_failing_part_way_reports_exact_next(
-        backend: str, failing: str) -> None:
+    backend: str, failing: str
+) -> None:
     """Exact progress of a raw PVALIDATE that fails inside l1: entries 0-2 (l2.1's own
     pages) are done, entry 3 is refused (l2.2's RAM, l2.1's live context page or l2.2's
     calling area) with INVALID_ADDRESS and ``next`` = 3, entry 4 is not run; nothing of
@@ -773,10 +843,16 @@ def test_state_change_needs_ownership_raw_pvalidate_failing_part_way_reports_exa
     RULE_CONTEXT_PAGE_UNTOUCHABLE)."""
     p = tenants(backend)
     lay = p.machine.layout
-    bad = {"peer-ram": VICTIM, "own-context-page": lay.context(0, 0),
-           "peer-calling-area": lay.caa(1, 0)}[failing]
-    entries = (pv.run_entries(HOLE, False, 3, True) + pv.run_entries(bad, False, 1, True)
-               + pv.run_entries(HOLE + 3 * PAGE, False, 1, True))
+    bad = {
+        "peer-ram": VICTIM,
+        "own-context-page": lay.context(0, 0),
+        "peer-calling-area": lay.caa(1, 0),
+    }[failing]
+    entries = (
+        pv.run_entries(HOLE, False, 3, True)
+        + pv.run_entries(bad, False, 1, True)
+        + pv.run_entries(HOLE + 3 * PAGE, False, 1, True)
+    )
     before, own = victim_state(p), victim_state(p, "l2.1")[3:]
     out, nxt = raw_pvalidate(p, "l2.1", entries)
     assert (out.code, nxt) == (ResultCode.INVALID_ADDRESS, 3)
@@ -787,8 +863,7 @@ def test_state_change_needs_ownership_raw_pvalidate_failing_part_way_reports_exa
 
 
 @both
-def test_exact_progress_partial_validate_reports_the_done_prefix_and_resumes(
-        backend: str) -> None:
+def test_exact_progress_partial_validate_reports_the_done_prefix_and_resumes(backend: str) -> None:
     """Exact progress through Partition.run: validating [2 MiB, 4 MiB) in 4K pages when the
     page at 3 MiB is already valid is ``partial`` with done_bytes = 1 MiB and next_gpa =
     3 MiB; exactly [2 MiB, 3 MiB) is newly validated, ``changed`` lists only state changes
@@ -800,29 +875,43 @@ def test_exact_progress_partial_validate_reports_the_done_prefix_and_resumes(
     assert r.status is Status.PARTIAL and r.progress is not None
     assert (r.progress.done_bytes, r.progress.next_gpa) == (1 * MIB, 3 * MIB)
     assert [(x.start, x.end, x.validated) for x in p.memory_view(2 * MIB, 4 * MIB)] == [
-        (2 * MIB, 3 * MIB + PAGE, True), (3 * MIB + PAGE, 4 * MIB, False)]
+        (2 * MIB, 3 * MIB + PAGE, True),
+        (3 * MIB + PAGE, 4 * MIB, False),
+    ]
     assert all(c.start >= 3 * MIB for c in r.changed)
     for c in r.changed:  # what it says changed did change
-        assert all(("private" if x.private else "shared") in c.after
-                   for x in p.memory_view(c.start, c.end))
-    ok(p.run(ValidatePages(layer="l2.1", range=rng(3 * MIB + PAGE, 1 * MIB - PAGE),
-                           page_size="4K")))
-    assert [(x.validated, x.owner) for x in p.memory_view(2 * MIB, 4 * MIB)] == [
-        (True, "l2.1")]
+        assert all(
+            ("private" if x.private else "shared") in c.after for x in p.memory_view(c.start, c.end)
+        )
+    ok(
+        p.run(
+            ValidatePages(layer="l2.1", range=rng(3 * MIB + PAGE, 1 * MIB - PAGE), page_size="4K")
+        )
+    )
+    assert [(x.validated, x.owner) for x in p.memory_view(2 * MIB, 4 * MIB)] == [(True, "l2.1")]
 
 
 # == 7. typed errors, and the BSP keeps running ================================================
 @both
-@pytest.mark.parametrize("op,field", [
-    (42, "op"),
-    ({"op": "frobnicate", "layer": "l2.1"}, "op"),
-    ({"op": "validate", "layer": "l2.1", "range": {"start": "abc", "size": 4096}},
-     "validate.range.start"),
-    ({"op": "validate", "layer": "l2.1", "range": {"start": 0, "size": 4096}, "bogus": 1},
-     "validate.bogus"),
-], ids=["not-an-operation", "unknown-op", "bad-field", "extra-field"])
+@pytest.mark.parametrize(
+    "op,field",
+    [
+        (42, "op"),
+        ({"op": "frobnicate", "layer": "l2.1"}, "op"),
+        (
+            {"op": "validate", "layer": "l2.1", "range": {"start": "abc", "size": 4096}},
+            "validate.range.start",
+        ),
+        (
+            {"op": "validate", "layer": "l2.1", "range": {"start": 0, "size": 4096}, "bogus": 1},
+            "validate.bogus",
+        ),
+    ],
+    ids=["not-an-operation", "unknown-op", "bad-field", "extra-field"],
+)
 def test_typed_errors_run_and_plan_raise_config_error_naming_the_field(
-        backend: str, op: Any, field: str) -> None:
+    backend: str, op: Any, field: str
+) -> None:
     """Typed errors: Partition.run / plan with something that is not an operation, an
     unknown op name or a bad field raise ConfigError (a CocopartError) naming the field —
     never AttributeError or a pydantic ValidationError; the partition still works
@@ -847,7 +936,8 @@ def test_typed_errors_duplicated_service_is_config_error(backend: str) -> None:
 @both
 @pytest.mark.parametrize("requester", ["l2.1", "l1"])
 def test_bsp_keeps_running_deleting_vcpu_0_is_refused_and_interrupts_still_work(
-        backend: str, requester: str) -> None:
+    backend: str, requester: str
+) -> None:
     """RULE_BSP_KEEPS_RUNNING: deleting vCPU 0 of l2.1, from l2.1 itself or from l1, is an
     error with mnemonic BSP_KEEPS_RUNNING on both backends (TDX used to allow it and then
     raise on the next IPI/EOI); vCPU 0 keeps running and a later IPI and EOI to l2.1 work
@@ -866,8 +956,7 @@ def test_bsp_keeps_running_deleting_vcpu_0_is_refused_and_interrupts_still_work(
 
 
 @both
-def test_bsp_keeps_running_raw_delete_of_own_bsp_is_refused_on_both_backends(backend: str
-                                                                            ) -> None:
+def test_bsp_keeps_running_raw_delete_of_own_bsp_is_refused_on_both_backends(backend: str) -> None:
     """RULE_BSP_KEEPS_RUNNING holds for raw calls too: the privileged layer's DELETE_VCPU
     handler refuses l2.1's own vCPU 0 with INVALID_PARAMETER (cocopart's choice, one rule
     for both backends; docs/authority.md), and l2.1 keeps working."""
@@ -887,19 +976,22 @@ def test_a_deleted_vcpu_issues_no_calls_on_either_backend(backend: str) -> None:
     ok(p.run(CreateVcpu(layer="l2.1", target="l2.1", vcpu=1)))
     out = call(p, "l2.1", ProtocolId.CORE, CoreCall.DELETE_VCPU, p.machine.layout.context(0, 1))
     assert out.code == ResultCode.SUCCESS
-    after = p.machine.transport.call("l2.1", 1, Registers.call(
-        ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1))
+    after = p.machine.transport.call(
+        "l2.1", 1, Registers.call(ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1)
+    )
     assert after.code == ResultCode.INVALID_REQUEST
     ok(p.run(CreateVcpu(layer="l1", target="l2.1", vcpu=1)))
-    again = p.machine.transport.call("l2.1", 1, Registers.call(
-        ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1))
+    again = p.machine.transport.call(
+        "l2.1", 1, Registers.call(ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, (0 << 32) | 1)
+    )
     assert again.code == ResultCode.SUCCESS
 
 
 # == 8. memory_view shows owners ===============================================================
 @both
 def test_state_change_needs_ownership_memory_view_shows_owners_of_ram_and_protocol_pages(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """Ownership is visible: every memory_view run carries ``owner`` and ``assigned`` —
     RAM named in memory_map is its layer's (assigned), other RAM is l1's pool (owner l1,
     not assigned), each layer's protocol pages are its own (docs/authority.md
@@ -907,18 +999,24 @@ def test_state_change_needs_ownership_memory_view_shows_owners_of_ram_and_protoc
     cfg = {**POOL_GUEST, "memory_map": {"l2.1": [{"start": "16MiB", "size": "8MiB"}]}}
     p = Partition(cfg, backend)
     assert [(r.start, r.end, r.owner, r.assigned) for r in p.memory_view()] == [
-        (0, 16 * MIB, "l1", False), (16 * MIB, 24 * MIB, "l2.1", True),
-        (24 * MIB, 64 * MIB, "l1", False)]
+        (0, 16 * MIB, "l1", False),
+        (16 * MIB, 24 * MIB, "l2.1", True),
+        (24 * MIB, 64 * MIB, "l1", False),
+    ]
     lay = p.machine.layout
     for i, layer in enumerate(p.config.workloads):
         s, e = lay.layer_region(i)
         assert {(r.owner, r.assigned) for r in p.memory_view(s, e)} == {(layer, True)}
 
 
-@pytest.mark.parametrize("backend,options", [("sev-snp", {}), ("tdx", {"module": "2.0"})],
-                         ids=["sev-snp", "tdx-module-2.0"])
+@pytest.mark.parametrize(
+    "backend,options",
+    [("sev-snp", {}), ("tdx", {"module": "2.0"})],
+    ids=["sev-snp", "tdx-module-2.0"],
+)
 def test_state_change_needs_ownership_pool_page_is_the_validators_until_rescinded(
-        backend: str, options: dict[str, Any]) -> None:
+    backend: str, options: dict[str, Any]
+) -> None:
     """Pool pages become the validator's: l2.2 validates pool RAM and owns it (not
     assigned); l2.1 may not validate it; after l2.2 rescinds it the pages are l1's pool
     again and l2.1 may take them — zeroed, never with l2.2's bytes (docs/authority.md;
@@ -928,21 +1026,26 @@ def test_state_change_needs_ownership_pool_page_is_the_validators_until_rescinde
     ok(p.run(ValidatePages(layer="l2.2", range=rng(0, 2 * MIB))))
     p.machine.memory.write(PAGE, SECRET)
     assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(0, 2 * MIB)] == [
-        ("l2.2", False, True)]
-    refused(p.run(ValidatePages(layer="l2.1", range=rng(0, 2 * MIB))),
-            RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
+        ("l2.2", False, True)
+    ]
+    refused(
+        p.run(ValidatePages(layer="l2.1", range=rng(0, 2 * MIB))), RULE_STATE_CHANGE_NEEDS_OWNERSHIP
+    )
     ok(p.run(RescindPages(layer="l2.2", range=rng(0, 2 * MIB))))
     assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(0, 2 * MIB)] == [
-        ("l1", False, False)]
+        ("l1", False, False)
+    ]
     ok(p.run(ValidatePages(layer="l2.1", range=rng(0, 2 * MIB))))
     assert [(r.owner, r.assigned, r.access) for r in p.memory_view(0, 2 * MIB)] == [
-        ("l2.1", False, {"l2.1": "rwus"})]
+        ("l2.1", False, {"l2.1": "rwus"})
+    ]
     assert p.machine.memory.read(PAGE, len(SECRET)) == bytes(len(SECRET))
 
 
 @both
 def test_state_change_needs_ownership_pool_page_returns_to_the_pool_when_shared(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """Pool pages go back to the pool when shared: l2.2 converts pool pages it validated to
     shared; they are l1's pool again (owner l1, not assigned) and l2.1 may make them private
     for itself (docs/authority.md; issue 11 "Ownership is explicit")."""
@@ -950,50 +1053,67 @@ def test_state_change_needs_ownership_pool_page_returns_to_the_pool_when_shared(
     ok(p.run(ValidatePages(layer="l2.2", range=rng(2 * MIB, 2 * MIB))))
     ok(p.run(ConvertPages(layer="l2.2", range=rng(2 * MIB, 2 * MIB), to="shared")))
     assert [(r.owner, r.assigned, r.private) for r in p.memory_view(2 * MIB, 4 * MIB)] == [
-        ("l1", False, False)]
+        ("l1", False, False)
+    ]
     ok(p.run(ConvertPages(layer="l2.1", range=rng(2 * MIB, PAGE), to="private")))
-    assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(2 * MIB,
-                                                                      2 * MIB + PAGE)] == [
-        ("l2.1", False, True)]
-    refused(p.run(ConvertPages(layer="l2.2", range=rng(2 * MIB, PAGE), to="shared")),
-            RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
+    assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(2 * MIB, 2 * MIB + PAGE)] == [
+        ("l2.1", False, True)
+    ]
+    refused(
+        p.run(ConvertPages(layer="l2.2", range=rng(2 * MIB, PAGE), to="shared")),
+        RULE_STATE_CHANGE_NEEDS_OWNERSHIP,
+    )
 
 
-@pytest.mark.parametrize("backend,options", [("sev-snp", {}), ("tdx", {"module": "2.0"})],
-                         ids=["sev-snp", "tdx-module-2.0"])
+@pytest.mark.parametrize(
+    "backend,options",
+    [("sev-snp", {}), ("tdx", {"module": "2.0"})],
+    ids=["sev-snp", "tdx-module-2.0"],
+)
 def test_state_change_needs_ownership_assigned_pages_stay_with_their_layer(
-        backend: str, options: dict[str, Any]) -> None:
+    backend: str, options: dict[str, Any]
+) -> None:
     """memory_map pages stay assigned: l2.1's assigned RAM, rescinded or shared by l2.1,
     is still l2.1's (assigned) and l2.2 may not take it (docs/authority.md "assigned to its
     layer for good")."""
-    cfg = {**POOL_GUEST, "backend_options": options,
-           "memory_map": {"l2.1": [{"start": "16MiB", "size": "8MiB"}]}}
+    cfg = {
+        **POOL_GUEST,
+        "backend_options": options,
+        "memory_map": {"l2.1": [{"start": "16MiB", "size": "8MiB"}]},
+    }
     p = Partition(cfg, backend)
     ok(p.run(ValidatePages(layer="l2.1", range=rng(16 * MIB, 8 * MIB))))
     ok(p.run(RescindPages(layer="l2.1", range=rng(16 * MIB, 2 * MIB))))
     ok(p.run(ConvertPages(layer="l2.1", range=rng(18 * MIB, 2 * MIB), to="shared")))
-    assert {(r.owner, r.assigned) for r in p.memory_view(16 * MIB, 24 * MIB)} == {
-        ("l2.1", True)}
-    for op in (ValidatePages(layer="l2.2", range=rng(16 * MIB, 2 * MIB)),
-               ConvertPages(layer="l2.2", range=rng(18 * MIB, PAGE), to="private")):
+    assert {(r.owner, r.assigned) for r in p.memory_view(16 * MIB, 24 * MIB)} == {("l2.1", True)}
+    for op in (
+        ValidatePages(layer="l2.2", range=rng(16 * MIB, 2 * MIB)),
+        ConvertPages(layer="l2.2", range=rng(18 * MIB, PAGE), to="private"),
+    ):
         refused(p.run(op), RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
 
 
 @both
 def test_state_change_needs_ownership_l1_validating_pool_pages_takes_them_out_of_the_pool(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """l1 validating pool RAM for itself takes it out of the pool (owner l1, assigned);
     no workload may validate or share it (docs/authority.md: "l1 validating a pool page
     for itself takes it out of the pool")."""
     p = Partition(POOL_GUEST, backend)
     ok(p.run(ValidatePages(layer="l1", range=rng(40 * MIB, 2 * MIB))))
-    assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(40 * MIB, 42 * MIB)] \
-        == [("l1", True, True)]
+    assert [(r.owner, r.assigned, r.validated) for r in p.memory_view(40 * MIB, 42 * MIB)] == [
+        ("l1", True, True)
+    ]
     for layer in ("l2.1", "l2.2"):
-        refused(p.run(ValidatePages(layer=layer, range=rng(40 * MIB, PAGE))),
-                RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
-        refused(p.run(ConvertPages(layer=layer, range=rng(40 * MIB, PAGE), to="shared")),
-                RULE_STATE_CHANGE_NEEDS_OWNERSHIP)
+        refused(
+            p.run(ValidatePages(layer=layer, range=rng(40 * MIB, PAGE))),
+            RULE_STATE_CHANGE_NEEDS_OWNERSHIP,
+        )
+        refused(
+            p.run(ConvertPages(layer=layer, range=rng(40 * MIB, PAGE), to="shared")),
+            RULE_STATE_CHANGE_NEEDS_OWNERSHIP,
+        )
 
 
 @both
@@ -1009,8 +1129,9 @@ def test_access_on_validated_pages_a_grant_never_outlives_a_pool_page(backend: s
     assert r.error is not None and r.error.mnemonic == "ACCESS_ON_VALIDATED_PAGES"
     assert r.primitives == 0
     ok(p.run(ValidatePages(layer="l2.2", range=page)))
-    assert all(run.access == {"l2.2": "rwus"} and run.owner == "l2.2"
-               for run in p.memory_view(0, 2 * MIB))
+    assert all(
+        run.access == {"l2.2": "rwus"} and run.owner == "l2.2" for run in p.memory_view(0, 2 * MIB)
+    )
     ok(p.run(SetAccess(layer="l1", range=page, target="l2.1", access="r")))  # now it may
     assert {run.access.get("l2.1") for run in p.memory_view(0, 2 * MIB)} == {"r---"}
 
@@ -1039,7 +1160,8 @@ def test_state_change_needs_ownership_a_refused_operation_plans_nothing(backend:
 
 @both
 def test_guest_wide_needs_control_only_l1_or_a_controlling_layer_switches_the_mode(
-        backend: str) -> None:
+    backend: str,
+) -> None:
     """RULE_GUEST_WIDE_NEEDS_CONTROL (cocopart's choice, docs/authority.md): the interrupt
     mode is guest-wide, so it is switched by l1 or by a workload that controls every other
     workload layer — SNP VMPL1 over VMPL2, never a TDX L2 (peers) — and a refused switch
@@ -1052,8 +1174,12 @@ def test_guest_wide_needs_control_only_l1_or_a_controlling_layer_switches_the_mo
     assert r.primitives == 0
     r = p.run(ConfigureInterrupts(layer="l2.1", mode="restricted"))
     assert r.ok == (backend == "sev-snp"), r.reason
-    ok(p.run(ConfigureInterrupts(layer="l1", mode="secure-avic" if backend == "tdx"
-                                 else "restricted")))
-    single = Partition({**POOL_GUEST, "workload_layers": 1, "interrupt_mode": "alternate"},
-                       backend)
+    ok(
+        p.run(
+            ConfigureInterrupts(
+                layer="l1", mode="secure-avic" if backend == "tdx" else "restricted"
+            )
+        )
+    )
+    single = Partition({**POOL_GUEST, "workload_layers": 1, "interrupt_mode": "alternate"}, backend)
     ok(single.run(ConfigureInterrupts(layer="l2.1", mode="restricted")))

@@ -14,9 +14,12 @@ from cocopart.ops import Capability
 from cocopart.registry import load_backend
 
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
-    ("sev-snp", {}), ("sev-snp", {"services": []}),
+    ("sev-snp", {}),
+    ("sev-snp", {"services": []}),
     ("sev-snp", {"workload_layers": 3, "backend_options": {"workload_vmpls": [3, 1, 2]}}),
-    ("tdx", {}), ("tdx", {"services": []}), ("tdx", {"backend_options": {"module": "2.0"}}),
+    ("tdx", {}),
+    ("tdx", {"services": []}),
+    ("tdx", {"backend_options": {"module": "2.0"}}),
     ("tdx", {"workload_layers": 3, "backend_options": {"enable_tdvmcall": True}}),
 ]
 
@@ -31,16 +34,19 @@ def routed(graph: Any, capability: str, sources: tuple[str, ...]) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("backend", "extra"), CONFIGS,
-                         ids=[f"{b}-{i}" for i, (b, _e) in enumerate(CONFIGS)])
-def test_capability_matrix_and_graph_routes_agree(backend: str, extra: dict[str, Any]
-                                                   ) -> None:
+@pytest.mark.parametrize(
+    ("backend", "extra"), CONFIGS, ids=[f"{b}-{i}" for i, (b, _e) in enumerate(CONFIGS)]
+)
+def test_capability_matrix_and_graph_routes_agree(backend: str, extra: dict[str, Any]) -> None:
     config = PartitionConfig.model_validate({"memory": "64MiB", "workload_layers": 2, **extra})
     b = load_backend(backend)
     matrix, graph = b.capabilities(config), b.graph(config)
     for cap in Capability:
-        names = [f"{cap.value}:{w}" for w in config.workloads] \
-            if cap is Capability.SET_ACCESS else [cap.value]
+        names = (
+            [f"{cap.value}:{w}" for w in config.workloads]
+            if cap is Capability.SET_ACCESS
+            else [cap.value]
+        )
         in_graph = any(routed(graph, n, config.workloads) for n in names)
         answer = matrix[cap.value]
         assert answer.supported == in_graph, (backend, extra, cap.value, answer)

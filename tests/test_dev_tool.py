@@ -90,18 +90,32 @@ def test_the_gate_is_the_noxfiles_and_the_format_check_is_wired() -> None:
 
 
 def test_pins_cover_the_test_oracles() -> None:
-    pins = {line.split("==")[0].lower() for line in (REPO / "constraints.txt").read_text()
-            .splitlines() if "==" in line and not line.startswith("#")}
-    for oracle in ("dcap-qvl", "cvm-attest", "dk-tee-attestation", "sev-snp-measure",
-                   "pydantic", "typer", "ruff", "mypy", "mkdocs-material"):
+    pins = {
+        line.split("==")[0].lower()
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for oracle in (
+        "dcap-qvl",
+        "cvm-attest",
+        "dk-tee-attestation",
+        "sev-snp-measure",
+        "pydantic",
+        "typer",
+        "ruff",
+        "mypy",
+        "mkdocs-material",
+    ):
         assert oracle in pins, f"constraints.txt does not pin {oracle}"
 
 
 def test_the_gate_ends_with_the_test_count(capfd: pytest.CaptureFixture[str]) -> None:
     """CI reads the closing line: pytest's summary, restated after nox's session report."""
     module = _load(REPO / "tools" / "dev.py", "dev_tool_summary")
-    fake = ("print('1 error, 3 failed, 10 passed, 1 skipped in 1.25s (0:00:01)');"
-            "print('nox > * tests: failed'); raise SystemExit(1)")
+    fake = (
+        "print('1 error, 3 failed, 10 passed, 1 skipped in 1.25s (0:00:01)');"
+        "print('nox > * tests: failed'); raise SystemExit(1)"
+    )
     assert module.run_gate([sys.executable, "-c", fake]) == 1
     last = capfd.readouterr().out.strip().splitlines()[-1]
     assert last == "tests: 10 passed, 4 failed, 1 skipped"

@@ -34,23 +34,26 @@ def test_mapping_table_is_generated_from_the_backends() -> None:
     if missing:
         pytest.skip(f"backends not importable: {missing}")
     text = gen.render()
-    assert (DOCS / "mapping.md").read_text() == text, \
+    assert (DOCS / "mapping.md").read_text() == text, (
         "docs/mapping.md is out of date: run python docs/gen_mapping.py"
+    )
     for op in ("validate", "share", "set-access", "create-vcpu", "attest", "inject-interrupt"):
         assert f"| `{op}`" in text
 
 
 def test_cli_reference_is_generated_from_the_commands() -> None:
     gen = _load("gen_cli")
-    assert (DOCS / "cli.md").read_text() == gen.render(), \
+    assert (DOCS / "cli.md").read_text() == gen.render(), (
         "docs/cli.md is out of date: run python docs/gen_cli.py"
+    )
 
 
 def test_file_references_are_generated_from_the_models() -> None:
     gen = _load("gen_files")
     for name in gen.PAGES:
-        assert (DOCS / "reference" / name).read_text() == gen.render(name), \
+        assert (DOCS / "reference" / name).read_text() == gen.render(name), (
             f"docs/reference/{name} is out of date: run python docs/gen_files.py"
+        )
 
 
 def test_every_file_key_is_described() -> None:
@@ -81,9 +84,24 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     if importlib.util.find_spec("mkdocs") is None:
         pytest.skip("mkdocs is not installed (pip install -e '.[dev]')")
     site = tmp_path / "site"
-    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f",
-                          str(REPO / "mkdocs.yml"), "-d", str(site)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(REPO / "mkdocs.yml"),
+            "-d",
+            str(site),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert (site / "mapping" / "index.html").is_file()
     api = (site / "api" / "partition" / "index.html").read_text()

@@ -40,8 +40,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted([*(REPO / "docs").rglob("*.md"), REPO / "README.md"])
 SHELL_LANGS = {"sh", "bash", "console", "shell"}
-FENCE = re.compile(r"(?:<!--\s*docs-test:\s*(?P<mark>[^>]*?)\s*-->\s*\n)?"
-                   r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(
+    r"(?:<!--\s*docs-test:\s*(?P<mark>[^>]*?)\s*-->\s*\n)?"
+    r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```",
+    re.MULTILINE | re.DOTALL,
+)
 NEVER = ("python3 tools/dev.py test",)
 #: Pages whose code runs in a test of their own, with the files they name (real vectors).
 OWN_TEST = {"docs/attestation.md": "tests/test_attestation_doc.py"}
@@ -82,9 +85,16 @@ class Block:
 
 def blocks(page: Path) -> list[Block]:
     text = page.read_text()
-    return [Block(page, text.count("\n", 0, m.start("lang")) + 1, m.group("lang"),
-                  m.group("body"), (m.group("mark") or "").strip())
-            for m in FENCE.finditer(text)]
+    return [
+        Block(
+            page,
+            text.count("\n", 0, m.start("lang")) + 1,
+            m.group("lang"),
+            m.group("body"),
+            (m.group("mark") or "").strip(),
+        )
+        for m in FENCE.finditer(text)
+    ]
 
 
 def shell_blocks(page: Path) -> list[Block]:
@@ -122,8 +132,13 @@ def scratch(tmp_path: Path) -> Path:
 
 def _env() -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            "COLUMNS": "100", "EDITOR": "true", "COCOPART_DEBUG": ""}
+    return {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "COLUMNS": "100",
+        "EDITOR": "true",
+        "COCOPART_DEBUG": "",
+    }
 
 
 def _ids(kind: str) -> list[tuple[Path, str]]:
@@ -131,8 +146,7 @@ def _ids(kind: str) -> list[tuple[Path, str]]:
     return [(p, str(p.relative_to(REPO))) for p in PAGES if pick(p)]
 
 
-@pytest.mark.parametrize("page", [p for p, _ in _ids("shell")],
-                         ids=[i for _, i in _ids("shell")])
+@pytest.mark.parametrize("page", [p for p, _ in _ids("shell")], ids=[i for _, i in _ids("shell")])
 def test_shell_commands_in_the_docs_run_as_written(page: Path, scratch: Path) -> None:
     ran = 0
     for block in shell_blocks(page):
@@ -142,21 +156,31 @@ def test_shell_commands_in_the_docs_run_as_written(page: Path, scratch: Path) ->
             if cmd.startswith(NEVER):
                 continue
             want = Block.exit_of(cmd, block.expected_exit)
-            res = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=_env(),
-                                 capture_output=True, text=True, timeout=900, check=False)
+            res = subprocess.run(
+                ["bash", "-c", cmd],
+                cwd=scratch,
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
             assert res.returncode == want, (
                 f"{block.where}: `{cmd}` exited {res.returncode}, the page expects {want}\n"
-                f"{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+                f"{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+            )
             ran += 1
     if not ran:
-        pytest.skip("; ".join(filter(None, map(_skip_reason, shell_blocks(page))))
-                    or "only the test command itself")
+        pytest.skip(
+            "; ".join(filter(None, map(_skip_reason, shell_blocks(page))))
+            or "only the test command itself"
+        )
 
 
-@pytest.mark.parametrize("page", [p for p, _ in _ids("python")],
-                         ids=[i for _, i in _ids("python")])
-def test_python_blocks_in_the_docs_run_as_written(page: Path, scratch: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("page", [p for p, _ in _ids("python")], ids=[i for _, i in _ids("python")])
+def test_python_blocks_in_the_docs_run_as_written(
+    page: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(scratch)
     namespace: dict[str, object] = {"__name__": f"docs:{page.name}"}
     skipped = []
@@ -174,8 +198,11 @@ def test_python_blocks_in_the_docs_run_as_written(page: Path, scratch: Path,
 def test_the_harness_finds_the_code_it_promises_to_run() -> None:
     """A guard against a parser that silently finds nothing."""
     tutorial = REPO / "docs" / "tutorials" / "setup-guest.md"
-    assert any("cocopart setup examples/guest.toml" in c
-               for b in shell_blocks(tutorial) for c in b.commands())
+    assert any(
+        "cocopart setup examples/guest.toml" in c
+        for b in shell_blocks(tutorial)
+        for c in b.commands()
+    )
     assert len(python_blocks(REPO / "docs" / "tutorials" / "embed-agent.md")) >= 4
     marked = [b for p in PAGES for b in blocks(p) if b.mark == "cvm"]
     assert marked, "the real-CVM examples are marked"

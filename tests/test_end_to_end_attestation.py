@@ -16,8 +16,10 @@ from cocopart.partition import Partition
 def test_service_evidence_of_a_workload_layer_verifies(backend: str, level: str) -> None:
     """With cocopart's requester entry (opt-in, RULE_REQUESTER_ENTRY_OPT_IN) the evidence
     speaks for the layer that asked."""
-    p = Partition({"memory": "1GiB", "vcpus": 2, "workload_layers": 2,
-                   "attest_requester_entry": True}, backend)
+    p = Partition(
+        {"memory": "1GiB", "vcpus": 2, "workload_layers": 2, "attest_requester_entry": True},
+        backend,
+    )
     nonce = bytes(range(64))
     r = p.run(Attest(layer="l2.2", report_data=nonce))
     assert r.ok, r.reason
@@ -38,8 +40,10 @@ def test_service_evidence_of_a_workload_layer_verifies(backend: str, level: str)
     assert any("pinned" in c.name for c in untrusted.failed)
     # a different nonce breaks the manifest binding
     forged = ev.model_copy(update={"nonce": b"\1" * 64})
-    assert any("manifest_binding" in c.name
-               for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(forged).failed)
+    assert any(
+        "manifest_binding" in c.name
+        for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(forged).failed
+    )
 
 
 @pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
@@ -56,5 +60,6 @@ def test_service_evidence_without_the_requester_entry_speaks_for_l1(backend: str
     assert verdict.ok, verdict.summary()
     assert verdict.claims is not None and verdict.claims.origin.layer == "l1"
     assert not verdict.claims.origin.via_privileged_layer
-    assert [c.name for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(ev).failed
-            ] == ["policy.origin_layer"]
+    assert [c.name for c in Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(ev).failed] == [
+        "policy.origin_layer"
+    ]

@@ -43,8 +43,9 @@ def module_graph(package: Path) -> tuple[rx.PyDiGraph, dict[str, int]]:
 
 def cycles(package: Path) -> list[list[str]]:
     g, _ = module_graph(package)
-    return [sorted(g[i] for i in comp) for comp in rx.strongly_connected_components(g)
-            if len(comp) > 1]
+    return [
+        sorted(g[i] for i in comp) for comp in rx.strongly_connected_components(g) if len(comp) > 1
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(PACKAGES))
@@ -57,6 +58,7 @@ def test_the_check_finds_a_cycle(tmp_path: Path) -> None:
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from loop import b\n")
-    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                              "    from loop.a import X\n")
+    (pkg / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from loop.a import X\n"
+    )
     assert cycles(pkg) == [["loop.a", "loop.b"]]

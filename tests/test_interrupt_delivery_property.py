@@ -80,8 +80,11 @@ class Reference:
         self.irr[key].add(vector)
         for k in dict.fromkeys([*unparked, key]):
             self._run(k)
-        return DeliveryStatus.PENDING.value if vector in self.irr[key] \
+        return (
+            DeliveryStatus.PENDING.value
+            if vector in self.irr[key]
             else DeliveryStatus.DELIVERED.value
+        )
 
     def unpark(self, vcpu: int) -> list[tuple[str, int]]:
         """L1's handler takes its vIRR: the waiting vectors are latched (then delivered)."""
@@ -105,8 +108,11 @@ class Reference:
             return False  # are peers, so no L2 switches the mode of the others
         if mode == self.mode:
             return True
-        if mode == "alternate" or (self.backend == "sev-snp" and mode == "secure-avic") \
-                or (self.backend == "tdx" and mode == "direct"):
+        if (
+            mode == "alternate"
+            or (self.backend == "sev-snp" and mode == "secure-avic")
+            or (self.backend == "tdx" and mode == "direct")
+        ):
             return False
         if self.backend == "sev-snp" and self.mode == "alternate":
             for (layer, vcpu), irr in self.irr.items():  # CS hand-off: 31 and 32-255 only
@@ -122,16 +128,23 @@ class Reference:
 
 
 op_strategy = st.one_of(
-    st.tuples(st.just("inject"), st.sampled_from(TARGETS), st.sampled_from(VECTORS),
-              st.booleans()),
+    st.tuples(st.just("inject"), st.sampled_from(TARGETS), st.sampled_from(VECTORS), st.booleans()),
     st.tuples(st.just("eoi"), st.sampled_from(TARGETS)),
     st.tuples(st.just("configure"), st.sampled_from(("l2.1", "l1")), st.sampled_from(MODES)),
 )
 
 
 def _guest(backend: str, mode: str) -> Partition:
-    p = Partition({"memory": "16MiB", "vcpus": 2, "workload_layers": 2, "services": [],
-                   "interrupt_mode": mode}, backend)
+    p = Partition(
+        {
+            "memory": "16MiB",
+            "vcpus": 2,
+            "workload_layers": 2,
+            "services": [],
+            "interrupt_mode": mode,
+        },
+        backend,
+    )
     for layer in LAYERS:
         assert p.run(CreateVcpu(layer=layer, target=layer, vcpu=1)).ok
     return p
@@ -147,8 +160,11 @@ def _check(backend: str, mode: str, ops: list[tuple[Any, ...]]) -> None:
             requester = target if ipi else "host"
             expected = ref.inject(requester, target, vcpu, vector)
             r = p.run(InjectInterrupt(layer=requester, target=target, vcpu=vcpu, vector=vector))
-            got = "not-supported" if r.status is Status.NOT_SUPPORTED \
+            got = (
+                "not-supported"
+                if r.status is Status.NOT_SUPPORTED
                 else r.data["delivery"]["status"]
+            )
             assert got == expected, (op, r.reason, r.data.get("delivery"))
             if got == "delivered":
                 d = r.data["delivery"]
@@ -179,19 +195,20 @@ def _check(backend: str, mode: str, ops: list[tuple[Any, ...]]) -> None:
     assert sorted((d.layer, d.vcpu, d.vector) for d in ledger.lost) == sorted(ref.lost)
 
 
-SETTINGS = settings(max_examples=250, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
 @given(mode=st.sampled_from(MODES), ops=st.lists(op_strategy, max_size=40))
-def test_snp_delivers_each_interrupt_once_in_priority_order(mode: str,
-                                                            ops: list[tuple[Any, ...]]) -> None:
+def test_snp_delivers_each_interrupt_once_in_priority_order(
+    mode: str, ops: list[tuple[Any, ...]]
+) -> None:
     _check("sev-snp", mode, ops)
 
 
 @SETTINGS
 @given(mode=st.sampled_from(MODES), ops=st.lists(op_strategy, max_size=40))
-def test_tdx_delivers_each_interrupt_once_in_priority_order(mode: str,
-                                                           ops: list[tuple[Any, ...]]) -> None:
+def test_tdx_delivers_each_interrupt_once_in_priority_order(
+    mode: str, ops: list[tuple[Any, ...]]
+) -> None:
     _check("tdx", mode, ops)

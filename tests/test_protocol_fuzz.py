@@ -53,12 +53,19 @@ both = pytest.mark.parametrize("backend", fp.BACKENDS)
 
 
 @both
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.large_base_example])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 @given(rng=st.randoms(use_true_random=False))
 def test_protocol_fuzz_no_exception_hang_out_of_set_code_or_cross_layer_effect(
-        backend: str, rng: random.Random) -> None:
+    backend: str, rng: random.Random
+) -> None:
     """Every call keeps the invariants of bench/fuzz_protocol.py (check_call) and every layer
     can still validate and attest afterwards (check_not_stuck)."""
     layers, mode, options = fp.random_setup(rng, backend)
@@ -78,16 +85,26 @@ def test_protocol_fuzz_reaches_the_handlers(backend: str) -> None:
     rep = fp.fuzz(t, random.Random(f"reach:{backend}"), 400)
     assert not rep.violations, "\n".join(rep.violations[:3])
     ok = {name for (name, result), _n in rep.by_call.items() if result == "SUCCESS"}
-    assert {"CORE.PVALIDATE", "CORE.REMAP_CA", "CORE.QUERY_PROTOCOL", "ATTEST.ATTEST_SERVICES",
-            "ATTEST.ATTEST_SINGLE_SERVICE", "VTPM.CMD", "APIC.QUERY_FEATURES"} <= ok
-    assert {"UNSUPPORTED_PROTOCOL", "UNSUPPORTED_CALL", "INVALID_ADDRESS",
-            "INVALID_PARAMETER"} <= set(rep.codes)
+    assert {
+        "CORE.PVALIDATE",
+        "CORE.REMAP_CA",
+        "CORE.QUERY_PROTOCOL",
+        "ATTEST.ATTEST_SERVICES",
+        "ATTEST.ATTEST_SINGLE_SERVICE",
+        "VTPM.CMD",
+        "APIC.QUERY_FEATURES",
+    } <= ok
+    assert {
+        "UNSUPPORTED_PROTOCOL",
+        "UNSUPPORTED_CALL",
+        "INVALID_ADDRESS",
+        "INVALID_PARAMETER",
+    } <= set(rep.codes)
 
 
 # -- the checks catch what they are for ------------------------------------------------------
 @both
-def test_checks_catch_a_confused_deputy_an_out_of_set_code_and_a_state_change(
-        backend: str) -> None:
+def test_checks_catch_a_confused_deputy_an_out_of_set_code_and_a_state_change(backend: str) -> None:
     """A planted protocol 0x77 whose call 0 misbehaves on l2.1's behalf over l2.2's page:
     each misbehaviour is a violation for :func:`check_call`."""
     t = fp.Target(backend, 2, "restricted")
@@ -105,9 +122,11 @@ def test_checks_catch_a_confused_deputy_an_out_of_set_code_and_a_state_change(
         ctx.platform.set_access(ctx.layer, ctx.regs.rcx, PAGE_4K, 1, Access.RW)
         return ResultCode.SUCCESS
 
-    for handler, expect in ((overwrite, "changed the bytes of the page"),
-                            (odd_code, "not a defined or protocol-specific code"),
-                            (grant_caller, "changed the state of pages it does not own")):
+    for handler, expect in (
+        (overwrite, "changed the bytes of the page"),
+        (odd_code, "not a defined or protocol-specific code"),
+        (grant_caller, "changed the state of pages it does not own"),
+    ):
         t.service.protocols[0x77] = {0: handler}
         before = fp.snapshot(t, c)
         found = fp.check_call(t, c, before, fp.execute(t, c))
@@ -123,8 +142,9 @@ def test_a_vcpu_created_through_the_protocol_can_call(backend: str) -> None:
     t = fp.Target(backend, 2, "restricted")
     ctx = PAGE_2M + 5 * PAGE_4K  # validated 4K page of l2.1's own RAM
     t.memory.write(ctx, t.memory.read(t.layout.context(0, 0), PAGE_4K))
-    out = t.call("l2.1", 0, Registers.call(ProtocolId.CORE, CoreCall.CREATE_VCPU, ctx,
-                                           t.layout.caa(0, 1), 1))
+    out = t.call(
+        "l2.1", 0, Registers.call(ProtocolId.CORE, CoreCall.CREATE_VCPU, ctx, t.layout.caa(0, 1), 1)
+    )
     assert out.code == ResultCode.SUCCESS
     assert ("l2.1", 1, "running") in {(v.layer, v.vcpu, v.state) for v in t.p.vcpus()}
     query = t.call("l2.1", 1, Registers.call(ProtocolId.CORE, CoreCall.QUERY_PROTOCOL, 1))
@@ -137,14 +157,22 @@ def test_snp_rescind_of_a_2m_entry_over_4k_pages_answers_sizemismatch() -> None:
     rescind entry of 2M over them is FAIL_SIZEMISMATCH (RMPADJUST and PVALIDATE both
     answer it, sev-snp.md §4.3), which the client redoes as 4K entries (sev-snp.md §2.1),
     so RescindPages of the range it validated succeeds."""
-    p = Partition({"memory": "64MiB", "vcpus": 1, "workload_layers": 1,
-                   "backend_options": {"host_page_size": "4K"}}, backend="sev-snp")
+    p = Partition(
+        {
+            "memory": "64MiB",
+            "vcpus": 1,
+            "workload_layers": 1,
+            "backend_options": {"host_page_size": "4K"},
+        },
+        backend="sev-snp",
+    )
     base = 8 << 20
     assert p.run(ValidatePages(layer="l2.1", range=GpaRange.of(base, PAGE_2M))).ok
     caa = p.machine.service.state.caa("l2.1", 0)
     p.machine.memory.write(caa + 8, pv.encode([pv.entry(base, True, validate=False)]))
-    out = p.machine.transport.call("l2.1", 0, Registers.call(
-        ProtocolId.CORE, CoreCall.PVALIDATE, caa + 8))
+    out = p.machine.transport.call(
+        "l2.1", 0, Registers.call(ProtocolId.CORE, CoreCall.PVALIDATE, caa + 8)
+    )
     assert out.code == ResultCode.PVALIDATE_FAIL_SIZEMISMATCH
     r = p.run(RescindPages(layer="l2.1", range=GpaRange.of(base, PAGE_2M)))
     assert r.ok, r.reason
@@ -158,11 +186,11 @@ def test_tdx_a_failed_operation_reports_its_own_error_not_another_layers() -> No
     m = p.machine
     caa = m.service.state.caa("l2.1", 0)
     m.memory.write(caa + 8, pv.encode([pv.entry(0, False, validate=False)]))
-    out = m.transport.call("l2.1", 0, Registers.call(ProtocolId.CORE, CoreCall.PVALIDATE,
-                                                     caa + 8))
+    out = m.transport.call("l2.1", 0, Registers.call(ProtocolId.CORE, CoreCall.PVALIDATE, caa + 8))
     assert out.code == ResultCode.UNSUPPORTED_CALL
-    out = m.transport.call("l2.2", 0, Registers.call(ProtocolId.CORE, CoreCall.REMAP_CA,
-                                                     m.layout.scratch(1, 0)))
+    out = m.transport.call(
+        "l2.2", 0, Registers.call(ProtocolId.CORE, CoreCall.REMAP_CA, m.layout.scratch(1, 0))
+    )
     assert out.code == ResultCode.SUCCESS
     r = p.run(Attest(layer="l2.2", report_data=None))
     assert r.status is Status.ERROR

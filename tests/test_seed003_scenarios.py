@@ -31,8 +31,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "host-faults.md"
 CONFIG: dict[str, Any] = {"memory": 64 << 20, "vcpus": 1, "services": []}
 
 
-def run(scenario: HostFaultScenario, backend: str = "sev-snp", policy: str | None = None,
-        **setup: Any) -> FaultOutcome:
+def run(
+    scenario: HostFaultScenario, backend: str = "sev-snp", policy: str | None = None, **setup: Any
+) -> FaultOutcome:
     cfg = dict(CONFIG)
     if policy is not None:
         cfg["backend_options"] = {"host_fault_policy": policy}
@@ -63,7 +64,8 @@ def test_a_kvms_checked_map_refuses_the_private_page_under_every_policy() -> Non
         o = run(A, policy=policy, emulator=Emulator.KVM_CHECKED)
         assert o.host_fault is None and not o.host_panicked and not o.guests_lost
         assert o.guest_errors == [
-            "guest0: the device reports an I/O error (KVM refused to map the page)"]
+            "guest0: the device reports an I/O error (KVM refused to map the page)"
+        ]
         assert o.data is DataFate.INTACT
 
 
@@ -79,7 +81,10 @@ def test_a_convert_the_write_proceeds_and_the_guest_takes_vc_0x404_and_terminate
     assert list(o.guests_lost) == ["guest0"] and "terminated itself" in o.guests_lost["guest0"]
     assert o.data is DataFate.OVERWRITTEN
     assert [e.mnemonic for e in o.events if e.issuer == "host"][:3] == [
-        "RMP_PF", "RMPUPDATE.4K", "PSMASH"]
+        "RMP_PF",
+        "RMPUPDATE.4K",
+        "PSMASH",
+    ]
 
 
 def test_a_convert_a_guest_may_log_and_carry_on() -> None:
@@ -96,8 +101,9 @@ def test_a_tdx_no_host_fault_the_td_machine_checks_and_is_fatal() -> None:
 
 
 # --- (b) a malicious guest converts a page to private while a host process emulates on it ----
-def test_b_sigbus_the_well_behaved_host_wide_daemon_dies_and_every_guest_loses_its_network(
-        ) -> None:
+def test_b_sigbus_the_well_behaved_host_wide_daemon_dies_and_every_guest_loses_its_network() -> (
+    None
+):
     o = run(B, policy="sigbus")
     assert list(o.processes_killed) == [HOST_DAEMON] and not o.guests_lost
     assert o.services_lost == ["virtual network of all 3 guests"]
@@ -134,8 +140,7 @@ def test_b_tdx_the_daemon_survives_and_only_the_converting_td_dies() -> None:
 
 # --- (c) kexec on the host with guests' private pages in the RMP -----------------------------
 @pytest.mark.parametrize("policy", ["sigbus", "panic"])
-def test_c_without_conversion_the_new_kernel_panics_on_the_first_guest_page(policy: str
-                                                                           ) -> None:
+def test_c_without_conversion_the_new_kernel_panics_on_the_first_guest_page(policy: str) -> None:
     o = run(C, policy=policy)
     assert o.host_panicked and o.accessor.value == "kernel"
     assert len(o.guests_lost) == 3 and o.data is DataFate.LOST_WITH_GUEST
@@ -163,25 +168,32 @@ def test_c_tdx_kexec_is_refused_on_the_partial_write_erratum() -> None:
 
 # --- side by side --------------------------------------------------------------------------
 def test_the_comparison_runs_every_scenario_under_every_policy_on_both_backends(
-        table: FaultComparison) -> None:
+    table: FaultComparison,
+) -> None:
     keys = {(o.backend, o.scenario, o.policy) for o in table.outcomes}
-    assert keys == {(b, s, p) for s in HostFaultScenario for b, ps in
-                    (("sev-snp", ("sigbus", "panic", "convert")), ("tdx", (NO_POLICY,)))
-                    for p in ps}
+    assert keys == {
+        (b, s, p)
+        for s in HostFaultScenario
+        for b, ps in (("sev-snp", ("sigbus", "panic", "convert")), ("tdx", (NO_POLICY,)))
+        for p in ps
+    }
 
 
-def test_only_the_panic_policy_and_kernel_writes_take_the_host_down(
-        table: FaultComparison) -> None:
+def test_only_the_panic_policy_and_kernel_writes_take_the_host_down(table: FaultComparison) -> None:
     down = {(o.backend, o.scenario.value, o.policy) for o in table.outcomes if o.host_panicked}
-    assert down == {("sev-snp", "forgotten-share", "panic"),
-                    ("sev-snp", "convert-under-emulation", "panic"),
-                    ("sev-snp", "kexec", "panic"), ("sev-snp", "kexec", "sigbus")}
+    assert down == {
+        ("sev-snp", "forgotten-share", "panic"),
+        ("sev-snp", "convert-under-emulation", "panic"),
+        ("sev-snp", "kexec", "panic"),
+        ("sev-snp", "kexec", "sigbus"),
+    }
 
 
 def test_docs_embed_the_generated_table(table: FaultComparison) -> None:
-    assert markdown_table(table) in DOCS.read_text(), \
-        "docs/host-faults.md is out of date: paste cocopart.host_faults.markdown_table(" \
+    assert markdown_table(table) in DOCS.read_text(), (
+        "docs/host-faults.md is out of date: paste cocopart.host_faults.markdown_table("
         "compare_host_faults())"
+    )
 
 
 def test_the_rich_table_has_a_row_per_outcome(table: FaultComparison) -> None:

@@ -15,12 +15,17 @@ from cocopart.partition import Partition
 def test_small_guest_runs_the_neutral_sequence(backend: str, memory: int) -> None:
     p = Partition({"memory": memory, "vcpus": 2}, backend)
     assert p.machine.layout.base % (2 << 20) == 0 and p.machine.layout.base >= memory
-    results = p.run_all([
-        ValidatePages(range=GpaRange.of(0, memory)), CreateVcpu(vcpu=1),
-        Attest(report_data=b"\x01" * 64),
-        ConvertPages(range=GpaRange.of(0, PAGE_4K), to="shared"),
-        ConvertPages(range=GpaRange.of(0, PAGE_4K), to="private")])
+    results = p.run_all(
+        [
+            ValidatePages(range=GpaRange.of(0, memory)),
+            CreateVcpu(vcpu=1),
+            Attest(report_data=b"\x01" * 64),
+            ConvertPages(range=GpaRange.of(0, PAGE_4K), to="shared"),
+            ConvertPages(range=GpaRange.of(0, PAGE_4K), to="private"),
+        ]
+    )
     assert all(r.ok for r in results), [r.reason for r in results]
     view = p.memory_view()
     assert [(v.start, v.end, v.validated, v.access) for v in view] == [
-        (0, memory, True, {"l2.1": "rwus"})]
+        (0, memory, True, {"l2.1": "rwus"})
+    ]

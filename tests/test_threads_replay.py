@@ -37,8 +37,9 @@ def thread_ops(t: int) -> list[Operation]:
     return [
         ValidatePages(layer=layer, range=own),
         ValidatePages(layer=layer, range=contested),
-        SetAccess(layer=layer, range=GpaRange.of(own.start, 16 * PAGE_4K), target=target,
-                  access="r"),
+        SetAccess(
+            layer=layer, range=GpaRange.of(own.start, 16 * PAGE_4K), target=target, access="r"
+        ),
         ConvertPages(layer=layer, range=GpaRange.of(own.start, 2 * PAGE_4K), to="shared"),
         RescindPages(layer=layer, range=GpaRange.of(own.start + 64 * PAGE_4K, 8 * PAGE_4K)),
         ConvertPages(layer=layer, range=GpaRange.of(own.start, 2 * PAGE_4K), to="private"),
@@ -46,8 +47,7 @@ def thread_ops(t: int) -> list[Operation]:
 
 
 @pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
-def test_eight_threads_replayed_serially_give_the_same_states_and_results(backend: str
-                                                                           ) -> None:
+def test_eight_threads_replayed_serially_give_the_same_states_and_results(backend: str) -> None:
     p = Partition(CONFIG, backend)
     by_name = {op.describe(): op for t in range(8) for op in thread_ops(t)}
     assert len(by_name) == 8 * 6  # every operation is told apart by its description
@@ -77,14 +77,18 @@ def test_eight_threads_replayed_serially_give_the_same_states_and_results(backen
     assert len(order) == 48
     refused = [r for r in p.history if r.error and r.error.vendor == "cocopart-authority"]
     assert refused  # the contested pages went to whoever came first: the order matters
-    winners = {r.operation.split(" from ")[1] for r in p.history
-               if r.operation.startswith("validate(range=[0xc00000") and r.ok} - {"l1"}
+    winners = {
+        r.operation.split(" from ")[1]
+        for r in p.history
+        if r.operation.startswith("validate(range=[0xc00000") and r.ok
+    } - {"l1"}
     assert len(winners) <= 1  # one workload claims the contested pages (l1 may act anyway)
 
     serial = Partition(CONFIG, backend)
     for got, name in zip(p.history, order, strict=True):
         again = serial.run(by_name[name])
         assert again.model_dump(exclude={"estimated_ns"}) == got.model_dump(
-            exclude={"estimated_ns"}), name
+            exclude={"estimated_ns"}
+        ), name
     assert serial.memory_view(0, 16 << 20) == p.memory_view(0, 16 << 20)
     assert serial.trace.summary() == p.trace.summary()

@@ -40,10 +40,17 @@ GATE = ["lint", "types", "imports", "docs", "tests"]
 #: `ruff format --check` (nox session "format"). Off until the tree has been formatted once
 #: with `.venv/bin/ruff format cocopart backends cli tests bench docs tools noxfile.py`;
 #: then set FORMAT_CHECK = ["format"] and CI checks the formatting after lint.
-FORMAT_CHECK: list[str] = []
+FORMAT_CHECK: list[str] = ["format"]
 #: pip output lines worth showing while it works (the rest goes to the log).
-PIP_PROGRESS = ("Collecting ", "Obtaining ", "Building ", "Installing collected",
-                "Successfully installed", "ERROR", "error:")
+PIP_PROGRESS = (
+    "Collecting ",
+    "Obtaining ",
+    "Building ",
+    "Installing collected",
+    "Successfully installed",
+    "ERROR",
+    "error:",
+)
 
 
 def say(text: str) -> None:
@@ -71,18 +78,30 @@ def up_to_date(dev: bool) -> bool:
     have, want = installed_state(), wanted_state(dev)
     if have is None or not (BIN / "python").exists():
         return False
-    return (have.get("inputs") == want["inputs"] and have.get("python") == want["python"]
-            and (bool(have.get("dev")) or not dev))
+    return (
+        have.get("inputs") == want["inputs"]
+        and have.get("python") == want["python"]
+        and (bool(have.get("dev")) or not dev)
+    )
 
 
 def pip_install(args: list[str]) -> None:
     """Run pip, showing its progress lines and keeping the whole output in the log."""
-    cmd = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-           "--progress-bar", "off", *args]
+    cmd = [
+        str(BIN / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        *args,
+    ]
     say("+ " + " ".join(cmd[1:]))
     with LOG.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -103,13 +122,16 @@ def ensure_venv(dev: bool) -> None:
         return
     first = not (BIN / "python").exists()
     if first:
-        say(f"first run: creating {VENV} and installing cocopart, both backends and the CLI"
+        say(
+            f"first run: creating {VENV} and installing cocopart, both backends and the CLI"
             + (" with the dev tools (tests, linters, docs site)" if dev else "")
-            + " — a few minutes")
+            + " — a few minutes"
+        )
         venv.EnvBuilder(with_pip=True).create(VENV)
     else:
-        why = f"a pyproject.toml or {LOCK.name} changed" + (", or the dev tools are missing"
-                                                          if dev else "")
+        why = f"a pyproject.toml or {LOCK.name} changed" + (
+            ", or the dev tools are missing" if dev else ""
+        )
         say(f"{why}: updating {VENV}")
     STAMP.unlink(missing_ok=True)
     args: list[str] = ["-c", str(LOCK)] if LOCK.exists() else []
@@ -126,16 +148,19 @@ def run(cmd: list[str]) -> int:
 
 
 #: pytest's summary line, e.g. "3 failed, 1537 passed, 1 skipped in 196.32s (0:03:16)".
-PYTEST_SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|skipped|errors?|deselected)\b.*) in "
-                            r"[\d.]+s")
+PYTEST_SUMMARY = re.compile(
+    r"^=*\s*(\d+ (passed|failed|skipped|errors?|deselected)\b.*) in "
+    r"[\d.]+s"
+)
 
 
 def run_gate(cmd: list[str]) -> int:
     """Run the nox gate, echoing it, and end with the test count as the closing line (nox's
     session summary would otherwise come after pytest's)."""
     say("+ " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     summary = None
     for line in proc.stdout:
@@ -148,8 +173,11 @@ def run_gate(cmd: list[str]) -> int:
         counts = {k: 0 for k in ("passed", "failed", "skipped")}
         for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary):
             counts["failed" if kind == "error" else kind] += int(n)
-        print(f"tests: {counts['passed']} passed, {counts['failed']} failed, "
-              f"{counts['skipped']} skipped", flush=True)
+        print(
+            f"tests: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped",
+            flush=True,
+        )
     return code
 
 

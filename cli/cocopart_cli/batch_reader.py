@@ -10,11 +10,9 @@ from cocopart.attest.inputs import evidence_from_bytes, load_evidence
 from cocopart.scaleout.sources import check_source_size, is_url, read_source
 
 
-def read_evidence(location: str, vendor: str | None = None, fmt: str | None = None
-                  ) -> Evidence:
+def read_evidence(location: str, vendor: str | None = None, fmt: str | None = None) -> Evidence:
     """The evidence at ``location``; raises (the batch turns it into an error row)."""
     if not is_url(location):
         check_source_size(location)
         return load_evidence(location, vendor=vendor, fmt=fmt)[0]
-    return evidence_from_bytes(read_source(location), vendor=vendor, fmt=fmt,
-                               source=location)[0]
+    return evidence_from_bytes(read_source(location), vendor=vendor, fmt=fmt, source=location)[0]

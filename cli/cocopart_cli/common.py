@@ -55,8 +55,9 @@ def resolve_backends(names: list[str] | None) -> list[Backend]:
         err_console().print(f"[red]warning:[/red] skipping {failure}", soft_wrap=True)
     if not loaded:
         detail = f" ({'; '.join(failures)})" if failures else ""
-        raise CliError("no backend could be loaded" + detail
-                       + "; install cocopart-sev-snp or cocopart-tdx")
+        raise CliError(
+            "no backend could be loaded" + detail + "; install cocopart-sev-snp or cocopart-tdx"
+        )
     return loaded
 
 

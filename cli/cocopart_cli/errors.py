@@ -29,8 +29,19 @@ from cocopart_cli.exit_codes import (  # re-exported: commands import them from 
     CliError,
 )
 
-__all__ = ["EXIT_CODES", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK",
-           "EXIT_POLICY", "EXIT_USAGE", "CliError", "ErrorInfo", "ErrorReport", "classify"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_POLICY",
+    "EXIT_USAGE",
+    "CliError",
+    "ErrorInfo",
+    "ErrorReport",
+    "classify",
+]
 
 
 class ErrorInfo(BaseModel):
@@ -55,18 +66,37 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     """The exit code and message for an expected failure; None for a bug."""
     kind = type(exc).__name__
     if isinstance(exc, CliError):
-        return ErrorInfo(kind=kind, message=exc.message, exit_code=exc.code, hint=exc.hint,
-                         file=exc.file, field=exc.field)
+        return ErrorInfo(
+            kind=kind,
+            message=exc.message,
+            exit_code=exc.code,
+            hint=exc.hint,
+            file=exc.file,
+            field=exc.field,
+        )
     if isinstance(exc, ConfigError):
-        return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE, file=exc.source,
-                         line=exc.line, field=exc.field)
+        return ErrorInfo(
+            kind=kind,
+            message=str(exc),
+            exit_code=EXIT_USAGE,
+            file=exc.source,
+            line=exc.line,
+            field=exc.field,
+        )
     if isinstance(exc, BackendNotFound):
-        return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE,
-                         hint="run `cocopart backends` to see what is installed")
+        return ErrorInfo(
+            kind=kind,
+            message=str(exc),
+            exit_code=EXIT_USAGE,
+            hint="run `cocopart backends` to see what is installed",
+        )
     if isinstance(exc, BackendLoadError):
-        return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE,
-                         hint="reinstall the backend package; `cocopart backends` shows the "
-                         "load error of each")
+        return ErrorInfo(
+            kind=kind,
+            message=str(exc),
+            exit_code=EXIT_USAGE,
+            hint="reinstall the backend package; `cocopart backends` shows the load error of each",
+        )
     # configfs-tsm errors: imported here, not at start-up (commands that never touch
     # configfs-tsm, like verify, do not pay for it)
     from cocopart.attest.configfs import (
@@ -77,8 +107,9 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         TsmUnsupportedError,
     )
 
-    if isinstance(exc, (TsmUnavailableError, TsmPermissionError, TsmInvalidRequestError,
-                        TsmUnsupportedError)):
+    if isinstance(
+        exc, (TsmUnavailableError, TsmPermissionError, TsmInvalidRequestError, TsmUnsupportedError)
+    ):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE)
     if isinstance(exc, TsmError):
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_FAILED)
@@ -90,9 +121,17 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         return ErrorInfo(kind=kind, message=str(exc), exit_code=EXIT_USAGE)
     if isinstance(exc, FileNotFoundError):
         where = exc.filename if exc.filename else ""
-        return ErrorInfo(kind=kind, message=f"{where}: no such file" if where else str(exc),
-                         exit_code=EXIT_USAGE, file=str(where) if where else None)
+        return ErrorInfo(
+            kind=kind,
+            message=f"{where}: no such file" if where else str(exc),
+            exit_code=EXIT_USAGE,
+            file=str(where) if where else None,
+        )
     if isinstance(exc, (PermissionError, IsADirectoryError)):
-        return ErrorInfo(kind=kind, message=f"{exc.filename}: {exc.strerror}",
-                         exit_code=EXIT_USAGE, file=str(exc.filename))
+        return ErrorInfo(
+            kind=kind,
+            message=f"{exc.filename}: {exc.strerror}",
+            exit_code=EXIT_USAGE,
+            file=str(exc.filename),
+        )
     return None

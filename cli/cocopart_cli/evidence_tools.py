@@ -53,9 +53,14 @@ def launch_measurement(data: dict[str, Any]) -> str | None:
 def policy_toml(layers: list[str], measurements: dict[str, str], title: str) -> str:
     """A policy file (cocopart.attest.policy.Policy fields, hex for bytes)."""
     quoted = ", ".join(f'"{layer}"' for layer in layers)
-    lines = [f"# {title}", "# use with: cocopart verify EVIDENCE.json --policy THIS_FILE",
-             f"allowed_layers = [{quoted}]", "allow_via_privileged_layer = true",
-             "allow_debug = false", ""]
+    lines = [
+        f"# {title}",
+        "# use with: cocopart verify EVIDENCE.json --policy THIS_FILE",
+        f"allowed_layers = [{quoted}]",
+        "allow_via_privileged_layer = true",
+        "allow_debug = false",
+        "",
+    ]
     if measurements:
         lines.append("[expected_measurements]")
         lines += [f'{name} = "{value}"' for name, value in sorted(measurements.items())]

@@ -35,8 +35,15 @@ class CliError(Exception):
     """A failure the CLI reports with a sentence and an exit code, never a traceback; the
     ``file`` (and ``field``) it concerns, if any, also go to ``--json`` consumers."""
 
-    def __init__(self, message: str, code: int = EXIT_USAGE, *, hint: str | None = None,
-                 file: object = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: int = EXIT_USAGE,
+        *,
+        hint: str | None = None,
+        file: object = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

@@ -21,8 +21,7 @@ def _styled(o: FaultOutcome, row: list[str]) -> list[str]:
     return cells
 
 
-def fault_table(cmp: FaultComparison, title: str = "Host touches guest-private memory"
-                ) -> Table:
+def fault_table(cmp: FaultComparison, title: str = "Host touches guest-private memory") -> Table:
     """Every outcome of ``cmp`` as a row."""
     headers, rows = comparison_rows(cmp)
     t = Table(title=escape(title), title_justify="left", show_lines=True)

@@ -35,24 +35,23 @@ COMMANDS: dict[str, str] = {
     "setup": "Validate a guest file, then plan and run its bring-up on one backend.",
     "compare": "Run one scenario on every selected backend and compare them step by step.",
     "layers": "Show a guest's layer graph, the route of each operation kind, each TCB, and "
-              "who may restrict whose memory.",
+    "who may restrict whose memory.",
     "explain": "Show the primitive sequence of one operation on each backend side by side.",
     "attest": "Obtain attestation evidence and write it as Evidence JSON.",
     "verify": "Verify evidence against a policy and print every check.",
     "show": "Decode evidence or certificates to a table, without verifying anything.",
-    "detect": "Detect the confidential-VM platform, privilege level and attestation "
-              "providers.",
+    "detect": "Detect the confidential-VM platform, privilege level and attestation providers.",
     "faults": "Compare host fault policies: a buggy guest that forgets to share a DMA page, a "
-              "malicious guest converting a page under a host device emulator, and kexec on "
-              "the host — guests lost, host processes killed, guest-visible errors, data lost.",
+    "malicious guest converting a page under a host device emulator, and kexec on "
+    "the host — guests lost, host processes killed, guest-visible errors, data lost.",
     "schema": "Publish the JSON schema of a command's --json output (pydantic models).",
     "scenario": "Write or check scenario files.",
     "sweep": "Run a scenario at every point of a grid of axes (backends included) as Dask "
-             "tasks; write one row per point x step as Parquet and CSV, and a summary plot.",
+    "tasks; write one row per point x step as Parquet and CSV, and a summary plot.",
     "verify-batch": "Verify every evidence file against a policy and trust roots, as Dask "
-                    "tasks; write one row per file (verdict, failed checks, measurement, TCB, "
-                    "layer, report data) as Parquet and JSONL, and counts by verdict and failed "
-                    "check.",
+    "tasks; write one row per file (verdict, failed checks, measurement, TCB, "
+    "layer, report data) as Parquet and JSONL, and counts by verdict and failed "
+    "check.",
 }
 
 
@@ -108,8 +107,7 @@ def _passthrough() -> tuple[type[BaseException], ...]:
     """Exceptions that carry an exit status already: Typer's own (Typer >= 0.20 vendors
     click and derives click's exceptions from TyperException) or, before, click's."""
     kinds: list[type[BaseException]] = [typer.Exit, typer.Abort]
-    typer_exception = getattr(importlib.import_module("typer.exceptions"), "TyperException",
-                              None)
+    typer_exception = getattr(importlib.import_module("typer.exceptions"), "TyperException", None)
     if typer_exception is not None:
         kinds.append(typer_exception)
     if importlib.util.find_spec("typer._click") is None:  # pragma: no cover - older Typer
@@ -138,15 +136,20 @@ def report_error(exc: BaseException, debug: bool) -> int:
 
     info = classify(exc)
     if info is None:
-        info = ErrorInfo(kind=type(exc).__name__, exit_code=EXIT_INTERNAL,
-                         message=f"internal error: {type(exc).__name__}: {exc}",
-                         hint="this is a bug; please report it with the traceback above"
-                         if debug else "this is a bug; rerun with --debug for the traceback")
+        info = ErrorInfo(
+            kind=type(exc).__name__,
+            exit_code=EXIT_INTERNAL,
+            message=f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug; please report it with the traceback above"
+            if debug
+            else "this is a bug; rerun with --debug for the traceback",
+        )
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     err = err_console()
-    err.print(f"[red]error:[/red] {escape(info.message)}", markup=True, highlight=False,
-              soft_wrap=True)
+    err.print(
+        f"[red]error:[/red] {escape(info.message)}", markup=True, highlight=False, soft_wrap=True
+    )
     if info.hint:
         err.print(f"hint: {info.hint}", markup=False, soft_wrap=True)
     if JSON_MODE.get():
@@ -165,8 +168,12 @@ class CocopartGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         commands = self.commands
-        if (self._listing and cmd_name in COMMANDS and isinstance(commands, LazyCommands)
-                and not commands.loaded(cmd_name)):
+        if (
+            self._listing
+            and cmd_name in COMMANDS
+            and isinstance(commands, LazyCommands)
+            and not commands.loaded(cmd_name)
+        ):
             return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name])
         return commands.get(cmd_name)
 
@@ -213,10 +220,13 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option(
-        "--debug", help="Print the traceback of an error (also COCOPART_DEBUG=1).")] = False,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="With no command: print the overview as JSON.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Print the traceback of an error (also COCOPART_DEBUG=1)."),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="With no command: print the overview as JSON.")
+    ] = False,
 ) -> None:
     """Without a command: the installed backends and the default guest's layer graph."""
     if ctx.invoked_subcommand is None:

@@ -58,8 +58,10 @@ class EvidenceSummary(BaseModel):
     format: str
     size: int
     simulated_root: bool = Field(
-        default=False, description="The last certificate is a simulated root (trust it "
-        "explicitly with `verify --trust-root`).")
+        default=False,
+        description="The last certificate is a simulated root (trust it "
+        "explicitly with `verify --trust-root`).",
+    )
     claims: Claims | None = None
     evidence: Evidence | None = Field(default=None, description="The evidence itself.")
 
@@ -68,9 +70,11 @@ class PinAdvice(BaseModel):
     """What to pin in a verifier's policy for this guest."""
 
     launch_measurement: str | None = Field(
-        default=None, description="Hex launch measurement the backend reported, if any.")
+        default=None, description="Hex launch measurement the backend reported, if any."
+    )
     measurements: dict[str, str] = Field(
-        default_factory=dict, description="Measurement claims of the evidence (hex).")
+        default_factory=dict, description="Measurement claims of the evidence (hex)."
+    )
     advice: str
     policy_toml: str = Field(description="A policy file pinning them (cocopart verify).")
 
@@ -134,17 +138,24 @@ class MemoryControlInfo(BaseModel):
 
     layer: str
     controls: list[str] = Field(
-        default_factory=list, description="Layers whose memory access this layer may restrict "
-        "(memory-control edges, transitively; cocopart.authority.Authority.controlled_by).")
+        default_factory=list,
+        description="Layers whose memory access this layer may restrict "
+        "(memory-control edges, transitively; cocopart.authority.Authority.controlled_by).",
+    )
     controlled_by: list[str] = Field(
-        default_factory=list, description="Layers that may restrict this layer's access.")
+        default_factory=list, description="Layers that may restrict this layer's access."
+    )
     peers: list[str] = Field(
-        default_factory=list, description="Workload layers neither side controls: this layer "
+        default_factory=list,
+        description="Workload layers neither side controls: this layer "
         "may change their access only on pages it owns (PEER_ACCESS_NEEDS_OWNERSHIP), "
-        "through the privileged layer.")
+        "through the privileged layer.",
+    )
     mechanisms: list[str] = Field(
-        default_factory=list, description="Mechanisms of this layer's own memory-control "
-        "edges (RMPADJUST, TDG.MEM.PAGE.ATTR.WR, ...).")
+        default_factory=list,
+        description="Mechanisms of this layer's own memory-control "
+        "edges (RMPADJUST, TDG.MEM.PAGE.ATTR.WR, ...).",
+    )
 
 
 class OwnershipRun(BaseModel):
@@ -153,13 +164,16 @@ class OwnershipRun(BaseModel):
     start: int
     end: int
     owner: str = Field(description="l1 or a workload layer.")
-    assigned: bool = Field(description="Assigned for good (memory map, protocol pages); "
-                           "false for l1's pool, whose pages the first workload to validate "
-                           "them owns.")
+    assigned: bool = Field(
+        description="Assigned for good (memory map, protocol pages); "
+        "false for l1's pool, whose pages the first workload to validate "
+        "them owns."
+    )
     kind: Literal["memory-map", "pool", "protocol-pages", "privileged"] = Field(
         description="memory-map: guest RAM the memory map assigns; pool: l1's pool; "
         "protocol-pages: a workload's calling areas, vCPU contexts and scratch pages; "
-        "privileged: the rest of the region above guest RAM.")
+        "privileged: the rest of the region above guest RAM."
+    )
 
 
 class LayersReport(BaseModel):
@@ -171,11 +185,15 @@ class LayersReport(BaseModel):
     routes: list[RouteInfo]
     tcb: dict[str, list[str]]
     memory_control: list[MemoryControlInfo] = Field(
-        default_factory=list, description="Per layer (l1 and each workload layer): whose "
-        "memory access it may restrict (docs/authority.md).")
+        default_factory=list,
+        description="Per layer (l1 and each workload layer): whose "
+        "memory access it may restrict (docs/authority.md).",
+    )
     ownership: list[OwnershipRun] = Field(
-        default_factory=list, description="Owner of every page when the guest starts, from "
-        "the memory map ([guest] memory_map, else each [[layers]] memory).")
+        default_factory=list,
+        description="Owner of every page when the guest starts, from "
+        "the memory map ([guest] memory_map, else each [[layers]] memory).",
+    )
 
 
 class ExplainSide(BaseModel):
@@ -208,10 +226,12 @@ class AttestReport(BaseModel):
     evidence: Evidence
     out: str | None = None
     trust_root_file: str | None = Field(
-        default=None, description="Where the simulated root was written (PEM).")
+        default=None, description="Where the simulated root was written (PEM)."
+    )
     trust_root_pem: str | None = None
     raw_out: str | None = Field(
-        default=None, description="Where the raw report/quote bytes were written (--raw-out).")
+        default=None, description="Where the raw report/quote bytes were written (--raw-out)."
+    )
 
 
 class ShowReport(BaseModel):
@@ -236,8 +256,9 @@ class SweepBackendSummary(BaseModel):
     points: int
     ok: int = Field(description="Points whose every step was ok.")
     not_supported: int = Field(description="Points with a step not supported.")
-    failed: int = Field(description="Points with a step in error or partial, or that could "
-                        "not be set up.")
+    failed: int = Field(
+        description="Points with a step in error or partial, or that could not be set up."
+    )
     median_modelled_ns: float | None = Field(description="Median over the ok points.")
     median_world_switches: float | None
 

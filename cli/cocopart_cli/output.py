@@ -78,9 +78,14 @@ class ProgressBar:
         )
 
         self.enabled = enabled and sys.stderr.isatty() and not JSON_MODE.get()
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                  console=Console(file=sys.stderr), transient=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+            transient=True,
+        )
         self._task = self._progress.add_task(label, total=None)
         self.label = label
 
@@ -95,5 +100,6 @@ class ProgressBar:
 
     def update(self, done: int, total: int, label: str) -> None:
         if self.enabled:
-            self._progress.update(self._task, completed=done, total=total,
-                                  description=f"{self.label}: {label[:50]}")
+            self._progress.update(
+                self._task, completed=done, total=total, description=f"{self.label}: {label[:50]}"
+            )

@@ -17,8 +17,10 @@ from cocopart_cli.output import fmt_ns
 
 def compare_figure(report: CompareReport) -> Figure:
     """Two panels — estimated time and world switches per step — one line per backend."""
-    fig = Figure(figsize=(max(8.0, 1.3 * max(len(r.steps) for r in report.runs) + 3), 7.5),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(8.0, 1.3 * max(len(r.steps) for r in report.runs) + 3), 7.5),
+        layout="constrained",
+    )
     ax_time, ax_sw = fig.subplots(2, 1, sharex=True)
     names = [s.name for s in max(report.runs, key=lambda r: len(r.steps)).steps]
     xs = list(range(len(names)))
@@ -26,11 +28,13 @@ def compare_figure(report: CompareReport) -> Figure:
     for k, run in enumerate(report.runs):
         times = [s.estimated_ns / 1e3 for s in run.steps]
         switches = [s.world_switches for s in run.steps]
-        label = (f"{run.backend} (total {fmt_ns(run.totals.estimated_ns)}, "
-                 f"{run.totals.world_switches:,} switches)")
+        label = (
+            f"{run.backend} (total {fmt_ns(run.totals.estimated_ns)}, "
+            f"{run.totals.world_switches:,} switches)"
+        )
         m = markers[k % len(markers)]
-        ax_time.plot(xs[:len(times)], times, marker=m, label=label)
-        ax_sw.plot(xs[:len(switches)], switches, marker=m, label=run.backend)
+        ax_time.plot(xs[: len(times)], times, marker=m, label=label)
+        ax_sw.plot(xs[: len(switches)], switches, marker=m, label=run.backend)
     ax_time.set_ylabel("estimated time (µs)")
     ax_time.set_title(f"{report.scenario}: estimated time per step ({report.strategy})")
     if any(s.estimated_ns > 0 for r in report.runs for s in r.steps):
@@ -52,14 +56,22 @@ def save(fig: Figure, path: Path) -> None:
     try:
         fig.savefig(path, format="png", dpi=110)
     except OSError as err:
-        raise CliError(f"{path}: cannot write the plot: {err.strerror or err}",
-                       file=path) from None
+        raise CliError(f"{path}: cannot write the plot: {err.strerror or err}", file=path) from None
 
 
-_ROLE_ROW = {LayerRole.WORKLOAD: 3, LayerRole.SERVICE: 2, LayerRole.PRIVILEGED: 2,
-             LayerRole.HOST: 1, LayerRole.FIRMWARE: 0}
-_EDGE_STYLE = {EdgeKind.CALL: ("#1f77b4", "-"), EdgeKind.WORLD_SWITCH: ("#d62728", "-"),
-               EdgeKind.MEMORY_CONTROL: ("#2ca02c", "--"), EdgeKind.TRUST: ("#7f7f7f", ":")}
+_ROLE_ROW = {
+    LayerRole.WORKLOAD: 3,
+    LayerRole.SERVICE: 2,
+    LayerRole.PRIVILEGED: 2,
+    LayerRole.HOST: 1,
+    LayerRole.FIRMWARE: 0,
+}
+_EDGE_STYLE = {
+    EdgeKind.CALL: ("#1f77b4", "-"),
+    EdgeKind.WORLD_SWITCH: ("#d62728", "-"),
+    EdgeKind.MEMORY_CONTROL: ("#2ca02c", "--"),
+    EdgeKind.TRUST: ("#7f7f7f", ":"),
+}
 
 
 def layout(graph: LayerGraph) -> dict[str, tuple[float, float]]:
@@ -90,14 +102,28 @@ def layers_figure(graph: LayerGraph, title: str) -> Figure:
     boxes: dict[str, FancyBboxPatch] = {}
     for layer in graph.layers:
         x, y = pos[layer.name]
-        box = FancyBboxPatch((x - 0.3, y - 0.14), 0.6, 0.28, boxstyle="round,pad=0.02",
-                             fc="#f4f1e8", ec="black", zorder=3)
+        box = FancyBboxPatch(
+            (x - 0.3, y - 0.14),
+            0.6,
+            0.28,
+            boxstyle="round,pad=0.02",
+            fc="#f4f1e8",
+            ec="black",
+            zorder=3,
+        )
         ax.add_patch(box)
         boxes[layer.name] = box
-        ax.text(x, y + 0.04, layer.name, ha="center", va="center", fontsize=10,
-                fontweight="bold", zorder=4)
-        ax.text(x, y - 0.07, layer.vendor_name, ha="center", va="center", fontsize=8,
-                zorder=4)
+        ax.text(
+            x,
+            y + 0.04,
+            layer.name,
+            ha="center",
+            va="center",
+            fontsize=10,
+            fontweight="bold",
+            zorder=4,
+        )
+        ax.text(x, y - 0.07, layer.vendor_name, ha="center", va="center", fontsize=8, zorder=4)
     seen_pairs: dict[frozenset[str], int] = {}
     for edge in graph.edges():
         (x1, y1), (x2, y2) = pos[edge.source], pos[edge.dest]
@@ -108,17 +134,35 @@ def layers_figure(graph: LayerGraph, title: str) -> Figure:
         rad = (0.12 + 0.1 * (n // 2)) * (1 if n % 2 == 0 else -1)
         if edge.source > edge.dest:  # bend both directions of a pair to different sides
             rad = -rad
-        ax.add_patch(FancyArrowPatch((x1, y1), (x2, y2), arrowstyle="-|>", mutation_scale=11,
-                                     color=color, linestyle=style, linewidth=1.1,
-                                     connectionstyle=f"arc3,rad={rad}",
-                                     patchA=boxes[edge.source], patchB=boxes[edge.dest],
-                                     zorder=2))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x1, y1),
+                (x2, y2),
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color=color,
+                linestyle=style,
+                linewidth=1.1,
+                connectionstyle=f"arc3,rad={rad}",
+                patchA=boxes[edge.source],
+                patchB=boxes[edge.dest],
+                zorder=2,
+            )
+        )
         if edge.kind is EdgeKind.TRUST:
             continue
         mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        ax.text(mx + 0.5 * rad * (y2 - y1), my - 0.5 * rad * (x2 - x1), edge.mechanism,
-                fontsize=6.5, color=color, ha="center", va="center", zorder=5,
-                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            mx + 0.5 * rad * (y2 - y1),
+            my - 0.5 * rad * (x2 - x1),
+            edge.mechanism,
+            fontsize=6.5,
+            color=color,
+            ha="center",
+            va="center",
+            zorder=5,
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
     for kind, (color, style) in _EDGE_STYLE.items():
         ax.plot([], [], color=color, linestyle=style, label=kind.value)
     ax.legend(loc="lower right", fontsize="small")

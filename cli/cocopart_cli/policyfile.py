@@ -37,15 +37,17 @@ from cocopart.toml_text import config_error, line_of, parse_toml
 
 def _section(name: str, data: Any, model: type[BaseModel], text: str, source: str) -> BaseModel:
     if not isinstance(data, dict):
-        raise ConfigError(f"[{name}] must be a table", field=name, source=source,
-                          line=line_of(text, (name,)))
+        raise ConfigError(
+            f"[{name}] must be a table", field=name, source=source, line=line_of(text, (name,))
+        )
     try:
         return model.model_validate(data)
     except (InputError, ValidationError) as err:
         inner = config_error(err, data, text, source)
         path = (name, *(inner.field.split(".") if inner.field else ()))
-        raise ConfigError(inner.message, field=".".join(path), source=source,
-                          line=line_of(text, path)) from None
+        raise ConfigError(
+            inner.message, field=".".join(path), source=source, line=line_of(text, path)
+        ) from None
 
 
 def loads_policy(text: str, source: str = "<policy>") -> Policy:
@@ -62,7 +64,10 @@ def loads_policy(text: str, source: str = "<policy>") -> Policy:
                 raise ConfigError(
                     f"unknown policy field or section (fields: {fields}; sections: "
                     f"{', '.join(f'[{n}]' for n in schemas) or 'none'})",
-                    field=key, source=source, line=line_of(text, (key,)))
+                    field=key,
+                    source=source,
+                    line=line_of(text, (key,)),
+                )
             sections[key] = _section(key, data.pop(key), schema.section, text, source)
     if sections:
         data["vendor"] = {**(data.get("vendor") or {}), **sections}
@@ -73,8 +78,12 @@ def loads_policy(text: str, source: str = "<policy>") -> Policy:
     problems = [(line_of(text, p.path) or 0, i, p) for i, p in enumerate(policy.problems())]
     if problems:
         line, _i, first = min(problems)  # the first in the file
-        raise ConfigError(first.message, field=".".join(map(str, first.path)) or None,
-                          source=source, line=line or None)
+        raise ConfigError(
+            first.message,
+            field=".".join(map(str, first.path)) or None,
+            source=source,
+            line=line or None,
+        )
     return policy
 
 

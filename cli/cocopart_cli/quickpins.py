@@ -18,10 +18,16 @@ from cocopart.errors import InputError
 from cocopart_cli.errors import CliError
 
 #: Policy path (first element) -> the flag that sets it, for error messages.
-_FLAGS = {"expected_report_data": "--report-data", "expected_measurements": "--measurement",
-          "allowed_layers": "--allow-layer", "minimum_tcb": "--min-tcb",
-          "accepted_tcb_status": "--accept-tcb-status", "waive_checks": "--waive",
-          "host_data": "--host-data", "vmpl": "--vmpl"}
+_FLAGS = {
+    "expected_report_data": "--report-data",
+    "expected_measurements": "--measurement",
+    "allowed_layers": "--allow-layer",
+    "minimum_tcb": "--min-tcb",
+    "accepted_tcb_status": "--accept-tcb-status",
+    "waive_checks": "--waive",
+    "host_data": "--host-data",
+    "vmpl": "--vmpl",
+}
 
 
 @dataclass
@@ -39,9 +45,17 @@ class QuickPins:
     waive: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.report_data is not None or self.measurements or self.host_data
-                    or self.vmpl or self.allow_debug or self.allow_layers or self.min_tcb
-                    or self.tcb_status or self.waive)
+        return bool(
+            self.report_data is not None
+            or self.measurements
+            or self.host_data
+            or self.vmpl
+            or self.allow_debug
+            or self.allow_layers
+            or self.min_tcb
+            or self.tcb_status
+            or self.waive
+        )
 
 
 def _pair(item: str, flag: str, default: str | None) -> tuple[str, str]:
@@ -87,8 +101,9 @@ def apply_pins(policy: Policy | None, vendor: str, pins: QuickPins) -> Policy:
         except ValueError:
             raise CliError(f"--min-tcb {item}: {value!r} is not a number") from None
     if pins.tcb_status:
-        data["accepted_tcb_status"] = list(dict.fromkeys(
-            [*data["accepted_tcb_status"], *pins.tcb_status]))
+        data["accepted_tcb_status"] = list(
+            dict.fromkeys([*data["accepted_tcb_status"], *pins.tcb_status])
+        )
     data["waive_checks"] = list(dict.fromkeys([*data["waive_checks"], *pins.waive]))
     try:
         return Policy.model_validate(data)

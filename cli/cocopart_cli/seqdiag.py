@@ -52,7 +52,7 @@ def render(events: list[Event], layers: list[str], *, max_rows: int = MAX_ROWS) 
     def put(row: list[str], at: int, text: str) -> list[str]:
         if at + len(text) > len(row):
             row += [" "] * (at + len(text) - len(row))
-        row[at:at + len(text)] = list(text)
+        row[at : at + len(text)] = list(text)
         return row
 
     lines: list[str] = []

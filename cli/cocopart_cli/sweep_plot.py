@@ -51,8 +51,9 @@ def check_plot_axes(axes: Sequence[str], x: str | None, by: str | None) -> None:
     if x is not None and x not in axes:
         raise CliError(f"--x {x}: not an axis of this sweep (axes: {listing})")
     if by is not None and (by not in axes or by == x):
-        raise CliError(f"--by {by}: not an axis of this sweep other than the x axis "
-                       f"(axes: {listing})")
+        raise CliError(
+            f"--by {by}: not an axis of this sweep other than the x axis (axes: {listing})"
+        )
 
 
 def choose_x(result: SweepResult, x: str | None) -> str | None:
@@ -72,8 +73,9 @@ def choose_by(result: SweepResult, by: str | None, x: str | None) -> str | None:
     return "host" if "host" in result.axes and x != "host" else None
 
 
-def _x_values(totals: Sequence[PointTotal], x: str | None
-              ) -> tuple[list[float], list[str] | None, str]:
+def _x_values(
+    totals: Sequence[PointTotal], x: str | None
+) -> tuple[list[float], list[str] | None, str]:
     """x of every point, tick labels for a categorical axis, and the axis label."""
     if x is None:
         return [float(t.point) for t in totals], None, "point"
@@ -108,8 +110,7 @@ def sweep_figure(result: SweepResult, x: str | None = None, by: str | None = Non
         for ax, metric, scale in ((ax_time, "modelled_ns", 1e6), (ax_sw, "world_switches", 1)):
             mid, low, high = [], [], []
             for xv in order:
-                ok = [float(getattr(t, metric)) / scale for t in by_x[xv]
-                      if t.status is Status.OK]
+                ok = [float(getattr(t, metric)) / scale for t in by_x[xv] if t.status is Status.OK]
                 mid.append(median(ok) if ok else math.nan)
                 low.append(min(ok) if ok else math.nan)
                 high.append(max(ok) if ok else math.nan)
@@ -118,9 +119,14 @@ def sweep_figure(result: SweepResult, x: str | None = None, by: str | None = Non
                 ax.fill_between(order, low, high, color=color, alpha=0.15, linewidth=0)
             missing = [xv for xv, m in zip(order, mid, strict=True) if math.isnan(m)]
             if missing:
-                ax.scatter(missing, [0.02] * len(missing), marker="x", color=color,
-                           transform=blended_transform_factory(ax.transData, ax.transAxes),
-                           clip_on=False)
+                ax.scatter(
+                    missing,
+                    [0.02] * len(missing),
+                    marker="x",
+                    color=color,
+                    transform=blended_transform_factory(ax.transData, ax.transAxes),
+                    clip_on=False,
+                )
             if metric == "modelled_ns":
                 gaps += len(missing)
     title = f"{result.name}: modelled time per point"

@@ -16,5 +16,7 @@ class VerifyReport(BaseModel):
     format: str
     verdict: Verdict
     ok: bool
-    notes: list[str] = Field(default_factory=list, description="How the inputs were read: "
-                             "what was recognised, decoded or added.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="How the inputs were read: what was recognised, decoded or added.",
+    )

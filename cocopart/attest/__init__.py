@@ -20,9 +20,12 @@ class _CallablePackage(types.ModuleType):
     """The package, callable as the former top-level ``attest`` function."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        warnings.warn("calling cocopart.attest(...) is deprecated: use "
-                      "cocopart.request_report(...) or cocopart.attest.configfs.attest(...)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "calling cocopart.attest(...) is deprecated: use "
+            "cocopart.request_report(...) or cocopart.attest.configfs.attest(...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from cocopart.attest.configfs import attest
 
         return attest(*args, **kwargs)

@@ -73,8 +73,13 @@ PRIVLEVEL_MAX = 3
 
 #: Attribute names of a report entry (LX report.c tsm_report_attrs / tsm_report_bin_attrs).
 ATTRIBUTES: tuple[str, ...] = (
-    "generation", "provider", "privlevel", "privlevel_floor", "service_provider",
-    "service_guid", "service_manifest_version",
+    "generation",
+    "provider",
+    "privlevel",
+    "privlevel_floor",
+    "service_provider",
+    "service_guid",
+    "service_manifest_version",
 )
 BIN_ATTRIBUTES: tuple[str, ...] = ("inblob", "outblob", "auxblob", "manifestblob")
 
@@ -94,7 +99,11 @@ class TsmError(CocopartError):
     """
 
     def __init__(
-        self, message: str, *, reason: str = "EIO", errno: int | None = None,
+        self,
+        message: str,
+        *,
+        reason: str = "EIO",
+        errno: int | None = None,
         path: Path | None = None,
     ) -> None:
         self.message = message
@@ -259,16 +268,21 @@ class TsmReport(BaseModel):
             raise TsmUnsupportedError(
                 f"cocopart does not know the report format of configfs-tsm provider "
                 f"'{self.provider}': no installed platform plug-in declares it (providers "
-                f"declared: {known})", reason="EOPNOTSUPP")
+                f"declared: {known})",
+                reason="EOPNOTSUPP",
+            )
         evidence = plugin.evidence_from_tsm(self.outblob, self.auxblob)
         if self.service_provider is None:
             return evidence
         # a service GUID: the manifest is that service's own (issue 13); none: all services
         single = self.service_guid is not None and self.service_guid.int != 0
-        return evidence.model_copy(update={"nonce": self.report_data,
-                                           "manifest": self.manifestblob,
-                                           "service": str(self.service_guid) if single
-                                           else None})
+        return evidence.model_copy(
+            update={
+                "nonce": self.report_data,
+                "manifest": self.manifestblob,
+                "service": str(self.service_guid) if single else None,
+            }
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,82 +369,114 @@ class TsmReportClient:
         kernel default of 0 fails for a guest running above level 0.
         """
         data = bytes(report_data)
-        self._validate_request(data, privlevel, service_provider, service_guid,
-                               service_manifest_version)
+        self._validate_request(
+            data, privlevel, service_provider, service_guid, service_manifest_version
+        )
         with self._entry() as path:
-            return self._attest_in(path, data, privlevel, service_provider, service_guid,
-                                   service_manifest_version)
+            return self._attest_in(
+                path, data, privlevel, service_provider, service_guid, service_manifest_version
+            )
 
     # -- request validation (no filesystem access) ----------------------------------------
 
     @staticmethod
     def _validate_request(
-        data: bytes, privlevel: int | None, service_provider: str | None,
-        service_guid: UUID | None, service_manifest_version: int | None,
+        data: bytes,
+        privlevel: int | None,
+        service_provider: str | None,
+        service_guid: UUID | None,
+        service_manifest_version: int | None,
     ) -> None:
         if not data:
             # LX report.c read_cached_report / tsm_report_read: no inblob -> EINVAL.
             raise TsmInvalidRequestError(
                 "report_data is empty; configfs-tsm generates no report without inblob",
-                reason="EINVAL", errno=_errno.EINVAL)
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
         if len(data) > INBLOB_MAX:
             raise TsmInvalidRequestError(
                 f"report_data is {len(data)} bytes; configfs-tsm inblob holds at most "
                 f"{INBLOB_MAX} (TSM_REPORT_INBLOB_MAX)",
-                reason="EFBIG", errno=_errno.EFBIG)
+                reason="EFBIG",
+                errno=_errno.EFBIG,
+            )
         if privlevel is not None and not 0 <= privlevel <= PRIVLEVEL_MAX:
             raise TsmInvalidRequestError(
                 f"privlevel {privlevel} is outside 0..{PRIVLEVEL_MAX} (TSM_REPORT_PRIVLEVEL_MAX)",
-                reason="EINVAL", errno=_errno.EINVAL)
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
         if service_provider is not None and (
             not service_provider or "\n" in service_provider or "\0" in service_provider
         ):
             raise TsmInvalidRequestError(
                 f"service_provider {service_provider!r} is not a plain name such as 'svsm'",
-                reason="EINVAL", errno=_errno.EINVAL)
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
         if service_provider is None and (
             service_guid is not None or service_manifest_version is not None
         ):
             raise TsmInvalidRequestError(
                 "service_guid and service_manifest_version only apply to a service provider "
                 "request; pass service_provider (e.g. 'svsm') as well",
-                reason="EINVAL", errno=_errno.EINVAL)
-        if service_manifest_version is not None and not (
-            0 <= service_manifest_version <= _U32_MAX
-        ):
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
+        if service_manifest_version is not None and not (0 <= service_manifest_version <= _U32_MAX):
             raise TsmInvalidRequestError(
                 f"service_manifest_version {service_manifest_version} does not fit an unsigned "
                 "32-bit value (kstrtouint in LX report.c)",
-                reason="EINVAL", errno=_errno.EINVAL)
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
 
     @staticmethod
     def _validate_for_provider(
-        provider: str, data: bytes, privlevel: int | None, service_provider: str | None,
+        provider: str,
+        data: bytes,
+        privlevel: int | None,
+        service_provider: str | None,
     ) -> None:
         plugin = platform_for_provider(provider)
         rules = plugin.tsm if plugin is not None else None
         if rules is None:
             return
         if not rules.inblob_min <= len(data) <= rules.inblob_max:
-            want = (f"exactly {rules.inblob_min}" if rules.inblob_min == rules.inblob_max
-                    else f"{rules.inblob_min}..{rules.inblob_max}")
+            want = (
+                f"exactly {rules.inblob_min}"
+                if rules.inblob_min == rules.inblob_max
+                else f"{rules.inblob_min}..{rules.inblob_max}"
+            )
             raise TsmInvalidRequestError(
                 f"provider {provider} needs report_data of {want} bytes, got {len(data)} "
                 "(pad it, e.g. with zeros or a hash)",
-                reason="EINVAL", errno=_errno.EINVAL)
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
         if service_provider is not None and service_provider not in rules.service_providers:
             allowed = ", ".join(repr(s) for s in sorted(rules.service_providers))
             raise TsmInvalidRequestError(
                 f"provider {provider} accepts service_provider {allowed or 'none'} only, not "
-                f"{service_provider!r}", reason="EINVAL", errno=_errno.EINVAL)
-        if (service_provider is not None and privlevel is not None
-                and not rules.privlevel_with_service):
+                f"{service_provider!r}",
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
+        if (
+            service_provider is not None
+            and privlevel is not None
+            and not rules.privlevel_with_service
+        ):
             # sev-snp.md §7: on the SVSM path privlevel is not used (the SVSM reports at
             # VMPL0), so accepting it would promise something the report will not say.
             raise TsmInvalidRequestError(
                 f"privlevel has no effect on a {provider} service-provider request: the "
                 "service requests its report at its own level; drop privlevel or "
-                "service_provider", reason="EINVAL", errno=_errno.EINVAL)
+                "service_provider",
+                reason="EINVAL",
+                errno=_errno.EINVAL,
+            )
 
     # -- entry life cycle -------------------------------------------------------------------
 
@@ -441,13 +487,20 @@ class TsmReportClient:
                 f"{self.root} does not exist: this kernel has no configfs-tsm report support "
                 "(CONFIG_TSM_REPORTS), configfs is not mounted at /sys/kernel/config, or this "
                 "is not a confidential VM",
-                reason="ENOENT", errno=_errno.ENOENT, path=self.root)
+                reason="ENOENT",
+                errno=_errno.ENOENT,
+                path=self.root,
+            )
         if self.entry is not None:
             path = self.root / self.entry
             if not self.fs.exists(path):
                 raise TsmUnavailableError(
                     f"report entry {path} does not exist (it was given to reuse; create it "
-                    "with mkdir first)", reason="ENOENT", errno=_errno.ENOENT, path=path)
+                    "with mkdir first)",
+                    reason="ENOENT",
+                    errno=_errno.ENOENT,
+                    path=path,
+                )
             yield path
             return
         path = self._create_entry()
@@ -482,15 +535,22 @@ class TsmReportClient:
         try:
             self.fs.rmdir(path)
         except OSError as exc:
-            return (f"could not remove configfs-tsm report entry {path} "
-                    f"({_errno_name(exc.errno)}: {exc.strerror}); remove it with rmdir")
+            return (
+                f"could not remove configfs-tsm report entry {path} "
+                f"({_errno_name(exc.errno)}: {exc.strerror}); remove it with rmdir"
+            )
         return None
 
     # -- one request in an entry -------------------------------------------------------------
 
     def _attest_in(
-        self, path: Path, data: bytes, privlevel: int | None, service_provider: str | None,
-        service_guid: UUID | None, service_manifest_version: int | None,
+        self,
+        path: Path,
+        data: bytes,
+        privlevel: int | None,
+        service_provider: str | None,
+        service_guid: UUID | None,
+        service_manifest_version: int | None,
     ) -> TsmReport:
         provider = self._read_text(path / "provider", "")
         self._validate_for_provider(provider, data, privlevel, service_provider)
@@ -502,8 +562,12 @@ class TsmReportClient:
         floor: int | None = None
         if self.fs.exists(path / "privlevel_floor"):
             floor = self._read_int(path / "privlevel_floor", provider)
-        if (privlevel is None and service_provider is None and floor
-                and self.fs.exists(path / "privlevel")):
+        if (
+            privlevel is None
+            and service_provider is None
+            and floor
+            and self.fs.exists(path / "privlevel")
+        ):
             # Left unwritten, privlevel stays 0 (LX report.c: the entry is zero-allocated),
             # which a guest above level 0 may not request: its report fails (sev-snp.md §6.2,
             # the VMPL in MSG_REPORT_REQ must be >= the requester's; coconut-svsm#418 in
@@ -518,18 +582,26 @@ class TsmReportClient:
                     f"privlevel {privlevel} is not allowed by provider {provider}: it must lie "
                     f"in privlevel_floor..{PRIVLEVEL_MAX} = {lowest}..{PRIVLEVEL_MAX} (a guest "
                     "cannot ask for a report more privileged than its own level)",
-                    reason="EINVAL", errno=_errno.EINVAL, path=path / "privlevel")
+                    reason="EINVAL",
+                    errno=_errno.EINVAL,
+                    path=path / "privlevel",
+                )
             options.append(("privlevel", str(privlevel).encode()))
         if service_provider is not None:
-            self._require(path, "service_provider", provider,
-                          "service-provider reports (service_provider)")
+            self._require(
+                path, "service_provider", provider, "service-provider reports (service_provider)"
+            )
             options.append(("service_provider", service_provider.encode()))
         if service_guid is not None:
             self._require(path, "service_guid", provider, "service GUIDs (service_guid)")
             options.append(("service_guid", str(service_guid).encode()))
         if service_manifest_version is not None:
-            self._require(path, "service_manifest_version", provider,
-                          "service manifest versions (service_manifest_version)")
+            self._require(
+                path,
+                "service_manifest_version",
+                provider,
+                "service manifest versions (service_manifest_version)",
+            )
             options.append(("service_manifest_version", str(service_manifest_version).encode()))
         self._require(path, "inblob", provider, "report data (inblob)")
         self._require(path, "outblob", provider, "reports (outblob)")
@@ -538,8 +610,11 @@ class TsmReportClient:
         if service_provider is not None and not has_manifest:
             raise TsmUnsupportedError(
                 f"provider {provider} shows service_provider but no manifestblob, so the "
-                "service manifest could not be read", reason="ENOENT", errno=_errno.ENOENT,
-                path=path / "manifestblob")
+                "service manifest could not be read",
+                reason="ENOENT",
+                errno=_errno.ENOENT,
+                path=path / "manifestblob",
+            )
 
         writes = len(options) + 1
         conflicts: list[str] = []
@@ -553,8 +628,10 @@ class TsmReportClient:
             # ABI doc (generation): "making sure the number of writes matches expectations
             # after reading @outblob".
             if self.check_write_count and written != before + writes:
-                conflicts.append(f"attempt {attempt}: generation went {before} -> {written} "
-                                 f"over this client's {writes} writes")
+                conflicts.append(
+                    f"attempt {attempt}: generation went {before} -> {written} "
+                    f"over this client's {writes} writes"
+                )
                 stalled += written == before
                 continue
             outblob = self._read(path / "outblob", provider)
@@ -562,8 +639,10 @@ class TsmReportClient:
             manifestblob = self._read(path / "manifestblob", provider) if has_manifest else None
             after = self._read_int(path / "generation", provider)
             if after != written:
-                conflicts.append(f"attempt {attempt}: generation changed {written} -> {after} "
-                                 "while the blobs were read")
+                conflicts.append(
+                    f"attempt {attempt}: generation changed {written} -> {after} "
+                    "while the blobs were read"
+                )
                 continue
             return TsmReport(
                 provider=provider,
@@ -587,11 +666,15 @@ class TsmReportClient:
                 "generation wrap (too many writes without a read: the kernel then drops inblob "
                 "writes) or on a static snapshot; gave up after "
                 f"{self.max_attempts} attempts — use a fresh entry",
-                attempts=self.max_attempts, path=path)
+                attempts=self.max_attempts,
+                path=path,
+            )
         raise TsmConflictError(
             f"another writer kept changing report entry {path} ({'; '.join(conflicts)}); "
             f"gave up after {self.max_attempts} attempts — use an entry of your own",
-            attempts=self.max_attempts, path=path)
+            attempts=self.max_attempts,
+            path=path,
+        )
 
     # -- attribute helpers ------------------------------------------------------------------
 
@@ -599,7 +682,11 @@ class TsmReportClient:
         if not self.fs.exists(path / attr):
             raise TsmUnsupportedError(
                 f"{what} is not supported by provider {provider}: its report entries have no "
-                f"'{attr}' attribute", reason="ENOENT", errno=_errno.ENOENT, path=path / attr)
+                f"'{attr}' attribute",
+                reason="ENOENT",
+                errno=_errno.ENOENT,
+                path=path / attr,
+            )
 
     def _read(self, path: Path, provider: str) -> bytes:
         try:
@@ -618,16 +705,18 @@ class TsmReportClient:
         try:
             return raw.decode("ascii").strip()
         except UnicodeDecodeError as exc:
-            raise TsmError(f"{path} holds non-ASCII bytes {raw[:32]!r}; expected text",
-                           reason="EIO", path=path) from exc
+            raise TsmError(
+                f"{path} holds non-ASCII bytes {raw[:32]!r}; expected text", reason="EIO", path=path
+            ) from exc
 
     def _read_int(self, path: Path, provider: str) -> int:
         text = self._read_text(path, provider)
         try:
             return int(text, 10)
         except ValueError as exc:
-            raise TsmError(f"{path} holds {text!r}; expected a decimal number",
-                           reason="EIO", path=path) from exc
+            raise TsmError(
+                f"{path} holds {text!r}; expected a decimal number", reason="EIO", path=path
+            ) from exc
 
     @staticmethod
     def _translate(exc: OSError, op: _Op, path: Path, provider: str = "") -> TsmError:
@@ -640,33 +729,52 @@ class TsmReportClient:
             return TsmUnavailableError(
                 f"{op} {path} failed with ENXIO: no configfs-tsm provider is registered (no "
                 "confidential-VM guest driver is loaded)",
-                reason=name, errno=code, path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
         if code in (_errno.EACCES, _errno.EPERM):
             return TsmPermissionError(
                 f"{op} {path} was refused ({name}): creating and writing configfs-tsm report "
                 "entries needs root unless an administrator handed you an entry (see entry=)",
-                reason=name, errno=code, path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
         if code == _errno.ENOENT:
             return TsmError(
                 f"{op} {path} failed with ENOENT: the report entry or attribute disappeared "
                 "(someone removed the entry, or the provider was unloaded)",
-                reason=name, errno=code, path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
         if code == _errno.EINVAL:
             return TsmInvalidRequestError(
                 f"{who} refused the request with EINVAL on {op} of {path}{detail}",
-                reason=name, errno=code, path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
         if code == _errno.EFBIG:
             return TsmError(
                 f"{op} {path} failed with EFBIG: the blob exceeds configfs-tsm's limit "
                 f"({INBLOB_MAX} bytes in, {OUTBLOB_MAX} bytes out)",
-                reason=name, errno=code, path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
         if code == _errno.EBUSY:
             return TsmError(
                 f"{op} {path} failed with EBUSY: {who} is busy (a previous request is still in "
                 "flight, or too many writes happened without a read); try again",
-                reason=name, errno=code, path=path)
-        return TsmError(f"{op} {path} failed with {name}{detail}", reason=name, errno=code,
-                        path=path)
+                reason=name,
+                errno=code,
+                path=path,
+            )
+        return TsmError(
+            f"{op} {path} failed with {name}{detail}", reason=name, errno=code, path=path
+        )
 
 
 def attest(
@@ -689,8 +797,11 @@ def attest(
     ``cocopart.request_report``.
     """
     return TsmReportClient(root, fs=fs).attest(
-        report_data, privlevel=privlevel, service_provider=service_provider,
-        service_guid=service_guid, service_manifest_version=service_manifest_version,
+        report_data,
+        privlevel=privlevel,
+        service_provider=service_provider,
+        service_guid=service_guid,
+        service_manifest_version=service_manifest_version,
     )
 
 

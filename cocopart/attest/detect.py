@@ -56,31 +56,43 @@ class AttestationInterface(BaseModel):
 class PlatformInfo(BaseModel):
     """What :func:`detect` found. ``notes`` explains every conclusion and every gap."""
 
-    platform: Platform = Field(description="The platform plug-in's name ('sev-snp', 'tdx', "
-                               "...) or 'none'.")
+    platform: Platform = Field(
+        description="The platform plug-in's name ('sev-snp', 'tdx', ...) or 'none'."
+    )
     privilege_level: int | None = Field(
-        default=None, description="The guest's privilege level when the platform's probe can "
-        "read it (e.g. the SEV-SNP VMPL); else None.")
+        default=None,
+        description="The guest's privilege level when the platform's probe can "
+        "read it (e.g. the SEV-SNP VMPL); else None.",
+    )
     privilege_level_name: str = Field(
-        default="unknown", description="'VMPL2', 'unknown', or 'not applicable'.")
+        default="unknown", description="'VMPL2', 'unknown', or 'not applicable'."
+    )
     privilege_level_source: str | None = Field(
-        default=None, description="The file the level was read from.")
+        default=None, description="The file the level was read from."
+    )
     privilege_level_reason: str = Field(
-        default="", description="Why the level is unknown or not applicable.")
+        default="", description="Why the level is unknown or not applicable."
+    )
     privileged_layer_present: bool | None = Field(
-        default=None, description="A privileged layer (an SVSM at VMPL0, a TDX L1) serves "
-        "this guest; None if unknown.")
+        default=None,
+        description="A privileged layer (an SVSM at VMPL0, a TDX L1) serves "
+        "this guest; None if unknown.",
+    )
     svsm_present: bool | None = Field(
-        default=None, description="Alias of privileged_layer_present, kept for compatibility.")
+        default=None, description="Alias of privileged_layer_present, kept for compatibility."
+    )
     cpu_flags: list[str] = Field(
-        default_factory=list, description="The confidential-computing flags of cpuinfo.")
+        default_factory=list, description="The confidential-computing flags of cpuinfo."
+    )
     hypervisor: bool | None = Field(
-        default=None, description="cpuinfo 'hypervisor' flag; None if cpuinfo was unreadable.")
+        default=None, description="cpuinfo 'hypervisor' flag; None if cpuinfo was unreadable."
+    )
     tsm_provider: str | None = None
     tsm_privlevel_floor: int | None = None
     attestation: list[AttestationInterface] = Field(default_factory=list)
     signals: dict[str, list[str]] = Field(
-        default_factory=dict, description="Per platform, the observations that point to it.")
+        default_factory=dict, description="Per platform, the observations that point to it."
+    )
     notes: list[str] = Field(default_factory=list)
 
 
@@ -122,8 +134,10 @@ def _tsm_probe(report: Path, fs: TsmFs, notes: list[str]) -> tuple[str | None, i
     try:
         fs.mkdir(entry)
     except OSError as exc:
-        notes.append(f"could not create a configfs-tsm entry to read the provider "
-                     f"({exc.strerror or exc}); creating entries needs root")
+        notes.append(
+            f"could not create a configfs-tsm entry to read the provider "
+            f"({exc.strerror or exc}); creating entries needs root"
+        )
         return None, None
     provider: str | None = None
     floor: int | None = None
@@ -138,8 +152,10 @@ def _tsm_probe(report: Path, fs: TsmFs, notes: list[str]) -> tuple[str | None, i
         try:
             fs.rmdir(entry)
         except OSError as exc:
-            notes.append(f"could not remove probe entry {entry} ({exc.strerror or exc}); "
-                         "remove it with rmdir")
+            notes.append(
+                f"could not remove probe entry {entry} ({exc.strerror or exc}); "
+                "remove it with rmdir"
+            )
     return provider, floor
 
 
@@ -181,9 +197,14 @@ def detect(
             path = dev / node
             if view.exists(path):
                 signals[plugin.name].append(f"{path} exists")
-                attestation.append(AttestationInterface(
-                    kind="device", path=str(path), provider=driver,
-                    detail="vendor ioctl interface of the guest driver"))
+                attestation.append(
+                    AttestationInterface(
+                        kind="device",
+                        path=str(path),
+                        provider=driver,
+                        detail="vendor ioctl interface of the guest driver",
+                    )
+                )
     for plugin in plugins:
         for module in plugin.kernel_modules:
             if view.exists(sysfs / "module" / module):
@@ -201,24 +222,33 @@ def detect(
         if provider is None and probe:
             provider, floor = _tsm_probe(report, fs, notes)
         elif provider is None:
-            notes.append(f"{report} exists, but the provider can only be read inside a report "
-                         "entry; pass probe=True (as root) to create one briefly")
+            notes.append(
+                f"{report} exists, but the provider can only be read inside a report "
+                "entry; pass probe=True (as root) to create one briefly"
+            )
         detail = "provider-neutral report ABI (inblob/outblob)"
-        attestation.insert(0, AttestationInterface(
-            kind="configfs-tsm", path=str(report), provider=provider, detail=detail))
+        attestation.insert(
+            0,
+            AttestationInterface(
+                kind="configfs-tsm", path=str(report), provider=provider, detail=detail
+            ),
+        )
         if provider is not None:
-            owner = next((p for p in plugins if p.tsm is not None and p.tsm.name == provider),
-                         None)
+            owner = next((p for p in plugins if p.tsm is not None and p.tsm.name == provider), None)
             if owner is not None:
                 signals[owner.name].append(f"configfs-tsm provider {provider}")
             else:
-                notes.append(f"configfs-tsm provider {provider!r} is not one an installed "
-                             "platform plug-in declares")
+                notes.append(
+                    f"configfs-tsm provider {provider!r} is not one an installed "
+                    "platform plug-in declares"
+                )
     elif view.exists(configfs / "tsm"):
         notes.append(f"{configfs / 'tsm'} exists but has no report group")
     elif view.exists(configfs):
-        notes.append(f"no configfs-tsm at {report} (kernel without CONFIG_TSM_REPORTS, or no "
-                     "confidential-VM guest driver)")
+        notes.append(
+            f"no configfs-tsm at {report} (kernel without CONFIG_TSM_REPORTS, or no "
+            "confidential-VM guest driver)"
+        )
     else:
         notes.append(f"configfs is not mounted at {configfs}, so configfs-tsm is unavailable")
 
@@ -229,16 +259,20 @@ def detect(
         ranked = sorted(found, key=lambda name: len(found[name]), reverse=True)
         chosen = next(p for p in plugins if p.name == ranked[0])
         if len(found) > 1:
-            notes.append("signals point at more than one platform ("
-                         + "; ".join(f"{n}: {', '.join(found[n])}" for n in ranked)
-                         + f"); chose {chosen.name}, which has the most")
+            notes.append(
+                "signals point at more than one platform ("
+                + "; ".join(f"{n}: {', '.join(found[n])}" for n in ranked)
+                + f"); chose {chosen.name}, which has the most"
+            )
     else:
         notes += [plugin.absent(view) for plugin in plugins]
         if not plugins:
             notes.append("no platform plug-in is installed, so no platform can be recognised")
         if hypervisor:
-            notes.append("the hypervisor flag is set: this is a virtual machine, but not a "
-                         "confidential one as far as the kernel shows")
+            notes.append(
+                "the hypervisor flag is set: this is a virtual machine, but not a "
+                "confidential one as far as the kernel shows"
+            )
 
     # -- privilege level ----------------------------------------------------------------------
     if chosen is not None:

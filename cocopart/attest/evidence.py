@@ -41,14 +41,16 @@ class Evidence(InputModel):
         default=None, description="The caller's nonce when a privileged-layer service bound it."
     )
     manifest: Base64Bytes | None = Field(
-        default=None, description="The manifest the privileged layer bound with the nonce "
+        default=None,
+        description="The manifest the privileged layer bound with the nonce "
         "(REPORT_DATA = SHA-512(nonce || manifest)): its services manifest (a GUID table), or "
-        "with ``service`` that one service's own manifest (e.g. the vTPM's EK public key)."
+        "with ``service`` that one service's own manifest (e.g. the vTPM's EK public key).",
     )
     service: str | None = Field(
-        default=None, description="The GUID of the one service attested alone "
+        default=None,
+        description="The GUID of the one service attested alone "
         "(SVSM_ATTEST_SINGLE_SERVICE; configfs-tsm ``service_guid``): ``manifest`` is then "
-        "that service's own manifest. None: ``manifest`` is the services manifest."
+        "that service's own manifest. None: ``manifest`` is the services manifest.",
     )
     layer_map: dict[str, str] = Field(
         default_factory=dict,

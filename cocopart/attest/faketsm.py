@@ -79,10 +79,12 @@ _ULONG_MOD = 1 << 64  # generation is an unsigned long (LX report.c tsm_report_s
 
 # Which attributes are read-only / write-only (LX report.c CONFIGFS_ATTR_RO / _WO and
 # CONFIGFS_BIN_ATTR_RO / _WO).
-_READ_ONLY = frozenset({"generation", "provider", "privlevel_floor", "outblob", "auxblob",
-                        "manifestblob"})
-_WRITE_ONLY = frozenset({"inblob", "privlevel", "service_provider", "service_guid",
-                         "service_manifest_version"})
+_READ_ONLY = frozenset(
+    {"generation", "provider", "privlevel_floor", "outblob", "auxblob", "manifestblob"}
+)
+_WRITE_ONLY = frozenset(
+    {"inblob", "privlevel", "service_provider", "service_guid", "service_manifest_version"}
+)
 _BLOBS = ("outblob", "auxblob", "manifestblob")
 _ALL = frozenset(ATTRIBUTES) | frozenset(BIN_ATTRIBUTES)
 
@@ -224,7 +226,8 @@ class FakeTsm:
         self.provider_registered = provider_registered
         self.unprivileged = unprivileged
         self.privlevel_floor = (
-            privlevel_floor if privlevel_floor is not None
+            privlevel_floor
+            if privlevel_floor is not None
             else (level if self.rules is not None and self.rules.floor_is_level else 0)
         )
         self.visible: frozenset[str] = (
@@ -248,30 +251,59 @@ class FakeTsm:
 
     @classmethod
     def sev_guest(
-        cls, *, vmpl: int = 0, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
-        before_read: ReadHook | None = None, unprivileged: bool = False,
+        cls,
+        *,
+        vmpl: int = 0,
+        report: ReportFn | None = None,
+        root: Path = DEFAULT_ROOT,
+        before_read: ReadHook | None = None,
+        unprivileged: bool = False,
     ) -> FakeTsm:
         """Alias: ``FakeTsm("sev_guest", level=vmpl, ...)`` (0 = no SVSM; 1..3 = under one)."""
-        return cls("sev_guest", level=vmpl, report=report, root=root, before_read=before_read,
-                   unprivileged=unprivileged)
+        return cls(
+            "sev_guest",
+            level=vmpl,
+            report=report,
+            root=root,
+            before_read=before_read,
+            unprivileged=unprivileged,
+        )
 
     @classmethod
     def tdx_guest(
-        cls, *, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
-        before_read: ReadHook | None = None, unprivileged: bool = False,
+        cls,
+        *,
+        report: ReportFn | None = None,
+        root: Path = DEFAULT_ROOT,
+        before_read: ReadHook | None = None,
+        unprivileged: bool = False,
     ) -> FakeTsm:
         """Alias: ``FakeTsm("tdx_guest", ...)``."""
-        return cls("tdx_guest", report=report, root=root, before_read=before_read,
-                   unprivileged=unprivileged)
+        return cls(
+            "tdx_guest",
+            report=report,
+            root=root,
+            before_read=before_read,
+            unprivileged=unprivileged,
+        )
 
     @classmethod
     def arm_cca_guest(
-        cls, *, report: ReportFn | None = None, root: Path = DEFAULT_ROOT,
-        before_read: ReadHook | None = None, unprivileged: bool = False,
+        cls,
+        *,
+        report: ReportFn | None = None,
+        root: Path = DEFAULT_ROOT,
+        before_read: ReadHook | None = None,
+        unprivileged: bool = False,
     ) -> FakeTsm:
         """Alias: ``FakeTsm("arm_cca_guest", ...)``."""
-        return cls("arm_cca_guest", report=report, root=root, before_read=before_read,
-                   unprivileged=unprivileged)
+        return cls(
+            "arm_cca_guest",
+            report=report,
+            root=root,
+            before_read=before_read,
+            unprivileged=unprivileged,
+        )
 
     def _profile_visible(self) -> frozenset[str]:
         rules = self.rules
@@ -284,11 +316,20 @@ class FakeTsm:
     # -- helpers for tests ------------------------------------------------------------------
 
     def client(
-        self, *, entry: str | None = None, max_attempts: int = 3, check_write_count: bool = True,
+        self,
+        *,
+        entry: str | None = None,
+        max_attempts: int = 3,
+        check_write_count: bool = True,
     ) -> TsmReportClient:
         """A :class:`TsmReportClient` wired to this fake."""
-        return TsmReportClient(self.root, fs=self, entry=entry, max_attempts=max_attempts,
-                               check_write_count=check_write_count)
+        return TsmReportClient(
+            self.root,
+            fs=self,
+            entry=entry,
+            max_attempts=max_attempts,
+            check_write_count=check_write_count,
+        )
 
     def create_entry(self, name: str) -> Path:
         """Create entry ``name`` as an administrator would, even when ``unprivileged``."""
@@ -345,8 +386,11 @@ class FakeTsm:
         if split is None or len(split) != 1:
             if self.exists(path):
                 raise _os_error(_errno.EEXIST, "exists", path)
-            raise _os_error(_errno.EPERM if split is not None else _errno.ENOENT,
-                            "report entries can only be created directly under the root", path)
+            raise _os_error(
+                _errno.EPERM if split is not None else _errno.ENOENT,
+                "report entries can only be created directly under the root",
+                path,
+            )
         if self.unprivileged:
             raise _os_error(_errno.EACCES, "mkdir needs root", path)
         name = split[0]
@@ -418,7 +462,9 @@ class FakeTsm:
             if self.privlevel_floor > value or value > PRIVLEVEL_MAX:
                 raise _os_error(
                     _errno.EINVAL,
-                    f"privlevel must be {self.privlevel_floor}..{PRIVLEVEL_MAX}", path)
+                    f"privlevel must be {self.privlevel_floor}..{PRIVLEVEL_MAX}",
+                    path,
+                )
             self._advance(entry, path)
             entry.privlevel = value
         elif name == "service_provider":
@@ -468,8 +514,11 @@ class FakeTsm:
         if entry.blobs is None or entry.read_generation != entry.write_generation:
             entry.blobs = None
             request = FakeRequest(
-                provider=self.provider, inblob=entry.inblob, privlevel=entry.privlevel,
-                service_provider=entry.service_provider, service_guid=entry.service_guid,
+                provider=self.provider,
+                inblob=entry.inblob,
+                privlevel=entry.privlevel,
+                service_provider=entry.service_provider,
+                service_guid=entry.service_guid,
                 service_manifest_version=entry.service_manifest_version,
             )
             self._provider_checks(request, path)
@@ -477,8 +526,9 @@ class FakeTsm:
                 produced = self.report(request)
             except ProviderRefused as exc:
                 raise _os_error(exc.errno, str(exc), path) from exc
-            entry.blobs = produced if isinstance(produced, FakeBlobs) else FakeBlobs(
-                outblob=bytes(produced))
+            entry.blobs = (
+                produced if isinstance(produced, FakeBlobs) else FakeBlobs(outblob=bytes(produced))
+            )
             entry.read_generation = entry.write_generation
             self.reports_generated += 1
         blob: bytes = getattr(entry.blobs, name)
@@ -494,16 +544,21 @@ class FakeTsm:
             return
         size = len(request.inblob)
         if not rules.inblob_min <= size <= rules.inblob_max:
-            raise _os_error(_errno.EINVAL, f"{self.provider} needs a {rules.inblob_min}.."
-                            f"{rules.inblob_max}-byte inblob", path)
+            raise _os_error(
+                _errno.EINVAL,
+                f"{self.provider} needs a {rules.inblob_min}..{rules.inblob_max}-byte inblob",
+                path,
+            )
         if request.service_provider is not None:
             if request.service_provider not in rules.service_providers:
-                raise _os_error(_errno.EINVAL, f"{self.provider} routes no service provider "
-                                f"{request.service_provider!r}", path)
+                raise _os_error(
+                    _errno.EINVAL,
+                    f"{self.provider} routes no service provider {request.service_provider!r}",
+                    path,
+                )
             if rules.service_needs_level and self.level == 0:
                 # e.g. the SVSM path refuses when snp_vmpl == 0 (sev-snp.md §3.1)
-                raise _os_error(_errno.EINVAL, "no service provider at privilege level 0",
-                                path)
+                raise _os_error(_errno.EINVAL, "no service provider at privilege level 0", path)
         elif rules.below_level_refused and request.privlevel < self.level:
             # e.g. an SNP report's VMPL must be >= the requester's (sev-snp.md §6.2; the
             # firmware rule itself is listed as unconfirmed in §9): the firmware call fails.

@@ -70,17 +70,29 @@ class HclReport:
         if raw[:4] != HCL_MAGIC:
             raise EvidenceError("not an Azure HCL report: it does not start with 'HCLA'")
         if len(raw) < VARIABLE_OFFSET:
-            raise EvidenceError(f"an Azure HCL report is at least {VARIABLE_OFFSET} bytes "
-                                f"(header, hardware report, runtime data header); got {len(raw)}")
+            raise EvidenceError(
+                f"an Azure HCL report is at least {VARIABLE_OFFSET} bytes "
+                f"(header, hardware report, runtime data header); got {len(raw)}"
+            )
         _magic, version, size, request, status, _reserved = _HEADER.unpack_from(raw, 0)
         _data_size, rversion, rtype, htype, var_size = _RUNTIME.unpack_from(raw, RUNTIME_OFFSET)
         end = VARIABLE_OFFSET + var_size
         if end > len(raw):
-            raise EvidenceError(f"the HCL runtime data says {var_size} bytes, only "
-                                f"{len(raw) - VARIABLE_OFFSET} follow its header")
-        return cls(version, size, request, status,
-                   raw[HW_REPORT_OFFSET:RUNTIME_OFFSET], rversion, rtype, htype,
-                   raw[VARIABLE_OFFSET:end])
+            raise EvidenceError(
+                f"the HCL runtime data says {var_size} bytes, only "
+                f"{len(raw) - VARIABLE_OFFSET} follow its header"
+            )
+        return cls(
+            version,
+            size,
+            request,
+            status,
+            raw[HW_REPORT_OFFSET:RUNTIME_OFFSET],
+            rversion,
+            rtype,
+            htype,
+            raw[VARIABLE_OFFSET:end],
+        )
 
     def hardware_report(self, size: int) -> bytes:
         """The first ``size`` bytes of the hardware report buffer."""
@@ -101,11 +113,12 @@ class HclReport:
         digest = self.digest()
         if digest is None:
             return f"runtime data hash type {self.hash_type} is unknown (1..3 expected)"
-        if report_data[:len(digest)] != digest:
+        if report_data[: len(digest)] != digest:
             return f"REPORT_DATA does not start with {self.hash_name}(runtime data)"
-        if any(report_data[len(digest):]):
-            return (f"REPORT_DATA starts with {self.hash_name}(runtime data) but is not zero "
-                    "after it")
+        if any(report_data[len(digest) :]):
+            return (
+                f"REPORT_DATA starts with {self.hash_name}(runtime data) but is not zero after it"
+            )
         return None
 
     def runtime_claims(self) -> dict[str, Any] | None:
@@ -118,8 +131,13 @@ class HclReport:
 
     def header_fields(self) -> dict[str, Any]:
         """The envelope's fields, for display."""
-        return {"hcl_version": self.version, "report_size": self.report_size,
-                "request_type": self.request_type, "status": self.status,
-                "report_type": self.report_type, "runtime_data_version": self.runtime_version,
-                "hash_type": self.hash_name or self.hash_type,
-                "runtime_data_size": len(self.variable_data)}
+        return {
+            "hcl_version": self.version,
+            "report_size": self.report_size,
+            "request_type": self.request_type,
+            "status": self.status,
+            "report_type": self.report_type,
+            "runtime_data_version": self.runtime_version,
+            "hash_type": self.hash_name or self.hash_type,
+            "runtime_data_size": len(self.variable_data),
+        }

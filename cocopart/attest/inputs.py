@@ -64,8 +64,7 @@ STDIN = "-"
 
 _HEX = re.compile(rb"^(0x)?[0-9a-fA-F]+$")
 _WRAPPER_DEPTH = 6
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----",
-                        re.DOTALL)
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,8 +73,11 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-
 
 def _too_large(source: str, size: int | None, limit: int, what: str) -> InputError:
     shown = f"{size} bytes" if size is not None else f"more than {limit} bytes"
-    return InputError(f"{what} is {shown}; the limit is {limit} bytes ({limit >> 10} KiB), "
-                      "far above any real evidence, certificate or collateral", source=source)
+    return InputError(
+        f"{what} is {shown}; the limit is {limit} bytes ({limit >> 10} KiB), "
+        "far above any real evidence, certificate or collateral",
+        source=source,
+    )
 
 
 def _bounded(stream: BinaryIO, source: str, limit: int, what: str) -> bytes:
@@ -85,8 +87,9 @@ def _bounded(stream: BinaryIO, source: str, limit: int, what: str) -> bytes:
     return data
 
 
-def read_input(path: str | Path, what: str, *, limit: int = MAX_INPUT_BYTES,
-               stdin: BinaryIO | None = None) -> bytes:
+def read_input(
+    path: str | Path, what: str, *, limit: int = MAX_INPUT_BYTES, stdin: BinaryIO | None = None
+) -> bytes:
     """The bytes of ``path`` (``-``: standard input), at most ``limit`` of them.
 
     A regular file larger than ``limit`` is refused from its ``stat`` size, before it is
@@ -152,18 +155,28 @@ def _plugins_for(vendor: str | None, fmt: str | None, source: str) -> list[Platf
         plugin = platform_named(vendor)
         if plugin is None:
             names = ", ".join(p.name for p in installed) or "none"
-            raise InputError(f"--vendor {vendor}: no platform plug-in of that name is "
-                             f"installed (installed: {names})", source=source, field="vendor")
+            raise InputError(
+                f"--vendor {vendor}: no platform plug-in of that name is "
+                f"installed (installed: {names})",
+                source=source,
+                field="vendor",
+            )
         chosen = [plugin]
     else:
         chosen = installed
     if fmt is not None:
         chosen = [p for p in chosen if fmt in p.formats]
         if not chosen:
-            known = "; ".join(f"{p.name}: {', '.join(p.formats)}" for p in installed
-                              if vendor is None or p.name == vendor)
-            raise InputError(f"--format {fmt}: not a known evidence format (known formats — "
-                             f"{known or 'none'})", source=source, field="format")
+            known = "; ".join(
+                f"{p.name}: {', '.join(p.formats)}"
+                for p in installed
+                if vendor is None or p.name == vendor
+            )
+            raise InputError(
+                f"--format {fmt}: not a known evidence format (known formats — {known or 'none'})",
+                source=source,
+                field="format",
+            )
     return chosen
 
 
@@ -184,31 +197,42 @@ def _describe(kind: str, raw: bytes) -> str:
     return f"{len(raw)} bytes{how} starting {raw[:8].hex()}"
 
 
-def _raw_evidence(raw: bytes, kind: str, vendor: str | None, fmt: str | None,
-                  source: str) -> tuple[Evidence, list[str]]:
+def _raw_evidence(
+    raw: bytes, kind: str, vendor: str | None, fmt: str | None, source: str
+) -> tuple[Evidence, list[str]]:
     plugins = _plugins_for(vendor, fmt, source)
     found = _recognise(raw, plugins, fmt)
     if len(found) > 1:
         names = ", ".join(f"{r.vendor}/{r.format} ({r.detail})" for r in found)
-        raise InputError(f"the input could be any of: {names}; say which with --vendor and "
-                         "--format", source=source)
+        raise InputError(
+            f"the input could be any of: {names}; say which with --vendor and --format",
+            source=source,
+        )
     if found:
         rec = found[0]
-        notes = [f"recognised {rec.vendor}/{rec.format}: {rec.detail}"
-                 + ("" if kind == "binary" else f" (decoded from {kind} text)")]
+        notes = [
+            f"recognised {rec.vendor}/{rec.format}: {rec.detail}"
+            + ("" if kind == "binary" else f" (decoded from {kind} text)")
+        ]
         return Evidence(vendor=rec.vendor, format=rec.format, raw=rec.raw), notes
     if vendor is not None and fmt is not None:
         return Evidence(vendor=vendor, format=fmt, raw=raw), [
-            f"not recognised as {vendor}/{fmt}; verifying it as that, as --vendor/--format say"]
+            f"not recognised as {vendor}/{fmt}; verifying it as that, as --vendor/--format say"
+        ]
     if vendor is not None or fmt is not None:
         want = "/".join(x for x in (vendor, fmt) if x)
-        raise InputError(f"not {want} evidence: {_describe(kind, raw)}; none of its formats "
-                         "matches (give both --vendor and --format to force it)",
-                         source=source)
+        raise InputError(
+            f"not {want} evidence: {_describe(kind, raw)}; none of its formats "
+            "matches (give both --vendor and --format to force it)",
+            source=source,
+        )
     known = "; ".join(f"{p.name}: {', '.join(p.formats)}" for p in plugins) or "none installed"
-    raise InputError(f"not evidence any installed platform plug-in recognises: "
-                     f"{_describe(kind, raw)} (formats — {known}); if it is one, say which "
-                     "with --vendor and --format", source=source)
+    raise InputError(
+        f"not evidence any installed platform plug-in recognises: "
+        f"{_describe(kind, raw)} (formats — {known}); if it is one, say which "
+        "with --vendor and --format",
+        source=source,
+    )
 
 
 def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, Any]]:
@@ -233,12 +257,17 @@ def _evidence_json(value: dict[str, Any], source: str, where: str) -> Evidence:
         return Evidence.model_validate_json(json.dumps(value))
     except InputError as err:
         first = err.errors[0] if err.errors else {"msg": err.message}
-        raise InputError(f"not a valid Evidence JSON{where}: {first['msg']}", source=source,
-                         field=err.field, errors=err.errors) from None
+        raise InputError(
+            f"not a valid Evidence JSON{where}: {first['msg']}",
+            source=source,
+            field=err.field,
+            errors=err.errors,
+        ) from None
 
 
-def _json_evidence(doc: Any, vendor: str | None, fmt: str | None,
-                   source: str) -> tuple[Evidence, list[str]]:
+def _json_evidence(
+    doc: Any, vendor: str | None, fmt: str | None, source: str
+) -> tuple[Evidence, list[str]]:
     if _is_evidence_json(doc):
         return _evidence_json(doc, source, ""), []
     nested = [(p, v) for p, v in _strings(doc, "", 0) if _is_evidence_json(v)]
@@ -256,19 +285,27 @@ def _json_evidence(doc: Any, vendor: str | None, fmt: str | None,
             candidates.append((where, found[0], kind))
     if len(candidates) == 1:
         where, rec, kind = candidates[0]
-        note = (f"evidence taken from the {kind} string at {where}: "
-                f"{rec.vendor}/{rec.format}, {rec.detail}")
+        note = (
+            f"evidence taken from the {kind} string at {where}: "
+            f"{rec.vendor}/{rec.format}, {rec.detail}"
+        )
         return Evidence(vendor=rec.vendor, format=rec.format, raw=rec.raw), [note]
     if candidates:
-        raise InputError("the JSON document holds several pieces of evidence (at "
-                         f"{', '.join(w for w, _r, _k in candidates)}); pass one of them",
-                         source=source)
-    raise InputError("a JSON document that is neither Evidence JSON (fields vendor, format, "
-                     "raw) nor holds evidence as a base64 or hex string", source=source)
+        raise InputError(
+            "the JSON document holds several pieces of evidence (at "
+            f"{', '.join(w for w, _r, _k in candidates)}); pass one of them",
+            source=source,
+        )
+    raise InputError(
+        "a JSON document that is neither Evidence JSON (fields vendor, format, "
+        "raw) nor holds evidence as a base64 or hex string",
+        source=source,
+    )
 
 
-def evidence_from_bytes(data: bytes, *, vendor: str | None = None, fmt: str | None = None,
-                        source: str = "<input>") -> tuple[Evidence, list[str]]:
+def evidence_from_bytes(
+    data: bytes, *, vendor: str | None = None, fmt: str | None = None, source: str = "<input>"
+) -> tuple[Evidence, list[str]]:
     """Evidence in any supported form, and notes saying how it was read.
 
     ``vendor`` / ``fmt`` override recognition (for Evidence JSON they replace its fields);
@@ -281,8 +318,9 @@ def evidence_from_bytes(data: bytes, *, vendor: str | None = None, fmt: str | No
         hint = _misplaced(data)
         if hint is None:
             raise
-        raise InputError(f"{err.message}; {hint}", field=err.field, source=err.source,
-                         errors=err.errors) from None
+        raise InputError(
+            f"{err.message}; {hint}", field=err.field, source=err.source, errors=err.errors
+        ) from None
 
 
 def _misplaced(data: bytes) -> str | None:
@@ -294,20 +332,22 @@ def _misplaced(data: bytes) -> str | None:
         except EvidenceError:
             continue
     if looks_like_certificates(data):
-        return ("these are certificates: give them with --certs or --trust-root, or read them "
-                "with `cocopart show`")
+        return (
+            "these are certificates: give them with --certs or --trust-root, or read them "
+            "with `cocopart show`"
+        )
     return None
 
 
-def _evidence(data: bytes, vendor: str | None, fmt: str | None,
-              source: str) -> tuple[Evidence, list[str]]:
+def _evidence(
+    data: bytes, vendor: str | None, fmt: str | None, source: str
+) -> tuple[Evidence, list[str]]:
     text = _text(data)
     if text is not None and text.lstrip().startswith(("{", "[")):
         try:
             doc = json.loads(text)
         except ValueError as err:
-            raise InputError(f"looks like JSON but does not parse: {err}", source=source
-                             ) from None
+            raise InputError(f"looks like JSON but does not parse: {err}", source=source) from None
         evidence, notes = _json_evidence(doc, vendor, fmt, source)
         if vendor is not None or fmt is not None:
             _plugins_for(vendor or evidence.vendor, fmt, source)
@@ -318,8 +358,13 @@ def _evidence(data: bytes, vendor: str | None, fmt: str | None,
     return _raw_evidence(raw, kind, vendor, fmt, source)
 
 
-def load_evidence(path: str | Path, *, vendor: str | None = None, fmt: str | None = None,
-                  stdin: BinaryIO | None = None) -> tuple[Evidence, list[str]]:
+def load_evidence(
+    path: str | Path,
+    *,
+    vendor: str | None = None,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+) -> tuple[Evidence, list[str]]:
     """Read evidence from a file (``-``: stdin) in any supported form; see the module."""
     data = read_input(path, "evidence", stdin=stdin)
     return evidence_from_bytes(data, vendor=vendor, fmt=fmt, source=str(path))
@@ -346,8 +391,7 @@ def _check_der(ders: list[bytes], source: str) -> list[bytes]:
         try:
             load_der_certificate(der)
         except ValueError as err:
-            raise InputError(f"certificate {index} does not parse: {err}", source=source
-                             ) from None
+            raise InputError(f"certificate {index} does not parse: {err}", source=source) from None
     return ders
 
 
@@ -364,7 +408,7 @@ def _split_der(data: bytes) -> list[bytes] | None:
             n = first & 0x7F
             if not 1 <= n <= 4 or pos + 2 + n > len(data):
                 return None
-            size, head = int.from_bytes(data[pos + 2:pos + 2 + n], "big"), 2 + n
+            size, head = int.from_bytes(data[pos + 2 : pos + 2 + n], "big"), 2 + n
         end = pos + head + size
         if end > len(data):
             return None
@@ -384,15 +428,17 @@ def looks_like_certificates(data: bytes) -> bool:
     return _split_der(data) is not None
 
 
-def certificate_table(data: bytes, source: str = "<input>"
-                      ) -> tuple[PlatformPlugin, list[CertificateEntry]] | None:
+def certificate_table(
+    data: bytes, source: str = "<input>"
+) -> tuple[PlatformPlugin, list[CertificateEntry]] | None:
     """The platform whose certificate table ``data`` is, and its (non-empty) entries."""
     for plugin in platforms():
         try:
             entries = plugin.certificate_table(data)
         except EvidenceError as err:
-            raise InputError(f"a {plugin.title} certificate table, but broken: {err}",
-                             source=source) from None
+            raise InputError(
+                f"a {plugin.title} certificate table, but broken: {err}", source=source
+            ) from None
         if entries is not None:
             if not entries:
                 raise InputError(f"an empty {plugin.title} certificate table", source=source)
@@ -421,8 +467,11 @@ def certificates_from_bytes(data: bytes, source: str = "<input>") -> list[bytes]
         raw, kind = decode_text(data)
         found = _split_der(raw) if kind != "binary" else None
     if found is None:
-        raise InputError(f"not a certificate: neither PEM, DER nor a certificate table "
-                         f"({len(data)} bytes starting {data[:8].hex()})", source=source)
+        raise InputError(
+            f"not a certificate: neither PEM, DER nor a certificate table "
+            f"({len(data)} bytes starting {data[:8].hex()})",
+            source=source,
+        )
     return _check_der(found, source)
 
 
@@ -431,8 +480,9 @@ def load_certificates(path: str | Path, *, stdin: BinaryIO | None = None) -> lis
     by name, hidden files skipped); every file must hold at least one certificate."""
     source = str(path)
     if source != STDIN and Path(source).is_dir():
-        files = sorted(p for p in Path(source).iterdir()
-                       if p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p for p in Path(source).iterdir() if p.is_file() and not p.name.startswith(".")
+        )
         if not files:
             raise InputError("the directory holds no certificate files", source=source)
         out: list[bytes] = []
@@ -460,11 +510,17 @@ def load_collateral(items: list[str], vendor: str) -> dict[str, bytes]:
         accepted = ", ".join(names) if names else "none"
         if not Path(item).exists() and item != STDIN:
             if sep and name and file:
-                raise InputError(f"--collateral {name}: not a collateral name the {vendor} "
-                                 f"verifier reads (names: {accepted})", source=file,
-                                 field=name)
-            raise InputError(f"--collateral {item}: no such file; give NAME=FILE (names: "
-                             f"{accepted}) or a collateral bundle file", source=item)
+                raise InputError(
+                    f"--collateral {name}: not a collateral name the {vendor} "
+                    f"verifier reads (names: {accepted})",
+                    source=file,
+                    field=name,
+                )
+            raise InputError(
+                f"--collateral {item}: no such file; give NAME=FILE (names: "
+                f"{accepted}) or a collateral bundle file",
+                source=item,
+            )
         data = read_input(item, "collateral")
         bundle = None
         if plugin is not None:
@@ -473,7 +529,10 @@ def load_collateral(items: list[str], vendor: str) -> dict[str, bytes]:
             except EvidenceError as err:
                 raise InputError(f"a collateral bundle, but: {err}", source=item) from None
         if bundle is None:
-            raise InputError(f"not a collateral bundle the {vendor} plug-in reads; name the "
-                             f"item instead, as NAME={item} (names: {accepted})", source=item)
+            raise InputError(
+                f"not a collateral bundle the {vendor} plug-in reads; name the "
+                f"item instead, as NAME={item} (names: {accepted})",
+                source=item,
+            )
         out.update(bundle)
     return out

@@ -81,28 +81,39 @@ class TsmProvider(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(description="The provider attribute's text, the driver's "
-                      "KBUILD_MODNAME (e.g. the guest driver module name).")
+    name: str = Field(
+        description="The provider attribute's text, the driver's "
+        "KBUILD_MODNAME (e.g. the guest driver module name)."
+    )
     evidence_format: str = Field(description="Evidence format of its outblob.")
     inblob_min: int = Field(default=1, description="Smallest report data it accepts.")
     inblob_max: int = Field(default=64, description="Largest report data it accepts.")
     service_providers: frozenset[str] = Field(
-        default=frozenset(), description="service_provider values it routes (empty: none).")
+        default=frozenset(), description="service_provider values it routes (empty: none)."
+    )
     attributes: frozenset[str] | None = Field(
-        default=None, description="Attributes an entry shows at privilege level 0; None: all.")
+        default=None, description="Attributes an entry shows at privilege level 0; None: all."
+    )
     service_attributes: frozenset[str] = Field(
-        default=frozenset(), description="Attributes it shows in addition above level 0.")
+        default=frozenset(), description="Attributes it shows in addition above level 0."
+    )
     floor_is_level: bool = Field(
-        default=False, description="privlevel_floor is the guest's own privilege level.")
+        default=False, description="privlevel_floor is the guest's own privilege level."
+    )
     privlevel_with_service: bool = Field(
-        default=True, description="A privlevel makes sense together with a service "
-        "provider (False: the service reports at its own level, so the client refuses it).")
+        default=True,
+        description="A privlevel makes sense together with a service "
+        "provider (False: the service reports at its own level, so the client refuses it).",
+    )
     service_needs_level: bool = Field(
-        default=False, description="Service-provider requests fail at privilege level 0.")
+        default=False, description="Service-provider requests fail at privilege level 0."
+    )
     below_level_refused: bool = Field(
-        default=False, description="A report for a level below the guest's own fails (EIO).")
+        default=False, description="A report for a level below the guest's own fails (EIO)."
+    )
     has_cert_table: bool = Field(
-        default=False, description="auxblob carries the plug-in's certificate table.")
+        default=False, description="auxblob carries the plug-in's certificate table."
+    )
 
 
 class CertificateEntry(BaseModel):
@@ -139,7 +150,8 @@ class PrivilegeLevel(BaseModel):
     source: str | None = Field(default=None, description="The file the level was read from.")
     reason: str = Field(default="", description="Why the level is unknown.")
     privileged_layer_present: bool | None = Field(
-        default=None, description="A privileged layer serves this guest (None: unknown).")
+        default=None, description="A privileged layer serves this guest (None: unknown)."
+    )
     notes: list[str] = Field(default_factory=list)
 
 
@@ -149,8 +161,9 @@ class HostView:
     Reading never raises: an absent file is ``None``, an unreadable one ``None`` plus a note.
     """
 
-    def __init__(self, sysfs: Path, configfs: Path, dev: Path, flags: set[str] | None,
-                 notes: list[str]) -> None:
+    def __init__(
+        self, sysfs: Path, configfs: Path, dev: Path, flags: set[str] | None, notes: list[str]
+    ) -> None:
         self.sysfs = sysfs
         self.configfs = configfs
         self.dev = dev
@@ -274,8 +287,13 @@ class PlatformPlugin:
             certificates = self.leaf_first(entries)
         elif auxblob:
             collateral["auxblob"] = auxblob
-        return Evidence(vendor=self.name, format=fmt, raw=outblob, certificates=certificates,
-                        collateral=collateral)
+        return Evidence(
+            vendor=self.name,
+            format=fmt,
+            raw=outblob,
+            certificates=certificates,
+            collateral=collateral,
+        )
 
     # -- the guest ----------------------------------------------------------------------
 
@@ -287,8 +305,10 @@ class PlatformPlugin:
 
     def privilege_level(self, view: HostView, tsm_floor: int | None) -> PrivilegeLevel:
         """The guest's privilege level on this platform (default: not knowable)."""
-        return PrivilegeLevel(reason=f"cocopart knows no Linux interface that tells a "
-                              f"{self.title} guest its privilege level")
+        return PrivilegeLevel(
+            reason=f"cocopart knows no Linux interface that tells a "
+            f"{self.title} guest its privilege level"
+        )
 
     def absent(self, view: HostView) -> str:
         """Why detect found nothing of this platform."""
@@ -330,8 +350,11 @@ def platforms() -> list[PlatformPlugin]:
 
 def platform_errors() -> list[str]:
     """One sentence per installed platform plug-in that failed to load."""
-    return [f"platform plug-in '{s.name}' failed to load: {type(s.error).__name__}: {s.error}"
-            for s in _load()[1] if s.error is not None]
+    return [
+        f"platform plug-in '{s.name}' failed to load: {type(s.error).__name__}: {s.error}"
+        for s in _load()[1]
+        if s.error is not None
+    ]
 
 
 def platform_named(name: str) -> PlatformPlugin | None:

@@ -79,9 +79,9 @@ def _sized(size: int) -> Callable[[list[bytes]], list[bytes]]:
     def check(values: list[bytes]) -> list[bytes]:
         for value in values:
             if len(value) != size:
-                raise ValueError(f"must be {size} bytes ({2 * size} hex digits), "
-                                 f"got {len(value)}")
+                raise ValueError(f"must be {size} bytes ({2 * size} hex digits), got {len(value)}")
         return values
+
     return check
 
 
@@ -99,8 +99,9 @@ class VendorPolicy(InputModel):
     """Base of a plug-in's policy section: unknown keys are errors, bytes are hex; bad input
     raises InputError (a ConfigError), like every model a caller builds."""
 
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="hex", val_json_bytes="hex",
-                              defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", ser_json_bytes="hex", val_json_bytes="hex", defer_build=True
+    )
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,19 @@ class PolicyProblem:
 _NEUTRAL_LAYER = re.compile(r"^(l1|l2\.[1-9][0-9]*)$")
 #: Checks of the neutral policy (``policy.measurement.<name>`` and ``policy.tcb.<name>``
 #: besides), for ``waive_checks``.
-NEUTRAL_POLICY_CHECKS = ("policy.origin_layer", "policy.via_privileged_layer", "policy.debug",
-                         "policy.nonce", "policy.report_data", "policy.tcb_status",
-                         "policy.advisories", "policy.collateral_age")
+NEUTRAL_POLICY_CHECKS = (
+    "policy.origin_layer",
+    "policy.via_privileged_layer",
+    "policy.debug",
+    "policy.nonce",
+    "policy.report_data",
+    "policy.tcb_status",
+    "policy.advisories",
+    "policy.collateral_age",
+)
 #: Option in ``model_validate(..., context=...)``: leave the schema check to the caller
 #: (the policy file loader reports it with file and line).
 DEFER_SCHEMA_CHECK = "defer_schema_check"
-
 
 
 class Policy(InputModel):
@@ -148,32 +155,46 @@ class Policy(InputModel):
         default=True,
         description="Accept evidence a privileged layer produced on a workload's behalf.",
     )
-    expected_measurements: dict[str, Pins] = \
-        Field(default_factory=dict, description="Measurement name -> accepted value or list of "
-              "accepted values (hex), e.g. measurement (SNP), mrtd, rtmr0..3, mrseam, "
-              "mrconfigid (TDX). The evidence must carry one of the values.")
+    expected_measurements: dict[str, Pins] = Field(
+        default_factory=dict,
+        description="Measurement name -> accepted value or list of "
+        "accepted values (hex), e.g. measurement (SNP), mrtd, rtmr0..3, mrseam, "
+        "mrconfigid (TDX). The evidence must carry one of the values.",
+    )
     expected_report_data: HexBytes | None = Field(
-        default=None, max_length=64, description="The raw REPORT_DATA the evidence must carry "
+        default=None,
+        max_length=64,
+        description="The raw REPORT_DATA the evidence must carry "
         "(zero-padded to its size). For evidence from the privileged layer's attestation "
         "service REPORT_DATA is SHA-512(nonce || services manifest): pin the nonce with "
-        "expected_nonce instead.")
+        "expected_nonce instead.",
+    )
     expected_nonce: HexBytes | None = Field(
-        default=None, max_length=64, description="The freshness nonce you asked for (up to 64 "
+        default=None,
+        max_length=64,
+        description="The freshness nonce you asked for (up to 64 "
         "bytes, zero-padded to 64 as the attest operation does). Service evidence must carry "
         "REPORT_DATA = SHA-512(nonce || its services manifest); hardware evidence must carry "
-        "the nonce itself as REPORT_DATA.")
-    allow_debug: bool = Field(default=False, description="Accept evidence of a guest whose "
-                              "debug policy bit is set.")
+        "the nonce itself as REPORT_DATA.",
+    )
+    allow_debug: bool = Field(
+        default=False, description="Accept evidence of a guest whose debug policy bit is set."
+    )
     minimum_tcb: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, description="Component -> minimum SVN of the reported TCB, e.g. "
+        default_factory=dict,
+        description="Component -> minimum SVN of the reported TCB, e.g. "
         "bootloader, tee, snp, microcode, fmc (SNP); tee_tcb_svn00..15, sgx_tcb_comp01..16, "
-        "pcesvn, qe_isvsvn (TDX).")
+        "pcesvn, qe_isvsvn (TDX).",
+    )
     accepted_tcb_status: list[str] = Field(
-        default_factory=lambda: ["UpToDate"], description="TCB statuses accepted (TDX "
-        "collateral: UpToDate, SWHardeningNeeded, ...).")
+        default_factory=lambda: ["UpToDate"],
+        description="TCB statuses accepted (TDX collateral: UpToDate, SWHardeningNeeded, ...).",
+    )
     rejected_advisories: list[str] = Field(
-        default_factory=list, description="Security advisories (e.g. 'INTEL-SA-00837') that "
-        "reject the evidence when its TCB evaluation lists them.")
+        default_factory=list,
+        description="Security advisories (e.g. 'INTEL-SA-00837') that "
+        "reject the evidence when its TCB evaluation lists them.",
+    )
     waive_checks: list[str] = Field(
         default_factory=list,
         description="Names of checks the relying party accepts failing, e.g. "
@@ -184,8 +205,10 @@ class Policy(InputModel):
         default=None, description="Reject collateral issued longer ago than this."
     )
     vendor: dict[str, Any] = Field(
-        default_factory=dict, description="Per evidence plug-in, its own policy section "
-        "(the plug-in's model; in a policy file the top-level tables [sev-snp], [tdx]).")
+        default_factory=dict,
+        description="Per evidence plug-in, its own policy section "
+        "(the plug-in's model; in a policy file the top-level tables [sev-snp], [tdx]).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -213,15 +236,18 @@ class Policy(InputModel):
             model = schemas[name].section if name in schemas else None
             if model is None:
                 known = ", ".join(n for n, s in schemas.items() if s.section) or "none"
-                raise ValueError(f"no installed evidence plug-in has a policy section "
-                                 f"{name!r} (sections: {known})")
+                raise ValueError(
+                    f"no installed evidence plug-in has a policy section "
+                    f"{name!r} (sections: {known})"
+                )
             try:
                 out[name] = model.model_validate(section)
             except InputError as err:  # one message naming section and field
                 first = err.errors[0] if err.errors else {"loc": (), "msg": err.message}
                 where = ".".join(str(p) for p in (name, *first["loc"]))
-                raise ValueError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
-                                 ) from None
+                raise ValueError(
+                    f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+                ) from None
         return out
 
     @model_validator(mode="after")
@@ -245,44 +271,72 @@ class Policy(InputModel):
         schemas = list(_schemas().values())
         out: list[PolicyProblem] = []
         if not schemas:
-            return [PolicyProblem((), "no evidence plug-in is installed to check this "
-                                      "policy's names against")]
+            return [
+                PolicyProblem(
+                    (), "no evidence plug-in is installed to check this policy's names against"
+                )
+            ]
         levels = set().union(*(s.levels for s in schemas))
         for i, layer in enumerate(self.allowed_layers):
             if not _NEUTRAL_LAYER.match(layer) and layer not in levels:
-                out.append(PolicyProblem(("allowed_layers", i), _unknown(
-                    f"layer {layer!r}", ["l1", "l2.1", "l2.2", "l2.3", *sorted(levels)])))
+                out.append(
+                    PolicyProblem(
+                        ("allowed_layers", i),
+                        _unknown(
+                            f"layer {layer!r}", ["l1", "l2.1", "l2.2", "l2.3", *sorted(levels)]
+                        ),
+                    )
+                )
         sizes: dict[str, set[int]] = {}
         for s in schemas:
             for name, size in s.measurements.items():
                 sizes.setdefault(name, set()).add(size)
         for name, values in self.expected_measurements.items():
             if name not in sizes:
-                out.append(PolicyProblem(("expected_measurements", name),
-                                         _unknown(f"measurement {name!r}", sorted(sizes))))
+                out.append(
+                    PolicyProblem(
+                        ("expected_measurements", name),
+                        _unknown(f"measurement {name!r}", sorted(sizes)),
+                    )
+                )
                 continue
             bad = next((v for v in values if len(v) not in sizes[name]), None)
             if bad is not None:
                 want = " or ".join(str(n) for n in sorted(sizes[name]))
                 digits = " or ".join(str(2 * n) for n in sorted(sizes[name]))
-                out.append(PolicyProblem(("expected_measurements", name), (
-                    f"must be {want} bytes ({digits} hex digits), got {len(bad)}")))
-        out += _names(("minimum_tcb",), self.minimum_tcb, set().union(*(s.tcb for s in schemas)),
-                      "TCB component")
+                out.append(
+                    PolicyProblem(
+                        ("expected_measurements", name),
+                        (f"must be {want} bytes ({digits} hex digits), got {len(bad)}"),
+                    )
+                )
+        out += _names(
+            ("minimum_tcb",),
+            self.minimum_tcb,
+            set().union(*(s.tcb for s in schemas)),
+            "TCB component",
+        )
         statuses = set().union(*(s.tcb_statuses for s in schemas))
         if statuses:  # no installed plug-in reports a TCB status: the field cannot matter
-            out += _names(("accepted_tcb_status",), self.accepted_tcb_status, statuses,
-                          "TCB status")
+            out += _names(
+                ("accepted_tcb_status",), self.accepted_tcb_status, statuses, "TCB status"
+            )
         checks = set(NEUTRAL_POLICY_CHECKS).union(
-            *(s.checks for s in schemas), (f"policy.measurement.{m}" for m in sizes),
-            (f"policy.tcb.{t}" for s in schemas for t in s.tcb))
+            *(s.checks for s in schemas),
+            (f"policy.measurement.{m}" for m in sizes),
+            (f"policy.tcb.{t}" for s in schemas for t in s.tcb),
+        )
         out += _names(("waive_checks",), self.waive_checks, checks, "check")
         return out
 
     def _names_vendor_terms(self) -> bool:
-        return bool(self.expected_measurements or self.minimum_tcb or self.waive_checks
-                    or any(s != "UpToDate" for s in self.accepted_tcb_status)
-                    or not all(_NEUTRAL_LAYER.match(x) for x in self.allowed_layers))
+        return bool(
+            self.expected_measurements
+            or self.minimum_tcb
+            or self.waive_checks
+            or any(s != "UpToDate" for s in self.accepted_tcb_status)
+            or not all(_NEUTRAL_LAYER.match(x) for x in self.allowed_layers)
+        )
 
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")

@@ -47,7 +47,8 @@ def certificate_section(der: bytes, title: str = "certificate") -> Section:
         key_text = type(key).__name__
     spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     fields: dict[str, Any] = {
-        "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
         "serial": f"{serial:#x}",
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
@@ -66,8 +67,9 @@ def _extensions(der: bytes) -> list[Section]:
         try:
             section = plugin.decode_certificate(der)
         except (ValueError, EvidenceError) as err:
-            section = Section(title=f"{plugin.title} extensions",
-                              notes=[f"present but malformed: {err}"])
+            section = Section(
+                title=f"{plugin.title} extensions", notes=[f"present but malformed: {err}"]
+            )
         if section is not None:
             out.append(section)
     return out
@@ -81,21 +83,30 @@ def decode_certificates(ders: list[bytes], source: str = "") -> Decoded:
         sections.append(certificate_section(der, title))
         sections += _extensions(der)
     what = "1 certificate" if len(ders) == 1 else f"{len(ders)} certificates"
-    return Decoded(vendor="", format="x509", title=f"{what}{' in ' + source if source else ''}",
-                   sections=sections, notes=["decoded only: no chain or signature checked"])
+    return Decoded(
+        vendor="",
+        format="x509",
+        title=f"{what}{' in ' + source if source else ''}",
+        sections=sections,
+        notes=["decoded only: no chain or signature checked"],
+    )
 
 
 def decode_evidence(evidence: Evidence) -> Decoded:
     """The evidence's fields (by its platform plug-in) and what travels with it."""
     plugin = platform_named(evidence.vendor)
     if plugin is None:
-        raise InputError(f"no platform plug-in named {evidence.vendor!r} is installed to decode "
-                         "this evidence")
+        raise InputError(
+            f"no platform plug-in named {evidence.vendor!r} is installed to decode this evidence"
+        )
     decoded = plugin.decode(evidence)
-    extra: dict[str, Any] = {"vendor": evidence.vendor, "format": evidence.format,
-                             "raw_bytes": len(evidence.raw),
-                             "certificates": len(evidence.certificates),
-                             "collateral": sorted(evidence.collateral)}
+    extra: dict[str, Any] = {
+        "vendor": evidence.vendor,
+        "format": evidence.format,
+        "raw_bytes": len(evidence.raw),
+        "certificates": len(evidence.certificates),
+        "collateral": sorted(evidence.collateral),
+    }
     if evidence.nonce is not None:
         extra["nonce"] = evidence.nonce.hex()
     if evidence.manifest is not None:
@@ -115,8 +126,9 @@ def decode_evidence(evidence: Evidence) -> Decoded:
     return decoded.model_copy(update={"sections": sections})
 
 
-def decode_bytes(data: bytes, *, vendor: str | None = None, fmt: str | None = None,
-                 source: str = "<input>") -> Decoded:
+def decode_bytes(
+    data: bytes, *, vendor: str | None = None, fmt: str | None = None, source: str = "<input>"
+) -> Decoded:
     """Decode one input of any supported kind; :class:`InputError` if it is none of them."""
     if vendor is None and fmt is None:
         if looks_like_certificates(data):
@@ -125,16 +137,23 @@ def decode_bytes(data: bytes, *, vendor: str | None = None, fmt: str | None = No
         if found is not None:
             plugin, entries = found
             decoded = decode_certificates(plugin.leaf_first(entries), source)
-            table = Section(title=f"{plugin.title} certificate table", fields={
-                e.name or e.id: f"{len(e.data)} bytes ({e.id})" for e in entries})
-            return decoded.model_copy(update={
-                "vendor": plugin.name, "format": "certificate-table",
-                "title": f"{plugin.title} certificate table ({len(entries)} entries)",
-                "sections": [table, *decoded.sections]})
+            table = Section(
+                title=f"{plugin.title} certificate table",
+                fields={e.name or e.id: f"{len(e.data)} bytes ({e.id})" for e in entries},
+            )
+            return decoded.model_copy(
+                update={
+                    "vendor": plugin.name,
+                    "format": "certificate-table",
+                    "title": f"{plugin.title} certificate table ({len(entries)} entries)",
+                    "sections": [table, *decoded.sections],
+                }
+            )
     evidence, notes = evidence_from_bytes(data, vendor=vendor, fmt=fmt, source=source)
     try:
         decoded = decode_evidence(evidence)
     except EvidenceError as err:
-        raise InputError(f"{evidence.vendor}/{evidence.format} that does not decode: {err}",
-                         source=source) from None
+        raise InputError(
+            f"{evidence.vendor}/{evidence.format} that does not decode: {err}", source=source
+        ) from None
     return decoded.model_copy(update={"notes": notes + decoded.notes})

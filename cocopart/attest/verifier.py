@@ -26,9 +26,18 @@ from cocopart.inputmodel import InputModel
 from cocopart.protocol.manifest import bind_report_data
 from cocopart.unchecked import build_unchecked
 
-__all__ = ["EVIDENCE_GROUP", "Check", "EvidenceVerifier", "TrustStore", "VendorResult", "Verdict",
-           "Verifier", "apply_policy", "load_evidence_verifier",
-           "vendor_policy_checks"]
+__all__ = [
+    "EVIDENCE_GROUP",
+    "Check",
+    "EvidenceVerifier",
+    "TrustStore",
+    "VendorResult",
+    "Verdict",
+    "Verifier",
+    "apply_policy",
+    "load_evidence_verifier",
+    "vendor_policy_checks",
+]
 
 
 class Check(BaseModel):
@@ -71,11 +80,13 @@ class TrustStore(InputModel):
     pinned_roots: dict[str, list[Base64Bytes]] = Field(default_factory=dict)
     trust_vendor_roots: bool = True
     certificate_cache: Path | None = Field(
-        default=None, description="A directory of vendor certificates in the vendor's own "
+        default=None,
+        description="A directory of vendor certificates in the vendor's own "
         "distribution layout, where plug-ins look for certificates the evidence lacks (AMD "
         "KDS: vcek/v1/<product>/<hwid>, vcek/v1/<product>/cert_chain, "
         "vlek/v1/<product>/cert_chain). Certificates found there are checked like any "
-        "other: the cache adds certificates, never trust.")
+        "other: the cache adds certificates, never trust.",
+    )
 
     def roots_for(self, vendor: str) -> list[bytes]:
         return list(self.pinned_roots.get(vendor, []))
@@ -144,19 +155,36 @@ def _freshness(claims: Claims, policy: Policy, manifest: bytes | None) -> list[C
         else:
             ok = claims.report_data == nonce.ljust(len(claims.report_data), b"\0")
             how = "REPORT_DATA = nonce (hardware evidence, no services manifest)"
-        checks.append(check(name="policy.nonce", ok=ok, detail=(
-            f"the evidence is fresh: {how}" if ok else
-            f"the evidence does not bind the expected nonce ({how} does not hold)")))
+        checks.append(
+            check(
+                name="policy.nonce",
+                ok=ok,
+                detail=(
+                    f"the evidence is fresh: {how}"
+                    if ok
+                    else f"the evidence does not bind the expected nonce ({how} does not hold)"
+                ),
+            )
+        )
     if policy.expected_report_data is not None:
         want = policy.expected_report_data.ljust(len(claims.report_data), b"\0")
         ok = claims.report_data == want
-        detail = "report data binds the expected value" if ok else \
-            "report data does not match the expected value"
-        if not ok and manifest and claims.report_data == bind_report_data(
-                policy.expected_report_data.ljust(64, b"\0"), manifest):
-            detail += (": the value given is this evidence's nonce — service evidence carries "
-                       "REPORT_DATA = SHA-512(nonce || services manifest); pin the nonce with "
-                       "expected_nonce (CLI: --nonce) instead")
+        detail = (
+            "report data binds the expected value"
+            if ok
+            else "report data does not match the expected value"
+        )
+        if (
+            not ok
+            and manifest
+            and claims.report_data
+            == bind_report_data(policy.expected_report_data.ljust(64, b"\0"), manifest)
+        ):
+            detail += (
+                ": the value given is this evidence's nonce — service evidence carries "
+                "REPORT_DATA = SHA-512(nonce || services manifest); pin the nonce with "
+                "expected_nonce (CLI: --nonce) instead"
+            )
         checks.append(check(name="policy.report_data", ok=ok, detail=detail))
     return checks
 
@@ -165,14 +193,27 @@ def _measurement(claims: Claims, name: str, wanted: list[bytes]) -> Check:
     have = claims.measurements.get(name)
     label = f"policy.measurement.{name}"
     if have is None:
-        return check(name=label, ok=False, detail=(
-            f"{claims.vendor} evidence has no measurement {name!r} (it has: "
-            f"{', '.join(claims.measurements) or 'none'})"))
+        return check(
+            name=label,
+            ok=False,
+            detail=(
+                f"{claims.vendor} evidence has no measurement {name!r} (it has: "
+                f"{', '.join(claims.measurements) or 'none'})"
+            ),
+        )
     if have in wanted:
-        return check(name=label, ok=True, detail="matches" if len(wanted) == 1 else
-                     f"matches accepted value {wanted.index(have) + 1} of {len(wanted)}")
-    expected = wanted[0].hex() if len(wanted) == 1 else \
-        f"one of {len(wanted)} values ({', '.join(w.hex()[:16] + '...' for w in wanted)})"
+        return check(
+            name=label,
+            ok=True,
+            detail="matches"
+            if len(wanted) == 1
+            else f"matches accepted value {wanted.index(have) + 1} of {len(wanted)}",
+        )
+    expected = (
+        wanted[0].hex()
+        if len(wanted) == 1
+        else f"one of {len(wanted)} values ({', '.join(w.hex()[:16] + '...' for w in wanted)})"
+    )
     return check(name=label, ok=False, detail=f"expected {expected}, evidence has {have.hex()}")
 
 
@@ -201,8 +242,13 @@ def vendor_policy_checks(plugin: object, claims: Claims, policy: Policy) -> list
         return []
     apply = getattr(plugin, "check_policy", None)
     if apply is None:
-        return [check(name=f"policy.{claims.vendor}", ok=False, detail=(
-            f"the {claims.vendor} plug-in cannot apply its policy section"))]
+        return [
+            check(
+                name=f"policy.{claims.vendor}",
+                ok=False,
+                detail=(f"the {claims.vendor} plug-in cannot apply its policy section"),
+            )
+        ]
     checks: list[Check] = apply(claims, section)
     return checks
 
@@ -214,36 +260,62 @@ def _standing(claims: Claims, policy: Policy) -> tuple[Check, ...]:
     """Origin, debug and TCB status checks: every piece of evidence of one guest and
     platform repeats them, so they are remembered by the values they depend on."""
     origin = claims.origin
-    key = (origin.layer, origin.vendor_level, origin.via_privileged_layer, claims.debug,
-           claims.tcb_status, tuple(policy.allowed_layers), policy.allow_via_privileged_layer,
-           policy.allow_debug, tuple(policy.accepted_tcb_status))
+    key = (
+        origin.layer,
+        origin.vendor_level,
+        origin.via_privileged_layer,
+        claims.debug,
+        claims.tcb_status,
+        tuple(policy.allowed_layers),
+        policy.allow_via_privileged_layer,
+        policy.allow_debug,
+        tuple(policy.accepted_tcb_status),
+    )
     hit = _STANDING.get(key)
     if hit is not None:
         return hit
-    out = [check(name="policy.origin_layer",
-                 ok=origin.layer in policy.allowed_layers
-                 or origin.vendor_level in policy.allowed_layers,
-                 detail=f"evidence speaks for {origin.layer} ({origin.vendor_level}); "
-                 f"allowed: {', '.join(policy.allowed_layers)}")]
+    out = [
+        check(
+            name="policy.origin_layer",
+            ok=origin.layer in policy.allowed_layers
+            or origin.vendor_level in policy.allowed_layers,
+            detail=f"evidence speaks for {origin.layer} ({origin.vendor_level}); "
+            f"allowed: {', '.join(policy.allowed_layers)}",
+        )
+    ]
     if origin.via_privileged_layer:
-        out.append(check(name="policy.via_privileged_layer", ok=policy.allow_via_privileged_layer,
-                         detail="the privileged layer attested on the workload's behalf"))
-    out.append(check(name="policy.debug", ok=policy.allow_debug or not claims.debug,
-                     detail="debug is enabled in the guest policy" if claims.debug
-                     else "debug disabled"))
+        out.append(
+            check(
+                name="policy.via_privileged_layer",
+                ok=policy.allow_via_privileged_layer,
+                detail="the privileged layer attested on the workload's behalf",
+            )
+        )
+    out.append(
+        check(
+            name="policy.debug",
+            ok=policy.allow_debug or not claims.debug,
+            detail="debug is enabled in the guest policy" if claims.debug else "debug disabled",
+        )
+    )
     if claims.tcb_status is not None:
-        out.append(check(name="policy.tcb_status",
-                         ok=claims.tcb_status in policy.accepted_tcb_status,
-                         detail=f"TCB status {claims.tcb_status}; accepted: "
-                         + ", ".join(policy.accepted_tcb_status)))
+        out.append(
+            check(
+                name="policy.tcb_status",
+                ok=claims.tcb_status in policy.accepted_tcb_status,
+                detail=f"TCB status {claims.tcb_status}; accepted: "
+                + ", ".join(policy.accepted_tcb_status),
+            )
+        )
     if len(_STANDING) >= _CHECKS_LIMIT:
         _STANDING.clear()
     hit = _STANDING[key] = tuple(out)
     return hit
 
 
-def apply_policy(claims: Claims, policy: Policy, now: datetime,
-                 manifest: bytes | None = None) -> list[Check]:
+def apply_policy(
+    claims: Claims, policy: Policy, now: datetime, manifest: bytes | None = None
+) -> list[Check]:
     """The vendor-neutral policy checks, each named. ``manifest``: the evidence's services
     manifest (service evidence), which the freshness check binds with the nonce."""
     checks = list(_standing(claims, policy))
@@ -253,27 +325,40 @@ def apply_policy(claims: Claims, policy: Policy, now: datetime,
         checks += _freshness(claims, policy, manifest)
     for comp, minimum in policy.minimum_tcb.items():
         have_v = claims.tcb.get(comp)
-        checks.append(check(
-            name=f"policy.tcb.{comp}", ok=have_v is not None and have_v >= minimum,
-            detail=f"{comp}={have_v} (minimum {minimum})" if have_v is not None else
-            f"{claims.vendor} evidence has no TCB component {comp!r} (it has: "
-            f"{', '.join(claims.tcb) or 'none'})",
-        ))
+        checks.append(
+            check(
+                name=f"policy.tcb.{comp}",
+                ok=have_v is not None and have_v >= minimum,
+                detail=f"{comp}={have_v} (minimum {minimum})"
+                if have_v is not None
+                else f"{claims.vendor} evidence has no TCB component {comp!r} (it has: "
+                f"{', '.join(claims.tcb) or 'none'})",
+            )
+        )
     if policy.rejected_advisories:
         listed = set(claims.extra.get("advisory_ids") or ())
         hit = [a for a in policy.rejected_advisories if a in listed]
-        checks.append(check(
-            name="policy.advisories", ok=not hit,
-            detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}" if hit else
-            f"none of the {len(policy.rejected_advisories)} rejected advisories is listed"))
-    issued = (claims.extra.get("collateral_issue_date")
-              if policy.max_collateral_age is not None else None)
+        checks.append(
+            check(
+                name="policy.advisories",
+                ok=not hit,
+                detail=f"the TCB evaluation lists rejected advisories: {', '.join(hit)}"
+                if hit
+                else f"none of the {len(policy.rejected_advisories)} rejected advisories is listed",
+            )
+        )
+    issued = (
+        claims.extra.get("collateral_issue_date") if policy.max_collateral_age is not None else None
+    )
     if policy.max_collateral_age is not None and isinstance(issued, str):
         age = now - datetime.fromisoformat(issued)
-        checks.append(check(
-            name="policy.collateral_age", ok=age <= policy.max_collateral_age,
-            detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",
-        ))
+        checks.append(
+            check(
+                name="policy.collateral_age",
+                ok=age <= policy.max_collateral_age,
+                detail=f"collateral issued {age} ago (maximum {policy.max_collateral_age})",
+            )
+        )
     return checks
 
 
@@ -306,8 +391,9 @@ class Verifier:
         except CocopartError:
             raise
         except Exception as err:
-            raise InternalError(f"verifying {evidence.vendor}/{evidence.format} evidence",
-                                err) from err
+            raise InternalError(
+                f"verifying {evidence.vendor}/{evidence.format} evidence", err
+            ) from err
         checks = list(result.checks)
         if result.claims is not None:
             checks += apply_policy(result.claims, self.policy, now, evidence.manifest)
@@ -316,8 +402,12 @@ class Verifier:
             checks.append(check(name="parse", ok=False, detail="evidence could not be parsed"))
         if self.policy.waive_checks:
             waived = set(self.policy.waive_checks)
-            checks = [c if c.ok or c.name not in waived else
-                      check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
-                      for c in checks]
-        return build_unchecked(Verdict, {"ok": all(map(_OK, checks)), "checks": checks,
-                                         "claims": result.claims})
+            checks = [
+                c
+                if c.ok or c.name not in waived
+                else check(name=c.name, ok=True, detail=f"waived by policy: {c.detail}")
+                for c in checks
+            ]
+        return build_unchecked(
+            Verdict, {"ok": all(map(_OK, checks)), "checks": checks, "claims": result.claims}
+        )

@@ -38,9 +38,20 @@ class AttestRequest:
 
     def encode(self) -> bytes:
         z4, z6 = b"\0" * 4, b"\0" * 6
-        out = _SERVICES.pack(self.report_gpa, self.report_size, z4, self.nonce_gpa,
-                             self.nonce_size, z6, self.manifest_gpa, self.manifest_size, z4,
-                             self.certs_gpa, self.certs_size, z4)
+        out = _SERVICES.pack(
+            self.report_gpa,
+            self.report_size,
+            z4,
+            self.nonce_gpa,
+            self.nonce_size,
+            z6,
+            self.manifest_gpa,
+            self.manifest_size,
+            z4,
+            self.certs_gpa,
+            self.certs_size,
+            z4,
+        )
         if self.service_guid is not None:
             out += _SINGLE_TAIL.pack(self.service_guid.bytes_le, self.manifest_version, z4)
         return out
@@ -50,8 +61,9 @@ class AttestRequest:
         need = SINGLE_SIZE if single else SERVICES_SIZE
         if len(data) < need:
             return ResultCode.INVALID_PARAMETER
-        (rep, rep_sz, r1, nonce, nonce_sz, r2, man, man_sz, r3, certs, certs_sz,
-         r4) = _SERVICES.unpack_from(data)
+        (rep, rep_sz, r1, nonce, nonce_sz, r2, man, man_sz, r3, certs, certs_sz, r4) = (
+            _SERVICES.unpack_from(data)
+        )
         if any(r.strip(b"\0") for r in (r1, r2, r3, r4)):
             return ResultCode.INVALID_PARAMETER
         guid, version = None, 0

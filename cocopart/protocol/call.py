@@ -29,8 +29,7 @@ class Registers:
                 raise ValueError(f"{name} = {v} does not fit in 64 bits")
 
     @classmethod
-    def call(cls, protocol: int, call: int, rcx: int = 0, rdx: int = 0, r8: int = 0
-             ) -> Registers:
+    def call(cls, protocol: int, call: int, rcx: int = 0, rdx: int = 0, r8: int = 0) -> Registers:
         return cls(make_rax(protocol, call), rcx & U64, rdx & U64, r8 & U64)
 
     @property

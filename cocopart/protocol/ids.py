@@ -97,8 +97,11 @@ def result_name(code: int) -> str:
     try:
         return ResultCode(code).name
     except ValueError:
-        return f"PROTOCOL_SPECIFIC_{code - PROTOCOL_BASE:#x}" if code >= PROTOCOL_BASE \
+        return (
+            f"PROTOCOL_SPECIFIC_{code - PROTOCOL_BASE:#x}"
+            if code >= PROTOCOL_BASE
             else f"UNKNOWN_{code:#x}"
+        )
 
 
 def split_rax(rax: int) -> tuple[int, int]:
@@ -111,7 +114,9 @@ def make_rax(protocol: int, call: int) -> int:
 
 
 _CALL_ENUMS: dict[int, type[IntEnum]] = {
-    ProtocolId.CORE: CoreCall, ProtocolId.ATTEST: AttestCall, ProtocolId.VTPM: VtpmCall,
+    ProtocolId.CORE: CoreCall,
+    ProtocolId.ATTEST: AttestCall,
+    ProtocolId.VTPM: VtpmCall,
     ProtocolId.APIC: ApicCall,
 }
 

@@ -56,8 +56,9 @@ class Requester:
     level: int  # VMPL number (SNP) or L2 VM index (TDX)
 
     def to_bytes(self) -> bytes:
-        return _REQUESTER.pack(REQUESTER_FORMAT_VERSION, self.level, 1, b"\0" * 4,
-                               self.layer.encode().ljust(8, b"\0"))
+        return _REQUESTER.pack(
+            REQUESTER_FORMAT_VERSION, self.level, 1, b"\0" * 4, self.layer.encode().ljust(8, b"\0")
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Requester:
@@ -102,7 +103,7 @@ class ServicesManifest:
             g, off, length = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
             if off + length > total:
                 raise EvidenceError(f"services manifest entry {i} points past the end")
-            services[uuid.UUID(bytes_le=g)] = data[off:off + length]
+            services[uuid.UUID(bytes_le=g)] = data[off : off + length]
         return cls(services)
 
     @property

@@ -33,16 +33,25 @@ def max_entries(page_offset: int) -> int:
 
 
 def entry(gpa: int, page_size_2m: bool, validate: bool, ignore_cf: bool = False) -> int:
-    return (gpa & GFN_MASK) | (1 if page_size_2m else 0) | (ACTION_VALIDATE if validate else 0) \
+    return (
+        (gpa & GFN_MASK)
+        | (1 if page_size_2m else 0)
+        | (ACTION_VALIDATE if validate else 0)
         | (IGNORE_CF if ignore_cf else 0)
+    )
 
 
-def run_entries(gpa: int, page_2m: bool, count: int, validate: bool,
-                ignore_cf: bool = False) -> list[int]:
+def run_entries(
+    gpa: int, page_2m: bool, count: int, validate: bool, ignore_cf: bool = False
+) -> list[int]:
     """Entries for ``count`` consecutive pages from ``gpa``."""
     step = PAGE_2M if page_2m else PAGE_4K
-    first = gpa | (1 if page_2m else 0) | (ACTION_VALIDATE if validate else 0) \
+    first = (
+        gpa
+        | (1 if page_2m else 0)
+        | (ACTION_VALIDATE if validate else 0)
         | (IGNORE_CF if ignore_cf else 0)
+    )
     return list(range(first, first + count * step, step))
 
 
@@ -104,8 +113,14 @@ class EntryRun:
     def of(cls, entries: list[int], start: int, stop: int) -> EntryRun:
         """The run ``entries[start:stop]`` that :func:`progression` confirmed."""
         raw = entries[start]
-        return cls(start, stop - start, raw & GFN_MASK, bool(raw & 1),
-                   bool(raw & ACTION_VALIDATE), bool(raw & IGNORE_CF))
+        return cls(
+            start,
+            stop - start,
+            raw & GFN_MASK,
+            bool(raw & 1),
+            bool(raw & ACTION_VALIDATE),
+            bool(raw & IGNORE_CF),
+        )
 
 
 def progression(entries: list[int], start: int, stop: int) -> bool:
@@ -136,6 +151,7 @@ def runs(entries: list[int], start: int, stop: int) -> Iterator[EntryRun]:
         while j < stop and entries[j] == (expect | flags):
             expect += step
             j += 1
-        yield EntryRun(i, j - i, gpa, bool(raw & 1), bool(raw & ACTION_VALIDATE),
-                       bool(raw & IGNORE_CF))
+        yield EntryRun(
+            i, j - i, gpa, bool(raw & 1), bool(raw & ACTION_VALIDATE), bool(raw & IGNORE_CF)
+        )
         i = j

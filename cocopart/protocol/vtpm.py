@@ -30,7 +30,7 @@ def decode_request(buf: bytes) -> tuple[int, int, bytes] | None:
     cmd, loc, size = _REQ.unpack_from(buf)
     if size > MAX_INBUF or _REQ.size + size > len(buf):
         return None
-    return cmd, loc, bytes(buf[_REQ.size:_REQ.size + size])
+    return cmd, loc, bytes(buf[_REQ.size : _REQ.size + size])
 
 
 def encode_response(tpm_response: bytes) -> bytes:
@@ -39,4 +39,4 @@ def encode_response(tpm_response: bytes) -> bytes:
 
 def decode_response(buf: bytes) -> bytes:
     (size,) = _RSP.unpack_from(buf)
-    return bytes(buf[_RSP.size:_RSP.size + size])
+    return bytes(buf[_RSP.size : _RSP.size + size])

@@ -43,8 +43,10 @@ def split_path(path: str) -> list[str]:
     """The names of a dotted path, TOML style: ``costs.primitives."PVALIDATE.2M"``."""
     parts = _split_dotted(path)
     if parts is None:
-        raise AxisError(f"{path!r} is not a dotted path (quote names that hold a dot: "
-                        'costs.primitives."PVALIDATE.2M")')
+        raise AxisError(
+            f"{path!r} is not a dotted path (quote names that hold a dot: "
+            'costs.primitives."PVALIDATE.2M")'
+        )
     return parts
 
 
@@ -56,8 +58,10 @@ def join_path(parts: Sequence[str]) -> str:
 class Axis(BaseModel):
     """One axis of a sweep."""
 
-    path: str = Field(description="Dotted path of a scenario field, e.g. 'guest.memory' or "
-                      "'costs.primitives.\"PVALIDATE.2M\"' (a name holding a dot is quoted).")
+    path: str = Field(
+        description="Dotted path of a scenario field, e.g. 'guest.memory' or "
+        "'costs.primitives.\"PVALIDATE.2M\"' (a name holding a dot is quoted)."
+    )
     values: list[AxisValue] = Field(description="The values it takes, in order.")
     line: int | None = Field(default=None, description="Line of the axis in its sweep file.")
 
@@ -73,8 +77,11 @@ class Axis(BaseModel):
 
 def is_range(value: Any) -> bool:
     """A range table: ``start`` and ``stop`` (scalars), and ``step`` or ``factor``."""
-    return (isinstance(value, dict) and {"start", "stop"} <= set(value) <= _RANGE_KEYS
-            and not any(isinstance(v, (dict, list)) for v in value.values()))
+    return (
+        isinstance(value, dict)
+        and {"start", "stop"} <= set(value) <= _RANGE_KEYS
+        and not any(isinstance(v, (dict, list)) for v in value.values())
+    )
 
 
 def _number(value: Any, key: str) -> int | float:
@@ -101,12 +108,16 @@ def expand_range(spec: dict[str, Any]) -> list[int | float]:
         if step <= 0:
             raise AxisError(f"range step must be positive, not {step}")
         exact = all(isinstance(v, int) for v in (start, stop, step))
-        count = ((int(stop) - int(start)) // int(step) if exact
-                 else math.floor((stop - start) / step + 1e-9)) + 1
+        count = (
+            (int(stop) - int(start)) // int(step)
+            if exact
+            else math.floor((stop - start) / step + 1e-9)
+        ) + 1
         if count > MAX_AXIS_VALUES:
             raise AxisError(f"range has {count:,} values; at most {MAX_AXIS_VALUES:,}")
-        out = [start + i * step if exact else float(f"{start + i * step:.12g}")
-               for i in range(count)]
+        out = [
+            start + i * step if exact else float(f"{start + i * step:.12g}") for i in range(count)
+        ]
     else:
         factor = _number(spec["factor"], "factor")
         if factor <= 1:
@@ -133,8 +144,10 @@ def axis_values(raw: Any) -> list[Any]:
         return list(raw)
     if is_range(raw):
         return expand_range(raw)
-    raise AxisError("an axis is a list of values or a range table "
-                    "{ start, stop, step } / { start, stop, factor }")
+    raise AxisError(
+        "an axis is a list of values or a range table "
+        "{ start, stop, step } / { start, stop, factor }"
+    )
 
 
 def _unwrap(tp: Any) -> Any:
@@ -165,8 +178,7 @@ def check_path(parts: Sequence[str], model: type[BaseModel] = Scenario) -> None:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             fields = tp.model_fields
             if part not in fields:
-                raise AxisError(f"'{part}' is not a field of {where} (fields: "
-                                f"{', '.join(fields)})")
+                raise AxisError(f"'{part}' is not a field of {where} (fields: {', '.join(fields)})")
             tp = fields[part].annotation
         elif origin is dict:
             tp = typing.get_args(tp)[1]
@@ -191,8 +203,10 @@ def set_path(data: dict[str, Any], parts: Sequence[str], value: Any) -> None:
         if isinstance(cur, list):
             k = int(part)
             if k >= len(cur):
-                raise AxisError(f"{where} has {len(cur)} element(s) in the base scenario; "
-                                f"there is no element {k} to vary")
+                raise AxisError(
+                    f"{where} has {len(cur)} element(s) in the base scenario; "
+                    f"there is no element {k} to vary"
+                )
             if last:
                 cur[k] = value
             else:

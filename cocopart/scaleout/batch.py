@@ -39,16 +39,20 @@ def read_evidence_json(location: str) -> Evidence:
     """The default reader: an Evidence JSON file (what ``cocopart attest`` writes)."""
     data = read_source(location)
     if not data.lstrip().startswith(b"{"):
-        raise EvidenceError(f"{location}: not Evidence JSON (raw reports and quotes need a "
-                            "reader that recognises them, as `cocopart verify-batch` has)")
+        raise EvidenceError(
+            f"{location}: not Evidence JSON (raw reports and quotes need a "
+            "reader that recognises them, as `cocopart verify-batch` has)"
+        )
     try:
         return Evidence.model_validate_json(data)
     except (ValidationError, InputError) as err:
         errors = err.errors() if isinstance(err, ValidationError) else (err.errors or [])
         first = errors[0] if errors else {"loc": (), "msg": str(err)}
         field = ".".join(str(p) for p in first["loc"])
-        raise EvidenceError(f"{location}: not an Evidence JSON file: "
-                            f"{f'field {field!r}: ' if field else ''}{first['msg']}") from None
+        raise EvidenceError(
+            f"{location}: not an Evidence JSON file: "
+            f"{f'field {field!r}: ' if field else ''}{first['msg']}"
+        ) from None
 
 
 class BatchRow(BaseModel):
@@ -57,17 +61,20 @@ class BatchRow(BaseModel):
     file: str
     vendor: str | None = None
     format: str | None = None
-    verdict: BatchVerdict = Field(description="accepted; rejected (authentic, but a policy "
-                                  "check failed); not-authentic (a vendor check failed or it "
-                                  "did not parse); error (the file could not be used).")
+    verdict: BatchVerdict = Field(
+        description="accepted; rejected (authentic, but a policy "
+        "check failed); not-authentic (a vendor check failed or it "
+        "did not parse); error (the file could not be used)."
+    )
     failed_checks: list[str] = Field(default_factory=list)
     checks: int = Field(default=0, description="Checks made.")
-    detail: str = Field(default="", description="The first failed check's detail, or the "
-                        "error.")
-    measurement: str | None = Field(default=None, description="Launch measurement (SNP "
-                                    "MEASUREMENT, TDX MRTD), hex.")
-    measurements: dict[str, str] = Field(default_factory=dict, description="Every "
-                                         "measurement claim, hex.")
+    detail: str = Field(default="", description="The first failed check's detail, or the error.")
+    measurement: str | None = Field(
+        default=None, description="Launch measurement (SNP MEASUREMENT, TDX MRTD), hex."
+    )
+    measurements: dict[str, str] = Field(
+        default_factory=dict, description="Every measurement claim, hex."
+    )
     tcb: dict[str, int] = Field(default_factory=dict)
     tcb_status: str | None = None
     origin_layer: str | None = None
@@ -84,10 +91,10 @@ class BatchSummary(BaseModel):
     """Counts over the batch."""
 
     files: int
-    by_verdict: dict[str, int] = Field(description="Files per verdict (every verdict "
-                                       "listed).")
-    by_failed_check: dict[str, int] = Field(description="Files failing each check, most "
-                                            "frequent first.")
+    by_verdict: dict[str, int] = Field(description="Files per verdict (every verdict listed).")
+    by_failed_check: dict[str, int] = Field(
+        description="Files failing each check, most frequent first."
+    )
     by_vendor: dict[str, int]
 
 
@@ -112,7 +119,8 @@ def classify(verdict: Verdict) -> BatchVerdict:
     if verdict.ok:
         return "accepted"
     authentic = verdict.claims is not None and all(
-        c.ok for c in verdict.checks if not c.name.startswith("policy."))
+        c.ok for c in verdict.checks if not c.name.startswith("policy.")
+    )
     return "rejected" if authentic else "not-authentic"
 
 
@@ -120,13 +128,18 @@ def _claims_columns(claims: Claims) -> dict[str, object]:
     measurements = {k: v.hex() for k, v in sorted(claims.measurements.items())}
     return {
         "measurement": next((measurements[k] for k in _LAUNCH if k in measurements), None),
-        "measurements": measurements, "tcb": dict(sorted(claims.tcb.items())),
-        "tcb_status": claims.tcb_status, "origin_layer": claims.origin.layer,
+        "measurements": measurements,
+        "tcb": dict(sorted(claims.tcb.items())),
+        "tcb_status": claims.tcb_status,
+        "origin_layer": claims.origin.layer,
         "vendor_level": claims.origin.vendor_level,
         "via_privileged_layer": claims.origin.via_privileged_layer,
-        "report_data": claims.report_data.hex(), "debug": claims.debug,
-        "signer": claims.signer or None, "platform_id": claims.platform_id or None,
-        "simulated": claims.simulated}
+        "report_data": claims.report_data.hex(),
+        "debug": claims.debug,
+        "signer": claims.signer or None,
+        "platform_id": claims.platform_id or None,
+        "simulated": claims.simulated,
+    }
 
 
 @dataclass(frozen=True)
@@ -153,8 +166,9 @@ def _verifier(ctx: _BatchContext) -> Verifier:
     return verifier
 
 
-def verify_one(location: str, verifier: Verifier, now: datetime,
-               reader: EvidenceReader = read_evidence_json) -> BatchRow:
+def verify_one(
+    location: str, verifier: Verifier, now: datetime, reader: EvidenceReader = read_evidence_json
+) -> BatchRow:
     """Verify one file; every failure is a row, never an exception."""
     try:
         evidence = reader(location)
@@ -163,14 +177,24 @@ def verify_one(location: str, verifier: Verifier, now: datetime,
     try:
         verdict = verifier.verify(evidence, now)
     except Exception as err:  # noqa: BLE001 - a plug-in that raised: the row says so
-        return BatchRow(file=location, vendor=evidence.vendor, format=evidence.format,
-                        verdict="error", detail=f"the {evidence.vendor} verifier failed: "
-                        f"{type(err).__name__}: {err}")
+        return BatchRow(
+            file=location,
+            vendor=evidence.vendor,
+            format=evidence.format,
+            verdict="error",
+            detail=f"the {evidence.vendor} verifier failed: {type(err).__name__}: {err}",
+        )
     failed = verdict.failed
-    return BatchRow(file=location, vendor=evidence.vendor, format=evidence.format,
-                    verdict=classify(verdict), failed_checks=[c.name for c in failed],
-                    checks=len(verdict.checks), detail=failed[0].detail if failed else "",
-                    **(_claims_columns(verdict.claims) if verdict.claims else {}))
+    return BatchRow(
+        file=location,
+        vendor=evidence.vendor,
+        format=evidence.format,
+        verdict=classify(verdict),
+        failed_checks=[c.name for c in failed],
+        checks=len(verdict.checks),
+        detail=failed[0].detail if failed else "",
+        **(_claims_columns(verdict.claims) if verdict.claims else {}),
+    )
 
 
 def _verify_files(ctx: _BatchContext, locations: Sequence[str]) -> list[BatchRow]:
@@ -183,25 +207,34 @@ def summarize(rows: Sequence[BatchRow]) -> BatchSummary:
     checks = Counter(name for r in rows for name in r.failed_checks)
     vendors = Counter(r.vendor or "unknown" for r in rows)
     return BatchSummary(
-        files=len(rows), by_verdict={v: verdicts[v] for v in VERDICTS},
+        files=len(rows),
+        by_verdict={v: verdicts[v] for v in VERDICTS},
         by_failed_check=dict(sorted(checks.items(), key=lambda kv: (-kv[1], kv[0]))),
-        by_vendor=dict(sorted(vendors.items())))
+        by_vendor=dict(sorted(vendors.items())),
+    )
 
 
-def verify_batch(locations: Sequence[str], policy: Policy | None = None, *,
-                 trust: TrustStore | None = None, now: datetime | None = None,
-                 reader: EvidenceReader = read_evidence_json, cluster: Cluster | None = None,
-                 progress: Progress | None = None) -> BatchResult:
+def verify_batch(
+    locations: Sequence[str],
+    policy: Policy | None = None,
+    *,
+    trust: TrustStore | None = None,
+    now: datetime | None = None,
+    reader: EvidenceReader = read_evidence_json,
+    cluster: Cluster | None = None,
+    progress: Progress | None = None,
+) -> BatchResult:
     """Verify every location (see :func:`cocopart.scaleout.expand_sources`) against
     ``policy`` as of ``now`` (default: the moment the batch starts) on ``cluster``.
     Raises only :class:`cocopart.errors.CocopartError`; a bad file is a row."""
     policy = policy or Policy()
     trust = trust or TrustStore()
     now = now or datetime.now(UTC)
-    key = hashlib.sha256(policy.model_dump_json().encode() + b"\0"
-                         + trust.model_dump_json().encode()).hexdigest()
+    key = hashlib.sha256(
+        policy.model_dump_json().encode() + b"\0" + trust.model_dump_json().encode()
+    ).hexdigest()
     ctx = _BatchContext(key=key, policy=policy, trust=trust, now=now, reader=reader)
-    rows, engine = run_chunked(_verify_files, ctx, list(locations), cluster,
-                               progress=progress, label="verify-batch")
-    return BatchResult(policy=policy, now=now, rows=rows, summary=summarize(rows),
-                       engine=engine)
+    rows, engine = run_chunked(
+        _verify_files, ctx, list(locations), cluster, progress=progress, label="verify-batch"
+    )
+    return BatchResult(policy=policy, now=now, rows=rows, summary=summarize(rows), engine=engine)

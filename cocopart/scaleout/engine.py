@@ -47,33 +47,43 @@ class Cluster(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scheduler: str | None = Field(
-        default=None, description="Address of a running Dask scheduler, e.g. "
-        "'tcp://10.0.0.5:8786': connect to it instead of starting a local cluster.")
+        default=None,
+        description="Address of a running Dask scheduler, e.g. "
+        "'tcp://10.0.0.5:8786': connect to it instead of starting a local cluster.",
+    )
     workers: int | None = Field(
-        default=None, description="Worker processes of the local cluster; default: this "
-        "machine's cores.")
+        default=None,
+        description="Worker processes of the local cluster; default: this machine's cores.",
+    )
     serial: bool = Field(
-        default=False, description="Run every chunk in this process, in order (debugging, "
-        "tests): no Dask at all.")
+        default=False,
+        description="Run every chunk in this process, in order (debugging, tests): no Dask at all.",
+    )
     chunk_size: int | None = Field(
-        default=None, description=f"Items per task; default: about {TASKS_PER_SLOT} tasks "
-        "per worker.")
-    retries: int = Field(default=1, description="Times a task is retried when its worker "
-                         "dies.")
-    connect_timeout: float = Field(default=10.0, description="Seconds to wait for a remote "
-                                   "scheduler.")
+        default=None,
+        description=f"Items per task; default: about {TASKS_PER_SLOT} tasks per worker.",
+    )
+    retries: int = Field(default=1, description="Times a task is retried when its worker dies.")
+    connect_timeout: float = Field(
+        default=10.0, description="Seconds to wait for a remote scheduler."
+    )
 
     def checked(self) -> Cluster:
         """This configuration, or a :class:`ConfigError` naming the conflicting options."""
         if self.serial and self.scheduler:
-            raise ConfigError("serial runs in this process; it cannot use a scheduler too",
-                              field="scheduler")
+            raise ConfigError(
+                "serial runs in this process; it cannot use a scheduler too", field="scheduler"
+            )
         if self.serial and self.workers is not None:
-            raise ConfigError("serial runs in this process; it has no workers to size",
-                              field="workers")
+            raise ConfigError(
+                "serial runs in this process; it has no workers to size", field="workers"
+            )
         if self.scheduler and self.workers is not None:
-            raise ConfigError("workers sizes a local cluster; a remote scheduler's cluster is "
-                              "sized where it runs", field="workers")
+            raise ConfigError(
+                "workers sizes a local cluster; a remote scheduler's cluster is "
+                "sized where it runs",
+                field="workers",
+            )
         for name in ("workers", "chunk_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -87,14 +97,17 @@ class EngineInfo(BaseModel):
     """What ran the work: for the summary, never in the (deterministic) tables."""
 
     mode: Literal["serial", "local", "remote"]
-    scheduler: str | None = Field(default=None, description="Scheduler address (remote, or "
-                                  "the local cluster's).")
+    scheduler: str | None = Field(
+        default=None, description="Scheduler address (remote, or the local cluster's)."
+    )
     dashboard: str | None = Field(default=None, description="Dask dashboard, when one runs.")
     workers: int = Field(description="Worker slots (threads over all workers; 1 serially).")
     tasks: int
     chunk_size: int
-    elapsed_s: float = Field(description="Wall time from submission to the last result, "
-                             "without starting or stopping a local cluster.")
+    elapsed_s: float = Field(
+        description="Wall time from submission to the last result, "
+        "without starting or stopping a local cluster."
+    )
 
 
 def local_cores() -> int:
@@ -123,17 +136,22 @@ class _Chunk(Generic[T]):
         self.items = items
 
 
-def _run_chunk(fn: Callable[[C, Sequence[T]], list[R]], context: C, chunk: _Chunk[T]
-               ) -> list[R]:
+def _run_chunk(fn: Callable[[C, Sequence[T]], list[R]], context: C, chunk: _Chunk[T]) -> list[R]:
     out = fn(context, chunk.items)
     if len(out) != len(chunk.items):  # plain exceptions only: they travel back from workers
         raise RuntimeError(f"{len(out)} results for {len(chunk.items)} items")
     return out
 
 
-def run_chunked(fn: Callable[[C, Sequence[T]], list[R]], context: C, items: Sequence[T],
-                cluster: Cluster | None = None, *, progress: Progress | None = None,
-                label: str = "cocopart") -> tuple[list[R], EngineInfo]:
+def run_chunked(
+    fn: Callable[[C, Sequence[T]], list[R]],
+    context: C,
+    items: Sequence[T],
+    cluster: Cluster | None = None,
+    *,
+    progress: Progress | None = None,
+    label: str = "cocopart",
+) -> tuple[list[R], EngineInfo]:
     """Run ``fn(context, chunk)`` over ``items`` on ``cluster``; every result in item order.
 
     ``fn`` must be a module-level function (workers import it by name) and must not raise
@@ -159,8 +177,13 @@ def _interleave(parts: list[list[R]], total: int) -> list[R]:
     return out
 
 
-def _run_serial(fn: Callable[[C, Sequence[T]], list[R]], context: C, items: list[T],
-                cluster: Cluster, progress: Progress | None) -> tuple[list[R], EngineInfo]:
+def _run_serial(
+    fn: Callable[[C, Sequence[T]], list[R]],
+    context: C,
+    items: list[T],
+    cluster: Cluster,
+    progress: Progress | None,
+) -> tuple[list[R], EngineInfo]:
     m = chunk_count(len(items), 1, cluster.chunk_size)
     start = time.perf_counter()
     parts: list[list[R]] = []
@@ -173,8 +196,13 @@ def _run_serial(fn: Callable[[C, Sequence[T]], list[R]], context: C, items: list
         done += len(chunk)
         if progress is not None:
             progress(done, len(items))
-    info = EngineInfo(mode="serial", workers=1, tasks=m, chunk_size=_largest(len(items), m),
-                      elapsed_s=time.perf_counter() - start)
+    info = EngineInfo(
+        mode="serial",
+        workers=1,
+        tasks=m,
+        chunk_size=_largest(len(items), m),
+        elapsed_s=time.perf_counter() - start,
+    )
     return _interleave(parts, len(items)), info
 
 
@@ -187,14 +215,18 @@ def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]
     try:
         dask: Any = importlib.import_module("distributed")  # untyped: used through Any
     except ImportError as err:
-        raise ClusterError(f"the scale-out packages are not installed ({err.name} is "
-                           "missing): pip install 'cocopart[scale-out]'") from None
+        raise ClusterError(
+            f"the scale-out packages are not installed ({err.name} is "
+            "missing): pip install 'cocopart[scale-out]'"
+        ) from None
     if cluster.scheduler:
         try:
             client = dask.Client(cluster.scheduler, timeout=cluster.connect_timeout)
         except (OSError, TimeoutError, ValueError) as err:
-            raise ClusterError(f"cannot reach the Dask scheduler at {cluster.scheduler}: "
-                               f"{type(err).__name__}: {err}") from None
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {cluster.scheduler}: "
+                f"{type(err).__name__}: {err}"
+            ) from None
         with client:
             yield client, "remote"
         return
@@ -211,8 +243,10 @@ def _client(cluster: Cluster) -> Iterator[tuple[Any, Literal["local", "remote"]]
 #: time, for a dashboard panel a command does not show; the memory monitor every 100 ms is
 #: more than a short-lived cluster needs. (Set the same on a remote cluster's workers with
 #: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False; docs/scale-out.md.)
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
-                 "distributed.worker.memory.monitor-interval": "1s"}
+WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def start_local_cluster(workers: int | None = None) -> Any:
@@ -222,16 +256,25 @@ def start_local_cluster(workers: int | None = None) -> Any:
     dask: Any = importlib.import_module("dask")
     distributed: Any = importlib.import_module("distributed")
     with dask.config.set(WORKER_CONFIG):  # the nannies hand this config to the workers
-        return distributed.LocalCluster(n_workers=workers or local_cores(),
-                                        threads_per_worker=1, processes=True,
-                                        dashboard_address=":0",
-                                        silence_logs=logging.CRITICAL)
+        return distributed.LocalCluster(
+            n_workers=workers or local_cores(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        )
 
 
-def _run_dask(client: Any, mode: Literal["local", "remote"],
-              fn: Callable[[C, Sequence[T]], list[R]], context: C, items: list[T],
-              cluster: Cluster, progress: Progress | None, label: str
-              ) -> tuple[list[R], EngineInfo]:
+def _run_dask(
+    client: Any,
+    mode: Literal["local", "remote"],
+    fn: Callable[[C, Sequence[T]], list[R]],
+    context: C,
+    items: list[T],
+    cluster: Cluster,
+    progress: Progress | None,
+    label: str,
+) -> tuple[list[R], EngineInfo]:
     as_completed: Any = importlib.import_module("distributed").as_completed
     slots = sum(client.nthreads().values()) or 1
     m = chunk_count(len(items), slots, cluster.chunk_size)
@@ -239,9 +282,18 @@ def _run_dask(client: Any, mode: Literal["local", "remote"],
     chunks = _strided(items, m)
     run = uuid.uuid4().hex[:8]
     shared = client.scatter(context, broadcast=True, hash=False) if m else None
-    futures = [client.submit(_run_chunk, fn, shared, _Chunk(chunk), key=f"{label}-{run}-{k}",
-                             retries=cluster.retries, pure=False)
-               for k, chunk in enumerate(chunks)]
+    futures = [
+        client.submit(
+            _run_chunk,
+            fn,
+            shared,
+            _Chunk(chunk),
+            key=f"{label}-{run}-{k}",
+            retries=cluster.retries,
+            pure=False,
+        )
+        for k, chunk in enumerate(chunks)
+    ]
     index = {f.key: k for k, f in enumerate(futures)}
     parts: list[list[R]] = [[] for _ in range(m)]
     done = 0
@@ -258,12 +310,19 @@ def _run_dask(client: Any, mode: Literal["local", "remote"],
         from distributed.scheduler import KilledWorker
 
         if isinstance(err, (KilledWorker, OSError, TimeoutError)):
-            raise ClusterError(f"the cluster could not finish the work: "
-                               f"{type(err).__name__}: {err}") from err
+            raise ClusterError(
+                f"the cluster could not finish the work: {type(err).__name__}: {err}"
+            ) from err
         raise InternalError("running a chunk of scale-out work on the cluster", err) from err
-    info = EngineInfo(mode=mode, scheduler=client.scheduler.address,
-                      dashboard=client.dashboard_link if mode == "remote" or
-                      importlib.util.find_spec("bokeh") is not None else None,
-                      workers=slots, tasks=m, chunk_size=_largest(len(items), m),
-                      elapsed_s=time.perf_counter() - start)
+    info = EngineInfo(
+        mode=mode,
+        scheduler=client.scheduler.address,
+        dashboard=client.dashboard_link
+        if mode == "remote" or importlib.util.find_spec("bokeh") is not None
+        else None,
+        workers=slots,
+        tasks=m,
+        chunk_size=_largest(len(items), m),
+        elapsed_s=time.perf_counter() - start,
+    )
     return _interleave(parts, len(items)), info

@@ -30,8 +30,12 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
-def expand_sources(paths: Sequence[str], *, patterns: Sequence[str] = DEFAULT_PATTERNS,
-                   manifests: Sequence[str | Path] = ()) -> list[str]:
+def expand_sources(
+    paths: Sequence[str],
+    *,
+    patterns: Sequence[str] = DEFAULT_PATTERNS,
+    manifests: Sequence[str | Path] = (),
+) -> list[str]:
     """Every evidence location named by ``paths`` (files, directories, globs, URLs) and by
     the ``manifests``, in the order given, each once. Raises :class:`ConfigError` for a path
     that names nothing."""
@@ -65,8 +69,11 @@ def _walk(root: Path, patterns: Sequence[str]) -> list[str]:
     out: list[str] = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        out += [os.path.join(folder, f) for f in sorted(files)
-                if any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+        out += [
+            os.path.join(folder, f)
+            for f in sorted(files)
+            if any(fnmatch.fnmatch(f, pat) for pat in patterns)
+        ]
     return out
 
 
@@ -74,8 +81,9 @@ def _expand_url(url: str) -> list[str]:
     try:
         import fsspec
     except ImportError:
-        raise ConfigError("reading URLs needs fsspec: pip install 'cocopart[scale-out]'",
-                          source=url) from None
+        raise ConfigError(
+            "reading URLs needs fsspec: pip install 'cocopart[scale-out]'", source=url
+        ) from None
     try:
         files = fsspec.open_files(url)
     except (ImportError, ValueError, OSError) as err:
@@ -90,14 +98,14 @@ def _manifest(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the manifest: {getattr(err, 'strerror', None) or err}",
-                          source=str(path)) from None
+        raise ConfigError(
+            f"cannot read the manifest: {getattr(err, 'strerror', None) or err}", source=str(path)
+        ) from None
     out = []
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
         if entry:
-            out.append(entry if is_url(entry) or os.path.isabs(entry)
-                       else str(path.parent / entry))
+            out.append(entry if is_url(entry) or os.path.isabs(entry) else str(path.parent / entry))
     return out
 
 
@@ -137,5 +145,6 @@ def check_source_size(location: str, limit: int = MAX_EVIDENCE_BYTES) -> None:
 
 def _check_size(location: str, size: int | None, limit: int) -> None:
     if size is not None and size > limit:
-        raise EvidenceError(f"{location}: {size:,} bytes; evidence files are at most "
-                            f"{limit:,} bytes")
+        raise EvidenceError(
+            f"{location}: {size:,} bytes; evidence files are at most {limit:,} bytes"
+        )

@@ -37,8 +37,9 @@ class SweepRow(BaseModel):
     workload_layers: int
     strategy: str
     interrupt_mode: str
-    step_index: int = Field(description=f"0-based step; {SETUP_STEP} when the partition "
-                            "could not be created.")
+    step_index: int = Field(
+        description=f"0-based step; {SETUP_STEP} when the partition could not be created."
+    )
     step: str
     step_kind: str = Field(description="'operation', 'macro' or 'setup'.")
     status: Status
@@ -46,8 +47,9 @@ class SweepRow(BaseModel):
     primitives: int = 0
     world_switches: int = 0
     modelled_ns: float = Field(default=0.0, description="Modelled time of the step (ns).")
-    reason: str | None = Field(default=None, description="Why the step was not ok: "
-                               "not-supported reasons, errors.")
+    reason: str | None = Field(
+        default=None, description="Why the step was not ok: not-supported reasons, errors."
+    )
 
 
 class PointTotal(BaseModel):
@@ -56,13 +58,11 @@ class PointTotal(BaseModel):
     point: int
     backend: str
     params: dict[str, Any]
-    status: Status = Field(description="The worst status of its steps (a failed setup is "
-                           "error).")
+    status: Status = Field(description="The worst status of its steps (a failed setup is error).")
     primitives: int
     world_switches: int
     modelled_ns: float
-    reason: str | None = Field(default=None, description="The first step's reason that is "
-                               "not ok.")
+    reason: str | None = Field(default=None, description="The first step's reason that is not ok.")
 
 
 class SweepResult(BaseModel):
@@ -88,9 +88,17 @@ class SweepResult(BaseModel):
         out: list[PointTotal] = []
         for row in self.rows:
             if not out or out[-1].point != row.point:
-                out.append(PointTotal(point=row.point, backend=row.backend, params=row.params,
-                                      status=Status.OK, primitives=0, world_switches=0,
-                                      modelled_ns=0.0))
+                out.append(
+                    PointTotal(
+                        point=row.point,
+                        backend=row.backend,
+                        params=row.params,
+                        status=Status.OK,
+                        primitives=0,
+                        world_switches=0,
+                        modelled_ns=0.0,
+                    )
+                )
             total = out[-1]
             total.primitives += row.primitives
             total.world_switches += row.world_switches
@@ -122,17 +130,25 @@ def _backend(name: str) -> Backend:
     return _BACKENDS[name]
 
 
-def _setup_row(point: SweepPoint, scenario: Scenario | None, status: Status,
-               reason: str) -> SweepRow:
+def _setup_row(
+    point: SweepPoint, scenario: Scenario | None, status: Status, reason: str
+) -> SweepRow:
     guest = scenario.guest if scenario is not None else None
-    return SweepRow(point=point.index, params=point.params, backend=point.backend,
-                    memory_bytes=guest.memory if guest else 0,
-                    vcpus=guest.vcpus if guest else 0,
-                    workload_layers=guest.workload_layers if guest else 0,
-                    strategy=guest.strategy.value if guest else "",
-                    interrupt_mode=guest.interrupt_mode.value if guest else "",
-                    step_index=SETUP_STEP, step="(setup)", step_kind="setup", status=status,
-                    reason=reason)
+    return SweepRow(
+        point=point.index,
+        params=point.params,
+        backend=point.backend,
+        memory_bytes=guest.memory if guest else 0,
+        vcpus=guest.vcpus if guest else 0,
+        workload_layers=guest.workload_layers if guest else 0,
+        strategy=guest.strategy.value if guest else "",
+        interrupt_mode=guest.interrupt_mode.value if guest else "",
+        step_index=SETUP_STEP,
+        step="(setup)",
+        step_kind="setup",
+        status=status,
+        reason=reason,
+    )
 
 
 def run_point(base: dict[str, Any], point: SweepPoint) -> list[SweepRow]:
@@ -145,33 +161,67 @@ def run_point(base: dict[str, Any], point: SweepPoint) -> list[SweepRow]:
     except CocopartError as err:
         return [_setup_row(point, scenario, Status.ERROR, str(err))]
     except Exception as err:  # noqa: BLE001 - one broken point must not end the sweep
-        return [_setup_row(point, scenario, Status.ERROR,
-                           f"internal error: {type(err).__name__}: {err}")]
+        return [
+            _setup_row(
+                point, scenario, Status.ERROR, f"internal error: {type(err).__name__}: {err}"
+            )
+        ]
     cfg = run.config
-    common = {"point": point.index, "params": point.params, "backend": run.backend,
-              "vendor": run.vendor, "memory_bytes": cfg.memory, "vcpus": cfg.vcpus,
-              "workload_layers": cfg.workload_layers, "strategy": cfg.strategy.value,
-              "interrupt_mode": cfg.interrupt_mode.value}
-    return [SweepRow(**common, step_index=s.index, step=s.name, step_kind=s.kind,
-                     status=s.status, operations=len(s.operations), primitives=s.primitives,
-                     world_switches=s.world_switches, modelled_ns=s.estimated_ns,
-                     reason=s.reason)
-            for s in run.steps]
+    common = {
+        "point": point.index,
+        "params": point.params,
+        "backend": run.backend,
+        "vendor": run.vendor,
+        "memory_bytes": cfg.memory,
+        "vcpus": cfg.vcpus,
+        "workload_layers": cfg.workload_layers,
+        "strategy": cfg.strategy.value,
+        "interrupt_mode": cfg.interrupt_mode.value,
+    }
+    return [
+        SweepRow(
+            **common,
+            step_index=s.index,
+            step=s.name,
+            step_kind=s.kind,
+            status=s.status,
+            operations=len(s.operations),
+            primitives=s.primitives,
+            world_switches=s.world_switches,
+            modelled_ns=s.estimated_ns,
+            reason=s.reason,
+        )
+        for s in run.steps
+    ]
 
 
 def _run_points(context: _SweepContext, points: Sequence[SweepPoint]) -> list[list[SweepRow]]:
     return [run_point(context.base, p) for p in points]
 
 
-def run_sweep(sweep: Sweep, cluster: Cluster | None = None, *,
-              progress: Progress | None = None) -> SweepResult:
+def run_sweep(
+    sweep: Sweep, cluster: Cluster | None = None, *, progress: Progress | None = None
+) -> SweepResult:
     """Run every point of ``sweep`` on ``cluster`` (default: a local cluster sized to this
     machine; ``Cluster(serial=True)`` runs in this process). Raises only
     :class:`cocopart.errors.CocopartError` (:class:`~cocopart.errors.ClusterError` when the
     cluster cannot run the work); a point that fails is a row."""
-    per_point, engine = run_chunked(_run_points, _SweepContext(base=sweep.base), sweep.points,
-                                    cluster, progress=progress, label=f"sweep-{sweep.name}")
-    return SweepResult(name=sweep.name, description=sweep.description, source=sweep.source,
-                       scenario=sweep.scenario_source, axes=[a.path for a in sweep.param_axes],
-                       backends=sweep.backends, points=len(sweep.points),
-                       rows=[row for rows in per_point for row in rows], engine=engine)
+    per_point, engine = run_chunked(
+        _run_points,
+        _SweepContext(base=sweep.base),
+        sweep.points,
+        cluster,
+        progress=progress,
+        label=f"sweep-{sweep.name}",
+    )
+    return SweepResult(
+        name=sweep.name,
+        description=sweep.description,
+        source=sweep.source,
+        scenario=sweep.scenario_source,
+        axes=[a.path for a in sweep.param_axes],
+        backends=sweep.backends,
+        points=len(sweep.points),
+        rows=[row for rows in per_point for row in rows],
+        engine=engine,
+    )

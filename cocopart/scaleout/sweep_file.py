@@ -52,8 +52,9 @@ class SweepPoint(BaseModel):
 
     index: int
     backend: str
-    params: dict[str, Any] = Field(description="Axis path -> value (the backend axis is in "
-                                   "``backend``).")
+    params: dict[str, Any] = Field(
+        description="Axis path -> value (the backend axis is in ``backend``)."
+    )
 
 
 class Sweep(BaseModel):
@@ -85,21 +86,26 @@ def load_sweep(path: str | Path) -> Sweep:
     return loads_sweep(read_toml_text(p), str(p), base_dir=p.parent, name=p.stem)
 
 
-def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".",
-                name: str | None = None) -> Sweep:
+def loads_sweep(
+    text: str, source: str = "<sweep>", *, base_dir: str | Path = ".", name: str | None = None
+) -> Sweep:
     """Validate a sweep from TOML text; ``scenario`` is read relative to ``base_dir``."""
     data = parse_toml(text, source)
 
     def fail(msg: str, *path: str | int) -> ConfigError:
-        return ConfigError(msg, field=".".join(str(p) for p in path) or None, source=source,
-                           line=line_of(text, path))
+        return ConfigError(
+            msg,
+            field=".".join(str(p) for p in path) or None,
+            source=source,
+            line=line_of(text, path),
+        )
 
     for key in data:
         if key not in _SWEEP_KEYS:
             raise fail(f"unknown sweep field (fields: {', '.join(_SWEEP_KEYS)})", key)
     scenario_file = data.get("scenario")
     if not isinstance(scenario_file, str):
-        raise fail("name the base scenario file: scenario = \"base.toml\"", "scenario")
+        raise fail('name the base scenario file: scenario = "base.toml"', "scenario")
     mode = data.get("mode", "product")
     if mode not in ("product", "zip"):
         raise fail(f"mode is 'product' (every combination) or 'zip', not {mode!r}", "mode")
@@ -113,8 +119,9 @@ def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".
     for keys, raw in _flatten(raw_axes, ()):
         try:  # a key right under [axes] is a dotted path; keys of nested tables are names
             path = join_path([*split_path(keys[0]), *keys[1:]])
-            axes.append(Axis(path=path, values=axis_values(raw),
-                             line=line_of(text, ("axes", *keys))))
+            axes.append(
+                Axis(path=path, values=axis_values(raw), line=line_of(text, ("axes", *keys)))
+            )
         except AxisError as err:
             raise fail(str(err), "axes", *keys) from None
     base_path = Path(base_dir) / scenario_file
@@ -122,18 +129,32 @@ def loads_sweep(text: str, source: str = "<sweep>", *, base_dir: str | Path = ".
     try:
         base_text = read_toml_text(base_path)
     except ConfigError as err:
-        raise fail(f"cannot read the base scenario {base_source}: {err.message}",
-                   "scenario") from None
+        raise fail(
+            f"cannot read the base scenario {base_source}: {err.message}", "scenario"
+        ) from None
     base = parse_toml(base_text, base_source)
     base.setdefault("name", base_path.stem)
-    return _build(name=str(data.get("name", name or "sweep")),
-                  description=str(data.get("description", "")), source=source,
-                  axes=axes, mode=mode, base=base, base_text=base_text,
-                  base_source=base_source, axes_line=line_of(text, ("axes",)))
+    return _build(
+        name=str(data.get("name", name or "sweep")),
+        description=str(data.get("description", "")),
+        source=source,
+        axes=axes,
+        mode=mode,
+        base=base,
+        base_text=base_text,
+        base_source=base_source,
+        axes_line=line_of(text, ("axes",)),
+    )
 
 
-def build_sweep(scenario: Scenario, axes: Mapping[str, Any], *, mode: Mode = "product",
-                name: str = "sweep", description: str = "") -> Sweep:
+def build_sweep(
+    scenario: Scenario,
+    axes: Mapping[str, Any],
+    *,
+    mode: Mode = "product",
+    name: str = "sweep",
+    description: str = "",
+) -> Sweep:
     """A sweep from Python: ``axes`` maps dotted scenario paths to a list of values or a
     range table (``{"start": 1, "stop": 16, "step": 1}``). Raises :class:`ConfigError`."""
     built: list[Axis] = []
@@ -143,12 +164,20 @@ def build_sweep(scenario: Scenario, axes: Mapping[str, Any], *, mode: Mode = "pr
         except AxisError as err:
             raise ConfigError(str(err), field=f"axes.{path}") from None
     base = scenario.model_dump(mode="json")
-    return _build(name=name, description=description, source=None, axes=built, mode=mode,
-                  base=base, base_text="", base_source=scenario.name, axes_line=None)
+    return _build(
+        name=name,
+        description=description,
+        source=None,
+        axes=built,
+        mode=mode,
+        base=base,
+        base_text="",
+        base_source=scenario.name,
+        axes_line=None,
+    )
 
 
-def _flatten(table: dict[str, Any], keys: tuple[str, ...]
-             ) -> list[tuple[tuple[str, ...], Any]]:
+def _flatten(table: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
     """(key path, raw axis) for every axis of an ``[axes]`` table; a nested table that is
     not a range is a dotted path written as TOML tables."""
     out: list[tuple[tuple[str, ...], Any]] = []
@@ -160,9 +189,18 @@ def _flatten(table: dict[str, Any], keys: tuple[str, ...]
     return out
 
 
-def _build(*, name: str, description: str, source: str | None, axes: list[Axis], mode: Mode,
-           base: dict[str, Any], base_text: str, base_source: str, axes_line: int | None
-           ) -> Sweep:
+def _build(
+    *,
+    name: str,
+    description: str,
+    source: str | None,
+    axes: list[Axis],
+    mode: Mode,
+    base: dict[str, Any],
+    base_text: str,
+    base_source: str,
+    axes_line: int | None,
+) -> Sweep:
     def fail(msg: str, axis: Axis | None) -> ConfigError:
         if axis is None:
             return ConfigError(msg, field="axes", source=source, line=axes_line)
@@ -183,8 +221,16 @@ def _build(*, name: str, description: str, source: str | None, axes: list[Axis],
         raise fail(f"zip takes axes of equal length ({sizes})", None)
     points = _points(axes, mode, fail)
     _validate(points, axes, base, base_text, base_source, fail)
-    return Sweep(name=name, description=description, source=source,
-                 scenario_source=base_source, mode=mode, axes=axes, base=base, points=points)
+    return Sweep(
+        name=name,
+        description=description,
+        source=source,
+        scenario_source=base_source,
+        mode=mode,
+        axes=axes,
+        base=base,
+        points=points,
+    )
 
 
 def _with_backend_axis(axes: list[Axis], base: dict[str, Any], fail: Any) -> list[Axis]:
@@ -198,11 +244,15 @@ def _with_backend_axis(axes: list[Axis], base: dict[str, Any], fail: Any) -> lis
         axes = [*axes, backend_axis]
     for value in backend_axis.values:
         if value not in available:
-            raise fail(f"no backend named {value!r} is installed (installed: "
-                       f"{', '.join(available) or 'none'})", backend_axis)
+            raise fail(
+                f"no backend named {value!r} is installed (installed: "
+                f"{', '.join(available) or 'none'})",
+                backend_axis,
+            )
     if not backend_axis.values:
-        raise fail("no backend is installed: install cocopart-sev-snp or cocopart-tdx",
-                   backend_axis)
+        raise fail(
+            "no backend is installed: install cocopart-sev-snp or cocopart-tdx", backend_axis
+        )
     return axes
 
 
@@ -210,10 +260,15 @@ def _points(axes: list[Axis], mode: Mode, fail: Any) -> list[SweepPoint]:
     backend_at = next(i for i, a in enumerate(axes) if a.path == "backend")
     if mode == "zip":
         params_axes = [a for a in axes if a.path != "backend"]
-        rows = [tuple(a.values[i] for a in params_axes)
-                for i in range(len(params_axes[0].values) if params_axes else 1)]
-        combos = [(*row[:backend_at], b, *row[backend_at:])
-                  for row in rows for b in axes[backend_at].values]
+        rows = [
+            tuple(a.values[i] for a in params_axes)
+            for i in range(len(params_axes[0].values) if params_axes else 1)
+        ]
+        combos = [
+            (*row[:backend_at], b, *row[backend_at:])
+            for row in rows
+            for b in axes[backend_at].values
+        ]
     else:
         total = 1
         for a in axes:
@@ -232,8 +287,14 @@ def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def _validate(points: list[SweepPoint], axes: list[Axis], base: dict[str, Any],
-              base_text: str, base_source: str, fail: Any) -> None:
+def _validate(
+    points: list[SweepPoint],
+    axes: list[Axis],
+    base: dict[str, Any],
+    base_text: str,
+    base_source: str,
+    fail: Any,
+) -> None:
     """Validate each distinct scenario once, then each backend's check of its configuration:
     the first failure is blamed on the axis whose path contains the failing field."""
     scenarios: dict[str, Scenario] = {}
@@ -261,10 +322,12 @@ def _validate(points: list[SweepPoint], axes: list[Axis], base: dict[str, Any],
                     scenario_from_data(copy.deepcopy(base), base_text, base_source)
                 except ConfigError as own:
                     raise own from None
-            where = "" if axis is not None else \
-                f"{err.source or base_source}, field '{err.field}': "
-            raise fail(f"point {point.index} ({describe(point)}): {where}{err.message}",
-                       axis) from None
+            where = (
+                "" if axis is not None else f"{err.source or base_source}, field '{err.field}': "
+            )
+            raise fail(
+                f"point {point.index} ({describe(point)}): {where}{err.message}", axis
+            ) from None
 
 
 def _point_data(base: dict[str, Any], point: SweepPoint) -> dict[str, Any]:
@@ -284,13 +347,15 @@ def _blame(field: str | None, axes: list[Axis]) -> Axis | None:
     if not field:
         return None
     for axis in axes:
-        if field == axis.field or field.startswith(axis.field + ".") \
-                or axis.field.startswith(field + "."):
+        if (
+            field == axis.field
+            or field.startswith(axis.field + ".")
+            or axis.field.startswith(field + ".")
+        ):
             return axis
     return None
 
 
 def describe(point: SweepPoint) -> str:
     """``backend=tdx, guest.memory='4GiB'``: a point's values for messages."""
-    return ", ".join([f"backend={point.backend}"]
-                     + [f"{k}={v!r}" for k, v in point.params.items()])
+    return ", ".join([f"backend={point.backend}"] + [f"{k}={v!r}" for k, v in point.params.items()])

@@ -21,9 +21,24 @@ if TYPE_CHECKING:  # the runners import the scenario and attestation packages
     from cocopart.scaleout.sweep import SweepResult
 
 #: Fixed columns of a sweep table after the point index and the parameters.
-SWEEP_COLUMNS = ("backend", "vendor", "memory_bytes", "vcpus", "workload_layers", "strategy",
-                 "interrupt_mode", "step_index", "step", "step_kind", "status", "operations",
-                 "primitives", "world_switches", "modelled_ns", "reason")
+SWEEP_COLUMNS = (
+    "backend",
+    "vendor",
+    "memory_bytes",
+    "vcpus",
+    "workload_layers",
+    "strategy",
+    "interrupt_mode",
+    "step_index",
+    "step",
+    "step_kind",
+    "status",
+    "operations",
+    "primitives",
+    "world_switches",
+    "modelled_ns",
+    "reason",
+)
 
 
 class SweepFiles(BaseModel):
@@ -42,8 +57,9 @@ def _pyarrow() -> Any:
         import pyarrow.csv
         import pyarrow.parquet
     except ImportError:
-        raise ClusterError("writing tables needs pyarrow: pip install 'cocopart[scale-out]'"
-                           ) from None
+        raise ClusterError(
+            "writing tables needs pyarrow: pip install 'cocopart[scale-out]'"
+        ) from None
     return pyarrow
 
 
@@ -73,13 +89,25 @@ def sweep_table(result: SweepResult) -> Any:
     for axis in result.axes:
         values = [r.params.get(axis) for r in rows]
         kind = _param_type([v for v in values if v is not None])
-        arrow_type = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(),
-                      "string": pa.string()}[kind]
-        columns[axis] = pa.array([None if v is None else _param_cell(v, kind) for v in values],
-                                 arrow_type)
-    types = {"memory_bytes": pa.int64(), "vcpus": pa.int64(), "workload_layers": pa.int64(),
-             "step_index": pa.int64(), "operations": pa.int64(), "primitives": pa.int64(),
-             "world_switches": pa.int64(), "modelled_ns": pa.float64()}
+        arrow_type = {
+            "bool": pa.bool_(),
+            "int64": pa.int64(),
+            "float64": pa.float64(),
+            "string": pa.string(),
+        }[kind]
+        columns[axis] = pa.array(
+            [None if v is None else _param_cell(v, kind) for v in values], arrow_type
+        )
+    types = {
+        "memory_bytes": pa.int64(),
+        "vcpus": pa.int64(),
+        "workload_layers": pa.int64(),
+        "step_index": pa.int64(),
+        "operations": pa.int64(),
+        "primitives": pa.int64(),
+        "world_switches": pa.int64(),
+        "modelled_ns": pa.float64(),
+    }
     for name in SWEEP_COLUMNS:
         values = [_plain(getattr(r, name)) for r in rows]
         columns.setdefault(name, pa.array(values, types.get(name, pa.string())))
@@ -93,10 +121,15 @@ def batch_table(result: BatchResult) -> Any:
 
     pa = _pyarrow()
     rows = result.rows
-    types = {"failed_checks": pa.list_(pa.string()), "checks": pa.int64(),
-             "measurements": pa.map_(pa.string(), pa.string()),
-             "tcb": pa.map_(pa.string(), pa.int64()), "via_privileged_layer": pa.bool_(),
-             "debug": pa.bool_(), "simulated": pa.bool_()}
+    types = {
+        "failed_checks": pa.list_(pa.string()),
+        "checks": pa.int64(),
+        "measurements": pa.map_(pa.string(), pa.string()),
+        "tcb": pa.map_(pa.string(), pa.int64()),
+        "via_privileged_layer": pa.bool_(),
+        "debug": pa.bool_(),
+        "simulated": pa.bool_(),
+    }
     columns = {}
     for name in BatchRow.model_fields:
         values = [getattr(r, name) for r in rows]
@@ -115,8 +148,9 @@ def _target(out_dir: str | Path, name: str) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the output folder: {err.strerror}",
-                          source=str(out)) from None
+        raise ConfigError(
+            f"cannot create the output folder: {err.strerror}", source=str(out)
+        ) from None
     return out / name
 
 
@@ -146,17 +180,20 @@ def write_jsonl(rows: Iterable[BaseModel], path: Path) -> str:
     return _write(path, write)
 
 
-def write_sweep_tables(result: SweepResult, out_dir: str | Path, stem: str = "sweep"
-                       ) -> SweepFiles:
+def write_sweep_tables(result: SweepResult, out_dir: str | Path, stem: str = "sweep") -> SweepFiles:
     """``<stem>.parquet`` and ``<stem>.csv`` in ``out_dir`` (created when missing)."""
     table = sweep_table(result)
-    return SweepFiles(parquet=write_parquet(table, _target(out_dir, f"{stem}.parquet")),
-                      csv=write_csv(table, _target(out_dir, f"{stem}.csv")))
+    return SweepFiles(
+        parquet=write_parquet(table, _target(out_dir, f"{stem}.parquet")),
+        csv=write_csv(table, _target(out_dir, f"{stem}.csv")),
+    )
 
 
-def write_batch_tables(result: BatchResult, out_dir: str | Path, stem: str = "verify"
-                       ) -> BatchFiles:
+def write_batch_tables(
+    result: BatchResult, out_dir: str | Path, stem: str = "verify"
+) -> BatchFiles:
     """``<stem>.parquet`` and ``<stem>.jsonl`` in ``out_dir`` (created when missing)."""
-    return BatchFiles(parquet=write_parquet(batch_table(result),
-                                            _target(out_dir, f"{stem}.parquet")),
-                      jsonl=write_jsonl(result.rows, _target(out_dir, f"{stem}.jsonl")))
+    return BatchFiles(
+        parquet=write_parquet(batch_table(result), _target(out_dir, f"{stem}.parquet")),
+        jsonl=write_jsonl(result.rows, _target(out_dir, f"{stem}.jsonl")),
+    )

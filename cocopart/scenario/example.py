@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------
 # The example / default scenario
 
-EXAMPLE_SCENARIO = '''\
+EXAMPLE_SCENARIO = """\
 # cocopart scenario: one partitioned guest and the steps to run on it.
 # Run it with:   cocopart compare THIS_FILE.toml      (every installed backend, side by side)
 #                cocopart setup THIS_FILE.toml        (one backend, with a summary)
@@ -77,7 +77,7 @@ source = "service"            # service (privileged-layer attestation) | hardwar
 [[steps]]
 macro = "interrupts"          # configure the mode, inject a few vectors into each layer
 vectors = [0x20, 0x30, 0xec]
-'''
+"""
 
 
 def default_scenario() -> Scenario:
@@ -94,6 +94,8 @@ def default_guest(backend: str) -> PartitionConfig:
     layers, which no capability depends on (tests/core/test_default_guest.py)."""
     data = tomllib.loads(EXAMPLE_SCENARIO)
     guest = dict(data["guest"])
-    options = {**guest.get("backend_options", {}),
-               **data.get("backend_options", {}).get(backend, {})}
+    options = {
+        **guest.get("backend_options", {}),
+        **data.get("backend_options", {}).get(backend, {}),
+    }
     return PartitionConfig.model_validate({**guest, "backend_options": options})

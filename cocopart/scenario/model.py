@@ -44,14 +44,21 @@ class LayerSpec(BaseModel):
 
     name: LayerName = Field(description="Workload layer: 'l2.1', 'l2.2' or 'l2.3'.")
     memory: GpaRange | None = Field(
-        default=None, description="Guest RAM this layer validates at bring-up; default: an "
-        "equal 2 MiB-aligned share of guest RAM.")
+        default=None,
+        description="Guest RAM this layer validates at bring-up; default: an "
+        "equal 2 MiB-aligned share of guest RAM.",
+    )
     vcpus: int | None = Field(
-        default=None, ge=0, le=512,
-        description="vCPUs of this layer created at bring-up (0..n-1); default: all guest vCPUs.")
+        default=None,
+        ge=0,
+        le=512,
+        description="vCPUs of this layer created at bring-up (0..n-1); default: all guest vCPUs.",
+    )
     shared: list[GpaRange] = Field(
-        default_factory=list, description="Ranges of the layer's memory shared with the host "
-        "at bring-up (converted to shared after validation).")
+        default_factory=list,
+        description="Ranges of the layer's memory shared with the host "
+        "at bring-up (converted to shared after validation).",
+    )
 
 
 class _Named(BaseModel):
@@ -66,7 +73,8 @@ class BringUp(_Named):
 
     macro: Literal["bring-up"] = "bring-up"
     layers: list[LayerName] | None = Field(
-        default=None, description="Only these layers; default: every [[layers]] entry.")
+        default=None, description="Only these layers; default: every [[layers]] entry."
+    )
     create_vcpus: bool = Field(default=True, description="Also create each layer's vCPUs.")
 
 
@@ -76,10 +84,12 @@ class ShareRound(_Named):
     macro: Literal["share-round"] = "share-round"
     layer: LayerName = Field(default="l2.1", description="The layer that converts the range.")
     range: GpaRange | None = Field(
-        default=None, description="Default: the first 2 MiB of the layer's memory.")
+        default=None, description="Default: the first 2 MiB of the layer's memory."
+    )
     revalidate: bool = Field(
-        default=True, description="Validate the range again when converting back left it "
-        "unvalidated.")
+        default=True,
+        description="Validate the range again when converting back left it unvalidated.",
+    )
 
 
 class AttestEachLayer(_Named):
@@ -87,15 +97,19 @@ class AttestEachLayer(_Named):
 
     macro: Literal["attest-each-layer"] = "attest-each-layer"
     source: Literal["hardware", "service", "both"] = Field(
-        default="service", description="The hardware's report, the privileged layer's "
-        "attestation service, or both.")
+        default="service",
+        description="The hardware's report, the privileged layer's attestation service, or both.",
+    )
     report_data: str | None = Field(
-        default=None, description="Hex, at most 64 bytes; default: SHA-512 of "
-        "'cocopart:<layer>'.")
-    service: str | None = Field(default=None, description="Attest one service (e.g. "
-                                "'vtpm'); default: the whole services manifest.")
-    layers: list[LayerName] | None = Field(default=None,
-                                           description="Default: every workload layer.")
+        default=None, description="Hex, at most 64 bytes; default: SHA-512 of 'cocopart:<layer>'."
+    )
+    service: str | None = Field(
+        default=None,
+        description="Attest one service (e.g. 'vtpm'); default: the whole services manifest.",
+    )
+    layers: list[LayerName] | None = Field(
+        default=None, description="Default: every workload layer."
+    )
 
     @field_validator("report_data")
     @classmethod
@@ -117,16 +131,20 @@ class Interrupts(_Named):
     macro: Literal["interrupts"] = "interrupts"
     mode: InterruptMode | None = Field(default=None, description="Default: the guest's mode.")
     vectors: list[Annotated[int, Field(ge=16, le=255)]] = Field(
-        default_factory=lambda: [0x20, 0x30, 0xEC], description="Vectors injected into each "
-        "target, each completed by its EOI.")
+        default_factory=lambda: [0x20, 0x30, 0xEC],
+        description="Vectors injected into each target, each completed by its EOI.",
+    )
     vcpu: int = Field(default=0, ge=0, lt=512, description="The targets' vCPU.")
     targets: list[LayerName] | None = Field(default=None, description="Default: all workloads.")
     requester: LayerName = Field(
-        default=HOST, description="Layer that raises the interrupts (a device on the host by "
-        "default).")
+        default=HOST,
+        description="Layer that raises the interrupts (a device on the host by default).",
+    )
     configure_from: LayerName = Field(
-        default="l1", description="Layer that switches the interrupt mode: l1, or a workload "
-        "that controls every other workload layer (docs/authority.md).")
+        default="l1",
+        description="Layer that switches the interrupt mode: l1, or a workload "
+        "that controls every other workload layer (docs/authority.md).",
+    )
 
 
 class OperationStep(_Named):
@@ -151,8 +169,9 @@ def _step_tag(v: Any) -> str:
     return "macro" if not isinstance(v, OperationStep) else "op"
 
 
-MacroStep = Annotated[BringUp | ShareRound | AttestEachLayer | Interrupts,
-                      Field(discriminator="macro")]
+MacroStep = Annotated[
+    BringUp | ShareRound | AttestEachLayer | Interrupts, Field(discriminator="macro")
+]
 Step = Annotated[
     Annotated[OperationStep, Tag("op")] | Annotated[MacroStep, Tag("macro")],
     Discriminator(_step_tag),
@@ -164,23 +183,31 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="scenario", description="Shown in results; default: the "
-                      "file name.")
+    name: str = Field(default="scenario", description="Shown in results; default: the file name.")
     description: str = Field(default="", description="One line about the scenario.")
     backend: str | None = Field(
-        default=None, description="Backend `cocopart setup` uses when --backend is not given.")
-    guest: PartitionConfig = Field(default_factory=PartitionConfig,
-                                   description="The guest: a PartitionConfig.")
+        default=None, description="Backend `cocopart setup` uses when --backend is not given."
+    )
+    guest: PartitionConfig = Field(
+        default_factory=PartitionConfig, description="The guest: a PartitionConfig."
+    )
     backend_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per backend name, options handed to that backend as "
-        "PartitionConfig.backend_options.")
+        default_factory=dict,
+        description="Per backend name, options handed to that backend as "
+        "PartitionConfig.backend_options.",
+    )
     costs: dict[str, dict[str, Any]] | None = Field(
-        default=None, description="Cost overrides: [costs.primitives] / [costs.switches], "
-        "each name = ns or {ns = ..., source = ...}.")
-    layers: list[LayerSpec] = Field(default_factory=list, description="How each workload "
-                                    "layer uses the guest ([[layers]]).")
-    steps: list[Step] = Field(default_factory=list, description="What to run, in order "
-                              "([[steps]]): macros and single operations.")
+        default=None,
+        description="Cost overrides: [costs.primitives] / [costs.switches], "
+        "each name = ns or {ns = ..., source = ...}.",
+    )
+    layers: list[LayerSpec] = Field(
+        default_factory=list, description="How each workload layer uses the guest ([[layers]])."
+    )
+    steps: list[Step] = Field(
+        default_factory=list,
+        description="What to run, in order ([[steps]]): macros and single operations.",
+    )
 
     _source: str | None = PrivateAttr(default=None)
     _text: str | None = PrivateAttr(default=None)
@@ -222,7 +249,8 @@ class Scenario(BaseModel):
         specs = [s for s in self.layer_specs() if s.memory is not None]
         ranges = [s.memory for s in specs if s.memory is not None]
         if any(r.end > self.guest.memory for r in ranges) or any(
-                a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1:]):
+            a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :]
+        ):
             return {}
         return {s.name: [s.memory] for s in specs if s.memory is not None}
 
@@ -238,15 +266,20 @@ class Scenario(BaseModel):
         parts: list[str | int] = list((err.field or "").split(".")) if err.field else []
         if parts and parts[0] == "backend_options":
             in_guest = len(parts) > 1 and parts[1] in self.guest.backend_options
-            path: list[str | int] = (["guest", *parts] if in_guest
-                                     else ["backend_options", backend, *parts[1:]])
+            path: list[str | int] = (
+                ["guest", *parts] if in_guest else ["backend_options", backend, *parts[1:]]
+            )
         elif parts:
             path = ["guest", *parts]
         else:
             path = ["guest"]
         line = line_of(self._text, path) if self._text is not None else None
-        return ConfigError(f"{err.message} (backend {backend})", field=_dotted(path),
-                           source=self._source, line=line)
+        return ConfigError(
+            f"{err.message} (backend {backend})",
+            field=_dotted(path),
+            source=self._source,
+            line=line,
+        )
 
     def known_layers(self) -> set[str]:
         return {FIRMWARE, HOST, L1, *self.guest.workloads, *self.guest.services}

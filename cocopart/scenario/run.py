@@ -70,11 +70,19 @@ class OperationOutcome(BaseModel):
     def of(cls, op: Operation, result: OperationResult, keep_data: bool) -> OperationOutcome:
         data = result.model_dump(mode="json")["data"]
         route = data.pop("route", None)
-        return cls(op=op.op, layer=op.layer, operation=result.operation, status=result.status,
-                   reason=result.reason, error=result.error, primitives=result.primitives,
-                   world_switches=result.world_switches, estimated_ns=result.estimated_ns,
-                   route=route if isinstance(route, str) else None,
-                   data=data if keep_data else {})
+        return cls(
+            op=op.op,
+            layer=op.layer,
+            operation=result.operation,
+            status=result.status,
+            reason=result.reason,
+            error=result.error,
+            primitives=result.primitives,
+            world_switches=result.world_switches,
+            estimated_ns=result.estimated_ns,
+            route=route if isinstance(route, str) else None,
+            data=data if keep_data else {},
+        )
 
 
 _SEVERITY = {Status.OK: 0, Status.NOT_SUPPORTED: 1, Status.PARTIAL: 2, Status.ERROR: 3}
@@ -106,8 +114,9 @@ class RunTotals(BaseModel):
     world_switches: int
     estimated_ns: float
     status: Status
-    failed_steps: list[str] = Field(default_factory=list,
-                                    description="Steps whose status is error or partial.")
+    failed_steps: list[str] = Field(
+        default_factory=list, description="Steps whose status is error or partial."
+    )
     unsupported_steps: list[str] = Field(default_factory=list)
 
 
@@ -148,9 +157,15 @@ class Runner:
     of operations the scenario is expected to issue).
     """
 
-    def __init__(self, scenario: Scenario, backend: str | Backend, *,
-                 strategy: Strategy | None = None, costs: CostTable | Path | None = None,
-                 keep_data: bool = True) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        backend: str | Backend,
+        *,
+        strategy: Strategy | None = None,
+        costs: CostTable | Path | None = None,
+        keep_data: bool = True,
+    ) -> None:
         self.scenario = scenario
         self.backend = load_backend(backend) if isinstance(backend, str) else backend
         self.config = scenario.config_for(self.backend.name, strategy)
@@ -159,8 +174,7 @@ class Runner:
         else:
             table = costs if costs is not None else self.backend.cost_table()
         try:
-            self.partition = Partition(self.config, self.backend,
-                                       costs=scenario.cost_table(table))
+            self.partition = Partition(self.config, self.backend, costs=scenario.cost_table(table))
         except ConfigError as err:
             raise scenario.relocate(err, self.backend.name) from None
         self.keep_data = keep_data
@@ -180,8 +194,7 @@ class Runner:
             elif isinstance(step, ShareRound):
                 n += 3 if step.revalidate else 2
             elif isinstance(step, AttestEachLayer):
-                n += len(step.layers or self.config.workloads) * (2 if step.source == "both"
-                                                                   else 1)
+                n += len(step.layers or self.config.workloads) * (2 if step.source == "both" else 1)
             else:
                 n += 1 + len(step.vectors) * len(step.targets or self.config.workloads)
         return n
@@ -200,8 +213,9 @@ class Runner:
                     yield ConvertPages(range=r, to="shared", layer=name)
             if step.create_vcpus:
                 for name in names:
-                    running = {v.vcpu for v in p.vcpus()
-                               if v.layer == name and v.state == "running"}
+                    running = {
+                        v.vcpu for v in p.vcpus() if v.layer == name and v.state == "running"
+                    }
                     for v in range(self.specs[name].vcpus or 0):
                         if v not in running:
                             yield CreateVcpu(vcpu=v, target=name, layer=name)
@@ -220,16 +234,20 @@ class Runner:
             sources = ["hardware", "service"] if step.source == "both" else [step.source]
             for layer in step.layers or list(self.config.workloads):
                 for src in sources:
-                    yield Attest(layer=layer, source=src,
-                                 report_data=_report_data(layer, step.report_data),
-                                 service=step.service)
+                    yield Attest(
+                        layer=layer,
+                        source=src,
+                        report_data=_report_data(layer, step.report_data),
+                        service=step.service,
+                    )
         elif isinstance(step, Interrupts):
             mode = step.mode or self.config.interrupt_mode
             yield ConfigureInterrupts(mode=mode, layer=step.configure_from)
             for target in step.targets or list(self.config.workloads):
                 for vector in step.vectors:
-                    yield InjectInterrupt(vcpu=step.vcpu, target=target, vector=vector,
-                                          layer=step.requester)
+                    yield InjectInterrupt(
+                        vcpu=step.vcpu, target=target, vector=vector, layer=step.requester
+                    )
 
     @staticmethod
     def step_name(step: Any) -> str:
@@ -240,27 +258,40 @@ class Runner:
         return str(step.macro)
 
     # -- running ---------------------------------------------------------------------------
-    def run_step(self, index: int, step: Any, progress: Callable[[str], None] | None = None
-                 ) -> StepResult:
+    def run_step(
+        self, index: int, step: Any, progress: Callable[[str], None] | None = None
+    ) -> StepResult:
         outcomes: list[OperationOutcome] = []
         for op in self._expand(step):
             try:
                 result = self.partition.run(op)
             except CocopartError as err:  # misuse the model refused: a result, not a crash
-                result = OperationResult(operation=op.describe(), status=Status.ERROR,
-                                         reason=str(err))
+                result = OperationResult(
+                    operation=op.describe(), status=Status.ERROR, reason=str(err)
+                )
             outcomes.append(OperationOutcome.of(op, result, self.keep_data))
             if progress is not None:
                 progress(op.describe())
         status = worst([o.status for o in outcomes])
-        reason = next((f"{o.operation}: {o.reason or o.status.value}" for o in outcomes
-                       if o.status is status and status is not Status.OK), None)
+        reason = next(
+            (
+                f"{o.operation}: {o.reason or o.status.value}"
+                for o in outcomes
+                if o.status is status and status is not Status.OK
+            ),
+            None,
+        )
         return StepResult(
-            index=index, name=self.step_name(step),
+            index=index,
+            name=self.step_name(step),
             kind="operation" if isinstance(step, OperationStep) else "macro",
-            operations=outcomes, primitives=sum(o.primitives for o in outcomes),
+            operations=outcomes,
+            primitives=sum(o.primitives for o in outcomes),
             world_switches=sum(o.world_switches for o in outcomes),
-            estimated_ns=sum(o.estimated_ns for o in outcomes), status=status, reason=reason)
+            estimated_ns=sum(o.estimated_ns for o in outcomes),
+            status=status,
+            reason=reason,
+        )
 
     def run(self, progress: ProgressFn | None = None) -> ScenarioRun:
         total = self.expected_operations()
@@ -275,21 +306,36 @@ class Runner:
         steps = [self.run_step(i, s, tick) for i, s in enumerate(self.scenario.steps)]
         status = worst([s.status for s in steps])
         totals = RunTotals(
-            steps=len(steps), operations=sum(len(s.operations) for s in steps),
+            steps=len(steps),
+            operations=sum(len(s.operations) for s in steps),
             primitives=sum(s.primitives for s in steps),
             world_switches=sum(s.world_switches for s in steps),
-            estimated_ns=sum(s.estimated_ns for s in steps), status=status,
+            estimated_ns=sum(s.estimated_ns for s in steps),
+            status=status,
             failed_steps=[s.name for s in steps if s.status in (Status.ERROR, Status.PARTIAL)],
-            unsupported_steps=[s.name for s in steps if s.status is Status.NOT_SUPPORTED])
+            unsupported_steps=[s.name for s in steps if s.status is Status.NOT_SUPPORTED],
+        )
         b = self.backend
-        return ScenarioRun(scenario=self.scenario.name, backend=b.name, backend_title=b.title,
-                           backend_version=b.version, vendor=b.vendor,
-                           strategy=self.config.strategy, config=self.config, steps=steps,
-                           totals=totals)
+        return ScenarioRun(
+            scenario=self.scenario.name,
+            backend=b.name,
+            backend_title=b.title,
+            backend_version=b.version,
+            vendor=b.vendor,
+            strategy=self.config.strategy,
+            config=self.config,
+            steps=steps,
+            totals=totals,
+        )
 
 
-def run_scenario(scenario: Scenario, backend: str | Backend, *,
-                 strategy: Strategy | None = None, progress: ProgressFn | None = None,
-                 keep_data: bool = True) -> ScenarioRun:
+def run_scenario(
+    scenario: Scenario,
+    backend: str | Backend,
+    *,
+    strategy: Strategy | None = None,
+    progress: ProgressFn | None = None,
+    keep_data: bool = True,
+) -> ScenarioRun:
     """Run ``scenario`` on ``backend`` and return the per-step results."""
     return Runner(scenario, backend, strategy=strategy, keep_data=keep_data).run(progress)

@@ -80,11 +80,15 @@ def _configure(ctx: CallContext) -> int:
     action = ctx.regs.rcx
     if action in (CONFIGURE_REGISTER, CONFIGURE_DEREGISTER):  # RULE_REGISTRATION_NEEDS_CONTROL
         refusal = ctx.authority.check_guest_wide(
-            ctx.layer, "register or deregister Alternate Injection (the count is VM-wide)")
+            ctx.layer, "register or deregister Alternate Injection (the count is VM-wide)"
+        )
         if refusal is not None:
             ctx.dispatcher.last_refusal = refusal
-            return ResultCode.APIC_CANNOT_REGISTER if action == CONFIGURE_REGISTER \
+            return (
+                ResultCode.APIC_CANNOT_REGISTER
+                if action == CONFIGURE_REGISTER
                 else ResultCode.INVALID_REQUEST
+            )
     if action == CONFIGURE_REGISTER:
         if emu.count == 0 or emu.count >= MAX_REGISTRATIONS:
             return ResultCode.APIC_CANNOT_REGISTER
@@ -149,10 +153,14 @@ def register(dispatcher: ServiceDispatcher, emu: ApicEmulation) -> None:
     """Offer the APIC protocol (3) to vCPUs whose APIC ``emu`` emulates. The handlers find the
     emulation state through the dispatcher, so a forked machine's copy is its own."""
     dispatcher.apic = emu
-    dispatcher.register(ProtocolId.APIC, {
-        ApicCall.QUERY_FEATURES: _query_features,
-        ApicCall.CONFIGURE: _configure,
-        ApicCall.READ_REGISTER: _read_register,
-        ApicCall.WRITE_REGISTER: _write_register,
-        ApicCall.CONFIGURE_VECTOR: _configure_vector,
-    }, offered=_offered)
+    dispatcher.register(
+        ProtocolId.APIC,
+        {
+            ApicCall.QUERY_FEATURES: _query_features,
+            ApicCall.CONFIGURE: _configure,
+            ApicCall.READ_REGISTER: _read_register,
+            ApicCall.WRITE_REGISTER: _write_register,
+            ApicCall.CONFIGURE_VECTOR: _configure_vector,
+        },
+        offered=_offered,
+    )

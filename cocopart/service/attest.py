@@ -61,8 +61,7 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
         req = codec.AttestRequest.decode(ctx.memory.read(gpa, size), single)
         if isinstance(req, ResultCode):
             return req
-        if req.nonce_size != codec.NONCE_SIZE \
-                or (req.nonce_gpa % PAGE) + req.nonce_size > PAGE:
+        if req.nonce_size != codec.NONCE_SIZE or (req.nonce_gpa % PAGE) + req.nonce_size > PAGE:
             return ResultCode.INVALID_PARAMETER
         if single and req.manifest_version != codec.SUPPORTED_MANIFEST_VERSION:
             return ResultCode.INVALID_PARAMETER
@@ -70,10 +69,12 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
         if single and req.service_guid not in known:
             return ResultCode.UNSUPPORTED_PROTOCOL
         # RULE_BUFFER_MUST_BE_CALLERS: the nonce is read, the others written, for the caller
-        for buf, n, need in ((req.report_gpa, req.report_size, Access.WRITE),
-                             (req.nonce_gpa, req.nonce_size, Access.READ),
-                             (req.manifest_gpa, req.manifest_size, Access.WRITE),
-                             (req.certs_gpa, req.certs_size, Access.WRITE)):
+        for buf, n, need in (
+            (req.report_gpa, req.report_size, Access.WRITE),
+            (req.nonce_gpa, req.nonce_size, Access.READ),
+            (req.manifest_gpa, req.manifest_size, Access.WRITE),
+            (req.certs_gpa, req.certs_size, Access.WRITE),
+        ):
             if n:
                 code = ctx.buffer_error(buf, n, need)
                 if code:
@@ -82,17 +83,23 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
         if single and req.service_guid is not None:
             manifest = service_manifest(services, req.service_guid)
         else:
-            requester = Requester(ctx.layer, level_of(ctx.layer)) \
-                if ctx.dispatcher.requester_entry else None
+            requester = (
+                Requester(ctx.layer, level_of(ctx.layer))
+                if ctx.dispatcher.requester_entry
+                else None
+            )
             manifest = services_manifest(services, requester)
         evidence = ctx.platform.hardware_report(bind_report_data(nonce, manifest), ctx.layer)
         if not isinstance(evidence, HardwareEvidence):
             return evidence
         certs = evidence.cert_table if req.certs_size else b""
         ctx.regs.rcx, ctx.regs.rdx, ctx.regs.r8 = len(manifest), len(certs), len(evidence.raw)
-        if req.report_size < len(evidence.raw) or req.manifest_size < len(manifest) \
-                or (req.certs_size and req.certs_size < len(certs)) \
-                or req.certs_size > codec.MAX_CERTS_SIZE:
+        if (
+            req.report_size < len(evidence.raw)
+            or req.manifest_size < len(manifest)
+            or (req.certs_size and req.certs_size < len(certs))
+            or req.certs_size > codec.MAX_CERTS_SIZE
+        ):
             return ResultCode.INVALID_PARAMETER
         ctx.memory.write(req.report_gpa, evidence.raw)
         ctx.memory.write(req.manifest_gpa, manifest)
@@ -103,15 +110,23 @@ def _handler(single: bool) -> Callable[[CallContext], int]:
     return handle
 
 
-def register(dispatcher: ServiceDispatcher, services: ServiceTable,
-             level_of: Callable[[str], int], *, requester_entry: bool = False) -> None:
+def register(
+    dispatcher: ServiceDispatcher,
+    services: ServiceTable,
+    level_of: Callable[[str], int],
+    *,
+    requester_entry: bool = False,
+) -> None:
     """Offer the attestation protocol (1). ``level_of`` maps a layer to its vendor level
     (VMPL number / L2 VM index) for the requester entry, which the services manifest carries
     only with ``requester_entry`` (RULE_REQUESTER_ENTRY_OPT_IN)."""
     dispatcher.services = services
     dispatcher.level_of = level_of
     dispatcher.requester_entry = requester_entry
-    dispatcher.register(ProtocolId.ATTEST, {
-        AttestCall.ATTEST_SERVICES: _handler(single=False),
-        AttestCall.ATTEST_SINGLE_SERVICE: _handler(single=True),
-    })
+    dispatcher.register(
+        ProtocolId.ATTEST,
+        {
+            AttestCall.ATTEST_SERVICES: _handler(single=False),
+            AttestCall.ATTEST_SINGLE_SERVICE: _handler(single=True),
+        },
+    )

@@ -18,11 +18,21 @@ from cocopart.trace import Trace
 KNOWN_SERVICES = ("vtpm",)
 
 
-def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: ProtocolLayout,
-                  workloads: tuple[str, ...], trace: Trace, *, services: list[str], seed: str,
-                  level_of: Callable[[str], int], issuer: str = "l1",
-                  authority: Authority, apic_emulation: bool = False,
-                  requester_entry: bool = False) -> ServiceDispatcher:
+def build_service(
+    platform: PrivilegedPlatform,
+    memory: GuestMemory,
+    layout: ProtocolLayout,
+    workloads: tuple[str, ...],
+    trace: Trace,
+    *,
+    services: list[str],
+    seed: str,
+    level_of: Callable[[str], int],
+    issuer: str = "l1",
+    authority: Authority,
+    apic_emulation: bool = False,
+    requester_entry: bool = False,
+) -> ServiceDispatcher:
     """A dispatcher offering core, attestation, the APIC protocol and the configured services.
 
     ``apic_emulation``: the guest boots with the privileged layer emulating every workload
@@ -51,7 +61,8 @@ def build_service(platform: PrivilegedPlatform, memory: GuestMemory, layout: Pro
             vtpm.register(d, tpm)
             table["vtpm"] = (VTPM_SERVICE_GUID, tpm.ek_public_area)
         else:
-            raise ConfigError(f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})",
-                              field="services")
+            raise ConfigError(
+                f"unknown service '{name}' (known: {', '.join(KNOWN_SERVICES)})", field="services"
+            )
     attest.register(d, table, level_of, requester_entry=requester_entry)
     return d

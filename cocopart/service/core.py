@@ -91,15 +91,21 @@ def pvalidate(ctx: CallContext) -> int:
         if err is not None:
             stop, bad = i, err
             break
-    runs = [pv.EntryRun.of(entries, idx, stop)] if single and bad is None \
+    runs = (
+        [pv.EntryRun.of(entries, idx, stop)]
+        if single and bad is None
         else pv.runs(entries, idx, stop)
+    )
     ownership = ctx.authority.ownership
     for run in runs:
         n = _inside(ctx, run.gpa, run.page_bytes, run.count)
         n = _allowed(ctx, run.gpa, run.page_bytes, n, run.validate) if n else 0
         op = ctx.platform.validate_pages if run.validate else ctx.platform.rescind_pages
-        done, c = op(ctx.layer, run.gpa, run.page_bytes, n, ignore_unchanged=run.ignore_cf) \
-            if n else (0, ResultCode.SUCCESS)
+        done, c = (
+            op(ctx.layer, run.gpa, run.page_bytes, n, ignore_unchanged=run.ignore_cf)
+            if n
+            else (0, ResultCode.SUCCESS)
+        )
         if done:
             end = run.gpa + done * run.page_bytes
             if run.validate:
@@ -124,14 +130,23 @@ def create_vcpu(ctx: CallContext) -> int:
     """CREATE_VCPU: RCX = context (VMSA) GPA, RDX = calling-area GPA, R8[31:0] = APIC ID."""
     ctx_gpa, caa, apic = ctx.regs.rcx, ctx.regs.rdx, ctx.regs.r8 & U32
     p = ctx.platform
-    if ctx_gpa % PAGE_4K or caa % PAGE_4K or ctx_gpa == caa \
-            or not p.is_guest_range(ctx_gpa, PAGE_4K) or not p.is_guest_range(caa, PAGE_4K):
+    if (
+        ctx_gpa % PAGE_4K
+        or caa % PAGE_4K
+        or ctx_gpa == caa
+        or not p.is_guest_range(ctx_gpa, PAGE_4K)
+        or not p.is_guest_range(caa, PAGE_4K)
+    ):
         return ResultCode.INVALID_ADDRESS
     # the caller prepared the context page and will use the calling area: both must be its
     # own memory (RULE_BUFFER_MUST_BE_CALLERS); a live context page is never either
-    if ctx.buffer_error(caa, PAGE_4K, Access.RW) or (ctx.layer != L1 and (
+    if ctx.buffer_error(caa, PAGE_4K, Access.RW) or (
+        ctx.layer != L1
+        and (
             ctx.authority.ownership.first_not_owned(ctx.layer, ctx_gpa, ctx_gpa + PAGE_4K)
-            is not None)):
+            is not None
+        )
+    ):
         return ResultCode.INVALID_ADDRESS
     holder = ctx.state.caa_owner(caa)
     if holder is not None and holder != (ctx.layer, apic):  # another vCPU's calling area

@@ -68,8 +68,14 @@ Offered = Callable[["ServiceDispatcher", str, int], bool]
 class ServiceDispatcher:
     """The privileged layer's protocol service. Protocols register their call tables."""
 
-    def __init__(self, platform: PrivilegedPlatform, memory: GuestMemory, state: ServiceState,
-                 trace: Trace, issuer: str = "l1") -> None:
+    def __init__(
+        self,
+        platform: PrivilegedPlatform,
+        memory: GuestMemory,
+        state: ServiceState,
+        trace: Trace,
+        issuer: str = "l1",
+    ) -> None:
         self.platform = platform
         self.memory = memory
         self.state = state
@@ -96,8 +102,9 @@ class ServiceDispatcher:
         #: The last request the authority rules refused (for results and tests).
         self.last_refusal: Refusal | None = None
 
-    def register(self, protocol: ProtocolId, calls: dict[int, Handler],
-                 offered: Offered | None = None) -> None:
+    def register(
+        self, protocol: ProtocolId, calls: dict[int, Handler], offered: Offered | None = None
+    ) -> None:
         self.protocols[int(protocol)] = calls
         self.versions[int(protocol)] = PROTOCOL_VERSIONS[protocol]
         if offered is not None:

@@ -46,7 +46,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise TpmError(TPM_RC_INSUFFICIENT)
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -71,12 +71,14 @@ class Vtpm:
     """The TPM state: EK and PCR banks."""
 
     def __init__(self, seed: str) -> None:
-        scalar = int.from_bytes(hashlib.sha512(b"cocopart-vtpm-ek:" + seed.encode()).digest(),
-                                "big")
+        scalar = int.from_bytes(
+            hashlib.sha512(b"cocopart-vtpm-ek:" + seed.encode()).digest(), "big"
+        )
         order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
         self.ek = ec.derive_private_key(scalar % (order - 1) + 1, ec.SECP256R1())
-        self.pcrs = {alg: [bytes(h().digest_size) for _ in range(PCR_COUNT)]
-                     for alg, h in BANKS.items()}
+        self.pcrs = {
+            alg: [bytes(h().digest_size) for _ in range(PCR_COUNT)] for alg, h in BANKS.items()
+        }
         #: Called after each SHA-384 PCR extend with (pcr, digest): lets a platform mirror
         #: the measurement into a hardware register (TDX RTMRs).
         self.on_extend: Callable[[int, bytes], object] | None = None
@@ -84,11 +86,21 @@ class Vtpm:
     def ek_public_area(self) -> bytes:
         """TPMT_PUBLIC of the EK (ECC P-256, TCG EK template L-2 attributes)."""
         nums = self.ek.public_key().public_numbers()
-        return struct.pack(">HHI", TPM_ALG_ECC, TPM_ALG_SHA256, EK_ATTRIBUTES) \
-            + _tpm2b(EK_POLICY) \
-            + struct.pack(">HHHHHH", TPM_ALG_AES, 128, TPM_ALG_CFB, TPM_ALG_NULL,
-                          TPM_ECC_NIST_P256, TPM_ALG_NULL) \
-            + _tpm2b(nums.x.to_bytes(32, "big")) + _tpm2b(nums.y.to_bytes(32, "big"))
+        return (
+            struct.pack(">HHI", TPM_ALG_ECC, TPM_ALG_SHA256, EK_ATTRIBUTES)
+            + _tpm2b(EK_POLICY)
+            + struct.pack(
+                ">HHHHHH",
+                TPM_ALG_AES,
+                128,
+                TPM_ALG_CFB,
+                TPM_ALG_NULL,
+                TPM_ECC_NIST_P256,
+                TPM_ALG_NULL,
+            )
+            + _tpm2b(nums.x.to_bytes(32, "big"))
+            + _tpm2b(nums.y.to_bytes(32, "big"))
+        )
 
     def extend(self, pcr: int, alg: int, digest: bytes) -> None:
         h = BANKS[alg]
@@ -125,8 +137,7 @@ class Vtpm:
             raise TpmError(TPM_RC_HANDLE)
         public = self.ek_public_area()
         name = struct.pack(">H", TPM_ALG_SHA256) + hashlib.sha256(public).digest()
-        return self._response(tag, _tpm2b(public) + _tpm2b(name)
-                              + _tpm2b(name))
+        return self._response(tag, _tpm2b(public) + _tpm2b(name) + _tpm2b(name))
 
     def _pcr_read(self, tag: int, r: _Reader) -> bytes:
         if tag != TPM_ST_NO_SESSIONS:
@@ -147,8 +158,13 @@ class Vtpm:
                     digests.append(_tpm2b(self.pcrs[alg][pcr]))
                     out[pcr // 8] |= 1 << (pcr % 8)
             selections.append(struct.pack(">HB", alg, size) + bytes(out))
-        body = struct.pack(">I", 0) + struct.pack(">I", len(selections)) + b"".join(selections) \
-            + struct.pack(">I", len(digests)) + b"".join(digests)
+        body = (
+            struct.pack(">I", 0)
+            + struct.pack(">I", len(selections))
+            + b"".join(selections)
+            + struct.pack(">I", len(digests))
+            + b"".join(digests)
+        )
         return self._response(tag, body)
 
     def _pcr_extend(self, tag: int, r: _Reader) -> bytes:

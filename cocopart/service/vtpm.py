@@ -42,8 +42,11 @@ def _cmd(ctx: CallContext) -> int:
     response = codec.encode_response(tpm.execute(req[2]))
     if len(response) > 4096:
         ctx.dispatcher.last_refusal = Refusal(
-            RULE_OUTPUT_FITS_BUFFER, ResultCode.INVALID_PARAMETER, gpa,
-            f"the TPM response of {len(response)} bytes does not fit the 4 KiB buffer")
+            RULE_OUTPUT_FITS_BUFFER,
+            ResultCode.INVALID_PARAMETER,
+            gpa,
+            f"the TPM response of {len(response)} bytes does not fit the 4 KiB buffer",
+        )
         return ResultCode.INVALID_PARAMETER
     ctx.memory.write(gpa, response)
     return ResultCode.SUCCESS

@@ -56,10 +56,8 @@ def sample_operations(config: PartitionConfig) -> Iterator[Operation]:
         peer = config.workloads[-1]
         yield ValidatePages(layer=layer, range=own)
         yield SetAccess(layer=layer, target=peer, range=own, access="r")
-        yield ConvertPages(layer=layer, range={"start": base + 2 * MiB, "size": MiB},
-                           to="shared")
-        yield ConvertPages(layer=layer, range={"start": base + 2 * MiB, "size": MiB},
-                           to="private")
+        yield ConvertPages(layer=layer, range={"start": base + 2 * MiB, "size": MiB}, to="shared")
+        yield ConvertPages(layer=layer, range={"start": base + 2 * MiB, "size": MiB}, to="private")
         yield RescindPages(layer=layer, range={"start": base + MiB, "size": MiB})
         target = layer if layer != L1 else config.workloads[0]
         yield CreateVcpu(layer=layer, target=target, vcpu=1)
@@ -101,15 +99,21 @@ class BackendContract:
             for cap in Capability:
                 answer = matrix.get(cap.value)
                 assert answer is not None, f"{b.name} does not answer '{cap.value}'"
-                assert answer.mechanism if answer.supported else answer.reason, \
+                assert answer.mechanism if answer.supported else answer.reason, (
                     f"{b.name}: '{cap.value}' needs a mechanism or a reason: {answer}"
-                names = [f"{cap.value}:{w}" for w in config.workloads] \
-                    if cap is Capability.SET_ACCESS else [cap.value]
-                routed = any(_routes(graph, n, source) for n in names
-                             for source in config.workloads)
-                assert answer.supported == routed, \
-                    f"{b.name}: capability '{cap.value}' says {answer.supported}, the layer " \
+                )
+                names = (
+                    [f"{cap.value}:{w}" for w in config.workloads]
+                    if cap is Capability.SET_ACCESS
+                    else [cap.value]
+                )
+                routed = any(
+                    _routes(graph, n, source) for n in names for source in config.workloads
+                )
+                assert answer.supported == routed, (
+                    f"{b.name}: capability '{cap.value}' says {answer.supported}, the layer "
                     f"graph {'routes' if routed else 'does not route'} it"
+                )
 
     def test_every_operation_returns_a_typed_result_and_its_plan(self) -> None:
         for p in self.guests():
@@ -123,10 +127,14 @@ class BackendContract:
                     assert r.reason, f"{op.describe()}: not supported without a reason"
                 if r.status is Status.ERROR:
                     assert r.error is not None and r.error.message, op.describe()
-                ran = [(e.kind, e.issuer, e.mnemonic, e.target, e.result, e.count)
-                       for e in p.trace.since(mark).events]
-                plan = [(e.kind, e.issuer, e.mnemonic, e.target, e.result, e.count)
-                        for e in planned.events]
+                ran = [
+                    (e.kind, e.issuer, e.mnemonic, e.target, e.result, e.count)
+                    for e in p.trace.since(mark).events
+                ]
+                plan = [
+                    (e.kind, e.issuer, e.mnemonic, e.target, e.result, e.count)
+                    for e in planned.events
+                ]
                 assert plan == ran, f"{op.describe()}: plan and run differ"
 
     def test_memory_view_covers_ram_with_merged_runs(self) -> None:
@@ -136,9 +144,9 @@ class BackendContract:
             assert view[0].start == 0 and view[-1].end == p.config.memory
             for a, b in pairwise(view):
                 assert a.end == b.start, "memory_view has a gap or an overlap"
-                assert (state_of(a), a.owner, a.assigned) != (state_of(b), b.owner,
-                                                             b.assigned), \
+                assert (state_of(a), a.owner, a.assigned) != (state_of(b), b.owner, b.assigned), (
                     f"adjacent runs at {b.start:#x} are equal: not merged"
+                )
 
     def test_fork_is_independent(self) -> None:
         for p in self.guests():
@@ -155,8 +163,7 @@ class BackendContract:
         p = Partition(cfg, b)
         before = p.memory_view()
         mark = p.trace.mark()
-        r = p.run(ValidatePages(layer=p.config.workloads[-1], range={"start": 0,
-                                                                     "size": MiB}))
+        r = p.run(ValidatePages(layer=p.config.workloads[-1], range={"start": 0, "size": MiB}))
         assert r.status is Status.ERROR and r.error is not None, r
         assert r.error.vendor == "cocopart-authority"
         assert p.memory_view() == before and not p.trace.since(mark).events

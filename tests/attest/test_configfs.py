@@ -100,9 +100,23 @@ def test_privlevel_below_floor_is_einval_and_does_not_advance() -> None:
 def test_attribute_visibility_per_provider() -> None:
     tdx = FakeTsm.tdx_guest()
     e = entry_path(tdx)
-    present = {a for a in ("generation", "provider", "inblob", "outblob", "auxblob",
-                           "manifestblob", "privlevel", "privlevel_floor", "service_provider",
-                           "service_guid", "service_manifest_version") if tdx.exists(e / a)}
+    present = {
+        a
+        for a in (
+            "generation",
+            "provider",
+            "inblob",
+            "outblob",
+            "auxblob",
+            "manifestblob",
+            "privlevel",
+            "privlevel_floor",
+            "service_provider",
+            "service_guid",
+            "service_manifest_version",
+        )
+        if tdx.exists(e / a)
+    }
     assert present == {"generation", "provider", "inblob", "outblob"}
     with pytest.raises(OSError) as info:
         tdx.write(e / "privlevel", b"0")
@@ -111,14 +125,15 @@ def test_attribute_visibility_per_provider() -> None:
     snp0 = FakeTsm.sev_guest(vmpl=0)
     e0 = entry_path(snp0)
     assert snp0.exists(e0 / "privlevel") and snp0.exists(e0 / "auxblob")
-    for hidden in ("manifestblob", "service_provider", "service_guid",
-                   "service_manifest_version"):
+    for hidden in ("manifestblob", "service_provider", "service_guid", "service_manifest_version"):
         assert not snp0.exists(e0 / hidden)
 
     snp2 = FakeTsm.sev_guest(vmpl=2)
     e2 = entry_path(snp2)
-    assert all(snp2.exists(e2 / a) for a in ("manifestblob", "service_provider",
-                                             "service_guid", "service_manifest_version"))
+    assert all(
+        snp2.exists(e2 / a)
+        for a in ("manifestblob", "service_provider", "service_guid", "service_manifest_version")
+    )
 
     cca = FakeTsm.arm_cca_guest()
     ec = entry_path(cca)
@@ -300,7 +315,8 @@ def test_svsm_service_path_with_manifest() -> None:
 
     fake = FakeTsm.sev_guest(vmpl=2, report=report)
     result = fake.client().attest(
-        DATA, service_provider="svsm", service_guid=VTPM, service_manifest_version=0)
+        DATA, service_provider="svsm", service_guid=VTPM, service_manifest_version=0
+    )
     assert result.manifestblob == b"EK-PUB"
     assert result.privlevel is None  # not used on the SVSM path
     assert result.generation == 4  # service_provider, service_guid, manifest_version, inblob
@@ -480,17 +496,23 @@ def test_report_round_trips_through_json() -> None:
 
 def test_to_evidence_sev_guest_orders_certificates_leaf_first() -> None:
     unknown = UUID("11111111-2222-3333-4444-555555555555")
-    table = cert_table([
-        (GUID_BY_NAME["ARK"], b"ark-der"),
-        (unknown, b"other"),
-        (GUID_BY_NAME["VCEK"], b"vcek-der"),
-        (GUID_BY_NAME["ASK"], b"ask-der"),
-    ])
+    table = cert_table(
+        [
+            (GUID_BY_NAME["ARK"], b"ark-der"),
+            (unknown, b"other"),
+            (GUID_BY_NAME["VCEK"], b"vcek-der"),
+            (GUID_BY_NAME["ASK"], b"ask-der"),
+        ]
+    )
     fake = FakeTsm.sev_guest(report=lambda r: FakeBlobs(outblob=b"RPT", auxblob=table))
     report = fake.client().attest(DATA)
     names = [(e.name, e.data) for e in report.certificates()]
-    assert names == [("ARK", b"ark-der"), (None, b"other"), ("VCEK", b"vcek-der"),
-                     ("ASK", b"ask-der")]
+    assert names == [
+        ("ARK", b"ark-der"),
+        (None, b"other"),
+        ("VCEK", b"vcek-der"),
+        ("ASK", b"ask-der"),
+    ]
     evidence = report.to_evidence()
     assert (evidence.vendor, evidence.format, evidence.raw) == ("sev-snp", "snp-report", b"RPT")
     assert evidence.certificates == [b"vcek-der", b"ask-der", b"ark-der", b"other"]
@@ -546,9 +568,21 @@ def test_materialised_snapshot_with_local_fs(tmp_path: Path) -> None:
     assert path == root / "snapshot"
     assert fake.entries == {}
     files = sorted(p.name for p in path.iterdir())
-    assert files == sorted(["generation", "provider", "privlevel", "privlevel_floor", "inblob",
-                            "outblob", "auxblob", "manifestblob", "service_provider",
-                            "service_guid", "service_manifest_version"])
+    assert files == sorted(
+        [
+            "generation",
+            "provider",
+            "privlevel",
+            "privlevel_floor",
+            "inblob",
+            "outblob",
+            "auxblob",
+            "manifestblob",
+            "service_provider",
+            "service_guid",
+            "service_manifest_version",
+        ]
+    )
     assert (path / "provider").read_text() == "sev_guest\n"
     assert (path / "generation").read_text() == "3\n"
 
@@ -576,8 +610,7 @@ def test_static_snapshot_fails_the_write_count_check(tmp_path: Path) -> None:
 def test_local_fs_absent_attribute_on_snapshot(tmp_path: Path) -> None:
     fake = FakeTsm.tdx_guest()
     path = fake.materialise(tmp_path, DATA, entry="td")
-    assert sorted(p.name for p in path.iterdir()) == ["generation", "inblob", "outblob",
-                                                      "provider"]
+    assert sorted(p.name for p in path.iterdir()) == ["generation", "inblob", "outblob", "provider"]
     client = TsmReportClient(tmp_path, entry="td", check_write_count=False)
     with pytest.raises(TsmUnsupportedError, match="not supported by provider tdx_guest"):
         client.attest(DATA, privlevel=0)

@@ -48,13 +48,11 @@ class Tree:
 
     def cpu(self, *extra: str, cpus: int = 2) -> None:
         flags = " ".join([X86_FLAGS, *extra])
-        blocks = [f"processor\t: {n}\nvendor_id\t: Test\nflags\t\t: {flags}\n"
-                  for n in range(cpus)]
+        blocks = [f"processor\t: {n}\nvendor_id\t: Test\nflags\t\t: {flags}\n" for n in range(cpus)]
         self.file("proc/cpuinfo", "\n".join(blocks))
 
     def detect(self, **kwargs: object) -> PlatformInfo:
-        return detect(self.sysfs, self.configfs, self.cpuinfo, dev=self.dev,
-                      **kwargs)  # type: ignore[arg-type]
+        return detect(self.sysfs, self.configfs, self.cpuinfo, dev=self.dev, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -169,7 +167,8 @@ def test_third_platform_plugin_is_detected(tree: Tree, cca_platform: str) -> Non
     assert info.platform == cca_platform
     assert info.signals["cca"] == [
         f"{tree.sysfs / 'bus/platform/devices/arm-cca-dev'} exists",
-        "kernel module arm_cca_guest is loaded"]
+        "kernel module arm_cca_guest is loaded",
+    ]
     assert info.privilege_level_name == "unknown" and "plane" in info.privilege_level_reason
     assert info.cpu_flags == [] and info.hypervisor is False
 

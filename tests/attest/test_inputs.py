@@ -26,8 +26,9 @@ from cocopart.attest.plugin import platform_for_provider, platforms
 from cocopart.errors import CocopartError, EvidenceError, InputError
 
 
-def test_an_oversized_file_is_refused_before_it_is_opened(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_oversized_file_is_refused_before_it_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The size comes from stat: a 100 MB file is never read (it used to be read and decoded
     in full, ≈ 290 MB peak, before being refused)."""
     big = tmp_path / "big.bin"
@@ -65,9 +66,18 @@ def test_read_errors_name_the_file(tmp_path: Path) -> None:
         read_input(tmp_path, "evidence")
 
 
-@pytest.mark.parametrize("text,kind", [
-    (b"0x0102\n", "hex"), (b"01 02", "hex"), (b"AQI=", "base64"), (b"AQI", "base64"),
-    (b"-_8", "base64"), (b"\x01\x02", "binary"), (b"hello world!", "binary")])
+@pytest.mark.parametrize(
+    "text,kind",
+    [
+        (b"0x0102\n", "hex"),
+        (b"01 02", "hex"),
+        (b"AQI=", "base64"),
+        (b"AQI", "base64"),
+        (b"-_8", "base64"),
+        (b"\x01\x02", "binary"),
+        (b"hello world!", "binary"),
+    ],
+)
 def test_text_forms(text: bytes, kind: str) -> None:
     raw, found = decode_text(text)
     assert found == kind
@@ -83,13 +93,26 @@ def test_base64_alphabets_are_not_mixed() -> None:
 
 def test_evidence_json_writes_standard_base64_and_reads_both() -> None:
     """Issue 16 point 5: `jq -r .raw | base64 -d` failed on the URL-safe alphabet."""
-    ev = Evidence(vendor="x", format="y", raw=b"\xfb\xff\xbf" * 4, certificates=[b"\xff"],
-                  collateral={"c": b"\xfe"}, nonce=b"\xfa", manifest=b"\xfb")
+    ev = Evidence(
+        vendor="x",
+        format="y",
+        raw=b"\xfb\xff\xbf" * 4,
+        certificates=[b"\xff"],
+        collateral={"c": b"\xfe"},
+        nonce=b"\xfa",
+        manifest=b"\xfb",
+    )
     doc = json.loads(ev.model_dump_json())
     assert base64.b64decode(doc["raw"], validate=True) == ev.raw
     assert "-" not in doc["raw"] and "_" not in doc["raw"]
-    urlsafe = {k: (base64.urlsafe_b64encode(base64.b64decode(v)).decode().rstrip("=")
-                   if k in ("raw", "nonce", "manifest") else v) for k, v in doc.items()}
+    urlsafe = {
+        k: (
+            base64.urlsafe_b64encode(base64.b64decode(v)).decode().rstrip("=")
+            if k in ("raw", "nonce", "manifest")
+            else v
+        )
+        for k, v in doc.items()
+    }
     assert Evidence.model_validate_json(json.dumps(urlsafe)) == ev
     assert Evidence.model_validate_json(ev.model_dump_json()) == ev
 
@@ -155,16 +178,18 @@ def test_rule_hcl_report_layout(vectors: Path) -> None:
     """azure-cvm-tooling az-cvm-vtpm/src/hcl/mod.rs: 32-byte header, 1184-byte hardware
     report, IgvmRequestData (report_type 2 = SNP, 4 = TDX; hash_type 1 = SHA-256) and the
     runtime claims it binds, on the three HCL vectors."""
-    for rel, rtype in (("snp/trustee-azure-milan-v2.hcl-report.bin", 2),
-                       ("snp/trustee-azure-genoa-v3.hcl-report.bin", 2),
-                       ("tdx/tdreport/trustee-azure.hcl-report.bin", 4)):
+    for rel, rtype in (
+        ("snp/trustee-azure-milan-v2.hcl-report.bin", 2),
+        ("snp/trustee-azure-genoa-v3.hcl-report.bin", 2),
+        ("tdx/tdreport/trustee-azure.hcl-report.bin", 4),
+    ):
         raw = (vectors / rel).read_bytes()
         hcl = HclReport.parse(raw)
         assert hcl_report_type(raw) == hcl.report_type == rtype
         assert hcl.hash_name == "sha256" and hcl.runtime_claims() is not None
         offset = 0x50 if rtype == 2 else 128  # REPORT_DATA in the SNP report / TDREPORT
-        assert hcl.binding_problem(hcl.hardware[offset:offset + 64]) is None
+        assert hcl.binding_problem(hcl.hardware[offset : offset + 64]) is None
     with pytest.raises(EvidenceError, match="HCLA"):
         HclReport.parse(b"XXXX" + bytes(2000))
     with pytest.raises(EvidenceError, match="runtime data says"):
-        HclReport.parse(raw[:0x4D4 + 10])
+        HclReport.parse(raw[: 0x4D4 + 10])

@@ -43,8 +43,12 @@ def detail(result: VendorResult, name: str) -> str:
 
 def valid_rows(vectors: Path) -> list[dict[str, Any]]:
     data = json.loads((vectors / "manifest.json").read_text())
-    return [v for f in data["files"] for v in f["verification"]
-            if v.get("check_type") == "snp" and v["expected_valid"]]
+    return [
+        v
+        for f in data["files"]
+        for v in f["verification"]
+        if v.get("check_type") == "snp" and v["expected_valid"]
+    ]
 
 
 def leaf_only(vectors: Path, row: dict[str, Any]) -> bytes:
@@ -53,12 +57,15 @@ def leaf_only(vectors: Path, row: dict[str, Any]) -> bytes:
 
 
 def report_evidence(vectors: Path, row: dict[str, Any], *certificates: bytes) -> Evidence:
-    return Evidence(vendor="sev-snp", format="snp-report",
-                    raw=(vectors / row["report"]).read_bytes(), certificates=list(certificates))
+    return Evidence(
+        vendor="sev-snp",
+        format="snp-report",
+        raw=(vectors / row["report"]).read_bytes(),
+        certificates=list(certificates),
+    )
 
 
-def test_rule_builtin_amd_certificates_match_their_pins_and_the_kds_chains(vectors: Path
-                                                                          ) -> None:
+def test_rule_builtin_amd_certificates_match_their_pins_and_the_kds_chains(vectors: Path) -> None:
     """Every package file matches its DER pin, each ARK is the pinned AMD root of its product,
     and each file equals the certificate the KDS cert_chain (go-sev-guest copy) carries."""
     assert amd_kds.builtin_problems() == ()
@@ -81,14 +88,14 @@ def test_rule_report_plus_vcek_alone_verifies_offline(vectors: Path) -> None:
     """Milan, Genoa and Turin VCEKs and the AWS VLEK: no ASK/ASVK/ARK in the evidence."""
     products = set()
     for row in valid_rows(vectors):
-        result = VERIFIER.verify(report_evidence(vectors, row, leaf_only(vectors, row)),
-                                 TrustStore(), NOW)
+        result = VERIFIER.verify(
+            report_evidence(vectors, row, leaf_only(vectors, row)), TrustStore(), NOW
+        )
         assert not failed(result), (row["name"], failed(result))
         assert "built in" in detail(result, "snp.chain.certificates")
         assert result.claims is not None and result.claims.signer == row["signing_key"]
         products.add((result.claims.extra["product"], row["signing_key"]))
-    assert {("Milan", "VCEK"), ("Genoa", "VCEK"), ("Turin", "VCEK"),
-            ("Milan", "VLEK")} <= products
+    assert {("Milan", "VCEK"), ("Genoa", "VCEK"), ("Turin", "VCEK"), ("Milan", "VLEK")} <= products
 
 
 def test_rule_builtin_certificates_add_no_trust(vectors: Path) -> None:
@@ -99,21 +106,23 @@ def test_rule_builtin_certificates_add_no_trust(vectors: Path) -> None:
     assert failed(result) == {"snp.chain.ark_pinned"}
 
 
-def test_rule_builtin_file_that_misses_its_pin_is_not_used(vectors: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_rule_builtin_file_that_misses_its_pin_is_not_used(
+    vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "amd_kds"
     shutil.copytree(Path(amd_kds.__file__).with_name("amd_kds"), data)
     genoa = certs.split_certificates((data / "genoa-ask.pem").read_bytes())[0]
     (data / "milan-ask.pem").write_bytes(  # a genuine AMD certificate under the wrong name
-        certs.load_certificate(genoa).public_bytes(serialization.Encoding.PEM))
+        certs.load_certificate(genoa).public_bytes(serialization.Encoding.PEM)
+    )
     monkeypatch.setattr(amd_kds, "_DATA", data)
     amd_kds._load_builtin.cache_clear()
     try:
         assert [p for p in amd_kds.builtin_problems() if "milan-ask.pem" in p]
         row = next(r for r in valid_rows(vectors) if r["name"] == "routex-milan-v3")
-        result = VERIFIER.verify(report_evidence(vectors, row, leaf_only(vectors, row)),
-                                 TrustStore(), NOW)
+        result = VERIFIER.verify(
+            report_evidence(vectors, row, leaf_only(vectors, row)), TrustStore(), NOW
+        )
         assert "snp.chain.certificates" in failed(result)
         assert "no ASK/ASVK" in detail(result, "snp.chain.certificates")
     finally:
@@ -125,18 +134,22 @@ def test_rule_missing_vcek_names_its_kds_url(vectors: Path) -> None:
     ev = report_evidence(vectors, row)
     result = VERIFIER.verify(ev, TrustStore(), NOW)
     report = SnpReport.parse(ev.raw)
-    url = (f"https://kdsintf.amd.com/vcek/v1/Milan/{report.chip_id.hex()}"
-           "?blSPL=04&teeSPL=00&snpSPL=24&ucodeSPL=219")
+    url = (
+        f"https://kdsintf.amd.com/vcek/v1/Milan/{report.chip_id.hex()}"
+        "?blSPL=04&teeSPL=00&snpSPL=24&ucodeSPL=219"
+    )
     assert url in detail(result, "snp.chain.certificates")
     assert "--cert-cache" in detail(result, "snp.chain.certificates")
     turin = next(r for r in valid_rows(vectors) if r["name"] == "routex-turin-v5")
     report = SnpReport.parse((vectors / turin["report"]).read_bytes())
     assert amd_kds.vcek_url(report.chip_id, report.tcb("reported"), "Turin").endswith(
         f"/vcek/v1/Turin/{report.chip_id[:8].hex()}"
-        "?blSPL=01&teeSPL=00&snpSPL=02&ucodeSPL=71&fmcSPL=00")
+        "?blSPL=01&teeSPL=00&snpSPL=02&ucodeSPL=71&fmcSPL=00"
+    )
 
 
 # --- the misleading passes the issue lists ------------------------------------------------------
+
 
 def test_rule_unevaluable_checks_fail_instead_of_passing(vectors: Path) -> None:
     """A v2 report without certificates: validity was 'valid (window )', the product 'pass:
@@ -157,18 +170,22 @@ def test_rule_report_without_signing_key_fails_the_signing_key_check(vectors: Pa
     row = next(r for r in valid_rows(vectors) if r["name"] == "routex-milan-v3")
     raw = bytearray((vectors / row["report"]).read_bytes())
     raw[0x48] = (raw[0x48] & ~0x1C) | (7 << 2)
-    result = VERIFIER.verify(Evidence(vendor="sev-snp", format="snp-report", raw=bytes(raw)),
-                             TrustStore(), NOW)
+    result = VERIFIER.verify(
+        Evidence(vendor="sev-snp", format="snp-report", raw=bytes(raw)), TrustStore(), NOW
+    )
     assert "snp.signing_key" in failed(result)
     assert "SIGNING_KEY is none" in detail(result, "snp.signing_key")
 
 
 # --- certificate cache in the KDS layout ---------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["{hwid}", "{HWID}", "{hwid}.der", "{hwid}?blSPL=04&x=1",
-                                  "{hwid}/vcek.der"])
-def test_rule_cert_cache_supplies_the_vcek_in_the_kds_layout(vectors: Path, tmp_path: Path,
-                                                             name: str) -> None:
+
+@pytest.mark.parametrize(
+    "name", ["{hwid}", "{HWID}", "{hwid}.der", "{hwid}?blSPL=04&x=1", "{hwid}/vcek.der"]
+)
+def test_rule_cert_cache_supplies_the_vcek_in_the_kds_layout(
+    vectors: Path, tmp_path: Path, name: str
+) -> None:
     row = next(r for r in valid_rows(vectors) if r["name"] == "routex-milan-v3")
     report = SnpReport.parse((vectors / row["report"]).read_bytes())
     hwid = report.chip_id.hex()
@@ -180,8 +197,7 @@ def test_rule_cert_cache_supplies_the_vcek_in_the_kds_layout(vectors: Path, tmp_
     assert not failed(result), detail(result, "snp.chain.certificates")
 
 
-def test_rule_cert_cache_picks_the_vcek_of_the_reported_tcb(vectors: Path,
-                                                            tmp_path: Path) -> None:
+def test_rule_cert_cache_picks_the_vcek_of_the_reported_tcb(vectors: Path, tmp_path: Path) -> None:
     """Two VCEKs under one hwID (as after a firmware update): the one whose SPLs equal
     REPORTED_TCB is used, whatever the file order. Turin: the hwID is 8 bytes."""
     row = next(r for r in valid_rows(vectors) if r["name"] == "routex-turin-v5")
@@ -191,13 +207,15 @@ def test_rule_cert_cache_picks_the_vcek_of_the_reported_tcb(vectors: Path,
     other = certs.split_certificates((vectors / "snp" / "virtee-turin.vcek.der").read_bytes())
     (folder / "a-older-tcb.der").write_bytes(other[0])
     (folder / "b-current.der").write_bytes(leaf_only(vectors, row))
-    result = VERIFIER.verify(report_evidence(vectors, row),
-                             TrustStore(certificate_cache=tmp_path), NOW)
+    result = VERIFIER.verify(
+        report_evidence(vectors, row), TrustStore(certificate_cache=tmp_path), NOW
+    )
     assert not failed(result), failed(result)
 
 
 def test_rule_cert_cache_chains_complete_what_is_not_built_in(
-        vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without built-in certificates (a product cocopart does not know yet, say) the
     cache's cert_chain files fill the ASK and ARK; without either the chain is incomplete."""
     monkeypatch.setattr(amd_kds, "builtin_ders", lambda: ())
@@ -217,18 +235,21 @@ def test_rule_builtin_certificates_do_not_complete_a_simulated_chain() -> None:
     from cocopart_sev_snp.simroots import SimulatedAmdRoots
 
     roots = SimulatedAmdRoots.load("cocopart-tests", "Milan")
-    ev = Evidence(vendor="sev-snp", format="snp-report", raw=roots.build_report(),
-                  certificates=[roots.vcek_der])
+    ev = Evidence(
+        vendor="sev-snp",
+        format="snp-report",
+        raw=roots.build_report(),
+        certificates=[roots.vcek_der],
+    )
     result = VERIFIER.verify(ev, roots.trust_store(), datetime(2026, 1, 1, tzinfo=UTC))
     assert "snp.chain.certificates" in failed(result)
-    assert "no ASK/ASVK certificate given or built in" in detail(result,
-                                                                 "snp.chain.certificates")
+    assert "no ASK/ASVK certificate given or built in" in detail(result, "snp.chain.certificates")
     full = ev.model_copy(update={"certificates": roots.certificates()})
-    assert not failed(VERIFIER.verify(full, roots.trust_store(),
-                                      datetime(2026, 1, 1, tzinfo=UTC)))
+    assert not failed(VERIFIER.verify(full, roots.trust_store(), datetime(2026, 1, 1, tzinfo=UTC)))
 
 
 # --- CLI ------------------------------------------------------------------------------------------
+
 
 def test_cli_verify_report_with_vcek_alone_and_with_a_cache(vectors: Path, tmp_path: Path) -> None:
     from cli_helpers import invoke

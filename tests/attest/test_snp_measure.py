@@ -44,18 +44,33 @@ def _run(opts: dict[str, str], base: Path) -> bytes:
     mode = opts["--mode"]
     if mode == "snp":
         digest = bytes.fromhex(opts["--snp-ovmf-hash"]) if "--snp-ovmf-hash" in opts else None
-        return m.snp_launch_digest(ovmf, int(opts["--vcpus"]), sig,
-                                   guest_features=int(opts.get("--guest-features", "0x1"), 0),
-                                   vmm_type=vmm, kernel=kernel, initrd=initrd,
-                                   cmdline=cmdline, ovmf_digest=digest)
+        return m.snp_launch_digest(
+            ovmf,
+            int(opts["--vcpus"]),
+            sig,
+            guest_features=int(opts.get("--guest-features", "0x1"), 0),
+            vmm_type=vmm,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            ovmf_digest=digest,
+        )
     if mode == "snp:ovmf-hash":
         return m.ovmf_hash(ovmf)
     if mode == "snp:svsm":
-        return m.snp_svsm_launch_digest(ovmf, base / opts["--svsm"], int(opts["--vcpus"]), sig,
-                                        int(opts["--vars-size"]))
+        return m.snp_svsm_launch_digest(
+            ovmf, base / opts["--svsm"], int(opts["--vcpus"]), sig, int(opts["--vars-size"])
+        )
     if mode == "seves":
-        return m.seves_launch_digest(ovmf, int(opts["--vcpus"]), sig, vmm_type=vmm,
-                                     kernel=kernel, initrd=initrd, cmdline=cmdline)
+        return m.seves_launch_digest(
+            ovmf,
+            int(opts["--vcpus"]),
+            sig,
+            vmm_type=vmm,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+        )
     assert mode == "sev"
     return m.sev_launch_digest(ovmf, kernel=kernel, initrd=initrd, cmdline=cmdline)
 
@@ -90,17 +105,26 @@ def _virtee_digest(case: dict[str, Any], base: Path) -> bytes:
     vcpus = int(case["vcpus"])
     vmm = case.get("vmm_type", "QEMU").lower()
     if case["mode"] == "seves":
-        return m.seves_launch_digest(ovmf, vcpus, sig, vmm_type=vmm, kernel=kernel,
-                                     initrd=initrd, cmdline=cmdline)
+        return m.seves_launch_digest(
+            ovmf, vcpus, sig, vmm_type=vmm, kernel=kernel, initrd=initrd, cmdline=cmdline
+        )
     digest = None
     if "exp_hash" in case:
         assert m.ovmf_hash(ovmf).hex() == case["exp_hash"]
         digest = bytes.fromhex(case["exp_hash"])
     elif "ovmf_hash_literal" in case and case["uses_ovmf_hash"]:
         digest = bytes.fromhex(case["ovmf_hash_literal"])
-    return m.snp_launch_digest(ovmf, vcpus, sig, guest_features=int(case["guest_features"], 0),
-                               vmm_type=vmm, kernel=kernel, initrd=initrd, cmdline=cmdline,
-                               ovmf_digest=digest)
+    return m.snp_launch_digest(
+        ovmf,
+        vcpus,
+        sig,
+        guest_features=int(case["guest_features"], 0),
+        vmm_type=vmm,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline,
+        ovmf_digest=digest,
+    )
 
 
 def test_virtee_cases(vectors: Path) -> None:
@@ -124,6 +148,7 @@ def test_virtee_cases(vectors: Path) -> None:
 
 # --- against the installed tool ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tool() -> Any:
     return pytest.importorskip("sevsnpmeasure.guest")
@@ -132,32 +157,42 @@ def tool() -> Any:
 @pytest.mark.parametrize("vcpus", [1, 3, 8])
 @pytest.mark.parametrize("vcpu_type", ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa", "EPYC-Turin"])
 @pytest.mark.parametrize("vmm", ["QEMU", "ec2", "gce"])
-def test_snp_digest_equals_the_tool(vectors: Path, tool: Any, vcpus: int, vcpu_type: str,
-                                    vmm: str) -> None:
+def test_snp_digest_equals_the_tool(
+    vectors: Path, tool: Any, vcpus: int, vcpu_type: str, vmm: str
+) -> None:
     from sevsnpmeasure.sev_mode import SevMode
     from sevsnpmeasure.vmm_types import VMMType
 
     ovmf = vectors / MEAS / "synth-ovmf-64k.fd"
     sig = m.vcpu_signature(vcpu_type)
-    theirs = tool.calc_launch_digest(SevMode.SEV_SNP, vcpus, sig, str(ovmf), None, None, None,
-                                     0x21, vmm_type=VMMType[vmm])
+    theirs = tool.calc_launch_digest(
+        SevMode.SEV_SNP, vcpus, sig, str(ovmf), None, None, None, 0x21, vmm_type=VMMType[vmm]
+    )
     ours = m.snp_launch_digest(ovmf, vcpus, sig, guest_features=0x21, vmm_type=vmm.lower())
     assert ours == theirs
 
 
 @pytest.mark.parametrize("vcpus,vars_size", [(1, 0), (2, 0x20000), (5, 0x84000)])
-def test_svsm_digest_equals_the_tool(vectors: Path, tool: Any, vcpus: int,
-                                     vars_size: int) -> None:
+def test_svsm_digest_equals_the_tool(vectors: Path, tool: Any, vcpus: int, vars_size: int) -> None:
     from sevsnpmeasure.sev_mode import SevMode
 
     base = vectors / MEAS
     sig = m.vcpu_signature("EPYC-Genoa")
-    theirs = tool.calc_launch_digest(SevMode.SEV_SNP_SVSM, vcpus, sig,
-                                     str(base / "synth-ovmf-64k.fd"), None, None, None, 0x1,
-                                     svsm_file=str(base / "synth-svsm-64k.bin"),
-                                     ovmf_vars_size=vars_size)
-    ours = m.snp_svsm_launch_digest(base / "synth-ovmf-64k.fd", base / "synth-svsm-64k.bin",
-                                    vcpus, sig, vars_size)
+    theirs = tool.calc_launch_digest(
+        SevMode.SEV_SNP_SVSM,
+        vcpus,
+        sig,
+        str(base / "synth-ovmf-64k.fd"),
+        None,
+        None,
+        None,
+        0x1,
+        svsm_file=str(base / "synth-svsm-64k.bin"),
+        ovmf_vars_size=vars_size,
+    )
+    ours = m.snp_svsm_launch_digest(
+        base / "synth-ovmf-64k.fd", base / "synth-svsm-64k.bin", vcpus, sig, vars_size
+    )
     assert ours == theirs
 
 
@@ -169,10 +204,17 @@ def test_kernel_hashes_equal_the_tool(vectors: Path, tool: Any, tmp_path: Path) 
     initrd.write_bytes(b"initrd" * 333)
     ovmf = vectors / MEAS / "ovmf_AmdSev_suffix.bin"
     sig = m.vcpu_signature("EPYC-Milan")
-    theirs = tool.calc_launch_digest(SevMode.SEV_SNP, 2, sig, str(ovmf), str(kernel),
-                                     str(initrd), "root=/dev/vda ro", 0x1)
-    ours = m.snp_launch_digest(ovmf, 2, sig, kernel=kernel.read_bytes(),
-                               initrd=initrd.read_bytes(), cmdline="root=/dev/vda ro")
+    theirs = tool.calc_launch_digest(
+        SevMode.SEV_SNP, 2, sig, str(ovmf), str(kernel), str(initrd), "root=/dev/vda ro", 0x1
+    )
+    ours = m.snp_launch_digest(
+        ovmf,
+        2,
+        sig,
+        kernel=kernel.read_bytes(),
+        initrd=initrd.read_bytes(),
+        cmdline="root=/dev/vda ro",
+    )
     assert ours == theirs
 
 
@@ -190,6 +232,7 @@ def test_vmsa_pages_equal_the_tools(tool: Any) -> None:
 
 
 # --- units ------------------------------------------------------------------------------------------
+
 
 def test_page_info_chaining() -> None:
     ld = m.LaunchDigest()
@@ -212,7 +255,7 @@ def test_vmsa_offsets_follow_the_reference() -> None:
     vmsa = m.reset_vmsa(m.BSP_EIP, 0x21, 0xA00F11)
 
     def u64(off: int) -> int:
-        return int.from_bytes(vmsa[off:off + 8], "little")
+        return int.from_bytes(vmsa[off : off + 8], "little")
 
     # sev-snp.md §5.6: EFER 0x0D0 (SVME bit 12), RIP 0x178, RDX 0x310, sev_features 0x3B0,
     # xcr0 0x3E8, vmpl 0x0CA.
@@ -223,10 +266,10 @@ def test_vmsa_offsets_follow_the_reference() -> None:
 
 
 def test_cpu_signature() -> None:
-    assert m.cpu_signature(0x19, 0x01, 0x01) == 0xA00F11      # Milan
-    assert m.cpu_signature(0x19, 0x11, 0x00) == 0xA10F10      # Genoa
-    assert m.cpu_signature(0x1A, 0x00, 0x00) == 0xB00F00      # Turin
-    assert m.cpu_signature(0x17, 0x01, 0x02) == 0x800F12      # EPYC (Naples)
+    assert m.cpu_signature(0x19, 0x01, 0x01) == 0xA00F11  # Milan
+    assert m.cpu_signature(0x19, 0x11, 0x00) == 0xA10F10  # Genoa
+    assert m.cpu_signature(0x1A, 0x00, 0x00) == 0xB00F00  # Turin
+    assert m.cpu_signature(0x17, 0x01, 0x02) == 0x800F12  # EPYC (Naples)
     with pytest.raises(ConfigError, match="vCPU type"):
         m.vcpu_signature("Pentium")
 
@@ -236,8 +279,11 @@ def test_firmware_image_parsing(vectors: Path) -> None:
     assert fw.gpa == (1 << 32) - 4096
     assert fw.ap_reset_eip and fw.hashes_table_gpa
     kinds = {s.type for s in fw.sections}
-    assert {m.SectionType.SNP_SECRETS, m.SectionType.CPUID,
-            m.SectionType.SNP_KERNEL_HASHES} <= kinds
+    assert {
+        m.SectionType.SNP_SECRETS,
+        m.SectionType.CPUID,
+        m.SectionType.SNP_KERNEL_HASHES,
+    } <= kinds
     plain = m.FirmwareImage.load(vectors / MEAS / "ovmf_OvmfX64_suffix.bin")
     assert not plain.has_section(m.SectionType.SNP_KERNEL_HASHES)
     svsm = m.FirmwareImage.load(vectors / MEAS / "synth-svsm-64k.bin", end=0xFF000000)

@@ -31,10 +31,19 @@ from pydantic import ValidationError
 from cocopart.errors import EvidenceError
 
 REPORT_NAMES = [
-    "gosevguest-milan-v2", "virtee-milan-v2", "trustee-milan-v2", "trustee-aws-milan-vlek-v3",
-    "trustee-azure-milan-v2", "trustee-azure-genoa-v3", "teekit-gcp-milan-v5",
-    "teekit-gcp-milan-v5-vmpl1-reportdata", "teekit-gcp-milan-v5-vmpl1-x25519",
-    "routex-turin-v5", "routex-genoa-v5", "routex-genoa-v3", "routex-milan-v3",
+    "gosevguest-milan-v2",
+    "virtee-milan-v2",
+    "trustee-milan-v2",
+    "trustee-aws-milan-vlek-v3",
+    "trustee-azure-milan-v2",
+    "trustee-azure-genoa-v3",
+    "teekit-gcp-milan-v5",
+    "teekit-gcp-milan-v5-vmpl1-reportdata",
+    "teekit-gcp-milan-v5-vmpl1-x25519",
+    "routex-turin-v5",
+    "routex-genoa-v5",
+    "routex-genoa-v3",
+    "routex-milan-v3",
 ]
 
 
@@ -70,7 +79,11 @@ def test_real_report_fields_match_the_manifest(vectors: Path) -> None:
         tcb = r.tcb("reported").components()
         want = e["reported_tcb"]
         assert (tcb["bootloader"], tcb["tee"], tcb["snp"], tcb["microcode"]) == (
-            want["bl"], want["tee"], want["snp"], want["ucode"])
+            want["bl"],
+            want["tee"],
+            want["snp"],
+            want["ucode"],
+        )
         if "fmc" in want:
             assert tcb["fmc"] == want["fmc"]
         assert r.to_dict()["current_version"] == e["current_fw"]
@@ -84,8 +97,7 @@ def test_real_report_fields_match_the_manifest(vectors: Path) -> None:
 def test_turin_report_uses_the_turin_tcb_layout(vectors: Path) -> None:
     r = SnpReport.parse((vectors / "snp" / "routex-turin-v5.report.bin").read_bytes())
     assert r.product == "Turin"
-    assert r.tcb().components() == {"fmc": 0, "bootloader": 1, "tee": 0, "snp": 2,
-                                    "microcode": 71}
+    assert r.tcb().components() == {"fmc": 0, "bootloader": 1, "tee": 0, "snp": 2, "microcode": 71}
     # The same raw value read with the Milan/Genoa layout gives other numbers.
     assert r.tcb(product="Milan").components()["bootloader"] == 0
     assert not any(r.chip_id[8:])  # Turin: 8-byte chip id, rest zero (sev-snp.md §6.3)
@@ -102,7 +114,7 @@ def test_azure_hcl_report_carries_the_report_at_0x20(vectors: Path) -> None:
     for name in ("trustee-azure-milan-v2", "trustee-azure-genoa-v3"):
         hcl = (vectors / "snp" / f"{name}.hcl-report.bin").read_bytes()
         raw = (vectors / "snp" / f"{name}.report.bin").read_bytes()
-        assert hcl[:4] == b"HCLA" and hcl[0x20:0x20 + REPORT_SIZE] == raw
+        assert hcl[:4] == b"HCLA" and hcl[0x20 : 0x20 + REPORT_SIZE] == raw
 
 
 def test_to_dict_is_json_and_decodes_everything(vectors: Path) -> None:
@@ -117,6 +129,7 @@ def test_to_dict_is_json_and_decodes_everything(vectors: Path) -> None:
 
 
 # --- errors ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [0, REPORT_SIZE - 1, REPORT_SIZE + 1, 4096])
 def test_wrong_size_is_an_evidence_error(size: int) -> None:
@@ -144,6 +157,7 @@ def test_fields_that_do_not_exist_in_a_version_are_rejected() -> None:
 
 # --- built reports --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", [2, 3, 5])
 def test_built_report_round_trips(version: int) -> None:
     extra: dict[str, Any] = {}
@@ -151,22 +165,32 @@ def test_built_report_round_trips(version: int) -> None:
         extra.update(cpuid_fam_id=0x1A, cpuid_mod_id=0x02, cpuid_step=1)
     if version >= 5:
         extra.update(launch_mit_vector=7, current_mit_vector=9)
-    r = SnpReport(version=version, vmpl=2, policy=0xB0000, report_data=b"\x11" * 64,
-                  measurement=b"\x22" * 48, chip_id=b"\x33" * 8 + bytes(56),
-                  signature_r=(1 << 383) + 5, signature_s=12345, **extra)
+    r = SnpReport(
+        version=version,
+        vmpl=2,
+        policy=0xB0000,
+        report_data=b"\x11" * 64,
+        measurement=b"\x22" * 48,
+        chip_id=b"\x33" * 8 + bytes(56),
+        signature_r=(1 << 383) + 5,
+        signature_s=12345,
+        **extra,
+    )
     raw = r.build()
     assert len(raw) == REPORT_SIZE
     assert SnpReport.parse(raw) == r
-    assert raw[0x2A0:0x2A0 + 48] == r.signature_r.to_bytes(48, "little")  # R little-endian
-    assert raw[0x2A0 + 48:0x2E8] == bytes(24)  # rest of the 72-byte field
-    assert raw[0x2E8:0x2E8 + 2] == (12345).to_bytes(2, "little")
+    assert raw[0x2A0 : 0x2A0 + 48] == r.signature_r.to_bytes(48, "little")  # R little-endian
+    assert raw[0x2A0 + 48 : 0x2E8] == bytes(24)  # rest of the 72-byte field
+    assert raw[0x2E8 : 0x2E8 + 2] == (12345).to_bytes(2, "little")
     assert r.signed_bytes() == raw[:0x2A0]
     assert r.debug
 
 
 @settings(max_examples=60, deadline=None)
-@given(body=st.binary(min_size=REPORT_SIZE - 4, max_size=REPORT_SIZE - 4),
-       version=st.sampled_from([2, 3, 5]))
+@given(
+    body=st.binary(min_size=REPORT_SIZE - 4, max_size=REPORT_SIZE - 4),
+    version=st.sampled_from([2, 3, 5]),
+)
 def test_any_report_bytes_round_trip(body: bytes, version: int) -> None:
     raw = version.to_bytes(4, "little") + body
     r = SnpReport.parse(raw)
@@ -177,8 +201,7 @@ def test_any_report_bytes_round_trip(body: bytes, version: int) -> None:
 @pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
 def test_tcb_version_encode_decode(product: Any) -> None:
     fmc = 3 if product == "Turin" else None
-    raw = TcbVersion.encode(bootloader=4, tee=1, snp=24, microcode=219, fmc=fmc,
-                            product=product)
+    raw = TcbVersion.encode(bootloader=4, tee=1, snp=24, microcode=219, fmc=fmc, product=product)
     t = TcbVersion.decode(raw, product)
     assert (t.bootloader, t.tee, t.snp, t.microcode, t.fmc) == (4, 1, 24, 219, fmc)
     b = raw.to_bytes(8, "little")
@@ -209,6 +232,7 @@ def test_policy_and_signer_decoding() -> None:
 
 
 # --- MSG_REPORT_REQ / MSG_REPORT_RSP ----------------------------------------------------------
+
 
 def test_report_request_layout() -> None:
     req = ReportRequest(user_data=b"nonce", vmpl=2, flags=KEY_SEL_VLEK)

@@ -53,6 +53,7 @@ def failed(result: VendorResult) -> set[str]:
 
 # --- the chain looks like AMD's ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("product", ["Milan", "Turin"])
 def test_chain_has_amds_shape(request: pytest.FixtureRequest, product: str) -> None:
     roots: SimulatedAmdRoots = request.getfixturevalue(product.lower())
@@ -80,8 +81,9 @@ def test_chain_has_amds_shape(request: pytest.FixtureRequest, product: str) -> N
     assert "not AMD" in str(ark.subject)
 
 
-def test_chip_id_is_derived_from_the_seed(milan: SimulatedAmdRoots,
-                                         turin: SimulatedAmdRoots) -> None:
+def test_chip_id_is_derived_from_the_seed(
+    milan: SimulatedAmdRoots, turin: SimulatedAmdRoots
+) -> None:
     assert len(milan.chip_id) == 64 and any(milan.chip_id[8:])
     assert len(turin.chip_id) == 64 and not any(turin.chip_id[8:])
     assert simroots.derive_chip_id(SEED, "Milan") == milan.chip_id
@@ -90,9 +92,11 @@ def test_chip_id_is_derived_from_the_seed(milan: SimulatedAmdRoots,
 
 # --- verification --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("product", ["Milan", "Turin"])
 def test_simulated_report_verifies_only_with_its_root_trusted(
-        request: pytest.FixtureRequest, product: str) -> None:
+    request: pytest.FixtureRequest, product: str
+) -> None:
     roots: SimulatedAmdRoots = request.getfixturevalue(product.lower())
     ev = roots.evidence(roots.build_report(report_data=b"hello"))
     trusted = VERIFIER.verify(ev, roots.trust_store(), NOW)
@@ -115,8 +119,9 @@ def test_simulated_report_verifies_only_with_its_root_trusted(
     assert Verifier(trust=roots.trust_store()).verify(ev, NOW).ok
 
 
-def test_trusting_one_simulated_root_does_not_trust_another(milan: SimulatedAmdRoots,
-                                                           turin: SimulatedAmdRoots) -> None:
+def test_trusting_one_simulated_root_does_not_trust_another(
+    milan: SimulatedAmdRoots, turin: SimulatedAmdRoots
+) -> None:
     ev = milan.evidence(milan.build_report())
     assert failed(VERIFIER.verify(ev, turin.trust_store(), NOW)) == {"snp.chain.ark_pinned"}
     both = turin.trust_store(milan.trust_store())
@@ -135,15 +140,19 @@ def test_sign_report_accepts_bytes_and_models(milan: SimulatedAmdRoots) -> None:
     assert failed(VERIFIER.verify(stale, milan.trust_store(), NOW)) == {"snp.signature"}
 
 
-@pytest.mark.parametrize("fields,check", [
-    ({"reported_tcb": 0x0000000000000001}, "snp.tcb"),
-    ({"chip_id": bytes(range(64))}, "snp.chip_id"),
-    ({"signer_info": 1 << 2}, "snp.signing_key"),
-    ({"cpuid_mod_id": 0x11}, "snp.product"),      # Genoa CPUID under a Milan chain
-    ({"signature_algo": 2}, "snp.signature"),
-])
-def test_inconsistent_simulated_reports_are_named(milan: SimulatedAmdRoots,
-                                                 fields: dict[str, Any], check: str) -> None:
+@pytest.mark.parametrize(
+    "fields,check",
+    [
+        ({"reported_tcb": 0x0000000000000001}, "snp.tcb"),
+        ({"chip_id": bytes(range(64))}, "snp.chip_id"),
+        ({"signer_info": 1 << 2}, "snp.signing_key"),
+        ({"cpuid_mod_id": 0x11}, "snp.product"),  # Genoa CPUID under a Milan chain
+        ({"signature_algo": 2}, "snp.signature"),
+    ],
+)
+def test_inconsistent_simulated_reports_are_named(
+    milan: SimulatedAmdRoots, fields: dict[str, Any], check: str
+) -> None:
     ev = milan.evidence(milan.build_report(**fields))
     assert check in failed(VERIFIER.verify(ev, milan.trust_store(), NOW))
 
@@ -155,11 +164,13 @@ def test_masked_chip_id_is_not_compared(milan: SimulatedAmdRoots) -> None:
     assert "MASK_CHIP_KEY" in next(c.detail for c in result.checks if c.name == "snp.chip_id")
 
 
-def test_simulated_report_with_amd_certificates_is_rejected(milan: SimulatedAmdRoots,
-                                                           vectors: Path) -> None:
+def test_simulated_report_with_amd_certificates_is_rejected(
+    milan: SimulatedAmdRoots, vectors: Path
+) -> None:
     amd = (vectors / "snp" / "amd-roots" / "ask_ark_milan.pem").read_bytes()
     ev = milan.evidence(milan.build_report()).model_copy(
-        update={"certificates": [milan.vcek_der, amd]})
+        update={"certificates": [milan.vcek_der, amd]}
+    )
     assert "snp.chain.certificates" in failed(VERIFIER.verify(ev, TrustStore(), NOW))
 
 
@@ -170,16 +181,20 @@ def test_debug_and_layer_policy(milan: SimulatedAmdRoots) -> None:
     assert {c.name for c in verdict.failed} == {"policy.debug"}
     vmpl2 = milan.evidence(milan.build_report(vmpl=2))
     assert {c.name for c in Verifier(trust=trust).verify(vmpl2, NOW).failed} == {
-        "policy.origin_layer"}
+        "policy.origin_layer"
+    }
     assert Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(vmpl2, NOW).ok
 
 
 # --- SVSM-style attestation on behalf of a workload layer -----------------------------------------
 
+
 def _manifest(layer: str, level: int) -> bytes:
     from cocopart.protocol.manifest import REQUESTER_GUID
-    return ServicesManifest({VTPM_SERVICE_GUID: b"vtpm-ek",
-                             REQUESTER_GUID: Requester(layer, level).to_bytes()}).to_bytes()
+
+    return ServicesManifest(
+        {VTPM_SERVICE_GUID: b"vtpm-ek", REQUESTER_GUID: Requester(layer, level).to_bytes()}
+    ).to_bytes()
 
 
 def test_manifest_binding_makes_the_requester_the_origin(milan: SimulatedAmdRoots) -> None:
@@ -191,14 +206,17 @@ def test_manifest_binding_makes_the_requester_the_origin(milan: SimulatedAmdRoot
     assert result.claims is not None
     origin = result.claims.origin
     assert (origin.layer, origin.vendor_level, origin.via_privileged_layer) == (
-        "l2.2", "VMPL2", True)
+        "l2.2",
+        "VMPL2",
+        True,
+    )
     trust = milan.trust_store()
-    assert {c.name for c in Verifier(trust=trust).verify(ev, NOW).failed} == {
-        "policy.origin_layer"}
+    assert {c.name for c in Verifier(trust=trust).verify(ev, NOW).failed} == {"policy.origin_layer"}
     assert Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(ev, NOW).ok
     no_via = Policy(allowed_layers=["l2.2"], allow_via_privileged_layer=False)
     assert {c.name for c in Verifier(no_via, trust).verify(ev, NOW).failed} == {
-        "policy.via_privileged_layer"}
+        "policy.via_privileged_layer"
+    }
 
 
 def test_manifest_binding_failures_are_named(milan: SimulatedAmdRoots) -> None:
@@ -206,11 +224,17 @@ def test_manifest_binding_failures_are_named(milan: SimulatedAmdRoots) -> None:
     bound = bind_report_data(nonce, manifest)
     trust = milan.trust_store()
     cases = [
-        (milan.build_report(report_data=bound), {"nonce": b"other", "manifest": manifest},
-         "not SHA-512"),
+        (
+            milan.build_report(report_data=bound),
+            {"nonce": b"other", "manifest": manifest},
+            "not SHA-512",
+        ),
         (milan.build_report(report_data=bound), {"manifest": manifest}, "without its nonce"),
-        (milan.build_report(report_data=bound, vmpl=2), {"nonce": nonce, "manifest": manifest},
-         "VMPL2 report cannot attest"),
+        (
+            milan.build_report(report_data=bound, vmpl=2),
+            {"nonce": nonce, "manifest": manifest},
+            "VMPL2 report cannot attest",
+        ),
     ]
     for report, extra, reason in cases:
         result = VERIFIER.verify(milan.evidence(report, **extra), trust, NOW)
@@ -233,15 +257,22 @@ def test_manifest_binding_failures_are_named(milan: SimulatedAmdRoots) -> None:
 
 # --- independent parsers (cvm-attest, dk-tee-attestation from PyPI) --------------------------------
 
+
 @pytest.mark.parametrize("product", ["Milan", "Turin"])
-def test_independent_parsers_read_the_same_fields(request: pytest.FixtureRequest,
-                                                 product: str) -> None:
+def test_independent_parsers_read_the_same_fields(
+    request: pytest.FixtureRequest, product: str
+) -> None:
     cvm_report = pytest.importorskip("cvm_attest.snp.report")
     cvm_verify = pytest.importorskip("cvm_attest.snp.verify")
     dk = pytest.importorskip("dk_tee_attestation")
     roots: SimulatedAmdRoots = request.getfixturevalue(product.lower())
-    raw = roots.build_report(report_data=b"independent", vmpl=2, guest_svn=3,
-                             host_data=b"\x42" * 32, policy=0x30000 | 1 << 19)
+    raw = roots.build_report(
+        report_data=b"independent",
+        vmpl=2,
+        guest_svn=3,
+        host_data=b"\x42" * 32,
+        policy=0x30000 | 1 << 19,
+    )
     ours = SnpReport.parse(raw)
 
     theirs = cvm_report.parse_snp_report(raw)
@@ -249,19 +280,36 @@ def test_independent_parsers_read_the_same_fields(request: pytest.FixtureRequest
     assert theirs["guest_svn"] == 3
     assert int(theirs["policy"]["raw"], 16) == ours.policy
     assert theirs["policy"]["debug_allowed"] is True
-    for name in ("report_data", "measurement", "host_data", "chip_id", "report_id",
-                 "report_id_ma", "family_id", "image_id", "id_key_digest"):
+    for name in (
+        "report_data",
+        "measurement",
+        "host_data",
+        "chip_id",
+        "report_id",
+        "report_id_ma",
+        "family_id",
+        "image_id",
+        "id_key_digest",
+    ):
         assert theirs[name] == getattr(ours, name).hex(), name
     assert theirs["current_version"] == "1.55.40"
-    assert cvm_verify._verify_report_signature(raw, roots.vcek_der,
-                                               roots.ask_pem + roots.ark_pem) == (True, True)
+    assert cvm_verify._verify_report_signature(
+        raw, roots.vcek_der, roots.ask_pem + roots.ark_pem
+    ) == (True, True)
 
     parsed = dk.tee_rust_py_wrap.parse_report(raw)
     tcb = ours.tcb()
-    assert parsed["reported_tcb"] == {"bootloader": tcb.bootloader, "tee": tcb.tee,
-                                      "snp": tcb.snp, "microcode": tcb.microcode}
+    assert parsed["reported_tcb"] == {
+        "bootloader": tcb.bootloader,
+        "tee": tcb.tee,
+        "snp": tcb.snp,
+        "microcode": tcb.microcode,
+    }
     assert (parsed["cpuid"]["fam_id"], parsed["cpuid"]["mod_id"], parsed["cpuid"]["step"]) == (
-        ours.cpuid_fam_id, ours.cpuid_mod_id, ours.cpuid_step)
+        ours.cpuid_fam_id,
+        ours.cpuid_mod_id,
+        ours.cpuid_step,
+    )
     assert bytes(parsed["signed_bytes"]) == raw[:0x2A0]
     assert int.from_bytes(bytes(parsed["sig_r"]), "little") == ours.signature_r
     assert int.from_bytes(bytes(parsed["sig_s"]), "little") == ours.signature_s
@@ -270,10 +318,13 @@ def test_independent_parsers_read_the_same_fields(request: pytest.FixtureRequest
 
 # --- derivation and the on-disk cache ----------------------------------------------------------------
 
+
 def test_key_derivation_is_deterministic() -> None:
     a = simroots.derive_rsa_key("seed-a", "ARK/Milan", bits=1024)
-    assert a.private_numbers() == simroots.derive_rsa_key("seed-a", "ARK/Milan",
-                                                          bits=1024).private_numbers()
+    assert (
+        a.private_numbers()
+        == simroots.derive_rsa_key("seed-a", "ARK/Milan", bits=1024).private_numbers()
+    )
     assert a.key_size == 1024
     other = simroots.derive_rsa_key("seed-b", "ARK/Milan", bits=1024)
     assert a.public_key().public_numbers() != other.public_key().public_numbers()
@@ -285,8 +336,10 @@ def test_key_derivation_is_deterministic() -> None:
 def test_same_seed_gives_the_same_keys_as_the_session_roots(milan: SimulatedAmdRoots) -> None:
     vcek = x509.load_der_x509_certificate(milan.vcek_der)
     assert vcek.public_key() == milan.vcek_key.public_key()
-    assert milan.vcek_key.private_numbers() == simroots.derive_p384_key(
-        SEED, f"VCEK/Milan/{milan.tcb.raw:016x}").private_numbers()
+    assert (
+        milan.vcek_key.private_numbers()
+        == simroots.derive_p384_key(SEED, f"VCEK/Milan/{milan.tcb.raw:016x}").private_numbers()
+    )
 
 
 @pytest.fixture
@@ -312,7 +365,10 @@ def test_second_load_reads_the_cache(tmp_path: Path, fast_rsa: list[str]) -> Non
     second = SimulatedAmdRoots.load("cache-test", "genoa", cache_dir=tmp_path)
     assert second.from_cache and len(fast_rsa) == 2
     assert (second.ark_pem, second.ask_pem, second.vcek_der) == (
-        first.ark_pem, first.ask_pem, first.vcek_der)
+        first.ark_pem,
+        first.ask_pem,
+        first.vcek_der,
+    )
     ev = second.evidence(second.build_report())
     assert not failed(VERIFIER.verify(ev, second.trust_store(), NOW))
     # A different seed or product is a different file.
@@ -336,8 +392,9 @@ def test_broken_cache_is_regenerated(tmp_path: Path, fast_rsa: list[str]) -> Non
     assert not third.from_cache
 
 
-def test_default_cache_dir_follows_cocopart_cache(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path, fast_rsa: list[str]) -> None:
+def test_default_cache_dir_follows_cocopart_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fast_rsa: list[str]
+) -> None:
     monkeypatch.setenv("COCOPART_CACHE", str(tmp_path))
     assert simroots.default_cache_dir() == tmp_path / "simroots"
     roots = SimulatedAmdRoots.load("env-test", "Turin")

@@ -14,8 +14,10 @@ import pytest
 from cocopart_tdx.measure import MrtdBuilder, RtmrEvent, replay_rtmrs, rtmr_extend
 
 #: FIPS 180-4 SHA-384 of the empty message: the MRTD of a TD finalized with no pages.
-SHA384_EMPTY = ("38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da"
-                "274edebfe76f65fbd51ad2f14898b95b")
+SHA384_EMPTY = (
+    "38b060a751ac96384cd9327eb1b1e36a21fdb71114be07434c0cc7bf63f6e1da"
+    "274edebfe76f65fbd51ad2f14898b95b"
+)
 
 
 def add_block(gpa: int) -> bytes:
@@ -44,7 +46,8 @@ def test_added_and_measured_page() -> None:
     m = MrtdBuilder()
     m.add_region(gpa, page)
     expected = add_block(gpa) + b"".join(
-        extend_block(gpa + off) + page[off:off + 256] for off in range(0, 4096, 256))
+        extend_block(gpa + off) + page[off : off + 256] for off in range(0, 4096, 256)
+    )
     assert len(expected) == 128 + 16 * (128 + 256)
     assert m.finalize() == hashlib.sha384(expected).digest()
 
@@ -54,8 +57,13 @@ def test_unmeasured_pages_and_short_data() -> None:
     m.add_region(0x1000, bytes(8192), extend=False)
     m.mr_extend_page(0x1000, b"\xaa" * 10)  # zero-padded to a page
     padded = b"\xaa" * 10 + bytes(4086)
-    expected = add_block(0x1000) + add_block(0x2000) + b"".join(
-        extend_block(0x1000 + off) + padded[off:off + 256] for off in range(0, 4096, 256))
+    expected = (
+        add_block(0x1000)
+        + add_block(0x2000)
+        + b"".join(
+            extend_block(0x1000 + off) + padded[off : off + 256] for off in range(0, 4096, 256)
+        )
+    )
     assert m.finalize() == hashlib.sha384(expected).digest()
 
 
@@ -86,11 +94,17 @@ def test_rtmr_extend_by_hand() -> None:
 
 
 def test_replay_event_log() -> None:
-    events = [RtmrEvent.of_data(0, b"firmware config"), RtmrEvent.of_data(1, b"kernel"),
-              RtmrEvent.of_data(0, b"acpi tables"), RtmrEvent.of_data(2, b"cmdline")]
+    events = [
+        RtmrEvent.of_data(0, b"firmware config"),
+        RtmrEvent.of_data(1, b"kernel"),
+        RtmrEvent.of_data(0, b"acpi tables"),
+        RtmrEvent.of_data(2, b"cmdline"),
+    ]
     rtmrs = replay_rtmrs(events)
     h = hashlib.sha384
-    r0 = h(h(bytes(48) + h(b"firmware config").digest()).digest() + h(b"acpi tables").digest()).digest()
+    r0 = h(
+        h(bytes(48) + h(b"firmware config").digest()).digest() + h(b"acpi tables").digest()
+    ).digest()
     assert rtmrs[0] == r0
     assert rtmrs[1] == h(bytes(48) + h(b"kernel").digest()).digest()
     assert rtmrs[2] == h(bytes(48) + h(b"cmdline").digest()).digest()

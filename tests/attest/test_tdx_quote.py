@@ -29,14 +29,26 @@ from cryptography import x509
 
 from cocopart.errors import EvidenceError
 
-QUOTES = sorted([
-    "gotdx-spr-v4.quote.bin", "gotdx-emr-v5.quote.bin", "gotdx-cos113-v4.quote.bin",
-    "trustee-spr-debug-v4.quote.bin", "trustee-emr-v5.quote.bin", "trustee-gnr-v4.quote.bin",
-    "trustee-azure-v4.quote.bin", "phala-emr-v4.quote.bin", "phala-emr-outdated-v5.quote.bin",
-    "phala-emr-sample2-v4.quote.hex", "phala-tappd-v4.quote.hex", "teekit-moemahhouk-v4.quote.bin",
-    "teekit-edgeless-v4.quote.bin", "teekit-zkdcap-v4.quote.bin", "teekit-azure-v4.quote.bin",
-    "teekit-gcp-v4.quote.bin",
-])
+QUOTES = sorted(
+    [
+        "gotdx-spr-v4.quote.bin",
+        "gotdx-emr-v5.quote.bin",
+        "gotdx-cos113-v4.quote.bin",
+        "trustee-spr-debug-v4.quote.bin",
+        "trustee-emr-v5.quote.bin",
+        "trustee-gnr-v4.quote.bin",
+        "trustee-azure-v4.quote.bin",
+        "phala-emr-v4.quote.bin",
+        "phala-emr-outdated-v5.quote.bin",
+        "phala-emr-sample2-v4.quote.hex",
+        "phala-tappd-v4.quote.hex",
+        "teekit-moemahhouk-v4.quote.bin",
+        "teekit-edgeless-v4.quote.bin",
+        "teekit-zkdcap-v4.quote.bin",
+        "teekit-azure-v4.quote.bin",
+        "teekit-gcp-v4.quote.bin",
+    ]
+)
 
 
 def read_quote(vectors: Path, name: str) -> bytes:
@@ -52,12 +64,16 @@ def read_quote(vectors: Path, name: str) -> bytes:
 def manifest(vectors: Path) -> dict[str, dict[str, Any]]:
     """manifest.json verification records of the TDX quotes, by file name."""
     files = json.loads((vectors / "manifest.json").read_text())["files"]
-    return {Path(f["file"]).name: f["verification"][0] for f in files
-            if f["file"].startswith("tdx/quotes/") and f["verification"]}
+    return {
+        Path(f["file"]).name: f["verification"][0]
+        for f in files
+        if f["file"].startswith("tdx/quotes/") and f["verification"]
+    }
 
 
 def test_the_quote_list_covers_every_verified_quote_in_the_manifest(
-        manifest: dict[str, dict[str, Any]]) -> None:
+    manifest: dict[str, dict[str, Any]],
+) -> None:
     assert sorted(manifest) == QUOTES
 
 
@@ -66,15 +82,20 @@ def test_real_quote_round_trips_bit_exact(vectors: Path, name: str) -> None:
     raw = read_quote(vectors, name)
     quote = TdQuote.from_bytes(raw)
     assert quote.to_bytes() == raw
-    assert quote.signed_bytes() == raw[:quote.signed_length]
-    rebuilt = TdQuote(quote.header, quote.body, QuoteSignatureData.from_bytes(
-        quote.signature_data.to_bytes()), quote.trailing)
+    assert quote.signed_bytes() == raw[: quote.signed_length]
+    rebuilt = TdQuote(
+        quote.header,
+        quote.body,
+        QuoteSignatureData.from_bytes(quote.signature_data.to_bytes()),
+        quote.trailing,
+    )
     assert rebuilt.to_bytes() == raw
 
 
 @pytest.mark.parametrize("name", QUOTES)
-def test_real_quote_fields_match_the_manifest(vectors: Path, name: str,
-                                              manifest: dict[str, dict[str, Any]]) -> None:
+def test_real_quote_fields_match_the_manifest(
+    vectors: Path, name: str, manifest: dict[str, dict[str, Any]]
+) -> None:
     want = manifest[name]
     quote = TdQuote.from_bytes(read_quote(vectors, name))
     body, qe = quote.body, quote.signature_data.qe
@@ -83,8 +104,13 @@ def test_real_quote_fields_match_the_manifest(vectors: Path, name: str,
     assert quote.header.qe_vendor_id.hex() == want["qe_vendor_id"]
     assert len(quote.trailing) == want["trailing_bytes"]  # padding kept for exact round trips
     assert qe.qe_report.isvsvn == want["qe_isvsvn"]
-    fields = {"tee_tcb_svn": body.tee_tcb_svn, "td_attributes": body.td_attributes,
-              "xfam": body.xfam, "report_data": body.report_data, **body.measurements()}
+    fields = {
+        "tee_tcb_svn": body.tee_tcb_svn,
+        "td_attributes": body.td_attributes,
+        "xfam": body.xfam,
+        "report_data": body.report_data,
+        **body.measurements(),
+    }
     for key, value in fields.items():
         if key in want:
             assert value.hex() == want[key], key
@@ -96,8 +122,9 @@ def test_real_quote_fields_match_the_manifest(vectors: Path, name: str,
 
 
 @pytest.mark.parametrize("name", QUOTES)
-def test_pck_chain_and_sgx_extensions(vectors: Path, name: str,
-                                      manifest: dict[str, dict[str, Any]]) -> None:
+def test_pck_chain_and_sgx_extensions(
+    vectors: Path, name: str, manifest: dict[str, dict[str, Any]]
+) -> None:
     quote = TdQuote.from_bytes(read_quote(vectors, name))
     data = quote.signature_data.pck_chain_data
     assert data is not None
@@ -122,10 +149,23 @@ def test_sgx_extensions_agree_with_dcap_qvl(vectors: Path) -> None:
     data = TdQuote.from_bytes(raw).signature_data.pck_chain_data
     assert data is not None
     ours = SgxExtensions.from_certificate(order_chain(load_certificates(data))[0])
-    assert (ours.ppid, ours.fmspc, ours.pce_id, ours.tcb.cpusvn, ours.tcb.pcesvn, ours.sgx_type,
-            ours.platform_instance_id) == (
-        theirs.ppid, theirs.fmspc, theirs.pce_id, theirs.cpu_svn, theirs.pce_svn, theirs.sgx_type,
-        theirs.platform_instance_id)
+    assert (
+        ours.ppid,
+        ours.fmspc,
+        ours.pce_id,
+        ours.tcb.cpusvn,
+        ours.tcb.pcesvn,
+        ours.sgx_type,
+        ours.platform_instance_id,
+    ) == (
+        theirs.ppid,
+        theirs.fmspc,
+        theirs.pce_id,
+        theirs.cpu_svn,
+        theirs.pce_svn,
+        theirs.sgx_type,
+        theirs.platform_instance_id,
+    )
 
 
 def test_synthetic_sample_carries_a_der_chain_root_first(vectors: Path) -> None:
@@ -138,7 +178,10 @@ def test_synthetic_sample_carries_a_der_chain_root_first(vectors: Path) -> None:
     assert common_name(certs[0]) == "Intel SGX Root CA"  # root first, as the README says
     chain = order_chain(certs)
     assert [common_name(c) for c in chain] == [
-        "Intel SGX PCK Certificate", "Intel SGX PCK Processor CA", "Intel SGX Root CA"]
+        "Intel SGX PCK Certificate",
+        "Intel SGX PCK Processor CA",
+        "Intel SGX Root CA",
+    ]
     assert signature_problems(chain) == []
     assert spki_sha256(chain[-1]) != INTEL_SGX_ROOT_CA_SPKI_SHA256
 
@@ -153,32 +196,42 @@ def test_v5_layout_fields(vectors: Path) -> None:
     quote = TdQuote.from_bytes(raw)
     qe = quote.signature_data.qe
     assert qe is not None and qe.certification.cert_type == CERT_TYPE_PCK_CHAIN
-    assert quote.body.mrservicetd is not None and quote.body.mrservicetd.hex().startswith("383c87d3")
+    assert quote.body.mrservicetd is not None and quote.body.mrservicetd.hex().startswith(
+        "383c87d3"
+    )
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b[:40], "48-byte header"),
-    (lambda b: struct.pack("<H", 3) + b[2:], "quote version 3 is not supported"),
-    (lambda b: b[:2] + struct.pack("<H", 3) + b[4:], "attestation key type 3"),
-    (lambda b: b[:4] + struct.pack("<I", 0) + b[8:], "TEE type is 0x0"),
-    (lambda b: b[:700], "signature data says"),
-    (lambda b: b[:632], "ends before its signature data"),
-    (lambda b: b[:632] + struct.pack("<I", 200) + b[636:], "says 4166 bytes, only 66 remain"),
-    (lambda b: b[:632] + struct.pack("<I", 100) + b[636:], "100 bytes, too short"),
-])
-def test_malformed_v4_quotes_are_rejected_with_the_reason(vectors: Path, mutate: Any,
-                                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:40], "48-byte header"),
+        (lambda b: struct.pack("<H", 3) + b[2:], "quote version 3 is not supported"),
+        (lambda b: b[:2] + struct.pack("<H", 3) + b[4:], "attestation key type 3"),
+        (lambda b: b[:4] + struct.pack("<I", 0) + b[8:], "TEE type is 0x0"),
+        (lambda b: b[:700], "signature data says"),
+        (lambda b: b[:632], "ends before its signature data"),
+        (lambda b: b[:632] + struct.pack("<I", 200) + b[636:], "says 4166 bytes, only 66 remain"),
+        (lambda b: b[:632] + struct.pack("<I", 100) + b[636:], "100 bytes, too short"),
+    ],
+)
+def test_malformed_v4_quotes_are_rejected_with_the_reason(
+    vectors: Path, mutate: Any, message: str
+) -> None:
     raw = read_quote(vectors, "teekit-edgeless-v4.quote.bin")
     with pytest.raises(EvidenceError, match=message):
         TdQuote.from_bytes(mutate(raw))
 
 
-@pytest.mark.parametrize(("body_type", "size", "message"), [
-    (1, 384, "v5 body type 1 is not a TD report"),
-    (3, 584, "must be 648 bytes"),
-])
-def test_malformed_v5_bodies_are_rejected(vectors: Path, body_type: int, size: int,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("body_type", "size", "message"),
+    [
+        (1, 384, "v5 body type 1 is not a TD report"),
+        (3, 584, "must be 648 bytes"),
+    ],
+)
+def test_malformed_v5_bodies_are_rejected(
+    vectors: Path, body_type: int, size: int, message: str
+) -> None:
     raw = read_quote(vectors, "gotdx-emr-v5.quote.bin")
     with pytest.raises(EvidenceError, match=message):
         TdQuote.from_bytes(raw[:48] + struct.pack("<HI", body_type, size) + raw[54:])
@@ -208,11 +261,23 @@ def test_der_ending_in_whitespace_or_nul_bytes_still_parses() -> None:
     key = ec.derive_private_key(12345, ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
     now = datetime.now(UTC)
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now)
-           .next_update(now + timedelta(days=1)).sign(key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(name)
+        .last_update(now)
+        .next_update(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     der = crl.public_bytes(serialization.Encoding.DER)
     cder = cert.public_bytes(serialization.Encoding.DER)
     for last in (b" ", b"\n", b"\0"):

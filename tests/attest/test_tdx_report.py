@@ -41,7 +41,7 @@ def test_real_tdreport_round_trips_and_hashes_match(azure_report: bytes) -> None
     assert report.mac_struct.report_type.type == 0x81
     assert report.hash_problems() == []
     # vectors README "TDREPORTs": SHA-384 over 239 bytes at 0x100 and 512 bytes at 0x200
-    assert hashlib.sha384(azure_report[0x100:0x100 + 239]).digest() == azure_report[32:80]
+    assert hashlib.sha384(azure_report[0x100 : 0x100 + 239]).digest() == azure_report[32:80]
     assert hashlib.sha384(azure_report[0x200:0x400]).digest() == azure_report[80:128]
     assert report.td_info.mrtd.hex().startswith("024a32b070383331181619fa")
     assert report.report_data.hex().startswith("9734504f161d104c74e3165c")
@@ -59,7 +59,8 @@ def test_valid_bitmap_reading_matches_the_real_report(azure_report: bytes) -> No
     assert report.tee_tcb_info.valid == tee_tcb_valid(
         mrsignerseam=any(report.tee_tcb_info.mrsignerseam),
         seam_attributes=any(report.tee_tcb_info.attributes),
-        tee_tcb_svn2=any(report.tee_tcb_info.tee_tcb_svn2))
+        tee_tcb_svn2=any(report.tee_tcb_info.tee_tcb_svn2),
+    )
 
 
 def test_shifted_tdreport_is_rejected_with_the_reason(shifted_report: bytes) -> None:
@@ -75,7 +76,8 @@ def test_shifted_tdreport_is_rejected_with_the_reason(shifted_report: bytes) -> 
 
 def test_shifted_tdreport_evidence_is_rejected_with_named_checks(shifted_report: bytes) -> None:
     result = TdxEvidenceVerifier().verify(
-        Evidence(vendor="tdx", format="tdreport", raw=shifted_report), TrustStore(), NOW)
+        Evidence(vendor="tdx", format="tdreport", raw=shifted_report), TrustStore(), NOW
+    )
     failed = {c.name: c.detail for c in result.checks if not c.ok}
     assert "0x81" in failed["tdx.tdreport.type"]
     assert "TEE_TCB_INFO_HASH" in failed["tdx.tdreport.tee_tcb_info_hash"]
@@ -99,15 +101,20 @@ def test_real_tdreport_evidence_has_claims_but_is_never_accepted(azure_report: b
 
 def test_wrong_size_tdreport_is_a_parse_failure() -> None:
     result = TdxEvidenceVerifier().verify(
-        Evidence(vendor="tdx", format="tdreport", raw=bytes(1000)), TrustStore(), NOW)
+        Evidence(vendor="tdx", format="tdreport", raw=bytes(1000)), TrustStore(), NOW
+    )
     assert [(c.name, c.ok) for c in result.checks] == [("tdx.tdreport.parse", False)]
     assert "1024 bytes" in result.checks[0].detail
 
 
 def test_build_computes_both_hashes_and_round_trips() -> None:
-    report = TdReport.build(report_data=b"\x07" * 64, mrtd=b"\x01" * 48,
-                            rtmrs=(b"\x02" * 48, b"\x03" * 48, b"\x04" * 48, b"\x05" * 48),
-                            tee_tcb_svn=bytes([5, 1, 7]) + bytes(13), mac=b"\x09" * 32)
+    report = TdReport.build(
+        report_data=b"\x07" * 64,
+        mrtd=b"\x01" * 48,
+        rtmrs=(b"\x02" * 48, b"\x03" * 48, b"\x04" * 48, b"\x05" * 48),
+        tee_tcb_svn=bytes([5, 1, 7]) + bytes(13),
+        mac=b"\x09" * 32,
+    )
     raw = report.to_bytes()
     assert len(raw) == TDREPORT_SIZE
     assert TdReport.from_bytes(raw) == report
@@ -118,16 +125,20 @@ def test_build_computes_both_hashes_and_round_trips() -> None:
     tampered = bytearray(raw)
     tampered[600] ^= 1  # inside MRCONFIGID
     assert TdReport.from_bytes(bytes(tampered)).hash_problems() == [
-        "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200"]
+        "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200"
+    ]
 
 
-@pytest.mark.parametrize(("raw_hex", "flags"), [
-    ("0000001000000000", {"sept_ve_disable"}),  # most quotes in the vectors
-    ("0100001000000000", {"debug", "sept_ve_disable"}),  # trustee-spr-debug
-    ("0000004000000000", {"pks"}),  # gotdx-spr
-    ("0000001000000080", {"sept_ve_disable", "perfmon"}),  # teekit-moemahhouk (bit 63)
-    ("0000000000000000", set()),  # Azure
-])
+@pytest.mark.parametrize(
+    ("raw_hex", "flags"),
+    [
+        ("0000001000000000", {"sept_ve_disable"}),  # most quotes in the vectors
+        ("0100001000000000", {"debug", "sept_ve_disable"}),  # trustee-spr-debug
+        ("0000004000000000", {"pks"}),  # gotdx-spr
+        ("0000001000000080", {"sept_ve_disable", "perfmon"}),  # teekit-moemahhouk (bit 63)
+        ("0000000000000000", set()),  # Azure
+    ],
+)
 def test_td_attributes_decode(raw_hex: str, flags: set[str]) -> None:
     decoded = decode_td_attributes(bytes.fromhex(raw_hex))
     assert {k for k, v in decoded.items() if v is True} == flags

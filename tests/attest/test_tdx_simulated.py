@@ -36,23 +36,32 @@ def trust(roots: SimulatedIntelRoots) -> TrustStore:
     return TrustStore().with_root("tdx", roots.root_pem)
 
 
-def quote_evidence(roots: SimulatedIntelRoots, version: int = 4, now: datetime = NOW,
-                   **report: object) -> Evidence:
+def quote_evidence(
+    roots: SimulatedIntelRoots, version: int = 4, now: datetime = NOW, **report: object
+) -> Evidence:
     tdreport = roots.build_tdreport(mrtd=MRTD, rtmrs=RTMRS, **report)  # type: ignore[arg-type]
-    return Evidence(vendor="tdx", format="tdx-quote", raw=roots.quote_from_tdreport(tdreport, version),
-                    collateral=roots.collateral(now))
+    return Evidence(
+        vendor="tdx",
+        format="tdx-quote",
+        raw=roots.quote_from_tdreport(tdreport, version),
+        collateral=roots.collateral(now),
+    )
 
 
 def failed(result: VendorResult) -> dict[str, str]:
     return {c.name: c.detail for c in result.checks if not c.ok}
 
 
-def test_same_seed_same_bytes_and_the_disk_cache_is_used(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_same_bytes_and_the_disk_cache_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a = SimulatedIntelRoots.load("seed-1", cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == 1
-    monkeypatch.setattr(SimulatedIntelRoots, "_generate", classmethod(
-        lambda cls, seed: pytest.fail("the cache was not used")))
+    monkeypatch.setattr(
+        SimulatedIntelRoots,
+        "_generate",
+        classmethod(lambda cls, seed: pytest.fail("the cache was not used")),
+    )
     b = SimulatedIntelRoots.load("seed-1", cache_dir=tmp_path)
     assert a.root_pem == b.root_pem and a.pck_chain_pem == b.pck_chain_pem
     monkeypatch.undo()
@@ -64,8 +73,9 @@ def test_same_seed_same_bytes_and_the_disk_cache_is_used(tmp_path: Path,
     assert SimulatedIntelRoots.load("seed-2", cache_dir=tmp_path).root_pem != a.root_pem
 
 
-def test_default_cache_dir_follows_cocopart_cache(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_dir_follows_cocopart_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COCOPART_CACHE", str(tmp_path))
     assert simroots_module.default_cache_dir() == tmp_path / "simroots"
     SimulatedIntelRoots.load("env-seed")
@@ -84,10 +94,16 @@ def test_pck_certificate_has_intel_style_extensions(roots: SimulatedIntelRoots) 
     assert signature_problems(chain) == []
     ext = SgxExtensions.from_certificate(chain[0])
     assert ext.fmspc == SIM_FMSPC and ext.pce_id == bytes(2) and len(ext.tcb.comp_svns) == 16
-    assert ext.configuration == {"dynamic_platform": True, "cached_keys": False, "smt_enabled": True}
+    assert ext.configuration == {
+        "dynamic_platform": True,
+        "cached_keys": False,
+        "smt_enabled": True,
+    }
 
 
-def test_tdreport_mac_is_keyed_and_checked_by_the_quoting_enclave(roots: SimulatedIntelRoots) -> None:
+def test_tdreport_mac_is_keyed_and_checked_by_the_quoting_enclave(
+    roots: SimulatedIntelRoots,
+) -> None:
     tdreport = roots.build_tdreport(report_data=b"\x42" * 64)
     parsed = TdReport.from_bytes(tdreport)
     assert parsed.hash_problems() == [] and parsed.mac_struct.mac == roots.mac(parsed)
@@ -101,7 +117,8 @@ def test_tdreport_mac_is_keyed_and_checked_by_the_quoting_enclave(roots: Simulat
 
 @pytest.mark.parametrize("version", [4, 5])
 def test_simulated_quote_is_accepted_only_with_the_simulated_root(
-        roots: SimulatedIntelRoots, trust: TrustStore, version: int) -> None:
+    roots: SimulatedIntelRoots, trust: TrustStore, version: int
+) -> None:
     ev = quote_evidence(roots, version)
     plugin = TdxEvidenceVerifier()
     untrusted = plugin.verify(ev, TrustStore(), NOW)
@@ -124,8 +141,9 @@ def test_simulated_quote_is_accepted_only_with_the_simulated_root(
 
 
 @pytest.mark.parametrize("version", [4, 5])
-def test_simulated_quote_parses_in_dcap_qvl_with_the_same_fields(roots: SimulatedIntelRoots,
-                                                                 version: int) -> None:
+def test_simulated_quote_parses_in_dcap_qvl_with_the_same_fields(
+    roots: SimulatedIntelRoots, version: int
+) -> None:
     dcap_qvl = pytest.importorskip("dcap_qvl")
     raw = quote_evidence(roots, version, report_data=b"\x5a" * 64).raw
     ours = TdQuote.from_bytes(raw)
@@ -135,14 +153,35 @@ def test_simulated_quote_parses_in_dcap_qvl_with_the_same_fields(roots: Simulate
     assert theirs.fmspc().lower() == SIM_FMSPC.hex()
     r, b = theirs.report, ours.body
     assert (r.mr_td, r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3) == (b.mrtd, *b.rtmrs)
-    assert (r.report_data, r.tee_tcb_svn, r.td_attributes, r.xfam, r.mr_seam, r.mr_signer_seam,
-            r.seam_attributes, r.mr_config_id, r.mr_owner, r.mr_owner_config) == (
-        b.report_data, b.tee_tcb_svn, b.td_attributes, b.xfam, b.mrseam, b.mrsignerseam,
-        b.seam_attributes, b.mrconfigid, b.mrowner, b.mrownerconfig)
+    assert (
+        r.report_data,
+        r.tee_tcb_svn,
+        r.td_attributes,
+        r.xfam,
+        r.mr_seam,
+        r.mr_signer_seam,
+        r.seam_attributes,
+        r.mr_config_id,
+        r.mr_owner,
+        r.mr_owner_config,
+    ) == (
+        b.report_data,
+        b.tee_tcb_svn,
+        b.td_attributes,
+        b.xfam,
+        b.mrseam,
+        b.mrsignerseam,
+        b.seam_attributes,
+        b.mrconfigid,
+        b.mrowner,
+        b.mrownerconfig,
+    )
     if version == 5:
         assert (r.tee_tcb_svn2, r.mr_service_td) == (b.tee_tcb_svn2, b.mrservicetd)
     # and dcap-qvl verifies it end to end against the simulated root
-    collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_to_dcap_qvl_json(roots.collateral(NOW)))
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(
+        collateral_to_dcap_qvl_json(roots.collateral(NOW))
+    )
     root_der = roots.root.public_bytes(serialization.Encoding.DER)
     result = dcap_qvl.verify_with_root_ca(raw, collateral, root_der, int(NOW.timestamp()))
     assert result.status == "UpToDate"
@@ -162,7 +201,10 @@ def test_revoked_pck_and_stale_collateral(roots: SimulatedIntelRoots, trust: Tru
     ev = quote_evidence(roots)
     revoked = ev.model_copy(update={"collateral": roots.collateral(NOW, revoke_pck=True)})
     bad = failed(TdxEvidenceVerifier().verify(revoked, trust, NOW))
-    assert "'Simulated SGX PCK Certificate'" in bad["tdx.crl"] and "is revoked by PCK CRL" in bad["tdx.crl"]
+    assert (
+        "'Simulated SGX PCK Certificate'" in bad["tdx.crl"]
+        and "is revoked by PCK CRL" in bad["tdx.crl"]
+    )
     stale = failed(TdxEvidenceVerifier().verify(ev, trust, NOW + timedelta(days=60)))
     assert {"tdx.collateral.fresh", "tdx.crl"} <= set(stale)
 
@@ -175,9 +217,13 @@ def test_debug_td_is_left_to_the_policy(roots: SimulatedIntelRoots, trust: Trust
     assert Verifier(Policy(allow_debug=True), trust).verify(ev, NOW).ok
 
 
-def test_sept_ve_disable_requirement_can_be_relaxed(roots: SimulatedIntelRoots, trust: TrustStore) -> None:
+def test_sept_ve_disable_requirement_can_be_relaxed(
+    roots: SimulatedIntelRoots, trust: TrustStore
+) -> None:
     ev = quote_evidence(roots, attributes=bytes(8))
-    assert "tdx.td_attributes.sept_ve_disable" in failed(TdxEvidenceVerifier().verify(ev, trust, NOW))
+    assert "tdx.td_attributes.sept_ve_disable" in failed(
+        TdxEvidenceVerifier().verify(ev, trust, NOW)
+    )
     relaxed = TdxEvidenceVerifier(require_sept_ve_disable=False).verify(ev, trust, NOW)
     assert failed(relaxed) == {}
 
@@ -187,15 +233,20 @@ def _bound_evidence(roots: SimulatedIntelRoots, manifest: bytes, nonce: bytes) -
     return ev.model_copy(update={"nonce": nonce, "manifest": manifest})
 
 
-def test_l1_attesting_for_an_l2_vm_names_it_as_origin(roots: SimulatedIntelRoots,
-                                                     trust: TrustStore) -> None:
+def test_l1_attesting_for_an_l2_vm_names_it_as_origin(
+    roots: SimulatedIntelRoots, trust: TrustStore
+) -> None:
     manifest = ServicesManifest({REQUESTER_GUID: Requester("l2.2", 2).to_bytes()}).to_bytes()
     ev = _bound_evidence(roots, manifest, b"nonce-" * 6)
     result = TdxEvidenceVerifier().verify(ev, trust, NOW)
     assert failed(result) == {}
     assert result.claims is not None
     origin = result.claims.origin
-    assert (origin.layer, origin.vendor_level, origin.via_privileged_layer) == ("l2.2", "L2 VM 2", True)
+    assert (origin.layer, origin.vendor_level, origin.via_privileged_layer) == (
+        "l2.2",
+        "L2 VM 2",
+        True,
+    )
     assert not Verifier(Policy(), trust).verify(ev, NOW).ok  # default policy: l1 only
     assert Verifier(Policy(allowed_layers=["l2.2"]), trust).verify(ev, NOW).ok
     mapped = ev.model_copy(update={"layer_map": {"L2 VM 2": "l2.9"}})
@@ -208,8 +259,9 @@ def test_l1_attesting_for_an_l2_vm_names_it_as_origin(roots: SimulatedIntelRoots
     assert wrong_result.claims is not None and wrong_result.claims.origin.layer == "l1"
 
 
-def test_manifest_without_requester_is_the_l1_itself(roots: SimulatedIntelRoots,
-                                                    trust: TrustStore) -> None:
+def test_manifest_without_requester_is_the_l1_itself(
+    roots: SimulatedIntelRoots, trust: TrustStore
+) -> None:
     manifest = ServicesManifest({}).to_bytes()
     result = TdxEvidenceVerifier().verify(_bound_evidence(roots, manifest, b"n" * 16), trust, NOW)
     assert failed(result) == {}
@@ -218,21 +270,27 @@ def test_manifest_without_requester_is_the_l1_itself(roots: SimulatedIntelRoots,
 
 
 @pytest.mark.parametrize("missing", ["crl_number", "authority_key_identifier"])
-def test_crl_without_crl_number_or_aki_is_rejected(roots: SimulatedIntelRoots,
-                                                    trust: TrustStore, missing: str) -> None:
+def test_crl_without_crl_number_or_aki_is_rejected(
+    roots: SimulatedIntelRoots, trust: TrustStore, missing: str
+) -> None:
     """RFC 5280 §5.2.1 / §5.2.3: a conforming CRL issuer includes cRLNumber and
     authorityKeyIdentifier; dcap-qvl refuses a CRL without them, and so do we (issue 16)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
     key = roots._key("root")
-    b = (x509.CertificateRevocationListBuilder().issuer_name(roots.root.subject)
-         .last_update(NOW - timedelta(days=1)).next_update(NOW + timedelta(days=29)))
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(roots.root.subject)
+        .last_update(NOW - timedelta(days=1))
+        .next_update(NOW + timedelta(days=29))
+    )
     if missing != "crl_number":
         b = b.add_extension(x509.CRLNumber(1), critical=False)
     if missing != "authority_key_identifier":
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            key.public_key()), critical=False)
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
     crl = b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     ev = quote_evidence(roots)
     good = TdxEvidenceVerifier().verify(ev, trust, NOW)

@@ -41,50 +41,149 @@ SEPT = "tdx.td_attributes.sept_ve_disable"
 # and vendor checks that fail besides (TDs without SEPT_VE_DISABLE that dcap-qvl stopped
 # rejecting earlier for another reason).
 CASES: list[tuple[str, str, str, tuple[Any, ...], frozenset[str]]] = [
-    ("gotdx-spr-v4.quote.bin", "dcap-qvl-collateral/2023-06-50806f000000.json",
-     "2023-06-20T00:00:00Z", ("reject", NO_LEVEL), frozenset({SEPT})),
-    ("gotdx-spr-v4.quote.bin", "dcap-qvl-collateral/2025-09-50806f000000.json",
-     "2025-09-30T00:00:00Z", ("reject", NO_LEVEL), frozenset({SEPT})),
-    ("gotdx-emr-v5.quote.bin", "collateral/phala-2026-02.collateral.json",
-     "2026-02-19T00:00:00Z", ("status", "UpToDate", []), frozenset()),
-    ("gotdx-emr-v5.quote.bin", "dcap-qvl-collateral/2026-02-90c06f000000-gotdx.json",
-     "2026-02-19T00:00:00Z", ("status", "UpToDate", []), frozenset()),
-    ("gotdx-cos113-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("status", "UpToDate", []), frozenset()),
-    ("trustee-spr-debug-v4.quote.bin", "dcap-qvl-collateral/2025-09-50806f000000.json",
-     "2025-09-30T00:00:00Z", ("reject", DEBUG), frozenset()),
-    ("trustee-emr-v5.quote.bin", "dcap-qvl-collateral/2025-09-90c06f000000.json",
-     "2025-09-30T00:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("trustee-emr-v5.quote.bin", "collateral/phala-2026-02.collateral.json",
-     "2026-02-19T00:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("trustee-azure-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("reject", NO_SEPT), frozenset()),
-    ("phala-emr-v4.quote.bin", "collateral/phala-2025-06.collateral.json",
-     "2025-06-19T12:00:00Z", ("status", "UpToDate", []), frozenset()),
-    ("phala-emr-v4.quote.bin", "dcap-qvl-collateral/2025-09-b0c06f000000.json",
-     "2025-09-30T00:00:00Z", ("status", "UpToDate", []), frozenset()),
-    ("phala-emr-outdated-v5.quote.bin", "collateral/phala-2026-02.collateral.json",
-     "2026-02-19T00:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("phala-emr-sample2-v4.quote.hex", "collateral/phala-2025-06.collateral.json",
-     "2025-06-19T12:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("phala-tappd-v4.quote.hex", "collateral/phala-2025-06.collateral.json",
-     "2025-06-19T12:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("teekit-moemahhouk-v4.quote.bin", "dcap-qvl-collateral/2025-09-90c06f000000.json",
-     "2025-09-30T00:00:00Z", ("reject", NO_LEVEL), frozenset()),
-    ("teekit-edgeless-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("status", "OutOfDate", ["INTEL-SA-00837", "INTEL-SA-00960",
-                                                      "INTEL-SA-00982", "INTEL-SA-00986"]),
-     frozenset()),
-    ("teekit-zkdcap-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("status", "OutOfDate", ["INTEL-SA-00960", "INTEL-SA-00982",
-                                                      "INTEL-SA-00986"]), frozenset()),
-    ("teekit-azure-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("reject", NO_SEPT), frozenset()),
-    ("teekit-gcp-v4.quote.bin", "dcap-qvl-collateral/2025-09-00806f050000.json",
-     "2025-09-30T00:00:00Z", ("status", "UpToDate", []), frozenset()),
+    (
+        "gotdx-spr-v4.quote.bin",
+        "dcap-qvl-collateral/2023-06-50806f000000.json",
+        "2023-06-20T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset({SEPT}),
+    ),
+    (
+        "gotdx-spr-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-50806f000000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset({SEPT}),
+    ),
+    (
+        "gotdx-emr-v5.quote.bin",
+        "collateral/phala-2026-02.collateral.json",
+        "2026-02-19T00:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
+    (
+        "gotdx-emr-v5.quote.bin",
+        "dcap-qvl-collateral/2026-02-90c06f000000-gotdx.json",
+        "2026-02-19T00:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
+    (
+        "gotdx-cos113-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
+    (
+        "trustee-spr-debug-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-50806f000000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", DEBUG),
+        frozenset(),
+    ),
+    (
+        "trustee-emr-v5.quote.bin",
+        "dcap-qvl-collateral/2025-09-90c06f000000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "trustee-emr-v5.quote.bin",
+        "collateral/phala-2026-02.collateral.json",
+        "2026-02-19T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "trustee-azure-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", NO_SEPT),
+        frozenset(),
+    ),
+    (
+        "phala-emr-v4.quote.bin",
+        "collateral/phala-2025-06.collateral.json",
+        "2025-06-19T12:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
+    (
+        "phala-emr-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-b0c06f000000.json",
+        "2025-09-30T00:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
+    (
+        "phala-emr-outdated-v5.quote.bin",
+        "collateral/phala-2026-02.collateral.json",
+        "2026-02-19T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "phala-emr-sample2-v4.quote.hex",
+        "collateral/phala-2025-06.collateral.json",
+        "2025-06-19T12:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "phala-tappd-v4.quote.hex",
+        "collateral/phala-2025-06.collateral.json",
+        "2025-06-19T12:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "teekit-moemahhouk-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-90c06f000000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", NO_LEVEL),
+        frozenset(),
+    ),
+    (
+        "teekit-edgeless-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        (
+            "status",
+            "OutOfDate",
+            ["INTEL-SA-00837", "INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986"],
+        ),
+        frozenset(),
+    ),
+    (
+        "teekit-zkdcap-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        ("status", "OutOfDate", ["INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986"]),
+        frozenset(),
+    ),
+    (
+        "teekit-azure-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        ("reject", NO_SEPT),
+        frozenset(),
+    ),
+    (
+        "teekit-gcp-v4.quote.bin",
+        "dcap-qvl-collateral/2025-09-00806f050000.json",
+        "2025-09-30T00:00:00Z",
+        ("status", "UpToDate", []),
+        frozenset(),
+    ),
 ]
-_DCAP_ERRORS = {NO_LEVEL: "No matching TCB level found", NO_SEPT: "SEPT_VE_DISABLE is not enabled",
-                DEBUG: "Debug mode is enabled"}
+_DCAP_ERRORS = {
+    NO_LEVEL: "No matching TCB level found",
+    NO_SEPT: "SEPT_VE_DISABLE is not enabled",
+    DEBUG: "Debug mode is enabled",
+}
 ALL_STATUSES = Policy(accepted_tcb_status=list(TCB_STATUSES))
 
 
@@ -105,8 +204,13 @@ def collateral(vectors: Path, rel: str) -> dict[str, bytes]:
     return collateral_from_dcap_qvl_json((vectors / "tdx" / rel).read_bytes())
 
 
-def verify(raw: bytes, coll: dict[str, bytes], now: datetime, trust: TrustStore | None = None,
-           **evidence: Any) -> VendorResult:
+def verify(
+    raw: bytes,
+    coll: dict[str, bytes],
+    now: datetime,
+    trust: TrustStore | None = None,
+    **evidence: Any,
+) -> VendorResult:
     ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw, collateral=coll, **evidence)
     return TdxEvidenceVerifier().verify(ev, trust or TrustStore(), now)
 
@@ -123,8 +227,15 @@ def test_cases_are_the_readme_expectations(vectors: Path) -> None:
         if f["file"].startswith("tdx/quotes/") and f["verification"]:
             for r in f["verification"][0]["dcap_qvl_verify"]:
                 want = r.get("status") or r["error"].removeprefix("Verification failed: ")
-                recorded.add((Path(f["file"]).name, r["collateral"].removeprefix("tdx/"), r["now"],
-                              want, tuple(r.get("advisories", ()))))
+                recorded.add(
+                    (
+                        Path(f["file"]).name,
+                        r["collateral"].removeprefix("tdx/"),
+                        r["now"],
+                        want,
+                        tuple(r.get("advisories", ())),
+                    )
+                )
     ours = set()
     for quote, coll, now, expected, _ in CASES:
         if expected[0] == "status":
@@ -134,10 +245,12 @@ def test_cases_are_the_readme_expectations(vectors: Path) -> None:
     assert ours == recorded
 
 
-@pytest.mark.parametrize(("quote", "coll", "now", "expected", "also"), CASES,
-                         ids=[f"{c[0]}@{c[2][:10]}" for c in CASES])
-def test_real_quote_gets_the_expected_answer(vectors: Path, quote: str, coll: str, now: str,
-                                             expected: tuple[Any, ...], also: frozenset[str]) -> None:
+@pytest.mark.parametrize(
+    ("quote", "coll", "now", "expected", "also"), CASES, ids=[f"{c[0]}@{c[2][:10]}" for c in CASES]
+)
+def test_real_quote_gets_the_expected_answer(
+    vectors: Path, quote: str, coll: str, now: str, expected: tuple[Any, ...], also: frozenset[str]
+) -> None:
     raw = read_quote(vectors, quote)
     ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw, collateral=collateral(vectors, coll))
     result = TdxEvidenceVerifier().verify(ev, TrustStore(), when(now))
@@ -170,7 +283,10 @@ def test_real_quote_gets_the_expected_answer(vectors: Path, quote: str, coll: st
     assert chain is not None
     pck = SgxExtensions.from_certificate(order_chain(load_certificates(chain))[0])
     assert claims.platform_id == pck.fmspc.hex()
-    assert claims.tcb["pcesvn"] == pck.tcb.pcesvn and claims.tcb["sgx_tcb_comp01"] == pck.tcb.comp_svns[0]
+    assert (
+        claims.tcb["pcesvn"] == pck.tcb.pcesvn
+        and claims.tcb["sgx_tcb_comp01"] == pck.tcb.comp_svns[0]
+    )
     body = parsed.body
     assert claims.measurements["mrtd"] == body.mrtd and claims.report_data == body.report_data
     assert claims.debug == bool(body.td_attributes[0] & 1)
@@ -179,11 +295,19 @@ def test_real_quote_gets_the_expected_answer(vectors: Path, quote: str, coll: st
 
 def test_quote_without_published_collateral_window(vectors: Path) -> None:
     """trustee-gnr: TCB info + QE identity of 2025-10 (no CRL of that month exists)."""
-    chain = collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json")["tcb_info_issuer_chain"]
-    coll = {"tcb_info": (vectors / "tdx/collateral/trustee-2025-10.tcbinfo.00a06d080000.json").read_bytes(),
-            "qe_identity": (vectors / "tdx/collateral/trustee-2025-10.qeidentity.json").read_bytes(),
-            "tcb_info_issuer_chain": chain}
-    result = verify(read_quote(vectors, "trustee-gnr-v4.quote.bin"), coll, when("2025-11-01T00:00:00Z"))
+    chain = collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json")[
+        "tcb_info_issuer_chain"
+    ]
+    coll = {
+        "tcb_info": (
+            vectors / "tdx/collateral/trustee-2025-10.tcbinfo.00a06d080000.json"
+        ).read_bytes(),
+        "qe_identity": (vectors / "tdx/collateral/trustee-2025-10.qeidentity.json").read_bytes(),
+        "tcb_info_issuer_chain": chain,
+    }
+    result = verify(
+        read_quote(vectors, "trustee-gnr-v4.quote.bin"), coll, when("2025-11-01T00:00:00Z")
+    )
     assert failed(result) == {}
     crl = next(c for c in result.checks if c.name == "tdx.crl")
     assert "not checked" in crl.detail
@@ -195,12 +319,16 @@ def test_quote_without_published_collateral_window(vectors: Path) -> None:
 def test_pcs_bodies_and_der_crls_of_2023(vectors: Path) -> None:
     """The separate go-tdx-guest 2023 files: PCS bodies, 2018 TCB signing chain, DER CRLs."""
     c = vectors / "tdx/collateral"
-    coll = {"tcb_info": (c / "gotdx-2023-06.tcbinfo.50806f000000.json").read_bytes(),
-            "qe_identity": (c / "gotdx-2023-06.qeidentity.json").read_bytes(),
-            "tcb_info_issuer_chain": (c / "intel-tcb-signing-chain-2018.pem").read_bytes(),
-            "pck_crl": (c / "gotdx-2023-06.pck-platform-crl.der").read_bytes(),
-            "root_crl": (c / "gotdx-2023.root-ca-crl.der").read_bytes()}
-    result = verify(read_quote(vectors, "gotdx-spr-v4.quote.bin"), coll, when("2023-06-20T00:00:00Z"))
+    coll = {
+        "tcb_info": (c / "gotdx-2023-06.tcbinfo.50806f000000.json").read_bytes(),
+        "qe_identity": (c / "gotdx-2023-06.qeidentity.json").read_bytes(),
+        "tcb_info_issuer_chain": (c / "intel-tcb-signing-chain-2018.pem").read_bytes(),
+        "pck_crl": (c / "gotdx-2023-06.pck-platform-crl.der").read_bytes(),
+        "root_crl": (c / "gotdx-2023.root-ca-crl.der").read_bytes(),
+    }
+    result = verify(
+        read_quote(vectors, "gotdx-spr-v4.quote.bin"), coll, when("2023-06-20T00:00:00Z")
+    )
     assert set(failed(result)) == {"tdx.tcb_status", SEPT}
     assert "nothing revoked" in next(c.detail for c in result.checks if c.name == "tdx.crl")
     # the 2018 TCB signing certificate expired on 2025-05-21
@@ -213,14 +341,17 @@ def test_pcs_bodies_and_der_crls_of_2023(vectors: Path) -> None:
 
 # --- negative vectors and trust ------------------------------------------------------------
 
+
 def test_synthetic_intel_sample_is_rejected_against_the_real_root(vectors: Path) -> None:
     raw = (vectors / "tdx/synthetic-intel-sample/quote.dat").read_bytes()
     now = when("2025-01-01T00:00:00Z")
     result = verify(raw, {}, now)
     bad = failed(result)
     assert "root_pinned" in " ".join(bad)
-    assert "neither the Intel SGX Root CA pinned by cocopart nor a root in the trust store" in \
-        bad["tdx.pck.root_pinned"]
+    assert (
+        "neither the Intel SGX Root CA pinned by cocopart nor a root in the trust store"
+        in bad["tdx.pck.root_pinned"]
+    )
     assert "tdx.quote.signature" not in bad  # its attestation key does sign it (README)
     assert result.claims is not None and result.claims.signer == ""
     # with its own test root pinned explicitly, the chain is accepted as a non-Intel root
@@ -247,10 +378,19 @@ def test_missing_and_mismatched_collateral(vectors: Path) -> None:
     assert set(failed(none)) == {"tdx.collateral.present"}
     assert none.claims is not None and none.claims.tcb_status is None
     other = verify(raw, collateral(vectors, "dcap-qvl-collateral/2025-09-50806f000000.json"), now)
-    assert "FMSPC 50806f000000, the PCK certificate has 00806f050000" in failed(other)["tdx.collateral.match"]
-    stale = verify(raw, collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"),
-                   when("2025-11-15T00:00:00Z"))
-    assert "TCB info is valid 2025-09-29T18:04:58Z..2025-10-29T18:04:58Z" in failed(stale)["tdx.collateral.fresh"]
+    assert (
+        "FMSPC 50806f000000, the PCK certificate has 00806f050000"
+        in failed(other)["tdx.collateral.match"]
+    )
+    stale = verify(
+        raw,
+        collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"),
+        when("2025-11-15T00:00:00Z"),
+    )
+    assert (
+        "TCB info is valid 2025-09-29T18:04:58Z..2025-10-29T18:04:58Z"
+        in failed(stale)["tdx.collateral.fresh"]
+    )
 
 
 def test_manifest_that_the_quote_does_not_bind_is_rejected(vectors: Path) -> None:
@@ -264,7 +404,9 @@ def test_manifest_that_the_quote_does_not_bind_is_rejected(vectors: Path) -> Non
 
 def test_unknown_format_and_garbage() -> None:
     now = when("2025-09-30T00:00:00Z")
-    r = TdxEvidenceVerifier().verify(Evidence(vendor="tdx", format="sgx-quote", raw=b""), TrustStore(), now)
+    r = TdxEvidenceVerifier().verify(
+        Evidence(vendor="tdx", format="sgx-quote", raw=b""), TrustStore(), now
+    )
     assert [c.name for c in r.checks] == ["tdx.format"] and r.claims is None
     g = verify(b"\x04\x00" + bytes(100), {}, now)
     assert [c.name for c in g.checks] == ["tdx.quote.parse"] and not g.checks[0].ok
@@ -272,13 +414,18 @@ def test_unknown_format_and_garbage() -> None:
 
 def test_the_plugin_loads_through_the_entry_point(vectors: Path) -> None:
     raw = read_quote(vectors, "gotdx-cos113-v4.quote.bin")
-    ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw,
-                  collateral=collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"))
+    ev = Evidence(
+        vendor="tdx",
+        format="tdx-quote",
+        raw=raw,
+        collateral=collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"),
+    )
     verdict = Verifier().verify(ev, when("2025-09-30T00:00:00Z"))
     assert verdict.ok, verdict.summary()
 
 
 # --- tampering: one test per signed field family -------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def good(vectors: Path) -> tuple[bytes, dict[str, bytes], datetime]:
@@ -299,24 +446,35 @@ def _offsets(raw: bytes) -> dict[str, int]:
     layout = QuoteLayout.parse(raw)
     s = layout.sig_start
     qe_report = s + 128 + 6
-    return {"header": 28, "body.mrtd": 48 + 136, "body.report_data": 48 + 520,
-            "signature": s + 10, "attestation_key": s + 64 + 5, "qe_report": qe_report + 64,
-            "qe_report_signature": qe_report + 384 + 7, "qe_auth_data": qe_report + 384 + 64 + 2}
+    return {
+        "header": 28,
+        "body.mrtd": 48 + 136,
+        "body.report_data": 48 + 520,
+        "signature": s + 10,
+        "attestation_key": s + 64 + 5,
+        "qe_report": qe_report + 64,
+        "qe_report_signature": qe_report + 384 + 7,
+        "qe_auth_data": qe_report + 384 + 64 + 2,
+    }
 
 
-@pytest.mark.parametrize(("field", "check"), [
-    ("header", "tdx.quote.signature"),
-    ("body.mrtd", "tdx.quote.signature"),
-    ("body.report_data", "tdx.quote.signature"),
-    ("signature", "tdx.quote.signature"),
-    ("attestation_key", "tdx.quote.signature"),
-    ("attestation_key", "tdx.qe_report.binding"),
-    ("qe_report", "tdx.qe_report.signature"),
-    ("qe_report_signature", "tdx.qe_report.signature"),
-    ("qe_auth_data", "tdx.qe_report.binding"),
-])
-def test_tampered_quote_is_rejected(good: tuple[bytes, dict[str, bytes], datetime], field: str,
-                                    check: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "check"),
+    [
+        ("header", "tdx.quote.signature"),
+        ("body.mrtd", "tdx.quote.signature"),
+        ("body.report_data", "tdx.quote.signature"),
+        ("signature", "tdx.quote.signature"),
+        ("attestation_key", "tdx.quote.signature"),
+        ("attestation_key", "tdx.qe_report.binding"),
+        ("qe_report", "tdx.qe_report.signature"),
+        ("qe_report_signature", "tdx.qe_report.signature"),
+        ("qe_auth_data", "tdx.qe_report.binding"),
+    ],
+)
+def test_tampered_quote_is_rejected(
+    good: tuple[bytes, dict[str, bytes], datetime], field: str, check: str
+) -> None:
     raw, coll, now = good
     bad = failed(verify(flip(raw, _offsets(raw)[field]), coll, now))
     assert check in bad
@@ -324,15 +482,18 @@ def test_tampered_quote_is_rejected(good: tuple[bytes, dict[str, bytes], datetim
 
 def _flip_certificate(pem_chain: bytes, index: int) -> bytes:
     """Flip the last DER byte (inside the ECDSA signature) of certificate ``index``, in place."""
-    blocks = list(re.finditer(rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----",
-                              pem_chain, re.DOTALL))
+    blocks = list(
+        re.finditer(
+            rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", pem_chain, re.DOTALL
+        )
+    )
     m = blocks[index]
     text = m.group(1)
     der = bytearray(base64.b64decode(text))
     der[-1] ^= 0x01
     new_b64 = iter(base64.b64encode(bytes(der)))
     rewrapped = bytes(c if c == 0x0A else next(new_b64) for c in text)
-    return pem_chain[:m.start(1)] + rewrapped + pem_chain[m.end(1):]
+    return pem_chain[: m.start(1)] + rewrapped + pem_chain[m.end(1) :]
 
 
 def _with_chain(raw: bytes, chain: bytes | None, cert_type: int = 5) -> bytes:
@@ -340,19 +501,25 @@ def _with_chain(raw: bytes, chain: bytes | None, cert_type: int = 5) -> bytes:
     qe = quote.signature_data.qe
     assert qe is not None
     inner = CertificationData(cert_type, chain if chain is not None else b"")
-    sig = QuoteSignatureData(quote.signature_data.signature, quote.signature_data.attestation_key,
-                             QeReportCertificationData(qe.qe_report, qe.qe_report_signature,
-                                                       qe.qe_auth_data, inner))
+    sig = QuoteSignatureData(
+        quote.signature_data.signature,
+        quote.signature_data.attestation_key,
+        QeReportCertificationData(qe.qe_report, qe.qe_report_signature, qe.qe_auth_data, inner),
+    )
     return TdQuote(quote.header, quote.body, sig, quote.trailing).to_bytes()
 
 
-@pytest.mark.parametrize(("index", "reason"), [
-    (0, "'Intel SGX PCK Certificate' is not signed by 'Intel SGX PCK Platform CA'"),
-    (1, "'Intel SGX PCK Platform CA' is not signed by 'Intel SGX Root CA'"),
-    (2, "'Intel SGX Root CA' is not self-signed"),
-])
-def test_tampered_pck_certificate_is_rejected(good: tuple[bytes, dict[str, bytes], datetime],
-                                              index: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("index", "reason"),
+    [
+        (0, "'Intel SGX PCK Certificate' is not signed by 'Intel SGX PCK Platform CA'"),
+        (1, "'Intel SGX PCK Platform CA' is not signed by 'Intel SGX Root CA'"),
+        (2, "'Intel SGX Root CA' is not self-signed"),
+    ],
+)
+def test_tampered_pck_certificate_is_rejected(
+    good: tuple[bytes, dict[str, bytes], datetime], index: int, reason: str
+) -> None:
     raw, coll, now = good
     chain = TdQuote.from_bytes(raw).signature_data.pck_chain_data
     assert chain is not None
@@ -368,20 +535,28 @@ def test_chain_from_evidence_certificates(good: tuple[bytes, dict[str, bytes], d
     assert chain is not None
     stripped = _with_chain(raw, b"\x01" * 16, cert_type=3)
     assert "no PCK certificate chain" in failed(verify(stripped, coll, now))["tdx.pck.chain"]
-    pems = [m.group(0) + b"\n" for m in re.finditer(
-        rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", chain, re.DOTALL)]
+    pems = [
+        m.group(0) + b"\n"
+        for m in re.finditer(
+            rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", chain, re.DOTALL
+        )
+    ]
     assert failed(verify(stripped, coll, now, certificates=pems)) == {}
 
 
-@pytest.mark.parametrize(("key", "needle", "check"), [
-    ("tcb_info", b'"tcbEvaluationDataNumber":17', "tdx.collateral.signature"),
-    ("qe_identity", b'"isvprodid":2', "tdx.collateral.signature"),
-    ("tcb_info", b'"signature":"', "tdx.collateral.signature"),
-    ("root_crl", None, "tdx.crl"),
-    ("pck_crl", None, "tdx.crl"),
-])
-def test_tampered_collateral_is_rejected(good: tuple[bytes, dict[str, bytes], datetime], key: str,
-                                         needle: bytes | None, check: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "needle", "check"),
+    [
+        ("tcb_info", b'"tcbEvaluationDataNumber":17', "tdx.collateral.signature"),
+        ("qe_identity", b'"isvprodid":2', "tdx.collateral.signature"),
+        ("tcb_info", b'"signature":"', "tdx.collateral.signature"),
+        ("root_crl", None, "tdx.crl"),
+        ("pck_crl", None, "tdx.crl"),
+    ],
+)
+def test_tampered_collateral_is_rejected(
+    good: tuple[bytes, dict[str, bytes], datetime], key: str, needle: bytes | None, check: str
+) -> None:
     raw, coll, now = good
     body = coll[key]
     offset = body.index(needle) + len(needle) - 1 if needle else len(body) - 1
@@ -397,8 +572,12 @@ def test_tampered_collateral_is_rejected(good: tuple[bytes, dict[str, bytes], da
 def test_policy_can_waive_sept_ve_disable_for_partitioned_tds(vectors: Path) -> None:
     """Azure's partitioned TDs run without SEPT_VE_DISABLE; a relying party may waive it."""
     raw = read_quote(vectors, "teekit-azure-v4.quote.bin")
-    ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw,
-                  collateral=collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"))
+    ev = Evidence(
+        vendor="tdx",
+        format="tdx-quote",
+        raw=raw,
+        collateral=collateral(vectors, "dcap-qvl-collateral/2025-09-00806f050000.json"),
+    )
     now = when("2025-09-30T00:00:00Z")
     strict = Verifier(ALL_STATUSES).verify(ev, now)
     assert [c.name for c in strict.failed] == [SEPT]

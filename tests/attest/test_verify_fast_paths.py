@@ -42,13 +42,20 @@ COLLATERAL = "tdx/dcap-qvl-collateral/2025-09-00806f050000.json"
 def intel_certificates(vectors: Path) -> dict[str, x509.Certificate]:
     """Every Intel certificate in the real vectors (quote PCK chains, collateral chains)."""
     out: dict[str, x509.Certificate] = {}
-    blobs = [TdQuote.from_bytes(p.read_bytes()).signature_data.pck_chain_data or b""
-             for p in (vectors / "tdx" / "quotes").glob("*.quote.bin")]
-    for p in [*(vectors / "tdx" / "collateral").glob("*.json"),
-              *(vectors / "tdx" / "dcap-qvl-collateral").glob("*.json")]:
+    blobs = [
+        TdQuote.from_bytes(p.read_bytes()).signature_data.pck_chain_data or b""
+        for p in (vectors / "tdx" / "quotes").glob("*.quote.bin")
+    ]
+    for p in [
+        *(vectors / "tdx" / "collateral").glob("*.json"),
+        *(vectors / "tdx" / "dcap-qvl-collateral").glob("*.json"),
+    ]:
         data = json.loads(p.read_text())
-        blobs += [data[k].encode() for k in ("tcb_info_issuer_chain", "qe_identity_issuer_chain",
-                                             "pck_crl_issuer_chain") if data.get(k)]
+        blobs += [
+            data[k].encode()
+            for k in ("tcb_info_issuer_chain", "qe_identity_issuer_chain", "pck_crl_issuer_chain")
+            if data.get(k)
+        ]
     for blob in blobs:
         for cert in pck.load_certificates(blob):
             out[hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()] = cert
@@ -83,42 +90,50 @@ def test_rule_der_slices_equal_the_reencoded_parts(vectors: Path) -> None:
 
 def test_rule_sgx_extensions_from_der_equal_the_parsed_certificate(vectors: Path) -> None:
     for p in (vectors / "tdx" / "quotes").glob("*.quote.bin"):
-        chain = pck.parse_chain(TdQuote.from_bytes(p.read_bytes()).signature_data.pck_chain_data
-                                or b"")
+        chain = pck.parse_chain(
+            TdQuote.from_bytes(p.read_bytes()).signature_data.pck_chain_data or b""
+        )
         leaf = chain[0]
-        assert pck.SgxExtensions.from_certificate(leaf.der) == \
-            pck.SgxExtensions.from_certificate(leaf.cert), p.name
+        assert pck.SgxExtensions.from_certificate(leaf.der) == pck.SgxExtensions.from_certificate(
+            leaf.cert
+        ), p.name
 
 
-@pytest.mark.parametrize("body", [
-    b'{"tcbInfo":{"a":1},"signature":"00"}',
-    b'  {\n "tcbInfo" : { "a" : [1, 2,\t3] , "b":"\\u00e9\\"x"} ,\n"signature":"00"}\n',
-    '{"tcbInfo":{"caf\u00e9":"\u2713"},"signature":"00"}'.encode(),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"tcbInfo":{"a":1},"signature":"00"}',
+        b'  {\n "tcbInfo" : { "a" : [1, 2,\t3] , "b":"\\u00e9\\"x"} ,\n"signature":"00"}\n',
+        '{"tcbInfo":{"caf\u00e9":"\u2713"},"signature":"00"}'.encode(),
+    ],
+)
 def test_rule_signed_json_bytes_are_exact(body: bytes) -> None:
     """PCS signs the exact bytes of the member's value (shared/vectors README "How
     verified"): the slice is the text between the colon and the following comma."""
     members = json_members(body)
     raw = members["tcbInfo"][1]
     start = body.index(b"{", body.index(b'"tcbInfo"'))
-    assert body[start:start + len(raw)] == raw
+    assert body[start : start + len(raw)] == raw
     assert json.loads(raw) == members["tcbInfo"][0]
 
 
-@pytest.mark.parametrize("body", [
-    b'{"tcbInfo":{"a":1},"tcbInfo":{"a":2},"signature":"00"}',
-    b'{"tcbInfo":{"a":1},"signature":"00"} trailing',
-    b'["tcbInfo"]',
-    b'{"tcbInfo":{"a":1} "signature":"00"}',
-    b'\xff\xfe',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"tcbInfo":{"a":1},"tcbInfo":{"a":2},"signature":"00"}',
+        b'{"tcbInfo":{"a":1},"signature":"00"} trailing',
+        b'["tcbInfo"]',
+        b'{"tcbInfo":{"a":1} "signature":"00"}',
+        b"\xff\xfe",
+    ],
+)
 def test_rule_malformed_or_ambiguous_collateral_is_refused(body: bytes) -> None:
     with pytest.raises(CollateralError):
         SignedJson.parse(body, "tcbInfo")
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
 
 
 def test_rule_cached_tdx_context_never_skips_the_quote_signature(vectors: Path) -> None:
@@ -128,13 +143,16 @@ def test_rule_cached_tdx_context_never_skips_the_quote_signature(vectors: Path) 
     verifier, trust = TdxEvidenceVerifier(), TrustStore()
 
     def run(data: bytes) -> dict[str, bool]:
-        result = verifier.verify(Evidence(vendor="tdx", format="tdx-quote", raw=data,
-                                          collateral=collateral), trust, TDX_NOW)
+        result = verifier.verify(
+            Evidence(vendor="tdx", format="tdx-quote", raw=data, collateral=collateral),
+            trust,
+            TDX_NOW,
+        )
         return {c.name: c.ok for c in result.checks}
 
     assert all(run(raw).values())
     report_data_at = 48 + 584 - 64
-    changed = run(_flip(raw, report_data_at))     # same context, REPORTDATA altered
+    changed = run(_flip(raw, report_data_at))  # same context, REPORTDATA altered
     assert not changed["tdx.quote.signature"]
     assert sum(not ok for ok in changed.values()) == 1
     assert not run(_flip(raw, 48 + 16))["tdx.quote.signature"]  # MRSEAM: another context
@@ -144,8 +162,12 @@ def test_rule_cached_tdx_context_never_skips_the_quote_signature(vectors: Path) 
 def test_rule_cached_tdx_context_is_used_only_inside_its_window(vectors: Path) -> None:
     clear_caches()
     raw = (vectors / "tdx" / "quotes" / "teekit-gcp-v4.quote.bin").read_bytes()
-    ev = Evidence(vendor="tdx", format="tdx-quote", raw=raw,
-                  collateral=collateral_from_dcap_qvl_json((vectors / COLLATERAL).read_bytes()))
+    ev = Evidence(
+        vendor="tdx",
+        format="tdx-quote",
+        raw=raw,
+        collateral=collateral_from_dcap_qvl_json((vectors / COLLATERAL).read_bytes()),
+    )
     verifier, trust = TdxEvidenceVerifier(), TrustStore()
     assert all(c.ok for c in verifier.verify(ev, trust, TDX_NOW).checks)
     late = verifier.verify(ev, trust, datetime(2026, 6, 1, tzinfo=UTC))
@@ -157,13 +179,17 @@ def test_rule_cached_tdx_context_is_used_only_inside_its_window(vectors: Path) -
 def test_rule_cached_snp_context_never_skips_the_report_signature(vectors: Path) -> None:
     raw = (vectors / "snp" / "routex-milan-v3.report.bin").read_bytes()
     vcek = snp_certs.split_certificates(
-        (vectors / "snp" / "routex-milan-v3.vcek-chain.pem").read_bytes())[0]
+        (vectors / "snp" / "routex-milan-v3.vcek-chain.pem").read_bytes()
+    )[0]
     verifier, trust = SnpEvidenceVerifier(), TrustStore()
     now = datetime(2025, 12, 8, tzinfo=UTC)
 
     def run(data: bytes) -> tuple[set[str], bytes]:
-        result = verifier.verify(Evidence(vendor="sev-snp", format="snp-report", raw=data,
-                                          certificates=[vcek]), trust, now)
+        result = verifier.verify(
+            Evidence(vendor="sev-snp", format="snp-report", raw=data, certificates=[vcek]),
+            trust,
+            now,
+        )
         assert result.claims is not None
         return {c.name for c in result.checks if not c.ok}, result.claims.report_data
 
@@ -171,6 +197,9 @@ def test_rule_cached_snp_context_never_skips_the_report_signature(vectors: Path)
     changed = _flip(raw, 0x50)
     assert run(changed) == ({"snp.signature"}, changed[0x50:0x90])
     assert run(_flip(raw, 0x2A0 + 3))[0] == {"snp.signature"}
-    late = verifier.verify(Evidence(vendor="sev-snp", format="snp-report", raw=raw,
-                                    certificates=[vcek]), trust, datetime(2040, 1, 1, tzinfo=UTC))
+    late = verifier.verify(
+        Evidence(vendor="sev-snp", format="snp-report", raw=raw, certificates=[vcek]),
+        trust,
+        datetime(2040, 1, 1, tzinfo=UTC),
+    )
     assert "snp.chain.validity" in {c.name for c in late.checks if not c.ok}

@@ -29,8 +29,10 @@ class OtherFakeBackend(FakeBackend):
     title: ClassVar[str] = "Second fake architecture (tests only)"
 
     def cost_table(self) -> CostTable:
-        return CostTable(primitives={"FAKE.VALIDATE": Cost(ns=300, source="made up")},
-                         switches={"FAKE.SWITCH": Cost(ns=5000, source="made up")})
+        return CostTable(
+            primitives={"FAKE.VALIDATE": Cost(ns=300, source="made up")},
+            switches={"FAKE.SWITCH": Cost(ns=5000, source="made up")},
+        )
 
 
 FAKES: dict[str, type[Backend]] = {"fake": FakeBackend, "fake-b": OtherFakeBackend}
@@ -67,7 +69,6 @@ access = "r"
 [[steps]]
 macro = "attest-each-layer"
 """
-
 
 
 def invoke(runner: CliRunner, *args: object) -> Result:

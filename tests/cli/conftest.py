@@ -90,4 +90,3 @@ def both_backends() -> list[str]:
     if not {"sev-snp", "tdx"} <= set(names):
         pytest.skip(f"needs both real backends (importable: {names or 'none'})")
     return ["sev-snp", "tdx"]
-

@@ -7,8 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
-    "null": (type(None),), "integer": (int,), "number": (int, float),
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "integer": (int,),
+    "number": (int, float),
 }
 
 
@@ -20,8 +25,9 @@ def _is(value: Any, name: str) -> bool:
     return isinstance(value, _TYPES[name])
 
 
-def errors(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
-           path: str = "$") -> list[str]:
+def errors(
+    value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None, path: str = "$"
+) -> list[str]:
     """Every violation of ``schema`` by ``value`` (empty when valid)."""
     root = root or schema
     if "$ref" in schema:

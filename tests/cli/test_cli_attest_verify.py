@@ -25,6 +25,7 @@ def snp_args(vectors: Path, report: Path | None = None) -> list[object]:
 
 # -- attest -----------------------------------------------------------------------------------
 
+
 def test_attest_without_configfs_suggests_simulate(runner: CliRunner, tmp_path: Path) -> None:
     res = invoke(runner, "attest", "--configfs", tmp_path / "no" / "tsm" / "report")
     assert res.exit_code == 2
@@ -46,8 +47,20 @@ def test_attest_through_a_configfs_tsm_tree(runner: CliRunner, tmp_path: Path) -
     data = bytes(range(64))
     FakeTsm.sev_guest(vmpl=0).materialise(tmp_path, data)
     out = tmp_path / "ev.json"
-    res = invoke(runner, "attest", "--configfs", tmp_path, "--entry", "snapshot",
-                 "--static-snapshot", "--report-data", data.hex(), "--out", out, "--json")
+    res = invoke(
+        runner,
+        "attest",
+        "--configfs",
+        tmp_path,
+        "--entry",
+        "snapshot",
+        "--static-snapshot",
+        "--report-data",
+        data.hex(),
+        "--out",
+        out,
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     report = assert_schema(runner, "attest", res.stdout)
     assert report["source"] == "configfs-tsm" and report["provider"] == "sev_guest"
@@ -55,8 +68,9 @@ def test_attest_through_a_configfs_tsm_tree(runner: CliRunner, tmp_path: Path) -
     assert ev.vendor == "sev-snp" and data in ev.raw
 
 
-def test_attest_simulate_needs_evidence(runner: CliRunner, fakes: list[str], small: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attest_simulate_needs_evidence(
+    runner: CliRunner, fakes: list[str], small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A backend whose attestation succeeds without Evidence: a clear error, exit 1."""
     from cocopart.ops import Attest, Operation, OperationResult
     from cocopart.testing.fake import FakeMachine
@@ -80,13 +94,26 @@ def test_attest_simulate_bad_layer(runner: CliRunner, fakes: list[str], small: P
 
 @pytest.mark.parametrize("source", ["service", "hardware"])
 @pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
-def test_attest_simulate_then_verify(runner: CliRunner, real_backends: list[str],
-                                     tmp_path: Path, backend: str, source: str) -> None:
+def test_attest_simulate_then_verify(
+    runner: CliRunner, real_backends: list[str], tmp_path: Path, backend: str, source: str
+) -> None:
     if backend not in real_backends:
         pytest.skip(f"backend {backend} does not import yet")
     out = tmp_path / "ev.json"
-    res = invoke(runner, "attest", "--simulate", EXAMPLES / "guest.toml", "-b", backend,
-                 "--source", source, "--report-data", "ab" * 64, "--out", out)
+    res = invoke(
+        runner,
+        "attest",
+        "--simulate",
+        EXAMPLES / "guest.toml",
+        "-b",
+        backend,
+        "--source",
+        source,
+        "--report-data",
+        "ab" * 64,
+        "--out",
+        out,
+    )
     if res.exit_code == 1 and "not-supported" in res.output:
         assert source == "hardware"  # e.g. TDX: an L2 cannot get a hardware report itself
         return
@@ -109,6 +136,7 @@ def test_attest_simulate_then_verify(runner: CliRunner, real_backends: list[str]
 
 
 # -- verify -----------------------------------------------------------------------------------
+
 
 def test_verify_real_snp_vector(runner: CliRunner, vectors: Path) -> None:
     res = invoke(runner, "verify", *snp_args(vectors))
@@ -133,20 +161,28 @@ def test_verify_tampered_snp_copy(runner: CliRunner, vectors: Path, tmp_path: Pa
     assert text.exit_code == 1 and "rejected" in text.stdout and "FAIL" in text.stdout
 
 
-def test_verify_evidence_json_and_policy(runner: CliRunner, vectors: Path, tmp_path: Path
-                                         ) -> None:
-    ev = Evidence(vendor="sev-snp", format="snp-report", raw=(vectors / SNP_REPORT).read_bytes(),
-                  certificates=[(vectors / c).read_bytes() for c in SNP_CERTS])
+def test_verify_evidence_json_and_policy(runner: CliRunner, vectors: Path, tmp_path: Path) -> None:
+    ev = Evidence(
+        vendor="sev-snp",
+        format="snp-report",
+        raw=(vectors / SNP_REPORT).read_bytes(),
+        certificates=[(vectors / c).read_bytes() for c in SNP_CERTS],
+    )
     path = tmp_path / "ev.json"
     path.write_text(ev.model_dump_json())
-    measurement = ("7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c"
-                   "60bd95b9c480cd81841f")
+    measurement = (
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c"
+        "60bd95b9c480cd81841f"
+    )
     good = tmp_path / "good.toml"
-    good.write_text(f'allowed_layers = ["l1"]\n[expected_measurements]\n'
-                    f'measurement = "{measurement}"\n')
+    good.write_text(
+        f'allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "{measurement}"\n'
+    )
     assert invoke(runner, "verify", path, "--policy", good).exit_code == 0
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "{"00" * 48}"\n')
+    bad.write_text(
+        f'allowed_layers = ["l1"]\n[expected_measurements]\nmeasurement = "{"00" * 48}"\n'
+    )
     res = invoke(runner, "verify", path, "--policy", bad)
     assert res.exit_code == 4 and "policy.measurement.measurement" in res.stdout  # policy
     # Issue 16 point 6 changed this case: a pin of the wrong length is refused when the
@@ -165,16 +201,23 @@ def test_verify_as_of_a_time(runner: CliRunner, vectors: Path) -> None:
     assert invoke(runner, "verify", *snp_args(vectors), "--now", "yesterday").exit_code == 2
 
 
-def test_verify_tdx_quote_with_collateral(runner: CliRunner, vectors: Path, tmp_path: Path
-                                          ) -> None:
+def test_verify_tdx_quote_with_collateral(runner: CliRunner, vectors: Path, tmp_path: Path) -> None:
     tdx = vectors / "tdx"
     quote = tdx / "quotes" / "gotdx-spr-v4.quote.bin"
     coll = tdx / "collateral"
     args: list[object] = [
-        "--vendor", "tdx", "--now", "2023-06-20T00:00:00Z", "--json",
-        "--collateral", f"tcb_info={coll / 'gotdx-2023-06.tcbinfo.50806f000000.json'}",
-        "--collateral", f"qe_identity={coll / 'gotdx-2023-06.qeidentity.json'}",
-        "--collateral", f"tcb_info_issuer_chain={coll / 'intel-tcb-signing-chain-2018.pem'}"]
+        "--vendor",
+        "tdx",
+        "--now",
+        "2023-06-20T00:00:00Z",
+        "--json",
+        "--collateral",
+        f"tcb_info={coll / 'gotdx-2023-06.tcbinfo.50806f000000.json'}",
+        "--collateral",
+        f"qe_identity={coll / 'gotdx-2023-06.qeidentity.json'}",
+        "--collateral",
+        f"tcb_info_issuer_chain={coll / 'intel-tcb-signing-chain-2018.pem'}",
+    ]
     res = invoke(runner, "verify", quote, *args)
     checks = {c["name"]: c["ok"] for c in json.loads(res.stdout)["verdict"]["checks"]}
     assert checks["tdx.quote.signature"] and checks["tdx.pck.chain"]
@@ -188,14 +231,18 @@ def test_verify_tdx_quote_with_collateral(runner: CliRunner, vectors: Path, tmp_
     assert checks["tdx.quote.signature"] is False
 
 
-@pytest.mark.parametrize("policy,needle", [
-    ('allowed_layers = ["l1"\n', ":1"),                                  # TOML syntax
-    ('allowed_layers = ["l1"]\nexpected_report_data = "zz"\n', ":2"),    # bad hex
-    ('allowed_layers = ["l1"]\nallow_debugging = true\n', ":2"),         # unknown field
-    ('allowed_layers = "l1"\n', "allowed_layers"),                       # wrong type
-])
-def test_verify_bad_policy_is_exit_2(runner: CliRunner, vectors: Path, tmp_path: Path,
-                                     policy: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    "policy,needle",
+    [
+        ('allowed_layers = ["l1"\n', ":1"),  # TOML syntax
+        ('allowed_layers = ["l1"]\nexpected_report_data = "zz"\n', ":2"),  # bad hex
+        ('allowed_layers = ["l1"]\nallow_debugging = true\n', ":2"),  # unknown field
+        ('allowed_layers = "l1"\n', "allowed_layers"),  # wrong type
+    ],
+)
+def test_verify_bad_policy_is_exit_2(
+    runner: CliRunner, vectors: Path, tmp_path: Path, policy: str, needle: str
+) -> None:
     p = tmp_path / "p.toml"
     p.write_text(policy)
     res = invoke(runner, "verify", *snp_args(vectors), "--policy", p)
@@ -227,8 +274,8 @@ def test_verify_input_errors(runner: CliRunner, tmp_path: Path) -> None:
 @pytest.mark.parametrize("source", ["service", "hardware"])
 @pytest.mark.parametrize("backend", ["sev-snp", "tdx"])
 def test_freshness_expected_nonce_works_for_both_sources(
-        runner: CliRunner, real_backends: list[str], tmp_path: Path, backend: str,
-        source: str) -> None:
+    runner: CliRunner, real_backends: list[str], tmp_path: Path, backend: str, source: str
+) -> None:
     """Issue 16 point 1: `attest --report-data N` then a policy `expected_nonce = N` (or
     `verify --nonce N`) accepts the evidence — service evidence binds
     SHA-512(nonce || manifest) (sev-snp.md §3.1), hardware evidence the nonce itself; another
@@ -237,8 +284,20 @@ def test_freshness_expected_nonce_works_for_both_sources(
         pytest.skip(f"backend {backend} does not import yet")
     nonce = "5a" * 32
     out = tmp_path / "ev.json"
-    res = invoke(runner, "attest", "--simulate", EXAMPLES / "guest.toml", "-b", backend,
-                 "--source", source, "--report-data", nonce, "--out", out)
+    res = invoke(
+        runner,
+        "attest",
+        "--simulate",
+        EXAMPLES / "guest.toml",
+        "-b",
+        backend,
+        "--source",
+        source,
+        "--report-data",
+        nonce,
+        "--out",
+        out,
+    )
     if res.exit_code == 1 and "not-supported" in res.output:
         assert (backend, source) == ("tdx", "hardware")  # an L2 gets no hardware report
         return
@@ -250,19 +309,42 @@ def test_freshness_expected_nonce_works_for_both_sources(
     ok = invoke(runner, "verify", out, "--trust-root", root, "--policy", policy, "--json")
     checks = {c["name"]: c for c in json.loads(ok.stdout)["verdict"]["checks"]}
     assert checks["policy.nonce"]["ok"], checks["policy.nonce"]
-    flag = invoke(runner, "verify", out, "--trust-root", root, "--nonce", "0x" + nonce,
-                  "--policy", policy, "--json")
-    assert {c["name"]: c["ok"] for c in json.loads(flag.stdout)["verdict"]["checks"]
-            }["policy.nonce"]
-    stale = invoke(runner, "verify", out, "--trust-root", root, "--policy", policy,
-                   "--nonce", "11" * 32, "--json")
+    flag = invoke(
+        runner,
+        "verify",
+        out,
+        "--trust-root",
+        root,
+        "--nonce",
+        "0x" + nonce,
+        "--policy",
+        policy,
+        "--json",
+    )
+    assert {c["name"]: c["ok"] for c in json.loads(flag.stdout)["verdict"]["checks"]}[
+        "policy.nonce"
+    ]
+    stale = invoke(
+        runner,
+        "verify",
+        out,
+        "--trust-root",
+        root,
+        "--policy",
+        policy,
+        "--nonce",
+        "11" * 32,
+        "--json",
+    )
     assert stale.exit_code == 4  # authentic, rejected by the policy
-    assert not {c["name"]: c["ok"] for c in json.loads(stale.stdout)["verdict"]["checks"]
-                }["policy.nonce"]
+    assert not {c["name"]: c["ok"] for c in json.loads(stale.stdout)["verdict"]["checks"]}[
+        "policy.nonce"
+    ]
     policy.write_text(base + f'expected_report_data = "{nonce}"\n')
     raw = invoke(runner, "verify", out, "--trust-root", root, "--policy", policy, "--json")
-    check = {c["name"]: c for c in json.loads(raw.stdout)["verdict"]["checks"]
-             }["policy.report_data"]
+    check = {c["name"]: c for c in json.loads(raw.stdout)["verdict"]["checks"]}[
+        "policy.report_data"
+    ]
     if source == "service":
         assert not check["ok"] and "expected_nonce" in check["detail"]
         assert "SHA-512(nonce || services manifest)" in check["detail"]

@@ -6,8 +6,7 @@ from cli_helpers import assert_schema, invoke
 from typer.testing import CliRunner
 
 
-def test_backends_table_shows_matrix_and_broken_in_red(runner: CliRunner, fakes: list[str]
-                                                       ) -> None:
+def test_backends_table_shows_matrix_and_broken_in_red(runner: CliRunner, fakes: list[str]) -> None:
     res = invoke(runner, "backends")
     assert res.exit_code == 0, res.output
     out = res.stdout

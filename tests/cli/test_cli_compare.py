@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_table_on_all_loadable_backends(runner: CliRunner, fakes: list[str],
-                                                small: Path) -> None:
+def test_compare_table_on_all_loadable_backends(
+    runner: CliRunner, fakes: list[str], small: Path
+) -> None:
     res = invoke(runner, "compare", small)
     assert res.exit_code == 0, res.output
     out = res.stdout
@@ -25,17 +26,20 @@ def test_compare_table_on_all_loadable_backends(runner: CliRunner, fakes: list[s
 
 
 @pytest.mark.parametrize("fmt,marker", [("markdown", "| # | step |"), ("html", "<table>")])
-def test_compare_text_formats(runner: CliRunner, fakes: list[str], small: Path, fmt: str,
-                              marker: str) -> None:
+def test_compare_text_formats(
+    runner: CliRunner, fakes: list[str], small: Path, fmt: str, marker: str
+) -> None:
     res = invoke(runner, "compare", small, "-b", "fake", "-b", "fake-b", "--format", fmt)
     assert res.exit_code == 0, res.output
     assert marker in res.stdout and "grant l2.2 read" in res.stdout
 
 
-def test_compare_json_validates_and_strategy(runner: CliRunner, fakes: list[str], small: Path
-                                             ) -> None:
-    res = invoke(runner, "compare", small, "-b", "fake", "-b", "fake-b", "--json",
-                 "--strategy", "linux")
+def test_compare_json_validates_and_strategy(
+    runner: CliRunner, fakes: list[str], small: Path
+) -> None:
+    res = invoke(
+        runner, "compare", small, "-b", "fake", "-b", "fake-b", "--json", "--strategy", "linux"
+    )
     assert res.exit_code == 0, res.output
     data = assert_schema(runner, "compare", res.stdout)
     assert data["strategy"] == "linux" and data["backends"] == ["fake", "fake-b"]
@@ -45,19 +49,20 @@ def test_compare_json_validates_and_strategy(runner: CliRunner, fakes: list[str]
     assert runs[0]["totals"]["estimated_ns"] < runs[1]["totals"]["estimated_ns"]
 
 
-def test_compare_writes_out_file(runner: CliRunner, fakes: list[str], small: Path,
-                                 tmp_path: Path) -> None:
+def test_compare_writes_out_file(
+    runner: CliRunner, fakes: list[str], small: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cmp.md"
     res = invoke(runner, "compare", small, "-b", "fake", "-f", "markdown", "--out", out)
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith("## small")
 
 
-def test_compare_plot_png_has_both_backends(runner: CliRunner, fakes: list[str], small: Path,
-                                            tmp_path: Path) -> None:
+def test_compare_plot_png_has_both_backends(
+    runner: CliRunner, fakes: list[str], small: Path, tmp_path: Path
+) -> None:
     png = tmp_path / "plot.png"
-    res = invoke(runner, "compare", small, "-b", "fake", "-b", "fake-b", "--plot", png,
-                 "--json")
+    res = invoke(runner, "compare", small, "-b", "fake", "-b", "fake-b", "--plot", png, "--json")
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     from PIL import Image
@@ -77,8 +82,9 @@ def test_compare_plot_png_has_both_backends(runner: CliRunner, fakes: list[str],
             assert len(line.get_xdata()) == len(report.runs[0].steps)
 
 
-def test_compare_unknown_backend_and_bad_plot_path(runner: CliRunner, fakes: list[str],
-                                                   small: Path) -> None:
+def test_compare_unknown_backend_and_bad_plot_path(
+    runner: CliRunner, fakes: list[str], small: Path
+) -> None:
     res = invoke(runner, "compare", small, "-b", "nope")
     assert res.exit_code == 2 and "installed: broken, fake, fake-b" in res.output
     res = invoke(runner, "compare", small, "-b", "fake", "--plot", "/nonexistent/dir/p.png")
@@ -89,8 +95,9 @@ def test_compare_bad_format(runner: CliRunner, fakes: list[str], small: Path) ->
     assert invoke(runner, "compare", small, "--format", "pdf").exit_code == 2
 
 
-def test_compare_default_scenario_real_backends(runner: CliRunner, both_backends: list[str],
-                                                tmp_path: Path) -> None:
+def test_compare_default_scenario_real_backends(
+    runner: CliRunner, both_backends: list[str], tmp_path: Path
+) -> None:
     """The README's main command: both backends, the 64 GiB default scenario, quickly."""
     png = tmp_path / "default.png"
     start = time.perf_counter()

@@ -9,8 +9,7 @@ from cli_helpers import EXAMPLES, invoke
 from typer.testing import CliRunner
 
 
-def test_negative_cost_in_costs_file_is_a_usage_error(runner: CliRunner, tmp_path: Path
-                                                      ) -> None:
+def test_negative_cost_in_costs_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
     costs = tmp_path / "neg.toml"
     costs.write_text("[primitives]\nPVALIDATE = -5\n")
     res = invoke(runner, "compare", EXAMPLES / "guest.toml", "--costs", costs)
@@ -28,10 +27,10 @@ def test_binary_costs_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -
     assert res.exit_code == 2 and "not a TOML text file" in res.output, res.output
 
 
-def test_negative_cost_in_a_scenario_is_a_usage_error(runner: CliRunner, tmp_path: Path
-                                                      ) -> None:
+def test_negative_cost_in_a_scenario_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
     scenario = tmp_path / "g.toml"
-    scenario.write_text((EXAMPLES / "guest.toml").read_text()
-                        + "\n[costs.primitives]\nPVALIDATE = -5\n")
+    scenario.write_text(
+        (EXAMPLES / "guest.toml").read_text() + "\n[costs.primitives]\nPVALIDATE = -5\n"
+    )
     res = invoke(runner, "compare", scenario)
     assert res.exit_code == 2 and "PVALIDATE" in res.output, res.output

@@ -19,8 +19,7 @@ def test_explain_every_operation(runner: CliRunner, fakes: list[str], op: str) -
 
 
 def test_explain_validate_diagram(runner: CliRunner, fakes: list[str]) -> None:
-    res = invoke(runner, "explain", "validate", "-b", "fake", "--size", "4MiB", "--layer",
-                 "l2.2")
+    res = invoke(runner, "explain", "validate", "-b", "fake", "--size", "4MiB", "--layer", "l2.2")
     assert res.exit_code == 0, res.output
     out = res.stdout
     assert "l2.2" in out and "l1" in out
@@ -35,14 +34,18 @@ def test_explain_share_runs_prerequisite(runner: CliRunner, fakes: list[str]) ->
     assert side["prerequisites"] and side["prerequisites"][0].startswith("validate")
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--layer", "l2.3"], "no such layer"),
-    (["--size", "3KiB"], "--start/--size"),
-    (["--size", "1TiB"], "--start/--size"),
-    (["-b", "nope"], "installed:"),
-])
-def test_explain_bad_arguments(runner: CliRunner, fakes: list[str], args: list[str],
-                               needle: str) -> None:
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--layer", "l2.3"], "no such layer"),
+        (["--size", "3KiB"], "--start/--size"),
+        (["--size", "1TiB"], "--start/--size"),
+        (["-b", "nope"], "installed:"),
+    ],
+)
+def test_explain_bad_arguments(
+    runner: CliRunner, fakes: list[str], args: list[str], needle: str
+) -> None:
     res = invoke(runner, "explain", "validate", *args)
     assert res.exit_code == 2, res.output
     assert needle in res.output

@@ -6,8 +6,9 @@ from cli_helpers import assert_schema, invoke
 from typer.testing import CliRunner
 
 
-def test_faults_table_compares_policies_and_backends(runner: CliRunner,
-                                                     real_backends: list[str]) -> None:
+def test_faults_table_compares_policies_and_backends(
+    runner: CliRunner, real_backends: list[str]
+) -> None:
     res = invoke(runner, "faults", "--scenario", "forgotten-share")
     assert res.exit_code == 0, res.output
     for word in ("sigbus", "panic", "convert", "forgotten-share", *real_backends):

@@ -36,22 +36,27 @@ def tdx(vectors: Path, evidence: object, *more: object) -> list[object]:
 
 
 @pytest.mark.parametrize("form", ["hex", "0xhex", "base64", "base64url", "json", "padded"])
-def test_snp_report_in_every_form(runner: CliRunner, vectors: Path, tmp_path: Path,
-                                  form: str) -> None:
+def test_snp_report_in_every_form(
+    runner: CliRunner, vectors: Path, tmp_path: Path, form: str
+) -> None:
     raw = (vectors / SNP_REPORT).read_bytes()
-    blob = {"hex": raw.hex().encode(), "0xhex": b"0x" + raw.hex().encode() + b"\n",
-            "base64": base64.b64encode(raw), "base64url": base64.urlsafe_b64encode(raw),
-            "json": json.dumps({"attestation": {"report": base64.b64encode(raw).decode()}}
-                               ).encode(),
-            "padded": raw + bytes(4000 - len(raw))}[form]
+    blob = {
+        "hex": raw.hex().encode(),
+        "0xhex": b"0x" + raw.hex().encode() + b"\n",
+        "base64": base64.b64encode(raw),
+        "base64url": base64.urlsafe_b64encode(raw),
+        "json": json.dumps({"attestation": {"report": base64.b64encode(raw).decode()}}).encode(),
+        "padded": raw + bytes(4000 - len(raw)),
+    }[form]
     path = tmp_path / "evidence.txt"  # no telling suffix
     path.write_bytes(blob)
     report = verify_json(runner, path, *certs(vectors))
     assert (report["vendor"], report["format"]) == ("sev-snp", "snp-report")
 
 
-def test_tdx_quote_as_0x_hex_with_vendor_is_decoded(runner: CliRunner, vectors: Path,
-                                                    tmp_path: Path) -> None:
+def test_tdx_quote_as_0x_hex_with_vendor_is_decoded(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     """It used to be parsed as binary ("TEE type 0x32303030")."""
     path = tmp_path / "quote.hex"
     path.write_text("0x" + (vectors / QUOTE).read_bytes().hex())
@@ -67,18 +72,23 @@ def test_teekit_json_wrapper_and_stdin(runner: CliRunner, vectors: Path) -> None
     assert any("tdx.quote" in n for n in report["notes"])  # type: ignore[union-attr]
     from cocopart_cli.main import app
 
-    res = runner.invoke(app, ["verify", "-", "--collateral", str(vectors / COLLATERAL),
-                              "--now", NOW], input=wrapped.read_bytes())
+    res = runner.invoke(
+        app,
+        ["verify", "-", "--collateral", str(vectors / COLLATERAL), "--now", NOW],
+        input=wrapped.read_bytes(),
+    )
     assert res.exit_code == 0, res.output
 
 
-def test_dcap_qvl_collateral_json_and_unknown_names(runner: CliRunner, vectors: Path,
-                                                   tmp_path: Path) -> None:
+def test_dcap_qvl_collateral_json_and_unknown_names(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     report = verify_json(runner, *tdx(vectors, vectors / QUOTE))
     checks = {c["name"]: c["ok"] for c in report["verdict"]["checks"]}  # type: ignore[index]
     assert checks["tdx.collateral.present"] and checks["tdx.tcb_status"]
-    res = invoke(runner, "verify", vectors / QUOTE, "--collateral",
-                 f"tcbinfo={vectors / COLLATERAL}")
+    res = invoke(
+        runner, "verify", vectors / QUOTE, "--collateral", f"tcbinfo={vectors / COLLATERAL}"
+    )
     assert res.exit_code == 2 and "not a collateral name" in res.output
     assert "tcb_info" in res.output  # the names it would take
     not_bundle = tmp_path / "x.json"
@@ -87,8 +97,9 @@ def test_dcap_qvl_collateral_json_and_unknown_names(runner: CliRunner, vectors: 
     assert res.exit_code == 2 and "not a collateral bundle" in res.output
 
 
-def test_snp_certificate_table_and_directory_as_certs(runner: CliRunner, vectors: Path,
-                                                      tmp_path: Path) -> None:
+def test_snp_certificate_table_and_directory_as_certs(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     """What configfs-tsm auxblob and the extended guest request return works as --certs, and
     so does a directory of certificates (snpguest's layout)."""
     from cocopart_sev_snp import cert_table
@@ -96,7 +107,8 @@ def test_snp_certificate_table_and_directory_as_certs(runner: CliRunner, vectors
     from cocopart.attest.inputs import load_certificates
 
     vcek, ask, ark = load_certificates(vectors / SNP_CERTS[0]) + load_certificates(
-        vectors / SNP_CERTS[1])
+        vectors / SNP_CERTS[1]
+    )
     table = tmp_path / "auxblob.bin"
     table.write_bytes(cert_table.build([("ARK", ark), ("VCEK", vcek), ("ASK", ask)]))
     verify_json(runner, vectors / SNP_REPORT, "--certs", table)
@@ -128,8 +140,11 @@ def test_show_decodes_without_verifying(runner: CliRunner, vectors: Path) -> Non
         "tdx/quotes/gotdx-emr-v5.quote.bin": ("tdx", "tdx-quote", "mrservicetd"),
         "tdx/tdreport/trustee-azure.tdreport.bin": ("tdx", "tdreport", "tee_tcb_info_hash"),
         "tdx/tdreport/trustee-azure.hcl-report.bin": ("tdx", "azure-hcl-report", "HCLAkPub"),
-        "snp/trustee-azure-genoa-v3.hcl-report.bin": ("sev-snp", "azure-hcl-report",
-                                                      "vm-configuration"),
+        "snp/trustee-azure-genoa-v3.hcl-report.bin": (
+            "sev-snp",
+            "azure-hcl-report",
+            "vm-configuration",
+        ),
         "snp/teekit-gcp-milan-v5.vcek.pem": ("", "x509", "hwid"),
         "tdx/synthetic-intel-sample/pckCert.pem": ("", "x509", "fmspc"),
     }
@@ -143,14 +158,16 @@ def test_show_decodes_without_verifying(runner: CliRunner, vectors: Path) -> Non
         assert text.exit_code == 0 and field in text.output.replace(" ", ""), rel
 
 
-def test_show_a_certificate_table_and_unknown_input(runner: CliRunner, vectors: Path,
-                                                    tmp_path: Path) -> None:
+def test_show_a_certificate_table_and_unknown_input(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     from cocopart_sev_snp import cert_table
 
     from cocopart.attest.inputs import load_certificates
 
     vcek, ask, ark = load_certificates(vectors / SNP_CERTS[0]) + load_certificates(
-        vectors / SNP_CERTS[1])
+        vectors / SNP_CERTS[1]
+    )
     table = tmp_path / "auxblob.bin"
     table.write_bytes(cert_table.build([("VCEK", vcek), ("ASK", ask), ("ARK", ark)]))
     res = invoke(runner, "show", table, "--json")
@@ -160,12 +177,15 @@ def test_show_a_certificate_table_and_unknown_input(runner: CliRunner, vectors: 
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x01\x02" * 300)
     res = invoke(runner, "show", junk)
-    assert res.exit_code == 2 and "not evidence any installed platform plug-in recognises" \
-        in res.output
+    assert (
+        res.exit_code == 2
+        and "not evidence any installed platform plug-in recognises" in res.output
+    )
 
 
 def test_a_third_platform_plugin_is_picked_up_by_verify_and_show(
-        runner: CliRunner, tmp_path: Path, cca_platform: str) -> None:
+    runner: CliRunner, tmp_path: Path, cca_platform: str
+) -> None:
     """Recognition comes from plug-ins: the tests-only Arm CCA sketch (tests/cca_plugin.py),
     installed through entry points, is recognised by verify and decoded by show."""
     token = tmp_path / "token.bin"
@@ -182,14 +202,28 @@ def test_a_third_platform_plugin_is_picked_up_by_verify_and_show(
     assert invoke(runner, "verify", forged).exit_code == 1
 
 
-def test_attest_raw_out_writes_the_raw_report(runner: CliRunner, real_backends: list[str],
-                                              tmp_path: Path) -> None:
+def test_attest_raw_out_writes_the_raw_report(
+    runner: CliRunner, real_backends: list[str], tmp_path: Path
+) -> None:
     for backend in ("sev-snp", "tdx"):
         if backend not in real_backends:
             continue
         out, raw = tmp_path / f"{backend}.json", tmp_path / f"{backend}.raw"
-        res = invoke(runner, "attest", "--simulate", EXAMPLES / "guest.toml", "-b", backend,
-                     "--report-data", "5a", "--out", out, "--raw-out", raw, "--json")
+        res = invoke(
+            runner,
+            "attest",
+            "--simulate",
+            EXAMPLES / "guest.toml",
+            "-b",
+            backend,
+            "--report-data",
+            "5a",
+            "--out",
+            out,
+            "--raw-out",
+            raw,
+            "--json",
+        )
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["raw_out"] == str(raw)
         document = json.loads(out.read_text())

@@ -26,8 +26,9 @@ def test_layers_json_routes_and_tcb(runner: CliRunner, fakes: list[str], small: 
     assert data["tcb"]["l2.1"] == ["firmware", "l1"]
 
 
-def test_layers_dot_and_png(runner: CliRunner, fakes: list[str], small: Path, tmp_path: Path
-                            ) -> None:
+def test_layers_dot_and_png(
+    runner: CliRunner, fakes: list[str], small: Path, tmp_path: Path
+) -> None:
     res = invoke(runner, "layers", small, "-f", "dot")
     assert res.exit_code == 0 and res.stdout.startswith('digraph "fake layers"')
     png = tmp_path / "g.png"
@@ -70,8 +71,7 @@ def _control(data: dict[str, object]) -> dict[str, dict[str, list[str]]]:
     return {r["layer"]: r for r in rows}
 
 
-def test_layers_memory_control_json_fake(runner: CliRunner, fakes: list[str], small: Path
-                                         ) -> None:
+def test_layers_memory_control_json_fake(runner: CliRunner, fakes: list[str], small: Path) -> None:
     res = invoke(runner, "layers", small, "--json")
     assert res.exit_code == 0, res.output
     data = assert_schema(runner, "layers", res.stdout)
@@ -81,19 +81,26 @@ def test_layers_memory_control_json_fake(runner: CliRunner, fakes: list[str], sm
     # the scenario's [[layers]] memory is the memory map
     ram = [r for r in data["ownership"] if r["kind"] in ("memory-map", "pool")]
     assert [(r["start"], r["end"], r["owner"], r["kind"]) for r in ram] == [
-        (0, 32 << 20, "l2.1", "memory-map"), (32 << 20, 64 << 20, "l2.2", "memory-map")]
+        (0, 32 << 20, "l2.1", "memory-map"),
+        (32 << 20, 64 << 20, "l2.2", "memory-map"),
+    ]
     assert {r["owner"] for r in data["ownership"] if r["kind"] == "protocol-pages"} == {
-        "l2.1", "l2.2"}
+        "l2.1",
+        "l2.2",
+    }
 
 
-def test_layers_memory_control_snp_chain(runner: CliRunner, both_backends: list[str],
-                                         small: Path) -> None:
+def test_layers_memory_control_snp_chain(
+    runner: CliRunner, both_backends: list[str], small: Path
+) -> None:
     """Default VMPLs [1, 2]: l2.1 (VMPL1) may restrict l2.2 (VMPL2), never the reverse."""
     res = invoke(runner, "layers", small, "-b", "sev-snp", "--json")
     assert res.exit_code == 0, res.output
     data = assert_schema(runner, "layers", res.stdout)
     assert [lay["vendor_name"] for lay in data["layers"] if lay["name"].startswith("l2.")] == [
-        "VMPL1", "VMPL2"]
+        "VMPL1",
+        "VMPL2",
+    ]
     ctl = _control(data)
     assert ctl["l1"]["controls"] == ["l2.1", "l2.2"] and ctl["l1"]["controlled_by"] == []
     assert ctl["l2.1"]["controls"] == ["l2.2"] and ctl["l2.1"]["controlled_by"] == ["l1"]
@@ -102,8 +109,9 @@ def test_layers_memory_control_snp_chain(runner: CliRunner, both_backends: list[
     assert ctl["l2.1"]["mechanisms"] == ["RMPADJUST"]
 
 
-def test_layers_memory_control_tdx_peers(runner: CliRunner, both_backends: list[str],
-                                         small: Path) -> None:
+def test_layers_memory_control_tdx_peers(
+    runner: CliRunner, both_backends: list[str], small: Path
+) -> None:
     """TDX: only l1 controls the L2 VMs; the L2s are peers."""
     res = invoke(runner, "layers", small, "-b", "tdx", "--json")
     assert res.exit_code == 0, res.output
@@ -118,7 +126,7 @@ def test_layers_memory_control_tdx_peers(runner: CliRunner, both_backends: list[
 
 def _table_rows(output: str, title: str, upto: str) -> dict[str, list[str]]:
     """The body rows of the text table between ``title`` and ``upto``, keyed by first cell."""
-    table = output[output.index(title):output.index(upto)]
+    table = output[output.index(title) : output.index(upto)]
     rows = {}
     for line in table.splitlines():
         if line.startswith("│"):
@@ -127,8 +135,9 @@ def _table_rows(output: str, title: str, upto: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_layers_memory_control_text(runner: CliRunner, both_backends: list[str], small: Path
-                                    ) -> None:
+def test_layers_memory_control_text(
+    runner: CliRunner, both_backends: list[str], small: Path
+) -> None:
     from cocopart_cli.main import app
 
     def rows(backend: str) -> dict[str, list[str]]:
@@ -159,8 +168,9 @@ def test_layers_ownership_text(runner: CliRunner, fakes: list[str], small: Path)
     assert rows["[0x2000000, 0x4000000)"][1:] == ["32 MiB", "l2.2", "memory-map"]
 
 
-def test_layers_ownership_outside_the_memory_map_is_pool(runner: CliRunner, real_backends: list[str],
-                                                     tmp_path: Path) -> None:
+def test_layers_ownership_outside_the_memory_map_is_pool(
+    runner: CliRunner, real_backends: list[str], tmp_path: Path
+) -> None:
     guest = tmp_path / "pooled.toml"
     guest.write_text(POOLED)
     for name in real_backends:
@@ -169,4 +179,6 @@ def test_layers_ownership_outside_the_memory_map_is_pool(runner: CliRunner, real
         data = assert_schema(runner, "layers", res.stdout)
         ram = [r for r in data["ownership"] if r["start"] < 64 << 20]
         assert [(r["start"], r["end"], r["owner"], r["assigned"], r["kind"]) for r in ram] == [
-            (0, 16 << 20, "l2.1", True, "memory-map"), (16 << 20, 64 << 20, "l1", False, "pool")]
+            (0, 16 << 20, "l2.1", True, "memory-map"),
+            (16 << 20, 64 << 20, "l1", False, "pool"),
+        ]

@@ -8,8 +8,17 @@ from cocopart_cli import common
 from cocopart_cli.main import app
 from typer.testing import CliRunner
 
-COMMANDS = ["backends", "setup", "compare", "layers", "explain", "attest", "verify", "detect",
-            "schema"]
+COMMANDS = [
+    "backends",
+    "setup",
+    "compare",
+    "layers",
+    "explain",
+    "attest",
+    "verify",
+    "detect",
+    "schema",
+]
 
 
 def test_overview_lists_backends_and_hint(runner: CliRunner, fakes: list[str]) -> None:
@@ -39,10 +48,10 @@ def test_help_documents_exit_codes(runner: CliRunner) -> None:
         assert cmd in res.stdout
 
 
-@pytest.mark.parametrize("cmd", [[c] for c in COMMANDS] + [["scenario", "new"],
-                                                           ["scenario", "check"]])
-def test_every_command_has_help_with_example_and_json(runner: CliRunner, cmd: list[str]
-                                                      ) -> None:
+@pytest.mark.parametrize(
+    "cmd", [[c] for c in COMMANDS] + [["scenario", "new"], ["scenario", "check"]]
+)
+def test_every_command_has_help_with_example_and_json(runner: CliRunner, cmd: list[str]) -> None:
     res = invoke(runner, *cmd, "--help")
     assert res.exit_code == 0, res.output
     assert "Example:" in res.stdout
@@ -54,8 +63,9 @@ def test_unknown_command_and_option_are_usage_errors(runner: CliRunner) -> None:
     assert invoke(runner, "backends", "--nope").exit_code == 2
 
 
-def test_internal_error_exit_3_without_traceback(runner: CliRunner,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_error_exit_3_without_traceback(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom() -> list[object]:
         raise RuntimeError("kaboom")
 
@@ -70,9 +80,9 @@ def test_internal_error_exit_3_without_traceback(runner: CliRunner,
     assert data["error"]["exit_code"] == 3
 
 
-
-def test_main_entry_point_maps_exit_codes(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_entry_point_maps_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cocopart_cli import main as main_module
 
     monkeypatch.setattr("sys.argv", ["cocopart", "setup", "/nonexistent/guest.toml"])

@@ -28,8 +28,9 @@ def test_scenario_new_writes_and_refuses_overwrite(runner: CliRunner, tmp_path: 
     assert target.read_text() == EXAMPLE_SCENARIO
 
 
-def test_scenario_new_default_path(runner: CliRunner, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scenario_new_default_path(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert invoke(runner, "scenario", "new").exit_code == 0
     assert (tmp_path / "scenario.toml").is_file()
@@ -44,7 +45,7 @@ def test_scenario_check(runner: CliRunner, tmp_path: Path) -> None:
     data = assert_schema(runner, "scenario", res.stdout)
     assert data["scenario"]["guest"]["vcpus"] == 16
     bad = tmp_path / "bad.toml"
-    bad.write_text('[guest]\nvcpus = 0\n')
+    bad.write_text("[guest]\nvcpus = 0\n")
     res = invoke(runner, "scenario", "check", bad)
     assert res.exit_code == 2 and f"{bad}:2" in res.output and "guest.vcpus" in res.output
 
@@ -71,8 +72,16 @@ def test_detect_on_an_empty_machine(runner: CliRunner, tmp_path: Path) -> None:
         (tmp_path / d).mkdir()
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse hypervisor\n")
-    args = ["--sysfs", tmp_path / "sys", "--configfs", tmp_path / "cfg", "--cpuinfo", cpuinfo,
-            "--dev", tmp_path / "dev"]
+    args = [
+        "--sysfs",
+        tmp_path / "sys",
+        "--configfs",
+        tmp_path / "cfg",
+        "--cpuinfo",
+        cpuinfo,
+        "--dev",
+        tmp_path / "dev",
+    ]
     res = invoke(runner, "detect", *args)
     assert res.exit_code == 0, res.output
     assert "platform" in res.stdout and "none" in res.stdout
@@ -89,8 +98,19 @@ def test_detect_snp_guest(runner: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "dev" / "sev-guest").write_text("")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu hypervisor sev sev_es sev_snp\n")
-    res = invoke(runner, "detect", "--sysfs", tmp_path / "sys", "--configfs", tmp_path / "cfg",
-                 "--cpuinfo", cpuinfo, "--dev", tmp_path / "dev", "--json")
+    res = invoke(
+        runner,
+        "detect",
+        "--sysfs",
+        tmp_path / "sys",
+        "--configfs",
+        tmp_path / "cfg",
+        "--cpuinfo",
+        cpuinfo,
+        "--dev",
+        tmp_path / "dev",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["platform"] == "sev-snp" and data["privilege_level"] == 2

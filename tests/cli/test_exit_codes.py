@@ -17,8 +17,15 @@ ASK_ARK = "snp/amd-roots/ask_ark_milan.pem"
 
 
 def snp(vectors: Path, *more: object) -> list[object]:
-    return ["verify", vectors / REPORT, "--certs", vectors / VCEK, "--certs",
-            vectors / ASK_ARK, *more]
+    return [
+        "verify",
+        vectors / REPORT,
+        "--certs",
+        vectors / VCEK,
+        "--certs",
+        vectors / ASK_ARK,
+        *more,
+    ]
 
 
 def test_every_verify_exit_code_is_documented() -> None:
@@ -36,14 +43,14 @@ def test_exit_1_not_authentic(runner: CliRunner, vectors: Path, tmp_path: Path) 
     raw[0x90] ^= 1  # the measurement, inside the signed bytes
     forged = tmp_path / "forged.bin"
     forged.write_bytes(bytes(raw))
-    res = invoke(runner, "verify", forged, "--certs", vectors / VCEK, "--certs",
-                 vectors / ASK_ARK)
+    res = invoke(runner, "verify", forged, "--certs", vectors / VCEK, "--certs", vectors / ASK_ARK)
     assert res.exit_code == 1, res.output
     assert "snp.signature" in res.output
 
 
-def test_exit_4_authentic_but_rejected_by_policy(runner: CliRunner, vectors: Path,
-                                                  tmp_path: Path) -> None:
+def test_exit_4_authentic_but_rejected_by_policy(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     policy = tmp_path / "p.toml"
     policy.write_text('[expected_measurements]\nmeasurement = "' + "00" * 48 + '"\n')
     res = invoke(runner, *snp(vectors, "--policy", policy))
@@ -51,11 +58,14 @@ def test_exit_4_authentic_but_rejected_by_policy(runner: CliRunner, vectors: Pat
     assert "policy.measurement.measurement" in res.output
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--format", "foo"], "--format foo: not a known evidence format"),
-    (["--vendor", "acme"], "--vendor acme: no platform plug-in"),
-    (["--format", "tdx-quote"], "not tdx-quote evidence"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--format", "foo"], "--format foo: not a known evidence format"),
+        (["--vendor", "acme"], "--vendor acme: no platform plug-in"),
+        (["--format", "tdx-quote"], "not tdx-quote evidence"),
+    ],
+)
 def test_exit_2_usage(runner: CliRunner, vectors: Path, extra: list[str], needle: str) -> None:
     res = invoke(runner, *snp(vectors, *extra))
     assert res.exit_code == 2, res.output
@@ -63,7 +73,8 @@ def test_exit_2_usage(runner: CliRunner, vectors: Path, extra: list[str], needle
 
 
 def test_exit_2_garbage_certs_never_replace_the_evidence_certificates(
-        runner: CliRunner, vectors: Path, tmp_path: Path) -> None:
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     """A --certs file without a certificate used to be appended and break the chain the
     evidence carried; it is now refused, naming the file."""
     garbage = tmp_path / "garbage.pem"
@@ -81,8 +92,9 @@ def test_exit_2_garbage_trust_root(runner: CliRunner, vectors: Path, tmp_path: P
     assert str(garbage) in res.output
 
 
-def test_exit_2_unparsable_evidence_even_when_forced(runner: CliRunner, vectors: Path,
-                                                      tmp_path: Path) -> None:
+def test_exit_2_unparsable_evidence_even_when_forced(
+    runner: CliRunner, vectors: Path, tmp_path: Path
+) -> None:
     """With --vendor and --format the bytes are verified as that evidence; when nothing can
     be read from them it is unusable input (2), not a rejection (1)."""
     odd = tmp_path / "odd.bin"

@@ -33,21 +33,23 @@ def error_of(text: str) -> ConfigError:
 
 
 def test_key_lines_tables_arrays_dotted_and_multiline() -> None:
-    text = ('name = "x"\n'                       # 1
-            '[guest]\n'                         # 2
-            'memory = "1GiB"  # comment\n'     # 3
-            '[backend_options."sev-snp"]\n'     # 4
-            'a.b = 1\n'                         # 5
-            '[[steps]]\n'                       # 6
-            'macro = "bring-up"\n'              # 7
-            '[[steps]]\n'                       # 8
-            'vectors = [\n'                     # 9
-            '  32,\n'                           # 10
-            ']\n'                               # 11
-            'range = { start = 0, size = 4096 }\n'  # 12
-            'd = """\n'                         # 13
-            'x = 1\n'                           # 14
-            '"""\n')                            # 15
+    text = (
+        'name = "x"\n'  # 1
+        "[guest]\n"  # 2
+        'memory = "1GiB"  # comment\n'  # 3
+        '[backend_options."sev-snp"]\n'  # 4
+        "a.b = 1\n"  # 5
+        "[[steps]]\n"  # 6
+        'macro = "bring-up"\n'  # 7
+        "[[steps]]\n"  # 8
+        "vectors = [\n"  # 9
+        "  32,\n"  # 10
+        "]\n"  # 11
+        "range = { start = 0, size = 4096 }\n"  # 12
+        'd = """\n'  # 13
+        "x = 1\n"  # 14
+        '"""\n'
+    )  # 15
     lines = key_lines(text)
     assert lines[("name",)] == 1 and lines[("guest", "memory")] == 3
     assert lines[("backend_options", "sev-snp", "a", "b")] == 5
@@ -57,25 +59,47 @@ def test_key_lines_tables_arrays_dotted_and_multiline() -> None:
     assert ("steps", 1, "x") not in lines  # inside a multi-line string
 
 
-@pytest.mark.parametrize("text,line,field,words", [
-    ("[guest]\nmemory = \n", 2, None, "TOML syntax error"),
-    ("[guest]\nmemory = [1,\n", 2, None, "TOML syntax error"),
-    ("[guest]\nmemory = \"1KiB\"\n", 2, "guest.memory", "between"),
-    ("[guest]\nworkload_layers = 2\n[[steps]]\nop = \"validate\"\n", 3, "steps.0.range",
-     "missing"),
-    ("[[steps]]\nmacro = \"share-round\"\nlayer = \"l2.2\"\n", 3, "steps.0.layer", "l2.2"),
-    ("[[steps]]\nop = \"attest\"\nreport_data = \"00\"\nsource = \"tpm\"\n", 4,
-     "steps.0.source", "hardware"),
-    ("[[layers]]\nname = \"l2.1\"\nshared = [{ start = \"32GiB\", size = \"2MiB\" }]\n", 3,
-     "layers.0.shared.0", "not inside"),
-    (("[guest]\nworkload_layers = 2\n[[layers]]\nname = \"l2.1\"\nmemory = {start = 0, size = "
-      "\"8GiB\"}\n[[layers]]\nname = \"l2.2\"\nmemory = {start = \"4GiB\", size = \"8GiB\"}\n"),
-     8, "layers.1.memory", "overlaps"),
-    ("[costs.primitives]\nPVALIDATE = \"fast\"\n", 2, "costs.primitives.PVALIDATE", "ns"),
-    ("surprise = 1\n", 1, "surprise", "unknown field"),
-])
-def test_loading_errors_name_line_and_field(text: str, line: int, field: str | None,
-                                            words: str) -> None:
+@pytest.mark.parametrize(
+    "text,line,field,words",
+    [
+        ("[guest]\nmemory = \n", 2, None, "TOML syntax error"),
+        ("[guest]\nmemory = [1,\n", 2, None, "TOML syntax error"),
+        ('[guest]\nmemory = "1KiB"\n', 2, "guest.memory", "between"),
+        (
+            '[guest]\nworkload_layers = 2\n[[steps]]\nop = "validate"\n',
+            3,
+            "steps.0.range",
+            "missing",
+        ),
+        ('[[steps]]\nmacro = "share-round"\nlayer = "l2.2"\n', 3, "steps.0.layer", "l2.2"),
+        (
+            '[[steps]]\nop = "attest"\nreport_data = "00"\nsource = "tpm"\n',
+            4,
+            "steps.0.source",
+            "hardware",
+        ),
+        (
+            '[[layers]]\nname = "l2.1"\nshared = [{ start = "32GiB", size = "2MiB" }]\n',
+            3,
+            "layers.0.shared.0",
+            "not inside",
+        ),
+        (
+            (
+                '[guest]\nworkload_layers = 2\n[[layers]]\nname = "l2.1"\nmemory = {start = 0, size = '
+                '"8GiB"}\n[[layers]]\nname = "l2.2"\nmemory = {start = "4GiB", size = "8GiB"}\n'
+            ),
+            8,
+            "layers.1.memory",
+            "overlaps",
+        ),
+        ('[costs.primitives]\nPVALIDATE = "fast"\n', 2, "costs.primitives.PVALIDATE", "ns"),
+        ("surprise = 1\n", 1, "surprise", "unknown field"),
+    ],
+)
+def test_loading_errors_name_line_and_field(
+    text: str, line: int, field: str | None, words: str
+) -> None:
     err = error_of(text)
     assert err.source == "f.toml" and err.line == line, str(err)
     assert err.field == field
@@ -92,18 +116,26 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 def test_default_scenario_and_layer_defaults() -> None:
     s = default_scenario()
     assert s.guest.memory == 64 * GIB and s.guest.vcpus == 16 and s.guest.workload_layers == 2
-    assert [type(x).__name__ for x in s.steps] == ["BringUp", "ShareRound", "AttestEachLayer",
-                                                    "Interrupts"]
+    assert [type(x).__name__ for x in s.steps] == [
+        "BringUp",
+        "ShareRound",
+        "AttestEachLayer",
+        "Interrupts",
+    ]
     plain = loads_scenario('[guest]\nmemory = "10MiB"\nworkload_layers = 3\nvcpus = 2\n')
     specs = plain.layer_specs()
-    assert [sp.memory for sp in specs] == [GpaRange.of(0, 2 * MIB), GpaRange.of(2 * MIB, 2 * MIB),
-                                           GpaRange.of(4 * MIB, 6 * MIB)]
+    assert [sp.memory for sp in specs] == [
+        GpaRange.of(0, 2 * MIB),
+        GpaRange.of(2 * MIB, 2 * MIB),
+        GpaRange.of(4 * MIB, 6 * MIB),
+    ]
     assert all(sp.vcpus == 2 for sp in specs)
 
 
 def test_config_for_backend_options_and_strategy() -> None:
-    s = loads_scenario('[guest]\nstrategy = "optimal"\n[backend_options.a]\nx = 1\n'
-                       '[backend_options.b]\ny = 2\n')
+    s = loads_scenario(
+        '[guest]\nstrategy = "optimal"\n[backend_options.a]\nx = 1\n[backend_options.b]\ny = 2\n'
+    )
     assert s.config_for("a").backend_options == {"x": 1}
     assert s.config_for("b", strategy=None).backend_options == {"y": 2}
     assert s.config_for("c").backend_options == {}
@@ -124,14 +156,21 @@ def test_relocate_backend_option_errors(tmp_path: Path) -> None:
 
 
 def test_runner_on_the_fake_backend() -> None:
-    s = loads_scenario(SMALL + '\n[[steps]]\nmacro = "share-round"\n'
-                       '\n[[steps]]\nmacro = "interrupts"\nvectors = [32, 33]\n')
+    s = loads_scenario(
+        SMALL + '\n[[steps]]\nmacro = "share-round"\n'
+        '\n[[steps]]\nmacro = "interrupts"\nvectors = [32, 33]\n'
+    )
     runner = Runner(s, FAKES["fake"]())
     assert runner.expected_operations() == (2 + 4) + 1 + 2 + 3 + 1 + 2 * 2
     seen: list[tuple[int, int]] = []
     run = runner.run(lambda done, total, label: seen.append((done, total)))
-    assert [st.name for st in run.steps] == ["bring-up", "grant l2.2 read", "attest-each-layer",
-                                             "share-round", "interrupts"]
+    assert [st.name for st in run.steps] == [
+        "bring-up",
+        "grant l2.2 read",
+        "attest-each-layer",
+        "share-round",
+        "interrupts",
+    ]
     assert run.steps[0].status is Status.OK and len(run.steps[0].operations) == 6
     assert run.steps[3].status is Status.NOT_SUPPORTED  # the fake host shares nothing
     assert run.totals.status is Status.NOT_SUPPORTED and not run.failed
@@ -151,11 +190,13 @@ def test_bring_up_skips_running_vcpus_and_run_scenario() -> None:
 
 
 def test_operation_step_inline_and_share_round_default_range() -> None:
-    s = loads_scenario('[guest]\nworkload_layers = 2\n[[layers]]\nname = "l2.1"\n'
-                       '[[layers]]\nname = "l2.2"\nmemory = {start = "8GiB", size = "8GiB"}\n'
-                       '[[steps]]\nname = "v"\nop = "validate"\nlayer = "l2.2"\n'
-                       'range = {start = "8GiB", size = "2MiB"}\n'
-                       '[[steps]]\nmacro = "share-round"\nlayer = "l2.2"\n')
+    s = loads_scenario(
+        '[guest]\nworkload_layers = 2\n[[layers]]\nname = "l2.1"\n'
+        '[[layers]]\nname = "l2.2"\nmemory = {start = "8GiB", size = "8GiB"}\n'
+        '[[steps]]\nname = "v"\nop = "validate"\nlayer = "l2.2"\n'
+        'range = {start = "8GiB", size = "2MiB"}\n'
+        '[[steps]]\nmacro = "share-round"\nlayer = "l2.2"\n'
+    )
     step = s.steps[0]
     assert isinstance(step, OperationStep) and step.name == "v"
     assert step.operation.layer == "l2.2"

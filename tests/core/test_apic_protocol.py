@@ -16,8 +16,9 @@ VCPUS = 4
 
 @pytest.fixture
 def guest() -> Partition:
-    return Partition({"memory": "64MiB", "vcpus": VCPUS, "interrupt_mode": "alternate"},
-                     FakeBackend())
+    return Partition(
+        {"memory": "64MiB", "vcpus": VCPUS, "interrupt_mode": "alternate"}, FakeBackend()
+    )
 
 
 def apic_call(p: Partition, vcpu: int, call: int, rcx: int = 0, rdx: int = 0) -> tuple[int, int]:
@@ -87,16 +88,16 @@ def test_register_access_rules(guest: Partition) -> None:
     assert apic_call(guest, 0, ApicCall.WRITE_REGISTER, TPR, 0x20)[0] == ResultCode.SUCCESS
     assert apic_call(guest, 0, ApicCall.READ_REGISTER, TPR) == (ResultCode.SUCCESS, 0x20)
     assert apic_call(guest, 0, ApicCall.READ_REGISTER, EOI)[0] == ResultCode.INVALID_PARAMETER
-    assert apic_call(guest, 0, ApicCall.WRITE_REGISTER, PPR, 1)[0] == \
-        ResultCode.INVALID_PARAMETER
+    assert apic_call(guest, 0, ApicCall.WRITE_REGISTER, PPR, 1)[0] == ResultCode.INVALID_PARAMETER
     assert apic_call(guest, 0, ApicCall.READ_REGISTER, 0x899)[0] == ResultCode.INVALID_ADDRESS
     assert apic_call(guest, 0, ApicCall.WRITE_REGISTER, SELF_IPI, 0x41)[0] == ResultCode.SUCCESS
     assert apic_call(guest, 0, ApicCall.READ_REGISTER, IRR0 + 2)[1] == 1 << 1  # vector 0x41
 
 
 def test_configure_vector(guest: Partition) -> None:
-    assert apic_call(guest, 0, ApicCall.CONFIGURE_VECTOR, 1 << 10)[0] == \
-        ResultCode.INVALID_PARAMETER
+    assert (
+        apic_call(guest, 0, ApicCall.CONFIGURE_VECTOR, 1 << 10)[0] == ResultCode.INVALID_PARAMETER
+    )
     assert apic_call(guest, 0, ApicCall.CONFIGURE_VECTOR, 0x50)[0] == ResultCode.SUCCESS
     apic = guest.machine.service.apic.apics[("l2.1", 0)]
     assert not apic.accept(0x50) and apic.accept(0x51)

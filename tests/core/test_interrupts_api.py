@@ -22,9 +22,12 @@ from cocopart.ops import (
 from cocopart.partition import Partition
 
 BACKENDS = ("sev-snp", "tdx")
-SUPPORTED = [(b, m) for b in BACKENDS for m in ("direct", "restricted", "alternate",
-                                                  "secure-avic")
-             if (b, m) != ("tdx", "direct")]
+SUPPORTED = [
+    (b, m)
+    for b in BACKENDS
+    for m in ("direct", "restricted", "alternate", "secure-avic")
+    if (b, m) != ("tdx", "direct")
+]
 
 
 def guest(backend: str, mode: str = "restricted", vcpus: int = 2, **kw: Any) -> Partition:
@@ -97,26 +100,37 @@ def test_delivery_record_priority_order_and_eoi(backend: str, mode: str) -> None
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_who_may_raise_configure_and_eoi(backend: str) -> None:
     p = guest(backend, workload_layers=2)
-    assert p.run(InjectInterrupt(layer="l2.2", target="l2.1", vcpu=0, vector=0x40)).status \
-        is Status.NOT_SUPPORTED  # IPIs stay inside a layer
-    assert p.run(InjectInterrupt(layer="l1", target="l2.1", vcpu=0, vector=0x40)).status \
+    assert (
+        p.run(InjectInterrupt(layer="l2.2", target="l2.1", vcpu=0, vector=0x40)).status
         is Status.NOT_SUPPORTED
-    assert p.run(InjectInterrupt(layer="host", target="vtpm", vcpu=0, vector=0x40)).status \
+    )  # IPIs stay inside a layer
+    assert (
+        p.run(InjectInterrupt(layer="l1", target="l2.1", vcpu=0, vector=0x40)).status
         is Status.NOT_SUPPORTED
-    assert p.run(ConfigureInterrupts(layer="host", mode="restricted")).status \
+    )
+    assert (
+        p.run(InjectInterrupt(layer="host", target="vtpm", vcpu=0, vector=0x40)).status
         is Status.NOT_SUPPORTED
-    assert p.run(EndOfInterrupt(layer="l2.2", target="l2.1", vcpu=0)).status \
-        is Status.NOT_SUPPORTED
+    )
+    assert (
+        p.run(ConfigureInterrupts(layer="host", mode="restricted")).status is Status.NOT_SUPPORTED
+    )
+    assert p.run(EndOfInterrupt(layer="l2.2", target="l2.1", vcpu=0)).status is Status.NOT_SUPPORTED
     r = p.run(InjectInterrupt(layer="host", target="l1", vcpu=1, vector=0x60))
     assert r.data["delivery"]["status"] == "delivered" and r.data["delivery"]["layer"] == "l1"
 
 
 #: World switches of one host interrupt delivered to a running workload vCPU, and of its
 #: EOI, per backend and mode (the cost table in docs/interrupts.md).
-SWITCHES = {("sev-snp", "direct"): (2, 2), ("sev-snp", "restricted"): (2, 0),
-            ("sev-snp", "alternate"): (3, 0), ("sev-snp", "secure-avic"): (2, 0),
-            ("tdx", "restricted"): (2, 2), ("tdx", "alternate"): (2, 0),
-            ("tdx", "secure-avic"): (2, 0)}
+SWITCHES = {
+    ("sev-snp", "direct"): (2, 2),
+    ("sev-snp", "restricted"): (2, 0),
+    ("sev-snp", "alternate"): (3, 0),
+    ("sev-snp", "secure-avic"): (2, 0),
+    ("tdx", "restricted"): (2, 2),
+    ("tdx", "alternate"): (2, 0),
+    ("tdx", "secure-avic"): (2, 0),
+}
 
 
 @pytest.mark.parametrize(("backend", "mode"), SUPPORTED)
@@ -138,12 +152,15 @@ def test_inject_many_equals_one_by_one(backend: str, mode: str) -> None:
         assert single.run(host(vcpu, vector, layer)).data["delivery"]["status"] == "delivered"
         single.run(EndOfInterrupt(layer=layer, target=layer, vcpu=vcpu))
     assert out.injected == out.delivered == 60 and out.repeated_cycles > 50
-    for a, b in ((batch.trace.primitives, single.trace.primitives),
-                 (batch.trace.switches, single.trace.switches)):
+    for a, b in (
+        (batch.trace.primitives, single.trace.primitives),
+        (batch.trace.switches, single.trace.switches),
+    ):
         assert a == b
     mb, ms = batch.machine.interrupts, single.machine.interrupts  # type: ignore[attr-defined]
-    assert {k: (v.irr, v.isr) for k, v in mb.apics.items()} == \
-        {k: (v.irr, v.isr) for k, v in ms.apics.items()}
+    assert {k: (v.irr, v.isr) for k, v in mb.apics.items()} == {
+        k: (v.irr, v.isr) for k, v in ms.apics.items()
+    }
     assert mb.ledger.delivered_count == ms.ledger.delivered_count == 60
 
 

@@ -40,8 +40,10 @@ def test_route_unreachable_capability_is_not_supported(fake: Partition) -> None:
 def test_memory_control_and_trust_edges_do_not_route() -> None:
     g = LayerGraph()
     for name, role in (("l1", LayerRole.PRIVILEGED), ("l2.1", LayerRole.WORKLOAD)):
-        g.add_layer(Layer(name=name, role=role, vendor_name=name.upper()),
-                    ["validate"] if name == "l1" else [])
+        g.add_layer(
+            Layer(name=name, role=role, vendor_name=name.upper()),
+            ["validate"] if name == "l1" else [],
+        )
     g.add_edge("l2.1", "l1", EdgeKind.TRUST, "trusts")
     g.add_edge("l2.1", "l1", EdgeKind.MEMORY_CONTROL, "controls")
     with pytest.raises(NotSupportedError):

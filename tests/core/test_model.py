@@ -40,9 +40,19 @@ from cocopart.ops import (
 from cocopart.partition import config_from
 
 
-@pytest.mark.parametrize("text,value", [
-    ("4096", 4096), (4096, 4096), ("2M", 2 * MIB), ("2MiB", 2 * MIB), ("64GiB", 64 * GIB),
-    ("1 TiB", TIB), ("4k", 4096), ("1G", GIB)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("4096", 4096),
+        (4096, 4096),
+        ("2M", 2 * MIB),
+        ("2MiB", 2 * MIB),
+        ("64GiB", 64 * GIB),
+        ("1 TiB", TIB),
+        ("4k", 4096),
+        ("1G", GIB),
+    ],
+)
 def test_parse_size_accepts_units(text: object, value: int) -> None:
     assert parse_size(text) == value
 
@@ -69,9 +79,15 @@ def test_gpa_range_valid_and_helpers() -> None:
         r.check_inside(GIB)
 
 
-@pytest.mark.parametrize("start,size,msg", [
-    (1, PAGE_4K, "not 4 KiB aligned"), (0, 100, "multiple of 4 KiB"), (0, 0, "greater than 0"),
-    (-PAGE_4K, PAGE_4K, "greater than or equal")])
+@pytest.mark.parametrize(
+    "start,size,msg",
+    [
+        (1, PAGE_4K, "not 4 KiB aligned"),
+        (0, 100, "multiple of 4 KiB"),
+        (0, 0, "greater than 0"),
+        (-PAGE_4K, PAGE_4K, "greater than or equal"),
+    ],
+)
 def test_gpa_range_rejects(start: int, size: int, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
         GpaRange(start=start, size=size)
@@ -80,8 +96,10 @@ def test_gpa_range_rejects(start: int, size: int, msg: str) -> None:
 def test_gpa_range_chunks_use_largest_aligned_pages() -> None:
     r = GpaRange.of(PAGE_2M - PAGE_4K, 2 * PAGE_2M + 2 * PAGE_4K)
     assert list(r.chunks()) == [
-        (PAGE_2M - PAGE_4K, PageSize.SIZE_4K, 1), (PAGE_2M, PageSize.SIZE_2M, 2),
-        (3 * PAGE_2M, PageSize.SIZE_4K, 1)]
+        (PAGE_2M - PAGE_4K, PageSize.SIZE_4K, 1),
+        (PAGE_2M, PageSize.SIZE_2M, 2),
+        (3 * PAGE_2M, PageSize.SIZE_4K, 1),
+    ]
     assert list(GpaRange.of(0, 2 * GIB).chunks(PageSize.SIZE_1G)) == [(0, PageSize.SIZE_1G, 2)]
     assert list(GpaRange.of(0, PAGE_2M).chunks(PageSize.SIZE_4K)) == [(0, PageSize.SIZE_4K, 512)]
     # chunks cover the range exactly, whatever it is
@@ -96,10 +114,18 @@ def test_page_size_bytes_and_lookup() -> None:
         PageSize.from_bytes(8192)
 
 
-@pytest.mark.parametrize("text,acc", [
-    ("rw", Access.RW), ("r-x", Access.READ | Access.USER_EXEC | Access.SUPERVISOR_EXEC),
-    ("none", Access.NONE), ("read,write", Access.RW), ("rwus", Access.RWX), (3, Access.RW),
-    ("s", Access.SUPERVISOR_EXEC)])
+@pytest.mark.parametrize(
+    "text,acc",
+    [
+        ("rw", Access.RW),
+        ("r-x", Access.READ | Access.USER_EXEC | Access.SUPERVISOR_EXEC),
+        ("none", Access.NONE),
+        ("read,write", Access.RW),
+        ("rwus", Access.RWX),
+        (3, Access.RW),
+        ("s", Access.SUPERVISOR_EXEC),
+    ],
+)
 def test_access_parse(text: object, acc: Access) -> None:
     assert Access.parse(text) == acc
 
@@ -133,10 +159,22 @@ def test_partition_config_defaults_and_bounds() -> None:
     PartitionConfig(memory="4TiB", vcpus=512, workload_layers=3)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("memory", "512KiB"), ("memory", "65TiB"), ("memory", 3 * MIB + 100), ("vcpus", 0),
-    ("vcpus", 513), ("workload_layers", 0), ("workload_layers", 4), ("strategy", "fast"),
-    ("interrupt_mode", "magic"), ("services", ["Bad Name"]), ("unknown_field", 1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("memory", "512KiB"),
+        ("memory", "65TiB"),
+        ("memory", 3 * MIB + 100),
+        ("vcpus", 0),
+        ("vcpus", 513),
+        ("workload_layers", 0),
+        ("workload_layers", 4),
+        ("strategy", "fast"),
+        ("interrupt_mode", "magic"),
+        ("services", ["Bad Name"]),
+        ("unknown_field", 1),
+    ],
+)
 def test_partition_config_errors_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError) as err:
         config_from({field: value}, source="guest.toml")
@@ -146,11 +184,18 @@ def test_partition_config_errors_name_the_field(field: str, value: object) -> No
 
 def test_operations_validate() -> None:
     r = GpaRange.of(0, PAGE_2M)
-    ops = [ValidatePages(range=r), RescindPages(range=r), ConvertPages(range=r, to="shared"),
-           SetAccess(range=r, target="l2.2", access="rw", layer="l2.1"),
-           CreateVcpu(vcpu=3), DeleteVcpu(vcpu=3), Attest(report_data=b"x" * 64),
-           InjectInterrupt(vcpu=0, vector=0x30), ConfigureInterrupts(mode="alternate"),
-           ExtendMeasurement(register=2, digest=b"\1" * 48)]
+    ops = [
+        ValidatePages(range=r),
+        RescindPages(range=r),
+        ConvertPages(range=r, to="shared"),
+        SetAccess(range=r, target="l2.2", access="rw", layer="l2.1"),
+        CreateVcpu(vcpu=3),
+        DeleteVcpu(vcpu=3),
+        Attest(report_data=b"x" * 64),
+        InjectInterrupt(vcpu=0, vector=0x30),
+        ConfigureInterrupts(mode="alternate"),
+        ExtendMeasurement(register=2, digest=b"\1" * 48),
+    ]
     for op in ops:
         again = parse_operation(op.model_dump(mode="json", by_alias=True))
         assert again == op
@@ -159,18 +204,21 @@ def test_operations_validate() -> None:
     assert SetAccess(range=r, target="l2.2", access="rw").route_capability == "set-access:l2.2"
 
 
-@pytest.mark.parametrize("data", [
-    {"op": "validate", "range": {"start": 1, "size": 4096}},
-    {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "public"},
-    {"op": "inject-interrupt", "vcpu": 0, "vector": 14},
-    {"op": "inject-interrupt", "vcpu": 0, "vector": 256},
-    {"op": "create-vcpu", "vcpu": 512},
-    {"op": "attest", "report_data": "00" * 65},
-    {"op": "extend-measurement", "register": 0, "digest": "00" * 32},
-    {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1", "access": "q"},
-    {"op": "teleport"},
-    {"op": "validate", "range": {"start": 0, "size": 4096}, "layer": "L2.1"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"op": "validate", "range": {"start": 1, "size": 4096}},
+        {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "public"},
+        {"op": "inject-interrupt", "vcpu": 0, "vector": 14},
+        {"op": "inject-interrupt", "vcpu": 0, "vector": 256},
+        {"op": "create-vcpu", "vcpu": 512},
+        {"op": "attest", "report_data": "00" * 65},
+        {"op": "extend-measurement", "register": 0, "digest": "00" * 32},
+        {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1", "access": "q"},
+        {"op": "teleport"},
+        {"op": "validate", "range": {"start": 0, "size": 4096}, "layer": "L2.1"},
+    ],
+)
 def test_operations_reject_bad_input(data: dict[str, object]) -> None:
     with pytest.raises(InputError):
         parse_operation(data)

@@ -41,11 +41,14 @@ def test_dict_operations_and_unknown_layer(fake: Partition) -> None:
 
 
 def test_run_all_and_state_views(fake: Partition) -> None:
-    results = fake.run_all([
-        ValidatePages(range=GpaRange.of(0, 16 * MIB), layer="l2.1"),
-        SetAccess(range=GpaRange.of(0, PAGE_2M), target="l2.2", access="r", layer="l2.1"),
-        CreateVcpu(vcpu=1, target="l2.1", layer="l2.1"),
-        Attest(layer="l2.2", report_data=None)])
+    results = fake.run_all(
+        [
+            ValidatePages(range=GpaRange.of(0, 16 * MIB), layer="l2.1"),
+            SetAccess(range=GpaRange.of(0, PAGE_2M), target="l2.2", access="r", layer="l2.1"),
+            CreateVcpu(vcpu=1, target="l2.1", layer="l2.1"),
+            Attest(layer="l2.2", report_data=None),
+        ]
+    )
     assert [r.status for r in results] == [Status.OK] * 4
     view = fake.memory_view(0, 16 * MIB)
     assert view[0].access == {"l2.1": "rwus", "l2.2": "r---"} and view[0].end == PAGE_2M
@@ -79,6 +82,7 @@ def test_concurrent_runs_are_serialised(fake: Partition) -> None:
 
 def test_bad_config_is_a_config_error() -> None:
     from fake_backend import FakeBackend
+
     with pytest.raises(ConfigError, match="field 'vcpus'"):
         Partition({"memory": GIB, "vcpus": 0}, FakeBackend())
 

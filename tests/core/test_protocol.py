@@ -52,12 +52,15 @@ def test_pvalidate_list_round_trip() -> None:
     assert (got.count, got.next, got.entries) == (4, 1, entries)
     runs = list(pv.runs(entries, 0, 4))
     assert [(r.index, r.count, r.gpa, r.page_2m, r.validate, r.ignore_cf) for r in runs] == [
-        (0, 3, PAGE_2M, True, True, False), (3, 1, 0x5000, False, False, True)]
+        (0, 3, PAGE_2M, True, True, False),
+        (3, 1, 0x5000, False, False, True),
+    ]
     assert pv.MAX_ENTRIES_IN_CAA == 510 and pv.max_entries(0) == 511
 
 
-@pytest.mark.parametrize("count,nxt,offset", [
-    (0, 0, 8), (511, 0, 8), (3, 3, 8), (2, 5, 8), (1, 0, 4092), (1, 0, 4)])
+@pytest.mark.parametrize(
+    "count,nxt,offset", [(0, 0, 8), (511, 0, 8), (3, 3, 8), (2, 5, 8), (1, 0, 4092), (1, 0, 4)]
+)
 def test_pvalidate_list_header_errors(count: int, nxt: int, offset: int) -> None:
     page = bytearray(4096)
     if offset + 8 <= 4096:
@@ -65,15 +68,15 @@ def test_pvalidate_list_header_errors(count: int, nxt: int, offset: int) -> None
     assert pv.PvalidateList.decode(bytes(page), offset) is ResultCode.INVALID_PARAMETER
 
 
-@pytest.mark.parametrize("raw", [0x1000 | 2, 0x1000 | 3, 0x1000 | 0x10, 0x1000 | 0x800,
-                                 0x1000 | 1])
+@pytest.mark.parametrize("raw", [0x1000 | 2, 0x1000 | 3, 0x1000 | 0x10, 0x1000 | 0x800, 0x1000 | 1])
 def test_pvalidate_entry_errors(raw: int) -> None:
     assert pv.entry_error(raw) is ResultCode.INVALID_PARAMETER
     assert pv.entry_error(PAGE_2M | 1 | 4) is None
 
 
-def _call(p: Partition, layer: str, call: int, rcx: int = 0, rdx: int = 0, r8: int = 0
-          ) -> tuple[int, Registers]:
+def _call(
+    p: Partition, layer: str, call: int, rcx: int = 0, rdx: int = 0, r8: int = 0
+) -> tuple[int, Registers]:
     t = p.machine.transport  # type: ignore[attr-defined]
     out = t.call(layer, 0, Registers.call(ProtocolId.CORE, call, rcx, rdx, r8))
     return out.code, out.regs
@@ -98,8 +101,11 @@ def test_pvalidate_truncated_and_out_of_page_lists(fake: Partition) -> None:
 
 def test_pvalidate_reserved_bits_stop_at_the_bad_entry(fake: Partition) -> None:
     caa = _caa(fake)
-    entries = pv.run_entries(0, False, 2, True) + [0x2000 | 4 | 0x40] + \
-        pv.run_entries(0x3000, False, 1, True)
+    entries = (
+        pv.run_entries(0, False, 2, True)
+        + [0x2000 | 4 | 0x40]
+        + pv.run_entries(0x3000, False, 1, True)
+    )
     fake.machine.memory.write(caa + BUFFER, pv.encode(entries))
     code, _ = _call(fake, "l2.1", CoreCall.PVALIDATE, caa + BUFFER)
     assert code == ResultCode.INVALID_PARAMETER
@@ -113,8 +119,9 @@ def test_pvalidate_bad_page_size_and_misaligned_2m(fake: Partition) -> None:
     caa = _caa(fake)
     for bad in (0x1000 | 2 | 4, PAGE_4K | 1 | 4):
         fake.machine.memory.write(caa + BUFFER, pv.encode([bad]))
-        assert _call(fake, "l2.1", CoreCall.PVALIDATE, caa + BUFFER)[0] == \
-            ResultCode.INVALID_PARAMETER
+        assert (
+            _call(fake, "l2.1", CoreCall.PVALIDATE, caa + BUFFER)[0] == ResultCode.INVALID_PARAMETER
+        )
 
 
 def test_pvalidate_entry_beyond_memory_is_invalid_address(fake: Partition) -> None:
@@ -167,24 +174,28 @@ def test_configure_vtom_and_memory_calls(fake: Partition) -> None:
 def test_create_and_delete_vcpu_checks(fake: Partition) -> None:
     lay = fake.machine.layout
     ctx, caa = lay.context(0, 1), lay.caa(0, 1)
-    bad = [((ctx + 8, caa, 1), ResultCode.INVALID_ADDRESS),
-           ((ctx, ctx, 1), ResultCode.INVALID_ADDRESS),
-           ((1 << 50, caa, 1), ResultCode.INVALID_ADDRESS),
-           ((ctx, caa, 77), ResultCode.INVALID_PARAMETER),
-           ((lay.caa(0, 0), caa, 1), ResultCode.INVALID_PARAMETER)]
+    bad = [
+        ((ctx + 8, caa, 1), ResultCode.INVALID_ADDRESS),
+        ((ctx, ctx, 1), ResultCode.INVALID_ADDRESS),
+        ((1 << 50, caa, 1), ResultCode.INVALID_ADDRESS),
+        ((ctx, caa, 77), ResultCode.INVALID_PARAMETER),
+        ((lay.caa(0, 0), caa, 1), ResultCode.INVALID_PARAMETER),
+    ]
     for args, code in bad:
         assert _call(fake, "l2.1", CoreCall.CREATE_VCPU, *args)[0] == code
     assert _call(fake, "l2.1", CoreCall.CREATE_VCPU, ctx, caa, 1)[0] == ResultCode.SUCCESS
-    assert _call(fake, "l2.1", CoreCall.CREATE_VCPU, ctx, caa, 1)[0] == \
-        ResultCode.INVALID_PARAMETER  # already in use
+    assert (
+        _call(fake, "l2.1", CoreCall.CREATE_VCPU, ctx, caa, 1)[0] == ResultCode.INVALID_PARAMETER
+    )  # already in use
     assert _call(fake, "l2.2", CoreCall.DELETE_VCPU, ctx)[0] == ResultCode.INVALID_PARAMETER
     assert _call(fake, "l2.1", CoreCall.DELETE_VCPU, ctx + 8)[0] == ResultCode.INVALID_PARAMETER
     assert _call(fake, "l2.1", CoreCall.DELETE_VCPU, ctx)[0] == ResultCode.SUCCESS
 
 
 def test_attest_request_round_trip_and_reserved_bytes() -> None:
-    req = attest.AttestRequest(0x1000, 4096, 0x2040, 64, 0x3000, 4096, 0x4000, 0x4000,
-                               VTPM_SERVICE_GUID, 0)
+    req = attest.AttestRequest(
+        0x1000, 4096, 0x2040, 64, 0x3000, 4096, 0x4000, 0x4000, VTPM_SERVICE_GUID, 0
+    )
     raw = req.encode()
     assert len(raw) == 0x58 and attest.AttestRequest.decode(raw, True) == req
     assert len(req.encode()[:0x40]) == 0x40
@@ -219,8 +230,10 @@ def test_attest_binds_nonce_and_manifest(fake: Partition) -> None:
 def test_attest_requester_entry_is_opt_in() -> None:
     """RULE_REQUESTER_ENTRY_OPT_IN: with ``attest_requester_entry`` the services manifest
     also names the requesting layer; single-service attestation is unchanged."""
-    p = Partition({"memory": "64MiB", "vcpus": 2, "workload_layers": 2,
-                   "attest_requester_entry": True}, FakeBackend())
+    p = Partition(
+        {"memory": "64MiB", "vcpus": 2, "workload_layers": 2, "attest_requester_entry": True},
+        FakeBackend(),
+    )
     c = p.machine.client  # type: ignore[attr-defined]
     nonce = bytes(range(64))
     m = ServicesManifest.from_bytes(c.attest("l2.2", 0, nonce).manifest)
@@ -231,7 +244,9 @@ def test_attest_requester_entry_is_opt_in() -> None:
 
 
 def test_services_manifest_round_trip_and_damage() -> None:
-    m = ServicesManifest({VTPM_SERVICE_GUID: b"ek", REQUESTER_GUID: Requester("l2.1", 2).to_bytes()})
+    m = ServicesManifest(
+        {VTPM_SERVICE_GUID: b"ek", REQUESTER_GUID: Requester("l2.1", 2).to_bytes()}
+    )
     raw = m.to_bytes()
     assert ServicesManifest.from_bytes(raw).services == m.services
     with pytest.raises(EvidenceError):

@@ -11,14 +11,15 @@ from hypothesis import strategies as st
 from cocopart.ranges import RangeMap
 
 PAGES = 64
-ops = st.lists(st.tuples(st.integers(0, PAGES - 1), st.integers(1, PAGES), st.integers(0, 3),
-                         st.booleans()), max_size=80)
+ops = st.lists(
+    st.tuples(st.integers(0, PAGES - 1), st.integers(1, PAGES), st.integers(0, 3), st.booleans()),
+    max_size=80,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(ops)
-def test_range_map_matches_per_page_reference(operations: list[tuple[int, int, int, bool]]
-                                              ) -> None:
+def test_range_map_matches_per_page_reference(operations: list[tuple[int, int, int, bool]]) -> None:
     m: RangeMap[int] = RangeMap(PAGES, 0)
     ref = [0] * PAGES
     for start, length, value, use_update in operations:

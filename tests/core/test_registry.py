@@ -17,11 +17,13 @@ def extra_plugins(tmp_path: Path) -> Iterator[Path]:
     """A distribution on sys.path registering a broken and a fake backend."""
     dist = tmp_path / "cocopart_testplugins-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cocopart-testplugins\n"
-                                   "Version: 0.1\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cocopart-testplugins\nVersion: 0.1\n"
+    )
     (dist / "entry_points.txt").write_text(
         f"[{BACKEND_GROUP}]\nbroken = cocopart_no_such_module:Backend\n"
-        "notabackend = math:pi\nfakeplug = fake_backend:FakeBackend\n")
+        "notabackend = math:pi\nfakeplug = fake_backend:FakeBackend\n"
+    )
     sys.path.insert(0, str(tmp_path))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     yield tmp_path
@@ -62,7 +64,10 @@ def test_fake_plugin_loads_and_nothing_is_dropped(extra_plugins: Path) -> None:
 
 def test_core_import_loads_no_backend() -> None:
     import subprocess
-    code = ("import sys, cocopart, cocopart.partition, cocopart.layers; "
-            "print(any(m.startswith(('cocopart_sev_snp', 'cocopart_tdx')) for m in sys.modules))")
+
+    code = (
+        "import sys, cocopart, cocopart.partition, cocopart.layers; "
+        "print(any(m.startswith(('cocopart_sev_snp', 'cocopart_tdx')) for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -31,8 +31,7 @@ class SilentTransport(FakeTransport):
 class LiarBackend(FakeBackend):
     name: ClassVar[str] = "liar"
 
-    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable
-                       ) -> Machine:
+    def create_machine(self, config: PartitionConfig, trace: Trace, costs: CostTable) -> Machine:
         m = FakeMachine(self, config, trace, self.graph(config), costs)
         m.transport = SilentTransport(m.service, m.memory, trace)
         m.client.transport = m.transport

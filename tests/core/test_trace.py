@@ -48,9 +48,13 @@ def test_since_mark_reports_only_new_work() -> None:
 
 
 def test_cost_estimate_and_fallback_to_base_mnemonic() -> None:
-    table = CostTable(primitives={"PVALIDATE": Cost(ns=100, source="s"),
-                                  "PVALIDATE.2M": Cost(ns=1000, source="s")},
-                      switches={"VMGEXIT": Cost(ns=3000, source="s")})
+    table = CostTable(
+        primitives={
+            "PVALIDATE": Cost(ns=100, source="s"),
+            "PVALIDATE.2M": Cost(ns=1000, source="s"),
+        },
+        switches={"VMGEXIT": Cost(ns=3000, source="s")},
+    )
     t = Trace()
     t.record("l1", "PVALIDATE.4K", count=10)
     t.record("l1", "PVALIDATE.2M", count=2)
@@ -62,8 +66,10 @@ def test_cost_estimate_and_fallback_to_base_mnemonic() -> None:
 
 def test_cost_overrides_from_toml(tmp_path: Path) -> None:
     f = tmp_path / "costs.toml"
-    f.write_text('[primitives]\nPVALIDATE = 5\n"RMPADJUST" = { ns = 7, source = "lab" }\n'
-                 '[switches]\nVMGEXIT = 1.5\n')
+    f.write_text(
+        '[primitives]\nPVALIDATE = 5\n"RMPADJUST" = { ns = 7, source = "lab" }\n'
+        "[switches]\nVMGEXIT = 1.5\n"
+    )
     base = CostTable(primitives={"PVALIDATE": Cost(ns=100, source="paper")})
     t = load_cost_overrides(base, f)
     assert t.primitives["PVALIDATE"].ns == 5 and t.primitives["PVALIDATE"].source == str(f)
@@ -71,10 +77,15 @@ def test_cost_overrides_from_toml(tmp_path: Path) -> None:
     assert base.primitives["PVALIDATE"].ns == 100
 
 
-@pytest.mark.parametrize("text,field", [
-    ("[primitives]\nX = 'fast'\n", "primitives.X"), ("[primitives]\nX = { ns = -1 }\n",
-                                                     "primitives.X"),
-    ("[colours]\nX = 1\n", None), ("[primitives\n", None)])
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("[primitives]\nX = 'fast'\n", "primitives.X"),
+        ("[primitives]\nX = { ns = -1 }\n", "primitives.X"),
+        ("[colours]\nX = 1\n", None),
+        ("[primitives\n", None),
+    ],
+)
 def test_bad_cost_files_name_the_problem(tmp_path: Path, text: str, field: str | None) -> None:
     f = tmp_path / "c.toml"
     f.write_text(text)

@@ -55,7 +55,7 @@ def test_events_are_the_most_recent_entries_in_order() -> None:
     _alternate(t, 1_000)
     ev = t.events()
     assert len(ev) == t.log_length
-    expected = [("A" if i % 2 == 0 else "B", i + 1) for i in range(1_000)][-len(ev):]
+    expected = [("A" if i % 2 == 0 else "B", i + 1) for i in range(1_000)][-len(ev) :]
     assert [(e.mnemonic, e.count) for e in ev] == expected
 
 
@@ -92,8 +92,7 @@ def test_since_a_mark_in_discarded_entries_has_exact_totals_and_recent_entries()
     assert d.truncated
     assert d.primitives[next(k for k in d.primitives if k.mnemonic == "A")] == 4
     assert d.total_primitives == 4 + 100 * 101 // 2 and d.total_switches == 100
-    assert [(e.mnemonic, e.count) for e in d.events] == \
-        [(e.mnemonic, e.count) for e in t.events()]
+    assert [(e.mnemonic, e.count) for e in d.events] == [(e.mnemonic, e.count) for e in t.events()]
     assert d.events[-2:][0].mnemonic == "C" and d.events[-1].mnemonic == "SW"
 
 

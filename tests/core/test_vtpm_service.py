@@ -51,14 +51,17 @@ def test_tpm_errors_are_response_codes(fake: Partition) -> None:
 
 def test_vtpm_cmd_buffer_rules(fake: Partition) -> None:
     c = fake.machine.client
-    assert c.call("l2.1", 0, ProtocolId.VTPM, VtpmCall.CMD, 0x1008).code == \
-        ResultCode.INVALID_ADDRESS
+    assert (
+        c.call("l2.1", 0, ProtocolId.VTPM, VtpmCall.CMD, 0x1008).code == ResultCode.INVALID_ADDRESS
+    )
     page = fake.machine.layout.scratch(0, 7)
     fake.machine.memory.write(page, struct.pack("<IBI", 7, 0, 0))
-    assert c.call("l2.1", 0, ProtocolId.VTPM, VtpmCall.CMD, page).code == \
-        ResultCode.INVALID_PARAMETER
+    assert (
+        c.call("l2.1", 0, ProtocolId.VTPM, VtpmCall.CMD, page).code == ResultCode.INVALID_PARAMETER
+    )
 
 
 def test_ek_is_deterministic_per_seed() -> None:
     from cocopart.service.tpm import Vtpm
+
     assert Vtpm("a").ek_public_area() == Vtpm("a").ek_public_area() != Vtpm("b").ek_public_area()

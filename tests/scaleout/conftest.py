@@ -38,10 +38,10 @@ def sweep_file(tmp_path: Path, both_backends: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def archive(tmp_path_factory: pytest.TempPathFactory, both_backends: list[str]
-            ) -> dict[str, Path]:
+def archive(tmp_path_factory: pytest.TempPathFactory, both_backends: list[str]) -> dict[str, Path]:
     """Simulated evidence of both backends, the real SNP report when the vectors are there,
     and two unusable files (see scaleout_helpers.build_archive)."""
     vectors = VECTORS if (VECTORS / "manifest.json").is_file() else None
-    return build_archive(tmp_path_factory.mktemp("batch"), CliRunner(),
-                         REPO / "examples" / "guest.toml", vectors)
+    return build_archive(
+        tmp_path_factory.mktemp("batch"), CliRunner(), REPO / "examples" / "guest.toml", vectors
+    )

@@ -70,13 +70,17 @@ def write_sweep(folder: Path, sweep: str = SWEEP, base: str = BASE) -> Path:
 
 def real_snp_evidence(vectors: Path) -> Evidence:
     """A real Milan SNP report with its VCEK and AMD chain, as one Evidence JSON."""
-    return Evidence(vendor="sev-snp", format="snp-report",
-                    raw=(vectors / SNP_REPORT).read_bytes(),
-                    certificates=[(vectors / c).read_bytes() for c in SNP_CERTS])
+    return Evidence(
+        vendor="sev-snp",
+        format="snp-report",
+        raw=(vectors / SNP_REPORT).read_bytes(),
+        certificates=[(vectors / c).read_bytes() for c in SNP_CERTS],
+    )
 
 
-def build_archive(folder: Path, runner: CliRunner, guest: Path, vectors: Path | None,
-                  copies: int = 3) -> dict[str, Path]:
+def build_archive(
+    folder: Path, runner: CliRunner, guest: Path, vectors: Path | None, copies: int = 3
+) -> dict[str, Path]:
     """An archive of evidence files under ``folder/archive`` and the simulated roots:
 
     - ``snp/l2.1-N.json`` and ``tdx/l2.1-N.json``: simulated service evidence from l2.1;
@@ -90,8 +94,22 @@ def build_archive(folder: Path, runner: CliRunner, guest: Path, vectors: Path | 
         sub.mkdir(parents=True, exist_ok=True)
         first = sub / "l2.1-0.json"
         root = folder / f"{backend}.root.pem"
-        res = invoke(runner, "attest", "--simulate", guest, "--backend", backend, "--layer",
-                     "l2.1", "--report-data", "ab" * 32, "--out", first, "--root-out", root)
+        res = invoke(
+            runner,
+            "attest",
+            "--simulate",
+            guest,
+            "--backend",
+            backend,
+            "--layer",
+            "l2.1",
+            "--report-data",
+            "ab" * 32,
+            "--out",
+            first,
+            "--root-out",
+            root,
+        )
         assert res.exit_code == 0, res.output
         roots[backend] = root
         for i in range(1, copies):

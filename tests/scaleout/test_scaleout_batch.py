@@ -26,8 +26,9 @@ def _trust(archive: dict[str, Path]) -> TrustStore:
     return trust
 
 
-def test_sources_walk_directories_globs_and_manifests(archive: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_sources_walk_directories_globs_and_manifests(
+    archive: dict[str, Path], tmp_path: Path
+) -> None:
     root = archive["archive"]
     walked = expand_sources([str(root)])
     names = [Path(p).relative_to(root).as_posix() for p in walked]
@@ -35,14 +36,20 @@ def test_sources_walk_directories_globs_and_manifests(archive: dict[str, Path],
     assert "snp/l2.1-0.json" in names and "tdx/l2.1-2.json" in names
     assert names == sorted(names)  # directories in sorted order, files sorted
     assert expand_sources([str(root)], patterns=["*.bin"]) == [str(root / "broken/garbage.bin")]
-    assert expand_sources([f"{root}/**/l2.1-1.json"]) == [str(root / "snp/l2.1-1.json"),
-                                                         str(root / "tdx/l2.1-1.json")]
+    assert expand_sources([f"{root}/**/l2.1-1.json"]) == [
+        str(root / "snp/l2.1-1.json"),
+        str(root / "tdx/l2.1-1.json"),
+    ]
     manifest = tmp_path / "list.txt"
-    manifest.write_text(f"# evidence to re-verify\n\n{root}/snp/l2.1-0.json\n"
-                        f"file://{root}/tdx/l2.1-0.json  # by URL\nrelative.json\n")
+    manifest.write_text(
+        f"# evidence to re-verify\n\n{root}/snp/l2.1-0.json\n"
+        f"file://{root}/tdx/l2.1-0.json  # by URL\nrelative.json\n"
+    )
     assert expand_sources([str(root / "snp/l2.1-0.json")], manifests=[manifest]) == [
-        str(root / "snp/l2.1-0.json"), f"file://{root}/tdx/l2.1-0.json",
-        str(tmp_path / "relative.json")]
+        str(root / "snp/l2.1-0.json"),
+        f"file://{root}/tdx/l2.1-0.json",
+        str(tmp_path / "relative.json"),
+    ]
     with pytest.raises(ConfigError, match="no such file or directory"):
         expand_sources([str(tmp_path / "absent")])
     with pytest.raises(ConfigError, match="matches no file"):
@@ -51,15 +58,20 @@ def test_sources_walk_directories_globs_and_manifests(archive: dict[str, Path],
         expand_sources([], manifests=[tmp_path / "no-manifest.txt"])
 
 
-def test_every_file_is_one_row_whatever_is_wrong(archive: dict[str, Path],
-                                                 tmp_path: Path) -> None:
+def test_every_file_is_one_row_whatever_is_wrong(archive: dict[str, Path], tmp_path: Path) -> None:
     root = archive["archive"]
     big = tmp_path / "big.json"
     big.write_bytes(b"{" + b" " * (17 << 20))
-    files = [str(root / "snp/l2.1-0.json"), str(root / "broken/corrupt.json"),
-             str(root / "broken/garbage.bin"), str(tmp_path / "vanished.json"), str(big)]
-    result = verify_batch(files, Policy(allowed_layers=["l1", "l2.1"]), trust=_trust(archive),
-                          now=NOW, cluster=SERIAL)
+    files = [
+        str(root / "snp/l2.1-0.json"),
+        str(root / "broken/corrupt.json"),
+        str(root / "broken/garbage.bin"),
+        str(tmp_path / "vanished.json"),
+        str(big),
+    ]
+    result = verify_batch(
+        files, Policy(allowed_layers=["l1", "l2.1"]), trust=_trust(archive), now=NOW, cluster=SERIAL
+    )
     assert [r.file for r in result.rows] == files
     assert [r.verdict for r in result.rows] == ["accepted"] + ["error"] * 4
     details = [r.detail for r in result.rows[1:]]
@@ -67,8 +79,12 @@ def test_every_file_is_one_row_whatever_is_wrong(archive: dict[str, Path],
     assert "not Evidence JSON (raw reports" in details[1]
     assert "cannot read" in details[2] and "No such file" in details[2]
     assert "evidence files are at most" in details[3]
-    assert result.summary.by_verdict == {"accepted": 1, "rejected": 0, "not-authentic": 0,
-                                         "error": 4}
+    assert result.summary.by_verdict == {
+        "accepted": 1,
+        "rejected": 0,
+        "not-authentic": 0,
+        "error": 4,
+    }
     assert result.worst == "error" and result.now == NOW
 
 
@@ -77,23 +93,28 @@ def test_verdicts_accepted_rejected_not_authentic(archive: dict[str, Path]) -> N
     evidence whose chain does not reach a trusted root is 'not-authentic'."""
     files = [str(archive["archive"] / f"{d}/l2.1-0.json") for d in ("snp", "tdx")]
     trust = _trust(archive)
-    accepted = verify_batch(files, Policy(allowed_layers=["l1", "l2.1"]), trust=trust, now=NOW,
-                            cluster=SERIAL)
+    accepted = verify_batch(
+        files, Policy(allowed_layers=["l1", "l2.1"]), trust=trust, now=NOW, cluster=SERIAL
+    )
     assert [r.verdict for r in accepted.rows] == ["accepted", "accepted"]
     snp = accepted.rows[0]
     assert (snp.vendor, snp.format, snp.origin_layer, snp.vendor_level) == (
-        "sev-snp", "snp-report", "l1", "VMPL0")  # service evidence speaks for l1 (issue 13)
+        "sev-snp",
+        "snp-report",
+        "l1",
+        "VMPL0",
+    )  # service evidence speaks for l1 (issue 13)
     assert snp.simulated and not snp.debug
     assert snp.measurement == snp.measurements["measurement"] and len(snp.measurement) == 96
     assert snp.tcb and snp.report_data and len(snp.report_data) == 128
     assert accepted.rows[1].measurement == accepted.rows[1].measurements["mrtd"]
-    rejected = verify_batch(files, Policy(allowed_layers=["l2.2"]), trust=trust, now=NOW,
-                            cluster=SERIAL)
+    rejected = verify_batch(
+        files, Policy(allowed_layers=["l2.2"]), trust=trust, now=NOW, cluster=SERIAL
+    )
     assert [r.verdict for r in rejected.rows] == ["rejected", "rejected"]
     assert rejected.rows[0].failed_checks == ["policy.origin_layer"]
     assert rejected.summary.by_failed_check == {"policy.origin_layer": 2}
-    untrusted = verify_batch(files, Policy(allowed_layers=["l1", "l2.1"]), now=NOW,
-                             cluster=SERIAL)
+    untrusted = verify_batch(files, Policy(allowed_layers=["l1", "l2.1"]), now=NOW, cluster=SERIAL)
     assert [r.verdict for r in untrusted.rows] == ["not-authentic", "not-authentic"]
     assert untrusted.summary.by_vendor == {"sev-snp": 1, "tdx": 1}
 
@@ -105,21 +126,33 @@ def test_fsspec_urls_are_read(archive: dict[str, Path]) -> None:
     with fsspec.open("memory://cocopart-test/ev.json", "wb") as fh:
         fh.write(data)
     assert read_source("memory://cocopart-test/ev.json") == data
-    result = verify_batch(["memory://cocopart-test/ev.json", "memory://cocopart-test/no.json"],
-                          Policy(allowed_layers=["l1", "l2.1"]), trust=_trust(archive), now=NOW,
-                          cluster=SERIAL)
+    result = verify_batch(
+        ["memory://cocopart-test/ev.json", "memory://cocopart-test/no.json"],
+        Policy(allowed_layers=["l1", "l2.1"]),
+        trust=_trust(archive),
+        now=NOW,
+        cluster=SERIAL,
+    )
     assert [r.verdict for r in result.rows] == ["accepted", "error"]
 
 
-def test_the_cli_reader_reads_raw_evidence_as_verify_does(archive: dict[str, Path],
-                                                          vectors: Path) -> None:
+def test_the_cli_reader_reads_raw_evidence_as_verify_does(
+    archive: dict[str, Path], vectors: Path
+) -> None:
     """The reader `verify-batch` hands the workers: raw SNP reports are recognised."""
     from cocopart_cli.batch_reader import read_evidence
 
-    files = [str(vectors / "snp/virtee-milan-v2.report.bin"),
-             str(archive["archive"] / "broken/garbage.bin")]
-    result = verify_batch(files, Policy(), now=NOW, cluster=SERIAL,
-                          reader=functools.partial(read_evidence, vendor=None, fmt=None))
+    files = [
+        str(vectors / "snp/virtee-milan-v2.report.bin"),
+        str(archive["archive"] / "broken/garbage.bin"),
+    ]
+    result = verify_batch(
+        files,
+        Policy(),
+        now=NOW,
+        cluster=SERIAL,
+        reader=functools.partial(read_evidence, vendor=None, fmt=None),
+    )
     raw, garbage = result.rows
     assert (raw.vendor, raw.format) == ("sev-snp", "snp-report")
     assert raw.verdict == "not-authentic"  # no VCEK given with a bare report

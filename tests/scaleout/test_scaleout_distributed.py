@@ -44,7 +44,8 @@ def _same_files(a: Path, b: Path, names: list[str]) -> None:
 
 
 def test_sweep_is_byte_identical_on_a_cluster_and_serially(
-        scheduler: str, sweep_file: Path, tmp_path: Path) -> None:
+    scheduler: str, sweep_file: Path, tmp_path: Path
+) -> None:
     sweep = load_sweep(sweep_file)
     serial = run_sweep(sweep, Cluster(serial=True))
     remote = run_sweep(sweep, Cluster(scheduler=scheduler, chunk_size=3))
@@ -63,7 +64,8 @@ def _worker_verifiers() -> int:
 
 
 def test_batch_is_identical_on_a_cluster_with_one_verifier_per_worker(
-        scheduler: str, archive: dict[str, Path], tmp_path: Path) -> None:
+    scheduler: str, archive: dict[str, Path], tmp_path: Path
+) -> None:
     from cocopart_cli.batch_reader import read_evidence
     from distributed import Client
 
@@ -71,12 +73,16 @@ def test_batch_is_identical_on_a_cluster_with_one_verifier_per_worker(
     for vendor in ("sev-snp", "tdx"):
         trust = trust.with_root(vendor, archive[vendor].read_bytes())
     files = expand_sources([str(archive["archive"])])
-    kwargs: dict[str, Any] = {"trust": trust, "now": NOW,
-                              "reader": functools.partial(read_evidence, vendor=None, fmt=None)}
+    kwargs: dict[str, Any] = {
+        "trust": trust,
+        "now": NOW,
+        "reader": functools.partial(read_evidence, vendor=None, fmt=None),
+    }
     policy = Policy(allowed_layers=["l1", "l2.1"])
     serial = verify_batch(files, policy, cluster=Cluster(serial=True), **kwargs)
-    remote = verify_batch(files, policy, cluster=Cluster(scheduler=scheduler, chunk_size=2),
-                          **kwargs)
+    remote = verify_batch(
+        files, policy, cluster=Cluster(scheduler=scheduler, chunk_size=2), **kwargs
+    )
     assert remote.rows == serial.rows and remote.summary == serial.summary
     assert remote.summary.by_verdict["error"] == 2
     with Client(scheduler) as client:
@@ -87,29 +93,43 @@ def test_batch_is_identical_on_a_cluster_with_one_verifier_per_worker(
     _same_files(tmp_path / "serial", tmp_path / "remote", ["verify.parquet", "verify.jsonl"])
 
 
-def test_cli_sweep_on_two_local_workers_equals_serial(sweep_file: Path, tmp_path: Path,
-                                                      runner: CliRunner) -> None:
+def test_cli_sweep_on_two_local_workers_equals_serial(
+    sweep_file: Path, tmp_path: Path, runner: CliRunner
+) -> None:
     for mode in (["--serial"], ["--workers", "2"]):
-        res = invoke(runner, "sweep", sweep_file, *mode, "--out", tmp_path / mode[0],
-                     "--no-plot")
+        res = invoke(runner, "sweep", sweep_file, *mode, "--out", tmp_path / mode[0], "--no-plot")
         assert res.exit_code == 0, res.output
     assert "on a local Dask cluster (2 worker processes)" in res.output
     _same_files(tmp_path / "--serial", tmp_path / "--workers", ["sweep.parquet", "sweep.csv"])
 
 
 def test_cli_verify_batch_on_two_local_workers_equals_serial(
-        archive: dict[str, Path], tmp_path: Path, runner: CliRunner) -> None:
+    archive: dict[str, Path], tmp_path: Path, runner: CliRunner
+) -> None:
     manifest = tmp_path / "manifest.txt"  # URLs read by the workers through fsspec
-    manifest.write_text("".join(f"file://{p}\n" for p in
-                                sorted((archive["archive"] / "tdx").iterdir())))
-    args = [archive["archive"], "--manifest", manifest, "--trust-root", archive["sev-snp"],
-            "--trust-root", archive["tdx"], "--now", NOW.isoformat()]
+    manifest.write_text(
+        "".join(f"file://{p}\n" for p in sorted((archive["archive"] / "tdx").iterdir()))
+    )
+    args = [
+        archive["archive"],
+        "--manifest",
+        manifest,
+        "--trust-root",
+        archive["sev-snp"],
+        "--trust-root",
+        archive["tdx"],
+        "--now",
+        NOW.isoformat(),
+    ]
     for mode in (["--serial"], ["--workers", "2"]):
         res = invoke(runner, "verify-batch", *args, *mode, "--out", tmp_path / mode[0])
         assert res.exit_code == 1, res.output  # the two broken files
     assert "on a local Dask cluster (2 worker processes)" in res.output
-    _same_files(tmp_path / "--serial", tmp_path / "--workers",
-                ["verify.parquet", "verify.jsonl", "summary.json"])
+    _same_files(
+        tmp_path / "--serial",
+        tmp_path / "--workers",
+        ["verify.parquet", "verify.jsonl", "summary.json"],
+    )
     rows = (tmp_path / "--workers" / "verify.jsonl").read_text().splitlines()
     # service evidence speaks for l1, which the default policy accepts (issue 13)
     assert sum('"file":"file://' in r and '"verdict":"accepted"' in r for r in rows) == 3

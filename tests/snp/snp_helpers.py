@@ -22,8 +22,7 @@ def machine(p: Partition) -> SnpMachine:
     return m
 
 
-def validated(memory: int = 64 * MIB, vcpus: int = 2, layer: str = "l2.1", **kw: Any
-              ) -> Partition:
+def validated(memory: int = 64 * MIB, vcpus: int = 2, layer: str = "l2.1", **kw: Any) -> Partition:
     """A partition whose whole RAM ``layer`` has validated."""
     p = guest(memory, vcpus, **kw)
     r = p.run(ValidatePages(layer=layer, range=GpaRange.of(0, memory)))

@@ -45,7 +45,8 @@ def ai_bits(p: Partition) -> list[bool]:
 
 
 def test_os_registered_keeps_injection_then_os_deregistration_disables_it(
-        os_booted: Partition) -> None:
+    os_booted: Partition,
+) -> None:
     p = os_booted
     emu = machine(p).service.apic
     assert emu.count == 1 and ai_bits(p) == [True] * VCPUS  # firmware registered at boot
@@ -71,7 +72,7 @@ def test_os_never_registers_each_ap_refresh_clears_its_bit(os_booted: Partition)
     assert configure(p, 1, CONFIGURE_REGISTER) == ResultCode.APIC_CANNOT_REGISTER
     for ap in range(1, VCPUS):
         assert configure(p, ap, CONFIGURE_REFRESH) == ResultCode.SUCCESS
-        assert ai_bits(p)[ap] is False and ai_bits(p)[ap + 1:] == [True] * (VCPUS - ap - 1)
+        assert ai_bits(p)[ap] is False and ai_bits(p)[ap + 1 :] == [True] * (VCPUS - ap - 1)
     assert ai_bits(p) == [False] * VCPUS
 
 

@@ -21,8 +21,7 @@ AI = int(SevFeatures.ALTERNATE_INJECTION)
 
 
 def _configure(p: Partition, layer: str, vcpu: int, action: int) -> int:
-    return int(p.machine.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.CONFIGURE,
-                                     action).code)
+    return int(p.machine.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.CONFIGURE, action).code)
 
 
 def _bits(p: Partition) -> dict[tuple[str, int], bool]:
@@ -40,7 +39,8 @@ def two_vmpls() -> Partition:
 
 
 def test_rule_registration_needs_control_a_lower_vmpl_cannot_deregister(
-        two_vmpls: Partition) -> None:
+    two_vmpls: Partition,
+) -> None:
     p = two_vmpls
     emu = machine(p).service.apic
     before = _bits(p)
@@ -56,7 +56,8 @@ def test_rule_registration_needs_control_a_lower_vmpl_cannot_deregister(
 
 
 def test_rule_registration_needs_control_the_controlling_vmpl_runs_the_handoff(
-        two_vmpls: Partition) -> None:
+    two_vmpls: Partition,
+) -> None:
     """The seed's hand-off from VMPL1 (the layer that controls the other): register, then
     firmware's and the OS's deregistration; every vCPU refreshes; disabled for good."""
     p = two_vmpls
@@ -80,8 +81,9 @@ def test_rule_registration_needs_control_one_workload_layer_is_the_seed() -> Non
 
 def test_rule_registration_needs_control_tdx_l2_vms_are_peers() -> None:
     """TDX L2 VMs are peers: with two of them neither may change the VM-wide count."""
-    p = Partition({"memory": "64MiB", "vcpus": 2, "workload_layers": 2,
-                   "interrupt_mode": "alternate"}, "tdx")
+    p = Partition(
+        {"memory": "64MiB", "vcpus": 2, "workload_layers": 2, "interrupt_mode": "alternate"}, "tdx"
+    )
     for layer in ("l2.1", "l2.2"):
         assert _configure(p, layer, 0, CONFIGURE_DEREGISTER) == ResultCode.INVALID_REQUEST
     assert p.machine.service.apic.count == 1

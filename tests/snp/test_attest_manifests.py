@@ -61,7 +61,7 @@ def spec_parse(manifest: bytes) -> dict[uuid.UUID, bytes]:
     for i in range(count):
         g, off, length = struct.unpack_from("<16sII", manifest, 24 * (1 + i))
         assert 24 * (1 + count) <= off and off + length <= total
-        out[uuid.UUID(bytes_le=g)] = manifest[off:off + length]
+        out[uuid.UUID(bytes_le=g)] = manifest[off : off + length]
     return out
 
 
@@ -73,7 +73,7 @@ def parse_tpmt_public(blob: bytes) -> dict[str, Any]:
         nonlocal pos
         assert pos + n <= len(blob)
         pos += n
-        return blob[pos - n:pos]
+        return blob[pos - n : pos]
 
     def u16() -> int:
         return int(struct.unpack(">H", take(2))[0])
@@ -85,8 +85,13 @@ def parse_tpmt_public(blob: bytes) -> dict[str, Any]:
     if sym != 0x0010:  # TPM_ALG_NULL
         take(4)  # key bits, mode
     scheme = u16()
-    out: dict[str, Any] = {"type": kind, "nameAlg": name_alg, "attributes": attributes,
-                           "policy": policy, "scheme": scheme}
+    out: dict[str, Any] = {
+        "type": kind,
+        "nameAlg": name_alg,
+        "attributes": attributes,
+        "policy": policy,
+        "scheme": scheme,
+    }
     if kind == 0x0023:  # TPM_ALG_ECC
         out["curve"] = u16()
         take(2)  # kdf
@@ -156,7 +161,10 @@ def test_rule_requester_entry_opt_in_coconut_verifiers_still_parse_it() -> None:
     assert verdict.ok, verdict.summary()
     origin = verdict.claims.origin
     assert (origin.layer, origin.vendor_level, origin.via_privileged_layer) == (
-        "l2.1", "VMPL2", True)
+        "l2.1",
+        "VMPL2",
+        True,
+    )
     single = _evidence(p, service="vtpm")  # the single-service manifest is unchanged
     assert single.manifest == machine(p).vtpm().ek_public_area()
 
@@ -170,9 +178,14 @@ def roots() -> SimulatedAmdRoots:
 def _coconut_rsa_ek() -> bytes:
     """An RSA-2048 EK TPMT_PUBLIC as a TCG EK template L-1 key looks (a fixture, not a key)."""
     policy = bytes(32)
-    return struct.pack(">HHI", 0x0001, 0x000B, 0x000300B2) + struct.pack(">H", 32) + policy \
-        + struct.pack(">HHHHHI", 0x0006, 128, 0x0043, 0x0010, 2048, 0) \
-        + struct.pack(">H", 256) + bytes(range(256))
+    return (
+        struct.pack(">HHI", 0x0001, 0x000B, 0x000300B2)
+        + struct.pack(">H", 32)
+        + policy
+        + struct.pack(">HHHHHI", 0x0006, 128, 0x0043, 0x0010, 2048, 0)
+        + struct.pack(">H", 256)
+        + bytes(range(256))
+    )
 
 
 def test_coconut_shaped_services_evidence_verifies(roots: SimulatedAmdRoots) -> None:
@@ -188,9 +201,12 @@ def test_coconut_shaped_services_evidence_verifies(roots: SimulatedAmdRoots) -> 
     assert all(c.ok for c in result.checks), [c for c in result.checks if not c.ok]
     assert result.claims is not None and result.claims.origin.layer == "l1"
     # and as COCONUT's single-service answer: the EK blob itself, with the GUID asked for
-    single = roots.evidence(roots.build_report(
-        report_data=hashlib.sha512(NONCE + ek).digest(), vmpl=0),
-        nonce=NONCE, manifest=ek, service=str(VTPM_GUID))
+    single = roots.evidence(
+        roots.build_report(report_data=hashlib.sha512(NONCE + ek).digest(), vmpl=0),
+        nonce=NONCE,
+        manifest=ek,
+        service=str(VTPM_GUID),
+    )
     result = SnpEvidenceVerifier().verify(single, roots.trust_store(), NOW)
     assert all(c.ok for c in result.checks), [c for c in result.checks if not c.ok]
     # the same blob claimed as a services manifest is named, not raised

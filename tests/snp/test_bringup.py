@@ -67,11 +67,20 @@ def test_bringup_16gib_8vcpu_vmpl2_trace_counts(strategy: str) -> None:
     assert t.total_switches == 2 * svsm_calls + 2 * (psc_requests + aps + 1)
 
     costs = p.costs
-    expected = (ENTRIES * (costs.primitive_ns("PVALIDATE.2M") + costs.primitive_ns("ZERO.2M")
-                           + costs.primitive_ns("RMPADJUST") + costs.primitive_ns("RMPUPDATE.2M"))
-                + 5 * aps * costs.primitive_ns("RMPADJUST") + aps * costs.primitive_ns("TLB.FLUSH")
-                + costs.primitive_ns("SNP_GUEST_REQUEST") + 2 * svsm_calls * costs.switch_ns(SVSM)
-                + 2 * (psc_requests + aps + 1) * costs.switch_ns("VMGEXIT"))
+    expected = (
+        ENTRIES
+        * (
+            costs.primitive_ns("PVALIDATE.2M")
+            + costs.primitive_ns("ZERO.2M")
+            + costs.primitive_ns("RMPADJUST")
+            + costs.primitive_ns("RMPUPDATE.2M")
+        )
+        + 5 * aps * costs.primitive_ns("RMPADJUST")
+        + aps * costs.primitive_ns("TLB.FLUSH")
+        + costs.primitive_ns("SNP_GUEST_REQUEST")
+        + 2 * svsm_calls * costs.switch_ns(SVSM)
+        + 2 * (psc_requests + aps + 1) * costs.switch_ns("VMGEXIT")
+    )
     assert p.estimated_ns() == pytest.approx(expected)
 
 
@@ -79,7 +88,12 @@ def test_bringup_every_page_validated_for_vmpl2_aps_running_one_report() -> None
     p = bring_up("optimal")
     [run] = p.memory_view()
     assert (run.start, run.end, run.private, run.validated, run.context) == (
-        0, MEMORY, True, True, False)
+        0,
+        MEMORY,
+        True,
+        True,
+        False,
+    )
     assert run.access == {"l2.1": "rwus"}
     vcpus = p.vcpus()
     assert [(v.vcpu, v.state) for v in vcpus] == [(n, "running") for n in range(VCPUS)]

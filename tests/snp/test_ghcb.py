@@ -33,9 +33,15 @@ def test_nae_exit_codes() -> None:
 
 
 def test_ghcb_layout_offsets_and_the_valid_bitmap() -> None:
-    assert (g.OFF_RAX, g.OFF_SW_EXITCODE, g.OFF_SW_EXITINFO1, g.OFF_SW_EXITINFO2,
-            g.OFF_SW_SCRATCH, g.OFF_VALID_BITMAP, g.OFF_SHARED_BUFFER) == (
-        0x1F8, 0x390, 0x398, 0x3A0, 0x3A8, 0x3F0, 0x800)
+    assert (
+        g.OFF_RAX,
+        g.OFF_SW_EXITCODE,
+        g.OFF_SW_EXITINFO1,
+        g.OFF_SW_EXITINFO2,
+        g.OFF_SW_SCRATCH,
+        g.OFF_VALID_BITMAP,
+        g.OFF_SHARED_BUFFER,
+    ) == (0x1F8, 0x390, 0x398, 0x3A0, 0x3A8, 0x3F0, 0x800)
     page = g.GhcbPage()
     page.request(g.ExitCode.HV_FEATURES)
     assert page.is_valid(g.OFF_SW_EXITCODE) and not page.is_valid(g.OFF_RAX)
@@ -60,19 +66,26 @@ def test_hv_features_through_msr_and_nae() -> None:
     page.request(g.ExitCode.HV_FEATURES)
     m.host.exit("l2.1", page)
     assert not page.failed() and page.info2 == bits
-    assert (g.HvFeature.SNP, g.HvFeature.MULTI_VMPL, g.HvFeature.EXTENDED_INTERRUPTS) == (1, 32, 512)
+    assert (g.HvFeature.SNP, g.HvFeature.MULTI_VMPL, g.HvFeature.EXTENDED_INTERRUPTS) == (
+        1,
+        32,
+        512,
+    )
 
 
 # --- page state change ----------------------------------------------------------------------
 def test_psc_descriptor_round_trip_and_contiguous_runs() -> None:
-    entries = g.pack_run(4 * PAGE_2M, True, 3, g.PscOp.PRIVATE) \
-        + g.pack_run(0, False, 2, g.PscOp.SHARED)
+    entries = g.pack_run(4 * PAGE_2M, True, 3, g.PscOp.PRIVATE) + g.pack_run(
+        0, False, 2, g.PscOp.SHARED
+    )
     buf = g.psc_encode(entries)
     assert g.psc_header(buf) == (0, 4, 0)
     runs, bad = g.psc_runs(buf, 0, 4)
     assert bad is None
     assert [(r.first, r.entries, r.gpa, r.op, r.page_2m, r.pages) for r in runs] == [
-        (0, 3, 4 * PAGE_2M, g.PscOp.PRIVATE, True, 3), (3, 2, 0, g.PscOp.SHARED, False, 2)]
+        (0, 3, 4 * PAGE_2M, g.PscOp.PRIVATE, True, 3),
+        (3, 2, 0, g.PscOp.SHARED, False, 2),
+    ]
 
 
 def test_psc_at_most_253_entries_per_request() -> None:
@@ -110,8 +123,11 @@ def test_psc_private_then_pvalidate_shared_after_rescind() -> None:
     p = validated(16 * MIB)
     mark = p.trace.mark()
     assert p.run(ConvertPages(range=rng(0, 4 * MIB), to="shared")).ok
-    names = [(e.issuer, e.mnemonic, e.target) for e in p.trace.since(mark).events
-             if e.kind == "primitive"]
+    names = [
+        (e.issuer, e.mnemonic, e.target)
+        for e in p.trace.since(mark).events
+        if e.kind == "primitive"
+    ]
     rescind = names.index(("l1", "PVALIDATE.2M", "rescind"))
     psc = names.index(("l2.1", "VMGEXIT", "PSC"))
     assert rescind < psc
@@ -166,8 +182,9 @@ def test_ap_creation_for_the_target_vmpl_create_on_init_and_destroy() -> None:
     ctx = m.host.contexts[(1, 2)]  # (APIC ID 1, VMPL2)
     assert ctx.state == "running" and ctx.vmsa_gpa == m.layout.context(0, 1)
     page = m.ghcb_page("l1", 0)
-    page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE_ON_INIT, 2, 1),
-                 ctx.vmsa_gpa)
+    page.request(
+        g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE_ON_INIT, 2, 1), ctx.vmsa_gpa
+    )
     page.set(g.OFF_RAX, m.sev_features["l2.1"])
     m.host.exit("l1", page)
     assert not page.failed() and m.host.contexts[(1, 2)].state == "init-wait"
@@ -180,8 +197,10 @@ def test_ap_creation_refuses_unknown_apic_ids_and_non_vmsa_pages() -> None:
     p = validated(16 * MIB, vcpus=2)
     m = machine(p)
     page = m.ghcb_page("l1", 0)
-    for info1, gpa in ((g.ap_creation_info1(1, 2, 9), m.layout.context(0, 0)),
-                       (g.ap_creation_info1(1, 2, 1), 0)):
+    for info1, gpa in (
+        (g.ap_creation_info1(1, 2, 9), m.layout.context(0, 0)),
+        (g.ap_creation_info1(1, 2, 1), 0),
+    ):
         page.request(g.ExitCode.AP_CREATION, info1, gpa)
         page.set(g.OFF_RAX, 1)
         m.host.exit("l1", page)

@@ -109,15 +109,19 @@ def test_cert_table_round_trip() -> None:
 
     table = cert_table.build([("VCEK", b"v" * 5), ("ASK", b"a" * 3), ("ARK", b"r")])
     assert [(e.name, e.data) for e in cert_table.parse(table)] == [
-        ("VCEK", b"v" * 5), ("ASK", b"a" * 3), ("ARK", b"r")]
+        ("VCEK", b"v" * 5),
+        ("ASK", b"a" * 3),
+        ("ARK", b"r"),
+    ]
 
 
 def _verify(ev: dict[str, object], p_seed: str = "cocopart") -> object:
     from cocopart_sev_snp.simroots import SimulatedAmdRoots
 
     roots = SimulatedAmdRoots.load(p_seed, "Milan")
-    return SnpEvidenceVerifier().verify(Evidence.model_validate(ev), roots.trust_store(),
-                                        datetime.now(UTC))
+    return SnpEvidenceVerifier().verify(
+        Evidence.model_validate(ev), roots.trust_store(), datetime.now(UTC)
+    )
 
 
 def test_hardware_attestation_report_carries_the_layers_own_vmpl_and_verifies() -> None:
@@ -153,4 +157,7 @@ def test_service_attestation_binds_nonce_and_manifest_in_a_vmpl0_report() -> Non
 def test_single_service_attestation_of_an_unknown_service_is_not_supported() -> None:
     p = guest(16 * MIB)
     assert p.run(Attest(source="service", service="vtpm", report_data=None)).ok
-    assert p.run(Attest(source="service", service="nope", report_data=None)).status is Status.NOT_SUPPORTED
+    assert (
+        p.run(Attest(source="service", service="nope", report_data=None)).status
+        is Status.NOT_SUPPORTED
+    )

@@ -70,7 +70,8 @@ def test_rule_panic_policy_fail_stop_for_user_and_kernel(accessor: HostAccessor)
 
 @pytest.mark.parametrize("accessor", list(HostAccessor))
 def test_rule_convert_on_fault_makes_the_page_shared_and_the_write_proceeds(
-        accessor: HostAccessor) -> None:
+    accessor: HostAccessor,
+) -> None:
     m = machine(validated(64 * MIB, backend_options={"host_fault_policy": "convert"}))
     w = m.host_write(PAGE, b"dma data", accessor=accessor)
     assert w.action is hf.HostAction.CONVERTED and w.completed and not w.panicked
@@ -100,10 +101,13 @@ def test_rule_checked_map_refuses_private_pages_under_every_policy(policy: str) 
     assert m.rmp_entry(PAGE).state is PageState.GUEST_VALID
 
 
-@pytest.mark.parametrize(("accessor", "action"), [(HostAccessor.USER, hf.HostAction.SIGBUS),
-                                                  (HostAccessor.KERNEL, hf.HostAction.PANIC)])
+@pytest.mark.parametrize(
+    ("accessor", "action"),
+    [(HostAccessor.USER, hf.HostAction.SIGBUS), (HostAccessor.KERNEL, hf.HostAction.PANIC)],
+)
 def test_rule_convert_cannot_take_firmware_pages_falls_back_to_sigbus_behaviour(
-        accessor: HostAccessor, action: hf.HostAction) -> None:
+    accessor: HostAccessor, action: hf.HostAction
+) -> None:
     m = machine(guest(64 * MIB, backend_options={"host_fault_policy": "convert"}))
     m.rmp.set(PAGE, PAGE + PAGE_4K, RmpEntry(assigned=True, asid=0, immutable=True))
     w = m.host_write(PAGE, accessor=accessor)

@@ -14,8 +14,12 @@ from cocopart.partition import Partition
 
 
 def test_layout_offsets_and_flags() -> None:
-    assert (hv.OFF_VECTOR, hv.OFF_FLAGS, hv.OFF_NO_EOI_REQUIRED, hv.OFF_PER_VMPL_EVENTS) == \
-        (0, 1, 2, 3)
+    assert (hv.OFF_VECTOR, hv.OFF_FLAGS, hv.OFF_NO_EOI_REQUIRED, hv.OFF_PER_VMPL_EVENTS) == (
+        0,
+        1,
+        2,
+        3,
+    )
     assert hv.OFF_EXT_DESCRIPTORS == 0x40 and hv.EXT_DESCRIPTOR_SIZE == 4 + 7 * 4 + 8 * 4
     assert (hv.FLAG_NMI, hv.FLAG_MC, hv.FLAG_NO_FURTHER_SIGNAL) == (1, 2, 0x80)
     assert hv.STATUS_MULTIPLE_VECTORS == 1 << 14 and hv.STATUS_VECTOR_31 == 1 << 31
@@ -81,8 +85,10 @@ def test_host_must_run_vmpl0_next_and_the_svsm_injects_into_the_vmsa() -> None:
     p = alternate_guest()
     r = p.run(InjectInterrupt(layer="host", vcpu=0, vector=0x44))
     assert r.data["delivery"]["status"] == "delivered"
-    ev = [(e.kind, e.issuer, e.mnemonic, e.target, e.result)
-          for e in p.plan(InjectInterrupt(layer="host", vcpu=0, vector=0x64)).events]
+    ev = [
+        (e.kind, e.issuer, e.mnemonic, e.target, e.result)
+        for e in p.plan(InjectInterrupt(layer="host", vcpu=0, vector=0x64)).events
+    ]
     assert ev == [
         ("switch", "l2.1", "VMEXIT(INTR)", "host", "ok"),
         ("primitive", "host", "HVDB.POST", "VMPL2", "ok"),
@@ -127,9 +133,11 @@ def test_no_further_signal_one_hv_for_several_interrupts() -> None:
     m.interrupts.during_entry += [("l2.1", 0, 0x90), ("l2.1", 0, 0xA0)]
     mark = p.trace.mark()
     p.run(InjectInterrupt(layer="host", vcpu=0, vector=0x40))
-    hv_signals = sum(n for k, n in p.trace.since(mark).primitives.items()
-                     if (k.issuer, k.mnemonic, k.target, k.result) == ("host", "EVENTINJ",
-                                                                       "VMPL0", "#HV"))
+    hv_signals = sum(
+        n
+        for k, n in p.trace.since(mark).primitives.items()
+        if (k.issuer, k.mnemonic, k.target, k.result) == ("host", "EVENTINJ", "VMPL0", "#HV")
+    )
     assert hv_signals == 2  # one for the first interrupt, one for both window arrivals
     assert [d.vector for d in m.interrupts.ledger.log] == [0xA0]
 

@@ -14,8 +14,11 @@ from snp_helpers import guest, machine
 from cocopart.ops import ConfigureInterrupts, CreateVcpu, EndOfInterrupt, InjectInterrupt, Status
 from cocopart.partition import Partition
 
-RI, AI, SAVIC = (int(SevFeatures.RESTRICTED_INJECTION), int(SevFeatures.ALTERNATE_INJECTION),
-                 int(SevFeatures.SECURE_AVIC))
+RI, AI, SAVIC = (
+    int(SevFeatures.RESTRICTED_INJECTION),
+    int(SevFeatures.ALTERNATE_INJECTION),
+    int(SevFeatures.SECURE_AVIC),
+)
 BIT = {"direct": 0, "restricted": RI, "alternate": AI, "secure-avic": SAVIC}
 
 
@@ -38,8 +41,11 @@ def test_sev_features_of_every_vmsa_reflect_the_boot_mode(mode: str) -> None:
     assert len(feats) == 6  # 2 layers x 3 vCPUs
     assert injection_bits(p) == {BIT[mode]}
     assert {f & 1 for f in feats.values()} == {1}  # SNPActive
-    assert (im.MODE_BIT[im.RESTRICTED], im.MODE_BIT[im.ALTERNATE], im.MODE_BIT[im.SECURE_AVIC]
-            ) == (1 << 3, 1 << 4, 1 << 16)
+    assert (im.MODE_BIT[im.RESTRICTED], im.MODE_BIT[im.ALTERNATE], im.MODE_BIT[im.SECURE_AVIC]) == (
+        1 << 3,
+        1 << 4,
+        1 << 16,
+    )
 
 
 def test_event_inj_layout() -> None:
@@ -181,7 +187,8 @@ def test_rule_handoff_loses_low_vectors() -> None:
     p.run(InjectInterrupt(layer="host", vcpu=1, vector=0x45))  # pending too
     assert p.run(ConfigureInterrupts(layer="l2.1", mode="restricted")).ok
     assert [(d.vector, d.reason) for d in m.interrupts.ledger.lost] == [
-        (0x18, RULE_HANDOFF_LOSES_LOW_VECTORS)]
+        (0x18, RULE_HANDOFF_LOSES_LOW_VECTORS)
+    ]
     r = p.run(EndOfInterrupt(vcpu=1))  # the host now holds 0x80 in service and 0x45 pending
     assert r.data["eoi"]["vector"] == 0x80
     assert [d["vector"] for d in r.data["deliveries"]] == [0x45]

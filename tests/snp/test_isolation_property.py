@@ -37,15 +37,18 @@ Bound = tuple[int, int, int]  # per workload layer index: the most it may hold
 
 ranges = st.one_of(
     st.tuples(st.integers(0, 7), st.integers(1, 3)).map(
-        lambda t: (t[0] * PAGE_2M, min(t[1], 8 - t[0]) * PAGE_2M)),
+        lambda t: (t[0] * PAGE_2M, min(t[1], 8 - t[0]) * PAGE_2M)
+    ),
     st.tuples(st.integers(0, PAGES - 1), st.integers(1, 700)).map(
-        lambda t: (t[0] * PAGE_4K, min(t[1], PAGES - t[0]) * PAGE_4K)),
+        lambda t: (t[0] * PAGE_4K, min(t[1], PAGES - t[0]) * PAGE_4K)
+    ),
 )
 accesses = st.sampled_from([0, 1, 3, 5, 9, 15])
 
 
-def _merge(a: list[tuple[int, int, Any]], b: list[tuple[int, int, Any]]
-           ) -> list[tuple[int, int, Any, Any]]:
+def _merge(
+    a: list[tuple[int, int, Any]], b: list[tuple[int, int, Any]]
+) -> list[tuple[int, int, Any, Any]]:
     """Overlay two complete run lists over the same space."""
     out, i, j = [], 0, 0
     while i < len(a) and j < len(b):
@@ -62,8 +65,12 @@ def _merge(a: list[tuple[int, int, Any]], b: list[tuple[int, int, Any]]
 class SnpIsolation(RuleBasedStateMachine):
     @initialize(layers=st.integers(1, 3), host_4k=st.booleans(), owner=st.integers(0, 3))
     def start(self, layers: int, host_4k: bool, owner: int) -> None:
-        self.p = guest(MEMORY, vcpus=3, workload_layers=layers,
-                       backend_options={"host_page_size": "4K" if host_4k else "2M"})
+        self.p = guest(
+            MEMORY,
+            vcpus=3,
+            workload_layers=layers,
+            backend_options={"host_page_size": "4K" if host_4k else "2M"},
+        )
         self.m = machine(self.p)
         self.layers = list(self.m.workloads)
         total = self.m.layout.total
@@ -77,9 +84,11 @@ class SnpIsolation(RuleBasedStateMachine):
             self._grant(0, MEMORY, owner, RWX)
 
     # -- the bound ---------------------------------------------------------------------------
-    def _grant(self, s: int, e: int, idx: int, mask: int | None = None,
-               limit_from: int | None = None) -> None:
+    def _grant(
+        self, s: int, e: int, idx: int, mask: int | None = None, limit_from: int | None = None
+    ) -> None:
         """Raise ``bound[idx]`` by ``mask``, limited by what layer ``limit_from`` may hold."""
+
         def up(b: Bound) -> Bound:
             add = mask if mask is not None else 0
             if limit_from is not None:
@@ -87,6 +96,7 @@ class SnpIsolation(RuleBasedStateMachine):
             v = list(b)
             v[idx] |= add
             return (v[0], v[1], v[2])
+
         self.bound.update(s, e, up)
 
     def _layer_choice(self, data: st.DataObject, with_l1: bool = True) -> str:
@@ -107,8 +117,9 @@ class SnpIsolation(RuleBasedStateMachine):
     @rule(data=st.data(), r=ranges, to=st.sampled_from(["shared", "private"]))
     def convert(self, data: st.DataObject, r: tuple[int, int], to: str) -> None:
         layer = self._layer_choice(data)
-        self.p.run({"op": "convert", "layer": layer, "range": {"start": r[0], "size": r[1]},
-                    "to": to})
+        self.p.run(
+            {"op": "convert", "layer": layer, "range": {"start": r[0], "size": r[1]}, "to": to}
+        )
         if to == "private" and layer != "l1":
             self._grant(r[0], r[0] + r[1], self.layers.index(layer), RWX)
 
@@ -129,31 +140,50 @@ class SnpIsolation(RuleBasedStateMachine):
 
     # -- rules: below the API ----------------------------------------------------------------
     @rule(data=st.data(), r=ranges, validate=st.booleans())
-    def workload_executes_pvalidate(self, data: st.DataObject, r: tuple[int, int],
-                                    validate: bool) -> None:
+    def workload_executes_pvalidate(
+        self, data: st.DataObject, r: tuple[int, int], validate: bool
+    ) -> None:
         layer = self._layer_choice(data, with_l1=False)
         before = self.m.rmp.map.items()
-        res = ins.pvalidate(self.m.rmp, asid=self.m.asid, vmpl=self.m.vmpls[layer], gpa=r[0],
-                            page_2m=False, count=r[1] // PAGE_4K, validate=validate)
+        res = ins.pvalidate(
+            self.m.rmp,
+            asid=self.m.asid,
+            vmpl=self.m.vmpls[layer],
+            gpa=r[0],
+            page_2m=False,
+            count=r[1] // PAGE_4K,
+            validate=validate,
+        )
         assert res.fault == "#GP(0)" and res.done == 0
         assert self.m.rmp.map.items() == before
 
     @rule(data=st.data(), r=ranges, vmpl=st.integers(1, 3), perms=accesses, vmsa=st.booleans())
-    def workload_executes_rmpadjust(self, data: st.DataObject, r: tuple[int, int], vmpl: int,
-                                    perms: int, vmsa: bool) -> None:
+    def workload_executes_rmpadjust(
+        self, data: st.DataObject, r: tuple[int, int], vmpl: int, perms: int, vmsa: bool
+    ) -> None:
         target = vmpl
         layer = self._layer_choice(data, with_l1=False)
         own = self.m.vmpls[layer]
         big = r[0] % PAGE_2M == 0 and r[1] % PAGE_2M == 0
         size = PAGE_2M if big else PAGE_4K
-        res = ins.rmpadjust(self.m.rmp, asid=self.m.asid, vmpl=own, gpa=r[0], page_2m=big,
-                            count=r[1] // size, target_vmpl=target, perms=perms, vmsa=vmsa)
+        res = ins.rmpadjust(
+            self.m.rmp,
+            asid=self.m.asid,
+            vmpl=own,
+            gpa=r[0],
+            page_2m=big,
+            count=r[1] // size,
+            target_vmpl=target,
+            perms=perms,
+            vmsa=vmsa,
+        )
         if target <= own:
             assert res.rc == ins.RmpRc.FAIL_PERMISSION and res.done == 0
         owner = next((w for w, v in self.m.vmpls.items() if v == target), None)
         if owner is not None:
-            self._grant(r[0], r[0] + r[1], self.layers.index(owner), perms,
-                        self.layers.index(layer))
+            self._grant(
+                r[0], r[0] + r[1], self.layers.index(owner), perms, self.layers.index(layer)
+            )
 
     @rule(start=st.integers(0, 1 << 30), n=st.integers(1, 600))
     def host_reclaims_pages(self, start: int, n: int) -> None:
@@ -190,17 +220,24 @@ class SnpIsolation(RuleBasedStateMachine):
         view = self.p.memory_view(0, self.m.layout.total)
         for run in view[:: max(1, len(view) // 8)]:
             for layer in self.layers:
-                for bit, letter in ((Access.READ, "r"), (Access.WRITE, "w"),
-                                    (Access.SUPERVISOR_EXEC, "s")):
+                for bit, letter in (
+                    (Access.READ, "r"),
+                    (Access.WRITE, "w"),
+                    (Access.SUPERVISOR_EXEC, "s"),
+                ):
                     # shared memory through a C=0 mapping, private through C=1 (an access
                     # with the other C-bit faults: RULE_C_BIT_SELECTS_THE_CHECK)
                     out = self.m.access(layer, run.start, bit, c_bit=run.private)
                     expect = not run.private or (
-                        run.validated and letter in run.access.get(layer, ""))
+                        run.validated and letter in run.access.get(layer, "")
+                    )
                     assert out.ok == expect, (layer, run, bit, out)
 
 
 SnpIsolation.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 TestSnpIsolation = SnpIsolation.TestCase

@@ -48,8 +48,10 @@ def test_measurement_changes_with_vcpus_and_image() -> None:
     assert one != measure.simulated_launch_digest("other", 1, sig)
     ev = _evidence(1)
     trust = TrustStore().with_root("sev-snp", ev.certificates[-1])
-    pinned = Policy(expected_measurements={  # the SVSM's (l1) evidence (issue 13)
-        "measurement": measure.simulated_launch_digest(
-        "cocopart", 2, sig)})
+    pinned = Policy(
+        expected_measurements={  # the SVSM's (l1) evidence (issue 13)
+            "measurement": measure.simulated_launch_digest("cocopart", 2, sig)
+        }
+    )
     verdict = Verifier(pinned, trust).verify(ev)
     assert [c.name for c in verdict.failed] == ["policy.measurement.measurement"]

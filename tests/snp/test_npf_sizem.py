@@ -25,10 +25,14 @@ from cocopart.protocol.ids import ResultCode
 def _npf_exits(p: Partition, layer: str) -> tuple[int, int]:
     """(exits layer -> host, re-entries host -> layer) of nested page faults."""
     sw = p.trace.switches
-    out = sum(n for k, n in sw.items() if (k.source, k.dest, k.mechanism)
-              == (layer, "host", npf.NPF_EXIT))
-    back = sum(n for k, n in sw.items() if (k.source, k.dest, k.mechanism)
-               == ("host", layer, npf.NPF_REENTRY))
+    out = sum(
+        n for k, n in sw.items() if (k.source, k.dest, k.mechanism) == (layer, "host", npf.NPF_EXIT)
+    )
+    back = sum(
+        n
+        for k, n in sw.items()
+        if (k.source, k.dest, k.mechanism) == ("host", layer, npf.NPF_REENTRY)
+    )
     return out, back
 
 
@@ -48,8 +52,7 @@ def test_rule_sizem_npf_psmash_retry_4k_rescind_and_validate_inside_a_2m_entry()
     assert not m.rmp_entry(PAGE_4K).validated and m.rmp_entry(0).validated
     assert not m.rmp_entry(0).page_size_2m and m.rmp_entry(PAGE_2M).page_size_2m
     # a raw 4K PVALIDATE call of the workload on a page of another 2M entry: SUCCESS
-    res = m.client.pvalidate("l2.1", 0, [PageRun(PAGE_2M + PAGE_4K, PAGE_4K, 1)],
-                             validate=False)
+    res = m.client.pvalidate("l2.1", 0, [PageRun(PAGE_2M + PAGE_4K, PAGE_4K, 1)], validate=False)
     assert res.code == ResultCode.SUCCESS and res.done_bytes == PAGE_4K
     assert t.count("NPF", issuer="l1", result="SIZEM") == 2
     r = p.run(ValidatePages(range=rng(PAGE_4K, PAGE_4K), page_size=PageSize.SIZE_4K))
@@ -98,8 +101,16 @@ def test_rule_sizem_npf_psmash_retry_is_exact_when_the_run_stops() -> None:
     assert r.error.code == ResultCode.PVALIDATE_FAIL_NO_CHANGE
     assert r.progress is not None and r.progress.next_gpa == 2 * PAGE_2M
     assert p.trace.count("PSMASH", issuer="host") == 3
-    assert [m.rmp_entry(i * PAGE_2M).page_size_2m for i in range(8)] == \
-        [False, False, False, True, True, True, True, True]
+    assert [m.rmp_entry(i * PAGE_2M).page_size_2m for i in range(8)] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+    ]
     assert m.rmp_entry(PAGE_2M + 5 * PAGE_4K).validated
     assert not m.rmp_entry(3 * PAGE_2M).validated
 
@@ -112,8 +123,9 @@ def test_rule_sizem_npf_psmash_retry_instruction_level() -> None:
     assert m.psc("l2.1", 0, [PageRun(0, PAGE_2M, 2)], PscOp.PRIVATE) is None
 
     def run(at: int, n: int) -> ins.InstrResult:
-        return ins.pvalidate(m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=False, count=n,
-                             validate=True)
+        return ins.pvalidate(
+            m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=False, count=n, validate=True
+        )
 
     first = run(PAGE_4K, 3)
     assert first.fault == ins.NPF_SIZEM_FAULT and first.done == 0

@@ -43,9 +43,11 @@ def _cur_page(entry: int) -> int:
 def test_rule_psc_entries_as_kvm_invalid_entry_only_for_bad_cur_page_or_gfn() -> None:
     m = machine(guest(16 * MIB))
     ok = g.psc_entry(PAGE_4K, g.PscOp.PRIVATE, False)
-    for bad in (g.psc_entry(2 * PAGE_4K, g.PscOp.PRIVATE, False) | 2,  # cur_page 2 > 1
-                g.psc_entry(PAGE_2M + PAGE_4K, g.PscOp.PRIVATE, True),  # GFN not 2M aligned
-                g.psc_entry(2 * PAGE_2M, g.PscOp.PRIVATE, True) | 513):  # cur_page > 512
+    for bad in (
+        g.psc_entry(2 * PAGE_4K, g.PscOp.PRIVATE, False) | 2,  # cur_page 2 > 1
+        g.psc_entry(PAGE_2M + PAGE_4K, g.PscOp.PRIVATE, True),  # GFN not 2M aligned
+        g.psc_entry(2 * PAGE_2M, g.PscOp.PRIVATE, True) | 513,
+    ):  # cur_page > 512
         info2, cur, after = _request(m, [ok, bad])
         # the entry before it was served (KVM stops at the bad one); cur_entry points at it
         assert (info2, cur) == (g.PSC_ERROR_INVALID_ENTRY, 1)
@@ -119,18 +121,18 @@ def test_svsm_does_not_depend_on_psc_psmash(psmash: bool) -> None:
     """Against KVM (and the idealised host alike) the SVSM never asks for a PSC PSMASH: a 4K
     rescind, a set-access that covers part of a 2M entry and a VMSA inside a 2M entry all
     split through #NPF(SIZEM), with the same result on both hosts."""
-    p = validated(16 * MIB, vcpus=2, workload_layers=2,
-                  backend_options={"host_psc_psmash": psmash})
+    p = validated(16 * MIB, vcpus=2, workload_layers=2, backend_options={"host_psc_psmash": psmash})
     m = machine(p)
     assert p.run(RescindPages(range=rng(PAGE_4K, PAGE_4K))).ok
-    assert p.run(SetAccess(layer="l1", range=rng(2 * PAGE_2M - PAGE_4K, 2 * PAGE_4K),
-                           target="l2.2", access="r")).ok
+    assert p.run(
+        SetAccess(
+            layer="l1", range=rng(2 * PAGE_2M - PAGE_4K, 2 * PAGE_4K), target="l2.2", access="r"
+        )
+    ).ok
     ctx = 4 * PAGE_2M + 5 * PAGE_4K
     m.memory.write(ctx, vm.build(1, m.sev_features["l2.1"]))
-    assert m.client.create_vcpu("l2.1", 0, ctx, m.layout.caa(0, 1), 1).code == \
-        ResultCode.SUCCESS
+    assert m.client.create_vcpu("l2.1", 0, ctx, m.layout.caa(0, 1), 1).code == ResultCode.SUCCESS
     assert p.trace.count("VMGEXIT", issuer="l1", target="PSC") == 0
     assert p.trace.count("NPF", issuer="l1", result="SIZEM") == 4
     assert m.rmp_entry(ctx).state is PageState.VMSA
-    assert m.rmp_entry(2 * PAGE_2M).perm(2) == 1 and m.rmp_entry(2 * PAGE_2M + PAGE_4K) \
-        .perm(2) == 0
+    assert m.rmp_entry(2 * PAGE_2M).perm(2) == 1 and m.rmp_entry(2 * PAGE_2M + PAGE_4K).perm(2) == 0

@@ -17,8 +17,11 @@ PAGE = 0x5000
 
 
 def _m(page_size: str = "2M", policy: str = "convert") -> SnpMachine:
-    return machine(validated(16 * MIB, backend_options={"host_page_size": page_size,
-                                                         "host_fault_policy": policy}))
+    return machine(
+        validated(
+            16 * MIB, backend_options={"host_page_size": page_size, "host_fault_policy": policy}
+        )
+    )
 
 
 def test_rule_convert_psmash_on_overlap_then_the_4k_rmpupdate_succeeds() -> None:

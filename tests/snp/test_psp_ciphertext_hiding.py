@@ -139,7 +139,8 @@ def test_asid_space_rejects_max_snp_asid_beyond_joint_range() -> None:
 @settings(max_examples=60, deadline=None)
 @given(max_asid=st.integers(1, 64), min_sev_asid=st.integers(1, 64), n=st.integers(0, 80))
 def test_classes_never_overlap_except_es_and_snp_without_hiding(
-        max_asid: int, min_sev_asid: int, n: int) -> None:
+    max_asid: int, min_sev_asid: int, n: int
+) -> None:
     space = AsidSpace(max_asid=max_asid, min_sev_asid=min_sev_asid).with_hiding(n)
     for asid in range(1, max_asid + 1):
         kinds = space.kinds_for(asid)

@@ -38,8 +38,9 @@ def test_hotload_allowed_with_snp_init_and_sev_uninit() -> None:
 
 
 def test_hotload_allowed_with_snp_uninit() -> None:
-    host = HostDriver(HW.model_copy(update={"snp_enabled": False}),
-                      ModuleParams(psp_init_on_probe=False))
+    host = HostDriver(
+        HW.model_copy(update={"snp_enabled": False}), ModuleParams(psp_init_on_probe=False)
+    )
     host.probe()
     assert host.psp.download_firmware_ex(NEW).ok
 
@@ -66,8 +67,12 @@ def test_driver_follows_hotload_with_wbinvd_snp_df_flush_and_guest_status() -> N
     mark = len(host.log.entries)
     host.hotload_firmware(NEW)
     assert [e.action for e in host.log.since(mark + 1)] == [
-        "SNP_DOWNLOAD_FIRMWARE_EX", "WBINVD", "SNP_DF_FLUSH", "SNP_GUEST_STATUS",
-        "SNP_GUEST_STATUS"]
+        "SNP_DOWNLOAD_FIRMWARE_EX",
+        "WBINVD",
+        "SNP_DF_FLUSH",
+        "SNP_GUEST_STATUS",
+        "SNP_GUEST_STATUS",
+    ]
     assert not host.psp.stale_gctx
     assert host.psp.guest_counts()[GuestType.SNP] == 2 and all(g.ok for g in guests)
 
@@ -145,13 +150,15 @@ def test_second_hotload_refused_once_lazy_sev_init_ran() -> None:
     host = deferred_host()
     assert host.hotload_firmware(NEW).ok
     host.launch_guest(GuestType.SEV)
-    again = host.hotload_firmware(NEW.model_copy(
-        update={"version": FwVersion(major=1, minor=55, build=31)}))
+    again = host.hotload_firmware(
+        NEW.model_copy(update={"version": FwVersion(major=1, minor=55, build=31)})
+    )
     assert again.fw_status is FwStatus.INVALID_PLATFORM_STATE
 
 
 def test_hotload_needs_snp_capable_firmware() -> None:
-    host = HostDriver(HW.model_copy(update={"snp_enabled": False,
-                                            "firmware": FwVersion(major=0, minor=24)}),
-                      ModuleParams(psp_init_on_probe=False))
+    host = HostDriver(
+        HW.model_copy(update={"snp_enabled": False, "firmware": FwVersion(major=0, minor=24)}),
+        ModuleParams(psp_init_on_probe=False),
+    )
     assert host.psp.download_firmware_ex(NEW).fw_status is FwStatus.INVALID_COMMAND

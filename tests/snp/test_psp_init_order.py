@@ -42,15 +42,28 @@ def test_command_ids_match_psp_sev_h() -> None:
     assert (Cmd.SNP_DOWNLOAD_FIRMWARE_EX, Cmd.SNP_COMMIT) == (0xCA, 0xCB)
     assert (Cmd.INIT, Cmd.SHUTDOWN, Cmd.FACTORY_RESET, Cmd.PLATFORM_STATUS) == (1, 2, 3, 4)
     assert (Cmd.DF_FLUSH, Cmd.INIT_EX, Cmd.LAUNCH_START, Cmd.SNP_LAUNCH_START) == (
-        0x0A, 0x0D, 0x30, 0xA0)
+        0x0A,
+        0x0D,
+        0x30,
+        0xA0,
+    )
 
 
 def test_status_codes_match_psp_sev_h() -> None:
-    expected = {"INVALID_PLATFORM_STATE": 0x01, "INVALID_GUEST_STATE": 0x02,
-                "DFFLUSH_REQUIRED": 0x0F, "INVALID_PARAM": 0x16, "SECURE_DATA_INVALID": 0x18,
-                "INVALID_PAGE_SIZE": 0x19, "INVALID_PAGE_STATE": 0x1A,
-                "INVALID_PAGE_OWNER": 0x1C, "BAD_VERSION": 0x22, "SHUTDOWN_REQUIRED": 0x23,
-                "RESTORE_REQUIRED": 0x25, "INVALID_KEY": 0x27}
+    expected = {
+        "INVALID_PLATFORM_STATE": 0x01,
+        "INVALID_GUEST_STATE": 0x02,
+        "DFFLUSH_REQUIRED": 0x0F,
+        "INVALID_PARAM": 0x16,
+        "SECURE_DATA_INVALID": 0x18,
+        "INVALID_PAGE_SIZE": 0x19,
+        "INVALID_PAGE_STATE": 0x1A,
+        "INVALID_PAGE_OWNER": 0x1C,
+        "BAD_VERSION": 0x22,
+        "SHUTDOWN_REQUIRED": 0x23,
+        "RESTORE_REQUIRED": 0x25,
+        "INVALID_KEY": 0x27,
+    }
     assert {name: FwStatus[name].value for name in expected} == expected
 
 
@@ -145,16 +158,28 @@ def test_rule_snp_init_ex_from_1_52_else_snp_init() -> None:
         host = HostDriver(HW.model_copy(update={"firmware": FwVersion(major=1, minor=minor)}))
         host.probe()
         assert cmd in host.log.actions()
-    assert fw(HW.model_copy(update={"firmware": FwVersion(major=1, minor=51)})).snp_init(
-        ex=True, range_list=True).fw_status is FwStatus.INVALID_PARAM
+    assert (
+        fw(HW.model_copy(update={"firmware": FwVersion(major=1, minor=51)}))
+        .snp_init(ex=True, range_list=True)
+        .fw_status
+        is FwStatus.INVALID_PARAM
+    )
 
 
 def test_rule_driver_sequence_wbinvd_snp_init_wbinvd_snp_df_flush() -> None:
     host = HostDriver(HW)
     host.probe()
     psp_steps = [a for a in host.log.actions() if a not in ("load kvm_amd", "VM types")]
-    assert psp_steps == ["WRMSR MSR_VM_HSAVE_PA=0", "WBINVD", "SNP_INIT_EX", "WBINVD",
-                         "SNP_DF_FLUSH", "INIT", "WBINVD", "DF_FLUSH"]
+    assert psp_steps == [
+        "WRMSR MSR_VM_HSAVE_PA=0",
+        "WBINVD",
+        "SNP_INIT_EX",
+        "WBINVD",
+        "SNP_DF_FLUSH",
+        "INIT",
+        "WBINVD",
+        "DF_FLUSH",
+    ]
 
 
 def test_rule_driver_always_tries_snp_first_then_legacy_init_ex() -> None:

@@ -31,10 +31,15 @@ def test_pvalidate_only_at_vmpl0_a_lower_vmpl_faults_and_changes_nothing() -> No
 
 def test_pvalidate_fail_input_on_misaligned_or_outside_addresses() -> None:
     rmp = _private()
-    assert ins.pvalidate(rmp, asid=1, vmpl=0, gpa=PAGE_4K, page_2m=True, count=1,
-                         validate=True).rc == RmpRc.FAIL_INPUT == 1
-    assert ins.pvalidate(rmp, asid=1, vmpl=0, gpa=3 * PAGE_2M, page_2m=True, count=2,
-                         validate=True).rc == RmpRc.FAIL_INPUT
+    assert (
+        ins.pvalidate(rmp, asid=1, vmpl=0, gpa=PAGE_4K, page_2m=True, count=1, validate=True).rc
+        == RmpRc.FAIL_INPUT
+        == 1
+    )
+    assert (
+        ins.pvalidate(rmp, asid=1, vmpl=0, gpa=3 * PAGE_2M, page_2m=True, count=2, validate=True).rc
+        == RmpRc.FAIL_INPUT
+    )
 
 
 def test_pvalidate_fail_sizemismatch_2m_request_over_4k_entries() -> None:
@@ -58,8 +63,9 @@ def test_pvalidate_no_change_is_reported_through_cf_and_stops_the_run() -> None:
     ins.pvalidate(rmp, asid=1, vmpl=0, gpa=PAGE_2M, page_2m=True, count=1, validate=True)
     r = ins.pvalidate(rmp, asid=1, vmpl=0, gpa=0, page_2m=True, count=3, validate=True)
     assert r.no_change and r.rc == 0 and r.done == 1  # page 1 was already validated
-    r = ins.pvalidate(rmp, asid=1, vmpl=0, gpa=0, page_2m=True, count=4, validate=True,
-                      ignore_unchanged=True)
+    r = ins.pvalidate(
+        rmp, asid=1, vmpl=0, gpa=0, page_2m=True, count=4, validate=True, ignore_unchanged=True
+    )
     assert r.ok and r.done == 4 and r.unchanged == 2  # pages 0 and 1 were done already
 
 

@@ -14,8 +14,15 @@ from cocopart.partition import Partition
 
 @pytest.mark.parametrize("strategy,per_call", [("linux", 64), ("optimal", 510)])
 def test_size_mismatch_fallback_uses_full_calls(strategy: str, per_call: int) -> None:
-    p = Partition({"memory": "64MiB", "vcpus": 1, "strategy": strategy,
-                   "backend_options": {"host_page_size": "4K"}}, "sev-snp")
+    p = Partition(
+        {
+            "memory": "64MiB",
+            "vcpus": 1,
+            "strategy": strategy,
+            "backend_options": {"host_page_size": "4K"},
+        },
+        "sev-snp",
+    )
     r = p.run(ValidatePages(range=GpaRange.of(0, 64 * MIB)))
     assert r.ok, r.reason
     entries_2m = 32

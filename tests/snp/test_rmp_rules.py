@@ -71,8 +71,15 @@ def test_rmpupdate_fail_inuse_on_the_vmsa_of_a_running_vcpu() -> None:
     p = guest(64 * MIB)
     m = machine(p)
     ctx = m.layout.context(0, 0)
-    r = ins.rmpupdate(m.rmp, gpa=ctx - PAGE_4K, page_2m=False, count=3, assigned=False,
-                      asid=0, in_use=m.host.in_use)
+    r = ins.rmpupdate(
+        m.rmp,
+        gpa=ctx - PAGE_4K,
+        page_2m=False,
+        count=3,
+        assigned=False,
+        asid=0,
+        in_use=m.host.in_use,
+    )
     assert r.rc == RmpRc.FAIL_INUSE == 3 and r.done == 1
     assert m.rmp_entry(ctx).vmsa
 
@@ -93,8 +100,13 @@ def test_rmpupdate_fail_overlap_4k_inside_an_assigned_2m_entry() -> None:
 
 def test_rmpupdate_resets_validated_vmsa_and_permissions() -> None:
     rmp = _rmp()
-    rmp.set(0, PAGE_2M, RmpEntry(assigned=True, asid=1, validated=True, vmsa=True,
-                                 page_size_2m=True, perms=(15, 15, 15)))
+    rmp.set(
+        0,
+        PAGE_2M,
+        RmpEntry(
+            assigned=True, asid=1, validated=True, vmsa=True, page_size_2m=True, perms=(15, 15, 15)
+        ),
+    )
     r = ins.rmpupdate(rmp, gpa=0, page_2m=True, count=1, assigned=True, asid=1)
     assert r.ok and rmp.get(0) == RmpEntry(assigned=True, asid=1, page_size_2m=True)
 
@@ -139,8 +151,7 @@ def test_access_to_an_assigned_but_unvalidated_page_raises_vc_0x404() -> None:
     assert not out.ok and out.fault == "#VC 0x404" and out.handled_by == "l2.1"
 
 
-def test_permission_violation_by_a_lower_vmpl_is_an_npf_to_the_host_recorded_in_the_trace(
-        ) -> None:
+def test_permission_violation_by_a_lower_vmpl_is_an_npf_to_the_host_recorded_in_the_trace() -> None:
     p = validated(64 * MIB, workload_layers=2)  # l2.1 = VMPL1 validated it; l2.2 = VMPL2
     m = machine(p)
     before = p.trace.count("NPF", issuer="l2.2")

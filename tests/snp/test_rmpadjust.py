@@ -16,15 +16,36 @@ RW, RWX = int(Access.RW), int(Access.RWX)
 
 def _valid(big: bool = True, perms: tuple[int, int, int] = (0, 0, 0)) -> Rmp:
     rmp = Rmp(4 * PAGE_2M)
-    rmp.set(0, 4 * PAGE_2M, RmpEntry(assigned=True, asid=1, validated=True, page_size_2m=big,
-                                     perms=perms))
+    rmp.set(
+        0,
+        4 * PAGE_2M,
+        RmpEntry(assigned=True, asid=1, validated=True, page_size_2m=big, perms=perms),
+    )
     return rmp
 
 
-def _adjust(rmp: Rmp, vmpl: int, target: int, perms: int, *, gpa: int = 0, big: bool = True,
-            count: int = 1, vmsa: bool = False) -> ins.InstrResult:
-    return ins.rmpadjust(rmp, asid=1, vmpl=vmpl, gpa=gpa, page_2m=big, count=count,
-                         target_vmpl=target, perms=perms, vmsa=vmsa)
+def _adjust(
+    rmp: Rmp,
+    vmpl: int,
+    target: int,
+    perms: int,
+    *,
+    gpa: int = 0,
+    big: bool = True,
+    count: int = 1,
+    vmsa: bool = False,
+) -> ins.InstrResult:
+    return ins.rmpadjust(
+        rmp,
+        asid=1,
+        vmpl=vmpl,
+        gpa=gpa,
+        page_2m=big,
+        count=count,
+        target_vmpl=target,
+        perms=perms,
+        vmsa=vmsa,
+    )
 
 
 def test_rmpadjust_only_towards_a_numerically_higher_vmpl() -> None:
@@ -123,8 +144,7 @@ def test_lower_never_acts_on_higher_snp_vmpl2_cannot_set_vmpl1_access() -> None:
     p = validated(16 * MIB, workload_layers=2, layer="l2.2")
     before = p.memory_view(0, 2 * MIB)
     for access in ("r", "none", "rwx"):
-        r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.1",
-                            access=access))
+        r = p.run(SetAccess(layer="l2.2", range=rng(0, 2 * MIB), target="l2.1", access=access))
         assert r.status is Status.NOT_SUPPORTED and "controls" in (r.reason or "")
         assert r.primitives == r.world_switches == 0
     assert p.memory_view(0, 2 * MIB) == before
@@ -150,6 +170,12 @@ def test_set_access_from_l1_uses_rmp_page_sizes() -> None:
     p.run(SetAccess(layer="l1", range=rng(0, 2 * MIB), target="l2.1", access="r"))  # unassigned
     assert p.history[-1].status is Status.ERROR
     p = validated(16 * MIB, workload_layers=2)
-    r = p.run(SetAccess(layer="l1", range=rng(2 * MIB - PAGE_4K, 2 * MIB + 2 * PAGE_4K),
-                        target="l2.2", access="rwx"))
+    r = p.run(
+        SetAccess(
+            layer="l1",
+            range=rng(2 * MIB - PAGE_4K, 2 * MIB + 2 * PAGE_4K),
+            target="l2.2",
+            access="rwx",
+        )
+    )
     assert r.ok and p.trace.count("PSMASH") == 2

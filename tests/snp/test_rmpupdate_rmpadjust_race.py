@@ -17,8 +17,9 @@ PAGE = 0x3000
 
 def _m(policy: str = "sigbus") -> SnpMachine:
     """A guest whose RAM is validated with 4K RMP entries (no PSMASH in the way)."""
-    return machine(validated(16 * MIB, backend_options={"host_page_size": "4K",
-                                                         "host_fault_policy": policy}))
+    return machine(
+        validated(16 * MIB, backend_options={"host_page_size": "4K", "host_fault_policy": policy})
+    )
 
 
 def _race(order: rr.Interleaving) -> rr.RaceOutcome:
@@ -33,8 +34,7 @@ def test_adjust_then_update_both_succeed_and_the_update_wipes_the_grant() -> Non
 
 def test_update_then_adjust_the_adjust_finds_a_page_no_longer_the_guests() -> None:
     out = _race(rr.Interleaving.UPDATE_THEN_ADJUST)
-    assert (out.update_result, out.adjust_result, out.update_attempts) == (
-        "ok", "FAIL_INPUT", 1)
+    assert (out.update_result, out.adjust_result, out.update_attempts) == ("ok", "FAIL_INPUT", 1)
     assert out.final_state == PageState.HYPERVISOR.value
 
 

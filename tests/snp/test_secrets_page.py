@@ -14,9 +14,14 @@ KEYS = secrets.derive_vmpcks("layout")
 def test_secrets_page_layout_offsets() -> None:
     assert secrets.VMPCK_OFFSETS == (0x20, 0x40, 0x60, 0x80)
     assert secrets.MSG_SEQNO_OFFSETS == (0xA0, 0xA4, 0xA8, 0xAC)
-    assert (secrets.SVSM_BASE, secrets.SVSM_SIZE, secrets.SVSM_CAA, secrets.SVSM_MAX_VERSION,
-            secrets.SVSM_GUEST_VMPL, secrets.TSC_FACTOR) == (0x140, 0x148, 0x150, 0x158, 0x15C,
-                                                             0x160)
+    assert (
+        secrets.SVSM_BASE,
+        secrets.SVSM_SIZE,
+        secrets.SVSM_CAA,
+        secrets.SVSM_MAX_VERSION,
+        secrets.SVSM_GUEST_VMPL,
+        secrets.TSC_FACTOR,
+    ) == (0x140, 0x148, 0x150, 0x158, 0x15C, 0x160)
     page = secrets.build(KEYS, caa=0x5000, guest_vmpl=2)
     assert len(page) == secrets.SECRETS_SIZE == 4096
     assert page[0x40:0x60] == KEYS[1]

@@ -124,7 +124,9 @@ def test_seq_platform_init_at_first_vm_run_with_vms_active_is_refused() -> None:
     failed = host.platform_init(probe=False)  # what "init at first SEV VM" would do
     assert failed is not None and failed.fw_status is FwStatus.INVALID_PLATFORM_STATE
     assert [e.status for e in host.log.failures() if e.actor == "psp"] == [
-        "INVALID_CONFIG", "INVALID_PLATFORM_STATE"]
+        "INVALID_CONFIG",
+        "INVALID_PLATFORM_STATE",
+    ]
 
 
 # ---- Sean: "SEV_CMD_SNP_INIT{_EX} can be executed before firmware hotload, but
@@ -160,8 +162,7 @@ def test_seq_kvm_module_load_initializes_snp_and_sev() -> None:
 
 
 @pytest.mark.parametrize("kind", [GuestType.SEV, GuestType.SEV_ES])
-def test_seq_psp_init_on_probe_false_defers_sev_init_to_first_legacy_vm(
-        kind: GuestType) -> None:
+def test_seq_psp_init_on_probe_false_defers_sev_init_to_first_legacy_vm(kind: GuestType) -> None:
     host = HostDriver(HW, ModuleParams(psp_init_on_probe=False))
     host.probe()
     assert host.psp.sev_state is SevState.UNINIT and "INIT" not in psp_actions(host)
@@ -180,8 +181,12 @@ def test_seq_hotload_then_sev_init_without_module_reload() -> None:
     run = run_preset("firmware-hotload")
     actions = run.log.actions()
     assert actions.count("load kvm_amd") == 1
-    assert actions.index("SNP_DOWNLOAD_FIRMWARE_EX") < actions.index("SNP_COMMIT") < \
-        actions.index("lazy SEV INIT") < actions.index("INIT")
+    assert (
+        actions.index("SNP_DOWNLOAD_FIRMWARE_EX")
+        < actions.index("SNP_COMMIT")
+        < actions.index("lazy SEV INIT")
+        < actions.index("INIT")
+    )
     assert [g.ok for g in run.launches] == [True, True]
     last = [e for e in run.log.entries if e.action == "SNP_DOWNLOAD_FIRMWARE_EX"][-1]
     assert last.status == "INVALID_PLATFORM_STATE"  # refused once SEV INIT ran
@@ -193,8 +198,11 @@ def test_seq_hotload_then_sev_init_without_module_reload() -> None:
 def test_seq_ciphertext_hiding_param_in_kvm_amd_splits_asids() -> None:
     host = HostDriver(HW, ModuleParams(ciphertext_hiding_asids=3))
     report = host.probe()
-    assert report.asids[:3] == ["sev: enabled (ASIDs 8-15)", "sev-es: enabled (ASIDs 4-7)",
-                                "snp: enabled (ASIDs 1-3)"]
+    assert report.asids[:3] == [
+        "sev: enabled (ASIDs 8-15)",
+        "sev-es: enabled (ASIDs 4-7)",
+        "snp: enabled (ASIDs 1-3)",
+    ]
 
 
 # ---- the presets

@@ -53,14 +53,19 @@ def test_workload_vmpls_option_overrides_and_is_validated() -> None:
 def test_unknown_and_bad_backend_options_name_the_field() -> None:
     with pytest.raises(ConfigError, match="known: workload_vmpls, host_page_size"):
         guest(backend_options={"colour": 1})
-    for name, value in (("host_page_size", "1G"), ("call_protocol", "hypercall"),
-                        ("product", "Naples")):
+    for name, value in (
+        ("host_page_size", "1G"),
+        ("call_protocol", "hypercall"),
+        ("product", "Naples"),
+    ):
         with pytest.raises(ConfigError) as err:
             guest(backend_options={name: value})
         assert err.value.field == f"backend_options.{name}"
-    o = parse_options(PartitionConfig(backend_options={"host_page_size": "4K",
-                                                       "call_protocol": "msr",
-                                                       "product": "Turin"}))
+    o = parse_options(
+        PartitionConfig(
+            backend_options={"host_page_size": "4K", "call_protocol": "msr", "product": "Turin"}
+        )
+    )
     assert (o.host_page_size_2m, o.call_protocol, o.product) == (False, "msr", "Turin")
 
 
@@ -125,6 +130,7 @@ def test_extend_measurement_is_a_vtpm_pcr_extend_and_no_hardware_register() -> N
     code, rsp = m.client.vtpm_command("l2.1", 0, pcr_read(10))
     assert code == 0
     import hashlib
+
     assert parse_pcr_read(rsp) == [hashlib.sha384(bytes(48) + digest).digest()]
     assert p.run(ExtendMeasurement(layer="l1", index=10, digest=digest)).ok
     r = guest(services=[]).run(ExtendMeasurement(index=1, digest=digest))
@@ -152,19 +158,21 @@ def test_a_range_beyond_guest_ram_is_a_config_error() -> None:
 
 def test_every_operation_type_is_handled_without_raising() -> None:
     p = validated(16 * MIB, vcpus=2)
-    ops: list[dict[str, Any]] = [{"op": "validate", "range": {"start": 0, "size": 4096}},
-           {"op": "rescind", "range": {"start": 0, "size": 4096}},
-           {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "shared"},
-           {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "private"},
-           {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1",
-            "access": "r"},
-           {"op": "create-vcpu", "vcpu": 1}, {"op": "delete-vcpu", "vcpu": 1},
-           {"op": "attest", "source": "hardware", "report_data": None},
-           {"op": "attest", "report_data": "00"},
-           {"op": "inject-interrupt", "vcpu": 0, "vector": 40},
-           {"op": "eoi", "vcpu": 0},
-           {"op": "configure-interrupts", "mode": "restricted"},
-           {"op": "extend-measurement", "register": 0, "digest": "00" * 48}]
+    ops: list[dict[str, Any]] = [
+        {"op": "validate", "range": {"start": 0, "size": 4096}},
+        {"op": "rescind", "range": {"start": 0, "size": 4096}},
+        {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "shared"},
+        {"op": "convert", "range": {"start": 0, "size": 4096}, "to": "private"},
+        {"op": "set-access", "range": {"start": 0, "size": 4096}, "target": "l2.1", "access": "r"},
+        {"op": "create-vcpu", "vcpu": 1},
+        {"op": "delete-vcpu", "vcpu": 1},
+        {"op": "attest", "source": "hardware", "report_data": None},
+        {"op": "attest", "report_data": "00"},
+        {"op": "inject-interrupt", "vcpu": 0, "vector": 40},
+        {"op": "eoi", "vcpu": 0},
+        {"op": "configure-interrupts", "mode": "restricted"},
+        {"op": "extend-measurement", "register": 0, "digest": "00" * 48},
+    ]
     assert len({o["op"] for o in ops}) == len(OPERATION_TYPES)
     for op in ops:
         r = p.run(op)

@@ -41,15 +41,19 @@ def test_deposit_and_withdraw_mem_are_unsupported_call_configure_vtom_query_is_z
         assert m.client.call("l2.1", 0, ProtocolId.CORE, call).code == ResultCode.UNSUPPORTED_CALL
     q = m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.CONFIGURE_VTOM, 1)
     assert q.code == 0 and q.regs.rcx == 0
-    assert m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.CONFIGURE_VTOM, 0).code == \
-        ResultCode.INVALID_REQUEST
+    assert (
+        m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.CONFIGURE_VTOM, 0).code
+        == ResultCode.INVALID_REQUEST
+    )
 
 
 def test_remap_ca_moves_the_calling_area_and_calls_keep_working() -> None:
     m = machine(guest(vcpus=2))
     new = m.layout.scratch(0, 7)  # a page of the layer's own protocol region
-    assert m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.REMAP_CA, new + 8).code == \
-        ResultCode.INVALID_PARAMETER
+    assert (
+        m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.REMAP_CA, new + 8).code
+        == ResultCode.INVALID_PARAMETER
+    )
     assert m.client.call("l2.1", 0, ProtocolId.CORE, CoreCall.REMAP_CA, new).code == 0
     assert m.service.state.caa("l2.1", 0) == new
     assert m.client.query_protocol("l2.1", 0, ProtocolId.CORE) == (1, 1)
@@ -62,8 +66,11 @@ def test_validate_is_pvalidate_zero_and_rmpadjust_granting_the_caller() -> None:
     assert p.run(ValidatePages(range=rng(0, 2 * MIB))).ok
     assert m.memory.read(0, 17) == bytes(17)  # zeroed
     t = p.trace
-    assert (t.count("PVALIDATE.2M", issuer="l1"), t.count("ZERO.2M", issuer="l1"),
-            t.count("RMPADJUST", issuer="l1", target="VMPL2")) == (1, 1, 1)
+    assert (
+        t.count("PVALIDATE.2M", issuer="l1"),
+        t.count("ZERO.2M", issuer="l1"),
+        t.count("RMPADJUST", issuer="l1", target="VMPL2"),
+    ) == (1, 1, 1)
     assert m.rmp_entry(0).perm(2) == int(Access.RWX)
 
 
@@ -72,10 +79,17 @@ def test_rescind_is_revoke_every_workload_vmpl_then_pvalidate_0_then_tlb_flush()
     mark = p.trace.mark()
     assert p.run(RescindPages(range=rng(0, 4 * MIB))).ok
     d = p.trace.since(mark)
-    seq = [(e.issuer, e.mnemonic, e.target, e.count) for e in d.events if e.kind == "primitive"
-           and e.issuer == "l1" and e.mnemonic != "HANDLE" and e.count]
-    assert seq[:4] == [("l1", "RMPADJUST", "VMPL2", 2), ("l1", "RMPADJUST", "VMPL3", 2),
-                       ("l1", "PVALIDATE.2M", "rescind", 2), ("l1", "TLB.FLUSH", "", 2)]
+    seq = [
+        (e.issuer, e.mnemonic, e.target, e.count)
+        for e in d.events
+        if e.kind == "primitive" and e.issuer == "l1" and e.mnemonic != "HANDLE" and e.count
+    ]
+    assert seq[:4] == [
+        ("l1", "RMPADJUST", "VMPL2", 2),
+        ("l1", "RMPADJUST", "VMPL3", 2),
+        ("l1", "PVALIDATE.2M", "rescind", 2),
+        ("l1", "TLB.FLUSH", "", 2),
+    ]
 
 
 def test_rescind_of_pages_not_validated_is_no_change_unless_ignored() -> None:

@@ -16,17 +16,20 @@ from snp_helpers import guest, machine
 KEYS = secrets.derive_vmpcks("t")
 
 
-@pytest.mark.parametrize("field,value,code", [
-    (secrets.SVSM_SIZE, b"\0" * 8, 7),  # GHCB_TERM_NO_SVSM
-    (secrets.SVSM_GUEST_VMPL, b"\0", 8),  # GHCB_TERM_SVSM_VMPL0
-    (secrets.SVSM_CAA, struct.pack("<Q", 0x5008), 9),  # GHCB_TERM_SVSM_CAA
-])
+@pytest.mark.parametrize(
+    "field,value,code",
+    [
+        (secrets.SVSM_SIZE, b"\0" * 8, 7),  # GHCB_TERM_NO_SVSM
+        (secrets.SVSM_GUEST_VMPL, b"\0", 8),  # GHCB_TERM_SVSM_VMPL0
+        (secrets.SVSM_CAA, struct.pack("<Q", 0x5008), 9),  # GHCB_TERM_SVSM_CAA
+    ],
+)
 def test_rule_svsm_detection_termination_codes(field: int, value: bytes, code: int) -> None:
     """RULE_SVSM_DETECTION_TERMINATION_CODES, through the machine: the workload's detection
     fails with (set 1, code) and the host receives that termination request."""
     m = machine(guest())
     page = m.messengers["l2.1"].secrets_page
-    page[field:field + len(value)] = value
+    page[field : field + len(value)] = value
     d = m.detect_svsm("l2.1")
     assert not d.svsm and d.terminate == (secrets.TERM_SET_LINUX, code)
     assert m.host.terminated["l2.1"] == (1, code)

@@ -27,8 +27,9 @@ def test_rule_ignore_cf_zeroes_own_page_at_the_instruction_level() -> None:
     m.memory.write(PAGE_2M, b"secret")
     keys = (("PVALIDATE.2M", "CF=1"), ("ZERO.2M", None), ("RMPADJUST", None))
     before = [p.trace.count(k, issuer="l1", result=r) for k, r in keys]
-    res = m.client.pvalidate("l2.1", 0, [PageRun(PAGE_2M, PAGE_2M, 1)], validate=True,
-                             ignore_cf=True)
+    res = m.client.pvalidate(
+        "l2.1", 0, [PageRun(PAGE_2M, PAGE_2M, 1)], validate=True, ignore_cf=True
+    )
     assert res.code == ResultCode.SUCCESS
     after = [p.trace.count(k, issuer="l1", result=r) for k, r in keys]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
@@ -36,8 +37,9 @@ def test_rule_ignore_cf_zeroes_own_page_at_the_instruction_level() -> None:
     assert m.rmp_entry(PAGE_2M).perm(2) == int(Access.RWX)
 
 
-@pytest.mark.parametrize("option,perms", [(None, Access.NONE), ("none", Access.NONE),
-                                          ("read", Access.READ)])
+@pytest.mark.parametrize(
+    "option,perms", [(None, Access.NONE), ("none", Access.NONE), ("read", Access.READ)]
+)
 def test_rule_vmsa_guest_access_option(option: str | None, perms: Access) -> None:
     """RULE_VMSA_GUEST_ACCESS_OPTION: after CREATE_VCPU the workload keeps nothing on its
     VMSA by default (Linux snp_set_vmsa), READ with ``svsm_vmsa_access = "read"`` (CS
@@ -77,8 +79,10 @@ def test_rule_vmsa_not_2m_aligned_create_vcpu_is_refused_before_any_change() -> 
     assert p.trace.count("VMGEXIT", issuer="l1", target="AP_CREATION") == 0
     # the page next to it is fine (point 2: inside the 2M entry)
     m.memory.write(PAGE_2M + PAGE_4K, vm.build(2, m.sev_features["l2.1"]))
-    assert m.client.create_vcpu("l2.1", 0, PAGE_2M + PAGE_4K, m.layout.caa(0, 1),
-                                1).code == ResultCode.SUCCESS
+    assert (
+        m.client.create_vcpu("l2.1", 0, PAGE_2M + PAGE_4K, m.layout.caa(0, 1), 1).code
+        == ResultCode.SUCCESS
+    )
 
 
 def test_rule_host_refuses_2m_aligned_vmsa_at_ap_creation() -> None:
@@ -87,11 +91,11 @@ def test_rule_host_refuses_2m_aligned_vmsa_at_ap_creation() -> None:
     p = validated(16 * MIB, vcpus=2)
     m = machine(p)
     for gpa, ok in ((PAGE_2M, False), (PAGE_2M + PAGE_4K, True)):
-        m.rmp.set(gpa, gpa + PAGE_4K, RmpEntry(assigned=True, validated=True, asid=m.asid,
-                                               vmsa=True))
+        m.rmp.set(
+            gpa, gpa + PAGE_4K, RmpEntry(assigned=True, validated=True, asid=m.asid, vmsa=True)
+        )
         page = m.ghcb_page("l1", 0)
-        page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE, 2, 1),
-                     gpa)
+        page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE, 2, 1), gpa)
         page.set(g.OFF_RAX, m.sev_features["l2.1"])
         m.host.exit("l1", page)
         assert page.failed() is not ok

@@ -14,12 +14,22 @@ from cocopart.partition import Partition
 __all__ = ["GIB", "MIB", "PAGE_2M", "PAGE_4K", "guest", "machine", "module", "rng", "sept"]
 
 
-def guest(memory: int | str = 64 * MIB, vcpus: int = 2, layers: int = 1,
-          strategy: str = "optimal", services: list[str] | None = None,
-          **options: Any) -> Partition:
+def guest(
+    memory: int | str = 64 * MIB,
+    vcpus: int = 2,
+    layers: int = 1,
+    strategy: str = "optimal",
+    services: list[str] | None = None,
+    **options: Any,
+) -> Partition:
     """A partitioned TD through the public API (``options`` = backend_options)."""
-    cfg: dict[str, Any] = {"memory": memory, "vcpus": vcpus, "workload_layers": layers,
-                           "strategy": strategy, "backend_options": options}
+    cfg: dict[str, Any] = {
+        "memory": memory,
+        "vcpus": vcpus,
+        "workload_layers": layers,
+        "strategy": strategy,
+        "backend_options": options,
+    }
     if services is not None:
         cfg["services"] = services
     return Partition(cfg, "tdx")

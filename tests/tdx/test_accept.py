@@ -108,8 +108,9 @@ def test_accept_of_a_blocked_page_the_host_will_not_fix_is_an_arch_error() -> No
 
 @pytest.mark.parametrize("rcx", [1 << 47 | 0, 0x1000 | 1, 0x8 | 0, 1 << 60])
 def test_accept_operand_rules_shared_misaligned_reserved(rcx: int) -> None:
-    assert module(guest()).accept_rcx(rcx).status == with_details(TdxStatus.OPERAND_INVALID,
-                                                                  Operand.RCX)
+    assert module(guest()).accept_rcx(rcx).status == with_details(
+        TdxStatus.OPERAND_INVALID, Operand.RCX
+    )
 
 
 def test_accept_unblocks_existing_l2_aliases() -> None:
@@ -127,8 +128,7 @@ def test_already_accepted_is_no_change_for_the_protocol_unless_ignore_cf() -> No
     assert not r.ok and r.error is not None and r.error.mnemonic == "TDX_PAGE_ALREADY_ACCEPTED"
     m = machine(p)
     m.memory.write(0x1000, b"data")
-    out = m.client.pvalidate("l2.1", 0, [PageRun(0, PAGE_2M, 2)], validate=True,
-                             ignore_cf=True)
+    out = m.client.pvalidate("l2.1", 0, [PageRun(0, PAGE_2M, 2)], validate=True, ignore_cf=True)
     assert out.code == ResultCode.SUCCESS
     assert m.memory.read(0x1000, 4) == bytes(4)  # L1 zeroes already-accepted pages itself
 
@@ -149,8 +149,11 @@ def test_4k_only_host_512x_the_exits_and_augs_of_a_2m_host() -> None:
         p = guest(64 * MIB, host_mapping=mapping)
         assert p.run(ValidatePages(range=rng(0, 64 * MIB))).ok
         t = p.trace
-        counts[mapping] = (t.switches[("l1", "host", "TD exit")], t.count("TDH.MEM.PAGE.AUG"),
-                           t.count("TDG.MEM.PAGE.ATTR.WR", target="L2 VM 1"))
+        counts[mapping] = (
+            t.switches[("l1", "host", "TD exit")],
+            t.count("TDH.MEM.PAGE.AUG"),
+            t.count("TDG.MEM.PAGE.ATTR.WR", target="L2 VM 1"),
+        )
     assert counts["2M"] == (32, 32, 32)
     assert counts["4K"] == (32 * 512, 32 * 512, 32 * 512)
     # the 4K-only host: each 2M try exits once then mismatches, then 512 4K accepts of which

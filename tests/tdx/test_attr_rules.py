@@ -25,8 +25,7 @@ def accepted(layers: int = 1, level: int = LEVEL_4K) -> TdxModule:
     return m
 
 
-def wr(m: TdxModule, words: dict[int, int], masks: dict[int, int], level: int = LEVEL_4K
-       ) -> int:
+def wr(m: TdxModule, words: dict[int, int], masks: dict[int, int], level: int = LEVEL_4K) -> int:
     return m.attr_wr(0, level, A.pack(words), A.pack(masks)).status
 
 
@@ -34,7 +33,16 @@ def test_gpa_attr_is_four_16_bit_words() -> None:
     assert A.pack({1: 0x8001, 3: 0x8003}) == 0x8003_0000_8001_0000
     assert A.word(0x8003_0000_8001_0000, 3) == 0x8003
     assert (A.R, A.W, A.XS, A.XU, A.VGP, A.PWA, A.SSS, A.SVE, A.VALID) == (
-        1, 2, 4, 8, 16, 32, 64, 128, 0x8000)
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        0x8000,
+    )
     assert A.GUEST_L2_GPA_ATTR_MASK == 0x807F
 
 
@@ -179,7 +187,10 @@ def test_set_access_write_without_read_is_page_attr_invalid() -> None:
     r = p.run(SetAccess(layer="l1", range=rng(0, PAGE_4K), target="l2.2", access="w"))
     assert r.error is not None
     assert (r.error.vendor, r.error.mnemonic, r.error.code) == (
-        "intel", "TDX_PAGE_ATTR_INVALID", TdxStatus.PAGE_ATTR_INVALID)
+        "intel",
+        "TDX_PAGE_ATTR_INVALID",
+        TdxStatus.PAGE_ATTR_INVALID,
+    )
 
 
 def test_peer_access_needs_ownership_an_l2_cannot_grant_itself_a_peers_page() -> None:
@@ -200,8 +211,9 @@ def test_l1_refuses_a_raw_attr_wr_on_a_peers_page_with_tdx_operand_invalid() -> 
     w = m.hooks.exits
     state = w.transport.l2_exit("l2.1", 0, {"rax": 0}, "TDG.MEM.PAGE.ATTR.WR")
     assert state is not None
-    status = w.emulate_attr_wr("l2.1", state, 4 * MIB, 4 * MIB + PAGE_4K, 1,
-                               A.access_to_attr(Access.RW))
+    status = w.emulate_attr_wr(
+        "l2.1", state, 4 * MIB, 4 * MIB + PAGE_4K, 1, A.access_to_attr(Access.RW)
+    )
     w.transport.l2_resume("l2.1", 0, state)
     assert status == BAD_RDX
     assert not m.access("l2.1", 4 * MIB, Access.READ).ok
@@ -247,8 +259,9 @@ def test_rule_attr_wr_words_before_rcx() -> None:
     r = m.attr_wr_rcx(bad_rcx, A.pack({2: A.VALID | A.R}), 0)
     assert r.status == BAD_RDX and A.RULE_ATTR_WR_WORDS_BEFORE_RCX
     assert m.attr_wr_rcx(bad_rcx, A.pack({1: A.VALID | A.R}), A.pack({0: 1})).status == BAD_R8
-    assert m.attr_wr_rcx(bad_rcx, A.pack({1: A.VALID | A.R}), A.pack({1: A.RWX})).status \
-        == with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
+    assert m.attr_wr_rcx(
+        bad_rcx, A.pack({1: A.VALID | A.R}), A.pack({1: A.RWX})
+    ).status == with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
 
 
 def test_rule_attr_wr_mask_not_checked() -> None:
@@ -284,8 +297,9 @@ def test_attr_wr_page_attr_invalid_returns_current_words_and_commits_nothing() -
     VM's current attributes in RDX (RCX = 0) and nothing is committed, for any VM."""
     m = accepted(layers=2)
     assert wr(m, {1: A.VALID | A.R | A.W, 2: A.VALID | A.R}, {1: A.RWX, 2: A.RWX}) == 0
-    r = m.attr_wr(0, LEVEL_4K, A.pack({1: A.VALID | A.XS, 2: A.VALID | A.W}),
-                  A.pack({1: A.RWX, 2: A.R | A.W}))  # VM 2 would be W without R
+    r = m.attr_wr(
+        0, LEVEL_4K, A.pack({1: A.VALID | A.XS, 2: A.VALID | A.W}), A.pack({1: A.RWX, 2: A.R | A.W})
+    )  # VM 2 would be W without R
     assert r.status == TdxStatus.PAGE_ATTR_INVALID
     assert r.out == {"rcx": 0, "rdx": A.pack({1: A.VALID | A.XS, 2: A.VALID | A.R})}
     assert m.sept.alias(1, 0).attr == A.R | A.W and m.sept.alias(2, 0).attr == A.R

@@ -90,17 +90,25 @@ def test_bringup_16gib_8vcpu_one_l2_trace_counts(mapping: str) -> None:
 
     c = p.costs
     tries_4k = 0 if mapping == "2M" else ENTRIES * 1023  # 512 ok + 511 that exit first
-    accept_ns = (c.primitive_ns("TDG.MEM.PAGE.ACCEPT.2M") * 2 * ENTRIES
-                 + c.primitive_ns("TDG.MEM.PAGE.ACCEPT.4K") * tries_4k
-                 + (c.primitive_ns("PAGE.ZERO.2M") * ENTRIES if mapping == "2M"
-                    else c.primitive_ns("PAGE.ZERO.4K") * ENTRIES * 512)
-                 + c.primitive_ns("TDH.MEM.PAGE.AUG") * exits
-                 + c.primitive_ns("TDG.MEM.PAGE.ATTR.WR") * (exits + APS))
-    expected = (accept_ns + c.primitive_ns("TDG.VP.WR") * APS * (len(L2_BOOT_STATE) + 2)
-                + attest_calls * (c.primitive_ns("TDG.MR.REPORT")
-                                  + c.primitive_ns("QGS.GET_QUOTE"))
-                + calls * c.switch_ns("L2->L1 exit") + (calls + APS) * c.switch_ns("TDG.VP.ENTER")
-                + (exits + attest_calls) * (c.switch_ns("TD exit") + c.switch_ns("TDH.VP.ENTER")))
+    accept_ns = (
+        c.primitive_ns("TDG.MEM.PAGE.ACCEPT.2M") * 2 * ENTRIES
+        + c.primitive_ns("TDG.MEM.PAGE.ACCEPT.4K") * tries_4k
+        + (
+            c.primitive_ns("PAGE.ZERO.2M") * ENTRIES
+            if mapping == "2M"
+            else c.primitive_ns("PAGE.ZERO.4K") * ENTRIES * 512
+        )
+        + c.primitive_ns("TDH.MEM.PAGE.AUG") * exits
+        + c.primitive_ns("TDG.MEM.PAGE.ATTR.WR") * (exits + APS)
+    )
+    expected = (
+        accept_ns
+        + c.primitive_ns("TDG.VP.WR") * APS * (len(L2_BOOT_STATE) + 2)
+        + attest_calls * (c.primitive_ns("TDG.MR.REPORT") + c.primitive_ns("QGS.GET_QUOTE"))
+        + calls * c.switch_ns("L2->L1 exit")
+        + (calls + APS) * c.switch_ns("TDG.VP.ENTER")
+        + (exits + attest_calls) * (c.switch_ns("TD exit") + c.switch_ns("TDH.VP.ENTER"))
+    )
     assert p.estimated_ns() == pytest.approx(expected)
 
 
@@ -115,7 +123,12 @@ def test_bringup_every_page_accepted_and_mapped_for_l2_vm_1(mapping: str, level:
     p = bring_up(mapping)
     [run] = p.memory_view()
     assert (run.start, run.end, run.private, run.validated, run.context) == (
-        0, MEMORY, True, True, False)
+        0,
+        MEMORY,
+        True,
+        True,
+        False,
+    )
     assert run.access == {"l2.1": "rwus"}
     s = sept(p)
     assert list(s.l1.runs(0, MEMORY)) == [(0, MEMORY, SeptEntry(SeptState.MAPPED, level))]
@@ -130,8 +143,9 @@ def test_bringup_every_page_accepted_and_mapped_for_l2_vm_1(mapping: str, level:
 def test_bringup_vcpus_run_on_their_l1_vcpu_with_l1_only_state_buffers() -> None:
     p = bring_up("2M")
     views = p.vcpus()
-    assert [(v.layer, v.vcpu, v.state) for v in views] == [("l2.1", n, "running")
-                                                           for n in range(VCPUS)]
+    assert [(v.layer, v.vcpu, v.state) for v in views] == [
+        ("l2.1", n, "running") for n in range(VCPUS)
+    ]
     s = sept(p)
     for v in views:
         assert v.context_gpa is not None and s.alias(1, v.context_gpa) == NO_ALIAS
@@ -146,11 +160,16 @@ def test_bringup_evidence_is_a_quote_bound_to_nonce_and_manifest() -> None:
     assert ev.layer_map["L2 VM 1"] == "l2.1"
     assert data["reportdata_rule"] == "REPORT_DATA = SHA-512(nonce || services manifest)"
     roots = machine(p).roots
-    result = TdxEvidenceVerifier().verify(ev, TrustStore().with_root("tdx", roots.root_pem),
-                                          datetime.now(UTC))
+    result = TdxEvidenceVerifier().verify(
+        ev, TrustStore().with_root("tdx", roots.root_pem), datetime.now(UTC)
+    )
     checks = {c.name: c.ok for c in result.checks}
-    for name in ("tdx.quote.signature", "tdx.qe_report.binding", "tdx.qe_report.signature",
-                 "tdx.manifest_binding"):
+    for name in (
+        "tdx.quote.signature",
+        "tdx.qe_report.binding",
+        "tdx.qe_report.signature",
+        "tdx.manifest_binding",
+    ):
         assert checks.get(name), (name, result.checks)
     assert result.claims is not None
     # issue 13: no requester entry by default — the evidence speaks for L1, whose service

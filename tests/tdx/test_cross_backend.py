@@ -81,8 +81,9 @@ def test_tdx_differences_are_reasons_not_failures() -> None:
     r = p.run(RescindPages(range=rng(0, 2 * MIB)))
     assert r.status.value == "not-supported" and "TDG.MEM.PAGE.RELEASE" in (r.reason or "")
     r = p.run(Attest(source="hardware", report_data=None))
-    assert r.status.value == "not-supported" and "only L1 may call TDG.MR.REPORT" in (r.reason
-                                                                                     or "")
+    assert r.status.value == "not-supported" and "only L1 may call TDG.MR.REPORT" in (
+        r.reason or ""
+    )
     caps = p.capabilities()
     assert not caps["rescind"].supported and not caps["attest-hardware"].supported
     later = Partition({**CONFIG, "backend_options": {"module": "2.0"}}, "tdx")

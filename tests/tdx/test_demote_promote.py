@@ -52,8 +52,7 @@ def test_rule_demote_needs_an_l2_sept_page_per_alias() -> None:
     """Step #2: one new SEPT page per L2 VM aliasing the range; without VM 2's page the
     answer is L2_SEPT_PAGE_NOT_PROVIDED naming operand R8 + 2 (R10)."""
     p = two_m(layers=2)
-    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_2M), target="l2.2",
-                           access="r")).ok
+    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_2M), target="l2.2", access="r")).ok
     calls = machine(p).seamcalls
     calls.range_block(BLOCK, LEVEL_2M)
     calls.mem_track()
@@ -79,8 +78,9 @@ def test_rule_demote_is_interruptible_even_with_enhanced_demote_interruptibility
     r = calls.page_demote(BLOCK)
     assert r.status == st.TdxStatus.INTERRUPTED_RESTARTABLE and r.after == "BLOCKED"
     assert calls.page_demote(BLOCK).ok
-    assert not machine(guest(16 * MIB)).module.tdx_features0 \
-        & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY  # the 1.5.01 source lacks it
+    assert (
+        not machine(guest(16 * MIB)).module.tdx_features0 & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY
+    )  # the 1.5.01 source lacks it
     assert sr.RULE_DEMOTE_IS_INTERRUPTIBLE
 
 
@@ -94,11 +94,9 @@ def test_rule_host_demote_protocol_block_track_kicks_demote() -> None:
     m = machine(p)
     m.module.host_interrupts = 2
     mark = p.trace.mark()
-    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_4K), target="l2.1",
-                           access="r")).ok
+    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_4K), target="l2.1", access="r")).ok
     d = p.trace.since(mark)
-    c = {(k.mnemonic, k.target, k.result): n for k, n in d.primitives.items()
-         if k.issuer == "host"}
+    c = {(k.mnemonic, k.target, k.result): n for k, n in d.primitives.items() if k.issuer == "host"}
     assert c[("TDH.MEM.RANGE.BLOCK", "2M", "ok")] == 1
     assert c[("TDH.MEM.TRACK", "", "ok")] == 1
     assert c[("IPI.KICK", "vCPU", "ok")] == 2  # the APs' L2 vCPUs on L1 vCPUs 1 and 2
@@ -108,11 +106,18 @@ def test_rule_host_demote_protocol_block_track_kicks_demote() -> None:
     assert d.switches[("l1", "host", "TD exit")] == 1 + 2  # the ATTR.WR's exit + the kicks
     assert m.module.sept.entry(BLOCK) == SeptEntry(SeptState.MAPPED, LEVEL_4K)
     costs = p.costs
-    demote_ns = (costs.primitive_ns("TDH.MEM.RANGE.BLOCK") + costs.primitive_ns("TDH.MEM.TRACK")
-                 + 3 * costs.primitive_ns("TDH.MEM.PAGE.DEMOTE")
-                 + costs.primitive_ns("TDH.MEM.PAGE.DEMOTE.L2_SEPT")
-                 + 2 * (costs.primitive_ns("IPI.KICK") + costs.switch_ns("TD exit")
-                        + costs.switch_ns("TDH.VP.ENTER")))
+    demote_ns = (
+        costs.primitive_ns("TDH.MEM.RANGE.BLOCK")
+        + costs.primitive_ns("TDH.MEM.TRACK")
+        + 3 * costs.primitive_ns("TDH.MEM.PAGE.DEMOTE")
+        + costs.primitive_ns("TDH.MEM.PAGE.DEMOTE.L2_SEPT")
+        + 2
+        * (
+            costs.primitive_ns("IPI.KICK")
+            + costs.switch_ns("TD exit")
+            + costs.switch_ns("TDH.VP.ENTER")
+        )
+    )
     assert demote_ns > 4 * costs.primitive_ns("TDH.MEM.PAGE.DEMOTE")  # not a bare DEMOTE
 
 
@@ -139,8 +144,9 @@ def test_rule_promote_needs_equal_children() -> None:
     calls.range_block(BLOCK, LEVEL_2M)
     calls.mem_track()
     assert calls.page_demote(BLOCK).ok
-    m.module.sept.set_alias(1, BLOCK, BLOCK + PAGE_4K,
-                            m.module.sept.alias(1, BLOCK)._replace(attr=1))
+    m.module.sept.set_alias(
+        1, BLOCK, BLOCK + PAGE_4K, m.module.sept.alias(1, BLOCK)._replace(attr=1)
+    )
     assert calls.page_promote(BLOCK).status_name == "GPA_RANGE_NOT_BLOCKED"
     assert calls.range_block(BLOCK, LEVEL_2M).ok
     assert calls.page_promote(BLOCK).status_name == "TLB_TRACKING_NOT_DONE"
@@ -170,8 +176,7 @@ def test_demote_then_equal_attributes_promote_back() -> None:
     p = two_m()
     s = p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_4K), target="l2.1", access="r"))
     assert s.ok and machine(p).page_size_of(BLOCK).value == "4K"
-    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_4K), target="l2.1",
-                           access="rwus")).ok
+    assert p.run(SetAccess(layer="l1", range=rng(BLOCK, PAGE_4K), target="l2.1", access="rwus")).ok
     assert machine(p).page_size_of(BLOCK).value == "2M"
     assert p.trace.count("TDH.MEM.PAGE.DEMOTE", result="ok") == 1
     assert p.trace.count("TDH.MEM.PAGE.PROMOTE", result="ok") == 1

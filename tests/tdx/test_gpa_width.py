@@ -22,8 +22,11 @@ def test_rule_gpa_above_gpaw_is_operand_invalid_rcx(bit: int) -> None:
     ATTR.WR; the module never walks the SEPT for them, so there is no TD exit."""
     m = module(guest(16 * MIB))
     gpa = 1 << bit
-    for r in (m.accept(gpa, LEVEL_4K), m.attr_rd(gpa),
-              m.attr_wr(gpa, LEVEL_4K, A.pack({1: A.VALID | A.R}), A.pack({1: A.RWX}))):
+    for r in (
+        m.accept(gpa, LEVEL_4K),
+        m.attr_rd(gpa),
+        m.attr_wr(gpa, LEVEL_4K, A.pack({1: A.VALID | A.R}), A.pack({1: A.RWX})),
+    ):
         assert r.status == BAD_RCX and r.exit is None
     assert RULE_GPA_WITHIN_GPAW
 

@@ -16,8 +16,11 @@ from .tdx_helpers import MIB, guest, rng
 def test_layers_and_vendor_names() -> None:
     p = guest(16 * MIB, layers=3)
     names = [(l.name, l.vendor_name, l.level) for l in p.layers]
-    assert names[:3] == [("firmware", "TDX module", None), ("host", "host VMM", None),
-                         ("l1", "L1 VMM", 0)]
+    assert names[:3] == [
+        ("firmware", "TDX module", None),
+        ("host", "host VMM", None),
+        ("l1", "L1 VMM", 0),
+    ]
     assert names[3:6] == [("l2.1", "L2 VM 1", 1), ("l2.2", "L2 VM 2", 2), ("l2.3", "L2 VM 3", 3)]
     assert names[6][0] == "vtpm"
 
@@ -25,16 +28,22 @@ def test_layers_and_vendor_names() -> None:
 def test_l1_holds_everything_an_l2_needs_and_the_module_nothing() -> None:
     g = guest(16 * MIB).graph  # module 1.5, a vTPM
     assert sorted(g.node("l1").capabilities) == sorted(
-        c for c in L1_CAPABILITIES if c != "rescind")  # no TDG.MEM.PAGE.RELEASE on 1.5
+        c for c in L1_CAPABILITIES if c != "rescind"
+    )  # no TDG.MEM.PAGE.RELEASE on 1.5
     assert g.node("firmware").capabilities == []
     assert g.node("host").capabilities == ["convert", "inject-interrupt"]
-    for cap in ("validate", "attest-service", "set-access:l2.1", "create-vcpu",
-                "extend-measurement", "configure-interrupts"):
+    for cap in (
+        "validate",
+        "attest-service",
+        "set-access:l2.1",
+        "create-vcpu",
+        "extend-measurement",
+        "configure-interrupts",
+    ):
         route = g.route(cap, "l2.1")
         assert route.provider == "l1" and route.edges[0].mechanism == "TDCALL->L2 exit (77)"
     convert = g.route("convert", "l2.1")
-    assert convert.path == ["l2.1", "l1", "host"] and convert.edges[1].mechanism == \
-        "TDG.VP.VMCALL"
+    assert convert.path == ["l2.1", "l1", "host"] and convert.edges[1].mechanism == "TDG.VP.VMCALL"
 
 
 def test_only_l1_attests_with_the_hardware_an_l2_has_no_route() -> None:
@@ -68,8 +77,10 @@ def test_world_switch_memory_control_and_trust_edges() -> None:
 
 def test_routes_reported_with_results() -> None:
     p = guest(16 * MIB)
-    assert p.run(ValidatePages(range=rng(0, 2 * MIB))).data["route"] == \
-        "l2.1 --TDCALL->L2 exit (77)--> l1"
+    assert (
+        p.run(ValidatePages(range=rng(0, 2 * MIB))).data["route"]
+        == "l2.1 --TDCALL->L2 exit (77)--> l1"
+    )
     assert p.run(Attest(report_data=None)).data["route"].endswith("--> l1")
 
 
@@ -87,8 +98,9 @@ def test_capabilities_answer_with_reasons() -> None:
 def test_direct_primitives() -> None:
     b, cfg = TdxBackend(), PartitionConfig()
     assert b.direct_primitives(cfg, "l2.1") == []
-    assert b.direct_primitives(PartitionConfig(backend_options={"enable_tdvmcall": True}),
-                               "l2.1") == ["TDG.VP.VMCALL"]
+    assert b.direct_primitives(
+        PartitionConfig(backend_options={"enable_tdvmcall": True}), "l2.1"
+    ) == ["TDG.VP.VMCALL"]
     assert "TDG.MEM.PAGE.ACCEPT" in b.direct_primitives(cfg, "l1")
     assert "TDH.MEM.PAGE.AUG" in b.direct_primitives(cfg, "host")
 

@@ -114,8 +114,10 @@ def test_remove_transition_and_block_transition() -> None:
     s.set_entries(PAGE_4K, 2 * PAGE_4K, SeptEntry(SeptState.PENDING, LEVEL_4K))
     t = Tally()
     assert m.host.block(0, 2 * PAGE_4K, t) == 2
-    assert [s.entry(0).state, s.entry(PAGE_4K).state] == [SeptState.BLOCKED,
-                                                           SeptState.PENDING_BLOCKED]
+    assert [s.entry(0).state, s.entry(PAGE_4K).state] == [
+        SeptState.BLOCKED,
+        SeptState.PENDING_BLOCKED,
+    ]
     assert m.host.remove(0, 2 * PAGE_4K, t) == 2
     assert s.entry(0).state is SeptState.FREE and s.entry(PAGE_4K).state is SeptState.FREE
 
@@ -129,8 +131,9 @@ def test_host_sees_only_the_selected_gprs_and_the_vm_index() -> None:
 def test_get_quote_buffer_round_trip_and_host_rules() -> None:
     buf = vmc.GetQuoteBuffer.request(b"R" * 1024)
     raw = buf.encode(4 * PAGE_4K)
-    assert raw[:24] == (1).to_bytes(8, "little") + vmc.GET_QUOTE_IN_FLIGHT.to_bytes(8, "little") \
-        + (1024).to_bytes(4, "little") + bytes(4)
+    assert raw[:24] == (1).to_bytes(8, "little") + vmc.GET_QUOTE_IN_FLIGHT.to_bytes(8, "little") + (
+        1024
+    ).to_bytes(4, "little") + bytes(4)
     assert vmc.GetQuoteBuffer.decode(raw) == buf
     h = host()
     assert h.get_quote(0x1000, PAGE_4K, Tally()) == vmc.TdvmcallStatus.INVALID_OPERAND  # private
@@ -158,11 +161,20 @@ def test_each_vcpu_needs_6_plus_3_tdvps_pages_per_l2() -> None:
     assert [tdvps_pages(n) for n in (1, 2, 3)] == [9, 12, 15]
 
 
-@pytest.mark.parametrize("opts", [{"module": "3.0"}, {"host_mapping": "1G"}, {"gpaw": 50},
-                                  {"enable_tdvmcall": "yes"}, {"hugepages": True},
-                                  {"host_memory_fault": "ignore"}])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"module": "3.0"},
+        {"host_mapping": "1G"},
+        {"gpaw": 50},
+        {"enable_tdvmcall": "yes"},
+        {"hugepages": True},
+        {"host_memory_fault": "ignore"},
+    ],
+)
 def test_bad_backend_options_name_the_field(opts: dict[str, object]) -> None:
     from cocopart.errors import ConfigError
+
     with pytest.raises(ConfigError) as err:
         guest(16 * MIB, **opts)  # type: ignore[arg-type]
     assert f"backend_options.{next(iter(opts))}" in str(err.value)
@@ -175,6 +187,12 @@ def test_host_creates_l1_vcpus_with_tdvps_pages_and_the_init_state() -> None:
     assert len(m.l1_vcpus) == 4
     v3 = m.l1_vcpus[3]
     assert (v3["tdvps_pages"], v3["rip"], v3["rbx"], v3["rsi"], v3["cr0"], v3["efer"]) == (
-        12, 0xFFFF_FFF0, 52, 3, 0x21, 0x901)
+        12,
+        0xFFFF_FFF0,
+        52,
+        3,
+        0x21,
+        0x901,
+    )
     with pytest.raises(ValueError):
         create_vcpus(0x10000, 1, 48)

@@ -98,10 +98,13 @@ def test_writes_to_shared_pages_are_plain() -> None:
     assert hf.host_read(m, PAGE, 4).data == b"ring"
 
 
-@pytest.mark.parametrize(("accessor", "killed", "panicked"),
-                         [(HostAccessor.USER, "qemu", False), (HostAccessor.KERNEL, None, True)])
+@pytest.mark.parametrize(
+    ("accessor", "killed", "panicked"),
+    [(HostAccessor.USER, "qemu", False), (HostAccessor.KERNEL, None, True)],
+)
 def test_rule_tdx_partial_write_erratum_poisons_at_once_and_the_host_read_machine_checks(
-        accessor: HostAccessor, killed: str | None, panicked: bool) -> None:
+    accessor: HostAccessor, killed: str | None, panicked: bool
+) -> None:
     m = _m()
     w = hf.host_write(m, PAGE, b"x", accessor=accessor, partial=True, errata=ERRATUM)
     assert w.line_state is hf.LineState.POISONED

@@ -38,8 +38,7 @@ def test_page_aug_free_to_pending_0_to_2() -> None:
 
 def test_page_aug_removed_to_pending_5_to_2() -> None:
     calls, p = _calls(accepted=False)
-    sept(p).set_entries(FREE_PAGE, FREE_PAGE + PAGE_4K,
-                        SeptEntry(SeptState.REMOVED, LEVEL_4K))
+    sept(p).set_entries(FREE_PAGE, FREE_PAGE + PAGE_4K, SeptEntry(SeptState.REMOVED, LEVEL_4K))
     r = calls.page_aug(FREE_PAGE)
     assert r.ok and (r.public_before, r.public_after) == (5, 2)
 

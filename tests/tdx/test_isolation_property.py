@@ -41,13 +41,20 @@ PAGES = MEM // PAGE_4K
 LAYERS = ("l2.1", "l2.2")
 NONE = Access.NONE
 RWX = Access.RWX
-ACCESSES = [Access.NONE, Access.READ, Access.RW, Access.READ | Access.SUPERVISOR_EXEC,
-            Access.RWX, Access.WRITE]
+ACCESSES = [
+    Access.NONE,
+    Access.READ,
+    Access.RW,
+    Access.READ | Access.SUPERVISOR_EXEC,
+    Access.RWX,
+    Access.WRITE,
+]
 BITS = [Access.READ, Access.WRITE, Access.USER_EXEC, Access.SUPERVISOR_EXEC]
 
-ranges = st.tuples(st.sampled_from([0, 1, 2, 511, 512, 1024, 1536, 2000]),
-                   st.sampled_from([1, 2, 7, 512, 513, 1024, 2048])).map(
-    lambda t: (t[0], min(t[1], PAGES - t[0])))
+ranges = st.tuples(
+    st.sampled_from([0, 1, 2, 511, 512, 1024, 1536, 2000]),
+    st.sampled_from([1, 2, 7, 512, 513, 1024, 2048]),
+).map(lambda t: (t[0], min(t[1], PAGES - t[0])))
 
 
 class TdIsolation(RuleBasedStateMachine):
@@ -110,22 +117,33 @@ class TdIsolation(RuleBasedStateMachine):
     def set_access_by_l1(self, r: tuple[int, int], grantee: str, access: Access) -> None:
         target = grantee
         first, n = r
-        res = self.p.run(SetAccess(layer="l1", range=rng(first * PAGE_4K, n * PAGE_4K),
-                                   target=target, access=access))
+        res = self.p.run(
+            SetAccess(
+                layer="l1", range=rng(first * PAGE_4K, n * PAGE_4K), target=target, access=access
+            )
+        )
         if access == Access.WRITE:
             assert not res.ok  # W requires R
         for i in range(first, first + self.done_pages(res, first, n)):
             self.acc[target][i] = access
 
-    @rule(layer=st.sampled_from(LAYERS), grantee=st.sampled_from(LAYERS), r=ranges,
-          access=st.sampled_from(ACCESSES))
-    def set_access_by_l2(self, layer: str, grantee: str, r: tuple[int, int],
-                         access: Access) -> None:
+    @rule(
+        layer=st.sampled_from(LAYERS),
+        grantee=st.sampled_from(LAYERS),
+        r=ranges,
+        access=st.sampled_from(ACCESSES),
+    )
+    def set_access_by_l2(
+        self, layer: str, grantee: str, r: tuple[int, int], access: Access
+    ) -> None:
         target = grantee
         first, n = r
         before = [self.view(target, i) for i in range(first, first + n)]
-        res = self.p.run(SetAccess(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K),
-                                   target=target, access=access))
+        res = self.p.run(
+            SetAccess(
+                layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K), target=target, access=access
+            )
+        )
         if any(self.owner[i] != layer for i in range(first, first + n)):
             return self.refused(res)  # RULE PEER_ACCESS_NEEDS_OWNERSHIP
         done = self.done_pages(res, first, n)
@@ -140,8 +158,7 @@ class TdIsolation(RuleBasedStateMachine):
     @rule(layer=st.sampled_from(LAYERS), r=ranges, to=st.sampled_from(["shared", "private"]))
     def convert(self, layer: str, r: tuple[int, int], to: str) -> None:
         first, n = r
-        res = self.p.run(ConvertPages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K),
-                                      to=to))  # type: ignore[arg-type]
+        res = self.p.run(ConvertPages(layer=layer, range=rng(first * PAGE_4K, n * PAGE_4K), to=to))  # type: ignore[arg-type]
         if not self.may_change(layer, first, n):
             return self.refused(res)
         if to == "shared":
@@ -183,8 +200,11 @@ class TdIsolation(RuleBasedStateMachine):
 
     @rule(layer=st.sampled_from(LAYERS), vcpu=st.integers(1, 2), create=st.booleans())
     def vcpu(self, layer: str, vcpu: int, create: bool) -> None:
-        op = CreateVcpu(layer=layer, target=layer, vcpu=vcpu) if create else \
-            DeleteVcpu(layer=layer, target=layer, vcpu=vcpu)
+        op = (
+            CreateVcpu(layer=layer, target=layer, vcpu=vcpu)
+            if create
+            else DeleteVcpu(layer=layer, target=layer, vcpu=vcpu)
+        )
         self.p.run(op)
 
     @rule(layer=st.sampled_from(LAYERS + ("l1",)), grantee=st.sampled_from(LAYERS))
@@ -193,14 +213,15 @@ class TdIsolation(RuleBasedStateMachine):
         for v in self.p.vcpus():
             assert v.context_gpa is not None
             page = rng(v.context_gpa, PAGE_4K)  # above guest RAM: RULE_RANGE_INSIDE_RAM
-            for op in (SetAccess(layer=layer, range=page, target=target, access="rw"),
-                       ValidatePages(layer=layer, range=page),
-                       ConvertPages(layer=layer, range=page, to="shared")):
+            for op in (
+                SetAccess(layer=layer, range=page, target=target, access="rw"),
+                ValidatePages(layer=layer, range=page),
+                ConvertPages(layer=layer, range=page, to="shared"),
+            ):
                 with pytest.raises(ConfigError):
                     self.p.run(op)
 
-    @rule(layer=st.sampled_from(LAYERS), page=st.integers(0, PAGES - 1),
-          bit=st.sampled_from(BITS))
+    @rule(layer=st.sampled_from(LAYERS), page=st.integers(0, PAGES - 1), bit=st.sampled_from(BITS))
     def touch(self, layer: str, page: int, bit: Access) -> None:
         out = machine(self.p).access(layer, page * PAGE_4K, bit)
         if self.shared[page]:  # the host's shared EPT: L2_CTLS.ENABLE_SHARED_EPTP (issue 14)
@@ -241,5 +262,9 @@ class TdIsolation(RuleBasedStateMachine):
 
 
 TestTdIsolation = TdIsolation.TestCase
-TestTdIsolation.settings = settings(max_examples=25, stateful_step_count=15, deadline=None,
-                                    suppress_health_check=[HealthCheck.too_slow])
+TestTdIsolation.settings = settings(
+    max_examples=25,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

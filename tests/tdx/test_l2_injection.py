@@ -18,8 +18,10 @@ from .tdx_helpers import machine, module
 
 
 def td(mode: str, layers: int = 1, vcpus: int = 2) -> Partition:
-    p = Partition({"memory": "64MiB", "vcpus": vcpus, "workload_layers": layers,
-                   "interrupt_mode": mode}, "tdx")
+    p = Partition(
+        {"memory": "64MiB", "vcpus": vcpus, "workload_layers": layers, "interrupt_mode": mode},
+        "tdx",
+    )
     for w in machine(p).workloads:
         for v in range(1, vcpus):
             assert p.run(CreateVcpu(layer=w, target=w, vcpu=v)).ok
@@ -49,8 +51,7 @@ def test_host_interrupts_reach_l1_only() -> None:
     p = td("restricted")
     p.run(InjectInterrupt(layer="host", vcpu=1, vector=0x41))
     host_prims = {k for k in p.trace.primitives if k.issuer == "host"}
-    assert {(k.mnemonic, k.target) for k in host_prims} == {("PI.POST", "l1"),
-                                                            ("PI.NOTIFY", "l1")}
+    assert {(k.mnemonic, k.target) for k in host_prims} == {("PI.POST", "l1"), ("PI.NOTIFY", "l1")}
     assert not any(k.source == "host" and k.dest.startswith("l2") for k in p.trace.switches)
     assert p.trace.count("L2.EXIT", issuer="l2.1", target="PENDING_INTERRUPT") == 1
 
@@ -65,8 +66,9 @@ def test_direct_is_not_supported_with_the_reason() -> None:
     assert p.run(InjectInterrupt(layer="host", target="l1", vcpu=0, vector=0x41)).ok
     caps = p.capabilities()
     assert not caps["interrupt-mode:direct"].supported
-    assert all(caps[f"interrupt-mode:{m}"].supported
-               for m in ("restricted", "alternate", "secure-avic"))
+    assert all(
+        caps[f"interrupt-mode:{m}"].supported for m in ("restricted", "alternate", "secure-avic")
+    )
 
 
 def test_secure_avic_uses_the_virtual_apic_page_and_rvi() -> None:
@@ -90,15 +92,21 @@ def test_vp_enter_answers_pending_interrupt_and_l1_handles_its_own_first() -> No
     m.interrupts.during_entry += [("l1", 1, 0x50), ("l2.1", 1, 0x90)]
     mark = p.trace.mark()
     r = p.run(InjectInterrupt(layer="host", vcpu=1, vector=0x40))
-    enters = [(e.target, e.result) for e in p.trace.since(mark).events
-              if e.kind == "primitive" and e.mnemonic == "TDG.VP.ENTER"]
+    enters = [
+        (e.target, e.result)
+        for e in p.trace.since(mark).events
+        if e.kind == "primitive" and e.mnemonic == "TDG.VP.ENTER"
+    ]
     assert enters == [("L2 VM 1", "PENDING_INTERRUPT"), ("L2 VM 1", "ok")]
     assert m.interrupts.pending_interrupt_answers == 1
     log = [(d.layer, d.vector) for d in m.interrupts.ledger.log]
     assert log == [("l1", 0x50), ("l2.1", 0x90)]  # L1's own first, then the higher L2 one
     assert r.data["delivery"]["status"] == "pending"  # 0x40 waits below 0x90
-    wr = [v for k, v in module(p).vp_md(1).values.items()
-          if k == md.l2_vmcs_field(1, VM_ENTRY_INTR_INFO)]
+    wr = [
+        v
+        for k, v in module(p).vp_md(1).values.items()
+        if k == md.l2_vmcs_field(1, VM_ENTRY_INTR_INFO)
+    ]
     assert wr == [0x90]
     r = p.run(EndOfInterrupt(vcpu=1))
     assert [d["vector"] for d in r.data["deliveries"]] == [0x40]

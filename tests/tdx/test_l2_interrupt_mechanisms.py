@@ -19,8 +19,9 @@ EXIT = ("l2.1", "l1", "L2->L1 exit")
 
 
 def td(mode: str) -> Partition:
-    p = Partition({"memory": "64MiB", "vcpus": 2, "workload_layers": 1,
-                   "interrupt_mode": mode}, "tdx")
+    p = Partition(
+        {"memory": "64MiB", "vcpus": 2, "workload_layers": 1, "interrupt_mode": mode}, "tdx"
+    )
     assert p.run(CreateVcpu(vcpu=1)).ok
     return p
 
@@ -40,8 +41,7 @@ def test_rule_l2_icr_write_exits_as_wrmsr() -> None:
     exits = {k.target for k in d.primitives if k.mnemonic == "L2.EXIT"}
     assert "WRMSR(ICR)" in exits and not any("APIC_WRITE" in t for t in exits)
     rec = machine(p).platform.l2_vcpus[(1, 0)]
-    state = EnterGuestState.decode(p.machine.memory.read(rec.context_gpa,
-                                                         ENTER_GUEST_STATE_SIZE))
+    state = EnterGuestState.decode(p.machine.memory.read(rec.context_gpa, ENTER_GUEST_STATE_SIZE))
     assert state.gprs["rcx"] == ti.X2APIC_ICR_MSR
     assert ti.RULE_L2_ICR_WRITE_EXITS_AS_WRMSR
 
@@ -89,8 +89,9 @@ def test_rule_interrupt_capabilities_name_tdx_mechanisms() -> None:
     """Capability answers name the two TDX mechanisms and say that alternate is a software
     protocol no TDX stack implements."""
     caps = td("restricted").capabilities()
-    assert "VM-entry interruption-information" in (caps["interrupt-mode:restricted"].mechanism
-                                                   or "")
+    assert "VM-entry interruption-information" in (
+        caps["interrupt-mode:restricted"].mechanism or ""
+    )
     assert "virtual-interrupt delivery" in (caps["interrupt-mode:secure-avic"].mechanism or "")
     alt = caps["interrupt-mode:alternate"].mechanism or ""
     assert "software protocol" in alt and "no TDX stack" in alt

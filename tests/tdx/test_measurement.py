@@ -19,8 +19,9 @@ from .tdx_helpers import MIB, guest, machine
 DIGEST = hashlib.sha384(b"event").digest()
 
 
-@pytest.mark.parametrize("pcr,rtmr", [(0, 3), (1, 0), (7, 0), (2, 1), (6, 1), (8, 2), (15, 2),
-                                      (16, 3), (23, 3)])
+@pytest.mark.parametrize(
+    "pcr,rtmr", [(0, 3), (1, 0), (7, 0), (2, 1), (6, 1), (8, 2), (15, 2), (16, 3), (23, 3)]
+)
 def test_pcr_to_rtmr_follows_the_uefi_cc_mapping(pcr: int, rtmr: int) -> None:
     assert pcr_to_rtmr(pcr) == rtmr
 
@@ -47,8 +48,9 @@ def test_l1_extends_an_rtmr_directly_and_index_above_3_is_operand_invalid() -> N
     p = guest(16 * MIB)
     assert p.run(ExtendMeasurement(layer="l1", register=3, digest=DIGEST)).ok
     r = p.run(ExtendMeasurement(layer="l1", register=4, digest=DIGEST))
-    assert r.error is not None and r.error.code == with_details(TdxStatus.OPERAND_INVALID,
-                                                                Operand.RDX)
+    assert r.error is not None and r.error.code == with_details(
+        TdxStatus.OPERAND_INVALID, Operand.RDX
+    )
 
 
 def test_without_a_vtpm_an_l2_cannot_extend() -> None:
@@ -59,21 +61,24 @@ def test_without_a_vtpm_an_l2_cannot_extend() -> None:
 def test_rtmr_extend_operand_rules() -> None:
     m = machine(guest(16 * MIB)).module
     gpa = machine(guest(16 * MIB)).region.rtmr_data
-    assert m.rtmr_extend(gpa + 8, 0).status == with_details(TdxStatus.OPERAND_INVALID,
-                                                            Operand.RCX)
-    assert m.rtmr_extend(0x1000, 0).status == with_details(TdxStatus.OPERAND_INVALID,
-                                                           Operand.RCX)  # not accepted
+    assert m.rtmr_extend(gpa + 8, 0).status == with_details(TdxStatus.OPERAND_INVALID, Operand.RCX)
+    assert m.rtmr_extend(0x1000, 0).status == with_details(
+        TdxStatus.OPERAND_INVALID, Operand.RCX
+    )  # not accepted
 
 
 def test_l1_attests_itself_with_the_hardware_or_its_service() -> None:
     p = guest(16 * MIB)
-    hw = Evidence.model_validate(p.run(Attest(layer="l1", source="hardware",
-                                              report_data=b"\x07" * 64)).data["evidence"])
+    hw = Evidence.model_validate(
+        p.run(Attest(layer="l1", source="hardware", report_data=b"\x07" * 64)).data["evidence"]
+    )
     assert TdQuote.from_bytes(hw.raw).body.report_data == b"\x07" * 64 and hw.manifest is None
     svc = Evidence.model_validate(p.run(Attest(layer="l1", report_data=None)).data["evidence"])
     assert svc.manifest and svc.nonce == bytes(64)
-    assert TdQuote.from_bytes(svc.raw).body.report_data == hashlib.sha512(
-        svc.nonce + svc.manifest).digest()
+    assert (
+        TdQuote.from_bytes(svc.raw).body.report_data
+        == hashlib.sha512(svc.nonce + svc.manifest).digest()
+    )
 
 
 def test_planning_an_extend_changes_neither_the_vtpm_nor_the_rtmrs() -> None:

@@ -72,14 +72,16 @@ def test_read_only_l2_vmcs_fields_are_not_writable(enc: int) -> None:
 
 @pytest.mark.parametrize("enc", [0x0000, 0x2010])
 def test_hidden_l2_vmcs_fields_are_not_readable(enc: int) -> None:
-    assert mod().vp_rd(0, 0, md.l2_vmcs_field(1, enc)).status == \
-        TdxStatus.METADATA_FIELD_NOT_READABLE
+    assert (
+        mod().vp_rd(0, 0, md.l2_vmcs_field(1, enc)).status == TdxStatus.METADATA_FIELD_NOT_READABLE
+    )
 
 
-@pytest.mark.parametrize("enc,mask,bad", [(0x6800, 0x8005001F, 1 << 5),
-                                          (0x6804, 0x03FF1FBF, 1 << 6), (0x2806, 0x501, 1 << 11)])
-def test_masked_fields_refuse_bits_outside_their_write_mask(enc: int, mask: int, bad: int
-                                                            ) -> None:
+@pytest.mark.parametrize(
+    "enc,mask,bad",
+    [(0x6800, 0x8005001F, 1 << 5), (0x6804, 0x03FF1FBF, 1 << 6), (0x2806, 0x501, 1 << 11)],
+)
+def test_masked_fields_refuse_bits_outside_their_write_mask(enc: int, mask: int, bad: int) -> None:
     m = mod()
     assert md.L2_VMCS_FIELDS[enc].wr_mask == mask
     r = m.vp_wr(0, 0, md.l2_vmcs_field(1, enc), bad, FULL)
@@ -89,18 +91,20 @@ def test_masked_fields_refuse_bits_outside_their_write_mask(enc: int, mask: int,
 def test_l2_ctls_allows_bits_0_and_1_only() -> None:
     m = mod()
     assert m.vp_wr(0, 0, md.l2_ctls(2), 0b11, FULL).status == 0
-    assert m.vp_wr(0, 0, md.l2_ctls(2), 0b100, FULL).status == \
-        TdxStatus.METADATA_FIELD_VALUE_NOT_VALID
+    assert (
+        m.vp_wr(0, 0, md.l2_ctls(2), 0b100, FULL).status == TdxStatus.METADATA_FIELD_VALUE_NOT_VALID
+    )
 
 
 def test_tsc_deadline_is_l1_writable_debug_ctls_are_not() -> None:
     m = mod()
     assert m.vp_wr(0, 0, md.tsc_deadline(1), 123, FULL).status == 0
     assert m.vp_rd(0, 0, md.tsc_deadline(1)).out["r8"] == 123
-    assert m.vp_wr(0, 0, md.L2_DEBUG_CTLS_BASE + 1, 1, FULL).status == \
-        TdxStatus.METADATA_FIELD_NOT_WRITABLE
-    assert m.vp_rd(0, 0, md.L2_VAPIC_GPA_BASE + 1).status == \
-        TdxStatus.METADATA_FIELD_NOT_READABLE
+    assert (
+        m.vp_wr(0, 0, md.L2_DEBUG_CTLS_BASE + 1, 1, FULL).status
+        == TdxStatus.METADATA_FIELD_NOT_WRITABLE
+    )
+    assert m.vp_rd(0, 0, md.L2_VAPIC_GPA_BASE + 1).status == TdxStatus.METADATA_FIELD_NOT_READABLE
 
 
 def test_virtual_apic_address_sets_l2_vapic_gpa_implicitly() -> None:
@@ -113,17 +117,19 @@ def test_vm_rd_num_l2_vms_and_rcx_rule() -> None:
     m = mod(layers=2)
     assert m.tdcall(0, {"rax": Leaf.VM_RD, "rdx": md.NUM_L2_VMS_FIELD}).out["r8"] == 2
     assert m.tdcall(0, {"rax": Leaf.VM_RD | (1 << 16), "rdx": md.NUM_L2_VMS_FIELD}).status == 0
-    assert m.vm_rd(1, md.NUM_L2_VMS_FIELD).status == with_details(TdxStatus.OPERAND_INVALID,
-                                                                  Operand.RCX)
+    assert m.vm_rd(1, md.NUM_L2_VMS_FIELD).status == with_details(
+        TdxStatus.OPERAND_INVALID, Operand.RCX
+    )
 
 
 def test_vm_wr_rules() -> None:
     m = mod()
-    assert m.vm_wr(0, md.NUM_L2_VMS_FIELD, 1, FULL).status == \
-        TdxStatus.METADATA_FIELD_NOT_WRITABLE
+    assert m.vm_wr(0, md.NUM_L2_VMS_FIELD, 1, FULL).status == TdxStatus.METADATA_FIELD_NOT_WRITABLE
     assert m.vm_wr(0, md.TD_CTLS_FIELD, 1, FULL).status == 0
-    assert m.vm_wr(0, md.TD_CTLS_FIELD, 1 << 40, FULL).status == \
-        TdxStatus.METADATA_FIELD_VALUE_NOT_VALID
+    assert (
+        m.vm_wr(0, md.TD_CTLS_FIELD, 1 << 40, FULL).status
+        == TdxStatus.METADATA_FIELD_VALUE_NOT_VALID
+    )
     assert status_name(m.vm_rd(0, 0x1234).status) == "METADATA_FIELD_ID_INCORRECT"
     assert m.vm_rd(0, md.VM_CTLS_BASE + 1).status == TdxStatus.METADATA_FIELD_NOT_READABLE
 
@@ -132,4 +138,5 @@ def test_config_flags_reflect_gpaw_and_page_release() -> None:
     assert mod().vm_rd(0, md.CONFIG_FLAGS_FIELD).out["r8"] == 0
     m = module(guest(16 * MIB, gpaw=52, module="2.0"))
     assert m.vm_rd(0, md.CONFIG_FLAGS_FIELD).out["r8"] == (
-        md.CONFIG_FLAG_GPAW | md.CONFIG_FLAG_PAGE_RELEASE)
+        md.CONFIG_FLAG_GPAW | md.CONFIG_FLAG_PAGE_RELEASE
+    )

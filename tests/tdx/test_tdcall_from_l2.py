@@ -97,9 +97,19 @@ def test_l2_cannot_call_tdg_mr_report_itself() -> None:
 def test_l1_handles_an_l2_tdvmcall_it_does_not_offer() -> None:
     p = guest(16 * MIB)
     w = machine(p).hooks.exits
-    out = w.l2_tdvmcall("l2.1", 0, {"rax": 0, "rcx": vmc.MAP_GPA_SELECT, "r10": 0,
-                                    "r11": vmc.SubFunction.GET_QUOTE, "r12": 0, "r13": 0},
-                        "GetQuote")
+    out = w.l2_tdvmcall(
+        "l2.1",
+        0,
+        {
+            "rax": 0,
+            "rcx": vmc.MAP_GPA_SELECT,
+            "r10": 0,
+            "r11": vmc.SubFunction.GET_QUOTE,
+            "r12": 0,
+            "r13": 0,
+        },
+        "GetQuote",
+    )
     assert out["r10"] == vmc.TdvmcallStatus.SUBFUNC_UNSUPPORTED
 
 
@@ -142,7 +152,8 @@ def test_tdg_vp_invept_bitmap_rules() -> None:
     assert m.tdcall(0, {"rax": Leaf.VP_INVEPT, "rcx": 0b110}).status == 0
     for bad in (0b1, 0b1000):
         assert m.tdcall(0, {"rax": Leaf.VP_INVEPT, "rcx": bad}).status == with_details(
-            TdxStatus.OPERAND_INVALID, Operand.RCX)
+            TdxStatus.OPERAND_INVALID, Operand.RCX
+        )
 
 
 def test_l2_access_faults_exit_to_l1_or_the_host() -> None:

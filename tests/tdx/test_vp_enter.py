@@ -107,17 +107,29 @@ def test_enter_guest_state_layout_offsets() -> None:
         s.gprs[r] = i + 1
     raw = s.encode()
     assert len(raw) == ENTER_GUEST_STATE_SIZE == 160
-    assert int.from_bytes(raw[8 * 15:8 * 16], "little") == 16  # R15 @120
-    assert [int.from_bytes(raw[o:o + 8], "little") for o in (128, 136, 144)] == [0x11, 0x22,
-                                                                                0x33]
+    assert int.from_bytes(raw[8 * 15 : 8 * 16], "little") == 16  # R15 @120
+    assert [int.from_bytes(raw[o : o + 8], "little") for o in (128, 136, 144)] == [0x11, 0x22, 0x33]
     assert int.from_bytes(raw[152:154], "little") == 0x4455
     assert EnterGuestState.decode(raw) == s
 
 
 def test_l2_to_l1_exit_register_layout() -> None:
-    e = L2Exit(VmxExit.TDCALL, status_class=0x1102, exit_qualification=7, gla=0xAA, gpa=0xBB,
-               cs_selector=0x10, cs_ar=0xC09B, cs_limit=0xFFFF, intr_info=5, intr_error=6,
-               instr_info=9, instr_length=4, cpl=3, eeq=6)
+    e = L2Exit(
+        VmxExit.TDCALL,
+        status_class=0x1102,
+        exit_qualification=7,
+        gla=0xAA,
+        gpa=0xBB,
+        cs_selector=0x10,
+        cs_ar=0xC09B,
+        cs_limit=0xFFFF,
+        intr_info=5,
+        intr_error=6,
+        instr_info=9,
+        instr_length=4,
+        cpl=3,
+        eeq=6,
+    )
     regs = e.registers()
     assert regs["rax"] == (0x1102 << 32) | 77 and regs["rbx"] == 0
     assert regs["rsi"] == 0x10 | 0xC09B << 16 | 0xFFFF << 32
@@ -148,15 +160,25 @@ def test_l1_advances_the_l2_rip_past_the_tdcall() -> None:
     assert m.l2cpu(0, 1).rip == rip + 4  # TDCALL is 4 bytes (66 0F 01 CC)
 
 
-@pytest.mark.parametrize("event,where", [
-    ("hlt", Destination.L1), ("cpuid", Destination.L1), ("io", Destination.L1),
-    ("vmcall", Destination.L1), ("preemption-timer", Destination.L1),
-    ("ept-violation-no-alias", Destination.L1), ("ept-violation-pending", Destination.L1),
-    ("l1-posted-interrupt", Destination.L1), ("nmi", Destination.HOST),
-    ("other-external-interrupt", Destination.HOST), ("ept-violation-shared", Destination.HOST),
-    ("ept-violation-not-mapped", Destination.HOST), ("machine-check", Destination.TD_LOST)])
-def test_which_l2_events_exit_to_l1_and_which_to_the_host(event: str, where: Destination
-                                                           ) -> None:
+@pytest.mark.parametrize(
+    "event,where",
+    [
+        ("hlt", Destination.L1),
+        ("cpuid", Destination.L1),
+        ("io", Destination.L1),
+        ("vmcall", Destination.L1),
+        ("preemption-timer", Destination.L1),
+        ("ept-violation-no-alias", Destination.L1),
+        ("ept-violation-pending", Destination.L1),
+        ("l1-posted-interrupt", Destination.L1),
+        ("nmi", Destination.HOST),
+        ("other-external-interrupt", Destination.HOST),
+        ("ept-violation-shared", Destination.HOST),
+        ("ept-violation-not-mapped", Destination.HOST),
+        ("machine-check", Destination.TD_LOST),
+    ],
+)
+def test_which_l2_events_exit_to_l1_and_which_to_the_host(event: str, where: Destination) -> None:
     assert destination(event)[0] is where
 
 

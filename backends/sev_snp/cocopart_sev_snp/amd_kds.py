@@ -45,28 +45,56 @@ _DATA = Path(__file__).with_name("amd_kds")
 
 #: SHA-256 of the DER encoding of each built-in certificate: file name -> (product, role, pin).
 BUILTIN_PINS: dict[str, tuple[Product, str, str]] = {
-    "milan-ark.pem": ("Milan", "ARK",
-                      "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"),
-    "milan-ask.pem": ("Milan", "ASK",
-                      "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b"),
-    "milan-asvk.pem": ("Milan", "ASVK",
-                       "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5"),
-    "genoa-ark.pem": ("Genoa", "ARK",
-                      "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"),
-    "genoa-ask.pem": ("Genoa", "ASK",
-                      "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521"),
-    "genoa-asvk.pem": ("Genoa", "ASVK",
-                       "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372"),
-    "turin-ark.pem": ("Turin", "ARK",
-                      "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"),
-    "turin-ask.pem": ("Turin", "ASK",
-                      "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185"),
-    "turin-asvk.pem": ("Turin", "ASVK",
-                       "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c"),
+    "milan-ark.pem": (
+        "Milan",
+        "ARK",
+        "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+    ),
+    "milan-ask.pem": (
+        "Milan",
+        "ASK",
+        "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
+    ),
+    "milan-asvk.pem": (
+        "Milan",
+        "ASVK",
+        "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+    ),
+    "genoa-ark.pem": (
+        "Genoa",
+        "ARK",
+        "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+    ),
+    "genoa-ask.pem": (
+        "Genoa",
+        "ASK",
+        "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+    ),
+    "genoa-asvk.pem": (
+        "Genoa",
+        "ASVK",
+        "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+    ),
+    "turin-ark.pem": (
+        "Turin",
+        "ARK",
+        "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+    ),
+    "turin-ask.pem": (
+        "Turin",
+        "ASK",
+        "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+    ),
+    "turin-asvk.pem": (
+        "Turin",
+        "ASVK",
+        "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
+    ),
 }
 #: The same pins keyed by fingerprint, for "is this DER one of AMD's built-in certificates".
 PINNED_DER_SHA256: dict[str, tuple[Product, str]] = {
-    pin: (product, role) for product, role, pin in BUILTIN_PINS.values()}
+    pin: (product, role) for product, role, pin in BUILTIN_PINS.values()
+}
 
 
 @lru_cache(maxsize=1)
@@ -98,14 +126,16 @@ def builtin_problems() -> tuple[str, ...]:
 
 def hwid_hex(chip_id: bytes, product: Product | None) -> str:
     """The hwID the KDS names a chip by: CHIP_ID in hex, its first 8 bytes on Turin."""
-    return (chip_id[:certs.HWID_SIZE_TURIN] if product == "Turin" else chip_id).hex()
+    return (chip_id[: certs.HWID_SIZE_TURIN] if product == "Turin" else chip_id).hex()
 
 
 def vcek_url(chip_id: bytes, tcb: TcbVersion, product: Product) -> str:
     """The KDS URL of the VCEK for this chip and TCB (KDS spec: SPLs as decimal query
     parameters; go-sev-guest ``kds.VCEKCertURL``, which zero-pads them to two digits)."""
-    query = (f"blSPL={tcb.bootloader:02d}&teeSPL={tcb.tee:02d}&snpSPL={tcb.snp:02d}"
-             f"&ucodeSPL={tcb.microcode:02d}")
+    query = (
+        f"blSPL={tcb.bootloader:02d}&teeSPL={tcb.tee:02d}&snpSPL={tcb.snp:02d}"
+        f"&ucodeSPL={tcb.microcode:02d}"
+    )
     if tcb.fmc is not None:
         query += f"&fmcSPL={tcb.fmc:02d}"
     return f"{KDS_URL}/vcek/v1/{product}/{hwid_hex(chip_id, product)}?{query}"
@@ -129,12 +159,17 @@ def _read(paths: list[Path]) -> list[bytes]:
 
 def cached_chains(cache: Path) -> list[bytes]:
     """Every ``{vcek,vlek}/v1/<product>/cert_chain`` file in the cache directory."""
-    return _read([p for kind in ("vcek", "vlek") for p in sorted(
-        (cache / kind / "v1").glob("*/cert_chain")) if p.is_file()])
+    return _read(
+        [
+            p
+            for kind in ("vcek", "vlek")
+            for p in sorted((cache / kind / "v1").glob("*/cert_chain"))
+            if p.is_file()
+        ]
+    )
 
 
-def cached_vceks(cache: Path, chip_id: bytes, tcb: dict[Product | None, TcbVersion]
-                 ) -> list[bytes]:
+def cached_vceks(cache: Path, chip_id: bytes, tcb: dict[Product | None, TcbVersion]) -> list[bytes]:
     """VCEKs in the cache for this chip, best first: those whose SPLs equal the report's
     REPORTED_TCB (decoded per product in ``tcb``), then the others."""
     found: list[bytes] = []
@@ -143,8 +178,12 @@ def cached_vceks(cache: Path, chip_id: bytes, tcb: dict[Product | None, TcbVersi
         if not folder.is_dir():
             continue
         want = hwid_hex(chip_id, product)
-        entries = [p for p in sorted(folder.iterdir()) if p.name.lower().startswith(want)
-                   and p.name[len(want):len(want) + 1] in ("", "?", ".")]
+        entries = [
+            p
+            for p in sorted(folder.iterdir())
+            if p.name.lower().startswith(want)
+            and p.name[len(want) : len(want) + 1] in ("", "?", ".")
+        ]
         found += _read([f for e in entries for f in _files(e)])
     return sorted(found, key=lambda blob: not _matches(blob, tcb))
 

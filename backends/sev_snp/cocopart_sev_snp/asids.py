@@ -82,8 +82,7 @@ class AsidSpace(BaseModel):
         if self.min_sev_asid < 1 or self.max_asid < 1:
             raise ValueError("max_asid and min_sev_asid must be >= 1")
         if not 0 <= self.max_snp_asid <= self.min_sev_asid - 1:
-            raise ValueError(
-                f"max_snp_asid {self.max_snp_asid} outside 0..{self.min_sev_asid - 1}")
+            raise ValueError(f"max_snp_asid {self.max_snp_asid} outside 0..{self.min_sev_asid - 1}")
         return self
 
     @property
@@ -98,7 +97,8 @@ class AsidSpace(BaseModel):
         over-large request takes every joint ASID (LX kvm sev.c sev_hardware_setup). 0 turns
         hiding off."""
         return self.model_copy(
-            update={"max_snp_asid": max(0, min(requested, self.min_sev_asid - 1))})
+            update={"max_snp_asid": max(0, min(requested, self.min_sev_asid - 1))}
+        )
 
     def range_for(self, kind: GuestType) -> AsidRange:
         """The ASIDs a guest of ``kind`` may use."""
@@ -106,8 +106,9 @@ class AsidSpace(BaseModel):
         if kind is GuestType.SEV:
             return AsidRange(first=self.min_sev_asid, last=self.max_asid)
         if kind is GuestType.SNP:
-            return AsidRange(first=1, last=self.max_snp_asid if self.ciphertext_hiding
-                             else joint_last)
+            return AsidRange(
+                first=1, last=self.max_snp_asid if self.ciphertext_hiding else joint_last
+            )
         return AsidRange(first=self.max_snp_asid + 1, last=joint_last)
 
     def allows(self, kind: GuestType, asid: int) -> bool:

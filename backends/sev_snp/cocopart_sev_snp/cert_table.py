@@ -68,7 +68,8 @@ def parse(blob: bytes) -> list[TableEntry]:
         if pos + _ENTRY.size > len(blob):
             raise EvidenceError(
                 f"SNP certificate table has no all-zero terminating entry within its "
-                f"{len(blob)} bytes (stopped at offset {pos})")
+                f"{len(blob)} bytes (stopped at offset {pos})"
+            )
         guid, offset, length = _ENTRY.unpack_from(blob, pos)
         pos += _ENTRY.size
         if offset == 0 and length == 0 and guid == bytes(16):
@@ -82,12 +83,14 @@ def parse(blob: bytes) -> list[TableEntry]:
         if offset < pos:
             raise EvidenceError(
                 f"SNP certificate table entry {index} ({name or uuid.UUID(bytes=guid)}) points "
-                f"at offset {offset}, inside the table itself (which ends at {pos})")
+                f"at offset {offset}, inside the table itself (which ends at {pos})"
+            )
         if offset + length > len(blob):
             raise EvidenceError(
                 f"SNP certificate table entry {index} ({name or uuid.UUID(bytes=guid)}) covers "
-                f"bytes {offset}..{offset + length}, past the end of the {len(blob)}-byte blob")
-        out.append(TableEntry(uuid.UUID(bytes=guid), name, blob[offset:offset + length]))
+                f"bytes {offset}..{offset + length}, past the end of the {len(blob)}-byte blob"
+            )
+        out.append(TableEntry(uuid.UUID(bytes=guid), name, blob[offset : offset + length]))
     return out
 
 
@@ -98,7 +101,8 @@ def looks_like_table(blob: bytes) -> bool:
 
 def leaf_first(entries: list[TableEntry]) -> list[bytes]:
     """The certificates ordered VCEK/VLEK, ASK, ARK (unknown GUIDs last, in table order)."""
-    order = sorted(enumerate(entries),
-                   key=lambda item: (LEAF_FIRST.get(item[1].name or "", len(LEAF_FIRST)),
-                                     item[0]))
+    order = sorted(
+        enumerate(entries),
+        key=lambda item: (LEAF_FIRST.get(item[1].name or "", len(LEAF_FIRST)), item[0]),
+    )
     return [entry.data for _, entry in order]

@@ -64,8 +64,11 @@ OID_CSP_ID = x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.5")
 OID_RSASSA_PSS = x509.ObjectIdentifier("1.2.840.113549.1.1.10")
 
 SPL_OIDS: dict[str, x509.ObjectIdentifier] = {
-    "bootloader": OID_BL_SPL, "tee": OID_TEE_SPL, "snp": OID_SNP_SPL,
-    "microcode": OID_UCODE_SPL, "fmc": OID_FMC_SPL,
+    "bootloader": OID_BL_SPL,
+    "tee": OID_TEE_SPL,
+    "snp": OID_SNP_SPL,
+    "microcode": OID_UCODE_SPL,
+    "fmc": OID_FMC_SPL,
 }
 
 #: RSASSA-PSS parameters of every AMD link (sev-snp.md §6.4).
@@ -81,6 +84,7 @@ class CertificateError(ValueError):
 
 
 # --- loading ------------------------------------------------------------------------------
+
 
 def split_certificates(blob: bytes) -> list[bytes]:
     """DER certificates in ``blob``: a PEM bundle (comments allowed), one DER, or DERs
@@ -115,7 +119,7 @@ def _der_length(data: bytes, pos: int) -> int:
     n = first & 0x7F
     if n == 0 or n > 4 or len(data) < pos + 2 + n:
         raise CertificateError("bad DER length in a certificate")
-    length = int.from_bytes(data[pos + 2:pos + 2 + n], "big")
+    length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
     if pos + 2 + n + length > len(data):
         raise CertificateError("DER certificate is truncated")
     return 2 + n + length
@@ -135,8 +139,9 @@ def load_certificate(der: bytes) -> x509.Certificate:
 
 def spki_sha256(cert: x509.Certificate) -> str:
     """Hex SHA-256 of the certificate's DER SubjectPublicKeyInfo (the pinning fingerprint)."""
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return hashlib.sha256(spki).hexdigest()
 
 
@@ -162,6 +167,7 @@ def product_from_name(name: str) -> Product | None:
 
 # --- VCEK/VLEK extensions -----------------------------------------------------------------
 
+
 def _der_tlv(value: bytes) -> tuple[int, bytes]:
     """(tag, content) of one DER TLV that fills ``value`` exactly."""
     if len(value) < 2:
@@ -171,7 +177,7 @@ def _der_tlv(value: bytes) -> tuple[int, bytes]:
         start, length = 2, first
     else:
         n = first & 0x7F
-        start, length = 2 + n, int.from_bytes(value[2:2 + n], "big")
+        start, length = 2 + n, int.from_bytes(value[2 : 2 + n], "big")
     if start + length != len(value):
         raise ValueError("DER length does not match the value")
     return tag, value[start:]
@@ -238,22 +244,31 @@ def parse_leaf_extensions(cert: x509.Certificate) -> LeafExtensions:
         v = read(oid, "int")
         if isinstance(v, int):
             spl[name] = v
-    sv, pn, csp = (read(OID_STRUCT_VERSION, "int"), read(OID_PRODUCT_NAME, "str"),
-                   read(OID_CSP_ID, "str"))
+    sv, pn, csp = (
+        read(OID_STRUCT_VERSION, "int"),
+        read(OID_PRODUCT_NAME, "str"),
+        read(OID_CSP_ID, "str"),
+    )
     hw = raw.get(OID_HWID.dotted_string)
     return LeafExtensions(
         struct_version=sv if isinstance(sv, int) else None,
-        product_name=pn if isinstance(pn, str) else None, spl=spl,
+        product_name=pn if isinstance(pn, str) else None,
+        spl=spl,
         hwid=_hwid(hw) if hw is not None else None,
-        csp_id=csp if isinstance(csp, str) else None, problems=tuple(problems))
+        csp_id=csp if isinstance(csp, str) else None,
+        problems=tuple(problems),
+    )
 
 
 # --- chain analysis -----------------------------------------------------------------------
 
+
 def pss_signature_problem(cert: x509.Certificate, issuer: x509.Certificate) -> str | None:
     """None when ``issuer`` signed ``cert`` with AMD's RSASSA-PSS scheme, else the reason."""
     if cert.signature_algorithm_oid != OID_RSASSA_PSS:
-        return f"signature algorithm is {cert.signature_algorithm_oid.dotted_string}, not RSASSA-PSS"
+        return (
+            f"signature algorithm is {cert.signature_algorithm_oid.dotted_string}, not RSASSA-PSS"
+        )
     key = issuer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         return "issuer key is not RSA"
@@ -275,14 +290,14 @@ class ChainAnalysis:
     leaf: x509.Certificate | None
     ask: x509.Certificate | None
     ark: x509.Certificate | None
-    leaf_kind: str | None                 # "VCEK" or "VLEK"
+    leaf_kind: str | None  # "VCEK" or "VLEK"
     leaf_key: ec.EllipticCurvePublicKey | None
     leaf_ext: LeafExtensions
     leaf_by_ask: str | None
     ask_by_ark: str | None
     ark_self: str | None
     ark_fingerprint: str | None
-    amd_product: Product | None           # product of the pinned AMD ARK it matches
+    amd_product: Product | None  # product of the pinned AMD ARK it matches
     error: str | None = None
     ask_cn: str = ""
     ark_cn: str = ""
@@ -297,18 +312,32 @@ class ChainAnalysis:
 _NOT_CHECKED = "not checked: chain incomplete"
 
 
-def incomplete_chain(error: str, leaf: x509.Certificate | None = None,
-            ask: x509.Certificate | None = None,
-            ark: x509.Certificate | None = None) -> ChainAnalysis:
-    return ChainAnalysis(leaf=leaf, ask=ask, ark=ark, leaf_kind=None, leaf_key=None,
-                         leaf_ext=LeafExtensions(), leaf_by_ask=_NOT_CHECKED,
-                         ask_by_ark=_NOT_CHECKED, ark_self=_NOT_CHECKED,
-                         ark_fingerprint=None, amd_product=None, error=error)
+def incomplete_chain(
+    error: str,
+    leaf: x509.Certificate | None = None,
+    ask: x509.Certificate | None = None,
+    ark: x509.Certificate | None = None,
+) -> ChainAnalysis:
+    return ChainAnalysis(
+        leaf=leaf,
+        ask=ask,
+        ark=ark,
+        leaf_kind=None,
+        leaf_key=None,
+        leaf_ext=LeafExtensions(),
+        leaf_by_ask=_NOT_CHECKED,
+        ask_by_ark=_NOT_CHECKED,
+        ark_self=_NOT_CHECKED,
+        ark_fingerprint=None,
+        amd_product=None,
+        error=error,
+    )
 
 
 @lru_cache(maxsize=512)
-def analyse_certificates(blobs: tuple[bytes, ...],
-                         fallback: tuple[bytes, ...] = ()) -> ChainAnalysis:
+def analyse_certificates(
+    blobs: tuple[bytes, ...], fallback: tuple[bytes, ...] = ()
+) -> ChainAnalysis:
     """Split, parse, order and signature-check the caller's certificate blobs (cached).
 
     ``fallback``: DER certificates that may fill the ASK/ASVK and ARK roles the blobs leave
@@ -354,8 +383,11 @@ def _analyse(ders: tuple[bytes, ...], fallback: tuple[bytes, ...]) -> ChainAnaly
     except CertificateError as exc:
         return incomplete_chain(str(exc))
     given = len(keyed)
-    keyed += [(c, k) for c, k in _load_all(tuple(d for d in fallback if d not in ders))
-              if isinstance(k, rsa.RSAPublicKey)]
+    keyed += [
+        (c, k)
+        for c, k in _load_all(tuple(d for d in fallback if d not in ders))
+        if isinstance(k, rsa.RSAPublicKey)
+    ]
     leaves = [c for c, k in keyed[:given] if isinstance(k, ec.EllipticCurvePublicKey)]
     rsa_certs = [c for c, k in keyed if isinstance(k, rsa.RSAPublicKey)]
     arks = [c for c in rsa_certs if c.subject == c.issuer]
@@ -367,12 +399,17 @@ def _analyse(ders: tuple[bytes, ...], fallback: tuple[bytes, ...]) -> ChainAnaly
     assert isinstance(key, ec.EllipticCurvePublicKey)
     asks = [c for c in rsa_certs if c.subject == leaf.issuer and c.subject != c.issuer]
     ask = asks[0] if asks else None
-    ark = next((c for c in arks if ask is not None and c.subject == ask.issuer),
-               arks[0] if arks else None)
+    ark = next(
+        (c for c in arks if ask is not None and c.subject == ask.issuer), arks[0] if arks else None
+    )
     if ask is None or ark is None:
         missing = "ASK/ASVK" if ask is None else "ARK"
-        return incomplete_chain(f"no {missing} certificate given or built in (leaf issuer: "
-                                f"{common_name(leaf.issuer)})", leaf=leaf, ask=ask, ark=ark)
+        return incomplete_chain(
+            f"no {missing} certificate given or built in (leaf issuer: {common_name(leaf.issuer)})",
+            leaf=leaf,
+            ask=ask,
+            ark=ark,
+        )
     mine = {id(c) for c, _k in keyed[:given]}
     cn = common_name(leaf.subject)
     kind = "VLEK" if cn == "SEV-VLEK" or "VLEK" in common_name(ask.subject) else "VCEK"
@@ -380,19 +417,31 @@ def _analyse(ders: tuple[bytes, ...], fallback: tuple[bytes, ...]) -> ChainAnaly
     ext = parse_leaf_extensions(leaf)
     ark_cn = common_name(ark.subject)
     return ChainAnalysis(
-        leaf=leaf, ask=ask, ark=ark, leaf_kind=kind,
+        leaf=leaf,
+        ask=ask,
+        ark=ark,
+        leaf_kind=kind,
         leaf_key=key if isinstance(key.curve, ec.SECP384R1) else None,
         leaf_ext=ext,
         leaf_by_ask=pss_signature_problem(leaf, ask),
-        ask_by_ark=(pss_signature_problem(ask, ark) if ask.issuer == ark.subject
-                    else "ASK issuer name is not the ARK subject"),
+        ask_by_ark=(
+            pss_signature_problem(ask, ark)
+            if ask.issuer == ark.subject
+            else "ASK issuer name is not the ARK subject"
+        ),
         ark_self=pss_signature_problem(ark, ark),
-        ark_fingerprint=fingerprint, amd_product=AMD_ARK_SPKI_SHA256.get(fingerprint),
-        ask_cn=common_name(ask.subject), ark_cn=ark_cn,
+        ark_fingerprint=fingerprint,
+        amd_product=AMD_ARK_SPKI_SHA256.get(fingerprint),
+        ask_cn=common_name(ask.subject),
+        ark_cn=ark_cn,
         product=product_from_name(ext.product_name or "") or product_from_name(ark_cn),
         window=_window(leaf, ask, ark),
-        built_in=tuple(role for role, c in (("ASK" if kind == "VCEK" else "ASVK", ask),
-                                            ("ARK", ark)) if id(c) not in mine))
+        built_in=tuple(
+            role
+            for role, c in (("ASK" if kind == "VCEK" else "ASVK", ask), ("ARK", ark))
+            if id(c) not in mine
+        ),
+    )
 
 
 def _window(*chain: x509.Certificate) -> str:
@@ -402,6 +451,7 @@ def _window(*chain: x509.Certificate) -> str:
 
 
 # --- date-dependent and report-dependent checks -------------------------------------------
+
 
 def validity_problems(chain: ChainAnalysis, now: datetime) -> list[str]:
     """Certificates of the chain that are not valid at ``now`` (naive times are UTC); an
@@ -415,11 +465,14 @@ def validity_problems(chain: ChainAnalysis, now: datetime) -> list[str]:
         if cert is None:
             continue
         if now < cert.not_valid_before_utc:
-            out.append(f"{role} {common_name(cert.subject)} not valid before "
-                       f"{cert.not_valid_before_utc.isoformat()}")
+            out.append(
+                f"{role} {common_name(cert.subject)} not valid before "
+                f"{cert.not_valid_before_utc.isoformat()}"
+            )
         elif now > cert.not_valid_after_utc:
-            out.append(f"{role} {common_name(cert.subject)} expired "
-                       f"{cert.not_valid_after_utc.isoformat()}")
+            out.append(
+                f"{role} {common_name(cert.subject)} expired {cert.not_valid_after_utc.isoformat()}"
+            )
     return out
 
 

@@ -121,15 +121,21 @@ class ExitCode(IntEnum):
 
 
 #: Trace names of the exits (the ``target`` of a "VMGEXIT" primitive).
-EXIT_NAMES: dict[int, str] = {ExitCode.PSC: "PSC", ExitCode.GUEST_REQUEST: "GUEST_REQUEST",
-              ExitCode.EXT_GUEST_REQUEST: "EXT_GUEST_REQUEST",
-              ExitCode.AP_CREATION: "AP_CREATION", ExitCode.SNP_RUN_VMPL: "SNP_RUN_VMPL",
-              ExitCode.HV_FEATURES: "HV_FEATURES", ExitCode.TERMINATE: "TERMINATE",
-              ExitCode.HV_DOORBELL_PAGE: "HV_DOORBELL_PAGE", ExitCode.HV_IPI: "HV_IPI",
-              ExitCode.SECURE_AVIC: "SECURE_AVIC",
-              ExitCode.CONFIGURE_INJECTION: "CONFIGURE_INJECTION",
-              ExitCode.DISABLE_ALTERNATE_INJECTION: "DISABLE_ALTERNATE_INJECTION",
-              ExitCode.SPECIFIC_EOI: "SPECIFIC_EOI"}
+EXIT_NAMES: dict[int, str] = {
+    ExitCode.PSC: "PSC",
+    ExitCode.GUEST_REQUEST: "GUEST_REQUEST",
+    ExitCode.EXT_GUEST_REQUEST: "EXT_GUEST_REQUEST",
+    ExitCode.AP_CREATION: "AP_CREATION",
+    ExitCode.SNP_RUN_VMPL: "SNP_RUN_VMPL",
+    ExitCode.HV_FEATURES: "HV_FEATURES",
+    ExitCode.TERMINATE: "TERMINATE",
+    ExitCode.HV_DOORBELL_PAGE: "HV_DOORBELL_PAGE",
+    ExitCode.HV_IPI: "HV_IPI",
+    ExitCode.SECURE_AVIC: "SECURE_AVIC",
+    ExitCode.CONFIGURE_INJECTION: "CONFIGURE_INJECTION",
+    ExitCode.DISABLE_ALTERNATE_INJECTION: "DISABLE_ALTERNATE_INJECTION",
+    ExitCode.SPECIFIC_EOI: "SPECIFIC_EOI",
+}
 
 #: SVM_EXIT_MSR: the automatic-exit code a guest's #VC handler forwards an intercepted
 #: RDMSR/WRMSR with (EXITINFO1 1 = write, RCX = MSR, RAX/RDX = value). From LX svm.h, not
@@ -189,7 +195,7 @@ class GhcbPage:
         struct.pack_into("<H", self.buf, OFF_PROTOCOL_VERSION, GHCB_PROTOCOL_VERSION)
 
     def clear_valid(self) -> None:
-        self.buf[OFF_VALID_BITMAP:OFF_VALID_BITMAP + VALID_BITMAP_SIZE] = bytes(VALID_BITMAP_SIZE)
+        self.buf[OFF_VALID_BITMAP : OFF_VALID_BITMAP + VALID_BITMAP_SIZE] = bytes(VALID_BITMAP_SIZE)
 
     def set(self, offset: int, value: int) -> None:
         _U64.pack_into(self.buf, offset, value & ((1 << 64) - 1))
@@ -203,8 +209,9 @@ class GhcbPage:
         bit = offset // 8
         return bool(self.buf[OFF_VALID_BITMAP + bit // 8] >> (bit % 8) & 1)
 
-    def request(self, exit_code: int, info1: int = 0, info2: int = 0,
-                scratch: int | None = None) -> None:
+    def request(
+        self, exit_code: int, info1: int = 0, info2: int = 0, scratch: int | None = None
+    ) -> None:
         """Fill in a NAE request the way a guest does: clear the bitmap, set the fields."""
         self.clear_valid()
         self.set(OFF_SW_EXITCODE, exit_code)
@@ -238,12 +245,12 @@ class GhcbPage:
         return bool(self.info1 & 0xFFFF_FFFF)
 
     def shared(self, n: int, offset: int = 0) -> bytes:
-        return bytes(self.buf[OFF_SHARED_BUFFER + offset:OFF_SHARED_BUFFER + offset + n])
+        return bytes(self.buf[OFF_SHARED_BUFFER + offset : OFF_SHARED_BUFFER + offset + n])
 
     def write_shared(self, data: bytes, offset: int = 0) -> None:
         if offset + len(data) > SHARED_BUFFER_SIZE:
             raise ValueError("data does not fit the GHCB shared buffer")
-        self.buf[OFF_SHARED_BUFFER + offset:OFF_SHARED_BUFFER + offset + len(data)] = data
+        self.buf[OFF_SHARED_BUFFER + offset : OFF_SHARED_BUFFER + offset + len(data)] = data
 
 
 # --- Page State Change (sev-snp.md §5.5) --------------------------------------------------
@@ -375,9 +382,12 @@ def psc_mark_done(buf: bytearray, first: int, entries: int) -> None:
     KVM does for each entry it served (__snp_complete_one_psc: 512 for 2M, 1 for 4K)."""
     off = PSC_HEADER.size + first * PSC_ENTRY_SIZE
     raw = struct.unpack_from(f"<{entries}Q", buf, off)
-    struct.pack_into(f"<{entries}Q", buf, off, *(
-        (e & ~PSC_CUR_PAGE_MASK) | (PAGE_2M // PAGE_4K if e & PSC_SIZE_2M else 1)
-        for e in raw))
+    struct.pack_into(
+        f"<{entries}Q",
+        buf,
+        off,
+        *((e & ~PSC_CUR_PAGE_MASK) | (PAGE_2M // PAGE_4K if e & PSC_SIZE_2M else 1) for e in raw),
+    )
 
 
 # --- AP creation (sev-snp.md §5.3, exit 0x8000_0013) --------------------------------------

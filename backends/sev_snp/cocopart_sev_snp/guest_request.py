@@ -91,9 +91,22 @@ def seal(key: bytes, seqno: int, msg_type: int, vmpck_id: int, payload: bytes) -
     """One encrypted message page."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"guest message payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    hdr = bytearray(_HDR.pack(bytes(32), seqno, bytes(8), ALGO_AES_256_GCM, HDR_VERSION,
-                              HDR_SIZE, msg_type, MSG_VERSION, len(payload), bytes(4),
-                              vmpck_id, bytes(35)))
+    hdr = bytearray(
+        _HDR.pack(
+            bytes(32),
+            seqno,
+            bytes(8),
+            ALGO_AES_256_GCM,
+            HDR_VERSION,
+            HDR_SIZE,
+            msg_type,
+            MSG_VERSION,
+            len(payload),
+            bytes(4),
+            vmpck_id,
+            bytes(35),
+        )
+    )
     sealed = AESGCM(key).encrypt(_iv(seqno), payload, bytes(hdr[AAD_START:AAD_END]))
     hdr[0:TAG_SIZE] = sealed[-TAG_SIZE:]
     return (bytes(hdr) + sealed[:-TAG_SIZE]).ljust(PAGE, b"\0")
@@ -110,8 +123,7 @@ class Message:
 
 def header(page: bytes) -> tuple[int, int, int, int, int, int, int, int]:
     """(seqno, algo, hdr_version, hdr_sz, msg_type, msg_version, msg_sz, vmpck_id)."""
-    (_tag, seqno, _r1, algo, hver, hsz, mtype, mver, msz, _r2, vmpck,
-     _r3) = _HDR.unpack_from(page)
+    (_tag, seqno, _r1, algo, hver, hsz, mtype, mver, msz, _r2, vmpck, _r3) = _HDR.unpack_from(page)
     return seqno, algo, hver, hsz, mtype, mver, msz, vmpck
 
 
@@ -119,10 +131,15 @@ def unseal(key: bytes, page: bytes) -> Message | None:
     """Decrypt and authenticate a message page; None when it does not authenticate or its
     header is malformed."""
     seqno, algo, hver, hsz, mtype, mver, msz, vmpck = header(page)
-    if algo != ALGO_AES_256_GCM or hver != HDR_VERSION or hsz != HDR_SIZE \
-            or msz > MAX_PAYLOAD or not any(key):
+    if (
+        algo != ALGO_AES_256_GCM
+        or hver != HDR_VERSION
+        or hsz != HDR_SIZE
+        or msz > MAX_PAYLOAD
+        or not any(key)
+    ):
         return None
-    body = page[HDR_SIZE:HDR_SIZE + msz] + page[0:TAG_SIZE]
+    body = page[HDR_SIZE : HDR_SIZE + msz] + page[0:TAG_SIZE]
     try:
         payload = AESGCM(key).decrypt(_iv(seqno), body, page[AAD_START:AAD_END])
     except InvalidTag:
@@ -147,16 +164,17 @@ class GuestMessenger:
         """(seqno, encrypted request page) — refuses a zero key and an exhausted count."""
         key = self.key(vmpck_id)
         if not any(key):
-            raise GuestMessageError(f"VMPCK{vmpck_id} is zero in this layer's secrets page "
-                                    "(the SVSM zeroes the keys of more privileged VMPLs)")
+            raise GuestMessageError(
+                f"VMPCK{vmpck_id} is zero in this layer's secrets page "
+                "(the SVSM zeroes the keys of more privileged VMPLs)"
+            )
         count = secrets.msg_seqno(self.secrets_page, vmpck_id)
         if count + 1 >= SEQNO_LIMIT:
             raise GuestMessageError(f"VMPCK{vmpck_id} sequence numbers are exhausted")
         seqno = count + 1
         return seqno, seal(key, seqno, msg_type, vmpck_id, payload)
 
-    def complete(self, vmpck_id: int, req_seqno: int, req_type: int, response: bytes
-                 ) -> bytes:
+    def complete(self, vmpck_id: int, req_seqno: int, req_type: int, response: bytes) -> bytes:
         """Check and decrypt the response; on success advance the count by 2, on any error
         wipe the key (Linux sev-guest)."""
         msg = unseal(self.key(vmpck_id), response)
@@ -175,7 +193,7 @@ class GuestMessenger:
 
     def wipe(self, vmpck_id: int) -> None:
         off = secrets.VMPCK_OFFSETS[vmpck_id]
-        self.secrets_page[off:off + secrets.VMPCK_SIZE] = bytes(secrets.VMPCK_SIZE)
+        self.secrets_page[off : off + secrets.VMPCK_SIZE] = bytes(secrets.VMPCK_SIZE)
 
 
 #: Builds a signed ATTESTATION_REPORT: (report_data, vmpl) -> 0x4A0 bytes.
@@ -198,15 +216,15 @@ class GuestRequestFirmware:
         if not 0 <= vmpck_id <= 3:
             return FW_STATUS_BAD_MESSAGE, b""
         msg = unseal(self.vmpcks[vmpck_id], request)
-        if msg is None or seqno != self.last_seqno[vmpck_id] + 1 \
-                or msg.msg_version != MSG_VERSION:
+        if msg is None or seqno != self.last_seqno[vmpck_id] + 1 or msg.msg_version != MSG_VERSION:
             return FW_STATUS_BAD_MESSAGE, b""
         if msg.msg_type != MsgType.REPORT_REQ:
             return FW_STATUS_BAD_MESSAGE, b""
         payload = self._report(msg.payload, vmpck_id).encode()
         self.last_seqno[vmpck_id] = seqno + 1
-        return FW_STATUS_SUCCESS, seal(self.vmpcks[vmpck_id], seqno + 1, MsgType.REPORT_RSP,
-                                       vmpck_id, payload)
+        return FW_STATUS_SUCCESS, seal(
+            self.vmpcks[vmpck_id], seqno + 1, MsgType.REPORT_RSP, vmpck_id, payload
+        )
 
     def _report(self, payload: bytes, vmpck_id: int) -> ReportResponse:
         try:
@@ -219,5 +237,6 @@ class GuestRequestFirmware:
             return ReportResponse(status=RSP_STATUS_INVALID_KEY)
         if not vmpck_id <= req.vmpl <= 3:  # RULE_REPORT_VMPL_FLOOR
             return ReportResponse(status=RSP_STATUS_INVALID_PARAM)
-        return ReportResponse(status=RSP_STATUS_SUCCESS,
-                              report=self.build_report(req.user_data, req.vmpl))
+        return ReportResponse(
+            status=RSP_STATUS_SUCCESS, report=self.build_report(req.user_data, req.vmpl)
+        )

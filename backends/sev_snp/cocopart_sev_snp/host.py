@@ -53,10 +53,15 @@ VMGEXIT_SWITCH = "VMGEXIT"
 #: The features the model's hypervisor offers by default (sev-snp.md §5.2): everything CS
 #: needs (SNP, AP creation, MULTI_VMPL) plus restricted injection, the APIC ID list and the
 #: extended interrupts Alternate Injection needs (bit 9, sev-snp.md §3.3, §5.2).
-DEFAULT_HV_FEATURES = (g.HvFeature.SNP | g.HvFeature.AP_CREATION
-                       | g.HvFeature.RESTRICTED_INJECTION
-                       | g.HvFeature.RESTRICTED_INJECTION_TIMER | g.HvFeature.APIC_ID_LIST
-                       | g.HvFeature.MULTI_VMPL | g.HvFeature.EXTENDED_INTERRUPTS)
+DEFAULT_HV_FEATURES = (
+    g.HvFeature.SNP
+    | g.HvFeature.AP_CREATION
+    | g.HvFeature.RESTRICTED_INJECTION
+    | g.HvFeature.RESTRICTED_INJECTION_TIMER
+    | g.HvFeature.APIC_ID_LIST
+    | g.HvFeature.MULTI_VMPL
+    | g.HvFeature.EXTENDED_INTERRUPTS
+)
 
 #: KVM implements only the private and shared PSC operations: an entry with any other
 #: operation — PSMASH (3), UNSMASH (4), anything else — is treated as completed without doing
@@ -187,8 +192,9 @@ class Host:
         return False
 
     # -- nested page faults ----------------------------------------------------------------
-    def nested_page_fault(self, issuer: str, gpa: int, error_code: int, *, regions: int = 1
-                          ) -> bool:
+    def nested_page_fault(
+        self, issuer: str, gpa: int, error_code: int, *, regions: int = 1
+    ) -> bool:
         """``issuer``'s access or RMP instruction at ``gpa`` exited with #NPF and
         ``error_code`` (:mod:`.npf`); ``regions`` > 1: the same SIZEM fault on that many
         consecutive 2M entries of equal state, one exit each. Records each exit and re-entry
@@ -210,8 +216,11 @@ class Host:
                     return True  # already split (another vCPU's fault): just retry
                 done, err = self.smash(region, regions)
                 return not err and done == regions
-            if error_code & npf.PFERR_GUEST_ENC and not error_code & npf.PFERR_GUEST_VMPL \
-                    and not self.rmp.get(page).assigned:
+            if (
+                error_code & npf.PFERR_GUEST_ENC
+                and not error_code & npf.PFERR_GUEST_VMPL
+                and not self.rmp.get(page).assigned
+            ):
                 _done, err = self.make_private(page, False, 1)
                 return not err
             return False
@@ -252,8 +261,11 @@ class Host:
     def msr_exit(self, issuer: str, value: int) -> int:
         """VMGEXIT with the MSR protocol: ``value`` is the GHCB MSR; returns its new value."""
         info = g.msr_info(value)
-        names: dict[int, str] = {g.MsrInfo.PSC_REQ: "PSC", g.MsrInfo.HV_FEATURES_REQ:
-                                 "HV_FEATURES", g.MsrInfo.VMPL_REQ: "SNP_RUN_VMPL"}
+        names: dict[int, str] = {
+            g.MsrInfo.PSC_REQ: "PSC",
+            g.MsrInfo.HV_FEATURES_REQ: "HV_FEATURES",
+            g.MsrInfo.VMPL_REQ: "SNP_RUN_VMPL",
+        }
         name = names.get(info, f"MSR.{info:#x}")
         self.trace.record(issuer, "VMGEXIT", name)
         self.trace.switch(issuer, HOST, VMGEXIT_SWITCH)
@@ -334,8 +346,9 @@ class Host:
         page.write_shared(bytes(buf))
         page.respond(0, err)
 
-    def psc_bulk(self, issuer: str, page: g.GhcbPage, gpa: int, big: bool, per_request: int,
-                 k: int, op: int) -> bool:
+    def psc_bulk(
+        self, issuer: str, page: g.GhcbPage, gpa: int, big: bool, per_request: int, k: int, op: int
+    ) -> bool:
         """Serve ``k`` full PSC requests of ``per_request`` contiguous entries from ``gpa`` at
         once, when every one of them would be served the same way: no early return, one
         uniform RMP run, nothing in use, no PSMASH or error on the way. Records exactly what
@@ -343,9 +356,13 @@ class Host:
         nothing done) when the requests must go one by one."""
         ps = PAGE_2M if big else PAGE_4K
         end = gpa + ps * per_request * k
-        if self.options.psc_budget is not None or op not in (g.PscOp.PRIVATE, g.PscOp.SHARED) \
-                or gpa % ps or not self.rmp.contains(gpa, end) \
-                or self.in_use(gpa, end) is not None:
+        if (
+            self.options.psc_budget is not None
+            or op not in (g.PscOp.PRIVATE, g.PscOp.SHARED)
+            or gpa % ps
+            or not self.rmp.contains(gpa, end)
+            or self.in_use(gpa, end) is not None
+        ):
             return False
         u = self.rmp.map.uniform(gpa, end)
         if u is None:
@@ -365,11 +382,22 @@ class Host:
         t.switch(issuer, HOST, VMGEXIT_SWITCH, count=k)
         if change:
             eps = PAGE_2M if entry_2m else PAGE_4K
-            r = ins.rmpupdate(self.rmp, gpa=gpa, page_2m=entry_2m, count=(end - gpa) // eps,
-                              assigned=private, asid=self.asid, in_use=self.in_use)
+            r = ins.rmpupdate(
+                self.rmp,
+                gpa=gpa,
+                page_2m=entry_2m,
+                count=(end - gpa) // eps,
+                assigned=private,
+                asid=self.asid,
+                in_use=self.in_use,
+            )
             assert r.rc == 0, "a uniform, unused, unassigned/owned run cannot fail RMPUPDATE"
-            t.record(HOST, f"RMPUPDATE.{'2M' if entry_2m else '4K'}",
-                     "private" if private else "shared", count=r.done)
+            t.record(
+                HOST,
+                f"RMPUPDATE.{'2M' if entry_2m else '4K'}",
+                "private" if private else "shared",
+                count=r.done,
+            )
         t.record(HOST, "PSC.ENTRY", count=k * per_request)
         buf = bytearray(page.shared(g.PSC_HEADER.size + per_request * g.PSC_ENTRY_SIZE))
         g.psc_mark_done(buf, 0, per_request)
@@ -400,8 +428,15 @@ class Host:
     def _rmpupdate(self, s: int, e: int, big: bool, assigned: bool) -> tuple[int | None, int]:
         """RMPUPDATE ``[s, e)`` with ``big`` pages: (failing address or None, return code)."""
         ps = PAGE_2M if big else PAGE_4K
-        r = ins.rmpupdate(self.rmp, gpa=s, page_2m=big, count=(e - s) // ps, assigned=assigned,
-                          asid=self.asid, in_use=self.in_use)
+        r = ins.rmpupdate(
+            self.rmp,
+            gpa=s,
+            page_2m=big,
+            count=(e - s) // ps,
+            assigned=assigned,
+            asid=self.asid,
+            in_use=self.in_use,
+        )
         name, target = f"RMPUPDATE.{'2M' if big else '4K'}", "private" if assigned else "shared"
         self.trace.record(HOST, name, target, count=r.done)
         if r.rc:
@@ -409,8 +444,7 @@ class Host:
             return s + r.done * ps, r.rc
         return None, 0
 
-    def _update_range(self, s: int, e: int, big_ok: bool, assigned: bool
-                      ) -> tuple[int | None, int]:
+    def _update_range(self, s: int, e: int, big_ok: bool, assigned: bool) -> tuple[int | None, int]:
         """RMPUPDATE ``[s, e)`` using 2M entries on the 2M-aligned part when ``big_ok``."""
         lo = -(-s // PAGE_2M) * PAGE_2M if big_ok else e
         hi = e // PAGE_2M * PAGE_2M if big_ok else e
@@ -499,8 +533,9 @@ class Host:
             page.input_error(g.GhcbError.MISSING_INPUT)
             return
         gpa = page.info2
-        if gpa % PAGE_4K or not self.rmp.contains(gpa, gpa + PAGE_4K) \
-                or gpa % PAGE_2M == 0:  # RULE_HOST_REFUSES_2M_ALIGNED_VMSA
+        if (
+            gpa % PAGE_4K or not self.rmp.contains(gpa, gpa + PAGE_4K) or gpa % PAGE_2M == 0
+        ):  # RULE_HOST_REFUSES_2M_ALIGNED_VMSA
             page.input_error(g.GhcbError.INVALID_INPUT)
             return
         entry = self.rmp.get(gpa)

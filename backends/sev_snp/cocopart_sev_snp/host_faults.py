@@ -138,8 +138,12 @@ RULE_HOST_SPLITS_ON_SIZE_MISMATCH = "2M host mapping over assigned 4K entries: s
 #: arises (KVM's RMP #NPF handling; sev-snp.md §4.4).
 RULE_PRIVATE_NPF_REASSIGNS = "guest C=1 access to a shared page: #NPF, KVM re-assigns, #VC"
 
-UNCONFIRMED = (RULE_CONVERT_CANNOT_TAKE_FIRMWARE_PAGES, RULE_HOST_SPLITS_ON_SIZE_MISMATCH,
-               RULE_PRIVATE_NPF_REASSIGNS, RULE_PANIC_POLICY_FAIL_STOP)
+UNCONFIRMED = (
+    RULE_CONVERT_CANNOT_TAKE_FIRMWARE_PAGES,
+    RULE_HOST_SPLITS_ON_SIZE_MISMATCH,
+    RULE_PRIVATE_NPF_REASSIGNS,
+    RULE_PANIC_POLICY_FAIL_STOP,
+)
 
 
 class HostAction(str, Enum):
@@ -160,8 +164,9 @@ class Conversion(BaseModel):
     attempts: int
     smashed: bool = False
     kicked: list[int] = Field(default_factory=list, description="VMSA pages of kicked vCPUs.")
-    waited_for: list[int] = Field(default_factory=list,
-                                  description="Entries whose RMPADJUST the host waited out.")
+    waited_for: list[int] = Field(
+        default_factory=list, description="Entries whose RMPADJUST the host waited out."
+    )
     result: str = "ok"  # the last RMPUPDATE's result
     steps: list[FaultStep] = Field(default_factory=list)
     rules: list[str] = Field(default_factory=list)
@@ -188,8 +193,9 @@ def _rc(r: ins.InstrResult) -> str:
     return "ok" if r.ok else ins.RmpRc(r.rc).name
 
 
-def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = None,
-                      kick: bool = True) -> Conversion:
+def convert_to_shared(
+    m: SnpMachine, gpa: int, *, locks: EntryLocks | None = None, kick: bool = True
+) -> Conversion:
     """RMPUPDATE the 4K page at ``gpa`` to shared, resolving FAIL_OVERLAP (PSMASH), FAIL_INUSE
     on a running VMSA (kick, when ``kick``) and FAIL_INUSE on an entry a guest RMPADJUST holds
     (``locks``: wait for it) — each attempt traced with the host as issuer."""
@@ -199,12 +205,14 @@ def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = Non
     out = Conversion(ok=False, attempts=0, rules=[RULE_CONVERT_ON_FAULT])
     for _ in range(CONVERT_MAX_ATTEMPTS):
         out.attempts += 1
-        r = ins.rmpupdate(m.rmp, gpa=page, page_2m=False, count=1, assigned=False, asid=0,
-                          in_use=in_use)
+        r = ins.rmpupdate(
+            m.rmp, gpa=page, page_2m=False, count=1, assigned=False, asid=0, in_use=in_use
+        )
         out.result = _rc(r)
         m.trace.record(HOST, "RMPUPDATE.4K", "shared", out.result)
-        out.steps.append(FaultStep(actor=HOST, action=f"RMPUPDATE({page:#x}, shared)",
-                                   result=out.result))
+        out.steps.append(
+            FaultStep(actor=HOST, action=f"RMPUPDATE({page:#x}, shared)", result=out.result)
+        )
         if r.ok:
             out.ok = True
             return out
@@ -212,8 +220,7 @@ def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = Non
             region = page - page % PAGE_2M
             s = ins.psmash(m.rmp, gpa=region, count=1, in_use=in_use)
             m.trace.record(HOST, "PSMASH", result=_rc(s))
-            out.steps.append(FaultStep(actor=HOST, action=f"PSMASH({region:#x})",
-                                       result=_rc(s)))
+            out.steps.append(FaultStep(actor=HOST, action=f"PSMASH({region:#x})", result=_rc(s)))
             out.rules.append(RULE_CONVERT_PSMASH_ON_OVERLAP)
             if not s.ok:
                 out.result = _rc(s)
@@ -224,8 +231,13 @@ def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = Non
                 return out
             m.trace.record(HOST, "KICK", "vCPU")
             out.kicked.append(page)
-            out.steps.append(FaultStep(actor=HOST, action="kick the vCPU whose VMSA this is "
-                                       "out of VMRUN (IPI, #VMEXIT)", result="IN_USE cleared"))
+            out.steps.append(
+                FaultStep(
+                    actor=HOST,
+                    action="kick the vCPU whose VMSA this is out of VMRUN (IPI, #VMEXIT)",
+                    result="IN_USE cleared",
+                )
+            )
             out.rules.append(RULE_CONVERT_KICKS_VMSA_VCPU)
         elif r.rc == ins.RmpRc.FAIL_INUSE and held.holder(page, page + PAGE_4K) is not None:
             holder = held.holder(page, page + PAGE_4K)
@@ -233,8 +245,13 @@ def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = Non
             a = held.complete(m.rmp, holder)
             m.trace.record("l1", "RMPADJUST", result=_rc(a))
             out.waited_for.append(holder)
-            out.steps.append(FaultStep(actor="l1", action="the guest's RMPADJUST completes and "
-                                       "releases the entry lock", result=_rc(a)))
+            out.steps.append(
+                FaultStep(
+                    actor="l1",
+                    action="the guest's RMPADJUST completes and releases the entry lock",
+                    result=_rc(a),
+                )
+            )
             out.rules.append(RULE_CONVERT_RETRIES_LOCKED_ENTRY)
         else:
             return out
@@ -243,16 +260,22 @@ def convert_to_shared(m: SnpMachine, gpa: int, *, locks: EntryLocks | None = Non
 
 def _fail_stop(m: SnpMachine, w: HostWrite, rule: str) -> HostWrite:
     m.trace.record(HOST, "PANIC", result="RMP #PF")
-    w.steps.append(FaultStep(actor=HOST, action="unhandled RMP #PF in the host kernel",
-                             result="host panic: every guest on it is lost"))
+    w.steps.append(
+        FaultStep(
+            actor=HOST,
+            action="unhandled RMP #PF in the host kernel",
+            result="host panic: every guest on it is lost",
+        )
+    )
     w.rules.append(rule)
     return w.model_copy(update={"action": HostAction.PANIC, "panicked": True})
 
 
 def _sigbus(m: SnpMachine, w: HostWrite) -> HostWrite:
     m.trace.record(HOST, "SIGBUS", w.process)
-    w.steps.append(FaultStep(actor=HOST, action=f"send SIGBUS to {w.process}",
-                             result=f"{w.process} dies"))
+    w.steps.append(
+        FaultStep(actor=HOST, action=f"send SIGBUS to {w.process}", result=f"{w.process} dies")
+    )
     w.rules.append(RULE_USER_WRITE_SIGBUS)
     return w.model_copy(update={"action": HostAction.SIGBUS, "killed": w.process})
 
@@ -264,10 +287,18 @@ def _unresolved(m: SnpMachine, w: HostWrite) -> HostWrite:
     return _sigbus(m, w)
 
 
-def host_write(m: SnpMachine, gpa: int, data: bytes = b"host data", *,
-               accessor: HostAccessor = HostAccessor.USER, process: str = "qemu",
-               policy: HostFaultPolicy | str | None = None, checked: bool = False,
-               host_map_2m: bool = False, locks: EntryLocks | None = None) -> HostWrite:
+def host_write(
+    m: SnpMachine,
+    gpa: int,
+    data: bytes = b"host data",
+    *,
+    accessor: HostAccessor = HostAccessor.USER,
+    process: str = "qemu",
+    policy: HostFaultPolicy | str | None = None,
+    checked: bool = False,
+    host_map_2m: bool = False,
+    locks: EntryLocks | None = None,
+) -> HostWrite:
     """The host (``process`` in user space, or the kernel) writes ``data`` at ``gpa``.
 
     ``checked``: the access goes through KVM's checked mapping path. ``host_map_2m``: the host
@@ -276,35 +307,63 @@ def host_write(m: SnpMachine, gpa: int, data: bytes = b"host data", *,
     pol = HostFaultPolicy(policy if policy is not None else m.options.host_fault_policy)
     page = gpa - gpa % PAGE_4K
     who = process if accessor is HostAccessor.USER else "host kernel"
-    w = HostWrite(gpa=gpa, accessor=accessor, process=who, policy=pol,
-                  action=HostAction.WRITTEN, completed=False)
+    w = HostWrite(
+        gpa=gpa,
+        accessor=accessor,
+        process=who,
+        policy=pol,
+        action=HostAction.WRITTEN,
+        completed=False,
+    )
     e = m.rmp.get(page)
     if checked:
         w.rules.append(RULE_CHECKED_MAP_REFUSES_PRIVATE)
         if e.assigned:
             m.trace.record(KVM, "RMP_CHECK", "private", "refused")
-            w.steps.append(FaultStep(actor=KVM, action=f"map {gpa:#x}: consult the RMP",
-                                     result="private: mapping refused, nothing written"))
+            w.steps.append(
+                FaultStep(
+                    actor=KVM,
+                    action=f"map {gpa:#x}: consult the RMP",
+                    result="private: mapping refused, nothing written",
+                )
+            )
             return w.model_copy(update={"action": HostAction.REFUSED})
-        w.steps.append(FaultStep(actor=KVM, action=f"map {gpa:#x}: consult the RMP",
-                                 result="shared: mapped and locked shared"))
+        w.steps.append(
+            FaultStep(
+                actor=KVM,
+                action=f"map {gpa:#x}: consult the RMP",
+                result="shared: mapped and locked shared",
+            )
+        )
     if not e.assigned:
         region = page - page % PAGE_2M
         if host_map_2m and any(v.assigned for _s, _e, v in m.rmp.runs(region, region + PAGE_2M)):
             m.trace.record(HOST, "RMP_PF", who, "SIZEM")
-            w.steps.append(FaultStep(actor=HOST, action=f"{who} writes {gpa:#x} through a 2M "
-                                     "mapping", result=HOST_SIZE_MISMATCH_FAULT))
+            w.steps.append(
+                FaultStep(
+                    actor=HOST,
+                    action=f"{who} writes {gpa:#x} through a 2M mapping",
+                    result=HOST_SIZE_MISMATCH_FAULT,
+                )
+            )
             w.steps.append(FaultStep(actor=HOST, action="split the host mapping to 4K, retry"))
             w.rules.append(RULE_HOST_SPLITS_ON_SIZE_MISMATCH)
-            w = w.model_copy(update={"fault": HOST_SIZE_MISMATCH_FAULT,
-                                     "action": HostAction.SPLIT_AND_WRITTEN})
+            w = w.model_copy(
+                update={"fault": HOST_SIZE_MISMATCH_FAULT, "action": HostAction.SPLIT_AND_WRITTEN}
+            )
         m.memory.write(gpa, data)
-        w.steps.append(FaultStep(actor=who, action=f"write {len(data)} bytes at {gpa:#x}",
-                                 result="written"))
+        w.steps.append(
+            FaultStep(actor=who, action=f"write {len(data)} bytes at {gpa:#x}", result="written")
+        )
         return w.model_copy(update={"completed": True})
     m.trace.record(HOST, "RMP_PF", who, "X86_PF_RMP")
-    w.steps.append(FaultStep(actor=who, action=f"write {gpa:#x} ({e.state.value} page)",
-                             result=f"{HOST_RMP_FAULT}, error code bit 31"))
+    w.steps.append(
+        FaultStep(
+            actor=who,
+            action=f"write {gpa:#x} ({e.state.value} page)",
+            result=f"{HOST_RMP_FAULT}, error code bit 31",
+        )
+    )
     w = w.model_copy(update={"fault": HOST_RMP_FAULT})
     if pol is HostFaultPolicy.PANIC:
         return _fail_stop(m, w, RULE_PANIC_POLICY_FAIL_STOP)
@@ -322,13 +381,19 @@ def host_write(m: SnpMachine, gpa: int, data: bytes = b"host data", *,
     if not conv.ok:
         return _unresolved(m, w)
     m.memory.write(gpa, data)
-    w.steps.append(FaultStep(actor=who, action=f"the write of {len(data)} bytes at {gpa:#x} "
-                             "continues", result="written"))
+    w.steps.append(
+        FaultStep(
+            actor=who,
+            action=f"the write of {len(data)} bytes at {gpa:#x} continues",
+            result="written",
+        )
+    )
     return w.model_copy(update={"action": HostAction.CONVERTED, "completed": True})
 
 
-def guest_private_access(m: SnpMachine, layer: str, gpa: int, access: Access = Access.READ
-                         ) -> tuple[AccessOutcome, list[FaultStep]]:
+def guest_private_access(
+    m: SnpMachine, layer: str, gpa: int, access: Access = Access.READ
+) -> tuple[AccessOutcome, list[FaultStep]]:
     """``layer`` touches ``gpa``, which it believes private (C=1), through the one access
     path (:func:`cocopart_sev_snp.npf.guest_access`): if the host took the page (it is the
     hypervisor's in the RMP), the access exits with #NPF, KVM assigns the page back

@@ -65,18 +65,23 @@ def _access(emulator: Emulator) -> tuple[HostAccessor, bool]:
     return emulator.accessor, emulator is Emulator.KVM_CHECKED
 
 
-def _builder(m: SnpMachine, scenario: HostFaultScenario, setup: ScenarioSetup
-             ) -> OutcomeBuilder:
-    return OutcomeBuilder(backend="sev-snp", policy=m.options.host_fault_policy,
-                          policy_consulted=False, scenario=scenario, setup=setup)
+def _builder(m: SnpMachine, scenario: HostFaultScenario, setup: ScenarioSetup) -> OutcomeBuilder:
+    return OutcomeBuilder(
+        backend="sev-snp",
+        policy=m.options.host_fault_policy,
+        policy_consulted=False,
+        scenario=scenario,
+        setup=setup,
+    )
 
 
 def _write(m: SnpMachine, b: OutcomeBuilder, layer: str) -> None:
     """The emulator writes DMA_PAGE; apply the consequences of what the host did."""
     accessor, checked = _access(b.emulator)
     b.rules.append(ASSUMPTION_SAME_PAGE)
-    w = hf.host_write(m, DMA_PAGE, DEVICE_DATA, accessor=accessor, process=b.process(),
-                      checked=checked)
+    w = hf.host_write(
+        m, DMA_PAGE, DEVICE_DATA, accessor=accessor, process=b.process(), checked=checked
+    )
     b.extend(w.steps, w.rules)
     b.host_fault = w.fault
     b.write_completed = w.completed
@@ -94,8 +99,10 @@ def _write(m: SnpMachine, b: OutcomeBuilder, layer: str) -> None:
             b.error(b.guest, f"{out.fault} on {DMA_PAGE:#x} (page not validated)")
             if b.setup.guest_terminates_on_error:
                 b.step(b.guest, "logs the corruption to its owner and terminates")
-                b.lose(b.guest, f"terminated itself after {out.fault}: its memory was "
-                       "changed behind its back")
+                b.lose(
+                    b.guest,
+                    f"terminated itself after {out.fault}: its memory was changed behind its back",
+                )
             else:
                 b.step(b.guest, "logs the corruption to its owner and carries on")
 
@@ -106,8 +113,11 @@ def forgotten_share(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     layer = m.workloads[0]
     mark = keep_guest_data(m, layer, PAGE_2M)
     b.step(b.guest, f"validates [0, 2M) and keeps its data at {DMA_PAGE:#x}")
-    b.step(b.guest, f"buggy driver: hands {DMA_PAGE:#x} to the virtio device for DMA without "
-           "a Page State Change to shared")
+    b.step(
+        b.guest,
+        f"buggy driver: hands {DMA_PAGE:#x} to the virtio device for DMA without "
+        "a Page State Change to shared",
+    )
     _write(m, b, layer)
     return _finish(m, b, GUEST_DATA, mark)
 
@@ -122,14 +132,21 @@ def convert_under_emulation(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome
     if b.emulator is Emulator.KVM_CHECKED:
         b.rules.append(hf.RULE_CHECKED_MAP_REFUSES_PRIVATE)
         m.trace.record("kvm", "PSC", "private", "refused")
-        b.step(b.guest, f"VMGEXIT(PSC) {DMA_PAGE:#x} -> private",
-               "refused: KVM holds the page locked shared while it is mapped")
+        b.step(
+            b.guest,
+            f"VMGEXIT(PSC) {DMA_PAGE:#x} -> private",
+            "refused: KVM holds the page locked shared while it is mapped",
+        )
         b.error(b.guest, "its Page State Change to private fails while the device uses the page")
     else:
         err = m.psc(layer, 0, [PageRun(DMA_PAGE, PAGE_4K, 1)], g.PscOp.PRIVATE)
-        b.step(b.guest, f"malicious: VMGEXIT(PSC) {DMA_PAGE:#x} -> private",
-               "ok: the host's RMPUPDATE assigns the page to the guest" if err is None
-               else err.message)
+        b.step(
+            b.guest,
+            f"malicious: VMGEXIT(PSC) {DMA_PAGE:#x} -> private",
+            "ok: the host's RMPUPDATE assigns the page to the guest"
+            if err is None
+            else err.message,
+        )
     _write(m, b, layer)
     return _finish(m, b, before, mark)
 
@@ -144,8 +161,15 @@ def _convert_everything(m: SnpMachine, b: OutcomeBuilder) -> int:
         if v.page_size_2m:
             r = ins.psmash(m.rmp, gpa=s, count=(e - s) // PAGE_2M, in_use=m.host.in_use)
             m.trace.record("host", "PSMASH", count=r.done)
-        u = ins.rmpupdate(m.rmp, gpa=s, page_2m=False, count=(e - s) // PAGE_4K,
-                          assigned=False, asid=0, in_use=m.host.in_use)
+        u = ins.rmpupdate(
+            m.rmp,
+            gpa=s,
+            page_2m=False,
+            count=(e - s) // PAGE_4K,
+            assigned=False,
+            asid=0,
+            in_use=m.host.in_use,
+        )
         m.trace.record("host", "RMPUPDATE.4K", "shared", count=u.done)
         pages += u.done
         if not u.ok:
@@ -163,11 +187,15 @@ def kexec(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     for ctx in list(m.host.contexts.values()):
         m.host.kick(ctx.vmsa_gpa)
     b.rules.extend([RULE_KEXEC_LOSES_GUESTS, RULE_RMP_PERSISTS_ACROSS_KEXEC])
-    b.step(NEW_KERNEL, "boots with the old RMP still in force",
-           f"{sum(e - s for s, e, v in m.rmp.runs(0, m.rmp.size) if v.assigned) // PAGE_4K} "
-           "pages still assigned to guests")
-    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL,
-                      process=NEW_KERNEL)
+    b.step(
+        NEW_KERNEL,
+        "boots with the old RMP still in force",
+        f"{sum(e - s for s, e, v in m.rmp.runs(0, m.rmp.size) if v.assigned) // PAGE_4K} "
+        "pages still assigned to guests",
+    )
+    w = hf.host_write(
+        m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL, process=NEW_KERNEL
+    )
     b.host_fault = w.fault
     b.policy_consulted = True
     b.extend(w.steps, w.rules)
@@ -177,15 +205,20 @@ def kexec(m: SnpMachine, setup: ScenarioSetup) -> FaultOutcome:
     else:
         pages = 1 + _convert_everything(m, b)
         b.rules.append(RULE_KEXEC_KERNEL_CONVERTS_AS_IT_GOES)
-        b.step(NEW_KERNEL, "converts each guest page to shared as it first writes it",
-               f"{pages} pages converted; boot completes (kdump works)")
+        b.step(
+            NEW_KERNEL,
+            "converts each guest page to shared as it first writes it",
+            f"{pages} pages converted; boot completes (kdump works)",
+        )
         b.write_completed = True
     return b.build(b.data_fate(False), m.trace.since(mark).events)
 
 
-SCENARIOS = {HostFaultScenario.FORGOTTEN_SHARE: forgotten_share,
-             HostFaultScenario.CONVERT_UNDER_EMULATION: convert_under_emulation,
-             HostFaultScenario.KEXEC: kexec}
+SCENARIOS = {
+    HostFaultScenario.FORGOTTEN_SHARE: forgotten_share,
+    HostFaultScenario.CONVERT_UNDER_EMULATION: convert_under_emulation,
+    HostFaultScenario.KEXEC: kexec,
+}
 
 
 def run(m: SnpMachine, scenario: HostFaultScenario, setup: ScenarioSetup) -> FaultOutcome:

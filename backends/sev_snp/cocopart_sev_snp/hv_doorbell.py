@@ -136,8 +136,12 @@ class HvDoorbellPage:
 
     def set_irr(self, vmpl: int, bits: int) -> None:
         base = _desc(vmpl) + 4
-        struct.pack_into(f"<{EXT_IRR_WORDS}I", self.buf, base,
-                         *[(bits >> (32 * (i + 1))) & 0xFFFF_FFFF for i in range(EXT_IRR_WORDS)])
+        struct.pack_into(
+            f"<{EXT_IRR_WORDS}I",
+            self.buf,
+            base,
+            *[(bits >> (32 * (i + 1))) & 0xFFFF_FFFF for i in range(EXT_IRR_WORDS)],
+        )
 
     def isr(self, vmpl: int) -> int:
         base = _desc(vmpl) + 4 + 4 * EXT_IRR_WORDS
@@ -146,8 +150,12 @@ class HvDoorbellPage:
 
     def set_isr(self, vmpl: int, bits: int) -> None:
         base = _desc(vmpl) + 4 + 4 * EXT_IRR_WORDS
-        struct.pack_into(f"<{EXT_ISR_WORDS}I", self.buf, base,
-                         *[(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(EXT_ISR_WORDS)])
+        struct.pack_into(
+            f"<{EXT_ISR_WORDS}I",
+            self.buf,
+            base,
+            *[(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(EXT_ISR_WORDS)],
+        )
 
     def mark_events(self, vmpl: int) -> None:
         """Host: VMPLn has interrupt evaluation work (the SVSM's summary bits)."""
@@ -192,8 +200,9 @@ class HvDoorbellPage:
         if st & STATUS_MULTIPLE_VECTORS:
             out = self.irr(vmpl) | ((1 << 31) if st & STATUS_VECTOR_31 else 0)
             self.set_irr(vmpl, 0)
-            self.set_status(vmpl, st & ~(STATUS_MULTIPLE_VECTORS | STATUS_VECTOR_31
-                                         | STATUS_VECTOR_MASK))
+            self.set_status(
+                vmpl, st & ~(STATUS_MULTIPLE_VECTORS | STATUS_VECTOR_31 | STATUS_VECTOR_MASK)
+            )
             return out
         single = st & STATUS_VECTOR_MASK
         self.set_status(vmpl, st & ~STATUS_VECTOR_MASK)

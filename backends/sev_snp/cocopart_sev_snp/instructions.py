@@ -121,8 +121,14 @@ def _floor(gpa: int, addr: int, ps: int) -> int:
     return gpa + (addr - gpa) // ps * ps
 
 
-def _host_stop(rmp: Rmp, gpa: int, end: int, ps: int, in_use: InUse | None,
-               refuse: Callable[[RmpEntry], int | None]) -> tuple[int, int]:
+def _host_stop(
+    rmp: Rmp,
+    gpa: int,
+    end: int,
+    ps: int,
+    in_use: InUse | None,
+    refuse: Callable[[RmpEntry], int | None],
+) -> tuple[int, int]:
     """Where a host RMP instruction over ``[gpa, end)`` stops and its return code: at the
     first immutable entry (FAIL_PERMISSION) or the first one ``refuse`` gives a code, then at
     a page in use (FAIL_INUSE); rounded down to a page of size ``ps``."""
@@ -148,8 +154,9 @@ def _size_mismatch(at: int, page_2m: bool) -> tuple[int, int, str | None]:
     return at, RmpRc.SUCCESS, NPF_SIZEM_FAULT  # RULE_4K_IN_2M_RAISES_NPF_SIZEM
 
 
-def _apply(rmp: Rmp, ranges: list[tuple[int, int]], stop: int,
-           fn: Callable[[RmpEntry], RmpEntry]) -> tuple[tuple[int, int], ...]:
+def _apply(
+    rmp: Rmp, ranges: list[tuple[int, int]], stop: int, fn: Callable[[RmpEntry], RmpEntry]
+) -> tuple[tuple[int, int], ...]:
     out = []
     for s, e in ranges:
         e = min(e, stop)
@@ -159,8 +166,17 @@ def _apply(rmp: Rmp, ranges: list[tuple[int, int]], stop: int,
     return tuple(out)
 
 
-def pvalidate(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count: int,
-              validate: bool, ignore_unchanged: bool = False) -> InstrResult:
+def pvalidate(
+    rmp: Rmp,
+    *,
+    asid: int,
+    vmpl: int,
+    gpa: int,
+    page_2m: bool,
+    count: int,
+    validate: bool,
+    ignore_unchanged: bool = False,
+) -> InstrResult:
     """PVALIDATE ``count`` pages: set (``validate``) or clear the validated bit.
 
     Per page: VMPL0 only (else :data:`PVALIDATE_OUTSIDE_VMPL0_FAULT`), aligned
@@ -197,8 +213,18 @@ def pvalidate(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
     return InstrResult((stop - gpa) // ps, rc, no_change, fault, changed, unchanged)
 
 
-def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count: int,
-              target_vmpl: int, perms: int, vmsa: bool = False) -> InstrResult:
+def rmpadjust(
+    rmp: Rmp,
+    *,
+    asid: int,
+    vmpl: int,
+    gpa: int,
+    page_2m: bool,
+    count: int,
+    target_vmpl: int,
+    perms: int,
+    vmsa: bool = False,
+) -> InstrResult:
     """RMPADJUST ``count`` pages: set ``target_vmpl``'s permission mask to ``perms``.
 
     Rules in order: a valid target and mask, aligned (FAIL_INPUT);
@@ -209,8 +235,11 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
     :data:`RULE_VMSA_BIT_ONLY_FROM_VMPL0`. sev-snp.md §4.3.
     """
     ps = page_bytes(page_2m)
-    if not 0 <= target_vmpl < VMPL_COUNT or not 0 <= perms <= 0xF \
-            or not _bounds(rmp, gpa, ps, count):
+    if (
+        not 0 <= target_vmpl < VMPL_COUNT
+        or not 0 <= perms <= 0xF
+        or not _bounds(rmp, gpa, ps, count)
+    ):
         return InstrResult(0, RmpRc.FAIL_INPUT)
     if target_vmpl <= vmpl:
         return InstrResult(0, RmpRc.FAIL_PERMISSION)
@@ -228,17 +257,29 @@ def rmpadjust(rmp: Rmp, *, asid: int, vmpl: int, gpa: int, page_2m: bool, count:
             break
     stop = _floor(gpa, stop, ps)
     if vmpl == 0:
+
         def fn(x: RmpEntry) -> RmpEntry:
             return x.with_perm(target_vmpl, perms)._replace(vmsa=vmsa)
     else:
+
         def fn(x: RmpEntry) -> RmpEntry:
             return x.with_perm(target_vmpl, perms)
+
     changed = _apply(rmp, [(gpa, end)], stop, fn)
     return InstrResult((stop - gpa) // ps, rc, fault=fault, changed=changed)
 
 
-def rmpupdate(rmp: Rmp, *, gpa: int, page_2m: bool, count: int, assigned: bool, asid: int,
-              immutable: bool = False, in_use: InUse | None = None) -> InstrResult:
+def rmpupdate(
+    rmp: Rmp,
+    *,
+    gpa: int,
+    page_2m: bool,
+    count: int,
+    assigned: bool,
+    asid: int,
+    immutable: bool = False,
+    in_use: InUse | None = None,
+) -> InstrResult:
     """RMPUPDATE (host, ASID 0) ``count`` pages to a new assignment.
 
     Per page: aligned (FAIL_INPUT); not immutable (FAIL_PERMISSION); a 2M assignment over a
@@ -253,14 +294,22 @@ def rmpupdate(rmp: Rmp, *, gpa: int, page_2m: bool, count: int, assigned: bool, 
     end = gpa + ps * count
 
     def overlap(v: RmpEntry) -> int | None:
-        if v.assigned and (page_2m and assigned and not v.page_size_2m
-                           or not page_2m and v.page_size_2m):
+        if v.assigned and (
+            page_2m and assigned and not v.page_size_2m or not page_2m and v.page_size_2m
+        ):
             return RmpRc.FAIL_OVERLAP
         return None
 
     stop, rc = _host_stop(rmp, gpa, end, ps, in_use, overlap)
-    new = RmpEntry(assigned=assigned, validated=False, vmsa=False, immutable=immutable,
-                   page_size_2m=page_2m, asid=asid if assigned else 0, perms=NO_PERMS)
+    new = RmpEntry(
+        assigned=assigned,
+        validated=False,
+        vmsa=False,
+        immutable=immutable,
+        page_size_2m=page_2m,
+        asid=asid if assigned else 0,
+        perms=NO_PERMS,
+    )
     changed = _apply(rmp, [(gpa, end)], stop, lambda _x: new)
     return InstrResult((stop - gpa) // ps, rc, changed=changed)
 
@@ -275,7 +324,8 @@ def psmash(rmp: Rmp, *, gpa: int, count: int, in_use: InUse | None = None) -> In
     if not _bounds(rmp, gpa, ps, count):
         return InstrResult(0, RmpRc.FAIL_INPUT)
     end = gpa + ps * count
-    stop, rc = _host_stop(rmp, gpa, end, ps, in_use,
-                          lambda v: None if v.page_size_2m else RmpRc.FAIL_UNSMASHABLE)
+    stop, rc = _host_stop(
+        rmp, gpa, end, ps, in_use, lambda v: None if v.page_size_2m else RmpRc.FAIL_UNSMASHABLE
+    )
     changed = _apply(rmp, [(gpa, end)], stop, lambda x: x._replace(page_size_2m=False))
     return InstrResult((stop - gpa) // ps, rc, changed=changed)

@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 #: CONFIGURE_INJECTION (0x8000_001B) EXITINFO1: the model's encoding (VMPL << 16) | mode
 #: code — CS names the exit without its layout in the reference (unconfirmed).
 INJECTION_MODE_CODE: dict[InterruptMode, int] = {
-    InterruptMode.DIRECT: 0, InterruptMode.RESTRICTED: 1, InterruptMode.ALTERNATE: 2,
-    InterruptMode.SECURE_AVIC: 3}
+    InterruptMode.DIRECT: 0,
+    InterruptMode.RESTRICTED: 1,
+    InterruptMode.ALTERNATE: 2,
+    InterruptMode.SECURE_AVIC: 3,
+}
 #: #HV doorbell page (0x8000_0014) and Secure AVIC (0x8000_001A) sub-operations in EXITINFO1
 #: (sev-snp.md §5.3).
 DOORBELL_SET, DOORBELL_CLEAR = 1, 3
@@ -43,12 +46,14 @@ class InterruptExits:
     def __init__(self, interrupts: SnpInterrupts) -> None:
         self.i = interrupts
         host = interrupts.m.host
-        for code, handler in ((g.ExitCode.HV_DOORBELL_PAGE, self._exit_doorbell),
-                              (g.ExitCode.CONFIGURE_INJECTION, self._exit_configure),
-                              (g.ExitCode.DISABLE_ALTERNATE_INJECTION, self._exit_disable_alt),
-                              (g.ExitCode.HV_IPI, self._exit_hv_ipi),
-                              (g.ExitCode.SECURE_AVIC, self._exit_savic),
-                              (g.SVM_EXIT_MSR, self._exit_msr)):
+        for code, handler in (
+            (g.ExitCode.HV_DOORBELL_PAGE, self._exit_doorbell),
+            (g.ExitCode.CONFIGURE_INJECTION, self._exit_configure),
+            (g.ExitCode.DISABLE_ALTERNATE_INJECTION, self._exit_disable_alt),
+            (g.ExitCode.HV_IPI, self._exit_hv_ipi),
+            (g.ExitCode.SECURE_AVIC, self._exit_savic),
+            (g.SVM_EXIT_MSR, self._exit_msr),
+        ):
             host.extra_exits[int(code)] = handler
 
     def _owner(self, issuer: str, page: g.GhcbPage) -> tuple[str, int]:

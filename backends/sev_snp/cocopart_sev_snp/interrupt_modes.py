@@ -53,13 +53,18 @@ DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
 ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
 
 #: Who holds a workload vCPU's APIC state (IRR, ISR, TPR) in each mode.
-APIC_HOLDER: dict[InterruptMode, str] = {DIRECT: "host", RESTRICTED: "host",
-                                         ALTERNATE: "l1", SECURE_AVIC: "hardware"}
+APIC_HOLDER: dict[InterruptMode, str] = {
+    DIRECT: "host",
+    RESTRICTED: "host",
+    ALTERNATE: "l1",
+    SECURE_AVIC: "hardware",
+}
 
 #: The per-VMSA SEV_FEATURES bit of each mode (sev-snp.md §5.6).
 MODE_BIT: dict[InterruptMode, SevFeatures] = MODE_FEATURES
-INJECTION_BITS = (SevFeatures.RESTRICTED_INJECTION | SevFeatures.ALTERNATE_INJECTION
-                  | SevFeatures.SECURE_AVIC)
+INJECTION_BITS = (
+    SevFeatures.RESTRICTED_INJECTION | SevFeatures.ALTERNATE_INJECTION | SevFeatures.SECURE_AVIC
+)
 
 MECHANISM: dict[InterruptMode, str] = {
     DIRECT: "host event injection (EVENTINJ on VMRUN)",
@@ -118,12 +123,16 @@ def capability_answers(boot_mode: InterruptMode) -> dict[str, CapabilityAnswer]:
     out: dict[str, CapabilityAnswer] = {}
     for mode in InterruptMode:
         bit = MODE_BIT[mode]
-        features = f"; VMSA SEV_FEATURES bit {int(bit).bit_length() - 1}" if bit else \
-            "; no injection bit in the VMSA"
+        features = (
+            f"; VMSA SEV_FEATURES bit {int(bit).bit_length() - 1}"
+            if bit
+            else "; no injection bit in the VMSA"
+        )
         mech = f"{MECHANISM[mode]}{features}; APIC state held by {APIC_HOLDER[mode]}"
         if mode in (ALTERNATE, SECURE_AVIC) and mode != boot_mode:
             out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(
-                supported=True, mechanism=mech + f" (at boot only: {RULE_TCB_APIC_ONLY_FROM_BOOT})")
+                supported=True, mechanism=mech + f" (at boot only: {RULE_TCB_APIC_ONLY_FROM_BOOT})"
+            )
         else:
             out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(supported=True, mechanism=mech)
     return out

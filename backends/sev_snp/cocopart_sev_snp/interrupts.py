@@ -217,15 +217,18 @@ class SnpInterrupts(InterruptDelivery):
     def _refuse_target(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
         m = self.m
         if op.target != L1 and op.target not in m.vmpls:
-            return (f"{op.target} takes no interrupts here: only the SVSM (l1) and the "
-                    f"workload VMPLs ({', '.join(m.workloads)}) have vCPUs")
+            return (
+                f"{op.target} takes no interrupts here: only the SVSM (l1) and the "
+                f"workload VMPLs ({', '.join(m.workloads)}) have vCPUs"
+            )
         return None
 
     def _serve(self, op: InjectInterrupt, coalesced: bool) -> None:
         target, vcpu, vector = op.target, op.vcpu, op.vector
         if coalesced:
-            self.trace.record(HOST if op.layer == HOST else target, "APIC.ACCEPT", target,
-                              "coalesced")
+            self.trace.record(
+                HOST if op.layer == HOST else target, "APIC.ACCEPT", target, "coalesced"
+            )
             return
         mode = im.RESTRICTED if target == L1 else self.effective(target, vcpu)
         if op.layer == HOST:
@@ -467,8 +470,11 @@ class SnpInterrupts(InterruptDelivery):
             return True
         if self.mode == im.ALTERNATE and self.emulated(layer, vcpu):
             n = self.vmpl(layer)
-            return bool(self.svsm_doorbell(vcpu).per_vmpl_events & (1 << (n - 1))
-                        or self.backlog.get((layer, vcpu)) or self.ipi_irr.get((layer, vcpu)))
+            return bool(
+                self.svsm_doorbell(vcpu).per_vmpl_events & (1 << (n - 1))
+                or self.backlog.get((layer, vcpu))
+                or self.ipi_irr.get((layer, vcpu))
+            )
         return False
 
     # -- IPIs --------------------------------------------------------------------------------
@@ -553,8 +559,9 @@ class SnpInterrupts(InterruptDelivery):
         sdb.hand_off(n, apic.irr, apic.isr)
         self.trace.record(L1, "HVDB.HANDOFF", f"VMPL{n}")
         if self.exists(layer, vcpu):
-            self._set_vmsa_bits(layer, vcpu, self._vmsa_features(layer, vcpu)
-                                & ~vm.SevFeatures.ALTERNATE_INJECTION)
+            self._set_vmsa_bits(
+                layer, vcpu, self._vmsa_features(layer, vcpu) & ~vm.SevFeatures.ALTERNATE_INJECTION
+            )
         page = m.ghcb_page(L1, vcpu)
         page.request(g.ExitCode.DISABLE_ALTERNATE_INJECTION, (n << 16) | (apic.tpr << 8) | 1, 0)
         m.host.exit(L1, page)
@@ -584,8 +591,12 @@ class SnpInterrupts(InterruptDelivery):
 
     def vmsa_features(self) -> dict[tuple[str, int], int]:
         """SEV_FEATURES of every existing workload VMSA (tests, tools)."""
-        return {(w, c): self._vmsa_features(w, c) for w in self.m.workloads
-                for c in range(self.m.config.vcpus) if self.exists(w, c)}
+        return {
+            (w, c): self._vmsa_features(w, c)
+            for w in self.m.workloads
+            for c in range(self.m.config.vcpus)
+            if self.exists(w, c)
+        }
 
     # -- EOI ---------------------------------------------------------------------------------
     def _eoi(self, layer: str, vcpu: int) -> EoiRecord:
@@ -598,18 +609,27 @@ class SnpInterrupts(InterruptDelivery):
         m = self.m
         mode = self.effective(layer, vcpu)
         if mode == im.ALTERNATE:
-            out = m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
-                                X2APIC_EOI, 0)
-            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                            mechanism=f"SVSM_APIC WRITE_REGISTER(EOI): {result_name(out.code)}")
+            out = m.client.call(
+                layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER, X2APIC_EOI, 0
+            )
+            rec = EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                mechanism=f"SVSM_APIC WRITE_REGISTER(EOI): {result_name(out.code)}",
+            )
         elif mode == im.SECURE_AVIC:
             self.apic(layer, vcpu).eoi()
             self.trace.record(layer, "EOI.ACCELERATED")
             v = self.apic(layer, vcpu).deliver()  # the hardware delivers the next one
             if v is not None:
                 self._delivered(layer, vcpu, v, im.MECHANISM[mode])
-            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                            mechanism="backing-page EOI, accelerated (no exit)")
+            rec = EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                mechanism="backing-page EOI, accelerated (no exit)",
+            )
         else:
             self.trace.record(layer, "#VC", "MSR.EOI")
             page = m.ghcb_page(layer, vcpu)
@@ -619,8 +639,12 @@ class SnpInterrupts(InterruptDelivery):
             page.set(g.OFF_RDX, 0)
             m.host.exit(layer, page)
             self._after_guest_exit(layer, vcpu)
-            rec = EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                            mechanism="#VC -> VMGEXIT(MSR 0x80B) -> host APIC emulation")
+            rec = EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                mechanism="#VC -> VMGEXIT(MSR 0x80B) -> host APIC emulation",
+            )
         self.notify_pending()
         return rec
 
@@ -631,21 +655,26 @@ class SnpInterrupts(InterruptDelivery):
         target = op.mode
         if op.layer not in m.vmpls and op.layer != L1:
             return OperationResult.not_supported(
-                name, f"{op.layer} cannot choose how the guest's interrupts arrive: "
-                f"{im.RULE_GUEST_CHOOSES_THE_MODE}")
+                name,
+                f"{op.layer} cannot choose how the guest's interrupts arrive: "
+                f"{im.RULE_GUEST_CHOOSES_THE_MODE}",
+            )
         if target == self.mode:
             return OperationResult.success(name, mode=target.value, changed=False)
         need = im.REQUIRED_HV_FEATURE.get(target, 0)
         if need and not m.host.options.hv_features & need:
             return OperationResult.not_supported(
-                name, f"the hypervisor does not offer HV feature bit {need.bit_length() - 1} "
-                f"that {target.value} needs (sev-snp.md §5.2)")
+                name,
+                f"the hypervisor does not offer HV feature bit {need.bit_length() - 1} "
+                f"that {target.value} needs (sev-snp.md §5.2)",
+            )
         if target == im.ALTERNATE:
             return self._try_register(name, op.layer)
         rule = im.transition_rule(self.mode, target)
         if rule is not None:
             return OperationResult.not_supported(
-                name, f"{self.mode.value} -> {target.value} is not possible: {rule}")
+                name, f"{self.mode.value} -> {target.value} is not possible: {rule}"
+            )
         self._out = []
         self._settle_lazy()
         if self.mode == im.ALTERNATE:
@@ -657,10 +686,15 @@ class SnpInterrupts(InterruptDelivery):
         if self.mode != target:
             self._via_svsm(op.layer, lambda: self._set_host_mode(target))
         return OperationResult.success(
-            name, mode=target.value, changed=True,
+            name,
+            mode=target.value,
+            changed=True,
             deliveries=self._deliveries(),
             note="no SVSM protocol call switches host-held modes; cocopart models it as one "
-            "SVSM round trip" if op.layer != L1 else None)
+            "SVSM round trip"
+            if op.layer != L1
+            else None,
+        )
 
     def _settle_lazy(self) -> None:
         """Before the holder of the no_eoi_required byte changes: a lazy EOI the guest took
@@ -696,16 +730,21 @@ class SnpInterrupts(InterruptDelivery):
             for c in range(m.config.vcpus):
                 if not self.exists(w, c):
                     continue
-                self._set_vmsa_bits(w, c, (self._vmsa_features(w, c)
-                                           & ~int(im.INJECTION_BITS)) | bit)
+                self._set_vmsa_bits(
+                    w, c, (self._vmsa_features(w, c) & ~int(im.INJECTION_BITS)) | bit
+                )
                 page = m.ghcb_page(L1, c)
-                page.request(g.ExitCode.CONFIGURE_INJECTION,
-                             (n << 16) | INJECTION_MODE_CODE[target], 0)
+                page.request(
+                    g.ExitCode.CONFIGURE_INJECTION, (n << 16) | INJECTION_MODE_CODE[target], 0
+                )
                 m.host.exit(L1, page)
                 if target == im.RESTRICTED or self.mode == im.RESTRICTED:
                     wp = m.ghcb_page(w, c)
-                    wp.request(g.ExitCode.HV_DOORBELL_PAGE,
-                               DOORBELL_SET if target == im.RESTRICTED else DOORBELL_CLEAR, 0)
+                    wp.request(
+                        g.ExitCode.HV_DOORBELL_PAGE,
+                        DOORBELL_SET if target == im.RESTRICTED else DOORBELL_CLEAR,
+                        0,
+                    )
                     m.host.exit(w, wp)
         self.mode = target
 
@@ -723,10 +762,16 @@ class SnpInterrupts(InterruptDelivery):
         else:
             self._deregister(layer)
         if emu.count:
-            return OperationResult.failure(name, ArchError(
-                vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
-                message=f"Alternate Injection stays registered (count {emu.count}: another "
-                f"component registered it): {im.RULE_ALTERNATE_LEFT_AT_COUNT_ZERO}."))
+            return OperationResult.failure(
+                name,
+                ArchError(
+                    vendor=VENDOR,
+                    mnemonic="SVSM_APIC_CONFIGURE(deregister)",
+                    code=0,
+                    message=f"Alternate Injection stays registered (count {emu.count}: another "
+                    f"component registered it): {im.RULE_ALTERNATE_LEFT_AT_COUNT_ZERO}.",
+                ),
+            )
         self.mode = im.DIRECT
         for (w, c), apic in list(self.apics.items()):  # the host injects what was pending
             if w != L1 and apic.deliverable() is not None and self.exists(w, c):
@@ -762,8 +807,12 @@ class SnpInterrupts(InterruptDelivery):
         key = (layer, vcpu)
         if mode == im.ALTERNATE:
             sdb = self.svsm_doorbell(vcpu)
-            return bool(sdb.per_vmpl_events or sdb.no_further_signal or self.backlog.get(key)
-                        or self.ipi_irr.get(key))
+            return bool(
+                sdb.per_vmpl_events
+                or sdb.no_further_signal
+                or self.backlog.get(key)
+                or self.ipi_irr.get(key)
+            )
         if mode == im.RESTRICTED:
             db = self.doorbells.get(key)
             return db is not None and bool(db.vector or db.no_further_signal)

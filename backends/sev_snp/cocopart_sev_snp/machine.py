@@ -96,8 +96,9 @@ class RootsProvider:
 
     def build_report(self, report_data: bytes, vmpl: int) -> bytes:
         """The AMD-SP's signed ATTESTATION_REPORT for ``vmpl`` (the one attestation hook)."""
-        return self.roots().build_report(report_data=report_data, vmpl=vmpl,
-                                         measurement=self.measurement)
+        return self.roots().build_report(
+            report_data=report_data, vmpl=vmpl, measurement=self.measurement
+        )
 
     def certificates(self) -> list[tuple[str, bytes]]:
         vcek, ask, ark = self.roots().certificates()
@@ -123,13 +124,19 @@ class SnpMachine(Machine):
     platform: SnpPlatform
     transport: SnpTransport
 
-    def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
-                 graph: LayerGraph, costs: CostTable, options: SnpOptions) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: PartitionConfig,
+        trace: Trace,
+        graph: LayerGraph,
+        costs: CostTable,
+        options: SnpOptions,
+    ) -> None:
         super().__init__(backend, config, trace, graph, costs)
         self.options = options
         self.workloads = config.workloads
-        self.vmpls: dict[str, int] = dict(zip(self.workloads, options.workload_vmpls,
-                                              strict=True))
+        self.vmpls: dict[str, int] = dict(zip(self.workloads, options.workload_vmpls, strict=True))
         self.call_protocol = options.call_protocol
         self.asid = GUEST_ASID
         self.rmp = Rmp(self.layout.total)
@@ -137,23 +144,33 @@ class SnpMachine(Machine):
         self.sev_features = {w: features for w in self.workloads}
         self.roots = RootsProvider(config.seed, options.product, config.vcpus)
         vmpcks = secrets.derive_vmpcks(config.seed)
-        self.secrets_page = secrets.build(vmpcks, caa=self.layout.caa(0, 0),
-                                          guest_vmpl=self.vmpls[self.workloads[0]])
+        self.secrets_page = secrets.build(
+            vmpcks, caa=self.layout.caa(0, 0), guest_vmpl=self.vmpls[self.workloads[0]]
+        )
         self.messengers = {L1: GuestMessenger(bytearray(self.secrets_page))}
         for i, w in enumerate(self.workloads):
             copy = secrets.copy_for_vmpl(self.secrets_page, self.vmpls[w], self.layout.caa(i, 0))
             self.messengers[w] = GuestMessenger(bytearray(copy))
-        self.host = Host(self.rmp, self.asid, self.memory, trace, config.vcpus,
-                         GuestRequestFirmware(vmpcks, self.roots.build_report),
-                         HostOptions(page_size_2m=options.host_page_size_2m,
-                                     psc_psmash=options.host_psc_psmash))
+        self.host = Host(
+            self.rmp,
+            self.asid,
+            self.memory,
+            trace,
+            config.vcpus,
+            GuestRequestFirmware(vmpcks, self.roots.build_report),
+            HostOptions(page_size_2m=options.host_page_size_2m, psc_psmash=options.host_psc_psmash),
+        )
         #: The C-bit of the guest's mappings (:mod:`.page_tables`).
         self.mappings = GuestMappings(self.layout.total)
         self.ghcb_pages: dict[tuple[str, int], g.GhcbPage] = {}
         self.ghcb_msr: dict[tuple[str, int], int] = {}
-        self.serve(SnpPlatform(self), lambda svc: SnpTransport(svc, self.memory, trace, self),
-                   lambda: SnpWorkloadHooks(self), level_of=self.vmpls.__getitem__,
-                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
+        self.serve(
+            SnpPlatform(self),
+            lambda svc: SnpTransport(svc, self.memory, trace, self),
+            lambda: SnpWorkloadHooks(self),
+            level_of=self.vmpls.__getitem__,
+            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
+        )
         #: Interrupt modes and delivery (issue 6): host, SVSM and guest sides.
         self.interrupts = SnpInterrupts(self)
         #: Serve runs of identical full PSC requests as one step (see :meth:`psc`).
@@ -175,11 +192,15 @@ class SnpMachine(Machine):
             v = self.vmpls[w]
             start, end = self.layout.layer_region(i)
             page = RmpEntry(assigned=True, validated=True, asid=self.asid).with_perm(
-                v, int(Access.RW))
+                v, int(Access.RW)
+            )
             self.rmp.set(start, end, page)
             ctx = self.layout.context(i, 0)
-            self.rmp.set(ctx, ctx + 4096, page.with_perm(v, int(self.platform.vmsa_perms))
-                         ._replace(vmsa=True))
+            self.rmp.set(
+                ctx,
+                ctx + 4096,
+                page.with_perm(v, int(self.platform.vmsa_perms))._replace(vmsa=True),
+            )
             self.memory.write(ctx, vm.build(v, self.sev_features[w]))
             self.host.add_vcpu(0, v, HostVcpu(ctx, w))
             self.register_vcpu(w, 0, ctx, self.layout.caa(i, 0))
@@ -218,8 +239,14 @@ class SnpMachine(Machine):
         return tpm
 
     # -- GHCB requests the guest side issues -----------------------------------------------
-    def psc(self, issuer: str, vcpu: int, runs: list[PageRun], op: int,
-            per_request: int = g.VMGEXIT_PSC_MAX_ENTRY) -> ArchError | None:
+    def psc(
+        self,
+        issuer: str,
+        vcpu: int,
+        runs: list[PageRun],
+        op: int,
+        per_request: int = g.VMGEXIT_PSC_MAX_ENTRY,
+    ) -> ArchError | None:
         """Page State Change through ``issuer``'s GHCB, at most ``per_request`` entries per
         request, re-issued while the host returns early (sev-snp.md §5.5). None on success.
 
@@ -232,14 +259,18 @@ class SnpMachine(Machine):
             head = queue[0]
             k = head.count // per_request
             big = head.page_bytes == PAGE_2M
-            if self.fast_forward and k >= 2 and self.host.psc_bulk(
-                    issuer, page, head.gpa, big, per_request, k, op):
+            if (
+                self.fast_forward
+                and k >= 2
+                and self.host.psc_bulk(issuer, page, head.gpa, big, per_request, k, op)
+            ):
                 used = k * per_request
                 if used == head.count:
                     queue.pop(0)
                 else:
-                    queue[0] = PageRun(head.gpa + used * head.page_bytes, head.page_bytes,
-                                       head.count - used)
+                    queue[0] = PageRun(
+                        head.gpa + used * head.page_bytes, head.page_bytes, head.count - used
+                    )
                 continue
             group, room = [], per_request
             while queue and room:
@@ -258,11 +289,11 @@ class SnpMachine(Machine):
             self.mappings.page_state_changed(r.gpa, r.gpa + r.count * r.page_bytes, op)
         return None
 
-    def _psc_request(self, issuer: str, page: g.GhcbPage, group: list[PageRun], op: int
-                     ) -> ArchError | None:
+    def _psc_request(
+        self, issuer: str, page: g.GhcbPage, group: list[PageRun], op: int
+    ) -> ArchError | None:
         """One PSC descriptor, re-issued until the host has served every entry."""
-        entries = b"".join(g.pack_run(r.gpa, r.page_bytes == PAGE_2M, r.count, op)
-                           for r in group)
+        entries = b"".join(g.pack_run(r.gpa, r.page_bytes == PAGE_2M, r.count, op) for r in group)
         page.write_shared(g.psc_encode(entries))
         n = len(entries) // g.PSC_ENTRY_SIZE
         prev = 0
@@ -271,26 +302,35 @@ class SnpMachine(Machine):
             self.host.exit(issuer, page)
             cur, end, rsvd = g.psc_header(page.shared(g.PSC_HEADER.size))
             if page.failed() or page.info2:
-                return ArchError(vendor="amd", mnemonic="VMGEXIT(PSC)",
-                                 code=page.info2 or page.info1,
-                                 message=f"the host failed page state change entry {cur} "
-                                 f"of {n} (EXITINFO2 {page.info2:#x}).")
+                return ArchError(
+                    vendor="amd",
+                    mnemonic="VMGEXIT(PSC)",
+                    code=page.info2 or page.info1,
+                    message=f"the host failed page state change entry {cur} "
+                    f"of {n} (EXITINFO2 {page.info2:#x}).",
+                )
             if rsvd or end != n - 1 or cur <= prev:
-                return ArchError(vendor="amd", mnemonic="VMGEXIT(PSC)", code=0,
-                                 message="the host's PSC header went wrong (reserved bits, a "
-                                 "changed end, or no progress): the guest stops.")
+                return ArchError(
+                    vendor="amd",
+                    mnemonic="VMGEXIT(PSC)",
+                    code=0,
+                    message="the host's PSC header went wrong (reserved bits, a "
+                    "changed end, or no progress): the guest stops.",
+                )
             if cur > end:
                 return None
             prev = cur
 
-    def guest_report(self, layer: str, report_data: bytes, *, vmpl: int | None = None,
-                     vmpck: int | None = None) -> GuestReport:
+    def guest_report(
+        self, layer: str, report_data: bytes, *, vmpl: int | None = None, vmpck: int | None = None
+    ) -> GuestReport:
         """MSG_REPORT_REQ through ``layer``'s GHCB (VMGEXIT GUEST_REQUEST) with its own VMPCK
         unless ``vmpck`` says otherwise; the report's VMPL defaults to the layer's."""
         own = self.vmpl_of(layer)
         key = own if vmpck is None else vmpck
-        req = ReportRequest(user_data=report_data.ljust(64, b"\0")[:64],
-                            vmpl=own if vmpl is None else vmpl)
+        req = ReportRequest(
+            user_data=report_data.ljust(64, b"\0")[:64], vmpl=own if vmpl is None else vmpl
+        )
         messenger = self.messengers[layer]
         try:
             seqno, request = messenger.prepare(key, MsgType.REPORT_REQ, req.encode())
@@ -307,22 +347,34 @@ class SnpMachine(Machine):
             if vmm_err != g.VmmError.BUSY:
                 break
         if vmm_err == g.VmmError.BUSY:  # never reached the AMD-SP: the key stays usable
-            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", code=int(ResultCode.BUSY),
-                               message="the hypervisor answered BUSY (AMD-SP throttling).")
+            return GuestReport(
+                None,
+                mnemonic="SNP_GUEST_REQUEST",
+                code=int(ResultCode.BUSY),
+                message="the hypervisor answered BUSY (AMD-SP throttling).",
+            )
         if page.failed() or vmm_err or fw_err:
             messenger.wipe(key)
-            return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", code=fw_err or vmm_err,
-                               message=f"the AMD-SP refused the request (firmware status "
-                               f"{fw_err:#x}, hypervisor error {vmm_err}); VMPCK{key} wiped.")
+            return GuestReport(
+                None,
+                mnemonic="SNP_GUEST_REQUEST",
+                code=fw_err or vmm_err,
+                message=f"the AMD-SP refused the request (firmware status "
+                f"{fw_err:#x}, hypervisor error {vmm_err}); VMPCK{key} wiped.",
+            )
         try:
             payload = messenger.complete(key, seqno, MsgType.REPORT_REQ, box.response)
         except GuestMessageError as err:
             return GuestReport(None, mnemonic="SNP_GUEST_REQUEST", message=f"{err}.")
         rsp = ReportResponse.decode(payload)
         if rsp.status:
-            return GuestReport(None, mnemonic="MSG_REPORT_RSP", code=rsp.status,
-                               message=f"MSG_REPORT_RSP status {rsp.status:#x}: a report for "
-                               f"VMPL{req.vmpl} requested with VMPCK{key} was refused.")
+            return GuestReport(
+                None,
+                mnemonic="MSG_REPORT_RSP",
+                code=rsp.status,
+                message=f"MSG_REPORT_RSP status {rsp.status:#x}: a report for "
+                f"VMPL{req.vmpl} requested with VMPCK{key} was refused.",
+            )
         certs = self.roots.certificates()
         return GuestReport(rsp.report, [c for _n, c in certs], cert_table.build(certs))
 
@@ -331,14 +383,24 @@ class SnpMachine(Machine):
         from cocopart_sev_snp import instructions as ins
 
         vmpl = self.vmpl_of(layer)
-        probe_page = self.layout.caa(self.workloads.index(layer), 0) if layer in self.vmpls \
+        probe_page = (
+            self.layout.caa(self.workloads.index(layer), 0)
+            if layer in self.vmpls
             else self.layout.caa(0, 0)
+        )
 
         def probe() -> int:
-            r = ins.rmpadjust(self.rmp, asid=self.asid, vmpl=vmpl, gpa=probe_page,
-                              page_2m=False, count=1, target_vmpl=1, perms=0)
-            self.trace.record(layer, "RMPADJUST", "VMPL1", ins.RmpRc(r.rc).name if r.rc
-                              else "ok")
+            r = ins.rmpadjust(
+                self.rmp,
+                asid=self.asid,
+                vmpl=vmpl,
+                gpa=probe_page,
+                page_2m=False,
+                count=1,
+                target_vmpl=1,
+                perms=0,
+            )
+            self.trace.record(layer, "RMPADJUST", "VMPL1", ins.RmpRc(r.rc).name if r.rc else "ok")
             return r.rc
 
         msr = self.host.msr_exit(layer, g.MsrInfo.HV_FEATURES_REQ)
@@ -349,8 +411,9 @@ class SnpMachine(Machine):
         return found
 
     # -- Machine ---------------------------------------------------------------------------
-    def access(self, layer: str, gpa: int, access: Access, *, c_bit: bool | None = None
-               ) -> AccessOutcome:
+    def access(
+        self, layer: str, gpa: int, access: Access, *, c_bit: bool | None = None
+    ) -> AccessOutcome:
         """The CPU's check of one access. A guest layer's access carries the C-bit of its
         mapping (``c_bit``; by default the guest's page tables, :mod:`.page_tables`) and takes
         the one path of :func:`.npf.guest_access` (faults the host resolves are retried)."""
@@ -372,20 +435,35 @@ class SnpMachine(Machine):
         vmpls = tuple(self.vmpls.items())
 
         def state(v: RmpEntry) -> RunState:
-            return (v.assigned, v.validated, tuple((w, Access(v.perm(n)).short())
-                                                   for w, n in vmpls if v.perm(n)), v.vmsa)
+            return (
+                v.assigned,
+                v.validated,
+                tuple((w, Access(v.perm(n)).short()) for w, n in vmpls if v.perm(n)),
+                v.vmsa,
+            )
 
         return build_view(self.rmp.runs(start, end), state)
 
     def vcpus(self) -> list[VcpuView]:
         out = []
-        for ctx, rec in sorted(self.service.state.contexts.items(),
-                               key=lambda kv: (kv[1].layer, kv[1].vcpu)):
+        for ctx, rec in sorted(
+            self.service.state.contexts.items(), key=lambda kv: (kv[1].layer, kv[1].vcpu)
+        ):
             host = self.host.contexts.get((rec.apic_id, self.vmpls[rec.layer]))
-            state = "running" if host is not None and host.state == "running" \
-                and host.vmsa_gpa == ctx else "stopped"
-            out.append(VcpuView(layer=rec.layer, vcpu=rec.vcpu, state=state, context_gpa=ctx,
-                                apic_id=rec.apic_id))
+            state = (
+                "running"
+                if host is not None and host.state == "running" and host.vmsa_gpa == ctx
+                else "stopped"
+            )
+            out.append(
+                VcpuView(
+                    layer=rec.layer,
+                    vcpu=rec.vcpu,
+                    state=state,
+                    context_gpa=ctx,
+                    apic_id=rec.apic_id,
+                )
+            )
         return out
 
     def rmp_entry(self, gpa: int) -> RmpEntry:
@@ -405,8 +483,9 @@ class SnpMachine(Machine):
 
         return HOST_FAULT_POLICIES
 
-    def host_fault_scenario(self, scenario: HostFaultScenario, setup: ScenarioSetup
-                            ) -> FaultOutcome:
+    def host_fault_scenario(
+        self, scenario: HostFaultScenario, setup: ScenarioSetup
+    ) -> FaultOutcome:
         from cocopart_sev_snp.host_scenarios import run
 
         return run(self, scenario, setup)

@@ -91,16 +91,22 @@ def cpu_signature(family: int, model: int, stepping: int) -> int:
     """CPUID Fn0000_0001_EAX for a family/model/stepping (AMD CPUID spec 25481): extended
     family above 0xF, extended model in bits 19:16."""
     base_family, ext_family = (0xF, family - 0xF) if family > 0xF else (family, 0)
-    return (((ext_family & 0xFF) << 20) | ((model >> 4 & 0xF) << 16) | (base_family << 8)
-            | ((model & 0xF) << 4) | (stepping & 0xF))
+    return (
+        ((ext_family & 0xFF) << 20)
+        | ((model >> 4 & 0xF) << 16)
+        | (base_family << 8)
+        | ((model & 0xF) << 4)
+        | (stepping & 0xF)
+    )
 
 
 #: QEMU CPU model names -> (family, model, stepping), as sev-snp-measure knows them.
 VCPU_TYPES: dict[str, tuple[int, int, int]] = {
-    **{name: (23, 1, 2) for name in ("EPYC", "EPYC-v1", "EPYC-v2", "EPYC-IBPB", "EPYC-v3",
-                                     "EPYC-v4")},
-    **{name: (23, 49, 0) for name in ("EPYC-Rome", "EPYC-Rome-v1", "EPYC-Rome-v2",
-                                      "EPYC-Rome-v3")},
+    **{
+        name: (23, 1, 2)
+        for name in ("EPYC", "EPYC-v1", "EPYC-v2", "EPYC-IBPB", "EPYC-v3", "EPYC-v4")
+    },
+    **{name: (23, 49, 0) for name in ("EPYC-Rome", "EPYC-Rome-v1", "EPYC-Rome-v2", "EPYC-Rome-v3")},
     **{name: (25, 1, 1) for name in ("EPYC-Milan", "EPYC-Milan-v1", "EPYC-Milan-v2")},
     **{name: (25, 17, 0) for name in ("EPYC-Genoa", "EPYC-Genoa-v1")},
     "EPYC-Turin": (26, 0, 0),
@@ -112,11 +118,13 @@ def vcpu_signature(vcpu_type: str) -> int:
     try:
         return cpu_signature(*VCPU_TYPES[vcpu_type])
     except KeyError:
-        raise ConfigError(f"unknown vCPU type {vcpu_type!r} (known: {', '.join(VCPU_TYPES)})",
-                          field="vcpu_type") from None
+        raise ConfigError(
+            f"unknown vCPU type {vcpu_type!r} (known: {', '.join(VCPU_TYPES)})", field="vcpu_type"
+        ) from None
 
 
 # --- the running digest -------------------------------------------------------------------
+
 
 @dataclass
 class LaunchDigest:
@@ -136,8 +144,9 @@ class LaunchDigest:
         if len(data) % PAGE_SIZE:
             raise ConfigError(f"measured data is {len(data)} bytes, not a multiple of 4 KiB")
         for off in range(0, len(data), PAGE_SIZE):
-            self.update(PageType.NORMAL, gpa + off,
-                        hashlib.sha384(data[off:off + PAGE_SIZE]).digest())
+            self.update(
+                PageType.NORMAL, gpa + off, hashlib.sha384(data[off : off + PAGE_SIZE]).digest()
+            )
 
     def add_empty(self, page_type: PageType, gpa: int, length: int) -> None:
         """Pages without contents (ZERO, UNMEASURED, SECRETS, CPUID) over ``length`` bytes."""
@@ -154,6 +163,7 @@ class LaunchDigest:
 
 
 # --- firmware images ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MetadataSection:
@@ -180,8 +190,7 @@ class FirmwareImage:
         if not data or len(data) % PAGE_SIZE:
             raise ConfigError(f"firmware image is {len(data)} bytes, not whole 4 KiB pages")
         table = _footer_table(data)
-        return cls(data=data, gpa=end - len(data), table=table,
-                   sections=_sev_metadata(data, table))
+        return cls(data=data, gpa=end - len(data), table=table, sections=_sev_metadata(data, table))
 
     def entry_u32(self, guid: uuid.UUID) -> int | None:
         """The first u32 of a footer-table entry (None when the entry is absent)."""
@@ -215,14 +224,14 @@ def _footer_table(data: bytes) -> dict[uuid.UUID, bytes]:
     size, guid = _FOOTER_ENTRY.unpack_from(data, footer_at)
     if uuid.UUID(bytes_le=guid) != OVMF_TABLE_FOOTER_GUID or size < _FOOTER_ENTRY.size:
         return {}
-    table = data[max(0, footer_at - (size - _FOOTER_ENTRY.size)):footer_at]
+    table = data[max(0, footer_at - (size - _FOOTER_ENTRY.size)) : footer_at]
     entries: dict[uuid.UUID, bytes] = {}
     while len(table) >= _FOOTER_ENTRY.size:
         size, guid = _FOOTER_ENTRY.unpack_from(table, len(table) - _FOOTER_ENTRY.size)
         if size < _FOOTER_ENTRY.size or size > len(table):
             raise ConfigError("firmware footer table has an entry of invalid size")
-        entries[uuid.UUID(bytes_le=guid)] = table[len(table) - size:-_FOOTER_ENTRY.size]
-        table = table[:len(table) - size]
+        entries[uuid.UUID(bytes_le=guid)] = table[len(table) - size : -_FOOTER_ENTRY.size]
+        table = table[: len(table) - size]
     return entries
 
 
@@ -235,12 +244,14 @@ def _sev_metadata(data: bytes, table: dict[uuid.UUID, bytes]) -> tuple[MetadataS
         raise ConfigError("SEV metadata offset points outside the firmware image")
     magic, _size, version, count = _METADATA_HEADER.unpack_from(data, start)
     if magic != b"ASEV" or version != 1:
-        raise ConfigError(f"SEV metadata has signature {magic!r} version {version}, "
-                          "expected 'ASEV' version 1")
+        raise ConfigError(
+            f"SEV metadata has signature {magic!r} version {version}, expected 'ASEV' version 1"
+        )
     out = []
     for i in range(count):
         gpa, size, kind = _METADATA_ITEM.unpack_from(
-            data, start + _METADATA_HEADER.size + i * _METADATA_ITEM.size)
+            data, start + _METADATA_HEADER.size + i * _METADATA_ITEM.size
+        )
         try:
             out.append(MetadataSection(gpa, size, SectionType(kind)))
         except ValueError:
@@ -250,15 +261,20 @@ def _sev_metadata(data: bytes, table: dict[uuid.UUID, bytes]) -> tuple[MetadataS
 
 # --- kernel hashes (QEMU's SEV hash table) ------------------------------------------------
 
+
 def kernel_hashes_table(kernel: bytes, initrd: bytes = b"", cmdline: str = "") -> bytes:
     """QEMU's padded SEV hash table: header {GUID, u16 length} then the cmdline, initrd and
     kernel entries {GUID, u16 length, SHA-256}, padded to 16 bytes. The command line is
     hashed with its NUL terminator."""
     entry = struct.Struct("<16sH32s")
-    entries = b"".join(entry.pack(g.bytes_le, entry.size, hashlib.sha256(blob).digest())
-                       for g, blob in ((SEV_CMDLINE_ENTRY_GUID, cmdline.encode() + b"\0"),
-                                       (SEV_INITRD_ENTRY_GUID, initrd),
-                                       (SEV_KERNEL_ENTRY_GUID, kernel)))
+    entries = b"".join(
+        entry.pack(g.bytes_le, entry.size, hashlib.sha256(blob).digest())
+        for g, blob in (
+            (SEV_CMDLINE_ENTRY_GUID, cmdline.encode() + b"\0"),
+            (SEV_INITRD_ENTRY_GUID, initrd),
+            (SEV_KERNEL_ENTRY_GUID, kernel),
+        )
+    )
     length = 18 + len(entries)
     table = SEV_HASH_TABLE_HEADER_GUID.bytes_le + struct.pack("<H", length) + entries
     return table + bytes(-len(table) % 16)
@@ -267,11 +283,31 @@ def kernel_hashes_table(kernel: bytes, initrd: bytes = b"", cmdline: str = "") -
 # --- VMSA ---------------------------------------------------------------------------------
 # Offsets in the 4 KiB VMSA (sev-snp.md §5.6 from CS cpuarch/vmsa.rs for vmpl, EFER, RIP,
 # RDX, sev_features, xcr0; the others from the same layout, APM vol. 2 table B-4).
-_SEG = {"es": 0x00, "cs": 0x10, "ss": 0x20, "ds": 0x30, "fs": 0x40, "gs": 0x50,
-        "gdtr": 0x60, "ldtr": 0x70, "idtr": 0x80, "tr": 0x90}
-_U64 = {"efer": 0xD0, "cr4": 0x148, "cr0": 0x158, "dr7": 0x160, "dr6": 0x168,
-        "rflags": 0x170, "rip": 0x178, "g_pat": 0x268, "rdx": 0x310,
-        "sev_features": 0x3B0, "xcr0": 0x3E8}
+_SEG = {
+    "es": 0x00,
+    "cs": 0x10,
+    "ss": 0x20,
+    "ds": 0x30,
+    "fs": 0x40,
+    "gs": 0x50,
+    "gdtr": 0x60,
+    "ldtr": 0x70,
+    "idtr": 0x80,
+    "tr": 0x90,
+}
+_U64 = {
+    "efer": 0xD0,
+    "cr4": 0x148,
+    "cr0": 0x158,
+    "dr7": 0x160,
+    "dr6": 0x168,
+    "rflags": 0x170,
+    "rip": 0x178,
+    "g_pat": 0x268,
+    "rdx": 0x310,
+    "sev_features": 0x3B0,
+    "xcr0": 0x3E8,
+}
 _MXCSR, _X87_FCW = 0x408, 0x410
 _PAT_DEFAULT = 0x0007040600070406  # PAT MSR reset value (APM vol. 2 §A.3)
 
@@ -284,14 +320,14 @@ class Segment:
     base: int = 0
 
 
-def build_vmsa(segments: dict[str, Segment], regs: dict[str, int], mxcsr: int = 0,
-               x87_fcw: int = 0) -> bytes:
+def build_vmsa(
+    segments: dict[str, Segment], regs: dict[str, int], mxcsr: int = 0, x87_fcw: int = 0
+) -> bytes:
     """A VMSA page with the given segments (selector u16, attrib u16, limit u32, base u64)
     and 64-bit registers; everything else zero."""
     page = bytearray(PAGE_SIZE)
     for name, seg in segments.items():
-        struct.pack_into("<HHIQ", page, _SEG[name], seg.selector, seg.attrib, seg.limit,
-                         seg.base)
+        struct.pack_into("<HHIQ", page, _SEG[name], seg.selector, seg.attrib, seg.limit, seg.base)
     for name, value in regs.items():
         struct.pack_into("<Q", page, _U64[name], value)
     struct.pack_into("<I", page, _MXCSR, mxcsr)
@@ -304,8 +340,9 @@ def reset_vmsa(eip: int, sev_features: int, vcpu_sig: int, vmm_type: str = "qemu
     as sev-snp-measure models them: real-mode segments, EFER.SVME, CR4.MCE, RDX = CPU
     signature on QEMU and 0x600 on EC2/GCE, FPU defaults only on QEMU)."""
     if vmm_type not in VMM_TYPES:
-        raise ConfigError(f"unknown VMM type {vmm_type!r} (known: {', '.join(VMM_TYPES)})",
-                          field="vmm_type")
+        raise ConfigError(
+            f"unknown VMM type {vmm_type!r} (known: {', '.join(VMM_TYPES)})", field="vmm_type"
+        )
     cs_attr, ss_attr, tr_attr = 0x9B, 0x93, 0x8B
     rdx, mxcsr, fcw, g_pat = vcpu_sig, 0x1F80, 0x37F, _PAT_DEFAULT
     if vmm_type == "ec2":
@@ -314,13 +351,31 @@ def reset_vmsa(eip: int, sev_features: int, vcpu_sig: int, vmm_type: str = "qemu
     elif vmm_type == "gce":
         rdx, mxcsr, fcw, g_pat = 0x600, 0, 0, 0x00070106
     data = Segment(0, 0x93, 0xFFFF)
-    segments = {"es": data, "cs": Segment(0xF000, cs_attr, 0xFFFF, eip & 0xFFFF0000),
-                "ss": Segment(0, ss_attr, 0xFFFF), "ds": data, "fs": data, "gs": data,
-                "gdtr": Segment(0, 0, 0xFFFF), "idtr": Segment(0, 0, 0xFFFF),
-                "ldtr": Segment(0, 0x82, 0xFFFF), "tr": Segment(0, tr_attr, 0xFFFF)}
-    regs = {"efer": 0x1000, "cr4": 0x40, "cr0": 0x10, "dr7": 0x400, "dr6": 0xFFFF0FF0,
-            "rflags": 0x2, "rip": eip & 0xFFFF, "g_pat": g_pat, "rdx": rdx,
-            "sev_features": sev_features, "xcr0": 0x1}
+    segments = {
+        "es": data,
+        "cs": Segment(0xF000, cs_attr, 0xFFFF, eip & 0xFFFF0000),
+        "ss": Segment(0, ss_attr, 0xFFFF),
+        "ds": data,
+        "fs": data,
+        "gs": data,
+        "gdtr": Segment(0, 0, 0xFFFF),
+        "idtr": Segment(0, 0, 0xFFFF),
+        "ldtr": Segment(0, 0x82, 0xFFFF),
+        "tr": Segment(0, tr_attr, 0xFFFF),
+    }
+    regs = {
+        "efer": 0x1000,
+        "cr4": 0x40,
+        "cr0": 0x10,
+        "dr7": 0x400,
+        "dr6": 0xFFFF0FF0,
+        "rflags": 0x2,
+        "rip": eip & 0xFFFF,
+        "g_pat": g_pat,
+        "rdx": rdx,
+        "sev_features": sev_features,
+        "xcr0": 0x1,
+    }
     return build_vmsa(segments, regs, mxcsr=mxcsr, x87_fcw=fcw)
 
 
@@ -329,18 +384,37 @@ def svsm_vmsa(eip: int, vcpu_sig: int, sev_features: int = 0x1) -> bytes:
     (flat 4 GiB code/data segments, CR0.PE), as sev-snp-measure ``snp:svsm`` models it.
     Like that tool, the x87 control word is left 0 (its SVSM VMSA does not set it)."""
     flat = Segment(16, 0xC93, 0xFFFFFFFF)
-    segments = {"es": flat, "cs": Segment(8, 0xC9B, 0xFFFFFFFF), "ss": flat, "ds": flat,
-                "fs": flat, "gs": Segment(0, 0x93, 0xFFFF), "gdtr": Segment(0, 0, 0xFFFF),
-                "idtr": Segment(0, 0, 0xFFFF), "ldtr": Segment(0, 0x82, 0xFFFF),
-                "tr": Segment(0, 0x8B, 0xFFFF)}
-    regs = {"efer": 0x1000, "cr4": 0x40, "cr0": 0x11, "dr7": 0x400, "dr6": 0xFFFF0FF0,
-            "rflags": 0x2, "rip": eip, "g_pat": _PAT_DEFAULT, "rdx": vcpu_sig,
-            "sev_features": sev_features, "xcr0": 0x1}
+    segments = {
+        "es": flat,
+        "cs": Segment(8, 0xC9B, 0xFFFFFFFF),
+        "ss": flat,
+        "ds": flat,
+        "fs": flat,
+        "gs": Segment(0, 0x93, 0xFFFF),
+        "gdtr": Segment(0, 0, 0xFFFF),
+        "idtr": Segment(0, 0, 0xFFFF),
+        "ldtr": Segment(0, 0x82, 0xFFFF),
+        "tr": Segment(0, 0x8B, 0xFFFF),
+    }
+    regs = {
+        "efer": 0x1000,
+        "cr4": 0x40,
+        "cr0": 0x11,
+        "dr7": 0x400,
+        "dr6": 0xFFFF0FF0,
+        "rflags": 0x2,
+        "rip": eip,
+        "g_pat": _PAT_DEFAULT,
+        "rdx": vcpu_sig,
+        "sev_features": sev_features,
+        "xcr0": 0x1,
+    }
     return build_vmsa(segments, regs, mxcsr=0x1F80, x87_fcw=0)
 
 
-def _vcpu_vmsas(fw: FirmwareImage, vcpus: int, sev_features: int, vcpu_sig: int,
-                vmm_type: str) -> list[bytes]:
+def _vcpu_vmsas(
+    fw: FirmwareImage, vcpus: int, sev_features: int, vcpu_sig: int, vmm_type: str
+) -> list[bytes]:
     if vcpus < 1:
         raise ConfigError("at least one vCPU is needed", field="vcpus")
     pages = [reset_vmsa(BSP_EIP, sev_features, vcpu_sig, vmm_type)]
@@ -355,12 +429,15 @@ def _vcpu_vmsas(fw: FirmwareImage, vcpus: int, sev_features: int, vcpu_sig: int,
 
 # --- launch digests -----------------------------------------------------------------------
 
-def _metadata_pages(ld: LaunchDigest, fw: FirmwareImage, hashes_page: bytes | None,
-                    vmm_type: str) -> None:
+
+def _metadata_pages(
+    ld: LaunchDigest, fw: FirmwareImage, hashes_page: bytes | None, vmm_type: str
+) -> None:
     for sec in fw.sections:
         if sec.type == SectionType.SNP_SEC_MEM:
-            ld.add_empty(PageType.UNMEASURED if vmm_type == "gce" else PageType.ZERO,
-                         sec.gpa, sec.size)
+            ld.add_empty(
+                PageType.UNMEASURED if vmm_type == "gce" else PageType.ZERO, sec.gpa, sec.size
+            )
         elif sec.type == SectionType.SNP_SECRETS:
             ld.update(PageType.SECRETS, sec.gpa)
         elif sec.type == SectionType.CPUID:
@@ -390,10 +467,18 @@ def ovmf_hash(ovmf: bytes | Path) -> bytes:
     return ld.value
 
 
-def snp_launch_digest(ovmf: bytes | Path, vcpus: int, vcpu_sig: int, *,
-                      guest_features: int = 0x1, vmm_type: str = "qemu",
-                      kernel: bytes | None = None, initrd: bytes | None = None,
-                      cmdline: str | None = None, ovmf_digest: bytes | None = None) -> bytes:
+def snp_launch_digest(
+    ovmf: bytes | Path,
+    vcpus: int,
+    vcpu_sig: int,
+    *,
+    guest_features: int = 0x1,
+    vmm_type: str = "qemu",
+    kernel: bytes | None = None,
+    initrd: bytes | None = None,
+    cmdline: str | None = None,
+    ovmf_digest: bytes | None = None,
+) -> bytes:
     """MEASUREMENT of an SNP guest booting OVMF (optionally a kernel measured by OVMF).
 
     ``guest_features`` is the VMSA SEV_FEATURES (bit 0 SNPActive, sev-snp.md §5.6);
@@ -412,8 +497,9 @@ def snp_launch_digest(ovmf: bytes | Path, vcpus: int, vcpu_sig: int, *,
     hashes_page = None
     if kernel is not None:
         if not fw.has_section(SectionType.SNP_KERNEL_HASHES):
-            raise ConfigError("a kernel was given but the OVMF metadata has no "
-                              "SNP_KERNEL_HASHES section")
+            raise ConfigError(
+                "a kernel was given but the OVMF metadata has no SNP_KERNEL_HASHES section"
+            )
         table = kernel_hashes_table(kernel, initrd or b"", cmdline or "")
         offset = (fw.hashes_table_gpa or 0) & (PAGE_SIZE - 1)
         hashes_page = bytes(offset) + table + bytes(PAGE_SIZE - offset - len(table))
@@ -423,8 +509,9 @@ def snp_launch_digest(ovmf: bytes | Path, vcpus: int, vcpu_sig: int, *,
     return ld.value
 
 
-def snp_svsm_launch_digest(ovmf: bytes | Path, svsm: bytes | Path, vcpus: int, vcpu_sig: int,
-                           ovmf_vars_size: int) -> bytes:
+def snp_svsm_launch_digest(
+    ovmf: bytes | Path, svsm: bytes | Path, vcpus: int, vcpu_sig: int, ovmf_vars_size: int
+) -> bytes:
     """MEASUREMENT of an SNP guest with a COCONUT-SVSM image below OVMF (QEMU).
 
     The SVSM image is mapped to end at ``4 GiB - len(OVMF) - ovmf_vars_size``; its SVSM_INFO
@@ -447,9 +534,16 @@ def snp_svsm_launch_digest(ovmf: bytes | Path, svsm: bytes | Path, vcpus: int, v
     return ld.value
 
 
-def seves_launch_digest(ovmf: bytes | Path, vcpus: int, vcpu_sig: int, *,
-                        vmm_type: str = "qemu", kernel: bytes | None = None,
-                        initrd: bytes | None = None, cmdline: str | None = None) -> bytes:
+def seves_launch_digest(
+    ovmf: bytes | Path,
+    vcpus: int,
+    vcpu_sig: int,
+    *,
+    vmm_type: str = "qemu",
+    kernel: bytes | None = None,
+    initrd: bytes | None = None,
+    cmdline: str | None = None,
+) -> bytes:
     """SEV-ES launch digest (SHA-256 of OVMF, the hash table, the VMSAs with SEV_FEATURES 0)."""
     fw = FirmwareImage.load(ovmf)
     h = hashlib.sha256(fw.data)
@@ -460,8 +554,13 @@ def seves_launch_digest(ovmf: bytes | Path, vcpus: int, vcpu_sig: int, *,
     return h.digest()
 
 
-def sev_launch_digest(ovmf: bytes | Path, *, kernel: bytes | None = None,
-                      initrd: bytes | None = None, cmdline: str | None = None) -> bytes:
+def sev_launch_digest(
+    ovmf: bytes | Path,
+    *,
+    kernel: bytes | None = None,
+    initrd: bytes | None = None,
+    cmdline: str | None = None,
+) -> bytes:
     """Plain SEV launch digest (SHA-256 of OVMF and the kernel hash table)."""
     fw = FirmwareImage.load(ovmf)
     h = hashlib.sha256(fw.data)
@@ -470,8 +569,9 @@ def sev_launch_digest(ovmf: bytes | Path, *, kernel: bytes | None = None,
     return h.digest()
 
 
-def _sev_table(fw: FirmwareImage, kernel: bytes, initrd: bytes | None,
-               cmdline: str | None) -> bytes:
+def _sev_table(
+    fw: FirmwareImage, kernel: bytes, initrd: bytes | None, cmdline: str | None
+) -> bytes:
     if not fw.hashes_table_gpa:
         raise ConfigError("a kernel was given but OVMF has no SEV hash table")
     return kernel_hashes_table(kernel, initrd or b"", cmdline or "")
@@ -494,7 +594,7 @@ def simulated_svsm_image(seed: str) -> bytes:
     while len(out) < SIM_SVSM_PAGES * PAGE_SIZE:
         out += hashlib.sha512(f"cocopart-svsm-image:{seed}:{counter}".encode()).digest()
         counter += 1
-    return bytes(out[:SIM_SVSM_PAGES * PAGE_SIZE])
+    return bytes(out[: SIM_SVSM_PAGES * PAGE_SIZE])
 
 
 def simulated_launch_digest(seed: str, vcpus: int, vcpu_sig: int) -> bytes:

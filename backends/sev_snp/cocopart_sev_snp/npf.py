@@ -99,8 +99,9 @@ def _same_2m_regions(m: SnpMachine, region: int, end: int) -> int:
     return 1
 
 
-def execute(m: SnpMachine, layer: str, run: Execute, gpa: int, page_bytes: int, count: int
-            ) -> ins.InstrResult:
+def execute(
+    m: SnpMachine, layer: str, run: Execute, gpa: int, page_bytes: int, count: int
+) -> ins.InstrResult:
     """Execute an RMP instruction over ``count`` pages as ``layer``'s CPU does: each
     #NPF(SIZEM) exits to the host; when the host resolved it the instruction is executed
     again from the faulting page (:data:`RULE_SIZEM_NPF_PSMASH_RETRY`). The result covers
@@ -122,18 +123,22 @@ def execute(m: SnpMachine, layer: str, run: Execute, gpa: int, page_bytes: int, 
         entry = m.rmp.get(region)
         # The retry went through the whole previous region and faults on the next one, whose
         # entry is what the previous one was: the rest of that run goes the same way.
-        regions = _same_2m_regions(m, region, gpa + count * page_bytes) \
-            if last_region is not None and region == last_region + PAGE_2M \
-            and entry == last_entry else 1
-        if not m.host.nested_page_fault(layer, fault_at, PFERR_GUEST_RMP | PFERR_GUEST_SIZEM,
-                                        regions=regions):
+        regions = (
+            _same_2m_regions(m, region, gpa + count * page_bytes)
+            if last_region is not None and region == last_region + PAGE_2M and entry == last_entry
+            else 1
+        )
+        if not m.host.nested_page_fault(
+            layer, fault_at, PFERR_GUEST_RMP | PFERR_GUEST_SIZEM, regions=regions
+        ):
             return r._replace(done=done, changed=tuple(changed), unchanged=unchanged)
         last_region, last_entry = region + (regions - 1) * PAGE_2M, entry
         at, left = fault_at, left - r.done
 
 
-def guest_access(m: SnpMachine, layer: str, gpa: int, access: Access, c_bit: bool
-                 ) -> tuple[AccessOutcome, list[FaultStep]]:
+def guest_access(
+    m: SnpMachine, layer: str, gpa: int, access: Access, c_bit: bool
+) -> tuple[AccessOutcome, list[FaultStep]]:
     """``layer`` (a guest VMPL) touches ``gpa`` with ``access`` through a mapping with the
     given C-bit (:data:`RULE_C_BIT_SELECTS_THE_CHECK`). A fault the host resolves is followed
     by the retried access. Returns the outcome and the steps, for narratives."""
@@ -144,42 +149,78 @@ def guest_access(m: SnpMachine, layer: str, gpa: int, access: Access, c_bit: boo
         e = m.rmp.get(page)
         if not c_bit:
             if not e.assigned:
-                steps.append(FaultStep(actor=layer, action=f"access {gpa:#x} with C=0",
-                                       result="ok (shared page)"))
+                steps.append(
+                    FaultStep(
+                        actor=layer, action=f"access {gpa:#x} with C=0", result="ok (shared page)"
+                    )
+                )
                 return AccessOutcome(ok=True), steps
-            return _to_host(m, layer, page, PFERR_GUEST_RMP, steps,
-                            "#NPF: a C=0 access to a page the RMP assigns to the guest")
+            return _to_host(
+                m,
+                layer,
+                page,
+                PFERR_GUEST_RMP,
+                steps,
+                "#NPF: a C=0 access to a page the RMP assigns to the guest",
+            )
         if not e.assigned:
-            if _to_host(m, layer, page, PFERR_GUEST_RMP | PFERR_GUEST_ENC, steps,
-                        "#NPF: the RMP does not assign the page to the guest")[0].ok:
+            if _to_host(
+                m,
+                layer,
+                page,
+                PFERR_GUEST_RMP | PFERR_GUEST_ENC,
+                steps,
+                "#NPF: the RMP does not assign the page to the guest",
+            )[0].ok:
                 continue  # the host assigned it back: the access is retried
             break
         if not e.owned_by(m.asid):
-            return _to_host(m, layer, page, PFERR_GUEST_RMP | PFERR_GUEST_ENC, steps,
-                            "#NPF: the page is not this guest's")
+            return _to_host(
+                m,
+                layer,
+                page,
+                PFERR_GUEST_RMP | PFERR_GUEST_ENC,
+                steps,
+                "#NPF: the page is not this guest's",
+            )
         if not e.validated:  # RULE_VALIDATED_CHECK_FIRST
             fault = f"#VC {VC_PAGE_NOT_VALIDATED:#x}"
-            steps.append(FaultStep(actor=layer, action=f"access {gpa:#x} with C=1",
-                                   result=f"{fault}: the page is not validated"))
+            steps.append(
+                FaultStep(
+                    actor=layer,
+                    action=f"access {gpa:#x} with C=1",
+                    result=f"{fault}: the page is not validated",
+                )
+            )
             return AccessOutcome(ok=False, fault=fault, handled_by=layer), steps
         if int(access) & ~e.perm(vmpl):
-            return _to_host(m, layer, page, PFERR_GUEST_RMP | PFERR_GUEST_ENC
-                            | PFERR_GUEST_VMPL, steps,
-                            f"#NPF: VMPL{vmpl} lacks {Access(int(access)).short()}")
+            return _to_host(
+                m,
+                layer,
+                page,
+                PFERR_GUEST_RMP | PFERR_GUEST_ENC | PFERR_GUEST_VMPL,
+                steps,
+                f"#NPF: VMPL{vmpl} lacks {Access(int(access)).short()}",
+            )
         steps.append(FaultStep(actor=layer, action=f"access {gpa:#x} with C=1", result="ok"))
         return AccessOutcome(ok=True), steps
     return AccessOutcome(ok=False, fault="#NPF", handled_by="host"), steps
 
 
-def _to_host(m: SnpMachine, layer: str, page: int, error_code: int, steps: list[FaultStep],
-             why: str) -> tuple[AccessOutcome, list[FaultStep]]:
+def _to_host(
+    m: SnpMachine, layer: str, page: int, error_code: int, steps: list[FaultStep], why: str
+) -> tuple[AccessOutcome, list[FaultStep]]:
     """Exit to the host with ``error_code``; ok=True in the outcome when the host resolved the
     fault (the caller retries the access), else the fault the access ends with."""
     steps.append(FaultStep(actor=layer, action=f"access {page:#x}", result=why))
     resolved = m.host.nested_page_fault(layer, page, error_code)
-    steps.append(FaultStep(actor="host", action=f"#NPF error code {error_code:#x}",
-                           result="resolved: the guest retries" if resolved
-                           else "not resolved"))
+    steps.append(
+        FaultStep(
+            actor="host",
+            action=f"#NPF error code {error_code:#x}",
+            result="resolved: the guest retries" if resolved else "not resolved",
+        )
+    )
     if resolved:
         return AccessOutcome(ok=True), steps
     return AccessOutcome(ok=False, fault="#NPF", handled_by="host"), steps

@@ -44,14 +44,23 @@ HCL_REPORT_TYPE = 2
 VMPL_FILES = ("devices/system/cpu/sev/vmpl", "hypervisor/sev/vmpl")
 
 SEV_GUEST = TsmProvider(
-    name="sev_guest", evidence_format="snp-report", inblob_min=64, inblob_max=64,
+    name="sev_guest",
+    evidence_format="snp-report",
+    inblob_min=64,
+    inblob_max=64,
     service_providers=frozenset({"svsm"}),
-    attributes=frozenset({"generation", "provider", "privlevel", "privlevel_floor", "inblob",
-                          "outblob", "auxblob"}),
-    service_attributes=frozenset({"service_provider", "service_guid",
-                                  "service_manifest_version", "manifestblob"}),
-    floor_is_level=True, privlevel_with_service=False, service_needs_level=True,
-    below_level_refused=True, has_cert_table=True)
+    attributes=frozenset(
+        {"generation", "provider", "privlevel", "privlevel_floor", "inblob", "outblob", "auxblob"}
+    ),
+    service_attributes=frozenset(
+        {"service_provider", "service_guid", "service_manifest_version", "manifestblob"}
+    ),
+    floor_is_level=True,
+    privlevel_with_service=False,
+    service_needs_level=True,
+    below_level_refused=True,
+    has_cert_table=True,
+)
 
 
 def _report_header(raw: bytes) -> tuple[int, int] | None:
@@ -80,8 +89,13 @@ class SevSnpPlatform(PlatformPlugin):
 
     def recognise(self, raw: bytes) -> Recognition | None:
         if hcl_report_type(raw) == HCL_REPORT_TYPE:
-            return Recognition(self.name, "azure-hcl-report", raw, BY_MAGIC,
-                               "Azure HCL report holding an SEV-SNP report")
+            return Recognition(
+                self.name,
+                "azure-hcl-report",
+                raw,
+                BY_MAGIC,
+                "Azure HCL report holding an SEV-SNP report",
+            )
         header = _report_header(raw)
         if header is None:
             return None
@@ -96,21 +110,29 @@ class SevSnpPlatform(PlatformPlugin):
                 detail += f" ({padding} bytes of zero padding after it dropped)"
             return Recognition(self.name, "snp-report", report, BY_MAGIC, detail)
         if not padding:
-            return Recognition(self.name, "snp-report", report, BY_SIZE,
-                               f"{REPORT_SIZE} bytes, the size of an SEV-SNP report (version "
-                               f"{version}, signature algorithm {algo})")
+            return Recognition(
+                self.name,
+                "snp-report",
+                report,
+                BY_SIZE,
+                f"{REPORT_SIZE} bytes, the size of an SEV-SNP report (version "
+                f"{version}, signature algorithm {algo})",
+            )
         return None
 
     def certificate_table(self, blob: bytes) -> list[CertificateEntry] | None:
         if not cert_table.looks_like_table(blob):
             return None
-        return [CertificateEntry(id=str(e.guid), name=e.name, data=e.data)
-                for e in cert_table.parse(blob)]
+        return [
+            CertificateEntry(id=str(e.guid), name=e.name, data=e.data)
+            for e in cert_table.parse(blob)
+        ]
 
     def leaf_first(self, entries: list[CertificateEntry]) -> list[bytes]:
         rank = cert_table.LEAF_FIRST
-        order = sorted(enumerate(entries),
-                       key=lambda item: (rank.get(item[1].name or "", len(rank)), item[0]))
+        order = sorted(
+            enumerate(entries), key=lambda item: (rank.get(item[1].name or "", len(rank)), item[0])
+        )
         return [entry.data for _, entry in order]
 
     # -- the guest ----------------------------------------------------------------------
@@ -119,13 +141,17 @@ class SevSnpPlatform(PlatformPlugin):
         flags = view.flags
         if flags is not None and "sev_snp" in flags:
             if not view.hypervisor:
-                view.notes.append("cpuinfo shows sev_snp without the hypervisor flag: this "
-                                  "looks like an SEV-SNP capable host, which is not a "
-                                  "confidential VM")
+                view.notes.append(
+                    "cpuinfo shows sev_snp without the hypervisor flag: this "
+                    "looks like an SEV-SNP capable host, which is not a "
+                    "confidential VM"
+                )
             else:
-                view.notes.append("cpuinfo shows sev_snp in a VM; on its own that is only a "
-                                  "CPUID bit the hypervisor passed through, not proof of an "
-                                  "SNP guest")
+                view.notes.append(
+                    "cpuinfo shows sev_snp in a VM; on its own that is only a "
+                    "CPUID bit the hypervisor passed through, not proof of an "
+                    "SNP guest"
+                )
         return [f"{path} exists (VMPL {value})" for path, value in self._vmpls(view)]
 
     def _vmpls(self, view: HostView) -> list[tuple[str, int]]:
@@ -140,21 +166,40 @@ class SevSnpPlatform(PlatformPlugin):
 
     def privilege_level(self, view: HostView, tsm_floor: int | None) -> PrivilegeLevel:
         found = self._vmpls(view)
-        notes = [f"{path} says VMPL {value} but {found[0][0]} says {found[0][1]}; using "
-                 f"{found[0][0]}" for path, value in found[1:] if value != found[0][1]]
+        notes = [
+            f"{path} says VMPL {value} but {found[0][0]} says {found[0][1]}; using {found[0][0]}"
+            for path, value in found[1:]
+            if value != found[0][1]
+        ]
         if not found:
             if tsm_floor is not None:
-                notes.append(f"configfs-tsm privlevel_floor is {tsm_floor}; it equals the "
-                             "VMPL unless the sev_guest vmpck_id parameter was changed")
-            return PrivilegeLevel(reason="this kernel does not expose the VMPL (sysfs "
-                                  "sev/vmpl appeared in 2024)", notes=notes)
+                notes.append(
+                    f"configfs-tsm privlevel_floor is {tsm_floor}; it equals the "
+                    "VMPL unless the sev_guest vmpck_id parameter was changed"
+                )
+            return PrivilegeLevel(
+                reason="this kernel does not expose the VMPL (sysfs sev/vmpl appeared in 2024)",
+                notes=notes,
+            )
         source, vmpl = found[0]
-        notes.append(f"running at VMPL{vmpl}: " + (
-            "an SVSM runs at VMPL0 and serves this guest" if vmpl
-            else "no SVSM (the guest itself is the privileged layer)"))
-        return PrivilegeLevel(level=vmpl, name=f"VMPL{vmpl}", source=source,
-                              privileged_layer_present=vmpl > 0, notes=notes)
+        notes.append(
+            f"running at VMPL{vmpl}: "
+            + (
+                "an SVSM runs at VMPL0 and serves this guest"
+                if vmpl
+                else "no SVSM (the guest itself is the privileged layer)"
+            )
+        )
+        return PrivilegeLevel(
+            level=vmpl,
+            name=f"VMPL{vmpl}",
+            source=source,
+            privileged_layer_present=vmpl > 0,
+            notes=notes,
+        )
 
     def absent(self, view: HostView) -> str:
-        return (f"no SEV-SNP guest interface found (no sev/vmpl in sysfs, no "
-                f"{view.dev / 'sev-guest'}, no sev_guest driver)")
+        return (
+            f"no SEV-SNP guest interface found (no sev/vmpl in sysfs, no "
+            f"{view.dev / 'sev-guest'}, no sev_guest driver)"
+        )

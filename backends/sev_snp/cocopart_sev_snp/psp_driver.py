@@ -118,27 +118,50 @@ class HostDriver:
 
     # ---- helpers
 
-    def _drv(self, actor: Actor, action: str, ok: bool, status: str, message: str,
-             source: str, confirmed: bool = True) -> LogEntry:
+    def _drv(
+        self,
+        actor: Actor,
+        action: str,
+        ok: bool,
+        status: str,
+        message: str,
+        source: str,
+        confirmed: bool = True,
+    ) -> LogEntry:
         return self.psp.note(actor, action, ok, status, message, source, confirmed=confirmed)
 
     def _hiding_supported(self) -> bool:
-        return (self.hw.ciphertext_hiding_capable and self.hw.snp_enabled
-                and self.psp.version.at_least(*SNP_INIT_EX_API))
+        return (
+            self.hw.ciphertext_hiding_capable
+            and self.hw.snp_enabled
+            and self.psp.version.at_least(*SNP_INIT_EX_API)
+        )
 
     def _clear_hsave_pa(self) -> None:
         """on_each_cpu(snp_set_hsave_pa): MSR_VM_HSAVE_PA = 0 before SNP_INIT (LX sev-dev.c)."""
-        running = self.plain_vms + self.psp.legacy_guest_count() + \
-            self.psp.guest_counts()[GuestType.SNP]
+        running = (
+            self.plain_vms + self.psp.legacy_guest_count() + self.psp.guest_counts()[GuestType.SNP]
+        )
         self.psp.hsave_pa_zero = running == 0
         if running:
-            self._drv("cpu", "WRMSR MSR_VM_HSAVE_PA=0", False, "not-stuck",
-                      f"{running} VM(s) are running; their CPUs keep MSR_VM_HSAVE_PA set.",
-                      f"{SRC_DEV}; {SRC_SEED_TL}; {SRC_MODEL}", confirmed=False)
+            self._drv(
+                "cpu",
+                "WRMSR MSR_VM_HSAVE_PA=0",
+                False,
+                "not-stuck",
+                f"{running} VM(s) are running; their CPUs keep MSR_VM_HSAVE_PA set.",
+                f"{SRC_DEV}; {SRC_SEED_TL}; {SRC_MODEL}",
+                confirmed=False,
+            )
         else:
-            self._drv("cpu", "WRMSR MSR_VM_HSAVE_PA=0", True, "done",
-                      "MSR_VM_HSAVE_PA cleared on every CPU (SNP_INIT requires 0).",
-                      f"{SRC_DEV}; {SRC_REF}")
+            self._drv(
+                "cpu",
+                "WRMSR MSR_VM_HSAVE_PA=0",
+                True,
+                "done",
+                "MSR_VM_HSAVE_PA cleared on every CPU (SNP_INIT requires 0).",
+                f"{SRC_DEV}; {SRC_REF}",
+            )
 
     # ---- ccp: the init sequences
 
@@ -147,23 +170,35 @@ class HostDriver:
         predates 1.51; else HSAVE_PA=0, WBINVD, SNP_INIT(_EX), WBINVD, SNP_DF_FLUSH.
         Returns the SNP_INIT result, or None when skipped / already done."""
         if not self.hw.snp_enabled:
-            self._drv("ccp", "skip SNP_INIT", True, "ENODEV",
-                      "SNP is not enabled system-wide (CC_ATTR_HOST_SEV_SNP clear): "
-                      "SNP_INIT(_EX) skipped.", f"{SRC_SEED}; {SRC_DEV}")
+            self._drv(
+                "ccp",
+                "skip SNP_INIT",
+                True,
+                "ENODEV",
+                "SNP is not enabled system-wide (CC_ATTR_HOST_SEV_SNP clear): "
+                "SNP_INIT(_EX) skipped.",
+                f"{SRC_SEED}; {SRC_DEV}",
+            )
             return None
         if self.psp.snp_state is SnpState.INIT:
             return None
         if not self.psp.version.at_least(*SNP_MIN_API):
-            self._drv("ccp", "skip SNP_INIT", True, "skipped",
-                      f"SEV-SNP support requires firmware >= 1.51, found {self.psp.version}.",
-                      f"{SRC_DEV}; {SRC_REF}")
+            self._drv(
+                "ccp",
+                "skip SNP_INIT",
+                True,
+                "skipped",
+                f"SEV-SNP support requires firmware >= 1.51, found {self.psp.version}.",
+                f"{SRC_DEV}; {SRC_REF}",
+            )
             return None
         self._clear_hsave_pa()
         ex = self.psp.version.at_least(*SNP_INIT_EX_API)
         self.psp.wbinvd_all_cpus()
         hide = ex and max_snp_asid > 0
-        result = self.psp.snp_init(ex, range_list=ex, ciphertext_hiding=hide,
-                                   max_snp_asid=max_snp_asid if hide else 0)
+        result = self.psp.snp_init(
+            ex, range_list=ex, ciphertext_hiding=hide, max_snp_asid=max_snp_asid if hide else 0
+        )
         if not result.ok:
             return result
         self.psp.wbinvd_all_cpus()
@@ -189,13 +224,24 @@ class HostDriver:
             return None
         snp = self.snp_init_locked(max_snp_asid)
         if snp is not None and not snp.ok:
-            self._drv("ccp", "continue after SNP_INIT failure", True, "continue",
-                      "SEV-SNP failed to initialise; continuing with legacy SEV init.",
-                      f"{SRC_DEV} (\"Don't abort the probe if SNP INIT failed\")")
+            self._drv(
+                "ccp",
+                "continue after SNP_INIT failure",
+                True,
+                "continue",
+                "SEV-SNP failed to initialise; continuing with legacy SEV init.",
+                f'{SRC_DEV} ("Don\'t abort the probe if SNP INIT failed")',
+            )
         if probe and not self.params.psp_init_on_probe:
-            self._drv("ccp", "defer SEV INIT", True, "skipped",
-                      "psp_init_on_probe=false: SEV INIT deferred to the first SEV/SEV-ES "
-                      "guest, which keeps firmware hot-load possible.", f"{SRC_SEED}; {SRC_DEV}")
+            self._drv(
+                "ccp",
+                "defer SEV INIT",
+                True,
+                "skipped",
+                "psp_init_on_probe=false: SEV INIT deferred to the first SEV/SEV-ES "
+                "guest, which keeps firmware hot-load possible.",
+                f"{SRC_SEED}; {SRC_DEV}",
+            )
             return None
         sev = self.sev_init_locked()
         return sev if sev is not None and not sev.ok else None
@@ -206,25 +252,45 @@ class HostDriver:
         """kvm_amd load (sev_hardware_setup): platform init, then which VM types KVM offers
         and the ASID split (ciphertext hiding only when SNP came up)."""
         p = self.params
-        self._drv("kvm_amd", "load kvm_amd", True, "start",
-                  f"sev_hardware_setup: sev={p.sev} sev_es={p.sev_es} sev_snp={p.sev_snp} "
-                  f"ciphertext_hiding_asids={p.ciphertext_hiding_asids}; ccp "
-                  f"psp_init_on_probe={p.psp_init_on_probe}; SNPEn={self.hw.snp_enabled}; "
-                  f"firmware {self.psp.version}.", f"{SRC_KVM}; {SRC_SEED}")
+        self._drv(
+            "kvm_amd",
+            "load kvm_amd",
+            True,
+            "start",
+            f"sev_hardware_setup: sev={p.sev} sev_es={p.sev_es} sev_snp={p.sev_snp} "
+            f"ciphertext_hiding_asids={p.ciphertext_hiding_asids}; ccp "
+            f"psp_init_on_probe={p.psp_init_on_probe}; SNPEn={self.hw.snp_enabled}; "
+            f"firmware {self.psp.version}.",
+            f"{SRC_KVM}; {SRC_SEED}",
+        )
         snp_wanted = p.sev_snp and self.hw.snp_enabled
-        max_snp = (min(p.ciphertext_hiding_asids, self.hw.min_sev_asid - 1)
-                   if self._hiding_supported() and p.ciphertext_hiding_asids else 0)
+        max_snp = (
+            min(p.ciphertext_hiding_asids, self.hw.min_sev_asid - 1)
+            if self._hiding_supported() and p.ciphertext_hiding_asids
+            else 0
+        )
         if p.ciphertext_hiding_asids and not self._hiding_supported():
-            self._drv("kvm_amd", "ignore ciphertext_hiding_asids", True, "skipped",
-                      "ciphertext_hiding_asids set but ciphertext hiding is not supported.",
-                      f"{SRC_KVM}; {SRC_MODEL}", confirmed=False)
+            self._drv(
+                "kvm_amd",
+                "ignore ciphertext_hiding_asids",
+                True,
+                "skipped",
+                "ciphertext_hiding_asids set but ciphertext hiding is not supported.",
+                f"{SRC_KVM}; {SRC_MODEL}",
+                confirmed=False,
+            )
         failed = self.platform_init(probe=True, max_snp_asid=max_snp) if p.sev else None
         snp_up = self.psp.snp_state is SnpState.INIT
         if snp_up and self.psp.ciphertext_hiding_en and snp_wanted:
             self.asids = self.asids.with_hiding(self.psp.max_snp_asid)
-            self._drv("kvm_amd", "split ASIDs", True, "done",
-                      "SEV-SNP ciphertext hiding enabled: " + "; ".join(self.asids.describe()),
-                      f"{SRC_KVM}; {SRC_REF}")
+            self._drv(
+                "kvm_amd",
+                "split ASIDs",
+                True,
+                "done",
+                "SEV-SNP ciphertext hiding enabled: " + "; ".join(self.asids.describe()),
+                f"{SRC_KVM}; {SRC_REF}",
+            )
         ok = p.sev and failed is None
         self.supported = {
             GuestType.SEV: ok and self.asids.usable(GuestType.SEV),
@@ -232,16 +298,30 @@ class HostDriver:
             GuestType.SNP: ok and snp_wanted and snp_up,
         }
         if failed is not None:
-            self._drv("kvm_amd", "disable SEV", False, failed.status,
-                      "sev_platform_init failed: KVM disables SEV, SEV-ES and SNP.", SRC_KVM)
+            self._drv(
+                "kvm_amd",
+                "disable SEV",
+                False,
+                failed.status,
+                "sev_platform_init failed: KVM disables SEV, SEV-ES and SNP.",
+                SRC_KVM,
+            )
         offered = [k.value for k, v in self.supported.items() if v] or ["none"]
-        self._drv("kvm_amd", "VM types", True, "done",
-                  f"KVM offers: {', '.join(offered)}. " + "; ".join(self.asids.describe()),
-                  SRC_KVM)
+        self._drv(
+            "kvm_amd",
+            "VM types",
+            True,
+            "done",
+            f"KVM offers: {', '.join(offered)}. " + "; ".join(self.asids.describe()),
+            SRC_KVM,
+        )
         self.probed = True
-        return ProbeReport(snp_initialized=snp_up, sev_state=self.psp.sev_state.name,
-                           supported={k.value: v for k, v in self.supported.items()},
-                           asids=self.asids.describe())
+        return ProbeReport(
+            snp_initialized=snp_up,
+            sev_state=self.psp.sev_state.name,
+            supported={k.value: v for k, v in self.supported.items()},
+            asids=self.asids.describe(),
+        )
 
     # ---- kvm_amd: guests
 
@@ -249,9 +329,14 @@ class HostDriver:
         """A non-SEV VM starts: KVM enables SVM and sets MSR_VM_HSAVE_PA on its CPUs."""
         self.plain_vms += 1
         self.psp.hsave_pa_zero = False
-        self._drv("kvm_amd", "start plain VM", True, "done",
-                  "A non-SEV VM runs; MSR_VM_HSAVE_PA is set on the CPUs that run it.",
-                  f"{SRC_SEED_TL}; {SRC_REF}")
+        self._drv(
+            "kvm_amd",
+            "start plain VM",
+            True,
+            "done",
+            "A non-SEV VM runs; MSR_VM_HSAVE_PA is set on the CPUs that run it.",
+            f"{SRC_SEED_TL}; {SRC_REF}",
+        )
 
     def stop_plain_vm(self) -> None:
         """A non-SEV VM stops."""
@@ -281,26 +366,37 @@ class HostDriver:
         ``asid`` forces an ASID instead of KVM's allocator (what a hypervisor ignoring the
         class split would do), so the firmware's own check is exercised."""
         if not self.supported.get(kind, False) and asid is None:
-            return self._refuse(kind, "ENOTTY",
-                                f"KVM does not offer {kind.value} VMs on this host.", SRC_KVM)
+            return self._refuse(
+                kind, "ENOTTY", f"KVM does not offer {kind.value} VMs on this host.", SRC_KVM
+            )
         chosen, why = (asid, "ok") if asid is not None else self._allocate_asid(kind)
         if chosen is None:
-            text = ("the ASID class is empty (ciphertext hiding gave every joint ASID to SNP)"
-                    if why == "ENOTTY" else "every ASID of the class is in use")
+            text = (
+                "the ASID class is empty (ciphertext hiding gave every joint ASID to SNP)"
+                if why == "ENOTTY"
+                else "every ASID of the class is in use"
+            )
             return self._refuse(kind, why, f"No {kind.value} ASID: {text}.", SRC_KVM)
         if kind is not GuestType.SNP and self.psp.sev_state is SevState.UNINIT:
-            self._drv("kvm_amd", "lazy SEV INIT", True, "start",
-                      "First SEV/SEV-ES guest on a host whose SEV INIT was deferred: "
-                      "sev_guest_init -> sev_platform_init.", SRC_SEED)
+            self._drv(
+                "kvm_amd",
+                "lazy SEV INIT",
+                True,
+                "start",
+                "First SEV/SEV-ES guest on a host whose SEV INIT was deferred: "
+                "sev_guest_init -> sev_platform_init.",
+                SRC_SEED,
+            )
             failed = self.platform_init(probe=False)
             if failed is not None:
-                return self._refuse(kind, failed.status, failed.message, failed.source,
-                                    actor="ccp")
-        return self._launch_snp(chosen) if kind is GuestType.SNP else \
-            self._launch_legacy(kind, chosen)
+                return self._refuse(kind, failed.status, failed.message, failed.source, actor="ccp")
+        return (
+            self._launch_snp(chosen) if kind is GuestType.SNP else self._launch_legacy(kind, chosen)
+        )
 
-    def _refuse(self, kind: GuestType, status: str, message: str, source: str,
-                actor: Actor = "kvm_amd") -> GuestLaunch:
+    def _refuse(
+        self, kind: GuestType, status: str, message: str, source: str, actor: Actor = "kvm_amd"
+    ) -> GuestLaunch:
         self._drv(actor, f"launch {kind.value} guest", False, status, message, source)
         return GuestLaunch(kind=kind, ok=False, status=status, message=message)
 
@@ -311,11 +407,18 @@ class HostDriver:
         bound = self.psp.activate(start.handle, asid)
         if not bound.ok:
             self.psp.decommission(start.handle)
-            return GuestLaunch(kind=kind, ok=False, handle=start.handle, asid=asid,
-                               status=bound.status, message=bound.message)
+            return GuestLaunch(
+                kind=kind,
+                ok=False,
+                handle=start.handle,
+                asid=asid,
+                status=bound.status,
+                message=bound.message,
+            )
         self.kvm_asids[asid] = start.handle
-        return GuestLaunch(kind=kind, ok=True, handle=start.handle, asid=asid,
-                           message=bound.message)
+        return GuestLaunch(
+            kind=kind, ok=True, handle=start.handle, asid=asid, message=bound.message
+        )
 
     def _launch_snp(self, asid: int) -> GuestLaunch:
         kind = GuestType.SNP
@@ -326,11 +429,16 @@ class HostDriver:
         bound = self.psp.snp_activate(gctx.handle, asid) if start.ok else start
         if not bound.ok:
             self.psp.snp_decommission(gctx.handle)
-            return GuestLaunch(kind=kind, ok=False, handle=gctx.handle, asid=asid,
-                               status=bound.status, message=bound.message)
+            return GuestLaunch(
+                kind=kind,
+                ok=False,
+                handle=gctx.handle,
+                asid=asid,
+                status=bound.status,
+                message=bound.message,
+            )
         self.kvm_asids[asid] = gctx.handle
-        return GuestLaunch(kind=kind, ok=True, handle=gctx.handle, asid=asid,
-                           message=bound.message)
+        return GuestLaunch(kind=kind, ok=True, handle=gctx.handle, asid=asid, message=bound.message)
 
     def destroy_guest(self, handle: int) -> bool:
         """sev_vm_destroy: DEACTIVATE + DECOMMISSION (legacy) or SNP_DECOMMISSION; the ASID
@@ -359,9 +467,14 @@ class HostDriver:
         result = self.psp.download_firmware_ex(image, commit=False)
         if not result.ok:
             upload = UPLOAD_ERRORS.get(result.fw_status, "HW_ERROR")
-            self._drv("ccp", "firmware upload", False, f"FW_UPLOAD_ERR_{upload}",
-                      f"Upload rejected ({result.status}); nothing was committed.",
-                      f"{SRC_FW} snp_dlfw_ex_err_translate")
+            self._drv(
+                "ccp",
+                "firmware upload",
+                False,
+                f"FW_UPLOAD_ERR_{upload}",
+                f"Upload rejected ({result.status}); nothing was committed.",
+                f"{SRC_FW} snp_dlfw_ex_err_translate",
+            )
             return result
         self.psp.wbinvd_all_cpus()
         self.psp.df_flush(snp=True)
@@ -378,9 +491,14 @@ class HostDriver:
         then FACTORY_RESET. Returns (errno-or-status, FACTORY_RESET result)."""
         self.psp.platform_status()
         if self.psp.sev_state is SevState.WORKING:
-            self._drv("ccp", "FACTORY_RESET ioctl", False, "EBUSY",
-                      "SEV guests are running (WORKING); the driver refuses the reset.",
-                      f"{SRC_DEV} sev_ioctl_do_reset; {SRC_REF}")
+            self._drv(
+                "ccp",
+                "FACTORY_RESET ioctl",
+                False,
+                "EBUSY",
+                "SEV guests are running (WORKING); the driver refuses the reset.",
+                f"{SRC_DEV} sev_ioctl_do_reset; {SRC_REF}",
+            )
             return "EBUSY", None
         if self.psp.sev_state is SevState.INIT:
             self.psp.shutdown()

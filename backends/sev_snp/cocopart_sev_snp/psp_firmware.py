@@ -32,29 +32,47 @@ SRC_MODEL = "model decision"
 
 #: Every rule the model applies without a confirming source (see each result's text).
 UNCONFIRMED: tuple[str, ...] = (
-    ("SNP_ACTIVATE of an ASID above max_snp_asid (ciphertext hiding) or at/above MIN_SEV_ASID "
-     "returns INVALID_ASID: the range is implied by LX sev-fw.c ('snp_activate ... successful, "
-     "meaning the asid is in the acceptable range 1..last_snp_asid'), the status code is the "
-     "one ASPFW uses for asid 0 / asid > MAX."),
-    ("ACTIVATE of a legacy SEV guest below MIN_SEV_ASID, or of an SEV-ES guest at/above it, "
-     "returns INVALID_ASID: ASPFW 1.55.25 ACTIVATE checks only 0 < asid <= MAX; the class is "
-     "otherwise enforced by KVM's allocator and the CPU at VMRUN."),
-    ("After SNP_DOWNLOAD_FIRMWARE_EX the next guest activation returns DFFLUSH_REQUIRED until "
-     "an SNP_DF_FLUSH: LX sev-fw.c only says 'Need to do a DF_FLUSH after live firmware update'."),
-    ("SNP_DOWNLOAD_FIRMWARE_EX outcomes per image property (BAD_SIGNATURE, BAD_VERSION, "
-     "SHUTDOWN_REQUIRED when SNP is INIT and the image cannot be live-updated, UPDATE_FAILED "
-     "with rollback): names from LX sev-fw.c / ASPFW, triggers modelled."),
-    ("SNP commands on firmware below API 1.51 return INVALID_COMMAND (ASPFW dispatch rejects "
-     "unknown ids; 1.51 is LX SNP_MIN_API)."),
-    ("SNP_INIT_EX with ciphertext hiding on hardware without it, or with max_snp_asid outside "
-     "1..MIN_SEV_ASID-1, returns INVALID_PARAM; SNP_INIT_EX with a range list below API 1.52 "
-     "returns INVALID_PARAM."),
-    ("KVM treats ciphertext hiding as supported when the hardware has it, SNP is enabled and "
-     "the firmware is >= 1.52 (SNP_INIT_EX carries the fields)."),
-    ("With plain (non-SEV) VMs running, clearing MSR_VM_HSAVE_PA does not stick, so SNP_INIT "
-     "sees it non-zero and returns INVALID_CONFIG."),
-    ("Default hardware numbers (max ASID 509, MIN_SEV_ASID 100, FW 1.55.25) and the hot-load "
-     "target version are illustrative."),
+    (
+        "SNP_ACTIVATE of an ASID above max_snp_asid (ciphertext hiding) or at/above MIN_SEV_ASID "
+        "returns INVALID_ASID: the range is implied by LX sev-fw.c ('snp_activate ... successful, "
+        "meaning the asid is in the acceptable range 1..last_snp_asid'), the status code is the "
+        "one ASPFW uses for asid 0 / asid > MAX."
+    ),
+    (
+        "ACTIVATE of a legacy SEV guest below MIN_SEV_ASID, or of an SEV-ES guest at/above it, "
+        "returns INVALID_ASID: ASPFW 1.55.25 ACTIVATE checks only 0 < asid <= MAX; the class is "
+        "otherwise enforced by KVM's allocator and the CPU at VMRUN."
+    ),
+    (
+        "After SNP_DOWNLOAD_FIRMWARE_EX the next guest activation returns DFFLUSH_REQUIRED until "
+        "an SNP_DF_FLUSH: LX sev-fw.c only says 'Need to do a DF_FLUSH after live firmware update'."
+    ),
+    (
+        "SNP_DOWNLOAD_FIRMWARE_EX outcomes per image property (BAD_SIGNATURE, BAD_VERSION, "
+        "SHUTDOWN_REQUIRED when SNP is INIT and the image cannot be live-updated, UPDATE_FAILED "
+        "with rollback): names from LX sev-fw.c / ASPFW, triggers modelled."
+    ),
+    (
+        "SNP commands on firmware below API 1.51 return INVALID_COMMAND (ASPFW dispatch rejects "
+        "unknown ids; 1.51 is LX SNP_MIN_API)."
+    ),
+    (
+        "SNP_INIT_EX with ciphertext hiding on hardware without it, or with max_snp_asid outside "
+        "1..MIN_SEV_ASID-1, returns INVALID_PARAM; SNP_INIT_EX with a range list below API 1.52 "
+        "returns INVALID_PARAM."
+    ),
+    (
+        "KVM treats ciphertext hiding as supported when the hardware has it, SNP is enabled and "
+        "the firmware is >= 1.52 (SNP_INIT_EX carries the fields)."
+    ),
+    (
+        "With plain (non-SEV) VMs running, clearing MSR_VM_HSAVE_PA does not stick, so SNP_INIT "
+        "sees it non-zero and returns INVALID_CONFIG."
+    ),
+    (
+        "Default hardware numbers (max ASID 509, MIN_SEV_ASID 100, FW 1.55.25) and the hot-load "
+        "target version are illustrative."
+    ),
 )
 
 # --------------------------------------------------------------------------- enums
@@ -249,8 +267,10 @@ class StepLog(BaseModel):
             cid = f" ({e.command_id:#04x})" if e.command_id is not None else ""
             code = f" ({e.code:#04x})" if e.code is not None else ""
             mark = "" if e.confirmed else " [unconfirmed]"
-            lines.append(f"{e.seq:3d} {e.actor:<7} {e.action}{cid}: {e.status}{code} - "
-                         f"{e.message} [{e.source}]{mark}")
+            lines.append(
+                f"{e.seq:3d} {e.actor:<7} {e.action}{cid}: {e.status}{code} - "
+                f"{e.message} [{e.source}]{mark}"
+            )
         return lines
 
 
@@ -337,24 +357,67 @@ class AmdSp:
 
     # ---- bookkeeping
 
-    def note(self, actor: Actor, action: str, ok: bool, status: str, message: str,
-             source: str, *, confirmed: bool = True, command_id: int | None = None,
-             code: int | None = None) -> LogEntry:
+    def note(
+        self,
+        actor: Actor,
+        action: str,
+        ok: bool,
+        status: str,
+        message: str,
+        source: str,
+        *,
+        confirmed: bool = True,
+        command_id: int | None = None,
+        code: int | None = None,
+    ) -> LogEntry:
         """Append one entry to the shared log (used by every layer)."""
-        entry = LogEntry(seq=len(self.log.entries) + 1, actor=actor, action=action,
-                         command_id=command_id, ok=ok, status=status, code=code,
-                         message=message, source=source, confirmed=confirmed,
-                         sev_state=self.sev_state.name, snp_state=self.snp_state.name)
+        entry = LogEntry(
+            seq=len(self.log.entries) + 1,
+            actor=actor,
+            action=action,
+            command_id=command_id,
+            ok=ok,
+            status=status,
+            code=code,
+            message=message,
+            source=source,
+            confirmed=confirmed,
+            sev_state=self.sev_state.name,
+            snp_state=self.snp_state.name,
+        )
         self.log.entries.append(entry)
         return entry
 
-    def _done(self, cmd: Cmd, status: FwStatus, message: str, source: str,
-              confirmed: bool = True, handle: int | None = None) -> FirmwareResult:
-        result = FirmwareResult(command=cmd.name, command_id=int(cmd), status=status.name,
-                                code=int(status), message=message, source=source,
-                                confirmed=confirmed, handle=handle)
-        self.note("psp", cmd.name, result.ok, status.name, message, source,
-                  confirmed=confirmed, command_id=int(cmd), code=int(status))
+    def _done(
+        self,
+        cmd: Cmd,
+        status: FwStatus,
+        message: str,
+        source: str,
+        confirmed: bool = True,
+        handle: int | None = None,
+    ) -> FirmwareResult:
+        result = FirmwareResult(
+            command=cmd.name,
+            command_id=int(cmd),
+            status=status.name,
+            code=int(status),
+            message=message,
+            source=source,
+            confirmed=confirmed,
+            handle=handle,
+        )
+        self.note(
+            "psp",
+            cmd.name,
+            result.ok,
+            status.name,
+            message,
+            source,
+            confirmed=confirmed,
+            command_id=int(cmd),
+            code=int(status),
+        )
         return result
 
     def guest_counts(self) -> dict[GuestType, int]:
@@ -373,41 +436,61 @@ class AmdSp:
     def snapshot(self) -> PlatformSnapshot:
         """The platform as the two STATUS commands would report it."""
         return PlatformSnapshot(
-            sev_state=self.sev_state.name, snp_state=self.snp_state.name,
-            api=str(self.version), committed=str(self.committed),
+            sev_state=self.sev_state.name,
+            snp_state=self.snp_state.name,
+            api=str(self.version),
+            committed=str(self.committed),
             rmp_initialized=self.rmp_initialized,
             ciphertext_hiding_cap=self.hw.ciphertext_hiding_capable,
-            ciphertext_hiding_en=self.ciphertext_hiding_en, max_snp_asid=self.max_snp_asid,
-            guests={kind.value: n for kind, n in self.guest_counts().items()})
+            ciphertext_hiding_en=self.ciphertext_hiding_en,
+            max_snp_asid=self.max_snp_asid,
+            guests={kind.value: n for kind, n in self.guest_counts().items()},
+        )
 
     def asid_space(self) -> AsidSpace:
         """The ASID classes the firmware enforces now."""
-        return AsidSpace(max_asid=self.hw.max_asid, min_sev_asid=self.hw.min_sev_asid,
-                         max_snp_asid=self.max_snp_asid if self.ciphertext_hiding_en else 0)
+        return AsidSpace(
+            max_asid=self.hw.max_asid,
+            min_sev_asid=self.hw.min_sev_asid,
+            max_snp_asid=self.max_snp_asid if self.ciphertext_hiding_en else 0,
+        )
 
     def _snp_missing(self, cmd: Cmd) -> FirmwareResult | None:
         if self.version.at_least(*SNP_MIN_API):
             return None
-        return self._done(cmd, FwStatus.INVALID_COMMAND,
-                          f"Firmware {self.version} predates SNP (API 1.51), so it does not "
-                          "know this command.", f"{SRC_ASPFW} dispatch; {SRC_REF}",
-                          confirmed=False)
+        return self._done(
+            cmd,
+            FwStatus.INVALID_COMMAND,
+            f"Firmware {self.version} predates SNP (API 1.51), so it does not know this command.",
+            f"{SRC_ASPFW} dispatch; {SRC_REF}",
+            confirmed=False,
+        )
 
     # ---- CPU side effects the firmware observes
 
     def wbinvd_all_cpus(self) -> None:
         """WBINVD on every CPU: sets the WBINVD_DONE flags DF_FLUSH checks."""
         self.cache.wbinvd_all_cpus()
-        self.note("cpu", "WBINVD", True, "done", "Write-back and invalidate caches on all "
-                  "CPUs.", f"{SRC_REF}; {SRC_ASPFW} mcmd_df_flush_common")
+        self.note(
+            "cpu",
+            "WBINVD",
+            True,
+            "done",
+            "Write-back and invalidate caches on all CPUs.",
+            f"{SRC_REF}; {SRC_ASPFW} mcmd_df_flush_common",
+        )
 
     # ---- legacy SEV platform commands
 
     def platform_status(self) -> FirmwareResult:
         """PLATFORM_STATUS (0x04): always succeeds and reports state and guest count."""
-        return self._done(Cmd.PLATFORM_STATUS, FwStatus.SUCCESS,
-                          f"SEV state {self.sev_state.name}, API {self.version}, "
-                          f"{self.legacy_guest_count()} SEV/SEV-ES guest(s).", SRC_HDR)
+        return self._done(
+            Cmd.PLATFORM_STATUS,
+            FwStatus.SUCCESS,
+            f"SEV state {self.sev_state.name}, API {self.version}, "
+            f"{self.legacy_guest_count()} SEV/SEV-ES guest(s).",
+            SRC_HDR,
+        )
 
     def init(self, ex: bool = False) -> FirmwareResult:
         """SEV INIT (0x01) or INIT_EX (0x0D): UNINIT -> INIT.
@@ -417,21 +500,30 @@ class AmdSp:
         sev_mcmd_init_common; seed 002 point 2)."""
         cmd = Cmd.INIT_EX if ex else Cmd.INIT
         if self.sev_state is not SevState.UNINIT:
-            return self._done(cmd, FwStatus.INVALID_PLATFORM_STATE,
-                              f"SEV is already {self.sev_state.name}; INIT only runs from "
-                              "UNINIT.", f"{SRC_ASPFW} sev_mcmd_init_common")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PLATFORM_STATE,
+                f"SEV is already {self.sev_state.name}; INIT only runs from UNINIT.",
+                f"{SRC_ASPFW} sev_mcmd_init_common",
+            )
         if self.hw.snp_enabled and not self.rmp_initialized:
-            return self._done(cmd, FwStatus.INVALID_PLATFORM_STATE,
-                              "SNP is enabled system-wide (SYSCFG.SNPEn) but SNP_INIT has not "
-                              "set up the RMP, so SEV INIT fails; run SNP_INIT(_EX) first.",
-                              f"{SRC_ASPFW} sev_mcmd_init_common; {SRC_SEED}")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "SNP is enabled system-wide (SYSCFG.SNPEn) but SNP_INIT has not "
+                "set up the RMP, so SEV INIT fails; run SNP_INIT(_EX) first.",
+                f"{SRC_ASPFW} sev_mcmd_init_common; {SRC_SEED}",
+            )
         if self.snp_state is SnpState.UNINIT:
             self.cache.mark_all_dirty(self.hw.max_asid)
         self.sev_state = SevState.INIT
-        return self._done(cmd, FwStatus.SUCCESS,
-                          "Legacy SEV platform initialised (UNINIT -> INIT); a WBINVD and "
-                          "DF_FLUSH must follow before the first SEV guest.",
-                          f"{SRC_ASPFW} sev_mcmd_init_common; {SRC_DEV}")
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            "Legacy SEV platform initialised (UNINIT -> INIT); a WBINVD and "
+            "DF_FLUSH must follow before the first SEV guest.",
+            f"{SRC_ASPFW} sev_mcmd_init_common; {SRC_DEV}",
+        )
 
     def shutdown(self) -> FirmwareResult:
         """SEV SHUTDOWN (0x02): any state -> UNINIT; SEV/SEV-ES guests are decommissioned,
@@ -442,22 +534,31 @@ class AmdSp:
                 self.cache.release(guest.asid)
             del self.guests[guest.handle]
         self.sev_state = SevState.UNINIT
-        return self._done(Cmd.SHUTDOWN, FwStatus.SUCCESS,
-                          f"Legacy SEV platform shut down to UNINIT; {len(gone)} SEV/SEV-ES "
-                          "guest(s) decommissioned, SNP guests unaffected.",
-                          f"{SRC_ASPFW} sev_mcmd_shutdown")
+        return self._done(
+            Cmd.SHUTDOWN,
+            FwStatus.SUCCESS,
+            f"Legacy SEV platform shut down to UNINIT; {len(gone)} SEV/SEV-ES "
+            "guest(s) decommissioned, SNP guests unaffected.",
+            f"{SRC_ASPFW} sev_mcmd_shutdown",
+        )
 
     def factory_reset(self) -> FirmwareResult:
         """FACTORY_RESET (0x03): only from UNINIT (ASPFW sev_mcmd_platform_reset;
         sev-snp.md §8)."""
         if self.sev_state is not SevState.UNINIT:
-            return self._done(Cmd.FACTORY_RESET, FwStatus.INVALID_PLATFORM_STATE,
-                              f"FACTORY_RESET needs SEV UNINIT, the platform is "
-                              f"{self.sev_state.name}; SHUTDOWN first.",
-                              f"{SRC_ASPFW} sev_mcmd_platform_reset; {SRC_REF}")
-        return self._done(Cmd.FACTORY_RESET, FwStatus.SUCCESS,
-                          "Persistent SEV state (PEK/PDH/OCA) deleted.",
-                          f"{SRC_ASPFW} sev_mcmd_platform_reset")
+            return self._done(
+                Cmd.FACTORY_RESET,
+                FwStatus.INVALID_PLATFORM_STATE,
+                f"FACTORY_RESET needs SEV UNINIT, the platform is "
+                f"{self.sev_state.name}; SHUTDOWN first.",
+                f"{SRC_ASPFW} sev_mcmd_platform_reset; {SRC_REF}",
+            )
+        return self._done(
+            Cmd.FACTORY_RESET,
+            FwStatus.SUCCESS,
+            "Persistent SEV state (PEK/PDH/OCA) deleted.",
+            f"{SRC_ASPFW} sev_mcmd_platform_reset",
+        )
 
     def df_flush(self, snp: bool = False) -> FirmwareResult:
         """DF_FLUSH (0x0A) / SNP_DF_FLUSH (0x84): dirty ASIDs become clean; WBINVD_REQUIRED
@@ -467,19 +568,31 @@ class AmdSp:
         if snp and (missing := self._snp_missing(cmd)):
             return missing
         if not self.cache.df_flush():
-            return self._done(cmd, FwStatus.WBINVD_REQUIRED,
-                              "Not every CPU has done a WBINVD since ASIDs were last marked "
-                              "dirty; issue WBINVD on all CPUs, then flush.",
-                              f"{SRC_ASPFW} mcmd_df_flush_common")
+            return self._done(
+                cmd,
+                FwStatus.WBINVD_REQUIRED,
+                "Not every CPU has done a WBINVD since ASIDs were last marked "
+                "dirty; issue WBINVD on all CPUs, then flush.",
+                f"{SRC_ASPFW} mcmd_df_flush_common",
+            )
         self.flush_after_update = False
-        return self._done(cmd, FwStatus.SUCCESS,
-                          "Data-fabric write buffers flushed; all dirty ASIDs are clean again.",
-                          f"{SRC_ASPFW} mcmd_df_flush_common")
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            "Data-fabric write buffers flushed; all dirty ASIDs are clean again.",
+            f"{SRC_ASPFW} mcmd_df_flush_common",
+        )
 
     # ---- SNP platform commands
 
-    def snp_init(self, ex: bool = False, *, range_list: bool = False,
-                 ciphertext_hiding: bool = False, max_snp_asid: int = 0) -> FirmwareResult:
+    def snp_init(
+        self,
+        ex: bool = False,
+        *,
+        range_list: bool = False,
+        ciphertext_hiding: bool = False,
+        max_snp_asid: int = 0,
+    ) -> FirmwareResult:
         """SNP_INIT (0x81) / SNP_INIT_EX (0x85): SNP UNINIT -> INIT, RMP initialised.
 
         Refused with INVALID_PLATFORM_STATE when SNP is not UNINIT or legacy SEV is not UNINIT
@@ -490,46 +603,73 @@ class AmdSp:
         if missing := self._snp_missing(cmd):
             return missing
         if self.snp_state is not SnpState.UNINIT or self.sev_state is not SevState.UNINIT:
-            why = ("SNP is already INIT; SNP_INIT(_EX) only runs from UNINIT" if self.snp_state is not SnpState.UNINIT else
-                   f"legacy SEV is {self.sev_state.name} ({self.legacy_guest_count()} legacy "
-                   "guest(s)); SNP_INIT(_EX) cannot succeed once SEV INIT has run")
-            return self._done(cmd, FwStatus.INVALID_PLATFORM_STATE, f"{why}.",
-                              f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_SEED}")
+            why = (
+                "SNP is already INIT; SNP_INIT(_EX) only runs from UNINIT"
+                if self.snp_state is not SnpState.UNINIT
+                else f"legacy SEV is {self.sev_state.name} ({self.legacy_guest_count()} legacy "
+                "guest(s)); SNP_INIT(_EX) cannot succeed once SEV INIT has run"
+            )
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PLATFORM_STATE,
+                f"{why}.",
+                f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_SEED}",
+            )
         if not self.hw.snp_enabled:
-            return self._done(cmd, FwStatus.INVALID_CONFIG,
-                              "SYSCFG.SNPEn is not set on every core (SNP not enabled by BIOS / "
-                              "early boot).", f"{SRC_ASPFW} snp_mcmd_init_common")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_CONFIG,
+                "SYSCFG.SNPEn is not set on every core (SNP not enabled by BIOS / early boot).",
+                f"{SRC_ASPFW} snp_mcmd_init_common",
+            )
         if not self.hsave_pa_zero:
-            return self._done(cmd, FwStatus.INVALID_CONFIG,
-                              "MSR_VM_HSAVE_PA is not 0 on every CPU: a VM may be running "
-                              "(any VM, SEV or not), so the RMP cannot be initialised.",
-                              f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_REF}; {SRC_SEED_TL}")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_CONFIG,
+                "MSR_VM_HSAVE_PA is not 0 on every CPU: a VM may be running "
+                "(any VM, SEV or not), so the RMP cannot be initialised.",
+                f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_REF}; {SRC_SEED_TL}",
+            )
         if ex and range_list and not self.version.at_least(*SNP_INIT_EX_API):
-            return self._done(cmd, FwStatus.INVALID_PARAM,
-                              f"Firmware {self.version} cannot take an HV-fixed range list "
-                              "(needs 1.52).", f"{SRC_DEV}; {SRC_MODEL}", confirmed=False)
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PARAM,
+                f"Firmware {self.version} cannot take an HV-fixed range list (needs 1.52).",
+                f"{SRC_DEV}; {SRC_MODEL}",
+                confirmed=False,
+            )
         if ciphertext_hiding:
             if not ex or not self.hw.ciphertext_hiding_capable:
-                return self._done(cmd, FwStatus.INVALID_PARAM,
-                                  "Ciphertext hiding requested but not available (needs "
-                                  "SNP_INIT_EX on capable hardware).", SRC_MODEL,
-                                  confirmed=False)
+                return self._done(
+                    cmd,
+                    FwStatus.INVALID_PARAM,
+                    "Ciphertext hiding requested but not available (needs "
+                    "SNP_INIT_EX on capable hardware).",
+                    SRC_MODEL,
+                    confirmed=False,
+                )
             if not 1 <= max_snp_asid <= self.hw.min_sev_asid - 1:
-                return self._done(cmd, FwStatus.INVALID_PARAM,
-                                  f"max_snp_asid {max_snp_asid} is outside 1.."
-                                  f"{self.hw.min_sev_asid - 1} (MIN_SEV_ASID-1).", SRC_MODEL,
-                                  confirmed=False)
+                return self._done(
+                    cmd,
+                    FwStatus.INVALID_PARAM,
+                    f"max_snp_asid {max_snp_asid} is outside 1.."
+                    f"{self.hw.min_sev_asid - 1} (MIN_SEV_ASID-1).",
+                    SRC_MODEL,
+                    confirmed=False,
+                )
         self.snp_state = SnpState.INIT
         self.rmp_initialized = True
         self.ciphertext_hiding_en = ciphertext_hiding
         self.max_snp_asid = max_snp_asid if ciphertext_hiding else 0
         self.cache.mark_all_dirty(self.hw.max_asid)
-        hiding = (f" Ciphertext hiding on: SNP ASIDs 1..{max_snp_asid}."
-                  if ciphertext_hiding else "")
-        return self._done(cmd, FwStatus.SUCCESS,
-                          "SNP platform initialised (RMP set up, every ASID dirty; WBINVD + "
-                          f"SNP_DF_FLUSH must follow).{hiding}",
-                          f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_REF}")
+        hiding = f" Ciphertext hiding on: SNP ASIDs 1..{max_snp_asid}." if ciphertext_hiding else ""
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            "SNP platform initialised (RMP set up, every ASID dirty; WBINVD + "
+            f"SNP_DF_FLUSH must follow).{hiding}",
+            f"{SRC_ASPFW} snp_mcmd_init_common; {SRC_REF}",
+        )
 
     def snp_shutdown(self, ex: bool = True) -> FirmwareResult:
         """SNP_SHUTDOWN (0x82) / SNP_SHUTDOWN_EX (0x86): refused while SEV is not UNINIT, needs
@@ -539,32 +679,50 @@ class AmdSp:
         if missing := self._snp_missing(cmd):
             return missing
         if self.sev_state is not SevState.UNINIT:
-            return self._done(cmd, FwStatus.INVALID_PLATFORM_STATE,
-                              "SNP cannot be shut down while legacy SEV is initialised.",
-                              f"{SRC_ASPFW} snp_mcmd_shutdown_common")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "SNP cannot be shut down while legacy SEV is initialised.",
+                f"{SRC_ASPFW} snp_mcmd_shutdown_common",
+            )
         if self.snp_state is SnpState.UNINIT:
-            return self._done(cmd, FwStatus.SUCCESS, "SNP already UNINIT; nothing to do.",
-                              f"{SRC_ASPFW} snp_mcmd_shutdown_common")
+            return self._done(
+                cmd,
+                FwStatus.SUCCESS,
+                "SNP already UNINIT; nothing to do.",
+                f"{SRC_ASPFW} snp_mcmd_shutdown_common",
+            )
         if not self.cache.all_clean():
-            return self._done(cmd, FwStatus.DFFLUSH_REQUIRED,
-                              "Some ASIDs are dirty or still bound to guests; decommission "
-                              "guests, WBINVD and SNP_DF_FLUSH first.",
-                              f"{SRC_ASPFW} snp_mcmd_shutdown_common; {SRC_DEV}")
+            return self._done(
+                cmd,
+                FwStatus.DFFLUSH_REQUIRED,
+                "Some ASIDs are dirty or still bound to guests; decommission "
+                "guests, WBINVD and SNP_DF_FLUSH first.",
+                f"{SRC_ASPFW} snp_mcmd_shutdown_common; {SRC_DEV}",
+            )
         self.snp_state = SnpState.UNINIT
         self.ciphertext_hiding_en = False
         self.max_snp_asid = 0
-        return self._done(cmd, FwStatus.SUCCESS, "SNP platform shut down to UNINIT.",
-                          f"{SRC_ASPFW} snp_mcmd_shutdown_common")
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            "SNP platform shut down to UNINIT.",
+            f"{SRC_ASPFW} snp_mcmd_shutdown_common",
+        )
 
     def snp_platform_status(self) -> FirmwareResult:
         """SNP_PLATFORM_STATUS (0x83): state, API, ciphertext-hiding cap/en, guest count."""
         if missing := self._snp_missing(Cmd.SNP_PLATFORM_STATUS):
             return missing
         hiding = "on" if self.ciphertext_hiding_en else "off"
-        return self._done(Cmd.SNP_PLATFORM_STATUS, FwStatus.SUCCESS,
-                          f"SNP state {self.snp_state.name}, API {self.version}, ciphertext "
-                          f"hiding {hiding}, {self.guest_counts()[GuestType.SNP]} SNP "
-                          "guest(s).", f"{SRC_HDR} sev_user_data_snp_status")
+        return self._done(
+            Cmd.SNP_PLATFORM_STATUS,
+            FwStatus.SUCCESS,
+            f"SNP state {self.snp_state.name}, API {self.version}, ciphertext "
+            f"hiding {hiding}, {self.guest_counts()[GuestType.SNP]} SNP "
+            "guest(s).",
+            f"{SRC_HDR} sev_user_data_snp_status",
+        )
 
     # ---- firmware update
 
@@ -575,14 +733,18 @@ class AmdSp:
         if missing := self._snp_missing(cmd):
             return missing
         if self.sev_state is not SevState.UNINIT:
-            return self._done(cmd, FwStatus.INVALID_PLATFORM_STATE,
-                              f"Legacy SEV is {self.sev_state.name}; firmware can only be "
-                              "hot-loaded while SEV is UNINIT (SNP may be INIT).",
-                              f"{SRC_ASPFW} snp_mcmd_download_firmware_ex; {SRC_SEED}")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_PLATFORM_STATE,
+                f"Legacy SEV is {self.sev_state.name}; firmware can only be "
+                "hot-loaded while SEV is UNINIT (SNP may be INIT).",
+                f"{SRC_ASPFW} snp_mcmd_download_firmware_ex; {SRC_SEED}",
+            )
         refusal = self._image_refusal(image)
         if refusal is not None:
-            return self._done(cmd, refusal[0], refusal[1], f"{SRC_FW}; {SRC_ASPFW}",
-                              confirmed=False)
+            return self._done(
+                cmd, refusal[0], refusal[1], f"{SRC_FW}; {SRC_ASPFW}", confirmed=False
+            )
         old = self.version
         self.version = image.version
         if commit:
@@ -590,10 +752,14 @@ class AmdSp:
         self.flush_after_update = True
         self.stale_gctx = {g.handle for g in self.guests.values() if g.kind is GuestType.SNP}
         kept = "committed" if commit else "not committed (SNP_COMMIT is separate)"
-        return self._done(cmd, FwStatus.SUCCESS,
-                          f"Firmware {old} -> {image.version}, {kept}; SNP state "
-                          f"{self.snp_state.name} and its guests kept. WBINVD + SNP_DF_FLUSH "
-                          "must follow.", f"{SRC_ASPFW} snp_mcmd_download_firmware_ex; {SRC_FW}")
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            f"Firmware {old} -> {image.version}, {kept}; SNP state "
+            f"{self.snp_state.name} and its guests kept. WBINVD + SNP_DF_FLUSH "
+            "must follow.",
+            f"{SRC_ASPFW} snp_mcmd_download_firmware_ex; {SRC_FW}",
+        )
 
     def _image_refusal(self, image: FirmwareImage) -> tuple[FwStatus, str] | None:
         if not image.signature_ok:
@@ -601,11 +767,21 @@ class AmdSp:
         if not image.well_formed:
             return FwStatus.BAD_VERSION, "The image is not well formed; nothing changed."
         if self.snp_state is SnpState.INIT and not image.live_updatable:
-            return (FwStatus.SHUTDOWN_REQUIRED, ("This image cannot be live-updated while SNP "
-                    "is INIT; shut SNP down first. Nothing changed."))
+            return (
+                FwStatus.SHUTDOWN_REQUIRED,
+                (
+                    "This image cannot be live-updated while SNP "
+                    "is INIT; shut SNP down first. Nothing changed."
+                ),
+            )
         if not image.accepts_platform_state:
-            return (FwStatus.UPDATE_FAILED, ("The new firmware rejected the platform state; "
-                    f"the PSP rolled back to {self.version}."))
+            return (
+                FwStatus.UPDATE_FAILED,
+                (
+                    "The new firmware rejected the platform state; "
+                    f"the PSP rolled back to {self.version}."
+                ),
+            )
         return None
 
     def snp_commit(self) -> FirmwareResult:
@@ -613,9 +789,12 @@ class AmdSp:
         if missing := self._snp_missing(Cmd.SNP_COMMIT):
             return missing
         self.committed = self.version
-        return self._done(Cmd.SNP_COMMIT, FwStatus.SUCCESS,
-                          f"Firmware {self.version} committed; older images are now refused "
-                          "as rollback targets.", f"{SRC_ASPFW} snp_mcmd_commit; {SRC_REF}")
+        return self._done(
+            Cmd.SNP_COMMIT,
+            FwStatus.SUCCESS,
+            f"Firmware {self.version} committed; older images are now refused as rollback targets.",
+            f"{SRC_ASPFW} snp_mcmd_commit; {SRC_REF}",
+        )
 
     # ---- guests
 
@@ -631,163 +810,269 @@ class AmdSp:
         if kind is GuestType.SNP:
             raise ValueError("SNP guests use SNP_GCTX_CREATE + SNP_LAUNCH_START")
         if self.sev_state is SevState.UNINIT:
-            return self._done(Cmd.LAUNCH_START, FwStatus.INVALID_PLATFORM_STATE,
-                              "Legacy SEV is UNINIT; SEV INIT must run before the first SEV "
-                              "or SEV-ES guest.", f"{SRC_ASPFW} sev_mcmd_launch_start")
+            return self._done(
+                Cmd.LAUNCH_START,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "Legacy SEV is UNINIT; SEV INIT must run before the first SEV or SEV-ES guest.",
+                f"{SRC_ASPFW} sev_mcmd_launch_start",
+            )
         guest = self._new_guest(kind)
         guest.launched = True
         self.sev_state = SevState.WORKING
-        return self._done(Cmd.LAUNCH_START, FwStatus.SUCCESS,
-                          f"{kind.value} guest {guest.handle} created; platform WORKING.",
-                          f"{SRC_ASPFW} sev_mcmd_launch_start", handle=guest.handle)
+        return self._done(
+            Cmd.LAUNCH_START,
+            FwStatus.SUCCESS,
+            f"{kind.value} guest {guest.handle} created; platform WORKING.",
+            f"{SRC_ASPFW} sev_mcmd_launch_start",
+            handle=guest.handle,
+        )
 
     def snp_gctx_create(self) -> FirmwareResult:
         """SNP_GCTX_CREATE (0x93): a guest context page; needs SNP INIT."""
         if missing := self._snp_missing(Cmd.SNP_GCTX_CREATE):
             return missing
         if self.snp_state is not SnpState.INIT:
-            return self._done(Cmd.SNP_GCTX_CREATE, FwStatus.INVALID_PLATFORM_STATE,
-                              "SNP is UNINIT; SNP_INIT(_EX) must run first.",
-                              f"{SRC_ASPFW} snp_mcmd_gctx_create")
+            return self._done(
+                Cmd.SNP_GCTX_CREATE,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "SNP is UNINIT; SNP_INIT(_EX) must run first.",
+                f"{SRC_ASPFW} snp_mcmd_gctx_create",
+            )
         guest = self._new_guest(GuestType.SNP)
-        return self._done(Cmd.SNP_GCTX_CREATE, FwStatus.SUCCESS,
-                          f"SNP guest context {guest.handle} created.",
-                          f"{SRC_ASPFW} snp_mcmd_gctx_create", handle=guest.handle)
+        return self._done(
+            Cmd.SNP_GCTX_CREATE,
+            FwStatus.SUCCESS,
+            f"SNP guest context {guest.handle} created.",
+            f"{SRC_ASPFW} snp_mcmd_gctx_create",
+            handle=guest.handle,
+        )
 
     def snp_launch_start(self, handle: int) -> FirmwareResult:
         """SNP_LAUNCH_START (0xA0): needs SNP INIT and a fresh guest context."""
         if self.snp_state is not SnpState.INIT:
-            return self._done(Cmd.SNP_LAUNCH_START, FwStatus.INVALID_PLATFORM_STATE,
-                              "SNP is UNINIT.", f"{SRC_ASPFW} snp_mcmd_launch_start")
+            return self._done(
+                Cmd.SNP_LAUNCH_START,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "SNP is UNINIT.",
+                f"{SRC_ASPFW} snp_mcmd_launch_start",
+            )
         guest = self.guests.get(handle)
         if guest is None or guest.kind is not GuestType.SNP:
-            return self._done(Cmd.SNP_LAUNCH_START, FwStatus.INVALID_GUEST,
-                              f"No SNP guest context {handle}.",
-                              f"{SRC_ASPFW} snp_mcmd_launch_start")
+            return self._done(
+                Cmd.SNP_LAUNCH_START,
+                FwStatus.INVALID_GUEST,
+                f"No SNP guest context {handle}.",
+                f"{SRC_ASPFW} snp_mcmd_launch_start",
+            )
         if guest.launched:
-            return self._done(Cmd.SNP_LAUNCH_START, FwStatus.INVALID_GUEST_STATE,
-                              f"SNP guest {handle} was already launched.",
-                              f"{SRC_ASPFW} snp_mcmd_launch_start")
+            return self._done(
+                Cmd.SNP_LAUNCH_START,
+                FwStatus.INVALID_GUEST_STATE,
+                f"SNP guest {handle} was already launched.",
+                f"{SRC_ASPFW} snp_mcmd_launch_start",
+            )
         guest.launched = True
-        return self._done(Cmd.SNP_LAUNCH_START, FwStatus.SUCCESS,
-                          f"SNP guest {handle} in LAUNCH state.",
-                          f"{SRC_ASPFW} snp_mcmd_launch_start", handle=handle)
+        return self._done(
+            Cmd.SNP_LAUNCH_START,
+            FwStatus.SUCCESS,
+            f"SNP guest {handle} in LAUNCH state.",
+            f"{SRC_ASPFW} snp_mcmd_launch_start",
+            handle=handle,
+        )
 
     def activate(self, handle: int, asid: int) -> FirmwareResult:
         """ACTIVATE (0x21): bind a legacy guest to an ASID (needs SEV WORKING)."""
         if self.sev_state is not SevState.WORKING:
-            return self._done(Cmd.ACTIVATE, FwStatus.INVALID_PLATFORM_STATE,
-                              f"Legacy SEV is {self.sev_state.name}, not WORKING.",
-                              f"{SRC_ASPFW} sev_mcmd_activate")
+            return self._done(
+                Cmd.ACTIVATE,
+                FwStatus.INVALID_PLATFORM_STATE,
+                f"Legacy SEV is {self.sev_state.name}, not WORKING.",
+                f"{SRC_ASPFW} sev_mcmd_activate",
+            )
         return self._bind(Cmd.ACTIVATE, handle, asid, snp=False)
 
     def snp_activate(self, handle: int, asid: int) -> FirmwareResult:
         """SNP_ACTIVATE (0x91): bind a launched SNP guest to an ASID (needs SNP INIT)."""
         if self.snp_state is not SnpState.INIT:
-            return self._done(Cmd.SNP_ACTIVATE, FwStatus.INVALID_PLATFORM_STATE,
-                              "SNP is UNINIT.", f"{SRC_ASPFW} snp_mcmd_activate")
+            return self._done(
+                Cmd.SNP_ACTIVATE,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "SNP is UNINIT.",
+                f"{SRC_ASPFW} snp_mcmd_activate",
+            )
         return self._bind(Cmd.SNP_ACTIVATE, handle, asid, snp=True)
 
     def _bind(self, cmd: Cmd, handle: int, asid: int, snp: bool) -> FirmwareResult:
         guest = self.guests.get(handle)
         if guest is None or (guest.kind is GuestType.SNP) != snp:
-            return self._done(cmd, FwStatus.INVALID_GUEST, f"No such guest {handle}.",
-                              f"{SRC_ASPFW} sev_mcmd_activate / snp_mcmd_activate")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_GUEST,
+                f"No such guest {handle}.",
+                f"{SRC_ASPFW} sev_mcmd_activate / snp_mcmd_activate",
+            )
         if snp and not guest.launched:
-            return self._done(cmd, FwStatus.INVALID_GUEST_STATE,
-                              f"SNP guest {handle} is not in LAUNCH or RUNNING state.",
-                              f"{SRC_ASPFW} snp_mcmd_activate")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_GUEST_STATE,
+                f"SNP guest {handle} is not in LAUNCH or RUNNING state.",
+                f"{SRC_ASPFW} snp_mcmd_activate",
+            )
         if not 1 <= asid <= self.hw.max_asid:
-            return self._done(cmd, FwStatus.INVALID_ASID,
-                              f"ASID {asid} is outside 1..{self.hw.max_asid}.",
-                              f"{SRC_ASPFW} mcmd_activate_common")
+            return self._done(
+                cmd,
+                FwStatus.INVALID_ASID,
+                f"ASID {asid} is outside 1..{self.hw.max_asid}.",
+                f"{SRC_ASPFW} mcmd_activate_common",
+            )
         space = self.asid_space()
         if not space.allows(guest.kind, asid):
-            return self._done(cmd, FwStatus.INVALID_ASID,
-                              f"ASID {asid} is not in the {guest.kind.value} class "
-                              f"({space.range_for(guest.kind)}); guest {handle} not activated.",
-                              f"{SRC_REF}; {SRC_FW}; {SRC_MODEL}", confirmed=False)
+            return self._done(
+                cmd,
+                FwStatus.INVALID_ASID,
+                f"ASID {asid} is not in the {guest.kind.value} class "
+                f"({space.range_for(guest.kind)}); guest {handle} not activated.",
+                f"{SRC_REF}; {SRC_FW}; {SRC_MODEL}",
+                confirmed=False,
+            )
         owner = self.cache.bound.get(asid)
         if owner is not None and owner != handle:
-            return self._done(cmd, FwStatus.ASID_OWNED,
-                              f"ASID {asid} is bound to guest {owner}.",
-                              f"{SRC_ASPFW} mcmd_activate_common")
+            return self._done(
+                cmd,
+                FwStatus.ASID_OWNED,
+                f"ASID {asid} is bound to guest {owner}.",
+                f"{SRC_ASPFW} mcmd_activate_common",
+            )
         if guest.asid is not None:
-            return self._done(cmd, FwStatus.ACTIVE, f"Guest {handle} is already active.",
-                              f"{SRC_ASPFW} mcmd_activate_common")
+            return self._done(
+                cmd,
+                FwStatus.ACTIVE,
+                f"Guest {handle} is already active.",
+                f"{SRC_ASPFW} mcmd_activate_common",
+            )
         if snp and self.flush_after_update:
-            return self._done(cmd, FwStatus.DFFLUSH_REQUIRED,
-                              "Firmware was hot-loaded and no DF_FLUSH followed yet.",
-                              f"{SRC_FW}; {SRC_MODEL}", confirmed=False)
+            return self._done(
+                cmd,
+                FwStatus.DFFLUSH_REQUIRED,
+                "Firmware was hot-loaded and no DF_FLUSH followed yet.",
+                f"{SRC_FW}; {SRC_MODEL}",
+                confirmed=False,
+            )
         if self.cache.bind(asid, handle) == "dirty":
-            return self._done(cmd, FwStatus.DFFLUSH_REQUIRED,
-                              f"ASID {asid} may still have another guest's lines in the "
-                              "caches; WBINVD on all CPUs + DF_FLUSH first.",
-                              f"{SRC_ASPFW} activate_common")
+            return self._done(
+                cmd,
+                FwStatus.DFFLUSH_REQUIRED,
+                f"ASID {asid} may still have another guest's lines in the "
+                "caches; WBINVD on all CPUs + DF_FLUSH first.",
+                f"{SRC_ASPFW} activate_common",
+            )
         guest.asid = asid
-        return self._done(cmd, FwStatus.SUCCESS,
-                          f"{guest.kind.value} guest {handle} bound to ASID {asid}.",
-                          f"{SRC_ASPFW} activate_common", handle=handle)
+        return self._done(
+            cmd,
+            FwStatus.SUCCESS,
+            f"{guest.kind.value} guest {handle} bound to ASID {asid}.",
+            f"{SRC_ASPFW} activate_common",
+            handle=handle,
+        )
 
     def deactivate(self, handle: int) -> FirmwareResult:
         """DEACTIVATE (0x22): unbind a legacy guest's ASID, which becomes dirty."""
         guest = self.guests.get(handle)
         if guest is None or guest.kind is GuestType.SNP:
-            return self._done(Cmd.DEACTIVATE, FwStatus.INVALID_GUEST,
-                              f"No legacy guest {handle}.", f"{SRC_ASPFW} sev_mcmd_deactivate")
+            return self._done(
+                Cmd.DEACTIVATE,
+                FwStatus.INVALID_GUEST,
+                f"No legacy guest {handle}.",
+                f"{SRC_ASPFW} sev_mcmd_deactivate",
+            )
         if guest.asid is None:
-            return self._done(Cmd.DEACTIVATE, FwStatus.INACTIVE,
-                              f"Guest {handle} has no ASID.", f"{SRC_ASPFW} sev_mcmd_deactivate")
+            return self._done(
+                Cmd.DEACTIVATE,
+                FwStatus.INACTIVE,
+                f"Guest {handle} has no ASID.",
+                f"{SRC_ASPFW} sev_mcmd_deactivate",
+            )
         self.cache.release(guest.asid)
         asid, guest.asid = guest.asid, None
-        return self._done(Cmd.DEACTIVATE, FwStatus.SUCCESS,
-                          f"Guest {handle} unbound; ASID {asid} is dirty until WBINVD + "
-                          "DF_FLUSH.", f"{SRC_ASPFW} sev_mcmd_deactivate; sev_guest.c")
+        return self._done(
+            Cmd.DEACTIVATE,
+            FwStatus.SUCCESS,
+            f"Guest {handle} unbound; ASID {asid} is dirty until WBINVD + DF_FLUSH.",
+            f"{SRC_ASPFW} sev_mcmd_deactivate; sev_guest.c",
+        )
 
     def decommission(self, handle: int) -> FirmwareResult:
         """DECOMMISSION (0x20): delete a deactivated legacy guest; WORKING -> INIT with none
         left."""
         guest = self.guests.get(handle)
         if self.sev_state is not SevState.WORKING:
-            return self._done(Cmd.DECOMMISSION, FwStatus.INVALID_PLATFORM_STATE,
-                              "Legacy SEV is not WORKING.", f"{SRC_ASPFW} sev_mcmd_decommission")
+            return self._done(
+                Cmd.DECOMMISSION,
+                FwStatus.INVALID_PLATFORM_STATE,
+                "Legacy SEV is not WORKING.",
+                f"{SRC_ASPFW} sev_mcmd_decommission",
+            )
         if guest is None or guest.kind is GuestType.SNP:
-            return self._done(Cmd.DECOMMISSION, FwStatus.INVALID_GUEST,
-                              f"No legacy guest {handle}.",
-                              f"{SRC_ASPFW} sev_mcmd_decommission")
+            return self._done(
+                Cmd.DECOMMISSION,
+                FwStatus.INVALID_GUEST,
+                f"No legacy guest {handle}.",
+                f"{SRC_ASPFW} sev_mcmd_decommission",
+            )
         if guest.asid is not None:
-            return self._done(Cmd.DECOMMISSION, FwStatus.ACTIVE,
-                              f"Guest {handle} still holds ASID {guest.asid}; DEACTIVATE first.",
-                              f"{SRC_ASPFW} mcmd_decommission_common")
+            return self._done(
+                Cmd.DECOMMISSION,
+                FwStatus.ACTIVE,
+                f"Guest {handle} still holds ASID {guest.asid}; DEACTIVATE first.",
+                f"{SRC_ASPFW} mcmd_decommission_common",
+            )
         del self.guests[handle]
         if self.legacy_guest_count() == 0:
             self.sev_state = SevState.INIT
-        return self._done(Cmd.DECOMMISSION, FwStatus.SUCCESS,
-                          f"Guest {handle} deleted; SEV state {self.sev_state.name}.",
-                          f"{SRC_ASPFW} sev_mcmd_decommission")
+        return self._done(
+            Cmd.DECOMMISSION,
+            FwStatus.SUCCESS,
+            f"Guest {handle} deleted; SEV state {self.sev_state.name}.",
+            f"{SRC_ASPFW} sev_mcmd_decommission",
+        )
 
     def snp_decommission(self, handle: int) -> FirmwareResult:
         """SNP_DECOMMISSION (0x90): deactivates (ASID dirty) and deletes an SNP guest."""
         guest = self.guests.get(handle)
         if guest is None or guest.kind is not GuestType.SNP:
-            return self._done(Cmd.SNP_DECOMMISSION, FwStatus.INVALID_GUEST,
-                              f"No SNP guest {handle}.", f"{SRC_ASPFW} snp_mcmd_decommission")
+            return self._done(
+                Cmd.SNP_DECOMMISSION,
+                FwStatus.INVALID_GUEST,
+                f"No SNP guest {handle}.",
+                f"{SRC_ASPFW} snp_mcmd_decommission",
+            )
         if guest.asid is not None:
             self.cache.release(guest.asid)
         del self.guests[handle]
         self.stale_gctx.discard(handle)
-        return self._done(Cmd.SNP_DECOMMISSION, FwStatus.SUCCESS,
-                          f"SNP guest {handle} deactivated and deleted.",
-                          f"{SRC_ASPFW} snp_decommission_common")
+        return self._done(
+            Cmd.SNP_DECOMMISSION,
+            FwStatus.SUCCESS,
+            f"SNP guest {handle} deactivated and deleted.",
+            f"{SRC_ASPFW} snp_decommission_common",
+        )
 
     def snp_guest_status(self, handle: int) -> FirmwareResult:
         """SNP_GUEST_STATUS (0x92); after a hot-load it also refreshes the guest context page
         for the new firmware (LX sev-fw.c snp_update_guest_statuses)."""
         guest = self.guests.get(handle)
         if guest is None or guest.kind is not GuestType.SNP:
-            return self._done(Cmd.SNP_GUEST_STATUS, FwStatus.INVALID_GUEST,
-                              f"No SNP guest {handle}.", f"{SRC_ASPFW}; {SRC_FW}")
+            return self._done(
+                Cmd.SNP_GUEST_STATUS,
+                FwStatus.INVALID_GUEST,
+                f"No SNP guest {handle}.",
+                f"{SRC_ASPFW}; {SRC_FW}",
+            )
         self.stale_gctx.discard(handle)
-        return self._done(Cmd.SNP_GUEST_STATUS, FwStatus.SUCCESS,
-                          f"SNP guest {handle}: ASID {guest.asid}, context page current.",
-                          SRC_FW, handle=handle)
+        return self._done(
+            Cmd.SNP_GUEST_STATUS,
+            FwStatus.SUCCESS,
+            f"SNP guest {handle}: ASID {guest.asid}, context page current.",
+            SRC_FW,
+            handle=handle,
+        )

@@ -44,9 +44,14 @@ class PresetRun:
 
     def report(self) -> PresetReport:
         """A serialisable summary for the CLI."""
-        return PresetReport(name=self.name, description=self.description,
-                            platform=self.host.psp.snapshot(), asids=self.host.asids.describe(),
-                            launches=list(self.launches), log=self.log.entries)
+        return PresetReport(
+            name=self.name,
+            description=self.description,
+            platform=self.host.psp.snapshot(),
+            asids=self.host.asids.describe(),
+            launches=list(self.launches),
+            log=self.log.entries,
+        )
 
 
 class PresetReport(BaseModel):
@@ -63,9 +68,13 @@ class PresetReport(BaseModel):
 
 
 #: Illustrative host for the presets: a Milan/Genoa-class part, MIN_SEV_ASID set to 100.
-PRESET_HW = Hardware(snp_enabled=True, max_asid=509, min_sev_asid=100,
-                     ciphertext_hiding_capable=True, firmware=FwVersion(major=1, minor=55,
-                                                                       build=25))
+PRESET_HW = Hardware(
+    snp_enabled=True,
+    max_asid=509,
+    min_sev_asid=100,
+    ciphertext_hiding_capable=True,
+    firmware=FwVersion(major=1, minor=55, build=25),
+)
 #: Illustrative hot-load target.
 HOTLOAD_IMAGE = FirmwareImage(version=FwVersion(major=1, minor=55, build=29))
 
@@ -90,8 +99,9 @@ def preset_snp_plus_sev() -> PresetRun:
     both at kvm-amd.ko module load")."""
     host = HostDriver(PRESET_HW, ModuleParams())
     host.probe()
-    launches = tuple(host.launch_guest(kind) for kind in
-                     (GuestType.SNP, GuestType.SEV_ES, GuestType.SEV))
+    launches = tuple(
+        host.launch_guest(kind) for kind in (GuestType.SNP, GuestType.SEV_ES, GuestType.SEV)
+    )
     return PresetRun("snp+sev", _doc(preset_snp_plus_sev), host, launches)
 
 
@@ -107,8 +117,7 @@ def preset_firmware_hotload() -> PresetRun:
     host.commit_firmware()
     legacy = host.launch_guest(GuestType.SEV)
     host.hotload_firmware(FirmwareImage(version=FwVersion(major=1, minor=55, build=31)))
-    return PresetRun("firmware-hotload", _doc(preset_firmware_hotload), host,
-                     (first, legacy))
+    return PresetRun("firmware-hotload", _doc(preset_firmware_hotload), host, (first, legacy))
 
 
 def preset_ciphertext_hiding(asids: int = 64) -> PresetRun:
@@ -120,8 +129,7 @@ def preset_ciphertext_hiding(asids: int = 64) -> PresetRun:
     host.probe()
     launches = tuple(host.launch_guest(kind) for kind in GuestType)
     wrong = host.launch_guest(GuestType.SNP, asid=host.asids.range_for(GuestType.SEV_ES).first)
-    return PresetRun("ciphertext-hiding", _doc(preset_ciphertext_hiding), host,
-                     (*launches, wrong))
+    return PresetRun("ciphertext-hiding", _doc(preset_ciphertext_hiding), host, (*launches, wrong))
 
 
 def preset_lazy_sev_init() -> PresetRun:
@@ -141,8 +149,7 @@ def preset_legacy_on_snp_host() -> PresetRun:
     host = HostDriver(PRESET_HW, ModuleParams(sev_snp=False))
     host.probe()
     launches = (host.launch_guest(GuestType.SEV), host.launch_guest(GuestType.SNP))
-    return PresetRun("legacy-on-snp-host", _doc(preset_legacy_on_snp_host), host,
-                     launches)
+    return PresetRun("legacy-on-snp-host", _doc(preset_legacy_on_snp_host), host, launches)
 
 
 def preset_no_snp_host() -> PresetRun:

@@ -37,35 +37,35 @@ SUPPORTED_VERSIONS = (2, 3, 5)
 # One struct for the whole report; offsets in the comments are those of sev-snp.md §6.3.
 _REPORT = struct.Struct(
     "<"
-    "I"      # 0x000 version
-    "I"      # 0x004 guest_svn
-    "Q"      # 0x008 policy
-    "16s"    # 0x010 family_id
-    "16s"    # 0x020 image_id
-    "I"      # 0x030 vmpl
-    "I"      # 0x034 signature_algo
-    "Q"      # 0x038 current_tcb
-    "Q"      # 0x040 platform_info
-    "I"      # 0x048 signer info
-    "4s"     # 0x04C reserved
-    "64s"    # 0x050 report_data
-    "48s"    # 0x090 measurement
-    "32s"    # 0x0C0 host_data
-    "48s"    # 0x0E0 id_key_digest
-    "48s"    # 0x110 author_key_digest
-    "32s"    # 0x140 report_id
-    "32s"    # 0x160 report_id_ma
-    "Q"      # 0x180 reported_tcb
-    "24s"    # 0x188 cpuid fam/mod/step (v3+) + reserved to 0x1A0
-    "64s"    # 0x1A0 chip_id
-    "Q"      # 0x1E0 committed_tcb
-    "4B"     # 0x1E8 current build, minor, major, reserved
-    "4B"     # 0x1EC committed build, minor, major, reserved
-    "Q"      # 0x1F0 launch_tcb
-    "168s"   # 0x1F8 v5: launch_mit_vector, current_mit_vector, reserved; v2/v3: reserved
-    "72s"    # 0x2A0 signature R
-    "72s"    # 0x2E8 signature S
-    "368s"   # 0x330 reserved
+    "I"  # 0x000 version
+    "I"  # 0x004 guest_svn
+    "Q"  # 0x008 policy
+    "16s"  # 0x010 family_id
+    "16s"  # 0x020 image_id
+    "I"  # 0x030 vmpl
+    "I"  # 0x034 signature_algo
+    "Q"  # 0x038 current_tcb
+    "Q"  # 0x040 platform_info
+    "I"  # 0x048 signer info
+    "4s"  # 0x04C reserved
+    "64s"  # 0x050 report_data
+    "48s"  # 0x090 measurement
+    "32s"  # 0x0C0 host_data
+    "48s"  # 0x0E0 id_key_digest
+    "48s"  # 0x110 author_key_digest
+    "32s"  # 0x140 report_id
+    "32s"  # 0x160 report_id_ma
+    "Q"  # 0x180 reported_tcb
+    "24s"  # 0x188 cpuid fam/mod/step (v3+) + reserved to 0x1A0
+    "64s"  # 0x1A0 chip_id
+    "Q"  # 0x1E0 committed_tcb
+    "4B"  # 0x1E8 current build, minor, major, reserved
+    "4B"  # 0x1EC committed build, minor, major, reserved
+    "Q"  # 0x1F0 launch_tcb
+    "168s"  # 0x1F8 v5: launch_mit_vector, current_mit_vector, reserved; v2/v3: reserved
+    "72s"  # 0x2A0 signature R
+    "72s"  # 0x2E8 signature S
+    "368s"  # 0x330 reserved
 )
 assert _REPORT.size == REPORT_SIZE
 
@@ -141,14 +141,27 @@ class TcbVersion:
     def decode(cls, raw: int, product: Product | None = None) -> TcbVersion:
         """Decode ``raw`` with the layout of ``product`` (Milan/Genoa layout when None)."""
         if product == "Turin":
-            return cls(raw, True, raw >> 8 & 0xFF, raw >> 16 & 0xFF, raw >> 24 & 0xFF,
-                       raw >> 56 & 0xFF, raw & 0xFF)
-        return cls(raw, False, raw & 0xFF, raw >> 8 & 0xFF, raw >> 48 & 0xFF,
-                   raw >> 56 & 0xFF)
+            return cls(
+                raw,
+                True,
+                raw >> 8 & 0xFF,
+                raw >> 16 & 0xFF,
+                raw >> 24 & 0xFF,
+                raw >> 56 & 0xFF,
+                raw & 0xFF,
+            )
+        return cls(raw, False, raw & 0xFF, raw >> 8 & 0xFF, raw >> 48 & 0xFF, raw >> 56 & 0xFF)
 
     @staticmethod
-    def encode(*, bootloader: int, tee: int, snp: int, microcode: int,
-               fmc: int | None = None, product: Product | None = None) -> int:
+    def encode(
+        *,
+        bootloader: int,
+        tee: int,
+        snp: int,
+        microcode: int,
+        fmc: int | None = None,
+        product: Product | None = None,
+    ) -> int:
         """The raw u64 for these components in ``product``'s layout."""
         b = bytearray(8)
         if product == "Turin":
@@ -161,8 +174,12 @@ class TcbVersion:
 
     def components(self) -> dict[str, int]:
         """Components by cocopart's neutral names ("fmc" only on Turin)."""
-        out = {"bootloader": self.bootloader, "tee": self.tee, "snp": self.snp,
-               "microcode": self.microcode}
+        out = {
+            "bootloader": self.bootloader,
+            "tee": self.tee,
+            "snp": self.snp,
+            "microcode": self.microcode,
+        }
         if self.fmc is not None:
             out["fmc"] = self.fmc
         return out
@@ -174,8 +191,11 @@ def _bits(value: int, names: dict[str, int]) -> dict[str, bool]:
 
 def decode_policy(policy: int) -> dict[str, Any]:
     """The guest policy word as named fields (sev-snp.md §6.3, GSG)."""
-    out: dict[str, Any] = {"raw": policy, "abi_minor": policy & 0xFF,
-                           "abi_major": policy >> 8 & 0xFF}
+    out: dict[str, Any] = {
+        "raw": policy,
+        "abi_minor": policy & 0xFF,
+        "abi_major": policy >> 8 & 0xFF,
+    }
     out.update(_bits(policy, _POLICY_FLAGS))
     out["mbz_clear"] = policy & _POLICY_MBZ_MASK == 0
     return out
@@ -191,9 +211,14 @@ def decode_platform_info(info: int) -> dict[str, Any]:
 def decode_signer_info(info: int) -> dict[str, Any]:
     """The signer-info word at 0x48: AUTHOR_KEY_EN, MASK_CHIP_KEY, SIGNING_KEY (§6.3)."""
     key = info >> 2 & 0x7
-    return {"raw": info, "author_key_en": bool(info & 1), "mask_chip_key": bool(info >> 1 & 1),
-            "signing_key": key, "signing_key_name": SIGNING_KEY_NAMES.get(key, f"reserved({key})"),
-            "mbz_clear": info >> 5 == 0}
+    return {
+        "raw": info,
+        "author_key_en": bool(info & 1),
+        "mask_chip_key": bool(info >> 1 & 1),
+        "signing_key": key,
+        "signing_key_name": SIGNING_KEY_NAMES.get(key, f"reserved({key})"),
+        "mbz_clear": info >> 5 == 0,
+    }
 
 
 def _zeros(n: int) -> bytes:
@@ -202,9 +227,18 @@ def _zeros(n: int) -> bytes:
 
 # Fixed sizes of the bytes fields (sev-snp.md §6.3).
 _BYTES_SIZES = {
-    "family_id": 16, "image_id": 16, "report_data": 64, "measurement": 48, "host_data": 32,
-    "id_key_digest": 48, "author_key_digest": 48, "report_id": 32, "report_id_ma": 32,
-    "chip_id": 64, "reserved_04c": 4, "reserved_330": 368,
+    "family_id": 16,
+    "image_id": 16,
+    "report_data": 64,
+    "measurement": 48,
+    "host_data": 32,
+    "id_key_digest": 48,
+    "author_key_digest": 48,
+    "report_id": 32,
+    "report_id_ma": 32,
+    "chip_id": 64,
+    "reserved_04c": 4,
+    "reserved_330": 368,
 }
 
 
@@ -214,7 +248,7 @@ def _reserved_sizes(version: int) -> tuple[int, int]:
         return 24, 0xA8  # 0x188..0x1A0 and 0x1F8..0x2A0 reserved
     if version == 3:
         return 21, 0xA8  # 0x18B..0x1A0 and 0x1F8..0x2A0 reserved
-    return 21, 0x98      # v5: 0x18B..0x1A0 and 0x208..0x2A0 reserved
+    return 21, 0x98  # v5: 0x18B..0x1A0 and 0x208..0x2A0 reserved
 
 
 class SnpReport(BaseModel):
@@ -228,8 +262,9 @@ class SnpReport(BaseModel):
 
     # defer_build: verifying a report never validates this model (parse builds it from
     # values it checked itself), so its schema is built only when something validates one
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
-                              defer_build=True)
+    model_config = ConfigDict(
+        frozen=True, ser_json_bytes="hex", val_json_bytes="hex", defer_build=True
+    )
 
     version: int
     guest_svn: int = 0
@@ -297,8 +332,10 @@ class SnpReport(BaseModel):
     def _check_layout(self) -> SnpReport:
         """Reject values that cannot be encoded in this version's layout."""
         if self.version not in SUPPORTED_VERSIONS:
-            raise EvidenceError(f"SNP report version {self.version} is not supported "
-                                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+            raise EvidenceError(
+                f"SNP report version {self.version} is not supported "
+                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
         for name, size in _BYTES_SIZES.items():
             if len(getattr(self, name)) != size:
                 raise EvidenceError(f"{name} must be {size} bytes, got {len(getattr(self, name))}")
@@ -318,40 +355,73 @@ class SnpReport(BaseModel):
     def parse(cls, data: bytes) -> SnpReport:
         """Decode exactly 0x4A0 bytes; raises :class:`EvidenceError` for a wrong size/version."""
         if len(data) != REPORT_SIZE:
-            raise EvidenceError(f"an SNP attestation report is {REPORT_SIZE:#x} bytes, "
-                                f"got {len(data):#x}")
+            raise EvidenceError(
+                f"an SNP attestation report is {REPORT_SIZE:#x} bytes, got {len(data):#x}"
+            )
         f = _REPORT.unpack(data)
         version = f[0]
         if version not in SUPPORTED_VERSIONS:
-            raise EvidenceError(f"SNP report version {version} is not supported "
-                                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+            raise EvidenceError(
+                f"SNP report version {version} is not supported "
+                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
         cpuid_area: bytes = f[19]
         tail: bytes = f[31]
         values: dict[str, Any] = {
-            "version": version, "guest_svn": f[1], "policy": f[2], "family_id": f[3],
-            "image_id": f[4], "vmpl": f[5], "signature_algo": f[6], "current_tcb": f[7],
-            "platform_info": f[8], "signer_info": f[9], "reserved_04c": f[10],
-            "report_data": f[11], "measurement": f[12], "host_data": f[13],
-            "id_key_digest": f[14], "author_key_digest": f[15], "report_id": f[16],
-            "report_id_ma": f[17], "reported_tcb": f[18], "chip_id": f[20],
-            "committed_tcb": f[21], "current_build": f[22], "current_minor": f[23],
-            "current_major": f[24], "reserved_1eb": f[25], "committed_build": f[26],
-            "committed_minor": f[27], "committed_major": f[28], "reserved_1ef": f[29],
+            "version": version,
+            "guest_svn": f[1],
+            "policy": f[2],
+            "family_id": f[3],
+            "image_id": f[4],
+            "vmpl": f[5],
+            "signature_algo": f[6],
+            "current_tcb": f[7],
+            "platform_info": f[8],
+            "signer_info": f[9],
+            "reserved_04c": f[10],
+            "report_data": f[11],
+            "measurement": f[12],
+            "host_data": f[13],
+            "id_key_digest": f[14],
+            "author_key_digest": f[15],
+            "report_id": f[16],
+            "report_id_ma": f[17],
+            "reported_tcb": f[18],
+            "chip_id": f[20],
+            "committed_tcb": f[21],
+            "current_build": f[22],
+            "current_minor": f[23],
+            "current_major": f[24],
+            "reserved_1eb": f[25],
+            "committed_build": f[26],
+            "committed_minor": f[27],
+            "committed_major": f[28],
+            "reserved_1ef": f[29],
             "launch_tcb": f[30],
             "signature_r": int.from_bytes(f[32], "little"),
-            "signature_s": int.from_bytes(f[33], "little"), "reserved_330": f[34],
-            "cpuid_fam_id": None, "cpuid_mod_id": None, "cpuid_step": None,
-            "launch_mit_vector": None, "current_mit_vector": None,
+            "signature_s": int.from_bytes(f[33], "little"),
+            "reserved_330": f[34],
+            "cpuid_fam_id": None,
+            "cpuid_mod_id": None,
+            "cpuid_step": None,
+            "launch_mit_vector": None,
+            "current_mit_vector": None,
         }
         if version >= 3:
-            values.update(cpuid_fam_id=cpuid_area[0], cpuid_mod_id=cpuid_area[1],
-                          cpuid_step=cpuid_area[2], reserved_cpuid=cpuid_area[3:])
+            values.update(
+                cpuid_fam_id=cpuid_area[0],
+                cpuid_mod_id=cpuid_area[1],
+                cpuid_step=cpuid_area[2],
+                reserved_cpuid=cpuid_area[3:],
+            )
         else:
             values["reserved_cpuid"] = cpuid_area
         if version >= 5:
-            values.update(launch_mit_vector=int.from_bytes(tail[0:8], "little"),
-                          current_mit_vector=int.from_bytes(tail[8:16], "little"),
-                          reserved_tail=tail[16:])
+            values.update(
+                launch_mit_vector=int.from_bytes(tail[0:8], "little"),
+                current_mit_vector=int.from_bytes(tail[8:16], "little"),
+                reserved_tail=tail[16:],
+            )
         else:
             values["reserved_tail"] = tail
         # Every value above has the size the layout gives it: skip re-validation (hot path).
@@ -360,26 +430,54 @@ class SnpReport(BaseModel):
     def build(self) -> bytes:
         """Encode to the 0x4A0-byte wire form."""
         if self.version >= 3:
-            cpuid_area = bytes((self.cpuid_fam_id or 0, self.cpuid_mod_id or 0,
-                                self.cpuid_step or 0)) + self.reserved_cpuid
+            cpuid_area = (
+                bytes((self.cpuid_fam_id or 0, self.cpuid_mod_id or 0, self.cpuid_step or 0))
+                + self.reserved_cpuid
+            )
         else:
             cpuid_area = self.reserved_cpuid
         if self.version >= 5:
-            tail = ((self.launch_mit_vector or 0).to_bytes(8, "little")
-                    + (self.current_mit_vector or 0).to_bytes(8, "little") + self.reserved_tail)
+            tail = (
+                (self.launch_mit_vector or 0).to_bytes(8, "little")
+                + (self.current_mit_vector or 0).to_bytes(8, "little")
+                + self.reserved_tail
+            )
         else:
             tail = self.reserved_tail
         try:
             return _REPORT.pack(
-                self.version, self.guest_svn, self.policy, self.family_id, self.image_id,
-                self.vmpl, self.signature_algo, self.current_tcb, self.platform_info,
-                self.signer_info, self.reserved_04c, self.report_data, self.measurement,
-                self.host_data, self.id_key_digest, self.author_key_digest, self.report_id,
-                self.report_id_ma, self.reported_tcb, cpuid_area, self.chip_id,
-                self.committed_tcb, self.current_build, self.current_minor,
-                self.current_major, self.reserved_1eb, self.committed_build,
-                self.committed_minor, self.committed_major, self.reserved_1ef,
-                self.launch_tcb, tail,
+                self.version,
+                self.guest_svn,
+                self.policy,
+                self.family_id,
+                self.image_id,
+                self.vmpl,
+                self.signature_algo,
+                self.current_tcb,
+                self.platform_info,
+                self.signer_info,
+                self.reserved_04c,
+                self.report_data,
+                self.measurement,
+                self.host_data,
+                self.id_key_digest,
+                self.author_key_digest,
+                self.report_id,
+                self.report_id_ma,
+                self.reported_tcb,
+                cpuid_area,
+                self.chip_id,
+                self.committed_tcb,
+                self.current_build,
+                self.current_minor,
+                self.current_major,
+                self.reserved_1eb,
+                self.committed_build,
+                self.committed_minor,
+                self.committed_major,
+                self.reserved_1ef,
+                self.launch_tcb,
+                tail,
                 self.signature_r.to_bytes(SIGNATURE_FIELD_SIZE, "little"),
                 self.signature_s.to_bytes(SIGNATURE_FIELD_SIZE, "little"),
                 self.reserved_330,
@@ -426,8 +524,12 @@ class SnpReport(BaseModel):
         decode with the Milan/Genoa layout unless the caller says otherwise (the product
         then comes from the certificate).
         """
-        raw = {"reported": self.reported_tcb, "current": self.current_tcb,
-               "committed": self.committed_tcb, "launch": self.launch_tcb}[which]
+        raw = {
+            "reported": self.reported_tcb,
+            "current": self.current_tcb,
+            "committed": self.committed_tcb,
+            "launch": self.launch_tcb,
+        }[which]
         return TcbVersion.decode(raw, product or self.product)
 
     def to_dict(self, product: Product | None = None) -> dict[str, Any]:
@@ -442,8 +544,9 @@ class SnpReport(BaseModel):
             tcb = self.tcb(which, prod)
             out[f"{which}_tcb_decoded"] = {"raw": tcb.raw, **tcb.components()}
         out["current_version"] = f"{self.current_major}.{self.current_minor}.{self.current_build}"
-        out["committed_version"] = (f"{self.committed_major}.{self.committed_minor}."
-                                    f"{self.committed_build}")
+        out["committed_version"] = (
+            f"{self.committed_major}.{self.committed_minor}.{self.committed_build}"
+        )
         return out
 
 
@@ -461,12 +564,12 @@ def build_report(report: SnpReport) -> bytes:
 
 REPORT_REQ_SIZE = 0x60
 REPORT_RSP_HEADER_SIZE = 0x20
-_REPORT_REQ = struct.Struct("<64sII24s")   # user_data, vmpl, flags, reserved
-_REPORT_RSP = struct.Struct("<II24s")      # status, report_size, reserved
+_REPORT_REQ = struct.Struct("<64sII24s")  # user_data, vmpl, flags, reserved
+_REPORT_RSP = struct.Struct("<II24s")  # status, report_size, reserved
 assert _REPORT_REQ.size == REPORT_REQ_SIZE and _REPORT_RSP.size == REPORT_RSP_HEADER_SIZE
 
 #: MSG_REPORT_REQ flags bits 1:0 KEY_SEL (sev-snp.md §6.2).
-KEY_SEL_DEFAULT = 0   # VLEK if installed, else VCEK
+KEY_SEL_DEFAULT = 0  # VLEK if installed, else VCEK
 KEY_SEL_VCEK = 1
 KEY_SEL_VLEK = 2
 #: MSG_REPORT_RSP status codes (sev-snp.md §6.2).
@@ -478,8 +581,9 @@ RSP_STATUS_INVALID_KEY = 0x27
 class ReportRequest(BaseModel):
     """MSG_REPORT_REQ (96 bytes): user_data → REPORT_DATA, the VMPL to report, KEY_SEL."""
 
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
-                              defer_build=True)
+    model_config = ConfigDict(
+        frozen=True, ser_json_bytes="hex", val_json_bytes="hex", defer_build=True
+    )
 
     user_data: bytes = bytes(64)
     vmpl: int = 0
@@ -492,13 +596,15 @@ class ReportRequest(BaseModel):
 
     def encode(self) -> bytes:
         if len(self.user_data) > 64:
-            raise EvidenceError(f"MSG_REPORT_REQ user_data is at most 64 bytes, "
-                                f"got {len(self.user_data)}")
+            raise EvidenceError(
+                f"MSG_REPORT_REQ user_data is at most 64 bytes, got {len(self.user_data)}"
+            )
         if len(self.reserved) != 24:
             raise EvidenceError("MSG_REPORT_REQ reserved area is 24 bytes")
         try:
-            return _REPORT_REQ.pack(self.user_data.ljust(64, b"\0"), self.vmpl, self.flags,
-                                    self.reserved)
+            return _REPORT_REQ.pack(
+                self.user_data.ljust(64, b"\0"), self.vmpl, self.flags, self.reserved
+            )
         except struct.error as exc:
             raise EvidenceError(f"MSG_REPORT_REQ field out of range: {exc}") from exc
 
@@ -513,8 +619,9 @@ class ReportRequest(BaseModel):
 class ReportResponse(BaseModel):
     """MSG_REPORT_RSP: status, report_size, reserved, then the report (normally 0x4A0)."""
 
-    model_config = ConfigDict(frozen=True, ser_json_bytes="hex", val_json_bytes="hex",
-                              defer_build=True)
+    model_config = ConfigDict(
+        frozen=True, ser_json_bytes="hex", val_json_bytes="hex", defer_build=True
+    )
 
     status: int = RSP_STATUS_SUCCESS
     report: bytes = b""
@@ -532,13 +639,16 @@ class ReportResponse(BaseModel):
     def decode(cls, data: bytes) -> ReportResponse:
         """Decode a response; bytes past ``report_size`` (page padding) are ignored."""
         if len(data) < REPORT_RSP_HEADER_SIZE:
-            raise EvidenceError(f"MSG_REPORT_RSP is at least {REPORT_RSP_HEADER_SIZE} bytes, "
-                                f"got {len(data)}")
+            raise EvidenceError(
+                f"MSG_REPORT_RSP is at least {REPORT_RSP_HEADER_SIZE} bytes, got {len(data)}"
+            )
         status, size, reserved = _REPORT_RSP.unpack_from(data)
         if REPORT_RSP_HEADER_SIZE + size > len(data):
-            raise EvidenceError(f"MSG_REPORT_RSP says report_size {size:#x} but carries "
-                                f"{len(data) - REPORT_RSP_HEADER_SIZE:#x} bytes")
-        report = data[REPORT_RSP_HEADER_SIZE:REPORT_RSP_HEADER_SIZE + size]
+            raise EvidenceError(
+                f"MSG_REPORT_RSP says report_size {size:#x} but carries "
+                f"{len(data) - REPORT_RSP_HEADER_SIZE:#x} bytes"
+            )
+        report = data[REPORT_RSP_HEADER_SIZE : REPORT_RSP_HEADER_SIZE + size]
         return cls(status=status, report=report, reserved=reserved)
 
     def parsed_report(self) -> SnpReport:

@@ -62,8 +62,11 @@ RULE_RMPUPDATE_INUSE_WHILE_LOCKED = "RMPUPDATE on a locked entry: FAIL_INUSE, re
 #: holder is the model's choice.
 RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK = "RMPADJUST on a locked entry waits, then runs after it"
 
-RULES = (RULE_RMP_ENTRY_LOCK, RULE_RMPUPDATE_INUSE_WHILE_LOCKED,
-         RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK)
+RULES = (
+    RULE_RMP_ENTRY_LOCK,
+    RULE_RMPUPDATE_INUSE_WHILE_LOCKED,
+    RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK,
+)
 UNCONFIRMED = (RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK,)
 
 
@@ -88,9 +91,16 @@ class PendingAdjust:
     perms: int
 
     def execute(self, rmp: Rmp) -> ins.InstrResult:
-        return ins.rmpadjust(rmp, asid=self.asid, vmpl=self.vmpl, gpa=self.gpa,
-                             page_2m=self.page_2m, count=1, target_vmpl=self.target_vmpl,
-                             perms=self.perms)
+        return ins.rmpadjust(
+            rmp,
+            asid=self.asid,
+            vmpl=self.vmpl,
+            gpa=self.gpa,
+            page_2m=self.page_2m,
+            count=1,
+            target_vmpl=self.target_vmpl,
+            perms=self.perms,
+        )
 
 
 @dataclass
@@ -104,8 +114,7 @@ class EntryLocks:
 
     def holder(self, start: int, end: int) -> int | None:
         """The first locked entry address in ``[start, end)``, or None."""
-        inside = [g for g, a in self.held.items()
-                  if g < end and g + page_bytes(a.page_2m) > start]
+        inside = [g for g, a in self.held.items() if g < end and g + page_bytes(a.page_2m) > start]
         return min(inside) if inside else None
 
     def complete(self, rmp: Rmp, gpa: int) -> ins.InstrResult:
@@ -115,10 +124,15 @@ class EntryLocks:
     def in_use(self, other: ins.InUse | None) -> ins.InUse:
         """An ``in_use`` callback for RMPUPDATE/PSMASH: a running VMSA (``other``) or a
         locked entry."""
+
         def check(start: int, end: int) -> int | None:
-            found = [x for x in (other(start, end) if other else None,
-                                 self.holder(start, end)) if x is not None]
+            found = [
+                x
+                for x in (other(start, end) if other else None, self.holder(start, end))
+                if x is not None
+            ]
             return min(found) if found else None
+
         return check
 
 
@@ -140,8 +154,14 @@ def _rc(r: ins.InstrResult) -> str:
     return "ok" if r.ok else ins.RmpRc(r.rc).name
 
 
-def race(m: SnpMachine, gpa: int, order: Interleaving, *, target_vmpl: int | None = None,
-         perms: int = int(Access.RW)) -> RaceOutcome:
+def race(
+    m: SnpMachine,
+    gpa: int,
+    order: Interleaving,
+    *,
+    target_vmpl: int | None = None,
+    perms: int = int(Access.RW),
+) -> RaceOutcome:
     """Run the SVSM's RMPADJUST (VMPL0, granting ``target_vmpl`` ``perms``) against the host's
     RMPUPDATE of ``gpa`` to shared, in ``order``. ``gpa`` must be a guest page in a 4K RMP
     entry (the host PSMASHes otherwise — that is not this rule)."""
@@ -155,18 +175,25 @@ def race(m: SnpMachine, gpa: int, order: Interleaving, *, target_vmpl: int | Non
     def update() -> ins.InstrResult:
         nonlocal attempts
         attempts += 1
-        r = ins.rmpupdate(m.rmp, gpa=gpa, page_2m=False, count=1, assigned=False, asid=0,
-                          in_use=locks.in_use(m.host.in_use))
+        r = ins.rmpupdate(
+            m.rmp,
+            gpa=gpa,
+            page_2m=False,
+            count=1,
+            assigned=False,
+            asid=0,
+            in_use=locks.in_use(m.host.in_use),
+        )
         m.trace.record(HOST, "RMPUPDATE.4K", "shared", _rc(r))
-        steps.append(FaultStep(actor=HOST, action=f"RMPUPDATE(shared) attempt {attempts}",
-                               result=_rc(r)))
+        steps.append(
+            FaultStep(actor=HOST, action=f"RMPUPDATE(shared) attempt {attempts}", result=_rc(r))
+        )
         return r
 
     def run_adjust(note: str = "") -> ins.InstrResult:
         r = adjust.execute(m.rmp)
         m.trace.record(L1, "RMPADJUST", f"VMPL{target}", _rc(r))
-        steps.append(FaultStep(actor=L1, action=f"RMPADJUST(VMPL{target}){note}",
-                               result=_rc(r)))
+        steps.append(FaultStep(actor=L1, action=f"RMPADJUST(VMPL{target}){note}", result=_rc(r)))
         return r
 
     def adjust_then_update() -> tuple[ins.InstrResult, ins.InstrResult]:
@@ -183,16 +210,25 @@ def race(m: SnpMachine, gpa: int, order: Interleaving, *, target_vmpl: int | Non
         u = update()  # FAIL_INUSE: RULE_RMPUPDATE_INUSE_WHILE_LOCKED
         a = locks.complete(m.rmp, gpa)
         m.trace.record(L1, "RMPADJUST", f"VMPL{target}", _rc(a))
-        steps.append(FaultStep(actor=L1, action=f"RMPADJUST(VMPL{target}) completes, "
-                               "releases the lock", result=_rc(a)))
+        steps.append(
+            FaultStep(
+                actor=L1,
+                action=f"RMPADJUST(VMPL{target}) completes, releases the lock",
+                result=_rc(a),
+            )
+        )
         if u.rc == ins.RmpRc.FAIL_INUSE:  # the host retries once the lock is free
             u = update()
         return a, u
 
     def adjust_while_update_holds() -> tuple[ins.InstrResult, ins.InstrResult]:
         steps.append(FaultStep(actor=HOST, action="RMPUPDATE starts: holds the entry lock"))
-        steps.append(FaultStep(actor=L1, action="RMPADJUST waits for the entry lock "
-                               "(RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK)"))
+        steps.append(
+            FaultStep(
+                actor=L1,
+                action="RMPADJUST waits for the entry lock (RULE_RMPADJUST_WAITS_FOR_ENTRY_LOCK)",
+            )
+        )
         u = update()
         return run_adjust(" after the lock is released"), u
 
@@ -200,13 +236,19 @@ def race(m: SnpMachine, gpa: int, order: Interleaving, *, target_vmpl: int | Non
         Interleaving.ADJUST_THEN_UPDATE: adjust_then_update,
         Interleaving.UPDATE_THEN_ADJUST: update_then_adjust,
         Interleaving.UPDATE_WHILE_ADJUST_HOLDS_LOCK: update_while_adjust_holds,
-        Interleaving.ADJUST_WHILE_UPDATE_HOLDS_LOCK: adjust_while_update_holds}
+        Interleaving.ADJUST_WHILE_UPDATE_HOLDS_LOCK: adjust_while_update_holds,
+    }
     a, u = sequences[order]()
     final = m.rmp.get(gpa)
     granted = final.perm(target)
     return RaceOutcome(
-        interleaving=order, adjust_result=_rc(a), update_result=_rc(u),
-        update_attempts=attempts, final_state=final.state.value,
+        interleaving=order,
+        adjust_result=_rc(a),
+        update_result=_rc(u),
+        update_attempts=attempts,
+        final_state=final.state.value,
         target_perms=Access(granted).short(),
         grant_survived=bool(final.assigned and granted & perms == perms),
-        steps=steps, rules=list(RULES))
+        steps=steps,
+        rules=list(RULES),
+    )

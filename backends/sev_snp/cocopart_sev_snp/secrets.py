@@ -63,21 +63,36 @@ RULE_SVSM_DETECTION_TERMINATION_CODES = "secrets-page defects stop the guest wit
 def derive_vmpcks(seed: str) -> tuple[bytes, bytes, bytes, bytes]:
     """Four VMPCKs for a simulated guest, derived from the seed (the AMD-SP would generate
     them at launch)."""
-    keys = [hmac.new(seed.encode(), f"cocopart-vmpck{n}".encode(), hashlib.sha256).digest()
-            for n in range(4)]
+    keys = [
+        hmac.new(seed.encode(), f"cocopart-vmpck{n}".encode(), hashlib.sha256).digest()
+        for n in range(4)
+    ]
     return keys[0], keys[1], keys[2], keys[3]
 
 
-def build(vmpcks: tuple[bytes, bytes, bytes, bytes], *, caa: int = 0, guest_vmpl: int = 0,
-          svsm: bool = True) -> bytes:
+def build(
+    vmpcks: tuple[bytes, bytes, bytes, bytes],
+    *,
+    caa: int = 0,
+    guest_vmpl: int = 0,
+    svsm: bool = True,
+) -> bytes:
     """The secrets page as the AMD-SP fills it and the SVSM completes it."""
     page = bytearray(SECRETS_SIZE)
     struct.pack_into("<I", page, VERSION, MODEL_VERSION)
     for off, key in zip(VMPCK_OFFSETS, vmpcks, strict=True):
-        page[off:off + VMPCK_SIZE] = key
+        page[off : off + VMPCK_SIZE] = key
     if svsm:
-        struct.pack_into("<QQQIB", page, SVSM_BASE, SVSM_IMAGE_BASE, SVSM_IMAGE_SIZE, caa,
-                         CORE_MAX_VERSION, guest_vmpl)
+        struct.pack_into(
+            "<QQQIB",
+            page,
+            SVSM_BASE,
+            SVSM_IMAGE_BASE,
+            SVSM_IMAGE_SIZE,
+            caa,
+            CORE_MAX_VERSION,
+            guest_vmpl,
+        )
     return bytes(page)
 
 
@@ -86,14 +101,14 @@ def copy_for_vmpl(page: bytes, vmpl: int, caa: int) -> bytes:
     and VMPL filled in (CS ``copy_for_vmpl``, sev-snp.md §2.4)."""
     out = bytearray(page)
     for n in range(vmpl):
-        out[VMPCK_OFFSETS[n]:VMPCK_OFFSETS[n] + VMPCK_SIZE] = bytes(VMPCK_SIZE)
+        out[VMPCK_OFFSETS[n] : VMPCK_OFFSETS[n] + VMPCK_SIZE] = bytes(VMPCK_SIZE)
     struct.pack_into("<Q", out, SVSM_CAA, caa)
     out[SVSM_GUEST_VMPL] = vmpl
     return bytes(out)
 
 
 def vmpck(page: bytes, n: int) -> bytes:
-    return page[VMPCK_OFFSETS[n]:VMPCK_OFFSETS[n] + VMPCK_SIZE]
+    return page[VMPCK_OFFSETS[n] : VMPCK_OFFSETS[n] + VMPCK_SIZE]
 
 
 def msg_seqno(page: bytes | bytearray, n: int) -> int:
@@ -129,8 +144,7 @@ class SvsmDetection:
     reason: str = ""
 
 
-def detect_svsm(rmpadjust_probe: Callable[[], int], page: bytes, hv_features: int
-                ) -> SvsmDetection:
+def detect_svsm(rmpadjust_probe: Callable[[], int], page: bytes, hv_features: int) -> SvsmDetection:
     """Linux ``svsm_setup_ca`` and the boot check (sev-snp.md §2.3).
 
     ``rmpadjust_probe`` executes RMPADJUST(page, 4K, target VMPL1, no permissions) at the
@@ -141,25 +155,40 @@ def detect_svsm(rmpadjust_probe: Callable[[], int], page: bytes, hv_features: in
     code 3, NOT_VMPL0).
     """
     if not hv_features & HvFeature.SNP:
-        return SvsmDetection(False, 0, None, (TERM_SET_GENERAL, TERM_SNP_UNSUPPORTED),
-                             "the hypervisor does not offer SEV-SNP")
+        return SvsmDetection(
+            False,
+            0,
+            None,
+            (TERM_SET_GENERAL, TERM_SNP_UNSUPPORTED),
+            "the hypervisor does not offer SEV-SNP",
+        )
     if rmpadjust_probe() == 0:
         return SvsmDetection(False, 0, None, reason="RMPADJUST to VMPL1 succeeded: VMPL0")
     if len(page) != SECRETS_SIZE:
-        return SvsmDetection(False, 0, None, (TERM_SET_LINUX, TERM_SECRETS_PAGE),
-                             "not at VMPL0 and no secrets page")
+        return SvsmDetection(
+            False, 0, None, (TERM_SET_LINUX, TERM_SECRETS_PAGE), "not at VMPL0 and no secrets page"
+        )
     f = svsm_fields(page)
-    checks = ((f.size == 0, TERM_NO_SVSM, "the secrets page names no SVSM (svsm_size 0)"),
-              (f.guest_vmpl == 0, TERM_SVSM_VMPL0,
-               "the secrets page says the guest runs at VMPL0 (svsm_guest_vmpl 0)"),
-              (f.caa % 4096 != 0, TERM_SVSM_CAA,
-               f"the calling area {f.caa:#x} is not page aligned"))
+    checks = (
+        (f.size == 0, TERM_NO_SVSM, "the secrets page names no SVSM (svsm_size 0)"),
+        (
+            f.guest_vmpl == 0,
+            TERM_SVSM_VMPL0,
+            "the secrets page says the guest runs at VMPL0 (svsm_guest_vmpl 0)",
+        ),
+        (f.caa % 4096 != 0, TERM_SVSM_CAA, f"the calling area {f.caa:#x} is not page aligned"),
+    )
     for bad, code, why in checks:
         if bad:
-            return SvsmDetection(False, 0, None, (TERM_SET_LINUX, code),
-                                 f"not at VMPL0 and {why}")
+            return SvsmDetection(False, 0, None, (TERM_SET_LINUX, code), f"not at VMPL0 and {why}")
     if not hv_features & HvFeature.MULTI_VMPL:
-        return SvsmDetection(False, f.guest_vmpl, f.caa, (TERM_SET_LINUX, TERM_NOT_VMPL0),
-                             "the hypervisor does not offer MULTI_VMPL")
-    return SvsmDetection(True, f.guest_vmpl, f.caa,
-                         reason=f"SVSM present; running at VMPL{f.guest_vmpl}")
+        return SvsmDetection(
+            False,
+            f.guest_vmpl,
+            f.caa,
+            (TERM_SET_LINUX, TERM_NOT_VMPL0),
+            "the hypervisor does not offer MULTI_VMPL",
+        )
+    return SvsmDetection(
+        True, f.guest_vmpl, f.caa, reason=f"SVSM present; running at VMPL{f.guest_vmpl}"
+    )

@@ -60,7 +60,9 @@ NOT_AFTER = datetime(2099, 12, 31, tzinfo=UTC)
 
 #: CPUID family/model/stepping per product, as in the real vectors (README table).
 CPUID: dict[Product, tuple[int, int, int]] = {
-    "Milan": (0x19, 0x01, 0x01), "Genoa": (0x19, 0x11, 0x01), "Turin": (0x1A, 0x02, 0x01),
+    "Milan": (0x19, 0x01, 0x01),
+    "Genoa": (0x19, 0x11, 0x01),
+    "Turin": (0x1A, 0x02, 0x01),
 }
 #: Default simulated TCB per product (values of the routex Milan/Genoa/Turin vectors; the
 #: Turin FMC is set to 1 so that its byte is exercised).
@@ -74,11 +76,15 @@ PRODUCT_NAME: dict[Product, str] = {"Milan": "Milan-B0", "Genoa": "Genoa", "Turi
 #: Firmware version (major, minor, build) written into simulated reports.
 FIRMWARE = (1, 55, 40)
 #: P-384 group order (SEC 2 / FIPS 186-4 D.1.2.4).
-P384_ORDER = int("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf"
-                 "581a0db248b0a77aecec196accc52973", 16)
+P384_ORDER = int(
+    "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf"
+    "581a0db248b0a77aecec196accc52973",
+    16,
+)
 
 
 # --- deterministic key material -----------------------------------------------------------
+
 
 class _Stream:
     """A deterministic byte stream: HMAC-SHA-512(seed key, label || counter) blocks."""
@@ -92,8 +98,9 @@ class _Stream:
         out = bytearray()
         while len(out) < n:
             self._counter += 1
-            out += hmac.new(self._key, self._label + self._counter.to_bytes(8, "big"),
-                            hashlib.sha512).digest()
+            out += hmac.new(
+                self._key, self._label + self._counter.to_bytes(8, "big"), hashlib.sha512
+            ).digest()
         return bytes(out[:n])
 
     def integer(self, bits: int) -> int:
@@ -103,9 +110,9 @@ class _Stream:
 def _small_primes(limit: int) -> list[int]:
     sieve = bytearray([1]) * limit
     sieve[0:2] = b"\0\0"
-    for i in range(2, int(limit ** 0.5) + 1):
+    for i in range(2, int(limit**0.5) + 1):
         if sieve[i]:
-            sieve[i * i::i] = bytes(len(range(i * i, limit, i)))
+            sieve[i * i :: i] = bytes(len(range(i * i, limit, i)))
     return [i for i in range(3, limit) if sieve[i]]
 
 
@@ -159,8 +166,14 @@ def derive_rsa_key(seed: str, label: str, bits: int = RSA_BITS) -> rsa.RSAPrivat
     lam = (p - 1) * (q - 1) // _gcd(p - 1, q - 1)
     d = pow(RSA_EXPONENT, -1, lam)
     numbers = rsa.RSAPrivateNumbers(
-        p=p, q=q, d=d, dmp1=rsa.rsa_crt_dmp1(d, p), dmq1=rsa.rsa_crt_dmq1(d, q),
-        iqmp=rsa.rsa_crt_iqmp(p, q), public_numbers=rsa.RSAPublicNumbers(RSA_EXPONENT, p * q))
+        p=p,
+        q=q,
+        d=d,
+        dmp1=rsa.rsa_crt_dmp1(d, p),
+        dmq1=rsa.rsa_crt_dmq1(d, q),
+        iqmp=rsa.rsa_crt_iqmp(p, q),
+        public_numbers=rsa.RSAPublicNumbers(RSA_EXPONENT, p * q),
+    )
     return numbers.private_key()
 
 
@@ -184,16 +197,19 @@ def derive_chip_id(seed: str, product: Product) -> bytes:
 
 # --- certificates -------------------------------------------------------------------------
 
+
 def _name(cn: str) -> x509.Name:
     # Attribute order as in AMD's certificates (vectors): OU, C, L, ST, O, CN.
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Engineering"),
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-        x509.NameAttribute(NameOID.LOCALITY_NAME, "Santa Clara"),
-        x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIM_ORG),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Engineering"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Santa Clara"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIM_ORG),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def _der_int(value: int) -> bytes:
@@ -206,50 +222,95 @@ def _der_ia5(text: str) -> bytes:
     return bytes((0x16, len(body))) + body
 
 
-def _vcek_extensions(product: Product, tcb: TcbVersion,
-                     chip_id: bytes) -> list[x509.UnrecognizedExtension]:
+def _vcek_extensions(
+    product: Product, tcb: TcbVersion, chip_id: bytes
+) -> list[x509.UnrecognizedExtension]:
     """AMD's VCEK extensions, in the order of the real Milan/Turin VCEK vectors."""
+
     def ext(oid: str, value: bytes) -> x509.UnrecognizedExtension:
         return x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value)
 
     p = certs.AMD_OID_PREFIX
     spl = tcb.components()
-    out = [ext(f"{p}.1", _der_int(1 if product == "Turin" else 0)),
-           ext(f"{p}.2", _der_ia5(PRODUCT_NAME[product]))]
+    out = [
+        ext(f"{p}.1", _der_int(1 if product == "Turin" else 0)),
+        ext(f"{p}.2", _der_ia5(PRODUCT_NAME[product])),
+    ]
     if product == "Turin":
-        order = [("9", spl.get("fmc", 0)), ("1", tcb.bootloader), ("2", tcb.tee),
-                 ("3", tcb.snp), ("5", 0), ("6", 0), ("7", 0), ("8", tcb.microcode)]
-        hwid = chip_id[:certs.HWID_SIZE_TURIN]
+        order = [
+            ("9", spl.get("fmc", 0)),
+            ("1", tcb.bootloader),
+            ("2", tcb.tee),
+            ("3", tcb.snp),
+            ("5", 0),
+            ("6", 0),
+            ("7", 0),
+            ("8", tcb.microcode),
+        ]
+        hwid = chip_id[: certs.HWID_SIZE_TURIN]
     else:
-        order = [("1", tcb.bootloader), ("2", tcb.tee), ("4", 0), ("5", 0), ("6", 0),
-                 ("7", 0), ("3", tcb.snp), ("8", tcb.microcode)]
+        order = [
+            ("1", tcb.bootloader),
+            ("2", tcb.tee),
+            ("4", 0),
+            ("5", 0),
+            ("6", 0),
+            ("7", 0),
+            ("3", tcb.snp),
+            ("8", tcb.microcode),
+        ]
         hwid = chip_id
     out += [ext(f"{p}.3.{n}", _der_int(v)) for n, v in order]
     out.append(ext(f"{p}.4", hwid))
     return out
 
 
-def _issue(subject: str, issuer: str, public_key: Any, signer: rsa.RSAPrivateKey,
-           serial: int, ca: bool, extensions: list[x509.UnrecognizedExtension],
-           issuer_key: rsa.RSAPrivateKey | None = None) -> x509.Certificate:
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-               .public_key(public_key).serial_number(serial)
-               .not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER))
+def _issue(
+    subject: str,
+    issuer: str,
+    public_key: Any,
+    signer: rsa.RSAPrivateKey,
+    serial: int,
+    ca: bool,
+    extensions: list[x509.UnrecognizedExtension],
+    issuer_key: rsa.RSAPrivateKey | None = None,
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+    )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=False, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          key_cert_sign=True, crl_sign=True, encipher_only=False,
-                          decipher_only=False), critical=True)
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None
-                                                              if subject == issuer else 0),
-                                        critical=True)
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
-                                        critical=False)
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None if subject == issuer else 0),
+            critical=True,
+        )
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        )
     if issuer_key is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False)
+            critical=False,
+        )
     for ext in extensions:
         builder = builder.add_extension(ext, critical=False)
     return builder.sign(signer, hashes.SHA384(), rsa_padding=certs.AMD_PSS)
@@ -260,6 +321,7 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 # --- the roots ----------------------------------------------------------------------------
+
 
 def default_cache_dir() -> Path:
     """``$COCOPART_CACHE/simroots`` when set, else ``~/.cache/cocopart/simroots``."""
@@ -286,17 +348,20 @@ class SimulatedAmdRoots:
     tcb: TcbVersion
     from_cache: bool = False
     cache_path: Path | None = None
-    _vcek_key: list[ec.EllipticCurvePrivateKey] = field(default_factory=list, repr=False,
-                                                        compare=False)
+    _vcek_key: list[ec.EllipticCurvePrivateKey] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     @classmethod
-    def load(cls, seed: str, product: str = "Milan",
-             cache_dir: Path | None = None) -> SimulatedAmdRoots:
+    def load(
+        cls, seed: str, product: str = "Milan", cache_dir: Path | None = None
+    ) -> SimulatedAmdRoots:
         """Read the roots of ``seed``/``product`` from the cache, or derive and cache them."""
         prod = next((p for p in PRODUCTS if p.lower() == product.lower()), None)
         if prod is None:
-            raise ConfigError(f"unknown SNP product {product!r} (known: {', '.join(PRODUCTS)})",
-                              field="product")
+            raise ConfigError(
+                f"unknown SNP product {product!r} (known: {', '.join(PRODUCTS)})", field="product"
+            )
         directory = cache_dir if cache_dir is not None else default_cache_dir()
         path = _cache_file(directory, seed, prod)
         tcb = TcbVersion.decode(TcbVersion.encode(**DEFAULT_TCB[prod], product=prod), prod)
@@ -310,32 +375,65 @@ class SimulatedAmdRoots:
             ark_pem, ask_pem, vcek_der = cls._generate(seed, prod, tcb, chip_id, vcek_key)
             cls._write_cache(path, seed, prod, ark_pem, ask_pem, vcek_der)
             from_cache = False
-        return cls(seed=seed, product=prod, ark_pem=ark_pem, ask_pem=ask_pem,
-                   vcek_der=vcek_der, chip_id=chip_id, tcb=tcb, from_cache=from_cache,
-                   cache_path=path, _vcek_key=[vcek_key])
+        return cls(
+            seed=seed,
+            product=prod,
+            ark_pem=ark_pem,
+            ask_pem=ask_pem,
+            vcek_der=vcek_der,
+            chip_id=chip_id,
+            tcb=tcb,
+            from_cache=from_cache,
+            cache_path=path,
+            _vcek_key=[vcek_key],
+        )
 
     @staticmethod
-    def _generate(seed: str, product: Product, tcb: TcbVersion, chip_id: bytes,
-                  vcek_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes]:
+    def _generate(
+        seed: str,
+        product: Product,
+        tcb: TcbVersion,
+        chip_id: bytes,
+        vcek_key: ec.EllipticCurvePrivateKey,
+    ) -> tuple[bytes, bytes, bytes]:
         ark_key = derive_rsa_key(seed, f"ARK/{product}")
         ask_key = derive_rsa_key(seed, f"ASK/{product}")
         index = PRODUCTS.index(product) + 1
         ark_cn, ask_cn = f"ARK-{product}", f"SEV-{product}"
         ark = _issue(ark_cn, ark_cn, ark_key.public_key(), ark_key, index << 16, True, [])
-        ask = _issue(ask_cn, ark_cn, ask_key.public_key(), ark_key, (index << 16) + 1, True,
-                     [], issuer_key=ark_key)
-        vcek = _issue("SEV-VCEK", ask_cn, vcek_key.public_key(), ask_key, 1, False,
-                      _vcek_extensions(product, tcb, chip_id))
+        ask = _issue(
+            ask_cn,
+            ark_cn,
+            ask_key.public_key(),
+            ark_key,
+            (index << 16) + 1,
+            True,
+            [],
+            issuer_key=ark_key,
+        )
+        vcek = _issue(
+            "SEV-VCEK",
+            ask_cn,
+            vcek_key.public_key(),
+            ask_key,
+            1,
+            False,
+            _vcek_extensions(product, tcb, chip_id),
+        )
         return _pem(ark), _pem(ask), vcek.public_bytes(serialization.Encoding.DER)
 
     @staticmethod
-    def _read_cache(path: Path, seed: str, product: Product,
-                    vcek_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes] | None:
+    def _read_cache(
+        path: Path, seed: str, product: Product, vcek_key: ec.EllipticCurvePrivateKey
+    ) -> tuple[bytes, bytes, bytes] | None:
         """The cached PEMs, or None when absent, unreadable or not for these keys."""
         try:
             data = json.loads(path.read_text())
-            if (data.get("format") != CACHE_FORMAT or data.get("product") != product
-                    or data.get("seed_sha256") != hashlib.sha256(seed.encode()).hexdigest()):
+            if (
+                data.get("format") != CACHE_FORMAT
+                or data.get("product") != product
+                or data.get("seed_sha256") != hashlib.sha256(seed.encode()).hexdigest()
+            ):
                 return None
             ark_pem, ask_pem = data["ark_pem"].encode(), data["ask_pem"].encode()
             vcek_der = base64.b64decode(data["vcek_der"])
@@ -347,17 +445,23 @@ class SimulatedAmdRoots:
         return ark_pem, ask_pem, vcek_der
 
     @staticmethod
-    def _write_cache(path: Path, seed: str, product: Product, ark_pem: bytes, ask_pem: bytes,
-                     vcek_der: bytes) -> None:
+    def _write_cache(
+        path: Path, seed: str, product: Product, ark_pem: bytes, ask_pem: bytes, vcek_der: bytes
+    ) -> None:
         """Write the cache file atomically; a read-only cache is not an error."""
-        data = {"format": CACHE_FORMAT, "product": product,
-                "seed_sha256": hashlib.sha256(seed.encode()).hexdigest(),
-                "ark_pem": ark_pem.decode(), "ask_pem": ask_pem.decode(),
-                "vcek_der": base64.b64encode(vcek_der).decode()}
+        data = {
+            "format": CACHE_FORMAT,
+            "product": product,
+            "seed_sha256": hashlib.sha256(seed.encode()).hexdigest(),
+            "ark_pem": ark_pem.decode(),
+            "ask_pem": ask_pem.decode(),
+            "vcek_der": base64.b64encode(vcek_der).decode(),
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False,
-                                             suffix=".tmp") as tmp:
+            with tempfile.NamedTemporaryFile(
+                "w", dir=path.parent, delete=False, suffix=".tmp"
+            ) as tmp:
                 json.dump(data, tmp, indent=1)
             os.replace(tmp.name, path)
         except OSError:
@@ -394,9 +498,14 @@ class SimulatedAmdRoots:
         r, s = decode_dss_signature(der)
         return model.model_copy(update={"signature_r": r, "signature_s": s}).build()
 
-    def build_report(self, report_data: bytes = b"", vmpl: int = 0,
-                     measurement: bytes | None = None, policy: int = 0x30000,
-                     **fields: Any) -> bytes:
+    def build_report(
+        self,
+        report_data: bytes = b"",
+        vmpl: int = 0,
+        measurement: bytes | None = None,
+        policy: int = 0x30000,
+        **fields: Any,
+    ) -> bytes:
         """A fully-populated report of this platform, signed by its VCEK.
 
         Version 3 on Milan/Genoa and 5 on Turin; current/reported/committed/launch TCB are
@@ -407,28 +516,47 @@ class SimulatedAmdRoots:
         major, minor, build = FIRMWARE
         stream = _Stream(self.seed, f"report/{self.product}")
         values: dict[str, Any] = {
-            "version": 5 if self.product == "Turin" else 3, "guest_svn": 0, "policy": policy,
-            "vmpl": vmpl, "current_tcb": self.tcb.raw, "reported_tcb": self.tcb.raw,
-            "committed_tcb": self.tcb.raw, "launch_tcb": self.tcb.raw,
+            "version": 5 if self.product == "Turin" else 3,
+            "guest_svn": 0,
+            "policy": policy,
+            "vmpl": vmpl,
+            "current_tcb": self.tcb.raw,
+            "reported_tcb": self.tcb.raw,
+            "committed_tcb": self.tcb.raw,
+            "launch_tcb": self.tcb.raw,
             "platform_info": 0x3,  # SMT_EN | TSME_EN
-            "signer_info": 0,      # SIGNING_KEY 0 = VCEK
+            "signer_info": 0,  # SIGNING_KEY 0 = VCEK
             "report_data": report_data.ljust(64, b"\0"),
-            "measurement": (measurement if measurement is not None else
-                            hashlib.sha384(f"{self.seed}/launch".encode()).digest()),
+            "measurement": (
+                measurement
+                if measurement is not None
+                else hashlib.sha384(f"{self.seed}/launch".encode()).digest()
+            ),
             "report_id": hashlib.sha256(stream.take(32) + report_data).digest(),
             "report_id_ma": b"\xff" * 32,
-            "cpuid_fam_id": fam, "cpuid_mod_id": mod, "cpuid_step": step,
+            "cpuid_fam_id": fam,
+            "cpuid_mod_id": mod,
+            "cpuid_step": step,
             "chip_id": self.chip_id,
-            "current_major": major, "current_minor": minor, "current_build": build,
-            "committed_major": major, "committed_minor": minor, "committed_build": build,
+            "current_major": major,
+            "current_minor": minor,
+            "current_build": build,
+            "committed_major": major,
+            "committed_minor": minor,
+            "committed_build": build,
         }
         values.update(fields)
         return self.sign_report(SnpReport(**values))
 
     def evidence(self, report: bytes, **kw: Any) -> Evidence:
         """An :class:`Evidence` for ``report`` with this chain attached."""
-        return Evidence(vendor="sev-snp", format="snp-report", raw=report,
-                        certificates=self.certificates(), **kw)
+        return Evidence(
+            vendor="sev-snp",
+            format="snp-report",
+            raw=report,
+            certificates=self.certificates(),
+            **kw,
+        )
 
 
 def build_report(roots: SimulatedAmdRoots, **kw: Any) -> bytes:

@@ -137,15 +137,25 @@ class SnpPlatform(PrivilegedPlatform):
             held &= Access(v.perm(vmpl))
         return held
 
-    def _adjust(self, start: int, end: int, big: bool, target: int, perms: int,
-                vmsa: bool = False) -> ins.InstrResult:
+    def _adjust(
+        self, start: int, end: int, big: bool, target: int, perms: int, vmsa: bool = False
+    ) -> ins.InstrResult:
         """RMPADJUST at VMPL0 over ``[start, end)``, traced."""
         ps = page_bytes(big)
         m = self.m
 
         def run(at: int, n: int) -> ins.InstrResult:
-            return ins.rmpadjust(m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=big, count=n,
-                                 target_vmpl=target, perms=perms, vmsa=vmsa)
+            return ins.rmpadjust(
+                m.rmp,
+                asid=m.asid,
+                vmpl=0,
+                gpa=at,
+                page_2m=big,
+                count=n,
+                target_vmpl=target,
+                perms=perms,
+                vmsa=vmsa,
+            )
 
         r = npf.execute(m, L1, run, start, ps, (end - start) // ps)
         self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", count=r.done)
@@ -153,21 +163,31 @@ class SnpPlatform(PrivilegedPlatform):
             self.m.trace.record(L1, "RMPADJUST", f"VMPL{target}", ins.RmpRc(r.rc).name)
         return r
 
-    def _pvalidate(self, gpa: int, big: bool, count: int, validate: bool,
-                   ignore_unchanged: bool) -> ins.InstrResult:
+    def _pvalidate(
+        self, gpa: int, big: bool, count: int, validate: bool, ignore_unchanged: bool
+    ) -> ins.InstrResult:
         """PVALIDATE at VMPL0 over ``count`` pages (4K pages inside a 2M entry take the
         #NPF(SIZEM) path)."""
         m = self.m
 
         def run(at: int, n: int) -> ins.InstrResult:
-            return ins.pvalidate(m.rmp, asid=m.asid, vmpl=0, gpa=at, page_2m=big, count=n,
-                                 validate=validate, ignore_unchanged=ignore_unchanged)
+            return ins.pvalidate(
+                m.rmp,
+                asid=m.asid,
+                vmpl=0,
+                gpa=at,
+                page_2m=big,
+                count=n,
+                validate=validate,
+                ignore_unchanged=ignore_unchanged,
+            )
 
         return npf.execute(m, L1, run, gpa, page_bytes(big), count)
 
     # -- PrivilegedPlatform ----------------------------------------------------------------
-    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                       ignore_unchanged: bool) -> PageOpResult:
+    def validate_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         big = page_bytes == PAGE_2M
         n = min(count, max(0, (self._ram - gpa) // page_bytes))
         if n == 0:
@@ -180,8 +200,7 @@ class SnpPlatform(PrivilegedPlatform):
         t.record(L1, f"PVALIDATE.{size}", result="CF=1", count=r.unchanged)
         target = self.m.vmpls.get(layer)  # None: the SVSM validates for itself
         # RULE_IGNORE_CF_ZEROES_OWN_PAGE: with ignore_cf every page done is zeroed and granted
-        fresh = [(gpa, gpa + r.done * page_bytes)] if ignore_unchanged and r.done \
-            else r.changed
+        fresh = [(gpa, gpa + r.done * page_bytes)] if ignore_unchanged and r.done else r.changed
         for s, e in fresh:
             self.m.memory.zero(s, e - s)
             t.record(L1, f"ZERO.{size}", count=(e - s) // page_bytes)
@@ -205,8 +224,9 @@ class SnpPlatform(PrivilegedPlatform):
             return protocol_error(r.rc)
         return ResultCode.SUCCESS
 
-    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                      ignore_unchanged: bool) -> PageOpResult:
+    def rescind_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         big = page_bytes == PAGE_2M
         n = min(count, max(0, (self._ram - gpa) // page_bytes))
         if n == 0:
@@ -236,8 +256,9 @@ class SnpPlatform(PrivilegedPlatform):
             code = ResultCode.INVALID_ADDRESS
         return PageOpResult(done, code)
 
-    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
-                   access: Access) -> PageOpResult:
+    def set_access(
+        self, target: str, gpa: int, page_bytes: int, count: int, access: Access
+    ) -> PageOpResult:
         end = gpa + page_bytes * count
         done, code = self.grant(self.m.vmpls[target], gpa, end, int(access))
         return PageOpResult(done // page_bytes, code)
@@ -269,8 +290,11 @@ class SnpPlatform(PrivilegedPlatform):
         if context_gpa % PAGE_2M == 0:  # RULE_VMSA_NOT_2M_ALIGNED
             return ResultCode.INVALID_PARAMETER
         entry = m.rmp.get(context_gpa)
-        if not (entry.owned_by(m.asid) and entry.validated) \
-                or entry.vmsa or m.host.in_use(context_gpa, context_gpa + PAGE_4K) is not None:
+        if (
+            not (entry.owned_by(m.asid) and entry.validated)
+            or entry.vmsa
+            or m.host.in_use(context_gpa, context_gpa + PAGE_4K) is not None
+        ):
             return ResultCode.INVALID_PARAMETER  # not a guest-owned, unused page
         # no page-size check: RULE_VMSA_IN_2M_ENTRY_IS_SPLIT
         old = entry.perms
@@ -279,41 +303,51 @@ class SnpPlatform(PrivilegedPlatform):
             self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, 0)
         m.trace.record(L1, "TLB.FLUSH")
         fields = vm.parse(m.memory.read(context_gpa, vm.VMSA_SIZE))
-        if fields.vmpl != vmpl or not fields.efer & vm.EFER_SVME \
-                or fields.sev_features != m.sev_features[layer]:
+        if (
+            fields.vmpl != vmpl
+            or not fields.efer & vm.EFER_SVME
+            or fields.sev_features != m.sev_features[layer]
+        ):
             for t in targets:  # restore the page (CS)
                 if old[t - 1]:
                     self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, old[t - 1])
             return ResultCode.INVALID_PARAMETER
         for t in targets:  # CS rmp_set_guest_vmsa revokes again before setting the bit
             self._adjust(context_gpa, context_gpa + PAGE_4K, False, t, 0)
-        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(self.vmsa_perms),
-                     vmsa=True)
+        self._adjust(
+            context_gpa, context_gpa + PAGE_4K, False, vmpl, int(self.vmsa_perms), vmsa=True
+        )
         page = m.ghcb_page(L1, 0)
-        page.request(g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.CREATE, vmpl,
-                                                                  apic_id), context_gpa)
+        page.request(
+            g.ExitCode.AP_CREATION,
+            g.ap_creation_info1(g.ApCreateOp.CREATE, vmpl, apic_id),
+            context_gpa,
+        )
         page.set(g.OFF_RAX, fields.sev_features)
         m.host.exit(L1, page)
         if page.failed():
-            self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RW),
-                         vmsa=False)
+            self._adjust(
+                context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RW), vmsa=False
+            )
             return ResultCode.INVALID_REQUEST
         return ResultCode.SUCCESS
 
     def delete_vcpu(self, layer: str, context_gpa: int) -> int:
         m = self.m
         vmpl = m.vmpls[layer]
-        rec = next(((apic, v) for (apic, v), c in m.host.contexts.items()
-                    if c.vmsa_gpa == context_gpa), None)
+        rec = next(
+            ((apic, v) for (apic, v), c in m.host.contexts.items() if c.vmsa_gpa == context_gpa),
+            None,
+        )
         efer = int.from_bytes(m.memory.read(context_gpa + vm.EFER, 8), "little")
         m.memory.write(context_gpa + vm.EFER, vm.u64(efer & ~vm.EFER_SVME))
         if rec is not None:
             page = m.ghcb_page(L1, 0)
-            page.request(g.ExitCode.AP_CREATION,
-                         g.ap_creation_info1(g.ApCreateOp.DESTROY, rec[1], rec[0]), 0)
+            page.request(
+                g.ExitCode.AP_CREATION, g.ap_creation_info1(g.ApCreateOp.DESTROY, rec[1], rec[0]), 0
+            )
             m.host.exit(L1, page)
-        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RWX),
-                     vmsa=False)
+        self._adjust(context_gpa, context_gpa + PAGE_4K, False, vmpl, int(Access.RWX), vmsa=False)
         return ResultCode.SUCCESS
 
     def apic_ids(self) -> set[int]:
@@ -326,8 +360,12 @@ class SnpPlatform(PrivilegedPlatform):
             return ResultCode.BUSY  # the caller retries the call (sev-snp.md §1.3 step 4)
         if out.report is None:
             return ResultCode.INVALID_REQUEST  # CS: guest-request failure -> INVALID_REQUEST
-        return HardwareEvidence(raw=out.report, certificates=out.certificates,
-                                cert_table=out.cert_table, format="snp-report")
+        return HardwareEvidence(
+            raw=out.report,
+            certificates=out.certificates,
+            cert_table=out.cert_table,
+            format="snp-report",
+        )
 
     def extend_measurement(self, register: int, digest: bytes) -> int:
         """SNP has no runtime measurement registers: the vTPM PCR is the only record."""
@@ -348,8 +386,9 @@ class SnpTransport(Transport):
 
     mechanism: ClassVar[str] = RUN_VMPL_SWITCH
 
-    def __init__(self, dispatcher: ServiceDispatcher, memory: GuestMemory, trace: Trace,
-                 machine: SnpMachine) -> None:
+    def __init__(
+        self, dispatcher: ServiceDispatcher, memory: GuestMemory, trace: Trace, machine: SnpMachine
+    ) -> None:
         super().__init__(dispatcher, memory, trace)
         self.m = machine
         self._entered: dict[tuple[str, int], bool] = {}
@@ -374,8 +413,7 @@ class SnpTransport(Transport):
             err = m.host.run_vmpl(vcpu, vmpl, 0)
             response = g.msr_vmpl_response(err)
             m.ghcb_msr[(layer, vcpu)] = saved  # Linux restores the GHCB MSR afterwards
-            ok = g.msr_info(response) == g.MsrInfo.VMPL_RESP and not g.msr_response_error(
-                response)
+            ok = g.msr_info(response) == g.MsrInfo.VMPL_RESP and not g.msr_response_error(response)
         else:
             page = m.ghcb_page(layer, vcpu)
             page.request(g.ExitCode.SNP_RUN_VMPL, 0, 0)
@@ -391,7 +429,8 @@ class SnpTransport(Transport):
             return False
         self.trace.switch(layer, L1, self.mechanism)
         exit_code = int.from_bytes(
-            self.memory.read(self._vmsa(layer, vcpu) + vm.GUEST_EXIT_CODE, 8), "little")
+            self.memory.read(self._vmsa(layer, vcpu) + vm.GUEST_EXIT_CODE, 8), "little"
+        )
         return exit_code == vm.EXIT_VMGEXIT
 
     def leave(self, layer: str, vcpu: int, regs: Registers) -> None:

@@ -92,8 +92,7 @@ class VmsaFields(NamedTuple):
     guest_exit_code: int = 0
 
 
-def build(vmpl: int, sev_features: int, rip: int = 0xFFFF_FFF0, efer: int = EFER_SVME
-          ) -> bytes:
+def build(vmpl: int, sev_features: int, rip: int = 0xFFFF_FFF0, efer: int = EFER_SVME) -> bytes:
     """A fresh 4 KiB VMSA image for a vCPU at ``vmpl``."""
     page = bytearray(VMSA_SIZE)
     page[VMPL] = vmpl
@@ -105,10 +104,13 @@ def build(vmpl: int, sev_features: int, rip: int = 0xFFFF_FFF0, efer: int = EFER
 
 def parse(page: bytes) -> VmsaFields:
     """Read the modelled fields from a VMSA image."""
-    return VmsaFields(vmpl=page[VMPL], efer=_U64.unpack_from(page, EFER)[0],
-                      rip=_U64.unpack_from(page, RIP)[0],
-                      sev_features=_U64.unpack_from(page, SEV_FEATURES)[0],
-                      guest_exit_code=_U64.unpack_from(page, GUEST_EXIT_CODE)[0])
+    return VmsaFields(
+        vmpl=page[VMPL],
+        efer=_U64.unpack_from(page, EFER)[0],
+        rip=_U64.unpack_from(page, RIP)[0],
+        sev_features=_U64.unpack_from(page, SEV_FEATURES)[0],
+        guest_exit_code=_U64.unpack_from(page, GUEST_EXIT_CODE)[0],
+    )
 
 
 def u64(value: int) -> bytes:

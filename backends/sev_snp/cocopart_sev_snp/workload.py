@@ -50,8 +50,9 @@ AP_ENTRY_RIP = 0x0010_0000
 #: redone as 512 4K entries in full calls of 510 (+2) under both.
 STRATEGY_LIMITS = {
     Strategy.LINUX: Limits(per_call=64, fallback_per_call=pv.MAX_ENTRIES_IN_CAA, host_group=64),
-    Strategy.OPTIMAL: Limits(per_call=pv.MAX_ENTRIES_IN_CAA,
-                             fallback_per_call=pv.MAX_ENTRIES_IN_CAA),
+    Strategy.OPTIMAL: Limits(
+        per_call=pv.MAX_ENTRIES_IN_CAA, fallback_per_call=pv.MAX_ENTRIES_IN_CAA
+    ),
 }
 #: Entries per GHCB PSC request by strategy.
 PSC_ENTRIES = {Strategy.LINUX: 64, Strategy.OPTIMAL: g.VMGEXIT_PSC_MAX_ENTRY}
@@ -83,8 +84,9 @@ class SnpWorkloadHooks(WorkloadHooks):
         return self.m.psc(layer, 0, runs, op, PSC_ENTRIES[self.m.config.strategy])
 
     # -- the SVSM's own pages --------------------------------------------------------------
-    def direct_pages(self, rng: GpaRange, forced: PageSize | None, *, validate: bool,
-                     ignore_unchanged: bool) -> DirectResult:
+    def direct_pages(
+        self, rng: GpaRange, forced: PageSize | None, *, validate: bool, ignore_unchanged: bool
+    ) -> DirectResult:
         """The SVSM's own PVALIDATE: no call, same primitives; a 2M page failing with
         SIZEMISMATCH is redone as 512 4K pages."""
         self.check_entry_size(forced or PageSize.SIZE_4K)
@@ -100,26 +102,40 @@ class SnpWorkloadHooks(WorkloadHooks):
             if code == ResultCode.PVALIDATE_FAIL_SIZEMISMATCH and r.page_bytes == PAGE_2M:
                 at = r.gpa + n * PAGE_2M
                 todo[0:0] = [PageRun(at, PAGE_4K, PAGE_2M // PAGE_4K)] + (
-                    [PageRun(at + PAGE_2M, PAGE_2M, rest)] if rest else [])
+                    [PageRun(at + PAGE_2M, PAGE_2M, rest)] if rest else []
+                )
                 continue
             if code:
                 at = r.gpa + n * r.page_bytes
-                return DirectResult(done, _arch("PVALIDATE", code, f"the SVSM's PVALIDATE of "
-                                                f"{at:#x} answered {result_name(code)}."))
+                return DirectResult(
+                    done,
+                    _arch(
+                        "PVALIDATE",
+                        code,
+                        f"the SVSM's PVALIDATE of {at:#x} answered {result_name(code)}.",
+                    ),
+                )
         return DirectResult(done)
 
     # -- access ----------------------------------------------------------------------------
-    def set_access(self, layer: str, target: str, rng: GpaRange, access: Access, *,
-                   direct: bool) -> DirectResult:
+    def set_access(
+        self, layer: str, target: str, rng: GpaRange, access: Access, *, direct: bool
+    ) -> DirectResult:
         m = self.m
         vmpl = m.vmpls[target]
         perms = int(access)
         if layer == L1:
             done, code = m.platform.grant(vmpl, rng.start, rng.end, perms)
             if code:
-                return DirectResult(done, _arch(
-                    "RMPADJUST", code, f"setting {target}'s access stopped at "
-                    f"{rng.start + done:#x}: {result_name(code)}."))
+                return DirectResult(
+                    done,
+                    _arch(
+                        "RMPADJUST",
+                        code,
+                        f"setting {target}'s access stopped at "
+                        f"{rng.start + done:#x}: {result_name(code)}.",
+                    ),
+                )
             return DirectResult(done, data={"via": "RMPADJUST"})
         own = m.vmpls[layer]
         if vmpl <= own:
@@ -129,11 +145,13 @@ class SnpWorkloadHooks(WorkloadHooks):
                 f"set-access for {target} from {layer}",
                 f"RMPADJUST at VMPL{own} only changes less privileged VMPLs (numerically "
                 f"higher than {own}), and the SVSM protocol has no call that sets a VMPL's "
-                "access; ask from l1 or a more privileged VMPL")
+                "access; ask from l1 or a more privileged VMPL",
+            )
         return self._rmpadjust(layer, own, vmpl, rng, perms)
 
-    def _rmpadjust(self, layer: str, vmpl: int, target: int, rng: GpaRange, perms: int
-                   ) -> DirectResult:
+    def _rmpadjust(
+        self, layer: str, vmpl: int, target: int, rng: GpaRange, perms: int
+    ) -> DirectResult:
         """RMPADJUST executed by the workload itself, towards a less privileged VMPL; a 2M
         page over 4K entries is redone as 4K as Linux does for PVALIDATE (a 4K page inside a
         2M entry is resolved by the host: :data:`~.npf.RULE_SIZEM_NPF_PSMASH_RETRY`)."""
@@ -145,8 +163,16 @@ class SnpWorkloadHooks(WorkloadHooks):
             big = r.page_bytes == PAGE_2M
 
             def run(at: int, n: int, big: bool = big) -> ins.InstrResult:
-                return ins.rmpadjust(m.rmp, asid=m.asid, vmpl=vmpl, gpa=at, page_2m=big,
-                                     count=n, target_vmpl=target, perms=perms)
+                return ins.rmpadjust(
+                    m.rmp,
+                    asid=m.asid,
+                    vmpl=vmpl,
+                    gpa=at,
+                    page_2m=big,
+                    count=n,
+                    target_vmpl=target,
+                    perms=perms,
+                )
 
             res = npf.execute(m, layer, run, r.gpa, r.page_bytes, r.count)
             m.trace.record(layer, "RMPADJUST", f"VMPL{target}", count=res.done)
@@ -159,53 +185,85 @@ class SnpWorkloadHooks(WorkloadHooks):
             rest = r.count - res.done
             if res.rc == ins.RmpRc.FAIL_SIZEMISMATCH and big:
                 todo[0:0] = [PageRun(at, PAGE_4K, PAGE_2M // PAGE_4K)] + (
-                    [PageRun(at + PAGE_2M, PAGE_2M, rest - 1)] if rest > 1 else [])
+                    [PageRun(at + PAGE_2M, PAGE_2M, rest - 1)] if rest > 1 else []
+                )
                 continue
-            return DirectResult(done, _arch(
-                "RMPADJUST", res.rc, f"RMPADJUST from VMPL{vmpl} for VMPL{target} failed at "
-                f"{at:#x} with {why}."))
+            return DirectResult(
+                done,
+                _arch(
+                    "RMPADJUST",
+                    res.rc,
+                    f"RMPADJUST from VMPL{vmpl} for VMPL{target} failed at {at:#x} with {why}.",
+                ),
+            )
         return DirectResult(done, data={"via": "RMPADJUST"})
 
     # -- vCPUs -----------------------------------------------------------------------------
-    def prepare_context(self, layer: str, target: str, vcpu: int, context_gpa: int
-                        ) -> ArchError | None:
+    def prepare_context(
+        self, layer: str, target: str, vcpu: int, context_gpa: int
+    ) -> ArchError | None:
         """The requester writes the new VMSA into the context page (it must be able to)."""
         m = self.m
         touch = m.access(layer, context_gpa, Access.WRITE)
         if not touch.ok:
-            return _arch("VMSA.WRITE", 0, f"{layer} cannot write the context page "
-                         f"{context_gpa:#x} ({touch.fault}, handled by {touch.handled_by}): it "
-                         "is a live VMSA or not validated.")
-        m.memory.write(context_gpa, vm.build(m.vmpls[target], m.sev_features[target],
-                                             rip=AP_ENTRY_RIP))
+            return _arch(
+                "VMSA.WRITE",
+                0,
+                f"{layer} cannot write the context page "
+                f"{context_gpa:#x} ({touch.fault}, handled by {touch.handled_by}): it "
+                "is a live VMSA or not validated.",
+            )
+        m.memory.write(
+            context_gpa, vm.build(m.vmpls[target], m.sev_features[target], rip=AP_ENTRY_RIP)
+        )
         return None
 
     # -- attestation and measurement -------------------------------------------------------
-    def hardware_attestation(self, layer: str, report_data: bytes
-                             ) -> HardwareAttestation | ArchError:
+    def hardware_attestation(
+        self, layer: str, report_data: bytes
+    ) -> HardwareAttestation | ArchError:
         m = self.m
         rep = m.guest_report(layer, report_data)
         if rep.report is None:
             return _arch(rep.mnemonic, rep.code, rep.message)
-        ev = Evidence(vendor="sev-snp", format="snp-report", raw=rep.report,
-                      certificates=rep.certificates, layer_map=m.layer_map())
+        ev = Evidence(
+            vendor="sev-snp",
+            format="snp-report",
+            raw=rep.report,
+            certificates=rep.certificates,
+            layer_map=m.layer_map(),
+        )
         return HardwareAttestation(ev, {"vmpl": m.vmpl_of(layer)})
 
-    def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
-                 manifest: bytes | None) -> Evidence:
+    def evidence(
+        self, raw: bytes, cert_table: bytes, nonce: bytes | None, manifest: bytes | None
+    ) -> Evidence:
         certs = [entry.data for entry in parse_cert_table(cert_table)]
-        return Evidence(vendor="sev-snp", format="snp-report", raw=raw, certificates=certs,
-                        nonce=nonce, manifest=manifest, layer_map=self.m.layer_map())
+        return Evidence(
+            vendor="sev-snp",
+            format="snp-report",
+            raw=raw,
+            certificates=certs,
+            nonce=nonce,
+            manifest=manifest,
+            layer_map=self.m.layer_map(),
+        )
 
     def direct_extend(self, index: int, digest: bytes) -> dict[str, Any] | ArchError:
         if "vtpm" not in self.m.config.services:
-            raise NotSupportedError("extend-measurement", "SNP has no hardware runtime "
-                                    "measurement registers and this guest runs no vTPM")
+            raise NotSupportedError(
+                "extend-measurement",
+                "SNP has no hardware runtime measurement registers and this guest runs no vTPM",
+            )
         rsp = self.m.vtpm().execute(vtpm_commands.pcr_extend(index, digest))
         rc = vtpm_commands.response_code(rsp)
         if rc:
-            return ArchError(vendor="tcg", mnemonic="TPM2_PCR_Extend", code=rc,
-                             message=f"the vTPM answered TPM_RC {rc:#x}.")
+            return ArchError(
+                vendor="tcg",
+                mnemonic="TPM2_PCR_Extend",
+                code=rc,
+                message=f"the vTPM answered TPM_RC {rc:#x}.",
+            )
         return self.measurement_data(index)
 
     def measurement_data(self, index: int) -> dict[str, Any]:

@@ -139,8 +139,13 @@ def check_request(gpa_attr: int, attr_flags: int, num_l2_vms: int) -> int | None
     return None
 
 
-def plan(gpa_attr: int, attr_flags: int, current: dict[int, int | None], num_l2_vms: int,
-         walk_ok: Callable[[int], bool] = lambda vm: True) -> AttrWrPlan:
+def plan(
+    gpa_attr: int,
+    attr_flags: int,
+    current: dict[int, int | None],
+    num_l2_vms: int,
+    walk_ok: Callable[[int], bool] = lambda vm: True,
+) -> AttrWrPlan:
     """Combine, VM by VM, the new attributes with the current ones as the module does
     (``get_all_l2_sept_entries``). ``current[vm]`` is the alias's attribute word, or None
     when the page has no alias in that VM; ``walk_ok(vm)`` says whether the L2 SEPT walk for

@@ -47,9 +47,15 @@ from cocopart.errors import EvidenceError
 from cocopart_tdx.pck import PckTcb
 from cocopart_tdx.quote import EnclaveReportBody, TdQuoteBody
 
-TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
-                "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded",
-                "Revoked")
+TCB_STATUSES = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+)
 NO_MATCHING_TCB_LEVEL = "No matching TCB level found"
 
 
@@ -82,17 +88,17 @@ def json_members(body: bytes) -> dict[str, tuple[Any, bytes]]:
     except UnicodeDecodeError as exc:
         raise CollateralError(f"collateral is not UTF-8: {exc}") from None
     i = _WS.match(text, 0).end()  # type: ignore[union-attr]
-    if text[i:i + 1] != "{":
+    if text[i : i + 1] != "{":
         raise CollateralError("collateral is not a JSON object")
     members: dict[str, tuple[Any, bytes]] = {}
     i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
     try:
-        while text[i:i + 1] != "}":
+        while text[i : i + 1] != "}":
             key, i = _DECODER.raw_decode(text, i)
             if not isinstance(key, str):
                 raise CollateralError("JSON: member name expected")
             i = _WS.match(text, i).end()  # type: ignore[union-attr]
-            if text[i:i + 1] != ":":
+            if text[i : i + 1] != ":":
                 raise CollateralError("JSON: ':' expected")
             start = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
             value, end = _DECODER.raw_decode(text, start)
@@ -100,13 +106,13 @@ def json_members(body: bytes) -> dict[str, tuple[Any, bytes]]:
                 raise CollateralError(f"JSON: member {key!r} appears twice")
             members[key] = (value, text[start:end].encode("utf-8"))
             i = _WS.match(text, end).end()  # type: ignore[union-attr]
-            if text[i:i + 1] == ",":
+            if text[i : i + 1] == ",":
                 i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-            elif text[i:i + 1] != "}":
+            elif text[i : i + 1] != "}":
                 raise CollateralError("JSON: ',' or '}' expected")
     except json.JSONDecodeError as exc:
         raise CollateralError(f"JSON: {exc}") from None
-    if text[i + 1:].strip():
+    if text[i + 1 :].strip():
         raise CollateralError("JSON: data after the object")
     return members
 
@@ -150,11 +156,19 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 def pcs_body(key: str, raw_value: bytes, signature: bytes) -> bytes:
     """Assemble a PCS response body around the exact signed bytes (inverse of SignedJson)."""
-    return (b'{"' + key.encode() + b'":' + raw_value + b',"signature":"'
-            + signature.hex().encode() + b'"}')
+    return (
+        b'{"'
+        + key.encode()
+        + b'":'
+        + raw_value
+        + b',"signature":"'
+        + signature.hex().encode()
+        + b'"}'
+    )
 
 
 # --- parsed TCB info and QE identity ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TcbLevel:
@@ -191,7 +205,9 @@ class TdxModuleIdentity:
     def mismatch(self, mrsignerseam: bytes, seam_attributes: bytes) -> str | None:
         if mrsignerseam != self.mrsigner:
             return f"MRSIGNERSEAM {mrsignerseam.hex()} is not {self.id}'s {self.mrsigner.hex()}"
-        if _masked(seam_attributes, self.attributes_mask) != _masked(self.attributes, self.attributes_mask):
+        if _masked(seam_attributes, self.attributes_mask) != _masked(
+            self.attributes, self.attributes_mask
+        ):
             return f"SEAMATTRIBUTES {seam_attributes.hex()} do not match {self.id}'s"
         return None
 
@@ -201,8 +217,15 @@ def _masked(value: bytes, mask: bytes) -> bytes:
 
 
 def _isv_levels(items: list[dict[str, Any]]) -> tuple[IsvLevel, ...]:
-    return tuple(IsvLevel(int(lv["tcb"]["isvsvn"]), str(lv["tcbStatus"]), str(lv.get("tcbDate", "")),
-                          tuple(lv.get("advisoryIDs", ()))) for lv in items)
+    return tuple(
+        IsvLevel(
+            int(lv["tcb"]["isvsvn"]),
+            str(lv["tcbStatus"]),
+            str(lv.get("tcbDate", "")),
+            tuple(lv.get("advisoryIDs", ())),
+        )
+        for lv in items
+    )
 
 
 _SVN = itemgetter("svn")
@@ -227,18 +250,29 @@ class TcbInfo:
     def from_value(cls, v: dict[str, Any]) -> TcbInfo:
         try:
             if v.get("id") != "TDX" or int(v["version"]) != 3:
-                raise CollateralError(f"tcbInfo id {v.get('id')!r} version {v.get('version')!r} "
-                                      "is not a TDX TCB info v3")
+                raise CollateralError(
+                    f"tcbInfo id {v.get('id')!r} version {v.get('version')!r} "
+                    "is not a TDX TCB info v3"
+                )
             module = None
             if "tdxModule" in v:
                 m = v["tdxModule"]
-                module = TdxModuleIdentity("tdxModule", bytes.fromhex(m["mrsigner"]),
-                                           bytes.fromhex(m["attributes"]), bytes.fromhex(m["attributesMask"]))
+                module = TdxModuleIdentity(
+                    "tdxModule",
+                    bytes.fromhex(m["mrsigner"]),
+                    bytes.fromhex(m["attributes"]),
+                    bytes.fromhex(m["attributesMask"]),
+                )
             identities = tuple(
-                TdxModuleIdentity(str(m["id"]), bytes.fromhex(m["mrsigner"]),
-                                  bytes.fromhex(m["attributes"]), bytes.fromhex(m["attributesMask"]),
-                                  _isv_levels(m["tcbLevels"]))
-                for m in v.get("tdxModuleIdentities", ()))
+                TdxModuleIdentity(
+                    str(m["id"]),
+                    bytes.fromhex(m["mrsigner"]),
+                    bytes.fromhex(m["attributes"]),
+                    bytes.fromhex(m["attributesMask"]),
+                    _isv_levels(m["tcbLevels"]),
+                )
+                for m in v.get("tdxModuleIdentities", ())
+            )
             levels = []
             for lv in v["tcbLevels"]:
                 t = lv["tcb"]
@@ -246,12 +280,28 @@ class TcbInfo:
                 tdx = tuple(map(int, map(_SVN, t["tdxtcbcomponents"])))
                 if len(sgx) != 16 or len(tdx) != 16:
                     raise CollateralError("a TDX TCB level needs 16 SGX and 16 TDX components")
-                levels.append(TcbLevel(sgx, int(t["pcesvn"]), tdx, str(lv["tcbStatus"]),
-                                       str(lv.get("tcbDate", "")), tuple(lv.get("advisoryIDs", ()))))
-            return cls(str(v["id"]), int(v["version"]), parse_time(v["issueDate"]),
-                       parse_time(v["nextUpdate"]), bytes.fromhex(v["fmspc"]),
-                       bytes.fromhex(v["pceId"]), int(v["tcbEvaluationDataNumber"]), module,
-                       identities, tuple(levels))
+                levels.append(
+                    TcbLevel(
+                        sgx,
+                        int(t["pcesvn"]),
+                        tdx,
+                        str(lv["tcbStatus"]),
+                        str(lv.get("tcbDate", "")),
+                        tuple(lv.get("advisoryIDs", ())),
+                    )
+                )
+            return cls(
+                str(v["id"]),
+                int(v["version"]),
+                parse_time(v["issueDate"]),
+                parse_time(v["nextUpdate"]),
+                bytes.fromhex(v["fmspc"]),
+                bytes.fromhex(v["pceId"]),
+                int(v["tcbEvaluationDataNumber"]),
+                module,
+                identities,
+                tuple(levels),
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise CollateralError(f"tcbInfo: {type(exc).__name__}: {exc}") from None
 
@@ -277,11 +327,19 @@ class EnclaveIdentity:
         try:
             if v.get("id") != "TD_QE":
                 raise CollateralError(f"enclaveIdentity id {v.get('id')!r} is not TD_QE")
-            return cls(str(v["id"]), int(v["version"]), parse_time(v["issueDate"]),
-                       parse_time(v["nextUpdate"]), int(v["miscselect"], 16),
-                       int(v["miscselectMask"], 16), bytes.fromhex(v["attributes"]),
-                       bytes.fromhex(v["attributesMask"]), bytes.fromhex(v["mrsigner"]),
-                       int(v["isvprodid"]), _isv_levels(v["tcbLevels"]))
+            return cls(
+                str(v["id"]),
+                int(v["version"]),
+                parse_time(v["issueDate"]),
+                parse_time(v["nextUpdate"]),
+                int(v["miscselect"], 16),
+                int(v["miscselectMask"], 16),
+                bytes.fromhex(v["attributes"]),
+                bytes.fromhex(v["attributesMask"]),
+                bytes.fromhex(v["mrsigner"]),
+                int(v["isvprodid"]),
+                _isv_levels(v["tcbLevels"]),
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise CollateralError(f"enclaveIdentity: {type(exc).__name__}: {exc}") from None
 
@@ -293,12 +351,15 @@ class EnclaveIdentity:
             return f"QE ISVPRODID {qe.isvprodid} is not {self.isvprodid}"
         if qe.miscselect & self.miscselect_mask != self.miscselect & self.miscselect_mask:
             return f"QE MISCSELECT {qe.miscselect:#x} does not match"
-        if _masked(qe.attributes, self.attributes_mask) != _masked(self.attributes, self.attributes_mask):
+        if _masked(qe.attributes, self.attributes_mask) != _masked(
+            self.attributes, self.attributes_mask
+        ):
             return f"QE ATTRIBUTES {qe.attributes.hex()} do not match"
         return None
 
 
 # --- TCB status ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TcbEvaluation:
@@ -333,21 +394,32 @@ def platform_level(info: TcbInfo, pck: PckTcb, tee_tcb_svn: bytes) -> TcbLevel |
     """Algorithm step 1: the first TCB level the platform meets."""
     first_tdx = 2 if tee_tcb_svn[1] > 0 else 0
     for lv in info.levels:
-        if (all(have >= want for have, want in zip(pck.comp_svns, lv.sgx_svns))
-                and pck.pcesvn >= lv.pcesvn
-                and all(tee_tcb_svn[i] >= lv.tdx_svns[i] for i in range(first_tdx, 16))):
+        if (
+            all(have >= want for have, want in zip(pck.comp_svns, lv.sgx_svns))
+            and pck.pcesvn >= lv.pcesvn
+            and all(tee_tcb_svn[i] >= lv.tdx_svns[i] for i in range(first_tdx, 16))
+        ):
             return lv
     return None
 
 
-def evaluate_tcb(info: TcbInfo, identity: EnclaveIdentity | None, pck: PckTcb,
-                 body: TdQuoteBody, qe: EnclaveReportBody | None) -> TcbEvaluation:
+def evaluate_tcb(
+    info: TcbInfo,
+    identity: EnclaveIdentity | None,
+    pck: PckTcb,
+    body: TdQuoteBody,
+    qe: EnclaveReportBody | None,
+) -> TcbEvaluation:
     """Run the whole TCB status algorithm for one quote; never raises for bad input."""
     problems: list[str] = []
     level = platform_level(info, pck, body.tee_tcb_svn)
     if level is None:
-        return TcbEvaluation(None, problems=(NO_MATCHING_TCB_LEVEL + ": the platform TCB is "
-                                             "below every level in the TCB info",))
+        return TcbEvaluation(
+            None,
+            problems=(
+                NO_MATCHING_TCB_LEVEL + ": the platform TCB is below every level in the TCB info",
+            ),
+        )
     status = level.status
     advisories = list(level.advisory_ids)
     module_status: str | None = None
@@ -363,8 +435,10 @@ def evaluate_tcb(info: TcbInfo, identity: EnclaveIdentity | None, pck: PckTcb,
             if why:
                 problems.append(why)
             elif mlevel is None:
-                problems.append(f"TDX module {ident_id} SVN {body.tee_tcb_svn[0]} is below every "
-                                "level of its identity")
+                problems.append(
+                    f"TDX module {ident_id} SVN {body.tee_tcb_svn[0]} is below every "
+                    "level of its identity"
+                )
             else:
                 module_status = mlevel.status
                 advisories += mlevel.advisory_ids
@@ -386,13 +460,28 @@ def evaluate_tcb(info: TcbInfo, identity: EnclaveIdentity | None, pck: PckTcb,
             advisories += qlevel.advisory_ids
             status = converge(status, qe_status)
     if problems:
-        return TcbEvaluation(None, tuple(sorted(set(advisories))), level.status, module_status,
-                             qe_status, tuple(problems), level.tcb_date)
-    return TcbEvaluation(status, tuple(sorted(set(advisories))), level.status, module_status,
-                         qe_status, (), level.tcb_date)
+        return TcbEvaluation(
+            None,
+            tuple(sorted(set(advisories))),
+            level.status,
+            module_status,
+            qe_status,
+            tuple(problems),
+            level.tcb_date,
+        )
+    return TcbEvaluation(
+        status,
+        tuple(sorted(set(advisories))),
+        level.status,
+        module_status,
+        qe_status,
+        (),
+        level.tcb_date,
+    )
 
 
 # --- dcap-qvl collateral JSON ------------------------------------------------------------
+
 
 def collateral_from_dcap_qvl_json(data: bytes | str) -> dict[str, bytes]:
     """Convert dcap-qvl's ``QuoteCollateralV3`` JSON into cocopart's collateral dict.
@@ -404,9 +493,14 @@ def collateral_from_dcap_qvl_json(data: bytes | str) -> dict[str, bytes]:
     try:
         d = json.loads(data)
         out = {
-            "tcb_info": pcs_body("tcbInfo", d["tcb_info"].encode(), bytes.fromhex(d["tcb_info_signature"])),
-            "qe_identity": pcs_body("enclaveIdentity", d["qe_identity"].encode(),
-                                    bytes.fromhex(d["qe_identity_signature"])),
+            "tcb_info": pcs_body(
+                "tcbInfo", d["tcb_info"].encode(), bytes.fromhex(d["tcb_info_signature"])
+            ),
+            "qe_identity": pcs_body(
+                "enclaveIdentity",
+                d["qe_identity"].encode(),
+                bytes.fromhex(d["qe_identity_signature"]),
+            ),
             "tcb_info_issuer_chain": d["tcb_info_issuer_chain"].encode(),
             "qe_identity_issuer_chain": d["qe_identity_issuer_chain"].encode(),
             "root_crl": bytes.fromhex(d["root_ca_crl"]),
@@ -416,7 +510,9 @@ def collateral_from_dcap_qvl_json(data: bytes | str) -> dict[str, bytes]:
             out["pck_crl_issuer_chain"] = d["pck_crl_issuer_chain"].encode()
         return out
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise CollateralError(f"not a dcap-qvl QuoteCollateralV3 JSON: {type(exc).__name__}: {exc}") from None
+        raise CollateralError(
+            f"not a dcap-qvl QuoteCollateralV3 JSON: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def collateral_to_dcap_qvl_json(c: dict[str, bytes]) -> str:
@@ -426,15 +522,21 @@ def collateral_to_dcap_qvl_json(c: dict[str, bytes]) -> str:
     """
     tcb = SignedJson.parse(c["tcb_info"], "tcbInfo")
     qe = SignedJson.parse(c["qe_identity"], "enclaveIdentity")
-    return json.dumps({
-        "pck_crl_issuer_chain": c.get("pck_crl_issuer_chain", b"").decode(),
-        "root_ca_crl": c["root_crl"].hex(), "pck_crl": c["pck_crl"].hex(),
-        "tcb_info_issuer_chain": c["tcb_info_issuer_chain"].decode(),
-        "tcb_info": tcb.raw_value.decode(), "tcb_info_signature": tcb.signature.hex(),
-        "qe_identity_issuer_chain": c.get("qe_identity_issuer_chain",
-                                          c["tcb_info_issuer_chain"]).decode(),
-        "qe_identity": qe.raw_value.decode(), "qe_identity_signature": qe.signature.hex(),
-    })
+    return json.dumps(
+        {
+            "pck_crl_issuer_chain": c.get("pck_crl_issuer_chain", b"").decode(),
+            "root_ca_crl": c["root_crl"].hex(),
+            "pck_crl": c["pck_crl"].hex(),
+            "tcb_info_issuer_chain": c["tcb_info_issuer_chain"].decode(),
+            "tcb_info": tcb.raw_value.decode(),
+            "tcb_info_signature": tcb.signature.hex(),
+            "qe_identity_issuer_chain": c.get(
+                "qe_identity_issuer_chain", c["tcb_info_issuer_chain"]
+            ).decode(),
+            "qe_identity": qe.raw_value.decode(),
+            "qe_identity_signature": qe.signature.hex(),
+        }
+    )
 
 
 def signing_key(chain: list[x509.Certificate]) -> ec.EllipticCurvePublicKey:

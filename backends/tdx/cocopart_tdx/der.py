@@ -15,7 +15,14 @@ from cocopart.errors import EvidenceError
 
 # DER universal tags (X.690)
 BOOLEAN, INTEGER, BIT_STRING, OCTET_STRING, OID, ENUMERATED, SEQUENCE = (
-    0x01, 0x02, 0x03, 0x04, 0x06, 0x0A, 0x30)
+    0x01,
+    0x02,
+    0x03,
+    0x04,
+    0x06,
+    0x0A,
+    0x30,
+)
 #: Context tags of TBSCertificate (RFC 5280 §4.1): [0] version, [3] extensions.
 EXPLICIT_0, EXPLICIT_3 = 0xA0, 0xA3
 #: ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the content bytes of its OID.
@@ -32,7 +39,7 @@ def tlv(data: bytes, off: int, end: int) -> tuple[int, int, int]:
         n = length & 0x7F
         if n == 0 or n > 4 or off + n > end:
             raise EvidenceError("DER: unsupported or truncated length")
-        length = int.from_bytes(data[off:off + n], "big")
+        length = int.from_bytes(data[off : off + n], "big")
         off += n
     if off + length > end:
         raise EvidenceError("DER: element runs past its container")
@@ -98,11 +105,11 @@ class Signed:
     """A signed X.509 structure (certificate or CRL) sliced into what a verifier needs."""
 
     tbs: bytes
-    algorithm: bytes       # content bytes of the signature algorithm OID
-    signature: bytes       # the BIT STRING's bytes (an ECDSA-Sig-Value for ECDSA)
-    issuer: bytes          # the issuer Name, DER
-    subject: bytes = b""   # the subject Name, DER (certificates)
-    spki: bytes = b""      # the SubjectPublicKeyInfo, DER (certificates)
+    algorithm: bytes  # content bytes of the signature algorithm OID
+    signature: bytes  # the BIT STRING's bytes (an ECDSA-Sig-Value for ECDSA)
+    issuer: bytes  # the issuer Name, DER
+    subject: bytes = b""  # the subject Name, DER (certificates)
+    spki: bytes = b""  # the SubjectPublicKeyInfo, DER (certificates)
 
     @classmethod
     def parse(cls, der: bytes, *, crl: bool = False) -> Signed:
@@ -126,18 +133,27 @@ class Signed:
             if ftag == INTEGER:
                 ftag, _fs, fe = tlv(der, fe, te)
             itag, is_, ie = tlv(der, fe, te)
-            return cls(der[tbs_start:te], der[os_:oe], der[bs + 1:be],
-                       der[tlv_start((itag, is_, ie)):ie])
+            return cls(
+                der[tbs_start:te],
+                der[os_:oe],
+                der[bs + 1 : be],
+                der[tlv_start((itag, is_, ie)) : ie],
+            )
         if ftag == EXPLICIT_0:  # TBSCertificate: [0]version? serial signature issuer ...
             ftag, _fs, fe = tlv(der, fe, te)
-        _t, _gs, ge = tlv(der, fe, te)         # signature algorithm
-        itag, is_, ie = tlv(der, ge, te)       # issuer
-        _t, _vs, ve = tlv(der, ie, te)         # validity
-        stag, ss, se = tlv(der, ve, te)        # subject
-        ktag, ks, ke = tlv(der, se, te)        # subjectPublicKeyInfo
-        return cls(der[tbs_start:te], der[os_:oe], der[bs + 1:be],
-                   der[tlv_start((itag, is_, ie)):ie], der[tlv_start((stag, ss, se)):se],
-                   der[tlv_start((ktag, ks, ke)):ke])
+        _t, _gs, ge = tlv(der, fe, te)  # signature algorithm
+        itag, is_, ie = tlv(der, ge, te)  # issuer
+        _t, _vs, ve = tlv(der, ie, te)  # validity
+        stag, ss, se = tlv(der, ve, te)  # subject
+        ktag, ks, ke = tlv(der, se, te)  # subjectPublicKeyInfo
+        return cls(
+            der[tbs_start:te],
+            der[os_:oe],
+            der[bs + 1 : be],
+            der[tlv_start((itag, is_, ie)) : ie],
+            der[tlv_start((stag, ss, se)) : se],
+            der[tlv_start((ktag, ks, ke)) : ke],
+        )
 
 
 #: commonName (2.5.4.3) as an OBJECT IDENTIFIER TLV.
@@ -175,9 +191,9 @@ def extension_value(der: bytes, oid: bytes) -> bytes | None:
         _tag, xs, xe = tlv(der, vs, ve)
         for _t, es, ee in children(der, xs, xe):
             parts = children(der, es, ee)
-            if parts and parts[0][0] == OID and der[parts[0][1]:parts[0][2]] == oid:
+            if parts and parts[0][0] == OID and der[parts[0][1] : parts[0][2]] == oid:
                 value = parts[-1]
                 if value[0] != OCTET_STRING:
                     raise EvidenceError("DER: extension value is not an OCTET STRING")
-                return der[value[1]:value[2]]
+                return der[value[1] : value[2]]
     return None

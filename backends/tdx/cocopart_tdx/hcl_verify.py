@@ -38,8 +38,16 @@ QUOTE_COLLATERAL = "td_quote"
 #: The quote checks that make it vouch for its body: signed by an attestation key that a QE
 #: certified, under a PCK chain to a trusted root (TCB status and TD attributes are judged by
 #: their own checks).
-AUTHENTICITY = frozenset({"tdx.quote.parse", "tdx.quote.signature", "tdx.qe_report.binding",
-                          "tdx.pck.chain", "tdx.pck.root_pinned", "tdx.qe_report.signature"})
+AUTHENTICITY = frozenset(
+    {
+        "tdx.quote.parse",
+        "tdx.quote.signature",
+        "tdx.qe_report.binding",
+        "tdx.pck.chain",
+        "tdx.pck.root_pinned",
+        "tdx.qe_report.signature",
+    }
+)
 
 
 class _Verifier(Protocol):
@@ -55,48 +63,95 @@ def _quote_matches(quote_raw: bytes, tdreport: bytes) -> Check:
         return Check(name=name, ok=False, detail=f"cannot compare: {exc}")
     want = TdQuoteBody.from_tdreport(report, td15=body.is_td15)
     if body == want:
-        return Check(name=name, ok=True, detail="the quote's body is this TDREPORT's fields "
-                     "(measurements, attributes, REPORTDATA, TEE TCB)")
-    differ = [field for field in ("mrtd", "rtmrs", "report_data", "td_attributes", "xfam",
-                                  "mrconfigid", "mrowner", "mrownerconfig", "mrseam",
-                                  "tee_tcb_svn", "mrsignerseam", "seam_attributes")
-              if getattr(body, field) != getattr(want, field)]
-    return Check(name=name, ok=False, detail="the quote was not made from this TDREPORT: "
-                 + ", ".join(differ or ["TDX 1.5 fields"]) + " differ")
+        return Check(
+            name=name,
+            ok=True,
+            detail="the quote's body is this TDREPORT's fields "
+            "(measurements, attributes, REPORTDATA, TEE TCB)",
+        )
+    differ = [
+        field
+        for field in (
+            "mrtd",
+            "rtmrs",
+            "report_data",
+            "td_attributes",
+            "xfam",
+            "mrconfigid",
+            "mrowner",
+            "mrownerconfig",
+            "mrseam",
+            "tee_tcb_svn",
+            "mrsignerseam",
+            "seam_attributes",
+        )
+        if getattr(body, field) != getattr(want, field)
+    ]
+    return Check(
+        name=name,
+        ok=False,
+        detail="the quote was not made from this TDREPORT: "
+        + ", ".join(differ or ["TDX 1.5 fields"])
+        + " differ",
+    )
 
 
-def verify_hcl(verifier: _Verifier, evidence: Evidence, trust: TrustStore,
-               now: datetime) -> VendorResult:
+def verify_hcl(
+    verifier: _Verifier, evidence: Evidence, trust: TrustStore, now: datetime
+) -> VendorResult:
     """Verify an Azure TDX HCL report (and its TD quote when one is given)."""
     try:
         hcl = HclReport.parse(evidence.raw)
         if hcl.report_type != HCL_REPORT_TYPE_TDX:
-            raise EvidenceError(f"the Azure HCL report holds hardware report type "
-                                f"{hcl.report_type}, not {HCL_REPORT_TYPE_TDX} (TDX)")
+            raise EvidenceError(
+                f"the Azure HCL report holds hardware report type "
+                f"{hcl.report_type}, not {HCL_REPORT_TYPE_TDX} (TDX)"
+            )
     except EvidenceError as exc:
-        return VendorResult(claims=None, checks=[
-            Check(name="tdx.hcl.parse", ok=False, detail=str(exc))])
+        return VendorResult(
+            claims=None, checks=[Check(name="tdx.hcl.parse", ok=False, detail=str(exc))]
+        )
     tdreport = hcl.hardware_report(TDREPORT_SIZE)
-    checks = [Check(name="tdx.hcl.parse", ok=True, detail=f"Azure HCL report v{hcl.version} "
-                    f"holding a TDREPORT, {len(hcl.variable_data)} bytes of runtime data")]
-    problem = hcl.binding_problem(tdreport[REPORTDATA_OFFSET:REPORTDATA_OFFSET + 64])
-    checks.append(Check(name="tdx.hcl.runtime_data", ok=problem is None, detail=problem or
-                        f"REPORTDATA = {hcl.hash_name}(runtime data), zero-padded"))
+    checks = [
+        Check(
+            name="tdx.hcl.parse",
+            ok=True,
+            detail=f"Azure HCL report v{hcl.version} "
+            f"holding a TDREPORT, {len(hcl.variable_data)} bytes of runtime data",
+        )
+    ]
+    problem = hcl.binding_problem(tdreport[REPORTDATA_OFFSET : REPORTDATA_OFFSET + 64])
+    checks.append(
+        Check(
+            name="tdx.hcl.runtime_data",
+            ok=problem is None,
+            detail=problem or f"REPORTDATA = {hcl.hash_name}(runtime data), zero-padded",
+        )
+    )
     inner = evidence.model_copy(update={"format": "tdreport", "raw": tdreport})
     quote_raw = evidence.collateral.get(QUOTE_COLLATERAL)
     if quote_raw is None:
         result = verifier.verify(inner, trust, now)
-        checks += [c if c.name != "tdx.tdreport.mac" else Check(
-            name=c.name, ok=False, detail="the TDREPORT inside an Azure HCL report is MACed "
-            "by a CPU key that only its own platform can check, so this evidence is "
-            "unauthenticated on its own; give the TD quote Azure made from it "
-            f"(collateral '{QUOTE_COLLATERAL}', CLI --collateral {QUOTE_COLLATERAL}=QUOTE) "
-            "to verify it") for c in result.checks]
+        checks += [
+            c
+            if c.name != "tdx.tdreport.mac"
+            else Check(
+                name=c.name,
+                ok=False,
+                detail="the TDREPORT inside an Azure HCL report is MACed "
+                "by a CPU key that only its own platform can check, so this evidence is "
+                "unauthenticated on its own; give the TD quote Azure made from it "
+                f"(collateral '{QUOTE_COLLATERAL}', CLI --collateral {QUOTE_COLLATERAL}=QUOTE) "
+                "to verify it",
+            )
+            for c in result.checks
+        ]
         claims = result.claims
     else:
         collateral = {k: v for k, v in evidence.collateral.items() if k != QUOTE_COLLATERAL}
-        quoted = evidence.model_copy(update={"format": "tdx-quote", "raw": quote_raw,
-                                             "collateral": collateral})
+        quoted = evidence.model_copy(
+            update={"format": "tdx-quote", "raw": quote_raw, "collateral": collateral}
+        )
         result = verifier.verify(quoted, trust, now)
         report_checks = verifier.verify(inner, trust, now).checks
         match = _quote_matches(quote_raw, tdreport)
@@ -104,10 +159,16 @@ def verify_hcl(verifier: _Verifier, evidence: Evidence, trust: TrustStore,
         for c in report_checks:
             if c.name == "tdx.tdreport.mac":
                 ok = match.ok and quote_ok
-                c = Check(name=c.name, ok=ok, detail=(
-                    "checked by the quoting enclave: the quote made from this TDREPORT "
-                    "verifies" if ok else "the quote does not vouch for this TDREPORT (see "
-                    "tdx.hcl.quote_matches and the quote's checks)"))
+                c = Check(
+                    name=c.name,
+                    ok=ok,
+                    detail=(
+                        "checked by the quoting enclave: the quote made from this TDREPORT verifies"
+                        if ok
+                        else "the quote does not vouch for this TDREPORT (see "
+                        "tdx.hcl.quote_matches and the quote's checks)"
+                    ),
+                )
             if c.name.startswith("tdx.tdreport."):
                 checks.append(c)
         checks += [*result.checks, match]

@@ -93,15 +93,28 @@ def tdvps_pages(num_l2_vms: int) -> int:
     return TDVPS_BASE_PAGES + TDVPS_PAGES_PER_L2 * num_l2_vms
 
 
-def initial_l1_state(vcpu: int, gpaw: int, cpuid1_eax: int = 0x000806F8,
-                     init_value: int = 0) -> dict[str, int]:
+def initial_l1_state(
+    vcpu: int, gpaw: int, cpuid1_eax: int = 0x000806F8, init_value: int = 0
+) -> dict[str, int]:
     """L1's registers after TDH.VP.INIT (tdx.md §6, MOD tdh_vp_init.c / td_vmcs_init.c):
     32-bit flat protected mode at the reset vector; RBX = GPAW, RCX = R8 = the host's init
     value, RDX = CPUID(1).EAX (the default is a Sapphire Rapids signature, our choice), RSI =
     the vCPU index."""
-    return {"rip": 0xFFFF_FFF0, "cr0": 0x21, "cr4": 0x2040, "efer": 0x901, "rflags": 0x2,
-            "cs_ar": 0xC09B, "cs_limit": 0xFFFF_FFFF, "pat": 0x0007040600070406,
-            "rbx": gpaw, "rcx": init_value, "r8": init_value, "rdx": cpuid1_eax, "rsi": vcpu}
+    return {
+        "rip": 0xFFFF_FFF0,
+        "cr0": 0x21,
+        "cr4": 0x2040,
+        "efer": 0x901,
+        "rflags": 0x2,
+        "cs_ar": 0xC09B,
+        "cs_limit": 0xFFFF_FFFF,
+        "pat": 0x0007040600070406,
+        "rbx": gpaw,
+        "rcx": init_value,
+        "r8": init_value,
+        "rdx": cpuid1_eax,
+        "rsi": vcpu,
+    }
 
 
 def create_vcpus(count: int, num_l2_vms: int, gpaw: int) -> list[dict[str, int]]:
@@ -114,8 +127,9 @@ def create_vcpus(count: int, num_l2_vms: int, gpaw: int) -> list[dict[str, int]]
     return [{**initial_l1_state(v, gpaw), "tdvps_pages": pages} for v in range(count)]
 
 
-def build_td(sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], image_gpa: int,
-             seed: str) -> bytes:
+def build_td(
+    sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], image_gpa: int, seed: str
+) -> bytes:
     """TD build: TDH.MEM.PAGE.ADD every launch page (MAPPED at 4K), TDH.MR.EXTEND the L1
     image page, TDH.MR.FINALIZE. Returns MRTD (cocopart_tdx.measure layout)."""
     mrtd = MrtdBuilder()
@@ -133,8 +147,9 @@ def build_td(sept: Sept, memory: GuestMemory, launch: list[tuple[int, int]], ima
 class TdxHost:
     """The untrusted host: answers TD exits and TDVMCALLs."""
 
-    def __init__(self, module: TdxModule, mapping: str = "4K", memory_fault: str = "convert"
-                 ) -> None:
+    def __init__(
+        self, module: TdxModule, mapping: str = "4K", memory_fault: str = "convert"
+    ) -> None:
         #: Whether the host gives DEMOTE an L2 SEPT page for each aliased L2 VM (a host that
         #: does not cannot split an aliased leaf: L2_SEPT_PAGE_NOT_PROVIDED).
         self.l2_sept_pages = True
@@ -190,8 +205,12 @@ class TdxHost:
         """A private fault on a GPA the host treats as shared: KVM_EXIT_MEMORY_FAULT for the
         4K page, and the VMM converts it to private (HOST_IMPLICIT_CONVERSION) — or, with
         ``memory_fault = "refuse"``, leaves it shared (HOST_REFUSES_AUG_ON_SHARED)."""
-        tally.record("host", "KVM_EXIT_MEMORY_FAULT", "4K", "convert"
-                     if self.memory_fault == "convert" else "refused")
+        tally.record(
+            "host",
+            "KVM_EXIT_MEMORY_FAULT",
+            "4K",
+            "convert" if self.memory_fault == "convert" else "refused",
+        )
         if self.memory_fault != "convert":
             return False
         page = gpa - gpa % PAGE_4K
@@ -208,8 +227,11 @@ class TdxHost:
         (``faulting``) — vCPU 0, where L1 works for the model's requests; idle L1 vCPUs halt
         in the host. The kicked exits are counted as L1's TD exits."""
         tally.record("host", "TDH.MEM.TRACK")
-        kicks = self.module.l2_running - (1 if self.module.running_vm(0) else 0) \
+        kicks = (
+            self.module.l2_running
+            - (1 if self.module.running_vm(0) else 0)
             + (0 if faulting else 1)
+        )
         if kicks > 0:
             tally.record("host", "IPI.KICK", "vCPU", count=kicks)
             tally.switch("l1", "host", "TD exit", kicks)
@@ -233,26 +255,35 @@ class TdxHost:
             tally.record("host", "TDH.MEM.RANGE.BLOCK", LEVEL_NAMES[level])
         self.track(tally, faulting=faulting)
         pages = aliased_vms(self.sept, start, start + size) if self.l2_sept_pages else ()
-        status = self._restarted("TDH.MEM.PAGE.DEMOTE", level, tally, lambda interrupted: demote(
-            self.sept, start, level, tracked=True, l2_pages=pages, interrupted=interrupted))
+        status = self._restarted(
+            "TDH.MEM.PAGE.DEMOTE",
+            level,
+            tally,
+            lambda interrupted: demote(
+                self.sept, start, level, tracked=True, l2_pages=pages, interrupted=interrupted
+            ),
+        )
         if status:
             if blocked is not None:
                 self.sept.set_entries(start, start + size, SeptEntry(e.state, level))
                 tally.record("host", "TDH.MEM.RANGE.UNBLOCK", LEVEL_NAMES[level])
             return False
         if pages:
-            tally.record("host", "TDH.MEM.PAGE.DEMOTE.L2_SEPT", LEVEL_NAMES[level],
-                         count=len(pages))
+            tally.record(
+                "host", "TDH.MEM.PAGE.DEMOTE.L2_SEPT", LEVEL_NAMES[level], count=len(pages)
+            )
         return True
 
-    def _restarted(self, mnemonic: str, level: int, tally: Tally,
-                   call: Callable[[bool], int]) -> int:
+    def _restarted(
+        self, mnemonic: str, level: int, tally: Tally, call: Callable[[bool], int]
+    ) -> int:
         """Issue a DEMOTE/PROMOTE until it is not INTERRUPTED_RESTARTABLE (or the bound)."""
         status = int(TdxStatus.INTERRUPTED_RESTARTABLE)
         for _ in range(MAX_RESTARTS + 1):
             status = call(self.module.host_interrupted())
-            tally.record("host", mnemonic, LEVEL_NAMES[level],
-                         "ok" if status == 0 else status_name(status))
+            tally.record(
+                "host", mnemonic, LEVEL_NAMES[level], "ok" if status == 0 else status_name(status)
+            )
             if base(status) != TdxStatus.INTERRUPTED_RESTARTABLE:
                 break
         return status
@@ -263,9 +294,14 @@ class TdxHost:
         TDH.MEM.TRACK with the kicks, TDH.MEM.PAGE.PROMOTE (restarted while interrupted)."""
         tally.record("host", "TDH.MEM.RANGE.BLOCK", LEVEL_NAMES[LEVEL_2M])
         self.track(tally, faulting=False)
-        status = self._restarted("TDH.MEM.PAGE.PROMOTE", LEVEL_2M, tally, lambda interrupted:
-                                 promote(self.sept, start, LEVEL_2M, blocked=True, tracked=True,
-                                         interrupted=interrupted))
+        status = self._restarted(
+            "TDH.MEM.PAGE.PROMOTE",
+            LEVEL_2M,
+            tally,
+            lambda interrupted: promote(
+                self.sept, start, LEVEL_2M, blocked=True, tracked=True, interrupted=interrupted
+            ),
+        )
         if status:
             tally.record("host", "TDH.MEM.RANGE.UNBLOCK", LEVEL_NAMES[LEVEL_2M])
         return status == 0
@@ -294,12 +330,14 @@ class TdxHost:
             n = (last - first) // PAGE_2M
             if self.module.host_interrupts == 0:  # the others behave as the first did
                 if n > 1:
-                    self.sept.set_entries(first + PAGE_2M, last, SeptEntry(SeptState.MAPPED,
-                                                                           LEVEL_2M))
+                    self.sept.set_entries(
+                        first + PAGE_2M, last, SeptEntry(SeptState.MAPPED, LEVEL_2M)
+                    )
                 tally.add(sub, n)
             else:  # interrupts pending: one block at a time
-                n = 1 + sum(self.promote_block(b, sub)
-                            for b in range(first + PAGE_2M, last, PAGE_2M))
+                n = 1 + sum(
+                    self.promote_block(b, sub) for b in range(first + PAGE_2M, last, PAGE_2M)
+                )
                 tally.add(sub)
             done += n
         return done
@@ -307,8 +345,9 @@ class TdxHost:
     def _uniform_runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Pieces of ``[lo, hi)`` of one state each (L1 SEPT, L2 aliases, the host's shared
         view) that the host treats as private."""
-        return [(s, e) for s, e in self.sept.segments(lo, hi, self.shared)
-                if not self.shared.get(s)]
+        return [
+            (s, e) for s, e in self.sept.segments(lo, hi, self.shared) if not self.shared.get(s)
+        ]
 
     def split_leaves(self, start: int, end: int, tally: Tally) -> bool:
         """Demote leaves that straddle ``start`` or ``end`` until they do not, so that the
@@ -374,8 +413,7 @@ class TdxHost:
             status, resume = self.map_gpa(regs.get("r12", 0), regs.get("r13", 0), tally)
             return {"r10": status, "r11": resume}
         if sub == vmc.SubFunction.GET_QUOTE:
-            return {"r10": self.get_quote(regs.get("r12", 0), regs.get("r13", 0), tally),
-                    "r11": 0}
+            return {"r10": self.get_quote(regs.get("r12", 0), regs.get("r13", 0), tally), "r11": 0}
         return {"r10": vmc.TdvmcallStatus.SUBFUNC_UNSUPPORTED, "r11": 0}
 
     def map_gpa(self, gpa: int, size: int, tally: Tally) -> tuple[int, int]:
@@ -414,13 +452,22 @@ class TdxHost:
                 status = vmc.GET_QUOTE_SUCCESS
             except EvidenceError:
                 status = vmc.GET_QUOTE_ERROR
-        out = vmc.GetQuoteBuffer(buf.version, status, buf.in_len, len(quote),
-                                 quote if status == vmc.GET_QUOTE_SUCCESS else buf.data)
+        out = vmc.GetQuoteBuffer(
+            buf.version,
+            status,
+            buf.in_len,
+            len(quote),
+            quote if status == vmc.GET_QUOTE_SUCCESS else buf.data,
+        )
         try:
             self.module.memory.write(gpa, out.encode(size))
         except ValueError:
-            self.module.memory.write(gpa, vmc.GetQuoteBuffer(
-                buf.version, vmc.GET_QUOTE_ERROR, buf.in_len, 0, b"").encode(size))
+            self.module.memory.write(
+                gpa,
+                vmc.GetQuoteBuffer(buf.version, vmc.GET_QUOTE_ERROR, buf.in_len, 0, b"").encode(
+                    size
+                ),
+            )
         return vmc.TdvmcallStatus.SUCCESS
 
     # -- host touching guest memory ------------------------------------------------------------

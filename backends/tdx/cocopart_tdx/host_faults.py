@@ -100,8 +100,11 @@ RULE_TDX_KEXEC = "kexec: refused on erratum platforms, otherwise it works"
 #: of the SNP rule).
 RULE_TDX_KVM_REFUSES_PRIVATE = "KVM's checked path refuses private GPAs"
 
-UNCONFIRMED = (RULE_TDX_HOST_READS_BACK_ITS_WRITE, RULE_TDX_HOST_POISON_CONSUMPTION,
-               RULE_TDX_KVM_REFUSES_PRIVATE)
+UNCONFIRMED = (
+    RULE_TDX_HOST_READS_BACK_ITS_WRITE,
+    RULE_TDX_HOST_POISON_CONSUMPTION,
+    RULE_TDX_KVM_REFUSES_PRIVATE,
+)
 
 
 class LineState(str, Enum):
@@ -158,19 +161,34 @@ def td_private(m: TdxMachine, gpa: int) -> bool:
     return not m.host.shared.get(gpa) and m.module.sept.entry(gpa).state not in AUG_FROM
 
 
-def host_write(m: TdxMachine, gpa: int, data: bytes = b"host data", *,
-               accessor: HostAccessor = HostAccessor.USER, process: str = "qemu",
-               partial: bool = False, errata: frozenset[str] = frozenset()) -> TdxHostAccess:
+def host_write(
+    m: TdxMachine,
+    gpa: int,
+    data: bytes = b"host data",
+    *,
+    accessor: HostAccessor = HostAccessor.USER,
+    process: str = "qemu",
+    partial: bool = False,
+    errata: frozenset[str] = frozenset(),
+) -> TdxHostAccess:
     """The host writes ``data`` at ``gpa``; ``partial``: a sub-cacheline write (non-temporal
     store, UC/WC mapping, DMA) — it matters only with the :data:`ERRATUM_PW_MCE` erratum."""
     who = process if accessor is HostAccessor.USER else "host kernel"
     private = td_private(m, gpa)
-    out = TdxHostAccess(gpa=gpa, kind="write", accessor=accessor, process=who,
-                        td_private=private, completed=True, line_state=m.integrity.state(gpa))
+    out = TdxHostAccess(
+        gpa=gpa,
+        kind="write",
+        accessor=accessor,
+        process=who,
+        td_private=private,
+        completed=True,
+        line_state=m.integrity.state(gpa),
+    )
     m.memory.write(gpa, data)
     if not private:
-        out.steps.append(FaultStep(actor=who, action=f"write {gpa:#x} (shared page)",
-                                   result="written"))
+        out.steps.append(
+            FaultStep(actor=who, action=f"write {gpa:#x} (shared page)", result="written")
+        )
         return out
     state = LineState.HOST_WRITTEN
     out.rules.append(RULE_TDX_HOST_WRITE_UNCHECKED)
@@ -179,9 +197,14 @@ def host_write(m: TdxMachine, gpa: int, data: bytes = b"host data", *,
         out.rules.append(RULE_TDX_PARTIAL_WRITE_ERRATUM)
     m.integrity.set(gpa, state)
     m.trace.record(HOST, "WRITE_TD_PRIVATE", who, state.value)
-    out.steps.append(FaultStep(actor=who, action=f"write {gpa:#x} (TD-private page)",
-                               result=f"completes without a fault; the lines are now "
-                               f"{state.value} (TD-owner bit cleared)"))
+    out.steps.append(
+        FaultStep(
+            actor=who,
+            action=f"write {gpa:#x} (TD-private page)",
+            result=f"completes without a fault; the lines are now "
+            f"{state.value} (TD-owner bit cleared)",
+        )
+    )
     return out.model_copy(update={"line_state": state})
 
 
@@ -189,25 +212,39 @@ def _consume_in_host(m: TdxMachine, out: TdxHostAccess) -> TdxHostAccess:
     m.trace.record(HOST, "MACHINE_CHECK", out.process, "poison consumed")
     out.rules.append(RULE_TDX_HOST_POISON_CONSUMPTION)
     if out.accessor is HostAccessor.KERNEL:
-        out.steps.append(FaultStep(actor=HOST, action="#MC in kernel context",
-                                   result="host panic"))
-        return out.model_copy(update={"machine_check": True, "panicked": True,
-                                      "completed": False})
-    out.steps.append(FaultStep(actor=HOST, action=f"#MC in {out.process}",
-                               result=f"{out.process} is killed (memory failure)"))
-    return out.model_copy(update={"machine_check": True, "killed": out.process,
-                                  "completed": False})
+        out.steps.append(FaultStep(actor=HOST, action="#MC in kernel context", result="host panic"))
+        return out.model_copy(update={"machine_check": True, "panicked": True, "completed": False})
+    out.steps.append(
+        FaultStep(
+            actor=HOST,
+            action=f"#MC in {out.process}",
+            result=f"{out.process} is killed (memory failure)",
+        )
+    )
+    return out.model_copy(update={"machine_check": True, "killed": out.process, "completed": False})
 
 
-def host_read(m: TdxMachine, gpa: int, size: int = 64, *,
-              accessor: HostAccessor = HostAccessor.USER, process: str = "qemu"
-              ) -> TdxHostAccess:
+def host_read(
+    m: TdxMachine,
+    gpa: int,
+    size: int = 64,
+    *,
+    accessor: HostAccessor = HostAccessor.USER,
+    process: str = "qemu",
+) -> TdxHostAccess:
     """The host reads ``size`` bytes at ``gpa``."""
     who = process if accessor is HostAccessor.USER else "host kernel"
     private = td_private(m, gpa)
     state = m.integrity.state(gpa)
-    out = TdxHostAccess(gpa=gpa, kind="read", accessor=accessor, process=who,
-                        td_private=private, completed=True, line_state=state)
+    out = TdxHostAccess(
+        gpa=gpa,
+        kind="read",
+        accessor=accessor,
+        process=who,
+        td_private=private,
+        completed=True,
+        line_state=state,
+    )
     if state is LineState.POISONED:
         return _consume_in_host(m, out)
     if not private or state is LineState.HOST_WRITTEN:
@@ -215,8 +252,9 @@ def host_read(m: TdxMachine, gpa: int, size: int = 64, *,
             out.rules.append(RULE_TDX_HOST_READS_BACK_ITS_WRITE)
         return out.model_copy(update={"data": m.memory.read(gpa, size)})
     out.rules.append(RULE_TDX_HOST_READ_RETURNS_ZEROS)
-    out.steps.append(FaultStep(actor=who, action=f"read {gpa:#x} (TD-owned lines)",
-                               result="all zeros, no fault"))
+    out.steps.append(
+        FaultStep(actor=who, action=f"read {gpa:#x} (TD-owned lines)", result="all zeros, no fault")
+    )
     return out.model_copy(update={"data": bytes(size)})
 
 
@@ -229,8 +267,9 @@ def host_access(m: TdxMachine, gpa: int, access: Access) -> AccessOutcome:
         return AccessOutcome(ok=host_write(m, gpa).completed)
     r = host_read(m, gpa)
     if r.machine_check:
-        return AccessOutcome(ok=False, fault=f"{MACHINE_CHECK} (poison consumed by the host)",
-                             handled_by=HOST)
+        return AccessOutcome(
+            ok=False, fault=f"{MACHINE_CHECK} (poison consumed by the host)", handled_by=HOST
+        )
     return AccessOutcome(ok=True)
 
 
@@ -245,19 +284,32 @@ def td_read(m: TdxMachine, layer: str, gpa: int) -> tuple[AccessOutcome, list[Fa
         m.integrity.fatal_status = status
         m.trace.record(MODULE, "MACHINE_CHECK", layer, "TD fatal")
         m.trace.switch(layer, HOST, "TD exit")
-        steps.append(FaultStep(actor=layer, action=f"read {gpa:#x}",
-                               result=f"integrity check fails on a {state.value} line: "
-                               f"poison consumed, {MACHINE_CHECK}"))
-        steps.append(FaultStep(actor=MODULE, action="#MC exit from the TD",
-                               result=f"TD marked fatal; TDH.VP.ENTER returns "
-                               f"{st.mnemonic(status)}"))
-        return AccessOutcome(ok=False, fault=f"{MACHINE_CHECK} (TD fatal)",
-                             handled_by=HOST), steps
+        steps.append(
+            FaultStep(
+                actor=layer,
+                action=f"read {gpa:#x}",
+                result=f"integrity check fails on a {state.value} line: "
+                f"poison consumed, {MACHINE_CHECK}",
+            )
+        )
+        steps.append(
+            FaultStep(
+                actor=MODULE,
+                action="#MC exit from the TD",
+                result=f"TD marked fatal; TDH.VP.ENTER returns {st.mnemonic(status)}",
+            )
+        )
+        return AccessOutcome(ok=False, fault=f"{MACHINE_CHECK} (TD fatal)", handled_by=HOST), steps
     if m.integrity.fatal:
         return AccessOutcome(ok=False, fault="the TD is fatal", handled_by=HOST), steps
     outcome = m.access(layer, gpa, Access.READ)
-    steps.append(FaultStep(actor=layer, action=f"read {gpa:#x}",
-                           result="ok" if outcome.ok else outcome.fault or "fault"))
+    steps.append(
+        FaultStep(
+            actor=layer,
+            action=f"read {gpa:#x}",
+            result="ok" if outcome.ok else outcome.fault or "fault",
+        )
+    )
     return outcome, steps
 
 

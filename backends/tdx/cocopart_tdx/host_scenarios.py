@@ -46,8 +46,9 @@ HOST = "host"
 
 
 def _builder(scenario: HostFaultScenario, setup: ScenarioSetup) -> OutcomeBuilder:
-    return OutcomeBuilder(backend="tdx", policy=NO_POLICY, policy_consulted=False,
-                          scenario=scenario, setup=setup)
+    return OutcomeBuilder(
+        backend="tdx", policy=NO_POLICY, policy_consulted=False, scenario=scenario, setup=setup
+    )
 
 
 def _emulate(m: TdxMachine, b: OutcomeBuilder, layer: str) -> None:
@@ -58,15 +59,21 @@ def _emulate(m: TdxMachine, b: OutcomeBuilder, layer: str) -> None:
         b.step("kvm", f"map {DMA_PAGE:#x}", "private GPA: refused, nothing written")
         b.error(b.guest, "the device reports an I/O error (KVM refused the private page)")
         return
-    w = hf.host_write(m, DMA_PAGE, DEVICE_DATA, accessor=b.emulator.accessor,
-                      process=b.process(), partial=True, errata=b.setup.platform_errata)
+    w = hf.host_write(
+        m,
+        DMA_PAGE,
+        DEVICE_DATA,
+        accessor=b.emulator.accessor,
+        process=b.process(),
+        partial=True,
+        errata=b.setup.platform_errata,
+    )
     b.extend(w.steps, w.rules)
     b.write_completed = w.completed
     if not w.td_private:
         return
     out, steps = hf.td_read(m, layer, DMA_PAGE)
-    b.extend(steps, [hf.RULE_TDX_TD_READ_AFTER_HOST_WRITE_POISONS,
-                     hf.RULE_TDX_MC_IN_TD_IS_FATAL])
+    b.extend(steps, [hf.RULE_TDX_TD_READ_AFTER_HOST_WRITE_POISONS, hf.RULE_TDX_MC_IN_TD_IS_FATAL])
     if not out.ok:
         b.error(b.guest, f"{out.fault} reading {DMA_PAGE:#x}")
         b.lose(b.guest, "the TDX module marked it fatal after a #MC; the host tears it down")
@@ -78,8 +85,9 @@ def forgotten_share(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     layer = m.workloads[0]
     mark = keep_guest_data(m, layer, PAGE_2M)
     b.step(b.guest, f"accepts [0, 2M) and keeps its data at {DMA_PAGE:#x}")
-    b.step(b.guest, f"buggy driver: hands {DMA_PAGE:#x} to the virtio device without MapGPA "
-           "to shared")
+    b.step(
+        b.guest, f"buggy driver: hands {DMA_PAGE:#x} to the virtio device without MapGPA to shared"
+    )
     b.rules.append(ASSUMPTION_SAME_PAGE)
     _emulate(m, b, layer)
     return _finish(m, b, GUEST_DATA, mark)
@@ -98,13 +106,19 @@ def convert_under_emulation(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome
     if b.emulator is Emulator.KVM_CHECKED:
         b.rules.append(hf.RULE_TDX_KVM_REFUSES_PRIVATE)
         m.trace.record("kvm", "MAP_GPA", "private", "refused")
-        b.step(b.guest, f"TDVMCALL<MapGPA> {DMA_PAGE:#x} -> private",
-               "refused: KVM holds the page mapped shared")
+        b.step(
+            b.guest,
+            f"TDVMCALL<MapGPA> {DMA_PAGE:#x} -> private",
+            "refused: KVM holds the page mapped shared",
+        )
         b.error(b.guest, "its MapGPA to private fails while the device uses the page")
     else:
         r = m.execute(ConvertPages(layer=layer, range=rng, to="private"))
-        b.step(b.guest, f"malicious: MapGPA {DMA_PAGE:#x} -> private, the host AUGs, the "
-               "guest ACCEPTs", "ok" if r.ok else r.error.message if r.error else "failed")
+        b.step(
+            b.guest,
+            f"malicious: MapGPA {DMA_PAGE:#x} -> private, the host AUGs, the guest ACCEPTs",
+            "ok" if r.ok else r.error.message if r.error else "failed",
+        )
         b.rules.append(ASSUMPTION_SAME_PAGE)
     _emulate(m, b, layer)
     return _finish(m, b, before, mark)
@@ -117,24 +131,34 @@ def kexec(m: TdxMachine, setup: ScenarioSetup) -> FaultOutcome:
     b.rules.append(hf.RULE_TDX_KEXEC)
     if not hf.kexec_allowed(setup.platform_errata):
         m.trace.record(HOST, "KEXEC_LOAD", result="EOPNOTSUPP")
-        b.step("host", "kexec_load", "refused (-EOPNOTSUPP): not allowed on a platform with "
-               "the TDX partial-write erratum; the old kernel and its TDs keep running")
+        b.step(
+            "host",
+            "kexec_load",
+            "refused (-EOPNOTSUPP): not allowed on a platform with "
+            "the TDX partial-write erratum; the old kernel and its TDs keep running",
+        )
         return b.build(DataFate.INTACT, m.trace.since(mark).events)
     b.step("host", "kexec into a new kernel", "every TD stops")
     for guest in b.guests:
         b.lose(guest, "stopped by the kexec")
-    w = hf.host_write(m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL,
-                      process=NEW_KERNEL)
+    w = hf.host_write(
+        m, DMA_PAGE, b"new kernel data", accessor=HostAccessor.KERNEL, process=NEW_KERNEL
+    )
     b.extend(w.steps, w.rules)
     b.write_completed = w.completed
-    b.step(NEW_KERNEL, "writes former TD-private pages as it needs them",
-           "no fault: TDX does not check host writes; boot completes (kdump works)")
+    b.step(
+        NEW_KERNEL,
+        "writes former TD-private pages as it needs them",
+        "no fault: TDX does not check host writes; boot completes (kdump works)",
+    )
     return b.build(b.data_fate(False), m.trace.since(mark).events)
 
 
-SCENARIOS = {HostFaultScenario.FORGOTTEN_SHARE: forgotten_share,
-             HostFaultScenario.CONVERT_UNDER_EMULATION: convert_under_emulation,
-             HostFaultScenario.KEXEC: kexec}
+SCENARIOS = {
+    HostFaultScenario.FORGOTTEN_SHARE: forgotten_share,
+    HostFaultScenario.CONVERT_UNDER_EMULATION: convert_under_emulation,
+    HostFaultScenario.KEXEC: kexec,
+}
 
 
 def run(m: TdxMachine, scenario: HostFaultScenario, setup: ScenarioSetup) -> FaultOutcome:

@@ -131,15 +131,28 @@ class SeptSeamcalls:
         self.untracked = RangeMap(self.host.sept.size, False)
         self.nl_blocked = RangeMap(self.host.sept.size, False)
 
-    def _result(self, leaf: Leaf, gpa: int, level: int, status: int, before: SeptState,
-                after: SeptState) -> SeamcallResult:
+    def _result(
+        self, leaf: Leaf, gpa: int, level: int, status: int, before: SeptState, after: SeptState
+    ) -> SeamcallResult:
         name = status_name(status)
         mnemonic = leaf.name.replace("_", ".")
-        self.trace.record(HOST, mnemonic, LEVEL_NAMES.get(level, ""),
-                          "ok" if status == st.TdxStatus.SUCCESS else name)
-        return SeamcallResult(leaf=mnemonic, gpa=gpa, level=level, status=status,
-                              status_name=name, before=before.name, after=after.name,
-                              public_before=int(before), public_after=int(after))
+        self.trace.record(
+            HOST,
+            mnemonic,
+            LEVEL_NAMES.get(level, ""),
+            "ok" if status == st.TdxStatus.SUCCESS else name,
+        )
+        return SeamcallResult(
+            leaf=mnemonic,
+            gpa=gpa,
+            level=level,
+            status=status,
+            status_name=name,
+            before=before.name,
+            after=after.name,
+            public_before=int(before),
+            public_after=int(after),
+        )
 
     def _entry(self, gpa: int, level: int) -> tuple[int, int, SeptEntry] | None:
         """(start, end, entry) of the leaf at exactly ``level`` covering ``gpa``."""
@@ -154,22 +167,29 @@ class SeptSeamcalls:
         """TDH.MEM.PAGE.AUG: add a PENDING page (FREE/REMOVED -> PENDING)."""
         e = self.host.sept.entry(gpa)
         if e.state not in AUG_FROM or level > e.level:
-            status = st.with_details(st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX) \
-                if e.state not in AUG_FROM else st.TdxStatus.EPT_WALK_FAILED
+            status = (
+                st.with_details(st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX)
+                if e.state not in AUG_FROM
+                else st.TdxStatus.EPT_WALK_FAILED
+            )
             return self._result(Leaf.TDH_MEM_PAGE_AUG, gpa, level, status, e.state, e.state)
         size = LEVEL_BYTES[level]
         start = gpa - gpa % size
         self.host.sept.set_entries(start, start + size, SeptEntry(SeptState.PENDING, level))
-        return self._result(Leaf.TDH_MEM_PAGE_AUG, gpa, level, st.TdxStatus.SUCCESS, e.state,
-                            SeptState.PENDING)
+        return self._result(
+            Leaf.TDH_MEM_PAGE_AUG, gpa, level, st.TdxStatus.SUCCESS, e.state, SeptState.PENDING
+        )
 
     def _nl(self, gpa: int, level: int) -> tuple[int, int] | None:
         """The range of a non-leaf entry at ``level`` (a split 2M block), if that is what a
         walk to ``level`` finds."""
         size = LEVEL_BYTES[level]
         start = gpa - gpa % size
-        if level == LEVEL_4K or start + size > self.host.sept.size \
-                or self.host.sept.entry(start).level >= level:
+        if (
+            level == LEVEL_4K
+            or start + size > self.host.sept.size
+            or self.host.sept.entry(start).level >= level
+        ):
             return None
         return start, start + size
 
@@ -182,24 +202,34 @@ class SeptSeamcalls:
             status = GPA_RANGE_ALREADY_BLOCKED if was else st.TdxStatus.SUCCESS
             self.nl_blocked.set(*nl, True)
             self.untracked.set(*nl, True)
-            return self._result(Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, status,
-                                SeptState.NL_BLOCKED if was else SeptState.NL_MAPPED,
-                                SeptState.NL_BLOCKED)
+            return self._result(
+                Leaf.TDH_MEM_RANGE_BLOCK,
+                gpa,
+                level,
+                status,
+                SeptState.NL_BLOCKED if was else SeptState.NL_MAPPED,
+                SeptState.NL_BLOCKED,
+            )
         found = self._entry(gpa, level)
         if found is None:
             e = self.host.sept.entry(gpa)
-            return self._result(Leaf.TDH_MEM_RANGE_BLOCK, gpa, level,
-                                st.TdxStatus.EPT_WALK_FAILED, e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, st.TdxStatus.EPT_WALK_FAILED, e.state, e.state
+            )
         start, end, e = found
         new = BLOCK_TRANSITIONS.get(e.state)
         if new is None:
-            status = GPA_RANGE_ALREADY_BLOCKED if e.state in UNBLOCK_TRANSITIONS else \
-                st.with_details(st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX)
+            status = (
+                GPA_RANGE_ALREADY_BLOCKED
+                if e.state in UNBLOCK_TRANSITIONS
+                else st.with_details(st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX)
+            )
             return self._result(Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, status, e.state, e.state)
         self.host.sept.set_entries(start, end, SeptEntry(new, level))
         self.untracked.set(start, end, True)
-        return self._result(Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, st.TdxStatus.SUCCESS, e.state,
-                            new)
+        return self._result(
+            Leaf.TDH_MEM_RANGE_BLOCK, gpa, level, st.TdxStatus.SUCCESS, e.state, new
+        )
 
     def mem_track(self) -> SeamcallResult:
         """TDH.MEM.TRACK: every block so far is TLB-tracked."""
@@ -213,26 +243,45 @@ class SeptSeamcalls:
         nl = self._nl(gpa, level)
         if nl is not None:
             if self.nl_blocked.uniform(*nl) is not True:
-                return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level,
-                                    GPA_RANGE_NOT_BLOCKED, SeptState.NL_MAPPED,
-                                    SeptState.NL_MAPPED)
+                return self._result(
+                    Leaf.TDH_MEM_RANGE_UNBLOCK,
+                    gpa,
+                    level,
+                    GPA_RANGE_NOT_BLOCKED,
+                    SeptState.NL_MAPPED,
+                    SeptState.NL_MAPPED,
+                )
             self.nl_blocked.set(*nl, False)
-            return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, st.TdxStatus.SUCCESS,
-                                SeptState.NL_BLOCKED, SeptState.NL_MAPPED)
+            return self._result(
+                Leaf.TDH_MEM_RANGE_UNBLOCK,
+                gpa,
+                level,
+                st.TdxStatus.SUCCESS,
+                SeptState.NL_BLOCKED,
+                SeptState.NL_MAPPED,
+            )
         found = self._entry(gpa, level)
         if found is None:
             e = self.host.sept.entry(gpa)
-            return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level,
-                                st.TdxStatus.EPT_WALK_FAILED, e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_RANGE_UNBLOCK,
+                gpa,
+                level,
+                st.TdxStatus.EPT_WALK_FAILED,
+                e.state,
+                e.state,
+            )
         start, end, e = found
         new = UNBLOCK_TRANSITIONS.get(e.state)
         if new is None:
-            return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, GPA_RANGE_NOT_BLOCKED,
-                                e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, GPA_RANGE_NOT_BLOCKED, e.state, e.state
+            )
         self.host.sept.set_entries(start, end, SeptEntry(new, level))
         self.untracked.set(start, end, False)
-        return self._result(Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, st.TdxStatus.SUCCESS,
-                            e.state, new)
+        return self._result(
+            Leaf.TDH_MEM_RANGE_UNBLOCK, gpa, level, st.TdxStatus.SUCCESS, e.state, new
+        )
 
     def page_remove(self, gpa: int, level: int = 0) -> SeamcallResult:
         """TDH.MEM.PAGE.REMOVE: a blocked, tracked leaf -> FREE; L2 aliases cleared; the page
@@ -240,26 +289,37 @@ class SeptSeamcalls:
         found = self._entry(gpa, level)
         if found is None:
             e = self.host.sept.entry(gpa)
-            return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level,
-                                st.TdxStatus.EPT_WALK_FAILED, e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, st.TdxStatus.EPT_WALK_FAILED, e.state, e.state
+            )
         start, end, e = found
         if e.state not in REMOVE_FROM:
-            return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, st.with_details(
-                st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX), e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_PAGE_REMOVE,
+                gpa,
+                level,
+                st.with_details(st.TdxStatus.EPT_ENTRY_STATE_INCORRECT, st.Operand.RCX),
+                e.state,
+                e.state,
+            )
         if e.state not in UNBLOCK_TRANSITIONS:  # MAPPED / PENDING (/W states) of a running TD
-            return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, GPA_RANGE_NOT_BLOCKED,
-                                e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, GPA_RANGE_NOT_BLOCKED, e.state, e.state
+            )
         if any(v for _s, _e, v in self.untracked.runs(start, end)):
-            return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, TLB_TRACKING_NOT_DONE,
-                                e.state, e.state)
+            return self._result(
+                Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, TLB_TRACKING_NOT_DONE, e.state, e.state
+            )
         self.host.sept.set_entries(start, end, SeptEntry(SeptState.FREE, level))
         self.host.sept.drop_aliases(start, end)
         self.host.module.memory.zero(start, end - start)
-        return self._result(Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, st.TdxStatus.SUCCESS, e.state,
-                            SeptState.FREE)
+        return self._result(
+            Leaf.TDH_MEM_PAGE_REMOVE, gpa, level, st.TdxStatus.SUCCESS, e.state, SeptState.FREE
+        )
 
-    def page_demote(self, gpa: int, level: int = LEVEL_2M,
-                    l2_pages: Collection[int] | None = None) -> SeamcallResult:
+    def page_demote(
+        self, gpa: int, level: int = LEVEL_2M, l2_pages: Collection[int] | None = None
+    ) -> SeamcallResult:
         """TDH.MEM.PAGE.DEMOTE (:func:`cocopart_tdx.sept_resize.demote`): ``l2_pages`` are
         the L2 VMs the host hands a new SEPT page (default: every VM aliasing the range)."""
         size = LEVEL_BYTES.get(level, 0)
@@ -269,12 +329,19 @@ class SeptSeamcalls:
         if l2_pages is None:
             l2_pages = aliased_vms(self.host.sept, start, end)
         tracked = not any(v for _s, _e, v in self.untracked.runs(start, end))
-        status = demote(self.host.sept, gpa, level, tracked=tracked, l2_pages=l2_pages,
-                        interrupted=self.host.module.host_interrupted())
+        status = demote(
+            self.host.sept,
+            gpa,
+            level,
+            tracked=tracked,
+            l2_pages=l2_pages,
+            interrupted=self.host.module.host_interrupted(),
+        )
         if status == st.TdxStatus.SUCCESS:
             self.untracked.set(start, end, False)
-        return self._result(Leaf.TDH_MEM_PAGE_DEMOTE, gpa, level, status, before,
-                            self.host.sept.entry(gpa).state)
+        return self._result(
+            Leaf.TDH_MEM_PAGE_DEMOTE, gpa, level, status, before, self.host.sept.entry(gpa).state
+        )
 
     def page_promote(self, gpa: int, level: int = LEVEL_2M) -> SeamcallResult:
         """TDH.MEM.PAGE.PROMOTE (:func:`cocopart_tdx.sept_resize.promote`) of a split block the
@@ -282,10 +349,19 @@ class SeptSeamcalls:
         nl = self._nl(gpa, level)
         blocked = nl is not None and self.nl_blocked.uniform(*nl) is True
         tracked = nl is None or not any(v for _s, _e, v in self.untracked.runs(*nl))
-        before = SeptState.NL_BLOCKED if blocked else (
-            SeptState.NL_MAPPED if nl is not None else self.host.sept.entry(gpa).state)
-        status = promote(self.host.sept, gpa, level, blocked=blocked, tracked=tracked,
-                         interrupted=self.host.module.host_interrupted())
+        before = (
+            SeptState.NL_BLOCKED
+            if blocked
+            else (SeptState.NL_MAPPED if nl is not None else self.host.sept.entry(gpa).state)
+        )
+        status = promote(
+            self.host.sept,
+            gpa,
+            level,
+            blocked=blocked,
+            tracked=tracked,
+            interrupted=self.host.module.host_interrupted(),
+        )
         if status == st.TdxStatus.SUCCESS and nl is not None:
             self.nl_blocked.set(*nl, False)
         after = self.host.sept.entry(gpa).state if status == st.TdxStatus.SUCCESS else before

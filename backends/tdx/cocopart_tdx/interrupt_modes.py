@@ -14,14 +14,14 @@ ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC
 
 MECHANISM: dict[InterruptMode, str] = {
     RESTRICTED: "posted to L1 (an L2 running there exits only if the vector is deliverable to "
-                "L1); L1 injects through the L2 VMCS VM-entry interruption-information field "
-                "(TDG.VP.WR 0x4016); the L2 has no posted-interrupt processing",
+    "L1); L1 injects through the L2 VMCS VM-entry interruption-information field "
+    "(TDG.VP.WR 0x4016); the L2 has no posted-interrupt processing",
     ALTERNATE: "a cocopart software protocol, not a TDX mechanism (no TDX stack implements "
-               "it today): L1 serves the SVSM APIC protocol to its L2s and injects through the "
-               "L2 VMCS VM-entry interruption-information field (TDG.VP.WR 0x4016)",
+    "it today): L1 serves the SVSM APIC protocol to its L2s and injects through the "
+    "L2 VMCS VM-entry interruption-information field (TDG.VP.WR 0x4016)",
     SECURE_AVIC: "TDX virtual-interrupt delivery into the L2: L1 sets the L2 virtual-APIC page "
-                 "IRR and RVI/SVI (L2_ENTER_GUEST_STATE), the CPU delivers, EOI virtualized; "
-                 "no posted-interrupt processing for the L2",
+    "IRR and RVI/SVI (L2_ENTER_GUEST_STATE), the CPU delivers, EOI virtualized; "
+    "no posted-interrupt processing for the L2",
 }
 
 #: The host can never inject into an L2; L1 is always the injector (tdx.md §5).
@@ -37,6 +37,7 @@ def capability_answers() -> dict[str, CapabilityAnswer]:
     out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
     for mode, mech in MECHANISM.items():
         extra = f" (at boot only: {RULE_ALTERNATE_NOT_REENTERED})" if mode == ALTERNATE else ""
-        out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(supported=True,
-                                                               mechanism=mech + extra)
+        out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(
+            supported=True, mechanism=mech + extra
+        )
     return out

@@ -192,8 +192,10 @@ class TdxInterrupts(InterruptDelivery):
     def _refuse_target(self, op: InjectInterrupt | EndOfInterrupt) -> str | None:
         m = self.m
         if op.target != L1 and op.target not in m.workloads:
-            return (f"{op.target} takes no interrupts here: only L1 and the L2 VMs "
-                    f"({', '.join(m.workloads)}) have vCPUs")
+            return (
+                f"{op.target} takes no interrupts here: only L1 and the L2 VMs "
+                f"({', '.join(m.workloads)}) have vCPUs"
+            )
         return None
 
     def _refuse_inject(self, op: InjectInterrupt) -> str | None:
@@ -227,19 +229,24 @@ class TdxInterrupts(InterruptDelivery):
         if not cur:  # L1 runs (or idles) there: the CPU's posted-interrupt processing
             self._l1_rvi[vcpu] = max(self._l1_rvi.get(vcpu, 0), vector)
             return self._l1_deliverable(vcpu)
-        rvi, exits = l2_posted_interrupt_exits(self._l1_rvi.get(vcpu, 0), vector,
-                                               self.apic(L1, vcpu).ppr)
+        rvi, exits = l2_posted_interrupt_exits(
+            self._l1_rvi.get(vcpu, 0), vector, self.apic(L1, vcpu).ppr
+        )
         self._l1_rvi[vcpu] = rvi
         if not exits:
             tally.record(MODULE, "L2.POSTED_INTERRUPT", self.p.layer_of(cur), "L2 resumed")
             return False
-        self._exit_running(vcpu, tally, "PENDING_INTERRUPT",
-                           L2Exit(VmxExit.EXTERNAL_INTERRUPT,
-                                  status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
+        self._exit_running(
+            vcpu,
+            tally,
+            "PENDING_INTERRUPT",
+            L2Exit(VmxExit.EXTERNAL_INTERRUPT, status_class=L2_EXIT_PENDING_INTERRUPT_CLASS),
+        )
         return True
 
-    def _take_posted(self, vcpu: int, tally: Tally, then: str | None = None, *,
-                     enter_others: bool = True) -> None:
+    def _take_posted(
+        self, vcpu: int, tally: Tally, then: str | None = None, *, enter_others: bool = True
+    ) -> None:
         """L1 runs with a deliverable interrupt: its handler takes every vector waiting in its
         vIRR (RULE_L1_HANDLER_RUNS_TO_COMPLETION) — its own, or ones it relays to an L2 — and
         (``enter_others``) enters each other L2 that now has one to deliver (``then`` is
@@ -311,7 +318,10 @@ class TdxInterrupts(InterruptDelivery):
             self._take_posted(vcpu, tally, self.p.layer_of(vm), enter_others=False)
         self._present(vcpu, vm, tally)
         for t, _c, v in self._take_window(vcpu):
-            if self.ledger.arrive(t, vcpu, v, self.mechanism(t, vcpu)).status is DeliveryStatus.DROPPED:
+            if (
+                self.ledger.arrive(t, vcpu, v, self.mechanism(t, vcpu)).status
+                is DeliveryStatus.DROPPED
+            ):
                 continue
             tally.record(HOST, "PI.POST", L1)
             tally.record(HOST, "PI.NOTIFY", L1)
@@ -336,8 +346,13 @@ class TdxInterrupts(InterruptDelivery):
         if retired is not None or v is not None:
             tally.record(L1, "APIC.EVALUATE", layer)
         if v is not None:
-            self.p.vp_wr(vcpu, self._field(vm), VM_ENTRY_INTR_VALID | (ENTRY_TYPE_EXTERNAL << 8)
-                         | v, vm_name(vm), tally)
+            self.p.vp_wr(
+                vcpu,
+                self._field(vm),
+                VM_ENTRY_INTR_VALID | (ENTRY_TYPE_EXTERNAL << 8) | v,
+                vm_name(vm),
+                tally,
+            )
             self._injected[(vcpu, vm)] = v
 
     def _sync_vapic(self, layer: str, vcpu: int, vm: int) -> None:
@@ -347,10 +362,14 @@ class TdxInterrupts(InterruptDelivery):
         page = self.p.region.vapic(vm, vcpu)
         mem = self.m.memory
         for i in range(8):
-            mem.write(page + VAPIC_IRR + i * VAPIC_STRIDE,
-                      ((apic.irr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"))
-            mem.write(page + VAPIC_ISR + i * VAPIC_STRIDE,
-                      ((apic.isr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"))
+            mem.write(
+                page + VAPIC_IRR + i * VAPIC_STRIDE,
+                ((apic.irr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"),
+            )
+            mem.write(
+                page + VAPIC_ISR + i * VAPIC_STRIDE,
+                ((apic.isr >> (32 * i)) & 0xFFFF_FFFF).to_bytes(4, "little"),
+            )
         rvi = apic.irr.bit_length() - 1 if apic.irr else 0
         svi = apic.isr.bit_length() - 1 if apic.isr else 0
         rec = self.p.l2_vcpus.get((vm, vcpu))
@@ -429,12 +448,17 @@ class TdxInterrupts(InterruptDelivery):
         while self._notify:
             dest = self._notify.pop(0)
             tally = Tally()
-            self._exit_running(dest, tally, "PENDING_INTERRUPT",
-                               L2Exit(VmxExit.EXTERNAL_INTERRUPT,
-                                      status_class=L2_EXIT_PENDING_INTERRUPT_CLASS))
+            self._exit_running(
+                dest,
+                tally,
+                "PENDING_INTERRUPT",
+                L2Exit(VmxExit.EXTERNAL_INTERRUPT, status_class=L2_EXIT_PENDING_INTERRUPT_CLASS),
+            )
             tally.record(L1, "L1 interrupt handled", "relay")
             self._take_posted(dest, tally)  # L1's handler empties its vIRR
-            work = [w for w in self.m.workloads if self.exists(w, dest) and self._wants_entry(w, dest)]
+            work = [
+                w for w in self.m.workloads if self.exists(w, dest) and self._wants_entry(w, dest)
+            ]
             for w in work:  # each entry presents that L2's interrupts
                 self.p.schedule(dest, self.p.vm_of(w), tally)
             if not work:
@@ -482,11 +506,15 @@ class TdxInterrupts(InterruptDelivery):
         mode = self.effective(layer, vcpu)
         tally = Tally()
         if mode == ALTERNATE:
-            out = self.m.client.call(layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER,
-                                     X2APIC_EOI, 0)
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                             mechanism=f"SVSM_APIC WRITE_REGISTER(EOI) -> L1: "
-                             f"{result_name(out.code)}")
+            out = self.m.client.call(
+                layer, vcpu, ProtocolId.APIC, ApicCall.WRITE_REGISTER, X2APIC_EOI, 0
+            )
+            return EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                mechanism=f"SVSM_APIC WRITE_REGISTER(EOI) -> L1: {result_name(out.code)}",
+            )
         if mod.running_vm(vcpu) != vm:
             p.schedule(vcpu, vm, tally)
         apic = self.apic(layer, vcpu)
@@ -497,8 +525,12 @@ class TdxInterrupts(InterruptDelivery):
             if apic.isr == 0:
                 self._sync_vapic(layer, vcpu, vm)
             tally.flush(self.trace)
-            return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                             mechanism="virtualized EOI in the virtual-APIC page (no exit)")
+            return EoiRecord(
+                layer=layer,
+                vcpu=vcpu,
+                vector=top,
+                mechanism="virtualized EOI in the virtual-APIC page (no exit)",
+            )
         mod.l2_exit(vcpu, L2Exit(VmxExit.WRMSR))
         tally.record(layer, "L2.EXIT", "WRMSR(EOI)")
         tally.switch(layer, L1, EXIT)
@@ -506,8 +538,12 @@ class TdxInterrupts(InterruptDelivery):
         tally.record(L1, "APIC.EOI", layer)
         p.enter_l2(vcpu, vm, tally)
         tally.flush(self.trace)
-        return EoiRecord(layer=layer, vcpu=vcpu, vector=top,
-                         mechanism="WRMSR(0x80B) exit to L1 (reason 32), TDG.VP.ENTER back")
+        return EoiRecord(
+            layer=layer,
+            vcpu=vcpu,
+            vector=top,
+            mechanism="WRMSR(0x80B) exit to L1 (reason 32), TDG.VP.ENTER back",
+        )
 
     # -- mode changes ----------------------------------------------------------------------------
     def configure(self, op: ConfigureInterrupts) -> OperationResult:
@@ -516,8 +552,10 @@ class TdxInterrupts(InterruptDelivery):
         target = op.mode
         if op.layer not in m.workloads and op.layer != L1:
             return OperationResult.not_supported(
-                name, f"{op.layer} cannot choose how the TD's interrupts arrive: only L1 or an "
-                "L2 (through L1) does")
+                name,
+                f"{op.layer} cannot choose how the TD's interrupts arrive: only L1 or an "
+                "L2 (through L1) does",
+            )
         if target == self.mode:
             return OperationResult.success(name, mode=target.value, changed=False)
         if target == DIRECT:
@@ -532,10 +570,15 @@ class TdxInterrupts(InterruptDelivery):
         if self.mode != target:
             self._switch_in_l1(op.layer, target)
         return OperationResult.success(
-            name, mode=target.value, changed=True,
+            name,
+            mode=target.value,
+            changed=True,
             deliveries=self._deliveries(),
-            note=None if op.layer == L1 else "no protocol call switches restricted <-> "
-            "secure-avic; cocopart models it as one L2 -> L1 round trip")
+            note=None
+            if op.layer == L1
+            else "no protocol call switches restricted <-> "
+            "secure-avic; cocopart models it as one L2 -> L1 round trip",
+        )
 
     def _leave_alternate(self, layer: str) -> ArchError | None:
         """The seed's hand-off through L1's APIC protocol; L1 alone drops every registration.
@@ -549,9 +592,13 @@ class TdxInterrupts(InterruptDelivery):
         else:
             self._deregister(layer)
         if emu.count:
-            return ArchError(vendor=VENDOR, mnemonic="SVSM_APIC_CONFIGURE(deregister)", code=0,
-                             message=f"alternate stays registered (count {emu.count}: another "
-                             "component registered it); it is left only at count 0 (seed 001).")
+            return ArchError(
+                vendor=VENDOR,
+                mnemonic="SVSM_APIC_CONFIGURE(deregister)",
+                code=0,
+                message=f"alternate stays registered (count {emu.count}: another "
+                "component registered it); it is left only at count 0 (seed 001).",
+            )
         for key in [k for k in emu.apics if not self.exists(*k)]:
             emu.apics.pop(key)  # never-created vCPUs start without emulation
         for key, lazy in self.lazy.items():  # lazy EOIs the guests took are retired now
@@ -583,18 +630,28 @@ class TdxInterrupts(InterruptDelivery):
         """State shape of one host inject -> EOI cycle (cocopart.interrupts.CycleFastPath)."""
         if requester == HOST and layer != L1 and self.mode == DIRECT:
             return ("refused", DIRECT)
-        if self._posted.get(vcpu) or (requester == HOST and not l2_posted_interrupt_exits(
-                self._l1_rvi.get(vcpu, 0), vector, self.apic(L1, vcpu).ppr)[1]):
+        if self._posted.get(vcpu) or (
+            requester == HOST
+            and not l2_posted_interrupt_exits(
+                self._l1_rvi.get(vcpu, 0), vector, self.apic(L1, vcpu).ppr
+            )[1]
+        ):
             return None  # the post would leave the L2 running: not the repeatable cycle
         return super().cycle_key(requester, layer, vcpu, vector)
 
     def _runs_now(self, layer: str, vcpu: int) -> bool:
         mod = self.m.module
-        return self.exists(layer, vcpu) and mod.running_vm(vcpu) == self.p.vm_of(layer) \
+        return (
+            self.exists(layer, vcpu)
+            and mod.running_vm(vcpu) == self.p.vm_of(layer)
             and vcpu not in mod.l1_pending_interrupt
+        )
 
     def vapic_irr(self, layer: str, vcpu: int) -> int:
         """The IRR words of an L2 vCPU's virtual-APIC page (tests)."""
         page = self.p.region.vapic(self.p.vm_of(layer), vcpu)
-        return sum(int.from_bytes(self.m.memory.read(page + VAPIC_IRR + i * VAPIC_STRIDE, 4),
-                                  "little") << (32 * i) for i in range(8))
+        return sum(
+            int.from_bytes(self.m.memory.read(page + VAPIC_IRR + i * VAPIC_STRIDE, 4), "little")
+            << (32 * i)
+            for i in range(8)
+        )

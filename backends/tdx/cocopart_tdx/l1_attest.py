@@ -40,16 +40,23 @@ class L1Attestation(L1Core):
             return self.fail(r.status, "TDG.MR.REPORT")
         tdreport = self.memory.read(self.region.tdreport, 1024)
         size = self.region.quote_buffer_size
-        self.memory.write(self.region.quote_buffer,
-                          vmc.GetQuoteBuffer.request(tdreport).encode(size))
-        out = self.tdvmcall(vmc.get_quote_registers(
-            self.region.quote_buffer | self.module.shared_bit, size), "GetQuote", tally)
+        self.memory.write(
+            self.region.quote_buffer, vmc.GetQuoteBuffer.request(tdreport).encode(size)
+        )
+        out = self.tdvmcall(
+            vmc.get_quote_registers(self.region.quote_buffer | self.module.shared_bit, size),
+            "GetQuote",
+            tally,
+        )
         self._flush(tally)
         buf = vmc.GetQuoteBuffer.decode(self.memory.read(self.region.quote_buffer, size))
         if out.get("r10") != vmc.TdvmcallStatus.SUCCESS or buf.status != vmc.GET_QUOTE_SUCCESS:
-            self.last_error = L1Error("GET_QUOTE", buf.status,
-                                      f"TDVMCALL<GetQuote> failed: R10 {out.get('r10', 0):#x}, "
-                                      f"buffer status {buf.status:#x}")
+            self.last_error = L1Error(
+                "GET_QUOTE",
+                buf.status,
+                f"TDVMCALL<GetQuote> failed: R10 {out.get('r10', 0):#x}, "
+                f"buffer status {buf.status:#x}",
+            )
             return ResultCode.INVALID_REQUEST
         return HardwareEvidence(raw=buf.data, format="tdx-quote")
 
@@ -57,8 +64,9 @@ class L1Attestation(L1Core):
         rtmr = pcr_to_rtmr(register)
         self.memory.write(self.region.rtmr_data, digest[:48].ljust(48, b"\0"))
         r = self.module.rtmr_extend(self.region.rtmr_data, rtmr)
-        self.trace.record("l1", "TDG.MR.RTMR.EXTEND", f"RTMR{rtmr}",
-                          "ok" if r.ok else status_name(r.status))
+        self.trace.record(
+            "l1", "TDG.MR.RTMR.EXTEND", f"RTMR{rtmr}", "ok" if r.ok else status_name(r.status)
+        )
         if not r.ok:
             return self.fail(r.status, "TDG.MR.RTMR.EXTEND")
         return ResultCode.SUCCESS
@@ -67,6 +75,7 @@ class L1Attestation(L1Core):
         """L1 extending an RTMR by index directly (an ExtendMeasurement from L1)."""
         self.memory.write(self.region.rtmr_data, digest[:48].ljust(48, b"\0"))
         r = self.module.rtmr_extend(self.region.rtmr_data, index)
-        self.trace.record("l1", "TDG.MR.RTMR.EXTEND", f"RTMR{index}",
-                          "ok" if r.ok else status_name(r.status))
+        self.trace.record(
+            "l1", "TDG.MR.RTMR.EXTEND", f"RTMR{index}", "ok" if r.ok else status_name(r.status)
+        )
         return r.status

@@ -35,10 +35,20 @@ if TYPE_CHECKING:
 class L1Core(PrivilegedPlatform):
     """What every part of the TD's L1 VMM works on (see :class:`cocopart_tdx.l1_platform.TdxPlatform`)."""
 
-    def __init__(self, module: TdxModule, host: TdxHost, memory: GuestMemory,
-                 layout: ProtocolLayout, region: L1Region, workloads: tuple[str, ...],
-                 trace: Trace, *, strategy: Strategy, enable_tdvmcall: bool,
-                 enable_shared_eptp: bool = True) -> None:
+    def __init__(
+        self,
+        module: TdxModule,
+        host: TdxHost,
+        memory: GuestMemory,
+        layout: ProtocolLayout,
+        region: L1Region,
+        workloads: tuple[str, ...],
+        trace: Trace,
+        *,
+        strategy: Strategy,
+        enable_tdvmcall: bool,
+        enable_shared_eptp: bool = True,
+    ) -> None:
         self.module = module
         self.host = host
         self.memory = memory
@@ -56,9 +66,15 @@ class L1Core(PrivilegedPlatform):
         self.last_error: L1Error | None = None
         #: While not None, what L1's primitives record (for :meth:`_remember_validate`).
         self._capture: list[tuple[bool, tuple[str, str, str, str], int]] | None = None
-        self._vmemo: dict[tuple[object, ...], tuple[
-            tuple[tuple[bool, tuple[str, str, str, str], int], ...], SeptEntry,
-            tuple[L2Alias, ...], bool]] = {}
+        self._vmemo: dict[
+            tuple[object, ...],
+            tuple[
+                tuple[tuple[bool, tuple[str, str, str, str], int], ...],
+                SeptEntry,
+                tuple[L2Alias, ...],
+                bool,
+            ],
+        ] = {}
         #: Interrupt delivery around each L2 entry (set by the machine; issue 6).
         self.interrupt_hooks: EntryHooks | None = None
 
@@ -86,10 +102,11 @@ class L1Core(PrivilegedPlatform):
         return None
 
     def _refuse_state(self, gpa: int, what: str) -> int:
-        self.last_error = L1Error("TDX_OPERAND_INVALID",
-                                  with_details(TdxStatus.OPERAND_INVALID, Operand.RCX),
-                                  f"{what} of {gpa:#x} refused: it is the state buffer of a "
-                                  "live L2 vCPU")
+        self.last_error = L1Error(
+            "TDX_OPERAND_INVALID",
+            with_details(TdxStatus.OPERAND_INVALID, Operand.RCX),
+            f"{what} of {gpa:#x} refused: it is the state buffer of a live L2 vCPU",
+        )
         return ResultCode.INVALID_PARAMETER
 
     def is_guest_range(self, gpa: int, size: int) -> bool:
@@ -108,8 +125,9 @@ class L1Core(PrivilegedPlatform):
             if a.state is not SeptState.L2_MAPPED:
                 return Access.NONE
             held &= attrs.attr_to_access(a.attr)
-        if any(v.state not in ACCEPTED for _s, _e, v in sept.l1.runs(start, end)) \
-                or any(v for _s, _e, v in self.host.shared.runs(start, end)):
+        if any(v.state not in ACCEPTED for _s, _e, v in sept.l1.runs(start, end)) or any(
+            v for _s, _e, v in self.host.shared.runs(start, end)
+        ):
             return Access.NONE
         return held
 
@@ -125,8 +143,9 @@ class L1Core(PrivilegedPlatform):
         """Sub-ranges of ``[start, end)`` where some L2 VM has an alias (L1 tracks these)."""
         out: list[tuple[int, int]] = []
         for s, e in self.module.sept.segments(start, end):
-            if any(amap.get(s).state is not SeptState.L2_FREE
-                   for amap in self.module.sept.l2.values()):
+            if any(
+                amap.get(s).state is not SeptState.L2_FREE for amap in self.module.sept.l2.values()
+            ):
                 if out and out[-1][1] == s:
                     out[-1] = (out[-1][0], e)
                 else:

@@ -40,8 +40,7 @@ class L2Exits:
     def workloads(self) -> tuple[str, ...]:
         return self.config.workloads
 
-    def l2_tdvmcall(self, layer: str, vcpu: int, regs: dict[str, int], what: str
-                    ) -> dict[str, int]:
+    def l2_tdvmcall(self, layer: str, vcpu: int, regs: dict[str, int], what: str) -> dict[str, int]:
         """One TDG.VP.VMCALL by the L2: straight to the host with ENABLE_TDVMCALL, else an
         L2 -> L1 exit that L1 serves (forwarding MapGPA to the host)."""
         p = self.platform
@@ -85,47 +84,67 @@ class L2Exits:
                 out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
             else:
                 refusal = auth.check_state(layer, start, start + size, "convert")
-                out = {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0} if refusal \
+                out = (
+                    {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
+                    if refusal
                     else self.platform.forward_map_gpa(layer, g["r12"], size, tally)
+                )
                 if refusal is None and g["r12"] & sbit:  # pages now shared: back to the pool
                     for s, e, shared in self.platform.host.shared.runs(start, start + size):
                         if shared:
                             auth.ownership.release(s, e)
             if refusal is not None:
                 self.platform.last_error = L1Error(
-                    "TDG.VP.VMCALL_INVALID_OPERAND", vmc.TdvmcallStatus.INVALID_OPERAND,
-                    f"L1 refused {layer}'s MapGPA: {refusal.message} ({refusal.rule})")
+                    "TDG.VP.VMCALL_INVALID_OPERAND",
+                    vmc.TdvmcallStatus.INVALID_OPERAND,
+                    f"L1 refused {layer}'s MapGPA: {refusal.message} ({refusal.rule})",
+                )
         else:
             out = {"r10": vmc.TdvmcallStatus.SUBFUNC_UNSUPPORTED, "r11": 0}
         tally.flush(self.trace)
         g.update(rax=0, r10=out.get("r10", 0), r11=out.get("r11", 0))
 
-    def emulate_attr_wr(self, layer: str, state: EnterGuestState, start: int, end: int,
-                        tvm: int, word: int) -> int:
+    def emulate_attr_wr(
+        self, layer: str, state: EnterGuestState, start: int, end: int, tvm: int, word: int
+    ) -> int:
         """L1 emulating the L2's ATTR.WR over ``[start, end)``; the status lands in RAX."""
         p = self.platform
         deny = with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
         status = 0
         if not 1 <= tvm <= len(self.workloads):  # VM 0 is L1 itself; no such L2 VM
             status = deny
-            p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
-                                   f"{layer}'s TDG.MEM.PAGE.ATTR.WR names VM {tvm}, which is "
-                                   "not an L2 VM of this TD")
+            p.last_error = L1Error(
+                "TDX_OPERAND_INVALID",
+                deny,
+                f"{layer}'s TDG.MEM.PAGE.ATTR.WR names VM {tvm}, which is not an L2 VM of this TD",
+            )
         else:
             target = self.workloads[tvm - 1]
             refusal = self.transport.dispatcher.authority.check_set_access(
-                layer, target, start, end, attrs.attr_to_access(word))
+                layer, target, start, end, attrs.attr_to_access(word)
+            )
             if refusal is not None:
                 status = deny
-                p.last_error = L1Error("TDX_OPERAND_INVALID", deny,
-                                       f"L1 refused {layer}'s TDG.MEM.PAGE.ATTR.WR: "
-                                       f"{refusal.message} ({refusal.rule})")
+                p.last_error = L1Error(
+                    "TDX_OPERAND_INVALID",
+                    deny,
+                    f"L1 refused {layer}'s TDG.MEM.PAGE.ATTR.WR: "
+                    f"{refusal.message} ({refusal.rule})",
+                )
         if status == 0:
-            r = p.set_access(self.workloads[tvm - 1], start, 4096, (end - start) // 4096,
-                             attrs.attr_to_access(word))
+            r = p.set_access(
+                self.workloads[tvm - 1],
+                start,
+                4096,
+                (end - start) // 4096,
+                attrs.attr_to_access(word),
+            )
             if r.code != ResultCode.SUCCESS:
                 err = p.last_error
-                status = err.code if err is not None and err.code > 0 \
+                status = (
+                    err.code
+                    if err is not None and err.code > 0
                     else with_details(TdxStatus.OPERAND_INVALID, Operand.RDX)
+                )
         state.gprs["rax"] = status
         return status

@@ -23,9 +23,12 @@ class L1Error(NamedTuple):
 
 def error_of(status: int, what: str) -> L1Error:
     if status == EPT_UNRESOLVED:
-        return L1Error("EPT_VIOLATION", int(VmxExit.EPT_VIOLATION),
-                       f"{what}: the EPT-violation TD exit was not resolved by the host "
-                       "(it did not map the page), so the TDCALL cannot complete")
+        return L1Error(
+            "EPT_VIOLATION",
+            int(VmxExit.EPT_VIOLATION),
+            f"{what}: the EPT-violation TD exit was not resolved by the host "
+            "(it did not map the page), so the TDCALL cannot complete",
+        )
     return L1Error(mnemonic(status), status, f"{what} returned {status_name(status)}")
 
 

@@ -51,8 +51,9 @@ class L1Memory(L1Core):
         cap = next(lv for lv, size in LEVEL_BYTES.items() if size == page_bytes)
         return tuple(lv for lv in order if lv <= cap) or (LEVEL_4K,)
 
-    def accept_range(self, start: int, end: int, levels: tuple[int, ...], *,
-                     then_promote: bool = True) -> WalkResult:
+    def accept_range(
+        self, start: int, end: int, levels: tuple[int, ...], *, then_promote: bool = True
+    ) -> WalkResult:
         """ACCEPT ``[start, end)`` at ``levels`` (fallbacks, the host's AUGs and demotes on
         TD exits); then, unless the caller grants first, the host's promotion of blocks the
         accepts left uniform (:meth:`promote_done`)."""
@@ -71,8 +72,9 @@ class L1Memory(L1Core):
             self.host.promote_blocks(start, end, tally)
             self._flush(tally)
 
-    def write_attrs(self, start: int, end: int, words: dict[int, int], flags: dict[int, int],
-                    target: str) -> WalkResult:
+    def write_attrs(
+        self, start: int, end: int, words: dict[int, int], flags: dict[int, int], target: str
+    ) -> WalkResult:
         """ATTR.WR over ``[start, end)`` at the leaf levels (one TDCALL per leaf)."""
         tally = Tally()
         op = AttrWrOp(self.module, attrs.pack(words), attrs.pack(flags), target)
@@ -98,8 +100,14 @@ class L1Memory(L1Core):
                 return total
         return total
 
-    def _before_busy(self, busy: int, gpa: int, page_bytes: int, what: str,
-                     head_op: Callable[[int], PageOpResult]) -> PageOpResult:
+    def _before_busy(
+        self,
+        busy: int,
+        gpa: int,
+        page_bytes: int,
+        what: str,
+        head_op: Callable[[int], PageOpResult],
+    ) -> PageOpResult:
         """A run reaching a live L2 state buffer: the entries before it are carried out,
         then the run stops at the entry holding it, so the count done is exact."""
         head = (busy - gpa) // page_bytes
@@ -109,8 +117,9 @@ class L1Memory(L1Core):
                 return r
         return PageOpResult(head, self._refuse_state(busy, what))
 
-    def _first_entry(self, gpa: int, page_bytes: int, count: int,
-                     pred: Callable[[SeptState], bool]) -> int | None:
+    def _first_entry(
+        self, gpa: int, page_bytes: int, count: int, pred: Callable[[SeptState], bool]
+    ) -> int | None:
         """Index of the first entry whose every page's L1 state satisfies ``pred``."""
         end = gpa + page_bytes * count
         for s, e, v in self.module.sept.l1.runs(gpa, end):
@@ -121,28 +130,35 @@ class L1Memory(L1Core):
                 return first
         return None
 
-    def validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                       ignore_unchanged: bool) -> PageOpResult:
+    def validate_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         """ACCEPT (strategy order, fallbacks, host AUGs on TD exits) then ATTR.WR granting
         ``layer``'s L2 VM R|W|Xs|Xu. ALREADY_ACCEPTED policy: an entry whose every page was
         accepted before is "no change" (PVALIDATE_FAIL_NO_CHANGE, entries before it done)
         unless ``ignore_unchanged``, when L1 zeroes those pages itself and grants them;
         already-accepted pages inside a partly accepted entry are simply kept. Afterwards a
         2M host may promote what the entries done left uniform."""
-        r = self._validate_pages(layer, gpa, page_bytes, count,
-                                 ignore_unchanged=ignore_unchanged)
+        r = self._validate_pages(layer, gpa, page_bytes, count, ignore_unchanged=ignore_unchanged)
         self.promote_done(gpa, gpa + r.done * page_bytes)
         return r
 
-    def _validate_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                        ignore_unchanged: bool) -> PageOpResult:
+    def _validate_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         vm = self.vm_of(layer)
         end = gpa + page_bytes * count
         busy = self.live_state_in(gpa, end)
         if busy is not None:  # do the entries before it, then refuse (exact progress)
-            return self._before_busy(busy, gpa, page_bytes, "validate", lambda n: (
-                self.validate_pages(layer, gpa, page_bytes, n,
-                                    ignore_unchanged=ignore_unchanged)))
+            return self._before_busy(
+                busy,
+                gpa,
+                page_bytes,
+                "validate",
+                lambda n: self.validate_pages(
+                    layer, gpa, page_bytes, n, ignore_unchanged=ignore_unchanged
+                ),
+            )
         fast = self._validate_memo(vm, gpa, page_bytes, count)
         if fast is not None:
             return fast
@@ -152,21 +168,26 @@ class L1Memory(L1Core):
             stop = unchanged
         already: list[tuple[int, int]] = []
         if ignore_unchanged:
-            already = [(max(s, gpa), min(e, end))
-                       for s, e, v in self.module.sept.l1.runs(gpa, end) if v.state in ACCEPTED]
+            already = [
+                (max(s, gpa), min(e, end))
+                for s, e, v in self.module.sept.l1.runs(gpa, end)
+                if v.state in ACCEPTED
+            ]
         key = self._uniform_key(vm, gpa, end, page_bytes) if unchanged is None else None
         self._capture = [] if key is not None else None
         if stop:
             stop_end = gpa + page_bytes * stop
-            r = self.accept_range(gpa, stop_end, self.accept_levels(page_bytes),
-                                  then_promote=False)  # the grant comes first
+            r = self.accept_range(
+                gpa, stop_end, self.accept_levels(page_bytes), then_promote=False
+            )  # the grant comes first
             done = r.done // page_bytes
             if done:
                 g = self.grant(vm, gpa, gpa + done * page_bytes, VALIDATE_GRANT)
                 if g.status:
                     self._capture = None
-                    return PageOpResult(g.done // page_bytes,
-                                        self.fail(g.status, "TDG.MEM.PAGE.ATTR.WR"))
+                    return PageOpResult(
+                        g.done // page_bytes, self.fail(g.status, "TDG.MEM.PAGE.ATTR.WR")
+                    )
             if r.status:
                 self._capture = None
                 what = f"TDG.MEM.PAGE.ACCEPT of {r.failed_gpa or 0:#x}"
@@ -180,14 +201,16 @@ class L1Memory(L1Core):
             self.last_error = error_of(
                 with_details(TdxStatus.PAGE_ALREADY_ACCEPTED, 0),
                 f"TDG.MEM.PAGE.ACCEPT of {gpa + stop * page_bytes:#x} (already accepted, "
-                "reported as no change)")
+                "reported as no change)",
+            )
             return PageOpResult(stop, ResultCode.PVALIDATE_FAIL_NO_CHANGE)
         return PageOpResult(count, ResultCode.SUCCESS)
 
     # A whole PVALIDATE run over pages in one state behaves the same every time: remember what
     # one entry costs and ends as, and apply it to the next run in that state at once.
-    def _uniform_key(self, vm: int, start: int, end: int, page_bytes: int
-                     ) -> tuple[object, ...] | None:
+    def _uniform_key(
+        self, vm: int, start: int, end: int, page_bytes: int
+    ) -> tuple[object, ...] | None:
         mod = self.module
         if mod.busy or mod.l2_sept_missing or mod.host_interrupts or self.host.map_gpa_chunk:
             return None
@@ -196,8 +219,7 @@ class L1Memory(L1Core):
             return None
         return (vm, page_bytes, self.strategy, state, shared, mod.l2_running)
 
-    def _validate_memo(self, vm: int, gpa: int, page_bytes: int, count: int
-                       ) -> PageOpResult | None:
+    def _validate_memo(self, vm: int, gpa: int, page_bytes: int, count: int) -> PageOpResult | None:
         key = self._uniform_key(vm, gpa, gpa + page_bytes * count, page_bytes)
         hit = self._vmemo.get(key) if key is not None else None
         if hit is None or key is None:
@@ -224,35 +246,53 @@ class L1Memory(L1Core):
                 trace.switch(k[0], k[1], k[2], c * count)
         return PageOpResult(count, ResultCode.SUCCESS)
 
-    def _remember_validate(self, key: tuple[object, ...], gpa: int, end: int, count: int,
-                           items: list[tuple[bool, tuple[str, str, str, str], int]]) -> None:
+    def _remember_validate(
+        self,
+        key: tuple[object, ...],
+        gpa: int,
+        end: int,
+        count: int,
+        items: list[tuple[bool, tuple[str, str, str, str], int]],
+    ) -> None:
         sept = self.module.sept
         final = sept.l1.uniform(gpa, end)
         aliases = tuple(amap.uniform(gpa, end) for amap in sept.l2.values())
         shared = self.host.shared.uniform(gpa, end)
-        if final is None or any(a is None for a in aliases) or shared is None or \
-                any(c % count for _p, _k, c in items) or \
-                LEVEL_BYTES[final.level] > (end - gpa) // count:
+        if (
+            final is None
+            or any(a is None for a in aliases)
+            or shared is None
+            or any(c % count for _p, _k, c in items)
+            or LEVEL_BYTES[final.level] > (end - gpa) // count
+        ):
             return
         per_entry = tuple((p, k, c // count) for p, k, c in items)
-        self._vmemo[key] = (per_entry, final, tuple(a for a in aliases if a is not None),
-                            shared)
+        self._vmemo[key] = (per_entry, final, tuple(a for a in aliases if a is not None), shared)
 
-    def rescind_pages(self, layer: str, gpa: int, page_bytes: int, count: int, *,
-                      ignore_unchanged: bool) -> PageOpResult:
+    def rescind_pages(
+        self, layer: str, gpa: int, page_bytes: int, count: int, *, ignore_unchanged: bool
+    ) -> PageOpResult:
         """ATTR.WR removing every L2 alias, then TDG.MEM.PAGE.RELEASE of each accepted leaf
         (module "2.0"). An entry with no accepted page is "no change" unless ignored."""
         if self.module.config.module == "1.5":
             self.last_error = L1Error(
-                "TDX_OPERAND_INVALID", with_details(TdxStatus.OPERAND_INVALID, Operand.RAX),
+                "TDX_OPERAND_INVALID",
+                with_details(TdxStatus.OPERAND_INVALID, Operand.RAX),
                 "TDX module 1.5 has no TDG.MEM.PAGE.RELEASE (leaf 30): L1 cannot un-accept a "
-                "page; convert it to shared (MapGPA) and the host removes it")
+                "page; convert it to shared (MapGPA) and the host removes it",
+            )
             return PageOpResult(0, ResultCode.UNSUPPORTED_CALL)
         busy = self.live_state_in(gpa, gpa + page_bytes * count)
         if busy is not None:
-            return self._before_busy(busy, gpa, page_bytes, "rescind", lambda n: (
-                self.rescind_pages(layer, gpa, page_bytes, n,
-                                   ignore_unchanged=ignore_unchanged)))
+            return self._before_busy(
+                busy,
+                gpa,
+                page_bytes,
+                "rescind",
+                lambda n: self.rescind_pages(
+                    layer, gpa, page_bytes, n, ignore_unchanged=ignore_unchanged
+                ),
+            )
         stop = count
         gone = self._first_entry(gpa, page_bytes, count, lambda s: s not in ACCEPTED)
         if gone is not None and not ignore_unchanged:
@@ -266,38 +306,49 @@ class L1Memory(L1Core):
                 if v.state not in ACCEPTED:
                     continue
                 tally = Tally()
-                rr = self.walker.walk(ReleaseOp(self.module), s, e,
-                                      (LEVEL_1G, LEVEL_2M, LEVEL_4K), tally)
+                rr = self.walker.walk(
+                    ReleaseOp(self.module), s, e, (LEVEL_1G, LEVEL_2M, LEVEL_4K), tally
+                )
                 self._flush(tally)
                 if rr.status:
                     failed = rr.failed_gpa if rr.failed_gpa is not None else s
-                    return PageOpResult(max(0, failed - gpa) // page_bytes,
-                                        self.fail(rr.status, "TDG.MEM.PAGE.RELEASE"))
+                    return PageOpResult(
+                        max(0, failed - gpa) // page_bytes,
+                        self.fail(rr.status, "TDG.MEM.PAGE.RELEASE"),
+                    )
         if stop < count:
-            self.last_error = error_of(int(TdxStatus.EPT_ENTRY_STATE_INCORRECT),
-                                       f"TDG.MEM.PAGE.RELEASE of {end:#x} (not accepted, "
-                                       "reported as no change)")
+            self.last_error = error_of(
+                int(TdxStatus.EPT_ENTRY_STATE_INCORRECT),
+                f"TDG.MEM.PAGE.RELEASE of {end:#x} (not accepted, reported as no change)",
+            )
             return PageOpResult(stop, ResultCode.PVALIDATE_FAIL_NO_CHANGE)
         return PageOpResult(count, ResultCode.SUCCESS)
 
-    def set_access(self, target: str, gpa: int, page_bytes: int, count: int,
-                   access: Access) -> PageOpResult:
+    def set_access(
+        self, target: str, gpa: int, page_bytes: int, count: int, access: Access
+    ) -> PageOpResult:
         if target not in self.workloads:
-            self.last_error = L1Error("TDX_OPERAND_INVALID",
-                                      with_details(TdxStatus.OPERAND_INVALID, Operand.RDX),
-                                      f"{target} is not an L2 VM of this TD")
+            self.last_error = L1Error(
+                "TDX_OPERAND_INVALID",
+                with_details(TdxStatus.OPERAND_INVALID, Operand.RDX),
+                f"{target} is not an L2 VM of this TD",
+            )
             return PageOpResult(0, ResultCode.INVALID_PARAMETER)
         vm = self.vm_of(target)
         end = gpa + page_bytes * count
         busy = self.live_state_in(gpa, end)
         if busy is not None:
-            return self._before_busy(busy, gpa, page_bytes, "ATTR.WR", lambda n: (
-                self.set_access(target, gpa, page_bytes, n, access)))
+            return self._before_busy(
+                busy,
+                gpa,
+                page_bytes,
+                "ATTR.WR",
+                lambda n: self.set_access(target, gpa, page_bytes, n, access),
+            )
         r = self.grant(vm, gpa, end, attrs.access_to_attr(access))
         self.promote_done(gpa, gpa + r.done)
         if r.status:
-            return PageOpResult(r.done // page_bytes, self.fail(r.status,
-                                                                "TDG.MEM.PAGE.ATTR.WR"))
+            return PageOpResult(r.done // page_bytes, self.fail(r.status, "TDG.MEM.PAGE.ATTR.WR"))
         return PageOpResult(count, ResultCode.SUCCESS)
 
     # -- MapGPA -----------------------------------------------------------------------------------
@@ -308,21 +359,23 @@ class L1Memory(L1Core):
         vm = self.vm_of(layer)
         if self.module.l2_shared_eptp(0, vm):
             return None
-        return (f"{layer} (L2 VM {vm}) cannot use shared memory: L1 left "
-                f"L2_CTLS[{vm}].ENABLE_SHARED_EPTP clear (backend option enable_shared_eptp = "
-                "false), so its shared EPTP points at the TDCS zero page and every access to a "
-                "shared GPA would be an EPT-violation TD exit the host cannot resolve")
+        return (
+            f"{layer} (L2 VM {vm}) cannot use shared memory: L1 left "
+            f"L2_CTLS[{vm}].ENABLE_SHARED_EPTP clear (backend option enable_shared_eptp = "
+            "false), so its shared EPTP points at the TDCS zero page and every access to a "
+            "shared GPA would be an EPT-violation TD exit the host cannot resolve"
+        )
 
-    def forward_map_gpa(self, layer: str, gpa: int, size: int, tally: Tally
-                        ) -> dict[str, int]:
+    def forward_map_gpa(self, layer: str, gpa: int, size: int, tally: Tally) -> dict[str, int]:
         """L1 forwarding ``layer``'s MapGPA: a conversion to shared for an L2 VM without the
         shared EPT is refused (TDVMCALL INVALID_OPERAND, with the reason) instead of
         producing pages that L2 can never touch."""
         if gpa & self.module.shared_bit:
             why = self.shared_memory_refusal(layer)
             if why is not None:
-                self.last_error = L1Error("TDG.VP.VMCALL_INVALID_OPERAND",
-                                          vmc.TdvmcallStatus.INVALID_OPERAND, why)
+                self.last_error = L1Error(
+                    "TDG.VP.VMCALL_INVALID_OPERAND", vmc.TdvmcallStatus.INVALID_OPERAND, why
+                )
                 return {"r10": vmc.TdvmcallStatus.INVALID_OPERAND, "r11": 0}
         return self.map_gpa(gpa, size, tally)
 
@@ -338,7 +391,12 @@ class L1Memory(L1Core):
             words = {vm: attrs.VALID for vm in self.module.sept.l2}
             flags = {vm: attrs.RWX | attrs.FLAG_INVEPT for vm in self.module.sept.l2}
             for s, e in self._aliased_runs(start, start + size):
-                self.walker.walk(AttrWrOp(self.module, attrs.pack(words), attrs.pack(flags),
-                                          "all L2 VMs"), s, e, (LEVEL_2M, LEVEL_4K), sub)
+                self.walker.walk(
+                    AttrWrOp(self.module, attrs.pack(words), attrs.pack(flags), "all L2 VMs"),
+                    s,
+                    e,
+                    (LEVEL_2M, LEVEL_4K),
+                    sub,
+                )
             tally.add(sub)
         return self.tdvmcall(vmc.map_gpa_registers(gpa, size), "MapGPA", tally)

@@ -59,5 +59,7 @@ class L1Region:
 
     def private_ranges(self) -> list[tuple[int, int]]:
         """What TD build adds as private pages (everything but the GetQuote buffer)."""
-        return [(self.base, self.quote_buffer),
-                (self.quote_buffer + self.quote_buffer_size, self.used_end)]
+        return [
+            (self.base, self.quote_buffer),
+            (self.quote_buffer + self.quote_buffer_size, self.used_end),
+        ]

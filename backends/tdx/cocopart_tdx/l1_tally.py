@@ -20,8 +20,9 @@ class Tally:
     def __init__(self) -> None:
         self.items: list[tuple[bool, tuple[str, str, str, str], int]] = []
 
-    def record(self, issuer: str, mnemonic: str, target: str = "", result: str = "ok",
-               count: int = 1) -> None:
+    def record(
+        self, issuer: str, mnemonic: str, target: str = "", result: str = "ok", count: int = 1
+    ) -> None:
         self.items.append((True, (issuer, mnemonic, target, result), count))
 
     def switch(self, source: str, dest: str, mechanism: str, count: int = 1) -> None:

@@ -32,8 +32,13 @@ class TdxTransport(Transport):
 
     mechanism: ClassVar[str] = "L2->L1 exit"
 
-    def __init__(self, dispatcher: ServiceDispatcher, memory: GuestMemory, trace: Trace,
-                 platform: TdxPlatform) -> None:
+    def __init__(
+        self,
+        dispatcher: ServiceDispatcher,
+        memory: GuestMemory,
+        trace: Trace,
+        platform: TdxPlatform,
+    ) -> None:
         super().__init__(dispatcher, memory, trace)
         self.platform = platform
         self._pending: dict[tuple[int, int], EnterGuestState] = {}
@@ -45,8 +50,9 @@ class TdxTransport(Transport):
     def _buffer(self, vm: int, vcpu: int) -> int:
         return self.platform.l2_vcpus[(vm, vcpu)].context_gpa
 
-    def l2_exit(self, layer: str, vcpu: int, gprs: dict[str, int], what: str,
-                count: int = 1) -> EnterGuestState | None:
+    def l2_exit(
+        self, layer: str, vcpu: int, gprs: dict[str, int], what: str, count: int = 1
+    ) -> EnterGuestState | None:
         """The L2 executes TDCALL (or VMCALL with ENABLE_TDVMCALL) with ``gprs``; returns the
         state L1 reads from the buffer, or None when the L2 vCPU does not exist."""
         p = self.platform
@@ -70,13 +76,15 @@ class TdxTransport(Transport):
             self.trace.record(layer, "TDCALL", what, "exit 77", count)
         self.trace.switch(layer, "l1", self.mechanism, count)
         reason = out["rax"] & 0xFFFF_FFFF
-        state = EnterGuestState.decode(self.memory.read(self._buffer(vm, vcpu),
-                                                        ENTER_GUEST_STATE_SIZE))
+        state = EnterGuestState.decode(
+            self.memory.read(self._buffer(vm, vcpu), ENTER_GUEST_STATE_SIZE)
+        )
         state.rip += VMCALL_LENGTH if reason == VmxExit.VMCALL else TDCALL_LENGTH
         return state
 
-    def l2_resume(self, layer: str, vcpu: int, state: EnterGuestState, count: int = 1
-                  ) -> dict[str, int] | None:
+    def l2_resume(
+        self, layer: str, vcpu: int, state: EnterGuestState, count: int = 1
+    ) -> dict[str, int] | None:
         """L1 writes its answer into the buffer and enters the L2 again; the L2's registers
         after the entry (None if the vCPU is gone)."""
         p = self.platform
@@ -97,8 +105,11 @@ class TdxTransport(Transport):
     # -- Transport ----------------------------------------------------------------------------
     def enter(self, layer: str, vcpu: int, regs: Registers) -> bool:
         vm = self.platform.vm_of(layer)
-        gprs = vmc.encode_vmcall_instruction(regs) if self.platform.enable_tdvmcall \
+        gprs = (
+            vmc.encode_vmcall_instruction(regs)
+            if self.platform.enable_tdvmcall
             else vmc.encode_protocol_call(regs)
+        )
         state = self.l2_exit(layer, vcpu, gprs, "protocol")
         if state is None:
             return False

@@ -28,14 +28,14 @@ U64 = (1 << 64) - 1
 #: GPRs come from the L2_ENTER_GUEST_STATE buffer. The list is our choice: no source gives
 #: the count (cost-model.md §4). The virtual-APIC address is appended (mandatory, §2.3).
 L2_BOOT_STATE: tuple[tuple[int, int], ...] = (
-    (0x0802, 0x08),          # GUEST_CS_SELECTOR
-    (0x4802, 0xFFFF_FFFF),   # GUEST_CS_LIMIT
-    (0x4816, 0xC09B),        # GUEST_CS_AR_BYTES (tdx.md §6)
-    (0x0804, 0x10),          # GUEST_SS_SELECTOR
-    (0x4804, 0xFFFF_FFFF),   # GUEST_SS_LIMIT
-    (0x4818, 0xC093),        # GUEST_SS_AR_BYTES
-    (0x481A, 0xC093),        # GUEST_DS_AR_BYTES
-    (0x6802, 0),             # GUEST_CR3 (paging off; CR4.MCE is not L1-writable: mask)
+    (0x0802, 0x08),  # GUEST_CS_SELECTOR
+    (0x4802, 0xFFFF_FFFF),  # GUEST_CS_LIMIT
+    (0x4816, 0xC09B),  # GUEST_CS_AR_BYTES (tdx.md §6)
+    (0x0804, 0x10),  # GUEST_SS_SELECTOR
+    (0x4804, 0xFFFF_FFFF),  # GUEST_SS_LIMIT
+    (0x4818, 0xC093),  # GUEST_SS_AR_BYTES
+    (0x481A, 0xC093),  # GUEST_DS_AR_BYTES
+    (0x6802, 0),  # GUEST_CR3 (paging off; CR4.MCE is not L1-writable: mask)
 )
 
 
@@ -60,13 +60,13 @@ class EntryHooks(Protocol):
     def post_interrupt(self, layer: str, vcpu: int, vector: int) -> int: ...
 
 
-
 class L1Vcpus(L1Core):
     """Building, entering, scheduling and deleting L2 vCPUs; interrupts L1 posts to them."""
 
     # -- vCPUs -----------------------------------------------------------------------------------
-    def vp_wr(self, vcpu: int, field_id: int, value: int, target: str, tally: Tally,
-              mask: int = U64) -> int:
+    def vp_wr(
+        self, vcpu: int, field_id: int, value: int, target: str, tally: Tally, mask: int = U64
+    ) -> int:
         r = self.module.vp_wr(vcpu, 0, field_id, value, mask)
         tally.record("l1", "TDG.VP.WR", target, "ok" if r.ok else status_name(r.status))
         return r.status
@@ -83,9 +83,12 @@ class L1Vcpus(L1Core):
             hooks.before_enter(vcpu, vm, tally)
         for _ in range(MAX_EXIT_RETRIES + 2):
             r = self.module.vp_enter(vcpu, enter_rcx(vm), rec.context_gpa)
-            tally.record("l1", "TDG.VP.ENTER", vm_name(vm),
-                         "ok" if r.entered else ("EPT_VIOLATION" if r.exit
-                                                 else status_name(r.status)))
+            tally.record(
+                "l1",
+                "TDG.VP.ENTER",
+                vm_name(vm),
+                "ok" if r.entered else ("EPT_VIOLATION" if r.exit else status_name(r.status)),
+            )
             if r.entered:
                 tally.switch("l1", self.layer_of(vm), "TDG.VP.ENTER")
                 if hooks is not None:
@@ -126,14 +129,14 @@ class L1Vcpus(L1Core):
     def start_vcpu(self, vm: int, vcpu: int, context_gpa: int, tally: Tally) -> int:
         """Build the L2 VMCS with TDG.VP.WR and enter it the first time."""
         target = vm_name(vm)
-        writes = list(L2_BOOT_STATE) + [(md.VIRTUAL_APIC_PAGE_ADDR,
-                                         self.region.vapic(vm, vcpu))]
+        writes = list(L2_BOOT_STATE) + [(md.VIRTUAL_APIC_PAGE_ADDR, self.region.vapic(vm, vcpu))]
         for enc, value in writes:
             st = self.vp_wr(vcpu, md.l2_vmcs_field(vm, enc), value, target, tally)
             if st:
                 return st
-        ctls = (md.L2_CTLS_ENABLE_TDVMCALL if self.enable_tdvmcall else 0) \
-            | (md.L2_CTLS_ENABLE_SHARED_EPTP if self.enable_shared_eptp else 0)
+        ctls = (md.L2_CTLS_ENABLE_TDVMCALL if self.enable_tdvmcall else 0) | (
+            md.L2_CTLS_ENABLE_SHARED_EPTP if self.enable_shared_eptp else 0
+        )
         if ctls:  # L2_CTLS: shared EPT (I/O buffers), TDVMCALL straight to the host
             st = self.vp_wr(vcpu, md.l2_ctls(vm), ctls, target, tally)
             if st:
@@ -148,24 +151,37 @@ class L1Vcpus(L1Core):
 
     def create_vcpu(self, layer: str, context_gpa: int, caa_gpa: int, apic_id: int) -> int:
         vm, vcpu = self.vm_of(layer), apic_id
-        if context_gpa % 256 or not self.module.private_accepted(context_gpa) \
-                or self.host.shared.get(context_gpa):
-            self.last_error = L1Error("TDX_OPERAND_INVALID",
-                                      with_details(TdxStatus.OPERAND_INVALID, Operand.RDX),
-                                      "the L2 state buffer must be a 256-byte aligned, "
-                                      "accepted private page")
+        if (
+            context_gpa % 256
+            or not self.module.private_accepted(context_gpa)
+            or self.host.shared.get(context_gpa)
+        ):
+            self.last_error = L1Error(
+                "TDX_OPERAND_INVALID",
+                with_details(TdxStatus.OPERAND_INVALID, Operand.RDX),
+                "the L2 state buffer must be a 256-byte aligned, accepted private page",
+            )
             return ResultCode.INVALID_PARAMETER
         if self.vcpu_exists(vm, vcpu):
             return ResultCode.INVALID_PARAMETER
         tally = Tally()
         # The state buffer becomes L1-only: no L2 VM keeps an alias (L2 state never shared).
-        r = self.walker.walk(AttrWrOp(self.module, attrs.pack({v: attrs.VALID
-                                                               for v in self.module.sept.l2}),
-                                      attrs.pack({v: attrs.RWX | attrs.FLAG_INVEPT
-                                                  for v in self.module.sept.l2}),
-                                      "all L2 VMs"),
-                             context_gpa, context_gpa + PAGE_4K, (LEVEL_4K,), tally) \
-            if self._aliased_runs(context_gpa, context_gpa + PAGE_4K) else WalkResult()
+        r = (
+            self.walker.walk(
+                AttrWrOp(
+                    self.module,
+                    attrs.pack({v: attrs.VALID for v in self.module.sept.l2}),
+                    attrs.pack({v: attrs.RWX | attrs.FLAG_INVEPT for v in self.module.sept.l2}),
+                    "all L2 VMs",
+                ),
+                context_gpa,
+                context_gpa + PAGE_4K,
+                (LEVEL_4K,),
+                tally,
+            )
+            if self._aliased_runs(context_gpa, context_gpa + PAGE_4K)
+            else WalkResult()
+        )
         if r.status:
             self._flush(tally)
             return self.fail(r.status, "TDG.MEM.PAGE.ATTR.WR")
@@ -177,8 +193,9 @@ class L1Vcpus(L1Core):
 
     def delete_vcpu(self, layer: str, context_gpa: int) -> int:
         vm = self.vm_of(layer)
-        rec = next((r for r in self.l2_vcpus.values()
-                    if r.vm == vm and r.context_gpa == context_gpa), None)
+        rec = next(
+            (r for r in self.l2_vcpus.values() if r.vm == vm and r.context_gpa == context_gpa), None
+        )
         if rec is None:
             return ResultCode.INVALID_PARAMETER
         tally = Tally()
@@ -186,17 +203,24 @@ class L1Vcpus(L1Core):
             self.module.l2_exit(rec.vcpu, L2Exit(VmxExit.PREEMPTION_TIMER))
             tally.switch(layer, "l1", "L2->L1 exit")
         # Never entered again: without a virtual-APIC address TDG.VP.ENTER fails (tdx.md §2.3).
-        self.vp_wr(rec.vcpu, md.l2_vmcs_field(vm, md.VIRTUAL_APIC_PAGE_ADDR), 0,
-                   vm_name(vm), tally)
+        self.vp_wr(rec.vcpu, md.l2_vmcs_field(vm, md.VIRTUAL_APIC_PAGE_ADDR), 0, vm_name(vm), tally)
         del self.l2_vcpus[(vm, rec.vcpu)]
         self._state_pages.remove(context_gpa)
         self.module.clear_l2(rec.vcpu, vm)
         self.memory.zero(context_gpa, PAGE_4K)
         # The page goes back to the L2 (like an SNP VMSA page after DELETE_VCPU).
-        tally_r = self.walker.walk(AttrWrOp(self.module, attrs.pack({vm: attrs.VALID
-                                                                     | PROTOCOL_PAGE_GRANT}),
-                                            attrs.pack({vm: attrs.RWX}), vm_name(vm)),
-                                   context_gpa, context_gpa + PAGE_4K, (LEVEL_4K,), tally)
+        tally_r = self.walker.walk(
+            AttrWrOp(
+                self.module,
+                attrs.pack({vm: attrs.VALID | PROTOCOL_PAGE_GRANT}),
+                attrs.pack({vm: attrs.RWX}),
+                vm_name(vm),
+            ),
+            context_gpa,
+            context_gpa + PAGE_4K,
+            (LEVEL_4K,),
+            tally,
+        )
         self._flush(tally)
         if tally_r.status:
             return self.fail(tally_r.status, "TDG.MEM.PAGE.ATTR.WR")

@@ -164,8 +164,9 @@ class LeafWalker:
         self.host = host
         self._memo: dict[tuple[object, ...], BlockOutcome] = {}
 
-    def walk(self, op: LeafOp, start: int, end: int, levels: tuple[int, ...], tally: Tally
-             ) -> WalkResult:
+    def walk(
+        self, op: LeafOp, start: int, end: int, levels: tuple[int, ...], tally: Tally
+    ) -> WalkResult:
         return self._range(op, start, end, levels, tally)
 
     def state_run(self, p: int) -> tuple[int, tuple[SeptEntry, tuple[L2Alias, ...]], bool]:
@@ -180,18 +181,20 @@ class LeafWalker:
         _s, se, shared = self.host.shared.run_at(p)
         return min(e, se), (entry, tuple(aliases)), shared
 
-    def _range(self, op: LeafOp, start: int, end: int, levels: tuple[int, ...], tally: Tally
-               ) -> WalkResult:
+    def _range(
+        self, op: LeafOp, start: int, end: int, levels: tuple[int, ...], tally: Tally
+    ) -> WalkResult:
         res = WalkResult()
         p = start
         while p < end:
             run_end, before, shared = self.state_run(p)
             lv = op.levels_at(before[0], levels)
-            level = next((lv_ for lv_ in lv if p % LEVEL_BYTES[lv_] == 0
-                          and p + LEVEL_BYTES[lv_] <= end), None)
+            level = next(
+                (lv_ for lv_ in lv if p % LEVEL_BYTES[lv_] == 0 and p + LEVEL_BYTES[lv_] <= end),
+                None,
+            )
             if level is None:  # only larger levels were allowed and none fits here
-                res.status, res.failed_gpa = with_details(TdxStatus.OPERAND_INVALID,
-                                                          Operand.RCX), p
+                res.status, res.failed_gpa = with_details(TdxStatus.OPERAND_INVALID, Operand.RCX), p
                 return res
             size = LEVEL_BYTES[level]
             limit = end
@@ -204,8 +207,12 @@ class LeafWalker:
             uniform = run_end - p >= size
             n = max(1, (min(limit, run_end) - p) // size) if uniform else 1
             key: tuple[object, ...] | None = None
-            if uniform and self.module.busy == 0 and not self.module.l2_sept_missing \
-                    and self.module.host_interrupts == 0:
+            if (
+                uniform
+                and self.module.busy == 0
+                and not self.module.l2_sept_missing
+                and self.module.host_interrupts == 0
+            ):
                 # vCPUs in an L2: how many a TDH.MEM.TRACK kicks (a demote's cost)
                 key = (op.key(), level, lv, before, shared, self.module.l2_running)
                 hit = self._memo.get(key)
@@ -239,8 +246,15 @@ class LeafWalker:
             p += n * size
         return res
 
-    def _outcome(self, p: int, size: int, before: tuple[SeptEntry, tuple[L2Alias, ...]],
-                 sub: Tally, already: int, invept: dict[int, int]) -> BlockOutcome | None:
+    def _outcome(
+        self,
+        p: int,
+        size: int,
+        before: tuple[SeptEntry, tuple[L2Alias, ...]],
+        sub: Tally,
+        already: int,
+        invept: dict[int, int],
+    ) -> BlockOutcome | None:
         """The block's final state if it is one state that can be given to other blocks."""
         sept = self.module.sept
         final = sept.l1.uniform(p, p + size)
@@ -250,14 +264,30 @@ class LeafWalker:
             return None
         if final != before[0] and LEVEL_BYTES[final.level] > size:
             return None
-        delta = tuple((vm, c - invept.get(vm, 0)) for vm, c in self.module.invept.items()
-                      if c != invept.get(vm, 0))
-        return BlockOutcome(tuple(sub.items), final,
-                            tuple(a for a in aliases if a is not None), already, delta, shared)
+        delta = tuple(
+            (vm, c - invept.get(vm, 0))
+            for vm, c in self.module.invept.items()
+            if c != invept.get(vm, 0)
+        )
+        return BlockOutcome(
+            tuple(sub.items),
+            final,
+            tuple(a for a in aliases if a is not None),
+            already,
+            delta,
+            shared,
+        )
 
-    def _apply(self, op: LeafOp, lo: int, hi: int, out: BlockOutcome,
-               before: tuple[SeptEntry, tuple[L2Alias, ...]], blocks: int,
-               shared_before: bool) -> None:
+    def _apply(
+        self,
+        op: LeafOp,
+        lo: int,
+        hi: int,
+        out: BlockOutcome,
+        before: tuple[SeptEntry, tuple[L2Alias, ...]],
+        blocks: int,
+        shared_before: bool,
+    ) -> None:
         """Give ``[lo, hi)`` (``blocks`` blocks in state ``before``) the outcome's state."""
         sept = self.module.sept
         if out.shared != shared_before:
@@ -272,8 +302,9 @@ class LeafWalker:
         for vm, d in out.invept:
             self.module.invept[vm] = self.module.invept.get(vm, 0) + d * blocks
 
-    def _block(self, op: LeafOp, p: int, level: int, lv: tuple[int, ...], tally: Tally
-               ) -> WalkResult:
+    def _block(
+        self, op: LeafOp, p: int, level: int, lv: tuple[int, ...], tally: Tally
+    ) -> WalkResult:
         size = LEVEL_BYTES[level]
         exits = busy = 0
         name = op.mnemonic(level)
@@ -288,8 +319,7 @@ class LeafWalker:
                 if not fixed or exits > MAX_EXIT_RETRIES:
                     return WalkResult(status=EPT_UNRESOLVED, failed_gpa=p)
                 continue
-            tally.record("l1", name, op.target, "ok" if r.status == 0
-                         else status_name(r.status))
+            tally.record("l1", name, op.target, "ok" if r.status == 0 else status_name(r.status))
             if r.status == 0:
                 if op.zeroes:  # the module zeroes the accepted page with the TD's key
                     tally.record("firmware", f"PAGE.ZERO.{LEVEL_NAMES[level]}")
@@ -304,7 +334,8 @@ class LeafWalker:
                 return WalkResult(done=size, already=size)
             smaller = tuple(x for x in lv if x < level)
             fallback = b == TdxStatus.PAGE_SIZE_MISMATCH or (
-                b == TdxStatus.OPERAND_INVALID and level == LEVEL_1G)
+                b == TdxStatus.OPERAND_INVALID and level == LEVEL_1G
+            )
             if fallback and smaller:
                 return self._range(op, p, p + size, smaller, tally)
             return WalkResult(status=r.status, failed_gpa=p)

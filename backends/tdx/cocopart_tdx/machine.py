@@ -61,8 +61,15 @@ class TdxMachine(Machine):
     transport: TdxTransport
     hooks: TdxWorkloadHooks
 
-    def __init__(self, backend: Backend, config: PartitionConfig, trace: Trace,
-                 graph: LayerGraph, costs: CostTable, options: TdxOptions) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: PartitionConfig,
+        trace: Trace,
+        graph: LayerGraph,
+        costs: CostTable,
+        options: TdxOptions,
+    ) -> None:
         super().__init__(backend, config, trace, graph, costs)
         self.options = options
         self.workloads = config.workloads
@@ -73,15 +80,21 @@ class TdxMachine(Machine):
         self.roots = simulated_roots(config.seed)
         launch = [(self.layout.base, self.layout.total)] + self.region.private_ranges()
         mrtd = build_td(sept, self.memory, launch, self.region.image, config.seed)
-        td = TdConfig(num_l2_vms=config.workload_layers, vcpus=config.vcpus,
-                      gpaw=options.gpaw, module=options.module,
-                      attributes=int.from_bytes(DEFAULT_TD_ATTRIBUTES, "little"), mrtd=mrtd)
+        td = TdConfig(
+            num_l2_vms=config.workload_layers,
+            vcpus=config.vcpus,
+            gpaw=options.gpaw,
+            module=options.module,
+            attributes=int.from_bytes(DEFAULT_TD_ATTRIBUTES, "little"),
+            mrtd=mrtd,
+        )
         self.module = TdxModule(td, sept, self.memory)
         #: L1 vCPUs as the host built them (TDH.VP.CREATE / ADDCX / INIT).
         self.l1_vcpus = create_vcpus(config.vcpus, config.workload_layers, options.gpaw)
         roots = self.roots
         self.module.report_builder = lambda data, mr, rtmrs: roots.build_tdreport(
-            report_data=data, mrtd=mr, rtmrs=rtmrs)
+            report_data=data, mrtd=mr, rtmrs=rtmrs
+        )
         self.host = TdxHost(self.module, options.host_mapping, options.host_memory_fault)
         self.host.quoter = roots.quote_from_tdreport
         q = self.region.quote_buffer
@@ -89,19 +102,31 @@ class TdxMachine(Machine):
         #: Host touches of TD-private memory (issue 7) and the host's SEPT SEAMCALLs.
         self.integrity = MemoryIntegrity(total)
         self.seamcalls = SeptSeamcalls(self.host, trace)
-        platform = TdxPlatform(self.module, self.host, self.memory, self.layout, self.region,
-                               self.workloads, trace, strategy=config.strategy,
-                               enable_tdvmcall=options.enable_tdvmcall,
-                               enable_shared_eptp=options.enable_shared_eptp)
+        platform = TdxPlatform(
+            self.module,
+            self.host,
+            self.memory,
+            self.layout,
+            self.region,
+            self.workloads,
+            trace,
+            strategy=config.strategy,
+            enable_tdvmcall=options.enable_tdvmcall,
+            enable_shared_eptp=options.enable_shared_eptp,
+        )
         workloads = self.workloads
 
         def hooks() -> TdxWorkloadHooks:
             self.hooks = TdxWorkloadHooks(config, platform, self.transport, trace, self.roots)
             return self.hooks
 
-        self.serve(platform, lambda svc: TdxTransport(svc, self.memory, trace, platform), hooks,
-                   level_of=lambda layer: workloads.index(layer) + 1,
-                   apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE)
+        self.serve(
+            platform,
+            lambda svc: TdxTransport(svc, self.memory, trace, platform),
+            hooks,
+            level_of=lambda layer: workloads.index(layer) + 1,
+            apic_emulation=config.interrupt_mode == InterruptMode.ALTERNATE,
+        )
         self._launch()
         #: Interrupt modes and delivery (issue 6); also L1's hooks around each L2 entry.
         self.interrupts = TdxInterrupts(self)
@@ -121,8 +146,10 @@ class TdxMachine(Machine):
                 self.memory.write(ctx, EnterGuestState(rip=AP_START_RIP).encode())
                 code = self.platform.create_vcpu(layer, ctx, caa, 0)
                 if code != ResultCode.SUCCESS:
-                    raise RuntimeError(f"launch could not start {layer} vCPU 0: {code:#x} "
-                                       f"({self.platform.take_error()})")
+                    raise RuntimeError(
+                        f"launch could not start {layer} vCPU 0: {code:#x} "
+                        f"({self.platform.take_error()})"
+                    )
                 self.service.state.contexts[ctx] = VcpuRecord(layer, 0, 0, caa)
         finally:
             self.platform.trace = self.trace
@@ -163,8 +190,16 @@ class TdxMachine(Machine):
                     a = amap.get(s)
                     if a.state is SeptState.L2_MAPPED and attrs.grants_any(a.attr):
                         access[self.workloads[vm - 1]] = attrs.attr_to_access(a.attr).short()
-            out.append(MemoryRun(start=s, end=e, private=not shared, validated=accepted,
-                                 access=access, context=s in contexts))
+            out.append(
+                MemoryRun(
+                    start=s,
+                    end=e,
+                    private=not shared,
+                    validated=accepted,
+                    access=access,
+                    context=s in contexts,
+                )
+            )
         return merged(out)
 
     def access(self, layer: str, gpa: int, access: Access) -> AccessOutcome:
@@ -180,33 +215,41 @@ class TdxMachine(Machine):
                 return AccessOutcome(ok=True)
             if entry.state in PENDING_FAMILY:
                 if self.module.l1_pending_access(gpa) is not None:  # SEPT_VE_DISABLE
-                    return self._td_exit(layer, "EPT-violation TD exit (PENDING page, "
-                                         "TD_CTLS.PENDING_VE_DISABLE): the host finds the "
-                                         "page mapped and re-enters; L1 must accept it first")
-                return AccessOutcome(ok=False, fault="#VE (EPT violation on a PENDING page)",
-                                     handled_by="l1")
+                    return self._td_exit(
+                        layer,
+                        "EPT-violation TD exit (PENDING page, "
+                        "TD_CTLS.PENDING_VE_DISABLE): the host finds the "
+                        "page mapped and re-enters; L1 must accept it first",
+                    )
+                return AccessOutcome(
+                    ok=False, fault="#VE (EPT violation on a PENDING page)", handled_by="l1"
+                )
             return self._td_exit(layer, "EPT violation TD exit: page not mapped in the SEPT")
         if layer not in self.workloads:
-            return AccessOutcome(ok=False, fault=f"{layer} is not a guest layer that touches "
-                                 "memory itself", handled_by="l1")
+            return AccessOutcome(
+                ok=False,
+                fault=f"{layer} is not a guest layer that touches memory itself",
+                handled_by="l1",
+            )
         vm = self.workloads.index(layer) + 1
         if shared:  # the host's shared EPT, if L1 gave it to this L2 VM
             if self.module.l2_shared_eptp(0, vm):
                 return AccessOutcome(ok=True)
-            return self._td_exit(layer, "EPT violation on a shared GPA: TD exit to the host "
-                                 "(L2_CTLS.ENABLE_SHARED_EPTP is off: the L2's shared EPTP "
-                                 "points at the TDCS zero page)")
+            return self._td_exit(
+                layer,
+                "EPT violation on a shared GPA: TD exit to the host "
+                "(L2_CTLS.ENABLE_SHARED_EPTP is off: the L2's shared EPTP "
+                "points at the TDCS zero page)",
+            )
         if entry.state in PENDING_FAMILY:
-            return self._l2_exit(layer, "L2->L1 EPT violation: the page is PENDING "
-                                 "(R13 type 6)")
+            return self._l2_exit(layer, "L2->L1 EPT violation: the page is PENDING (R13 type 6)")
         if entry.state not in ACCEPTED:
             return self._td_exit(layer, "EPT violation TD exit: page not mapped in the L1 SEPT")
         alias = self.module.sept.alias(vm, gpa)
         need = attrs.access_to_attr(access)
         if alias.state is SeptState.L2_MAPPED and need and alias.attr & need == need:
             return AccessOutcome(ok=True)
-        return self._l2_exit(layer, "L2->L1 EPT violation: no alias or attribute for this "
-                             "access")
+        return self._l2_exit(layer, "L2->L1 EPT violation: no alias or attribute for this access")
 
     def _l2_exit(self, layer: str, fault: str) -> AccessOutcome:
         self.trace.record("firmware", "EPT_VIOLATION", layer, "L2->L1 exit")
@@ -219,9 +262,16 @@ class TdxMachine(Machine):
         return AccessOutcome(ok=False, fault=fault, handled_by="host")
 
     def vcpus(self) -> list[VcpuView]:
-        return [VcpuView(layer=self.workloads[vm - 1], vcpu=v, state="running",
-                         context_gpa=rec.context_gpa, apic_id=v)
-                for (vm, v), rec in sorted(self.platform.l2_vcpus.items())]
+        return [
+            VcpuView(
+                layer=self.workloads[vm - 1],
+                vcpu=v,
+                state="running",
+                context_gpa=rec.context_gpa,
+                apic_id=v,
+            )
+            for (vm, v), rec in sorted(self.platform.l2_vcpus.items())
+        ]
 
     # -- extra views for tests and tools -----------------------------------------------------------
     def sept_state(self, gpa: int) -> tuple[str, int]:
@@ -242,8 +292,9 @@ class TdxMachine(Machine):
         """None: TDX raises no host fault on a host write to TD-private memory."""
         return ()
 
-    def host_fault_scenario(self, scenario: HostFaultScenario, setup: ScenarioSetup
-                            ) -> FaultOutcome:
+    def host_fault_scenario(
+        self, scenario: HostFaultScenario, setup: ScenarioSetup
+    ) -> FaultOutcome:
         from cocopart_tdx.host_scenarios import run
 
         return run(self, scenario, setup)

@@ -78,14 +78,14 @@ class MrtdBuilder:
             raise ValueError("more than one page of data")
         data = data.ljust(PAGE_SIZE, b"\0")
         for off in range(0, PAGE_SIZE, MR_EXTEND_CHUNK):
-            self.mr_extend(gpa + off, data[off:off + MR_EXTEND_CHUNK])
+            self.mr_extend(gpa + off, data[off : off + MR_EXTEND_CHUNK])
 
     def add_region(self, gpa: int, data: bytes, *, extend: bool = True) -> None:
         """Add the pages of ``data`` at ``gpa`` (page by page: ADD, then EXTEND if asked)."""
         for off in range(0, max(len(data), 1), PAGE_SIZE):
             self.page_add(gpa + off)
             if extend:
-                self.mr_extend_page(gpa + off, data[off:off + PAGE_SIZE])
+                self.mr_extend_page(gpa + off, data[off : off + PAGE_SIZE])
 
     def finalize(self) -> bytes:
         """TDH.MR.FINALIZE: the 48-byte MRTD (idempotent)."""
@@ -115,8 +115,9 @@ class RtmrEvent:
         return cls(index, hashlib.sha384(data).digest(), description)
 
 
-def replay_rtmrs(events: Iterable[RtmrEvent],
-                 initial: tuple[bytes, ...] | None = None) -> tuple[bytes, bytes, bytes, bytes]:
+def replay_rtmrs(
+    events: Iterable[RtmrEvent], initial: tuple[bytes, ...] | None = None
+) -> tuple[bytes, bytes, bytes, bytes]:
     """Replay events (in log order) from all-zero RTMRs (or ``initial``); returns RTMR0..3."""
     regs = list(initial) if initial is not None else [bytes(DIGEST_SIZE)] * RTMR_COUNT
     if len(regs) != RTMR_COUNT:

@@ -47,18 +47,31 @@ class FieldId:
     non_arch: bool = False
 
     def encode(self) -> int:
-        return ((self.code & 0xFFFFFF) | (self.size & 3) << 32 | (self.last_element & 0xF) << 34
-                | (self.last_field & 0x1FF) << 38 | (self.inc_size & 1) << 50
-                | (self.write_mask_valid & 1) << 51 | (self.context & 7) << 52
-                | (self.cls & 0x3F) << 56 | (int(self.non_arch) << 63))
+        return (
+            (self.code & 0xFFFFFF)
+            | (self.size & 3) << 32
+            | (self.last_element & 0xF) << 34
+            | (self.last_field & 0x1FF) << 38
+            | (self.inc_size & 1) << 50
+            | (self.write_mask_valid & 1) << 51
+            | (self.context & 7) << 52
+            | (self.cls & 0x3F) << 56
+            | (int(self.non_arch) << 63)
+        )
 
     @classmethod
     def decode(cls, value: int) -> FieldId:
-        return cls(code=value & 0xFFFFFF, size=(value >> 32) & 3,
-                   last_element=(value >> 34) & 0xF, last_field=(value >> 38) & 0x1FF,
-                   inc_size=(value >> 50) & 1, write_mask_valid=(value >> 51) & 1,
-                   context=(value >> 52) & 7, cls=(value >> 56) & 0x3F,
-                   non_arch=bool(value >> 63 & 1))
+        return cls(
+            code=value & 0xFFFFFF,
+            size=(value >> 32) & 3,
+            last_element=(value >> 34) & 0xF,
+            last_field=(value >> 38) & 0x1FF,
+            inc_size=(value >> 50) & 1,
+            write_mask_valid=(value >> 51) & 1,
+            context=(value >> 52) & 7,
+            cls=(value >> 56) & 0x3F,
+            non_arch=bool(value >> 63 & 1),
+        )
 
 
 # -- L2 VMCS fields -------------------------------------------------------------------------
@@ -77,8 +90,7 @@ def l2_vmcs_class(vm: int) -> int:
 @lru_cache(maxsize=1024)
 def l2_vmcs_field(vm: int, encoding: int) -> int:
     """Field id of VMX field ``encoding`` in VM ``vm``'s L2 VMCS (tdx.md §2.2)."""
-    return (l2_vmcs_class(vm) << 56) | (CONTEXT_VCPU << 52) | (vmx_size(encoding) << 32) \
-        | encoding
+    return (l2_vmcs_class(vm) << 56) | (CONTEXT_VCPU << 52) | (vmx_size(encoding) << 32) | encoding
 
 
 @dataclass(frozen=True)
@@ -101,50 +113,52 @@ for _i, _s in enumerate(_SEG):
     L2_VMCS_FIELDS[0x4800 + 2 * _i] = FieldSpec(f"GUEST_{_s}_LIMIT", True, 0xFFFF_FFFF)
     L2_VMCS_FIELDS[0x4814 + 2 * _i] = FieldSpec(f"GUEST_{_s}_AR_BYTES", True, 0xFFFF_FFFF)
     L2_VMCS_FIELDS[0x6806 + 2 * _i] = FieldSpec(f"GUEST_{_s}_BASE", True, FULL)
-L2_VMCS_FIELDS.update({
-    0x0810: FieldSpec("GUEST_INTR_STATUS", True, 0xFFFF),
-    0x4810: FieldSpec("GUEST_GDTR_LIMIT", True, 0xFFFF_FFFF),
-    0x4812: FieldSpec("GUEST_IDTR_LIMIT", True, 0xFFFF_FFFF),
-    0x4824: FieldSpec("GUEST_INTERRUPTIBILITY_INFO", True, 0xFFFF_FFFF),
-    0x4826: FieldSpec("GUEST_ACTIVITY_STATE", True, 0),
-    0x482A: FieldSpec("GUEST_SYSENTER_CS", True, 0xFFFF_FFFF),
-    0x6800: FieldSpec("GUEST_CR0", True, 0x8005001F, default=0x21),  # PE|NE (OVMM asserts)
-    0x6802: FieldSpec("GUEST_CR3", True, FULL),
-    0x6804: FieldSpec("GUEST_CR4", True, 0x03FF1FBF),
-    0x6816: FieldSpec("GUEST_GDTR_BASE", True, FULL),
-    0x6818: FieldSpec("GUEST_IDTR_BASE", True, FULL),
-    0x681A: FieldSpec("GUEST_DR7", True, FULL),
-    0x681C: FieldSpec("GUEST_RSP", True, FULL),
-    0x681E: FieldSpec("GUEST_RIP", True, FULL),
-    0x6820: FieldSpec("GUEST_RFLAGS", True, FULL, default=0x2),
-    0x6822: FieldSpec("GUEST_PENDING_DBG_EXCEPTIONS", True, FULL),
-    0x6824: FieldSpec("GUEST_SYSENTER_ESP", True, FULL),
-    0x6826: FieldSpec("GUEST_SYSENTER_EIP", True, FULL),
-    0x6828: FieldSpec("GUEST_S_CET", True, FULL),
-    0x682A: FieldSpec("GUEST_SSP", True, FULL),
-    0x2804: FieldSpec("GUEST_IA32_PAT", True, FULL, default=0x0007040600070406),
-    0x2806: FieldSpec("GUEST_IA32_EFER", True, 0x501),
-    0x2808: FieldSpec("GUEST_IA32_PERF_GLOBAL_CTRL", True, FULL),
-    0x2012: FieldSpec("VIRTUAL_APIC_PAGE_ADDR", True, 0xFFFF_FFFF_FFFF_F000),
-    0x4000: FieldSpec("PIN_BASED_VM_EXEC_CONTROL", True, 0),
-    # L1 may write bits 1-3 only: bit 4, IPI virtualization, is not offered for an L2 (MOD
-    # td_l2_vmcs_fields_lookup.c, tertiary controls, l1_vmm_wr_mask 0xE)
-    0x2034: FieldSpec("TERTIARY_PROC_BASED_VM_EXEC_CONTROL", True, 0xE),
-    0x4004: FieldSpec("EXCEPTION_BITMAP", True, 0xFFFF_FFFF),
-    0x400C: FieldSpec("VM_EXIT_CONTROLS", True, 0),
-    0x4012: FieldSpec("VM_ENTRY_CONTROLS", True, 1 << 9),
-    0x4016: FieldSpec("VM_ENTRY_INTR_INFO_FIELD", True, 0xFFFF_FFFF),
-    0x4018: FieldSpec("VM_ENTRY_EXCEPTION_ERROR_CODE", True, 0xFFFF_FFFF),
-    0x401A: FieldSpec("VM_ENTRY_INSTRUCTION_LEN", True, 0xFFFF_FFFF),
-    0x401C: FieldSpec("TPR_THRESHOLD", True, 0xFFFF_FFFF),
-    0x6000: FieldSpec("CR0_GUEST_HOST_MASK", True, FULL),
-    0x6002: FieldSpec("CR4_GUEST_HOST_MASK", True, FULL),
-    0x6004: FieldSpec("CR0_READ_SHADOW", True, FULL),
-    0x6006: FieldSpec("CR4_READ_SHADOW", True, FULL),
-    0x0000: FieldSpec("VIRTUAL_PROCESSOR_ID", False, 0),
-    0x2010: FieldSpec("TSC_OFFSET", False, 0),
-    0x201A: FieldSpec("EPT_POINTER", True, 0),
-})
+L2_VMCS_FIELDS.update(
+    {
+        0x0810: FieldSpec("GUEST_INTR_STATUS", True, 0xFFFF),
+        0x4810: FieldSpec("GUEST_GDTR_LIMIT", True, 0xFFFF_FFFF),
+        0x4812: FieldSpec("GUEST_IDTR_LIMIT", True, 0xFFFF_FFFF),
+        0x4824: FieldSpec("GUEST_INTERRUPTIBILITY_INFO", True, 0xFFFF_FFFF),
+        0x4826: FieldSpec("GUEST_ACTIVITY_STATE", True, 0),
+        0x482A: FieldSpec("GUEST_SYSENTER_CS", True, 0xFFFF_FFFF),
+        0x6800: FieldSpec("GUEST_CR0", True, 0x8005001F, default=0x21),  # PE|NE (OVMM asserts)
+        0x6802: FieldSpec("GUEST_CR3", True, FULL),
+        0x6804: FieldSpec("GUEST_CR4", True, 0x03FF1FBF),
+        0x6816: FieldSpec("GUEST_GDTR_BASE", True, FULL),
+        0x6818: FieldSpec("GUEST_IDTR_BASE", True, FULL),
+        0x681A: FieldSpec("GUEST_DR7", True, FULL),
+        0x681C: FieldSpec("GUEST_RSP", True, FULL),
+        0x681E: FieldSpec("GUEST_RIP", True, FULL),
+        0x6820: FieldSpec("GUEST_RFLAGS", True, FULL, default=0x2),
+        0x6822: FieldSpec("GUEST_PENDING_DBG_EXCEPTIONS", True, FULL),
+        0x6824: FieldSpec("GUEST_SYSENTER_ESP", True, FULL),
+        0x6826: FieldSpec("GUEST_SYSENTER_EIP", True, FULL),
+        0x6828: FieldSpec("GUEST_S_CET", True, FULL),
+        0x682A: FieldSpec("GUEST_SSP", True, FULL),
+        0x2804: FieldSpec("GUEST_IA32_PAT", True, FULL, default=0x0007040600070406),
+        0x2806: FieldSpec("GUEST_IA32_EFER", True, 0x501),
+        0x2808: FieldSpec("GUEST_IA32_PERF_GLOBAL_CTRL", True, FULL),
+        0x2012: FieldSpec("VIRTUAL_APIC_PAGE_ADDR", True, 0xFFFF_FFFF_FFFF_F000),
+        0x4000: FieldSpec("PIN_BASED_VM_EXEC_CONTROL", True, 0),
+        # L1 may write bits 1-3 only: bit 4, IPI virtualization, is not offered for an L2 (MOD
+        # td_l2_vmcs_fields_lookup.c, tertiary controls, l1_vmm_wr_mask 0xE)
+        0x2034: FieldSpec("TERTIARY_PROC_BASED_VM_EXEC_CONTROL", True, 0xE),
+        0x4004: FieldSpec("EXCEPTION_BITMAP", True, 0xFFFF_FFFF),
+        0x400C: FieldSpec("VM_EXIT_CONTROLS", True, 0),
+        0x4012: FieldSpec("VM_ENTRY_CONTROLS", True, 1 << 9),
+        0x4016: FieldSpec("VM_ENTRY_INTR_INFO_FIELD", True, 0xFFFF_FFFF),
+        0x4018: FieldSpec("VM_ENTRY_EXCEPTION_ERROR_CODE", True, 0xFFFF_FFFF),
+        0x401A: FieldSpec("VM_ENTRY_INSTRUCTION_LEN", True, 0xFFFF_FFFF),
+        0x401C: FieldSpec("TPR_THRESHOLD", True, 0xFFFF_FFFF),
+        0x6000: FieldSpec("CR0_GUEST_HOST_MASK", True, FULL),
+        0x6002: FieldSpec("CR4_GUEST_HOST_MASK", True, FULL),
+        0x6004: FieldSpec("CR0_READ_SHADOW", True, FULL),
+        0x6006: FieldSpec("CR4_READ_SHADOW", True, FULL),
+        0x0000: FieldSpec("VIRTUAL_PROCESSOR_ID", False, 0),
+        0x2010: FieldSpec("TSC_OFFSET", False, 0),
+        0x201A: FieldSpec("EPT_POINTER", True, 0),
+    }
+)
 VMCS_BY_NAME = {spec.name: enc for enc, spec in L2_VMCS_FIELDS.items()}
 VIRTUAL_APIC_PAGE_ADDR = VMCS_BY_NAME["VIRTUAL_APIC_PAGE_ADDR"]
 
@@ -185,7 +199,8 @@ def management_fields(num_l2_vms: int) -> dict[int, FieldSpec]:
         out[TSC_DEADLINE_BASE + vm] = FieldSpec(f"TSC_DEADLINE[{vm}]", True, FULL)
         out[L2_DEBUG_CTLS_BASE + vm] = FieldSpec(f"L2_DEBUG_CTLS[{vm}]", False, 0)
         out[L2_ENTER_GUEST_STATE_GPA_BASE + vm] = FieldSpec(
-            f"L2_ENTER_GUEST_STATE_GPA[{vm}]", False, 0)
+            f"L2_ENTER_GUEST_STATE_GPA[{vm}]", False, 0
+        )
         out[L2_VAPIC_GPA_BASE + vm] = FieldSpec(f"L2_VAPIC_GPA[{vm}]", False, 0)
     return out
 
@@ -251,8 +266,7 @@ class VcpuMetadata:
         if rel >= 0 and rel % L2_CLASS_STRIDE == 0 and not fid.non_arch:
             vm = rel // L2_CLASS_STRIDE + 1
             spec = L2_VMCS_FIELDS.get(fid.code)
-            if 1 <= vm <= self.num_l2_vms and spec is not None \
-                    and fid.size == vmx_size(fid.code):
+            if 1 <= vm <= self.num_l2_vms and spec is not None and fid.size == vmx_size(fid.code):
                 return spec, field_id
         raise MetadataError(int(TdxStatus.METADATA_FIELD_ID_INCORRECT))
 
@@ -269,8 +283,11 @@ class VcpuMetadata:
             raise MetadataError(int(TdxStatus.METADATA_FIELD_NOT_WRITABLE))
         if STRICT_WRITE_MASK and value & mask & ~spec.wr_mask & U64:
             raise MetadataError(int(TdxStatus.METADATA_FIELD_VALUE_NOT_VALID))
-        if key in self.management and spec.name.startswith("L2_CTLS") \
-                and value & mask & ~L2_CTLS_ALLOWED:
+        if (
+            key in self.management
+            and spec.name.startswith("L2_CTLS")
+            and value & mask & ~L2_CTLS_ALLOWED
+        ):
             raise MetadataError(int(TdxStatus.METADATA_FIELD_VALUE_NOT_VALID))
         old = self.values.get(key, spec.default)
         eff = mask & spec.wr_mask
@@ -290,9 +307,11 @@ class TdMetadata:
 
     def __init__(self, num_l2_vms: int, config_flags: int, td_ctls: int = 0) -> None:
         self.fields = td_fields(num_l2_vms)
-        self.values: dict[int, int] = {NUM_L2_VMS_FIELD: num_l2_vms,
-                                       CONFIG_FLAGS_FIELD: config_flags,
-                                       TD_CTLS_FIELD: td_ctls}
+        self.values: dict[int, int] = {
+            NUM_L2_VMS_FIELD: num_l2_vms,
+            CONFIG_FLAGS_FIELD: config_flags,
+            TD_CTLS_FIELD: td_ctls,
+        }
 
     def read(self, field_id: int) -> int:
         spec = self.fields.get(field_id)

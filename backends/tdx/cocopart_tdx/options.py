@@ -24,8 +24,14 @@ from typing import Any
 
 from cocopart.errors import ConfigError
 
-KNOWN_OPTIONS = ("module", "host_mapping", "gpaw", "enable_tdvmcall", "enable_shared_eptp",
-                 "host_memory_fault")
+KNOWN_OPTIONS = (
+    "module",
+    "host_mapping",
+    "gpaw",
+    "enable_tdvmcall",
+    "enable_shared_eptp",
+    "host_memory_fault",
+)
 #: TDX module versions modelled (cocopart_tdx.tdcall: leaves and ACCEPT levels per version).
 MODULE_VERSIONS = ("1.5", "2.0")
 #: How the host maps private memory (cocopart_tdx.host.HOST_MAPPINGS: the SEPT level of each).
@@ -50,32 +56,40 @@ class TdxOptions:
     def parse(cls, options: dict[str, Any]) -> TdxOptions:
         unknown = sorted(set(options) - set(KNOWN_OPTIONS))
         if unknown:
-            raise ConfigError(f"unknown tdx option(s) {', '.join(unknown)} (known: "
-                              f"{', '.join(KNOWN_OPTIONS)})",
-                              field=f"backend_options.{unknown[0]}")
+            raise ConfigError(
+                f"unknown tdx option(s) {', '.join(unknown)} (known: {', '.join(KNOWN_OPTIONS)})",
+                field=f"backend_options.{unknown[0]}",
+            )
         module = str(options.get("module", "1.5"))
         if module not in MODULE_VERSIONS:
-            raise ConfigError(f"module must be one of {', '.join(MODULE_VERSIONS)}, not "
-                              f"{options.get('module')!r}", field="backend_options.module")
+            raise ConfigError(
+                f"module must be one of {', '.join(MODULE_VERSIONS)}, not "
+                f"{options.get('module')!r}",
+                field="backend_options.module",
+            )
         mapping = str(options.get("host_mapping", "4K")).upper()
         if mapping not in HOST_MAPPING_NAMES:
-            raise ConfigError(f"host_mapping must be one of {', '.join(HOST_MAPPING_NAMES)}, not "
-                              f"{options.get('host_mapping')!r}",
-                              field="backend_options.host_mapping")
+            raise ConfigError(
+                f"host_mapping must be one of {', '.join(HOST_MAPPING_NAMES)}, not "
+                f"{options.get('host_mapping')!r}",
+                field="backend_options.host_mapping",
+            )
         gpaw = options.get("gpaw", 48)
         if isinstance(gpaw, bool) or gpaw not in (48, 52):
-            raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}",
-                              field="backend_options.gpaw")
+            raise ConfigError(f"gpaw must be 48 or 52, not {gpaw!r}", field="backend_options.gpaw")
         fault = str(options.get("host_memory_fault", "convert"))
         if fault not in HOST_MEMORY_FAULTS:
-            raise ConfigError(f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}"
-                              f", not {options.get('host_memory_fault')!r}",
-                              field="backend_options.host_memory_fault")
+            raise ConfigError(
+                f"host_memory_fault must be one of {', '.join(HOST_MEMORY_FAULTS)}"
+                f", not {options.get('host_memory_fault')!r}",
+                field="backend_options.host_memory_fault",
+            )
         flags = {}
         for name, default in (("enable_tdvmcall", False), ("enable_shared_eptp", True)):
             flag = options.get(name, default)
             if not isinstance(flag, bool):
-                raise ConfigError(f"{name} must be true or false, not {flag!r}",
-                                  field=f"backend_options.{name}")
+                raise ConfigError(
+                    f"{name} must be true or false, not {flag!r}", field=f"backend_options.{name}"
+                )
             flags[name] = flag
         return cls(module, mapping, int(gpaw), **flags, host_memory_fault=fault)

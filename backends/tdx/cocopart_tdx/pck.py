@@ -62,7 +62,13 @@ _CONFIG_NAMES = {"1": "dynamic_platform", "2": "cached_keys", "3": "smt_enabled"
 SGX_TYPES = {0: "Standard", 1: "Scalable", 2: "ScalableWithIntegrity"}
 
 _BOOLEAN, _INTEGER, _OCTET_STRING, _OID, _ENUMERATED, _SEQUENCE = (
-    der.BOOLEAN, der.INTEGER, der.OCTET_STRING, der.OID, der.ENUMERATED, der.SEQUENCE)
+    der.BOOLEAN,
+    der.INTEGER,
+    der.OCTET_STRING,
+    der.OID,
+    der.ENUMERATED,
+    der.SEQUENCE,
+)
 _der, _der_int, _der_oid = der.encode, der.encode_int, der.encode_oid
 _tlv, _children, _oid_str = der.tlv, der.children, der.oid_str
 
@@ -72,6 +78,7 @@ def _pair(oid: str, value: bytes) -> bytes:
 
 
 # --- the SGX extension --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PckTcb:
@@ -104,20 +111,27 @@ class SgxExtensions:
         """DER of the extension value (the SEQUENCE inside extnValue)."""
         if len(self.tcb.comp_svns) != 16:
             raise ValueError("a PCK TCB has 16 component SVNs")
-        comps = b"".join(_pair(f"{_TCB}.{i + 1}", _der_int(_INTEGER, v))
-                         for i, v in enumerate(self.tcb.comp_svns))
+        comps = b"".join(
+            _pair(f"{_TCB}.{i + 1}", _der_int(_INTEGER, v))
+            for i, v in enumerate(self.tcb.comp_svns)
+        )
         comps += _pair(f"{_TCB}.17", _der_int(_INTEGER, self.tcb.pcesvn))
         comps += _pair(f"{_TCB}.18", _der(_OCTET_STRING, self.tcb.cpusvn))
-        body = (_pair(_PPID, _der(_OCTET_STRING, self.ppid)) + _pair(_TCB, _der(_SEQUENCE, comps))
-                + _pair(_PCEID, _der(_OCTET_STRING, self.pce_id))
-                + _pair(_FMSPC, _der(_OCTET_STRING, self.fmspc))
-                + _pair(_SGX_TYPE, _der_int(_ENUMERATED, self.sgx_type)))
+        body = (
+            _pair(_PPID, _der(_OCTET_STRING, self.ppid))
+            + _pair(_TCB, _der(_SEQUENCE, comps))
+            + _pair(_PCEID, _der(_OCTET_STRING, self.pce_id))
+            + _pair(_FMSPC, _der(_OCTET_STRING, self.fmspc))
+            + _pair(_SGX_TYPE, _der_int(_ENUMERATED, self.sgx_type))
+        )
         if self.platform_instance_id is not None:
             body += _pair(_PLATFORM_INSTANCE_ID, _der(_OCTET_STRING, self.platform_instance_id))
         if self.configuration is not None:
             inv = {v: k for k, v in _CONFIG_NAMES.items()}
-            cfg = b"".join(_pair(f"{_CONFIGURATION}.{inv[k]}", _der(_BOOLEAN, b"\xff" if v else b"\0"))
-                           for k, v in self.configuration.items())
+            cfg = b"".join(
+                _pair(f"{_CONFIGURATION}.{inv[k]}", _der(_BOOLEAN, b"\xff" if v else b"\0"))
+                for k, v in self.configuration.items()
+            )
             body += _pair(_CONFIGURATION, _der(_SEQUENCE, cfg))
         return _der(_SEQUENCE, body)
 
@@ -148,13 +162,19 @@ class SgxExtensions:
         config: dict[str, bool] | None = None
         if 7 in fields:
             _t, gs, ge = fields[7]
-            config = {_CONFIG_NAMES.get(str(k), str(k)): data[bs:be] != b"\0"
-                      for k, (_bt, bs, be) in _arcs(data, gs, ge, _CONFIG_OID).items()}
+            config = {
+                _CONFIG_NAMES.get(str(k), str(k)): data[bs:be] != b"\0"
+                for k, (_bt, bs, be) in _arcs(data, gs, ge, _CONFIG_OID).items()
+            }
         value = {arc: data[fs:fe] for arc, (_ft, fs, fe) in fields.items()}
         return cls(
-            ppid=value[1], tcb=PckTcb(tuple(comps[i] for i in range(1, 17)), comps[17], cpusvn),
-            pce_id=value[3], fmspc=value[4], sgx_type=int.from_bytes(value[5], "big"),
-            platform_instance_id=value.get(6), configuration=config,
+            ppid=value[1],
+            tcb=PckTcb(tuple(comps[i] for i in range(1, 17)), comps[17], cpusvn),
+            pce_id=value[3],
+            fmspc=value[4],
+            sgx_type=int.from_bytes(value[5], "big"),
+            platform_instance_id=value.get(6),
+            configuration=config,
         )
 
     @classmethod
@@ -163,14 +183,16 @@ class SgxExtensions:
         if isinstance(cert, bytes):
             value = der.extension_value(cert, _SGX_OID)
             if value is None:
-                raise EvidenceError("the PCK certificate has no Intel SGX extensions "
-                                    f"({SGX_EXTENSIONS_OID})")
+                raise EvidenceError(
+                    f"the PCK certificate has no Intel SGX extensions ({SGX_EXTENSIONS_OID})"
+                )
             return cls.from_der(value)
         try:  # cryptography's parse of the extensions is cheaper than walking the DER here
             ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
         except x509.ExtensionNotFound:
-            raise EvidenceError("the PCK certificate has no Intel SGX extensions "
-                                f"({SGX_EXTENSIONS_OID})") from None
+            raise EvidenceError(
+                f"the PCK certificate has no Intel SGX extensions ({SGX_EXTENSIONS_OID})"
+            ) from None
         ext_value = ext.value
         if not isinstance(ext_value, x509.UnrecognizedExtension):
             raise EvidenceError("SGX extensions: unexpected decoded type")
@@ -191,8 +213,11 @@ def _entry_pattern(prefix: bytes) -> re.Pattern[bytes]:
     hit = _ENTRY_CACHE.get(prefix)
     if hit is None:
         hit = _ENTRY_CACHE[prefix] = re.compile(
-            rb"\x30([\x00-\x7f])\x06" + re.escape(bytes((len(prefix) + 1,)) + prefix)
-            + rb"([\x00-\x7f])([\x00-\xff])([\x00-\x7f])", re.DOTALL)
+            rb"\x30([\x00-\x7f])\x06"
+            + re.escape(bytes((len(prefix) + 1,)) + prefix)
+            + rb"([\x00-\x7f])([\x00-\xff])([\x00-\x7f])",
+            re.DOTALL,
+        )
     return hit
 
 
@@ -205,8 +230,11 @@ def _arcs(data: bytes, start: int, end: int, prefix: bytes) -> dict[int, tuple[i
     pos = start
     while pos < end:
         m = match(data, pos, end)
-        if m is not None and m.end() + data[m.end() - 1] <= end and \
-                data[pos + 1] == n + 5 + data[m.end() - 1]:
+        if (
+            m is not None
+            and m.end() + data[m.end() - 1] <= end
+            and data[pos + 1] == n + 5 + data[m.end() - 1]
+        ):
             vs = m.end()
             ve = vs + data[vs - 1]
             out[data[vs - 3]] = (data[vs - 2], vs, ve)
@@ -217,13 +245,14 @@ def _arcs(data: bytes, start: int, end: int, prefix: bytes) -> dict[int, tuple[i
         value = _tlv(data, oe, pe) if ot == _OID and oe < pe else None
         if value is None or value[2] != pe:
             raise EvidenceError("SGX extensions: entry is not (OID, value)")
-        if oe - os_ == n + 1 and data[os_:oe - 1] == prefix:
+        if oe - os_ == n + 1 and data[os_ : oe - 1] == prefix:
             out[data[oe - 1]] = value
         pos = pe
     return out
 
 
 # --- certificates and chains ----------------------------------------------------------------
+
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """Certificates from PEM text or from concatenated DER (both occur in real quotes).
@@ -270,7 +299,9 @@ def order_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
 def spki_sha256(cert_or_key: x509.Certificate | ec.EllipticCurvePublicKey) -> str:
     """Hex SHA-256 of the DER SubjectPublicKeyInfo: how roots are pinned."""
     key = cert_or_key.public_key() if isinstance(cert_or_key, x509.Certificate) else cert_or_key
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return hashlib.sha256(der).hexdigest()
 
 
@@ -326,7 +357,7 @@ def _pem_blocks(data: bytes) -> list[bytes]:
         if end < 0:
             raise EvidenceError("PEM certificate chain does not parse: a block has no END line")
         try:
-            out.append(binascii.a2b_base64(data[start + len(_BEGIN):end], strict_mode=False))
+            out.append(binascii.a2b_base64(data[start + len(_BEGIN) : end], strict_mode=False))
         except binascii.Error as exc:
             raise EvidenceError(f"PEM certificate chain does not parse: {exc}") from None
         pos = end + len(_END)
@@ -367,8 +398,11 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 def signed_by(signed: der.Signed, key: object) -> bool:
     """ECDSA P-256/SHA-256 signature of a sliced certificate or CRL under ``key``."""
-    if signed.algorithm != der.ECDSA_WITH_SHA256 or not isinstance(
-            key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+    if (
+        signed.algorithm != der.ECDSA_WITH_SHA256
+        or not isinstance(key, ec.EllipticCurvePublicKey)
+        or key.curve.name != "secp256r1"
+    ):
         return False
     try:
         key.verify(signed.signature, signed.tbs, _ECDSA_SHA256)
@@ -396,8 +430,9 @@ def chain_problems(chain: list[ChainCert]) -> list[str]:
         if item.signed.issuer != issuer.signed.subject:
             problems.append(f"'{item.name}' {_not_signed(item, issuer)} (issuer name differs)")
         elif not signed_by(item.signed, issuer.key):
-            problems.append(f"'{item.name}' {_not_signed(item, issuer)} "
-                            "(signature does not verify)")
+            problems.append(
+                f"'{item.name}' {_not_signed(item, issuer)} (signature does not verify)"
+            )
         if issuer is not item and issuer.sha256 not in INTEL_PINNED_LINKS:
             try:
                 bc = issuer.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -410,18 +445,23 @@ def chain_problems(chain: list[ChainCert]) -> list[str]:
 
 def signature_problems(chain: list[x509.Certificate]) -> list[str]:
     """:func:`chain_problems` for an ordered list of parsed certificates."""
-    return chain_problems([ChainCert.load(c.public_bytes(serialization.Encoding.DER))
-                           for c in chain])
+    return chain_problems(
+        [ChainCert.load(c.public_bytes(serialization.Encoding.DER)) for c in chain]
+    )
 
 
 def validity_problems(chain: list[x509.Certificate], now: datetime) -> list[str]:
     """Certificates not valid at ``now``."""
-    return [f"'{common_name(c)}' is valid {c.not_valid_before_utc:%Y-%m-%d}.."
-            f"{c.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%dT%H:%M:%SZ}"
-            for c in chain if not c.not_valid_before_utc <= now <= c.not_valid_after_utc]
+    return [
+        f"'{common_name(c)}' is valid {c.not_valid_before_utc:%Y-%m-%d}.."
+        f"{c.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%dT%H:%M:%SZ}"
+        for c in chain
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc
+    ]
 
 
 # --- CRLs ------------------------------------------------------------------------------------
+
 
 def crl_der(data: bytes) -> bytes:
     """The DER of a CRL given as DER, PEM, or hex text of DER (dcap-qvl's collateral JSON)."""
@@ -444,13 +484,20 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         raise EvidenceError(f"CRL does not parse: {exc}") from None
 
 
-def crl_problems(crl_bytes: bytes, crl: x509.CertificateRevocationList, issuer: ChainCert,
-                 certs: list[ChainCert], name: str) -> list[str]:
+def crl_problems(
+    crl_bytes: bytes,
+    crl: x509.CertificateRevocationList,
+    issuer: ChainCert,
+    certs: list[ChainCert],
+    name: str,
+) -> list[str]:
     """Issuer, signature, and whether any of ``certs`` is revoked (no clock involved).
     ``crl_bytes`` is the CRL's DER (the signature is over its exact bytes)."""
     problems = []
-    for ext, what in ((x509.CRLNumber, "cRLNumber"),
-                      (x509.AuthorityKeyIdentifier, "authorityKeyIdentifier")):
+    for ext, what in (
+        (x509.CRLNumber, "cRLNumber"),
+        (x509.AuthorityKeyIdentifier, "authorityKeyIdentifier"),
+    ):
         try:  # RFC 5280 §5.2.1 and §5.2.3: a conforming CRL carries both (dcap-qvl requires)
             crl.extensions.get_extension_for_class(ext)
         except x509.ExtensionNotFound:
@@ -460,8 +507,7 @@ def crl_problems(crl_bytes: bytes, crl: x509.CertificateRevocationList, issuer: 
     except EvidenceError:
         signed = None
     if signed is None or signed.issuer != issuer.signed.subject:
-        problems.append(f"{name} is issued by '{crl.issuer.rfc4514_string()}', not "
-                        f"'{issuer.name}'")
+        problems.append(f"{name} is issued by '{crl.issuer.rfc4514_string()}', not '{issuer.name}'")
     elif not signed_by(signed, issuer.key):
         problems.append(f"{name} signature does not verify with '{issuer.name}'")
     for cert in certs:

@@ -42,18 +42,30 @@ TEE_TYPE_TDX = 0x81
 HCL_REPORT_TYPE = 4
 #: Collateral names the verifier reads (cocopart_tdx.verify), plus ``td_quote``: the quote
 #: made from an Azure HCL report's TDREPORT (cocopart_tdx.hcl_verify).
-COLLATERAL_NAMES = ("tcb_info", "qe_identity", "tcb_info_issuer_chain",
-                    "qe_identity_issuer_chain", "pck_crl_issuer_chain", "root_crl", "pck_crl",
-                    "td_quote")
+COLLATERAL_NAMES = (
+    "tcb_info",
+    "qe_identity",
+    "tcb_info_issuer_chain",
+    "qe_identity_issuer_chain",
+    "pck_crl_issuer_chain",
+    "root_crl",
+    "pck_crl",
+    "td_quote",
+)
 
 TDX_GUEST = TsmProvider(
-    name="tdx_guest", evidence_format="tdx-quote", inblob_min=64, inblob_max=64,
-    attributes=frozenset({"generation", "provider", "inblob", "outblob"}))
+    name="tdx_guest",
+    evidence_format="tdx-quote",
+    inblob_min=64,
+    inblob_max=64,
+    attributes=frozenset({"generation", "provider", "inblob", "outblob"}),
+)
 
 LEVEL_REASON = (
     "a TD cannot tell from inside whether it is the L1 VM or an L2 VM of TD partitioning: an "
     "L2's TDCALLs other than TDG.VP.VMCALL exit to the L1, which emulates them, and nothing "
-    "in the TD report identifies an L2 (reference tdx.md §2.4, §7.4)")
+    "in the TD report identifies an L2 (reference tdx.md §2.4, §7.4)"
+)
 
 
 class TdxPlatform(PlatformPlugin):
@@ -72,21 +84,30 @@ class TdxPlatform(PlatformPlugin):
 
     def recognise(self, raw: bytes) -> Recognition | None:
         if hcl_report_type(raw) == HCL_REPORT_TYPE:
-            return Recognition(self.name, "azure-hcl-report", raw, BY_MAGIC,
-                               "Azure HCL report holding a TDREPORT")
+            return Recognition(
+                self.name, "azure-hcl-report", raw, BY_MAGIC, "Azure HCL report holding a TDREPORT"
+            )
         if len(raw) >= 48:
             version, key_type, tee_type = struct.unpack_from("<HHI", raw, 0)
-            if (version in QUOTE_VERSIONS and key_type == ATT_KEY_TYPE_ECDSA_P256
-                    and tee_type == TEE_TYPE_TDX):
-                return Recognition(self.name, "tdx-quote", raw, BY_MAGIC,
-                                   f"TD quote v{version}")
+            if (
+                version in QUOTE_VERSIONS
+                and key_type == ATT_KEY_TYPE_ECDSA_P256
+                and tee_type == TEE_TYPE_TDX
+            ):
+                return Recognition(self.name, "tdx-quote", raw, BY_MAGIC, f"TD quote v{version}")
         if len(raw) == TDREPORT_SIZE:
             if raw[0] == REPORT_TYPE_TDX:
-                return Recognition(self.name, "tdreport", raw, BY_MAGIC,
-                                   "TDREPORT (REPORTTYPE 0x81)")
-            return Recognition(self.name, "tdreport", raw, BY_SIZE,
-                               f"{TDREPORT_SIZE} bytes, the size of a TDREPORT (REPORTTYPE "
-                               f"{raw[0]:#04x}, not 0x81)")
+                return Recognition(
+                    self.name, "tdreport", raw, BY_MAGIC, "TDREPORT (REPORTTYPE 0x81)"
+                )
+            return Recognition(
+                self.name,
+                "tdreport",
+                raw,
+                BY_SIZE,
+                f"{TDREPORT_SIZE} bytes, the size of a TDREPORT (REPORTTYPE "
+                f"{raw[0]:#04x}, not 0x81)",
+            )
         return None
 
     def collateral_bundle(self, data: bytes) -> dict[str, bytes] | None:
@@ -101,5 +122,7 @@ class TdxPlatform(PlatformPlugin):
         return PrivilegeLevel(reason=LEVEL_REASON)
 
     def absent(self, view: HostView) -> str:
-        return (f"no TDX guest interface found (no tdx_guest cpuinfo flag, no "
-                f"{view.dev / 'tdx_guest'}, no tdx_guest driver)")
+        return (
+            f"no TDX guest interface found (no tdx_guest cpuinfo flag, no "
+            f"{view.dev / 'tdx_guest'}, no tdx_guest driver)"
+        )

@@ -83,10 +83,14 @@ class QuoteHeader:
     user_data: bytes = bytes(20)
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(self.version, self.att_key_type, self.tee_type,
-                            _need(self.reserved, 4, "header reserved"),
-                            _need(self.qe_vendor_id, 16, "QE vendor ID"),
-                            _need(self.user_data, 20, "user data"))
+        return _HEADER.pack(
+            self.version,
+            self.att_key_type,
+            self.tee_type,
+            _need(self.reserved, 4, "header reserved"),
+            _need(self.qe_vendor_id, 16, "QE vendor ID"),
+            _need(self.user_data, 20, "user data"),
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> QuoteHeader:
@@ -122,48 +126,89 @@ class TdQuoteBody:
 
     def to_bytes(self) -> bytes:
         out = _BODY10.pack(
-            _need(self.tee_tcb_svn, 16, "TEE_TCB_SVN"), _need(self.mrseam, 48, "MRSEAM"),
+            _need(self.tee_tcb_svn, 16, "TEE_TCB_SVN"),
+            _need(self.mrseam, 48, "MRSEAM"),
             _need(self.mrsignerseam, 48, "MRSIGNERSEAM"),
             _need(self.seam_attributes, 8, "SEAMATTRIBUTES"),
-            _need(self.td_attributes, 8, "TDATTRIBUTES"), _need(self.xfam, 8, "XFAM"),
-            _need(self.mrtd, 48, "MRTD"), _need(self.mrconfigid, 48, "MRCONFIGID"),
-            _need(self.mrowner, 48, "MROWNER"), _need(self.mrownerconfig, 48, "MROWNERCONFIG"),
+            _need(self.td_attributes, 8, "TDATTRIBUTES"),
+            _need(self.xfam, 8, "XFAM"),
+            _need(self.mrtd, 48, "MRTD"),
+            _need(self.mrconfigid, 48, "MRCONFIGID"),
+            _need(self.mrowner, 48, "MROWNER"),
+            _need(self.mrownerconfig, 48, "MROWNERCONFIG"),
             *(_need(r, 48, f"RTMR{i}") for i, r in enumerate(self.rtmrs)),
             _need(self.report_data, 64, "REPORTDATA"),
         )
         if self.tee_tcb_svn2 is not None:
-            out += _BODY15_TAIL.pack(_need(self.tee_tcb_svn2, 16, "TEE_TCB_SVN2"),
-                                     _need(self.mrservicetd or bytes(48), 48, "MRSERVICETD"))
+            out += _BODY15_TAIL.pack(
+                _need(self.tee_tcb_svn2, 16, "TEE_TCB_SVN2"),
+                _need(self.mrservicetd or bytes(48), 48, "MRSERVICETD"),
+            )
         return out
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TdQuoteBody:
         if len(data) not in (TD10_BODY_SIZE, TD15_BODY_SIZE):
-            raise EvidenceError(f"a TD quote body is {TD10_BODY_SIZE} or {TD15_BODY_SIZE} bytes, "
-                                f"got {len(data)}")
+            raise EvidenceError(
+                f"a TD quote body is {TD10_BODY_SIZE} or {TD15_BODY_SIZE} bytes, got {len(data)}"
+            )
         f = _BODY10.unpack_from(data)
         svn2: bytes | None = None
         mrservicetd: bytes | None = None
         if len(data) == TD15_BODY_SIZE:
             svn2, mrservicetd = _BODY15_TAIL.unpack_from(data, TD10_BODY_SIZE)
-        return cls(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
-                   (f[10], f[11], f[12], f[13]), f[14], svn2, mrservicetd)
+        return cls(
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7],
+            f[8],
+            f[9],
+            (f[10], f[11], f[12], f[13]),
+            f[14],
+            svn2,
+            mrservicetd,
+        )
 
     @classmethod
     def from_tdreport(cls, report: TdReport, *, td15: bool = False) -> TdQuoteBody:
         """The body a quoting enclave builds from a TDREPORT (fields copied unchanged)."""
         tcb, info = report.tee_tcb_info, report.td_info
-        return cls(tcb.tee_tcb_svn, tcb.mrseam, tcb.mrsignerseam, tcb.attributes, info.attributes,
-                   info.xfam, info.mrtd, info.mrconfigid, info.mrowner, info.mrownerconfig,
-                   info.rtmrs, report.report_data,
-                   tcb.tee_tcb_svn2 if td15 else None, info.servtd_hash if td15 else None)
+        return cls(
+            tcb.tee_tcb_svn,
+            tcb.mrseam,
+            tcb.mrsignerseam,
+            tcb.attributes,
+            info.attributes,
+            info.xfam,
+            info.mrtd,
+            info.mrconfigid,
+            info.mrowner,
+            info.mrownerconfig,
+            info.rtmrs,
+            report.report_data,
+            tcb.tee_tcb_svn2 if td15 else None,
+            info.servtd_hash if td15 else None,
+        )
 
     def measurements(self) -> dict[str, bytes]:
         """The measurement registers by their conventional lower-case names."""
-        out = {"mrtd": self.mrtd, "rtmr0": self.rtmrs[0], "rtmr1": self.rtmrs[1],
-               "rtmr2": self.rtmrs[2], "rtmr3": self.rtmrs[3], "mrseam": self.mrseam,
-               "mrsignerseam": self.mrsignerseam, "mrconfigid": self.mrconfigid,
-               "mrowner": self.mrowner, "mrownerconfig": self.mrownerconfig}
+        out = {
+            "mrtd": self.mrtd,
+            "rtmr0": self.rtmrs[0],
+            "rtmr1": self.rtmrs[1],
+            "rtmr2": self.rtmrs[2],
+            "rtmr3": self.rtmrs[3],
+            "mrseam": self.mrseam,
+            "mrsignerseam": self.mrsignerseam,
+            "mrconfigid": self.mrconfigid,
+            "mrowner": self.mrowner,
+            "mrownerconfig": self.mrownerconfig,
+        }
         if self.mrservicetd is not None:
             out["mrservicetd"] = self.mrservicetd
         return out
@@ -192,13 +237,22 @@ class EnclaveReportBody:
 
     def to_bytes(self) -> bytes:
         return _SGX_REPORT.pack(
-            _need(self.cpusvn, 16, "CPUSVN"), self.miscselect, _need(self.reserved1, 12, "rsvd1"),
+            _need(self.cpusvn, 16, "CPUSVN"),
+            self.miscselect,
+            _need(self.reserved1, 12, "rsvd1"),
             _need(self.isv_ext_prod_id, 16, "ISVEXTPRODID"),
-            _need(self.attributes, 16, "ATTRIBUTES"), _need(self.mrenclave, 32, "MRENCLAVE"),
-            _need(self.reserved2, 32, "rsvd2"), _need(self.mrsigner, 32, "MRSIGNER"),
-            _need(self.reserved3, 32, "rsvd3"), _need(self.config_id, 64, "CONFIGID"),
-            self.isvprodid, self.isvsvn, self.config_svn, _need(self.reserved4, 42, "rsvd4"),
-            _need(self.isv_family_id, 16, "ISVFAMILYID"), _need(self.report_data, 64, "REPORTDATA"),
+            _need(self.attributes, 16, "ATTRIBUTES"),
+            _need(self.mrenclave, 32, "MRENCLAVE"),
+            _need(self.reserved2, 32, "rsvd2"),
+            _need(self.mrsigner, 32, "MRSIGNER"),
+            _need(self.reserved3, 32, "rsvd3"),
+            _need(self.config_id, 64, "CONFIGID"),
+            self.isvprodid,
+            self.isvsvn,
+            self.config_svn,
+            _need(self.reserved4, 42, "rsvd4"),
+            _need(self.isv_family_id, 16, "ISVFAMILYID"),
+            _need(self.report_data, 64, "REPORTDATA"),
         )
 
     @classmethod
@@ -206,13 +260,37 @@ class EnclaveReportBody:
         return cls(*_SGX_REPORT.unpack(_need(data, SGX_REPORT_BODY_SIZE, "QE report")))
 
     @classmethod
-    def build(cls, *, mrenclave: bytes, mrsigner: bytes, isvprodid: int, isvsvn: int,
-              report_data: bytes, attributes: bytes = bytes(16), miscselect: int = 0,
-              cpusvn: bytes = bytes(16)) -> EnclaveReportBody:
+    def build(
+        cls,
+        *,
+        mrenclave: bytes,
+        mrsigner: bytes,
+        isvprodid: int,
+        isvsvn: int,
+        report_data: bytes,
+        attributes: bytes = bytes(16),
+        miscselect: int = 0,
+        cpusvn: bytes = bytes(16),
+    ) -> EnclaveReportBody:
         """A report body with the given identity and zeros elsewhere."""
-        return cls(cpusvn, miscselect, bytes(12), bytes(16), attributes, mrenclave, bytes(32),
-                   mrsigner, bytes(32), bytes(64), isvprodid, isvsvn, 0, bytes(42), bytes(16),
-                   report_data)
+        return cls(
+            cpusvn,
+            miscselect,
+            bytes(12),
+            bytes(16),
+            attributes,
+            mrenclave,
+            bytes(32),
+            mrsigner,
+            bytes(32),
+            bytes(64),
+            isvprodid,
+            isvsvn,
+            0,
+            bytes(42),
+            bytes(16),
+            report_data,
+        )
 
 
 @dataclass(frozen=True)
@@ -245,9 +323,13 @@ class QeReportCertificationData:
 
     def payload(self) -> bytes:
         """The type-6 data without its own 6-byte type/size header."""
-        return (self.qe_report.to_bytes() + _need(self.qe_report_signature, 64, "QE report signature")
-                + struct.pack("<H", len(self.qe_auth_data)) + self.qe_auth_data
-                + self.certification.to_bytes())
+        return (
+            self.qe_report.to_bytes()
+            + _need(self.qe_report_signature, 64, "QE report signature")
+            + struct.pack("<H", len(self.qe_auth_data))
+            + self.qe_auth_data
+            + self.certification.to_bytes()
+        )
 
     def to_bytes(self) -> bytes:
         payload = self.payload()
@@ -259,19 +341,21 @@ class QeReportCertificationData:
             raise EvidenceError(f"QE report certification data is {len(data)} bytes, too short")
         raw_report = data[:SGX_REPORT_BODY_SIZE]
         report = EnclaveReportBody.from_bytes(raw_report)
-        sig = data[SGX_REPORT_BODY_SIZE:SGX_REPORT_BODY_SIZE + 64]
+        sig = data[SGX_REPORT_BODY_SIZE : SGX_REPORT_BODY_SIZE + 64]
         off = SGX_REPORT_BODY_SIZE + 64
         (auth_len,) = struct.unpack_from("<H", data, off)
         off += 2
         if off + auth_len + _CERT_HDR.size > len(data):
-            raise EvidenceError(f"QE authentication data ({auth_len} bytes) overruns its "
-                                "certification data")
-        auth = data[off:off + auth_len]
+            raise EvidenceError(
+                f"QE authentication data ({auth_len} bytes) overruns its certification data"
+            )
+        auth = data[off : off + auth_len]
         off += auth_len
         inner, end = _parse_cert_data(data, off, "nested certification data")
         if end != len(data):
-            raise EvidenceError(f"{len(data) - end} unexplained bytes after the nested "
-                                "certification data")
+            raise EvidenceError(
+                f"{len(data) - end} unexplained bytes after the nested certification data"
+            )
         return cls(report, sig, auth, inner, raw_report)
 
 
@@ -281,9 +365,10 @@ def _parse_cert_data(data: bytes, off: int, what: str) -> tuple[CertificationDat
     ctype, size = _CERT_HDR.unpack_from(data, off)
     start = off + _CERT_HDR.size
     if start + size > len(data):
-        raise EvidenceError(f"{what} (type {ctype}) says {size} bytes, only "
-                            f"{len(data) - start} remain")
-    return CertificationData(ctype, data[start:start + size]), start + size
+        raise EvidenceError(
+            f"{what} (type {ctype}) says {size} bytes, only {len(data) - start} remain"
+        )
+    return CertificationData(ctype, data[start : start + size]), start + size
 
 
 @dataclass(frozen=True)
@@ -295,8 +380,11 @@ class QuoteSignatureData:
     certification: CertificationData | QeReportCertificationData
 
     def to_bytes(self) -> bytes:
-        return (_need(self.signature, 64, "quote signature")
-                + _need(self.attestation_key, 64, "attestation key") + self.certification.to_bytes())
+        return (
+            _need(self.signature, 64, "quote signature")
+            + _need(self.attestation_key, 64, "attestation key")
+            + self.certification.to_bytes()
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> QuoteSignatureData:
@@ -364,8 +452,8 @@ class TdQuote:
     def from_bytes(cls, data: bytes) -> TdQuote:
         """Parse a v4 or v5 TD quote; raises :class:`EvidenceError` naming the problem."""
         layout = QuoteLayout.parse(data)
-        sig = QuoteSignatureData.from_bytes(data[layout.sig_start:layout.sig_end])
-        return cls(layout.header, layout.body, sig, data[layout.sig_end:])
+        sig = QuoteSignatureData.from_bytes(data[layout.sig_start : layout.sig_end])
+        return cls(layout.header, layout.body, sig, data[layout.sig_end :])
 
 
 @dataclass(frozen=True)
@@ -391,7 +479,7 @@ class QuoteLayout:
         """Parse the header and body and frame the signature data (EvidenceError if bad)."""
         frame = QuoteFrame.of(data)
         header = QuoteHeader.from_bytes(data[:HEADER_SIZE])
-        body = TdQuoteBody.from_bytes(data[frame.body_start:frame.signed_length])
+        body = TdQuoteBody.from_bytes(data[frame.body_start : frame.signed_length])
         return cls(header, body, frame.signed_length, frame.sig_start, frame.sig_end)
 
 
@@ -402,8 +490,8 @@ class QuoteFrame(NamedTuple):
 
     version: int
     body_start: int
-    signed_length: int   # header and body: what the attestation key signs
-    sig_start: int       # the signature data, after its 4-byte length
+    signed_length: int  # header and body: what the attestation key signs
+    sig_start: int  # the signature data, after its 4-byte length
     sig_end: int
 
     @property
@@ -415,13 +503,17 @@ class QuoteFrame(NamedTuple):
     def of(cls, data: bytes) -> QuoteFrame:
         """Frame ``data``; raises :class:`EvidenceError` for anything but a TDX quote v4/v5."""
         if len(data) < HEADER_SIZE:
-            raise EvidenceError(f"a quote starts with a {HEADER_SIZE}-byte header; got {len(data)} bytes")
+            raise EvidenceError(
+                f"a quote starts with a {HEADER_SIZE}-byte header; got {len(data)} bytes"
+            )
         version, att_key_type, tee_type = _HEAD.unpack_from(data)
         if tee_type != TEE_TYPE_TDX:
             raise EvidenceError(f"quote TEE type is {tee_type:#x}, not {TEE_TYPE_TDX:#x} (TDX)")
         if att_key_type != ATT_KEY_TYPE_ECDSA_P256:
-            raise EvidenceError(f"attestation key type {att_key_type} is not supported "
-                                f"(only {ATT_KEY_TYPE_ECDSA_P256}, ECDSA-256 with P-256)")
+            raise EvidenceError(
+                f"attestation key type {att_key_type} is not supported "
+                f"(only {ATT_KEY_TYPE_ECDSA_P256}, ECDSA-256 with P-256)"
+            )
         if version == QUOTE_VERSION_4:
             body_off, body_size = HEADER_SIZE, TD10_BODY_SIZE
         elif version == QUOTE_VERSION_5:
@@ -430,9 +522,13 @@ class QuoteFrame(NamedTuple):
             btype, body_size = _V5_BODY_HDR.unpack_from(data, HEADER_SIZE)
             want = {BODY_TYPE_TD10: TD10_BODY_SIZE, BODY_TYPE_TD15: TD15_BODY_SIZE}.get(btype)
             if want is None:
-                raise EvidenceError(f"v5 body type {btype} is not a TD report (2 = TDX 1.0, 3 = TDX 1.5)")
+                raise EvidenceError(
+                    f"v5 body type {btype} is not a TD report (2 = TDX 1.0, 3 = TDX 1.5)"
+                )
             if body_size != want:
-                raise EvidenceError(f"v5 body type {btype} must be {want} bytes, header says {body_size}")
+                raise EvidenceError(
+                    f"v5 body type {btype} must be {want} bytes, header says {body_size}"
+                )
             body_off = HEADER_SIZE + _V5_BODY_HDR.size
         else:
             raise EvidenceError(f"quote version {version} is not supported (4 or 5)")
@@ -442,6 +538,7 @@ class QuoteFrame(NamedTuple):
         (sig_len,) = _U32.unpack_from(data, sig_len_off)
         sig_end = sig_len_off + 4 + sig_len
         if sig_end > len(data):
-            raise EvidenceError(f"signature data says {sig_len} bytes, only "
-                                f"{len(data) - sig_len_off - 4} remain")
+            raise EvidenceError(
+                f"signature data says {sig_len} bytes, only {len(data) - sig_len_off - 4} remain"
+            )
         return cls(version, body_off, sig_len_off, sig_len_off + 4, sig_end)  # a tuple: cheap

@@ -55,34 +55,72 @@ class SeptState(IntEnum):
 
 #: Leaf states in which the page is accepted: the guest can use it, ACCEPT answers
 #: PAGE_ALREADY_ACCEPTED (tdx.md §4.1 "leaf ... guest-accessible").
-ACCEPTED = frozenset({SeptState.MAPPED, SeptState.BLOCKEDW, SeptState.EXPORTED_BLOCKEDW,
-                      SeptState.EXPORTED_DIRTY, SeptState.EXPORTED_DIRTY_BLOCKEDW})
+ACCEPTED = frozenset(
+    {
+        SeptState.MAPPED,
+        SeptState.BLOCKEDW,
+        SeptState.EXPORTED_BLOCKEDW,
+        SeptState.EXPORTED_DIRTY,
+        SeptState.EXPORTED_DIRTY_BLOCKEDW,
+    }
+)
 #: PENDING-family leaves: the host added the page, the guest has not accepted it.
-PENDING_FAMILY = frozenset({SeptState.PENDING, SeptState.PENDING_BLOCKED,
-                            SeptState.PENDING_BLOCKEDW, SeptState.PENDING_EXPORTED_BLOCKEDW,
-                            SeptState.PENDING_EXPORTED_DIRTY,
-                            SeptState.PENDING_EXPORTED_DIRTY_BLOCKEDW})
+PENDING_FAMILY = frozenset(
+    {
+        SeptState.PENDING,
+        SeptState.PENDING_BLOCKED,
+        SeptState.PENDING_BLOCKEDW,
+        SeptState.PENDING_EXPORTED_BLOCKEDW,
+        SeptState.PENDING_EXPORTED_DIRTY,
+        SeptState.PENDING_EXPORTED_DIRTY_BLOCKEDW,
+    }
+)
 #: ACCEPT turns these into the mapped state on the right (tdx.md §4.2 "Guest: ACCEPT").
-ACCEPT_TRANSITIONS = {SeptState.PENDING: SeptState.MAPPED,
-                      SeptState.PENDING_EXPORTED_DIRTY: SeptState.EXPORTED_DIRTY}
+ACCEPT_TRANSITIONS = {
+    SeptState.PENDING: SeptState.MAPPED,
+    SeptState.PENDING_EXPORTED_DIRTY: SeptState.EXPORTED_DIRTY,
+}
 #: L1 SEPT states in which TDG.MEM.PAGE.ATTR.RD works (tdx.md §3).
-ATTR_RD_STATES = frozenset({SeptState.MAPPED, SeptState.BLOCKEDW, SeptState.EXPORTED_BLOCKEDW,
-                            SeptState.EXPORTED_DIRTY, SeptState.EXPORTED_DIRTY_BLOCKEDW,
-                            SeptState.PENDING, SeptState.PENDING_BLOCKEDW,
-                            SeptState.PENDING_EXPORTED_BLOCKEDW,
-                            SeptState.PENDING_EXPORTED_DIRTY,
-                            SeptState.PENDING_EXPORTED_DIRTY_BLOCKEDW})
+ATTR_RD_STATES = frozenset(
+    {
+        SeptState.MAPPED,
+        SeptState.BLOCKEDW,
+        SeptState.EXPORTED_BLOCKEDW,
+        SeptState.EXPORTED_DIRTY,
+        SeptState.EXPORTED_DIRTY_BLOCKEDW,
+        SeptState.PENDING,
+        SeptState.PENDING_BLOCKEDW,
+        SeptState.PENDING_EXPORTED_BLOCKEDW,
+        SeptState.PENDING_EXPORTED_DIRTY,
+        SeptState.PENDING_EXPORTED_DIRTY_BLOCKEDW,
+    }
+)
 #: L1 SEPT states in which TDG.MEM.PAGE.ATTR.WR works (tdx.md §3).
-ATTR_WR_STATES = frozenset({SeptState.MAPPED, SeptState.EXPORTED_DIRTY, SeptState.PENDING,
-                            SeptState.PENDING_EXPORTED_DIRTY})
+ATTR_WR_STATES = frozenset(
+    {
+        SeptState.MAPPED,
+        SeptState.EXPORTED_DIRTY,
+        SeptState.PENDING,
+        SeptState.PENDING_EXPORTED_DIRTY,
+    }
+)
 #: Host transitions (tdx.md §4.2): PAGE.AUG, RANGE.BLOCK, RANGE.UNBLOCK, PAGE.REMOVE.
 AUG_FROM = frozenset({SeptState.FREE, SeptState.REMOVED})
-BLOCK_TRANSITIONS = {SeptState.MAPPED: SeptState.BLOCKED,
-                     SeptState.PENDING: SeptState.PENDING_BLOCKED}
+BLOCK_TRANSITIONS = {
+    SeptState.MAPPED: SeptState.BLOCKED,
+    SeptState.PENDING: SeptState.PENDING_BLOCKED,
+}
 UNBLOCK_TRANSITIONS = {v: k for k, v in BLOCK_TRANSITIONS.items()}
-REMOVE_FROM = frozenset({SeptState.MAPPED, SeptState.BLOCKED, SeptState.PENDING,
-                         SeptState.PENDING_BLOCKED, SeptState.BLOCKEDW,
-                         SeptState.PENDING_BLOCKEDW})
+REMOVE_FROM = frozenset(
+    {
+        SeptState.MAPPED,
+        SeptState.BLOCKED,
+        SeptState.PENDING,
+        SeptState.PENDING_BLOCKED,
+        SeptState.BLOCKEDW,
+        SeptState.PENDING_BLOCKEDW,
+    }
+)
 
 LEVEL_4K, LEVEL_2M, LEVEL_1G = 0, 1, 2
 LEVEL_BYTES = {LEVEL_4K: PAGE_4K, LEVEL_2M: PAGE_2M, LEVEL_1G: PAGE_1G}
@@ -130,7 +168,8 @@ class Sept:
         #: Highest level any entry has had: splitting skips levels no entry ever reached.
         self.max_level = INITIAL_ENTRY.level
         self.l2: dict[int, RangeMap[L2Alias]] = {
-            vm: RangeMap(size, NO_ALIAS) for vm in range(1, num_l2_vms + 1)}
+            vm: RangeMap(size, NO_ALIAS) for vm in range(1, num_l2_vms + 1)
+        }
 
     # -- L1 ----------------------------------------------------------------------------------
     def entry(self, gpa: int) -> SeptEntry:
@@ -151,8 +190,9 @@ class Sept:
         first splitting larger entries across the range's boundary blocks."""
         size = LEVEL_BYTES[entry.level]
         if start % size or end % size:
-            raise ValueError(f"[{start:#x}, {end:#x}) is not aligned to a level-{entry.level} "
-                             "entry")
+            raise ValueError(
+                f"[{start:#x}, {end:#x}) is not aligned to a level-{entry.level} entry"
+            )
         self.max_level = max(self.max_level, entry.level)
         for level in (LEVEL_1G, LEVEL_2M):
             if level <= entry.level or level > self.max_level:
@@ -174,8 +214,7 @@ class Sept:
             n += (hi - lo) // size
         return n
 
-    def segments(self, start: int, end: int, *others: RangeMap[bool]
-                 ) -> list[tuple[int, int]]:
+    def segments(self, start: int, end: int, *others: RangeMap[bool]) -> list[tuple[int, int]]:
         """``[start, end)`` cut where the L1 SEPT, any L2 alias map or any of ``others``
         changes value: inside each piece every map is one run."""
         points = {start, end}
@@ -194,8 +233,9 @@ class Sept:
     def unblock_aliases(self, start: int, end: int) -> None:
         """ACCEPT makes existing L2 aliases of the pages usable (tdx.md §4.1)."""
         for amap in self.l2.values():
-            blocked = [(s, e, a) for s, e, a in amap.runs(start, end)
-                       if a.state is SeptState.L2_BLOCKED]
+            blocked = [
+                (s, e, a) for s, e, a in amap.runs(start, end) if a.state is SeptState.L2_BLOCKED
+            ]
             for s, e, a in blocked:
                 amap.set(s, e, a._replace(state=SeptState.L2_MAPPED))
 

@@ -59,8 +59,11 @@ RULE_PROMOTE_NEEDS_EQUAL_CHILDREN = "PROMOTE merges only equal leaves with equal
 
 def aliased_vms(sept: Sept, start: int, end: int) -> tuple[int, ...]:
     """L2 VMs with an alias anywhere in ``[start, end)``."""
-    return tuple(vm for vm, amap in sept.l2.items()
-                 if any(a.state is not SeptState.L2_FREE for _s, _e, a in amap.runs(start, end)))
+    return tuple(
+        vm
+        for vm, amap in sept.l2.items()
+        if any(a.state is not SeptState.L2_FREE for _s, _e, a in amap.runs(start, end))
+    )
 
 
 def _range(sept: Sept, gpa: int, level: int) -> tuple[int, int] | int:
@@ -73,8 +76,9 @@ def _range(sept: Sept, gpa: int, level: int) -> tuple[int, int] | int:
     return gpa, gpa + LEVEL_BYTES[level]
 
 
-def demote(sept: Sept, gpa: int, level: int, *, tracked: bool, l2_pages: Collection[int],
-           interrupted: bool) -> int:
+def demote(
+    sept: Sept, gpa: int, level: int, *, tracked: bool, l2_pages: Collection[int], interrupted: bool
+) -> int:
     """TDH.MEM.PAGE.DEMOTE of the leaf at ``level`` covering ``gpa``; returns the status.
 
     ``tracked``: a TDH.MEM.TRACK followed the BLOCK; ``l2_pages``: the L2 VMs the host gave a
@@ -101,8 +105,9 @@ def demote(sept: Sept, gpa: int, level: int, *, tracked: bool, l2_pages: Collect
     return int(TdxStatus.SUCCESS)
 
 
-def promote(sept: Sept, gpa: int, level: int, *, blocked: bool, tracked: bool,
-            interrupted: bool) -> int:
+def promote(
+    sept: Sept, gpa: int, level: int, *, blocked: bool, tracked: bool, interrupted: bool
+) -> int:
     """TDH.MEM.PAGE.PROMOTE of the non-leaf entry at ``level`` covering ``gpa``; returns the
     status. ``blocked``: the host's RANGE.BLOCK of that non-leaf entry is in effect."""
     rng = _range(sept, gpa, level)

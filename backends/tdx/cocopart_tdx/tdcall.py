@@ -113,9 +113,18 @@ MNEMONIC[Leaf.MR_ASSIGNSVNS] = "TDG.MR.ASSIGNSVNS"
 MNEMONIC[Leaf.MR_KEY_GET] = "TDG.MR.KEY.GET"
 
 #: Leaves of the 1.5.01 source; "2.0" (a later module) adds 13-17, 19, 21, 28-30 (tdx.md §1.1).
-LEAVES_1_5 = frozenset(Leaf) - {Leaf.SYS_RDM, Leaf.VM_RDM, Leaf.VM_WRM, Leaf.VP_RDM,
-                                Leaf.VP_WRM, Leaf.SERVTD_RDM, Leaf.SERVTD_WRM,
-                                Leaf.MR_ASSIGNSVNS, Leaf.MR_KEY_GET, Leaf.MEM_PAGE_RELEASE}
+LEAVES_1_5 = frozenset(Leaf) - {
+    Leaf.SYS_RDM,
+    Leaf.VM_RDM,
+    Leaf.VM_WRM,
+    Leaf.VP_RDM,
+    Leaf.VP_WRM,
+    Leaf.SERVTD_RDM,
+    Leaf.SERVTD_WRM,
+    Leaf.MR_ASSIGNSVNS,
+    Leaf.MR_KEY_GET,
+    Leaf.MEM_PAGE_RELEASE,
+}
 #: Largest ACCEPT level per module: 1.5.01 accepts 4K/2M only; a later module also 1G.
 MAX_ACCEPT_LEVEL = {"1.5": LEVEL_2M, "2.0": LEVEL_1G}
 #: TDX_FEATURES0 bits (tdx.md §2.1; bit 51: the KVM TDX huge-page series, which requires it).
@@ -129,7 +138,8 @@ EEQ_ACCEPT, EEQ_L2_SEPT, EEQ_ATTR_WR, EEQ_PENDING = 1, 2, 5, 6
 #: PENDING_EPT_VIOLATION, not a #VE (MOD 1.5 td_ept_violation.c ``td_ept_violation_exit``,
 #: tdh_mng_init.c). KVM runs only TDs with SEPT_VE_DISABLE.
 RULE_SEPT_VE_DISABLE_PENDING_ACCESS_EXITS_TO_HOST = (
-    "SEPT_VE_DISABLE: an L1 access to a PENDING page is a TD exit to the host, not a #VE")
+    "SEPT_VE_DISABLE: an L1 access to a PENDING page is a TD exit to the host, not a #VE"
+)
 
 
 def check_rax(rax: int, module: str) -> int | None:
@@ -237,8 +247,9 @@ class TdxModule:
         self.config = config
         self.sept = sept
         self.memory = memory
-        self.td_md = md.TdMetadata(config.num_l2_vms, config.config_flags,
-                                   md.initial_td_ctls(config.attributes))
+        self.td_md = md.TdMetadata(
+            config.num_l2_vms, config.config_flags, md.initial_td_ctls(config.attributes)
+        )
         self._vp_md: dict[int, md.VcpuMetadata] = {}
         self.l2: dict[tuple[int, int], L2Cpu] = {}
         self.curr_vm: dict[int, int] = {}
@@ -314,8 +325,10 @@ class TdxModule:
         stays interruptible (sept_resize.RULE_DEMOTE_IS_INTERRUPTIBLE)."""
         if self.host_interrupts <= 0:
             return False
-        if self.tdx_features0 & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY \
-                and self.config.num_l2_vms == 0:
+        if (
+            self.tdx_features0 & FEATURE_ENHANCED_DEMOTE_INTERRUPTIBILITY
+            and self.config.num_l2_vms == 0
+        ):
             return False
         self.host_interrupts -= 1
         return True
@@ -328,8 +341,7 @@ class TdxModule:
     def l2_shared_eptp(self, vcpu: int, vm: int) -> bool:
         """L2_CTLS[vm].ENABLE_SHARED_EPTP of ``vcpu``: whether VM ``vm``'s L2 VMCS uses the
         host's shared EPT (:data:`metadata.RULE_L2_SHARED_NEEDS_SHARED_EPTP`)."""
-        return bool(self.vp_md(vcpu).get_internal(md.l2_ctls(vm))
-                    & md.L2_CTLS_ENABLE_SHARED_EPTP)
+        return bool(self.vp_md(vcpu).get_internal(md.l2_ctls(vm)) & md.L2_CTLS_ENABLE_SHARED_EPTP)
 
     def l1_pending_access(self, gpa: int) -> TdExit | None:
         """An L1 access to the PENDING page at ``gpa``: the EPT-violation TD exit the module
@@ -340,8 +352,11 @@ class TdxModule:
         return None
 
     def private_accepted(self, gpa: int) -> bool:
-        return not gpa & self.shared_bit and 0 <= gpa < self.sept.size \
+        return (
+            not gpa & self.shared_bit
+            and 0 <= gpa < self.sept.size
             and self.sept.entry(gpa).state in ACCEPTED
+        )
 
     # -- dispatch ------------------------------------------------------------------------------
     def tdcall(self, vcpu: int, regs: dict[str, int]) -> TdcallResult:
@@ -430,8 +445,7 @@ class TdxModule:
         if e.state not in ATTR_RD_STATES:
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, 0))
         size = LEVEL_BYTES[e.level]
-        mapping = (gpa - gpa % size) | e.level | (PENDING_BIT if e.state in PENDING_FAMILY
-                                                    else 0)
+        mapping = (gpa - gpa % size) | e.level | (PENDING_BIT if e.state in PENDING_FAMILY else 0)
         return TdcallResult(0, {"rcx": mapping, "rdx": self.gpa_attr(gpa)})
 
     def attr_wr(self, gpa: int, level: int, gpa_attr: int, flags: int) -> TdcallResult:
@@ -457,8 +471,9 @@ class TdxModule:
             return TdcallResult(busy, {"rcx": 0, "rdx": 0})
         e = self.sept.entry(gpa)
         if e.level < level:
-            return TdcallResult(with_details(TdxStatus.PAGE_SIZE_MISMATCH, level),
-                                {"rcx": 0, "rdx": 0})
+            return TdcallResult(
+                with_details(TdxStatus.PAGE_SIZE_MISMATCH, level), {"rcx": 0, "rdx": 0}
+            )
         if e.level > level or e.state not in ATTR_WR_STATES:  # host must demote / map
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
         current: dict[int, int | None] = {}
@@ -466,14 +481,21 @@ class TdxModule:
             a = self.sept.alias(vm, gpa)
             current[vm] = None if a.state is SeptState.L2_FREE else a.attr
         block = gpa >> 21
-        plan = attrs.plan(gpa_attr, flags, current, self.config.num_l2_vms,
-                          lambda vm: (vm, block) not in self.l2_sept_missing)
+        plan = attrs.plan(
+            gpa_attr,
+            flags,
+            current,
+            self.config.num_l2_vms,
+            lambda vm: (vm, block) not in self.l2_sept_missing,
+        )
         if plan.walk_failed_vm is not None:
             vm = plan.walk_failed_vm
             if self.vm_ctls.get(vm, 0) & 1:
                 return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_L2_SEPT, vm))
-            return TdcallResult(with_details(TdxStatus.L2_SEPT_WALK_FAILED, (vm << 16) | level),
-                                {"rcx": 0, "rdx": 0})
+            return TdcallResult(
+                with_details(TdxStatus.L2_SEPT_WALK_FAILED, (vm << 16) | level),
+                {"rcx": 0, "rdx": 0},
+            )
         if plan.status:  # nothing committed; RCX = 0, RDX = the words as computed so far
             return TdcallResult(plan.status, {"rcx": 0, "rdx": plan.rdx})
         end = gpa + LEVEL_BYTES[level]
@@ -496,8 +518,10 @@ class TdxModule:
         return self.release_rcx(gpa | level)
 
     def release_rcx(self, rcx: int) -> TdcallResult:
-        if self.config.module == "1.5" or not self.config.config_flags \
-                & md.CONFIG_FLAG_PAGE_RELEASE:
+        if (
+            self.config.module == "1.5"
+            or not self.config.config_flags & md.CONFIG_FLAG_PAGE_RELEASE
+        ):
             return TdcallResult(with_details(TdxStatus.OPERAND_INVALID, Operand.RAX))
         parsed = self._page_rcx(rcx, LEVEL_1G)
         if isinstance(parsed, int):
@@ -516,16 +540,22 @@ class TdxModule:
         if e.level > level:  # a larger leaf: TD exit, the host demotes (as for ATTR.WR)
             return TdcallResult(exit=TdExit("EPT_VIOLATION", gpa, level, EEQ_ATTR_WR))
         if e.state not in ACCEPTED:
-            return TdcallResult(int(TdxStatus.EPT_ENTRY_STATE_INCORRECT),
-                                {"rcx": gpa | level
-                                 | (PENDING_BIT if e.state in PENDING_FAMILY else 0)})
+            return TdcallResult(
+                int(TdxStatus.EPT_ENTRY_STATE_INCORRECT),
+                {"rcx": gpa | level | (PENDING_BIT if e.state in PENDING_FAMILY else 0)},
+            )
         end = gpa + LEVEL_BYTES[level]
         # RELEASE_MAKES_PENDING (modelled): the page goes back to PENDING; any L2 alias left
         # becomes L2_BLOCKED, as an alias of a PENDING page is (tdx.md §3).
         self.sept.set_entries(gpa, end, SeptEntry(SeptState.PENDING, level))
         for amap in self.sept.l2.values():
-            amap.update(gpa, end, lambda a: a._replace(state=SeptState.L2_BLOCKED)
-                        if a.state is SeptState.L2_MAPPED else a)
+            amap.update(
+                gpa,
+                end,
+                lambda a: (
+                    a._replace(state=SeptState.L2_BLOCKED) if a.state is SeptState.L2_MAPPED else a
+                ),
+            )
         return TdcallResult(0)
 
     # -- metadata (tdx.md §2.2) -------------------------------------------------------------
@@ -575,9 +605,17 @@ class TdxModule:
 
     def vp_info(self, vcpu: int) -> TdcallResult:
         """TDG.VP.INFO (tdx.md §1.1)."""
-        return TdcallResult(0, {"rcx": self.config.gpaw, "rdx": self.config.attributes,
-                                "r8": self.config.vcpus | (self.config.vcpus << 32),
-                                "r9": vcpu, "r10": 1, "r11": 0})
+        return TdcallResult(
+            0,
+            {
+                "rcx": self.config.gpaw,
+                "rdx": self.config.attributes,
+                "r8": self.config.vcpus | (self.config.vcpus << 32),
+                "r9": vcpu,
+                "r10": 1,
+                "r11": 0,
+            },
+        )
 
     def vp_invept(self, rcx: int) -> TdcallResult:
         """TDG.VP.INVEPT: bit i = VM i; bit 0 and bits above NUM_L2_VMS must be 0."""
@@ -619,8 +657,9 @@ class TdxModule:
         bad = vmc.check_select(regs.get("rcx", 0))
         if bad is not None:
             return TdcallResult(bad)
-        return TdcallResult(exit=TdExit("TDVMCALL", vm=0,
-                                        regs=vmc.host_view(regs, regs.get("rcx", 0), 0)))
+        return TdcallResult(
+            exit=TdExit("TDVMCALL", vm=0, regs=vmc.host_view(regs, regs.get("rcx", 0), 0))
+        )
 
     # -- TDG.VP.ENTER (tdx.md §2.3) ---------------------------------------------------------
     def vp_enter(self, vcpu: int, rcx: int, rdx: int) -> TdcallResult:
@@ -644,8 +683,15 @@ class TdxModule:
         cpu.interrupt_status = state.interrupt_status
         cpu.running = True
         f_rip, f_rsp, f_rflags, f_ssp, f_intr = _entry_fields(vm)
-        m.values.update({f_rip: state.rip, f_rsp: state.gprs["rsp"], f_rflags: state.rflags,
-                         f_ssp: state.ssp, f_intr: state.interrupt_status})
+        m.values.update(
+            {
+                f_rip: state.rip,
+                f_rsp: state.gprs["rsp"],
+                f_rflags: state.rflags,
+                f_ssp: state.ssp,
+                f_intr: state.interrupt_status,
+            }
+        )
         m.set_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm, rdx)
         self._set_curr_vm(vcpu, vm)
         # An event in the VM-entry interruption information field (0x4016) is injected by
@@ -674,8 +720,7 @@ class TdxModule:
             raise RuntimeError(f"no L2 runs on vCPU {vcpu}")
         cpu = self.l2cpu(vcpu, vm)
         gpa = self.vp_md(vcpu).get_internal(md.L2_ENTER_GUEST_STATE_GPA_BASE + vm)
-        state = EnterGuestState(dict(cpu.gprs), cpu.rflags, cpu.rip, cpu.ssp,
-                                cpu.interrupt_status)
+        state = EnterGuestState(dict(cpu.gprs), cpu.rflags, cpu.rip, cpu.ssp, cpu.interrupt_status)
         self.memory.write(gpa, state.encode())
         cpu.running = False
         self._set_curr_vm(vcpu, 0)

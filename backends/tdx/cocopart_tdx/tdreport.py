@@ -84,9 +84,13 @@ def decode_td_attributes(raw: bytes) -> dict[str, object]:
     ``"unknown_bits"`` (list of set bit numbers that have no name here).
     """
     value = int.from_bytes(_need(raw, 8, "TD ATTRIBUTES"), "little")
-    out: dict[str, object] = {name: bool(value >> bit & 1) for name, bit in TD_ATTRIBUTE_BITS.items()}
+    out: dict[str, object] = {
+        name: bool(value >> bit & 1) for name, bit in TD_ATTRIBUTE_BITS.items()
+    }
     out["raw"] = raw.hex()
-    out["unknown_bits"] = [b for b in range(64) if value >> b & 1 and not _KNOWN_ATTRIBUTE_MASK >> b & 1]
+    out["unknown_bits"] = [
+        b for b in range(64) if value >> b & 1 and not _KNOWN_ATTRIBUTE_MASK >> b & 1
+    ]
     return out
 
 
@@ -95,7 +99,9 @@ def encode_td_attributes(**flags: bool) -> bytes:
     value = 0
     for name, on in flags.items():
         if name not in TD_ATTRIBUTE_BITS:
-            raise ValueError(f"unknown TD attribute {name!r}; known: {', '.join(TD_ATTRIBUTE_BITS)}")
+            raise ValueError(
+                f"unknown TD attribute {name!r}; known: {', '.join(TD_ATTRIBUTE_BITS)}"
+            )
         if on:
             value |= 1 << TD_ATTRIBUTE_BITS[name]
     return value.to_bytes(8, "little")
@@ -151,16 +157,21 @@ class ReportMacStruct:
 
     def to_bytes(self) -> bytes:
         return _MACSTRUCT.pack(
-            self.report_type.to_bytes(), _need(self.reserved1, 12, "reserved1"),
-            _need(self.cpusvn, 16, "CPUSVN"), _need(self.tee_tcb_info_hash, 48, "TEE_TCB_INFO_HASH"),
-            _need(self.tee_info_hash, 48, "TEE_INFO_HASH"), _need(self.report_data, 64, "REPORTDATA"),
-            _need(self.reserved2, 32, "reserved2"), _need(self.mac, 32, "MAC"),
+            self.report_type.to_bytes(),
+            _need(self.reserved1, 12, "reserved1"),
+            _need(self.cpusvn, 16, "CPUSVN"),
+            _need(self.tee_tcb_info_hash, 48, "TEE_TCB_INFO_HASH"),
+            _need(self.tee_info_hash, 48, "TEE_INFO_HASH"),
+            _need(self.report_data, 64, "REPORTDATA"),
+            _need(self.reserved2, 32, "reserved2"),
+            _need(self.mac, 32, "MAC"),
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReportMacStruct:
         rtype, r1, cpusvn, tcb_hash, info_hash, rd, r2, mac = _MACSTRUCT.unpack(
-            _need(data, REPORTMACSTRUCT_SIZE, "REPORTMACSTRUCT"))
+            _need(data, REPORTMACSTRUCT_SIZE, "REPORTMACSTRUCT")
+        )
         return cls(ReportType.from_bytes(rtype), cpusvn, tcb_hash, info_hash, rd, mac, r1, r2)
 
 
@@ -178,9 +189,12 @@ class TeeTcbInfo:
 
     def to_bytes(self) -> bytes:
         return _TEE_TCB_INFO.pack(
-            _need(self.valid, 8, "VALID"), _need(self.tee_tcb_svn, 16, "TEE_TCB_SVN"),
-            _need(self.mrseam, 48, "MRSEAM"), _need(self.mrsignerseam, 48, "MRSIGNERSEAM"),
-            _need(self.attributes, 8, "ATTRIBUTES"), _need(self.tee_tcb_svn2, 16, "TEE_TCB_SVN2"),
+            _need(self.valid, 8, "VALID"),
+            _need(self.tee_tcb_svn, 16, "TEE_TCB_SVN"),
+            _need(self.mrseam, 48, "MRSEAM"),
+            _need(self.mrsignerseam, 48, "MRSIGNERSEAM"),
+            _need(self.attributes, 8, "ATTRIBUTES"),
+            _need(self.tee_tcb_svn2, 16, "TEE_TCB_SVN2"),
             _need(self.reserved, 95, "reserved"),
         )
 
@@ -211,11 +225,15 @@ class TdInfo:
         if len(self.rtmrs) != 4:
             raise EvidenceError(f"TDINFO has 4 RTMRs, got {len(self.rtmrs)}")
         return _TDINFO.pack(
-            _need(self.attributes, 8, "ATTRIBUTES"), _need(self.xfam, 8, "XFAM"),
-            _need(self.mrtd, 48, "MRTD"), _need(self.mrconfigid, 48, "MRCONFIGID"),
-            _need(self.mrowner, 48, "MROWNER"), _need(self.mrownerconfig, 48, "MROWNERCONFIG"),
+            _need(self.attributes, 8, "ATTRIBUTES"),
+            _need(self.xfam, 8, "XFAM"),
+            _need(self.mrtd, 48, "MRTD"),
+            _need(self.mrconfigid, 48, "MRCONFIGID"),
+            _need(self.mrowner, 48, "MROWNER"),
+            _need(self.mrownerconfig, 48, "MROWNERCONFIG"),
             *(_need(r, 48, f"RTMR{i}") for i, r in enumerate(self.rtmrs)),
-            _need(self.servtd_hash, 48, "SERVTD_HASH"), _need(self.reserved, 64, "reserved"),
+            _need(self.servtd_hash, 48, "SERVTD_HASH"),
+            _need(self.reserved, 64, "reserved"),
         )
 
     @classmethod
@@ -242,8 +260,12 @@ class TdReport:
     reserved: bytes = field(default=bytes(17))
 
     def to_bytes(self) -> bytes:
-        return (self.mac_struct.to_bytes() + self.tee_tcb_info.to_bytes()
-                + _need(self.reserved, 17, "reserved") + self.td_info.to_bytes())
+        return (
+            self.mac_struct.to_bytes()
+            + self.tee_tcb_info.to_bytes()
+            + _need(self.reserved, 17, "reserved")
+            + self.td_info.to_bytes()
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes, *, strict: bool = True) -> TdReport:
@@ -255,9 +277,11 @@ class TdReport:
             raise EvidenceError(f"a TDREPORT is {TDREPORT_SIZE} bytes, got {len(data)}")
         report = cls(
             ReportMacStruct.from_bytes(data[:REPORTMACSTRUCT_SIZE]),
-            TeeTcbInfo.from_bytes(data[TEE_TCB_INFO_OFFSET:TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_SIZE]),
-            TdInfo.from_bytes(data[TDINFO_OFFSET:TDINFO_OFFSET + TDINFO_SIZE]),
-            data[TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_SIZE:TDINFO_OFFSET],
+            TeeTcbInfo.from_bytes(
+                data[TEE_TCB_INFO_OFFSET : TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_SIZE]
+            ),
+            TdInfo.from_bytes(data[TDINFO_OFFSET : TDINFO_OFFSET + TDINFO_SIZE]),
+            data[TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_SIZE : TDINFO_OFFSET],
         )
         if strict and report.mac_struct.report_type.type != REPORT_TYPE_TDX:
             raise EvidenceError(report.type_problem() or "bad REPORTTYPE")
@@ -265,33 +289,63 @@ class TdReport:
 
     @classmethod
     def build(
-        cls, *, report_data: bytes = bytes(64), mrtd: bytes = bytes(48),
+        cls,
+        *,
+        report_data: bytes = bytes(64),
+        mrtd: bytes = bytes(48),
         rtmrs: tuple[bytes, bytes, bytes, bytes] = (bytes(48),) * 4,
-        attributes: bytes = bytes(8), xfam: bytes = bytes(8), mrconfigid: bytes = bytes(48),
-        mrowner: bytes = bytes(48), mrownerconfig: bytes = bytes(48),
-        servtd_hash: bytes = bytes(48), tee_tcb_svn: bytes = bytes(16),
-        tee_tcb_svn2: bytes = bytes(16), mrseam: bytes = bytes(48),
-        mrsignerseam: bytes = bytes(48), seam_attributes: bytes = bytes(8),
-        cpusvn: bytes = bytes(16), report_version: int = 0, mac: bytes = bytes(32),
+        attributes: bytes = bytes(8),
+        xfam: bytes = bytes(8),
+        mrconfigid: bytes = bytes(48),
+        mrowner: bytes = bytes(48),
+        mrownerconfig: bytes = bytes(48),
+        servtd_hash: bytes = bytes(48),
+        tee_tcb_svn: bytes = bytes(16),
+        tee_tcb_svn2: bytes = bytes(16),
+        mrseam: bytes = bytes(48),
+        mrsignerseam: bytes = bytes(48),
+        seam_attributes: bytes = bytes(8),
+        cpusvn: bytes = bytes(16),
+        report_version: int = 0,
+        mac: bytes = bytes(32),
     ) -> TdReport:
         """Assemble a TDREPORT with correct TEE_TCB_INFO_HASH and TEE_INFO_HASH.
 
         The MAC is taken as given (see :mod:`cocopart_tdx.simroots` for a keyed one).
         VALID gets one bit per valid 8-byte chunk of TEE_TCB_INFO (see :func:`tee_tcb_valid`).
         """
-        valid = tee_tcb_valid(mrsignerseam=any(mrsignerseam), seam_attributes=any(seam_attributes),
-                              tee_tcb_svn2=any(tee_tcb_svn2))
+        valid = tee_tcb_valid(
+            mrsignerseam=any(mrsignerseam),
+            seam_attributes=any(seam_attributes),
+            tee_tcb_svn2=any(tee_tcb_svn2),
+        )
         tcb = TeeTcbInfo(valid, tee_tcb_svn, mrseam, mrsignerseam, seam_attributes, tee_tcb_svn2)
-        info = TdInfo(attributes, xfam, mrtd, mrconfigid, mrowner, mrownerconfig, rtmrs, servtd_hash)
-        macs = ReportMacStruct(ReportType(version=report_version), cpusvn, tcb.digest(),
-                               info.digest(), _need(report_data, 64, "REPORTDATA"), mac)
+        info = TdInfo(
+            attributes, xfam, mrtd, mrconfigid, mrowner, mrownerconfig, rtmrs, servtd_hash
+        )
+        macs = ReportMacStruct(
+            ReportType(version=report_version),
+            cpusvn,
+            tcb.digest(),
+            info.digest(),
+            _need(report_data, 64, "REPORTDATA"),
+            mac,
+        )
         return cls(macs, tcb, info)
 
     def with_mac(self, mac: bytes) -> TdReport:
         """The same report with another MAC value."""
         ms = self.mac_struct
-        new = ReportMacStruct(ms.report_type, ms.cpusvn, ms.tee_tcb_info_hash, ms.tee_info_hash,
-                              ms.report_data, _need(mac, 32, "MAC"), ms.reserved1, ms.reserved2)
+        new = ReportMacStruct(
+            ms.report_type,
+            ms.cpusvn,
+            ms.tee_tcb_info_hash,
+            ms.tee_info_hash,
+            ms.report_data,
+            _need(mac, 32, "MAC"),
+            ms.reserved1,
+            ms.reserved2,
+        )
         return TdReport(new, self.tee_tcb_info, self.td_info, self.reserved)
 
     @property
@@ -307,15 +361,19 @@ class TdReport:
         """Why REPORTTYPE is not a TDX report, or None when it is."""
         rt = self.mac_struct.report_type
         if rt.type != REPORT_TYPE_TDX:
-            return (f"REPORTTYPE.TYPE is {rt.type:#04x}, not {REPORT_TYPE_TDX:#04x} (TDX): this is "
-                    "not a TDREPORT (misaligned or another TEE's report)")
+            return (
+                f"REPORTTYPE.TYPE is {rt.type:#04x}, not {REPORT_TYPE_TDX:#04x} (TDX): this is "
+                "not a TDREPORT (misaligned or another TEE's report)"
+            )
         return None
 
     def hash_problems(self) -> list[str]:
         """Every mismatch between the stored hashes and the structures they cover."""
         problems = []
         if self.tee_tcb_info.digest() != self.mac_struct.tee_tcb_info_hash:
-            problems.append("TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100")
+            problems.append(
+                "TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100"
+            )
         if self.td_info.digest() != self.mac_struct.tee_info_hash:
             problems.append("TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200")
         return problems

@@ -120,7 +120,9 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # built once: constructing it costs ~
 
 def _ecdsa_ok(key: ec.EllipticCurvePublicKey, sig_rs: bytes, data: bytes) -> bool:
     """ECDSA P-256/SHA-256 with the signature as 64 bytes r||s (big-endian)."""
-    der = encode_dss_signature(int.from_bytes(sig_rs[:32], "big"), int.from_bytes(sig_rs[32:], "big"))
+    der = encode_dss_signature(
+        int.from_bytes(sig_rs[:32], "big"), int.from_bytes(sig_rs[32:], "big")
+    )
     try:
         key.verify(der, data, _ECDSA_SHA256)
     except InvalidSignature:
@@ -161,8 +163,10 @@ class _Chain:
 
 _CHAINS: dict[tuple[bytes, bool], _Chain] = {}
 _ROOT_SETS: dict[tuple[bytes, ...], dict[str, str]] = {}
-_CRLS: dict[tuple[bytes, bytes, str], tuple[tuple[str, ...], x509.CertificateRevocationList,
-                                             datetime, datetime]] = {}
+_CRLS: dict[
+    tuple[bytes, bytes, str],
+    tuple[tuple[str, ...], x509.CertificateRevocationList, datetime, datetime],
+] = {}
 
 
 def _chain(data: bytes, *, pck: bool) -> _Chain:
@@ -177,22 +181,37 @@ def _chain(data: bytes, *, pck: bool) -> _Chain:
     ext: SgxExtensions | None = None
     if pck:
         if len(items) != 3:
-            problems.append(f"a PCK chain has 3 certificates (leaf, CA, root), this one {len(items)}")
+            problems.append(
+                f"a PCK chain has 3 certificates (leaf, CA, root), this one {len(items)}"
+            )
         try:
             ext = SgxExtensions.from_certificate(items[0].der)
         except EvidenceError as exc:
             problems.append(str(exc))
     certs = [item.cert for item in items]
-    return _remember(_CHAINS, (data, pck), _Chain(
-        data, tuple(items), tuple(problems), items[-1].spki_sha256,
-        tuple(item.name for item in items), ext,
-        tuple(ext.tcb.named().items()) if ext else (),
-        max(c.not_valid_before_utc for c in certs), min(c.not_valid_after_utc for c in certs)))
+    return _remember(
+        _CHAINS,
+        (data, pck),
+        _Chain(
+            data,
+            tuple(items),
+            tuple(problems),
+            items[-1].spki_sha256,
+            tuple(item.name for item in items),
+            ext,
+            tuple(ext.tcb.named().items()) if ext else (),
+            max(c.not_valid_before_utc for c in certs),
+            min(c.not_valid_after_utc for c in certs),
+        ),
+    )
 
 
 _NO_CHAIN = _Chain(b"", (), ("no PCK certificate chain in the quote or the evidence",))
-_PARSED = {(v, t): check(name="tdx.quote.parse", ok=True, detail=f"TD quote v{v}, body type {t}")
-           for v in (4, 5) for t in (2, 3)}
+_PARSED = {
+    (v, t): check(name="tdx.quote.parse", ok=True, detail=f"TD quote v{v}, body type {t}")
+    for v in (4, 5)
+    for t in (2, 3)
+}
 
 
 def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]]:
@@ -209,8 +228,12 @@ def _trusted_roots(trust: TrustStore) -> tuple[tuple[bytes, ...], dict[str, str]
         try:
             for cert in load_certificates(blob):
                 spki = spki_sha256(cert)
-                roots.setdefault(spki, "PCK" if spki == INTEL_SGX_ROOT_CA_SPKI_SHA256
-                                 else f"simulated:{common_name(cert)}")
+                roots.setdefault(
+                    spki,
+                    "PCK"
+                    if spki == INTEL_SGX_ROOT_CA_SPKI_SHA256
+                    else f"simulated:{common_name(cert)}",
+                )
         except EvidenceError:
             continue
     return key, _remember(_ROOT_SETS, key, roots)
@@ -247,21 +270,33 @@ def _platform(tail: bytes, certificates: tuple[bytes, ...]) -> _Platform:
         sig = QuoteSignatureData.from_bytes(bytes(64) + tail)
     except EvidenceError as exc:
         no = (False, "signature data does not parse")
-        return _remember(_PLATFORMS, key, _Platform(None, str(exc), None, no, _NO_CHAIN, no, None, b""))
+        return _remember(
+            _PLATFORMS, key, _Platform(None, str(exc), None, no, _NO_CHAIN, no, None, b"")
+        )
     try:
         ak: ec.EllipticCurvePublicKey | None = ec.EllipticCurvePublicKey.from_encoded_point(
-            ec.SECP256R1(), b"\x04" + sig.attestation_key)
+            ec.SECP256R1(), b"\x04" + sig.attestation_key
+        )
     except ValueError:
         ak = None
     qe = sig.qe
     if qe is None:
-        binding = (False, (f"certification data type {sig.certification.cert_type} carries no "
-                           "QE report (type 6 expected)"))
+        binding = (
+            False,
+            (
+                f"certification data type {sig.certification.cert_type} carries no "
+                "QE report (type 6 expected)"
+            ),
+        )
     else:
         want = hashlib.sha256(sig.attestation_key + qe.qe_auth_data).digest() + bytes(32)
         ok = qe.qe_report.report_data == want
-        binding = (ok, "QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros" if ok
-                   else "QE REPORTDATA does not bind the attestation key and QE auth data")
+        binding = (
+            ok,
+            "QE REPORTDATA = SHA-256(attestation key || QE auth data) || zeros"
+            if ok
+            else "QE REPORTDATA does not bind the attestation key and QE auth data",
+        )
     chain_data = sig.pck_chain_data
     if chain_data is None:
         chain_data = b"".join(certificates)
@@ -269,14 +304,30 @@ def _platform(tail: bytes, certificates: tuple[bytes, ...]) -> _Platform:
     if qe is not None and chain.items:
         pub = chain.items[0].key
         ok = isinstance(pub, ec.EllipticCurvePublicKey) and _ecdsa_ok(
-            pub, qe.qe_report_signature, qe.qe_report_bytes)
-        qe_check = (ok, "the PCK key signs the QE report" if ok else
-                    "the QE report signature does not verify with the PCK leaf key")
+            pub, qe.qe_report_signature, qe.qe_report_bytes
+        )
+        qe_check = (
+            ok,
+            "the PCK key signs the QE report"
+            if ok
+            else "the QE report signature does not verify with the PCK leaf key",
+        )
     else:
         qe_check = (False, "no QE report or no PCK certificate to check it with")
-    return _remember(_PLATFORMS, key, _Platform(
-        sig, None, ak, binding, chain, qe_check, qe.qe_report.isvsvn if qe else None,
-        qe.qe_report_bytes if qe else b""))
+    return _remember(
+        _PLATFORMS,
+        key,
+        _Platform(
+            sig,
+            None,
+            ak,
+            binding,
+            chain,
+            qe_check,
+            qe.qe_report.isvsvn if qe else None,
+            qe.qe_report_bytes if qe else b"",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -306,8 +357,10 @@ def _collateral(c: dict[str, bytes]) -> _Collateral:
     info: TcbInfo | None = None
     ident: EnclaveIdentity | None = None
     issue = ""
-    for label, body, member, chain_pem in (("TCB info", tcb_body, "tcbInfo", tcb_chain_pem),
-                                           ("QE identity", qe_body, "enclaveIdentity", qe_chain_pem)):
+    for label, body, member, chain_pem in (
+        ("TCB info", tcb_body, "tcbInfo", tcb_chain_pem),
+        ("QE identity", qe_body, "enclaveIdentity", qe_chain_pem),
+    ):
         try:
             signed = SignedJson.parse(body, member)
             if member == "tcbInfo":
@@ -326,10 +379,13 @@ def _collateral(c: dict[str, bytes]) -> _Collateral:
         chains.append(chain)
         problems += [f"{label} issuer chain: {p}" for p in chain.problems]
         signer = chain.items[0].key if chain.items else None
-        if chain.items and not (isinstance(signer, ec.EllipticCurvePublicKey)
-                                and signed.signature_ok(signer)):
+        if chain.items and not (
+            isinstance(signer, ec.EllipticCurvePublicKey) and signed.signature_ok(signer)
+        ):
             problems.append(f"{label} signature does not verify with '{chain.names[0]}'")
-    return _remember(_COLLATERAL, key, _Collateral(info, ident, issue, tuple(problems), tuple(chains)))
+    return _remember(
+        _COLLATERAL, key, _Collateral(info, ident, issue, tuple(problems), tuple(chains))
+    )
 
 
 @dataclass(frozen=True)
@@ -345,12 +401,27 @@ class _TcbOutcome:
 _OUTCOMES: dict[tuple[Any, ...], _TcbOutcome] = {}
 
 
-def _tcb_outcome(collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[bytes, ...],
-                 roots: dict[str, str], body: TdQuoteBody, qe_report: EnclaveReportBody | None,
-                 qe_raw: bytes) -> _TcbOutcome:
-    key = (collateral["tcb_info"], collateral["qe_identity"],
-           collateral.get("tcb_info_issuer_chain"), collateral.get("qe_identity_issuer_chain"),
-           chain.key, roots_key, body.tee_tcb_svn, body.mrsignerseam, body.seam_attributes, qe_raw)
+def _tcb_outcome(
+    collateral: dict[str, bytes],
+    chain: _Chain,
+    roots_key: tuple[bytes, ...],
+    roots: dict[str, str],
+    body: TdQuoteBody,
+    qe_report: EnclaveReportBody | None,
+    qe_raw: bytes,
+) -> _TcbOutcome:
+    key = (
+        collateral["tcb_info"],
+        collateral["qe_identity"],
+        collateral.get("tcb_info_issuer_chain"),
+        collateral.get("qe_identity_issuer_chain"),
+        chain.key,
+        roots_key,
+        body.tee_tcb_svn,
+        body.mrsignerseam,
+        body.seam_attributes,
+        qe_raw,
+    )
     hit = _OUTCOMES.get(key)
     if hit is not None:
         return hit
@@ -368,17 +439,27 @@ def _tcb_outcome(collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[b
         mism.append("no parsed TCB info" if info is None else "no PCK SGX extensions")
     else:
         if info.fmspc != ext.fmspc:
-            mism.append(f"TCB info is for FMSPC {info.fmspc.hex()}, the PCK certificate has "
-                        f"{ext.fmspc.hex()}")
+            mism.append(
+                f"TCB info is for FMSPC {info.fmspc.hex()}, the PCK certificate has "
+                f"{ext.fmspc.hex()}"
+            )
         if info.pce_id != ext.pce_id:
-            mism.append(f"TCB info is for PCE-ID {info.pce_id.hex()}, the PCK certificate has "
-                        f"{ext.pce_id.hex()}")
+            mism.append(
+                f"TCB info is for PCE-ID {info.pce_id.hex()}, the PCK certificate has "
+                f"{ext.pce_id.hex()}"
+            )
         evaluation = evaluate_tcb(info, col.identity, ext.tcb, body, qe_report)
     return _remember(_OUTCOMES, key, _TcbOutcome(col, tuple(problems), tuple(mism), evaluation))
 
 
-def _crl_check(data: bytes, issuer: ChainCert, covered: list[ChainCert], name: str,
-               chain_key: bytes, now: datetime) -> tuple[list[str], tuple[datetime, datetime]]:
+def _crl_check(
+    data: bytes,
+    issuer: ChainCert,
+    covered: list[ChainCert],
+    name: str,
+    chain_key: bytes,
+    now: datetime,
+) -> tuple[list[str], tuple[datetime, datetime]]:
     """Problems of one CRL at ``now`` and the window in which it is current."""
     key = (data, chain_key, name)
     hit = _CRLS.get(key)
@@ -388,8 +469,16 @@ def _crl_check(data: bytes, issuer: ChainCert, covered: list[ChainCert], name: s
             crl = x509.load_der_x509_crl(raw)
         except (EvidenceError, ValueError) as exc:
             return [f"{name}: CRL does not parse: {exc}"], (_FAR_PAST, _FAR_FUTURE)
-        hit = _remember(_CRLS, key, (tuple(crl_problems(raw, crl, issuer, covered, name)), crl,
-                                     crl.last_update_utc, crl.next_update_utc or _FAR_FUTURE))
+        hit = _remember(
+            _CRLS,
+            key,
+            (
+                tuple(crl_problems(raw, crl, issuer, covered, name)),
+                crl,
+                crl.last_update_utc,
+                crl.next_update_utc or _FAR_FUTURE,
+            ),
+        )
     static, crl, last, nxt = hit
     if not static and last <= now <= nxt:
         return [], (last, nxt)
@@ -422,32 +511,59 @@ def _origin(evidence: Evidence, report_data: bytes) -> tuple[Origin, Check | Non
     layer = evidence.layer_map.get("L1", "l1") if evidence.layer_map else "l1"
     l1 = _ORIGINS.get(layer)
     if l1 is None:
-        l1 = _remember(_ORIGINS, layer, build_unchecked(Origin, {
-            "layer": layer, "vendor_level": "L1", "via_privileged_layer": False}))
+        l1 = _remember(
+            _ORIGINS,
+            layer,
+            build_unchecked(
+                Origin, {"layer": layer, "vendor_level": "L1", "via_privileged_layer": False}
+            ),
+        )
     if evidence.manifest is None:
         return l1, None
     name = "tdx.manifest_binding"
     if evidence.nonce is None:
-        return l1, check(name=name, ok=False, detail="a services manifest came without the nonce "
-                         "it was bound to; cannot check REPORTDATA = SHA-512(nonce || manifest)")
+        return l1, check(
+            name=name,
+            ok=False,
+            detail="a services manifest came without the nonce "
+            "it was bound to; cannot check REPORTDATA = SHA-512(nonce || manifest)",
+        )
     if report_data != bind_report_data(evidence.nonce, evidence.manifest):
-        return l1, check(name=name, ok=False, detail="REPORTDATA is not SHA-512(nonce || manifest): "
-                         "the evidence is not bound to this nonce and services manifest")
+        return l1, check(
+            name=name,
+            ok=False,
+            detail="REPORTDATA is not SHA-512(nonce || manifest): "
+            "the evidence is not bound to this nonce and services manifest",
+        )
     try:
         reading = read_manifest(evidence.manifest, evidence.service)
     except EvidenceError as exc:
-        return l1, check(name=name, ok=False, detail=f"REPORTDATA binds the manifest, but it does "
-                         f"not parse: {exc}")
+        return l1, check(
+            name=name,
+            ok=False,
+            detail=f"REPORTDATA binds the manifest, but it does not parse: {exc}",
+        )
     requester = reading.requester
     if requester is None or requester.level == 0:
-        return l1, check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || "
-                         f"{reading.describe()}); no L2 requester is named: the L1 attested "
-                         "for itself")
+        return l1, check(
+            name=name,
+            ok=True,
+            detail=f"REPORTDATA = SHA-512(nonce || "
+            f"{reading.describe()}); no L2 requester is named: the L1 attested "
+            "for itself",
+        )
     level = f"L2 VM {requester.level}"
-    origin = Origin(layer=evidence.layer_map.get(level, requester.layer), vendor_level=level,
-                    via_privileged_layer=True)
-    return origin, check(name=name, ok=True, detail=f"REPORTDATA = SHA-512(nonce || manifest); the "
-                         f"L1 attested on behalf of {level} ({origin.layer})")
+    origin = Origin(
+        layer=evidence.layer_map.get(level, requester.layer),
+        vendor_level=level,
+        via_privileged_layer=True,
+    )
+    return origin, check(
+        name=name,
+        ok=True,
+        detail=f"REPORTDATA = SHA-512(nonce || manifest); the "
+        f"L1 attested on behalf of {level} ({origin.layer})",
+    )
 
 
 def _policy(td_attributes: bytes, xfam: bytes, seam_attributes: bytes) -> dict[str, Any]:
@@ -465,8 +581,18 @@ def _policy(td_attributes: bytes, xfam: bytes, seam_attributes: bytes) -> dict[s
 def clear_caches() -> None:
     """Forget every cached chain, platform, collateral, CRL and TCB evaluation, so the next
     verification is a cold one (benchmarks; a long-running verifier never needs this)."""
-    for cache in (_CHAINS, _ROOT_SETS, _CRLS, _PLATFORMS, _COLLATERAL, _OUTCOMES, _TEE_NAMES,
-                  _POLICIES, _CONTEXTS, _ORIGINS):
+    for cache in (
+        _CHAINS,
+        _ROOT_SETS,
+        _CRLS,
+        _PLATFORMS,
+        _COLLATERAL,
+        _OUTCOMES,
+        _TEE_NAMES,
+        _POLICIES,
+        _CONTEXTS,
+        _ORIGINS,
+    ):
         cache.clear()
 
 
@@ -499,12 +625,17 @@ class _QuoteContext:
 
 _CONTEXTS: dict[tuple[Any, ...], _QuoteContext] = {}
 _NESTED_EXTRA = ("pck_chain", "advisory_ids", "tcb_level_status")
-_SIGNED = check(name="tdx.quote.signature", ok=True,
-                detail="the attestation key signs header and body")
-_NOT_SIGNED = check(name="tdx.quote.signature", ok=False, detail=(
-    "the quote signature does not verify with the attestation key: header or body altered"))
-_NOT_A_KEY = check(name="tdx.quote.signature", ok=False,
-                   detail="the attestation key is not a P-256 point")
+_SIGNED = check(
+    name="tdx.quote.signature", ok=True, detail="the attestation key signs header and body"
+)
+_NOT_SIGNED = check(
+    name="tdx.quote.signature",
+    ok=False,
+    detail=("the quote signature does not verify with the attestation key: header or body altered"),
+)
+_NOT_A_KEY = check(
+    name="tdx.quote.signature", ok=False, detail="the attestation key is not a P-256 point"
+)
 
 
 class TdxEvidenceVerifier:
@@ -529,13 +660,28 @@ class TdxEvidenceVerifier:
                 from cocopart_tdx.hcl_verify import verify_hcl
 
                 return verify_hcl(self, evidence, trust, now)
-            return VendorResult(claims=None, checks=[check(
-                name="tdx.format", ok=False,
-                detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r}, {FORMAT_TDREPORT!r} "
-                f"or {FORMAT_AZURE_HCL!r}")])
+            return VendorResult(
+                claims=None,
+                checks=[
+                    check(
+                        name="tdx.format",
+                        ok=False,
+                        detail=f"format {evidence.format!r} is not {FORMAT_QUOTE!r}, {FORMAT_TDREPORT!r} "
+                        f"or {FORMAT_AZURE_HCL!r}",
+                    )
+                ],
+            )
         except Exception as exc:  # noqa: BLE001 - the contract: bad evidence never raises
-            return VendorResult(claims=None, checks=[check(
-                name="tdx.verify", ok=False, detail=f"verification stopped: {type(exc).__name__}: {exc}")])
+            return VendorResult(
+                claims=None,
+                checks=[
+                    check(
+                        name="tdx.verify",
+                        ok=False,
+                        detail=f"verification stopped: {type(exc).__name__}: {exc}",
+                    )
+                ],
+            )
 
     # --- quotes ---------------------------------------------------------------------------
 
@@ -544,17 +690,22 @@ class TdxEvidenceVerifier:
         try:
             frame = QuoteFrame.of(raw)
         except EvidenceError as exc:
-            return VendorResult(claims=None, checks=[
-                check(name="tdx.quote.parse", ok=False, detail=str(exc))])
+            return VendorResult(
+                claims=None, checks=[check(name="tdx.quote.parse", ok=False, detail=str(exc))]
+            )
         ctx = self._context(raw, frame, evidence, trust, now)
         if ctx.parse_check is not None:
             return VendorResult(claims=None, checks=[ctx.parse_check])
         ak = ctx.attestation_key
-        ok = ak is not None and _ecdsa_ok(ak, raw[frame.sig_start:frame.sig_start + 64],
-                                          raw[:frame.signed_length])
-        checks = [ctx.parsed, _SIGNED if ok else _NOT_A_KEY if ak is None else _NOT_SIGNED,
-                  *ctx.static]
-        report_data = raw[frame.report_data:frame.report_data + 64]
+        ok = ak is not None and _ecdsa_ok(
+            ak, raw[frame.sig_start : frame.sig_start + 64], raw[: frame.signed_length]
+        )
+        checks = [
+            ctx.parsed,
+            _SIGNED if ok else _NOT_A_KEY if ak is None else _NOT_SIGNED,
+            *ctx.static,
+        ]
+        report_data = raw[frame.report_data : frame.report_data + 64]
         origin, binding = _origin(evidence, report_data)
         if binding is not None:
             checks.append(binding)
@@ -562,16 +713,30 @@ class TdxEvidenceVerifier:
         for name in _NESTED_EXTRA:
             if name in extra:
                 extra[name] = extra[name].copy()
-        claims = build_unchecked(Claims, {
-            "vendor": VENDOR, "format": FORMAT_QUOTE, "version": frame.version,
-            "measurements": dict(ctx.measurements), "report_data": report_data,
-            "origin": origin, "debug": ctx.debug, "policy": dict(ctx.policy),
-            "tcb": dict(ctx.tcb), "tcb_status": ctx.tcb_status, "platform_id": ctx.platform_id,
-            "signer": ctx.signer, "simulated": ctx.simulated, "extra": extra})
+        claims = build_unchecked(
+            Claims,
+            {
+                "vendor": VENDOR,
+                "format": FORMAT_QUOTE,
+                "version": frame.version,
+                "measurements": dict(ctx.measurements),
+                "report_data": report_data,
+                "origin": origin,
+                "debug": ctx.debug,
+                "policy": dict(ctx.policy),
+                "tcb": dict(ctx.tcb),
+                "tcb_status": ctx.tcb_status,
+                "platform_id": ctx.platform_id,
+                "signer": ctx.signer,
+                "simulated": ctx.simulated,
+                "extra": extra,
+            },
+        )
         return build_unchecked(VendorResult, {"claims": claims, "checks": checks})
 
-    def _context(self, raw: bytes, frame: QuoteFrame, evidence: Evidence, trust: TrustStore,
-                 now: datetime) -> _QuoteContext:
+    def _context(
+        self, raw: bytes, frame: QuoteFrame, evidence: Evidence, trust: TrustStore, now: datetime
+    ) -> _QuoteContext:
         """Everything a quote's checks and claims say apart from its own signature and
         REPORTDATA: the same for every quote of one TD on one platform with the same
         collateral (the key is every signed byte but REPORTDATA, and the signature data but
@@ -581,71 +746,120 @@ class TdxEvidenceVerifier:
         # Looked up by the signed bytes before REPORTDATA and the attestation key, then
         # compared byte for byte with the rest (cheaper than hashing the 4 KiB signature data)
         ak_at = frame.sig_start + 64
-        key = (raw[:rd], raw[ak_at:ak_at + 64], roots_key, self.require_sept_ve_disable)
-        rest = (raw[rd + 64:frame.sig_start], tuple(evidence.certificates),
-                tuple(evidence.collateral.items()))
+        key = (raw[:rd], raw[ak_at : ak_at + 64], roots_key, self.require_sept_ve_disable)
+        rest = (
+            raw[rd + 64 : frame.sig_start],
+            tuple(evidence.certificates),
+            tuple(evidence.collateral.items()),
+        )
         hit = _CONTEXTS.get(key)
-        if (hit is not None and hit.valid_from <= now <= hit.valid_until and hit.rest == rest
-                and raw[ak_at:frame.sig_end] == hit.tail):
+        if (
+            hit is not None
+            and hit.valid_from <= now <= hit.valid_until
+            and hit.rest == rest
+            and raw[ak_at : frame.sig_end] == hit.tail
+        ):
             return hit
         try:
             layout = QuoteLayout.parse(raw)
         except EvidenceError as exc:
             return _QuoteContext(check(name="tdx.quote.parse", ok=False, detail=str(exc)))
-        tail = raw[ak_at:frame.sig_end]
+        tail = raw[ak_at : frame.sig_end]
         ctx = self._build_context(layout, tail, evidence, trust, roots_key, roots, now)
         if ctx.valid_from <= now <= ctx.valid_until:
             _remember(_CONTEXTS, key, replace(ctx, rest=rest, tail=tail))
         return ctx
 
-    def _build_context(self, layout: QuoteLayout, tail: bytes, evidence: Evidence,
-                       trust: TrustStore, roots_key: tuple[bytes, ...], roots: dict[str, str],
-                       now: datetime) -> _QuoteContext:
+    def _build_context(
+        self,
+        layout: QuoteLayout,
+        tail: bytes,
+        evidence: Evidence,
+        trust: TrustStore,
+        roots_key: tuple[bytes, ...],
+        roots: dict[str, str],
+        now: datetime,
+    ) -> _QuoteContext:
         plat = _platform(tail, tuple(evidence.certificates))
         if plat.parse_problem is not None:
-            return _QuoteContext(check(name="tdx.quote.parse", ok=False,
-                                       detail=plat.parse_problem))
+            return _QuoteContext(check(name="tdx.quote.parse", ok=False, detail=plat.parse_problem))
         body = layout.body
         checks = [check(name="tdx.qe_report.binding", ok=plat.binding[0], detail=plat.binding[1])]
         chain = plat.chain
         chain_problems = list(chain.problems) + chain.time_problems(now)
-        checks.append(check(name="tdx.pck.chain", ok=not chain_problems,
-                            detail="; ".join(chain_problems) or " <- ".join(chain.names)))
+        checks.append(
+            check(
+                name="tdx.pck.chain",
+                ok=not chain_problems,
+                detail="; ".join(chain_problems) or " <- ".join(chain.names),
+            )
+        )
         signer = roots.get(chain.root_spki) if chain.items else None
         root_name = chain.names[-1] if chain.items else "nothing"
-        checks.append(check(name="tdx.pck.root_pinned", ok=signer is not None, detail=(
-            f"chain ends at '{root_name}', a trusted root ({signer})" if signer else
-            f"chain ends at '{root_name}' (public key SHA-256 {chain.root_spki or 'n/a'}), which is "
-            "neither the Intel SGX Root CA pinned by cocopart"
-            + ("" if trust.trust_vendor_roots else " (vendor roots are switched off)")
-            + " nor a root in the trust store")))
-        checks.append(check(name="tdx.qe_report.signature", ok=plat.qe_signature[0],
-                            detail=plat.qe_signature[1]))
+        checks.append(
+            check(
+                name="tdx.pck.root_pinned",
+                ok=signer is not None,
+                detail=(
+                    f"chain ends at '{root_name}', a trusted root ({signer})"
+                    if signer
+                    else f"chain ends at '{root_name}' (public key SHA-256 {chain.root_spki or 'n/a'}), which is "
+                    "neither the Intel SGX Root CA pinned by cocopart"
+                    + ("" if trust.trust_vendor_roots else " (vendor roots are switched off)")
+                    + " nor a root in the trust store"
+                ),
+            )
+        )
+        checks.append(
+            check(
+                name="tdx.qe_report.signature", ok=plat.qe_signature[0], detail=plat.qe_signature[1]
+            )
+        )
         sig = plat.signature_data
         qe = sig.qe if sig is not None else None
         crl, crl_window = self._crl_check(evidence.collateral, chain, now)
         checks.append(crl)
         evaluation, issue_date, tcb_info, col_window = self._collateral_checks(
-            evidence.collateral, chain, roots_key, roots, body, qe.qe_report if qe else None,
-            plat.qe_raw, now, checks)
+            evidence.collateral,
+            chain,
+            roots_key,
+            roots,
+            body,
+            qe.qe_report if qe else None,
+            plat.qe_raw,
+            now,
+            checks,
+        )
 
         policy = _policy(body.td_attributes, body.xfam, body.seam_attributes)
         if self.require_sept_ve_disable:
             on = bool(policy["sept_ve_disable"])
-            checks.append(check(name="tdx.td_attributes.sept_ve_disable", ok=on, detail=(
-                "SEPT_VE_DISABLE is set" if on else "SEPT_VE_DISABLE is not enabled: the TD takes "
-                "#VE on pending private pages (rejected by default, as dcap-qvl does; to accept "
-                "such TDs, e.g. Azure's partitioned ones, add it to the policy's waive_checks: "
-                'waive_checks = ["tdx.td_attributes.sept_ve_disable"], CLI: --waive '
-                "tdx.td_attributes.sept_ve_disable)")))
+            checks.append(
+                check(
+                    name="tdx.td_attributes.sept_ve_disable",
+                    ok=on,
+                    detail=(
+                        "SEPT_VE_DISABLE is set"
+                        if on
+                        else "SEPT_VE_DISABLE is not enabled: the TD takes "
+                        "#VE on pending private pages (rejected by default, as dcap-qvl does; to accept "
+                        "such TDs, e.g. Azure's partitioned ones, add it to the policy's waive_checks: "
+                        'waive_checks = ["tdx.td_attributes.sept_ve_disable"], CLI: --waive '
+                        "tdx.td_attributes.sept_ve_disable)"
+                    ),
+                )
+            )
 
         tcb = _tee_tcb_names(body.tee_tcb_svn)
         ext = chain.extensions
         tcb.update(chain.tcb_names)
         if plat.qe_isvsvn is not None:
             tcb["qe_isvsvn"] = plat.qe_isvsvn
-        extra: dict[str, Any] = {"body_type": layout.body_type, "pck_chain": list(chain.names),
-                                 "qe_vendor_id": layout.header.qe_vendor_id.hex()}
+        extra: dict[str, Any] = {
+            "body_type": layout.body_type,
+            "pck_chain": list(chain.names),
+            "qe_vendor_id": layout.header.qe_vendor_id.hex(),
+        }
         if body.tee_tcb_svn2 is not None:
             extra["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
         if issue_date:
@@ -655,90 +869,157 @@ class TdxEvidenceVerifier:
         if evaluation is not None:
             extra["advisory_ids"] = list(evaluation.advisory_ids)
             extra["tcb_date"] = evaluation.tcb_date
-            extra["tcb_level_status"] = {"platform": evaluation.platform_status,
-                                         "tdx_module": evaluation.module_status,
-                                         "qe": evaluation.qe_status}
+            extra["tcb_level_status"] = {
+                "platform": evaluation.platform_status,
+                "tdx_module": evaluation.module_status,
+                "qe": evaluation.qe_status,
+            }
         windows = [(chain.valid_from, chain.valid_until), crl_window, col_window]
         return _QuoteContext(
-            None, _PARSED[layout.header.version, layout.body_type], body.measurements(),
-            plat.attestation_key, tuple(checks), policy, tcb, extra,
-            bool(policy["debug"]), evaluation.status if evaluation else None,
-            ext.fmspc.hex() if ext else "", signer or "",
+            None,
+            _PARSED[layout.header.version, layout.body_type],
+            body.measurements(),
+            plat.attestation_key,
+            tuple(checks),
+            policy,
+            tcb,
+            extra,
+            bool(policy["debug"]),
+            evaluation.status if evaluation else None,
+            ext.fmspc.hex() if ext else "",
+            signer or "",
             signer is not None and signer.startswith("simulated:"),
-            max(w[0] for w in windows), min(w[1] for w in windows))
+            max(w[0] for w in windows),
+            min(w[1] for w in windows),
+        )
 
-    def _crl_check(self, collateral: dict[str, bytes], chain: _Chain,
-                   now: datetime) -> tuple[Check, tuple[datetime, datetime]]:
+    def _crl_check(
+        self, collateral: dict[str, bytes], chain: _Chain, now: datetime
+    ) -> tuple[Check, tuple[datetime, datetime]]:
         """The CRL check and the window in which the CRLs are current."""
         root_crl, pck_crl = collateral.get("root_crl"), collateral.get("pck_crl")
         always = (_FAR_PAST, _FAR_FUTURE)
         if root_crl is None and pck_crl is None:
-            return check(name="tdx.crl", ok=True,
-                         detail="no CRLs given: revocation not checked"), always
+            return check(
+                name="tdx.crl", ok=True, detail="no CRLs given: revocation not checked"
+            ), always
         if len(chain.items) < 2:
-            return check(name="tdx.crl", ok=False,
-                         detail="no PCK chain to check the CRLs against"), always
+            return check(
+                name="tdx.crl", ok=False, detail="no PCK chain to check the CRLs against"
+            ), always
         problems: list[str] = []
         windows = [always]
         leaf, ca, root = chain.items[0], chain.items[1], chain.items[-1]
-        for data, issuer, covered, name in ((root_crl, root, [ca], "root CA CRL"),
-                                            (pck_crl, ca, [leaf], "PCK CRL")):
+        for data, issuer, covered, name in (
+            (root_crl, root, [ca], "root CA CRL"),
+            (pck_crl, ca, [leaf], "PCK CRL"),
+        ):
             if data is not None:
                 found, window = _crl_check(data, issuer, covered, name, chain.key, now)
                 problems += found
                 windows.append(window)
         given = [n for n, c in (("root CA CRL", root_crl), ("PCK CRL", pck_crl)) if c is not None]
-        return check(name="tdx.crl", ok=not problems, detail="; ".join(problems)
-                     or f"checked {' and '.join(given)}: nothing revoked"), (
-            max(w[0] for w in windows), min(w[1] for w in windows))
+        return check(
+            name="tdx.crl",
+            ok=not problems,
+            detail="; ".join(problems) or f"checked {' and '.join(given)}: nothing revoked",
+        ), (max(w[0] for w in windows), min(w[1] for w in windows))
 
     def _collateral_checks(
-        self, collateral: dict[str, bytes], chain: _Chain, roots_key: tuple[bytes, ...],
-        roots: dict[str, str], body: TdQuoteBody, qe_report: EnclaveReportBody | None,
-        qe_raw: bytes, now: datetime, checks: list[Check],
+        self,
+        collateral: dict[str, bytes],
+        chain: _Chain,
+        roots_key: tuple[bytes, ...],
+        roots: dict[str, str],
+        body: TdQuoteBody,
+        qe_report: EnclaveReportBody | None,
+        qe_raw: bytes,
+        now: datetime,
+        checks: list[Check],
     ) -> tuple[TcbEvaluation | None, str, TcbInfo | None, tuple[datetime, datetime]]:
         """The collateral checks (appended) and the window in which the collateral and its
         signing chains are valid."""
         missing = [k for k in ("tcb_info", "qe_identity") if k not in collateral]
         if missing:
-            checks.append(check(name="tdx.collateral.present", ok=False, detail=(
-                f"no {' or '.join(missing)} collateral: the TCB status cannot be determined")))
+            checks.append(
+                check(
+                    name="tdx.collateral.present",
+                    ok=False,
+                    detail=(
+                        f"no {' or '.join(missing)} collateral: the TCB status cannot be determined"
+                    ),
+                )
+            )
             return None, "", None, (_FAR_PAST, _FAR_FUTURE)
-        checks.append(check(name="tdx.collateral.present", ok=True,
-                            detail="TCB info and QE identity given"))
+        checks.append(
+            check(name="tdx.collateral.present", ok=True, detail="TCB info and QE identity given")
+        )
         out = _tcb_outcome(collateral, chain, roots_key, roots, body, qe_report, qe_raw)
         col = out.collateral
         problems = list(out.signature_problems)
         for c in col.chains:
             problems += [f"TCB signing chain: {p}" for p in c.time_problems(now)]
-        checks.append(check(name="tdx.collateral.signature", ok=not problems, detail="; ".join(problems)
-                            or "TCB info and QE identity are signed by the TCB signing key under the root"))
+        checks.append(
+            check(
+                name="tdx.collateral.signature",
+                ok=not problems,
+                detail="; ".join(problems)
+                or "TCB info and QE identity are signed by the TCB signing key under the root",
+            )
+        )
         info, ident = col.tcb_info, col.identity
-        stale = [f"{label} is valid {obj.issue_date:%Y-%m-%dT%H:%M:%SZ}..{obj.next_update:%Y-%m-%dT%H:%M:%SZ}"
-                 f", not at {now:%Y-%m-%dT%H:%M:%SZ}"
-                 for label, obj in (("TCB info", info), ("QE identity", ident))
-                 if obj is not None and not obj.issue_date <= now <= obj.next_update]
+        stale = [
+            f"{label} is valid {obj.issue_date:%Y-%m-%dT%H:%M:%SZ}..{obj.next_update:%Y-%m-%dT%H:%M:%SZ}"
+            f", not at {now:%Y-%m-%dT%H:%M:%SZ}"
+            for label, obj in (("TCB info", info), ("QE identity", ident))
+            if obj is not None and not obj.issue_date <= now <= obj.next_update
+        ]
         parsed = info is not None and ident is not None
-        checks.append(check(name="tdx.collateral.fresh", ok=not stale and parsed, detail="; ".join(stale)
-                            or ("TCB info and QE identity are current" if parsed
-                                else "collateral did not parse")))
-        checks.append(check(name="tdx.collateral.match", ok=not out.match_problems,
-                            detail="; ".join(out.match_problems) or "TCB info is for this platform "
-                            f"(FMSPC {info.fmspc.hex() if info else ''})"))
+        checks.append(
+            check(
+                name="tdx.collateral.fresh",
+                ok=not stale and parsed,
+                detail="; ".join(stale)
+                or (
+                    "TCB info and QE identity are current" if parsed else "collateral did not parse"
+                ),
+            )
+        )
+        checks.append(
+            check(
+                name="tdx.collateral.match",
+                ok=not out.match_problems,
+                detail="; ".join(out.match_problems)
+                or f"TCB info is for this platform (FMSPC {info.fmspc.hex() if info else ''})",
+            )
+        )
         windows = [(c.valid_from, c.valid_until) for c in col.chains]
         windows += [(obj.issue_date, obj.next_update) for obj in (info, ident) if obj is not None]
-        window = (max((w[0] for w in windows), default=_FAR_PAST),
-                  min((w[1] for w in windows), default=_FAR_FUTURE))
+        window = (
+            max((w[0] for w in windows), default=_FAR_PAST),
+            min((w[1] for w in windows), default=_FAR_FUTURE),
+        )
         evaluation = out.evaluation
         if evaluation is None:
-            checks.append(check(name="tdx.tcb_status", ok=False,
-                                detail="no TCB status: " + "; ".join(out.match_problems)))
+            checks.append(
+                check(
+                    name="tdx.tcb_status",
+                    ok=False,
+                    detail="no TCB status: " + "; ".join(out.match_problems),
+                )
+            )
             return None, col.tcb_issue_date, info, window
-        ok = (evaluation.status is not None and evaluation.status != "Revoked"
-              and not out.match_problems)
-        detail = ("; ".join(evaluation.problems) if evaluation.problems else
-                  f"TCB status {evaluation.status}" + (f" ({', '.join(evaluation.advisory_ids)})"
-                                                      if evaluation.advisory_ids else ""))
+        ok = (
+            evaluation.status is not None
+            and evaluation.status != "Revoked"
+            and not out.match_problems
+        )
+        detail = (
+            "; ".join(evaluation.problems)
+            if evaluation.problems
+            else f"TCB status {evaluation.status}"
+            + (f" ({', '.join(evaluation.advisory_ids)})" if evaluation.advisory_ids else "")
+        )
         checks.append(check(name="tdx.tcb_status", ok=ok, detail=detail))
         return evaluation, col.tcb_issue_date, info, window
 
@@ -748,42 +1029,92 @@ class TdxEvidenceVerifier:
         try:
             report = TdReport.from_bytes(evidence.raw, strict=False)
         except EvidenceError as exc:
-            return VendorResult(claims=None, checks=[check(name="tdx.tdreport.parse", ok=False, detail=str(exc))])
+            return VendorResult(
+                claims=None, checks=[check(name="tdx.tdreport.parse", ok=False, detail=str(exc))]
+            )
         checks = [check(name="tdx.tdreport.parse", ok=True, detail="1024-byte TDREPORT_STRUCT")]
         type_problem = report.type_problem()
-        checks.append(check(name="tdx.tdreport.type", ok=type_problem is None,
-                            detail=type_problem or "REPORTTYPE 0x81 (TDX)"))
+        checks.append(
+            check(
+                name="tdx.tdreport.type",
+                ok=type_problem is None,
+                detail=type_problem or "REPORTTYPE 0x81 (TDX)",
+            )
+        )
         macs = report.mac_struct
         ok = report.tee_tcb_info.digest() == macs.tee_tcb_info_hash
-        checks.append(check(name="tdx.tdreport.tee_tcb_info_hash", ok=ok, detail=(
-            "SHA-384 of TEE_TCB_INFO matches" if ok else
-            "TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100")))
+        checks.append(
+            check(
+                name="tdx.tdreport.tee_tcb_info_hash",
+                ok=ok,
+                detail=(
+                    "SHA-384 of TEE_TCB_INFO matches"
+                    if ok
+                    else "TEE_TCB_INFO_HASH is not SHA-384 of the 239-byte TEE_TCB_INFO at 0x100"
+                ),
+            )
+        )
         ok = report.td_info.digest() == macs.tee_info_hash
-        checks.append(check(name="tdx.tdreport.tee_info_hash", ok=ok, detail=(
-            "SHA-384 of TDINFO matches" if ok else
-            "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200")))
-        checks.append(check(name="tdx.tdreport.mac", ok=False, detail=(
-            "the TDREPORT MAC is keyed by a CPU-internal key and can only be checked on the same "
-            "platform (by the TD quoting enclave or TDG.MR.VERIFYREPORT); off-platform this "
-            "evidence is unauthenticated - verify a quote made from it instead")))
+        checks.append(
+            check(
+                name="tdx.tdreport.tee_info_hash",
+                ok=ok,
+                detail=(
+                    "SHA-384 of TDINFO matches"
+                    if ok
+                    else "TEE_INFO_HASH is not SHA-384 of the 512-byte TDINFO at 0x200"
+                ),
+            )
+        )
+        checks.append(
+            check(
+                name="tdx.tdreport.mac",
+                ok=False,
+                detail=(
+                    "the TDREPORT MAC is keyed by a CPU-internal key and can only be checked on the same "
+                    "platform (by the TD quoting enclave or TDG.MR.VERIFYREPORT); off-platform this "
+                    "evidence is unauthenticated - verify a quote made from it instead"
+                ),
+            )
+        )
         if type_problem is not None:
             return VendorResult(claims=None, checks=checks)
         tcb, info = report.tee_tcb_info, report.td_info
         origin, binding = _origin(evidence, macs.report_data)
         if binding is not None:
             checks.append(binding)
-        measurements = {"mrtd": info.mrtd, "rtmr0": info.rtmrs[0], "rtmr1": info.rtmrs[1],
-                        "rtmr2": info.rtmrs[2], "rtmr3": info.rtmrs[3], "mrseam": tcb.mrseam,
-                        "mrsignerseam": tcb.mrsignerseam, "mrconfigid": info.mrconfigid,
-                        "mrowner": info.mrowner, "mrownerconfig": info.mrownerconfig}
+        measurements = {
+            "mrtd": info.mrtd,
+            "rtmr0": info.rtmrs[0],
+            "rtmr1": info.rtmrs[1],
+            "rtmr2": info.rtmrs[2],
+            "rtmr3": info.rtmrs[3],
+            "mrseam": tcb.mrseam,
+            "mrsignerseam": tcb.mrsignerseam,
+            "mrconfigid": info.mrconfigid,
+            "mrowner": info.mrowner,
+            "mrownerconfig": info.mrownerconfig,
+        }
         if macs.report_type.version >= 1:
             measurements["servtd_hash"] = info.servtd_hash
         attrs = decode_td_attributes(info.attributes)
         claims = Claims(
-            vendor=VENDOR, format=FORMAT_TDREPORT, version=macs.report_type.version,
-            measurements=measurements, report_data=macs.report_data, origin=origin,
-            debug=bool(attrs["debug"]), policy=_policy(info.attributes, info.xfam, tcb.attributes),
-            tcb=_tee_tcb_names(tcb.tee_tcb_svn), tcb_status=None, platform_id="", signer="",
-            extra={"unauthenticated": True, "cpusvn": macs.cpusvn.hex(),
-                   "tee_tcb_svn2": tcb.tee_tcb_svn2.hex()})
+            vendor=VENDOR,
+            format=FORMAT_TDREPORT,
+            version=macs.report_type.version,
+            measurements=measurements,
+            report_data=macs.report_data,
+            origin=origin,
+            debug=bool(attrs["debug"]),
+            policy=_policy(info.attributes, info.xfam, tcb.attributes),
+            tcb=_tee_tcb_names(tcb.tee_tcb_svn),
+            tcb_status=None,
+            platform_id="",
+            signer="",
+            extra={
+                "unauthenticated": True,
+                "cpusvn": macs.cpusvn.hex(),
+                "tee_tcb_svn2": tcb.tee_tcb_svn2.hex(),
+            },
+        )
         return VendorResult(claims=claims, checks=checks)

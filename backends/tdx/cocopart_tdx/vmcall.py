@@ -14,8 +14,17 @@ from cocopart.protocol.call import Registers
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 U64 = (1 << 64) - 1
-GPR_BIT = {"rax": 0, "rcx": 1, "rdx": 2, "rbx": 3, "rsp": 4, "rbp": 5, "rsi": 6, "rdi": 7,
-           **{f"r{i}": i for i in range(8, 16)}}
+GPR_BIT = {
+    "rax": 0,
+    "rcx": 1,
+    "rdx": 2,
+    "rbx": 3,
+    "rsp": 4,
+    "rbp": 5,
+    "rsi": 6,
+    "rdi": 7,
+    **{f"r{i}": i for i in range(8, 16)},
+}
 #: RCX bits that must be 0: RAX, RCX, RSP (and RBP with CONFIG_FLAGS.NO_RBP_MOD), 63:32
 FORBIDDEN_SELECT = (1 << 0) | (1 << 1) | (1 << 4)
 RBP_SELECT = 1 << 5
@@ -85,8 +94,14 @@ MAP_GPA_SELECT = gpr_select("r10", "r11", "r12", "r13")
 
 def map_gpa_registers(gpa: int, size: int) -> dict[str, int]:
     """TDVMCALL<MapGPA>: R12 = start GPA (shared bit set -> to shared), R13 = size."""
-    return {"rax": 0, "rcx": MAP_GPA_SELECT, "r10": 0, "r11": SubFunction.MAP_GPA,
-            "r12": gpa, "r13": size}
+    return {
+        "rax": 0,
+        "rcx": MAP_GPA_SELECT,
+        "r10": 0,
+        "r11": SubFunction.MAP_GPA,
+        "r12": gpa,
+        "r13": size,
+    }
 
 
 # -- GetQuote -------------------------------------------------------------------------------
@@ -120,8 +135,9 @@ class GetQuoteBuffer:
     def decode(cls, raw: bytes) -> GetQuoteBuffer:
         version, status, in_len, out_len = _GQ.unpack_from(raw)
         n = out_len if status == GET_QUOTE_SUCCESS and out_len else in_len
-        return cls(version, status, in_len, out_len, bytes(raw[GET_QUOTE_HEADER:
-                                                                GET_QUOTE_HEADER + n]))
+        return cls(
+            version, status, in_len, out_len, bytes(raw[GET_QUOTE_HEADER : GET_QUOTE_HEADER + n])
+        )
 
     @classmethod
     def request(cls, tdreport: bytes) -> GetQuoteBuffer:
@@ -130,8 +146,14 @@ class GetQuoteBuffer:
 
 def get_quote_registers(shared_gpa: int, size: int) -> dict[str, int]:
     """TDVMCALL<GetQuote>: R12 = shared GPA of the buffer, R13 = its size (4K multiple)."""
-    return {"rax": 0, "rcx": MAP_GPA_SELECT, "r10": 0, "r11": SubFunction.GET_QUOTE,
-            "r12": shared_gpa, "r13": size}
+    return {
+        "rax": 0,
+        "rcx": MAP_GPA_SELECT,
+        "r10": 0,
+        "r11": SubFunction.GET_QUOTE,
+        "r12": shared_gpa,
+        "r13": size,
+    }
 
 
 # -- cocopart's L2 -> L1 protocol over TDG.VP.VMCALL ----------------------------------------
@@ -144,8 +166,15 @@ PROTOCOL_SELECT = gpr_select("r10", "r11", "r12", "r13", "r14")
 def encode_protocol_call(regs: Registers) -> dict[str, int]:
     """The L2's registers for one protocol call: RAX = 0 (leaf TDG.VP.VMCALL), RCX = GPR
     select, R10 = marker, R11 = protocol RAX, R12..R14 = RCX, RDX, R8."""
-    return {"rax": 0, "rcx": PROTOCOL_SELECT, "r10": PROTOCOL_R10, "r11": regs.rax,
-            "r12": regs.rcx, "r13": regs.rdx, "r14": regs.r8}
+    return {
+        "rax": 0,
+        "rcx": PROTOCOL_SELECT,
+        "r10": PROTOCOL_R10,
+        "r11": regs.rax,
+        "r12": regs.rcx,
+        "r13": regs.rdx,
+        "r14": regs.r8,
+    }
 
 
 def is_protocol_call(gprs: dict[str, int]) -> bool:
@@ -159,8 +188,9 @@ def decode_protocol_call(gprs: dict[str, int]) -> Registers:
 def encode_protocol_result(gprs: dict[str, int], regs: Registers) -> None:
     """L1's answer in the L2's registers: RAX = 0 (TDCALL done), R10 = TDVMCALL SUCCESS,
     R11 = result code, R12..R14 = RCX, RDX, R8 out."""
-    gprs.update(rax=0, r10=TdvmcallStatus.SUCCESS, r11=regs.rax, r12=regs.rcx, r13=regs.rdx,
-                r14=regs.r8)
+    gprs.update(
+        rax=0, r10=TdvmcallStatus.SUCCESS, r11=regs.rax, r12=regs.rcx, r13=regs.rdx, r14=regs.r8
+    )
 
 
 def decode_protocol_result(gprs: dict[str, int], regs: Registers) -> None:

@@ -13,8 +13,24 @@ from cocopart_tdx.gpa import gpa_valid
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 U64 = (1 << 64) - 1
-GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+GPRS = (
+    "rax",
+    "rcx",
+    "rdx",
+    "rbx",
+    "rsp",
+    "rbp",
+    "rsi",
+    "rdi",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+)
 #: Instruction lengths L1 adds to the L2 RIP after emulating (66 0F 01 CC; 0F 01 C1).
 TDCALL_LENGTH = 4
 VMCALL_LENGTH = 3
@@ -85,8 +101,9 @@ class EnterGuestState:
 
     def encode(self) -> bytes:
         g = self.gprs
-        return _STATE.pack(*[g[r] & U64 for r in GPRS], self.rflags, self.rip, self.ssp,
-                           self.interrupt_status)
+        return _STATE.pack(
+            *[g[r] & U64 for r in GPRS], self.rflags, self.rip, self.ssp, self.interrupt_status
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> EnterGuestState:
@@ -153,7 +170,8 @@ class L2Exit:
             "rbx": 0,
             "rcx": self.exit_qualification,
             "rdx": self.gla,
-            "rsi": (self.cs_selector & 0xFFFF) | (self.cs_ar & 0xFFFF) << 16
+            "rsi": (self.cs_selector & 0xFFFF)
+            | (self.cs_ar & 0xFFFF) << 16
             | (self.cs_limit & 0xFFFF_FFFF) << 32,
             "rdi": self.cs_base,
             "r8": self.gpa,
@@ -169,15 +187,25 @@ class L2Exit:
 
     @classmethod
     def from_registers(cls, regs: dict[str, int]) -> L2Exit:
-        return cls(exit_reason=regs["rax"] & 0xFFFF_FFFF, status_class=regs["rax"] >> 32,
-                   exit_qualification=regs["rcx"], gla=regs["rdx"],
-                   cs_selector=regs["rsi"] & 0xFFFF, cs_ar=(regs["rsi"] >> 16) & 0xFFFF,
-                   cs_limit=regs["rsi"] >> 32, cs_base=regs["rdi"], gpa=regs["r8"],
-                   intr_info=regs["r9"] & 0xFFFF_FFFF, intr_error=regs["r9"] >> 32,
-                   idt_vectoring_info=regs["r10"] & 0xFFFF_FFFF,
-                   idt_vectoring_error=regs["r10"] >> 32,
-                   instr_info=regs["r11"] & 0xFFFF_FFFF, instr_length=regs["r11"] >> 32,
-                   cpl=regs["r12"] & 3, eeq=regs["r13"])
+        return cls(
+            exit_reason=regs["rax"] & 0xFFFF_FFFF,
+            status_class=regs["rax"] >> 32,
+            exit_qualification=regs["rcx"],
+            gla=regs["rdx"],
+            cs_selector=regs["rsi"] & 0xFFFF,
+            cs_ar=(regs["rsi"] >> 16) & 0xFFFF,
+            cs_limit=regs["rsi"] >> 32,
+            cs_base=regs["rdi"],
+            gpa=regs["r8"],
+            intr_info=regs["r9"] & 0xFFFF_FFFF,
+            intr_error=regs["r9"] >> 32,
+            idt_vectoring_info=regs["r10"] & 0xFFFF_FFFF,
+            idt_vectoring_error=regs["r10"] >> 32,
+            instr_info=regs["r11"] & 0xFFFF_FFFF,
+            instr_length=regs["r11"] >> 32,
+            cpl=regs["r12"] & 3,
+            eeq=regs["r13"],
+        )
 
 
 # -- where L2 events go (tdx.md §2.4) -------------------------------------------------------
@@ -219,8 +247,9 @@ L2_EVENTS: dict[str, tuple[Destination, int]] = {
 }
 
 
-def destination(event: str, *, tdvmcall_enabled: bool = False, leaf: int = -1
-                ) -> tuple[Destination, int]:
+def destination(
+    event: str, *, tdvmcall_enabled: bool = False, leaf: int = -1
+) -> tuple[Destination, int]:
     """Where ``event`` goes. ``"tdcall"`` with leaf 0 (TDG.VP.VMCALL) goes to the host only
     when L2_CTLS.ENABLE_TDVMCALL is set; every other leaf exits to L1 with reason 77."""
     if event == "tdcall" and leaf == 0 and tdvmcall_enabled:
@@ -228,5 +257,4 @@ def destination(event: str, *, tdvmcall_enabled: bool = False, leaf: int = -1
     try:
         return L2_EVENTS[event]
     except KeyError:
-        raise ValueError(f"unknown L2 event '{event}' (known: {', '.join(L2_EVENTS)})") \
-            from None
+        raise ValueError(f"unknown L2 event '{event}' (known: {', '.join(L2_EVENTS)})") from None

@@ -62,8 +62,10 @@ PROTOCOL_VENDOR = "cocopart-protocol"
 AP_START_RIP = 0xFFFF_FFF0
 #: The vCPU an L2 issues requests from (its BSP always runs: RULE_BSP_KEEPS_RUNNING).
 CALLER = 0
-NO_1G = ("PVALIDATE protocol entries are 4K or 2M; only L1 can accept a 1G page (and only "
-         "on a module that allows it)")
+NO_1G = (
+    "PVALIDATE protocol entries are 4K or 2M; only L1 can accept a 1G page (and only "
+    "on a module that allows it)"
+)
 
 
 def intel_error(err: L1Error) -> ArchError:
@@ -103,28 +105,45 @@ class TdxWorkloadHooks(WorkloadHooks):
         return intel_error(err) if err is not None else None
 
     # -- memory ----------------------------------------------------------------------------
-    def direct_pages(self, rng: GpaRange, forced: PageSize | None, *, validate: bool,
-                     ignore_unchanged: bool) -> DirectResult:
+    def direct_pages(
+        self, rng: GpaRange, forced: PageSize | None, *, validate: bool, ignore_unchanged: bool
+    ) -> DirectResult:
         """L1's own TDG.MEM.PAGE.ACCEPT (strategy order, or exactly the forced level), or
         TDG.MEM.PAGE.RELEASE after removing every L2 alias (module "2.0")."""
         p = self.platform
         if validate:
-            levels = p.accept_levels(None) if forced is None else \
-                (next(lv for lv, s in LEVEL_BYTES.items() if s == forced.bytes),)
+            levels = (
+                p.accept_levels(None)
+                if forced is None
+                else (next(lv for lv, s in LEVEL_BYTES.items() if s == forced.bytes),)
+            )
             r = p.accept_range(rng.start, rng.end, levels)
             if r.status:
-                return DirectResult(r.done, intel_error(error_of(
-                    r.status, f"TDG.MEM.PAGE.ACCEPT of {r.failed_gpa or 0:#x}")))
+                return DirectResult(
+                    r.done,
+                    intel_error(
+                        error_of(r.status, f"TDG.MEM.PAGE.ACCEPT of {r.failed_gpa or 0:#x}")
+                    ),
+                )
             return DirectResult(r.done, data={"already_accepted_bytes": r.already})
-        out = p.rescind_pages(self.workloads[0], rng.start, PAGE_4K, rng.pages_4k,
-                              ignore_unchanged=ignore_unchanged)
+        out = p.rescind_pages(
+            self.workloads[0], rng.start, PAGE_4K, rng.pages_4k, ignore_unchanged=ignore_unchanged
+        )
         err = p.take_error()
         if out.code == ResultCode.UNSUPPORTED_CALL and err is not None:
             raise NotSupportedError("rescind from L1", err.message)
         if out.code != ResultCode.SUCCESS:
-            return DirectResult(out.done * PAGE_4K, intel_error(err) if err else ArchError(
-                vendor=PROTOCOL_VENDOR, mnemonic="PVALIDATE", code=out.code,
-                message="L1 could not rescind the pages"))
+            return DirectResult(
+                out.done * PAGE_4K,
+                intel_error(err)
+                if err
+                else ArchError(
+                    vendor=PROTOCOL_VENDOR,
+                    mnemonic="PVALIDATE",
+                    code=out.code,
+                    message="L1 could not rescind the pages",
+                ),
+            )
         return DirectResult(out.done * PAGE_4K)
 
     def convert_refusal(self, layer: str, private: bool) -> str | None:
@@ -137,21 +156,30 @@ class TdxWorkloadHooks(WorkloadHooks):
     def rescind_before_share(self, layer: str) -> tuple[bool, str | None]:
         if self.platform.module.config.module == "2.0":
             return True, None
-        return False, ("module 1.5 has no TDG.MEM.PAGE.RELEASE: L1 removes the L2 aliases "
-                       "while forwarding MapGPA; the host's TDH.MEM.PAGE.REMOVE un-accepts "
-                       "the pages")
+        return False, (
+            "module 1.5 has no TDG.MEM.PAGE.RELEASE: L1 removes the L2 aliases "
+            "while forwarding MapGPA; the host's TDH.MEM.PAGE.REMOVE un-accepts "
+            "the pages"
+        )
 
     def host_convert(self, layer: str, runs: list[PageRun], private: bool) -> ArchError | None:
         rng = span(runs)
         sbit = self.platform.module.shared_bit
         gpa = rng.start if private else rng.start | sbit
-        st = self.l1_map_gpa(gpa, rng.size) if layer == L1 else \
-            self.map_gpa(layer, CALLER, gpa, rng.size)
+        st = (
+            self.l1_map_gpa(gpa, rng.size)
+            if layer == L1
+            else self.map_gpa(layer, CALLER, gpa, rng.size)
+        )
         if st == vmc.TdvmcallStatus.SUCCESS:
             return None
         name = vmc.TdvmcallStatus(st).name
-        return ArchError(vendor="intel", mnemonic=f"TDG.VP.VMCALL_{name}", code=st,
-                         message=f"TDVMCALL<MapGPA> answered {name} in R10")
+        return ArchError(
+            vendor="intel",
+            mnemonic=f"TDG.VP.VMCALL_{name}",
+            code=st,
+            message=f"TDVMCALL<MapGPA> answered {name} in R10",
+        )
 
     def l1_map_gpa(self, gpa: int, size: int) -> int:
         """L1's own TDVMCALL<MapGPA>, re-issued from R11 while the host answers RETRY."""
@@ -175,8 +203,9 @@ class TdxWorkloadHooks(WorkloadHooks):
         start, end = gpa & ~sbit, (gpa & ~sbit) + size
         cur, stuck = gpa, 0
         while True:
-            out = self.exits.l2_tdvmcall(layer, vcpu, vmc.map_gpa_registers(cur, end - (cur & ~sbit)),
-                                   "MapGPA")
+            out = self.exits.l2_tdvmcall(
+                layer, vcpu, vmc.map_gpa_registers(cur, end - (cur & ~sbit)), "MapGPA"
+            )
             status = out.get("r10", vmc.TdvmcallStatus.INVALID_OPERAND)
             if status != vmc.TdvmcallStatus.RETRY:
                 return int(status)
@@ -191,46 +220,65 @@ class TdxWorkloadHooks(WorkloadHooks):
                 return int(vmc.TdvmcallStatus.INVALID_OPERAND)
             cur = nxt
 
-
-    def evidence(self, raw: bytes, cert_table: bytes, nonce: bytes | None,
-                 manifest: bytes | None) -> Evidence:
+    def evidence(
+        self, raw: bytes, cert_table: bytes, nonce: bytes | None, manifest: bytes | None
+    ) -> Evidence:
         layer_map = {vm_name(i + 1): w for i, w in enumerate(self.workloads)}
         layer_map["L1"] = "l1"
         # the simulated PCS collateral (TCB info, QE identity, CRLs) issued now, and the
         # simulated root last, so a verifier that trusts that root can check everything
         extra: dict[str, object] = {}
         if self.roots is not None:
-            extra = {"certificates": [self.roots.root_pem],
-                     "collateral": self.roots.collateral(datetime.now(UTC))}
-        return Evidence(vendor="tdx", format="tdx-quote", raw=raw, nonce=nonce,
-                        manifest=manifest, layer_map=layer_map,
-                        **extra)
+            extra = {
+                "certificates": [self.roots.root_pem],
+                "collateral": self.roots.collateral(datetime.now(UTC)),
+            }
+        return Evidence(
+            vendor="tdx",
+            format="tdx-quote",
+            raw=raw,
+            nonce=nonce,
+            manifest=manifest,
+            layer_map=layer_map,
+            **extra,
+        )
 
     # -- access ----------------------------------------------------------------------------
-    def set_access(self, layer: str, target: str, rng: GpaRange, access: Access, *,
-                   direct: bool) -> DirectResult:
+    def set_access(
+        self, layer: str, target: str, rng: GpaRange, access: Access, *, direct: bool
+    ) -> DirectResult:
         p = self.platform
         if layer == L1:
             out = p.set_access(target, rng.start, PAGE_4K, rng.pages_4k, access)
             err = p.take_error()
             if out.code != ResultCode.SUCCESS:
-                return DirectResult(out.done * PAGE_4K, intel_error(err) if err else ArchError(
-                    vendor="intel", mnemonic="TDX_OPERAND_INVALID", code=out.code,
-                    message="TDG.MEM.PAGE.ATTR.WR failed"))
+                return DirectResult(
+                    out.done * PAGE_4K,
+                    intel_error(err)
+                    if err
+                    else ArchError(
+                        vendor="intel",
+                        mnemonic="TDX_OPERAND_INVALID",
+                        code=out.code,
+                        message="TDG.MEM.PAGE.ATTR.WR failed",
+                    ),
+                )
             return DirectResult(out.done * PAGE_4K)
         return self.l2_attr_wr(layer, target, rng, access)
 
-    def l2_attr_wr(self, layer: str, target: str, rng: GpaRange, access: Access
-                   ) -> DirectResult:
+    def l2_attr_wr(self, layer: str, target: str, rng: GpaRange, access: Access) -> DirectResult:
         """The L2's own TDG.MEM.PAGE.ATTR.WR, one per 2M/4K page, each exiting to L1."""
         p = self.platform
         tvm = self.workloads.index(target) + 1
         word = attrs.access_to_attr(access)
         for s, ps, n in rng.chunks():
             level = LEVEL_2M if ps is PageSize.SIZE_2M else LEVEL_4K
-            regs = {"rax": Leaf.MEM_PAGE_ATTR_WR, "rcx": s | level,
-                    "rdx": attrs.pack({tvm: attrs.VALID | word}),
-                    "r8": attrs.pack({tvm: attrs.RWX | attrs.FLAG_INVEPT})}
+            regs = {
+                "rax": Leaf.MEM_PAGE_ATTR_WR,
+                "rcx": s | level,
+                "rdx": attrs.pack({tvm: attrs.VALID | word}),
+                "r8": attrs.pack({tvm: attrs.RWX | attrs.FLAG_INVEPT}),
+            }
             state = self.transport.l2_exit(layer, CALLER, regs, "TDG.MEM.PAGE.ATTR.WR")
             if state is None:
                 raise NotSupportedError(f"set-access from {layer}", "its vCPU does not run")
@@ -242,15 +290,23 @@ class TdxWorkloadHooks(WorkloadHooks):
             status = after["rax"] if after is not None else status
             if status:
                 err = p.take_error()
-                return DirectResult(s - rng.start, ArchError(
-                    vendor="intel", mnemonic=f"TDX_{status_name(status)}", code=status,
-                    message=err.message if err else f"TDG.MEM.PAGE.ATTR.WR of {s:#x} returned "
-                    f"{status_name(status)}"))
+                return DirectResult(
+                    s - rng.start,
+                    ArchError(
+                        vendor="intel",
+                        mnemonic=f"TDX_{status_name(status)}",
+                        code=status,
+                        message=err.message
+                        if err
+                        else f"TDG.MEM.PAGE.ATTR.WR of {s:#x} returned {status_name(status)}",
+                    ),
+                )
         return DirectResult(rng.size, data={"policy": L1_ATTR_POLICY})
 
     # -- vCPUs -----------------------------------------------------------------------------
-    def prepare_context(self, layer: str, target: str, vcpu: int, context_gpa: int
-                        ) -> ArchError | None:
+    def prepare_context(
+        self, layer: str, target: str, vcpu: int, context_gpa: int
+    ) -> ArchError | None:
         """An L2 fills the new vCPU's L2_ENTER_GUEST_STATE buffer with its start state; a
         vCPU that already runs is refused (L1 starts each L2 VM's vCPU 0 at launch)."""
         if layer == L1:
@@ -258,28 +314,41 @@ class TdxWorkloadHooks(WorkloadHooks):
         p = self.platform
         vm = p.vm_of(layer)
         if p.vcpu_exists(vm, vcpu):
-            return ArchError(vendor=PROTOCOL_VENDOR, mnemonic="SVSM_CORE_CREATE_VCPU",
-                             code=ResultCode.INVALID_PARAMETER,
-                             message=f"vCPU {vcpu} of {layer} already runs (L1 starts each L2 "
-                             "VM's vCPU 0 at launch)")
-        if p.module.private_accepted(context_gpa) \
-                and p.module.sept.alias(vm, context_gpa).state is SeptState.L2_MAPPED:
+            return ArchError(
+                vendor=PROTOCOL_VENDOR,
+                mnemonic="SVSM_CORE_CREATE_VCPU",
+                code=ResultCode.INVALID_PARAMETER,
+                message=f"vCPU {vcpu} of {layer} already runs (L1 starts each L2 "
+                "VM's vCPU 0 at launch)",
+            )
+        if (
+            p.module.private_accepted(context_gpa)
+            and p.module.sept.alias(vm, context_gpa).state is SeptState.L2_MAPPED
+        ):
             p.memory.write(context_gpa, EnterGuestState(rip=AP_START_RIP).encode())
         return None
 
     # -- attestation and measurement -------------------------------------------------------
-    def hardware_attestation(self, layer: str, report_data: bytes
-                             ) -> HardwareAttestation | ArchError:
+    def hardware_attestation(
+        self, layer: str, report_data: bytes
+    ) -> HardwareAttestation | ArchError:
         if layer != L1:
             raise NotSupportedError(
-                f"a hardware report for {layer}", "only L1 may call TDG.MR.REPORT; an L2's "
+                f"a hardware report for {layer}",
+                "only L1 may call TDG.MR.REPORT; an L2's "
                 "TDCALL exits to L1 — use source 'service' (L1's attestation service binds the "
-                "nonce and manifest)")
+                "nonce and manifest)",
+            )
         ev = self.platform.hardware_report(report_data, L1)
         if isinstance(ev, int):
             err = self.platform.take_error()
-            return intel_error(err) if err else ArchError(
-                vendor="intel", mnemonic="TDG.MR.REPORT", code=ev, message="report failed")
+            return (
+                intel_error(err)
+                if err
+                else ArchError(
+                    vendor="intel", mnemonic="TDG.MR.REPORT", code=ev, message="report failed"
+                )
+            )
         return HardwareAttestation(self.evidence(ev.raw, b"", None, None))
 
     def direct_extend(self, index: int, digest: bytes) -> dict[str, Any] | ArchError:

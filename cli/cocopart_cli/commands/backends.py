@@ -30,14 +30,27 @@ def collect(config: PartitionConfig | None = None) -> BackendsReport:
         try:
             caps = backend.capabilities(cfg)
         except Exception as err:  # noqa: BLE001 - a broken plug-in is shown, not fatal
-            infos.append(BackendInfo(name=status.name, loaded=False, title=backend.title,
-                                     vendor=backend.vendor, version=backend.version,
-                                     error=f"capabilities() failed: {type(err).__name__}: "
-                                     f"{err}"))
+            infos.append(
+                BackendInfo(
+                    name=status.name,
+                    loaded=False,
+                    title=backend.title,
+                    vendor=backend.vendor,
+                    version=backend.version,
+                    error=f"capabilities() failed: {type(err).__name__}: {err}",
+                )
+            )
             continue
-        infos.append(BackendInfo(name=status.name, loaded=True, title=backend.title,
-                                 vendor=backend.vendor, version=backend.version,
-                                 capabilities=caps))
+        infos.append(
+            BackendInfo(
+                name=status.name,
+                loaded=True,
+                title=backend.title,
+                vendor=backend.vendor,
+                version=backend.version,
+                capabilities=caps,
+            )
+        )
     names: list[str] = []
     for info in infos:
         names += [c for c in info.capabilities if c not in names]
@@ -63,9 +76,12 @@ def render(report: BackendsReport) -> None:
         if b.loaded:
             listing.add_row(escape(b.name), escape(b.version), escape(b.vendor), escape(b.title))
         else:
-            listing.add_row(f"[red]{escape(b.name)}[/red]", escape(b.version or "?"),
-                            escape(b.vendor or "?"),
-                            f"[red]failed to load: {escape(b.error or '')}[/red]")
+            listing.add_row(
+                f"[red]{escape(b.name)}[/red]",
+                escape(b.version or "?"),
+                escape(b.vendor or "?"),
+                f"[red]failed to load: {escape(b.error or '')}[/red]",
+            )
     out.print(listing)
     loaded = [b for b in report.backends if b.loaded]
     if not loaded:
@@ -83,8 +99,9 @@ def render(report: BackendsReport) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("backends")
     def backends(
-        json_output: Annotated[bool, typer.Option("--json", help="Print JSON (schema: "
-                                                  "`cocopart schema backends`).")] = False,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema backends`).")
+        ] = False,
     ) -> None:
         """List the installed backends, their versions and the capability matrix.
 

@@ -24,8 +24,9 @@ class Format(str, Enum):
     HTML = "html"
 
 
-def capability_differences(scenario: Scenario, backends: list[Backend]
-                           ) -> list[CapabilityDifference]:
+def capability_differences(
+    scenario: Scenario, backends: list[Backend]
+) -> list[CapabilityDifference]:
     """Capabilities that some compared backends support and others do not."""
     answers = {b.name: b.capabilities(scenario.config_for(b.name)) for b in backends}
     names: list[str] = []
@@ -39,8 +40,12 @@ def capability_differences(scenario: Scenario, backends: list[Backend]
     return out
 
 
-def compare(scenario: Scenario, backends: list[Backend], strategy: Strategy | None = None,
-            costs: Path | None = None) -> CompareReport:
+def compare(
+    scenario: Scenario,
+    backends: list[Backend],
+    strategy: Strategy | None = None,
+    costs: Path | None = None,
+) -> CompareReport:
     """Run ``scenario`` on each backend and collect the comparison."""
     runs: list[ScenarioRun] = []
     for backend in backends:
@@ -48,37 +53,68 @@ def compare(scenario: Scenario, backends: list[Backend], strategy: Strategy | No
         with ProgressBar(f"{scenario.name} on {backend.name}") as bar:
             runs.append(runner.run(bar.update))
     return CompareReport(
-        scenario=scenario.name, description=scenario.description,
+        scenario=scenario.name,
+        description=scenario.description,
         strategy=(strategy or scenario.guest.strategy).value,
-        backends=[b.name for b in backends], runs=runs,
+        backends=[b.name for b in backends],
+        runs=runs,
         capability_differences=capability_differences(scenario, backends),
-        ok=not any(r.failed for r in runs))
+        ok=not any(r.failed for r in runs),
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
-        scenario_file: Annotated[Path, typer.Argument(
-            metavar="SCENARIO.toml", help="Scenario file (see `cocopart scenario new`).")],
-        backend: Annotated[list[str] | None, typer.Option(
-            "--backend", "-b", help="Backend to run on; repeat for several. Default: every "
-            "installed backend.")] = None,
-        strategy: Annotated[Strategy | None, typer.Option(
-            help="Planning strategy; default: the file's guest.strategy.")] = None,
-        fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")
-                       ] = Format.TABLE,
-        plot: Annotated[Path | None, typer.Option(
-            metavar="OUT.png", help="Also draw estimated time and world switches per step "
-            "for each backend into this PNG.")] = None,
-        out: Annotated[Path | None, typer.Option(
-            metavar="FILE", help="Write the formatted output to FILE instead of stdout.")
-                       ] = None,
-        costs: Annotated[Path | None, typer.Option(
-            metavar="COSTS.toml", help="Cost overrides ([primitives] / [switches] in ns), "
-            "applied to every backend's table before the file's [costs].")] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Same as --format json (schema: `cocopart schema compare`).")
-                               ] = False,
+        scenario_file: Annotated[
+            Path,
+            typer.Argument(
+                metavar="SCENARIO.toml", help="Scenario file (see `cocopart scenario new`)."
+            ),
+        ],
+        backend: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--backend",
+                "-b",
+                help="Backend to run on; repeat for several. Default: every installed backend.",
+            ),
+        ] = None,
+        strategy: Annotated[
+            Strategy | None,
+            typer.Option(help="Planning strategy; default: the file's guest.strategy."),
+        ] = None,
+        fmt: Annotated[
+            Format, typer.Option("--format", "-f", help="Output format.")
+        ] = Format.TABLE,
+        plot: Annotated[
+            Path | None,
+            typer.Option(
+                metavar="OUT.png",
+                help="Also draw estimated time and world switches per step "
+                "for each backend into this PNG.",
+            ),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                metavar="FILE", help="Write the formatted output to FILE instead of stdout."
+            ),
+        ] = None,
+        costs: Annotated[
+            Path | None,
+            typer.Option(
+                metavar="COSTS.toml",
+                help="Cost overrides ([primitives] / [switches] in ns), "
+                "applied to every backend's table before the file's [costs].",
+            ),
+        ] = None,
+        json_output: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Same as --format json (schema: `cocopart schema compare`)."
+            ),
+        ] = False,
     ) -> None:
         """Run one scenario on every selected backend and compare them step by step.
 

@@ -26,8 +26,7 @@ def render(info: PlatformInfo) -> None:
         level += f" — {info.privilege_level_reason}"
     t.add_row("privilege level", escape(level))
     if info.privileged_layer_present is not None:
-        t.add_row("privileged layer present",
-                  "yes" if info.privileged_layer_present else "no")
+        t.add_row("privileged layer present", "yes" if info.privileged_layer_present else "no")
     t.add_row("CPU flags", escape(", ".join(info.cpu_flags) or "none"))
     t.add_row("hypervisor", {True: "yes", False: "no", None: "unknown"}[info.hypervisor])
     t.add_row("configfs-tsm provider", escape(info.tsm_provider or "none"))
@@ -52,16 +51,22 @@ def register(app: typer.Typer) -> None:
     @app.command("detect")
     def detect_cmd(
         sysfs: Annotated[Path, typer.Option(help="sysfs root.", hidden=True)] = Path("/sys"),
-        configfs: Annotated[Path, typer.Option(help="configfs root.", hidden=True)
-                            ] = Path("/sys/kernel/config"),
-        cpuinfo: Annotated[Path, typer.Option(help="cpuinfo file.", hidden=True)
-                           ] = Path("/proc/cpuinfo"),
+        configfs: Annotated[Path, typer.Option(help="configfs root.", hidden=True)] = Path(
+            "/sys/kernel/config"
+        ),
+        cpuinfo: Annotated[Path, typer.Option(help="cpuinfo file.", hidden=True)] = Path(
+            "/proc/cpuinfo"
+        ),
         dev: Annotated[Path, typer.Option(help="/dev directory.", hidden=True)] = Path("/dev"),
-        probe: Annotated[bool, typer.Option(
-            help="Create and remove a scratch configfs-tsm entry to read the provider (root).")
-                         ] = False,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print JSON (schema: `cocopart schema detect`).")] = False,
+        probe: Annotated[
+            bool,
+            typer.Option(
+                help="Create and remove a scratch configfs-tsm entry to read the provider (root)."
+            ),
+        ] = False,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema detect`).")
+        ] = False,
     ) -> None:
         """Detect the confidential-VM platform, privilege level and attestation providers.
 

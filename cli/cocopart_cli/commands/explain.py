@@ -57,13 +57,25 @@ class OpName(str, Enum):
 class Args:
     """The explained operation's arguments, with defaults filled in from the guest."""
 
-    def __init__(self, scenario: Scenario, layer: str, size: str, start: str | None,
-                 target: str | None, vcpu: int | None, vector: int, mode: InterruptMode | None,
-                 access: str, register: int) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        layer: str,
+        size: str,
+        start: str | None,
+        target: str | None,
+        vcpu: int | None,
+        vector: int,
+        mode: InterruptMode | None,
+        access: str,
+        register: int,
+    ) -> None:
         specs = {s.name: s for s in scenario.layer_specs()}
         if layer not in scenario.known_layers():
-            raise CliError(f"--layer {layer}: no such layer in this guest (layers: "
-                           f"{', '.join(sorted(scenario.known_layers()))})")
+            raise CliError(
+                f"--layer {layer}: no such layer in this guest (layers: "
+                f"{', '.join(sorted(scenario.known_layers()))})"
+            )
         self.layer = layer
         try:
             size_b = parse_size(size)
@@ -95,33 +107,64 @@ def build(name: OpName, a: Args) -> tuple[list[Operation], Operation]:
             OpName.VALIDATE: ([], lambda: validate),
             OpName.RESCIND: ([validate], lambda: RescindPages(range=a.range, layer=a.layer)),
             OpName.SHARE: ([validate], lambda: share),
-            OpName.UNSHARE: ([validate, share], lambda: ConvertPages(
-                range=a.range, to="private", layer=a.layer)),
-            OpName.SET_ACCESS: ([validate], lambda: SetAccess(
-                range=a.range, target=a.access_target, access=a.access, layer=a.layer)),
-            OpName.CREATE_VCPU: ([], lambda: CreateVcpu(vcpu=vcpu, target=a.target,
-                                                        layer=a.layer)),
-            OpName.DELETE_VCPU: ([CreateVcpu(vcpu=vcpu, target=a.target, layer=a.layer)],
-                                 lambda: DeleteVcpu(vcpu=vcpu, target=a.target, layer=a.layer)),
-            OpName.ATTEST: ([], lambda: Attest(layer=a.layer, source="service",
-                                               report_data=report_data)),
-            OpName.ATTEST_HARDWARE: ([], lambda: Attest(layer=a.layer, source="hardware",
-                                                        report_data=report_data)),
+            OpName.UNSHARE: (
+                [validate, share],
+                lambda: ConvertPages(range=a.range, to="private", layer=a.layer),
+            ),
+            OpName.SET_ACCESS: (
+                [validate],
+                lambda: SetAccess(
+                    range=a.range, target=a.access_target, access=a.access, layer=a.layer
+                ),
+            ),
+            OpName.CREATE_VCPU: ([], lambda: CreateVcpu(vcpu=vcpu, target=a.target, layer=a.layer)),
+            OpName.DELETE_VCPU: (
+                [CreateVcpu(vcpu=vcpu, target=a.target, layer=a.layer)],
+                lambda: DeleteVcpu(vcpu=vcpu, target=a.target, layer=a.layer),
+            ),
+            OpName.ATTEST: (
+                [],
+                lambda: Attest(layer=a.layer, source="service", report_data=report_data),
+            ),
+            OpName.ATTEST_HARDWARE: (
+                [],
+                lambda: Attest(layer=a.layer, source="hardware", report_data=report_data),
+            ),
             OpName.INJECT_INTERRUPT: (
                 [ConfigureInterrupts(mode=a.mode, layer=a.layer)],
-                lambda: InjectInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
-                                        vector=a.vector, layer="host")),
+                lambda: InjectInterrupt(
+                    vcpu=0 if a.vcpu is None else a.vcpu,
+                    target=a.target,
+                    vector=a.vector,
+                    layer="host",
+                ),
+            ),
             OpName.EOI: (
-                [ConfigureInterrupts(mode=a.mode, layer=a.layer),
-                 InjectInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
-                                 vector=a.vector, layer="host")],
-                lambda: EndOfInterrupt(vcpu=0 if a.vcpu is None else a.vcpu, target=a.target,
-                                       layer=a.target)),
-            OpName.CONFIGURE_INTERRUPTS: ([], lambda: ConfigureInterrupts(mode=a.mode,
-                                                                          layer=a.layer)),
-            OpName.EXTEND_MEASUREMENT: ([], lambda: ExtendMeasurement(
-                index=a.register, digest=hashlib.sha384(b"cocopart explain").digest(),
-                layer=a.layer)),
+                [
+                    ConfigureInterrupts(mode=a.mode, layer=a.layer),
+                    InjectInterrupt(
+                        vcpu=0 if a.vcpu is None else a.vcpu,
+                        target=a.target,
+                        vector=a.vector,
+                        layer="host",
+                    ),
+                ],
+                lambda: EndOfInterrupt(
+                    vcpu=0 if a.vcpu is None else a.vcpu, target=a.target, layer=a.target
+                ),
+            ),
+            OpName.CONFIGURE_INTERRUPTS: (
+                [],
+                lambda: ConfigureInterrupts(mode=a.mode, layer=a.layer),
+            ),
+            OpName.EXTEND_MEASUREMENT: (
+                [],
+                lambda: ExtendMeasurement(
+                    index=a.register,
+                    digest=hashlib.sha384(b"cocopart explain").digest(),
+                    layer=a.layer,
+                ),
+            ),
         }
         pre, make = table[name]
         return pre, make()
@@ -129,8 +172,9 @@ def build(name: OpName, a: Args) -> tuple[list[Operation], Operation]:
         raise CliError(f"bad argument for {name.value}: {err}") from None
 
 
-def explain_on(backend: Backend, scenario: Scenario, name: OpName, a: Args,
-               strategy: Strategy | None) -> ExplainSide:
+def explain_on(
+    backend: Backend, scenario: Scenario, name: OpName, a: Args, strategy: Strategy | None
+) -> ExplainSide:
     """Set the stage on a fresh guest, then plan the operation."""
     config = scenario.config_for(backend.name, strategy)
     pre, op = build(name, a)
@@ -139,14 +183,23 @@ def explain_on(backend: Backend, scenario: Scenario, name: OpName, a: Args,
         results = [p.run(x) for x in pre]
         plan = p.plan(op)
     except CocopartError as err:
-        return ExplainSide(backend=backend.name, operation=op.describe(),
-                           prerequisites=[x.describe() for x in pre], error=str(err),
-                           diagram=f"(cannot plan: {err})")
+        return ExplainSide(
+            backend=backend.name,
+            operation=op.describe(),
+            prerequisites=[x.describe() for x in pre],
+            error=str(err),
+            diagram=f"(cannot plan: {err})",
+        )
     layers = [layer.name for layer in p.layers]
     diagram = seqdiag.render(plan.events, layers)
-    return ExplainSide(backend=backend.name, operation=op.describe(),
-                       prerequisites=[x.describe() for x in pre],
-                       prerequisites_ok=all(r.ok for r in results), plan=plan, diagram=diagram)
+    return ExplainSide(
+        backend=backend.name,
+        operation=op.describe(),
+        prerequisites=[x.describe() for x in pre],
+        prerequisites_ok=all(r.ok for r in results),
+        plan=plan,
+        diagram=diagram,
+    )
 
 
 def render(report: ExplainReport) -> None:
@@ -155,16 +208,20 @@ def render(report: ExplainReport) -> None:
     for side in report.sides:
         if side.prerequisites:
             mark = "" if side.prerequisites_ok else " [red](did not all succeed)[/red]"
-            out.print(f"  {escape(side.backend)}: first ran "
-                      f"{escape('; '.join(side.prerequisites))}{mark}")
-    width = sum(max((len(line) for line in s.diagram.splitlines()), default=0) + 4
-                for s in report.sides)
+            out.print(
+                f"  {escape(side.backend)}: first ran {escape('; '.join(side.prerequisites))}{mark}"
+            )
+    width = sum(
+        max((len(line) for line in s.diagram.splitlines()), default=0) + 4 for s in report.sides
+    )
     table = Table(show_lines=False, pad_edge=False)
     for side in report.sides:
         if side.plan is not None:
-            head = (f"{side.backend}: {fmt_count(side.plan.primitives)} primitives, "
-                    f"{fmt_count(side.plan.world_switches)} world switches, "
-                    f"{fmt_ns(side.plan.estimated_ns)}")
+            head = (
+                f"{side.backend}: {fmt_count(side.plan.primitives)} primitives, "
+                f"{fmt_count(side.plan.world_switches)} world switches, "
+                f"{fmt_ns(side.plan.estimated_ns)}"
+            )
             if side.plan.route is not None:
                 head += f"\nroute: {side.plan.route.describe()}"
         else:
@@ -183,30 +240,41 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_cmd(
         operation: Annotated[OpName, typer.Argument(help="The operation to explain.")],
-        backend: Annotated[list[str] | None, typer.Option(
-            "--backend", "-b", help="Backend; repeat for several. Default: all installed.")
-                           ] = None,
-        guest: Annotated[str | None, typer.Option(
-            metavar="GUEST.toml", help="Guest file; default: the default guest.")] = None,
+        backend: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--backend", "-b", help="Backend; repeat for several. Default: all installed."
+            ),
+        ] = None,
+        guest: Annotated[
+            str | None,
+            typer.Option(metavar="GUEST.toml", help="Guest file; default: the default guest."),
+        ] = None,
         layer: Annotated[str, typer.Option(help="Requesting layer.")] = "l2.1",
         size: Annotated[str, typer.Option(help="Range size for memory operations.")] = "2MiB",
-        start: Annotated[str | None, typer.Option(
-            help="Range start; default: the start of the layer's memory.")] = None,
-        target: Annotated[str | None, typer.Option(
-            help="Target layer (set-access: default another workload; vCPU and interrupt "
-            "operations: default the requesting layer).")] = None,
-        vcpu: Annotated[int | None, typer.Option(
-            help="vCPU index (create/delete default 1, inject default 0).")] = None,
+        start: Annotated[
+            str | None, typer.Option(help="Range start; default: the start of the layer's memory.")
+        ] = None,
+        target: Annotated[
+            str | None,
+            typer.Option(
+                help="Target layer (set-access: default another workload; vCPU and interrupt "
+                "operations: default the requesting layer)."
+            ),
+        ] = None,
+        vcpu: Annotated[
+            int | None, typer.Option(help="vCPU index (create/delete default 1, inject default 0).")
+        ] = None,
         vector: Annotated[int, typer.Option(help="Interrupt vector (16-255).")] = 0x20,
-        mode: Annotated[InterruptMode | None, typer.Option(
-            help="Interrupt mode; default: the guest's.")] = None,
-        access: Annotated[str, typer.Option(help="Access for set-access, e.g. r, rw, rwx.")
-                          ] = "r",
-        register_: Annotated[int, typer.Option("--register", help="Measurement register.")
-                             ] = 0,
+        mode: Annotated[
+            InterruptMode | None, typer.Option(help="Interrupt mode; default: the guest's.")
+        ] = None,
+        access: Annotated[str, typer.Option(help="Access for set-access, e.g. r, rw, rwx.")] = "r",
+        register_: Annotated[int, typer.Option("--register", help="Measurement register.")] = 0,
         strategy: Annotated[Strategy | None, typer.Option(help="Planning strategy.")] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print JSON (schema: `cocopart schema explain`).")] = False,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema explain`).")
+        ] = False,
     ) -> None:
         """Show the primitive sequence of one operation on each backend side by side.
 
@@ -218,12 +286,12 @@ def register(app: typer.Typer) -> None:
         """
         begin(json_output)
         scenario = load_guest(Path(guest)) if guest else default_scenario()
-        args = Args(scenario, layer, size, start, target, vcpu, vector, mode, access,
-                    register_)
+        args = Args(scenario, layer, size, start, target, vcpu, vector, mode, access, register_)
         backends = resolve_backends(backend)
         sides = [explain_on(b, scenario, operation, args, strategy) for b in backends]
-        report = ExplainReport(operation=sides[0].operation if sides else operation.value,
-                               sides=sides)
+        report = ExplainReport(
+            operation=sides[0].operation if sides else operation.value, sides=sides
+        )
         if json_output:
             emit_json(report)
         else:

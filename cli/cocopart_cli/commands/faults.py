@@ -16,14 +16,21 @@ from cocopart_cli.output import begin, console, emit_json
 def register(app: typer.Typer) -> None:
     @app.command("faults")
     def faults_cmd(
-        backend: Annotated[list[str] | None, typer.Option(
-            "--backend", "-b", help="Backend to run (repeatable; default: all installed).")
-                           ] = None,
-        scenario: Annotated[list[HostFaultScenario] | None, typer.Option(
-            "--scenario", "-s", help="Scenario to run (repeatable; default: all three).")
-                            ] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print JSON (schema: `cocopart schema faults`).")] = False,
+        backend: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--backend", "-b", help="Backend to run (repeatable; default: all installed)."
+            ),
+        ] = None,
+        scenario: Annotated[
+            list[HostFaultScenario] | None,
+            typer.Option(
+                "--scenario", "-s", help="Scenario to run (repeatable; default: all three)."
+            ),
+        ] = None,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema faults`).")
+        ] = False,
     ) -> None:
         """Compare host fault policies: a buggy guest that forgets to share a DMA page, a
         malicious guest converting a page under a host device emulator, and kexec on the

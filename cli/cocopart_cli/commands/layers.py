@@ -58,16 +58,26 @@ def routes(graph: LayerGraph, config: PartitionConfig) -> list[RouteInfo]:
             try:
                 r = graph.route(cap, source)
             except NotSupportedError as err:
-                out.append(RouteInfo(capability=cap, from_layer=source, supported=False,
-                                     reason=err.reason))
+                out.append(
+                    RouteInfo(capability=cap, from_layer=source, supported=False, reason=err.reason)
+                )
                 continue
             except KeyError as err:
-                out.append(RouteInfo(capability=cap, from_layer=source, supported=False,
-                                     reason=str(err)))
+                out.append(
+                    RouteInfo(capability=cap, from_layer=source, supported=False, reason=str(err))
+                )
                 continue
-            out.append(RouteInfo(capability=cap, from_layer=source, supported=True,
-                                 provider=r.provider, path=r.path,
-                                 mechanisms=[e.mechanism for e in r.edges], cost_ns=r.cost_ns))
+            out.append(
+                RouteInfo(
+                    capability=cap,
+                    from_layer=source,
+                    supported=True,
+                    provider=r.provider,
+                    path=r.path,
+                    mechanisms=[e.mechanism for e in r.edges],
+                    cost_ns=r.cost_ns,
+                )
+            )
     return out
 
 
@@ -79,20 +89,32 @@ def authority_of(graph: LayerGraph, config: PartitionConfig) -> Authority:
     return Authority.from_edges(ownership, graph.control_edges(), config.workloads)
 
 
-def memory_control(graph: LayerGraph, auth: Authority, config: PartitionConfig
-                   ) -> list[MemoryControlInfo]:
+def memory_control(
+    graph: LayerGraph, auth: Authority, config: PartitionConfig
+) -> list[MemoryControlInfo]:
     """For l1 and each workload layer: whom it may restrict, who may restrict it, its peers."""
     layers = [L1, *config.workloads]
     edges = graph.edges(EdgeKind.MEMORY_CONTROL)
     out: list[MemoryControlInfo] = []
     for layer in layers:
-        peers = [] if layer == L1 else [
-            o for o in config.workloads
-            if o != layer and not auth.controls(layer, o) and not auth.controls(o, layer)]
-        out.append(MemoryControlInfo(
-            layer=layer, controls=auth.controlled_by(layer),
-            controlled_by=[o for o in layers if auth.controls(o, layer)], peers=peers,
-            mechanisms=sorted({e.mechanism for e in edges if e.source == layer})))
+        peers = (
+            []
+            if layer == L1
+            else [
+                o
+                for o in config.workloads
+                if o != layer and not auth.controls(layer, o) and not auth.controls(o, layer)
+            ]
+        )
+        out.append(
+            MemoryControlInfo(
+                layer=layer,
+                controls=auth.controlled_by(layer),
+                controlled_by=[o for o in layers if auth.controls(o, layer)],
+                peers=peers,
+                mechanisms=sorted({e.mechanism for e in edges if e.source == layer}),
+            )
+        )
     return out
 
 
@@ -101,11 +123,25 @@ def ownership_runs(auth: Authority, config: PartitionConfig) -> list[OwnershipRu
     own = auth.ownership
     out: list[OwnershipRun] = []
     for s, e, v in own.runs(0, config.memory):
-        out.append(OwnershipRun(start=s, end=e, owner=v.owner, assigned=v.assigned,
-                                kind="memory-map" if v.assigned else "pool"))
+        out.append(
+            OwnershipRun(
+                start=s,
+                end=e,
+                owner=v.owner,
+                assigned=v.assigned,
+                kind="memory-map" if v.assigned else "pool",
+            )
+        )
     for s, e, v in own.runs(config.memory, own.layout.total):
-        out.append(OwnershipRun(start=s, end=e, owner=v.owner, assigned=v.assigned,
-                                kind="privileged" if v.owner == L1 else "protocol-pages"))
+        out.append(
+            OwnershipRun(
+                start=s,
+                end=e,
+                owner=v.owner,
+                assigned=v.assigned,
+                kind="privileged" if v.owner == L1 else "protocol-pages",
+            )
+        )
     return out
 
 
@@ -116,11 +152,15 @@ def build(guest: Path, backend_name: str | None) -> tuple[LayersReport, LayerGra
     backend.check_config(config)
     graph = backend.graph(config)
     auth = authority_of(graph, config)
-    report = LayersReport(backend=backend.name, layers=graph.layers, graph=graph_model(graph),
-                          routes=routes(graph, config),
-                          tcb={layer.name: graph.tcb(layer.name) for layer in graph.layers},
-                          memory_control=memory_control(graph, auth, config),
-                          ownership=ownership_runs(auth, config))
+    report = LayersReport(
+        backend=backend.name,
+        layers=graph.layers,
+        graph=graph_model(graph),
+        routes=routes(graph, config),
+        tcb={layer.name: graph.tcb(layer.name) for layer in graph.layers},
+        memory_control=memory_control(graph, auth, config),
+        ownership=ownership_runs(auth, config),
+    )
     return report, graph
 
 
@@ -131,19 +171,39 @@ def render(report: LayersReport) -> None:
         lt.add_column(col, overflow="fold")
     caps = {n.layer.name: n.capabilities for n in report.graph.nodes}
     for layer in report.layers:
-        lt.add_row(*(escape(x) for x in (layer.name, layer.role.value, layer.vendor_name,
-                                         ", ".join(caps.get(layer.name, [])),
-                                         ", ".join(report.tcb[layer.name]))))
+        lt.add_row(
+            *(
+                escape(x)
+                for x in (
+                    layer.name,
+                    layer.role.value,
+                    layer.vendor_name,
+                    ", ".join(caps.get(layer.name, [])),
+                    ", ".join(report.tcb[layer.name]),
+                )
+            )
+        )
     out.print(lt)
     et = Table(title="Edges", title_justify="left")
     for col in ("from", "to", "kind", "mechanism", "cost"):
         et.add_column(col)
     for e in report.graph.edges:
-        et.add_row(*(escape(x) for x in (e.source, e.dest, e.kind.value, e.mechanism,
-                                         fmt_ns(e.cost_ns) if e.cost_ns else "")))
+        et.add_row(
+            *(
+                escape(x)
+                for x in (
+                    e.source,
+                    e.dest,
+                    e.kind.value,
+                    e.mechanism,
+                    fmt_ns(e.cost_ns) if e.cost_ns else "",
+                )
+            )
+        )
     out.print(et)
-    rt = Table(title="Routes: how each operation travels from each workload layer",
-               title_justify="left")
+    rt = Table(
+        title="Routes: how each operation travels from each workload layer", title_justify="left"
+    )
     for col in ("from", "operation", "carried out by", "path"):
         rt.add_column(col, overflow="fold")
     for r in report.routes:
@@ -153,8 +213,12 @@ def render(report: LayersReport) -> None:
                 path += f"  ({', '.join(r.mechanisms)}; {fmt_ns(r.cost_ns)})"
             rt.add_row(*(escape(x) for x in (r.from_layer, r.capability, r.provider or "", path)))
         else:
-            rt.add_row(escape(r.from_layer), escape(r.capability), "[red]nobody[/red]",
-                       f"[red]not supported: {escape(r.reason or '')}[/red]")
+            rt.add_row(
+                escape(r.from_layer),
+                escape(r.capability),
+                "[red]nobody[/red]",
+                f"[red]not supported: {escape(r.reason or '')}[/red]",
+            )
     out.print(rt)
     render_authority(report)
 
@@ -162,23 +226,37 @@ def render(report: LayersReport) -> None:
 def render_authority(report: LayersReport) -> None:
     """The memory-control and ownership tables (docs/authority.md)."""
     out = console()
-    mt = Table(title="Memory control: whose memory access each layer may restrict "
-               "(docs/authority.md)", title_justify="left")
-    for col in ("layer", "may restrict", "restricted by", "peers (own pages only)",
-                "mechanism"):
+    mt = Table(
+        title="Memory control: whose memory access each layer may restrict (docs/authority.md)",
+        title_justify="left",
+    )
+    for col in ("layer", "may restrict", "restricted by", "peers (own pages only)", "mechanism"):
         mt.add_column(col, overflow="fold")
     for c in report.memory_control:
-        mt.add_row(*(escape(x) for x in (c.layer, ", ".join(c.controls) or "nobody",
-                                         ", ".join(c.controlled_by) or "nobody",
-                                         ", ".join(c.peers), ", ".join(c.mechanisms))))
+        mt.add_row(
+            *(
+                escape(x)
+                for x in (
+                    c.layer,
+                    ", ".join(c.controls) or "nobody",
+                    ", ".join(c.controlled_by) or "nobody",
+                    ", ".join(c.peers),
+                    ", ".join(c.mechanisms),
+                )
+            )
+        )
     out.print(mt)
-    ot = Table(title="Page ownership when the guest starts (pool pages belong to the first "
-               "workload that validates them)", title_justify="left")
+    ot = Table(
+        title="Page ownership when the guest starts (pool pages belong to the first "
+        "workload that validates them)",
+        title_justify="left",
+    )
     for col in ("range", "size", "owner", "kind"):
         ot.add_column(col, overflow="fold")
     for r in report.ownership:
-        ot.add_row(f"[{r.start:#x}, {r.end:#x})", format_size(r.end - r.start),
-                   escape(r.owner), r.kind)
+        ot.add_row(
+            f"[{r.start:#x}, {r.end:#x})", format_size(r.end - r.start), escape(r.owner), r.kind
+        )
     out.print(ot)
 
 
@@ -186,16 +264,25 @@ def register(app: typer.Typer) -> None:
     @app.command("layers")
     def layers_cmd(
         guest: Annotated[Path, typer.Argument(metavar="GUEST.toml", help="Guest file.")],
-        backend: Annotated[str | None, typer.Option(
-            "--backend", "-b", help="Backend; default: the file's, else the first installed.")
-                           ] = None,
-        fmt: Annotated[Format, typer.Option("--format", "-f", help="text, dot (Graphviz), "
-                                            "json or png.")] = Format.TEXT,
-        out: Annotated[Path | None, typer.Option(
-            metavar="FILE", help="Write to FILE (png default: layers-BACKEND.png).")] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Same as --format json (schema: `cocopart schema layers`).")
-                               ] = False,
+        backend: Annotated[
+            str | None,
+            typer.Option(
+                "--backend", "-b", help="Backend; default: the file's, else the first installed."
+            ),
+        ] = None,
+        fmt: Annotated[
+            Format, typer.Option("--format", "-f", help="text, dot (Graphviz), json or png.")
+        ] = Format.TEXT,
+        out: Annotated[
+            Path | None,
+            typer.Option(metavar="FILE", help="Write to FILE (png default: layers-BACKEND.png)."),
+        ] = None,
+        json_output: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Same as --format json (schema: `cocopart schema layers`)."
+            ),
+        ] = False,
     ) -> None:
         """Show a guest's layer graph, the route of each operation kind, each TCB, and who
         may restrict whose memory.
@@ -229,4 +316,3 @@ def register(app: typer.Typer) -> None:
             console().print(f"layer graph written to {target}")
         else:
             render(report)
-

@@ -21,19 +21,32 @@ def collect() -> Overview:
     backends: list[OverviewBackend] = []
     for status in common.load_all():
         if not status.ok:
-            backends.append(OverviewBackend(name=status.name, loaded=False,
-                                            error=str(status.error)))
+            backends.append(
+                OverviewBackend(name=status.name, loaded=False, error=str(status.error))
+            )
             continue
         backend = status.plugin
         try:
             graph = backend.graph(scenario.config_for(backend.name))
         except Exception as err:  # noqa: BLE001 - a broken plug-in is shown, not fatal
-            backends.append(OverviewBackend(name=status.name, loaded=False, title=backend.title,
-                                            error=f"graph() failed: {type(err).__name__}: "
-                                            f"{err}"))
+            backends.append(
+                OverviewBackend(
+                    name=status.name,
+                    loaded=False,
+                    title=backend.title,
+                    error=f"graph() failed: {type(err).__name__}: {err}",
+                )
+            )
             continue
-        backends.append(OverviewBackend(name=status.name, loaded=True, title=backend.title,
-                                        layers=graph.layers, graph=graph_model(graph)))
+        backends.append(
+            OverviewBackend(
+                name=status.name,
+                loaded=True,
+                title=backend.title,
+                layers=graph.layers,
+                graph=graph_model(graph),
+            )
+        )
     return Overview(default_guest=scenario.guest, backends=backends, hint=HINT)
 
 
@@ -41,14 +54,20 @@ def render(ov: Overview) -> None:
     out = console()
     g = ov.default_guest
     titles = ", ".join(b.title for b in ov.backends if b.loaded and b.title)
-    out.print("[bold]cocopart[/bold] — one L2<->L1 interface for partitioned confidential VMs"
-              + (f" ({escape(titles)})" if titles else ""))
-    out.print(f"default guest: {format_size(g.memory)}, {g.vcpus} vCPUs, "
-              f"{g.workload_layers} workload layers, interrupts {g.interrupt_mode.value}")
+    out.print(
+        "[bold]cocopart[/bold] — one L2<->L1 interface for partitioned confidential VMs"
+        + (f" ({escape(titles)})" if titles else "")
+    )
+    out.print(
+        f"default guest: {format_size(g.memory)}, {g.vcpus} vCPUs, "
+        f"{g.workload_layers} workload layers, interrupts {g.interrupt_mode.value}"
+    )
     if not ov.backends:
-        out.print("[yellow]no backend is installed[/yellow]: a backend is a distribution "
-                  "registering an entry point in the group cocopart.backends (the README lists "
-                  "the project's own)")
+        out.print(
+            "[yellow]no backend is installed[/yellow]: a backend is a distribution "
+            "registering an entry point in the group cocopart.backends (the README lists "
+            "the project's own)"
+        )
     for b in ov.backends:
         if not b.loaded:
             out.print(f"[red]{escape(b.error or '')}[/red]")
@@ -59,10 +78,12 @@ def render(ov: Overview) -> None:
         for e in b.graph.edges:
             if e.kind in (EdgeKind.CALL, EdgeKind.WORLD_SWITCH, EdgeKind.MEMORY_CONTROL):
                 by_source.setdefault(e.source, []).append(
-                    escape(f"{e.kind.value} → {e.dest} ({e.mechanism})"))
+                    escape(f"{e.kind.value} → {e.dest} ({e.mechanism})")
+                )
         for layer in b.layers:
-            node = tree.add(f"{escape(layer.name)} [dim]{escape(layer.vendor_name)} · "
-                            f"{layer.role.value}[/dim]")
+            node = tree.add(
+                f"{escape(layer.name)} [dim]{escape(layer.vendor_name)} · {layer.role.value}[/dim]"
+            )
             for line in by_source.get(layer.name, []):
                 node.add(line)
         out.print(tree)

@@ -16,16 +16,17 @@ from cocopart_cli.models import ScenarioFileReport
 from cocopart_cli.output import begin, console, emit_json
 
 scenario_app = typer.Typer(
-    name="scenario", help="Write or check scenario files.", no_args_is_help=True)
+    name="scenario", help="Write or check scenario files.", no_args_is_help=True
+)
 
 
 @scenario_app.command("new")
 def new(
     path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("scenario.toml"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")
-                     ] = False,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print JSON (schema: `cocopart schema scenario`).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema scenario`).")
+    ] = False,
 ) -> None:
     """Write a commented example scenario (the default scenario) to PATH.
 
@@ -49,8 +50,9 @@ def new(
 @scenario_app.command("check")
 def check(
     path: Annotated[Path, typer.Argument(metavar="SCENARIO.toml", help="File to check.")],
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="Print JSON (schema: `cocopart schema scenario`).")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema scenario`).")
+    ] = False,
 ) -> None:
     """Validate a scenario or guest file and summarise it (exit 2 naming file, line and field
     when it is wrong).
@@ -64,19 +66,24 @@ def check(
         return
     out = console()
     g = scenario.guest
-    out.print(f"[green]{escape(str(path))} is valid[/green]: {escape(scenario.name)} — "
-              f"{format_size(g.memory)}, "
-              f"{g.vcpus} vCPUs, {g.workload_layers} workload layers, "
-              f"{len(scenario.steps)} steps")
+    out.print(
+        f"[green]{escape(str(path))} is valid[/green]: {escape(scenario.name)} — "
+        f"{format_size(g.memory)}, "
+        f"{g.vcpus} vCPUs, {g.workload_layers} workload layers, "
+        f"{len(scenario.steps)} steps"
+    )
     for spec in scenario.layer_specs():
-        out.print(f"  layer {spec.name}: memory {spec.memory}, {spec.vcpus} vCPUs"
-                  + (f", {len(spec.shared)} shared ranges" if spec.shared else ""), markup=False)
+        out.print(
+            f"  layer {spec.name}: memory {spec.memory}, {spec.vcpus} vCPUs"
+            + (f", {len(spec.shared)} shared ranges" if spec.shared else ""),
+            markup=False,
+        )
     for i, step in enumerate(scenario.steps, 1):
         kind = step.operation.describe() if isinstance(step, OperationStep) else step.macro
-        out.print(f"  step {i}: {step.name or kind}" + (f" ({kind})" if step.name else ""),
-                  markup=False)
+        out.print(
+            f"  step {i}: {step.name or kind}" + (f" ({kind})" if step.name else ""), markup=False
+        )
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(scenario_app)
-

@@ -15,18 +15,26 @@ from cocopart_cli.output import begin, console
 
 
 def index() -> SchemaIndex:
-    return SchemaIndex(models={
-        name: (model.__doc__ or "").strip().splitlines()[0] for name, model in
-        OUTPUT_MODELS.items()})
+    return SchemaIndex(
+        models={
+            name: (model.__doc__ or "").strip().splitlines()[0]
+            for name, model in OUTPUT_MODELS.items()
+        }
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("schema")
     def schema_cmd(
-        name: Annotated[str | None, typer.Argument(
-            help="Output model: " + ", ".join(OUTPUT_MODELS) + ". Omit for the list.")] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Without NAME: every schema as one JSON object.")] = False,
+        name: Annotated[
+            str | None,
+            typer.Argument(
+                help="Output model: " + ", ".join(OUTPUT_MODELS) + ". Omit for the list."
+            ),
+        ] = None,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Without NAME: every schema as one JSON object.")
+        ] = False,
     ) -> None:
         """Publish the JSON schema of a command's --json output (pydantic models).
 
@@ -47,4 +55,3 @@ def register(app: typer.Typer) -> None:
         for n, doc in index().models.items():
             t.add_row(escape(n), escape(doc))
         console().print(t)
-

@@ -18,8 +18,9 @@ def collect(source: str, vendor: str | None, fmt: str | None) -> ShowReport:
     from cocopart_cli.models import ShowReport
 
     data = read_input(source, "evidence or certificate")
-    return ShowReport(source=source, decoded=decode_bytes(data, vendor=vendor, fmt=fmt,
-                                                          source=source))
+    return ShowReport(
+        source=source, decoded=decode_bytes(data, vendor=vendor, fmt=fmt, source=source)
+    )
 
 
 def _text(value: Any) -> str:
@@ -57,18 +58,28 @@ def render(report: ShowReport) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("show")
     def show_cmd(
-        source: Annotated[str, typer.Argument(
-            metavar="EVIDENCE", help="Evidence in any form `cocopart verify` reads (SNP "
-            "report, TD quote v4/v5, TDREPORT, Azure HCL report, Evidence JSON, hex/base64/"
-            "JSON-wrapped), a certificate table, or certificates (PEM/DER, e.g. a PCK or "
-            "VCEK); - for stdin.")],
-        vendor: Annotated[str | None, typer.Option(
-            help="Evidence vendor (a platform plug-in's name); overrides recognition.")
-                          ] = None,
-        fmt: Annotated[str | None, typer.Option(
-            "--format", help="Evidence format; overrides recognition.")] = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print JSON (schema: `cocopart schema show`).")] = False,
+        source: Annotated[
+            str,
+            typer.Argument(
+                metavar="EVIDENCE",
+                help="Evidence in any form `cocopart verify` reads (SNP "
+                "report, TD quote v4/v5, TDREPORT, Azure HCL report, Evidence JSON, hex/base64/"
+                "JSON-wrapped), a certificate table, or certificates (PEM/DER, e.g. a PCK or "
+                "VCEK); - for stdin.",
+            ),
+        ],
+        vendor: Annotated[
+            str | None,
+            typer.Option(
+                help="Evidence vendor (a platform plug-in's name); overrides recognition."
+            ),
+        ] = None,
+        fmt: Annotated[
+            str | None, typer.Option("--format", help="Evidence format; overrides recognition.")
+        ] = None,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print JSON (schema: `cocopart schema show`).")
+        ] = False,
     ) -> None:
         """Decode evidence or certificates to a table, without verifying anything.
 

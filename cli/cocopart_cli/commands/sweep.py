@@ -38,32 +38,53 @@ def per_backend(result: SweepResult) -> list[SweepBackendSummary]:
     for backend in result.backends:
         mine = [t for t in totals if t.backend == backend]
         ok = [t for t in mine if t.status is Status.OK]
-        out.append(SweepBackendSummary(
-            backend=backend, points=len(mine), ok=len(ok),
-            not_supported=sum(t.status is Status.NOT_SUPPORTED for t in mine),
-            failed=sum(t.status in (Status.ERROR, Status.PARTIAL) for t in mine),
-            median_modelled_ns=median(t.modelled_ns for t in ok) if ok else None,
-            median_world_switches=median(t.world_switches for t in ok) if ok else None))
+        out.append(
+            SweepBackendSummary(
+                backend=backend,
+                points=len(mine),
+                ok=len(ok),
+                not_supported=sum(t.status is Status.NOT_SUPPORTED for t in mine),
+                failed=sum(t.status in (Status.ERROR, Status.PARTIAL) for t in mine),
+                median_modelled_ns=median(t.modelled_ns for t in ok) if ok else None,
+                median_world_switches=median(t.world_switches for t in ok) if ok else None,
+            )
+        )
     return out
 
 
 def render(report: SweepReport, result: SweepResult) -> None:
     out = console()
-    out.print(escape(f"sweep {report.name}: {fmt_count(report.points)} points "
-                     f"({', '.join(report.axes) or 'no axis'} x backend) of {report.scenario}, "
-                     f"{fmt_count(report.rows)} rows"))
-    t = Table(title="per backend (a point is one scenario run; medians over ok points)",
-              title_justify="left")
-    for col in ("backend", "points", "ok", "not supported", "failed", "median modelled time",
-                "median world switches"):
+    out.print(
+        escape(
+            f"sweep {report.name}: {fmt_count(report.points)} points "
+            f"({', '.join(report.axes) or 'no axis'} x backend) of {report.scenario}, "
+            f"{fmt_count(report.rows)} rows"
+        )
+    )
+    t = Table(
+        title="per backend (a point is one scenario run; medians over ok points)",
+        title_justify="left",
+    )
+    for col in (
+        "backend",
+        "points",
+        "ok",
+        "not supported",
+        "failed",
+        "median modelled time",
+        "median world switches",
+    ):
         t.add_column(col, justify="left" if col == "backend" else "right")
     for b in report.per_backend:
-        t.add_row(escape(b.backend), fmt_count(b.points), fmt_count(b.ok),
-                  f"[yellow]{b.not_supported:,}[/yellow]" if b.not_supported else "0",
-                  f"[red]{b.failed:,}[/red]" if b.failed else "0",
-                  fmt_ns(b.median_modelled_ns) if b.median_modelled_ns is not None else "-",
-                  f"{b.median_world_switches:,.0f}" if b.median_world_switches is not None
-                  else "-")
+        t.add_row(
+            escape(b.backend),
+            fmt_count(b.points),
+            fmt_count(b.ok),
+            f"[yellow]{b.not_supported:,}[/yellow]" if b.not_supported else "0",
+            f"[red]{b.failed:,}[/red]" if b.failed else "0",
+            fmt_ns(b.median_modelled_ns) if b.median_modelled_ns is not None else "-",
+            f"{b.median_world_switches:,.0f}" if b.median_world_switches is not None else "-",
+        )
     out.print(t)
     groups: dict[tuple[str, str, str], list[PointTotal]] = {}
     for p in result.point_totals():
@@ -73,40 +94,66 @@ def render(report: SweepReport, result: SweepResult) -> None:
         style = STATUS_STYLE[status]
         first = points[0]
         params = ", ".join(f"{k}={v!r}" for k, v in first.params.items())
-        out.print(f"[{style}]{status}[/{style}]: {len(points):,} point(s) on "
-                  f"{escape(backend)}, e.g. point {first.point} ({escape(params)}): "
-                  f"{escape(reason)}")
+        out.print(
+            f"[{style}]{status}[/{style}]: {len(points):,} point(s) on "
+            f"{escape(backend)}, e.g. point {first.point} ({escape(params)}): "
+            f"{escape(reason)}"
+        )
     if len(groups) > SHOWN_REASONS:
         out.print(f"... and {len(groups) - SHOWN_REASONS:,} more reasons (see the table)")
     out.print(escape(describe_engine(report.engine)))
-    out.print(escape(f"tables: {report.files.parquet}, {report.files.csv}"
-                     + (f"; plot: {report.plot}" if report.plot else "")))
+    out.print(
+        escape(
+            f"tables: {report.files.parquet}, {report.files.csv}"
+            + (f"; plot: {report.plot}" if report.plot else "")
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_cmd(
-        sweep_file: Annotated[Path, typer.Argument(
-            metavar="SWEEP.toml", help="Sweep file: a base scenario and the axes to vary "
-            "(docs/scale-out.md).")],
-        out: Annotated[Path | None, typer.Option(
-            metavar="DIR", help="Where to write sweep.parquet, sweep.csv and sweep.png; "
-            "default: <sweep file name>-sweep/ in the current folder.")] = None,
-        plot: Annotated[bool, typer.Option(
-            help="Draw the summary plot (sweep.png).")] = True,
-        x: Annotated[str | None, typer.Option(
-            metavar="AXIS", help="The plot's x axis; default: the first numeric axis that "
-            "varies.")] = None,
-        by: Annotated[str | None, typer.Option(
-            metavar="AXIS", help="One plot line per backend and value of this axis; "
-            "default: a 'host' axis when there is one.")] = None,
+        sweep_file: Annotated[
+            Path,
+            typer.Argument(
+                metavar="SWEEP.toml",
+                help="Sweep file: a base scenario and the axes to vary (docs/scale-out.md).",
+            ),
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                metavar="DIR",
+                help="Where to write sweep.parquet, sweep.csv and sweep.png; "
+                "default: <sweep file name>-sweep/ in the current folder.",
+            ),
+        ] = None,
+        plot: Annotated[bool, typer.Option(help="Draw the summary plot (sweep.png).")] = True,
+        x: Annotated[
+            str | None,
+            typer.Option(
+                metavar="AXIS",
+                help="The plot's x axis; default: the first numeric axis that varies.",
+            ),
+        ] = None,
+        by: Annotated[
+            str | None,
+            typer.Option(
+                metavar="AXIS",
+                help="One plot line per backend and value of this axis; "
+                "default: a 'host' axis when there is one.",
+            ),
+        ] = None,
         scheduler: Scheduler = None,
         workers: Workers = None,
         serial: Serial = False,
         chunk_size: ChunkSize = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print the summary as JSON (schema: `cocopart schema sweep`).")
-                               ] = False,
+        json_output: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print the summary as JSON (schema: `cocopart schema sweep`)."
+            ),
+        ] = False,
     ) -> None:
         """Run a scenario at every point of a grid of axes (backends included) as Dask
         tasks; write one row per point x step as Parquet and CSV, and a summary plot.
@@ -140,15 +187,23 @@ def register(app: typer.Typer) -> None:
             plot_path = out_dir / "sweep.png"
             save(sweep_figure(result, x, by), plot_path)
         report = SweepReport(
-            name=result.name, source=result.source, scenario=result.scenario, axes=result.axes,
-            backends=result.backends, points=result.points, rows=len(result.rows),
-            status_counts=result.status_counts(), per_backend=per_backend(result), files=files,
-            plot=str(plot_path) if plot_path else None, engine=result.engine,
-            ok=not result.failed)
+            name=result.name,
+            source=result.source,
+            scenario=result.scenario,
+            axes=result.axes,
+            backends=result.backends,
+            points=result.points,
+            rows=len(result.rows),
+            status_counts=result.status_counts(),
+            per_backend=per_backend(result),
+            files=files,
+            plot=str(plot_path) if plot_path else None,
+            engine=result.engine,
+            ok=not result.failed,
+        )
         if json_output:
             emit_json(report)
         else:
             render(report, result)
         if not report.ok:
             raise typer.Exit(EXIT_FAILED)
-

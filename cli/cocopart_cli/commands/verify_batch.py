@@ -29,8 +29,7 @@ from cocopart_cli.models import VerifyBatchReport
 from cocopart_cli.output import begin, console, emit_json, fmt_count
 from cocopart_cli.policyfile import load_policy
 
-_VERDICT_STYLE = {"accepted": "green", "rejected": "yellow", "not-authentic": "red",
-                  "error": "red"}
+_VERDICT_STYLE = {"accepted": "green", "rejected": "yellow", "not-authentic": "red", "error": "red"}
 #: Failed checks listed on the console (the summary file has all).
 TOP_CHECKS = 15
 
@@ -76,54 +75,99 @@ def render(report: VerifyBatchReport) -> None:
             c.add_row(escape(name), fmt_count(n))
         out.print(c)
         if len(s.by_failed_check) > TOP_CHECKS:
-            out.print(f"... and {len(s.by_failed_check) - TOP_CHECKS} more checks (see "
-                      f"{escape(report.summary_file)})")
+            out.print(
+                f"... and {len(s.by_failed_check) - TOP_CHECKS} more checks (see "
+                f"{escape(report.summary_file)})"
+            )
     out.print(escape(describe_engine(report.engine)))
-    out.print(escape(f"tables: {report.files.parquet}, {report.files.jsonl}; summary: "
-                     f"{report.summary_file}"))
+    out.print(
+        escape(
+            f"tables: {report.files.parquet}, {report.files.jsonl}; summary: {report.summary_file}"
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("verify-batch")
     def verify_batch_cmd(
-        paths: Annotated[list[str] | None, typer.Argument(
-            metavar="PATHS...", help="Evidence files, directories (walked recursively), "
-            "globs ('archive/**/*.json') or fsspec URLs (s3://bucket/x.json).")] = None,
-        policy: Annotated[Path | None, typer.Option(
-            metavar="POLICY.toml", help="Policy file (as for `cocopart verify`); default: the "
-            "strict default policy.")] = None,
-        manifest: Annotated[list[Path] | None, typer.Option(
-            metavar="FILE", help="A text file listing one location (path or URL) per line; "
-            "repeatable.")] = None,
-        pattern: Annotated[list[str] | None, typer.Option(
-            metavar="GLOB", help="File names kept when walking a directory; repeatable. "
-            f"Default: {' '.join(DEFAULT_PATTERNS)}.")] = None,
-        trust_root: Annotated[list[Path] | None, typer.Option(
-            metavar="FILE", help="Extra root to trust (e.g. a simulated root); "
-            "repeatable.")] = None,
-        vendor_roots: Annotated[bool, typer.Option(
-            help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")] = True,
-        now: Annotated[str | None, typer.Option(
-            metavar="ISO", help="Verify every file as of this time; default: when the batch "
-            "starts.")] = None,
-        nonce: Annotated[str | None, typer.Option(
-            metavar="HEX", help="Expected freshness nonce (the policy's expected_nonce).")
-                         ] = None,
-        vendor: Annotated[str | None, typer.Option(
-            help="sev-snp or tdx, for raw evidence that is not recognised.")] = None,
-        fmt: Annotated[str | None, typer.Option(
-            "--format", help="Evidence format of raw files, e.g. snp-report, tdx-quote.")
-                       ] = None,
-        out: Annotated[Path, typer.Option(
-            metavar="DIR", help="Where to write verify.parquet, verify.jsonl and "
-            "summary.json.")] = Path("verify-batch"),
+        paths: Annotated[
+            list[str] | None,
+            typer.Argument(
+                metavar="PATHS...",
+                help="Evidence files, directories (walked recursively), "
+                "globs ('archive/**/*.json') or fsspec URLs (s3://bucket/x.json).",
+            ),
+        ] = None,
+        policy: Annotated[
+            Path | None,
+            typer.Option(
+                metavar="POLICY.toml",
+                help="Policy file (as for `cocopart verify`); default: the strict default policy.",
+            ),
+        ] = None,
+        manifest: Annotated[
+            list[Path] | None,
+            typer.Option(
+                metavar="FILE",
+                help="A text file listing one location (path or URL) per line; repeatable.",
+            ),
+        ] = None,
+        pattern: Annotated[
+            list[str] | None,
+            typer.Option(
+                metavar="GLOB",
+                help="File names kept when walking a directory; repeatable. "
+                f"Default: {' '.join(DEFAULT_PATTERNS)}.",
+            ),
+        ] = None,
+        trust_root: Annotated[
+            list[Path] | None,
+            typer.Option(
+                metavar="FILE", help="Extra root to trust (e.g. a simulated root); repeatable."
+            ),
+        ] = None,
+        vendor_roots: Annotated[
+            bool, typer.Option(help="Trust the vendors' real roots (AMD ARKs, Intel SGX Root CA).")
+        ] = True,
+        now: Annotated[
+            str | None,
+            typer.Option(
+                metavar="ISO",
+                help="Verify every file as of this time; default: when the batch starts.",
+            ),
+        ] = None,
+        nonce: Annotated[
+            str | None,
+            typer.Option(
+                metavar="HEX", help="Expected freshness nonce (the policy's expected_nonce)."
+            ),
+        ] = None,
+        vendor: Annotated[
+            str | None,
+            typer.Option(help="sev-snp or tdx, for raw evidence that is not recognised."),
+        ] = None,
+        fmt: Annotated[
+            str | None,
+            typer.Option(
+                "--format", help="Evidence format of raw files, e.g. snp-report, tdx-quote."
+            ),
+        ] = None,
+        out: Annotated[
+            Path,
+            typer.Option(
+                metavar="DIR", help="Where to write verify.parquet, verify.jsonl and summary.json."
+            ),
+        ] = Path("verify-batch"),
         scheduler: Scheduler = None,
         workers: Workers = None,
         serial: Serial = False,
         chunk_size: ChunkSize = None,
-        json_output: Annotated[bool, typer.Option(
-            "--json", help="Print the summary as JSON (schema: `cocopart schema "
-            "verify-batch`).")] = False,
+        json_output: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print the summary as JSON (schema: `cocopart schema verify-batch`)."
+            ),
+        ] = False,
     ) -> None:
         """Verify every evidence file against a policy and trust roots, as Dask tasks;
         write one row per file (verdict, failed checks, measurement, TCB, layer, report
@@ -147,22 +191,37 @@ def register(app: typer.Typer) -> None:
             chosen = chosen.model_copy(update={"expected_nonce": hex_64(nonce, "--nonce")})
         if not paths and not manifest:
             raise CliError("name evidence to verify: PATHS... or --manifest FILE")
-        locations = expand_sources(paths or [], patterns=pattern or DEFAULT_PATTERNS,
-                                   manifests=manifest or [])
+        locations = expand_sources(
+            paths or [], patterns=pattern or DEFAULT_PATTERNS, manifests=manifest or []
+        )
         if not locations:
-            raise CliError("no evidence file found (directories keep "
-                           f"{' '.join(pattern or DEFAULT_PATTERNS)}; see --pattern)")
+            raise CliError(
+                "no evidence file found (directories keep "
+                f"{' '.join(pattern or DEFAULT_PATTERNS)}; see --pattern)"
+            )
         trust = trust_store(trust_root or [], vendor_roots)
         reader = functools.partial(read_evidence, vendor=vendor, fmt=fmt)
         with progress_bar("verify-batch") as progress:
-            result = verify_batch(locations, chosen, trust=trust, now=parse_now(now),
-                                  reader=reader, cluster=cluster, progress=progress)
+            result = verify_batch(
+                locations,
+                chosen,
+                trust=trust,
+                now=parse_now(now),
+                reader=reader,
+                cluster=cluster,
+                progress=progress,
+            )
         files = write_batch_tables(result, out)
         summary_file = out / "summary.json"
         write_text(summary_file, result.summary.model_dump_json(indent=2) + "\n")
-        report = VerifyBatchReport(now=result.now, summary=result.summary, files=files,
-                                   summary_file=str(summary_file), engine=result.engine,
-                                   ok=result.worst == "accepted")
+        report = VerifyBatchReport(
+            now=result.now,
+            summary=result.summary,
+            files=files,
+            summary_file=str(summary_file),
+            engine=result.engine,
+            ok=result.worst == "accepted",
+        )
         if json_output:
             emit_json(report)
         else:
