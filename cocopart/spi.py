@@ -36,10 +36,43 @@ if TYPE_CHECKING:
         Evidence,
         Origin,
     )
+    from cocopart.attest.evidence_plugins import (
+        PolicySchema,
+    )
+    from cocopart.attest.hcl import (
+        HclReport,
+        hcl_report_type,
+    )
+    from cocopart.attest.inputs import (
+        load_der_certificate,
+    )
+    from cocopart.attest.plugin import (
+        BY_MAGIC,
+        BY_SIZE,
+        CertificateEntry,
+        Decoded,
+        HostView,
+        PlatformPlugin,
+        PrivilegeLevel,
+        Recognition,
+        Section,
+        TsmProvider,
+    )
+    from cocopart.attest.policy import (
+        HexBytes,
+        HexInt,
+        Pins,
+        VendorPolicy,
+        pin_size,
+    )
+    from cocopart.attest.show import (
+        certificate_section,
+    )
     from cocopart.attest.verifier import (
         Check,
         TrustStore,
         VendorResult,
+        check,
     )
     from cocopart.backend import (
         AccessOutcome,
@@ -139,6 +172,7 @@ if TYPE_CHECKING:
     from cocopart.protocol.manifest import (
         ServicesManifest,
         bind_report_data,
+        read_manifest,
     )
     from cocopart.ranges import (
         RangeMap,
@@ -161,6 +195,9 @@ if TYPE_CHECKING:
         CostTable,
         Trace,
     )
+    from cocopart.unchecked import (
+        build_unchecked,
+    )
     from cocopart.views import RunState, build_view
     from cocopart.workload import (
         WorkloadSide,
@@ -176,6 +213,30 @@ if TYPE_CHECKING:
 
 #: name -> module it comes from
 _WHERE: dict[str, str] = {
+    # Attestation plug-ins: recognisers, decoders, policy sections, verifier helpers
+    "BY_MAGIC": "cocopart.attest.plugin",
+    "BY_SIZE": "cocopart.attest.plugin",
+    "CertificateEntry": "cocopart.attest.plugin",
+    "Decoded": "cocopart.attest.plugin",
+    "HclReport": "cocopart.attest.hcl",
+    "HexBytes": "cocopart.attest.policy",
+    "HexInt": "cocopart.attest.policy",
+    "HostView": "cocopart.attest.plugin",
+    "Pins": "cocopart.attest.policy",
+    "PlatformPlugin": "cocopart.attest.plugin",
+    "PolicySchema": "cocopart.attest.evidence_plugins",
+    "PrivilegeLevel": "cocopart.attest.plugin",
+    "Recognition": "cocopart.attest.plugin",
+    "Section": "cocopart.attest.plugin",
+    "TsmProvider": "cocopart.attest.plugin",
+    "VendorPolicy": "cocopart.attest.policy",
+    "build_unchecked": "cocopart.unchecked",
+    "certificate_section": "cocopart.attest.show",
+    "check": "cocopart.attest.verifier",
+    "hcl_report_type": "cocopart.attest.hcl",
+    "load_der_certificate": "cocopart.attest.inputs",
+    "pin_size": "cocopart.attest.policy",
+    "read_manifest": "cocopart.protocol.manifest",
     # The plug-in contract
     "Backend": "cocopart.backend",
     "Machine": "cocopart.backend",
@@ -217,7 +278,7 @@ _WHERE: dict[str, str] = {
     "Strategy": "cocopart.model",
     # Operations and results
     "ArchError": "cocopart.ops",
-    "Capability": "cocopart.ops",
+    "Capability": "cocopart.capability",
     "ConfigureInterrupts": "cocopart.ops",
     "ConvertPages": "cocopart.ops",
     "EndOfInterrupt": "cocopart.ops",
@@ -302,6 +363,8 @@ _MODULES: dict[str, str] = {
 
 __all__ = [
     "ASSUMPTION_SAME_PAGE",
+    "BY_MAGIC",
+    "BY_SIZE",
     "DEVICE_DATA",
     "DMA_PAGE",
     "EOI",
@@ -322,6 +385,7 @@ __all__ = [
     "Backend",
     "Capability",
     "CapabilityAnswer",
+    "CertificateEntry",
     "Check",
     "Claims",
     "ConfigError",
@@ -330,6 +394,7 @@ __all__ = [
     "Cost",
     "CostTable",
     "DataFate",
+    "Decoded",
     "DeliveryStatus",
     "DirectResult",
     "EdgeKind",
@@ -344,8 +409,12 @@ __all__ = [
     "GuestMemory",
     "HardwareAttestation",
     "HardwareEvidence",
+    "HclReport",
+    "HexBytes",
+    "HexInt",
     "HostAccessor",
     "HostFaultScenario",
+    "HostView",
     "InjectInterrupt",
     "InterruptDelivery",
     "InterruptMode",
@@ -366,39 +435,54 @@ __all__ = [
     "PageRun",
     "PageSize",
     "PartitionConfig",
+    "Pins",
+    "PlatformPlugin",
+    "PolicySchema",
+    "PrivilegeLevel",
     "PrivilegedPlatform",
     "ProtocolClient",
     "ProtocolId",
     "ProtocolLayout",
     "RangeMap",
+    "Recognition",
     "Registers",
     "ResultCode",
     "RunState",
     "ScenarioSetup",
+    "Section",
     "ServiceDispatcher",
     "ServicesManifest",
     "Strategy",
     "Trace",
     "Transport",
     "TrustStore",
+    "TsmProvider",
     "ValidatePages",
     "VcpuRecord",
     "VcpuView",
+    "VendorPolicy",
     "VendorResult",
     "Vtpm",
     "WorkloadHooks",
     "WorkloadSide",
     "bind_report_data",
     "build_service",
+    "build_unchecked",
     "build_view",
+    "certificate_section",
+    "check",
     "finish_scene",
     "fixed_ipi_icr",
+    "hcl_report_type",
     "keep_guest_data",
+    "load_der_certificate",
     "merged",
     "page_runs",
+    "pin_size",
     "present",
     "protocol_error",
     "pvalidate",
+    "read_manifest",
     "result_name",
     "settle_lazy",
     "span",

@@ -28,17 +28,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cocopart.backend import Backend, CapabilityAnswer
-from cocopart.capability import Capability
-from cocopart.errors import ConfigError
-from cocopart.model import Layer, LayerRole, PartitionConfig
+from cocopart.spi import (
+    Backend,
+    Capability,
+    CapabilityAnswer,
+    ConfigError,
+    Layer,
+    LayerRole,
+    PartitionConfig,
+)
 from cocopart_sev_snp import interrupt_modes
 from cocopart_sev_snp.host_fault_policy import DEFAULT_POLICY, HOST_FAULT_POLICIES
 
 if TYPE_CHECKING:  # the machine model loads when a machine is created, not to list backends
-    from cocopart.backend import Machine
-    from cocopart.layers import LayerGraph
-    from cocopart.trace import CostTable, Trace
+    from cocopart.spi import CostTable, LayerGraph, Machine, Trace
 
 #: VMPL of each workload layer by number of workload layers: one layer runs at VMPL2 as
 #: COCONUT runs its guest (CS types.rs GUEST_VMPL = 2); two at VMPL1, 2; three at 1, 2, 3.
@@ -146,7 +149,7 @@ class SevSnpBackend(Backend):
     distribution: ClassVar[str] = "cocopart-sev-snp"
 
     def check_config(self, config: PartitionConfig) -> None:
-        from cocopart.service.build import KNOWN_SERVICES
+        from cocopart.spi import KNOWN_SERVICES
 
         parse_options(config)
         for s in config.services:
@@ -172,7 +175,7 @@ class SevSnpBackend(Backend):
         return out
 
     def graph(self, config: PartitionConfig) -> LayerGraph:
-        from cocopart.layers import EdgeKind, LayerGraph
+        from cocopart.spi import EdgeKind, LayerGraph
         from cocopart_sev_snp import costs
 
         vmpls = workload_vmpls(config)

@@ -20,7 +20,7 @@ import struct
 import uuid
 from typing import NamedTuple
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 
 #: GUIDs of the table's entries (sev-snp.md §6.4, from go-sev-guest abi.go).
 CERT_GUIDS: dict[str, uuid.UUID] = {

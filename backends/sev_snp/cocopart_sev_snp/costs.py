@@ -10,7 +10,7 @@ request two host switches (≈ 3 µs), as the cost model gives them.
 
 from __future__ import annotations
 
-from cocopart.trace import Cost, CostTable
+from cocopart.spi import Cost, CostTable
 
 #: Host round trip of a direct GHCB VMGEXIT (snp*, 2.94-3.36 µs).
 GHCB_ROUND_TRIP_NS = 3_000.0

@@ -12,7 +12,7 @@ import struct
 from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
-from cocopart.model import PAGE_2M, PAGE_4K
+from cocopart.spi import PAGE_2M, PAGE_4K
 
 # --- MSR protocol (sev-snp.md §5.1) -------------------------------------------------------
 #: The GHCB MSR.

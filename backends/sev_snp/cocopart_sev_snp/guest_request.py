@@ -24,7 +24,7 @@ from enum import IntEnum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 from cocopart_sev_snp import secrets
 from cocopart_sev_snp.report import (
     KEY_SEL_VLEK,

@@ -35,9 +35,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_2M, PAGE_4K
-from cocopart.trace import Trace
+from cocopart.spi import PAGE_2M, PAGE_4K, GuestMemory, Trace
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import npf

@@ -35,9 +35,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from cocopart.backend import AccessOutcome
-from cocopart.host_faults import FaultStep, HostAccessor
-from cocopart.model import PAGE_2M, PAGE_4K, Access
+from cocopart.spi import PAGE_2M, PAGE_4K, Access, AccessOutcome, FaultStep, HostAccessor
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp.host_fault_policy import (  # the policies by name, re-exported
     DEFAULT_POLICY as DEFAULT_POLICY,  # noqa: PLC0414

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cocopart.client import PageRun
-from cocopart.host_faults import (
+from cocopart.spi import (
     ASSUMPTION_SAME_PAGE,
     DEVICE_DATA,
     DMA_PAGE,
     GUEST_DATA,
     NEW_KERNEL,
+    PAGE_2M,
+    PAGE_4K,
     Emulator,
     FaultOutcome,
     HostAccessor,
     HostFaultScenario,
     OutcomeBuilder,
+    PageRun,
     ScenarioSetup,
     keep_guest_data,
 )
-from cocopart.host_faults import finish_scene as _finish
-from cocopart.model import PAGE_2M, PAGE_4K
+from cocopart.spi import finish_scene as _finish
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import host_faults as hf
 from cocopart_sev_snp import instructions as ins

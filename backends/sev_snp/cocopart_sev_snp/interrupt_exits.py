@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.apic import ICR as X2APIC_ICR
-from cocopart.apic import LocalApic
-from cocopart.interrupts import HOST, L1
-from cocopart.interrupts import vectors as _vectors
-from cocopart.model import InterruptMode
+from cocopart.spi import EOI as X2APIC_EOI
+from cocopart.spi import HOST, L1, InterruptMode, LocalApic
+from cocopart.spi import ICR as X2APIC_ICR
+from cocopart.spi import vectors as _vectors
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import interrupt_modes as im
 

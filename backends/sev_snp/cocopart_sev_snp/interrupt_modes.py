@@ -45,8 +45,7 @@ Mode changes (:func:`transition_rule`; each rule is a named constant below):
 
 from __future__ import annotations
 
-from cocopart.backend import CapabilityAnswer
-from cocopart.model import InterruptMode
+from cocopart.spi import CapabilityAnswer, InterruptMode
 from cocopart_sev_snp.vmsa import MODE_FEATURES, SevFeatures
 
 DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED

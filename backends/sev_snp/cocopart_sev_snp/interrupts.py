@@ -32,27 +32,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.apic import ICR as X2APIC_ICR
-from cocopart.interrupts import (
-    DeliveryStatus,
-    EoiRecord,
-    InterruptDelivery,
-    MemoryFlag,
-    fixed_ipi_icr,
-    present,
-    settle_lazy,
-)
-from cocopart.interrupts import vectors as _vectors
-from cocopart.model import InterruptMode
-from cocopart.ops import (
+from cocopart.spi import EOI as X2APIC_EOI
+from cocopart.spi import ICR as X2APIC_ICR
+from cocopart.spi import (
+    ApicCall,
     ArchError,
     ConfigureInterrupts,
+    DeliveryStatus,
     EndOfInterrupt,
+    EoiRecord,
     InjectInterrupt,
+    InterruptDelivery,
+    InterruptMode,
+    MemoryFlag,
     OperationResult,
+    ProtocolId,
+    ResultCode,
+    fixed_ipi_icr,
+    present,
+    result_name,
+    settle_lazy,
 )
-from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
+from cocopart.spi import vectors as _vectors
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import interrupt_modes as im
 from cocopart_sev_snp import vmsa as vm

@@ -18,17 +18,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView
-from cocopart.client import PageRun
-from cocopart.errors import ConfigError
-from cocopart.layers import LayerGraph
-from cocopart.model import PAGE_2M, Access, InterruptMode, PartitionConfig
-from cocopart.ops import ArchError
-from cocopart.protocol.ids import ResultCode
-from cocopart.service.state import VcpuRecord
-from cocopart.service.tpm import Vtpm
-from cocopart.trace import CostTable, Trace
-from cocopart.views import RunState, build_view
+from cocopart.spi import (
+    PAGE_2M,
+    Access,
+    AccessOutcome,
+    ArchError,
+    Backend,
+    ConfigError,
+    CostTable,
+    InterruptMode,
+    LayerGraph,
+    Machine,
+    MemoryRun,
+    PageRun,
+    PartitionConfig,
+    ResultCode,
+    RunState,
+    Trace,
+    VcpuRecord,
+    VcpuView,
+    Vtpm,
+    build_view,
+)
 from cocopart_sev_snp import cert_table, npf, secrets
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import vmsa as vm
@@ -47,7 +58,7 @@ from cocopart_sev_snp.svsm import SnpPlatform, SnpTransport
 from cocopart_sev_snp.workload import SnpWorkloadHooks
 
 if TYPE_CHECKING:
-    from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
+    from cocopart.spi import FaultOutcome, HostFaultScenario, ScenarioSetup
     from cocopart_sev_snp.backend import SnpOptions
     from cocopart_sev_snp.host_faults import HostWrite
     from cocopart_sev_snp.simroots import SimulatedAmdRoots

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from cocopart.errors import ConfigError
+from cocopart.spi import ConfigError
 
 PAGE_SIZE = 0x1000
 FOUR_GIB = 1 << 32

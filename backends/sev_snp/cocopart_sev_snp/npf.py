@@ -31,9 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cocopart.backend import AccessOutcome
-from cocopart.host_faults import FaultStep
-from cocopart.model import PAGE_2M, PAGE_4K, Access
+from cocopart.spi import PAGE_2M, PAGE_4K, Access, AccessOutcome, FaultStep
 from cocopart_sev_snp import instructions as ins
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ does (cocopart's simplification: a layer only touches pages it owns, docs/author
 
 from __future__ import annotations
 
-from cocopart.ranges import RangeMap
+from cocopart.spi import RangeMap
 from cocopart_sev_snp.ghcb import PscOp
 
 #: The C-bit follows the guest's own page-state changes, never the host's: PSC(shared) that

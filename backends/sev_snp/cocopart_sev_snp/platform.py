@@ -24,8 +24,7 @@ from __future__ import annotations
 import struct
 from typing import ClassVar
 
-from cocopart.attest.hcl import hcl_report_type
-from cocopart.attest.plugin import (
+from cocopart.spi import (
     BY_MAGIC,
     BY_SIZE,
     CertificateEntry,
@@ -34,6 +33,7 @@ from cocopart.attest.plugin import (
     PrivilegeLevel,
     Recognition,
     TsmProvider,
+    hcl_report_type,
 )
 from cocopart_sev_snp import cert_table
 

@@ -26,10 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator
 
-from cocopart.attest.evidence import Claims
-from cocopart.attest.evidence_plugins import PolicySchema
-from cocopart.attest.policy import Pins, VendorPolicy, pin_size
-from cocopart.attest.verifier import Check, check
+from cocopart.spi import Check, Claims, Pins, PolicySchema, VendorPolicy, check, pin_size
 from cocopart_sev_snp.report import PLATFORM_FLAG_NAMES
 
 VENDOR = "sev-snp"

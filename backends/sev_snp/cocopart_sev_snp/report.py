@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from cocopart.errors import EvidenceError
-from cocopart.unchecked import build_unchecked
+from cocopart.spi import EvidenceError, build_unchecked
 
 # --- layout constants (sev-snp.md §6.3) --------------------------------------------------
 

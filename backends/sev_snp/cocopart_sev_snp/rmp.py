@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from enum import Enum
 from typing import NamedTuple
 
-from cocopart.model import PAGE_2M, PAGE_4K, Access
-from cocopart.ranges import RangeMap
+from cocopart.spi import PAGE_2M, PAGE_4K, Access, RangeMap
 
 #: The workload VMPLs whose permissions an RMP entry holds (sev-snp.md §4.1).
 LOWER_VMPLS = (1, 2, 3)

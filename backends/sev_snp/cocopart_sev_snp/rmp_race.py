@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from cocopart.host_faults import FaultStep
-from cocopart.model import Access
+from cocopart.spi import Access, FaultStep
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp.rmp import Rmp, page_bytes
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.hcl import HclReport
-from cocopart.attest.plugin import Decoded, Section
-from cocopart.errors import EvidenceError
+from cocopart.spi import Decoded, Evidence, EvidenceError, HclReport, Section
 from cocopart_sev_snp.report import REPORT_SIZE, SIGNING_KEY_NAMES, SnpReport
 
 _NOT_VERIFIED = (

@@ -37,9 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.verifier import TrustStore
-from cocopart.errors import ConfigError
+from cocopart.spi import ConfigError, Evidence, TrustStore
 from cocopart_sev_snp import certs
 from cocopart_sev_snp.report import (
     PRODUCTS,

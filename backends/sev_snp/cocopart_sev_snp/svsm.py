@@ -24,13 +24,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.backend import HardwareEvidence, PageOpResult, PrivilegedPlatform, Transport
-from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_2M, PAGE_4K, Access
-from cocopart.protocol.call import Registers
-from cocopart.protocol.ids import ResultCode, protocol_error
-from cocopart.service.dispatcher import ServiceDispatcher
-from cocopart.trace import Trace
+from cocopart.spi import (
+    PAGE_2M,
+    PAGE_4K,
+    Access,
+    GuestMemory,
+    HardwareEvidence,
+    PageOpResult,
+    PrivilegedPlatform,
+    Registers,
+    ResultCode,
+    ServiceDispatcher,
+    Trace,
+    Transport,
+    protocol_error,
+)
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import npf

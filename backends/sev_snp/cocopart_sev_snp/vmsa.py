@@ -10,7 +10,7 @@ import struct
 from enum import IntFlag
 from typing import NamedTuple
 
-from cocopart.model import InterruptMode
+from cocopart.spi import InterruptMode
 
 VMSA_SIZE = 4096
 # sev-snp.md §5.6 (CS cpuarch/vmsa.rs)

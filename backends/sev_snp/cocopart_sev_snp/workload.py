@@ -21,16 +21,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cocopart import vtpm_commands
-from cocopart.attest.evidence import Evidence
-from cocopart.client import PageRun
-from cocopart.errors import NotSupportedError
-from cocopart.model import L1, PAGE_2M, PAGE_4K, Access, GpaRange, PageSize, Strategy
-from cocopart.ops import ArchError
-from cocopart.protocol import pvalidate as pv
-from cocopart.protocol.ids import ResultCode, result_name
-from cocopart.workload import page_runs
-from cocopart.workload_hooks import DirectResult, HardwareAttestation, Limits, WorkloadHooks
+from cocopart.spi import (
+    L1,
+    PAGE_2M,
+    PAGE_4K,
+    Access,
+    ArchError,
+    DirectResult,
+    Evidence,
+    GpaRange,
+    HardwareAttestation,
+    Limits,
+    NotSupportedError,
+    PageRun,
+    PageSize,
+    ResultCode,
+    Strategy,
+    WorkloadHooks,
+    page_runs,
+    result_name,
+    vtpm_commands,
+)
+from cocopart.spi import pvalidate as pv
 from cocopart_sev_snp import ghcb as g
 from cocopart_sev_snp import instructions as ins
 from cocopart_sev_snp import npf

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cocopart.model import Access
+from cocopart.spi import Access
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 # tdx.md §3 (MOD helpers.h): per-VM attribute bits

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.backend import Backend, CapabilityAnswer
-from cocopart.errors import ConfigError
-from cocopart.model import Layer, LayerRole, PartitionConfig
+from cocopart.spi import Backend, CapabilityAnswer, ConfigError, Layer, LayerRole, PartitionConfig
 from cocopart_tdx.interrupt_modes import capability_answers as interrupt_capabilities
 from cocopart_tdx.options import TdxOptions
 
 if TYPE_CHECKING:  # the machine model loads when a machine is created, not to list backends
-    from cocopart.backend import Machine
-    from cocopart.layers import LayerGraph
-    from cocopart.trace import CostTable, Trace
+    from cocopart.spi import CostTable, LayerGraph, Machine, Trace
 
 #: What L1 does for its L2s (through their L2 -> L1 exits) and, ``@self``, only for itself:
 #: only L1 may call TDG.MR.REPORT (tdx.md §7.4). ``rescind`` needs module 2.0 (RELEASE).
@@ -76,7 +72,7 @@ class TdxBackend(Backend):
         return out
 
     def graph(self, config: PartitionConfig) -> LayerGraph:
-        from cocopart.layers import EdgeKind, LayerGraph
+        from cocopart.spi import EdgeKind, LayerGraph
         from cocopart_tdx.costs import default_costs
 
         opts = TdxOptions.parse(config.backend_options)

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 from cocopart_tdx.pck import PckTcb
 from cocopart_tdx.quote import EnclaveReportBody, TdQuoteBody
 

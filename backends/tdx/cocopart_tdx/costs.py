@@ -11,7 +11,7 @@ the SEAM round trip as a placeholder, as the cost model says.
 
 from __future__ import annotations
 
-from cocopart.trace import Cost, CostTable
+from cocopart.spi import Cost, CostTable
 
 CVMX = "CVMX (Misono et al., SIGMETRICS'25)"
 SEAM_RT_NS = 1280.0  # cost-model.md §1: TD exit handled by the module alone, 1.28 us [M]

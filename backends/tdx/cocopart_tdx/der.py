@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 
 # DER universal tags (X.690)
 BOOLEAN, INTEGER, BIT_STRING, OCTET_STRING, OID, ENUMERATED, SEQUENCE = (

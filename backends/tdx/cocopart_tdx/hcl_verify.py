@@ -25,10 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.hcl import HclReport
-from cocopart.attest.verifier import Check, TrustStore, VendorResult
-from cocopart.errors import EvidenceError
+from cocopart.spi import Check, Evidence, EvidenceError, HclReport, TrustStore, VendorResult
 from cocopart_tdx.quote import QuoteLayout, TdQuoteBody
 from cocopart_tdx.tdreport import TDREPORT_SIZE, TdReport
 

@@ -45,10 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cocopart.errors import EvidenceError
-from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_2M, PAGE_4K
-from cocopart.ranges import RangeMap
+from cocopart.spi import PAGE_2M, PAGE_4K, EvidenceError, GuestMemory, RangeMap
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_tally import Tally
 from cocopart_tdx.measure import MrtdBuilder

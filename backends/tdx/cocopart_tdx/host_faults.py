@@ -31,10 +31,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from cocopart.backend import AccessOutcome
-from cocopart.host_faults import FaultStep, HostAccessor
-from cocopart.model import PAGE_4K, Access
-from cocopart.ranges import RangeMap
+from cocopart.spi import PAGE_4K, Access, AccessOutcome, FaultStep, HostAccessor, RangeMap
 from cocopart_tdx import status as st
 from cocopart_tdx.sept import AUG_FROM
 

@@ -18,25 +18,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cocopart.host_faults import (
+from cocopart.spi import (
     ASSUMPTION_SAME_PAGE,
     DEVICE_DATA,
     DMA_PAGE,
     GUEST_DATA,
     NEW_KERNEL,
     NO_POLICY,
+    PAGE_2M,
+    PAGE_4K,
+    ConvertPages,
     DataFate,
     Emulator,
     FaultOutcome,
+    GpaRange,
     HostAccessor,
     HostFaultScenario,
     OutcomeBuilder,
     ScenarioSetup,
+    ValidatePages,
     keep_guest_data,
 )
-from cocopart.host_faults import finish_scene as _finish
-from cocopart.model import PAGE_2M, PAGE_4K, GpaRange
-from cocopart.ops import ConvertPages, ValidatePages
+from cocopart.spi import finish_scene as _finish
 from cocopart_tdx import host_faults as hf
 
 if TYPE_CHECKING:

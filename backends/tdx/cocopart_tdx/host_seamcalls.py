@@ -33,8 +33,7 @@ from enum import IntEnum
 
 from pydantic import BaseModel
 
-from cocopart.ranges import RangeMap
-from cocopart.trace import Trace
+from cocopart.spi import RangeMap, Trace
 from cocopart_tdx import status as st
 from cocopart_tdx.host import TdxHost
 from cocopart_tdx.sept import (

@@ -6,8 +6,7 @@ the capability matrix needs (``cocopart backends`` lists it without importing th
 
 from __future__ import annotations
 
-from cocopart.backend import CapabilityAnswer
-from cocopart.model import InterruptMode
+from cocopart.spi import CapabilityAnswer, InterruptMode
 
 DIRECT, RESTRICTED = InterruptMode.DIRECT, InterruptMode.RESTRICTED
 ALTERNATE, SECURE_AVIC = InterruptMode.ALTERNATE, InterruptMode.SECURE_AVIC

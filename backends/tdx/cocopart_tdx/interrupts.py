@@ -46,25 +46,26 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from cocopart.apic import EOI as X2APIC_EOI
-from cocopart.interrupts import (
-    DeliveryStatus,
-    EoiRecord,
-    InterruptDelivery,
-    MemoryFlag,
-    fixed_ipi_icr,
-    present,
-    settle_lazy,
-)
-from cocopart.model import InterruptMode
-from cocopart.ops import (
+from cocopart.spi import EOI as X2APIC_EOI
+from cocopart.spi import (
+    ApicCall,
     ArchError,
     ConfigureInterrupts,
+    DeliveryStatus,
     EndOfInterrupt,
+    EoiRecord,
     InjectInterrupt,
+    InterruptDelivery,
+    InterruptMode,
+    MemoryFlag,
     OperationResult,
+    ProtocolId,
+    ResultCode,
+    fixed_ipi_icr,
+    present,
+    result_name,
+    settle_lazy,
 )
-from cocopart.protocol.ids import ApicCall, ProtocolId, ResultCode, result_name
 from cocopart_tdx import metadata as md
 from cocopart_tdx.interrupt_modes import (  # re-exported: the mode rules live there
     ALTERNATE,

@@ -3,8 +3,7 @@ measurement = TDG.MR.RTMR.EXTEND with the UEFI CC PCR -> RTMR mapping (:func:`pc
 
 from __future__ import annotations
 
-from cocopart.backend import HardwareEvidence
-from cocopart.protocol.ids import ResultCode
+from cocopart.spi import HardwareEvidence, ResultCode
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_core import L1Core
 from cocopart_tdx.l1_errors import L1Error

@@ -9,14 +9,15 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from cocopart.backend import PrivilegedPlatform
-from cocopart.memory import (
+from cocopart.spi import (
+    Access,
     GuestMemory,
+    PrivilegedPlatform,
     ProtocolLayout,
+    ResultCode,
+    Strategy,
+    Trace,
 )
-from cocopart.model import Access, Strategy
-from cocopart.protocol.ids import ResultCode
-from cocopart.trace import Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.host import TdxHost

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cocopart.model import PartitionConfig
-from cocopart.protocol.ids import ResultCode
-from cocopart.trace import Trace
+from cocopart.spi import PartitionConfig, ResultCode, Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_errors import L1Error

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from cocopart.protocol.ids import ResultCode
+from cocopart.spi import ResultCode
 from cocopart_tdx.status import TdxStatus, base, mnemonic, status_name
 from cocopart_tdx.vp_enter import VmxExit
 

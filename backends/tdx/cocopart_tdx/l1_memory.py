@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cocopart.backend import PageOpResult
-from cocopart.model import Access, Strategy
-from cocopart.protocol.ids import ResultCode
+from cocopart.spi import Access, PageOpResult, ResultCode, Strategy
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_core import L1Core

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cocopart.model import PAGE_2M, PAGE_4K
+from cocopart.spi import PAGE_2M, PAGE_4K
 
 # -- L1's own memory -------------------------------------------------------------------------
 QUOTE_BUFFER_PAGES = 4  # GetQuote buffer: 16 KiB, enough for a quote with its PEM chain

@@ -4,7 +4,7 @@ as a trace target."""
 
 from __future__ import annotations
 
-from cocopart.trace import Trace
+from cocopart.spi import Trace
 
 
 def vm_name(vm: int) -> str:

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from cocopart.backend import Transport
-from cocopart.memory import GuestMemory
-from cocopart.protocol.call import Registers
-from cocopart.trace import Trace
+from cocopart.spi import GuestMemory, Registers, Trace, Transport
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1_platform import TdxPlatform
 from cocopart_tdx.l1_tally import Tally, vm_name
@@ -23,7 +20,7 @@ from cocopart_tdx.vp_enter import (
 )
 
 if TYPE_CHECKING:
-    from cocopart.service.dispatcher import ServiceDispatcher
+    from cocopart.spi import ServiceDispatcher
 
 
 class TdxTransport(Transport):

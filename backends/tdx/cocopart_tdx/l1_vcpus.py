@@ -8,8 +8,7 @@ from bisect import insort
 from dataclasses import dataclass
 from typing import Protocol
 
-from cocopart.model import PAGE_4K
-from cocopart.protocol.ids import ResultCode
+from cocopart.spi import PAGE_4K, ResultCode
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx.l1_core import L1Core

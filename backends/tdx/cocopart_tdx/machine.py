@@ -14,17 +14,27 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from cocopart.backend import AccessOutcome, Backend, Machine, MemoryRun, VcpuView, merged
-from cocopart.layers import LayerGraph
-from cocopart.memory import GuestMemory
-from cocopart.model import PAGE_4K, Access, InterruptMode, PageSize, PartitionConfig
-from cocopart.ops import (
+from cocopart.spi import (
+    PAGE_4K,
+    Access,
+    AccessOutcome,
+    Backend,
+    CostTable,
+    GuestMemory,
+    InterruptMode,
+    LayerGraph,
+    Machine,
+    MemoryRun,
     Operation,
     OperationResult,
+    PageSize,
+    PartitionConfig,
+    ResultCode,
+    Trace,
+    VcpuRecord,
+    VcpuView,
+    merged,
 )
-from cocopart.protocol.ids import ResultCode
-from cocopart.service.state import VcpuRecord
-from cocopart.trace import CostTable, Trace
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx.host import TdxHost, build_td, create_vcpus
 from cocopart_tdx.host_faults import MemoryIntegrity, host_access
@@ -44,7 +54,7 @@ from cocopart_tdx.vp_enter import EnterGuestState
 from cocopart_tdx.workload import AP_START_RIP, TdxWorkloadHooks
 
 if TYPE_CHECKING:
-    from cocopart.host_faults import FaultOutcome, HostFaultScenario, ScenarioSetup
+    from cocopart.spi import FaultOutcome, HostFaultScenario, ScenarioSetup
 
 
 @lru_cache(maxsize=8)

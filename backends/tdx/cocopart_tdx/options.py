@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cocopart.errors import ConfigError
+from cocopart.spi import ConfigError
 
 KNOWN_OPTIONS = (
     "module",

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 from cocopart_tdx import der
 from cocopart_tdx.der import Signed
 

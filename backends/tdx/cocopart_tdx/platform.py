@@ -23,8 +23,7 @@ from __future__ import annotations
 import struct
 from typing import ClassVar
 
-from cocopart.attest.hcl import hcl_report_type
-from cocopart.attest.plugin import (
+from cocopart.spi import (
     BY_MAGIC,
     BY_SIZE,
     HostView,
@@ -32,6 +31,7 @@ from cocopart.attest.plugin import (
     PrivilegeLevel,
     Recognition,
     TsmProvider,
+    hcl_report_type,
 )
 
 TDREPORT_SIZE = 1024

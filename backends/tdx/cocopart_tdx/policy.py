@@ -20,10 +20,17 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from cocopart.attest.evidence import Claims
-from cocopart.attest.evidence_plugins import PolicySchema
-from cocopart.attest.policy import HexBytes, HexInt, Pins, VendorPolicy, pin_size
-from cocopart.attest.verifier import Check, check
+from cocopart.spi import (
+    Check,
+    Claims,
+    HexBytes,
+    HexInt,
+    Pins,
+    PolicySchema,
+    VendorPolicy,
+    check,
+    pin_size,
+)
 from cocopart_tdx.collateral import TCB_STATUSES
 
 VENDOR = "tdx"

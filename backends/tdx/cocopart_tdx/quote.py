@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 from cocopart_tdx.tdreport import TdReport
 
 QUOTE_VERSION_4 = 4

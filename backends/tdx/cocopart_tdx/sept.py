@@ -23,8 +23,7 @@ from enum import IntEnum
 from itertools import pairwise
 from typing import NamedTuple
 
-from cocopart.model import PAGE_1G, PAGE_2M, PAGE_4K
-from cocopart.ranges import RangeMap
+from cocopart.spi import PAGE_1G, PAGE_2M, PAGE_4K, RangeMap
 
 
 class SeptState(IntEnum):

@@ -9,12 +9,15 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cocopart.attest.evidence import Evidence
-from cocopart.attest.hcl import HclReport
-from cocopart.attest.inputs import load_der_certificate
-from cocopart.attest.plugin import Decoded, Section
-from cocopart.attest.show import certificate_section
-from cocopart.errors import EvidenceError
+from cocopart.spi import (
+    Decoded,
+    Evidence,
+    EvidenceError,
+    HclReport,
+    Section,
+    certificate_section,
+    load_der_certificate,
+)
 from cocopart_tdx.pck import SGX_EXTENSIONS_OID, SGX_TYPES, SgxExtensions, load_certificates
 from cocopart_tdx.quote import QeReportCertificationData, TdQuote, TdQuoteBody
 from cocopart_tdx.tdreport import TDREPORT_SIZE, TdReport, decode_td_attributes

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 from cocopart_tdx.collateral import pcs_body
 from cocopart_tdx.pck import SGX_EXTENSIONS_OID, PckTcb, SgxExtensions, load_certificates
 from cocopart_tdx.quote import (

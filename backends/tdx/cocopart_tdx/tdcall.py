@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
 
-from cocopart.memory import GuestMemory
+from cocopart.spi import GuestMemory
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import metadata as md
 from cocopart_tdx import vmcall as vmc

@@ -27,7 +27,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from cocopart.errors import EvidenceError
+from cocopart.spi import EvidenceError
 
 TDREPORT_SIZE = 1024
 REPORTMACSTRUCT_SIZE = 256

@@ -63,11 +63,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from cocopart.attest.evidence import Claims, Evidence, Origin
-from cocopart.attest.verifier import Check, TrustStore, VendorResult, check
-from cocopart.errors import EvidenceError
-from cocopart.protocol.manifest import bind_report_data, read_manifest
-from cocopart.unchecked import build_unchecked
+from cocopart.spi import (
+    Check,
+    Claims,
+    Evidence,
+    EvidenceError,
+    Origin,
+    TrustStore,
+    VendorResult,
+    bind_report_data,
+    build_unchecked,
+    check,
+    read_manifest,
+)
 from cocopart_tdx import policy as tdx_policy
 from cocopart_tdx.collateral import (
     EnclaveIdentity,

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from cocopart.protocol.call import Registers
+from cocopart.spi import Registers
 from cocopart_tdx.status import Operand, TdxStatus, with_details
 
 U64 = (1 << 64) - 1

@@ -27,15 +27,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cocopart.attest.evidence import Evidence
-from cocopart.client import PageRun
-from cocopart.errors import NotSupportedError
-from cocopart.model import L1, PAGE_4K, Access, GpaRange, PageSize, PartitionConfig
-from cocopart.ops import ArchError
-from cocopart.protocol.ids import ResultCode
-from cocopart.trace import Trace
-from cocopart.workload import span
-from cocopart.workload_hooks import DirectResult, HardwareAttestation, Limits, WorkloadHooks
+from cocopart.spi import (
+    L1,
+    PAGE_4K,
+    Access,
+    ArchError,
+    DirectResult,
+    Evidence,
+    GpaRange,
+    HardwareAttestation,
+    Limits,
+    NotSupportedError,
+    PageRun,
+    PageSize,
+    PartitionConfig,
+    ResultCode,
+    Trace,
+    WorkloadHooks,
+    span,
+)
 from cocopart_tdx import attributes as attrs
 from cocopart_tdx import vmcall as vmc
 from cocopart_tdx.l1 import (
