@@ -274,20 +274,39 @@ class Layer(BaseModel):
 
 
 class InterruptMode(str, Enum):
-    """How interrupts reach a workload layer.
+    """How interrupts reach a workload layer, in vendor-neutral terms. Each backend maps the
+    mode once and its capability answers name its own mechanism.
 
-    ``direct``: the host injects into the workload itself (SNP without Restricted Injection;
-    impossible on TDX, where the host never injects into an L2). ``restricted``: only the
-    privileged layer takes host interrupts, via the #HV doorbell. ``alternate``: the privileged
-    layer emulates the workload's APIC and injects (SNP Alternate Injection; TDX L1 event
-    injection through the L2 VMCS). ``secure-avic``: hardware-managed APIC state (SNP Secure
-    AVIC; TDX L2 virtual-interrupt delivery through the virtual-APIC page).
+    ``host-direct``: the host injects into the workload itself (SNP without Restricted
+    Injection; impossible on TDX, where the host never injects into an L2).
+    ``privileged-doorbell``: only the privileged layer takes host interrupts and passes them on
+    (SNP Restricted Injection with the #HV doorbell; TDX: posted to L1, which injects through
+    the L2 VMCS). ``privileged-emulated``: the privileged layer emulates the workload's APIC
+    and injects (SNP Alternate Injection with the SVSM APIC protocol; on TDX the same
+    protocol served by L1, a cocopart software protocol). ``hardware-virtualized``: hardware
+    holds the APIC state (SNP Secure AVIC; TDX L2 virtual-interrupt delivery).
+
+    The earlier names ``direct``, ``restricted``, ``alternate`` and ``secure-avic`` (AMD
+    feature names) are accepted as aliases wherever a mode is read.
     """
 
-    DIRECT = "direct"
-    RESTRICTED = "restricted"
-    ALTERNATE = "alternate"
-    SECURE_AVIC = "secure-avic"
+    DIRECT = "host-direct"
+    RESTRICTED = "privileged-doorbell"
+    ALTERNATE = "privileged-emulated"
+    SECURE_AVIC = "hardware-virtualized"
+
+    @classmethod
+    def _missing_(cls, value: object) -> InterruptMode | None:
+        return INTERRUPT_MODE_ALIASES.get(str(value).strip().lower()) if value else None
+
+
+#: The earlier, AMD-flavoured names of the interrupt modes, still accepted on input.
+INTERRUPT_MODE_ALIASES: dict[str, InterruptMode] = {
+    "direct": InterruptMode.DIRECT,
+    "restricted": InterruptMode.RESTRICTED,
+    "alternate": InterruptMode.ALTERNATE,
+    "secure-avic": InterruptMode.SECURE_AVIC,
+}
 
 
 class Strategy(str, Enum):

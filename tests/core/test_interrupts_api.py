@@ -67,10 +67,15 @@ def test_capability_answers(backend: str) -> None:
     caps = guest(backend).capabilities()
     for key in ("inject-interrupt", "eoi", "configure-interrupts"):
         assert caps[key].supported and caps[key].mechanism
-    for mode in ("direct", "restricted", "alternate", "secure-avic"):
+    for mode in (
+        "host-direct",
+        "privileged-doorbell",
+        "privileged-emulated",
+        "hardware-virtualized",
+    ):
         ans = caps[f"interrupt-mode:{mode}"]
         assert (ans.supported and ans.mechanism) or (not ans.supported and ans.reason)
-    assert caps["interrupt-mode:direct"].supported == (backend == "sev-snp")
+    assert caps["interrupt-mode:host-direct"].supported == (backend == "sev-snp")
 
 
 @pytest.mark.parametrize(("backend", "mode"), SUPPORTED)
@@ -172,3 +177,25 @@ def test_inject_many_counts_refusals_without_running_them() -> None:
 
 def test_delivery_status_values() -> None:
     assert [s.value for s in DeliveryStatus] == ["delivered", "pending", "dropped"]
+
+
+def test_interrupt_modes_have_neutral_names_and_accept_the_old_ones() -> None:
+    """Issue 12: the vocabulary is vendor-neutral; AMD's feature names stay accepted."""
+    from cocopart.model import InterruptMode, PartitionConfig
+
+    assert [m.value for m in InterruptMode] == [
+        "host-direct",
+        "privileged-doorbell",
+        "privileged-emulated",
+        "hardware-virtualized",
+    ]
+    for old, new in (
+        ("direct", "host-direct"),
+        ("restricted", "privileged-doorbell"),
+        ("alternate", "privileged-emulated"),
+        ("secure-avic", "hardware-virtualized"),
+    ):
+        assert PartitionConfig(interrupt_mode=old).interrupt_mode.value == new
+        assert ConfigureInterrupts(layer="l1", mode=old).mode.value == new
+    with pytest.raises(InputError):
+        PartitionConfig(interrupt_mode="teleport")

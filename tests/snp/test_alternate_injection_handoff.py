@@ -62,7 +62,7 @@ def test_os_registered_keeps_injection_then_os_deregistration_disables_it(
     assert emu.count == 0 and emu.disabled_for_good and ai_bits(p) == [False] * VCPUS
     # a new register fails: the protocol is no longer offered to any vCPU
     assert configure(p, 0, CONFIGURE_REGISTER) == ResultCode.UNSUPPORTED_PROTOCOL
-    assert machine(p).interrupts.mode.value == "direct"
+    assert machine(p).interrupts.mode.value == "host-direct"
 
 
 def test_os_never_registers_each_ap_refresh_clears_its_bit(os_booted: Partition) -> None:

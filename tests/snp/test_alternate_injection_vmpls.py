@@ -52,7 +52,7 @@ def test_rule_registration_needs_control_a_lower_vmpl_cannot_deregister(
     for v in (0, 1):
         assert _configure(p, "l2.2", v, CONFIGURE_REFRESH) == ResultCode.SUCCESS
     assert emu.count == 1 and not emu.disabled_for_good and _bits(p) == before
-    assert machine(p).interrupts.mode.value == "alternate"
+    assert machine(p).interrupts.mode.value == "privileged-emulated"
 
 
 def test_rule_registration_needs_control_the_controlling_vmpl_runs_the_handoff(

@@ -147,7 +147,7 @@ def test_rule_alternate_not_reentered_and_left_at_count_zero() -> None:
     assert m.client.call("l2.1", 0, 3, 1, 0b10).ok  # the OS registers too: count 2
     r = p.run(ConfigureInterrupts(layer="l2.1", mode="restricted"))
     assert r.status is Status.ERROR and "count 1" in (r.reason or "")
-    assert m.interrupts.mode.value == "alternate" and injection_bits(p) == {AI}
+    assert m.interrupts.mode.value == "privileged-emulated" and injection_bits(p) == {AI}
     assert p.run(ConfigureInterrupts(layer="l2.1", mode="restricted")).ok
     assert injection_bits(p) == {RI}
     r = p.run(ConfigureInterrupts(layer="l2.1", mode="alternate"))

@@ -87,9 +87,14 @@ def test_routes_reported_with_results() -> None:
 def test_capabilities_answer_with_reasons() -> None:
     caps = TdxBackend().capabilities(PartitionConfig())
     assert caps["validate"].supported and "TDG.MEM.PAGE.ACCEPT" in caps["validate"].mechanism
-    for name in ("rescind", "attest-hardware", "interrupt-mode:direct", "page-size:1G"):
+    for name in ("rescind", "attest-hardware", "interrupt-mode:host-direct", "page-size:1G"):
         assert not caps[name].supported and caps[name].reason
-    for name in ("inject-interrupt", "eoi", "configure-interrupts", "interrupt-mode:restricted"):
+    for name in (
+        "inject-interrupt",
+        "eoi",
+        "configure-interrupts",
+        "interrupt-mode:privileged-doorbell",
+    ):
         assert caps[name].supported and caps[name].mechanism
     later = TdxBackend().capabilities(PartitionConfig(backend_options={"module": "2.0"}))
     assert later["rescind"].supported and later["page-size:1G"].supported

@@ -11,6 +11,7 @@ from cocopart_tdx import metadata as md
 from cocopart_tdx.tdcall import VM_ENTRY_INTR_INFO
 from cocopart_tdx.vp_enter import ENTER_GUEST_STATE_SIZE, EnterGuestState
 
+from cocopart.model import InterruptMode
 from cocopart.ops import ConfigureInterrupts, CreateVcpu, EndOfInterrupt, InjectInterrupt, Status
 from cocopart.partition import Partition
 
@@ -65,9 +66,10 @@ def test_direct_is_not_supported_with_the_reason() -> None:
     assert r.status is Status.NOT_SUPPORTED and "never injects into an L2" in (r.reason or "")
     assert p.run(InjectInterrupt(layer="host", target="l1", vcpu=0, vector=0x41)).ok
     caps = p.capabilities()
-    assert not caps["interrupt-mode:direct"].supported
+    assert not caps["interrupt-mode:host-direct"].supported
     assert all(
-        caps[f"interrupt-mode:{m}"].supported for m in ("restricted", "alternate", "secure-avic")
+        caps[f"interrupt-mode:{InterruptMode(m).value}"].supported
+        for m in ("restricted", "alternate", "secure-avic")
     )
 
 

@@ -90,10 +90,12 @@ def test_rule_interrupt_capabilities_name_tdx_mechanisms() -> None:
     protocol no TDX stack implements."""
     caps = td("restricted").capabilities()
     assert "VM-entry interruption-information" in (
-        caps["interrupt-mode:restricted"].mechanism or ""
+        caps["interrupt-mode:privileged-doorbell"].mechanism or ""
     )
-    assert "virtual-interrupt delivery" in (caps["interrupt-mode:secure-avic"].mechanism or "")
-    alt = caps["interrupt-mode:alternate"].mechanism or ""
+    assert "virtual-interrupt delivery" in (
+        caps["interrupt-mode:hardware-virtualized"].mechanism or ""
+    )
+    alt = caps["interrupt-mode:privileged-emulated"].mechanism or ""
     assert "software protocol" in alt and "no TDX stack" in alt
     inj = caps["inject-interrupt"].mechanism or ""
     assert "no posted-interrupt processing" in inj and "WRMSR (32)" in inj

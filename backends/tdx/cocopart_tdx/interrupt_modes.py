@@ -33,7 +33,9 @@ RULE_ALTERNATE_NOT_REENTERED = "alternate: from boot only; left by deregistratio
 
 def capability_answers() -> dict[str, CapabilityAnswer]:
     """``interrupt-mode:<mode>`` answers: direct is impossible, the others go through L1."""
-    out = {"interrupt-mode:direct": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)}
+    out = {
+        f"interrupt-mode:{DIRECT.value}": CapabilityAnswer(supported=False, reason=RULE_NO_DIRECT)
+    }
     for mode, mech in MECHANISM.items():
         extra = f" (at boot only: {RULE_ALTERNATE_NOT_REENTERED})" if mode == ALTERNATE else ""
         out[f"interrupt-mode:{mode.value}"] = CapabilityAnswer(
