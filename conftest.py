@@ -1,4 +1,5 @@
-"""Shared fixtures. Real vectors are read from ../shared/vectors (never copied here)."""
+"""Shared fixtures for every test directory (tests/ and each backend's tests/). Real
+vectors are read from ../shared/vectors (never copied here)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 #: In the tests a backend whose trace contradicts its own route is an error, not a note.
 os.environ.setdefault("COCOPART_ROUTE_CHECK", "raise")
 VECTORS = Path(os.environ.get("COCOPART_VECTORS", REPO.parent / "shared" / "vectors"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_backend, cca_plugin
+sys.path.insert(0, str(REPO / "tests"))  # fake_backend, cca_plugin, planes_backend
 
 
 @pytest.fixture(scope="session")
