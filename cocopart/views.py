@@ -60,7 +60,6 @@ def build_view(
     cost is one tuple comparison per backend run, one object per merged run."""
     cache: dict[V, RunState] = {}
     out: list[MemoryRun] = []
-    append = out.append
     cur: RunState | None = None
     cur_s = cur_e = 0
     for s, e, v in runs:
@@ -71,37 +70,26 @@ def build_view(
             cur_e = e
             continue
         if cur is not None:
-            append(
-                fast_run(
-                    {
-                        "start": cur_s,
-                        "end": cur_e,
-                        "private": cur[0],
-                        "validated": cur[1],
-                        "access": dict(cur[2]),
-                        "context": cur[3],
-                        "owner": "l1",
-                        "assigned": False,
-                    }
-                )
-            )
+            out.append(_state_run(cur_s, cur_e, cur))
         cur, cur_s, cur_e = st, s, e
     if cur is not None:
-        append(
-            fast_run(
-                {
-                    "start": cur_s,
-                    "end": cur_e,
-                    "private": cur[0],
-                    "validated": cur[1],
-                    "access": dict(cur[2]),
-                    "context": cur[3],
-                    "owner": "l1",
-                    "assigned": False,
-                }
-            )
-        )
+        out.append(_state_run(cur_s, cur_e, cur))
     return out
+
+
+def _state_run(start: int, end: int, st: RunState) -> MemoryRun:
+    return fast_run(
+        {
+            "start": start,
+            "end": end,
+            "private": st[0],
+            "validated": st[1],
+            "access": dict(st[2]),
+            "context": st[3],
+            "owner": "l1",
+            "assigned": False,
+        }
+    )
 
 
 #: Every field is set on a run built by :func:`fast_run` (shared: pydantic only adds to it).
