@@ -194,9 +194,10 @@ class WorkloadSide:
         *,
         validate: bool,
         ignore_cf: bool,
-    ) -> tuple[BatchResult, ArchError | None]:
+    ) -> tuple[BatchResult, ArchError | None, dict[str, Any]]:
         """Validate or rescind ``runs``: the privileged layer's own primitives (``direct``)
-        or protocol PVALIDATE calls. The direct path claims / releases what it did."""
+        or protocol PVALIDATE calls. The direct path claims / releases what it did, and
+        returns the error that stopped it and its data for the result."""
         if direct:
             rng = span(runs)
             d: DirectResult = self.hooks.direct_pages(
@@ -210,18 +211,22 @@ class WorkloadSide:
                     self.ownership.release(rng.start, end)
             res = BatchResult(done_bytes=d.done_bytes)
             if d.error is not None:
-                res.code, res.failed_gpa = d.error.code or -1, rng.start + d.done_bytes
-            return res, d.error
+                res.failed_gpa = rng.start + d.done_bytes
+            return res, d.error, d.data
         lim = self.hooks.limits()
-        return self.client.pvalidate(
-            layer,
-            CALLER_VCPU,
-            runs,
-            validate=validate,
-            per_call=lim.per_call,
-            ignore_cf=ignore_cf,
-            fallback_per_call=lim.fallback_per_call,
-        ), None
+        return (
+            self.client.pvalidate(
+                layer,
+                CALLER_VCPU,
+                runs,
+                validate=validate,
+                per_call=lim.per_call,
+                ignore_cf=ignore_cf,
+                fallback_per_call=lim.fallback_per_call,
+            ),
+            None,
+            {},
+        )
 
     def _pages_failure(
         self, name: str, r: BatchResult, err: ArchError | None, done: int, what: str
@@ -246,6 +251,7 @@ class WorkloadSide:
             else list(batches(runs, lim.host_group))
         )
         done = calls = fallbacks = 0
+        data: dict[str, Any] = {}
         for group in groups:
             if self.hooks.validate_converts:
                 err = self.hooks.host_convert(layer, group, private=True)
@@ -253,13 +259,17 @@ class WorkloadSide:
                     return OperationResult.failure(
                         name, err, Progress(done_bytes=done, next_gpa=group[0].gpa)
                     )
-            r, arch = self._pages(layer, group, forced, direct, validate=True, ignore_cf=False)
+            r, arch, extra = self._pages(
+                layer, group, forced, direct, validate=True, ignore_cf=False
+            )
             done += r.done_bytes
             calls += r.calls
             fallbacks += r.fallbacks
-            if r.code:
+            for key, value in extra.items():  # the direct path's counts, over all groups
+                data[key] = data.get(key, 0) + value
+            if r.code or arch is not None:
                 return self._pages_failure(name, r, arch, done, "validating")
-        data: dict[str, Any] = {"calls": calls, "size_fallbacks": fallbacks}
+        data.update(calls=calls, size_fallbacks=fallbacks)
         if not direct:
             data["entries_per_call"] = lim.per_call
         return OperationResult.success(name, **data)
@@ -267,10 +277,10 @@ class WorkloadSide:
     def rescind(
         self, name: str, layer: str, rng: GpaRange, direct: bool, *, ignore_cf: bool
     ) -> OperationResult:
-        r, arch = self._pages(
+        r, arch, _data = self._pages(
             layer, page_runs(rng, None), None, direct, validate=False, ignore_cf=ignore_cf
         )
-        if r.code:
+        if r.code or arch is not None:
             return self._pages_failure(name, r, arch, r.done_bytes, "rescinding")
         return OperationResult.success(name, calls=r.calls, size_fallbacks=r.fallbacks)
 
